@@ -1,0 +1,375 @@
+//! [`ConfigLoader`]: merges defaults, a TOML file, the environment and
+//! explicit overrides with `figment`, then validates.
+
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+};
+
+use figment::{
+    Figment, Metadata, Profile, Provider,
+    providers::{Format, Serialized, Toml},
+    value::{Dict, Map, Value},
+};
+
+use super::{Config, ConfigError};
+
+/// The prefix of environment overrides.
+pub const ENV_PREFIX: &str = "ROOM619_";
+/// Separates nesting levels in an environment variable's name.
+const ENV_SEPARATOR: &str = "__";
+/// Environment variables with the prefix that are not configuration keys.
+const ENV_RESERVED: &[&str] = &["CONFIG"];
+
+/// Builds a [`Config`] from its sources, in increasing precedence: defaults,
+/// TOML file or text, `ROOM619_*` environment, [`Overrides`].
+///
+/// ```
+/// use room619::config::{ConfigLoader, Overrides};
+///
+/// let config = ConfigLoader::new()
+///     .toml_str("[node]\nname = \"from-toml\"")
+///     .without_env()
+///     .overrides(Overrides::new().set("node.listen", "127.0.0.1:9000"))
+///     .load()
+///     .unwrap();
+/// assert_eq!(config.node.name, "from-toml");
+/// assert_eq!(config.node.listen.port(), 9000);
+/// ```
+#[derive(Debug, Default)]
+#[must_use]
+pub struct ConfigLoader {
+    file: Option<PathBuf>,
+    toml: Option<String>,
+    env: EnvSource,
+    overrides: Overrides,
+}
+
+#[derive(Debug, Default)]
+enum EnvSource {
+    #[default]
+    Process,
+    Vars(Vec<(OsString, OsString)>),
+    Off,
+}
+
+impl ConfigLoader {
+    /// A loader with defaults and the process environment as its sources.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads this TOML file; it must exist. Default: no file.
+    pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.file = Some(path.into());
+        self
+    }
+
+    /// Uses this TOML text (after the file, if both are given). Default: none.
+    pub fn toml_str(mut self, toml: impl Into<String>) -> Self {
+        self.toml = Some(toml.into());
+        self
+    }
+
+    /// Ignores the environment. Default: the process environment is read.
+    pub fn without_env(mut self) -> Self {
+        self.env = EnvSource::Off;
+        self
+    }
+
+    /// Reads overrides from these variables instead of the process
+    /// environment (only those starting with `ROOM619_` count).
+    pub fn env_vars<K, V>(mut self, vars: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: Into<OsString>,
+        V: Into<OsString>,
+    {
+        let vars = vars
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        self.env = EnvSource::Vars(vars);
+        self
+    }
+
+    /// Applies these overrides last (CLI flags, tests). Default: none.
+    pub fn overrides(mut self, overrides: Overrides) -> Self {
+        self.overrides = overrides;
+        self
+    }
+
+    /// Merges the sources and validates the result.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the key (and the source it came from) when the
+    /// file is missing or does not parse, a key is unknown, a value has the
+    /// wrong type, or validation fails.
+    pub fn load(self) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = &self.file {
+            if !path.is_file() {
+                return Err(ConfigError::new(
+                    "",
+                    format!("config file {} does not exist", path.display()),
+                ));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        if let Some(toml) = &self.toml {
+            figment = figment.merge(Toml::string(toml));
+        }
+        let env = match self.env {
+            EnvSource::Process => Some(EnvVars::from_vars(std::env::vars_os())),
+            EnvSource::Vars(vars) => Some(EnvVars::from_vars(vars)),
+            EnvSource::Off => None,
+        };
+        if let Some(env) = env {
+            figment = figment.merge(env?);
+        }
+        figment = figment.merge(self.overrides);
+        let config: Config = figment.extract().map_err(|err| from_figment(&err))?;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Explicit values by dotted key, applied over every other source.
+///
+/// ```
+/// use room619::config::Overrides;
+///
+/// let overrides = Overrides::new()
+///     .set("log.level", "debug")
+///     .set("node.services", vec!["echo".to_owned()]);
+/// ```
+#[derive(Debug, Default, Clone)]
+#[must_use]
+pub struct Overrides {
+    entries: Vec<(String, Value)>,
+}
+
+impl Overrides {
+    /// No overrides.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `key` (a dotted path such as `node.listen`) to `value`.
+    pub fn set(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.entries.push((key.into(), value.into()));
+        self
+    }
+
+    /// Whether no override is set.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl Provider for Overrides {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("command-line flags")
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        for (key, value) in &self.entries {
+            let path: Vec<&str> = key.split('.').collect();
+            insert(&mut dict, &path, value.clone());
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+/// `ROOM619_SECTION__KEY=value` variables as a figment provider whose errors
+/// name the variable.
+#[derive(Debug)]
+struct EnvVars {
+    dict: Dict,
+}
+
+impl EnvVars {
+    fn from_vars(
+        vars: impl IntoIterator<Item = (OsString, OsString)>,
+    ) -> Result<Self, ConfigError> {
+        let mut dict = Dict::new();
+        for (name, value) in vars {
+            let Some(name) = name.to_str() else { continue };
+            let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            if key.is_empty() || ENV_RESERVED.contains(&key) {
+                continue;
+            }
+            let Some(value) = value.to_str() else {
+                return Err(ConfigError::new(env_key(key), "value is not valid UTF-8")
+                    .with_source_name(format!("environment variable {name}")));
+            };
+            let path: Vec<String> = key
+                .split(ENV_SEPARATOR)
+                .map(str::to_ascii_lowercase)
+                .collect();
+            let path: Vec<&str> = path.iter().map(String::as_str).collect();
+            let value = value
+                .parse::<Value>()
+                .unwrap_or_else(|never| match never {});
+            insert(&mut dict, &path, value);
+        }
+        Ok(Self { dict })
+    }
+}
+
+fn env_key(key: &str) -> String {
+    key.split(ENV_SEPARATOR)
+        .map(str::to_ascii_lowercase)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+impl Provider for EnvVars {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("environment variable").interpolater(|_, keys| {
+            let name = keys.join(ENV_SEPARATOR).to_ascii_uppercase();
+            format!("{ENV_PREFIX}{name}")
+        })
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.dict.clone()))
+    }
+}
+
+fn insert(dict: &mut Dict, path: &[&str], value: Value) {
+    match path {
+        [] => {}
+        [last] => {
+            dict.insert((*last).to_owned(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = dict
+                .entry((*first).to_owned())
+                .or_insert_with(|| Value::from(Dict::new()));
+            if !matches!(entry, Value::Dict(..)) {
+                *entry = Value::from(Dict::new());
+            }
+            if let Value::Dict(_, inner) = entry {
+                insert(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// Turns figment's error into one naming the key and where its value came from.
+fn from_figment(err: &figment::Error) -> ConfigError {
+    let path = &err.path;
+    let problem = match &err.kind {
+        figment::error::Kind::UnknownField(field, expected) => {
+            format!(
+                "unknown key `{field}` (expected one of: {})",
+                expected.join(", ")
+            )
+        }
+        kind => kind.to_string(),
+    };
+    let mut config_err = ConfigError::new(path.join("."), problem);
+    if let Some(metadata) = &err.metadata {
+        let source = match &metadata.source {
+            Some(figment::Source::File(file)) => format!("{} {}", metadata.name, shown(file)),
+            _ => metadata.interpolate(&Profile::Default, path),
+        };
+        config_err = config_err.with_source_name(source);
+    }
+    config_err
+}
+
+fn shown(path: &Path) -> String {
+    path.display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    #[test]
+    fn env_overrides_the_file_and_names_the_variable_on_error() {
+        let err = ConfigLoader::new()
+            .toml_str("[limits]\nhttp_body_limit = 10")
+            .env_vars([("ROOM619_LIMITS__HTTP_BODY_LIMIT", "lots")])
+            .load()
+            .unwrap_err();
+        assert_eq!(err.key(), "limits.http_body_limit");
+        assert!(
+            err.to_string().contains("ROOM619_LIMITS__HTTP_BODY_LIMIT"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn env_values_are_typed() {
+        let config = ConfigLoader::new()
+            .env_vars([
+                ("ROOM619_LIMITS__HTTP_BODY_LIMIT", "1024"),
+                ("ROOM619_NODE__SERVICES", "[echo, users]"),
+                ("ROOM619_NODE__DRAIN_TIMEOUT", "5s"),
+                ("ROOM619_CONFIG", "/not/a/key"),
+                ("OTHER_VAR", "ignored"),
+            ])
+            .load()
+            .unwrap();
+        assert_eq!(config.limits.http_body_limit, 1024);
+        assert_eq!(config.node.services, ["echo", "users"]);
+        assert_eq!(config.node.drain_timeout.as_secs(), 5);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let err = Config::from_toml_str("[node]\nlisten_addr = \"127.0.0.1:1\"").unwrap_err();
+        assert_eq!(err.key(), "node.listen_addr");
+        assert!(err.problem().contains("unknown key"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_file() {
+        let mut file = tempfile_in_target("wrong_types.toml");
+        writeln!(file.1, "[node]\nlisten = \"not an address\"").unwrap();
+        let err = ConfigLoader::new()
+            .file(&file.0)
+            .without_env()
+            .load()
+            .unwrap_err();
+        assert_eq!(err.key(), "node.listen");
+        assert!(err.to_string().contains("wrong_types.toml"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let err = ConfigLoader::new()
+            .file("/definitely/not/here.toml")
+            .without_env()
+            .load()
+            .unwrap_err();
+        assert!(err.problem().contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn overrides_win_over_env() {
+        let config = ConfigLoader::new()
+            .env_vars([("ROOM619_LOG__LEVEL", "warn")])
+            .overrides(Overrides::new().set("log.level", "debug"))
+            .load()
+            .unwrap();
+        assert_eq!(config.log.level, "debug");
+    }
+
+    fn tempfile_in_target(name: &str) -> (PathBuf, std::fs::File) {
+        let dir = std::env::temp_dir().join(format!("room619-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        let file = std::fs::File::create(&path).unwrap();
+        (path, file)
+    }
+}

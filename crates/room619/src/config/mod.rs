@@ -1,0 +1,214 @@
+//! Typed configuration: a TOML file, `ROOM619_*` environment overrides and CLI
+//! flags, validated before anything starts.
+//!
+//! Sources are merged in this order, later ones winning:
+//!
+//! 1. built-in defaults (each field's doc states its default);
+//! 2. the TOML file, if one is given;
+//! 3. environment variables `ROOM619_<SECTION>__<KEY>`, e.g.
+//!    `ROOM619_NODE__LISTEN=0.0.0.0:8080` or `ROOM619_LIMITS__HTTP_BODY_LIMIT=1048576`;
+//! 4. explicit overrides, such as the CLI flags of [`ConfigArgs`] (feature `cli`).
+//!
+//! Every failure is a [`ConfigError`] that names the offending key and says
+//! what is wrong with it. Unknown keys are errors too, so a typo never passes
+//! silently.
+//!
+//! ```
+//! use room619::config::Config;
+//!
+//! let config = Config::from_toml_str(r#"
+//!     [node]
+//!     listen = "127.0.0.1:0"
+//!     [limits]
+//!     http_body_limit = 1048576
+//! "#).unwrap();
+//! assert_eq!(config.limits.http_body_limit, 1_048_576);
+//!
+//! let err = Config::from_toml_str("[limits]\nmax_header_bytes = 10").unwrap_err();
+//! assert_eq!(err.key(), "limits.max_header_bytes");
+//! ```
+
+#[cfg(feature = "cli")]
+mod cli;
+mod error;
+mod load;
+mod validate;
+
+use std::{net::SocketAddr, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "cli")]
+pub use cli::ConfigArgs;
+pub use error::ConfigError;
+pub use load::{ConfigLoader, Overrides};
+
+/// The whole configuration of a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the node listens and what it hosts.
+    pub node: NodeConfig,
+    /// Server hardening limits.
+    pub limits: Limits,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Where the node listens, what it hosts and how it stops.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The node's name, reported in health answers and logs. Default: `room619`.
+    pub name: String,
+    /// The address serving gRPC and HTTP on one port. Default: `0.0.0.0:8080`.
+    pub listen: SocketAddr,
+    /// A separate address for the admin endpoints (`/health/*`); when unset
+    /// they are served on `listen`. Default: unset.
+    pub admin_listen: Option<SocketAddr>,
+    /// The services to run, by name; empty runs every registered service.
+    /// Default: empty.
+    pub services: Vec<String>,
+    /// How long in-flight requests may take to finish after shutdown starts.
+    /// Default: `30s`.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// How long the node keeps accepting (while reporting not ready) after a
+    /// shutdown signal, so load balancers can take it out of rotation first.
+    /// Set it to your readiness probe period on Kubernetes. Default: `0s`.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_delay: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            name: "room619".to_owned(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin_listen: None,
+            services: Vec::new(),
+            drain_timeout: Duration::from_secs(30),
+            shutdown_delay: Duration::ZERO,
+        }
+    }
+}
+
+/// Server hardening limits; the defaults are safe for the open internet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// A new connection that sends no byte within this time is closed.
+    /// Default: `10s`.
+    #[serde(with = "humantime_serde")]
+    pub first_byte_timeout: Duration,
+    /// HTTP/1 request headers must arrive completely within this time
+    /// (slowloris defence). Default: `10s`.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// The largest HTTP/1 request head in bytes; larger answers 431. At least
+    /// 8192. Default: `16384`.
+    pub max_header_bytes: usize,
+    /// HTTP/2 streams a client may have open at once on one connection.
+    /// Default: `256`.
+    pub http2_max_concurrent_streams: u32,
+    /// The largest HTTP/2 header list in bytes (decoded). Default: `16384`.
+    pub http2_max_header_list_size: u32,
+    /// Interval of HTTP/2 keep-alive pings; `0s` disables them. Default: `20s`.
+    #[serde(with = "humantime_serde")]
+    pub http2_keep_alive_interval: Duration,
+    /// The largest gRPC request message in bytes; larger fails with
+    /// `RESOURCE_EXHAUSTED`. Default: 4 MiB.
+    pub grpc_max_decode_message_size: usize,
+    /// The largest gRPC response message in bytes; larger fails with
+    /// `RESOURCE_EXHAUSTED`. Default: 4 MiB.
+    pub grpc_max_encode_message_size: usize,
+    /// The largest HTTP request body in bytes; larger answers 413. Default: 2 MiB.
+    pub http_body_limit: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            first_byte_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            http2_max_concurrent_streams: 256,
+            http2_max_header_list_size: 16 * 1024,
+            http2_keep_alive_interval: Duration::from_secs(20),
+            grpc_max_decode_message_size: 4 * 1024 * 1024,
+            grpc_max_encode_message_size: 4 * 1024 * 1024,
+            http_body_limit: 2 * 1024 * 1024,
+        }
+    }
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `room619=debug,hyper=warn`;
+    /// `RUST_LOG`, when set, wins. Default: `info`.
+    pub level: String,
+    /// The output format. Default: `auto`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Auto,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// Pretty when standard error is a terminal, JSON otherwise.
+    #[default]
+    Auto,
+    /// One JSON object a line, for log pipelines.
+    Json,
+    /// Human-readable, for a terminal.
+    Pretty,
+}
+
+impl Config {
+    /// Parses and validates a configuration from TOML text alone (no
+    /// environment), mostly for tests and examples.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the key when the text does not parse, has an
+    /// unknown key, or a value fails validation.
+    pub fn from_toml_str(toml: &str) -> Result<Self, ConfigError> {
+        ConfigLoader::new().toml_str(toml).without_env().load()
+    }
+
+    /// Loads the configuration from `ROOM619_CONFIG` (a TOML file path, if
+    /// set) and the `ROOM619_*` environment.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the key when a source does not parse, has an
+    /// unknown key, or a value fails validation.
+    pub fn load() -> Result<Self, ConfigError> {
+        let mut loader = ConfigLoader::new();
+        if let Some(path) = std::env::var_os("ROOM619_CONFIG") {
+            loader = loader.file(path);
+        }
+        loader.load()
+    }
+
+    /// Checks every value; [`ConfigLoader::load`] calls it for you.
+    ///
+    /// # Errors
+    ///
+    /// The first invalid value, as a [`ConfigError`] naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate::validate(self)
+    }
+}

@@ -1,0 +1,133 @@
+//! Validation of a merged [`Config`]: every rule names the key it checks.
+
+use std::time::Duration;
+
+use super::{Config, ConfigError};
+
+/// hyper refuses (by panicking) an HTTP/1 buffer smaller than this.
+const MIN_HEADER_BYTES: usize = 8192;
+/// The gRPC length prefix is a `u32`.
+const MAX_GRPC_MESSAGE: usize = u32::MAX as usize;
+
+pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
+    let node = &config.node;
+    let limits = &config.limits;
+    if node.name.trim().is_empty() {
+        return Err(ConfigError::new("node.name", "must not be empty"));
+    }
+    if node
+        .admin_listen
+        .is_some_and(|admin| admin == node.listen && admin.port() != 0)
+    {
+        return Err(ConfigError::new(
+            "node.admin_listen",
+            format!("must differ from node.listen ({})", node.listen),
+        ));
+    }
+    if let Some(name) = node.services.iter().find(|name| name.trim().is_empty()) {
+        return Err(ConfigError::new(
+            "node.services",
+            format!("service names must not be empty (got {name:?})"),
+        ));
+    }
+    positive("node.drain_timeout", node.drain_timeout)?;
+    positive("limits.first_byte_timeout", limits.first_byte_timeout)?;
+    positive("limits.header_read_timeout", limits.header_read_timeout)?;
+    if limits.max_header_bytes < MIN_HEADER_BYTES {
+        return Err(ConfigError::new(
+            "limits.max_header_bytes",
+            format!(
+                "must be at least {MIN_HEADER_BYTES} (got {})",
+                limits.max_header_bytes
+            ),
+        ));
+    }
+    at_least_one(
+        "limits.http2_max_concurrent_streams",
+        limits.http2_max_concurrent_streams as usize,
+    )?;
+    at_least_one(
+        "limits.http2_max_header_list_size",
+        limits.http2_max_header_list_size as usize,
+    )?;
+    at_least_one("limits.http_body_limit", limits.http_body_limit)?;
+    for (key, value) in [
+        (
+            "limits.grpc_max_decode_message_size",
+            limits.grpc_max_decode_message_size,
+        ),
+        (
+            "limits.grpc_max_encode_message_size",
+            limits.grpc_max_encode_message_size,
+        ),
+    ] {
+        at_least_one(key, value)?;
+        if value > MAX_GRPC_MESSAGE {
+            return Err(ConfigError::new(
+                key,
+                format!("must be at most {MAX_GRPC_MESSAGE} (got {value})"),
+            ));
+        }
+    }
+    if let Err(err) = tracing_subscriber::EnvFilter::builder().parse(&config.log.level) {
+        return Err(ConfigError::new(
+            "log.level",
+            format!("not a valid log filter ({err})"),
+        ));
+    }
+    Ok(())
+}
+
+fn positive(key: &str, value: Duration) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        return Err(ConfigError::new(key, "must be longer than zero"));
+    }
+    Ok(())
+}
+
+fn at_least_one(key: &str, value: usize) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::new(key, "must be at least 1"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        validate(&Config::default()).unwrap();
+    }
+
+    #[test]
+    fn small_header_limit_names_its_key() {
+        let mut config = Config::default();
+        config.limits.max_header_bytes = 100;
+        let err = validate(&config).unwrap_err();
+        assert_eq!(err.key(), "limits.max_header_bytes");
+        assert!(err.problem().contains("8192"), "{err}");
+    }
+
+    #[test]
+    fn zero_drain_timeout_is_rejected() {
+        let mut config = Config::default();
+        config.node.drain_timeout = Duration::ZERO;
+        assert_eq!(validate(&config).unwrap_err().key(), "node.drain_timeout");
+    }
+
+    #[test]
+    fn bad_log_filter_is_rejected() {
+        let mut config = Config::default();
+        config.log.level = "room619=loud".to_owned();
+        assert_eq!(validate(&config).unwrap_err().key(), "log.level");
+    }
+
+    #[test]
+    fn same_admin_and_main_address_is_rejected() {
+        let mut config = Config::default();
+        config.node.admin_listen = Some(config.node.listen);
+        assert_eq!(validate(&config).unwrap_err().key(), "node.admin_listen");
+    }
+}

@@ -1,0 +1,299 @@
+//! Starting a node, the [`RunningNode`] it becomes, and the [`NodeHandle`]
+//! that stops it.
+
+use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use super::{
+    app::{self, Hosted},
+    health::{Phase, Readiness},
+    serve::{self, Signals},
+};
+use crate::{
+    Error, Result,
+    config::Config,
+    service::{Registry, ServiceContext, ServiceState},
+};
+
+/// A started node. Dropping it leaves the node running; call
+/// [`wait`](Self::wait) or [`shutdown`](Self::shutdown) to see it end.
+pub struct RunningNode {
+    handle: NodeHandle,
+    task: JoinHandle<Result<()>>,
+}
+
+impl RunningNode {
+    /// A handle to the node, to pass to whoever should be able to stop it.
+    #[must_use]
+    pub fn handle(&self) -> NodeHandle {
+        self.handle.clone()
+    }
+
+    /// The address the main listener is bound to (useful with port 0).
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.handle.local_addr()
+    }
+
+    /// Waits until the node has stopped (after a signal or
+    /// [`NodeHandle::shutdown`]).
+    ///
+    /// # Errors
+    ///
+    /// The first failing stop hook's error, or `Internal` if the node's task
+    /// panicked.
+    pub async fn wait(self) -> Result<()> {
+        self.task
+            .await
+            .map_err(|err| Error::internal("the node's lifecycle task failed").with_source(err))?
+    }
+
+    /// Starts a graceful shutdown and waits for it to finish.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait`](Self::wait).
+    pub async fn shutdown(self) -> Result<()> {
+        self.handle.shutdown();
+        self.wait().await
+    }
+}
+
+impl fmt::Debug for RunningNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunningNode")
+            .field("handle", &self.handle)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A cheap, cloneable handle to a running node.
+#[derive(Clone)]
+pub struct NodeHandle {
+    inner: Arc<HandleInner>,
+}
+
+struct HandleInner {
+    local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    shutdown: CancellationToken,
+    readiness: Readiness,
+    registry: Registry,
+}
+
+impl NodeHandle {
+    /// Begins a graceful shutdown; returns at once. Calling it again does nothing.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    /// The address serving gRPC and HTTP.
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// The admin listener's address, when it has its own.
+    #[must_use]
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.inner.admin_addr
+    }
+
+    /// Where the node is in its lifecycle.
+    #[must_use]
+    pub fn phase(&self) -> Phase {
+        self.inner.readiness.phase()
+    }
+
+    /// The services the node hosts.
+    #[must_use]
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+}
+
+impl fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeHandle")
+            .field("local_addr", &self.inner.local_addr)
+            .field("admin_addr", &self.inner.admin_addr)
+            .field("phase", &self.phase())
+            .finish_non_exhaustive()
+    }
+}
+
+pub(super) async fn start(
+    config: Arc<Config>,
+    registry: Registry,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+) -> Result<RunningNode> {
+    let shutdown = CancellationToken::new();
+    let hosted: Vec<Hosted> = registry
+        .snapshot()
+        .into_iter()
+        .map(|(service, status)| Hosted {
+            ctx: ServiceContext::new(
+                status.descriptor,
+                Arc::clone(&config),
+                registry.clone(),
+                shutdown.clone(),
+            ),
+            service,
+        })
+        .collect();
+    let assembled = app::assemble(&config, &registry, &hosted)?;
+    let readiness = assembled.readiness;
+    readiness.set_phase(Phase::Starting).await;
+
+    for (index, host) in hosted.iter().enumerate() {
+        registry.set_state(host.ctx.descriptor(), ServiceState::Starting);
+        if let Err(err) = host.service.start(host.ctx.clone()).await {
+            tracing::error!(service = %host.ctx.descriptor(), error = ?err, "start hook failed");
+            registry.set_state(host.ctx.descriptor(), ServiceState::Failed);
+            let stopped = stop_services(
+                &registry,
+                hosted[..index].iter().rev(),
+                config.node.drain_timeout,
+            )
+            .await;
+            if let Err(stop_err) = stopped {
+                tracing::error!(error = ?stop_err, "stopping after a failed start also failed");
+            }
+            return Err(err);
+        }
+        registry.set_state(host.ctx.descriptor(), ServiceState::Running);
+    }
+
+    let local_addr = listener.local_addr()?;
+    let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
+    let signals = Signals::default();
+    let tracker = TaskTracker::new();
+    let builder = Arc::new(serve::connection_builder(&config.limits));
+    let first_byte = config.limits.first_byte_timeout;
+    tracker.spawn(serve::accept_loop(
+        listener,
+        assembled.main,
+        Arc::clone(&builder),
+        first_byte,
+        signals.clone(),
+        tracker.clone(),
+    ));
+    if let (Some(admin), Some(app)) = (admin, assembled.admin) {
+        tracker.spawn(serve::accept_loop(
+            admin,
+            app,
+            builder,
+            first_byte,
+            signals.clone(),
+            tracker.clone(),
+        ));
+    }
+    readiness.set_phase(Phase::Running).await;
+    tracing::info!(
+        node = %config.node.name,
+        %local_addr,
+        admin_addr = ?admin_addr,
+        services = hosted.len(),
+        "node serving gRPC and HTTP"
+    );
+
+    let handle = NodeHandle {
+        inner: Arc::new(HandleInner {
+            local_addr,
+            admin_addr,
+            shutdown: shutdown.clone(),
+            readiness: readiness.clone(),
+            registry: registry.clone(),
+        }),
+    };
+    let stop = Stop {
+        config,
+        registry,
+        hosted,
+        readiness,
+        signals,
+        tracker,
+    };
+    let task = tokio::spawn(async move {
+        shutdown.cancelled().await;
+        stop.run().await
+    });
+    Ok(RunningNode { handle, task })
+}
+
+/// What the shutdown sequence needs.
+struct Stop {
+    config: Arc<Config>,
+    registry: Registry,
+    hosted: Vec<Hosted>,
+    readiness: Readiness,
+    signals: Signals,
+    tracker: TaskTracker,
+}
+
+impl Stop {
+    async fn run(self) -> Result<()> {
+        let node = &self.config.node;
+        tracing::info!(node = %node.name, "shutting down: not ready");
+        self.readiness.set_phase(Phase::Draining).await;
+        for host in &self.hosted {
+            self.registry
+                .set_state(host.ctx.descriptor(), ServiceState::Stopping);
+        }
+        if !node.shutdown_delay.is_zero() {
+            tokio::time::sleep(node.shutdown_delay).await;
+        }
+        tracing::info!("no longer accepting; draining in-flight requests");
+        self.signals.drain.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(node.drain_timeout, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                timeout = ?node.drain_timeout,
+                open = self.tracker.len(),
+                "drain timeout passed; closing the connections still open"
+            );
+            self.signals.force_close.cancel();
+            self.tracker.wait().await;
+        }
+        let result =
+            stop_services(&self.registry, self.hosted.iter().rev(), node.drain_timeout).await;
+        self.readiness.set_phase(Phase::Stopped).await;
+        tracing::info!(node = %node.name, "node stopped");
+        result
+    }
+}
+
+/// Runs stop hooks in the given order, each bounded by `timeout`; every hook
+/// runs even when an earlier one fails, and the first error is returned.
+async fn stop_services<'a>(
+    registry: &Registry,
+    hosted: impl Iterator<Item = &'a Hosted>,
+    timeout: Duration,
+) -> Result<()> {
+    let mut first_error = None;
+    for host in hosted {
+        let descriptor = host.ctx.descriptor();
+        let outcome = match tokio::time::timeout(timeout, host.service.stop(host.ctx.clone())).await
+        {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Error::deadline_exceeded(format!(
+                "stop hook of {descriptor} took longer than {timeout:?}"
+            ))),
+        };
+        match outcome {
+            Ok(()) => registry.set_state(descriptor, ServiceState::Stopped),
+            Err(err) => {
+                tracing::error!(service = %descriptor, error = ?err, "stop hook failed");
+                registry.set_state(descriptor, ServiceState::Failed);
+                first_error.get_or_insert(err);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}

@@ -1,0 +1,178 @@
+//! Liveness and readiness: `GET /health/live`, `GET /health/ready` and the
+//! standard gRPC health service, all driven by the node's [`Phase`].
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{Json, Router, extract::State, response::IntoResponse, routing::get};
+use futures_util::future::join_all;
+use http::StatusCode;
+use serde::Serialize;
+use tokio::sync::watch;
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::service::{Health, Registry, ServiceState};
+
+/// The path of the liveness endpoint.
+pub const LIVE_PATH: &str = "/health/live";
+/// The path of the readiness endpoint.
+pub const READY_PATH: &str = "/health/ready";
+/// A health check that takes longer than this counts as failing.
+const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the node is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Phase {
+    /// Binding and running start hooks; not ready.
+    Starting,
+    /// Serving; ready when every service is running and healthy.
+    Running,
+    /// Shutting down: not ready, finishing in-flight work.
+    Draining,
+    /// Stopped.
+    Stopped,
+}
+
+/// The node's readiness, shared by the HTTP endpoints, the gRPC health
+/// service and the lifecycle.
+#[derive(Clone)]
+pub(crate) struct Readiness {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: String,
+    phase: watch::Sender<Phase>,
+    registry: Registry,
+    grpc: HealthReporter,
+    /// The names the gRPC health service answers for, besides `""`.
+    grpc_names: Vec<String>,
+}
+
+impl Readiness {
+    pub(crate) fn new(
+        node: String,
+        registry: Registry,
+        grpc: HealthReporter,
+        grpc_names: Vec<String>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                node,
+                phase: watch::Sender::new(Phase::Starting),
+                registry,
+                grpc,
+                grpc_names,
+            }),
+        }
+    }
+
+    pub(crate) fn phase(&self) -> Phase {
+        *self.inner.phase.borrow()
+    }
+
+    /// Moves to `phase` and tells the gRPC health service: `SERVING` while
+    /// running, `NOT_SERVING` otherwise.
+    pub(crate) async fn set_phase(&self, phase: Phase) {
+        self.inner.phase.send_replace(phase);
+        let status = if phase == Phase::Running {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        self.inner.grpc.set_service_status("", status).await;
+        for name in &self.inner.grpc_names {
+            self.inner.grpc.set_service_status(name, status).await;
+        }
+    }
+
+    /// Checks every service and reports whether the node is ready.
+    async fn report(&self) -> (bool, ReadinessReport) {
+        let phase = self.phase();
+        let (services, statuses): (Vec<_>, Vec<_>) =
+            self.inner.registry.snapshot().into_iter().unzip();
+        let checks = services
+            .iter()
+            .zip(&statuses)
+            .map(|(service, status)| async move {
+                if phase != Phase::Running || status.state != ServiceState::Running {
+                    return None;
+                }
+                let health = tokio::time::timeout(HEALTH_CHECK_TIMEOUT, service.health())
+                    .await
+                    .unwrap_or_else(|_| {
+                        Health::Unhealthy(format!(
+                            "health check timed out after {HEALTH_CHECK_TIMEOUT:?}"
+                        ))
+                    });
+                Some(health)
+            });
+        let healths = join_all(checks).await;
+        let mut ready = phase == Phase::Running;
+        let services = statuses
+            .into_iter()
+            .zip(healths)
+            .map(|(status, health)| {
+                ready &= status.state == ServiceState::Running
+                    && health.as_ref().is_some_and(Health::is_serving);
+                ServiceReport {
+                    name: status.descriptor.name().to_owned(),
+                    version: status.descriptor.version().to_string(),
+                    state: status.state,
+                    health,
+                }
+            })
+            .collect();
+        let report = ReadinessReport {
+            status: if ready { "ready" } else { "not_ready" },
+            node: self.inner.node.clone(),
+            phase,
+            services,
+        };
+        (ready, report)
+    }
+
+    /// The admin routes: `/health/live` and `/health/ready`.
+    pub(crate) fn router(&self) -> Router {
+        Router::new()
+            .route(LIVE_PATH, get(live))
+            .route(READY_PATH, get(ready))
+            .with_state(self.clone())
+    }
+}
+
+#[derive(Serialize)]
+struct ReadinessReport {
+    status: &'static str,
+    node: String,
+    phase: Phase,
+    services: Vec<ServiceReport>,
+}
+
+#[derive(Serialize)]
+struct ServiceReport {
+    name: String,
+    version: String,
+    state: ServiceState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health: Option<Health>,
+}
+
+async fn live(State(readiness): State<Readiness>) -> impl IntoResponse {
+    Json(serde_json::json!({
+        "status": "live",
+        "node": readiness.inner.node,
+        "phase": readiness.phase(),
+    }))
+}
+
+async fn ready(State(readiness): State<Readiness>) -> impl IntoResponse {
+    let (ready, report) = readiness.report().await;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(report))
+}

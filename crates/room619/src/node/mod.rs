@@ -1,0 +1,224 @@
+//! The node: one process hosting services on one port, from start to a
+//! graceful stop.
+//!
+//! ```no_run
+//! use room619::{config::Config, node::Node, service::ServiceBuilder};
+//!
+//! # async fn run() -> room619::Result<()> {
+//! let echo = ServiceBuilder::new("echo", "1.0.0")?
+//!     .route("/v1/echo", axum::routing::post(|body: String| async move { body }))
+//!     .build()?;
+//! Node::builder()
+//!     .config(Config::load()?)
+//!     .service(echo)
+//!     .build()?
+//!     .run() // until SIGTERM or Ctrl-C, then a graceful drain
+//!     .await
+//! # }
+//! ```
+//!
+//! # Lifecycle
+//!
+//! **Start** ([`Node::start`]): bind the listeners → assemble routes (gRPC
+//! services, health, reflection; HTTP routes and admin endpoints) → run each
+//! service's start hook in order → mark running: readiness answers `200` and
+//! the gRPC health service `SERVING` → accept connections.
+//!
+//! **Stop** (a signal, or [`NodeHandle::shutdown`]): readiness `503` and gRPC
+//! health `NOT_SERVING` at once → keep accepting for `node.shutdown_delay`
+//! (so load balancers notice) → stop accepting (new connections are refused)
+//! → let in-flight requests finish, for at most `node.drain_timeout`, then
+//! close what is left → run stop hooks in reverse start order → done.
+//!
+//! # Hardening
+//!
+//! Every limit in [`Limits`](crate::config::Limits) is applied here: the
+//! first-byte timeout on new connections, the HTTP/1 header read timeout
+//! (with a timer installed) and header size, HTTP/2 stream and header-list
+//! limits, gRPC message sizes and the HTTP body limit.
+
+mod app;
+mod handle;
+mod health;
+mod serve;
+mod signal;
+
+use std::{collections::HashSet, fmt, net::SocketAddr, sync::Arc};
+
+pub use handle::{NodeHandle, RunningNode};
+pub use health::{LIVE_PATH, Phase, READY_PATH};
+pub use signal::shutdown_signal;
+use tokio::net::TcpListener;
+
+use crate::{
+    Error, Result,
+    config::{Config, ConfigError},
+    service::{Registry, Service},
+};
+
+/// A node ready to start: its configuration and the services it hosts.
+///
+/// Made with [`Node::builder`].
+pub struct Node {
+    config: Arc<Config>,
+    registry: Registry,
+}
+
+impl Node {
+    /// A builder with the default configuration and no services.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::default()
+    }
+
+    /// Starts the node and serves until Ctrl-C or SIGTERM, then shuts down
+    /// gracefully.
+    ///
+    /// # Errors
+    ///
+    /// When a listener cannot bind, routes cannot be assembled, a start hook
+    /// fails, or a stop hook fails during shutdown.
+    pub async fn run(self) -> Result<()> {
+        let running = self.start().await?;
+        let handle = running.handle();
+        tokio::spawn(async move {
+            signal::shutdown_signal().await;
+            handle.shutdown();
+        });
+        running.wait().await
+    }
+
+    /// Binds, starts every service and begins serving; returns a
+    /// [`RunningNode`] to learn the bound addresses and to stop it.
+    ///
+    /// # Errors
+    ///
+    /// When a listener cannot bind, routes cannot be assembled (conflicting
+    /// routes, a gRPC service hosted twice) or a start hook fails; services
+    /// started before the failure are stopped again.
+    pub async fn start(self) -> Result<RunningNode> {
+        let listener = bind(self.config.node.listen, "node.listen").await?;
+        let admin = match self.config.node.admin_listen {
+            Some(addr) => Some(bind(addr, "node.admin_listen").await?),
+            None => None,
+        };
+        handle::start(self.config, self.registry, listener, admin).await
+    }
+
+    /// The node's configuration.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.config.node.name)
+            .field("services", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|err| {
+        Error::unavailable(format!("cannot listen on {addr} (`{key}`): {err}")).with_source(err)
+    })
+}
+
+/// Builds a [`Node`]: its configuration and services.
+///
+/// Defaults: [`Config::default`], no services.
+#[derive(Default)]
+#[must_use]
+pub struct NodeBuilder {
+    config: Config,
+    services: Vec<Arc<dyn Service>>,
+}
+
+impl NodeBuilder {
+    /// Uses this configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Hosts a service (subject to `node.services`, which may select a subset).
+    pub fn service(mut self, service: impl Service) -> Self {
+        self.services.push(Arc::new(service));
+        self
+    }
+
+    /// Hosts an already shared service.
+    pub fn shared_service(mut self, service: Arc<dyn Service>) -> Self {
+        self.services.push(service);
+        self
+    }
+
+    /// Checks the configuration and the service set and makes the node.
+    ///
+    /// # Errors
+    ///
+    /// `Config` when the configuration is invalid or `node.services` names a
+    /// service that was not added; `AlreadyExists` when two services share a
+    /// name and major version.
+    pub fn build(self) -> Result<Node> {
+        self.config.validate()?;
+        let wanted: HashSet<&str> = self
+            .config
+            .node
+            .services
+            .iter()
+            .map(String::as_str)
+            .collect();
+        let known: HashSet<&str> = self
+            .services
+            .iter()
+            .map(|s| s.descriptor().name())
+            .collect();
+        if let Some(unknown) = self
+            .config
+            .node
+            .services
+            .iter()
+            .find(|name| !known.contains(name.as_str()))
+        {
+            let mut known: Vec<&str> = known.into_iter().collect();
+            known.sort_unstable();
+            return Err(ConfigError::new(
+                "node.services",
+                format!(
+                    "no service called `{unknown}` (known: {})",
+                    known.join(", ")
+                ),
+            )
+            .into());
+        }
+        let registry = Registry::default();
+        for service in self.services {
+            if wanted.is_empty() || wanted.contains(service.descriptor().name()) {
+                registry.register(service)?;
+            }
+        }
+        Ok(Node {
+            config: Arc::new(self.config),
+            registry,
+        })
+    }
+}
+
+impl fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeBuilder")
+            .field("name", &self.config.node.name)
+            .field(
+                "services",
+                &self
+                    .services
+                    .iter()
+                    .map(|s| s.descriptor())
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}

@@ -1,0 +1,145 @@
+//! The accept loop and per-connection serving, with the hardening limits.
+
+use std::{io, sync::Arc, time::Duration};
+
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+    service::TowerToHyperService,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{config::Limits, rpc::ProtocolSplit};
+
+/// How long the accept loop pauses after an accept error (e.g. out of file
+/// descriptors) before trying again.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// How long an HTTP/2 keep-alive ping may go unanswered.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The signals a listener obeys during shutdown.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Signals {
+    /// Stop accepting; ask open connections to finish what they have.
+    pub(crate) drain: CancellationToken,
+    /// Close every connection now (the drain timeout passed).
+    pub(crate) force_close: CancellationToken,
+}
+
+/// The hyper connection builder, configured from the limits.
+pub(crate) fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .keep_alive(true);
+    let keep_alive =
+        (!limits.http2_keep_alive_interval.is_zero()).then_some(limits.http2_keep_alive_interval);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .max_header_list_size(limits.http2_max_header_list_size)
+        .keep_alive_interval(keep_alive)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
+    builder
+}
+
+/// Accepts connections until `signals.drain` fires, then drops the listener
+/// so that new connections are refused.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    app: ProtocolSplit,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    first_byte_timeout: Duration,
+    signals: Signals,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = signals.drain.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) if is_per_connection(&err) => continue,
+            Err(err) => {
+                tracing::warn!(error = %err, "accept failed; pausing");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %err, "cannot set TCP_NODELAY");
+        }
+        tracker.spawn(serve_connection(
+            stream,
+            app.clone(),
+            Arc::clone(&builder),
+            first_byte_timeout,
+            signals.clone(),
+        ));
+    }
+    drop(listener);
+}
+
+/// Errors that concern one connection only; the loop goes on at once.
+fn is_per_connection(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+    )
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    app: ProtocolSplit,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    first_byte_timeout: Duration,
+    signals: Signals,
+) {
+    // A connection costs a task and a socket until it says something; one that
+    // says nothing within the first-byte timeout is closed.
+    let mut probe = [0_u8; 1];
+    let first = tokio::select! {
+        biased;
+        first = tokio::time::timeout(first_byte_timeout, stream.peek(&mut probe)) => first,
+        () = signals.drain.cancelled() => return,
+    };
+    match first {
+        Ok(Ok(n)) if n > 0 => {}
+        Ok(Ok(_) | Err(_)) => return,
+        Err(_elapsed) => {
+            tracing::debug!(timeout = ?first_byte_timeout, "closing a connection that sent nothing");
+            return;
+        }
+    }
+    let service = TowerToHyperService::new(app);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(error = %err, "connection ended with an error");
+                }
+                return;
+            }
+            () = signals.drain.cancelled(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = signals.force_close.cancelled() => {
+                tracing::debug!("closing a connection still busy at the drain timeout");
+                return;
+            }
+        }
+    }
+}

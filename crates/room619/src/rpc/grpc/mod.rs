@@ -1,0 +1,112 @@
+//! gRPC message size limits, as a tower layer for any gRPC server.
+//!
+//! [`MessageLimitLayer`] reads the 5-byte length prefix of every gRPC message
+//! as it streams by, without buffering. A request message longer than the
+//! decode limit fails the call with `RESOURCE_EXHAUSTED` before its body is
+//! read; a response message longer than the encode limit is not sent and the
+//! call ends with `RESOURCE_EXHAUSTED` trailers instead.
+//!
+//! ```
+//! use room619::rpc::grpc::MessageLimitLayer;
+//!
+//! let layer = MessageLimitLayer::new(4 << 20, 4 << 20);
+//! let router: axum::Router = axum::Router::new().layer(layer);
+//! ```
+
+mod body;
+mod frame;
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll, ready},
+};
+
+pub use body::{Direction, LimitedMessages};
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+/// Limits gRPC message sizes in both directions; see the [module docs](self).
+#[derive(Debug, Clone, Copy)]
+pub struct MessageLimitLayer {
+    decode: usize,
+    encode: usize,
+}
+
+impl MessageLimitLayer {
+    /// Limits request messages to `decode` bytes and response messages to
+    /// `encode` bytes (each as declared by its length prefix).
+    #[must_use]
+    pub fn new(decode: usize, encode: usize) -> Self {
+        Self { decode, encode }
+    }
+}
+
+impl<S> Layer<S> for MessageLimitLayer {
+    type Service = MessageLimit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MessageLimit {
+            inner,
+            decode: self.decode,
+            encode: self.encode,
+        }
+    }
+}
+
+/// The service made by [`MessageLimitLayer`].
+#[derive(Debug, Clone)]
+pub struct MessageLimit<S> {
+    inner: S,
+    decode: usize,
+    encode: usize,
+}
+
+impl<S, B, ResB> Service<Request<B>> for MessageLimit<S>
+where
+    S: Service<Request<LimitedMessages<B>>, Response = Response<ResB>>,
+{
+    type Response = Response<LimitedMessages<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let decode = self.decode;
+        let request = request.map(|body| LimitedMessages::new(body, decode, Direction::Request));
+        ResponseFuture {
+            inner: self.inner.call(request),
+            encode: self.encode,
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`MessageLimit`].
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        encode: usize,
+    }
+}
+
+impl<F, ResB, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<ResB>, E>>,
+{
+    type Output = Result<Response<LimitedMessages<ResB>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx))?;
+        let encode = *this.encode;
+        Poll::Ready(Ok(response.map(|body| {
+            LimitedMessages::new(body, encode, Direction::Response)
+        })))
+    }
+}

@@ -1,0 +1,18 @@
+//! gRPC and HTTP on one port.
+//!
+//! Every connection is served by hyper (HTTP/1.1 and HTTP/2 over cleartext,
+//! detected per connection). Each request then goes by its `content-type`:
+//! `application/grpc`, `application/grpc+proto` and the like go to the tonic
+//! routes of all hosted services (plus gRPC health and reflection); everything
+//! else goes to the axum router of all HTTP routes. See [`ProtocolSplit`].
+//!
+//! - [`grpc`]: gRPC message size limits as a tower layer.
+//! - [`http`]: route checks, problem+json error answers and body limits.
+//! - [`codec`]: protobuf and JSON codecs (filled by the RPC-layer issue).
+
+pub mod codec;
+pub mod grpc;
+pub mod http;
+mod split;
+
+pub use split::{ProtocolSplit, is_grpc};

@@ -1,0 +1,75 @@
+//! [`ProtocolSplit`]: sends gRPC requests to tonic and the rest to axum.
+
+use std::{
+    convert::Infallible,
+    task::{Context, Poll},
+};
+
+use axum::{Router, response::Response, routing::future::RouteFuture};
+use http::{Request, header::CONTENT_TYPE};
+
+/// A tower service over two axum routers: gRPC requests (by content type) go
+/// to `grpc`, all others to `http`.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use room619::rpc::ProtocolSplit;
+///
+/// let split = ProtocolSplit::new(Router::new(), Router::new().route("/", get(|| async { "hi" })));
+/// ```
+#[derive(Clone, Debug)]
+pub struct ProtocolSplit {
+    grpc: Router,
+    http: Router,
+}
+
+impl ProtocolSplit {
+    /// Splits between a router of tonic routes and one of HTTP routes.
+    #[must_use]
+    pub fn new(grpc: Router, http: Router) -> Self {
+        Self { grpc, http }
+    }
+}
+
+/// Whether a request is gRPC: its content type is `application/grpc`,
+/// optionally followed by `+<codec>` or parameters. gRPC-Web is not gRPC here.
+///
+/// ```
+/// use room619::rpc::is_grpc;
+///
+/// let req = http::Request::builder().header("content-type", "application/grpc+proto").body(()).unwrap();
+/// assert!(is_grpc(&req));
+/// let req = http::Request::builder().header("content-type", "application/grpc-web").body(()).unwrap();
+/// assert!(!is_grpc(&req));
+/// ```
+#[must_use]
+pub fn is_grpc<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.as_bytes().strip_prefix(b"application/grpc"))
+        .is_some_and(|rest| matches!(rest.first(), None | Some(b'+' | b';')))
+}
+
+impl<B> tower::Service<Request<B>> for ProtocolSplit
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = RouteFuture<Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Both routers are always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        if is_grpc(&request) {
+            self.grpc.call(request)
+        } else {
+            self.http.call(request)
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! [`ServiceBuilder`] and the [`BuiltService`] it makes.
+
+use std::{collections::HashSet, convert::Infallible, fmt, future::Future, sync::Arc};
+
+use axum::{Router, routing::MethodRouter};
+use futures_util::future::BoxFuture;
+use tonic::{body::Body, server::NamedService};
+
+use super::{GrpcService, Health, Service, ServiceContext, ServiceDescriptor, ServiceRoutes};
+use crate::{Error, Result};
+
+type Hook = Arc<dyn Fn(ServiceContext) -> BoxFuture<'static, Result<()>> + Send + Sync>;
+type HealthCheck = Arc<dyn Fn() -> BoxFuture<'static, Health> + Send + Sync>;
+
+/// Builds a [`Service`] from its parts.
+///
+/// Every setter takes and returns the builder by value; [`build`](Self::build)
+/// checks the whole and returns an error instead of panicking on bad input
+/// (duplicate or malformed routes, a gRPC service added twice).
+///
+/// Defaults: no description, no routes, no hooks, always healthy.
+#[must_use]
+pub struct ServiceBuilder {
+    descriptor: ServiceDescriptor,
+    routes: ServiceRoutes,
+    on_start: Vec<Hook>,
+    on_stop: Vec<Hook>,
+    health: Option<HealthCheck>,
+}
+
+impl ServiceBuilder {
+    /// Starts a service called `name` at semver `version`.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidArgument` when the name or the version is invalid (see
+    /// [`ServiceDescriptor::new`]).
+    pub fn new(name: &str, version: &str) -> Result<Self> {
+        Ok(Self {
+            descriptor: ServiceDescriptor::new(name, version)?,
+            routes: ServiceRoutes::default(),
+            on_start: Vec::new(),
+            on_stop: Vec::new(),
+            health: None,
+        })
+    }
+
+    /// Says what the service does (shown in health answers and the registry).
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.descriptor = self.descriptor.with_description(description);
+        self
+    }
+
+    /// Serves a tonic service (a generated `FooServer<T>`).
+    pub fn grpc<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.routes.grpc.push(GrpcService::new(service));
+        self
+    }
+
+    /// Registers an encoded `FileDescriptorSet` of the service's contracts so
+    /// gRPC reflection can describe them.
+    pub fn file_descriptor_set(mut self, encoded: &'static [u8]) -> Self {
+        self.routes.file_descriptor_sets.push(encoded);
+        self
+    }
+
+    /// Serves an HTTP route (axum path syntax, e.g. `/v1/users/{id}`).
+    pub fn route(mut self, path: impl Into<String>, handler: MethodRouter) -> Self {
+        self.routes.http.push((path.into(), handler));
+        self
+    }
+
+    /// Serves a whole axum router under a path prefix such as `/v1/admin`.
+    pub fn nest(mut self, prefix: impl Into<String>, router: Router) -> Self {
+        self.routes.nested.push((prefix.into(), router));
+        self
+    }
+
+    /// Runs `hook` before the service takes traffic; hooks run in the order
+    /// they were added and an error aborts the node's start.
+    pub fn on_start<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(ServiceContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        self.on_start.push(Arc::new(move |ctx| Box::pin(hook(ctx))));
+        self
+    }
+
+    /// Runs `hook` during shutdown, after in-flight requests drained; hooks
+    /// run in the reverse of the order they were added.
+    pub fn on_stop<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(ServiceContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        self.on_stop.push(Arc::new(move |ctx| Box::pin(hook(ctx))));
+        self
+    }
+
+    /// Checks the service's health when readiness is asked (default: healthy).
+    pub fn health_check<F, Fut>(mut self, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Health> + Send + 'static,
+    {
+        self.health = Some(Arc::new(move || Box::pin(check())));
+        self
+    }
+
+    /// Checks the parts and makes the service.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidArgument` when an HTTP path does not start with `/`, a path or
+    /// a gRPC service appears twice, or two routes conflict.
+    pub fn build(self) -> Result<BuiltService> {
+        let name = self.descriptor.name();
+        let mut grpc_names = HashSet::new();
+        for grpc in &self.routes.grpc {
+            if !grpc_names.insert(grpc.name()) {
+                return Err(Error::invalid_argument(format!(
+                    "service `{name}`: gRPC service `{}` added twice",
+                    grpc.name()
+                )));
+            }
+        }
+        crate::rpc::http::check_routes(name, &self.routes)?;
+        Ok(BuiltService {
+            descriptor: self.descriptor,
+            routes: self.routes,
+            on_start: self.on_start,
+            on_stop: self.on_stop,
+            health: self.health,
+        })
+    }
+}
+
+impl fmt::Debug for ServiceBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceBuilder")
+            .field("descriptor", &self.descriptor)
+            .field("routes", &self.routes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A service made by [`ServiceBuilder`].
+pub struct BuiltService {
+    descriptor: ServiceDescriptor,
+    routes: ServiceRoutes,
+    on_start: Vec<Hook>,
+    on_stop: Vec<Hook>,
+    health: Option<HealthCheck>,
+}
+
+impl Service for BuiltService {
+    fn descriptor(&self) -> &ServiceDescriptor {
+        &self.descriptor
+    }
+
+    fn routes(&self) -> ServiceRoutes {
+        self.routes.clone()
+    }
+
+    fn start(&self, ctx: ServiceContext) -> BoxFuture<'static, Result<()>> {
+        let hooks = self.on_start.clone();
+        Box::pin(async move {
+            for hook in hooks {
+                hook(ctx.clone()).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn stop(&self, ctx: ServiceContext) -> BoxFuture<'static, Result<()>> {
+        let hooks = self.on_stop.clone();
+        Box::pin(async move {
+            for hook in hooks.iter().rev() {
+                hook(ctx.clone()).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn health(&self) -> BoxFuture<'static, Health> {
+        match &self.health {
+            Some(check) => check(),
+            None => Box::pin(async { Health::Healthy }),
+        }
+    }
+}
+
+impl fmt::Debug for BuiltService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BuiltService")
+            .field("descriptor", &self.descriptor)
+            .field("routes", &self.routes)
+            .finish_non_exhaustive()
+    }
+}

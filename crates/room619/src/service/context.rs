@@ -1,0 +1,137 @@
+//! [`ServiceContext`]: what a service's hooks and handlers can reach.
+
+use std::{
+    fmt,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tonic::server::NamedService;
+
+use super::{Registry, ServiceDescriptor};
+use crate::config::Config;
+
+/// The execution context of one hosted service: who it is, the node's
+/// configuration, the registry of services on the node and the shutdown
+/// signal. Cheap to clone.
+///
+/// Later parts of the framework add typed clients and the message bus here.
+#[derive(Clone)]
+pub struct ServiceContext {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    descriptor: ServiceDescriptor,
+    node_name: String,
+    config: Arc<Config>,
+    registry: Registry,
+    shutdown: CancellationToken,
+}
+
+impl ServiceContext {
+    pub(crate) fn new(
+        descriptor: ServiceDescriptor,
+        config: Arc<Config>,
+        registry: Registry,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                descriptor,
+                node_name: config.node.name.clone(),
+                config,
+                registry,
+                shutdown,
+            }),
+        }
+    }
+
+    /// The service's descriptor.
+    #[must_use]
+    pub fn descriptor(&self) -> &ServiceDescriptor {
+        &self.inner.descriptor
+    }
+
+    /// The service's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        self.inner.descriptor.name()
+    }
+
+    /// The name of the node hosting the service.
+    #[must_use]
+    pub fn node_name(&self) -> &str {
+        &self.inner.node_name
+    }
+
+    /// The node's configuration.
+    #[must_use]
+    pub fn config(&self) -> &Arc<Config> {
+        &self.inner.config
+    }
+
+    /// The services hosted on this node.
+    #[must_use]
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// Whether the node has begun shutting down.
+    #[must_use]
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutdown.is_cancelled()
+    }
+
+    /// Completes when the node begins shutting down; long-running work
+    /// (streams, background loops) selects on it to finish early.
+    pub fn shutdown_signal(&self) -> WaitForCancellationFuture<'_> {
+        self.inner.shutdown.cancelled()
+    }
+}
+
+impl fmt::Debug for ServiceContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceContext")
+            .field("service", &self.inner.descriptor)
+            .field("node", &self.inner.node_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Puts a [`ServiceContext`] into every request's extensions before the
+/// wrapped tonic service sees it.
+#[derive(Clone)]
+pub(crate) struct WithContext<S> {
+    inner: S,
+    ctx: ServiceContext,
+}
+
+impl<S> WithContext<S> {
+    pub(crate) fn new(inner: S, ctx: ServiceContext) -> Self {
+        Self { inner, ctx }
+    }
+}
+
+impl<S: NamedService> NamedService for WithContext<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> tower::Service<http::Request<B>> for WithContext<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(self.ctx.clone());
+        self.inner.call(request)
+    }
+}

@@ -1,0 +1,75 @@
+//! Services: the unit a node hosts, with a clear contract.
+//!
+//! A service has a [`ServiceDescriptor`] (name, semver version, description),
+//! gRPC services and HTTP routes ([`ServiceRoutes`]), start and stop hooks and a
+//! health check. Most services are made with [`ServiceBuilder`]; a type can also
+//! implement [`Service`] itself.
+//!
+//! ```
+//! use axum::routing::get;
+//! use room619::service::{Service as _, ServiceBuilder};
+//!
+//! let service = ServiceBuilder::new("greeter", "1.2.0")
+//!     .unwrap()
+//!     .description("Says hello")
+//!     .route("/v1/hello", get(|| async { "hello" }))
+//!     .on_start(|ctx| async move {
+//!         tracing::info!(service = ctx.name(), "warming up");
+//!         Ok(())
+//!     })
+//!     .build()
+//!     .unwrap();
+//! assert_eq!(service.descriptor().name(), "greeter");
+//! ```
+//!
+//! Handlers reach their [`ServiceContext`] through the request extensions:
+//! `axum::Extension<ServiceContext>` in an axum handler,
+//! `request.extensions().get::<ServiceContext>()` in a tonic one.
+
+mod builder;
+mod context;
+mod descriptor;
+mod health;
+mod registry;
+mod routes;
+
+use futures_util::future::BoxFuture;
+
+pub use builder::{BuiltService, ServiceBuilder};
+pub use context::ServiceContext;
+pub use descriptor::ServiceDescriptor;
+pub use health::Health;
+pub use registry::{Registry, ServiceState, ServiceStatus};
+pub use routes::{GrpcService, ServiceRoutes};
+
+use crate::Result;
+
+/// A service that a [`Node`](crate::node::Node) can host.
+///
+/// The node calls [`routes`](Service::routes) once when it starts the service,
+/// then [`start`](Service::start); it calls [`stop`](Service::stop) during
+/// shutdown after in-flight requests have drained, and
+/// [`health`](Service::health) whenever readiness is asked.
+pub trait Service: Send + Sync + 'static {
+    /// The service's name and version.
+    fn descriptor(&self) -> &ServiceDescriptor;
+
+    /// The gRPC services and HTTP routes this service serves.
+    fn routes(&self) -> ServiceRoutes;
+
+    /// Runs before the service takes traffic. An error aborts the node's start.
+    fn start(&self, _ctx: ServiceContext) -> BoxFuture<'static, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Runs after the node stopped taking traffic and drained; services stop
+    /// in the reverse of their start order.
+    fn stop(&self, _ctx: ServiceContext) -> BoxFuture<'static, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Reports the service's health (its dependencies, its own state).
+    fn health(&self) -> BoxFuture<'static, Health> {
+        Box::pin(async { Health::Healthy })
+    }
+}

@@ -1,0 +1,86 @@
+//! [`ServiceRoutes`]: the gRPC services and HTTP routes a service serves.
+
+use std::{convert::Infallible, fmt, sync::Arc};
+
+use axum::{Router, routing::MethodRouter};
+use tonic::{body::Body, server::NamedService, service::RoutesBuilder};
+
+use super::{ServiceContext, context::WithContext};
+
+type AddGrpc = dyn Fn(&mut RoutesBuilder, &ServiceContext) + Send + Sync;
+
+/// One tonic service (a generated `FooServer<T>`), type-erased so the node can
+/// mount it with the owning service's context.
+#[derive(Clone)]
+pub struct GrpcService {
+    name: &'static str,
+    add: Arc<AddGrpc>,
+}
+
+impl GrpcService {
+    /// Wraps a tonic service.
+    pub fn new<S>(service: S) -> Self
+    where
+        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        Self {
+            name: S::NAME,
+            add: Arc::new(move |routes, ctx| {
+                routes.add_service(WithContext::new(service.clone(), ctx.clone()));
+            }),
+        }
+    }
+
+    /// The fully qualified gRPC service name, such as `shop.echo.v1.Echo`.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub(crate) fn add_to(&self, routes: &mut RoutesBuilder, ctx: &ServiceContext) {
+        (self.add)(routes, ctx);
+    }
+}
+
+impl fmt::Debug for GrpcService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrpcService")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The gRPC services and HTTP routes of one service.
+#[derive(Clone, Default)]
+pub struct ServiceRoutes {
+    /// gRPC services, each under `/<package>.<Service>/`.
+    pub grpc: Vec<GrpcService>,
+    /// HTTP routes by path (axum syntax: `/v1/users/{id}`).
+    pub http: Vec<(String, MethodRouter)>,
+    /// Whole routers nested under a path prefix.
+    pub nested: Vec<(String, Router)>,
+    /// Encoded `FileDescriptorSet`s of the gRPC contracts, for reflection.
+    pub file_descriptor_sets: Vec<&'static [u8]>,
+}
+
+impl fmt::Debug for ServiceRoutes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceRoutes")
+            .field("grpc", &self.grpc)
+            .field(
+                "http",
+                &self.http.iter().map(|(path, _)| path).collect::<Vec<_>>(),
+            )
+            .field(
+                "nested",
+                &self.nested.iter().map(|(path, _)| path).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}

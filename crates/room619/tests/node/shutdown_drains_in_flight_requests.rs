@@ -1,0 +1,175 @@
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::routing::get;
+use room619::ServiceBuilder;
+use shop_proto::echo::v1::EchoRequest;
+use tokio::{net::TcpStream, sync::Notify};
+
+use crate::support;
+
+/// A service whose `/wait` route tells `entered` when it starts, then answers
+/// after `ms` milliseconds.
+fn notifying_service(entered: Arc<Notify>, ms: u64) -> room619::service::BuiltService {
+    support::echo_builder()
+        .route(
+            "/wait",
+            get(move || {
+                let entered = Arc::clone(&entered);
+                async move {
+                    entered.notify_one();
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    "finished"
+                }
+            }),
+        )
+        .build()
+        .unwrap()
+}
+
+async fn connection_refused(addr: std::net::SocketAddr) -> bool {
+    for _ in 0..100 {
+        if TcpStream::connect(addr).await.is_err() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn in_flight_requests_finish_after_shutdown_starts_while_new_connections_are_refused() {
+    let entered = Arc::new(Notify::new());
+    let node = support::start_with(
+        support::config(""),
+        notifying_service(Arc::clone(&entered), 700),
+    )
+    .await;
+    let addr = node.local_addr();
+
+    let http = tokio::spawn(async move {
+        let response = support::http1()
+            .get(format!("http://{addr}/wait"))
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.text().await.unwrap())
+    });
+    let mut echo = support::echo_client(addr).await;
+    let grpc = tokio::spawn(async move {
+        echo.echo(EchoRequest {
+            message: "late".into(),
+            delay_ms: 700,
+            ..EchoRequest::default()
+        })
+        .await
+    });
+    entered.notified().await;
+
+    let handle = node.handle();
+    handle.shutdown();
+    assert!(
+        connection_refused(addr).await,
+        "new connections are still accepted"
+    );
+
+    let (status, body) = http.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body, "finished");
+    let reply = grpc.await.unwrap().unwrap().into_inner();
+    assert_eq!(reply.message, "late");
+    node.wait().await.unwrap();
+    assert_eq!(handle.phase(), room619::node::Phase::Stopped);
+}
+
+#[tokio::test]
+async fn the_drain_timeout_bounds_how_long_shutdown_waits() {
+    let entered = Arc::new(Notify::new());
+    let mut config = support::config("");
+    config.node.drain_timeout = Duration::from_millis(300);
+    let node = support::start_with(config, notifying_service(Arc::clone(&entered), 30_000)).await;
+    let addr = node.local_addr();
+    let request = tokio::spawn(async move {
+        support::http1()
+            .get(format!("http://{addr}/wait"))
+            .send()
+            .await
+    });
+    entered.notified().await;
+    let started = Instant::now();
+    node.shutdown().await.unwrap();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    assert!(
+        request.await.unwrap().is_err(),
+        "the cut request fails on the client"
+    );
+}
+
+#[tokio::test]
+async fn stop_hooks_run_in_reverse_start_order() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let service = |name: &'static str| {
+        let on_start = Arc::clone(&log);
+        let on_stop = Arc::clone(&log);
+        ServiceBuilder::new(name, "1.0.0")
+            .unwrap()
+            .on_start(move |_| {
+                on_start.lock().unwrap().push(format!("start {name}"));
+                async { Ok(()) }
+            })
+            .on_stop(move |ctx| {
+                assert!(ctx.is_shutting_down());
+                on_stop.lock().unwrap().push(format!("stop {name}"));
+                async { Ok(()) }
+            })
+            .build()
+            .unwrap()
+    };
+    let node = room619::Node::builder()
+        .config(support::config(""))
+        .service(service("first"))
+        .service(service("second"))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    node.shutdown().await.unwrap();
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["start first", "start second", "stop second", "stop first"]
+    );
+}
+
+#[tokio::test]
+async fn a_failing_start_hook_stops_the_services_already_started() {
+    let stopped = Arc::new(Mutex::new(Vec::new()));
+    let recorder = Arc::clone(&stopped);
+    let good = ServiceBuilder::new("good", "1.0.0")
+        .unwrap()
+        .on_stop(move |_| {
+            recorder.lock().unwrap().push("good");
+            async { Ok(()) }
+        })
+        .build()
+        .unwrap();
+    let bad = ServiceBuilder::new("bad", "1.0.0")
+        .unwrap()
+        .on_start(|_| async { Err(room619::Error::unavailable("no database")) })
+        .build()
+        .unwrap();
+    let err = room619::Node::builder()
+        .config(support::config(""))
+        .service(good)
+        .service(bad)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap_err();
+    assert_eq!(err.message(), "no database");
+    assert_eq!(*stopped.lock().unwrap(), ["good"]);
+}
