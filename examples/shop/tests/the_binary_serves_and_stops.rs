@@ -42,7 +42,9 @@ fn start() -> (Running, String) {
             }
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("the demo printed no address");
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the demo printed no address");
     (Running(child), addr)
 }
 
@@ -50,7 +52,9 @@ fn start() -> (Running, String) {
 async fn the_demo_serves_grpc_and_rest_on_one_port_and_stops_on_sigterm() {
     let (mut running, addr) = start();
 
-    let ready = reqwest::get(format!("http://{addr}/health/ready")).await.unwrap();
+    let ready = reqwest::get(format!("http://{addr}/health/ready"))
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
     let body: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(body["status"], "ready");
@@ -102,7 +106,10 @@ async fn wait_with_timeout(child: &mut Child, limit: Duration) -> std::process::
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
-        assert!(std::time::Instant::now() < deadline, "the demo did not stop");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the demo did not stop"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

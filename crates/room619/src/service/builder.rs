@@ -1,12 +1,13 @@
 //! [`ServiceBuilder`] and the [`BuiltService`] it makes.
 
-use std::{collections::HashSet, convert::Infallible, fmt, future::Future, sync::Arc};
+use std::{collections::HashSet, fmt, future::Future, sync::Arc};
 
 use axum::{Router, routing::MethodRouter};
 use futures_util::future::BoxFuture;
-use tonic::{body::Body, server::NamedService};
 
-use super::{GrpcService, Health, Service, ServiceContext, ServiceDescriptor, ServiceRoutes};
+use super::{
+    GrpcServer, GrpcService, Health, Service, ServiceContext, ServiceDescriptor, ServiceRoutes,
+};
 use crate::{Error, Result};
 
 type Hook = Arc<dyn Fn(ServiceContext) -> BoxFuture<'static, Result<()>> + Send + Sync>;
@@ -52,16 +53,7 @@ impl ServiceBuilder {
     }
 
     /// Serves a tonic service (a generated `FooServer<T>`).
-    pub fn grpc<S>(mut self, service: S) -> Self
-    where
-        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
-            + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
+    pub fn grpc(mut self, service: impl GrpcServer) -> Self {
         self.routes.grpc.push(GrpcService::new(service));
         self
     }

@@ -40,7 +40,7 @@ pub use context::ServiceContext;
 pub use descriptor::ServiceDescriptor;
 pub use health::Health;
 pub use registry::{Registry, ServiceState, ServiceStatus};
-pub use routes::{GrpcService, ServiceRoutes};
+pub use routes::{GrpcServer, GrpcService, ServiceRoutes};
 
 use crate::Result;
 

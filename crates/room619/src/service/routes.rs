@@ -9,6 +9,36 @@ use super::{ServiceContext, context::WithContext};
 
 type AddGrpc = dyn Fn(&mut RoutesBuilder, &ServiceContext) + Send + Sync;
 
+/// A tonic server a node can mount: what `tonic-build` generates as
+/// `FooServer<T>` (any tower service of the same shape with a gRPC name).
+pub trait GrpcServer:
+    tower::Service<
+        http::Request<Body>,
+        Response = http::Response<Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> GrpcServer for S where
+    S: tower::Service<
+            http::Request<Body>,
+            Response = http::Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// One tonic service (a generated `FooServer<T>`), type-erased so the node can
 /// mount it with the owning service's context.
 #[derive(Clone)]
@@ -19,16 +49,7 @@ pub struct GrpcService {
 
 impl GrpcService {
     /// Wraps a tonic service.
-    pub fn new<S>(service: S) -> Self
-    where
-        S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
-            + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
+    pub fn new<S: GrpcServer>(service: S) -> Self {
         Self {
             name: S::NAME,
             add: Arc::new(move |routes, ctx| {
