@@ -1,19 +1,26 @@
 //! The echo service: the smallest room619 service, over gRPC and REST.
 //!
-//! - gRPC `shop.echo.v1.Echo/Echo` and `EchoStream`;
-//! - REST `POST /v1/echo` with `{"message": "...", "delay_ms": 0}`.
+//! - gRPC `shop.echo.v1.Echo`: `Echo`, `EchoStream` (server streaming),
+//!   `EchoCollect` (client streaming) and `EchoChat` (bidirectional);
+//! - REST `POST /v1/echo` with an `EchoRequest` as JSON
+//!   (`{"message": "...", "delay_ms": 0}`) or protobuf, answered in the format
+//!   the `Accept` header asks for.
 
 use std::{pin::Pin, time::Duration};
 
-use axum::{Extension, Json, routing::post};
-use room619::{Error, ServiceBuilder, ServiceContext, service::BuiltService};
-use serde::{Deserialize, Serialize};
+use axum::{Extension, routing::post};
+use futures_util::StreamExt as _;
+use room619::{
+    Error, ServiceBuilder, ServiceContext,
+    rpc::codec::{Accepted, Decoded, Encoded},
+    service::BuiltService,
+};
 use shop_proto::echo::v1::{
     EchoRequest, EchoResponse,
     echo_server::{Echo, EchoServer},
 };
 use tokio_stream::Stream;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 /// The longest delay a caller may ask for.
 const MAX_DELAY_MS: u32 = 60_000;
@@ -77,33 +84,69 @@ impl Echo for EchoService {
         });
         Ok(Response::new(Box::pin(tokio_stream::iter(items))))
     }
+
+    async fn echo_collect(
+        &self,
+        request: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<EchoResponse>, Status> {
+        let node = node_name(request.extensions().get::<ServiceContext>());
+        let mut stream = request.into_inner();
+        let mut words = Vec::new();
+        while let Some(message) = stream.message().await? {
+            if words.len() == MAX_REPEAT as usize {
+                return Err(Status::resource_exhausted(format!(
+                    "at most {MAX_REPEAT} messages per call"
+                )));
+            }
+            words.push(message.message);
+        }
+        Ok(Response::new(EchoResponse {
+            message: words.join(" "),
+            node,
+            payload: Vec::new(),
+        }))
+    }
+
+    type EchoChatStream = EchoStream;
+
+    async fn echo_chat(
+        &self,
+        request: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<Self::EchoChatStream>, Status> {
+        let ctx = request.extensions().get::<ServiceContext>().cloned();
+        let node = node_name(ctx.as_ref());
+        let answers = request.into_inner().map(move |message| {
+            message.map(|message| EchoResponse {
+                message: message.message,
+                node: node.clone(),
+                payload: message.payload,
+            })
+        });
+        // The conversation ends when the caller stops or the node shuts down.
+        let shutdown = async move {
+            if let Some(ctx) = ctx {
+                ctx.shutdown_signal().await;
+            }
+        };
+        Ok(Response::new(Box::pin(answers.take_until(shutdown))))
+    }
 }
 
-/// The REST request body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EchoBody {
-    message: String,
-    #[serde(default)]
-    delay_ms: u32,
-}
-
-/// The REST answer.
-#[derive(Debug, Serialize)]
-struct EchoAnswer {
-    message: String,
-    node: String,
-}
-
+/// `POST /v1/echo`: the gRPC contract's messages over REST, JSON or protobuf.
 async fn echo_http(
     Extension(ctx): Extension<ServiceContext>,
-    Json(body): Json<EchoBody>,
-) -> Result<Json<EchoAnswer>, Error> {
-    pause(body.delay_ms).await?;
-    Ok(Json(EchoAnswer {
-        message: body.message,
-        node: ctx.node_name().to_owned(),
-    }))
+    Accepted(format): Accepted,
+    Decoded(request): Decoded<EchoRequest>,
+) -> Result<Encoded<EchoResponse>, Error> {
+    pause(request.delay_ms).await?;
+    Ok(Encoded::new(
+        format,
+        EchoResponse {
+            message: request.message,
+            node: ctx.node_name().to_owned(),
+            payload: request.payload,
+        },
+    ))
 }
 
 async fn pause(delay_ms: u32) -> Result<(), Error> {

@@ -44,7 +44,7 @@ pub use error::ConfigError;
 pub use load::{ConfigLoader, Overrides};
 
 /// The whole configuration of a node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Where the node listens and what it hosts.
@@ -53,6 +53,38 @@ pub struct Config {
     pub limits: Limits,
     /// Logging.
     pub log: LogConfig,
+    /// Where remote services are found.
+    pub discovery: DiscoveryConfig,
+    /// How calls to other services are protected (breakers, retries,
+    /// bulkheads), per downstream service.
+    pub resilience: crate::resilience::ResilienceConfig,
+}
+
+/// Where instances of services hosted elsewhere are found.
+///
+/// ```toml
+/// [[discovery.instances]]
+/// name = "users"
+/// version = "1.4.0"
+/// address = "10.0.0.5:8080"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    /// Instances listed by hand. Default: none.
+    pub instances: Vec<InstanceConfig>,
+}
+
+/// One instance of a service, listed in [`DiscoveryConfig::instances`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfig {
+    /// The service's name.
+    pub name: String,
+    /// The instance's semver version.
+    pub version: String,
+    /// Where it listens, as `host:port` (gRPC and HTTP share the port).
+    pub address: String,
 }
 
 /// Where the node listens, what it hosts and how it stops.

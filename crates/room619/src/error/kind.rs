@@ -24,6 +24,10 @@ pub enum ErrorKind {
     ResourceExhausted,
     /// The body exceeds the configured limit: `RESOURCE_EXHAUSTED` / 413.
     PayloadTooLarge,
+    /// The body's media type is not one the route reads: `INVALID_ARGUMENT` / 415.
+    UnsupportedMediaType,
+    /// No media type the caller accepts can be produced: `INVALID_ARGUMENT` / 406.
+    NotAcceptable,
     /// The operation is not allowed in the current state: `FAILED_PRECONDITION` / 412.
     FailedPrecondition,
     /// Concurrency conflict: `ABORTED` / 409.
@@ -47,7 +51,10 @@ impl ErrorKind {
     #[must_use]
     pub fn grpc_code(self) -> Code {
         match self {
-            Self::InvalidArgument | Self::Config => Code::InvalidArgument,
+            Self::InvalidArgument
+            | Self::Config
+            | Self::UnsupportedMediaType
+            | Self::NotAcceptable => Code::InvalidArgument,
             Self::NotFound => Code::NotFound,
             Self::AlreadyExists => Code::AlreadyExists,
             Self::PermissionDenied => Code::PermissionDenied,
@@ -74,6 +81,8 @@ impl ErrorKind {
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
             Self::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             Self::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
@@ -95,6 +104,8 @@ impl ErrorKind {
             Self::Unauthenticated => "Unauthenticated",
             Self::ResourceExhausted => "Resource Exhausted",
             Self::PayloadTooLarge => "Payload Too Large",
+            Self::UnsupportedMediaType => "Unsupported Media Type",
+            Self::NotAcceptable => "Not Acceptable",
             Self::FailedPrecondition => "Failed Precondition",
             Self::Aborted => "Aborted",
             Self::Unavailable => "Unavailable",
@@ -130,7 +141,9 @@ impl ErrorKind {
     #[must_use]
     pub fn from_http_status(status: StatusCode) -> Self {
         match status.as_u16() {
-            400 | 405 | 406 | 415 | 422 | 431 => Self::InvalidArgument,
+            400 | 405 | 422 | 431 => Self::InvalidArgument,
+            406 => Self::NotAcceptable,
+            415 => Self::UnsupportedMediaType,
             401 => Self::Unauthenticated,
             403 => Self::PermissionDenied,
             404 => Self::NotFound,
@@ -151,7 +164,7 @@ impl ErrorKind {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorKind; 15] = [
+    const ALL: [ErrorKind; 17] = [
         ErrorKind::InvalidArgument,
         ErrorKind::NotFound,
         ErrorKind::AlreadyExists,
@@ -159,6 +172,8 @@ mod tests {
         ErrorKind::Unauthenticated,
         ErrorKind::ResourceExhausted,
         ErrorKind::PayloadTooLarge,
+        ErrorKind::UnsupportedMediaType,
+        ErrorKind::NotAcceptable,
         ErrorKind::FailedPrecondition,
         ErrorKind::Aborted,
         ErrorKind::Unavailable,
@@ -184,7 +199,13 @@ mod tests {
     #[test]
     fn grpc_codes_round_trip_for_protocol_kinds() {
         for kind in ALL {
-            if matches!(kind, ErrorKind::PayloadTooLarge | ErrorKind::Config) {
+            if matches!(
+                kind,
+                ErrorKind::PayloadTooLarge
+                    | ErrorKind::Config
+                    | ErrorKind::UnsupportedMediaType
+                    | ErrorKind::NotAcceptable
+            ) {
                 continue;
             }
             assert_eq!(ErrorKind::from_grpc_code(kind.grpc_code()), kind);

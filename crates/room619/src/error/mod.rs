@@ -106,6 +106,10 @@ constructors! {
     resource_exhausted => ResourceExhausted,
     /// The request body is larger than the configured limit.
     payload_too_large => PayloadTooLarge,
+    /// The body's media type is not one the route reads.
+    unsupported_media_type => UnsupportedMediaType,
+    /// No media type the caller accepts can be produced.
+    not_acceptable => NotAcceptable,
     /// The system is not in a state that allows the operation.
     failed_precondition => FailedPrecondition,
     /// The service is temporarily unable to answer; retrying may help.

@@ -11,6 +11,8 @@ use crate::{
     config::Config,
     rpc::{
         ProtocolSplit,
+        client::LocalRouters,
+        deadline::DeadlineLayer,
         grpc::MessageLimitLayer,
         http::{BodyLimit, RouteTable, limit_body, not_found, problem_responses},
     },
@@ -29,6 +31,8 @@ pub(crate) struct Hosted {
 /// What the listeners serve.
 pub(crate) struct Assembled {
     pub(crate) main: ProtocolSplit,
+    /// The same routers, for in-process calls of colocated clients.
+    pub(crate) local: LocalRouters,
     /// The admin router when it has a listener of its own.
     pub(crate) admin: Option<ProtocolSplit>,
     pub(crate) readiness: Readiness,
@@ -79,7 +83,8 @@ pub(crate) fn assemble(
         .layer(MessageLimitLayer::new(
             limits.grpc_max_decode_message_size,
             limits.grpc_max_encode_message_size,
-        ));
+        ))
+        .layer(DeadlineLayer::grpc());
 
     // HTTP: every hosted route, checked for conflicts before axum sees it.
     let readiness = Readiness::new(
@@ -113,7 +118,12 @@ pub(crate) fn assemble(
             http_stack(readiness.router(), limits.http_body_limit),
         )
     });
+    let local = LocalRouters {
+        grpc: grpc_router.clone(),
+        http: http.clone(),
+    };
     Ok(Assembled {
+        local,
         main: ProtocolSplit::new(grpc_router, http),
         admin,
         readiness,
@@ -128,11 +138,12 @@ fn reflection<'a>(descriptor_sets: &[&'a [u8]]) -> tonic_reflection::server::Bui
     )
 }
 
-/// The layers every HTTP router gets: 404 fallback, body limit, problem+json
-/// for bare error answers.
+/// The layers every HTTP router gets: 404 fallback, deadline, body limit,
+/// problem+json for bare error answers.
 fn http_stack(router: Router, body_limit: usize) -> Router {
     router
         .fallback(not_found)
+        .layer(DeadlineLayer::http())
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(
             BodyLimit(body_limit),

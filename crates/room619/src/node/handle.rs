@@ -14,6 +14,7 @@ use super::{
 use crate::{
     Error, Result,
     config::Config,
+    rpc::client::{Clients, GrpcClient, HttpClient, RpcChannel},
     service::{Registry, ServiceContext, ServiceState},
 };
 
@@ -81,9 +82,39 @@ struct HandleInner {
     shutdown: CancellationToken,
     readiness: Readiness,
     registry: Registry,
+    clients: Clients,
 }
 
 impl NodeHandle {
+    /// A typed gRPC client of service `name` matching semver `requirement`;
+    /// see [`ServiceContext::client`].
+    ///
+    /// # Errors
+    ///
+    /// As [`ServiceContext::client`].
+    pub fn client<C: GrpcClient>(&self, name: &str, requirement: &str) -> Result<C> {
+        Ok(C::from_channel(self.channel(name, requirement)?))
+    }
+
+    /// The channel to service `name` matching `requirement`, for any
+    /// generated client's `new`.
+    ///
+    /// # Errors
+    ///
+    /// As [`ServiceContext::client`].
+    pub fn channel(&self, name: &str, requirement: &str) -> Result<RpcChannel> {
+        self.inner.clients.channel(name, requirement)
+    }
+
+    /// A REST client of service `name` matching `requirement`.
+    ///
+    /// # Errors
+    ///
+    /// As [`ServiceContext::client`].
+    pub fn http_client(&self, name: &str, requirement: &str) -> Result<HttpClient> {
+        self.inner.clients.http(name, requirement)
+    }
+
     /// Begins a graceful shutdown; returns at once. Calling it again does nothing.
     pub fn shutdown(&self) {
         self.inner.shutdown.cancel();
@@ -131,6 +162,11 @@ pub(super) async fn start(
     admin: Option<TcpListener>,
 ) -> Result<RunningNode> {
     let shutdown = CancellationToken::new();
+    let clients = Clients::new(
+        registry.clone(),
+        config.discovery.instances.clone(),
+        config.resilience.clone(),
+    );
     let hosted: Vec<Hosted> = registry
         .snapshot()
         .into_iter()
@@ -140,11 +176,13 @@ pub(super) async fn start(
                 Arc::clone(&config),
                 registry.clone(),
                 shutdown.clone(),
+                clients.clone(),
             ),
             service,
         })
         .collect();
     let assembled = app::assemble(&config, &registry, &hosted)?;
+    clients.set_local(assembled.local);
     let readiness = assembled.readiness;
     readiness.set_phase(Phase::Starting).await;
 
@@ -207,6 +245,7 @@ pub(super) async fn start(
             shutdown: shutdown.clone(),
             readiness: readiness.clone(),
             registry: registry.clone(),
+            clients,
         }),
     };
     let stop = Stop {

@@ -78,7 +78,7 @@ pub(crate) async fn accept_loop(
         }
         tracker.spawn(serve_connection(
             stream,
-            app.clone(),
+            app.for_peer(peer),
             Arc::clone(&builder),
             first_byte_timeout,
             signals.clone(),

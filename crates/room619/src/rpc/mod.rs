@@ -6,11 +6,17 @@
 //! routes of all hosted services (plus gRPC health and reflection); everything
 //! else goes to the axum router of all HTTP routes. See [`ProtocolSplit`].
 //!
+//! - [`client`]: typed gRPC clients and HTTP clients of other services,
+//!   in-process when the service is colocated, balanced over instances when not.
+//! - [`deadline`]: deadlines from `grpc-timeout` / `x-request-timeout`,
+//!   enforced on handlers and propagated to outgoing calls.
 //! - [`grpc`]: gRPC message size limits as a tower layer.
 //! - [`http`]: route checks, problem+json error answers and body limits.
 //! - [`codec`]: protobuf and JSON codecs (filled by the RPC-layer issue).
 
+pub mod client;
 pub mod codec;
+pub mod deadline;
 pub mod grpc;
 pub mod http;
 mod split;

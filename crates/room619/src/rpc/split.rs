@@ -2,11 +2,14 @@
 
 use std::{
     convert::Infallible,
+    net::SocketAddr,
     task::{Context, Poll},
 };
 
 use axum::{Router, response::Response, routing::future::RouteFuture};
 use http::{Request, header::CONTENT_TYPE};
+
+use super::client::PeerAddr;
 
 /// A tower service over two axum routers: gRPC requests (by content type) go
 /// to `grpc`, all others to `http`.
@@ -21,13 +24,29 @@ use http::{Request, header::CONTENT_TYPE};
 pub struct ProtocolSplit {
     grpc: Router,
     http: Router,
+    peer: Option<SocketAddr>,
 }
 
 impl ProtocolSplit {
     /// Splits between a router of tonic routes and one of HTTP routes.
     #[must_use]
     pub fn new(grpc: Router, http: Router) -> Self {
-        Self { grpc, http }
+        Self {
+            grpc,
+            http,
+            peer: None,
+        }
+    }
+
+    /// The same split for one connection: each request carries the peer's
+    /// address as a [`PeerAddr`] extension.
+    #[must_use]
+    pub fn for_peer(&self, peer: SocketAddr) -> Self {
+        Self {
+            grpc: self.grpc.clone(),
+            http: self.http.clone(),
+            peer: Some(peer),
+        }
     }
 }
 
@@ -65,7 +84,10 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        if let Some(peer) = self.peer {
+            request.extensions_mut().insert(PeerAddr(peer));
+        }
         if is_grpc(&request) {
             self.grpc.call(request)
         } else {

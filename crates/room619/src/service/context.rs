@@ -10,7 +10,11 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tonic::server::NamedService;
 
 use super::{Registry, ServiceDescriptor};
-use crate::config::Config;
+use crate::{
+    Result,
+    config::Config,
+    rpc::client::{Clients, GrpcClient, HttpClient, RpcChannel},
+};
 
 /// The execution context of one hosted service: who it is, the node's
 /// configuration, the registry of services on the node and the shutdown
@@ -28,6 +32,7 @@ struct Inner {
     config: Arc<Config>,
     registry: Registry,
     shutdown: CancellationToken,
+    clients: Clients,
 }
 
 impl ServiceContext {
@@ -36,6 +41,7 @@ impl ServiceContext {
         config: Arc<Config>,
         registry: Registry,
         shutdown: CancellationToken,
+        clients: Clients,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -44,6 +50,7 @@ impl ServiceContext {
                 config,
                 registry,
                 shutdown,
+                clients,
             }),
         }
     }
@@ -76,6 +83,47 @@ impl ServiceContext {
     #[must_use]
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
+    }
+
+    /// A typed gRPC client of service `name` whose version matches the semver
+    /// `requirement` (such as `"^1"`): in-process when the service is hosted
+    /// on this node, balanced over its instances otherwise.
+    ///
+    /// ```no_run
+    /// use room619::rpc::client::RpcChannel;
+    /// use shop_proto::echo::v1::echo_client::EchoClient;
+    ///
+    /// # fn demo(ctx: room619::ServiceContext) -> room619::Result<()> {
+    /// let echo = ctx.client::<EchoClient<RpcChannel>>("echo", "^1")?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `InvalidArgument` when `requirement` is not a semver requirement;
+    /// `Unavailable` when the service is neither hosted here nor listed in
+    /// `discovery.instances`; `Internal` outside a tokio runtime.
+    pub fn client<C: GrpcClient>(&self, name: &str, requirement: &str) -> Result<C> {
+        Ok(C::from_channel(self.channel(name, requirement)?))
+    }
+
+    /// The channel to service `name` matching `requirement`, for any
+    /// generated client's constructor: `FooClient::new(ctx.channel("foo", "^1")?)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`client`](Self::client).
+    pub fn channel(&self, name: &str, requirement: &str) -> Result<RpcChannel> {
+        self.inner.clients.channel(name, requirement)
+    }
+
+    /// A REST client of service `name` matching `requirement`.
+    ///
+    /// # Errors
+    ///
+    /// As [`client`](Self::client).
+    pub fn http_client(&self, name: &str, requirement: &str) -> Result<HttpClient> {
+        self.inner.clients.http(name, requirement)
     }
 
     /// Whether the node has begun shutting down.

@@ -15,3 +15,6 @@ pub mod echo {
         include!(concat!(env!("OUT_DIR"), "/shop.echo.v1.rs"));
     }
 }
+
+#[cfg(feature = "room619")]
+room619::grpc_client!(echo::v1::echo_client::EchoClient);

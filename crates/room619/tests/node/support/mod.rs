@@ -2,16 +2,28 @@
 //! Shared helpers for the integration tests: a real node on 127.0.0.1:0 with a
 //! test echo service, and real clients.
 
-use std::{net::SocketAddr, pin::Pin, time::Duration};
+pub mod fault_proxy;
+
+use std::{
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use axum::{
     body::Bytes,
     extract::Query,
     routing::{get, post},
 };
+use futures_util::StreamExt as _;
 use room619::{
     RunningNode, ServiceBuilder,
     config::{Config, ConfigLoader},
+    rpc::client::{Colocated, PeerAddr},
     service::BuiltService,
 };
 use shop_proto::echo::v1::{
@@ -20,7 +32,7 @@ use shop_proto::echo::v1::{
     echo_server::{Echo, EchoServer},
 };
 use tokio_stream::Stream;
-use tonic::{Request, Response, Status, transport::Channel};
+use tonic::{Request, Response, Status, Streaming, transport::Channel};
 
 /// A configuration for tests: port 0, short timeouts, plus `extra` TOML.
 pub fn config(extra: &str) -> Config {
@@ -52,19 +64,39 @@ pub async fn start_with(config: Config, service: BuiltService) -> RunningNode {
 }
 
 /// The test echo service: gRPC `shop.echo.v1.Echo`, `POST /echo` (returns the
-/// body), `GET /slow?ms=N` (answers after N ms).
+/// body), `GET /slow?ms=N` (answers after N ms), `GET /whoami` (how the
+/// request arrived).
 pub fn echo_service() -> BuiltService {
     echo_builder().build().unwrap()
 }
 
 /// The builder of [`echo_service`], to add hooks or checks to.
 pub fn echo_builder() -> ServiceBuilder {
-    ServiceBuilder::new("echo", "1.0.0")
-        .unwrap()
-        .grpc(EchoServer::new(TestEcho))
-        .file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
-        .route("/echo", post(|body: Bytes| async move { body }))
-        .route("/slow", get(slow))
+    EchoFixture::default().builder()
+}
+
+/// What the test echo service counts, shared with the test.
+#[derive(Clone, Default)]
+pub struct EchoFixture {
+    /// Unary `Echo` calls that reached the handler.
+    pub calls: Arc<AtomicU64>,
+    /// Messages the server-streaming handler has produced.
+    pub produced: Arc<AtomicU64>,
+}
+
+impl EchoFixture {
+    /// The echo service's builder, counting into this fixture.
+    pub fn builder(&self) -> ServiceBuilder {
+        ServiceBuilder::new("echo", "1.0.0")
+            .unwrap()
+            .grpc(EchoServer::new(TestEcho {
+                fixture: self.clone(),
+            }))
+            .file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
+            .route("/echo", post(|body: Bytes| async move { body }))
+            .route("/slow", get(slow))
+            .route("/whoami", get(whoami))
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -77,41 +109,128 @@ async fn slow(Query(query): Query<SlowQuery>) -> String {
     format!("slept {} ms", query.ms)
 }
 
-#[derive(Clone, Copy)]
-struct TestEcho;
+async fn whoami(request: axum::extract::Request) -> axum::Json<serde_json::Value> {
+    let extensions = request.extensions();
+    let node = extensions
+        .get::<room619::ServiceContext>()
+        .map(|ctx| ctx.node_name().to_owned());
+    let timeout = request
+        .headers()
+        .get("x-request-timeout")
+        .map(|v| v.to_str().unwrap().to_owned());
+    axum::Json(serde_json::json!({
+        "transport": transport(extensions),
+        "node": node,
+        "timeout": timeout,
+    }))
+}
+
+/// How a request arrived: `in-process` or `remote`.
+pub fn transport(extensions: &http::Extensions) -> &'static str {
+    match (
+        extensions.get::<Colocated>().is_some(),
+        extensions.get::<PeerAddr>().is_some(),
+    ) {
+        (true, false) => "in-process",
+        (false, true) => "remote",
+        other => panic!("a request is either colocated or has a peer: {other:?}"),
+    }
+}
+
+#[derive(Clone)]
+struct TestEcho {
+    fixture: EchoFixture,
+}
+
+type EchoStream = Pin<Box<dyn Stream<Item = Result<EchoResponse, Status>> + Send>>;
+
+fn ctx_of<T>(request: &Request<T>) -> Option<room619::ServiceContext> {
+    request.extensions().get::<room619::ServiceContext>().cloned()
+}
 
 #[tonic::async_trait]
 impl Echo for TestEcho {
+    /// Echoes; answers with metadata `x-transport` and `x-received-timeout`
+    /// (the `grpc-timeout` it was called with).
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
-        let node = request
-            .extensions()
-            .get::<room619::ServiceContext>()
+        self.fixture.calls.fetch_add(1, Ordering::SeqCst);
+        let node = ctx_of(&request)
             .map(|ctx| ctx.node_name().to_owned())
             .unwrap_or_default();
+        let transport = transport(request.extensions());
+        let received = request.metadata().get("grpc-timeout").cloned();
         let request = request.into_inner();
         tokio::time::sleep(Duration::from_millis(u64::from(request.delay_ms))).await;
-        Ok(Response::new(EchoResponse {
+        let mut response = Response::new(EchoResponse {
             message: request.message,
             node,
             payload: request.payload,
-        }))
+        });
+        response
+            .metadata_mut()
+            .insert("x-transport", transport.parse().unwrap());
+        if let Some(received) = received {
+            response.metadata_mut().insert("x-received-timeout", received);
+        }
+        Ok(response)
     }
 
-    type EchoStreamStream = Pin<Box<dyn Stream<Item = Result<EchoResponse, Status>> + Send>>;
+    type EchoStreamStream = EchoStream;
 
+    /// `repeat` messages, or endless ones (until shutdown) when `repeat` is
+    /// `u32::MAX`; each counted in `fixture.produced` as it is made.
     async fn echo_stream(
         &self,
         request: Request<EchoRequest>,
     ) -> Result<Response<Self::EchoStreamStream>, Status> {
+        let ctx = ctx_of(&request).unwrap();
         let request = request.into_inner();
-        let items = (0..request.repeat).map(move |_| {
+        let produced = Arc::clone(&self.fixture.produced);
+        let limit = if request.repeat == u32::MAX {
+            u64::MAX
+        } else {
+            u64::from(request.repeat)
+        };
+        let items = futures_util::stream::iter(0..limit).map(move |_| {
+            produced.fetch_add(1, Ordering::SeqCst);
             Ok(EchoResponse {
                 message: request.message.clone(),
                 node: String::new(),
                 payload: request.payload.clone(),
             })
         });
-        Ok(Response::new(Box::pin(tokio_stream::iter(items))))
+        let shutdown = async move { ctx.shutdown_signal().await };
+        Ok(Response::new(Box::pin(items.take_until(shutdown))))
+    }
+
+    async fn echo_collect(
+        &self,
+        request: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<EchoResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut words = Vec::new();
+        while let Some(message) = stream.message().await? {
+            words.push(message.message);
+        }
+        Ok(Response::new(EchoResponse {
+            message: words.join(" "),
+            ..EchoResponse::default()
+        }))
+    }
+
+    type EchoChatStream = EchoStream;
+
+    async fn echo_chat(
+        &self,
+        request: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<Self::EchoChatStream>, Status> {
+        let answers = request.into_inner().map(|message| {
+            message.map(|message| EchoResponse {
+                message: message.message.to_uppercase(),
+                ..EchoResponse::default()
+            })
+        });
+        Ok(Response::new(Box::pin(answers)))
     }
 }
 
@@ -155,4 +274,28 @@ pub async fn problem(response: reqwest::Response) -> serde_json::Value {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["status"], status.as_u16());
     body
+}
+
+/// A node named `name` hosting `service`, whose discovery lists `instances`
+/// as `(service name, version, address)`.
+pub async fn start_named(
+    name: &str,
+    instances: &[(&str, &str, SocketAddr)],
+    service: Option<BuiltService>,
+) -> RunningNode {
+    let mut config = config("");
+    config.node.name = name.to_owned();
+    config.discovery.instances = instances
+        .iter()
+        .map(|(service, version, address)| room619::config::InstanceConfig {
+            name: (*service).to_owned(),
+            version: (*version).to_owned(),
+            address: address.to_string(),
+        })
+        .collect();
+    let mut builder = room619::Node::builder().config(config);
+    if let Some(service) = service {
+        builder = builder.service(service);
+    }
+    builder.build().unwrap().start().await.unwrap()
 }

@@ -1,0 +1,300 @@
+//! `loadgen`: room619 side by side with bare tonic and bare axum.
+//!
+//! Starts the three targets in this process on `127.0.0.1:0`, warms each up,
+//! then measures bare and room619 in alternating order (bare, room619 in odd
+//! rounds; room619, bare in even ones) and prints the median per target with
+//! the ratios room619 / bare. Progress goes to standard error, the table to
+//! standard output. See `docs/PERFORMANCE.md`.
+//!
+//! ```sh
+//! cargo run --release -p room619-bench --bin loadgen -- --duration 5 --rounds 5
+//! ```
+
+use std::{io::Write as _, process::ExitCode, time::Duration};
+
+use clap::{Parser, ValueEnum};
+use room619_bench::{
+    BoxError,
+    load::{self, LoadSpec},
+    report::{self, Comparison, Summary},
+    servers::{self, Server},
+};
+use tokio::runtime::Runtime;
+
+/// Compares a room619 node with bare tonic and bare axum under the same
+/// closed-loop load.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", about)]
+struct Cli {
+    /// Seconds each measured run lasts.
+    #[arg(long, default_value = "5", value_parser = seconds)]
+    duration: Duration,
+    /// Seconds of warm-up per target before the measured rounds.
+    #[arg(long, default_value = "2", value_parser = seconds)]
+    warmup: Duration,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    concurrency: u32,
+    /// HTTP/2 connections the gRPC callers share.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    connections: u32,
+    /// Measured runs per target; the table shows the median.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
+    /// Which comparison to run.
+    #[arg(long, value_enum, default_value_t = Scenario::All)]
+    scenario: Scenario,
+    /// One runtime for servers and load (`shared`) or one each (`split`).
+    #[arg(long, value_enum, default_value_t = RuntimeMode::Shared)]
+    runtime: RuntimeMode,
+    /// Worker threads per runtime [default: all cores when shared, 1 each
+    /// when split].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    worker_threads: Option<u32>,
+    /// Length of the echoed message, in bytes.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
+    message_bytes: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// gRPC unary: bare tonic vs room619.
+    Grpc,
+    /// REST JSON: bare axum vs room619.
+    Rest,
+    /// Both, gRPC first.
+    All,
+}
+
+impl Scenario {
+    fn runs(self) -> &'static [Scenario] {
+        match self {
+            Scenario::Grpc => &[Scenario::Grpc],
+            Scenario::Rest => &[Scenario::Rest],
+            Scenario::All => &[Scenario::Grpc, Scenario::Rest],
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Grpc => "grpc",
+            Scenario::Rest => "rest",
+            Scenario::All => "all",
+        }
+    }
+
+    fn bare_name(self) -> &'static str {
+        match self {
+            Scenario::Rest => "axum",
+            Scenario::Grpc | Scenario::All => "tonic",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RuntimeMode {
+    /// Servers and load generator share one multi-threaded runtime.
+    Shared,
+    /// Servers on one runtime, the load generator on another.
+    Split,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            progress(&format!("loadgen: {err}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), BoxError> {
+    let runtimes = Runtimes::new(cli.runtime, cli.worker_threads)?;
+    let spec = LoadSpec {
+        duration: cli.duration,
+        concurrency: usize::try_from(cli.concurrency)?,
+        connections: usize::try_from(cli.connections)?,
+        message: "x".repeat(usize::try_from(cli.message_bytes)?),
+    };
+    let mut comparisons = Vec::new();
+    for &scenario in cli.scenario.runs() {
+        // Only the two targets compared run during a scenario.
+        let (bare, room619) = runtimes.server().block_on(async {
+            let bare = match scenario {
+                Scenario::Rest => servers::bare_axum().await?,
+                Scenario::Grpc | Scenario::All => servers::bare_tonic().await?,
+            };
+            Ok::<_, BoxError>((bare, servers::room619().await?))
+        })?;
+        let measured = compare(&runtimes, scenario, &bare, &room619, &spec, cli);
+        let stopped = runtimes.server().block_on(async {
+            let bare = bare.stop().await;
+            room619.stop().await.and(bare)
+        });
+        comparisons.push(measured?);
+        stopped?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
+        "loadgen: runtime {}; {} s x {} rounds per target after {} s warm-up; \
+         concurrency {}; gRPC over {} h2 connection(s); REST over {} HTTP/1.1 connections; \
+         {}-byte message\n",
+        runtimes.describe(),
+        cli.duration.as_secs_f64(),
+        cli.rounds,
+        cli.warmup.as_secs_f64(),
+        spec.concurrency,
+        spec.connections,
+        spec.concurrency,
+        cli.message_bytes,
+    )?;
+    report::write_table(&mut stdout, &comparisons)?;
+    Ok(())
+}
+
+/// Warms both targets up, then measures them in alternating order.
+fn compare(
+    runtimes: &Runtimes,
+    scenario: Scenario,
+    bare: &Server,
+    room619: &Server,
+    spec: &LoadSpec,
+    cli: &Cli,
+) -> Result<Comparison, BoxError> {
+    let warmup = LoadSpec {
+        duration: cli.warmup,
+        ..spec.clone()
+    };
+    let mut comparison = Comparison {
+        scenario: scenario.name(),
+        bare_name: scenario.bare_name(),
+        bare: Vec::new(),
+        room619: Vec::new(),
+    };
+    if !warmup.duration.is_zero() {
+        for server in [bare, room619] {
+            measure(runtimes, scenario, server, &warmup)?;
+        }
+    }
+    for round in 0..cli.rounds {
+        let bare_first = round % 2 == 0;
+        let order = if bare_first {
+            [bare, room619]
+        } else {
+            [room619, bare]
+        };
+        let mut results = Vec::with_capacity(2);
+        for server in order {
+            results.push(measure(runtimes, scenario, server, spec)?);
+        }
+        let (bare_result, room_result) = if bare_first {
+            (results[0], results[1])
+        } else {
+            (results[1], results[0])
+        };
+        progress(&format!(
+            "{} round {}/{}: {} {:.0} req/s p99 {:.0} us | room619 {:.0} req/s p99 {:.0} us",
+            scenario.name(),
+            round + 1,
+            cli.rounds,
+            scenario.bare_name(),
+            bare_result.throughput,
+            bare_result.p99_us,
+            room_result.throughput,
+            room_result.p99_us,
+        ));
+        comparison.bare.push(bare_result);
+        comparison.room619.push(room_result);
+    }
+    Ok(comparison)
+}
+
+/// One load run against `server`, driven from the client runtime.
+fn measure(
+    runtimes: &Runtimes,
+    scenario: Scenario,
+    server: &Server,
+    spec: &LoadSpec,
+) -> Result<Summary, BoxError> {
+    let addr = server.addr();
+    let measurement = runtimes.client().block_on(async {
+        match scenario {
+            Scenario::Rest => load::rest_json(addr, spec).await,
+            Scenario::Grpc | Scenario::All => load::grpc_unary(addr, spec).await,
+        }
+    })?;
+    Ok(Summary::from(&measurement))
+}
+
+/// The runtime(s) the servers and the load generator run on.
+struct Runtimes {
+    server: Runtime,
+    /// The load generator's own runtime, in split mode.
+    client: Option<Runtime>,
+    threads: usize,
+}
+
+impl Runtimes {
+    fn new(mode: RuntimeMode, threads: Option<u32>) -> Result<Self, BoxError> {
+        let threads = match (threads, mode) {
+            (Some(threads), _) => usize::try_from(threads)?,
+            (None, RuntimeMode::Shared) => std::thread::available_parallelism()?.get(),
+            (None, RuntimeMode::Split) => 1,
+        };
+        let build = |name: &str| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name(name)
+                .enable_all()
+                .build()
+        };
+        Ok(Self {
+            server: build("bench-server")?,
+            client: match mode {
+                RuntimeMode::Shared => None,
+                RuntimeMode::Split => Some(build("bench-load")?),
+            },
+            threads,
+        })
+    }
+
+    fn server(&self) -> &Runtime {
+        &self.server
+    }
+
+    fn client(&self) -> &Runtime {
+        self.client.as_ref().unwrap_or(&self.server)
+    }
+
+    fn describe(&self) -> String {
+        match self.client {
+            None => format!("shared ({} worker threads)", self.threads),
+            Some(_) => format!(
+                "split ({} worker thread(s) for the servers, {} for the load)",
+                self.threads, self.threads
+            ),
+        }
+    }
+}
+
+/// Parses a number of seconds (fractions allowed, at most an hour).
+fn seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|err| format!("`{text}` is not a number of seconds: {err}"))?;
+    if !(0.0..=3600.0).contains(&secs) {
+        return Err(format!("`{text}` must be between 0 and 3600 seconds"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|err| err.to_string())
+}
+
+/// A line for the person at the terminal, on standard error.
+fn progress(text: &str) {
+    let mut stderr = std::io::stderr().lock();
+    if writeln!(stderr, "{text}").is_err() {
+        // Nothing useful can be done if the terminal is gone.
+    }
+}

@@ -1,0 +1,165 @@
+//! A bulkhead: at most N calls in flight to one downstream, a bounded queue
+//! behind them, and an immediate `RESOURCE_EXHAUSTED` beyond that, so one slow
+//! dependency cannot take every task and socket of the caller.
+//!
+//! ```
+//! use room619::resilience::bulkhead::{BulkheadLayer, BulkheadPolicy};
+//!
+//! let layer = BulkheadLayer::new("payments", BulkheadPolicy { max_concurrent: 32, max_queued: 64 });
+//! ```
+
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+};
+
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tower::{Layer, Service};
+
+use super::Rejection;
+use crate::error::BoxError;
+
+/// A bulkhead's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BulkheadPolicy {
+    /// Calls in flight at once. Default: 256.
+    pub max_concurrent: usize,
+    /// Calls waiting for a slot; more are rejected at once. Default: 256.
+    pub max_queued: usize,
+}
+
+impl Default for BulkheadPolicy {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 256,
+            max_queued: 256,
+        }
+    }
+}
+
+struct Shared {
+    name: Arc<str>,
+    policy: BulkheadPolicy,
+    slots: Arc<Semaphore>,
+    queued: AtomicUsize,
+}
+
+/// Limits concurrency in front of a service; services made by one layer
+/// share its slots.
+#[derive(Clone)]
+pub struct BulkheadLayer {
+    shared: Arc<Shared>,
+}
+
+impl BulkheadLayer {
+    /// A bulkhead named after the downstream it protects.
+    #[must_use]
+    pub fn new(name: &str, policy: BulkheadPolicy) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                name: name.into(),
+                slots: Arc::new(Semaphore::new(policy.max_concurrent.max(1))),
+                queued: AtomicUsize::new(0),
+                policy,
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for BulkheadLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BulkheadLayer")
+            .field("name", &self.shared.name)
+            .field("policy", &self.shared.policy)
+            .finish()
+    }
+}
+
+impl<S> Layer<S> for BulkheadLayer {
+    type Service = Bulkhead<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Bulkhead {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// The service made by [`BulkheadLayer`].
+#[derive(Clone)]
+pub struct Bulkhead<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> fmt::Debug for Bulkhead<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bulkhead")
+            .field("name", &self.shared.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, Req> Service<Req> for Bulkhead<S>
+where
+    S: Service<Req> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+    Req: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<S::Response, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let shared = Arc::clone(&self.shared);
+        let ready = self.inner.clone();
+        let mut service = std::mem::replace(&mut self.inner, ready);
+        // A free slot is taken at once; otherwise the call queues, if the
+        // queue has room.
+        let permit = Arc::clone(&self.shared.slots).try_acquire_owned().ok();
+        Box::pin(async move {
+            let _permit = if let Some(permit) = permit {
+                permit
+            } else {
+                let queued = shared.queued.fetch_add(1, Ordering::AcqRel);
+                let _leave = QueueSlot(&shared.queued);
+                if queued >= shared.policy.max_queued {
+                    tracing::debug!(target_service = %shared.name, "bulkhead full; rejecting");
+                    return Err(Box::new(Rejection::bulkhead_full(
+                        &shared.name,
+                        shared.policy.max_concurrent,
+                        shared.policy.max_queued,
+                    )) as BoxError);
+                }
+                Arc::clone(&shared.slots)
+                    .acquire_owned()
+                    .await
+                    .map_err(|err| Box::new(err) as BoxError)?
+            };
+            service.call(request).await.map_err(Into::into)
+        })
+    }
+}
+
+/// Leaves the queue when dropped.
+struct QueueSlot<'a>(&'a AtomicUsize);
+
+impl Drop for QueueSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,54 @@
+//! [`CircuitBreakerLayer`].
+
+use std::sync::{Arc, Mutex};
+
+use tower::Layer;
+
+use super::{Breaker, BreakerPolicy, CircuitBreaker, Mode, Shared};
+
+/// Puts a circuit breaker in front of a service. Every service this layer
+/// makes gets a breaker of its own; clones of that service share it.
+#[derive(Debug, Clone)]
+pub struct CircuitBreakerLayer {
+    name: Arc<str>,
+    policy: BreakerPolicy,
+    mode: Mode,
+}
+
+impl CircuitBreakerLayer {
+    /// A breaker named after what it guards (used in errors and logs), that
+    /// rejects calls while open.
+    #[must_use]
+    pub fn new(name: &str, policy: BreakerPolicy) -> Self {
+        Self {
+            name: name.into(),
+            policy,
+            mode: Mode::Reject,
+        }
+    }
+
+    /// The same breaker, reporting not ready while open instead (for
+    /// instances under a balancer).
+    #[must_use]
+    pub fn unready_while_open(mut self) -> Self {
+        self.mode = Mode::Unready;
+        self
+    }
+}
+
+impl<S> Layer<S> for CircuitBreakerLayer {
+    type Service = CircuitBreaker<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CircuitBreaker {
+            inner,
+            shared: Arc::new(Shared {
+                name: Arc::clone(&self.name),
+                failures: self.policy.failures.clone(),
+                breaker: Mutex::new(Breaker::new(self.policy.clone())),
+            }),
+            mode: self.mode,
+            sleep: None,
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! The breaker's state machine and sliding windows, free of I/O so it can be
+//! tested step by step on a paused clock.
+
+use std::{collections::VecDeque, time::Duration};
+
+use tokio::time::Instant;
+
+use super::{BreakerPolicy, Window};
+
+/// How many buckets a time window is cut into.
+const TIME_BUCKETS: u32 = 10;
+/// How often a half-open breaker with every probe out looks again.
+const PROBE_RECHECK: Duration = Duration::from_millis(10);
+
+/// Where a breaker is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Calls flow; outcomes are counted.
+    Closed,
+    /// Calls are rejected until the open duration has passed.
+    Open,
+    /// A bounded number of probe calls decide between closing and reopening.
+    HalfOpen,
+}
+
+/// Permission to make one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permit {
+    /// A normal call while closed.
+    Closed,
+    /// One of the half-open probes.
+    Probe,
+}
+
+/// A change of state, reported so it can be logged and measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    /// The state left.
+    pub from: BreakerState,
+    /// The state entered.
+    pub to: BreakerState,
+}
+
+#[derive(Debug)]
+enum State {
+    Closed,
+    Open { until: Instant },
+    HalfOpen { issued: u32, succeeded: u32 },
+}
+
+/// One breaker: policy, window and state.
+#[derive(Debug)]
+pub struct Breaker {
+    policy: BreakerPolicy,
+    window: Counts,
+    consecutive_failures: u32,
+    state: State,
+}
+
+impl Breaker {
+    /// A closed breaker.
+    #[must_use]
+    pub fn new(policy: BreakerPolicy) -> Self {
+        Self {
+            window: Counts::new(policy.window),
+            policy,
+            consecutive_failures: 0,
+            state: State::Closed,
+        }
+    }
+
+    /// The current state (an open breaker whose time is up reads as half-open).
+    #[must_use]
+    pub fn state(&self, now: Instant) -> BreakerState {
+        match self.state {
+            State::Closed => BreakerState::Closed,
+            State::Open { until } if now < until => BreakerState::Open,
+            State::Open { .. } | State::HalfOpen { .. } => BreakerState::HalfOpen,
+        }
+    }
+
+    /// Until when it rejects every call, if it is open.
+    #[must_use]
+    pub fn open_until(&self, now: Instant) -> Option<Instant> {
+        match self.state {
+            State::Open { until } if now < until => Some(until),
+            _ => None,
+        }
+    }
+
+    /// When a call would next be admitted: `None` now, or the instant to look
+    /// again (the end of the open period; soon, when half-open with every
+    /// probe out).
+    #[must_use]
+    pub fn next_admission(&self, now: Instant) -> Option<Instant> {
+        match self.state {
+            State::Open { until } if now < until => Some(until),
+            State::HalfOpen { issued, .. } if issued >= self.policy.half_open_probes => {
+                Some(now + PROBE_RECHECK)
+            }
+            _ => None,
+        }
+    }
+
+    /// Asks to make a call; `None` means reject it.
+    pub fn try_acquire(&mut self, now: Instant) -> (Option<Permit>, Option<Transition>) {
+        let mut transition = None;
+        if let State::Open { until } = self.state {
+            if now < until {
+                return (None, None);
+            }
+            self.state = State::HalfOpen {
+                issued: 0,
+                succeeded: 0,
+            };
+            transition = Some(Transition {
+                from: BreakerState::Open,
+                to: BreakerState::HalfOpen,
+            });
+        }
+        let permit = match &mut self.state {
+            State::Closed => Some(Permit::Closed),
+            State::HalfOpen { issued, .. } if *issued < self.policy.half_open_probes => {
+                *issued += 1;
+                Some(Permit::Probe)
+            }
+            State::HalfOpen { .. } | State::Open { .. } => None,
+        };
+        (permit, transition)
+    }
+
+    /// Gives back a probe that was never used (its call was cancelled).
+    pub fn release(&mut self, permit: Permit) {
+        if let (Permit::Probe, State::HalfOpen { issued, .. }) = (permit, &mut self.state) {
+            *issued = issued.saturating_sub(1);
+        }
+    }
+
+    /// Records the outcome of a permitted call that took `elapsed`.
+    pub fn record(
+        &mut self,
+        now: Instant,
+        permit: Permit,
+        failed: bool,
+        elapsed: Duration,
+    ) -> Option<Transition> {
+        let slow = elapsed >= self.policy.slow_call_duration;
+        match (permit, &mut self.state) {
+            (Permit::Closed, State::Closed) => {
+                self.window.record(now, failed, slow);
+                self.consecutive_failures = if failed { self.consecutive_failures + 1 } else { 0 };
+                self.should_open(now).then(|| self.open(now, BreakerState::Closed))
+            }
+            (Permit::Probe, State::HalfOpen { succeeded, .. }) => {
+                if failed || slow {
+                    return Some(self.open(now, BreakerState::HalfOpen));
+                }
+                *succeeded += 1;
+                if *succeeded < self.policy.half_open_probes {
+                    return None;
+                }
+                self.state = State::Closed;
+                self.window = Counts::new(self.policy.window);
+                self.consecutive_failures = 0;
+                Some(Transition {
+                    from: BreakerState::HalfOpen,
+                    to: BreakerState::Closed,
+                })
+            }
+            // A call admitted in an earlier state finished late: it no
+            // longer says anything about the current state.
+            _ => None,
+        }
+    }
+
+    fn should_open(&mut self, now: Instant) -> bool {
+        let threshold = self.policy.consecutive_failures;
+        if threshold > 0 && self.consecutive_failures >= threshold {
+            return true;
+        }
+        let (calls, failures, slow) = self.window.totals(now);
+        if calls == 0 || calls < self.policy.minimum_calls {
+            return false;
+        }
+        let calls = f64::from(calls);
+        f64::from(failures) / calls >= self.policy.failure_rate
+            || f64::from(slow) / calls >= self.policy.slow_call_rate
+    }
+
+    fn open(&mut self, now: Instant, from: BreakerState) -> Transition {
+        self.state = State::Open {
+            until: now + self.policy.open_duration,
+        };
+        Transition {
+            from,
+            to: BreakerState::Open,
+        }
+    }
+}
+
+/// Outcome counts over a count- or time-based sliding window.
+#[derive(Debug)]
+enum Counts {
+    Calls {
+        size: usize,
+        outcomes: VecDeque<(bool, bool)>,
+        failures: u32,
+        slow: u32,
+    },
+    Time {
+        bucket: Duration,
+        buckets: VecDeque<Bucket>,
+    },
+}
+
+#[derive(Debug)]
+struct Bucket {
+    start: Instant,
+    calls: u32,
+    failures: u32,
+    slow: u32,
+}
+
+impl Counts {
+    fn new(window: Window) -> Self {
+        match window {
+            Window::Count(size) => Self::Calls {
+                size: size.max(1) as usize,
+                outcomes: VecDeque::new(),
+                failures: 0,
+                slow: 0,
+            },
+            Window::Time(span) => Self::Time {
+                bucket: (span / TIME_BUCKETS).max(Duration::from_millis(1)),
+                buckets: VecDeque::new(),
+            },
+        }
+    }
+
+    fn record(&mut self, now: Instant, failed: bool, is_slow: bool) {
+        match self {
+            Self::Calls {
+                size,
+                outcomes,
+                failures,
+                slow,
+            } => {
+                if outcomes.len() == *size
+                    && let Some((old_failed, old_slow)) = outcomes.pop_front()
+                {
+                    *failures -= u32::from(old_failed);
+                    *slow -= u32::from(old_slow);
+                }
+                outcomes.push_back((failed, is_slow));
+                *failures += u32::from(failed);
+                *slow += u32::from(is_slow);
+            }
+            Self::Time { bucket, buckets } => {
+                let span = *bucket * TIME_BUCKETS;
+                while buckets.front().is_some_and(|b| now.duration_since(b.start) >= span) {
+                    buckets.pop_front();
+                }
+                let current = match buckets.back_mut() {
+                    Some(last) if now.duration_since(last.start) < *bucket => last,
+                    _ => {
+                        buckets.push_back(Bucket {
+                            start: now,
+                            calls: 0,
+                            failures: 0,
+                            slow: 0,
+                        });
+                        let Some(last) = buckets.back_mut() else { return };
+                        last
+                    }
+                };
+                current.calls += 1;
+                current.failures += u32::from(failed);
+                current.slow += u32::from(is_slow);
+            }
+        }
+    }
+
+    /// (calls, failures, slow calls) in the window.
+    fn totals(&self, now: Instant) -> (u32, u32, u32) {
+        match self {
+            Self::Calls {
+                outcomes,
+                failures,
+                slow,
+                ..
+            } => (u32::try_from(outcomes.len()).unwrap_or(u32::MAX), *failures, *slow),
+            Self::Time { bucket, buckets } => {
+                let span = *bucket * TIME_BUCKETS;
+                buckets
+                    .iter()
+                    .filter(|b| now.duration_since(b.start) < span)
+                    .fold((0, 0, 0), |(c, f, s), b| (c + b.calls, f + b.failures, s + b.slow))
+            }
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! What counts as a failure: the outcome of a call as the breaker and the
+//! retry see it.
+
+use http::Response;
+use serde::{Deserialize, Serialize};
+use tonic::Code;
+
+use crate::error::BoxError;
+
+/// Which outcomes count as failures.
+///
+/// Default: gRPC `UNAVAILABLE`, `DEADLINE_EXCEEDED`, `INTERNAL`,
+/// `RESOURCE_EXHAUSTED`; every HTTP 5xx; every transport error. Never
+/// `INVALID_ARGUMENT` or a 4xx: those are the caller's fault, and a backend
+/// that rejects bad input is healthy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FailurePolicy {
+    /// gRPC codes, by their canonical names (`"UNAVAILABLE"`), that are failures.
+    pub grpc_codes: Vec<String>,
+    /// Whether HTTP 5xx answers are failures. Default: true.
+    pub http_5xx: bool,
+}
+
+impl Default for FailurePolicy {
+    fn default() -> Self {
+        Self {
+            grpc_codes: ["UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "RESOURCE_EXHAUSTED"]
+                .map(str::to_owned)
+                .to_vec(),
+            http_5xx: true,
+        }
+    }
+}
+
+/// A call's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It worked, or failed for a reason that says nothing about the backend.
+    Success,
+    /// It failed in a way that counts against the backend, with the gRPC
+    /// code when there is one.
+    Failure(Option<Code>),
+}
+
+impl FailurePolicy {
+    /// Whether `code` counts as a failure.
+    #[must_use]
+    pub fn is_failure_code(&self, code: Code) -> bool {
+        self.grpc_codes.iter().any(|name| code_from_name(name) == Some(code))
+    }
+
+    /// Classifies a response by its headers: `grpc-status` when present
+    /// (a trailers-only gRPC answer), the HTTP status otherwise.
+    ///
+    /// A gRPC error sent in trailers after messages (mid-stream) is not seen
+    /// here; it counts as a success.
+    #[must_use]
+    pub fn classify_response<B>(&self, response: &Response<B>) -> Outcome {
+        if let Some(status) = response.headers().get("grpc-status") {
+            let code = status
+                .to_str()
+                .ok()
+                .and_then(|s| s.parse::<i32>().ok())
+                .map_or(Code::Unknown, Code::from_i32);
+            return if code != Code::Ok && self.is_failure_code(code) {
+                Outcome::Failure(Some(code))
+            } else {
+                Outcome::Success
+            };
+        }
+        if self.http_5xx && response.status().is_server_error() {
+            Outcome::Failure(None)
+        } else {
+            Outcome::Success
+        }
+    }
+
+    /// Classifies an error from the transport (or a layer below): a gRPC
+    /// status in its chain decides; any other error is a failure.
+    #[must_use]
+    pub fn classify_error(&self, error: &BoxError) -> Outcome {
+        match status_in(error) {
+            Some(code) if !self.is_failure_code(code) => Outcome::Success,
+            code => Outcome::Failure(code),
+        }
+    }
+}
+
+/// The gRPC code of the first `tonic::Status` in an error's chain.
+#[must_use]
+pub fn status_in(error: &BoxError) -> Option<Code> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
+    while let Some(err) = source {
+        if let Some(status) = err.downcast_ref::<tonic::Status>() {
+            return Some(status.code());
+        }
+        source = err.source();
+    }
+    None
+}
+
+/// The code for a canonical name such as `UNAVAILABLE` (case-insensitive).
+#[must_use]
+pub fn code_from_name(name: &str) -> Option<Code> {
+    let code = match name.to_ascii_uppercase().as_str() {
+        "OK" => Code::Ok,
+        "CANCELLED" => Code::Cancelled,
+        "UNKNOWN" => Code::Unknown,
+        "INVALID_ARGUMENT" => Code::InvalidArgument,
+        "DEADLINE_EXCEEDED" => Code::DeadlineExceeded,
+        "NOT_FOUND" => Code::NotFound,
+        "ALREADY_EXISTS" => Code::AlreadyExists,
+        "PERMISSION_DENIED" => Code::PermissionDenied,
+        "RESOURCE_EXHAUSTED" => Code::ResourceExhausted,
+        "FAILED_PRECONDITION" => Code::FailedPrecondition,
+        "ABORTED" => Code::Aborted,
+        "OUT_OF_RANGE" => Code::OutOfRange,
+        "UNIMPLEMENTED" => Code::Unimplemented,
+        "INTERNAL" => Code::Internal,
+        "UNAVAILABLE" => Code::Unavailable,
+        "DATA_LOSS" => Code::DataLoss,
+        "UNAUTHENTICATED" => Code::Unauthenticated,
+        _ => return None,
+    };
+    Some(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grpc(code: Code) -> Response<()> {
+        Response::builder()
+            .header("grpc-status", (code as i32).to_string())
+            .body(())
+            .unwrap()
+    }
+
+    #[test]
+    fn default_failures_follow_the_issue() {
+        let policy = FailurePolicy::default();
+        assert_eq!(policy.classify_response(&grpc(Code::Unavailable)), Outcome::Failure(Some(Code::Unavailable)));
+        assert_eq!(policy.classify_response(&grpc(Code::InvalidArgument)), Outcome::Success);
+        assert_eq!(policy.classify_response(&grpc(Code::Ok)), Outcome::Success);
+        let server_error = Response::builder().status(503).body(()).unwrap();
+        assert_eq!(policy.classify_response(&server_error), Outcome::Failure(None));
+        let client_error = Response::builder().status(404).body(()).unwrap();
+        assert_eq!(policy.classify_response(&client_error), Outcome::Success);
+    }
+
+    #[test]
+    fn errors_are_failures_unless_their_status_says_otherwise() {
+        let policy = FailurePolicy::default();
+        let refused: BoxError = Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(policy.classify_error(&refused), Outcome::Failure(None));
+        let invalid: BoxError = Box::new(tonic::Status::invalid_argument("bad"));
+        assert_eq!(policy.classify_error(&invalid), Outcome::Success);
+    }
+
+    #[test]
+    fn every_canonical_name_parses() {
+        for code in 0..17 {
+            let code = Code::from_i32(code);
+            let name = format!("{code:?}");
+            let snake: String = name
+                .chars()
+                .enumerate()
+                .flat_map(|(i, c)| {
+                    let sep = (i > 0 && c.is_ascii_uppercase()).then_some('_');
+                    sep.into_iter().chain(std::iter::once(c.to_ascii_uppercase()))
+                })
+                .collect();
+            assert_eq!(code_from_name(&snake), Some(code), "{snake}");
+        }
+    }
+}

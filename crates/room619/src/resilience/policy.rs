@@ -1,0 +1,131 @@
+//! [`ClientPolicy`] and [`ResilienceConfig`]: the resilience settings of the
+//! clients of each downstream service.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{bulkhead::BulkheadPolicy, circuit_breaker::BreakerPolicy, retry::RetryPolicy};
+
+/// The `[resilience]` section: defaults for every downstream service and
+/// overrides per service name.
+///
+/// ```toml
+/// [resilience.defaults.retry]
+/// max_attempts = 3
+///
+/// [resilience.services.users.retry]
+/// idempotent = ["/users.v1.Users/GetUser", "/users.v1.Users/ListUsers"]
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResilienceConfig {
+    /// The policy of every downstream service without an override.
+    pub defaults: ClientPolicy,
+    /// Per downstream service: its whole policy (keys not given take the
+    /// built-in defaults, not `defaults`).
+    pub services: BTreeMap<String, ClientPolicy>,
+}
+
+impl ResilienceConfig {
+    /// Checks every policy; the error names the key (relative to
+    /// `resilience`) and the problem.
+    ///
+    /// # Errors
+    ///
+    /// `(key, problem)` for the first invalid value.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        self.defaults.validate("defaults")?;
+        for (name, policy) in &self.services {
+            policy.validate(&format!("services.{name}"))?;
+        }
+        Ok(())
+    }
+
+    /// The policy for calls to `service`.
+    #[must_use]
+    pub fn for_service(&self, service: &str) -> &ClientPolicy {
+        self.services.get(service).unwrap_or(&self.defaults)
+    }
+}
+
+/// How calls to one downstream service are protected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientPolicy {
+    /// The breaker in front of the whole service.
+    pub breaker: BreakerPolicy,
+    /// The breaker of each instance (takes a failing instance out of the
+    /// balancer). Default: as `breaker`, plus 5 failures in a row open it.
+    pub instance_breaker: BreakerPolicy,
+    /// Retries.
+    pub retry: RetryPolicy,
+    /// The concurrency limit.
+    pub bulkhead: BulkheadPolicy,
+}
+
+impl ClientPolicy {
+    fn validate(&self, at: &str) -> Result<(), (String, String)> {
+        let fail = |key: &str, problem: String| Err((format!("{at}.{key}"), problem));
+        for (key, breaker) in [("breaker", &self.breaker), ("instance_breaker", &self.instance_breaker)] {
+            for (field, rate) in [
+                ("failure_rate", breaker.failure_rate),
+                ("slow_call_rate", breaker.slow_call_rate),
+            ] {
+                if !(rate > 0.0 && rate <= 1.0) {
+                    return fail(&format!("{key}.{field}"), format!("must be in (0, 1] (got {rate})"));
+                }
+            }
+            if breaker.half_open_probes == 0 {
+                return fail(&format!("{key}.half_open_probes"), "must be at least 1".to_owned());
+            }
+            if breaker.open_duration.is_zero() {
+                return fail(&format!("{key}.open_duration"), "must be longer than zero".to_owned());
+            }
+            for (index, name) in breaker.failures.grpc_codes.iter().enumerate() {
+                if super::code_from_name(name).is_none() {
+                    return fail(
+                        &format!("{key}.failures.grpc_codes.{index}"),
+                        format!("`{name}` is not a gRPC code name such as UNAVAILABLE"),
+                    );
+                }
+            }
+        }
+        let retry = &self.retry;
+        if retry.max_attempts == 0 {
+            return fail("retry.max_attempts", "must be at least 1".to_owned());
+        }
+        if retry.max_backoff < retry.initial_backoff {
+            return fail("retry.max_backoff", "must be at least retry.initial_backoff".to_owned());
+        }
+        if !(0.0..=1000.0).contains(&retry.budget.ratio) {
+            return fail("retry.budget.ratio", format!("must be in [0, 1000] (got {})", retry.budget.ratio));
+        }
+        for (index, name) in retry.retryable_codes.iter().enumerate() {
+            if super::code_from_name(name).is_none() {
+                return fail(
+                    &format!("retry.retryable_codes.{index}"),
+                    format!("`{name}` is not a gRPC code name such as UNAVAILABLE"),
+                );
+            }
+        }
+        if self.bulkhead.max_concurrent == 0 {
+            return fail("bulkhead.max_concurrent", "must be at least 1".to_owned());
+        }
+        Ok(())
+    }
+}
+
+impl Default for ClientPolicy {
+    fn default() -> Self {
+        Self {
+            breaker: BreakerPolicy::default(),
+            instance_breaker: BreakerPolicy {
+                consecutive_failures: 5,
+                ..BreakerPolicy::default()
+            },
+            retry: RetryPolicy::default(),
+            bulkhead: BulkheadPolicy::default(),
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! [`ReplayBody`]: request bodies that can be buffered and sent again.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt as _;
+use pin_project_lite::pin_project;
+
+use crate::error::BoxError;
+
+/// A request body type the retry layer can buffer and rebuild.
+pub trait ReplayBody: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + Sized + 'static {
+    /// A body of exactly these bytes.
+    fn from_bytes(bytes: Bytes) -> Self;
+
+    /// A body that sends `prefix`, then the rest of `rest`.
+    fn chain(prefix: Bytes, rest: Self) -> Self;
+
+    /// Reads the whole body if it is at most `limit` bytes (`Ok(Ok(bytes))`);
+    /// otherwise gives back an equivalent body that streams what was read and
+    /// the rest (`Ok(Err(body))`).
+    ///
+    /// # Errors
+    ///
+    /// A failure reading the body.
+    fn buffer(mut self, limit: usize) -> impl Future<Output = Result<Result<Bytes, Self>, BoxError>> + Send {
+        async move {
+            let mut buffered = BytesMut::new();
+            while let Some(frame) = self.frame().await {
+                let frame = frame.map_err(Into::into)?;
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                buffered.extend_from_slice(&data);
+                if buffered.len() > limit {
+                    return Ok(Err(Self::chain(buffered.freeze(), self)));
+                }
+            }
+            Ok(Ok(buffered.freeze()))
+        }
+    }
+}
+
+impl ReplayBody for tonic::body::Body {
+    fn from_bytes(bytes: Bytes) -> Self {
+        Self::new(http_body_util::Full::new(bytes))
+    }
+
+    fn chain(prefix: Bytes, rest: Self) -> Self {
+        Self::new(Prefixed {
+            prefix: Some(prefix),
+            rest,
+        })
+    }
+}
+
+impl ReplayBody for axum::body::Body {
+    fn from_bytes(bytes: Bytes) -> Self {
+        Self::from(bytes)
+    }
+
+    fn chain(prefix: Bytes, rest: Self) -> Self {
+        Self::new(Prefixed {
+            prefix: Some(prefix),
+            rest,
+        })
+    }
+}
+
+pin_project! {
+    /// Sends `prefix`, then `rest`.
+    struct Prefixed<B> {
+        prefix: Option<Bytes>,
+        #[pin]
+        rest: B,
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for Prefixed<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        if let Some(prefix) = this.prefix.take() {
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        this.rest.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let prefix = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + prefix);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + prefix);
+        }
+        hint
+    }
+}

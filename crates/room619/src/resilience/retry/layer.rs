@@ -1,0 +1,49 @@
+//! [`RetryLayer`].
+
+use std::sync::Arc;
+
+use tower::{Layer, retry::budget::TpsBudget};
+
+use super::{Retry, RetryPolicy, Shared};
+
+/// Retries calls as [`RetryPolicy`] allows. Services made by one layer share
+/// one retry budget.
+#[derive(Clone)]
+pub struct RetryLayer {
+    shared: Arc<Shared>,
+}
+
+impl RetryLayer {
+    /// Retries calls to `name` (used in logs) under `policy`.
+    #[must_use]
+    pub fn new(name: &str, policy: RetryPolicy) -> Self {
+        let budget = &policy.budget;
+        let budget = TpsBudget::new(budget.ttl, budget.min_per_second, budget.ratio);
+        Self {
+            shared: Arc::new(Shared {
+                name: name.into(),
+                policy,
+                budget,
+            }),
+        }
+    }
+}
+
+impl std::fmt::Debug for RetryLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryLayer")
+            .field("name", &self.shared.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for RetryLayer {
+    type Service = Retry<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Retry {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}

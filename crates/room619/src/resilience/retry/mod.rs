@@ -1,0 +1,292 @@
+//! Retries: exponential backoff with full jitter, only where safe, within a
+//! budget and the deadline.
+//!
+//! A call is retried only when
+//!
+//! - it is **idempotent**: its gRPC method is listed in
+//!   [`RetryPolicy::idempotent`] (as `/package.Service/Method`, or
+//!   `/package.Service/*` for all of a service), or it is a non-gRPC
+//!   `GET`, `HEAD`, `PUT`, `DELETE` or `OPTIONS`;
+//! - its request body was at most [`RetryPolicy::max_buffered_body`] bytes (it
+//!   is buffered to be sent again; a larger one goes out once, streamed);
+//! - the outcome is **retryable**: a gRPC code in [`RetryPolicy::retryable_codes`]
+//!   (default `UNAVAILABLE`), an HTTP status in [`RetryPolicy::retryable_http`]
+//!   (default 502, 503, 504) or a transport error;
+//! - the **budget** allows it: retries may add at most `ratio` of the calls of
+//!   the last `ttl`, plus `min_per_second` (default 20 % + 10/s, as Finagle and
+//!   Linkerd do), so a failing backend never sees a retry storm;
+//! - the **deadline** leaves time for the backoff and another attempt.
+//!
+//! The n-th retry waits a random time in `[0, min(max_backoff, initial_backoff × 2ⁿ⁻¹))`.
+//! Each attempt may have its own timeout ([`RetryPolicy::attempt_timeout`]).
+//!
+//! ```
+//! use room619::resilience::retry::{RetryLayer, RetryPolicy};
+//!
+//! let policy = RetryPolicy {
+//!     idempotent: vec!["/shop.echo.v1.Echo/Echo".into()],
+//!     ..RetryPolicy::default()
+//! };
+//! let layer = RetryLayer::new("echo", policy);
+//! ```
+
+mod body;
+mod layer;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    fmt,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+pub use body::ReplayBody;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{Method, Request, Response};
+pub use layer::RetryLayer;
+use serde::{Deserialize, Serialize};
+use tower::{Service, ServiceExt as _, retry::budget::{Budget as _, TpsBudget}};
+
+use super::{Rejection, code_from_name, status_in};
+use crate::{error::BoxError, rpc::deadline::Deadline};
+
+/// When and how calls are retried; the defaults are safe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included; 1 turns retries off. Default: 3.
+    pub max_attempts: u32,
+    /// The first backoff's upper bound. Default: `25ms`.
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// The cap on any backoff. Default: `1s`.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// A timeout for each attempt, within the overall deadline. Default: none.
+    #[serde(with = "humantime_serde")]
+    pub attempt_timeout: Option<Duration>,
+    /// gRPC methods safe to retry: `/package.Service/Method` or
+    /// `/package.Service/*`. Default: none.
+    pub idempotent: Vec<String>,
+    /// gRPC codes worth retrying, by name. Default: `UNAVAILABLE`.
+    pub retryable_codes: Vec<String>,
+    /// HTTP statuses worth retrying. Default: 502, 503, 504.
+    pub retryable_http: Vec<u16>,
+    /// The largest request body buffered for a retry. Default: 64 KiB.
+    pub max_buffered_body: usize,
+    /// The retry budget.
+    pub budget: BudgetPolicy,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(25),
+            max_backoff: Duration::from_secs(1),
+            attempt_timeout: None,
+            idempotent: Vec::new(),
+            retryable_codes: vec!["UNAVAILABLE".to_owned()],
+            retryable_http: vec![502, 503, 504],
+            max_buffered_body: 64 * 1024,
+            budget: BudgetPolicy::default(),
+        }
+    }
+}
+
+/// How many retries the budget allows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BudgetPolicy {
+    /// How long a call counts towards the budget. Default: `10s`.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Retries allowed per second regardless of traffic. Default: 10.
+    pub min_per_second: u32,
+    /// Retries allowed as a share of calls (0–1000). Default: 0.2.
+    pub ratio: f32,
+}
+
+impl Default for BudgetPolicy {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(10),
+            min_per_second: 10,
+            ratio: 0.2,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Whether a request may be sent more than once.
+    #[must_use]
+    pub fn is_idempotent<B>(&self, request: &Request<B>) -> bool {
+        if crate::rpc::is_grpc(request) {
+            let path = request.uri().path();
+            return self.idempotent.iter().any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => path.starts_with(prefix),
+                None => path == pattern,
+            });
+        }
+        matches!(
+            *request.method(),
+            Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+        )
+    }
+
+    /// Whether an outcome is worth another attempt.
+    #[must_use]
+    pub fn is_retryable<B>(&self, result: &Result<Response<B>, BoxError>) -> bool {
+        let code_retryable = |code: tonic::Code| {
+            self.retryable_codes
+                .iter()
+                .any(|name| code_from_name(name) == Some(code))
+        };
+        match result {
+            Ok(response) => match response.headers().get("grpc-status") {
+                Some(status) => status
+                    .to_str()
+                    .ok()
+                    .and_then(|s| s.parse::<i32>().ok())
+                    .is_some_and(|code| code_retryable(tonic::Code::from_i32(code))),
+                None => self.retryable_http.contains(&response.status().as_u16()),
+            },
+            Err(error) => status_in(error).is_none_or(code_retryable),
+        }
+    }
+
+    /// The backoff before retry number `retry` (1-based): full jitter.
+    #[must_use]
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let exponent = retry.saturating_sub(1).min(30);
+        let ceiling = self
+            .initial_backoff
+            .saturating_mul(1 << exponent)
+            .min(self.max_backoff);
+        ceiling.mul_f64(fastrand::f64())
+    }
+}
+
+struct Shared {
+    name: Arc<str>,
+    policy: RetryPolicy,
+    budget: TpsBudget,
+}
+
+/// The service made by [`RetryLayer`].
+pub struct Retry<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: Clone> Clone for Retry<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S> fmt::Debug for Retry<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry")
+            .field("name", &self.shared.name)
+            .field("policy", &self.shared.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B, ResB> Service<Request<B>> for Retry<S>
+where
+    S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: ReplayBody,
+    ResB: Send + 'static,
+{
+    type Response = Response<ResB>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Response<ResB>, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // The ready service takes the first attempt; a clone takes the rest.
+        let ready = self.inner.clone();
+        let first = std::mem::replace(&mut self.inner, ready);
+        let shared = Arc::clone(&self.shared);
+        shared.budget.deposit();
+        Box::pin(run(first, request, shared))
+    }
+}
+
+async fn run<S, B, ResB>(
+    mut service: S,
+    request: Request<B>,
+    shared: Arc<Shared>,
+) -> Result<Response<ResB>, BoxError>
+where
+    S: Service<Request<B>, Response = Response<ResB>> + Send,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+    B: ReplayBody,
+{
+    let policy = &shared.policy;
+    if policy.max_attempts <= 1 || !policy.is_idempotent(&request) {
+        return attempt(service.call(request), &shared).await;
+    }
+    let (parts, body) = request.into_parts();
+    let body = match B::buffer(body, policy.max_buffered_body).await? {
+        Ok(bytes) => bytes,
+        Err(streamed) => {
+            tracing::debug!(target_service = %shared.name, "request body too large to retry");
+            return attempt(service.call(Request::from_parts(parts, streamed)), &shared).await;
+        }
+    };
+    let mut result = attempt(service.call(rebuild(&parts, &body)), &shared).await;
+    for retry in 1..policy.max_attempts {
+        if !policy.is_retryable(&result) {
+            break;
+        }
+        let backoff = policy.backoff(retry);
+        if Deadline::current().is_some_and(|deadline| deadline.remaining() <= backoff) {
+            tracing::debug!(target_service = %shared.name, "no time left for a retry");
+            break;
+        }
+        if !shared.budget.withdraw() {
+            tracing::warn!(target_service = %shared.name, "retry budget exhausted; not retrying");
+            break;
+        }
+        tracing::debug!(target_service = %shared.name, retry, ?backoff, "retrying");
+        tokio::time::sleep(backoff).await;
+        service.ready().await.map_err(Into::into)?;
+        result = attempt(service.call(rebuild(&parts, &body)), &shared).await;
+    }
+    result
+}
+
+fn rebuild<B: ReplayBody>(parts: &http::request::Parts, body: &Bytes) -> Request<B> {
+    Request::from_parts(parts.clone(), B::from_bytes(body.clone()))
+}
+
+/// One attempt, bounded by the attempt timeout (and by the deadline, which
+/// the transport enforces).
+async fn attempt<F, ResB, E>(call: F, shared: &Shared) -> Result<Response<ResB>, BoxError>
+where
+    F: std::future::Future<Output = Result<Response<ResB>, E>>,
+    E: Into<BoxError>,
+{
+    let Some(timeout) = shared.policy.attempt_timeout else {
+        return call.await.map_err(Into::into);
+    };
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_elapsed) => Err(Box::new(Rejection::attempt_timeout(&shared.name, timeout))),
+    }
+}

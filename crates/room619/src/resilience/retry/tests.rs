@@ -1,0 +1,147 @@
+//! Retries: only what is safe, jittered, within the budget.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::body::Body;
+use http::{Method, Request, Response};
+use tower::{Layer as _, Service, ServiceExt as _};
+
+use super::*;
+
+/// A backend answering every call with gRPC `code`, counting calls.
+fn backend(
+    calls: Arc<AtomicUsize>,
+    code: i32,
+) -> impl Service<Request<Body>, Response = Response<()>, Error = BoxError, Future: Send> + Clone + Send + 'static {
+    tower::service_fn(move |_: Request<Body>| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        async move {
+            Ok::<_, BoxError>(
+                Response::builder()
+                    .header("grpc-status", code.to_string())
+                    .body(())
+                    .unwrap(),
+            )
+        }
+    })
+}
+
+fn grpc(path: &str) -> Request<Body> {
+    Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header("content-type", "application/grpc")
+        .body(Body::from("message"))
+        .unwrap()
+}
+
+fn policy() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 4,
+        idempotent: vec!["/users.v1.Users/Get*".into()],
+        ..RetryPolicy::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn idempotent_unavailable_calls_are_retried_up_to_max_attempts() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut service = RetryLayer::new("users", policy()).layer(backend(Arc::clone(&calls), 14));
+    let response = service.ready().await.unwrap().call(grpc("/users.v1.Users/GetUser")).await.unwrap();
+    assert_eq!(response.headers()["grpc-status"], "14");
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn non_idempotent_calls_and_invalid_argument_are_never_retried() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut service = RetryLayer::new("users", policy()).layer(backend(Arc::clone(&calls), 14));
+    service.ready().await.unwrap().call(grpc("/users.v1.Users/DeleteUser")).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "a non-idempotent call was retried");
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut service = RetryLayer::new("users", policy()).layer(backend(Arc::clone(&calls), 3));
+    service.ready().await.unwrap().call(grpc("/users.v1.Users/GetUser")).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "INVALID_ARGUMENT was retried");
+}
+
+#[tokio::test(start_paused = true)]
+async fn http_methods_follow_their_idempotency() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let backend = {
+        let calls = Arc::clone(&calls);
+        tower::service_fn(move |_: Request<Body>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, BoxError>(Response::builder().status(503).body(()).unwrap()) }
+        })
+    };
+    let mut service = RetryLayer::new("products", policy()).layer(backend);
+    let get = Request::get("/v1/products").body(Body::empty()).unwrap();
+    service.ready().await.unwrap().call(get).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    let post = Request::post("/v1/products").body(Body::from("{}")).unwrap();
+    service.ready().await.unwrap().call(post).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn bodies_over_the_buffer_limit_are_sent_once() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let policy = RetryPolicy {
+        max_buffered_body: 4,
+        ..policy()
+    };
+    let mut service = RetryLayer::new("users", policy).layer(backend(Arc::clone(&calls), 14));
+    service.ready().await.unwrap().call(grpc("/users.v1.Users/GetUser")).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn backoff_is_jittered_and_capped() {
+    let policy = RetryPolicy {
+        initial_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(400),
+        ..RetryPolicy::default()
+    };
+    let delays: Vec<Duration> = (0..200).map(|_| policy.backoff(3)).collect();
+    assert!(delays.iter().all(|d| *d <= Duration::from_millis(400)));
+    let distinct: std::collections::HashSet<_> = delays.iter().collect();
+    assert!(distinct.len() > 150, "delays are not jittered: {} distinct", distinct.len());
+    assert!(policy.backoff(1) <= Duration::from_millis(100));
+}
+
+/// 100 requests a second for 10 s against a backend that always answers
+/// `UNAVAILABLE`, with 4 attempts each: the budget (20 % + 10/s) keeps the
+/// backend's load under requests × 1.2 + 10/s × the seconds it ran (10 s of
+/// requests plus the last backoffs).
+#[tokio::test(start_paused = true)]
+async fn a_dead_backend_never_sees_a_retry_storm() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let service = RetryLayer::new("users", policy()).layer(backend(Arc::clone(&calls), 14));
+    let mut tasks = Vec::new();
+    let requests = 1000;
+    let started = tokio::time::Instant::now();
+    for _ in 0..requests {
+        let mut service = service.clone();
+        tasks.push(tokio::spawn(async move {
+            service.ready().await.unwrap().call(grpc("/users.v1.Users/GetUser")).await.unwrap();
+        }));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let seen = calls.load(Ordering::SeqCst);
+    let elapsed = started.elapsed();
+    let seconds = usize::try_from(elapsed.as_secs()).unwrap() + usize::from(elapsed.subsec_nanos() > 0);
+    assert!(seconds <= 12, "the run took {seconds} s");
+    let bound = requests * 12 / 10 + 10 * seconds;
+    assert!(seen <= bound, "the backend saw {seen} attempts for {requests} requests (bound {bound})");
+    assert!(seen > requests, "no retries happened at all");
+}

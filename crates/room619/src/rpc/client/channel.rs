@@ -1,0 +1,153 @@
+//! [`RpcChannel`]: the transport under every typed gRPC client.
+
+use std::{
+    fmt,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use axum::Router;
+use futures_util::future::BoxFuture;
+use http::{Request, Response};
+use tonic::{Status, body::Body};
+use tower::{ServiceExt as _, util::BoxCloneSyncService};
+use tracing::Instrument as _;
+
+use super::Colocated;
+use crate::{
+    error::BoxError,
+    rpc::deadline::{Deadline, GRPC_TIMEOUT, encode_timeout, parse_timeout},
+};
+
+/// The remote stack: bulkhead → service breaker → retry → p2c balance →
+/// instance breakers → tonic channels.
+pub(crate) type RemoteGrpc = BoxCloneSyncService<Request<Body>, Response<Body>, BoxError>;
+
+/// The channel a typed tonic client (`FooClient<RpcChannel>`) sends through.
+///
+/// Where the target service is hosted on the same node, a call goes
+/// **in-process**: the node's gRPC router is called directly, with no socket
+/// and no HTTP/2 framing (the request carries the [`Colocated`] extension).
+/// Otherwise it goes to the service's instances over HTTP/2, balanced by
+/// power of two choices over the calls each has in flight. Either way the
+/// call carries the remaining time of the [current deadline](Deadline::current)
+/// (or the caller's own `grpc-timeout`, whichever is earlier) and fails with
+/// `DEADLINE_EXCEEDED`, unsent, when that has already passed.
+#[derive(Clone)]
+pub struct RpcChannel {
+    target: Arc<str>,
+    transport: Transport,
+}
+
+#[derive(Clone)]
+enum Transport {
+    Local(Router),
+    Remote { service: RemoteGrpc, instances: usize },
+}
+
+impl RpcChannel {
+    pub(crate) fn local(target: &str, router: Router) -> Self {
+        Self {
+            target: target.into(),
+            transport: Transport::Local(router),
+        }
+    }
+
+    pub(crate) fn remote(target: &str, service: RemoteGrpc, instances: usize) -> Self {
+        Self {
+            target: target.into(),
+            transport: Transport::Remote { service, instances },
+        }
+    }
+
+    /// The name of the service it reaches.
+    #[must_use]
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Whether calls stay in this process.
+    #[must_use]
+    pub fn is_colocated(&self) -> bool {
+        matches!(self.transport, Transport::Local(_))
+    }
+}
+
+impl fmt::Debug for RpcChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let transport = match &self.transport {
+            Transport::Local(_) => "in-process".to_owned(),
+            Transport::Remote { instances, .. } => format!("remote ({instances} instances)"),
+        };
+        f.debug_struct("RpcChannel")
+            .field("target", &self.target)
+            .field("transport", &transport)
+            .finish()
+    }
+}
+
+impl tower::Service<Request<Body>> for RpcChannel {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Response<Body>, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness of the remote instances is awaited inside the call, where
+        // the deadline bounds it.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let stated = request
+            .headers()
+            .get(GRPC_TIMEOUT)
+            .and_then(|value| parse_timeout(value.as_bytes()).ok())
+            .map(Deadline::after);
+        let deadline = Deadline::earliest(Deadline::current(), stated);
+        if let Some(deadline) = deadline {
+            if deadline.is_expired() {
+                let status = Status::deadline_exceeded(format!(
+                    "deadline passed before calling `{}`; the call was not sent",
+                    self.target
+                ));
+                return Box::pin(std::future::ready(Err(status.into())));
+            }
+            request
+                .headers_mut()
+                .insert(GRPC_TIMEOUT, encode_timeout(deadline.remaining()));
+        }
+        let target = Arc::clone(&self.target);
+        let transport = self.transport.clone();
+        let (kind, call): (&str, BoxFuture<'static, Result<Response<Body>, BoxError>>) = match transport {
+            Transport::Local(router) => {
+                request.extensions_mut().insert(Colocated);
+                ("in-process", Box::pin(async move {
+                    let response = router.oneshot(request).await?;
+                    Ok(response.map(Body::new))
+                }))
+            }
+            Transport::Remote { service, .. } => ("remote", Box::pin(service.oneshot(request))),
+        };
+        let span = tracing::debug_span!("rpc.client", rpc.service = %target, transport = kind);
+        Box::pin(
+            async move {
+                let Some(deadline) = deadline else {
+                    return call.await;
+                };
+                let expired = || -> BoxError {
+                    Status::deadline_exceeded(format!("deadline passed while calling `{target}`"))
+                        .into()
+                };
+                match tokio::time::timeout_at(deadline.instant(), call).await {
+                    // The transport enforces `grpc-timeout` too and reports it
+                    // as its own error; past the deadline, any failure is the
+                    // deadline's.
+                    Ok(Err(_)) if deadline.is_expired() => Err(expired()),
+                    Ok(result) => result,
+                    Err(_elapsed) => Err(expired()),
+                }
+            }
+            .instrument(span),
+        )
+    }
+}

@@ -1,0 +1,240 @@
+//! [`HttpClient`]: calls a REST service by name, in-process or balanced.
+
+use std::{
+    fmt,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use axum::{Router, body::Body};
+use futures_util::future::BoxFuture;
+use http::{
+    HeaderValue, Method, Request, Response, StatusCode, Uri, header,
+    uri::{Authority, Scheme},
+};
+use http_body_util::{BodyExt as _, Limited};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use serde::{Serialize, de::DeserializeOwned};
+use tower::ServiceExt as _;
+use tracing::Instrument as _;
+
+use super::Colocated;
+use crate::{
+    Error, ErrorKind, Result,
+    error::{BoxError, Problem},
+    rpc::deadline::{Deadline, HTTP_TIMEOUT, encode_timeout},
+};
+
+/// The largest answer body the JSON helpers read.
+const MAX_ANSWER: usize = 16 * 1024 * 1024;
+
+/// The remote stack, as for gRPC: bulkhead → service breaker → retry →
+/// p2c balance → instance breakers → pooled hyper clients.
+pub(crate) type RemoteHttp = tower::util::BoxCloneSyncService<Request<Body>, Response<Body>, BoxError>;
+
+/// A client of one REST service, resolved by name and version like
+/// [`RpcChannel`](super::RpcChannel): in-process when the service is
+/// colocated, balanced over its instances otherwise, with the current
+/// deadline sent as `x-request-timeout`.
+///
+/// ```no_run
+/// # async fn demo(ctx: room619::ServiceContext) -> room619::Result<()> {
+/// #[derive(serde::Deserialize)]
+/// struct Product { name: String }
+///
+/// let products = ctx.http_client("products", "^1")?;
+/// let product: Product = products.get_json("/v1/products/42").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct HttpClient {
+    target: Arc<str>,
+    transport: Transport,
+}
+
+#[derive(Clone)]
+enum Transport {
+    Local(Router),
+    Remote(RemoteHttp),
+}
+
+impl HttpClient {
+    pub(crate) fn local(target: &str, router: Router) -> Self {
+        Self {
+            target: target.into(),
+            transport: Transport::Local(router),
+        }
+    }
+
+    pub(crate) fn remote(target: &str, service: RemoteHttp) -> Self {
+        Self {
+            target: target.into(),
+            transport: Transport::Remote(service),
+        }
+    }
+
+    /// Whether requests stay in this process.
+    #[must_use]
+    pub fn is_colocated(&self) -> bool {
+        matches!(self.transport, Transport::Local(_))
+    }
+
+    /// Sends a request whose URI is a path (and query), such as `/v1/users?page=2`.
+    ///
+    /// # Errors
+    ///
+    /// `DeadlineExceeded` when the current deadline passed (before sending, or
+    /// while waiting), `Unavailable` when no instance is known or reachable.
+    /// Error statuses from the service are answers, not errors, here.
+    pub async fn send(&self, mut request: Request<Body>) -> Result<Response<Body>> {
+        let deadline = Deadline::current();
+        if let Some(deadline) = deadline {
+            if deadline.is_expired() {
+                return Err(Error::deadline_exceeded(format!(
+                    "deadline passed before calling `{}`; the request was not sent",
+                    self.target
+                )));
+            }
+            request
+                .headers_mut()
+                .insert(HTTP_TIMEOUT, encode_timeout(deadline.remaining()));
+        }
+        let (kind, call): (&str, BoxFuture<'static, Result<Response<Body>, BoxError>>) =
+            match self.transport.clone() {
+                Transport::Local(router) => {
+                    request.extensions_mut().insert(Colocated);
+                    ("in-process", Box::pin(async move { Ok(router.oneshot(request).await?) }))
+                }
+                Transport::Remote(service) => ("remote", Box::pin(service.oneshot(request))),
+            };
+        let span = tracing::debug_span!("http.client", service = %self.target, transport = kind);
+        let result = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.instant(), call.instrument(span))
+                .await
+                .map_err(|_elapsed| {
+                    Error::deadline_exceeded(format!("deadline passed while calling `{}`", self.target))
+                })?,
+            None => call.instrument(span).await,
+        };
+        result.map_err(|err| {
+            let kind = crate::resilience::status_in(&err)
+                .map_or(ErrorKind::Unavailable, ErrorKind::from_grpc_code);
+            Error::new(kind, format!("calling `{}` failed: {err}", self.target)).with_source(err)
+        })
+    }
+
+    /// `GET path`, decoding a JSON answer.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send); an error status becomes an [`Error`] of the
+    /// matching kind with the problem's `detail`; an undecodable answer is
+    /// `Internal`.
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let request = build(Method::GET, path, Body::empty(), None)?;
+        self.json(request).await
+    }
+
+    /// `POST path` with a JSON body, decoding a JSON answer.
+    ///
+    /// # Errors
+    ///
+    /// As [`get_json`](Self::get_json); `InvalidArgument` if `body` cannot be
+    /// serialized.
+    pub async fn post_json<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        let bytes = serde_json::to_vec(body)
+            .map_err(|err| Error::invalid_argument(format!("cannot encode the request: {err}")))?;
+        let json = HeaderValue::from_static("application/json");
+        let request = build(Method::POST, path, Body::from(bytes), Some(json))?;
+        self.json(request).await
+    }
+
+    async fn json<T: DeserializeOwned>(&self, request: Request<Body>) -> Result<T> {
+        let response = self.send(request).await?;
+        let status = response.status();
+        let bytes = Limited::new(response.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|err| Error::unavailable(format!("reading the answer of `{}` failed: {err}", self.target)))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(answer_error(status, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|err| {
+            Error::internal(format!("`{}` answered JSON that does not decode: {err}", self.target))
+        })
+    }
+}
+
+fn build(method: Method, path: &str, body: Body, content_type: Option<HeaderValue>) -> Result<Request<Body>> {
+    let uri: Uri = path
+        .parse()
+        .map_err(|err| Error::invalid_argument(format!("`{path}` is not a valid path: {err}")))?;
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::ACCEPT, "application/json")
+        .body(body)
+        .map_err(|err| Error::invalid_argument(format!("cannot build the request: {err}")))?;
+    if let Some(content_type) = content_type {
+        request.headers_mut().insert(header::CONTENT_TYPE, content_type);
+    }
+    Ok(request)
+}
+
+/// The error an error answer stands for, with the problem's detail if any.
+fn answer_error(status: StatusCode, body: &[u8]) -> Error {
+    let detail = serde_json::from_slice::<Problem>(body).map_or_else(
+        |_| format!("answered {status}"),
+        |problem| problem.detail.into_owned(),
+    );
+    Error::new(ErrorKind::from_http_status(status), detail)
+}
+
+impl fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("target", &self.target)
+            .field("colocated", &self.is_colocated())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One remote instance: a pooled hyper client aimed at one address.
+#[derive(Clone)]
+pub(crate) struct HttpInstance {
+    client: Client<HttpConnector, Body>,
+    authority: Authority,
+}
+
+impl HttpInstance {
+    pub(crate) fn new(client: Client<HttpConnector, Body>, authority: Authority) -> Self {
+        Self { client, authority }
+    }
+}
+
+impl tower::Service<Request<Body>> for HttpInstance {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Response<Body>, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let (mut parts, body) = request.into_parts();
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(self.authority.clone());
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        let client = self.client.clone();
+        Box::pin(async move {
+            parts.uri = Uri::from_parts(uri)?;
+            let response = client.request(Request::from_parts(parts, body)).await?;
+            Ok(response.map(Body::new))
+        })
+    }
+}

@@ -1,0 +1,111 @@
+use std::collections::HashMap;
+
+use room619::{ErrorKind, rpc::client::RpcChannel};
+use shop_proto::echo::v1::{EchoRequest, echo_client::EchoClient};
+
+use crate::support;
+
+fn hello() -> EchoRequest {
+    EchoRequest {
+        message: "hello".into(),
+        ..EchoRequest::default()
+    }
+}
+
+#[tokio::test]
+async fn a_colocated_service_is_called_in_process_without_a_socket() {
+    let node = support::start(support::config("")).await;
+    let handle = node.handle();
+    let channel = handle.channel("echo", "^1").unwrap();
+    assert!(channel.is_colocated());
+    let mut client = handle.client::<EchoClient<RpcChannel>>("echo", "^1").unwrap();
+    let reply = client.echo(hello()).await.unwrap();
+    assert_eq!(reply.metadata().get("x-transport").unwrap(), "in-process");
+    assert_eq!(reply.into_inner().message, "hello");
+
+    let http = handle.http_client("echo", "^1").unwrap();
+    assert!(http.is_colocated());
+    let whoami: serde_json::Value = http.get_json("/whoami").await.unwrap();
+    assert_eq!(whoami["transport"], "in-process");
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_service_hosted_elsewhere_is_called_over_the_network() {
+    let server = support::start_named("server", &[], Some(support::echo_service())).await;
+    let caller = support::start_named("caller", &[("echo", "1.0.0", server.local_addr())], None).await;
+    let handle = caller.handle();
+
+    let mut client = EchoClient::new(handle.channel("echo", "^1").unwrap());
+    let reply = client.echo(hello()).await.unwrap();
+    assert_eq!(reply.metadata().get("x-transport").unwrap(), "remote");
+    assert_eq!(reply.into_inner().node, "server");
+
+    let http = handle.http_client("echo", "^1").unwrap();
+    assert!(!http.is_colocated());
+    let whoami: serde_json::Value = http.get_json("/whoami").await.unwrap();
+    assert_eq!(whoami["transport"], "remote");
+    assert_eq!(whoami["node"], "server");
+
+    caller.shutdown().await.unwrap();
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn resolution_follows_the_version_requirement() {
+    let node = support::start(support::config("")).await;
+    let handle = node.handle();
+    let err = handle.channel("echo", "^2").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(err.message().contains("^2"), "{err}");
+    let err = handle.channel("echo", "not a requirement").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    let err = handle.channel("payments", "^1").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(err.message().contains("payments"), "{err}");
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn calls_spread_over_three_instances() {
+    let mut servers = Vec::new();
+    for name in ["one", "two", "three"] {
+        servers.push(support::start_named(name, &[], Some(support::echo_service())).await);
+    }
+    let instances: Vec<_> = servers
+        .iter()
+        .map(|server| ("echo", "1.0.0", server.local_addr()))
+        .collect();
+    let caller = support::start_named("caller", &instances, None).await;
+    let channel = caller.handle().channel("echo", "^1").unwrap();
+
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..10 {
+        let calls = (0..30).map(|_| {
+            let mut client = EchoClient::new(channel.clone());
+            async move { client.echo(hello()).await.unwrap().into_inner().node }
+        });
+        for node in futures_util::future::join_all(calls).await {
+            *counts.entry(node).or_default() += 1;
+        }
+    }
+    assert_eq!(counts.values().sum::<usize>(), 300);
+    for name in ["one", "two", "three"] {
+        let count = counts.get(name).copied().unwrap_or_default();
+        assert!(count >= 40, "{name} got {count} of 300: {counts:?}");
+    }
+    caller.shutdown().await.unwrap();
+    for server in servers {
+        server.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_instance_fails_with_unavailable() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let caller = support::start_named("caller", &[("echo", "1.0.0", free)], None).await;
+    let mut client = EchoClient::new(caller.handle().channel("echo", "^1").unwrap());
+    let status = client.echo(hello()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    caller.shutdown().await.unwrap();
+}

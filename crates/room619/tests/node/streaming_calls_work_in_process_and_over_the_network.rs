@@ -1,0 +1,162 @@
+use std::{sync::atomic::Ordering, time::Duration};
+
+use room619::rpc::client::RpcChannel;
+use shop_proto::echo::v1::{EchoRequest, echo_client::EchoClient};
+
+use crate::support::{self, EchoFixture};
+
+fn request(message: &str) -> EchoRequest {
+    EchoRequest {
+        message: message.into(),
+        ..EchoRequest::default()
+    }
+}
+
+/// Runs all four call kinds through `channel`.
+async fn all_four_kinds(channel: RpcChannel) {
+    let mut client = EchoClient::new(channel);
+
+    let unary = client.echo(request("one")).await.unwrap().into_inner();
+    assert_eq!(unary.message, "one");
+
+    let mut server_stream = client
+        .echo_stream(EchoRequest {
+            repeat: 4,
+            ..request("many")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut received = 0;
+    while let Some(message) = server_stream.message().await.unwrap() {
+        assert_eq!(message.message, "many");
+        received += 1;
+    }
+    assert_eq!(received, 4);
+
+    let words = ["client", "streaming", "works"].map(request);
+    let collected = client
+        .echo_collect(tokio_stream::iter(words))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(collected.message, "client streaming works");
+
+    // Bidirectional ping-pong: each answer arrives before the next request is sent.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut answers = client
+        .echo_chat(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    for word in ["ping", "pong", "done"] {
+        tx.send(request(word)).await.unwrap();
+        let answer = answers.message().await.unwrap().unwrap();
+        assert_eq!(answer.message, word.to_uppercase());
+    }
+    drop(tx);
+    assert!(answers.message().await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn all_four_call_kinds_work_in_process() {
+    let node = support::start(support::config("")).await;
+    let channel = node.handle().channel("echo", "^1").unwrap();
+    assert!(channel.is_colocated());
+    all_four_kinds(channel).await;
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn all_four_call_kinds_work_over_the_network() {
+    let server = support::start_named("server", &[], Some(support::echo_service())).await;
+    let caller = support::start_named("caller", &[("echo", "1.0.0", server.local_addr())], None).await;
+    let channel = caller.handle().channel("echo", "^1").unwrap();
+    assert!(!channel.is_colocated());
+    all_four_kinds(channel).await;
+    caller.shutdown().await.unwrap();
+    server.shutdown().await.unwrap();
+}
+
+/// A server stream of 64 KiB messages read slowly must not be produced far
+/// ahead of the reader: flow control (network) or pull-based polling
+/// (in-process) holds the producer back.
+async fn slow_reader_bounds_the_producer(channel: RpcChannel, fixture: &EchoFixture, slack: u64) {
+    let mut client = EchoClient::new(channel).max_decoding_message_size(1 << 20);
+    let mut stream = client
+        .echo_stream(EchoRequest {
+            repeat: u32::MAX,
+            payload: vec![7; 64 * 1024],
+            ..request("flood")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut read = 0_u64;
+    for _ in 0..20 {
+        stream.message().await.unwrap().unwrap();
+        read += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let produced = fixture.produced.load(Ordering::SeqCst);
+    assert!(
+        produced <= read + slack,
+        "produced {produced} messages while the reader took {read}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_reader_holds_back_a_colocated_stream() {
+    let fixture = EchoFixture::default();
+    let node = support::start_with(support::config(""), fixture.builder().build().unwrap()).await;
+    let channel = node.handle().channel("echo", "^1").unwrap();
+    slow_reader_bounds_the_producer(channel, &fixture, 4).await;
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_slow_reader_holds_back_a_remote_stream() {
+    let fixture = EchoFixture::default();
+    let server = support::start_named("server", &[], Some(fixture.builder().build().unwrap())).await;
+    let caller = support::start_named("caller", &[("echo", "1.0.0", server.local_addr())], None).await;
+    let channel = caller.handle().channel("echo", "^1").unwrap();
+    // HTTP/2 windows hold a few MiB (client stream 2 MiB + connection window),
+    // so some dozens of 64 KiB messages may be in flight, never thousands.
+    slow_reader_bounds_the_producer(channel, &fixture, 160).await;
+    caller.shutdown().await.unwrap();
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_endless_stream_ends_cleanly_when_the_node_shuts_down() {
+    let node = support::start(support::config("")).await;
+    let mut client = support::echo_client(node.local_addr()).await;
+    let mut stream = client
+        .echo_stream(EchoRequest {
+            repeat: u32::MAX,
+            ..request("forever")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap().unwrap();
+    let handle = node.handle();
+    let stopping = tokio::spawn(node.shutdown());
+    let drained = tokio::time::timeout(Duration::from_secs(3), async {
+        let mut after = 0_u64;
+        while stream.message().await.unwrap().is_some() {
+            after += 1;
+        }
+        after
+    })
+    .await
+    .expect("the stream did not end at shutdown");
+    assert!(drained < u64::MAX);
+    tokio::time::timeout(Duration::from_secs(3), stopping)
+        .await
+        .expect("the node did not stop")
+        .unwrap()
+        .unwrap();
+    assert_eq!(handle.phase(), room619::node::Phase::Stopped);
+}
