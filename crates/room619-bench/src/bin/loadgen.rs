@@ -7,7 +7,7 @@
 //! standard output. See `docs/PERFORMANCE.md`.
 //!
 //! ```sh
-//! cargo run --release -p room619-bench --bin loadgen -- --duration 5 --rounds 5
+//! cargo run --release -p room619-bench --bin loadgen -- --duration 2 --rounds 10
 //! ```
 
 use std::{io::Write as _, process::ExitCode, time::Duration};
@@ -27,10 +27,10 @@ use tokio::runtime::Runtime;
 #[command(name = "loadgen", about)]
 struct Cli {
     /// Seconds each measured run lasts.
-    #[arg(long, default_value = "5", value_parser = seconds)]
+    #[arg(long, default_value = "2", value_parser = seconds)]
     duration: Duration,
     /// Seconds of warm-up per target before the measured rounds.
-    #[arg(long, default_value = "2", value_parser = seconds)]
+    #[arg(long, default_value = "1", value_parser = seconds)]
     warmup: Duration,
     /// Requests in flight at once.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
@@ -39,16 +39,17 @@ struct Cli {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     connections: u32,
     /// Measured runs per target; the table shows the median.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
     rounds: u32,
     /// Which comparison to run.
     #[arg(long, value_enum, default_value_t = Scenario::All)]
     scenario: Scenario,
-    /// One runtime for servers and load (`shared`) or one each (`split`).
-    #[arg(long, value_enum, default_value_t = RuntimeMode::Shared)]
+    /// Servers and load on runtimes of their own (`split`) or on one
+    /// (`shared`).
+    #[arg(long, value_enum, default_value_t = RuntimeMode::Split)]
     runtime: RuntimeMode,
-    /// Worker threads per runtime [default: all cores when shared, 1 each
-    /// when split].
+    /// Worker threads per runtime [default: 1 each when split, all cores
+    /// when shared].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
     worker_threads: Option<u32>,
     /// Length of the echoed message, in bytes.
@@ -93,10 +94,12 @@ impl Scenario {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum RuntimeMode {
+    /// Servers on one runtime, the load generator on another: the server
+    /// side gets its own worker thread(s) whichever target runs, and the
+    /// load generator's work never lands on them.
+    Split,
     /// Servers and load generator share one multi-threaded runtime.
     Shared,
-    /// Servers on one runtime, the load generator on another.
-    Split,
 }
 
 fn main() -> ExitCode {

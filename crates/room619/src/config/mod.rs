@@ -58,6 +58,8 @@ pub struct Config {
     /// How calls to other services are protected (breakers, retries,
     /// bulkheads), per downstream service.
     pub resilience: crate::resilience::ResilienceConfig,
+    /// The message bus: backend, streams, delivery and dead letters.
+    pub bus: crate::bus::BusConfig,
 }
 
 /// Where instances of services hosted elsewhere are found.

@@ -71,7 +71,8 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     for (index, instance) in config.discovery.instances.iter().enumerate() {
         let key = |field: &str| format!("discovery.instances.{index}.{field}");
-        if let Err(err) = crate::service::ServiceDescriptor::new(&instance.name, &instance.version) {
+        if let Err(err) = crate::service::ServiceDescriptor::new(&instance.name, &instance.version)
+        {
             let field = if semver::Version::parse(&instance.version).is_err() {
                 "version"
             } else {
@@ -79,7 +80,11 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
             };
             return Err(ConfigError::new(key(field), err.message().to_owned()));
         }
-        if instance.address.parse::<http::uri::Authority>().map_or(true, |authority| authority.port_u16().is_none()) {
+        if instance
+            .address
+            .parse::<http::uri::Authority>()
+            .map_or(true, |authority| authority.port_u16().is_none())
+        {
             return Err(ConfigError::new(
                 key("address"),
                 format!("`{}` is not a host:port address", instance.address),
@@ -88,6 +93,9 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     if let Err((key, problem)) = config.resilience.validate() {
         return Err(ConfigError::new(format!("resilience.{key}"), problem));
+    }
+    if let Err((key, problem)) = config.bus.validate() {
+        return Err(ConfigError::new(format!("bus.{key}"), problem));
     }
     if let Err(err) = tracing_subscriber::EnvFilter::builder().parse(&config.log.level) {
         return Err(ConfigError::new(
@@ -140,21 +148,33 @@ mod tests {
     #[test]
     fn bad_instances_name_their_index_and_field() {
         let mut config = Config::default();
-        config.discovery.instances.push(super::super::InstanceConfig {
-            name: "users".into(),
-            version: "1.0.0".into(),
-            address: "127.0.0.1:80".into(),
-        });
+        config
+            .discovery
+            .instances
+            .push(super::super::InstanceConfig {
+                name: "users".into(),
+                version: "1.0.0".into(),
+                address: "127.0.0.1:80".into(),
+            });
         validate(&config).unwrap();
-        config.discovery.instances.push(super::super::InstanceConfig {
-            name: "users".into(),
-            version: "one".into(),
-            address: "127.0.0.1:80".into(),
-        });
-        assert_eq!(validate(&config).unwrap_err().key(), "discovery.instances.1.version");
+        config
+            .discovery
+            .instances
+            .push(super::super::InstanceConfig {
+                name: "users".into(),
+                version: "one".into(),
+                address: "127.0.0.1:80".into(),
+            });
+        assert_eq!(
+            validate(&config).unwrap_err().key(),
+            "discovery.instances.1.version"
+        );
         config.discovery.instances[1].version = "2.0.0".into();
         config.discovery.instances[1].address = "no-port".into();
-        assert_eq!(validate(&config).unwrap_err().key(), "discovery.instances.1.address");
+        assert_eq!(
+            validate(&config).unwrap_err().key(),
+            "discovery.instances.1.address"
+        );
     }
 
     #[test]
@@ -167,7 +187,10 @@ mod tests {
             "resilience.services.users.retry.retryable_codes.1"
         );
         let config = Config::from_toml_str("[resilience.defaults.breaker]\nfailure_rate = 1.5");
-        assert_eq!(config.unwrap_err().key(), "resilience.defaults.breaker.failure_rate");
+        assert_eq!(
+            config.unwrap_err().key(),
+            "resilience.defaults.breaker.failure_rate"
+        );
     }
 
     #[test]

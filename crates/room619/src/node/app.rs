@@ -2,7 +2,7 @@
 
 use std::{collections::HashSet, sync::Arc};
 
-use axum::{Extension, Router, extract::DefaultBodyLimit, middleware};
+use axum::{Extension, Router};
 use tonic::service::RoutesBuilder;
 
 use super::health::{LIVE_PATH, READY_PATH, Readiness};
@@ -14,7 +14,7 @@ use crate::{
         client::LocalRouters,
         deadline::DeadlineLayer,
         grpc::MessageLimitLayer,
-        http::{BodyLimit, RouteTable, limit_body, not_found, problem_responses},
+        http::{HttpEdgeLayer, RouteTable, not_found},
     },
     service::{Registry, Service, ServiceContext},
 };
@@ -138,16 +138,10 @@ fn reflection<'a>(descriptor_sets: &[&'a [u8]]) -> tonic_reflection::server::Bui
     )
 }
 
-/// The layers every HTTP router gets: 404 fallback, deadline, body limit,
-/// problem+json for bare error answers.
+/// What every HTTP router gets: the 404 fallback and the edge layer (body
+/// limits, deadline, problem+json for bare error answers).
 fn http_stack(router: Router, body_limit: usize) -> Router {
     router
         .fallback(not_found)
-        .layer(DeadlineLayer::http())
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(
-            BodyLimit(body_limit),
-            limit_body,
-        ))
-        .layer(middleware::from_fn(problem_responses))
+        .layer(HttpEdgeLayer::new(body_limit))
 }

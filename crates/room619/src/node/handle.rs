@@ -13,6 +13,7 @@ use super::{
 };
 use crate::{
     Error, Result,
+    bus::{MessageBus, Subscribers},
     config::Config,
     rpc::client::{Clients, GrpcClient, HttpClient, RpcChannel},
     service::{Registry, ServiceContext, ServiceState},
@@ -83,6 +84,7 @@ struct HandleInner {
     readiness: Readiness,
     registry: Registry,
     clients: Clients,
+    bus: MessageBus,
 }
 
 impl NodeHandle {
@@ -113,6 +115,12 @@ impl NodeHandle {
     /// As [`ServiceContext::client`].
     pub fn http_client(&self, name: &str, requirement: &str) -> Result<HttpClient> {
         self.inner.clients.http(name, requirement)
+    }
+
+    /// The node's message bus (what [`ServiceContext::bus`] returns).
+    #[must_use]
+    pub fn bus(&self) -> &MessageBus {
+        &self.inner.bus
     }
 
     /// Begins a graceful shutdown; returns at once. Calling it again does nothing.
@@ -161,6 +169,7 @@ pub(super) async fn start(
     listener: TcpListener,
     admin: Option<TcpListener>,
 ) -> Result<RunningNode> {
+    let bus = MessageBus::connect_as(&config.bus, &config.node.name).await?;
     let shutdown = CancellationToken::new();
     let clients = Clients::new(
         registry.clone(),
@@ -177,6 +186,7 @@ pub(super) async fn start(
                 registry.clone(),
                 shutdown.clone(),
                 clients.clone(),
+                bus.clone(),
             ),
             service,
         })
@@ -186,24 +196,8 @@ pub(super) async fn start(
     let readiness = assembled.readiness;
     readiness.set_phase(Phase::Starting).await;
 
-    for (index, host) in hosted.iter().enumerate() {
-        registry.set_state(host.ctx.descriptor(), ServiceState::Starting);
-        if let Err(err) = host.service.start(host.ctx.clone()).await {
-            tracing::error!(service = %host.ctx.descriptor(), error = ?err, "start hook failed");
-            registry.set_state(host.ctx.descriptor(), ServiceState::Failed);
-            let stopped = stop_services(
-                &registry,
-                hosted[..index].iter().rev(),
-                config.node.drain_timeout,
-            )
-            .await;
-            if let Err(stop_err) = stopped {
-                tracing::error!(error = ?stop_err, "stopping after a failed start also failed");
-            }
-            return Err(err);
-        }
-        registry.set_state(host.ctx.descriptor(), ServiceState::Running);
-    }
+    let subscribers = Subscribers::new(shutdown.child_token());
+    start_services(&registry, &hosted, &bus, &config, &subscribers).await?;
 
     let local_addr = listener.local_addr()?;
     let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
@@ -246,6 +240,7 @@ pub(super) async fn start(
             readiness: readiness.clone(),
             registry: registry.clone(),
             clients,
+            bus: bus.clone(),
         }),
     };
     let stop = Stop {
@@ -255,6 +250,8 @@ pub(super) async fn start(
         readiness,
         signals,
         tracker,
+        subscribers,
+        bus,
     };
     let task = tokio::spawn(async move {
         shutdown.cancelled().await;
@@ -271,6 +268,8 @@ struct Stop {
     readiness: Readiness,
     signals: Signals,
     tracker: TaskTracker,
+    subscribers: Subscribers,
+    bus: MessageBus,
 }
 
 impl Stop {
@@ -285,7 +284,27 @@ impl Stop {
         if !node.shutdown_delay.is_zero() {
             tokio::time::sleep(node.shutdown_delay).await;
         }
-        tracing::info!("no longer accepting; draining in-flight requests");
+        tracing::info!("no longer accepting connections or messages; draining in-flight work");
+        tokio::join!(
+            self.drain_connections(),
+            self.subscribers.drain(node.drain_timeout)
+        );
+        let result =
+            stop_services(&self.registry, self.hosted.iter().rev(), node.drain_timeout).await;
+        if let Err(err) = self.bus.flush().await {
+            tracing::warn!(error = ?err, "the message bus could not flush");
+        }
+        self.readiness.set_phase(Phase::Stopped).await;
+        tracing::info!(node = %node.name, "node stopped");
+        result
+    }
+}
+
+impl Stop {
+    /// Stops accepting and lets open connections finish, for at most
+    /// `node.drain_timeout`, then closes the rest.
+    async fn drain_connections(&self) {
+        let node = &self.config.node;
         self.signals.drain.cancel();
         self.tracker.close();
         if tokio::time::timeout(node.drain_timeout, self.tracker.wait())
@@ -300,12 +319,59 @@ impl Stop {
             self.signals.force_close.cancel();
             self.tracker.wait().await;
         }
-        let result =
-            stop_services(&self.registry, self.hosted.iter().rev(), node.drain_timeout).await;
-        self.readiness.set_phase(Phase::Stopped).await;
-        tracing::info!(node = %node.name, "node stopped");
-        result
     }
+}
+
+/// Runs the start hooks in order, then subscribes the subscribers; on a
+/// failure, stops what was started and returns the error.
+async fn start_services(
+    registry: &Registry,
+    hosted: &[Hosted],
+    bus: &MessageBus,
+    config: &Config,
+    subscribers: &Subscribers,
+) -> Result<()> {
+    let timeout = config.node.drain_timeout;
+    for (index, host) in hosted.iter().enumerate() {
+        registry.set_state(host.ctx.descriptor(), ServiceState::Starting);
+        if let Err(err) = host.service.start(host.ctx.clone()).await {
+            tracing::error!(service = %host.ctx.descriptor(), error = ?err, "start hook failed");
+            registry.set_state(host.ctx.descriptor(), ServiceState::Failed);
+            undo_start(registry, &hosted[..index], timeout).await;
+            return Err(err);
+        }
+        registry.set_state(host.ctx.descriptor(), ServiceState::Running);
+    }
+    if let Err(err) = start_subscribers(bus, config, hosted, subscribers).await {
+        tracing::error!(error = ?err, "a subscriber could not start");
+        subscribers.drain(timeout).await;
+        undo_start(registry, hosted, timeout).await;
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// Stops the services started before a failed start, in reverse.
+async fn undo_start(registry: &Registry, started: &[Hosted], timeout: Duration) {
+    if let Err(err) = stop_services(registry, started.iter().rev(), timeout).await {
+        tracing::error!(error = ?err, "stopping after a failed start also failed");
+    }
+}
+
+/// Subscribes the declared subscribers of every hosted service, in order.
+async fn start_subscribers(
+    bus: &MessageBus,
+    config: &Config,
+    hosted: &[Hosted],
+    subscribers: &Subscribers,
+) -> Result<()> {
+    for host in hosted {
+        for subscriber in host.service.subscribers() {
+            let (spec, handler) = subscriber.bind(host.ctx.clone(), &config.bus);
+            subscribers.start(bus, spec, handler).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs stop hooks in the given order, each bounded by `timeout`; every hook

@@ -25,9 +25,14 @@ pub struct FailurePolicy {
 impl Default for FailurePolicy {
     fn default() -> Self {
         Self {
-            grpc_codes: ["UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "RESOURCE_EXHAUSTED"]
-                .map(str::to_owned)
-                .to_vec(),
+            grpc_codes: [
+                "UNAVAILABLE",
+                "DEADLINE_EXCEEDED",
+                "INTERNAL",
+                "RESOURCE_EXHAUSTED",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
             http_5xx: true,
         }
     }
@@ -47,7 +52,9 @@ impl FailurePolicy {
     /// Whether `code` counts as a failure.
     #[must_use]
     pub fn is_failure_code(&self, code: Code) -> bool {
-        self.grpc_codes.iter().any(|name| code_from_name(name) == Some(code))
+        self.grpc_codes
+            .iter()
+            .any(|name| code_from_name(name) == Some(code))
     }
 
     /// Classifies a response by its headers: `grpc-status` when present
@@ -140,11 +147,20 @@ mod tests {
     #[test]
     fn default_failures_follow_the_issue() {
         let policy = FailurePolicy::default();
-        assert_eq!(policy.classify_response(&grpc(Code::Unavailable)), Outcome::Failure(Some(Code::Unavailable)));
-        assert_eq!(policy.classify_response(&grpc(Code::InvalidArgument)), Outcome::Success);
+        assert_eq!(
+            policy.classify_response(&grpc(Code::Unavailable)),
+            Outcome::Failure(Some(Code::Unavailable))
+        );
+        assert_eq!(
+            policy.classify_response(&grpc(Code::InvalidArgument)),
+            Outcome::Success
+        );
         assert_eq!(policy.classify_response(&grpc(Code::Ok)), Outcome::Success);
         let server_error = Response::builder().status(503).body(()).unwrap();
-        assert_eq!(policy.classify_response(&server_error), Outcome::Failure(None));
+        assert_eq!(
+            policy.classify_response(&server_error),
+            Outcome::Failure(None)
+        );
         let client_error = Response::builder().status(404).body(()).unwrap();
         assert_eq!(policy.classify_response(&client_error), Outcome::Success);
     }
@@ -152,7 +168,8 @@ mod tests {
     #[test]
     fn errors_are_failures_unless_their_status_says_otherwise() {
         let policy = FailurePolicy::default();
-        let refused: BoxError = Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let refused: BoxError =
+            Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         assert_eq!(policy.classify_error(&refused), Outcome::Failure(None));
         let invalid: BoxError = Box::new(tonic::Status::invalid_argument("bad"));
         assert_eq!(policy.classify_error(&invalid), Outcome::Success);
@@ -168,7 +185,8 @@ mod tests {
                 .enumerate()
                 .flat_map(|(i, c)| {
                     let sep = (i > 0 && c.is_ascii_uppercase()).then_some('_');
-                    sep.into_iter().chain(std::iter::once(c.to_ascii_uppercase()))
+                    sep.into_iter()
+                        .chain(std::iter::once(c.to_ascii_uppercase()))
                 })
                 .collect();
             assert_eq!(code_from_name(&snake), Some(code), "{snake}");

@@ -20,9 +20,9 @@
 //! What counts as a failure is a [`FailurePolicy`]; a call a layer refuses
 //! fails with a [`Rejection`], which carries the gRPC status callers see.
 
-mod classify;
 pub mod bulkhead;
 pub mod circuit_breaker;
+mod classify;
 pub mod fallback;
 mod policy;
 mod rejection;

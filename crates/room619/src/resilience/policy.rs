@@ -67,20 +67,32 @@ pub struct ClientPolicy {
 impl ClientPolicy {
     fn validate(&self, at: &str) -> Result<(), (String, String)> {
         let fail = |key: &str, problem: String| Err((format!("{at}.{key}"), problem));
-        for (key, breaker) in [("breaker", &self.breaker), ("instance_breaker", &self.instance_breaker)] {
+        for (key, breaker) in [
+            ("breaker", &self.breaker),
+            ("instance_breaker", &self.instance_breaker),
+        ] {
             for (field, rate) in [
                 ("failure_rate", breaker.failure_rate),
                 ("slow_call_rate", breaker.slow_call_rate),
             ] {
                 if !(rate > 0.0 && rate <= 1.0) {
-                    return fail(&format!("{key}.{field}"), format!("must be in (0, 1] (got {rate})"));
+                    return fail(
+                        &format!("{key}.{field}"),
+                        format!("must be in (0, 1] (got {rate})"),
+                    );
                 }
             }
             if breaker.half_open_probes == 0 {
-                return fail(&format!("{key}.half_open_probes"), "must be at least 1".to_owned());
+                return fail(
+                    &format!("{key}.half_open_probes"),
+                    "must be at least 1".to_owned(),
+                );
             }
             if breaker.open_duration.is_zero() {
-                return fail(&format!("{key}.open_duration"), "must be longer than zero".to_owned());
+                return fail(
+                    &format!("{key}.open_duration"),
+                    "must be longer than zero".to_owned(),
+                );
             }
             for (index, name) in breaker.failures.grpc_codes.iter().enumerate() {
                 if super::code_from_name(name).is_none() {
@@ -96,10 +108,16 @@ impl ClientPolicy {
             return fail("retry.max_attempts", "must be at least 1".to_owned());
         }
         if retry.max_backoff < retry.initial_backoff {
-            return fail("retry.max_backoff", "must be at least retry.initial_backoff".to_owned());
+            return fail(
+                "retry.max_backoff",
+                "must be at least retry.initial_backoff".to_owned(),
+            );
         }
         if !(0.0..=1000.0).contains(&retry.budget.ratio) {
-            return fail("retry.budget.ratio", format!("must be in [0, 1000] (got {})", retry.budget.ratio));
+            return fail(
+                "retry.budget.ratio",
+                format!("must be in [0, 1000] (got {})", retry.budget.ratio),
+            );
         }
         for (index, name) in retry.retryable_codes.iter().enumerate() {
             if super::code_from_name(name).is_none() {

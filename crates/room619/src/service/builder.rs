@@ -7,8 +7,12 @@ use futures_util::future::BoxFuture;
 
 use super::{
     GrpcServer, GrpcService, Health, Service, ServiceContext, ServiceDescriptor, ServiceRoutes,
+    Subscriber,
 };
-use crate::{Error, Result};
+use crate::{
+    Error, Result,
+    bus::{Event, Payload},
+};
 
 type Hook = Arc<dyn Fn(ServiceContext) -> BoxFuture<'static, Result<()>> + Send + Sync>;
 type HealthCheck = Arc<dyn Fn() -> BoxFuture<'static, Health> + Send + Sync>;
@@ -19,7 +23,8 @@ type HealthCheck = Arc<dyn Fn() -> BoxFuture<'static, Health> + Send + Sync>;
 /// checks the whole and returns an error instead of panicking on bad input
 /// (duplicate or malformed routes, a gRPC service added twice).
 ///
-/// Defaults: no description, no routes, no hooks, always healthy.
+/// Defaults: no description, no routes, no hooks, no subscribers, always
+/// healthy.
 #[must_use]
 pub struct ServiceBuilder {
     descriptor: ServiceDescriptor,
@@ -27,6 +32,7 @@ pub struct ServiceBuilder {
     on_start: Vec<Hook>,
     on_stop: Vec<Hook>,
     health: Option<HealthCheck>,
+    subscribers: Vec<Subscriber>,
 }
 
 impl ServiceBuilder {
@@ -43,6 +49,7 @@ impl ServiceBuilder {
             on_start: Vec::new(),
             on_stop: Vec::new(),
             health: None,
+            subscribers: Vec::new(),
         })
     }
 
@@ -99,6 +106,73 @@ impl ServiceBuilder {
         self
     }
 
+    /// Handles every message on `subject` (wildcards `*` and `>` allowed),
+    /// decoded as a `T`; every instance of the service gets each message.
+    /// See [`Subscriber`] for the delivery rules.
+    pub fn subscribe<T, F, Fut>(self, subject: impl Into<String>, handler: F) -> Self
+    where
+        T: Payload,
+        F: Fn(ServiceContext, Event<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        self.subscriber(Subscriber::new(subject, handler))
+    }
+
+    /// As [`subscribe`](Self::subscribe), but the members of queue group
+    /// `group` (this service's instances, say) share the messages: each goes
+    /// to one of them.
+    pub fn queue_subscribe<T, F, Fut>(
+        self,
+        subject: impl Into<String>,
+        group: impl Into<String>,
+        handler: F,
+    ) -> Self
+    where
+        T: Payload,
+        F: Fn(ServiceContext, Event<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        self.subscriber(Subscriber::new(subject, handler).queue(group))
+    }
+
+    /// Handles the messages on `subject` through the JetStream durable
+    /// consumer `durable`: stored, acked after the handler succeeds,
+    /// redelivered with backoff on failure, dead-lettered after
+    /// `max_deliver` attempts; each goes to one instance. On the memory and
+    /// NATS core backends it is a queue group `durable` (at most once).
+    pub fn durable_subscribe<T, F, Fut>(
+        self,
+        subject: impl Into<String>,
+        durable: impl Into<String>,
+        handler: F,
+    ) -> Self
+    where
+        T: Payload,
+        F: Fn(ServiceContext, Event<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        self.subscriber(Subscriber::new(subject, handler).durable(durable))
+    }
+
+    /// Answers requests on `subject` (see
+    /// [`MessageBus::request`](crate::bus::MessageBus::request)) with what
+    /// `handler` returns; the service's instances share the requests.
+    pub fn respond<T, R, F, Fut>(self, subject: impl Into<String>, handler: F) -> Self
+    where
+        T: Payload,
+        R: Payload,
+        F: Fn(ServiceContext, Event<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R>> + Send + 'static,
+    {
+        self.subscriber(Subscriber::responder(subject, handler))
+    }
+
+    /// Adds a subscriber made with [`Subscriber`]'s constructors.
+    pub fn subscriber(mut self, subscriber: Subscriber) -> Self {
+        self.subscribers.push(subscriber);
+        self
+    }
+
     /// Checks the service's health when readiness is asked (default: healthy).
     pub fn health_check<F, Fut>(mut self, check: F) -> Self
     where
@@ -114,9 +188,24 @@ impl ServiceBuilder {
     /// # Errors
     ///
     /// `InvalidArgument` when an HTTP path does not start with `/`, a path or
-    /// a gRPC service appears twice, or two routes conflict.
+    /// a gRPC service appears twice, two routes conflict, a subscriber's
+    /// subject, queue group or durable name is malformed, or a durable name
+    /// is used twice.
     pub fn build(self) -> Result<BuiltService> {
         let name = self.descriptor.name();
+        let mut durables = HashSet::new();
+        for subscriber in &self.subscribers {
+            subscriber.check().map_err(|err| {
+                Error::invalid_argument(format!("service `{name}`: {}", err.message()))
+            })?;
+            if let Some(durable) = subscriber.durable_name()
+                && !durables.insert(durable)
+            {
+                return Err(Error::invalid_argument(format!(
+                    "service `{name}`: durable consumer `{durable}` declared twice"
+                )));
+            }
+        }
         let mut grpc_names = HashSet::new();
         for grpc in &self.routes.grpc {
             if !grpc_names.insert(grpc.name()) {
@@ -133,6 +222,7 @@ impl ServiceBuilder {
             on_start: self.on_start,
             on_stop: self.on_stop,
             health: self.health,
+            subscribers: self.subscribers,
         })
     }
 }
@@ -142,6 +232,7 @@ impl fmt::Debug for ServiceBuilder {
         f.debug_struct("ServiceBuilder")
             .field("descriptor", &self.descriptor)
             .field("routes", &self.routes)
+            .field("subscribers", &self.subscribers)
             .finish_non_exhaustive()
     }
 }
@@ -153,6 +244,7 @@ pub struct BuiltService {
     on_start: Vec<Hook>,
     on_stop: Vec<Hook>,
     health: Option<HealthCheck>,
+    subscribers: Vec<Subscriber>,
 }
 
 impl Service for BuiltService {
@@ -184,6 +276,10 @@ impl Service for BuiltService {
         })
     }
 
+    fn subscribers(&self) -> Vec<Subscriber> {
+        self.subscribers.clone()
+    }
+
     fn health(&self) -> BoxFuture<'static, Health> {
         match &self.health {
             Some(check) => check(),
@@ -197,6 +293,7 @@ impl fmt::Debug for BuiltService {
         f.debug_struct("BuiltService")
             .field("descriptor", &self.descriptor)
             .field("routes", &self.routes)
+            .field("subscribers", &self.subscribers)
             .finish_non_exhaustive()
     }
 }

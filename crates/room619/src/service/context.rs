@@ -12,15 +12,14 @@ use tonic::server::NamedService;
 use super::{Registry, ServiceDescriptor};
 use crate::{
     Result,
+    bus::MessageBus,
     config::Config,
     rpc::client::{Clients, GrpcClient, HttpClient, RpcChannel},
 };
 
 /// The execution context of one hosted service: who it is, the node's
-/// configuration, the registry of services on the node and the shutdown
-/// signal. Cheap to clone.
-///
-/// Later parts of the framework add typed clients and the message bus here.
+/// configuration, the registry of services on the node, clients of other
+/// services, the message bus and the shutdown signal. Cheap to clone.
 #[derive(Clone)]
 pub struct ServiceContext {
     inner: Arc<Inner>,
@@ -33,6 +32,7 @@ struct Inner {
     registry: Registry,
     shutdown: CancellationToken,
     clients: Clients,
+    bus: MessageBus,
 }
 
 impl ServiceContext {
@@ -42,6 +42,7 @@ impl ServiceContext {
         registry: Registry,
         shutdown: CancellationToken,
         clients: Clients,
+        bus: MessageBus,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -51,6 +52,7 @@ impl ServiceContext {
                 registry,
                 shutdown,
                 clients,
+                bus,
             }),
         }
     }
@@ -124,6 +126,19 @@ impl ServiceContext {
     /// As [`client`](Self::client).
     pub fn http_client(&self, name: &str, requirement: &str) -> Result<HttpClient> {
         self.inner.clients.http(name, requirement)
+    }
+
+    /// The node's message bus (the backend `bus.backend` chose).
+    ///
+    /// ```
+    /// # async fn demo(ctx: room619::ServiceContext) -> room619::Result<()> {
+    /// use room619::bus::Json;
+    /// ctx.bus().publish("orders.placed", &Json(serde_json::json!({ "id": 42 }))).await?;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn bus(&self) -> &MessageBus {
+        &self.inner.bus
     }
 
     /// Whether the node has begun shutting down.

@@ -32,6 +32,7 @@ mod descriptor;
 mod health;
 mod registry;
 mod routes;
+mod subscriber;
 
 use futures_util::future::BoxFuture;
 
@@ -41,14 +42,16 @@ pub use descriptor::ServiceDescriptor;
 pub use health::Health;
 pub use registry::{Registry, ServiceState, ServiceStatus};
 pub use routes::{GrpcServer, GrpcService, ServiceRoutes};
+pub use subscriber::Subscriber;
 
 use crate::Result;
 
 /// A service that a [`Node`](crate::node::Node) can host.
 ///
 /// The node calls [`routes`](Service::routes) once when it starts the service,
-/// then [`start`](Service::start); it calls [`stop`](Service::stop) during
-/// shutdown after in-flight requests have drained, and
+/// then [`start`](Service::start), then subscribes its
+/// [`subscribers`](Service::subscribers); it calls [`stop`](Service::stop)
+/// during shutdown after in-flight requests and messages have drained, and
 /// [`health`](Service::health) whenever readiness is asked.
 pub trait Service: Send + Sync + 'static {
     /// The service's name and version.
@@ -66,6 +69,13 @@ pub trait Service: Send + Sync + 'static {
     /// in the reverse of their start order.
     fn stop(&self, _ctx: ServiceContext) -> BoxFuture<'static, Result<()>> {
         Box::pin(async { Ok(()) })
+    }
+
+    /// The message handlers the node runs for this service: subscribed after
+    /// [`start`](Service::start), drained before [`stop`](Service::stop).
+    /// Default: none.
+    fn subscribers(&self) -> Vec<Subscriber> {
+        Vec::new()
     }
 
     /// Reports the service's health (its dependencies, its own state).

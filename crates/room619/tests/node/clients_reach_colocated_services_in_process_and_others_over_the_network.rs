@@ -18,7 +18,9 @@ async fn a_colocated_service_is_called_in_process_without_a_socket() {
     let handle = node.handle();
     let channel = handle.channel("echo", "^1").unwrap();
     assert!(channel.is_colocated());
-    let mut client = handle.client::<EchoClient<RpcChannel>>("echo", "^1").unwrap();
+    let mut client = handle
+        .client::<EchoClient<RpcChannel>>("echo", "^1")
+        .unwrap();
     let reply = client.echo(hello()).await.unwrap();
     assert_eq!(reply.metadata().get("x-transport").unwrap(), "in-process");
     assert_eq!(reply.into_inner().message, "hello");
@@ -33,7 +35,8 @@ async fn a_colocated_service_is_called_in_process_without_a_socket() {
 #[tokio::test]
 async fn a_service_hosted_elsewhere_is_called_over_the_network() {
     let server = support::start_named("server", &[], Some(support::echo_service())).await;
-    let caller = support::start_named("caller", &[("echo", "1.0.0", server.local_addr())], None).await;
+    let caller =
+        support::start_named("caller", &[("echo", "1.0.0", server.local_addr())], None).await;
     let handle = caller.handle();
 
     let mut client = EchoClient::new(handle.channel("echo", "^1").unwrap());
@@ -102,7 +105,10 @@ async fn calls_spread_over_three_instances() {
 
 #[tokio::test]
 async fn an_unreachable_instance_fails_with_unavailable() {
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let caller = support::start_named("caller", &[("echo", "1.0.0", free)], None).await;
     let mut client = EchoClient::new(caller.handle().channel("echo", "^1").unwrap());
     let status = client.echo(hello()).await.unwrap_err();

@@ -32,7 +32,11 @@ type Never = Pin<Box<dyn Stream<Item = Result<EchoResponse, Status>> + Send>>;
 #[tonic::async_trait]
 impl Echo for Relay {
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
-        let ctx = request.extensions().get::<ServiceContext>().cloned().unwrap();
+        let ctx = request
+            .extensions()
+            .get::<ServiceContext>()
+            .cloned()
+            .unwrap();
         let received = request.metadata().get("grpc-timeout").cloned();
         let mut downstream = ctx.client::<EchoClient<RpcChannel>>("echo", "^1")?;
         let mut response = downstream.echo(request.into_inner()).await?;
@@ -59,7 +63,10 @@ impl Echo for Relay {
 
     type EchoChatStream = Never;
 
-    async fn echo_chat(&self, _: Request<Streaming<EchoRequest>>) -> Result<Response<Never>, Status> {
+    async fn echo_chat(
+        &self,
+        _: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<Never>, Status> {
         Err(Status::unimplemented("relay is unary only"))
     }
 }
@@ -73,14 +80,22 @@ fn relay_service() -> room619::service::BuiltService {
 }
 
 fn timeout_of(response: &Response<EchoResponse>, key: &str) -> Duration {
-    let value = response.metadata().get(key).unwrap_or_else(|| panic!("no {key}"));
+    let value = response
+        .metadata()
+        .get(key)
+        .unwrap_or_else(|| panic!("no {key}"));
     parse_timeout(value.as_bytes()).unwrap()
 }
 
 #[tokio::test]
 async fn the_remaining_time_travels_across_two_hops_and_never_grows() {
     let echo = support::start_named("echo-node", &[], Some(support::echo_service())).await;
-    let relay = support::start_named("relay-node", &[("echo", "1.0.0", echo.local_addr())], Some(relay_service())).await;
+    let relay = support::start_named(
+        "relay-node",
+        &[("echo", "1.0.0", echo.local_addr())],
+        Some(relay_service()),
+    )
+    .await;
     let mut client = support::echo_client(relay.local_addr()).await;
 
     let mut request = Request::new(EchoRequest {
@@ -92,7 +107,10 @@ async fn the_remaining_time_travels_across_two_hops_and_never_grows() {
     let at_relay = timeout_of(&response, "x-relay-received-timeout");
     let at_echo = timeout_of(&response, "x-received-timeout");
     assert!(at_relay <= Duration::from_secs(2), "{at_relay:?}");
-    assert!(at_echo < at_relay, "echo got {at_echo:?}, relay {at_relay:?}");
+    assert!(
+        at_echo < at_relay,
+        "echo got {at_echo:?}, relay {at_relay:?}"
+    );
     assert!(at_echo > Duration::from_secs(1), "echo got {at_echo:?}");
     assert_eq!(response.into_inner().message, "through");
 
@@ -103,9 +121,18 @@ async fn the_remaining_time_travels_across_two_hops_and_never_grows() {
 #[tokio::test]
 async fn a_deadline_that_passes_downstream_fails_the_whole_chain_quickly() {
     let echo = support::start_named("echo-node", &[], Some(support::echo_service())).await;
-    let relay = support::start_named("relay-node", &[("echo", "1.0.0", echo.local_addr())], Some(relay_service())).await;
-    let caller = support::start_named("caller", &[("relay", "1.0.0", relay.local_addr())], None).await;
-    let mut client = caller.handle().client::<EchoClient<RpcChannel>>("relay", "^1").unwrap();
+    let relay = support::start_named(
+        "relay-node",
+        &[("echo", "1.0.0", echo.local_addr())],
+        Some(relay_service()),
+    )
+    .await;
+    let caller =
+        support::start_named("caller", &[("relay", "1.0.0", relay.local_addr())], None).await;
+    let mut client = caller
+        .handle()
+        .client::<EchoClient<RpcChannel>>("relay", "^1")
+        .unwrap();
 
     let request = EchoRequest {
         delay_ms: 5_000,
@@ -117,7 +144,11 @@ async fn a_deadline_that_passes_downstream_fails_the_whole_chain_quickly() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 
     caller.shutdown().await.unwrap();
     relay.shutdown().await.unwrap();
@@ -127,9 +158,12 @@ async fn a_deadline_that_passes_downstream_fails_the_whole_chain_quickly() {
 #[tokio::test]
 async fn an_expired_deadline_fails_fast_without_sending() {
     let fixture = EchoFixture::default();
-    let server = support::start_named("server", &[], Some(fixture.builder().build().unwrap())).await;
-    let caller = support::start_named("caller", &[("echo", "1.0.0", server.local_addr())], None).await;
-    let colocated = support::start_with(support::config(""), fixture.builder().build().unwrap()).await;
+    let server =
+        support::start_named("server", &[], Some(fixture.builder().build().unwrap())).await;
+    let caller =
+        support::start_named("caller", &[("echo", "1.0.0", server.local_addr())], None).await;
+    let colocated =
+        support::start_with(support::config(""), fixture.builder().build().unwrap()).await;
 
     for channel in [
         caller.handle().channel("echo", "^1").unwrap(),
@@ -146,7 +180,11 @@ async fn an_expired_deadline_fails_fast_without_sending() {
             .unwrap_err();
         assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
         assert!(status.message().contains("not sent"), "{status:?}");
-        assert_eq!(fixture.calls.load(Ordering::SeqCst), before, "the call reached the server");
+        assert_eq!(
+            fixture.calls.load(Ordering::SeqCst),
+            before,
+            "the call reached the server"
+        );
     }
     caller.shutdown().await.unwrap();
     server.shutdown().await.unwrap();
@@ -195,14 +233,18 @@ async fn http_requests_are_bounded_by_x_request_timeout() {
 #[tokio::test]
 async fn http_clients_send_the_remaining_time() {
     let server = support::start_named("server", &[], Some(support::echo_service())).await;
-    let caller = support::start_named("caller", &[("echo", "1.0.0", server.local_addr())], None).await;
+    let caller =
+        support::start_named("caller", &[("echo", "1.0.0", server.local_addr())], None).await;
     let http = caller.handle().http_client("echo", "^1").unwrap();
     let whoami: serde_json::Value = Deadline::after(Duration::from_secs(3))
         .scope(http.get_json("/whoami"))
         .await
         .unwrap();
     let sent = parse_timeout(whoami["timeout"].as_str().unwrap().as_bytes()).unwrap();
-    assert!(sent <= Duration::from_secs(3) && sent > Duration::from_secs(2), "{sent:?}");
+    assert!(
+        sent <= Duration::from_secs(3) && sent > Duration::from_secs(2),
+        "{sent:?}"
+    );
     caller.shutdown().await.unwrap();
     server.shutdown().await.unwrap();
 }

@@ -4,6 +4,18 @@
 
 mod support;
 
+#[cfg(feature = "nats")]
+mod bus_acks_in_flight_messages_on_shutdown;
+#[cfg(feature = "nats")]
+mod bus_dead_letters_failing_and_undecodable_messages_on_jetstream;
+#[cfg(feature = "nats")]
+mod bus_delivers_at_least_once_on_jetstream;
+mod bus_delivers_messages_between_services_in_memory;
+#[cfg(feature = "nats")]
+mod bus_keeps_every_confirmed_publish_on_jetstream;
+#[cfg(feature = "nats")]
+mod bus_speaks_nats_core_across_nodes;
+
 mod clients_reach_colocated_services_in_process_and_others_over_the_network;
 mod clients_survive_failing_and_slow_instances;
 mod config_errors_name_the_key;

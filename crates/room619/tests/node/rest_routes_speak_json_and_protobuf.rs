@@ -8,7 +8,10 @@ use shop_proto::echo::v1::{EchoRequest, EchoResponse};
 
 use crate::support;
 
-async fn echo(Accepted(format): Accepted, Decoded(request): Decoded<EchoRequest>) -> Encoded<EchoResponse> {
+async fn echo(
+    Accepted(format): Accepted,
+    Decoded(request): Decoded<EchoRequest>,
+) -> Encoded<EchoResponse> {
     Encoded::new(
         format,
         EchoResponse {
@@ -75,7 +78,12 @@ async fn one_route_reads_and_answers_json_and_protobuf() {
         .await
         .unwrap();
     assert_eq!(mixed.headers()["content-type"], "application/x-protobuf");
-    assert_eq!(EchoResponse::decode(mixed.bytes().await.unwrap()).unwrap().message, "mixed");
+    assert_eq!(
+        EchoResponse::decode(mixed.bytes().await.unwrap())
+            .unwrap()
+            .message,
+        "mixed"
+    );
     node.shutdown().await.unwrap();
 }
 
@@ -115,7 +123,10 @@ async fn malformed_bodies_are_400_without_echoing_the_input() {
     let client = support::http1();
     for (content_type, body) in [
         ("application/json", b"{\"message\": \"SECRET-VALUE".to_vec()),
-        ("application/json", b"{\"message\": [\"SECRET-VALUE\"]}".to_vec()),
+        (
+            "application/json",
+            b"{\"message\": [\"SECRET-VALUE\"]}".to_vec(),
+        ),
         ("application/x-protobuf", b"\x0a\xffSECRET-VALUE".to_vec()),
     ] {
         let response = client

@@ -70,7 +70,8 @@ async fn all_four_call_kinds_work_in_process() {
 #[tokio::test]
 async fn all_four_call_kinds_work_over_the_network() {
     let server = support::start_named("server", &[], Some(support::echo_service())).await;
-    let caller = support::start_named("caller", &[("echo", "1.0.0", server.local_addr())], None).await;
+    let caller =
+        support::start_named("caller", &[("echo", "1.0.0", server.local_addr())], None).await;
     let channel = caller.handle().channel("echo", "^1").unwrap();
     assert!(!channel.is_colocated());
     all_four_kinds(channel).await;
@@ -118,8 +119,10 @@ async fn a_slow_reader_holds_back_a_colocated_stream() {
 #[tokio::test]
 async fn a_slow_reader_holds_back_a_remote_stream() {
     let fixture = EchoFixture::default();
-    let server = support::start_named("server", &[], Some(fixture.builder().build().unwrap())).await;
-    let caller = support::start_named("caller", &[("echo", "1.0.0", server.local_addr())], None).await;
+    let server =
+        support::start_named("server", &[], Some(fixture.builder().build().unwrap())).await;
+    let caller =
+        support::start_named("caller", &[("echo", "1.0.0", server.local_addr())], None).await;
     let channel = caller.handle().channel("echo", "^1").unwrap();
     // HTTP/2 windows hold a few MiB (client stream 2 MiB + connection window),
     // so some dozens of 64 KiB messages may be in flight, never thousands.

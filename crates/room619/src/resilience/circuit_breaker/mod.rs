@@ -180,7 +180,9 @@ where
         if self.mode == Mode::Unready {
             let next = self.shared.lock().next_admission(Instant::now());
             if let Some(until) = next {
-                let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+                let sleep = self
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
                 if sleep.deadline() != until {
                     sleep.as_mut().reset(until);
                 }

@@ -148,8 +148,13 @@ impl Breaker {
         match (permit, &mut self.state) {
             (Permit::Closed, State::Closed) => {
                 self.window.record(now, failed, slow);
-                self.consecutive_failures = if failed { self.consecutive_failures + 1 } else { 0 };
-                self.should_open(now).then(|| self.open(now, BreakerState::Closed))
+                self.consecutive_failures = if failed {
+                    self.consecutive_failures + 1
+                } else {
+                    0
+                };
+                self.should_open(now)
+                    .then(|| self.open(now, BreakerState::Closed))
             }
             (Permit::Probe, State::HalfOpen { succeeded, .. }) => {
                 if failed || slow {
@@ -257,7 +262,10 @@ impl Counts {
             }
             Self::Time { bucket, buckets } => {
                 let span = *bucket * TIME_BUCKETS;
-                while buckets.front().is_some_and(|b| now.duration_since(b.start) >= span) {
+                while buckets
+                    .front()
+                    .is_some_and(|b| now.duration_since(b.start) >= span)
+                {
                     buckets.pop_front();
                 }
                 let current = match buckets.back_mut() {
@@ -269,7 +277,9 @@ impl Counts {
                             failures: 0,
                             slow: 0,
                         });
-                        let Some(last) = buckets.back_mut() else { return };
+                        let Some(last) = buckets.back_mut() else {
+                            return;
+                        };
                         last
                     }
                 };
@@ -288,13 +298,19 @@ impl Counts {
                 failures,
                 slow,
                 ..
-            } => (u32::try_from(outcomes.len()).unwrap_or(u32::MAX), *failures, *slow),
+            } => (
+                u32::try_from(outcomes.len()).unwrap_or(u32::MAX),
+                *failures,
+                *slow,
+            ),
             Self::Time { bucket, buckets } => {
                 let span = *bucket * TIME_BUCKETS;
                 buckets
                     .iter()
                     .filter(|b| now.duration_since(b.start) < span)
-                    .fold((0, 0, 0), |(c, f, s), b| (c + b.calls, f + b.failures, s + b.slow))
+                    .fold((0, 0, 0), |(c, f, s), b| {
+                        (c + b.calls, f + b.failures, s + b.slow)
+                    })
             }
         }
     }

@@ -29,7 +29,12 @@ fn policy() -> BreakerPolicy {
 fn call(breaker: &mut Breaker, failed: bool) -> Option<Transition> {
     let now = Instant::now();
     let (permit, _) = breaker.try_acquire(now);
-    breaker.record(now, permit.expect("admitted"), failed, Duration::from_millis(1))
+    breaker.record(
+        now,
+        permit.expect("admitted"),
+        failed,
+        Duration::from_millis(1),
+    )
 }
 
 #[tokio::test(start_paused = true)]
@@ -77,7 +82,10 @@ async fn half_open_admits_exactly_the_probes_and_closes_on_their_success() {
     assert_eq!(second, Some(Permit::Probe));
     assert_eq!(breaker.try_acquire(now).0, None, "a third probe is refused");
 
-    assert_eq!(breaker.record(now, Permit::Probe, false, Duration::ZERO), None);
+    assert_eq!(
+        breaker.record(now, Permit::Probe, false, Duration::ZERO),
+        None
+    );
     let closed = breaker.record(now, Permit::Probe, false, Duration::ZERO);
     assert_eq!(closed.map(|t| t.to), Some(BreakerState::Closed));
     assert_eq!(breaker.state(now), BreakerState::Closed);
@@ -156,7 +164,12 @@ fn backend(
         calls.fetch_add(1, Ordering::SeqCst);
         async move {
             let code = if failing { "14" } else { "0" };
-            Ok::<_, BoxError>(Response::builder().header("grpc-status", code).body(()).unwrap())
+            Ok::<_, BoxError>(
+                Response::builder()
+                    .header("grpc-status", code)
+                    .body(())
+                    .unwrap(),
+            )
         }
     })
 }
@@ -164,17 +177,37 @@ fn backend(
 #[tokio::test(start_paused = true)]
 async fn while_open_it_rejects_without_calling_the_backend() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let mut service = CircuitBreakerLayer::new("users", policy()).layer(backend(Arc::clone(&calls), true));
+    let mut service =
+        CircuitBreakerLayer::new("users", policy()).layer(backend(Arc::clone(&calls), true));
     for _ in 0..5 {
-        service.ready().await.unwrap().call(Request::new(())).await.unwrap();
+        service
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(()))
+            .await
+            .unwrap();
     }
     assert_eq!(service.state(), BreakerState::Open);
-    let err = service.ready().await.unwrap().call(Request::new(())).await.unwrap_err();
+    let err = service
+        .ready()
+        .await
+        .unwrap()
+        .call(Request::new(()))
+        .await
+        .unwrap_err();
     let rejection = err.downcast_ref::<Rejection>().unwrap();
     assert_eq!(rejection.kind(), RejectionKind::BreakerOpen);
     assert_eq!(rejection.status().code(), tonic::Code::Unavailable);
-    assert!(rejection.to_string().contains("`users` is open"), "{rejection}");
-    assert_eq!(calls.load(Ordering::SeqCst), 5, "the rejected call reached the backend");
+    assert!(
+        rejection.to_string().contains("`users` is open"),
+        "{rejection}"
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        5,
+        "the rejected call reached the backend"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -184,7 +217,13 @@ async fn in_unready_mode_it_is_not_ready_while_open_and_ready_after() {
         .unready_while_open()
         .layer(backend(Arc::clone(&calls), true));
     for _ in 0..5 {
-        service.ready().await.unwrap().call(Request::new(())).await.unwrap();
+        service
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(()))
+            .await
+            .unwrap();
     }
     let waiting = tokio::time::timeout(Duration::from_secs(5), service.ready()).await;
     assert!(waiting.is_err(), "ready while open");
@@ -198,11 +237,24 @@ async fn in_unready_mode_it_is_not_ready_while_open_and_ready_after() {
 
 #[tokio::test(start_paused = true)]
 async fn invalid_argument_never_counts_as_a_failure() {
-    let mut service = CircuitBreakerLayer::new("users", policy()).layer(tower::service_fn(|_: Request<()>| async {
-        Ok::<_, BoxError>(Response::builder().header("grpc-status", "3").body(()).unwrap())
-    }));
+    let mut service = CircuitBreakerLayer::new("users", policy()).layer(tower::service_fn(
+        |_: Request<()>| async {
+            Ok::<_, BoxError>(
+                Response::builder()
+                    .header("grpc-status", "3")
+                    .body(())
+                    .unwrap(),
+            )
+        },
+    ));
     for _ in 0..20 {
-        service.ready().await.unwrap().call(Request::new(())).await.unwrap();
+        service
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(()))
+            .await
+            .unwrap();
     }
     assert_eq!(service.state(), BreakerState::Closed);
 }

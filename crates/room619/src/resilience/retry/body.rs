@@ -14,7 +14,9 @@ use pin_project_lite::pin_project;
 use crate::error::BoxError;
 
 /// A request body type the retry layer can buffer and rebuild.
-pub trait ReplayBody: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + Sized + 'static {
+pub trait ReplayBody:
+    Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + Sized + 'static
+{
     /// A body of exactly these bytes.
     fn from_bytes(bytes: Bytes) -> Self;
 
@@ -28,7 +30,10 @@ pub trait ReplayBody: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin +
     /// # Errors
     ///
     /// A failure reading the body.
-    fn buffer(mut self, limit: usize) -> impl Future<Output = Result<Result<Bytes, Self>, BoxError>> + Send {
+    fn buffer(
+        mut self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Result<Bytes, Self>, BoxError>> + Send {
         async move {
             let mut buffered = BytesMut::new();
             while let Some(frame) = self.frame().await {

@@ -48,7 +48,10 @@ use futures_util::future::BoxFuture;
 use http::{Method, Request, Response};
 pub use layer::RetryLayer;
 use serde::{Deserialize, Serialize};
-use tower::{Service, ServiceExt as _, retry::budget::{Budget as _, TpsBudget}};
+use tower::{
+    Service, ServiceExt as _,
+    retry::budget::{Budget as _, TpsBudget},
+};
 
 use super::{Rejection, code_from_name, status_in};
 use crate::{error::BoxError, rpc::deadline::Deadline};
@@ -126,10 +129,13 @@ impl RetryPolicy {
     pub fn is_idempotent<B>(&self, request: &Request<B>) -> bool {
         if crate::rpc::is_grpc(request) {
             let path = request.uri().path();
-            return self.idempotent.iter().any(|pattern| match pattern.strip_suffix('*') {
-                Some(prefix) => path.starts_with(prefix),
-                None => path == pattern,
-            });
+            return self
+                .idempotent
+                .iter()
+                .any(|pattern| match pattern.strip_suffix('*') {
+                    Some(prefix) => path.starts_with(prefix),
+                    None => path == pattern,
+                });
         }
         matches!(
             *request.method(),

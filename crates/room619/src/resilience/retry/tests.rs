@@ -18,7 +18,10 @@ use super::*;
 fn backend(
     calls: Arc<AtomicUsize>,
     code: i32,
-) -> impl Service<Request<Body>, Response = Response<()>, Error = BoxError, Future: Send> + Clone + Send + 'static {
+) -> impl Service<Request<Body>, Response = Response<()>, Error = BoxError, Future: Send>
++ Clone
++ Send
++ 'static {
     tower::service_fn(move |_: Request<Body>| {
         calls.fetch_add(1, Ordering::SeqCst);
         async move {
@@ -53,7 +56,13 @@ fn policy() -> RetryPolicy {
 async fn idempotent_unavailable_calls_are_retried_up_to_max_attempts() {
     let calls = Arc::new(AtomicUsize::new(0));
     let mut service = RetryLayer::new("users", policy()).layer(backend(Arc::clone(&calls), 14));
-    let response = service.ready().await.unwrap().call(grpc("/users.v1.Users/GetUser")).await.unwrap();
+    let response = service
+        .ready()
+        .await
+        .unwrap()
+        .call(grpc("/users.v1.Users/GetUser"))
+        .await
+        .unwrap();
     assert_eq!(response.headers()["grpc-status"], "14");
     assert_eq!(calls.load(Ordering::SeqCst), 4);
 }
@@ -62,13 +71,33 @@ async fn idempotent_unavailable_calls_are_retried_up_to_max_attempts() {
 async fn non_idempotent_calls_and_invalid_argument_are_never_retried() {
     let calls = Arc::new(AtomicUsize::new(0));
     let mut service = RetryLayer::new("users", policy()).layer(backend(Arc::clone(&calls), 14));
-    service.ready().await.unwrap().call(grpc("/users.v1.Users/DeleteUser")).await.unwrap();
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "a non-idempotent call was retried");
+    service
+        .ready()
+        .await
+        .unwrap()
+        .call(grpc("/users.v1.Users/DeleteUser"))
+        .await
+        .unwrap();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "a non-idempotent call was retried"
+    );
 
     let calls = Arc::new(AtomicUsize::new(0));
     let mut service = RetryLayer::new("users", policy()).layer(backend(Arc::clone(&calls), 3));
-    service.ready().await.unwrap().call(grpc("/users.v1.Users/GetUser")).await.unwrap();
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "INVALID_ARGUMENT was retried");
+    service
+        .ready()
+        .await
+        .unwrap()
+        .call(grpc("/users.v1.Users/GetUser"))
+        .await
+        .unwrap();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "INVALID_ARGUMENT was retried"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -85,7 +114,9 @@ async fn http_methods_follow_their_idempotency() {
     let get = Request::get("/v1/products").body(Body::empty()).unwrap();
     service.ready().await.unwrap().call(get).await.unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 4);
-    let post = Request::post("/v1/products").body(Body::from("{}")).unwrap();
+    let post = Request::post("/v1/products")
+        .body(Body::from("{}"))
+        .unwrap();
     service.ready().await.unwrap().call(post).await.unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 5);
 }
@@ -98,7 +129,13 @@ async fn bodies_over_the_buffer_limit_are_sent_once() {
         ..policy()
     };
     let mut service = RetryLayer::new("users", policy).layer(backend(Arc::clone(&calls), 14));
-    service.ready().await.unwrap().call(grpc("/users.v1.Users/GetUser")).await.unwrap();
+    service
+        .ready()
+        .await
+        .unwrap()
+        .call(grpc("/users.v1.Users/GetUser"))
+        .await
+        .unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
@@ -112,7 +149,11 @@ fn backoff_is_jittered_and_capped() {
     let delays: Vec<Duration> = (0..200).map(|_| policy.backoff(3)).collect();
     assert!(delays.iter().all(|d| *d <= Duration::from_millis(400)));
     let distinct: std::collections::HashSet<_> = delays.iter().collect();
-    assert!(distinct.len() > 150, "delays are not jittered: {} distinct", distinct.len());
+    assert!(
+        distinct.len() > 150,
+        "delays are not jittered: {} distinct",
+        distinct.len()
+    );
     assert!(policy.backoff(1) <= Duration::from_millis(100));
 }
 
@@ -130,7 +171,13 @@ async fn a_dead_backend_never_sees_a_retry_storm() {
     for _ in 0..requests {
         let mut service = service.clone();
         tasks.push(tokio::spawn(async move {
-            service.ready().await.unwrap().call(grpc("/users.v1.Users/GetUser")).await.unwrap();
+            service
+                .ready()
+                .await
+                .unwrap()
+                .call(grpc("/users.v1.Users/GetUser"))
+                .await
+                .unwrap();
         }));
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -139,9 +186,13 @@ async fn a_dead_backend_never_sees_a_retry_storm() {
     }
     let seen = calls.load(Ordering::SeqCst);
     let elapsed = started.elapsed();
-    let seconds = usize::try_from(elapsed.as_secs()).unwrap() + usize::from(elapsed.subsec_nanos() > 0);
+    let seconds =
+        usize::try_from(elapsed.as_secs()).unwrap() + usize::from(elapsed.subsec_nanos() > 0);
     assert!(seconds <= 12, "the run took {seconds} s");
     let bound = requests * 12 / 10 + 10 * seconds;
-    assert!(seen <= bound, "the backend saw {seen} attempts for {requests} requests (bound {bound})");
+    assert!(
+        seen <= bound,
+        "the backend saw {seen} attempts for {requests} requests (bound {bound})"
+    );
     assert!(seen > requests, "no retries happened at all");
 }

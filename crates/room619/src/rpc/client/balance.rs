@@ -2,60 +2,61 @@
 //!
 //! Each instance's service is wrapped in [`PendingRequests`] so its load is
 //! the number of calls in flight; tower's p2c [`Balance`] picks the less loaded
-//! of two random ready instances for every call. A [`Buffer`] in front makes
-//! the whole cloneable.
+//! of two random ready instances for every call. The balancer is shared by
+//! every clone behind a mutex that is held only while an instance is picked
+//! and the call is started, never while it runs; so, unlike tower's `Buffer`,
+//! a call needs no hop to a worker task.
 
 use std::{
     convert::Infallible,
     fmt,
-    task::{Context, Poll},
+    future::poll_fn,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicUsize, Ordering},
     },
+    task::{Context, Poll},
+    time::Duration,
 };
 
-use futures_util::future::BoxFuture;
+use futures_util::{FutureExt as _, future::BoxFuture};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tower::{
     Service,
     balance::p2c::Balance,
-    buffer::Buffer,
     discover::Change,
     load::{CompleteOnResponse, PendingRequests},
-    util::BoxService,
 };
 
 use crate::error::BoxError;
 
-/// Calls that may wait for a ready instance at once, per balanced target.
-const BUFFER: usize = 1024;
+/// How often a call waiting for a ready instance looks again by itself.
+const RECHECK: Duration = Duration::from_millis(20);
 
 type Changes<S> = mpsc::UnboundedSender<Result<Change<String, PendingRequests<S>>, Infallible>>;
+type Discovered<S> =
+    UnboundedReceiverStream<Result<Change<String, PendingRequests<S>>, Infallible>>;
 
 /// A cloneable, balanced service over the instances of one target.
-pub(crate) struct Balanced<S, Req, Res> {
-    service: Buffer<Req, BoxFuture<'static, Result<Res, BoxError>>>,
+pub(crate) struct Balanced<S, Req> {
+    balance: Arc<Mutex<Balance<Discovered<S>, Req>>>,
     changes: Changes<S>,
     instances: Arc<AtomicUsize>,
 }
 
-impl<S, Req, Res> Balanced<S, Req, Res>
+impl<S, Req> Balanced<S, Req>
 where
-    S: Service<Req, Response = Res> + Send + 'static,
+    S: Service<Req> + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
     Req: Send + 'static,
-    Res: Send + 'static,
 {
-    /// Balances over `instances` (key, service); must run inside a runtime.
+    /// Balances over `instances` (key, service).
     pub(crate) fn new(instances: impl IntoIterator<Item = (String, S)>) -> Self {
         let (changes, rx) = mpsc::unbounded_channel();
-        let balance = Balance::new(UnboundedReceiverStream::new(rx));
-        let service = Buffer::new(BoxService::new(balance), BUFFER);
         let balanced = Self {
-            service,
+            balance: Arc::new(Mutex::new(Balance::new(UnboundedReceiverStream::new(rx)))),
             changes,
             instances: Arc::new(AtomicUsize::new(0)),
         };
@@ -74,39 +75,75 @@ where
     }
 }
 
-impl<S, Req: Send + 'static, Res: Send + 'static> Balanced<S, Req, Res> {
+impl<S, Req> Balanced<S, Req> {
     /// How many instances it balances over.
     pub(crate) fn len(&self) -> usize {
         self.instances.load(Ordering::Relaxed)
     }
-
 }
 
-impl<S, Req: Send + 'static, Res: Send + 'static> Service<Req> for Balanced<S, Req, Res> {
-    type Response = Res;
+impl<S, Req> Service<Req> for Balanced<S, Req>
+where
+    S: Service<Req> + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+    Req: Send + 'static,
+{
+    type Response = S::Response;
     type Error = BoxError;
-    type Future = tower::buffer::future::ResponseFuture<BoxFuture<'static, Result<Res, BoxError>>>;
+    type Future = BoxFuture<'static, Result<S::Response, BoxError>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.service.poll_ready(cx)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // An instance is picked (and waited for) inside the call, under the
+        // lock, so that no other clone can take the picked one in between.
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        self.service.call(request)
+        let balance = Arc::clone(&self.balance);
+        Box::pin(async move {
+            let mut request = Some(request);
+            // The balancer keeps only the last waiter's waker; while no
+            // instance is ready (every breaker open), each waiter also looks
+            // again on its own every `RECHECK`.
+            let mut recheck = Box::pin(tokio::time::sleep(RECHECK));
+            let response = poll_fn(|cx| {
+                let mut balance = balance.lock().unwrap_or_else(PoisonError::into_inner);
+                match balance.poll_ready(cx) {
+                    Poll::Pending => {
+                        drop(balance);
+                        while recheck.poll_unpin(cx).is_ready() {
+                            recheck
+                                .as_mut()
+                                .reset(tokio::time::Instant::now() + RECHECK);
+                        }
+                        Poll::Pending
+                    }
+                    Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+                    Poll::Ready(Ok(())) => match request.take() {
+                        Some(request) => Poll::Ready(Ok(balance.call(request))),
+                        None => Poll::Ready(Err("the request was already sent".into())),
+                    },
+                }
+            })
+            .await?;
+            response.await
+        })
     }
 }
 
-impl<S, Req: Send + 'static, Res: Send + 'static> Clone for Balanced<S, Req, Res> {
+impl<S, Req> Clone for Balanced<S, Req> {
     fn clone(&self) -> Self {
         Self {
-            service: self.service.clone(),
+            balance: Arc::clone(&self.balance),
             changes: self.changes.clone(),
             instances: Arc::clone(&self.instances),
         }
     }
 }
 
-impl<S, Req: Send + 'static, Res: Send + 'static> fmt::Debug for Balanced<S, Req, Res> {
+impl<S, Req> fmt::Debug for Balanced<S, Req> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Balanced")
             .field("instances", &self.len())

@@ -42,7 +42,10 @@ pub struct RpcChannel {
 #[derive(Clone)]
 enum Transport {
     Local(Router),
-    Remote { service: RemoteGrpc, instances: usize },
+    Remote {
+        service: RemoteGrpc,
+        instances: usize,
+    },
 }
 
 impl RpcChannel {
@@ -118,16 +121,20 @@ impl tower::Service<Request<Body>> for RpcChannel {
         }
         let target = Arc::clone(&self.target);
         let transport = self.transport.clone();
-        let (kind, call): (&str, BoxFuture<'static, Result<Response<Body>, BoxError>>) = match transport {
-            Transport::Local(router) => {
-                request.extensions_mut().insert(Colocated);
-                ("in-process", Box::pin(async move {
-                    let response = router.oneshot(request).await?;
-                    Ok(response.map(Body::new))
-                }))
-            }
-            Transport::Remote { service, .. } => ("remote", Box::pin(service.oneshot(request))),
-        };
+        let (kind, call): (&str, BoxFuture<'static, Result<Response<Body>, BoxError>>) =
+            match transport {
+                Transport::Local(router) => {
+                    request.extensions_mut().insert(Colocated);
+                    (
+                        "in-process",
+                        Box::pin(async move {
+                            let response = router.oneshot(request).await?;
+                            Ok(response.map(Body::new))
+                        }),
+                    )
+                }
+                Transport::Remote { service, .. } => ("remote", Box::pin(service.oneshot(request))),
+            };
         let span = tracing::debug_span!("rpc.client", rpc.service = %target, transport = kind);
         Box::pin(
             async move {

@@ -30,7 +30,8 @@ const MAX_ANSWER: usize = 16 * 1024 * 1024;
 
 /// The remote stack, as for gRPC: bulkhead → service breaker → retry →
 /// p2c balance → instance breakers → pooled hyper clients.
-pub(crate) type RemoteHttp = tower::util::BoxCloneSyncService<Request<Body>, Response<Body>, BoxError>;
+pub(crate) type RemoteHttp =
+    tower::util::BoxCloneSyncService<Request<Body>, Response<Body>, BoxError>;
 
 /// A client of one REST service, resolved by name and version like
 /// [`RpcChannel`](super::RpcChannel): in-process when the service is
@@ -103,7 +104,10 @@ impl HttpClient {
             match self.transport.clone() {
                 Transport::Local(router) => {
                     request.extensions_mut().insert(Colocated);
-                    ("in-process", Box::pin(async move { Ok(router.oneshot(request).await?) }))
+                    (
+                        "in-process",
+                        Box::pin(async move { Ok(router.oneshot(request).await?) }),
+                    )
                 }
                 Transport::Remote(service) => ("remote", Box::pin(service.oneshot(request))),
             };
@@ -112,7 +116,10 @@ impl HttpClient {
             Some(deadline) => tokio::time::timeout_at(deadline.instant(), call.instrument(span))
                 .await
                 .map_err(|_elapsed| {
-                    Error::deadline_exceeded(format!("deadline passed while calling `{}`", self.target))
+                    Error::deadline_exceeded(format!(
+                        "deadline passed while calling `{}`",
+                        self.target
+                    ))
                 })?,
             None => call.instrument(span).await,
         };
@@ -141,7 +148,11 @@ impl HttpClient {
     ///
     /// As [`get_json`](Self::get_json); `InvalidArgument` if `body` cannot be
     /// serialized.
-    pub async fn post_json<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+    pub async fn post_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
         let bytes = serde_json::to_vec(body)
             .map_err(|err| Error::invalid_argument(format!("cannot encode the request: {err}")))?;
         let json = HeaderValue::from_static("application/json");
@@ -155,18 +166,31 @@ impl HttpClient {
         let bytes = Limited::new(response.into_body(), MAX_ANSWER)
             .collect()
             .await
-            .map_err(|err| Error::unavailable(format!("reading the answer of `{}` failed: {err}", self.target)))?
+            .map_err(|err| {
+                Error::unavailable(format!(
+                    "reading the answer of `{}` failed: {err}",
+                    self.target
+                ))
+            })?
             .to_bytes();
         if !status.is_success() {
             return Err(answer_error(status, &bytes));
         }
         serde_json::from_slice(&bytes).map_err(|err| {
-            Error::internal(format!("`{}` answered JSON that does not decode: {err}", self.target))
+            Error::internal(format!(
+                "`{}` answered JSON that does not decode: {err}",
+                self.target
+            ))
         })
     }
 }
 
-fn build(method: Method, path: &str, body: Body, content_type: Option<HeaderValue>) -> Result<Request<Body>> {
+fn build(
+    method: Method,
+    path: &str,
+    body: Body,
+    content_type: Option<HeaderValue>,
+) -> Result<Request<Body>> {
     let uri: Uri = path
         .parse()
         .map_err(|err| Error::invalid_argument(format!("`{path}` is not a valid path: {err}")))?;
@@ -177,7 +201,9 @@ fn build(method: Method, path: &str, body: Body, content_type: Option<HeaderValu
         .body(body)
         .map_err(|err| Error::invalid_argument(format!("cannot build the request: {err}")))?;
     if let Some(content_type) = content_type {
-        request.headers_mut().insert(header::CONTENT_TYPE, content_type);
+        request
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, content_type);
     }
     Ok(request)
 }

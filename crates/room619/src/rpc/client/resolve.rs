@@ -31,8 +31,8 @@ use crate::{
     Error, Result,
     config::InstanceConfig,
     resilience::{
-        ClientPolicy, ResilienceConfig, bulkhead::BulkheadLayer, circuit_breaker::CircuitBreakerLayer,
-        retry::RetryLayer,
+        ClientPolicy, ResilienceConfig, bulkhead::BulkheadLayer,
+        circuit_breaker::CircuitBreakerLayer, retry::RetryLayer,
     },
     service::Registry,
 };
@@ -63,7 +63,11 @@ struct Inner {
 }
 
 impl Clients {
-    pub(crate) fn new(registry: Registry, instances: Vec<InstanceConfig>, resilience: ResilienceConfig) -> Self {
+    pub(crate) fn new(
+        registry: Registry,
+        instances: Vec<InstanceConfig>,
+        resilience: ResilienceConfig,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -87,22 +91,31 @@ impl Clients {
         match self.resolve(name, requirement)? {
             Resolved::Local(routers) => Ok(RpcChannel::local(name, routers.grpc)),
             Resolved::Remote(key, addresses) => {
-                let mut cache = self.inner.grpc.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut cache = self
+                    .inner
+                    .grpc
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 if let Some((service, count)) = cache.get(&key) {
                     return Ok(RpcChannel::remote(name, service.clone(), *count));
                 }
                 let policy = self.inner.resilience.for_service(name);
                 let mut instances = Vec::with_capacity(addresses.len());
                 for address in addresses {
-                    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-                        .map_err(|err| Error::config(format!("instance address `{address}`: {err}")))?
-                        .connect_timeout(CONNECT_TIMEOUT)
-                        .tcp_nodelay(true);
+                    let endpoint =
+                        tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+                            .map_err(|err| {
+                                Error::config(format!("instance address `{address}`: {err}"))
+                            })?
+                            .connect_timeout(CONNECT_TIMEOUT)
+                            .tcp_nodelay(true);
                     let breaker = instance_breaker(name, &address, policy);
                     instances.push((address, breaker.layer(endpoint.connect_lazy())));
                 }
                 let count = instances.len();
-                let service = BoxCloneSyncService::new(protect(name, policy).service(Balanced::new(instances)));
+                let service = BoxCloneSyncService::new(
+                    protect(name, policy).service(Balanced::new(instances)),
+                );
                 cache.insert(key, (service.clone(), count));
                 Ok(RpcChannel::remote(name, service, count))
             }
@@ -113,7 +126,11 @@ impl Clients {
         match self.resolve(name, requirement)? {
             Resolved::Local(routers) => Ok(HttpClient::local(name, routers.http)),
             Resolved::Remote(key, addresses) => {
-                let mut cache = self.inner.http.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut cache = self
+                    .inner
+                    .http
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 if let Some(service) = cache.get(&key) {
                     return Ok(HttpClient::remote(name, service.clone()));
                 }
@@ -124,13 +141,18 @@ impl Clients {
                 let client = Client::builder(TokioExecutor::new()).build(connector);
                 let mut instances = Vec::with_capacity(addresses.len());
                 for address in addresses {
-                    let authority: Authority = address
-                        .parse()
-                        .map_err(|err| Error::config(format!("instance address `{address}`: {err}")))?;
+                    let authority: Authority = address.parse().map_err(|err| {
+                        Error::config(format!("instance address `{address}`: {err}"))
+                    })?;
                     let breaker = instance_breaker(name, &address, policy);
-                    instances.push((address, breaker.layer(HttpInstance::new(client.clone(), authority))));
+                    instances.push((
+                        address,
+                        breaker.layer(HttpInstance::new(client.clone(), authority)),
+                    ));
                 }
-                let service = BoxCloneSyncService::new(protect(name, policy).service(Balanced::new(instances)));
+                let service = BoxCloneSyncService::new(
+                    protect(name, policy).service(Balanced::new(instances)),
+                );
                 cache.insert(key, service.clone());
                 Ok(HttpClient::remote(name, service))
             }
@@ -159,7 +181,8 @@ impl Clients {
             .iter()
             .filter(|instance| {
                 instance.name == name
-                    && Version::parse(&instance.version).is_ok_and(|version| parsed.matches(&version))
+                    && Version::parse(&instance.version)
+                        .is_ok_and(|version| parsed.matches(&version))
             })
             .map(|instance| instance.address.clone())
             .collect();
@@ -175,12 +198,16 @@ impl Clients {
 
 /// The breaker of one instance: not ready while open, so the balancer skips it.
 fn instance_breaker(service: &str, address: &str, policy: &ClientPolicy) -> CircuitBreakerLayer {
-    CircuitBreakerLayer::new(&format!("{service}@{address}"), policy.instance_breaker.clone())
-        .unready_while_open()
+    CircuitBreakerLayer::new(
+        &format!("{service}@{address}"),
+        policy.instance_breaker.clone(),
+    )
+    .unready_while_open()
 }
 
 /// The layers around the balancer, outermost first.
-type Protection = ServiceBuilder<Stack<RetryLayer, Stack<CircuitBreakerLayer, Stack<BulkheadLayer, Identity>>>>;
+type Protection =
+    ServiceBuilder<Stack<RetryLayer, Stack<CircuitBreakerLayer, Stack<BulkheadLayer, Identity>>>>;
 
 /// The layers around the balancer: bulkhead → service breaker → retry.
 fn protect(service: &str, policy: &ClientPolicy) -> Protection {

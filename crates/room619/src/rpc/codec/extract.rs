@@ -30,7 +30,11 @@ where
             .unwrap_or_default()
             .to_owned();
         let Some(format) = Format::from_media_type(&content_type) else {
-            let shown = if content_type.is_empty() { "none" } else { "another" };
+            let shown = if content_type.is_empty() {
+                "none"
+            } else {
+                "another"
+            };
             return Err(Error::unsupported_media_type(format!(
                 "this route reads application/json or application/x-protobuf; the request has {shown}"
             ))
@@ -39,7 +43,10 @@ where
         let body = Bytes::from_request(request, state)
             .await
             .map_err(IntoResponse::into_response)?;
-        format.decode(&body).map(Decoded).map_err(IntoResponse::into_response)
+        format
+            .decode(&body)
+            .map(Decoded)
+            .map_err(IntoResponse::into_response)
     }
 }
 

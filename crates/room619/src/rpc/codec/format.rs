@@ -29,13 +29,20 @@ impl Format {
     /// The format a `Content-Type` value names, if room619 speaks it.
     #[must_use]
     pub fn from_media_type(value: &str) -> Option<Self> {
-        let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        let essence = value
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
         match essence.as_str() {
             "application/json" => Some(Self::Json),
-            "application/x-protobuf" | "application/protobuf" | "application/vnd.google.protobuf" => {
-                Some(Self::Protobuf)
+            "application/x-protobuf"
+            | "application/protobuf"
+            | "application/vnd.google.protobuf" => Some(Self::Protobuf),
+            other if other.starts_with("application/") && other.ends_with("+json") => {
+                Some(Self::Json)
             }
-            other if other.starts_with("application/") && other.ends_with("+json") => Some(Self::Json),
             _ => None,
         }
     }
@@ -104,7 +111,9 @@ impl Format {
         match self {
             Self::Json => serde_json::from_slice(body).map_err(|err| {
                 let what = match err.classify() {
-                    serde_json::error::Category::Io | serde_json::error::Category::Syntax => "not valid JSON",
+                    serde_json::error::Category::Io | serde_json::error::Category::Syntax => {
+                        "not valid JSON"
+                    }
                     serde_json::error::Category::Data => "JSON of the wrong shape",
                     serde_json::error::Category::Eof => "truncated JSON",
                 };
@@ -115,7 +124,9 @@ impl Format {
                 ))
             }),
             Self::Protobuf => T::decode(body).map_err(|_| {
-                Error::invalid_argument("the request body is not a valid protobuf message of the expected type")
+                Error::invalid_argument(
+                    "the request body is not a valid protobuf message of the expected type",
+                )
             }),
         }
     }
@@ -125,7 +136,11 @@ impl Format {
 fn parse_quality(value: &str) -> Option<u16> {
     let value = value.trim();
     if let Some(rest) = value.strip_prefix("1") {
-        return rest.trim_start_matches('.').chars().all(|c| c == '0').then_some(1000);
+        return rest
+            .trim_start_matches('.')
+            .chars()
+            .all(|c| c == '0')
+            .then_some(1000);
     }
     let decimals = value.strip_prefix("0")?;
     let decimals = decimals.strip_prefix('.').unwrap_or(decimals);
@@ -167,9 +182,18 @@ mod tests {
 
     #[test]
     fn media_types_with_parameters_are_recognised() {
-        assert_eq!(Format::from_media_type("application/json; charset=utf-8"), Some(Format::Json));
-        assert_eq!(Format::from_media_type("application/problem+json"), Some(Format::Json));
-        assert_eq!(Format::from_media_type("Application/Protobuf"), Some(Format::Protobuf));
+        assert_eq!(
+            Format::from_media_type("application/json; charset=utf-8"),
+            Some(Format::Json)
+        );
+        assert_eq!(
+            Format::from_media_type("application/problem+json"),
+            Some(Format::Json)
+        );
+        assert_eq!(
+            Format::from_media_type("Application/Protobuf"),
+            Some(Format::Protobuf)
+        );
         assert_eq!(Format::from_media_type("text/plain"), None);
     }
 

@@ -91,7 +91,9 @@ where
         let headers = request.headers();
         let value = match self.protocol {
             Protocol::Grpc => headers.get(GRPC_TIMEOUT),
-            Protocol::Http => headers.get(HTTP_TIMEOUT).or_else(|| headers.get(GRPC_TIMEOUT)),
+            Protocol::Http => headers
+                .get(HTTP_TIMEOUT)
+                .or_else(|| headers.get(GRPC_TIMEOUT)),
         };
         let stated = match value.map(|value| parse_timeout(value.as_bytes())) {
             None => None,
@@ -158,7 +160,9 @@ where
             } => match inner.poll(cx) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Ok(result)) => Poll::Ready(result),
-                Poll::Ready(Err(_elapsed)) => Poll::Ready(Ok(respond(*protocol, expired(*timeout)))),
+                Poll::Ready(Err(_elapsed)) => {
+                    Poll::Ready(Ok(respond(*protocol, expired(*timeout))))
+                }
             },
             Projected::Rejected { response } => {
                 Poll::Ready(Ok(response.take().unwrap_or_default()))

@@ -23,7 +23,9 @@ pub fn parse_timeout(value: &[u8]) -> Result<Duration, String> {
         return Err("empty timeout".to_owned());
     };
     if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
-        return Err("timeout must be 1 to 8 digits followed by a unit (H, M, S, m, u, n)".to_owned());
+        return Err(
+            "timeout must be 1 to 8 digits followed by a unit (H, M, S, m, u, n)".to_owned(),
+        );
     }
     let amount: u64 = digits
         .iter()
@@ -80,7 +82,15 @@ mod tests {
 
     #[test]
     fn malformed_values_are_errors() {
-        for bad in [&b""[..], b"m", b"123456789m", b"12x", b"-1m", b"1.5S", b"\xffm"] {
+        for bad in [
+            &b""[..],
+            b"m",
+            b"123456789m",
+            b"12x",
+            b"-1m",
+            b"1.5S",
+            b"\xffm",
+        ] {
             assert!(parse_timeout(bad).is_err(), "{bad:?}");
         }
     }
@@ -96,7 +106,10 @@ mod tests {
             let encoded = encode_timeout(timeout);
             let parsed = parse_timeout(encoded.as_bytes()).unwrap();
             assert!(parsed <= timeout, "{timeout:?} -> {encoded:?}");
-            assert!(timeout.checked_sub(parsed).unwrap() < Duration::from_secs(3600), "{timeout:?} -> {encoded:?}");
+            assert!(
+                timeout.checked_sub(parsed).unwrap() < Duration::from_secs(3600),
+                "{timeout:?} -> {encoded:?}"
+            );
         }
     }
 

@@ -70,10 +70,15 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
-        match std::mem::replace(this.state, State::Done) {
+        match this.state {
+            State::Streaming => {}
             State::Done => return Poll::Ready(None),
-            State::Trailers(trailers) => return Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-            State::Streaming => *this.state = State::Streaming,
+            State::Trailers(_) => {
+                return match std::mem::replace(this.state, State::Done) {
+                    State::Trailers(trailers) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+                    _ => Poll::Ready(None),
+                };
+            }
         }
         let frame = match ready!(this.inner.poll_frame(cx)) {
             None => return Poll::Ready(None),

@@ -3,6 +3,8 @@
 //! test echo service, and real clients.
 
 pub mod fault_proxy;
+#[cfg(feature = "nats")]
+pub mod nats;
 
 use std::{
     net::SocketAddr,
@@ -145,7 +147,10 @@ struct TestEcho {
 type EchoStream = Pin<Box<dyn Stream<Item = Result<EchoResponse, Status>> + Send>>;
 
 fn ctx_of<T>(request: &Request<T>) -> Option<room619::ServiceContext> {
-    request.extensions().get::<room619::ServiceContext>().cloned()
+    request
+        .extensions()
+        .get::<room619::ServiceContext>()
+        .cloned()
 }
 
 #[tonic::async_trait]
@@ -170,7 +175,9 @@ impl Echo for TestEcho {
             .metadata_mut()
             .insert("x-transport", transport.parse().unwrap());
         if let Some(received) = received {
-            response.metadata_mut().insert("x-received-timeout", received);
+            response
+                .metadata_mut()
+                .insert("x-received-timeout", received);
         }
         Ok(response)
     }
@@ -287,11 +294,13 @@ pub async fn start_named(
     config.node.name = name.to_owned();
     config.discovery.instances = instances
         .iter()
-        .map(|(service, version, address)| room619::config::InstanceConfig {
-            name: (*service).to_owned(),
-            version: (*version).to_owned(),
-            address: address.to_string(),
-        })
+        .map(
+            |(service, version, address)| room619::config::InstanceConfig {
+                name: (*service).to_owned(),
+                version: (*version).to_owned(),
+                address: address.to_string(),
+            },
+        )
         .collect();
     let mut builder = room619::Node::builder().config(config);
     if let Some(service) = service {

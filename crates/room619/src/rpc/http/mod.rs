@@ -3,33 +3,24 @@
 //! - [`check_routes`] finds malformed or conflicting paths and reports them as
 //!   errors, where axum would panic.
 //! - [`not_found`] is the fallback: `404` with a problem document.
-//! - [`problem_responses`] turns every error answer that has no body of its
-//!   own (axum's `405`, its extractor rejections, a handler's bare status)
-//!   into `application/problem+json`, keeping the status and headers.
-//! - [`limit_body`] answers `413` at once for a declared length over the
-//!   limit and caps streaming bodies at the same limit.
+//! - [`HttpEdgeLayer`] is what every route passes through: body limits,
+//!   the deadline, and problem+json for every error answer without a body
+//!   of its own.
 
-use std::borrow::Cow;
+mod edge;
+
+pub use edge::{HttpEdge, HttpEdgeLayer};
 
 use axum::{
-    body::Body,
-    extract::{Request, State},
-    middleware::Next,
+    extract::Request,
     response::{IntoResponse, Response},
 };
-use http::{HeaderValue, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
+use http::StatusCode;
 
-use crate::{
-    Error, Result,
-    error::{PROBLEM_JSON, Problem},
-    service::ServiceRoutes,
-};
+use crate::{Error, Result, error::Problem, service::ServiceRoutes};
 
 /// The longest path quoted back in a `404` problem.
 const MAX_QUOTED_PATH: usize = 256;
-/// The most bytes of a plain-text error body kept as a problem's `detail`.
-const MAX_DETAIL: usize = 1024;
 
 /// Checks `routes` of service `owner` for malformed and duplicate paths.
 ///
@@ -102,71 +93,7 @@ pub async fn not_found(request: Request) -> Response {
     .into_response()
 }
 
-/// Middleware: an error answer without a body type of its own (empty or
-/// `text/plain`) becomes `application/problem+json` with the same status and
-/// headers; its text, if any, becomes the `detail`.
-pub async fn problem_responses(request: Request, next: Next) -> Response {
-    let instance = request.uri().path().to_owned();
-    let response = next.run(request).await;
-    let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return response;
-    }
-    let plain = match response.headers().get(header::CONTENT_TYPE) {
-        None => true,
-        Some(value) => value.as_bytes().starts_with(b"text/plain"),
-    };
-    if !plain {
-        return response;
-    }
-    let (mut parts, body) = response.into_parts();
-    let text = match Limited::new(body, MAX_DETAIL).collect().await {
-        Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
-        Err(_) => String::new(),
-    };
-    let detail = if text.trim().is_empty() {
-        Cow::Borrowed(status.canonical_reason().unwrap_or("error"))
-    } else {
-        Cow::Owned(text)
-    };
-    let problem = Problem::new(status, detail).with_instance(truncate(&instance, MAX_QUOTED_PATH));
-    let body = serde_json::to_vec(&problem).unwrap_or_default();
-    parts
-        .headers
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-    parts.headers.remove(header::CONTENT_LENGTH);
-    Response::from_parts(parts, Body::from(body))
-}
-
-/// Middleware state for [`limit_body`]: the largest body in bytes.
-#[derive(Debug, Clone, Copy)]
-pub struct BodyLimit(pub usize);
-
-/// Middleware: `413` problem at once when `Content-Length` exceeds the limit;
-/// otherwise the body is capped so that reading past the limit fails (and the
-/// handler's extractor answers `413`), with no more than the limit read.
-pub async fn limit_body(
-    State(BodyLimit(limit)): State<BodyLimit>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Error::payload_too_large(format!(
-            "request body of {} bytes exceeds the limit of {limit} bytes",
-            declared.unwrap_or_default()
-        ))
-        .into_response();
-    }
-    let request = request.map(|body| Body::new(Limited::new(body, limit)));
-    next.run(request).await
-}
-
-fn truncate(text: &str, max: usize) -> &str {
+pub(crate) fn truncate(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }

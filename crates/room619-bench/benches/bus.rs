@@ -1,0 +1,281 @@
+//! Criterion benchmarks of room619's message bus, in messages per second:
+//!
+//! - `bus_memory/publish_and_receive`: messages published on the in-memory
+//!   bus and taken by one subscriber (bounded queue, back-pressure on).
+//! - `bus_nats_core/{bus,bus_typed,raw}`: publishing to a `nats-server` on
+//!   loopback through the bus (a raw payload; a typed JSON message) and
+//!   through a bare `async-nats` client, each batch flushed. Target: the bus
+//!   at least 0.9× raw.
+//! - `bus_jetstream/{sequential,concurrent_32}`: publishes confirmed by the
+//!   JetStream server (file storage) before `publish` returns, one at a time
+//!   and 32 at once.
+//!
+//! Needs `nats-server` (`$NATS_SERVER`, the `PATH` or `/usr/sbin`); it is
+//! started on a free port with a temporary store and killed at the end.
+//!
+//! Run: `cargo bench -p room619-bench --bench bus`.
+
+use std::{
+    hint::black_box,
+    io::Write as _,
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, ExitCode, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput};
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use room619::bus::{BusBackend, BusConfig, Json, MessageBus, OutgoingMessage, StreamConfig};
+use room619_bench::BoxError;
+use tokio::{runtime::Runtime, sync::Mutex};
+
+/// Messages per iteration of the memory and NATS core benchmarks.
+const BATCH: u64 = 10_000;
+/// Messages per iteration of the JetStream benchmarks.
+const CONFIRMED_BATCH: u64 = 500;
+const PAYLOAD: &[u8] = b"{\"order\":42,\"status\":\"shipped\"}";
+
+/// A `nats-server -js` on a free port; killed, and its store removed, on drop.
+struct NatsServer {
+    child: Child,
+    url: String,
+    store: PathBuf,
+}
+
+impl NatsServer {
+    fn start() -> Result<Self, BoxError> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let store = std::env::temp_dir().join(format!("room619-bench-nats-{}", std::process::id()));
+        std::fs::create_dir_all(&store)?;
+        let binary = std::env::var_os("NATS_SERVER")
+            .map(PathBuf::from)
+            .or_else(|| {
+                let path = std::env::var_os("PATH")?;
+                std::env::split_paths(&path)
+                    .map(|dir| dir.join("nats-server"))
+                    .find(|candidate| candidate.is_file())
+            })
+            .unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server"));
+        let child = Command::new(&binary)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(&store)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|err| {
+                format!(
+                    "cannot start {} (apt-get install nats-server): {err}",
+                    binary.display()
+                )
+            })?;
+        Ok(Self {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            store,
+        })
+    }
+
+    /// Connects, retrying while the server starts.
+    async fn client(&self) -> Result<async_nats::Client, BoxError> {
+        let started = Instant::now();
+        loop {
+            match async_nats::connect(self.url.as_str()).await {
+                Ok(client) => return Ok(client),
+                Err(err) if started.elapsed() > Duration::from_secs(10) => return Err(err.into()),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        // Best effort: the process may have died already; the store is temporary.
+        if self.child.kill().is_ok()
+            && self.child.wait().is_ok()
+            && let Err(err) = std::fs::remove_dir_all(&self.store)
+        {
+            let mut stderr = std::io::stderr().lock();
+            if writeln!(stderr, "cannot remove {}: {err}", self.store.display()).is_err() {
+                // Nowhere left to report it.
+            }
+        }
+    }
+}
+
+struct Setup {
+    memory: MessageBus,
+    received: Arc<Mutex<room619::bus::Subscription>>,
+    nats: MessageBus,
+    raw: async_nats::Client,
+    jetstream: MessageBus,
+    _server: NatsServer,
+}
+
+impl Setup {
+    async fn start() -> Result<Self, BoxError> {
+        let server = NatsServer::start()?;
+        let raw = server.client().await?;
+        let memory = MessageBus::in_memory();
+        let received = Arc::new(Mutex::new(memory.subscribe("bench.memory").await?));
+        let mut config = BusConfig {
+            backend: BusBackend::Nats,
+            url: server.url.clone(),
+            ..BusConfig::default()
+        };
+        let nats = MessageBus::connect(&config).await?;
+        config.backend = BusBackend::JetStream;
+        config.streams.insert(
+            "BENCH".to_owned(),
+            StreamConfig {
+                subjects: vec!["bench.confirmed".to_owned()],
+                ..StreamConfig::default()
+            },
+        );
+        let jetstream = MessageBus::connect(&config).await?;
+        Ok(Self {
+            memory,
+            received,
+            nats,
+            raw,
+            jetstream,
+            _server: server,
+        })
+    }
+}
+
+fn bench_memory(c: &mut Criterion, runtime: &Runtime, setup: &Setup) {
+    let mut group = c.benchmark_group("bus_memory");
+    group.throughput(Throughput::Elements(BATCH));
+    group.bench_function("publish_and_receive", |b| {
+        b.to_async(runtime).iter(|| async {
+            let mut received = setup.received.lock().await;
+            let publish = async {
+                for _ in 0..BATCH {
+                    let message = OutgoingMessage::new("bench.memory", Bytes::from_static(PAYLOAD));
+                    setup.memory.publish_message(message).await?;
+                }
+                Ok::<_, room619::Error>(())
+            };
+            let receive = async {
+                for _ in 0..BATCH {
+                    black_box(received.next().await);
+                }
+            };
+            let (published, ()) = tokio::join!(publish, receive);
+            black_box(published)
+        });
+    });
+    group.finish();
+}
+
+fn bench_nats_core(c: &mut Criterion, runtime: &Runtime, setup: &Setup) {
+    let mut group = c.benchmark_group("bus_nats_core");
+    group.throughput(Throughput::Elements(BATCH));
+    group.bench_function("bus", |b| {
+        b.to_async(runtime).iter(|| async {
+            for _ in 0..BATCH {
+                let message = OutgoingMessage::new("bench.core", Bytes::from_static(PAYLOAD));
+                setup.nats.publish_message(message).await?;
+            }
+            setup.nats.flush().await
+        });
+    });
+    group.bench_function("bus_typed", |b| {
+        b.to_async(runtime).iter(|| async {
+            for n in 0..BATCH {
+                setup.nats.publish("bench.core", &Json(n)).await?;
+            }
+            setup.nats.flush().await
+        });
+    });
+    group.bench_function("raw_owned_subject", |b| {
+        b.to_async(runtime).iter(|| async {
+            for _ in 0..BATCH {
+                setup
+                    .raw
+                    .publish(String::from("bench.core"), Bytes::from_static(PAYLOAD))
+                    .await?;
+            }
+            setup.raw.flush().await.map_err(BoxError::from)
+        });
+    });
+    group.bench_function("raw", |b| {
+        b.to_async(runtime).iter(|| async {
+            for _ in 0..BATCH {
+                setup
+                    .raw
+                    .publish("bench.core", Bytes::from_static(PAYLOAD))
+                    .await?;
+            }
+            setup.raw.flush().await.map_err(BoxError::from)
+        });
+    });
+    group.finish();
+}
+
+fn bench_jetstream(c: &mut Criterion, runtime: &Runtime, setup: &Setup) {
+    let mut group = c.benchmark_group("bus_jetstream");
+    group.throughput(Throughput::Elements(CONFIRMED_BATCH));
+    group.bench_function("sequential", |b| {
+        b.to_async(runtime).iter(|| async {
+            for _ in 0..CONFIRMED_BATCH {
+                let message = OutgoingMessage::new("bench.confirmed", Bytes::from_static(PAYLOAD));
+                setup.jetstream.publish_message(message).await?;
+            }
+            Ok::<_, room619::Error>(())
+        });
+    });
+    group.bench_function("concurrent_32", |b| {
+        b.to_async(runtime).iter(|| async {
+            futures_util::stream::iter(0..CONFIRMED_BATCH)
+                .map(|_| {
+                    let message =
+                        OutgoingMessage::new("bench.confirmed", Bytes::from_static(PAYLOAD));
+                    setup.jetstream.publish_message(message)
+                })
+                .buffer_unordered(32)
+                .try_collect::<Vec<()>>()
+                .await
+        });
+    });
+    group.finish();
+}
+
+fn main() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(&err.into()),
+    };
+    let setup = match runtime.block_on(Setup::start()) {
+        Ok(setup) => setup,
+        Err(err) => return fail(&err),
+    };
+    let mut criterion = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    bench_memory(&mut criterion, &runtime, &setup);
+    bench_nats_core(&mut criterion, &runtime, &setup);
+    bench_jetstream(&mut criterion, &runtime, &setup);
+    criterion.final_summary();
+    drop(setup);
+    ExitCode::SUCCESS
+}
+
+fn fail(err: &BoxError) -> ExitCode {
+    let mut stderr = std::io::stderr().lock();
+    if writeln!(stderr, "bus bench: {err}").is_err() {
+        return ExitCode::from(2);
+    }
+    ExitCode::FAILURE
+}

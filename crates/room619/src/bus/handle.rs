@@ -1,0 +1,387 @@
+//! [`MessageBus`]: the handle services publish, subscribe and request with;
+//! it dispatches to the backend `bus.backend` chose.
+
+use std::{borrow::Cow, fmt, future::Future, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use futures_util::future::{Either, ready};
+
+use super::{
+    BusBackend, BusConfig, Headers, Message, OutgoingMessage, Payload, Subscription, encode_reply,
+    headers::{ERROR_CODE, ERROR_MESSAGE},
+    memory::MemoryBus,
+    publish, subject,
+    subscriber::{Mode, Source, Spec},
+};
+#[cfg(feature = "nats")]
+use super::{durable, jetstream, nats};
+use crate::{Error, ErrorKind, Result, rpc::codec::Format};
+
+/// A handle to the message bus; cheap to clone.
+///
+/// ```
+/// use std::time::Duration;
+/// use room619::bus::{Json, MessageBus};
+///
+/// # async fn demo() -> room619::Result<()> {
+/// let bus = MessageBus::in_memory();
+/// let mut shipped = bus.subscribe("orders.*.shipped").await?;
+/// bus.publish("orders.42.shipped", &Json("tomorrow".to_owned())).await?;
+/// let message = shipped.next().await.unwrap();
+/// assert_eq!(message.subject(), "orders.42.shipped");
+/// let Json(when) = message.decode::<Json<String>>()?;
+/// assert_eq!(when, "tomorrow");
+/// # Ok(()) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct MessageBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Backend,
+    kind: BusBackend,
+    format: Format,
+    dead_letter_subject: String,
+}
+
+pub(super) enum Backend {
+    Memory(MemoryBus),
+    #[cfg(feature = "nats")]
+    Nats(nats::NatsBus),
+    #[cfg(feature = "nats")]
+    JetStream(Box<jetstream::JetStreamBus>),
+}
+
+impl MessageBus {
+    /// An in-memory bus with the default settings.
+    #[must_use]
+    pub fn in_memory() -> Self {
+        Self::memory(&BusConfig::default())
+    }
+
+    fn memory(config: &BusConfig) -> Self {
+        Self::with(
+            Backend::Memory(MemoryBus::new(config.capacity, config.publish_timeout)),
+            BusBackend::Memory,
+            config,
+        )
+    }
+
+    fn with(backend: Backend, kind: BusBackend, config: &BusConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                backend,
+                kind,
+                format: config.format.format(),
+                dead_letter_subject: config.dead_letter_subject.clone(),
+            }),
+        }
+    }
+
+    /// Makes the bus `config` describes: connects to NATS, and on JetStream
+    /// creates or updates the configured streams. A node does this at start.
+    ///
+    /// # Errors
+    ///
+    /// `Config` when the configuration is invalid; `Unavailable` naming
+    /// `bus.url` when the server cannot be reached, or the stream when
+    /// JetStream refuses it.
+    pub async fn connect(config: &BusConfig) -> Result<Self> {
+        Self::connect_as(config, "room619").await
+    }
+
+    #[cfg(feature = "nats")]
+    pub(crate) async fn connect_as(config: &BusConfig, name: &str) -> Result<Self> {
+        Self::check(config)?;
+        let bus = match config.backend {
+            BusBackend::Memory => Self::memory(config),
+            BusBackend::Nats => {
+                let client = nats::connect(config, name).await?;
+                Self::with(
+                    Backend::Nats(nats::NatsBus::new(client)),
+                    BusBackend::Nats,
+                    config,
+                )
+            }
+            BusBackend::JetStream => {
+                let client = nats::connect(config, name).await?;
+                let js = jetstream::JetStreamBus::new(nats::NatsBus::new(client), config).await?;
+                Self::with(
+                    Backend::JetStream(Box::new(js)),
+                    BusBackend::JetStream,
+                    config,
+                )
+            }
+        };
+        tracing::debug!(client = name, backend = ?config.backend, "message bus ready");
+        Ok(bus)
+    }
+
+    /// Without the `nats` feature only the memory backend exists (validation
+    /// rejects the others).
+    #[cfg(not(feature = "nats"))]
+    pub(crate) fn connect_as(config: &BusConfig, _name: &str) -> std::future::Ready<Result<Self>> {
+        std::future::ready(Self::check(config).map(|()| Self::memory(config)))
+    }
+
+    fn check(config: &BusConfig) -> Result<()> {
+        config.validate().map_err(|(key, problem)| {
+            crate::config::ConfigError::new(format!("bus.{key}"), problem).into()
+        })
+    }
+
+    /// Which backend carries the messages.
+    #[must_use]
+    pub fn backend(&self) -> BusBackend {
+        self.inner.kind
+    }
+
+    /// The format [`publish`](Self::publish) encodes typed messages in.
+    #[must_use]
+    pub fn format(&self) -> Format {
+        self.inner.format
+    }
+
+    /// Where given-up messages go.
+    #[must_use]
+    pub fn dead_letter_subject(&self) -> &str {
+        &self.inner.dead_letter_subject
+    }
+
+    /// Publishes `message` on `subject`, encoded in the bus's format (a
+    /// `&'static str` subject is not copied; pass an owned `String` for others).
+    ///
+    /// On JetStream it returns once the server stored the message (see
+    /// [`publish_message`](Self::publish_message)).
+    ///
+    /// # Errors
+    ///
+    /// As [`publish_message`](Self::publish_message).
+    pub fn publish<'a, T, S>(
+        &'a self,
+        subject: S,
+        message: &T,
+    ) -> impl Future<Output = Result<()>> + Send + use<'a, T, S>
+    where
+        T: Payload,
+        S: Into<Cow<'static, str>>,
+    {
+        match OutgoingMessage::encode(subject, message, self.inner.format) {
+            Ok(message) => Either::Left(self.publish_message(message)),
+            Err(err) => Either::Right(ready(Err(err))),
+        }
+    }
+
+    /// Publishes a message built with its headers (message id, traceparent).
+    ///
+    /// In memory it waits while a subscriber's queue is full, for at most
+    /// `bus.publish_timeout`. On JetStream it returns once the server acked
+    /// (stored) the message, sending it again with the same message id
+    /// through a reconnect for at most `bus.publish_timeout`.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidArgument` for a subject with wildcards or a bad header;
+    /// `ResourceExhausted` when an in-memory subscriber stays full;
+    /// `Unavailable` when NATS is unreachable or JetStream did not confirm.
+    pub fn publish_message(
+        &self,
+        message: OutgoingMessage,
+    ) -> impl Future<Output = Result<()>> + Send + '_ {
+        publish::dispatch(&self.inner.backend, message)
+    }
+
+    /// Every message published on `subject` (wildcards allowed) from now on.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidArgument` for a malformed subject; `Unavailable` when NATS is
+    /// unreachable.
+    pub async fn subscribe(&self, subject: &str) -> Result<Subscription> {
+        self.subscribe_as(subject, None).await
+    }
+
+    /// As [`subscribe`](Self::subscribe), but each message goes to one member
+    /// of the queue group `group` (load balancing among instances).
+    ///
+    /// # Errors
+    ///
+    /// As [`subscribe`](Self::subscribe); `InvalidArgument` for a malformed
+    /// group name.
+    pub async fn queue_subscribe(&self, subject: &str, group: &str) -> Result<Subscription> {
+        subject::check_name("queue group", group)?;
+        self.subscribe_as(subject, Some(group)).await
+    }
+
+    #[cfg(feature = "nats")]
+    async fn subscribe_as(&self, subject: &str, group: Option<&str>) -> Result<Subscription> {
+        subject::check_pattern(subject)?;
+        match &self.inner.backend {
+            Backend::Memory(bus) => bus.subscribe(subject, group),
+            Backend::Nats(bus) => bus.subscribe(subject, group).await,
+            Backend::JetStream(bus) => bus.core().subscribe(subject, group).await,
+        }
+    }
+
+    #[cfg(not(feature = "nats"))]
+    fn subscribe_as(
+        &self,
+        subject: &str,
+        group: Option<&str>,
+    ) -> std::future::Ready<Result<Subscription>> {
+        let Backend::Memory(bus) = &self.inner.backend;
+        std::future::ready(bus.subscribe(subject, group))
+    }
+
+    /// Sends a request and waits for the reply, at most `timeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use room619::bus::{Json, MessageBus};
+    ///
+    /// # async fn demo() -> room619::Result<()> {
+    /// let bus = MessageBus::in_memory();
+    /// let mut requests = bus.subscribe("math.double").await?;
+    /// let responder = bus.clone();
+    /// tokio::spawn(async move {
+    ///     while let Some(request) = requests.next().await {
+    ///         let Json(n) = request.decode::<Json<u32>>().unwrap();
+    ///         responder.reply(&request, &Json(n * 2)).await.unwrap();
+    ///     }
+    /// });
+    /// let Json(doubled): Json<u32> = bus.request("math.double", &Json(21), Duration::from_secs(1)).await?;
+    /// assert_eq!(doubled, 42);
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(demo()).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `DeadlineExceeded` when no reply came in time; `Unavailable` when
+    /// nobody subscribes to `subject`; the responder's error (its kind and
+    /// message) when it failed; `InvalidArgument` when the reply is not an `R`.
+    pub async fn request<T: Payload, R: Payload>(
+        &self,
+        subject: &str,
+        message: &T,
+        timeout: Duration,
+    ) -> Result<R> {
+        let request = OutgoingMessage::encode(subject.to_owned(), message, self.inner.format)?;
+        self.request_message(request, timeout).await?.decode()
+    }
+
+    /// Sends a request built with its headers and waits for the raw reply.
+    ///
+    /// # Errors
+    ///
+    /// As [`request`](Self::request), except decoding.
+    pub async fn request_message(
+        &self,
+        message: OutgoingMessage,
+        timeout: Duration,
+    ) -> Result<Message> {
+        subject::check_publish(message.subject())?;
+        message.headers().check()?;
+        let reply = match &self.inner.backend {
+            Backend::Memory(bus) => bus.request(message, timeout).await,
+            #[cfg(feature = "nats")]
+            Backend::Nats(bus) => bus.request(message, timeout).await,
+            #[cfg(feature = "nats")]
+            Backend::JetStream(bus) => bus.core().request(message, timeout).await,
+        }?;
+        match reply.headers().get(ERROR_CODE) {
+            None => Ok(reply),
+            Some(code) => {
+                let code = code
+                    .parse()
+                    .map_or(tonic::Code::Unknown, tonic::Code::from_i32);
+                let text = reply
+                    .headers()
+                    .get(ERROR_MESSAGE)
+                    .unwrap_or("the responder failed");
+                Err(Error::new(ErrorKind::from_grpc_code(code), text.to_owned()))
+            }
+        }
+    }
+
+    /// Answers a request (a message with a reply subject), in the request's
+    /// format, continuing its trace.
+    ///
+    /// # Errors
+    ///
+    /// `FailedPrecondition` when `request` expects no reply; as
+    /// [`publish_message`](Self::publish_message) otherwise.
+    pub async fn reply<T: Payload>(&self, request: &Message, message: &T) -> Result<()> {
+        let Some(to) = request.reply_subject() else {
+            return Err(Error::failed_precondition(format!(
+                "the message on `{}` expects no reply",
+                request.subject()
+            )));
+        };
+        let format = request.format().unwrap_or(self.inner.format);
+        let (payload, headers) = encode_reply(request, message, format)?;
+        self.reply_raw(to, payload, headers).await
+    }
+
+    pub(crate) async fn reply_raw(&self, to: &str, payload: Bytes, headers: Headers) -> Result<()> {
+        headers.check()?;
+        match &self.inner.backend {
+            Backend::Memory(bus) => bus.reply(to, payload, headers).await,
+            #[cfg(feature = "nats")]
+            Backend::Nats(bus) => bus.reply(to, payload, headers).await,
+            #[cfg(feature = "nats")]
+            Backend::JetStream(bus) => bus.core().reply(to, payload, headers).await,
+        }
+    }
+
+    /// Waits until everything published so far has reached the server (NATS);
+    /// in memory, lets the subscribers' tasks run.
+    ///
+    /// # Errors
+    ///
+    /// `Unavailable` when the connection is lost.
+    pub async fn flush(&self) -> Result<()> {
+        match &self.inner.backend {
+            Backend::Memory(_) => {
+                tokio::task::yield_now().await;
+                Ok(())
+            }
+            #[cfg(feature = "nats")]
+            Backend::Nats(bus) => bus.flush().await,
+            #[cfg(feature = "nats")]
+            Backend::JetStream(bus) => bus.core().flush().await,
+        }
+    }
+
+    /// Opens the source of a declared subscriber.
+    pub(crate) async fn open(&self, spec: &Spec) -> Result<Source> {
+        subject::check_pattern(&spec.subject)?;
+        let group = match &spec.mode {
+            Mode::Every => None,
+            Mode::Queue(group) => Some(group.as_str()),
+            Mode::Durable(name) => {
+                #[cfg(feature = "nats")]
+                if let Backend::JetStream(bus) = &self.inner.backend {
+                    let source =
+                        durable::DurableSource::open(bus, name, &spec.subject, spec.policy).await?;
+                    return Ok(Source::Durable(Box::new(source)));
+                }
+                Some(name.as_str())
+            }
+        };
+        self.subscribe_as(&spec.subject, group)
+            .await
+            .map(Source::Core)
+    }
+}
+
+impl fmt::Debug for MessageBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MessageBus")
+            .field("backend", &self.inner.kind)
+            .field("format", &self.inner.format)
+            .finish_non_exhaustive()
+    }
+}

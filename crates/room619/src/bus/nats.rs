@@ -1,0 +1,217 @@
+//! The NATS core backend (`async-nats`): publish, subscribe, queue groups and
+//! request/reply across processes, at most once.
+//!
+//! The client reconnects by itself (waits growing to 2 s) and re-subscribes;
+//! messages published while it is disconnected are buffered by the client
+//! and sent after the reconnect.
+
+use std::{borrow::Cow, time::Duration};
+
+use async_nats::{Client, HeaderMap, HeaderName, HeaderValue, RequestErrorKind, Subject};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+
+use super::{BusConfig, Headers, Message, OutgoingMessage, Subscription, subject};
+use crate::{Error, Result};
+
+/// The longest wait between two reconnect attempts.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
+
+/// Connects to `bus.url`.
+///
+/// # Errors
+///
+/// `Unavailable` naming the URL and the `bus.url` key when no server answers.
+pub(crate) async fn connect(config: &BusConfig, name: &str) -> Result<Client> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(config.publish_timeout)
+        // Every subject is checked by the bus before it reaches the client.
+        .skip_subject_validation(true)
+        .reconnect_delay_callback(|attempts| {
+            let exponent = u32::try_from(attempts.saturating_sub(1))
+                .unwrap_or(u32::MAX)
+                .min(16);
+            Duration::from_millis(10)
+                .saturating_mul(1 << exponent)
+                .min(MAX_RECONNECT_DELAY)
+        })
+        .connect(config.url.as_str())
+        .await
+        .map_err(|err| {
+            Error::unavailable(format!(
+                "cannot connect to the message bus at {} (`bus.url`): {err}",
+                config.url
+            ))
+            .with_source(err)
+        })
+}
+
+/// The NATS core backend; cheap to clone.
+#[derive(Clone, Debug)]
+pub(crate) struct NatsBus {
+    client: Client,
+}
+
+impl NatsBus {
+    pub(crate) fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(crate) async fn publish(&self, message: OutgoingMessage) -> Result<()> {
+        let (subject, payload, headers) = prepare(message)?;
+        match headers {
+            None => self.client.publish(subject, payload).await,
+            Some(headers) => {
+                self.client
+                    .publish_with_headers(subject, headers, payload)
+                    .await
+            }
+        }
+        .map_err(publish_error)
+    }
+
+    pub(crate) async fn subscribe(
+        &self,
+        pattern: &str,
+        group: Option<&str>,
+    ) -> Result<Subscription> {
+        subject::check_pattern(pattern)?;
+        let subscriber = match group {
+            None => self.client.subscribe(pattern.to_owned()).await,
+            Some(group) => {
+                self.client
+                    .queue_subscribe(pattern.to_owned(), group.to_owned())
+                    .await
+            }
+        }
+        .map_err(|err| {
+            Error::unavailable(format!("cannot subscribe to `{pattern}`: {err}")).with_source(err)
+        })?;
+        // A round trip, so the server has the subscription before this returns.
+        self.flush().await?;
+        Ok(Subscription::new(pattern, subscriber.map(from_nats)))
+    }
+
+    pub(crate) async fn request(
+        &self,
+        message: OutgoingMessage,
+        timeout: Duration,
+    ) -> Result<Message> {
+        let (subject, payload, headers) = message.into_parts();
+        let mut request = async_nats::Request::new()
+            .payload(payload)
+            .timeout(Some(timeout));
+        if !headers.is_empty() {
+            request = request.headers(to_nats(&headers)?);
+        }
+        match self
+            .client
+            .send_request(to_subject(subject.clone()), request)
+            .await
+        {
+            Ok(reply) => Ok(from_nats(reply)),
+            Err(err) => Err(match err.kind() {
+                RequestErrorKind::TimedOut => {
+                    Error::deadline_exceeded(format!("no reply on `{subject}` within {timeout:?}"))
+                }
+                RequestErrorKind::NoResponders => {
+                    Error::unavailable(format!("no subscriber answers requests on `{subject}`"))
+                }
+                RequestErrorKind::InvalidSubject => {
+                    Error::invalid_argument(format!("`{subject}` is not a valid subject"))
+                }
+                RequestErrorKind::MaxPayloadExceeded => Error::payload_too_large(format!(
+                    "the request on `{subject}` is larger than the server accepts"
+                )),
+                RequestErrorKind::Other => {
+                    Error::unavailable(format!("the request on `{subject}` failed: {err}"))
+                }
+            }
+            .with_source(err)),
+        }
+    }
+
+    pub(crate) async fn reply(&self, to: &str, payload: Bytes, headers: Headers) -> Result<()> {
+        self.publish(OutgoingMessage::new(to.to_owned(), payload).with_headers(headers))
+            .await
+    }
+
+    pub(crate) async fn flush(&self) -> Result<()> {
+        self.client.flush().await.map_err(|err| {
+            Error::unavailable(format!("cannot flush the bus: {err}")).with_source(err)
+        })
+    }
+}
+
+/// A message in the client's terms: subject, payload, headers if any.
+///
+/// # Errors
+///
+/// `InvalidArgument` naming a header NATS cannot carry.
+pub(crate) fn prepare(message: OutgoingMessage) -> Result<(Subject, Bytes, Option<HeaderMap>)> {
+    let (subject, payload, headers) = message.into_parts();
+    let headers = if headers.is_empty() {
+        None
+    } else {
+        Some(to_nats(&headers)?)
+    };
+    Ok((to_subject(subject), payload, headers))
+}
+
+/// A failed core publish.
+pub(crate) fn publish_error(err: async_nats::PublishError) -> Error {
+    Error::unavailable(format!("cannot publish: {err}")).with_source(err)
+}
+
+/// A subject for `async-nats`: a static one is not copied, an owned one is
+/// moved.
+pub(crate) fn to_subject(subject: Cow<'static, str>) -> Subject {
+    match subject {
+        Cow::Borrowed(subject) => Subject::from_static(subject),
+        Cow::Owned(subject) => Subject::from(subject),
+    }
+}
+
+/// Our headers as NATS headers.
+///
+/// # Errors
+///
+/// `InvalidArgument` naming a header NATS cannot carry.
+pub(crate) fn to_nats(headers: &Headers) -> Result<HeaderMap> {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers.iter() {
+        let bad = || Error::invalid_argument(format!("header `{name}` cannot be sent over NATS"));
+        let name: HeaderName = name.parse().map_err(|_| bad())?;
+        let value: HeaderValue = value.parse().map_err(|_| bad())?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// A NATS message as ours.
+pub(crate) fn from_nats(message: async_nats::Message) -> Message {
+    let headers = message
+        .headers
+        .as_ref()
+        .map(|map| {
+            map.iter()
+                .flat_map(|(name, values)| {
+                    values
+                        .iter()
+                        .map(move |value| (name.to_string(), value.as_str().to_owned()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Message::new(
+        message.subject.to_string(),
+        message.payload,
+        headers,
+        message.reply.map(|reply| reply.to_string()),
+    )
+}

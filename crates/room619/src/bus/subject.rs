@@ -1,0 +1,217 @@
+//! Subjects: dot-separated tokens (`orders.created`), checked before anything
+//! is sent, and the NATS wildcard rules the in-memory backend matches with.
+//!
+//! A subscription's subject may use wildcards as whole tokens: `*` matches
+//! exactly one token, `>` (last token only) matches one or more. A publish
+//! subject has none.
+
+use crate::{Error, Result};
+
+/// Checks a subject to publish to: non-empty tokens, no wildcards, no
+/// whitespace.
+///
+/// # Errors
+///
+/// `InvalidArgument` naming the subject and what is wrong with it.
+pub(crate) fn check_publish(subject: &str) -> Result<()> {
+    // This runs on every publish: one pass over the bytes decides; only a
+    // subject that fails it is looked at again, to say what is wrong (and to
+    // judge non-ASCII text exactly).
+    let mut previous = b'.';
+    let plain = subject.bytes().all(|byte| {
+        let fine = match byte {
+            b'.' => previous != b'.',
+            b'*' | b'>' => false,
+            _ => byte.is_ascii_graphic(),
+        };
+        previous = byte;
+        fine
+    });
+    if plain && previous != b'.' {
+        return Ok(());
+    }
+    check_tokens(subject, |token| {
+        if token.contains(['*', '>']) {
+            Err("wildcards (`*`, `>`) may only be used to subscribe")
+        } else {
+            Ok(())
+        }
+    })
+}
+
+/// Checks a subject to subscribe to: as [`check_publish`], but `*` may stand
+/// for a token and `>` for the rest.
+///
+/// # Errors
+///
+/// `InvalidArgument` naming the subject and what is wrong with it.
+pub(crate) fn check_pattern(pattern: &str) -> Result<()> {
+    let last = pattern.split('.').count().saturating_sub(1);
+    let mut index = 0;
+    check_tokens(pattern, |token| {
+        let at = index;
+        index += 1;
+        match token {
+            "*" => Ok(()),
+            ">" if at == last => Ok(()),
+            ">" => Err("`>` may only be the last token"),
+            _ if token.contains(['*', '>']) => Err("wildcards must be whole tokens"),
+            _ => Ok(()),
+        }
+    })
+}
+
+/// Checks a name used as one token or identifier (a queue group, a durable
+/// consumer, a stream): non-empty, no whitespace, no `.`, `*` or `>`.
+///
+/// # Errors
+///
+/// `InvalidArgument` saying what `what` may not contain.
+pub(crate) fn check_name(what: &str, name: &str) -> Result<()> {
+    if name.is_empty() || name.contains(|c: char| c.is_whitespace() || matches!(c, '.' | '*' | '>'))
+    {
+        return Err(Error::invalid_argument(format!(
+            "`{name}` is not a valid {what}: it must be non-empty, without whitespace, `.`, `*` or `>`"
+        )));
+    }
+    Ok(())
+}
+
+fn check_tokens(
+    subject: &str,
+    mut token_rule: impl FnMut(&str) -> Result<(), &'static str>,
+) -> Result<()> {
+    let problem = if subject.is_empty() {
+        Some("it is empty")
+    } else if subject.contains(char::is_whitespace) {
+        Some("it contains whitespace")
+    } else if subject.split('.').any(str::is_empty) {
+        Some("it has an empty token (`..`, or a leading or trailing `.`)")
+    } else {
+        subject.split('.').find_map(|token| token_rule(token).err())
+    };
+    match problem {
+        Some(problem) => Err(Error::invalid_argument(format!(
+            "`{subject}` is not a valid subject: {problem}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A checked subscription subject, split into tokens for matching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Pattern {
+    tokens: Vec<String>,
+}
+
+impl Pattern {
+    /// Parses a subscription subject.
+    ///
+    /// # Errors
+    ///
+    /// As [`check_pattern`].
+    pub(crate) fn new(pattern: &str) -> Result<Self> {
+        check_pattern(pattern)?;
+        Ok(Self {
+            tokens: pattern.split('.').map(str::to_owned).collect(),
+        })
+    }
+
+    /// Whether a (publish) subject matches.
+    pub(crate) fn matches(&self, subject: &str) -> bool {
+        let mut tokens = subject.split('.');
+        for expected in &self.tokens {
+            let Some(token) = tokens.next() else {
+                return false;
+            };
+            match expected.as_str() {
+                ">" => return true,
+                "*" => {}
+                literal if literal == token => {}
+                _ => return false,
+            }
+        }
+        tokens.next().is_none()
+    }
+
+    /// Whether every subject this pattern matches is also matched by `wider`
+    /// (so a stream listening on `wider` stores what this pattern filters).
+    #[cfg(feature = "nats")]
+    pub(crate) fn is_covered_by(&self, wider: &Pattern) -> bool {
+        for (at, token) in wider.tokens.iter().enumerate() {
+            let Some(mine) = self.tokens.get(at) else {
+                return false;
+            };
+            match (token.as_str(), mine.as_str()) {
+                (">", _) => return true,
+                (_, ">") => return false,
+                ("*", _) => {}
+                (theirs, mine) if theirs == mine => {}
+                _ => return false,
+            }
+        }
+        self.tokens.len() == wider.tokens.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_match_whole_tokens() {
+        let star = Pattern::new("orders.*.created").unwrap();
+        assert!(star.matches("orders.eu.created"));
+        assert!(!star.matches("orders.eu.west.created"));
+        assert!(!star.matches("orders.created"));
+        let rest = Pattern::new("orders.>").unwrap();
+        assert!(rest.matches("orders.eu"));
+        assert!(rest.matches("orders.eu.created"));
+        assert!(!rest.matches("orders"));
+        let exact = Pattern::new("orders.created").unwrap();
+        assert!(exact.matches("orders.created"));
+        assert!(!exact.matches("orders.created.late"));
+    }
+
+    #[test]
+    fn malformed_subjects_are_invalid_arguments() {
+        for bad in ["", "a..b", ".a", "a.", "a b", "a.>.b", "a.b*"] {
+            let err = check_pattern(bad).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument, "{bad}");
+        }
+        for bad in [
+            "", "a..b", ".a", "a.", "a b", "a\tb", "a\u{a0}b", "a.*.b", "a>",
+        ] {
+            assert!(check_publish(bad).is_err(), "{bad:?}");
+        }
+        check_publish("commandes.créées").unwrap();
+        assert!(check_publish("orders.*").is_err());
+        assert!(check_publish("orders.>").is_err());
+        check_publish("orders.created").unwrap();
+        check_pattern("orders.>").unwrap();
+        check_pattern(">").unwrap();
+    }
+
+    #[test]
+    #[cfg(feature = "nats")]
+    fn coverage_follows_the_wildcards() {
+        let covered = |narrow: &str, wide: &str| {
+            Pattern::new(narrow)
+                .unwrap()
+                .is_covered_by(&Pattern::new(wide).unwrap())
+        };
+        assert!(covered("orders.created", "orders.>"));
+        assert!(covered("orders.*", "orders.>"));
+        assert!(covered("orders.created", "orders.*"));
+        assert!(!covered("orders.>", "orders.*"));
+        assert!(!covered("orders", "orders.>"));
+        assert!(!covered("users.created", "orders.>"));
+    }
+
+    #[test]
+    fn names_are_single_tokens() {
+        check_name("queue group", "workers").unwrap();
+        assert!(check_name("queue group", "a.b").is_err());
+        assert!(check_name("queue group", "").is_err());
+    }
+}

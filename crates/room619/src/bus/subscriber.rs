@@ -1,0 +1,339 @@
+//! The subscriber loop: take a message, decode it, call the handler, then
+//! ack, retry or dead-letter it; on shutdown stop taking and let the handlers
+//! in flight finish.
+//!
+//! ```text
+//! take (at most max_in_flight handlers at once)
+//!  └─ decode ── fails → dead-letter subject at once (reason in headers), ack
+//!  └─ handler (a panic counts as a failure; the loop goes on)
+//!       ok     → reply (responders) → ack
+//!       failed → responders: error reply, ack
+//!                attempt < max_deliver: JetStream: nak with backoff (the server
+//!                  redelivers); memory / NATS core: wait the backoff, call again
+//!                else → dead-letter subject with the reason, ack (term)
+//! ```
+//!
+//! A JetStream message delivered more than `max_deliver` times (its handler
+//! never finished: the process died) goes to the dead letters without
+//! calling the handler again.
+
+use std::{panic::AssertUnwindSafe, sync::Arc};
+
+use bytes::Bytes;
+use futures_util::{FutureExt as _, future::BoxFuture};
+use tokio::{sync::Semaphore, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+#[cfg(feature = "nats")]
+use super::headers::{ORIGINAL_SEQUENCE, ORIGINAL_STREAM};
+use super::{
+    DeliveryPolicy, Headers, Message, MessageBus, OutgoingMessage, Subscription,
+    headers::{
+        DEAD_LETTER_REASON, DELIVERIES, ERROR_CODE, ERROR_MESSAGE, MESSAGE_ID, ORIGINAL_SUBJECT,
+        TRACEPARENT,
+    },
+};
+use crate::Error;
+
+/// A subscriber's handler bound to its context: message and delivery count
+/// in, outcome out.
+pub(crate) type Handler = Arc<dyn Fn(Message, u32) -> BoxFuture<'static, Outcome> + Send + Sync>;
+
+/// What became of one message.
+pub(crate) enum Outcome {
+    /// Handled; a responder's reply (payload, headers) to send back.
+    Done(Option<(Bytes, Headers)>),
+    /// The payload is not the expected type: never retried.
+    Undecodable(Error),
+    /// The handler failed: retried, then dead-lettered.
+    Failed(Error),
+}
+
+/// How a subscriber shares the messages of its subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Every subscriber gets every message.
+    Every,
+    /// One member of the queue group gets each message.
+    Queue(String),
+    /// A JetStream durable consumer (a queue group elsewhere).
+    Durable(String),
+}
+
+/// What a subscriber listens to and how it delivers.
+#[derive(Debug, Clone)]
+pub(crate) struct Spec {
+    /// For logs: the service that declared it.
+    pub(crate) owner: String,
+    pub(crate) subject: String,
+    pub(crate) mode: Mode,
+    pub(crate) policy: DeliveryPolicy,
+    /// Replies to requests (errors become error replies, never retried).
+    pub(crate) responder: bool,
+}
+
+/// Where a subscriber's messages come from.
+pub(crate) enum Source {
+    Core(Subscription),
+    #[cfg(feature = "nats")]
+    Durable(Box<super::durable::DurableSource>),
+}
+
+/// How a delivery is settled.
+enum Ack {
+    /// Nothing to tell the backend (memory, NATS core).
+    Local,
+    #[cfg(feature = "nats")]
+    JetStream(Box<super::durable::Acker>),
+}
+
+impl Source {
+    async fn next(&mut self) -> Option<(Message, u32, Ack)> {
+        match self {
+            Self::Core(subscription) => subscription.next().await.map(|m| (m, 1, Ack::Local)),
+            #[cfg(feature = "nats")]
+            Self::Durable(source) => {
+                let (message, delivered, acker) = source.next().await;
+                Some((message, delivered, Ack::JetStream(Box::new(acker))))
+            }
+        }
+    }
+
+    /// Stops taking: unsubscribes; hands back what a durable consumer
+    /// fetched ahead.
+    #[cfg(feature = "nats")]
+    async fn release(self) {
+        match self {
+            Self::Core(subscription) => drop(subscription),
+            Self::Durable(source) => source.release().await,
+        }
+    }
+
+    #[cfg(not(feature = "nats"))]
+    fn release(self) -> std::future::Ready<()> {
+        drop(self);
+        std::future::ready(())
+    }
+}
+
+/// Runs one subscriber until `stop`, then waits for its handlers in flight;
+/// `force` aborts those (their JetStream messages are delivered again).
+pub(crate) async fn run(
+    bus: MessageBus,
+    mut source: Source,
+    spec: Arc<Spec>,
+    handler: Handler,
+    stop: CancellationToken,
+    force: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(spec.policy.max_in_flight));
+    let mut in_flight = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            permit = Arc::clone(&slots).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let (message, delivered, ack) = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            next = source.next() => if let Some(next) = next {
+                next
+            } else {
+                tracing::warn!(owner = %spec.owner, subject = %spec.subject, "the bus closed this subscription");
+                break;
+            },
+        };
+        let (bus, spec, handler) = (bus.clone(), Arc::clone(&spec), Arc::clone(&handler));
+        in_flight.spawn(async move {
+            process(&bus, &spec, &handler, message, delivered, ack).await;
+            drop(permit);
+        });
+        while in_flight.try_join_next().is_some() {}
+    }
+    source.release().await;
+    let finished = tokio::select! {
+        biased;
+        () = force.cancelled() => false,
+        () = join_all(&mut in_flight) => true,
+    };
+    if !finished {
+        tracing::warn!(
+            owner = %spec.owner,
+            subject = %spec.subject,
+            handlers = in_flight.len(),
+            "drain timeout passed; aborting the handlers still running"
+        );
+        in_flight.abort_all();
+        join_all(&mut in_flight).await;
+    }
+}
+
+async fn join_all(tasks: &mut JoinSet<()>) {
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn process(
+    bus: &MessageBus,
+    spec: &Spec,
+    handler: &Handler,
+    message: Message,
+    mut delivered: u32,
+    ack: Ack,
+) {
+    let policy = &spec.policy;
+    loop {
+        if delivered > policy.max_deliver {
+            let reason = format!(
+                "delivered {delivered} times without an outcome (max_deliver = {})",
+                policy.max_deliver
+            );
+            return dead_letter(bus, spec, &message, delivered, &reason, &ack).await;
+        }
+        let outcome = AssertUnwindSafe(handler(message.clone(), delivered))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Outcome::Failed(Error::internal("the handler panicked")));
+        match outcome {
+            Outcome::Done(reply) => {
+                if let (Some((payload, headers)), Some(to)) = (reply, message.reply_subject())
+                    && let Err(err) = bus.reply_raw(to, payload, headers).await
+                {
+                    tracing::warn!(subject = %message.subject(), error = %err, "reply not sent");
+                }
+                return settle(&ack, Settle::Ack).await;
+            }
+            Outcome::Undecodable(err) => {
+                return dead_letter(bus, spec, &message, delivered, err.message(), &ack).await;
+            }
+            Outcome::Failed(err) if spec.responder => {
+                if let Some(to) = message.reply_subject() {
+                    let mut headers = Headers::new();
+                    headers.insert(ERROR_CODE, (err.kind().grpc_code() as i32).to_string());
+                    headers.insert(ERROR_MESSAGE, one_line(err.message()));
+                    copy_trace(&message, &mut headers);
+                    if let Err(err) = bus.reply_raw(to, Bytes::new(), headers).await {
+                        tracing::warn!(subject = %message.subject(), error = %err, "error reply not sent");
+                    }
+                }
+                return settle(&ack, Settle::Ack).await;
+            }
+            Outcome::Failed(err) => {
+                tracing::warn!(
+                    owner = %spec.owner,
+                    subject = %message.subject(),
+                    delivered,
+                    error = ?err,
+                    "message handler failed"
+                );
+                if delivered >= policy.max_deliver {
+                    return dead_letter(bus, spec, &message, delivered, err.message(), &ack).await;
+                }
+                let wait = policy.backoff(delivered);
+                match &ack {
+                    Ack::Local => {
+                        tokio::time::sleep(wait).await;
+                        delivered += 1;
+                    }
+                    #[cfg(feature = "nats")]
+                    Ack::JetStream(acker) => return acker.nak(wait).await,
+                }
+            }
+        }
+    }
+}
+
+/// Sends a copy of `message` to the dead-letter subject with why, then
+/// settles it; if the dead letter cannot be sent, a JetStream message is
+/// delivered again later.
+async fn dead_letter(
+    bus: &MessageBus,
+    spec: &Spec,
+    message: &Message,
+    delivered: u32,
+    reason: &str,
+    ack: &Ack,
+) {
+    let mut headers = message.headers().clone();
+    headers.remove(MESSAGE_ID);
+    headers.insert(DEAD_LETTER_REASON, one_line(reason));
+    headers.insert(ORIGINAL_SUBJECT, message.subject());
+    headers.insert(DELIVERIES, delivered.to_string());
+    #[cfg(feature = "nats")]
+    if let Ack::JetStream(acker) = ack {
+        headers.insert(ORIGINAL_STREAM, acker.stream.clone());
+        headers.insert(ORIGINAL_SEQUENCE, acker.sequence.to_string());
+        headers.insert(
+            MESSAGE_ID,
+            format!("dead-letter.{}.{}", acker.stream, acker.sequence),
+        );
+    }
+    let letter = OutgoingMessage::new(
+        bus.dead_letter_subject().to_owned(),
+        message.payload().clone(),
+    )
+    .with_headers(headers);
+    match bus.publish_message(letter).await {
+        Ok(()) => {
+            tracing::warn!(
+                owner = %spec.owner,
+                subject = %message.subject(),
+                dead_letter_subject = %bus.dead_letter_subject(),
+                reason,
+                "message given up; sent to the dead letters"
+            );
+            settle(ack, Settle::Term).await;
+        }
+        Err(err) => {
+            tracing::error!(
+                owner = %spec.owner,
+                subject = %message.subject(),
+                reason,
+                error = ?err,
+                "cannot send a message to the dead letters"
+            );
+            match ack {
+                Ack::Local => {
+                    tracing::error!(subject = %message.subject(), "message lost (in memory / NATS core)");
+                }
+                #[cfg(feature = "nats")]
+                Ack::JetStream(acker) => acker.nak(spec.policy.backoff(delivered)).await,
+            }
+        }
+    }
+}
+
+enum Settle {
+    Ack,
+    Term,
+}
+
+/// Tells JetStream the message is done with (acked, or given up).
+#[cfg(feature = "nats")]
+async fn settle(ack: &Ack, how: Settle) {
+    match (ack, how) {
+        (Ack::Local, _) => {}
+        (Ack::JetStream(acker), Settle::Ack) => acker.ack().await,
+        (Ack::JetStream(acker), Settle::Term) => acker.term().await,
+    }
+}
+
+#[cfg(not(feature = "nats"))]
+fn settle(_ack: &Ack, _how: Settle) -> std::future::Ready<()> {
+    std::future::ready(())
+}
+
+/// Header values are one line.
+fn one_line(text: &str) -> String {
+    text.replace(['\r', '\n'], " ")
+}
+
+/// Continues the publisher's trace on a derived message.
+pub(crate) fn copy_trace(from: &Message, to: &mut Headers) {
+    if let Some(traceparent) = from.headers().get(TRACEPARENT) {
+        to.insert(TRACEPARENT, traceparent);
+    }
+}

@@ -1,0 +1,118 @@
+//! JetStream dead letters: a handler failing `max_deliver` times (nak with
+//! backoff in between) sends its message to the dead-letter subject with the
+//! reason; a payload that cannot be decoded goes there on its first delivery.
+//! Both land in the dead-letter stream.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+use room619::{
+    Error, Node, ServiceBuilder,
+    bus::{Event, Json, OutgoingMessage, headers},
+};
+
+use crate::support::nats::NatsServer;
+
+const BUS: &str = r#"
+[bus.streams.JOBS]
+subjects = ["jobs.>"]
+[bus.consumers.runner]
+max_deliver = 3
+initial_backoff = "20ms"
+max_backoff = "50ms"
+ack_wait = "5s"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_messages_go_to_dead_letters_after_three_attempts_and_undecodable_ones_at_once() {
+    let server = NatsServer::start().await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&calls);
+    let runner = ServiceBuilder::new("runner", "1.0.0")
+        .unwrap()
+        .durable_subscribe("jobs.>", "runner", move |_ctx, event: Event<Json<u32>>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let delivered = event.delivered();
+            async move {
+                assert!(delivered <= 3, "delivered {delivered} times");
+                Err(Error::unavailable("the payment service is down"))
+            }
+        })
+        .build()
+        .unwrap();
+    let node = Node::builder()
+        .config(server.config("jetstream", BUS))
+        .service(runner)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let bus = node.handle().bus().clone();
+    bus.publish("jobs.charge", &Json(42)).await.unwrap();
+    bus.publish_message(OutgoingMessage::new("jobs.charge", "{oops"))
+        .await
+        .unwrap();
+
+    let js = server.jetstream().await;
+    let dead = js.get_stream("DEAD_LETTERS").await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(10), async {
+        while dead.get_info().await.unwrap().state.messages < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "two dead letters within 10 s");
+    let mut letters = Vec::new();
+    for sequence in 1..=2 {
+        let letter = dead.get_raw_message(sequence).await.unwrap();
+        let get = |name: &str| letter.headers.get(name).map(|v| v.as_str().to_owned());
+        letters.push((
+            get(headers::DELIVERIES).unwrap(),
+            get(headers::DEAD_LETTER_REASON).unwrap(),
+            get(headers::ORIGINAL_SUBJECT).unwrap(),
+            get(headers::ORIGINAL_STREAM).unwrap(),
+            letter.payload.clone(),
+        ));
+    }
+    letters.sort();
+    let (deliveries, reason, subject, stream, payload) = &letters[0];
+    assert_eq!(
+        (deliveries.as_str(), subject.as_str(), stream.as_str()),
+        ("1", "jobs.charge", "JOBS")
+    );
+    assert!(reason.contains("cannot decode"), "{reason}");
+    assert_eq!(payload, "{oops");
+    let (deliveries, reason, subject, _, payload) = &letters[1];
+    assert_eq!(
+        (deliveries.as_str(), subject.as_str()),
+        ("3", "jobs.charge")
+    );
+    assert!(reason.contains("the payment service is down"), "{reason}");
+    assert_eq!(payload, "42");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "three attempts, none for the undecodable one"
+    );
+
+    let consumer = js
+        .get_stream("JOBS")
+        .await
+        .unwrap()
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("runner")
+        .await
+        .unwrap();
+    let info = consumer.get_info().await.unwrap();
+    assert_eq!(
+        (info.num_pending, info.num_ack_pending),
+        (0, 0),
+        "both settled: {info:?}"
+    );
+    node.shutdown().await.unwrap();
+}

@@ -1,0 +1,173 @@
+//! The NATS core backend on a real `nats-server`: pub/sub between nodes,
+//! queue groups spreading the load, request/reply with timeouts, and a clear
+//! error when the server is not there.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use room619::{
+    ErrorKind, Node, RunningNode, ServiceBuilder,
+    bus::{Event, Json, MessageBus},
+    config::Config,
+};
+
+use crate::support::{self, nats::NatsServer};
+
+async fn start(config: Config, service: ServiceBuilder) -> RunningNode {
+    Node::builder()
+        .config(config)
+        .service(service.build().unwrap())
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Waits (bounded) until `done` holds.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test]
+async fn a_message_published_on_one_node_reaches_the_subscribers_of_another() {
+    let server = NatsServer::start().await;
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let recorder = Arc::clone(&got);
+    let listener = ServiceBuilder::new("listener", "1.0.0").unwrap().subscribe(
+        "greetings.>",
+        move |_ctx, event: Event<Json<String>>| {
+            let recorder = Arc::clone(&recorder);
+            async move {
+                recorder
+                    .lock()
+                    .unwrap()
+                    .push((event.subject().to_owned(), event.into_body().0));
+                Ok(())
+            }
+        },
+    );
+    let node = start(server.config("nats", ""), listener).await;
+    let publisher = MessageBus::connect(&server.config("nats", "").bus)
+        .await
+        .unwrap();
+
+    publisher
+        .publish("greetings.en", &Json("hello".to_owned()))
+        .await
+        .unwrap();
+    publisher
+        .publish("greetings.fr.formal", &Json("bonjour".to_owned()))
+        .await
+        .unwrap();
+    eventually("both greetings arrived", || got.lock().unwrap().len() == 2).await;
+    let mut got = got.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("greetings.en".to_owned(), "hello".to_owned()),
+            ("greetings.fr.formal".to_owned(), "bonjour".to_owned())
+        ]
+    );
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_queue_group_spreads_the_messages_over_three_nodes() {
+    let server = NatsServer::start().await;
+    let counts = Arc::new(Mutex::new(HashMap::<usize, usize>::new()));
+    let mut nodes = Vec::new();
+    for instance in 0..3 {
+        let counts = Arc::clone(&counts);
+        let worker = ServiceBuilder::new("worker", "1.0.0")
+            .unwrap()
+            .queue_subscribe("tasks", "workers", move |_ctx, _event: Event<Json<u32>>| {
+                *counts.lock().unwrap().entry(instance).or_default() += 1;
+                async { Ok(()) }
+            });
+        nodes.push(start(server.config("nats", ""), worker).await);
+    }
+    let publisher = MessageBus::connect(&server.config("nats", "").bus)
+        .await
+        .unwrap();
+    for n in 0..300 {
+        publisher.publish("tasks", &Json(n)).await.unwrap();
+    }
+    publisher.flush().await.unwrap();
+    let total = || counts.lock().unwrap().values().sum::<usize>();
+    eventually("all 300 tasks were handled", || total() == 300).await;
+    let counts = counts.lock().unwrap().clone();
+    assert_eq!(counts.len(), 3, "every instance took part: {counts:?}");
+    for (instance, count) in &counts {
+        assert!(
+            *count >= 30,
+            "instance {instance} got only {count} of 300: {counts:?}"
+        );
+    }
+    for node in nodes {
+        node.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn requests_are_answered_across_nodes_and_time_out_when_nobody_answers_in_time() {
+    let server = NatsServer::start().await;
+    let math = ServiceBuilder::new("math", "1.0.0")
+        .unwrap()
+        .respond("math.square", |_ctx, event: Event<Json<u64>>| async move {
+            let Json(n) = event.into_body();
+            Ok(Json(n * n))
+        })
+        .subscribe("math.slow", |_ctx, _event: Event<Json<u64>>| async {
+            Ok(())
+        });
+    let node = start(server.config("nats", ""), math).await;
+    let client = MessageBus::connect(&server.config("nats", "").bus)
+        .await
+        .unwrap();
+
+    let Json(squared): Json<u64> = client
+        .request("math.square", &Json(12), Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(squared, 144);
+    let slow = client
+        .request::<_, Json<u64>>("math.slow", &Json(1), Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert_eq!(slow.kind(), ErrorKind::DeadlineExceeded);
+    let nobody = client
+        .request::<_, Json<u64>>("math.nobody", &Json(1), Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert_eq!(nobody.kind(), ErrorKind::Unavailable, "{nobody}");
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_node_whose_bus_server_is_unreachable_fails_to_start_naming_bus_url() {
+    let mut server = NatsServer::start().await;
+    let config = server.config("nats", "publish_timeout = \"500ms\"");
+    server.kill();
+    let err = Node::builder()
+        .config(config)
+        .service(support::echo_service())
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(err.message().contains("bus.url"), "{err}");
+    assert!(err.message().contains(&server.url()), "{err}");
+}
