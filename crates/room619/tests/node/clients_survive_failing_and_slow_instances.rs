@@ -95,7 +95,7 @@ impl Load {
                                     .lock()
                                     .unwrap()
                                     .entry(reply.into_inner().node)
-                                    .or_default() += 1
+                                    .or_default() += 1;
                             }
                             Err(status) => failures.lock().unwrap().push(format!("{status:?}")),
                         }

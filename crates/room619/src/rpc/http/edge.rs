@@ -42,7 +42,11 @@ const MAX_QUOTED_PATH: usize = 256;
 /// The most bytes of a plain-text error body kept as a problem's `detail`.
 const MAX_DETAIL: usize = 1024;
 
-/// The edge of a node's HTTP routes; see the [module docs](self).
+/// The edge of a node's HTTP routes. In order: a declared `Content-Length`
+/// over the body limit answers `413` at once; a body of unknown length is
+/// capped at the limit; axum's extractors get the same limit; the request's
+/// deadline bounds the handler; an error answer without a body type of its own
+/// becomes `application/problem+json`.
 ///
 /// ```
 /// use room619::rpc::http::HttpEdgeLayer;
