@@ -3,7 +3,7 @@
 //! real room619 node on `127.0.0.1:0` hosting [`room619_interop::service`].
 //!
 //! The client is `python/interop_client.py`, run with the interpreter named by
-//! `ROOM619_INTEROP_PYTHON` (set by `scripts/test`, which installs grpcio in
+//! `INTEROP_PYTHON` (set by `scripts/test`, which installs grpcio in
 //! `target/interop-venv`); without it the tests fail, they never skip.
 
 use std::{
@@ -116,17 +116,17 @@ async fn passes(case: &str) {
     print!("{stdout}"); // the client's case lines, for `--nocapture`
 }
 
-/// The Python interpreter with grpcio: `ROOM619_INTEROP_PYTHON`, else the
+/// The Python interpreter with grpcio: `INTEROP_PYTHON`, else the
 /// virtualenv `scripts/test` creates. Missing is a failure, not a skip.
 fn python() -> PathBuf {
-    let python = std::env::var_os("ROOM619_INTEROP_PYTHON").map_or_else(
+    let python = std::env::var_os("INTEROP_PYTHON").map_or_else(
         || workspace_root().join("target/interop-venv/bin/python"),
         PathBuf::from,
     );
     assert!(
         python.exists(),
         "the interop tests need Python with grpcio, and {} does not exist: run `scripts/test` \
-         (it installs them in target/interop-venv and sets ROOM619_INTEROP_PYTHON)",
+         (it installs them in target/interop-venv and sets INTEROP_PYTHON)",
         python.display(),
     );
     python
