@@ -191,6 +191,26 @@ mod tests {
             config.unwrap_err().key(),
             "resilience.defaults.breaker.failure_rate"
         );
+        for (toml, key) in [
+            (
+                "[resilience.defaults.retry.budget]\nttl = \"0s\"",
+                "resilience.defaults.retry.budget.ttl",
+            ),
+            (
+                "[resilience.services.users.hedge]\npercentile = 1.0",
+                "resilience.services.users.hedge.percentile",
+            ),
+            (
+                "[resilience.services.users.hedge]\nmin_delay = \"2s\"\nmax_delay = \"1s\"",
+                "resilience.services.users.hedge.max_delay",
+            ),
+        ] {
+            assert_eq!(
+                Config::from_toml_str(toml).unwrap_err().key(),
+                key,
+                "{toml}"
+            );
+        }
     }
 
     #[test]

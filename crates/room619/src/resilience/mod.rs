@@ -9,7 +9,9 @@
 //! - [`retry`]: exponential backoff with full jitter, only for idempotent
 //!   calls and retryable outcomes, within a retry budget and the deadline;
 //! - [`bulkhead`]: a concurrency limit with a bounded queue per downstream;
-//! - [`fallback`]: graceful degradation, per call.
+//! - [`fallback`]: graceful degradation, per call;
+//! - [`hedge`]: a second attempt at a slow idempotent read, after a latency
+//!   percentile (off unless methods are listed).
 //!
 //! room619's remote clients use them all, configured per downstream service
 //! in `[resilience]` (see [`ClientPolicy`]): a breaker per instance (which
@@ -20,10 +22,12 @@
 //! What counts as a failure is a [`FailurePolicy`]; a call a layer refuses
 //! fails with a [`Rejection`], which carries the gRPC status callers see.
 
+mod budget;
 pub mod bulkhead;
 pub mod circuit_breaker;
 mod classify;
 pub mod fallback;
+pub mod hedge;
 mod policy;
 mod rejection;
 pub mod retry;

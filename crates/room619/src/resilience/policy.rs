@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{bulkhead::BulkheadPolicy, circuit_breaker::BreakerPolicy, retry::RetryPolicy};
+use super::{
+    bulkhead::BulkheadPolicy, circuit_breaker::BreakerPolicy, hedge::HedgePolicy,
+    retry::RetryPolicy,
+};
 
 /// The `[resilience]` section: defaults for every downstream service and
 /// overrides per service name.
@@ -16,6 +19,9 @@ use super::{bulkhead::BulkheadPolicy, circuit_breaker::BreakerPolicy, retry::Ret
 ///
 /// [resilience.services.users.retry]
 /// idempotent = ["/users.v1.Users/GetUser", "/users.v1.Users/ListUsers"]
+///
+/// [resilience.services.users.hedge]
+/// methods = ["/users.v1.Users/GetUser"]
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -62,6 +68,8 @@ pub struct ClientPolicy {
     pub retry: RetryPolicy,
     /// The concurrency limit.
     pub bulkhead: BulkheadPolicy,
+    /// Hedged reads. Default: off.
+    pub hedge: HedgePolicy,
 }
 
 impl ClientPolicy {
@@ -113,11 +121,8 @@ impl ClientPolicy {
                 "must be at least retry.initial_backoff".to_owned(),
             );
         }
-        if !(0.0..=1000.0).contains(&retry.budget.ratio) {
-            return fail(
-                "retry.budget.ratio",
-                format!("must be in [0, 1000] (got {})", retry.budget.ratio),
-            );
+        if let Err((field, problem)) = super::budget::check(retry.budget.ttl, retry.budget.ratio) {
+            return fail(&format!("retry.budget.{field}"), problem);
         }
         for (index, name) in retry.retryable_codes.iter().enumerate() {
             if super::code_from_name(name).is_none() {
@@ -129,6 +134,9 @@ impl ClientPolicy {
         }
         if self.bulkhead.max_concurrent == 0 {
             return fail("bulkhead.max_concurrent", "must be at least 1".to_owned());
+        }
+        if let Err((field, problem)) = self.hedge.check() {
+            return fail(&format!("hedge.{field}"), problem);
         }
         Ok(())
     }
@@ -144,6 +152,7 @@ impl Default for ClientPolicy {
             },
             retry: RetryPolicy::default(),
             bulkhead: BulkheadPolicy::default(),
+            hedge: HedgePolicy::default(),
         }
     }
 }

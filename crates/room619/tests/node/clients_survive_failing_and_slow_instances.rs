@@ -11,7 +11,9 @@ use room619::{
     RunningNode,
     config::InstanceConfig,
     resilience::{
+        ClientPolicy,
         circuit_breaker::{BreakerPolicy, Window},
+        hedge::HedgePolicy,
         retry::RetryPolicy,
     },
     rpc::client::RpcChannel,
@@ -28,6 +30,11 @@ use crate::support::{
 /// opening on 3 failures in a row or half slow calls (over 150 ms), open for
 /// 500 ms, 2 probes.
 async fn caller(proxies: &[&FaultProxy]) -> RunningNode {
+    caller_with(proxies, |_| {}).await
+}
+
+/// [`caller`], with the policy changed by `tune` before the node starts.
+async fn caller_with(proxies: &[&FaultProxy], tune: impl FnOnce(&mut ClientPolicy)) -> RunningNode {
     let mut config = support::config("");
     config.node.name = "caller".into();
     config.discovery.instances = proxies
@@ -56,6 +63,7 @@ async fn caller(proxies: &[&FaultProxy]) -> RunningNode {
         half_open_probes: 2,
         ..BreakerPolicy::default()
     };
+    tune(policy);
     room619::Node::builder()
         .config(config)
         .build()
@@ -184,6 +192,59 @@ async fn idempotent_calls_survive_a_dead_instance_and_avoid_a_slow_one() {
         to_three * 5 >= total,
         "three took only {to_three} of {total}: {recovered:?}"
     );
+
+    let failures = load.stop().await;
+    assert!(
+        failures.is_empty(),
+        "{} calls failed, e.g. {:?}",
+        failures.len(),
+        failures.first()
+    );
+    caller.shutdown().await.unwrap();
+    for server in servers {
+        server.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_instance_costs_no_call_and_is_then_avoided() {
+    let mut servers = Vec::new();
+    let mut proxies = Vec::new();
+    for name in ["one", "two"] {
+        let server = support::start_named(name, &[], Some(support::echo_service())).await;
+        proxies.push(FaultProxy::start(server.local_addr()).await);
+        servers.push(server);
+    }
+    // Attempts time out after 1 s; hedges go out after p95 of recent calls.
+    let caller = caller_with(&proxies.iter().collect::<Vec<_>>(), |policy| {
+        policy.retry.attempt_timeout = Some(Duration::from_secs(1));
+        policy.hedge = HedgePolicy {
+            methods: vec!["/shop.echo.v1.Echo/Echo".into()],
+            min_samples: 20,
+            max_ratio: 0.5,
+            ..HedgePolicy::default()
+        };
+    })
+    .await;
+    let channel = caller.handle().channel("echo", "^1").unwrap();
+    let load = Load::start(&channel, 8);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let warm = load.take_answers();
+    assert!(
+        warm.contains_key("one") && warm.contains_key("two"),
+        "{warm:?}"
+    );
+
+    // "two" swallows everything: its calls hang until hedged, or cut by the
+    // attempt timeout and retried; its breaker opens and traffic moves to "one".
+    proxies[1].set(Fault::BlackHole);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    load.take_answers();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let holed = load.take_answers();
+    let total: usize = holed.values().sum();
+    assert!(total > 0, "no call answered while two was black-holed");
+    assert_eq!(holed.get("two"), None, "{holed:?}");
 
     let failures = load.stop().await;
     assert!(

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use tower::{Layer, retry::budget::TpsBudget};
+use tower::Layer;
 
 use super::{Retry, RetryPolicy, Shared};
 
@@ -18,7 +18,8 @@ impl RetryLayer {
     #[must_use]
     pub fn new(name: &str, policy: RetryPolicy) -> Self {
         let budget = &policy.budget;
-        let budget = TpsBudget::new(budget.ttl, budget.min_per_second, budget.ratio);
+        let budget =
+            super::super::budget::tps_budget(budget.ttl, budget.min_per_second, budget.ratio);
         Self {
             shared: Arc::new(Shared {
                 name: name.into(),

@@ -11,7 +11,8 @@
 //!   is buffered to be sent again; a larger one goes out once, streamed);
 //! - the outcome is **retryable**: a gRPC code in [`RetryPolicy::retryable_codes`]
 //!   (default `UNAVAILABLE`), an HTTP status in [`RetryPolicy::retryable_http`]
-//!   (default 502, 503, 504) or a transport error;
+//!   (default 502, 503, 504), a transport error, or an attempt cut by
+//!   [`RetryPolicy::attempt_timeout`];
 //! - the **budget** allows it: retries may add at most `ratio` of the calls of
 //!   the last `ttl`, plus `min_per_second` (default 20 % + 10/s, as Finagle and
 //!   Linkerd do), so a failing backend never sees a retry storm;
@@ -53,7 +54,7 @@ use tower::{
     retry::budget::{Budget as _, TpsBudget},
 };
 
-use super::{Rejection, code_from_name, status_in};
+use super::{Rejection, RejectionKind, code_from_name, status_in};
 use crate::{error::BoxError, rpc::deadline::Deadline};
 
 /// When and how calls are retried; the defaults are safe.
@@ -160,7 +161,14 @@ impl RetryPolicy {
                     .is_some_and(|code| code_retryable(tonic::Code::from_i32(code))),
                 None => self.retryable_http.contains(&response.status().as_u16()),
             },
-            Err(error) => status_in(error).is_none_or(code_retryable),
+            // An attempt cut by its own timeout is retried: the overall
+            // deadline, checked before each retry, may still leave time.
+            Err(error) => {
+                error
+                    .downcast_ref::<Rejection>()
+                    .is_some_and(|rejection| rejection.kind() == RejectionKind::AttemptTimeout)
+                    || status_in(error).is_none_or(code_retryable)
+            }
         }
     }
 

@@ -196,3 +196,38 @@ async fn a_dead_backend_never_sees_a_retry_storm() {
     );
     assert!(seen > requests, "no retries happened at all");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_cut_by_its_timeout_is_retried() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    // The first attempt hangs; the second answers at once.
+    let backend = tower::service_fn(move |_: Request<Body>| {
+        let n = counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n == 0 {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            Ok::<_, BoxError>(
+                Response::builder()
+                    .header("grpc-status", "0")
+                    .body(())
+                    .unwrap(),
+            )
+        }
+    });
+    let policy = RetryPolicy {
+        attempt_timeout: Some(Duration::from_millis(100)),
+        ..policy()
+    };
+    let mut service = RetryLayer::new("users", policy).layer(backend);
+    let response = service
+        .ready()
+        .await
+        .unwrap()
+        .call(grpc("/users.v1.Users/GetUser"))
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["grpc-status"], "0");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}

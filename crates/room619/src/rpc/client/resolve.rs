@@ -32,7 +32,7 @@ use crate::{
     config::InstanceConfig,
     resilience::{
         ClientPolicy, ResilienceConfig, bulkhead::BulkheadLayer,
-        circuit_breaker::CircuitBreakerLayer, retry::RetryLayer,
+        circuit_breaker::CircuitBreakerLayer, hedge::HedgeLayer, retry::RetryLayer,
     },
     service::Registry,
 };
@@ -206,15 +206,21 @@ fn instance_breaker(service: &str, address: &str, policy: &ClientPolicy) -> Circ
 }
 
 /// The layers around the balancer, outermost first.
-type Protection =
-    ServiceBuilder<Stack<RetryLayer, Stack<CircuitBreakerLayer, Stack<BulkheadLayer, Identity>>>>;
+type Protection = ServiceBuilder<
+    Stack<
+        HedgeLayer,
+        Stack<RetryLayer, Stack<CircuitBreakerLayer, Stack<BulkheadLayer, Identity>>>,
+    >,
+>;
 
-/// The layers around the balancer: bulkhead → service breaker → retry.
+/// The layers around the balancer: bulkhead → service breaker → retry →
+/// hedge (each attempt, and each hedge, picks its own instance).
 fn protect(service: &str, policy: &ClientPolicy) -> Protection {
     ServiceBuilder::new()
         .layer(BulkheadLayer::new(service, policy.bulkhead))
         .layer(CircuitBreakerLayer::new(service, policy.breaker.clone()))
         .layer(RetryLayer::new(service, policy.retry.clone()))
+        .layer(HedgeLayer::new(service, policy.hedge.clone()))
 }
 
 enum Resolved {

@@ -1,5 +1,5 @@
 //! A small TCP fault proxy for chaos tests: forwards to an upstream, and on
-//! command adds latency or resets connections.
+//! command adds latency, resets connections or black-holes them.
 
 use std::{
     net::SocketAddr,
@@ -23,6 +23,9 @@ pub enum Fault {
     Latency(Duration),
     /// Drop every connection (open ones at once, new ones on arrival).
     Reset,
+    /// Keep connections open but swallow what clients send: nothing reaches
+    /// the upstream, nothing comes back (a dead host behind a live switch).
+    BlackHole,
 }
 
 /// A running proxy; dropped, it stops.
@@ -99,6 +102,7 @@ async fn relay(client: TcpStream, upstream: SocketAddr, fault: watch::Receiver<F
                 Fault::Pass => {}
                 Fault::Latency(delay) => tokio::time::sleep(delay).await,
                 Fault::Reset => return,
+                Fault::BlackHole => continue,
             }
             if server_write.write_all(&buf[..n]).await.is_err() {
                 return;
