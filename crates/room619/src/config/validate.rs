@@ -33,6 +33,10 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
     positive("node.drain_timeout", node.drain_timeout)?;
     positive("limits.first_byte_timeout", limits.first_byte_timeout)?;
     positive("limits.header_read_timeout", limits.header_read_timeout)?;
+    positive(
+        "limits.http_body_idle_timeout",
+        limits.http_body_idle_timeout,
+    )?;
     if limits.max_header_bytes < MIN_HEADER_BYTES {
         return Err(ConfigError::new(
             "limits.max_header_bytes",
@@ -51,6 +55,36 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
         limits.http2_max_header_list_size as usize,
     )?;
     at_least_one("limits.http_body_limit", limits.http_body_limit)?;
+    for (key, value) in [
+        (
+            "limits.max_concurrent_requests",
+            limits.max_concurrent_requests,
+        ),
+        ("limits.http1_max_headers", limits.http1_max_headers),
+        (
+            "limits.http2_max_pending_accept_reset_streams",
+            limits.http2_max_pending_accept_reset_streams,
+        ),
+        (
+            "limits.http2_max_local_error_reset_streams",
+            limits.http2_max_local_error_reset_streams,
+        ),
+        (
+            "limits.http2_max_send_buf_size",
+            limits.http2_max_send_buf_size,
+        ),
+    ] {
+        at_least_one(key, value)?;
+    }
+    if limits.http2_max_send_buf_size > MAX_GRPC_MESSAGE {
+        return Err(ConfigError::new(
+            "limits.http2_max_send_buf_size",
+            format!(
+                "must be at most {MAX_GRPC_MESSAGE} (got {})",
+                limits.http2_max_send_buf_size
+            ),
+        ));
+    }
     for (key, value) in [
         (
             "limits.grpc_max_decode_message_size",

@@ -21,6 +21,7 @@ mod clients_survive_failing_and_slow_instances;
 mod config_errors_name_the_key;
 mod deadlines_propagate_and_fail_fast;
 mod grpc_and_http_share_one_port;
+mod h1_abuse_is_rejected_within_limits;
 mod health_follows_the_lifecycle;
 mod limits_reject_oversized_and_silent_input;
 mod rest_routes_speak_json_and_protobuf;
