@@ -16,6 +16,7 @@ mod bus_keeps_every_confirmed_publish_on_jetstream;
 #[cfg(feature = "nats")]
 mod bus_speaks_nats_core_across_nodes;
 
+mod bad_payloads_get_clear_errors;
 mod clients_reach_colocated_services_in_process_and_others_over_the_network;
 mod clients_survive_failing_and_slow_instances;
 mod config_errors_name_the_key;

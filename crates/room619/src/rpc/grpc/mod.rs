@@ -4,7 +4,8 @@
 //! as it streams by, without buffering. A request message longer than the
 //! decode limit fails the call with `RESOURCE_EXHAUSTED` before its body is
 //! read; a response message longer than the encode limit is not sent and the
-//! call ends with `RESOURCE_EXHAUSTED` trailers instead.
+//! call ends with `RESOURCE_EXHAUSTED` trailers instead. A request message
+//! that does not decode fails with `INVALID_ARGUMENT` (tonic says `INTERNAL`).
 //!
 //! ```
 //! use room619::rpc::grpc::MessageLimitLayer;
@@ -15,6 +16,7 @@
 
 mod body;
 mod frame;
+mod status;
 
 use std::{
     future::Future,
@@ -105,6 +107,8 @@ where
         let this = self.project();
         let response = ready!(this.inner.poll(cx))?;
         let encode = *this.encode;
+        let mut response = response;
+        status::decode_failure_is_invalid_argument(response.headers_mut());
         Poll::Ready(Ok(response.map(|body| {
             LimitedMessages::new(body, encode, Direction::Response)
         })))
