@@ -175,7 +175,7 @@ pub struct Limits {
     pub http2_max_pending_accept_reset_streams: usize,
     /// HTTP/2 streams the server may reset for a client's protocol errors on
     /// one connection; more closes it with `ENHANCE_YOUR_CALM` (the
-    /// "MadeYouReset" attack, CVE-2025-8671). Default: `1024`.
+    /// `MadeYouReset` attack, CVE-2025-8671). Default: `1024`.
     pub http2_max_local_error_reset_streams: usize,
     /// The most response bytes buffered per HTTP/2 stream for a client that
     /// does not read; past it the handler waits (backpressure) instead of the

@@ -55,36 +55,7 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
         limits.http2_max_header_list_size as usize,
     )?;
     at_least_one("limits.http_body_limit", limits.http_body_limit)?;
-    for (key, value) in [
-        (
-            "limits.max_concurrent_requests",
-            limits.max_concurrent_requests,
-        ),
-        ("limits.http1_max_headers", limits.http1_max_headers),
-        (
-            "limits.http2_max_pending_accept_reset_streams",
-            limits.http2_max_pending_accept_reset_streams,
-        ),
-        (
-            "limits.http2_max_local_error_reset_streams",
-            limits.http2_max_local_error_reset_streams,
-        ),
-        (
-            "limits.http2_max_send_buf_size",
-            limits.http2_max_send_buf_size,
-        ),
-    ] {
-        at_least_one(key, value)?;
-    }
-    if limits.http2_max_send_buf_size > MAX_GRPC_MESSAGE {
-        return Err(ConfigError::new(
-            "limits.http2_max_send_buf_size",
-            format!(
-                "must be at most {MAX_GRPC_MESSAGE} (got {})",
-                limits.http2_max_send_buf_size
-            ),
-        ));
-    }
+    overload_limits(limits)?;
     for (key, value) in [
         (
             "limits.grpc_max_decode_message_size",
@@ -143,6 +114,45 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
 fn positive(key: &str, value: Duration) -> Result<(), ConfigError> {
     if value.is_zero() {
         return Err(ConfigError::new(key, "must be longer than zero"));
+    }
+    Ok(())
+}
+
+/// The limits against overload and HTTP/2 abuse (see `docs/SECURITY.md`).
+fn overload_limits(limits: &super::Limits) -> Result<(), ConfigError> {
+    positive(
+        "limits.http_body_idle_timeout",
+        limits.http_body_idle_timeout,
+    )?;
+    for (key, value) in [
+        (
+            "limits.max_concurrent_requests",
+            limits.max_concurrent_requests,
+        ),
+        ("limits.http1_max_headers", limits.http1_max_headers),
+        (
+            "limits.http2_max_pending_accept_reset_streams",
+            limits.http2_max_pending_accept_reset_streams,
+        ),
+        (
+            "limits.http2_max_local_error_reset_streams",
+            limits.http2_max_local_error_reset_streams,
+        ),
+        (
+            "limits.http2_max_send_buf_size",
+            limits.http2_max_send_buf_size,
+        ),
+    ] {
+        at_least_one(key, value)?;
+    }
+    if limits.http2_max_send_buf_size > MAX_GRPC_MESSAGE {
+        return Err(ConfigError::new(
+            "limits.http2_max_send_buf_size",
+            format!(
+                "must be at most {MAX_GRPC_MESSAGE} (got {})",
+                limits.http2_max_send_buf_size
+            ),
+        ));
     }
     Ok(())
 }

@@ -104,11 +104,12 @@ async fn smuggling_payloads_never_reach_a_second_request() {
 #[tokio::test]
 async fn a_head_of_too_many_headers_answers_431() {
     let node = support::start(support::config("[limits]\nhttp1_max_headers = 20")).await;
-    let mut request = String::from("GET /health/live HTTP/1.1\r\nhost: t\r\n");
-    for i in 0..40 {
-        request.push_str(&format!("x-h{i}: v\r\n"));
-    }
-    request.push_str("\r\n");
+    let many = (0..40).fold(String::new(), |mut head, i| {
+        use std::fmt::Write as _;
+        write!(head, "x-h{i}: v\r\n").unwrap();
+        head
+    });
+    let request = format!("GET /health/live HTTP/1.1\r\nhost: t\r\n{many}\r\n");
     let seen = exchange(node.local_addr(), request.as_bytes(), GUARD).await;
     assert_eq!(
         seen.status_line(),
