@@ -3,6 +3,7 @@
 //! test echo service, and real clients.
 
 pub mod fault_proxy;
+pub mod abuse;
 pub mod raw;
 #[cfg(feature = "nats")]
 pub mod nats;
