@@ -179,65 +179,52 @@ impl Tally {
     }
 }
 
-/// SIGTERM while HTTP/1.1, HTTP/2 (gRPC) and server-streaming clients are
-/// busy: readiness turns `503` first (during the shutdown delay, while the
-/// node still serves), clients that stop sending when they see it (as a load
-/// balancer does) have every request answered, calls in flight across the
-/// drain finish, and the process exits 0.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_drains_busy_h1_h2_and_streaming_clients_on_sigterm() {
-    use std::sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    };
+type Load = tokio::task::JoinSet<()>;
+type Flag = std::sync::Arc<std::sync::atomic::AtomicBool>;
 
-    let (mut running, addr) = start_with(&[
-        ("ROOM619_NODE__SHUTDOWN_DELAY", "1s"),
-        ("ROOM619_NODE__DRAIN_TIMEOUT", "20s"),
-    ]);
-    let tally = Arc::new(Tally::default());
-    let not_ready = Arc::new(AtomicBool::new(false));
-    let h1 = reqwest::Client::builder().http1_only().build().unwrap();
-    let grpc = EchoClient::connect(format!("http://{addr}")).await.unwrap();
-    let mut load = tokio::task::JoinSet::new();
-
-    // Readiness, polled as a load balancer would, on its own connection.
-    {
-        let (not_ready, client) = (Arc::clone(&not_ready), reqwest::Client::new());
-        let url = format!("http://{addr}/health/ready");
-        load.spawn(async move {
-            for _ in 0..500 {
-                match client.get(&url).send().await {
-                    Ok(response) if response.status() == 503 => {
-                        not_ready.store(true, Ordering::SeqCst);
-                        return;
-                    }
-                    Ok(_) => {}
-                    Err(err) => panic!("readiness failed before it reported 503: {err}"),
+/// Polls readiness as a load balancer would, on its own connection, until it
+/// reports `503`; a failure before that fails the test.
+fn poll_readiness(load: &mut Load, addr: &str, not_ready: Flag) {
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/health/ready");
+    load.spawn(async move {
+        for _ in 0..500 {
+            match client.get(&url).send().await {
+                Ok(response) if response.status() == 503 => {
+                    not_ready.store(true, std::sync::atomic::Ordering::SeqCst);
+                    return;
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(_) => {}
+                Err(err) => panic!("readiness failed before it reported 503: {err}"),
             }
-        });
-    }
-    // Short requests in a loop until readiness says 503: 4 h1, 4 gRPC.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+}
+
+/// Short requests in a loop until readiness says `503`: 4 h1, 4 gRPC.
+fn short_load(load: &mut Load, addr: &str, tally: &std::sync::Arc<Tally>, not_ready: &Flag) {
+    let h1 = reqwest::Client::builder().http1_only().build().unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
     for worker in 0..8 {
-        let (tally, not_ready, h1, mut grpc) = (
-            Arc::clone(&tally),
-            Arc::clone(&not_ready),
+        let (tally, not_ready, h1) = (
+            std::sync::Arc::clone(tally),
+            std::sync::Arc::clone(not_ready),
             h1.clone(),
-            grpc.clone(),
         );
+        let mut grpc = EchoClient::new(channel.clone());
         let url = format!("http://{addr}/v1/echo");
         load.spawn(async move {
             for _ in 0..1000 {
-                if not_ready.load(Ordering::SeqCst) {
+                if not_ready.load(std::sync::atomic::Ordering::SeqCst) {
                     return;
                 }
                 if worker % 2 == 0 {
                     let body = serde_json::json!({"message": "h1", "delay_ms": 50});
                     let sent = h1.post(&url).json(&body).send().await;
-                    let checked = sent.and_then(reqwest::Response::error_for_status);
-                    tally.record("h1", checked);
+                    tally.record("h1", sent.and_then(reqwest::Response::error_for_status));
                 } else {
                     let request = EchoRequest {
                         message: "h2".into(),
@@ -249,12 +236,18 @@ async fn the_demo_drains_busy_h1_h2_and_streaming_clients_on_sigterm() {
             }
         });
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+}
 
-    // Long calls that are still in flight when the drain begins (1 s after
-    // SIGTERM): 2 h1, 2 gRPC, 2 server streams of 500 messages.
+/// Long calls still in flight when the drain begins (1 s after SIGTERM):
+/// 2 h1, 2 gRPC, 2 server streams of 500 messages.
+fn long_calls(load: &mut Load, addr: &str, tally: &std::sync::Arc<Tally>) {
+    let h1 = reqwest::Client::builder().http1_only().build().unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
     for worker in 0..6 {
-        let (tally, h1, mut grpc) = (Arc::clone(&tally), h1.clone(), grpc.clone());
+        let (tally, h1) = (std::sync::Arc::clone(tally), h1.clone());
+        let mut grpc = EchoClient::new(channel.clone());
         let url = format!("http://{addr}/v1/echo");
         load.spawn(async move {
             let request = EchoRequest {
@@ -289,6 +282,26 @@ async fn the_demo_drains_busy_h1_h2_and_streaming_clients_on_sigterm() {
             }
         });
     }
+}
+
+/// SIGTERM while HTTP/1.1, HTTP/2 (gRPC) and server-streaming clients are
+/// busy: readiness turns `503` first (during the shutdown delay, while the
+/// node still serves), clients that stop sending when they see it (as a load
+/// balancer does) have every request answered, calls in flight across the
+/// drain finish, and the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_drains_busy_h1_h2_and_streaming_clients_on_sigterm() {
+    let (mut running, addr) = start_with(&[
+        ("ROOM619_NODE__SHUTDOWN_DELAY", "1s"),
+        ("ROOM619_NODE__DRAIN_TIMEOUT", "20s"),
+    ]);
+    let tally = std::sync::Arc::new(Tally::default());
+    let not_ready = Flag::default();
+    let mut load = Load::new();
+    poll_readiness(&mut load, &addr, std::sync::Arc::clone(&not_ready));
+    short_load(&mut load, &addr, &tally, &not_ready);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    long_calls(&mut load, &addr, &tally);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let pid = running.0.id().to_string();
@@ -301,11 +314,11 @@ async fn the_demo_drains_busy_h1_h2_and_streaming_clients_on_sigterm() {
     }
 
     assert!(
-        not_ready.load(Ordering::SeqCst),
+        not_ready.load(std::sync::atomic::Ordering::SeqCst),
         "readiness never reported 503"
     );
     let failed = tally.failed.lock().unwrap();
     assert!(failed.is_empty(), "failed in-flight requests: {failed:#?}");
-    let ok = tally.ok.load(Ordering::SeqCst);
+    let ok = tally.ok.load(std::sync::atomic::Ordering::SeqCst);
     assert!(ok >= 6 + 8, "only {ok} requests completed");
 }
