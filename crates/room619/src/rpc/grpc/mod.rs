@@ -29,6 +29,19 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
+/// Scans `chunks` as one gRPC body with `limit`; the declared length of the
+/// first oversized message, if any (for the fuzz targets).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn scan_frames<'a>(
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+    limit: usize,
+) -> Option<u64> {
+    let mut cursor = frame::FrameCursor::default();
+    chunks
+        .into_iter()
+        .find_map(|chunk| cursor.scan(chunk, limit).map(|oversized| oversized.length))
+}
+
 /// Limits gRPC message sizes in both directions; see the [module docs](self).
 #[derive(Debug, Clone, Copy)]
 pub struct MessageLimitLayer {
