@@ -183,6 +183,29 @@ mod tests {
     }
 
     #[test]
+    fn overload_and_http2_limits_name_their_keys() {
+        let cases: [(&str, fn(&mut Config)); 4] = [
+            ("limits.max_concurrent_requests", |c| {
+                c.limits.max_concurrent_requests = 0;
+            }),
+            ("limits.http2_max_pending_accept_reset_streams", |c| {
+                c.limits.http2_max_pending_accept_reset_streams = 0;
+            }),
+            ("limits.http2_max_send_buf_size", |c| {
+                c.limits.http2_max_send_buf_size = usize::MAX;
+            }),
+            ("limits.http_body_idle_timeout", |c| {
+                c.limits.http_body_idle_timeout = Duration::ZERO;
+            }),
+        ];
+        for (key, break_it) in cases {
+            let mut config = Config::default();
+            break_it(&mut config);
+            assert_eq!(validate(&config).unwrap_err().key(), key);
+        }
+    }
+
+    #[test]
     fn zero_drain_timeout_is_rejected() {
         let mut config = Config::default();
         config.node.drain_timeout = Duration::ZERO;
