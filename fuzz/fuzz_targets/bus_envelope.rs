@@ -4,7 +4,8 @@
 #![no_main]
 
 use bytes::Bytes;
-use libfuzzer_sys::{arbitrary::Arbitrary, fuzz_target};
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
 use room619::bus::{Headers, headers::CONTENT_TYPE};
 
 #[derive(Clone, PartialEq, prost::Message, serde::Serialize, serde::Deserialize)]

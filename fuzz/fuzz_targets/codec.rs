@@ -2,7 +2,8 @@
 //! protobuf decoding of hostile bytes never panic, and what decodes encodes.
 #![no_main]
 
-use libfuzzer_sys::{arbitrary::Arbitrary, fuzz_target};
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
 use room619::rpc::codec::Format;
 
 /// A message with the shapes decoders get wrong: strings, bytes, nesting,

@@ -122,7 +122,8 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
     let mut samples = Vec::new();
     let server_metrics = server_rt.handle().metrics();
     while started.elapsed() < Duration::from_secs(cli.duration) {
-        client_rt.block_on(tokio::time::sleep(Duration::from_secs(cli.sample)));
+        let pause = Duration::from_secs(cli.sample);
+        client_rt.block_on(async { tokio::time::sleep(pause).await });
         // A fresh connection each sample: connection churn beside the steady
         // load, so a per-connection leak shows in the fds and tasks.
         client_rt.block_on(churn(addr, &errors));
