@@ -184,7 +184,8 @@ mod tests {
 
     #[test]
     fn overload_and_http2_limits_name_their_keys() {
-        let cases: [(&str, fn(&mut Config)); 4] = [
+        type Breaks = fn(&mut Config);
+        let cases: [(&str, Breaks); 4] = [
             ("limits.max_concurrent_requests", |c| {
                 c.limits.max_concurrent_requests = 0;
             }),
