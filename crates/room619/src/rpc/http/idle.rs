@@ -18,11 +18,15 @@ pin_project! {
     /// A body that fails with [`BodyIdle`] when no data arrives for the idle
     /// timeout, so a client trickling (or never sending) a body it announced
     /// cannot hold a request open forever (slowloris on the body).
+    ///
+    /// The timer exists only while the body waits: a body whose data is
+    /// already there (the common case) costs no timer at all.
     pub(super) struct IdleTimeoutBody<B> {
         #[pin]
         inner: B,
-        #[pin]
-        sleep: Sleep,
+        sleep: Option<Pin<Box<Sleep>>>,
+        // Whether the timer is armed for the current wait.
+        waiting: bool,
         timeout: Duration,
     }
 }
@@ -31,7 +35,8 @@ impl<B> IdleTimeoutBody<B> {
     pub(super) fn new(inner: B, timeout: Duration) -> Self {
         Self {
             inner,
-            sleep: tokio::time::sleep(timeout),
+            sleep: None,
+            waiting: false,
             timeout,
         }
     }
@@ -64,15 +69,28 @@ where
         let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                this.sleep.reset(Instant::now() + *this.timeout);
+                *this.waiting = false;
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(err.into()))),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => match this.sleep.poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyIdle(*this.timeout))))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                if !*this.waiting {
+                    // The first wait since data last came: (re)arm the timer.
+                    *this.waiting = true;
+                    let deadline = Instant::now() + *this.timeout;
+                    match this.sleep {
+                        Some(sleep) => sleep.as_mut().reset(deadline),
+                        None => *this.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
+                }
+                match this.sleep.as_mut().map(|sleep| sleep.as_mut().poll(cx)) {
+                    Some(Poll::Ready(())) => {
+                        Poll::Ready(Some(Err(Box::new(BodyIdle(*this.timeout)))))
+                    }
+                    _ => Poll::Pending,
+                }
+            }
         }
     }
 
