@@ -8,6 +8,10 @@
 //! `INVALID_ARGUMENT` with the same message: the caller learns that retrying
 //! the same request is pointless, and the server's error rate is not charged
 //! for bad input.
+//!
+//! The rewrite goes by tonic's message, so a handler that returns a
+//! downstream call's decode failure unchanged is reported the same way; map
+//! such errors to `UNAVAILABLE` or `INTERNAL` with a message of your own.
 
 use http::{HeaderMap, HeaderValue};
 
