@@ -4,6 +4,9 @@ pub mod bus;
 pub mod config;
 pub mod discovery;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod middleware;
 pub mod node;
 pub mod observability;

@@ -24,9 +24,15 @@ impl Drop for Running {
 }
 
 fn start() -> (Running, String) {
+    start_with(&[])
+}
+
+/// Starts the binary with extra `ROOM619_*` environment settings.
+fn start_with(envs: &[(&str, &str)]) -> (Running, String) {
     let mut child = Command::new(BINARY)
         .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
         .env_remove("RUST_LOG")
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -152,4 +158,167 @@ fn an_unknown_service_exits_2() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("node.services"), "{stderr}");
+}
+
+/// Counts what the load of [`the_demo_drains_busy_h1_h2_and_streaming_clients_on_sigterm`]
+/// saw.
+#[derive(Default)]
+struct Tally {
+    ok: std::sync::atomic::AtomicU64,
+    failed: std::sync::Mutex<Vec<String>>,
+}
+
+impl Tally {
+    fn record<T, E: std::fmt::Debug>(&self, what: &str, result: Result<T, E>) {
+        match result {
+            Ok(_) => {
+                self.ok.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            Err(err) => self.failed.lock().unwrap().push(format!("{what}: {err:?}")),
+        }
+    }
+}
+
+type Load = tokio::task::JoinSet<()>;
+type Flag = std::sync::Arc<std::sync::atomic::AtomicBool>;
+
+/// Polls readiness as a load balancer would, on its own connection, until it
+/// reports `503`; a failure before that fails the test.
+fn poll_readiness(load: &mut Load, addr: &str, not_ready: Flag) {
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/health/ready");
+    load.spawn(async move {
+        for _ in 0..500 {
+            match client.get(&url).send().await {
+                Ok(response) if response.status() == 503 => {
+                    not_ready.store(true, std::sync::atomic::Ordering::SeqCst);
+                    return;
+                }
+                Ok(_) => {}
+                Err(err) => panic!("readiness failed before it reported 503: {err}"),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+}
+
+/// Short requests in a loop until readiness says `503`: 4 h1, 4 gRPC.
+fn short_load(load: &mut Load, addr: &str, tally: &std::sync::Arc<Tally>, not_ready: &Flag) {
+    let h1 = reqwest::Client::builder().http1_only().build().unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
+    for worker in 0..8 {
+        let (tally, not_ready, h1) = (
+            std::sync::Arc::clone(tally),
+            std::sync::Arc::clone(not_ready),
+            h1.clone(),
+        );
+        let mut grpc = EchoClient::new(channel.clone());
+        let url = format!("http://{addr}/v1/echo");
+        load.spawn(async move {
+            for _ in 0..1000 {
+                if not_ready.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                if worker % 2 == 0 {
+                    let body = serde_json::json!({"message": "h1", "delay_ms": 50});
+                    let sent = h1.post(&url).json(&body).send().await;
+                    tally.record("h1", sent.and_then(reqwest::Response::error_for_status));
+                } else {
+                    let request = EchoRequest {
+                        message: "h2".into(),
+                        delay_ms: 50,
+                        ..EchoRequest::default()
+                    };
+                    tally.record("grpc", grpc.echo(request).await);
+                }
+            }
+        });
+    }
+}
+
+/// Long calls still in flight when the drain begins (1 s after SIGTERM):
+/// 2 h1, 2 gRPC, 2 server streams of 500 messages.
+fn long_calls(load: &mut Load, addr: &str, tally: &std::sync::Arc<Tally>) {
+    let h1 = reqwest::Client::builder().http1_only().build().unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
+    for worker in 0..6 {
+        let (tally, h1) = (std::sync::Arc::clone(tally), h1.clone());
+        let mut grpc = EchoClient::new(channel.clone());
+        let url = format!("http://{addr}/v1/echo");
+        load.spawn(async move {
+            let request = EchoRequest {
+                message: "long".into(),
+                delay_ms: 2000,
+                repeat: 500,
+                payload: vec![7; 1024],
+            };
+            match worker {
+                0 | 1 => {
+                    let body = serde_json::json!({"message": "long", "delay_ms": 2000});
+                    let sent = h1.post(&url).json(&body).send().await;
+                    tally.record(
+                        "long h1",
+                        sent.and_then(reqwest::Response::error_for_status),
+                    );
+                }
+                2 | 3 => tally.record("long grpc", grpc.echo(request).await),
+                _ => {
+                    let streamed = async {
+                        let mut stream = grpc.echo_stream(request).await?.into_inner();
+                        let mut received = 0;
+                        while stream.message().await?.is_some() {
+                            received += 1;
+                        }
+                        Ok::<_, tonic::Status>(received)
+                    }
+                    .await;
+                    assert!(!matches!(streamed, Ok(n) if n != 500), "{streamed:?}");
+                    tally.record("stream", streamed);
+                }
+            }
+        });
+    }
+}
+
+/// SIGTERM while HTTP/1.1, HTTP/2 (gRPC) and server-streaming clients are
+/// busy: readiness turns `503` first (during the shutdown delay, while the
+/// node still serves), clients that stop sending when they see it (as a load
+/// balancer does) have every request answered, calls in flight across the
+/// drain finish, and the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_drains_busy_h1_h2_and_streaming_clients_on_sigterm() {
+    let (mut running, addr) = start_with(&[
+        ("ROOM619_NODE__SHUTDOWN_DELAY", "1s"),
+        ("ROOM619_NODE__DRAIN_TIMEOUT", "20s"),
+    ]);
+    let tally = std::sync::Arc::new(Tally::default());
+    let not_ready = Flag::default();
+    let mut load = Load::new();
+    poll_readiness(&mut load, &addr, std::sync::Arc::clone(&not_ready));
+    short_load(&mut load, &addr, &tally, &not_ready);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    long_calls(&mut load, &addr, &tally);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let pid = running.0.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let status = wait_with_timeout(&mut running.0, Duration::from_secs(20)).await;
+    assert_eq!(status.code(), Some(0));
+    while let Some(finished) = load.join_next().await {
+        finished.unwrap();
+    }
+
+    assert!(
+        not_ready.load(std::sync::atomic::Ordering::SeqCst),
+        "readiness never reported 503"
+    );
+    let failed = tally.failed.lock().unwrap();
+    assert!(failed.is_empty(), "failed in-flight requests: {failed:#?}");
+    let ok = tally.ok.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(ok >= 6 + 8, "only {ok} requests completed");
 }

@@ -63,7 +63,7 @@ mod message;
 mod nats;
 mod payload;
 mod publish;
-mod subject;
+pub(crate) mod subject;
 pub(crate) mod subscriber;
 pub(crate) use lifecycle::Subscribers;
 mod subscription;

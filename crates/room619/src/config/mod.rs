@@ -158,6 +158,36 @@ pub struct Limits {
     pub grpc_max_encode_message_size: usize,
     /// The largest HTTP request body in bytes; larger answers 413. Default: 2 MiB.
     pub http_body_limit: usize,
+    /// Requests the node serves at once, over all connections and both
+    /// protocols; one more is refused at once (`503` / `RESOURCE_EXHAUSTED`)
+    /// rather than queued, so overload costs the client a retry instead of
+    /// costing the node memory and every caller its latency. A server stream
+    /// counts until it ends. Health checks are never refused. Default: `10000`.
+    pub max_concurrent_requests: usize,
+    /// The most header fields in one HTTP/1 request; more answers 431, so a
+    /// head of many tiny headers cannot cost more than a normal one.
+    /// Default: `100`.
+    pub http1_max_headers: usize,
+    /// HTTP/2 streams a client may open and reset before the server has
+    /// accepted them, at once; more closes the connection with
+    /// `ENHANCE_YOUR_CALM` (the "rapid reset" attack, CVE-2023-44487).
+    /// Default: `20`.
+    pub http2_max_pending_accept_reset_streams: usize,
+    /// HTTP/2 streams the server may reset for a client's protocol errors on
+    /// one connection; more closes it with `ENHANCE_YOUR_CALM` (the
+    /// `MadeYouReset` attack, CVE-2025-8671). Default: `1024`.
+    pub http2_max_local_error_reset_streams: usize,
+    /// The most response bytes buffered per HTTP/2 stream for a client that
+    /// does not read; past it the handler waits (backpressure) instead of the
+    /// node buffering a large answer. Default: 400 KiB.
+    pub http2_max_send_buf_size: usize,
+    /// An HTTP request body that sends no data for this long fails (`400`),
+    /// so a client trickling or withholding a body it announced cannot hold a
+    /// request, a task and a buffer for ever. gRPC streams are exempt: their
+    /// pauses are legitimate, and HTTP/2 keep-alive pings find dead peers.
+    /// Default: `30s`.
+    #[serde(with = "humantime_serde")]
+    pub http_body_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -172,6 +202,12 @@ impl Default for Limits {
             grpc_max_decode_message_size: 4 * 1024 * 1024,
             grpc_max_encode_message_size: 4 * 1024 * 1024,
             http_body_limit: 2 * 1024 * 1024,
+            max_concurrent_requests: 10_000,
+            http1_max_headers: 100,
+            http2_max_pending_accept_reset_streams: 20,
+            http2_max_local_error_reset_streams: 1024,
+            http2_max_send_buf_size: 400 * 1024,
+            http_body_idle_timeout: Duration::from_secs(30),
         }
     }
 }

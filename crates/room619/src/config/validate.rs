@@ -33,6 +33,10 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
     positive("node.drain_timeout", node.drain_timeout)?;
     positive("limits.first_byte_timeout", limits.first_byte_timeout)?;
     positive("limits.header_read_timeout", limits.header_read_timeout)?;
+    positive(
+        "limits.http_body_idle_timeout",
+        limits.http_body_idle_timeout,
+    )?;
     if limits.max_header_bytes < MIN_HEADER_BYTES {
         return Err(ConfigError::new(
             "limits.max_header_bytes",
@@ -51,6 +55,7 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
         limits.http2_max_header_list_size as usize,
     )?;
     at_least_one("limits.http_body_limit", limits.http_body_limit)?;
+    overload_limits(limits)?;
     for (key, value) in [
         (
             "limits.grpc_max_decode_message_size",
@@ -113,6 +118,45 @@ fn positive(key: &str, value: Duration) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The limits against overload and HTTP/2 abuse (see `docs/SECURITY.md`).
+fn overload_limits(limits: &super::Limits) -> Result<(), ConfigError> {
+    positive(
+        "limits.http_body_idle_timeout",
+        limits.http_body_idle_timeout,
+    )?;
+    for (key, value) in [
+        (
+            "limits.max_concurrent_requests",
+            limits.max_concurrent_requests,
+        ),
+        ("limits.http1_max_headers", limits.http1_max_headers),
+        (
+            "limits.http2_max_pending_accept_reset_streams",
+            limits.http2_max_pending_accept_reset_streams,
+        ),
+        (
+            "limits.http2_max_local_error_reset_streams",
+            limits.http2_max_local_error_reset_streams,
+        ),
+        (
+            "limits.http2_max_send_buf_size",
+            limits.http2_max_send_buf_size,
+        ),
+    ] {
+        at_least_one(key, value)?;
+    }
+    if limits.http2_max_send_buf_size > MAX_GRPC_MESSAGE {
+        return Err(ConfigError::new(
+            "limits.http2_max_send_buf_size",
+            format!(
+                "must be at most {MAX_GRPC_MESSAGE} (got {})",
+                limits.http2_max_send_buf_size
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn at_least_one(key: &str, value: usize) -> Result<(), ConfigError> {
     if value == 0 {
         return Err(ConfigError::new(key, "must be at least 1"));
@@ -136,6 +180,30 @@ mod tests {
         let err = validate(&config).unwrap_err();
         assert_eq!(err.key(), "limits.max_header_bytes");
         assert!(err.problem().contains("8192"), "{err}");
+    }
+
+    #[test]
+    fn overload_and_http2_limits_name_their_keys() {
+        type Breaks = fn(&mut Config);
+        let cases: [(&str, Breaks); 4] = [
+            ("limits.max_concurrent_requests", |c| {
+                c.limits.max_concurrent_requests = 0;
+            }),
+            ("limits.http2_max_pending_accept_reset_streams", |c| {
+                c.limits.http2_max_pending_accept_reset_streams = 0;
+            }),
+            ("limits.http2_max_send_buf_size", |c| {
+                c.limits.http2_max_send_buf_size = usize::MAX;
+            }),
+            ("limits.http_body_idle_timeout", |c| {
+                c.limits.http_body_idle_timeout = Duration::ZERO;
+            }),
+        ];
+        for (key, break_it) in cases {
+            let mut config = Config::default();
+            break_it(&mut config);
+            assert_eq!(validate(&config).unwrap_err().key(), key);
+        }
     }
 
     #[test]

@@ -8,13 +8,14 @@ use tonic::service::RoutesBuilder;
 use super::health::{LIVE_PATH, READY_PATH, Readiness};
 use crate::{
     Error, Result,
-    config::Config,
+    config::{Config, Limits},
     rpc::{
         ProtocolSplit,
         client::LocalRouters,
         deadline::DeadlineLayer,
         grpc::MessageLimitLayer,
         http::{HttpEdgeLayer, RouteTable, not_found},
+        shed::LoadShedLayer,
     },
     service::{Registry, Service, ServiceContext},
 };
@@ -110,18 +111,22 @@ pub(crate) fn assemble(
             http = http.nest(&prefix, router.layer(Extension(ctx.clone())));
         }
     }
-    let http = http_stack(http, limits.http_body_limit);
+    let http = http_stack(http, limits);
     let admin = separate_admin.then(|| {
         let unimplemented = tonic::service::Routes::default().into_axum_router();
-        ProtocolSplit::new(
-            unimplemented,
-            http_stack(readiness.router(), limits.http_body_limit),
-        )
+        ProtocolSplit::new(unimplemented, http_stack(readiness.router(), limits))
     });
     let local = LocalRouters {
         grpc: grpc_router.clone(),
         http: http.clone(),
     };
+    // Load shedding: one per-node limit over both routers of the network path
+    // (in-process calls of colocated clients are part of a request already
+    // admitted). Intended order, outermost first: request id, tracing and
+    // metrics, load shed, deadline, auth, rate limit, handler; so layers
+    // that trace or count requests go on after (outside) this one.
+    let shed = LoadShedLayer::new(limits.max_concurrent_requests);
+    let (grpc_router, http) = (grpc_router.layer(shed.clone()), http.layer(shed));
     Ok(Assembled {
         local,
         main: ProtocolSplit::new(grpc_router, http),
@@ -140,8 +145,8 @@ fn reflection<'a>(descriptor_sets: &[&'a [u8]]) -> tonic_reflection::server::Bui
 
 /// What every HTTP router gets: the 404 fallback and the edge layer (body
 /// limits, deadline, problem+json for bare error answers).
-fn http_stack(router: Router, body_limit: usize) -> Router {
-    router
-        .fallback(not_found)
-        .layer(HttpEdgeLayer::new(body_limit))
+fn http_stack(router: Router, limits: &Limits) -> Router {
+    router.fallback(not_found).layer(
+        HttpEdgeLayer::new(limits.http_body_limit).body_idle_timeout(limits.http_body_idle_timeout),
+    )
 }

@@ -18,6 +18,9 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// How long an HTTP/2 keep-alive ping may go unanswered.
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// hyper's own HTTP/1 header count limit.
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// The signals a listener obeys during shutdown.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Signals {
@@ -36,6 +39,11 @@ pub(crate) fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes)
         .keep_alive(true);
+    if limits.http1_max_headers != HYPER_MAX_HEADERS {
+        // hyper keeps up to 100 headers on the stack; any other count costs a
+        // heap allocation per request, so it is only set when it differs.
+        builder.http1().max_headers(limits.http1_max_headers);
+    }
     let keep_alive =
         (!limits.http2_keep_alive_interval.is_zero()).then_some(limits.http2_keep_alive_interval);
     builder
@@ -43,6 +51,9 @@ pub(crate) fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.http2_max_concurrent_streams)
         .max_header_list_size(limits.http2_max_header_list_size)
+        .max_pending_accept_reset_streams(limits.http2_max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(limits.http2_max_local_error_reset_streams)
+        .max_send_buf_size(limits.http2_max_send_buf_size)
         .keep_alive_interval(keep_alive)
         .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
     builder

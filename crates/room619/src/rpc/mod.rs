@@ -13,12 +13,15 @@
 //! - [`grpc`]: gRPC message size limits as a tower layer.
 //! - [`http`]: route checks, problem+json error answers and body limits.
 //! - [`codec`]: protobuf and JSON codecs (filled by the RPC-layer issue).
+//! - [`shed`]: load shedding, a per-node limit on concurrent requests that
+//!   refuses at once (`503` / `RESOURCE_EXHAUSTED`) instead of queueing.
 
 pub mod client;
 pub mod codec;
 pub mod deadline;
 pub mod grpc;
 pub mod http;
+pub mod shed;
 mod split;
 
 pub use split::{ProtocolSplit, is_grpc};

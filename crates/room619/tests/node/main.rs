@@ -16,13 +16,17 @@ mod bus_keeps_every_confirmed_publish_on_jetstream;
 #[cfg(feature = "nats")]
 mod bus_speaks_nats_core_across_nodes;
 
+mod bad_payloads_get_clear_errors;
 mod clients_reach_colocated_services_in_process_and_others_over_the_network;
 mod clients_survive_failing_and_slow_instances;
 mod config_errors_name_the_key;
 mod deadlines_propagate_and_fail_fast;
 mod grpc_and_http_share_one_port;
+mod h1_abuse_is_rejected_within_limits;
+mod h2_abuse_closes_the_abusive_connection;
 mod health_follows_the_lifecycle;
 mod limits_reject_oversized_and_silent_input;
+mod overload_is_shed_fast;
 mod rest_routes_speak_json_and_protobuf;
 mod shutdown_drains_in_flight_requests;
 mod streaming_calls_work_in_process_and_over_the_network;

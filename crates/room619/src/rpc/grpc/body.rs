@@ -85,6 +85,13 @@ where
             Some(Err(err)) => return Poll::Ready(Some(Err(err.into()))),
             Some(Ok(frame)) => frame,
         };
+        let mut frame = frame;
+        if let Some(trailers) = frame.trailers_mut() {
+            if *this.direction == Direction::Response {
+                super::status::decode_failure_is_invalid_argument(trailers);
+            }
+            return Poll::Ready(Some(Ok(frame)));
+        }
         let Some(data) = frame.data_ref() else {
             return Poll::Ready(Some(Ok(frame)));
         };

@@ -4,7 +4,8 @@
 //! as it streams by, without buffering. A request message longer than the
 //! decode limit fails the call with `RESOURCE_EXHAUSTED` before its body is
 //! read; a response message longer than the encode limit is not sent and the
-//! call ends with `RESOURCE_EXHAUSTED` trailers instead.
+//! call ends with `RESOURCE_EXHAUSTED` trailers instead. A request message
+//! that does not decode fails with `INVALID_ARGUMENT` (tonic says `INTERNAL`).
 //!
 //! ```
 //! use room619::rpc::grpc::MessageLimitLayer;
@@ -15,6 +16,7 @@
 
 mod body;
 mod frame;
+mod status;
 
 use std::{
     future::Future,
@@ -26,6 +28,19 @@ pub use body::{Direction, LimitedMessages};
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
+
+/// Scans `chunks` as one gRPC body with `limit`; the declared length of the
+/// first oversized message, if any (for the fuzz targets).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn scan_frames<'a>(
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+    limit: usize,
+) -> Option<u64> {
+    let mut cursor = frame::FrameCursor::default();
+    chunks
+        .into_iter()
+        .find_map(|chunk| cursor.scan(chunk, limit).map(|oversized| oversized.length))
+}
 
 /// Limits gRPC message sizes in both directions; see the [module docs](self).
 #[derive(Debug, Clone, Copy)]
@@ -105,6 +120,8 @@ where
         let this = self.project();
         let response = ready!(this.inner.poll(cx))?;
         let encode = *this.encode;
+        let mut response = response;
+        status::decode_failure_is_invalid_argument(response.headers_mut());
         Poll::Ready(Ok(response.map(|body| {
             LimitedMessages::new(body, encode, Direction::Response)
         })))

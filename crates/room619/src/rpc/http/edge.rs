@@ -16,6 +16,7 @@ use std::{
     future::Future,
     pin::Pin,
     task::{Context, Poll, ready},
+    time::Duration,
 };
 
 use axum::{
@@ -30,13 +31,15 @@ use http_body_util::{BodyExt as _, Limited};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use super::truncate;
+use super::{idle::IdleTimeoutBody, truncate};
 use crate::{
     Error,
     error::{PROBLEM_JSON, Problem},
     rpc::deadline::DeadlineLayer,
 };
 
+/// How long a request body may send nothing before it fails.
+const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest path quoted back as a problem's `instance`.
 const MAX_QUOTED_PATH: usize = 256;
 /// The most bytes of a plain-text error body kept as a problem's `detail`.
@@ -56,13 +59,28 @@ const MAX_DETAIL: usize = 1024;
 #[derive(Debug, Clone, Copy)]
 pub struct HttpEdgeLayer {
     body_limit: usize,
+    body_idle_timeout: Duration,
 }
 
 impl HttpEdgeLayer {
-    /// An edge whose body limit is `body_limit` bytes.
+    /// An edge whose body limit is `body_limit` bytes (and whose body idle
+    /// timeout is the default, 30 s).
     #[must_use]
     pub fn new(body_limit: usize) -> Self {
-        Self { body_limit }
+        Self {
+            body_limit,
+            body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
+        }
+    }
+
+    /// A request body that sends no data for `timeout` fails (the handler
+    /// sees a body error, the client a `400`), so a client trickling or
+    /// withholding a body it announced cannot hold a request open for ever.
+    /// Default: 30 s.
+    #[must_use]
+    pub fn body_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.body_idle_timeout = timeout;
+        self
     }
 }
 
@@ -76,6 +94,7 @@ impl<S> Layer<S> for HttpEdgeLayer {
         HttpEdge {
             inner: DeadlineLayer::http().layer(inner),
             body_limit: self.body_limit,
+            body_idle_timeout: self.body_idle_timeout,
         }
     }
 }
@@ -85,6 +104,7 @@ impl<S> Layer<S> for HttpEdgeLayer {
 pub struct HttpEdge<S> {
     inner: S,
     body_limit: usize,
+    body_idle_timeout: Duration,
 }
 
 impl<S> Service<Request<Body>> for HttpEdge<S>
@@ -101,6 +121,7 @@ where
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let limit = self.body_limit;
+        let idle = self.body_idle_timeout;
         let declared = request
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -115,10 +136,12 @@ where
                     response: Some(error.into_response()),
                 };
             }
+            _ if request.body().is_end_stream() => request,
             // hyper holds a body with a declared length to that length.
-            Some(_) => request,
-            None if request.body().is_end_stream() => request,
-            None => request.map(|body| Body::new(Limited::new(body, limit))),
+            Some(_) => request.map(|body| Body::new(IdleTimeoutBody::new(body, idle))),
+            None => {
+                request.map(|body| Body::new(IdleTimeoutBody::new(Limited::new(body, limit), idle)))
+            }
         };
         let uri = request.uri().clone();
         EdgeFuture::Inner {

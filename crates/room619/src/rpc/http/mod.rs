@@ -8,6 +8,7 @@
 //!   of its own.
 
 mod edge;
+mod idle;
 
 pub use edge::{HttpEdge, HttpEdgeLayer};
 

@@ -2,9 +2,11 @@
 //! Shared helpers for the integration tests: a real node on 127.0.0.1:0 with a
 //! test echo service, and real clients.
 
+pub mod abuse;
 pub mod fault_proxy;
 #[cfg(feature = "nats")]
 pub mod nats;
+pub mod raw;
 
 use std::{
     net::SocketAddr,
