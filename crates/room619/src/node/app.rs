@@ -9,6 +9,7 @@ use super::health::{LIVE_PATH, READY_PATH, Readiness};
 use crate::{
     Error, Result,
     config::Config,
+    middleware::NodeMiddleware,
     rpc::{
         ProtocolSplit,
         client::LocalRouters,
@@ -36,6 +37,8 @@ pub(crate) struct Assembled {
     /// The admin router when it has a listener of its own.
     pub(crate) admin: Option<ProtocolSplit>,
     pub(crate) readiness: Readiness,
+    /// Auth and rate limiting: started with the node, updatable at run time.
+    pub(crate) middleware: NodeMiddleware,
 }
 
 pub(crate) fn assemble(
@@ -44,6 +47,14 @@ pub(crate) fn assemble(
     hosted: &[Hosted],
 ) -> Result<Assembled> {
     let separate_admin = config.node.admin_listen.is_some();
+    let policies: Vec<_> = hosted
+        .iter()
+        .map(|host| (host.ctx.name().to_owned(), host.service.access()))
+        .collect();
+    let middleware = NodeMiddleware::new(
+        config,
+        policies.iter().map(|(name, policy)| (name.as_str(), policy)),
+    )?;
     let (reporter, health_service) = tonic_health::server::health_reporter();
 
     // gRPC: every hosted tonic service, then health and reflection.
@@ -77,14 +88,14 @@ pub(crate) fn assemble(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     let limits = &config.limits;
-    let grpc_router = grpc
-        .routes()
-        .into_axum_router()
+    let grpc_router = middleware
+        .guard(grpc.routes().into_axum_router())
         .layer(MessageLimitLayer::new(
             limits.grpc_max_decode_message_size,
             limits.grpc_max_encode_message_size,
         ))
         .layer(DeadlineLayer::grpc());
+    let grpc_router = NodeMiddleware::edge(grpc_router);
 
     // HTTP: every hosted route, checked for conflicts before axum sees it.
     let readiness = Readiness::new(
@@ -110,7 +121,7 @@ pub(crate) fn assemble(
             http = http.nest(&prefix, router.layer(Extension(ctx.clone())));
         }
     }
-    let http = http_stack(http, limits.http_body_limit);
+    let http = NodeMiddleware::edge(http_stack(middleware.guard(http), limits.http_body_limit));
     let admin = separate_admin.then(|| {
         let unimplemented = tonic::service::Routes::default().into_axum_router();
         ProtocolSplit::new(
@@ -127,6 +138,7 @@ pub(crate) fn assemble(
         main: ProtocolSplit::new(grpc_router, http),
         admin,
         readiness,
+        middleware,
     })
 }
 
