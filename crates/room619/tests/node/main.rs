@@ -22,6 +22,7 @@ mod config_errors_name_the_key;
 mod deadlines_propagate_and_fail_fast;
 mod grpc_and_http_share_one_port;
 mod health_follows_the_lifecycle;
+mod jwt_auth_rejects_forged_expired_and_malformed_tokens;
 mod limits_reject_oversized_and_silent_input;
 mod rest_routes_speak_json_and_protobuf;
 mod shutdown_drains_in_flight_requests;
