@@ -10,6 +10,7 @@ mod bus_acks_in_flight_messages_on_shutdown;
 mod bus_dead_letters_failing_and_undecodable_messages_on_jetstream;
 #[cfg(feature = "nats")]
 mod bus_delivers_at_least_once_on_jetstream;
+mod authorization_tells_401_from_403_on_both_protocols;
 mod bus_delivers_messages_between_services_in_memory;
 #[cfg(feature = "nats")]
 mod bus_keeps_every_confirmed_publish_on_jetstream;
@@ -22,6 +23,7 @@ mod config_errors_name_the_key;
 mod deadlines_propagate_and_fail_fast;
 mod grpc_and_http_share_one_port;
 mod health_follows_the_lifecycle;
+mod jwks_rotation_is_picked_up_without_restart;
 mod jwt_auth_rejects_forged_expired_and_malformed_tokens;
 mod limits_reject_oversized_and_silent_input;
 mod rest_routes_speak_json_and_protobuf;
