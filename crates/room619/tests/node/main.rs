@@ -26,6 +26,9 @@ mod health_follows_the_lifecycle;
 mod jwks_rotation_is_picked_up_without_restart;
 mod jwt_auth_rejects_forged_expired_and_malformed_tokens;
 mod limits_reject_oversized_and_silent_input;
+#[cfg(feature = "redis")]
+mod rate_limits_are_shared_across_nodes_through_redis;
+mod rate_limits_hold_against_forged_forwarding_headers;
 mod rest_routes_speak_json_and_protobuf;
 mod shutdown_drains_in_flight_requests;
 mod streaming_calls_work_in_process_and_over_the_network;
