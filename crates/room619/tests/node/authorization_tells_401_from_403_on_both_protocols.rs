@@ -40,7 +40,11 @@ fn config() -> room619::config::Config {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut out, b| {
+        write!(out, "{b:02x}").unwrap();
+        out
+    })
 }
 
 async fn grpc_echo(addr: SocketAddr, header: Option<(&'static str, String)>) -> Code {

@@ -62,8 +62,8 @@ async fn a_rewritten_jwks_file_rotates_keys_without_restart() {
     std::fs::write(&path, jwks(&[jwt::rsa_jwk(&new, "2025"), jwt::ec_jwk(&jwt::ec(), "ec-1")])).unwrap();
     until_status(addr, &new_token, 200).await;
     assert_eq!(status_with(addr, &old_token).await, 401, "the retired key no longer verifies");
-    let ec_token = mint("ES256", Some("ec-1"), &good_claims("alice", ""), &jwt::ec());
-    assert_eq!(status_with(addr, &ec_token).await, 200);
+    let p256_token = mint("ES256", Some("ec-1"), &good_claims("alice", ""), &jwt::ec());
+    assert_eq!(status_with(addr, &p256_token).await, 200);
 
     // A broken document keeps the last good keys.
     std::fs::write(&path, "{ not json").unwrap();

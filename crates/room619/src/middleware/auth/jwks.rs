@@ -24,9 +24,15 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// `Config` when it is not a JWKS.
 pub(crate) async fn load(auth: &Authenticator, config: &JwksConfig) -> Result<usize> {
     let bytes = match (&config.file, &config.url) {
-        (Some(path), _) => tokio::fs::read(path).await.map_err(|err| {
-            Error::unavailable(format!("cannot read JWKS file {}: {err}", path.display()))
-        })?,
+        (Some(path), _) => {
+            let owned = path.clone();
+            tokio::task::spawn_blocking(move || std::fs::read(owned))
+                .await
+                .map_err(|err| Error::internal("JWKS read task failed").with_source(err))?
+                .map_err(|err| {
+                    Error::unavailable(format!("cannot read JWKS file {}: {err}", path.display()))
+                })?
+        }
         (None, Some(url)) => fetch(url).await?,
         (None, None) => return Err(Error::config("auth.jwks: no file or url")),
     };

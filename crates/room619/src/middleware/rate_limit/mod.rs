@@ -25,15 +25,15 @@
 //! [`RateLimiter::on_limited`], if any.
 //!
 //! ```
-//! use room619::middleware::rate_limit::{RateLimitConfig, RateLimiter};
+//! use room619::{config::Config, middleware::rate_limit::{RateLimitConfig, RateLimiter}};
 //!
-//! let config: RateLimitConfig = toml::from_str(r#"
-//!     [[rules]]
+//! let config = Config::from_toml_str(r#"
+//!     [[rate_limit.rules]]
 //!     route = "/v1/echo"
 //!     limit = 10
 //!     period = "1m"
 //! "#).unwrap();
-//! let limiter = RateLimiter::new(&config).unwrap();
+//! let limiter = RateLimiter::new(&config.rate_limit).unwrap();
 //! limiter.on_limited(|rule| tracing::info!(rule, "limited"));
 //! limiter.update(&RateLimitConfig::default()).unwrap(); // no more limits
 //! ```
@@ -51,6 +51,8 @@ use std::{
     time::Duration,
 };
 
+use futures_util::future::BoxFuture;
+
 pub use config::{RateLimitBackend, RateLimitConfig, RateLimitKey, RateLimitRule};
 pub use layer::{RateLimit, RateLimitLayer};
 
@@ -62,12 +64,19 @@ pub const RATE_LIMIT_TARGET: &str = "room619::rate_limit";
 
 type Observer = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// A shared counter store (Redis): decisions there are asynchronous.
+trait RemoteStore: Send + Sync {
+    /// Connects now.
+    fn connect(&self) -> BoxFuture<'_, Result<()>>;
+    /// The decision for `counter`; `Err` when the store fails.
+    fn check(&self, counter: String, gcra: gcra::Gcra) -> BoxFuture<'_, Result<Result<(), Duration>>>;
+}
+
 /// The rules and counters of a node; shared by its [`RateLimitLayer`]s.
 pub struct RateLimiter {
     table: RwLock<Arc<Table>>,
     local: LocalStore,
-    #[cfg(feature = "redis")]
-    redis: Option<redis::RedisStore>,
+    remote: Option<Box<dyn RemoteStore>>,
     observer: RwLock<Option<Observer>>,
 }
 
@@ -82,10 +91,7 @@ impl RateLimiter {
         Ok(Self {
             table: RwLock::new(Arc::new(Table::new(config)?)),
             local: LocalStore::default(),
-            #[cfg(feature = "redis")]
-            redis: (config.backend == RateLimitBackend::Redis)
-                .then(|| redis::RedisStore::new(&config.redis_url, &config.redis_prefix))
-                .transpose()?,
+            remote: remote_store(config)?,
             observer: RwLock::new(None),
         })
     }
@@ -117,11 +123,10 @@ impl RateLimiter {
     ///
     /// `Unavailable` when Redis cannot be reached.
     pub async fn connect(&self) -> Result<()> {
-        #[cfg(feature = "redis")]
-        if let Some(redis) = &self.redis {
-            redis.connection().await?;
+        match &self.remote {
+            Some(remote) => remote.connect().await,
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn table(&self) -> Option<Arc<Table>> {
@@ -139,9 +144,8 @@ impl RateLimiter {
     /// holds how long to wait.
     async fn check(&self, rule: &table::Rule, key: &str) -> Result<(), Duration> {
         let counter = format!("{}|{key}", rule.id);
-        #[cfg(feature = "redis")]
-        if let Some(redis) = &self.redis {
-            return match redis.check(&counter, rule.gcra).await {
+        if let Some(remote) = &self.remote {
+            return match remote.check(counter, rule.gcra).await {
                 Ok(decision) => decision,
                 Err(err) => {
                     tracing::warn!(target: RATE_LIMIT_TARGET, error = %err, "rate limit backend unreachable; letting the request through");
@@ -154,12 +158,24 @@ impl RateLimiter {
 
     /// Whether decisions need the async backend.
     fn is_remote(&self) -> bool {
-        #[cfg(feature = "redis")]
-        if self.redis.is_some() {
-            return true;
-        }
-        false
+        self.remote.is_some()
     }
+}
+
+/// The shared store of `config`'s backend, if it has one.
+fn remote_store(config: &RateLimitConfig) -> Result<Option<Box<dyn RemoteStore>>> {
+    if config.backend != RateLimitBackend::Redis {
+        return Ok(None);
+    }
+    #[cfg(feature = "redis")]
+    {
+        let store = redis::RedisStore::new(&config.redis_url, &config.redis_prefix)?;
+        Ok(Some(Box::new(store)))
+    }
+    #[cfg(not(feature = "redis"))]
+    Err(crate::Error::config(
+        "rate_limit.backend: `redis` needs room619's `redis` feature",
+    ))
 }
 
 impl std::fmt::Debug for RateLimiter {

@@ -5,7 +5,9 @@ use std::time::Duration;
 use redis::{Client, Script, aio::MultiplexedConnection};
 use tokio::sync::OnceCell;
 
-use super::gcra::Gcra;
+use futures_util::future::BoxFuture;
+
+use super::{RemoteStore, gcra::Gcra};
 use crate::{Error, Result};
 
 /// KEYS[1]: the counter; ARGV: interval and tolerance in microseconds.
@@ -57,7 +59,7 @@ impl RedisStore {
     }
 
     /// The decision for `counter`; `Err` when Redis fails.
-    pub(crate) async fn check(&self, counter: &str, gcra: Gcra) -> Result<Result<(), Duration>> {
+    async fn decide(&self, counter: &str, gcra: Gcra) -> Result<Result<(), Duration>> {
         let mut connection = self.connection().await?;
         let (allowed, wait_us): (i64, i64) = self
             .script
@@ -72,5 +74,15 @@ impl RedisStore {
         } else {
             Ok(Err(Duration::from_micros(u64::try_from(wait_us).unwrap_or_default())))
         }
+    }
+}
+
+impl RemoteStore for RedisStore {
+    fn connect(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move { self.connection().await.map(drop) })
+    }
+
+    fn check(&self, counter: String, gcra: Gcra) -> BoxFuture<'_, Result<Result<(), Duration>>> {
+        Box::pin(async move { self.decide(&counter, gcra).await })
     }
 }

@@ -18,9 +18,12 @@ pub(crate) struct Rule {
     pub(crate) key: RateLimitKey,
 }
 
+/// The rules of one route, method-specific ones first.
+type Rules = Vec<(Option<http::Method>, Rule)>;
+
 /// The compiled `[rate_limit]` section.
 pub(crate) struct Table {
-    router: matchit::Router<Vec<(Option<http::Method>, Rule)>>,
+    router: matchit::Router<Rules>,
     pub(crate) trusted: Vec<IpNet>,
     pub(crate) empty: bool,
 }
@@ -30,7 +33,7 @@ impl Table {
         config
             .validate()
             .map_err(|(key, problem)| Error::config(format!("rate_limit.{key}: {problem}")))?;
-        let mut grouped: Vec<(String, Vec<(Option<http::Method>, Rule)>)> = Vec::new();
+        let mut grouped: Vec<(String, Rules)> = Vec::new();
         for rule in &config.rules {
             let method = rule
                 .method

@@ -134,7 +134,7 @@ pub fn ec_jwk(signer: &Signer, kid: &str) -> Value {
 }
 
 /// The `[auth]` TOML of the tests: issuer, audience, an HS256 key `hs`, PEM
-/// keys `rs` (RS256), `es` (ES256) and `ed` (EdDSA), plus `extra`.
+/// keys `rs` (`RS256`), `es` (`ES256`) and `ed` (`EdDSA`), plus `extra`.
 pub fn auth_toml(extra: &str) -> String {
     let pem = |text: &str| text.replace('\n', "\\n");
     format!(
