@@ -35,7 +35,7 @@ pub enum Credential {
 /// async fn me(principal: Principal) -> String {
 ///     format!("hello {}", principal.subject())
 /// }
-/// let _ = axum::routing::get(me);
+/// let _: axum::routing::MethodRouter = axum::routing::get(me);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
