@@ -4,13 +4,13 @@
 
 mod support;
 
+mod authorization_tells_401_from_403_on_both_protocols;
 #[cfg(feature = "nats")]
 mod bus_acks_in_flight_messages_on_shutdown;
 #[cfg(feature = "nats")]
 mod bus_dead_letters_failing_and_undecodable_messages_on_jetstream;
 #[cfg(feature = "nats")]
 mod bus_delivers_at_least_once_on_jetstream;
-mod authorization_tells_401_from_403_on_both_protocols;
 mod bus_delivers_messages_between_services_in_memory;
 #[cfg(feature = "nats")]
 mod bus_keeps_every_confirmed_publish_on_jetstream;
@@ -29,6 +29,8 @@ mod limits_reject_oversized_and_silent_input;
 #[cfg(feature = "redis")]
 mod rate_limits_are_shared_across_nodes_through_redis;
 mod rate_limits_hold_against_forged_forwarding_headers;
+mod request_ids_are_propagated_or_generated;
 mod rest_routes_speak_json_and_protobuf;
+mod secrets_never_reach_the_logs;
 mod shutdown_drains_in_flight_requests;
 mod streaming_calls_work_in_process_and_over_the_network;
