@@ -29,6 +29,8 @@ pub mod rate_limit;
 mod reject;
 pub mod request_id;
 pub mod sensitive;
+#[cfg(feature = "validate")]
+pub mod validation;
 
 use std::sync::Arc;
 

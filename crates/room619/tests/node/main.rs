@@ -34,3 +34,5 @@ mod rest_routes_speak_json_and_protobuf;
 mod secrets_never_reach_the_logs;
 mod shutdown_drains_in_flight_requests;
 mod streaming_calls_work_in_process_and_over_the_network;
+#[cfg(feature = "validate")]
+mod validation_errors_list_every_field_on_both_protocols;
