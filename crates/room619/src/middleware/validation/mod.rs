@@ -19,7 +19,7 @@
 //! use garde::Validate;
 //! use room619::middleware::validation::{Valid, validated};
 //!
-//! #[derive(serde::Deserialize, Validate)]
+//! #[derive(Debug, serde::Deserialize, Validate)]
 //! struct NewUser {
 //!     #[garde(length(min = 1, max = 64))]
 //!     name: String,
