@@ -16,7 +16,9 @@
 //! 6. [`auth::AuthLayer`]: who is calling, and may they call this
 //!    (`[auth]`);
 //! 7. [`rate_limit::RateLimitLayer`]: the limits of `[rate_limit]`;
-//! 8. the handler, which validates its input.
+//! 8. the handler, which validates its input ([`validation`], feature
+//!    `validate`); a gRPC message that does not decode answers
+//!    `INVALID_ARGUMENT` ([`malformed::MalformedMessageLayer`]).
 //!
 //! Auth runs before rate limiting so limits can count by principal; both run
 //! on the gRPC and the HTTP side with the same rules and answer in the
@@ -25,6 +27,7 @@
 //! layers around their routers as usual.
 
 pub mod auth;
+pub mod malformed;
 pub mod rate_limit;
 mod reject;
 pub mod request_id;
@@ -86,6 +89,11 @@ impl NodeMiddleware {
             }
             None => router,
         }
+    }
+
+    /// The gRPC-only layers: undecodable messages are the caller's fault.
+    pub(crate) fn grpc(router: Router) -> Router {
+        router.layer(malformed::MalformedMessageLayer::new())
     }
 
     /// Puts the outermost layers (request id, sensitive headers) around `router`.

@@ -89,7 +89,7 @@ pub(crate) fn assemble(
         .add_service(reflection_v1alpha);
     let limits = &config.limits;
     let grpc_router = middleware
-        .guard(grpc.routes().into_axum_router())
+        .guard(NodeMiddleware::grpc(grpc.routes().into_axum_router()))
         .layer(MessageLimitLayer::new(
             limits.grpc_max_decode_message_size,
             limits.grpc_max_encode_message_size,

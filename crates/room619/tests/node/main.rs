@@ -26,6 +26,7 @@ mod health_follows_the_lifecycle;
 mod jwks_rotation_is_picked_up_without_restart;
 mod jwt_auth_rejects_forged_expired_and_malformed_tokens;
 mod limits_reject_oversized_and_silent_input;
+mod malformed_grpc_messages_are_invalid_argument;
 #[cfg(feature = "redis")]
 mod rate_limits_are_shared_across_nodes_through_redis;
 mod rate_limits_hold_against_forged_forwarding_headers;
