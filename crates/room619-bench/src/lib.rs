@@ -8,6 +8,8 @@
 //!
 //! # Layout
 //!
+//! - [`chain`]: the full middleware chain (JWT auth, rate limit) for the
+//!   `--chain` runs;
 //! - [`echo`]: the echo handlers every target serves (one implementation for
 //!   all, so that only the serving stack differs);
 //! - [`servers`]: starts each target on `127.0.0.1:0` and stops it;
@@ -15,6 +17,7 @@
 //!   histograms;
 //! - [`report`]: medians over rounds, ratios and the Markdown table.
 
+pub mod chain;
 pub mod echo;
 pub mod load;
 pub mod report;

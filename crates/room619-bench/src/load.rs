@@ -46,6 +46,8 @@ pub struct LoadSpec {
     pub connections: usize,
     /// The message echoed.
     pub message: String,
+    /// The `authorization` header every request carries, if any.
+    pub authorization: Option<String>,
 }
 
 /// The outcome of one load run.
@@ -93,7 +95,8 @@ pub async fn grpc_unary(addr: SocketAddr, spec: &LoadSpec) -> Result<Measurement
     let callers = (0..spec.concurrency.max(1)).map(|index| {
         let client = EchoClient::new(channels[index % channels.len()].clone());
         let message = spec.message.clone();
-        move |deadline| grpc_caller(client, message, deadline)
+        let authorization = spec.authorization.clone();
+        move |deadline| grpc_caller(client, message, authorization, deadline)
     });
     run(spec.duration, callers).await
 }
@@ -114,7 +117,8 @@ pub async fn rest_json(addr: SocketAddr, spec: &LoadSpec) -> Result<Measurement,
     }
     let callers = senders.into_iter().map(|sender| {
         let body = body.clone();
-        move |deadline| rest_caller(addr, sender, body, deadline)
+        let authorization = spec.authorization.clone();
+        move |deadline| rest_caller(addr, sender, body, authorization, deadline)
     });
     run(spec.duration, callers).await
 }
@@ -176,14 +180,22 @@ impl Caller {
 async fn grpc_caller(
     mut client: EchoClient<Channel>,
     message: String,
+    authorization: Option<String>,
     deadline: Instant,
 ) -> Result<Caller, BoxError> {
     let mut caller = Caller::new()?;
+    let authorization: Option<tonic::metadata::MetadataValue<_>> =
+        authorization.map(|value| value.parse()).transpose()?;
     while Instant::now() < deadline {
-        let request = EchoRequest {
+        let mut request = tonic::Request::new(EchoRequest {
             message: message.clone(),
             ..EchoRequest::default()
-        };
+        });
+        if let Some(value) = &authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
         let sent = Instant::now();
         let answer = client.echo(request).await;
         let ok = answer.is_ok_and(|response| response.get_ref().message == message);
@@ -196,13 +208,17 @@ async fn rest_caller(
     addr: SocketAddr,
     mut sender: http1::SendRequest<Full<Bytes>>,
     body: Bytes,
+    authorization: Option<String>,
     deadline: Instant,
 ) -> Result<Caller, BoxError> {
     let mut caller = Caller::new()?;
     let host = addr.to_string();
+    let authorization = authorization
+        .map(|v| header::HeaderValue::from_str(&v))
+        .transpose()?;
     while Instant::now() < deadline {
         let sent = Instant::now();
-        let ok = match post_json(&mut sender, &host, body.clone()).await {
+        let ok = match post_json(&mut sender, &host, authorization.as_ref(), body.clone()).await {
             Ok(answer) => answer == body,
             Err(_) => false,
         };
@@ -218,13 +234,19 @@ async fn rest_caller(
 async fn post_json(
     sender: &mut http1::SendRequest<Full<Bytes>>,
     host: &str,
+    authorization: Option<&header::HeaderValue>,
     body: Bytes,
 ) -> Result<Bytes, BoxError> {
     sender.ready().await?;
-    let request = Request::post(REST_PATH)
+    let mut request = Request::post(REST_PATH)
         .header(header::HOST, host)
         .header(header::CONTENT_TYPE, "application/json")
         .body(Full::new(body))?;
+    if let Some(value) = authorization {
+        request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, value.clone());
+    }
     let response = sender.send_request(request).await?;
     if response.status() != StatusCode::OK {
         return Err(format!("status {}", response.status()).into());

@@ -15,6 +15,7 @@ use std::{io::Write as _, process::ExitCode, time::Duration};
 use clap::{Parser, ValueEnum};
 use room619_bench::{
     BoxError,
+    chain::{self, ChainAlgorithm},
     load::{self, LoadSpec},
     report::{self, Comparison, Summary},
     servers::{self, Server},
@@ -52,6 +53,10 @@ struct Cli {
     /// when shared].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
     worker_threads: Option<u32>,
+    /// Run room619 with the full middleware chain: JWT auth with this
+    /// algorithm plus a rate limit per principal (requests carry a token).
+    #[arg(long, value_enum, default_value_t = Chain::Off)]
+    chain: Chain,
     /// Length of the echoed message, in bytes.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
     message_bytes: u32,
@@ -93,6 +98,26 @@ impl Scenario {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Chain {
+    /// No auth or rate limit configured (request ids only).
+    Off,
+    /// JWT HS256 + rate limit.
+    Hs256,
+    /// JWT RS256 (2048-bit) + rate limit.
+    Rs256,
+}
+
+impl Chain {
+    fn algorithm(self) -> Option<ChainAlgorithm> {
+        match self {
+            Chain::Off => None,
+            Chain::Hs256 => Some(ChainAlgorithm::Hs256),
+            Chain::Rs256 => Some(ChainAlgorithm::Rs256),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum RuntimeMode {
     /// Servers on one runtime, the load generator on another: the server
     /// side gets its own worker thread(s) whichever target runs, and the
@@ -120,7 +145,13 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
         concurrency: usize::try_from(cli.concurrency)?,
         connections: usize::try_from(cli.connections)?,
         message: "x".repeat(usize::try_from(cli.message_bytes)?),
+        authorization: cli
+            .chain
+            .algorithm()
+            .map(chain::authorization)
+            .transpose()?,
     };
+    let extra = cli.chain.algorithm().map(chain::config).unwrap_or_default();
     let mut comparisons = Vec::new();
     for &scenario in cli.scenario.runs() {
         // Only the two targets compared run during a scenario.
@@ -129,7 +160,7 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
                 Scenario::Rest => servers::bare_axum().await?,
                 Scenario::Grpc | Scenario::All => servers::bare_tonic().await?,
             };
-            Ok::<_, BoxError>((bare, servers::room619().await?))
+            Ok::<_, BoxError>((bare, servers::room619_with(&extra).await?))
         })?;
         let measured = compare(&runtimes, scenario, &bare, &room619, &spec, cli);
         let stopped = runtimes.server().block_on(async {
@@ -144,7 +175,7 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
         stdout,
         "loadgen: runtime {}; {} s x {} rounds per target after {} s warm-up; \
          concurrency {}; gRPC over {} h2 connection(s); REST over {} HTTP/1.1 connections; \
-         {}-byte message\n",
+         {}-byte message; middleware chain {:?}\n",
         runtimes.describe(),
         cli.duration.as_secs_f64(),
         cli.rounds,
@@ -153,6 +184,7 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
         spec.connections,
         spec.concurrency,
         cli.message_bytes,
+        cli.chain,
     )?;
     report::write_table(&mut stdout, &comparisons)?;
     Ok(())

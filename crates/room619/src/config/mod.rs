@@ -60,6 +60,10 @@ pub struct Config {
     pub resilience: crate::resilience::ResilienceConfig,
     /// The message bus: backend, streams, delivery and dead letters.
     pub bus: crate::bus::BusConfig,
+    /// Authentication: JWT keys, JWKS, issuer, audience, API keys.
+    pub auth: crate::middleware::auth::AuthConfig,
+    /// Rate limits per route and method.
+    pub rate_limit: crate::middleware::rate_limit::RateLimitConfig,
 }
 
 /// Where instances of services hosted elsewhere are found.

@@ -1,6 +1,119 @@
-//! Server middleware shared by gRPC and HTTP: authentication and
-//! authorization, validation, rate limiting.
+//! Server middleware shared by gRPC and HTTP: request ids, sensitive
+//! headers, authentication and authorization, rate limiting.
 //!
-//! Empty for now: the middleware issue fills it. The limits every node
-//! already enforces (body size, gRPC message size, header timeouts) live in
-//! [`rpc`](crate::rpc) and [`node`](crate::node).
+//! # The chain
+//!
+//! Every request a node serves passes, outermost first:
+//!
+//! 1. [`RequestIdLayer`]: the `x-request-id` of the request (kept when sane,
+//!    generated otherwise), in the extensions, the response and a `request`
+//!    span;
+//! 2. [`SensitiveHeadersLayer`]: credentials marked so they never print;
+//! 3. tracing and metrics (the observability layers);
+//! 4. load shedding / concurrency limits, when configured;
+//! 5. the deadline (`grpc-timeout`, `x-request-timeout`) and body limits
+//!    ([`rpc`](crate::rpc));
+//! 6. [`auth::AuthLayer`]: who is calling, and may they call this
+//!    (`[auth]`);
+//! 7. [`rate_limit::RateLimitLayer`]: the limits of `[rate_limit]`;
+//! 8. the handler, which validates its input ([`validation`], feature
+//!    `validate`); a gRPC message that does not decode answers
+//!    `INVALID_ARGUMENT` (see [`rpc::grpc`](crate::rpc::grpc)).
+//!
+//! Auth runs before rate limiting so limits can count by principal; both run
+//! on the gRPC and the HTTP side with the same rules and answer in the
+//! caller's protocol. Every part is a plain tower [`Layer`](tower::Layer), so
+//! it can also be put on a bare tonic or axum stack, and users add their own
+//! layers around their routers as usual.
+
+pub mod auth;
+pub mod rate_limit;
+mod reject;
+pub mod request_id;
+pub mod sensitive;
+#[cfg(feature = "validate")]
+pub mod validation;
+
+use std::sync::Arc;
+
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+
+pub use request_id::{RequestId, RequestIdLayer};
+pub use sensitive::SensitiveHeadersLayer;
+
+use self::{
+    auth::{AccessPolicy, AccessTable, AuthLayer, Authenticator, JwksConfig},
+    rate_limit::{RateLimitLayer, RateLimiter},
+};
+use crate::{Error, Result, config::Config};
+
+/// The middleware of one node, built from its configuration and the access
+/// policies of its services.
+pub(crate) struct NodeMiddleware {
+    auth: Option<(Arc<Authenticator>, AccessTable, Option<JwksConfig>)>,
+    limiter: Arc<RateLimiter>,
+}
+
+impl NodeMiddleware {
+    pub(crate) fn new<'a>(
+        config: &Config,
+        policies: impl IntoIterator<Item = (&'a str, &'a AccessPolicy)>,
+    ) -> Result<Self> {
+        let policies: Vec<_> = policies.into_iter().collect();
+        let auth = if config.auth.enabled() {
+            let authenticator = Arc::new(Authenticator::new(&config.auth)?);
+            let table = AccessTable::new(policies)?;
+            Some((authenticator, table, config.auth.jwks.clone()))
+        } else {
+            if let Some((owner, _)) = policies.iter().find(|(_, policy)| policy.needs_auth()) {
+                return Err(Error::config(format!(
+                    "service `{owner}` declares access requirements but `[auth]` configures no keys"
+                )));
+            }
+            None
+        };
+        Ok(Self {
+            auth,
+            limiter: Arc::new(RateLimiter::new(&config.rate_limit)?),
+        })
+    }
+
+    /// Puts auth and rate limiting (in that order) around `router`'s routes.
+    pub(crate) fn guard(&self, router: Router) -> Router {
+        let router = router.layer(RateLimitLayer::new(Arc::clone(&self.limiter)));
+        match &self.auth {
+            Some((authenticator, table, _)) => {
+                router.layer(AuthLayer::new(Arc::clone(authenticator), table.clone()))
+            }
+            None => router,
+        }
+    }
+
+    /// Puts the outermost layers (request id, sensitive headers) around `router`.
+    pub(crate) fn edge(router: Router) -> Router {
+        router
+            .layer(SensitiveHeadersLayer::new())
+            .layer(RequestIdLayer::new())
+    }
+
+    /// The node's rate limiter, for run-time updates.
+    pub(crate) fn rate_limiter(&self) -> Arc<RateLimiter> {
+        Arc::clone(&self.limiter)
+    }
+
+    /// Loads the JWKS and connects the rate-limit backend, then keeps the
+    /// JWKS fresh until `stop`.
+    pub(crate) async fn start(&self, stop: &CancellationToken) -> Result<()> {
+        if let Some((authenticator, _, Some(jwks))) = &self.auth {
+            let keys = auth::jwks::load(authenticator, jwks).await?;
+            tracing::info!(target: auth::AUTH_TARGET, keys, "JWKS loaded");
+            tokio::spawn(auth::jwks::refresh_loop(
+                Arc::clone(authenticator),
+                jwks.clone(),
+                stop.clone(),
+            ));
+        }
+        self.limiter.connect().await
+    }
+}

@@ -9,6 +9,7 @@ use super::health::{LIVE_PATH, READY_PATH, Readiness};
 use crate::{
     Error, Result,
     config::{Config, Limits},
+    middleware::NodeMiddleware,
     rpc::{
         ProtocolSplit,
         client::LocalRouters,
@@ -37,6 +38,8 @@ pub(crate) struct Assembled {
     /// The admin router when it has a listener of its own.
     pub(crate) admin: Option<ProtocolSplit>,
     pub(crate) readiness: Readiness,
+    /// Auth and rate limiting: started with the node, updatable at run time.
+    pub(crate) middleware: NodeMiddleware,
 }
 
 pub(crate) fn assemble(
@@ -45,6 +48,16 @@ pub(crate) fn assemble(
     hosted: &[Hosted],
 ) -> Result<Assembled> {
     let separate_admin = config.node.admin_listen.is_some();
+    let policies: Vec<_> = hosted
+        .iter()
+        .map(|host| (host.ctx.name().to_owned(), host.service.access()))
+        .collect();
+    let middleware = NodeMiddleware::new(
+        config,
+        policies
+            .iter()
+            .map(|(name, policy)| (name.as_str(), policy)),
+    )?;
     let (reporter, health_service) = tonic_health::server::health_reporter();
 
     // gRPC: every hosted tonic service, then health and reflection.
@@ -78,9 +91,8 @@ pub(crate) fn assemble(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     let limits = &config.limits;
-    let grpc_router = grpc
-        .routes()
-        .into_axum_router()
+    let grpc_router = middleware
+        .guard(grpc.routes().into_axum_router())
         .layer(MessageLimitLayer::new(
             limits.grpc_max_decode_message_size,
             limits.grpc_max_encode_message_size,
@@ -111,27 +123,29 @@ pub(crate) fn assemble(
             http = http.nest(&prefix, router.layer(Extension(ctx.clone())));
         }
     }
-    let http = http_stack(http, limits);
+    let http = http_stack(middleware.guard(http), limits);
     let admin = separate_admin.then(|| {
         let unimplemented = tonic::service::Routes::default().into_axum_router();
         ProtocolSplit::new(unimplemented, http_stack(readiness.router(), limits))
     });
     let local = LocalRouters {
-        grpc: grpc_router.clone(),
-        http: http.clone(),
+        grpc: NodeMiddleware::edge(grpc_router.clone()),
+        http: NodeMiddleware::edge(http.clone()),
     };
     // Load shedding: one per-node limit over both routers of the network path
     // (in-process calls of colocated clients are part of a request already
-    // admitted). Intended order, outermost first: request id, tracing and
-    // metrics, load shed, deadline, auth, rate limit, handler; so layers
-    // that trace or count requests go on after (outside) this one.
+    // admitted). The order, outermost first: request id and sensitive
+    // headers, load shed, deadline (and HTTP body limits), auth, rate limit,
+    // handler.
     let shed = LoadShedLayer::new(limits.max_concurrent_requests);
-    let (grpc_router, http) = (grpc_router.layer(shed.clone()), http.layer(shed));
+    let grpc_router = NodeMiddleware::edge(grpc_router.layer(shed.clone()));
+    let http = NodeMiddleware::edge(http.layer(shed));
     Ok(Assembled {
         local,
         main: ProtocolSplit::new(grpc_router, http),
         admin,
         readiness,
+        middleware,
     })
 }
 

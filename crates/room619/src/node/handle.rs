@@ -85,6 +85,7 @@ struct HandleInner {
     registry: Registry,
     clients: Clients,
     bus: MessageBus,
+    rate_limiter: Arc<crate::middleware::rate_limit::RateLimiter>,
 }
 
 impl NodeHandle {
@@ -132,6 +133,13 @@ impl NodeHandle {
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr
+    }
+
+    /// The node's rate limiter: [`update`](crate::middleware::rate_limit::RateLimiter::update)
+    /// swaps its rules at run time.
+    #[must_use]
+    pub fn rate_limiter(&self) -> &crate::middleware::rate_limit::RateLimiter {
+        &self.inner.rate_limiter
     }
 
     /// The admin listener's address, when it has its own.
@@ -195,6 +203,7 @@ pub(super) async fn start(
     clients.set_local(assembled.local);
     let readiness = assembled.readiness;
     readiness.set_phase(Phase::Starting).await;
+    assembled.middleware.start(&shutdown).await?;
 
     let subscribers = Subscribers::new(shutdown.child_token());
     start_services(&registry, &hosted, &bus, &config, &subscribers).await?;
@@ -241,6 +250,7 @@ pub(super) async fn start(
             registry: registry.clone(),
             clients,
             bus: bus.clone(),
+            rate_limiter: assembled.middleware.rate_limiter(),
         }),
     };
     let stop = Stop {

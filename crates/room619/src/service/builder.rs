@@ -12,6 +12,7 @@ use super::{
 use crate::{
     Error, Result,
     bus::{Event, Payload},
+    middleware::auth::{AccessPolicy, Requirement},
 };
 
 type Hook = Arc<dyn Fn(ServiceContext) -> BoxFuture<'static, Result<()>> + Send + Sync>;
@@ -33,6 +34,7 @@ pub struct ServiceBuilder {
     on_stop: Vec<Hook>,
     health: Option<HealthCheck>,
     subscribers: Vec<Subscriber>,
+    access: AccessPolicy,
 }
 
 impl ServiceBuilder {
@@ -50,6 +52,7 @@ impl ServiceBuilder {
             on_stop: Vec::new(),
             health: None,
             subscribers: Vec::new(),
+            access: AccessPolicy::default(),
         })
     }
 
@@ -173,6 +176,33 @@ impl ServiceBuilder {
         self
     }
 
+    /// Requires `requirement` of callers of `path`: a gRPC method
+    /// (`/users.v1.Users/Delete`), a whole gRPC service
+    /// (`/users.v1.Users/{*method}`) or an HTTP route (`/v1/users/{id}`).
+    /// Default, once `[auth]` is configured: an authenticated caller.
+    /// See [`middleware::auth`](crate::middleware::auth).
+    pub fn require(mut self, path: impl Into<String>, requirement: Requirement) -> Self {
+        self.access = self.access.require(path, requirement);
+        self
+    }
+
+    /// As [`require`](Self::require), for one HTTP method of a route only.
+    pub fn require_method(
+        mut self,
+        method: http::Method,
+        path: impl Into<String>,
+        requirement: Requirement,
+    ) -> Self {
+        self.access = self.access.require_method(method, path, requirement);
+        self
+    }
+
+    /// Lets anyone call `path`, with or without credentials (a login method,
+    /// a public page).
+    pub fn public(self, path: impl Into<String>) -> Self {
+        self.require(path, Requirement::public())
+    }
+
     /// Checks the service's health when readiness is asked (default: healthy).
     pub fn health_check<F, Fut>(mut self, check: F) -> Self
     where
@@ -223,6 +253,7 @@ impl ServiceBuilder {
             on_stop: self.on_stop,
             health: self.health,
             subscribers: self.subscribers,
+            access: self.access,
         })
     }
 }
@@ -245,6 +276,7 @@ pub struct BuiltService {
     on_stop: Vec<Hook>,
     health: Option<HealthCheck>,
     subscribers: Vec<Subscriber>,
+    access: AccessPolicy,
 }
 
 impl Service for BuiltService {
@@ -278,6 +310,10 @@ impl Service for BuiltService {
 
     fn subscribers(&self) -> Vec<Subscriber> {
         self.subscribers.clone()
+    }
+
+    fn access(&self) -> AccessPolicy {
+        self.access.clone()
     }
 
     fn health(&self) -> BoxFuture<'static, Health> {

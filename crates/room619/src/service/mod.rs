@@ -78,6 +78,13 @@ pub trait Service: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// What callers of each method and route must prove (see
+    /// [`middleware::auth`](crate::middleware::auth)). Default: no rules, so
+    /// with `[auth]` configured every call needs an authenticated caller.
+    fn access(&self) -> crate::middleware::auth::AccessPolicy {
+        crate::middleware::auth::AccessPolicy::default()
+    }
+
     /// Reports the service's health (its dependencies, its own state).
     fn health(&self) -> BoxFuture<'static, Health> {
         Box::pin(async { Health::Healthy })

@@ -4,6 +4,7 @@
 
 pub mod abuse;
 pub mod fault_proxy;
+pub mod jwt;
 #[cfg(feature = "nats")]
 pub mod nats;
 pub mod raw;
@@ -100,7 +101,13 @@ impl EchoFixture {
             .route("/echo", post(|body: Bytes| async move { body }))
             .route("/slow", get(slow))
             .route("/whoami", get(whoami))
+            .route("/me", get(me))
     }
+}
+
+/// `GET /me`: the principal's subject (`401` without one).
+async fn me(principal: room619::middleware::auth::Principal) -> String {
+    principal.subject().to_owned()
 }
 
 #[derive(serde::Deserialize)]
@@ -166,6 +173,8 @@ impl Echo for TestEcho {
             .unwrap_or_default();
         let transport = transport(request.extensions());
         let received = request.metadata().get("grpc-timeout").cloned();
+        let principal = room619::middleware::auth::Principal::of(request.extensions())
+            .map(|principal| principal.subject().to_owned());
         let request = request.into_inner();
         tokio::time::sleep(Duration::from_millis(u64::from(request.delay_ms))).await;
         let mut response = Response::new(EchoResponse {
@@ -176,6 +185,11 @@ impl Echo for TestEcho {
         response
             .metadata_mut()
             .insert("x-transport", transport.parse().unwrap());
+        if let Some(principal) = principal {
+            response
+                .metadata_mut()
+                .insert("x-principal", principal.parse().unwrap());
+        }
         if let Some(received) = received {
             response
                 .metadata_mut()

@@ -1,0 +1,193 @@
+//! [`Authenticator`]: turns the credentials of a request into a
+//! [`Principal`], or says why it cannot.
+
+use std::{collections::HashSet, fmt};
+
+use http::{HeaderMap, header::AUTHORIZATION};
+use jsonwebtoken::{Validation, decode, decode_header};
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
+
+use super::{AuthConfig, Credential, Principal, keys::KeyRing};
+use crate::{Result, middleware::sensitive::API_KEY_HEADER};
+
+/// Why credentials were refused. Logged at debug level; the caller only
+/// learns that the token is invalid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refused(pub(crate) String);
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+struct ApiKey {
+    name: String,
+    hash: [u8; 32],
+    scopes: Vec<String>,
+    roles: Vec<String>,
+}
+
+/// Verifies bearer JWTs and API keys against the `[auth]` configuration.
+pub struct Authenticator {
+    keys: KeyRing,
+    issuer: Option<String>,
+    audience: Vec<String>,
+    leeway: u64,
+    api_keys: Vec<ApiKey>,
+}
+
+/// The claims room619 reads. Typed, so a claim of the wrong JSON type (a
+/// string `exp`, say) makes the token invalid instead of absent.
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(rename = "exp")]
+    _exp: f64,
+    #[serde(default, rename = "nbf")]
+    _nbf: Option<f64>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    scp: Option<Vec<String>>,
+    #[serde(default)]
+    roles: Option<Vec<String>>,
+}
+
+impl Authenticator {
+    /// An authenticator for `config` (its JWKS, if any, is loaded separately).
+    ///
+    /// # Errors
+    ///
+    /// `Config` when a key cannot be read or parsed.
+    pub fn new(config: &AuthConfig) -> Result<Self> {
+        let api_keys = config
+            .api_keys
+            .iter()
+            .map(|key| {
+                let mut hash = [0_u8; 32];
+                for (i, byte) in hash.iter_mut().enumerate() {
+                    *byte = key
+                        .sha256
+                        .get(i * 2..i * 2 + 2)
+                        .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                        .unwrap_or_default();
+                }
+                ApiKey {
+                    name: key.name.clone(),
+                    hash,
+                    scopes: key.scopes.clone(),
+                    roles: key.roles.clone(),
+                }
+            })
+            .collect();
+        Ok(Self {
+            keys: KeyRing::new(&config.keys)?,
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            leeway: config.leeway.as_secs(),
+            api_keys,
+        })
+    }
+
+    pub(crate) fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    /// The principal of a request with these headers: `Ok(None)` when it
+    /// carries no credentials, `Err` when they are invalid.
+    pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Principal>, Refused> {
+        if let Some(value) = headers.get(AUTHORIZATION) {
+            let value = value
+                .to_str()
+                .map_err(|_| Refused("authorization header is not text".into()))?;
+            let token = value
+                .split_once(' ')
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token.trim())
+                .ok_or_else(|| Refused("authorization scheme is not Bearer".into()))?;
+            return self.verify_jwt(token).map(Some);
+        }
+        if let Some(value) = headers.get(API_KEY_HEADER) {
+            return self.verify_api_key(value.as_bytes()).map(Some);
+        }
+        Ok(None)
+    }
+
+    fn verify_jwt(&self, token: &str) -> Result<Principal, Refused> {
+        let header =
+            decode_header(token).map_err(|err| Refused(format!("bad token header: {err}")))?;
+        let key = self
+            .keys
+            .find(header.kid.as_deref(), header.alg)
+            .ok_or_else(|| {
+                Refused(format!(
+                    "no key for kid {:?} and alg {:?}",
+                    header.kid, header.alg
+                ))
+            })?;
+        let mut validation = Validation::new(key.algorithm);
+        validation.leeway = self.leeway;
+        validation.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
+        if let Some(issuer) = &self.issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        if self.audience.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&self.audience);
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
+        let data = decode::<Claims>(token, &key.key, &validation)
+            .map_err(|err| Refused(format!("token rejected: {err}")))?;
+        let claims = data.claims;
+        let mut scopes: HashSet<String> = claims
+            .scope
+            .iter()
+            .flat_map(|s| s.split_whitespace().map(str::to_owned))
+            .collect();
+        scopes.extend(claims.scp.unwrap_or_default());
+        Ok(Principal::new(
+            claims.sub,
+            scopes,
+            claims.roles.unwrap_or_default(),
+            Credential::Jwt { kid: key.kid },
+        ))
+    }
+
+    fn verify_api_key(&self, presented: &[u8]) -> Result<Principal, Refused> {
+        let digest: [u8; 32] = Sha256::digest(presented).into();
+        // Compare against every key, in constant time each, so timing says
+        // nothing about which key (if any) matched.
+        let mut found = None;
+        for key in &self.api_keys {
+            if bool::from(key.hash.ct_eq(&digest)) {
+                found = Some(key);
+            }
+        }
+        let key = found.ok_or_else(|| Refused("unknown API key".into()))?;
+        Ok(Principal::new(
+            key.name.clone(),
+            key.scopes.clone(),
+            key.roles.clone(),
+            Credential::ApiKey {
+                name: key.name.clone(),
+            },
+        ))
+    }
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("api_keys", &self.api_keys.len())
+            .finish_non_exhaustive()
+    }
+}

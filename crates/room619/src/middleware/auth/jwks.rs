@@ -1,0 +1,96 @@
+//! Loading a JWKS document from a file or an `http://` URL, and reloading
+//! it on an interval so rotated keys are picked up without a restart.
+
+use std::{sync::Arc, time::Duration};
+
+use http_body_util::{BodyExt as _, Empty, Limited};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use jsonwebtoken::jwk::JwkSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{Authenticator, JwksConfig};
+use crate::{Error, Result};
+
+/// The largest JWKS document read.
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
+/// How long a JWKS fetch may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Loads the JWKS of `config` into `auth`.
+///
+/// # Errors
+///
+/// `Unavailable` when the document cannot be read or fetched,
+/// `Config` when it is not a JWKS.
+pub(crate) async fn load(auth: &Authenticator, config: &JwksConfig) -> Result<usize> {
+    let bytes = match (&config.file, &config.url) {
+        (Some(path), _) => {
+            let owned = path.clone();
+            tokio::task::spawn_blocking(move || std::fs::read(owned))
+                .await
+                .map_err(|err| Error::internal("JWKS read task failed").with_source(err))?
+                .map_err(|err| {
+                    Error::unavailable(format!("cannot read JWKS file {}: {err}", path.display()))
+                })?
+        }
+        (None, Some(url)) => fetch(url).await?,
+        (None, None) => return Err(Error::config("auth.jwks: no file or url")),
+    };
+    let set: JwkSet = serde_json::from_slice(&bytes)
+        .map_err(|err| Error::config(format!("auth.jwks: not a JWKS document: {err}")))?;
+    Ok(auth.keys().set_jwks(&set))
+}
+
+async fn fetch(url: &str) -> Result<Vec<u8>> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|err| Error::config(format!("auth.jwks.url: {err}")))?;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+    let fetched = tokio::time::timeout(FETCH_TIMEOUT, async {
+        let response = client
+            .get(uri)
+            .await
+            .map_err(|err| Error::unavailable(format!("JWKS fetch from {url} failed: {err}")))?;
+        if !response.status().is_success() {
+            return Err(Error::unavailable(format!(
+                "JWKS fetch from {url} answered {}",
+                response.status()
+            )));
+        }
+        let body = Limited::new(response.into_body(), MAX_JWKS_BYTES)
+            .collect()
+            .await
+            .map_err(|err| Error::unavailable(format!("JWKS body from {url}: {err}")))?;
+        Ok(body.to_bytes().to_vec())
+    })
+    .await;
+    fetched.unwrap_or_else(|_| {
+        Err(Error::unavailable(format!(
+            "JWKS fetch from {url} timed out"
+        )))
+    })
+}
+
+/// Reloads the JWKS every `config.refresh` until `stop` fires. A failed
+/// reload keeps the previous keys and is logged.
+pub(crate) async fn refresh_loop(
+    auth: Arc<Authenticator>,
+    config: JwksConfig,
+    stop: CancellationToken,
+) {
+    let mut interval = tokio::time::interval(config.refresh);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        match load(&auth, &config).await {
+            Ok(keys) => tracing::debug!(target: "room619::auth", keys, "JWKS reloaded"),
+            Err(err) => {
+                tracing::warn!(target: "room619::auth", error = %err, "JWKS reload failed; keeping the previous keys");
+            }
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Verification keys: from the config and from JWKS documents.
+
+use std::sync::{Arc, RwLock};
+
+use jsonwebtoken::{
+    Algorithm, DecodingKey,
+    jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse},
+};
+
+use super::{JwtAlgorithm, JwtKeyConfig};
+use crate::{Error, Result};
+
+/// One key and the single algorithm it verifies.
+#[derive(Clone)]
+pub(crate) struct VerifyKey {
+    pub(crate) kid: Option<String>,
+    pub(crate) algorithm: Algorithm,
+    pub(crate) key: DecodingKey,
+}
+
+/// The keys in use: the configured ones and the latest JWKS, swapped whole
+/// when the JWKS is reloaded.
+#[derive(Default)]
+pub(crate) struct KeyRing {
+    fixed: Vec<VerifyKey>,
+    jwks: RwLock<Arc<Vec<VerifyKey>>>,
+}
+
+impl KeyRing {
+    pub(crate) fn new(configs: &[JwtKeyConfig]) -> Result<Self> {
+        let fixed = configs.iter().map(fixed_key).collect::<Result<_>>()?;
+        Ok(Self {
+            fixed,
+            jwks: RwLock::default(),
+        })
+    }
+
+    /// Replaces the JWKS keys; returns how many were usable.
+    pub(crate) fn set_jwks(&self, set: &JwkSet) -> usize {
+        let keys: Vec<VerifyKey> = set.keys.iter().filter_map(jwk_key).collect();
+        let count = keys.len();
+        if let Ok(mut slot) = self.jwks.write() {
+            *slot = Arc::new(keys);
+        }
+        count
+    }
+
+    /// The key for a token's header: by `kid` when it names one, otherwise
+    /// the only key without a `kid` for its algorithm. The algorithm must be
+    /// the key's own.
+    pub(crate) fn find(&self, kid: Option<&str>, algorithm: Algorithm) -> Option<VerifyKey> {
+        let jwks = self.jwks.read().map(|keys| Arc::clone(&keys)).ok()?;
+        self.fixed
+            .iter()
+            .chain(jwks.iter())
+            .find(|key| key.kid.as_deref() == kid && key.algorithm == algorithm)
+            .cloned()
+    }
+}
+
+fn fixed_key(config: &JwtKeyConfig) -> Result<VerifyKey> {
+    let key = match (
+        config.algorithm,
+        &config.secret,
+        &config.pem,
+        &config.pem_file,
+    ) {
+        (JwtAlgorithm::HS256, Some(secret), _, _) => DecodingKey::from_secret(secret.as_bytes()),
+        (algorithm, _, Some(pem), _) => {
+            decoding_key(algorithm, pem.as_bytes()).map_err(Error::config)?
+        }
+        (algorithm, _, _, Some(path)) => {
+            let pem = std::fs::read(path)
+                .map_err(|err| Error::config(format!("auth key file {}: {err}", path.display())))?;
+            decoding_key(algorithm, &pem).map_err(Error::config)?
+        }
+        _ => return Err(Error::config("auth key without key material")),
+    };
+    Ok(VerifyKey {
+        kid: config.kid.clone(),
+        algorithm: algorithm(config.algorithm),
+        key,
+    })
+}
+
+/// The jsonwebtoken algorithm of ours.
+fn algorithm(algorithm: JwtAlgorithm) -> Algorithm {
+    match algorithm {
+        JwtAlgorithm::HS256 => Algorithm::HS256,
+        JwtAlgorithm::RS256 => Algorithm::RS256,
+        JwtAlgorithm::ES256 => Algorithm::ES256,
+        JwtAlgorithm::EdDSA => Algorithm::EdDSA,
+    }
+}
+
+/// Parses a PEM public key for `algorithm`.
+pub(crate) fn decoding_key(algorithm: JwtAlgorithm, pem: &[u8]) -> Result<DecodingKey, String> {
+    let parsed = match algorithm {
+        JwtAlgorithm::RS256 => DecodingKey::from_rsa_pem(pem),
+        JwtAlgorithm::ES256 => DecodingKey::from_ec_pem(pem),
+        JwtAlgorithm::EdDSA => DecodingKey::from_ed_pem(pem),
+        JwtAlgorithm::HS256 => return Err("HS256 keys take a secret".to_owned()),
+    };
+    parsed.map_err(|err| format!("not a {algorithm:?} public key in PEM: {err}"))
+}
+
+/// A usable signature key of a JWKS, or `None` (encryption keys, symmetric
+/// keys, algorithms room619 does not accept).
+fn jwk_key(jwk: &Jwk) -> Option<VerifyKey> {
+    if matches!(jwk.common.public_key_use, Some(ref u) if *u != PublicKeyUse::Signature) {
+        return None;
+    }
+    let implied = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => KeyAlgorithm::RS256,
+        AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => {
+            KeyAlgorithm::ES256
+        }
+        AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
+            KeyAlgorithm::EdDSA
+        }
+        _ => return None,
+    };
+    let declared = jwk.common.key_algorithm.unwrap_or(implied);
+    if declared != implied {
+        return None;
+    }
+    let algorithm = match implied {
+        KeyAlgorithm::RS256 => Algorithm::RS256,
+        KeyAlgorithm::ES256 => Algorithm::ES256,
+        _ => Algorithm::EdDSA,
+    };
+    let key = DecodingKey::from_jwk(jwk).ok()?;
+    Some(VerifyKey {
+        kid: jwk.common.key_id.clone(),
+        algorithm,
+        key,
+    })
+}

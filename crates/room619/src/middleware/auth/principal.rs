@@ -1,0 +1,118 @@
+//! [`Principal`]: who made a request, as the auth layer proved it.
+
+use std::collections::BTreeSet;
+
+use axum::extract::FromRequestParts;
+use http::{Extensions, request::Parts};
+
+use crate::Error;
+
+/// How a [`Principal`] proved who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Credential {
+    /// A verified JWT bearer token; `kid` names the key that verified it.
+    Jwt {
+        /// The `kid` of the verifying key, if it has one.
+        kid: Option<String>,
+    },
+    /// An API key from `[[auth.api_keys]]`; `name` is the configured name.
+    ApiKey {
+        /// The key's configured name.
+        name: String,
+    },
+}
+
+/// The authenticated caller: subject, scopes and roles.
+///
+/// The auth layer puts it in the request extensions. axum handlers take it
+/// as an extractor (missing: `401`); tonic handlers read
+/// `request.extensions().get::<Principal>()` or call [`Principal::of`].
+///
+/// ```
+/// use room619::middleware::auth::Principal;
+///
+/// async fn me(principal: Principal) -> String {
+///     format!("hello {}", principal.subject())
+/// }
+/// let _: axum::routing::MethodRouter = axum::routing::get(me);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    subject: String,
+    scopes: BTreeSet<String>,
+    roles: BTreeSet<String>,
+    credential: Credential,
+}
+
+impl Principal {
+    /// A principal; made by the auth layer, public for tests and custom layers.
+    #[must_use]
+    pub fn new(
+        subject: impl Into<String>,
+        scopes: impl IntoIterator<Item = String>,
+        roles: impl IntoIterator<Item = String>,
+        credential: Credential,
+    ) -> Self {
+        Self {
+            subject: subject.into(),
+            scopes: scopes.into_iter().collect(),
+            roles: roles.into_iter().collect(),
+            credential,
+        }
+    }
+
+    /// The principal of a request, from its extensions (`http` or tonic's).
+    #[must_use]
+    pub fn of(extensions: &Extensions) -> Option<&Self> {
+        extensions.get::<Self>()
+    }
+
+    /// The subject: the token's `sub`, or the API key's name.
+    #[must_use]
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// The granted scopes (a token's `scope` / `scp`, an API key's `scopes`).
+    #[must_use]
+    pub fn scopes(&self) -> &BTreeSet<String> {
+        &self.scopes
+    }
+
+    /// The granted roles (a token's `roles`, an API key's `roles`).
+    #[must_use]
+    pub fn roles(&self) -> &BTreeSet<String> {
+        &self.roles
+    }
+
+    /// Whether `scope` was granted.
+    #[must_use]
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.contains(scope)
+    }
+
+    /// Whether `role` was granted.
+    #[must_use]
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.contains(role)
+    }
+
+    /// How the principal proved who it is.
+    #[must_use]
+    pub fn credential(&self) -> &Credential {
+        &self.credential
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Self>()
+            .cloned()
+            .ok_or_else(|| Error::unauthenticated("this route needs credentials"))
+    }
+}

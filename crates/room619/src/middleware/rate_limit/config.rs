@@ -1,0 +1,159 @@
+//! `[rate_limit]`: rules per route and method, the key, trusted proxies and
+//! the backend.
+
+use std::{net::IpAddr, str::FromStr as _, time::Duration};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// The `[rate_limit]` section. Without rules nothing is limited.
+///
+/// ```toml
+/// [rate_limit]
+/// trusted_proxies = ["10.0.0.0/8"]   # only these may set X-Forwarded-For
+/// backend = "redis"                  # or "local" (default)
+/// redis_url = "redis://127.0.0.1:6379"
+///
+/// [[rate_limit.rules]]
+/// route = "/v1/echo"                 # an HTTP route or a gRPC method path
+/// method = "POST"                    # optional: this HTTP method only
+/// limit = 100                        # requests per period...
+/// period = "1m"
+/// burst = 20                         # ...plus this many at once
+/// key = "ip"                         # or "principal", "api_key"
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// The limits. Default: none.
+    pub rules: Vec<RateLimitRule>,
+    /// Peers (IP addresses or CIDR blocks) whose `X-Forwarded-For` /
+    /// `Forwarded` headers are believed. Default: none (the TCP peer is the
+    /// client).
+    pub trusted_proxies: Vec<String>,
+    /// Where the counters live. Default: `local`.
+    pub backend: RateLimitBackend,
+    /// The Redis server of the `redis` backend. Default: `redis://127.0.0.1:6379`.
+    pub redis_url: String,
+    /// The prefix of the Redis keys; nodes sharing a prefix share limits.
+    /// Default: `room619:ratelimit:`.
+    pub redis_prefix: String,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            rules: Vec::new(),
+            trusted_proxies: Vec::new(),
+            backend: RateLimitBackend::Local,
+            redis_url: "redis://127.0.0.1:6379".to_owned(),
+            redis_prefix: "room619:ratelimit:".to_owned(),
+        }
+    }
+}
+
+/// Where rate-limit counters live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum RateLimitBackend {
+    /// In this process: each node limits on its own.
+    #[default]
+    Local,
+    /// In Redis (feature `redis`): every node with the same `redis_prefix`
+    /// shares each limit.
+    Redis,
+}
+
+/// What a limit counts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RateLimitKey {
+    /// The client IP (see `trusted_proxies`).
+    #[default]
+    Ip,
+    /// The authenticated subject; the client IP when unauthenticated.
+    Principal,
+    /// The API key's name; the client IP for other callers.
+    ApiKey,
+}
+
+/// One limit: `limit` requests per `period`, plus `burst` at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitRule {
+    /// An HTTP route (axum syntax) or a gRPC method path, or a whole gRPC
+    /// service as `/pkg.Service/{*method}`.
+    pub route: String,
+    /// The HTTP method this rule is for. Default: every method.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Requests allowed per `period`, at least 1.
+    pub limit: u32,
+    /// The period of `limit`. Default: `1m`.
+    #[serde(default = "default_period", with = "humantime_serde")]
+    pub period: Duration,
+    /// Extra requests allowed at once on top of `limit`. Default: `0`.
+    #[serde(default)]
+    pub burst: u32,
+    /// What the limit counts by. Default: `ip`.
+    #[serde(default)]
+    pub key: RateLimitKey,
+}
+
+fn default_period() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Parses a trusted proxy entry: an IP address or a CIDR block.
+pub(crate) fn parse_net(entry: &str) -> Option<IpNet> {
+    IpNet::from_str(entry)
+        .ok()
+        .or_else(|| IpAddr::from_str(entry).ok().map(IpNet::from))
+}
+
+impl RateLimitConfig {
+    /// Checks the section; the error names the key (relative to `rate_limit`).
+    pub(crate) fn validate(&self) -> Result<(), (String, String)> {
+        for (i, rule) in self.rules.iter().enumerate() {
+            if !rule.route.starts_with('/') {
+                return Err((format!("rules.{i}.route"), "must start with `/`".to_owned()));
+            }
+            if rule.limit == 0 {
+                return Err((format!("rules.{i}.limit"), "must be at least 1".to_owned()));
+            }
+            if rule.period.is_zero() {
+                return Err((format!("rules.{i}.period"), "must be positive".to_owned()));
+            }
+            if let Some(method) = &rule.method
+                && http::Method::from_bytes(method.as_bytes()).is_err()
+            {
+                return Err((
+                    format!("rules.{i}.method"),
+                    format!("`{method}` is not an HTTP method"),
+                ));
+            }
+        }
+        for (i, entry) in self.trusted_proxies.iter().enumerate() {
+            if parse_net(entry).is_none() {
+                return Err((
+                    format!("trusted_proxies.{i}"),
+                    format!("`{entry}` is not an IP address or CIDR block"),
+                ));
+            }
+        }
+        if self.backend == RateLimitBackend::Redis {
+            if cfg!(not(feature = "redis")) {
+                return Err((
+                    "backend".to_owned(),
+                    "`redis` needs room619's `redis` feature".to_owned(),
+                ));
+            }
+            if !self.redis_url.starts_with("redis://") {
+                return Err(("redis_url".to_owned(), "must be a redis:// URL".to_owned()));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,136 @@
+//! [`RateLimitLayer`]: applies a [`RateLimiter`] to every request.
+
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use axum::response::Response;
+use futures_util::future::{BoxFuture, Either, Ready, ready};
+use http::{HeaderValue, Request, header::RETRY_AFTER};
+use tower::{Layer, Service};
+
+use super::{RateLimitKey, RateLimiter, client_ip::client_ip, table::Rule};
+use crate::{
+    Error,
+    middleware::{
+        auth::{Credential, Principal},
+        reject::Protocol,
+    },
+    rpc::client::PeerAddr,
+};
+
+/// Limits requests by the rules of a shared [`RateLimiter`]. Put it inside
+/// the auth layer so limits by principal see who is calling.
+#[derive(Clone, Debug)]
+pub struct RateLimitLayer {
+    limiter: Arc<RateLimiter>,
+}
+
+impl RateLimitLayer {
+    /// A layer applying `limiter`.
+    #[must_use]
+    pub fn new(limiter: Arc<RateLimiter>) -> Self {
+        Self { limiter }
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit {
+            inner,
+            limiter: Arc::clone(&self.limiter),
+        }
+    }
+}
+
+/// The service of [`RateLimitLayer`].
+#[derive(Clone, Debug)]
+pub struct RateLimit<S> {
+    inner: S,
+    limiter: Arc<RateLimiter>,
+}
+
+type Local<F, E> = Either<Ready<Result<Response, E>>, F>;
+
+impl<S, B> Service<Request<B>> for RateLimit<S>
+where
+    S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future =
+        Either<Local<S::Future, S::Error>, BoxFuture<'static, Result<Response, S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let Some(table) = self.limiter.table().filter(|table| !table.empty) else {
+            return Either::Left(Either::Right(self.inner.call(request)));
+        };
+        let Some(rule) = table
+            .lookup(request.method(), request.uri().path())
+            .cloned()
+        else {
+            return Either::Left(Either::Right(self.inner.call(request)));
+        };
+        let key = key_of(&request, &rule, &table.trusted);
+        if !self.limiter.is_remote() {
+            let decision = self
+                .limiter
+                .local
+                .check(&format!("{}|{key}", rule.id), rule.gcra);
+            return Either::Left(match decision {
+                Ok(()) => Either::Right(self.inner.call(request)),
+                Err(wait) => Either::Left(ready(Ok(self.refuse(&request, &rule, &key, wait)))),
+            });
+        }
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let this = self.clone();
+        Either::Right(Box::pin(async move {
+            match this.limiter.check(&rule, &key).await {
+                Ok(()) => inner.call(request).await,
+                Err(wait) => Ok(this.refuse(&request, &rule, &key, wait)),
+            }
+        }))
+    }
+}
+
+impl<S> RateLimit<S> {
+    fn refuse<B>(&self, request: &Request<B>, rule: &Rule, key: &str, wait: Duration) -> Response {
+        self.limiter.limited(&rule.id, key);
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let retry_after = HeaderValue::from(seconds.max(1));
+        Protocol::of(request).reject(
+            Error::resource_exhausted(format!("rate limit exceeded; retry in {}s", seconds.max(1))),
+            &[(RETRY_AFTER, retry_after)],
+        )
+    }
+}
+
+/// What the request is counted by under `rule`.
+fn key_of<B>(request: &Request<B>, rule: &Rule, trusted: &[ipnet::IpNet]) -> String {
+    let principal = request.extensions().get::<Principal>();
+    match (rule.key, principal) {
+        (RateLimitKey::Principal, Some(principal)) => format!("sub:{}", principal.subject()),
+        (RateLimitKey::ApiKey, Some(principal))
+            if matches!(principal.credential(), Credential::ApiKey { .. }) =>
+        {
+            format!("key:{}", principal.subject())
+        }
+        _ => match request.extensions().get::<PeerAddr>() {
+            Some(PeerAddr(peer)) => {
+                format!("ip:{}", client_ip(peer.ip(), request.headers(), trusted))
+            }
+            None => "in-process".to_owned(),
+        },
+    }
+}

@@ -1,0 +1,101 @@
+//! [`RequestId`]: every request gets an id, propagated from `x-request-id`
+//! when the caller sent a sane one, generated otherwise, and returned in the
+//! response's `x-request-id` header.
+//!
+//! Handlers read it from the request extensions (`Extension<RequestId>` in
+//! axum, `request.extensions().get::<RequestId>()` in tonic). The handler runs
+//! inside a `request` span carrying the id, so its log lines carry it too.
+//!
+//! ```
+//! use axum::{Extension, Router, routing::get};
+//! use room619::middleware::{RequestId, RequestIdLayer};
+//!
+//! let app: Router = Router::new()
+//!     .route("/", get(|Extension(id): Extension<RequestId>| async move { id.to_string() }))
+//!     .layer(RequestIdLayer::new());
+//! ```
+
+mod layer;
+
+use std::fmt;
+
+use http::HeaderValue;
+
+pub use layer::{RequestIdLayer, RequestIdService, ResponseFuture};
+
+/// The header carrying the request id, both ways.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The longest id accepted from a caller; longer ones are replaced.
+const MAX_LEN: usize = 128;
+
+/// The id of one request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    /// A new random id: 32 lowercase hex digits.
+    #[must_use]
+    pub fn generate() -> Self {
+        let id = format!("{:032x}", fastrand::u128(..));
+        Self(HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0")))
+    }
+
+    /// The caller's id if it is 1 to 128 characters of `A-Z a-z 0-9 - _ . : /`,
+    /// so a hostile id cannot forge log lines or grow without bound.
+    #[must_use]
+    pub fn from_header(value: &HeaderValue) -> Option<Self> {
+        let bytes = value.as_bytes();
+        let sane = !bytes.is_empty()
+            && bytes.len() <= MAX_LEN
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(b));
+        sane.then(|| Self(value.clone()))
+    }
+
+    /// The id as text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        // Only ASCII ids are ever built.
+        self.0.to_str().unwrap_or_default()
+    }
+
+    /// The id as a header value.
+    #[must_use]
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.0
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_hex_and_distinct() {
+        let (a, b) = (RequestId::generate(), RequestId::generate());
+        assert_eq!(a.as_str().len(), 32);
+        assert!(a.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn hostile_ids_are_refused() {
+        for bad in ["", "a b", "x\ty", "id\"quoted\"", &"a".repeat(129)] {
+            let value = HeaderValue::from_str(bad).unwrap();
+            assert!(RequestId::from_header(&value).is_none(), "{bad:?}");
+        }
+        let good = HeaderValue::from_static("req-42_a.b:c/d");
+        assert_eq!(
+            RequestId::from_header(&good).unwrap().as_str(),
+            "req-42_a.b:c/d"
+        );
+    }
+}
