@@ -60,6 +60,8 @@ pub struct Config {
     pub resilience: crate::resilience::ResilienceConfig,
     /// The message bus: backend, streams, delivery and dead letters.
     pub bus: crate::bus::BusConfig,
+    /// Metrics and OpenTelemetry tracing.
+    pub telemetry: crate::observability::TelemetryConfig,
 }
 
 /// Where instances of services hosted elsewhere are found.

@@ -9,6 +9,10 @@ use super::health::{LIVE_PATH, READY_PATH, Readiness};
 use crate::{
     Error, Result,
     config::Config,
+    observability::{
+        metrics::{self, METRICS_PATH, Metrics},
+        server::{GrpcRoutes, HttpOwners, ObserveLayer},
+    },
     rpc::{
         ProtocolSplit,
         client::LocalRouters,
@@ -42,7 +46,12 @@ pub(crate) fn assemble(
     config: &Config,
     registry: &Registry,
     hosted: &[Hosted],
+    metrics: &Metrics,
 ) -> Result<Assembled> {
+    // Observability: requests are measured when `telemetry.metrics` is on.
+    let measured = config.telemetry.metrics.then_some(metrics);
+    let node_name = &config.node.name;
+    let mut grpc_owners = builtin_grpc_owners(node_name);
     let separate_admin = config.node.admin_listen.is_some();
     let (reporter, health_service) = tonic_health::server::health_reporter();
 
@@ -62,6 +71,7 @@ pub(crate) fn assemble(
                 )));
             }
             grpc_service.add_to(&mut grpc, ctx);
+            grpc_owners.push((grpc_service.name().to_owned(), ctx.name().to_owned()));
             grpc_names.push(grpc_service.name().to_owned());
         }
         descriptor_sets.extend(routes.file_descriptor_sets);
@@ -77,6 +87,8 @@ pub(crate) fn assemble(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     let limits = &config.limits;
+    let grpc_observe =
+        ObserveLayer::grpc(GrpcRoutes::new(&grpc_owners, &descriptor_sets), measured);
     let grpc_router = grpc
         .routes()
         .into_axum_router()
@@ -84,7 +96,8 @@ pub(crate) fn assemble(
             limits.grpc_max_decode_message_size,
             limits.grpc_max_encode_message_size,
         ))
-        .layer(DeadlineLayer::grpc());
+        .layer(DeadlineLayer::grpc())
+        .layer(grpc_observe);
 
     // HTTP: every hosted route, checked for conflicts before axum sees it.
     let readiness = Readiness::new(
@@ -95,27 +108,40 @@ pub(crate) fn assemble(
     );
     let mut table = RouteTable::default();
     let mut http = Router::new();
+    let route_names = measured.map_or_else(Default::default, |m| m.server().routes.clone());
+    let mut owners = HttpOwners::new(node_name, route_names.clone());
+    let admin_router = || admin_routes(&readiness, measured);
     if !separate_admin {
         table.claim(ADMIN_OWNER, LIVE_PATH)?;
         table.claim(ADMIN_OWNER, READY_PATH)?;
-        http = http.merge(readiness.router());
+        if measured.is_some() {
+            table.claim(ADMIN_OWNER, METRICS_PATH)?;
+        }
+        http = http.merge(admin_router());
     }
     for Hosted { service, ctx } in hosted {
         let routes = service.routes();
         table.add(ctx.name(), &routes)?;
         for (path, handler) in routes.http {
+            owners.add_route(&path, ctx.name());
             http = http.route(&path, handler.layer(Extension(ctx.clone())));
         }
         for (prefix, router) in routes.nested {
+            owners.add_nested(&prefix, ctx.name());
             http = http.nest(&prefix, router.layer(Extension(ctx.clone())));
         }
     }
-    let http = http_stack(http, limits.http_body_limit);
+    let http = http_stack(
+        http,
+        limits.http_body_limit,
+        ObserveLayer::http(owners, measured),
+    );
     let admin = separate_admin.then(|| {
         let unimplemented = tonic::service::Routes::default().into_axum_router();
+        let observe = ObserveLayer::http(HttpOwners::new(node_name, route_names), measured);
         ProtocolSplit::new(
             unimplemented,
-            http_stack(readiness.router(), limits.http_body_limit),
+            http_stack(admin_router(), limits.http_body_limit, observe),
         )
     });
     let local = LocalRouters {
@@ -130,6 +156,27 @@ pub(crate) fn assemble(
     })
 }
 
+/// The gRPC services every node serves (health, reflection), owned by the node.
+fn builtin_grpc_owners(node: &str) -> Vec<(String, String)> {
+    [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ]
+    .into_iter()
+    .map(|name| (name.to_owned(), node.to_owned()))
+    .collect()
+}
+
+/// The admin endpoints: health, and `/metrics` when metrics are on.
+fn admin_routes(readiness: &Readiness, metrics: Option<&Metrics>) -> Router {
+    let router = readiness.router();
+    match metrics {
+        Some(metrics) => router.merge(metrics::router(metrics.clone())),
+        None => router,
+    }
+}
+
 /// A reflection builder over the encoded descriptor sets.
 fn reflection<'a>(descriptor_sets: &[&'a [u8]]) -> tonic_reflection::server::Builder<'a> {
     descriptor_sets.iter().fold(
@@ -139,9 +186,10 @@ fn reflection<'a>(descriptor_sets: &[&'a [u8]]) -> tonic_reflection::server::Bui
 }
 
 /// What every HTTP router gets: the 404 fallback and the edge layer (body
-/// limits, deadline, problem+json for bare error answers).
-fn http_stack(router: Router, body_limit: usize) -> Router {
+/// limits, deadline, problem+json for bare error answers), observed.
+fn http_stack(router: Router, body_limit: usize, observe: ObserveLayer) -> Router {
     router
         .fallback(not_found)
         .layer(HttpEdgeLayer::new(body_limit))
+        .layer(observe)
 }

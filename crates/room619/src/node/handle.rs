@@ -15,6 +15,7 @@ use crate::{
     Error, Result,
     bus::{MessageBus, Subscribers},
     config::Config,
+    observability::metrics::Metrics,
     rpc::client::{Clients, GrpcClient, HttpClient, RpcChannel},
     service::{Registry, ServiceContext, ServiceState},
 };
@@ -85,6 +86,7 @@ struct HandleInner {
     registry: Registry,
     clients: Clients,
     bus: MessageBus,
+    metrics: Metrics,
 }
 
 impl NodeHandle {
@@ -121,6 +123,12 @@ impl NodeHandle {
     #[must_use]
     pub fn bus(&self) -> &MessageBus {
         &self.inner.bus
+    }
+
+    /// The node's metrics registry (what [`ServiceContext::metrics`] returns).
+    #[must_use]
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// Begins a graceful shutdown; returns at once. Calling it again does nothing.
@@ -170,12 +178,17 @@ pub(super) async fn start(
     admin: Option<TcpListener>,
 ) -> Result<RunningNode> {
     let bus = MessageBus::connect_as(&config.bus, &config.node.name).await?;
+    let metrics = Metrics::new(&config.node.name);
+    if config.telemetry.metrics {
+        bus.observe(metrics.bus().clone());
+    }
     let shutdown = CancellationToken::new();
     let clients = Clients::new(
         registry.clone(),
         config.discovery.instances.clone(),
         config.resilience.clone(),
-    );
+    )
+    .observed(config.telemetry.metrics.then(|| metrics.clone()));
     let hosted: Vec<Hosted> = registry
         .snapshot()
         .into_iter()
@@ -187,11 +200,12 @@ pub(super) async fn start(
                 shutdown.clone(),
                 clients.clone(),
                 bus.clone(),
+                metrics.clone(),
             ),
             service,
         })
         .collect();
-    let assembled = app::assemble(&config, &registry, &hosted)?;
+    let assembled = app::assemble(&config, &registry, &hosted, &metrics)?;
     clients.set_local(assembled.local);
     let readiness = assembled.readiness;
     readiness.set_phase(Phase::Starting).await;
@@ -241,6 +255,7 @@ pub(super) async fn start(
             registry: registry.clone(),
             clients,
             bus: bus.clone(),
+            metrics,
         }),
     };
     let stop = Stop {
@@ -294,6 +309,8 @@ impl Stop {
         if let Err(err) = self.bus.flush().await {
             tracing::warn!(error = ?err, "the message bus could not flush");
         }
+        #[cfg(feature = "otel")]
+        crate::observability::tracing::flush_installed().await;
         self.readiness.set_phase(Phase::Stopped).await;
         tracing::info!(node = %node.name, "node stopped");
         result

@@ -1,8 +1,25 @@
 //! Logs, metrics, traces and health.
 //!
-//! - [`logging`]: the `tracing` subscriber (JSON or pretty, filtered).
+//! - [`logging`]: the `tracing` subscriber (JSON or pretty, filtered), with
+//!   the OpenTelemetry layer when [`tracing::Telemetry`] is given.
+//! - [`metrics`]: the node's Prometheus registry, served at `/metrics`.
+//! - [`tracing`] (feature `otel`): OpenTelemetry spans exported over OTLP/gRPC.
 //!
-//! Metrics and OpenTelemetry tracing come with the observability issue;
-//! liveness and readiness are served by the [`node`](crate::node).
+//! Every request a node serves is observed by one layer per protocol: it
+//! takes (or makes) the `x-request-id`, continues the caller's W3C trace
+//! context (`traceparent`, `tracestate`, `baggage`), opens a server span with
+//! the OpenTelemetry semantic attributes, and counts and times the request.
+//! Outgoing calls (`RpcChannel`, `HttpClient`) and bus messages carry the
+//! trace context on. Liveness and readiness are served by the
+//! [`node`](crate::node).
 
+pub(crate) mod client;
+mod config;
 pub mod logging;
+pub mod metrics;
+pub(crate) mod server;
+pub(crate) mod trace_context;
+#[cfg(feature = "otel")]
+pub mod tracing;
+
+pub use config::TelemetryConfig;

@@ -23,6 +23,7 @@ mod deadlines_propagate_and_fail_fast;
 mod grpc_and_http_share_one_port;
 mod health_follows_the_lifecycle;
 mod limits_reject_oversized_and_silent_input;
+mod metrics_count_every_request;
 mod rest_routes_speak_json_and_protobuf;
 mod shutdown_drains_in_flight_requests;
 mod streaming_calls_work_in_process_and_over_the_network;
