@@ -48,9 +48,10 @@ pub(crate) fn assemble(
     hosted: &[Hosted],
     metrics: &Metrics,
 ) -> Result<Assembled> {
-    // Observability: requests are measured when `telemetry.metrics` is on.
-    let measured = config.telemetry.metrics.then_some(metrics);
-    let node_name = &config.node.name;
+    let (node_name, measured) = (
+        &config.node.name,
+        config.telemetry.metrics.then_some(metrics),
+    );
     let mut grpc_owners = builtin_grpc_owners(node_name);
     let separate_admin = config.node.admin_listen.is_some();
     let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -114,9 +115,7 @@ pub(crate) fn assemble(
     if !separate_admin {
         table.claim(ADMIN_OWNER, LIVE_PATH)?;
         table.claim(ADMIN_OWNER, READY_PATH)?;
-        if measured.is_some() {
-            table.claim(ADMIN_OWNER, METRICS_PATH)?;
-        }
+        table.claim(ADMIN_OWNER, METRICS_PATH)?;
         http = http.merge(admin_router());
     }
     for Hosted { service, ctx } in hosted {
@@ -131,11 +130,8 @@ pub(crate) fn assemble(
             http = http.nest(&prefix, router.layer(Extension(ctx.clone())));
         }
     }
-    let http = http_stack(
-        http,
-        limits.http_body_limit,
-        ObserveLayer::http(owners, measured),
-    );
+    let observe = ObserveLayer::http(owners, measured);
+    let http = http_stack(http, limits.http_body_limit, observe);
     let admin = separate_admin.then(|| {
         let unimplemented = tonic::service::Routes::default().into_axum_router();
         let observe = ObserveLayer::http(HttpOwners::new(node_name, route_names), measured);

@@ -92,7 +92,7 @@ impl ClientObserver {
     /// Records a finished HTTP request; `status` 0 means no answer.
     pub(crate) fn http_done(&self, span: &Span, method: &Method, status: u16, elapsed: Duration) {
         if status != 0 {
-            span.record("http.response.status_code", status);
+            span.record("http.response.status_code", i64::from(status));
         }
         if let Some(metrics) = &self.metrics {
             metrics.http(

@@ -27,3 +27,5 @@ mod metrics_count_every_request;
 mod rest_routes_speak_json_and_protobuf;
 mod shutdown_drains_in_flight_requests;
 mod streaming_calls_work_in_process_and_over_the_network;
+#[cfg(feature = "otel")]
+mod traces_follow_one_request_across_grpc_http_and_the_bus;

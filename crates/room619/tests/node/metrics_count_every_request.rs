@@ -147,73 +147,7 @@ async fn metrics_count_every_request_by_outcome_and_pass_promtool() {
     );
     let text = response.text().await.unwrap();
     promtool_check(&text);
-
-    let rpc = |code: u8| {
-        format!(
-            "{{rpc_system=\"grpc\",rpc_service=\"shop.echo.v1.Echo\",rpc_method=\"Echo\",rpc_grpc_status_code=\"{code}\"}}"
-        )
-    };
-    assert_eq!(
-        sample(&text, &format!("rpc_server_requests_total{}", rpc(0))),
-        7
-    );
-    assert_eq!(
-        sample(&text, &format!("rpc_server_requests_total{}", rpc(5))),
-        3
-    );
-    assert_eq!(
-        sample(
-            &text,
-            &format!("rpc_server_call_duration_seconds_count{}", rpc(0))
-        ),
-        7
-    );
-    assert_eq!(
-        sample(
-            &text,
-            &format!("rpc_server_call_duration_seconds_count{}", rpc(5))
-        ),
-        3
-    );
-    let route = |status: u16| {
-        format!(
-            "{{http_request_method=\"GET\",http_route=\"/items/{{id}}\",http_response_status_code=\"{status}\"}}"
-        )
-    };
-    assert_eq!(
-        sample(&text, &format!("http_server_requests_total{}", route(200))),
-        5
-    );
-    assert_eq!(
-        sample(&text, &format!("http_server_requests_total{}", route(404))),
-        2
-    );
-    assert_eq!(
-        sample(
-            &text,
-            &format!("http_server_request_duration_seconds_count{}", route(200))
-        ),
-        5
-    );
-    assert_eq!(
-        sample(
-            &text,
-            "http_server_requests_total{http_request_method=\"GET\",http_route=\"other\",http_response_status_code=\"404\"}"
-        ),
-        1
-    );
-    assert!(
-        !text.contains("secret-user-42"),
-        "a raw path became a label:\n{text}"
-    );
-    assert_eq!(
-        sample(
-            &text,
-            "rpc_server_active_requests{rpc_system=\"grpc\",rpc_service=\"shop.echo.v1.Echo\",rpc_method=\"Echo\"}"
-        ),
-        0
-    );
-    assert!(text.contains("room619_build_info{version=\""), "{text}");
+    assert_counts(&text);
 
     let openmetrics = http
         .get(format!("http://{addr}/metrics"))
@@ -229,6 +163,77 @@ async fn metrics_count_every_request_by_outcome_and_pass_promtool() {
     );
     assert!(openmetrics.text().await.unwrap().ends_with("# EOF\n"));
     node.shutdown().await.unwrap();
+}
+
+/// 7 OK and 3 `NOT_FOUND` gRPC calls; 5 HTTP 200, 2 HTTP 404 on the route
+/// and one 404 off any route.
+fn assert_counts(text: &str) {
+    let rpc = |code: u8| {
+        format!(
+            "{{rpc_system=\"grpc\",rpc_service=\"shop.echo.v1.Echo\",rpc_method=\"Echo\",rpc_grpc_status_code=\"{code}\"}}"
+        )
+    };
+    assert_eq!(
+        sample(text, &format!("rpc_server_requests_total{}", rpc(0))),
+        7
+    );
+    assert_eq!(
+        sample(text, &format!("rpc_server_requests_total{}", rpc(5))),
+        3
+    );
+    assert_eq!(
+        sample(
+            text,
+            &format!("rpc_server_call_duration_seconds_count{}", rpc(0))
+        ),
+        7
+    );
+    assert_eq!(
+        sample(
+            text,
+            &format!("rpc_server_call_duration_seconds_count{}", rpc(5))
+        ),
+        3
+    );
+    let route = |status: u16| {
+        format!(
+            "{{http_request_method=\"GET\",http_route=\"/items/{{id}}\",http_response_status_code=\"{status}\"}}"
+        )
+    };
+    assert_eq!(
+        sample(text, &format!("http_server_requests_total{}", route(200))),
+        5
+    );
+    assert_eq!(
+        sample(text, &format!("http_server_requests_total{}", route(404))),
+        2
+    );
+    assert_eq!(
+        sample(
+            text,
+            &format!("http_server_request_duration_seconds_count{}", route(200))
+        ),
+        5
+    );
+    assert_eq!(
+        sample(
+            text,
+            "http_server_requests_total{http_request_method=\"GET\",http_route=\"other\",http_response_status_code=\"404\"}"
+        ),
+        1
+    );
+    assert!(
+        !text.contains("secret-user-42"),
+        "a raw path became a label:\n{text}"
+    );
+    assert_eq!(
+        sample(
+            text,
+            "rpc_server_active_requests{rpc_system=\"grpc\",rpc_service=\"shop.echo.v1.Echo\",rpc_method=\"Echo\"}"
+        ),
+        0
+    );
+    assert!(text.contains("room619_build_info{version=\""), "{text}");
 }
 
 #[tokio::test]

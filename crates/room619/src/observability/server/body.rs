@@ -97,7 +97,7 @@ impl Pending {
                 }
             }
             Route::Http(route) => {
-                span.record("http.response.status_code", status);
+                span.record("http.response.status_code", i64::from(status));
                 if let Some(metrics) = metrics {
                     metrics.http_finished(&route.labels, status, elapsed);
                 }
