@@ -6,8 +6,8 @@ use axum::{Router, routing::MethodRouter};
 use futures_util::future::BoxFuture;
 
 use super::{
-    GrpcServer, GrpcService, Health, Service, ServiceContext, ServiceDescriptor, ServiceRoutes,
-    Subscriber,
+    DependencyHealth, GrpcServer, GrpcService, Health, Service, ServiceContext, ServiceDescriptor,
+    ServiceRoutes, Subscriber,
 };
 use crate::{
     Error, Result,
@@ -16,6 +16,7 @@ use crate::{
 
 type Hook = Arc<dyn Fn(ServiceContext) -> BoxFuture<'static, Result<()>> + Send + Sync>;
 type HealthCheck = Arc<dyn Fn() -> BoxFuture<'static, Health> + Send + Sync>;
+type Dependencies = Vec<(String, super::dependency::DependencyCheck)>;
 
 /// Builds a [`Service`] from its parts.
 ///
@@ -33,6 +34,7 @@ pub struct ServiceBuilder {
     on_stop: Vec<Hook>,
     health: Option<HealthCheck>,
     subscribers: Vec<Subscriber>,
+    dependencies: Dependencies,
 }
 
 impl ServiceBuilder {
@@ -50,6 +52,7 @@ impl ServiceBuilder {
             on_stop: Vec::new(),
             health: None,
             subscribers: Vec::new(),
+            dependencies: Vec::new(),
         })
     }
 
@@ -183,6 +186,28 @@ impl ServiceBuilder {
         self
     }
 
+    /// Checks a named dependency (`"postgres"`, `"nats"`) whenever readiness
+    /// is asked, at most 5 s each: [`Health::Degraded`] is reported and keeps
+    /// the node ready, [`Health::Unhealthy`] (failing) makes it not ready.
+    ///
+    /// ```
+    /// use room619::{ServiceBuilder, service::Health};
+    ///
+    /// let service = ServiceBuilder::new("orders", "1.0.0")?
+    ///     .dependency("cache", || async { Health::Degraded("replica lagging".into()) })
+    ///     .build()?;
+    /// # Ok::<(), room619::Error>(())
+    /// ```
+    pub fn dependency<F, Fut>(mut self, name: impl Into<String>, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Health> + Send + 'static,
+    {
+        self.dependencies
+            .push((name.into(), Arc::new(move || Box::pin(check()))));
+        self
+    }
+
     /// Checks the parts and makes the service.
     ///
     /// # Errors
@@ -223,6 +248,7 @@ impl ServiceBuilder {
             on_stop: self.on_stop,
             health: self.health,
             subscribers: self.subscribers,
+            dependencies: self.dependencies,
         })
     }
 }
@@ -245,6 +271,7 @@ pub struct BuiltService {
     on_stop: Vec<Hook>,
     health: Option<HealthCheck>,
     subscribers: Vec<Subscriber>,
+    dependencies: Dependencies,
 }
 
 impl Service for BuiltService {
@@ -285,6 +312,10 @@ impl Service for BuiltService {
             Some(check) => check(),
             None => Box::pin(async { Health::Healthy }),
         }
+    }
+
+    fn dependencies(&self) -> BoxFuture<'static, Vec<DependencyHealth>> {
+        super::dependency::check_all(&self.dependencies)
     }
 }
 

@@ -22,6 +22,7 @@ mod config_errors_name_the_key;
 mod deadlines_propagate_and_fail_fast;
 mod grpc_and_http_share_one_port;
 mod health_follows_the_lifecycle;
+mod health_reports_dependency_checks;
 mod limits_reject_oversized_and_silent_input;
 mod metrics_count_every_request;
 mod rest_routes_speak_json_and_protobuf;
