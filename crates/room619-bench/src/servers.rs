@@ -129,8 +129,18 @@ pub async fn bare_axum() -> Result<Server, BoxError> {
 /// If the configuration, the service or the node cannot be built, or the
 /// node cannot start.
 pub async fn room619() -> Result<Server, BoxError> {
+    room619_with("").await
+}
+
+/// [`room619`] with `extra` TOML after the node section (such as
+/// `[telemetry]\nmetrics = false`).
+///
+/// # Errors
+///
+/// As [`room619`].
+pub async fn room619_with(extra: &str) -> Result<Server, BoxError> {
     let config = ConfigLoader::new()
-        .toml_str(NODE_CONFIG)
+        .toml_str(format!("{NODE_CONFIG}{extra}"))
         .without_env()
         .load()?;
     let service = ServiceBuilder::new("echo", "1.0.0")?

@@ -99,7 +99,7 @@ pub struct NodeConfig {
     pub name: String,
     /// The address serving gRPC and HTTP on one port. Default: `0.0.0.0:8080`.
     pub listen: SocketAddr,
-    /// A separate address for the admin endpoints (`/health/*`); when unset
+    /// A separate address for the admin endpoints (`/health/*`, `/metrics`); when unset
     /// they are served on `listen`. Default: unset.
     pub admin_listen: Option<SocketAddr>,
     /// The services to run, by name; empty runs every registered service.

@@ -1,9 +1,11 @@
 //! Logs, metrics, traces and health.
 //!
 //! - [`logging`]: the `tracing` subscriber (JSON or pretty, filtered), with
-//!   the OpenTelemetry layer when [`tracing::Telemetry`] is given.
+//!   the OpenTelemetry layer when a [`tracing::Telemetry`] is installed.
 //! - [`metrics`]: the node's Prometheus registry, served at `/metrics`.
 //! - [`tracing`] (feature `otel`): OpenTelemetry spans exported over OTLP/gRPC.
+//! - [`redact`]: credential headers hidden and control characters escaped
+//!   for values you log.
 //!
 //! Every request a node serves is observed by one layer per protocol: it
 //! takes (or makes) the `x-request-id`, continues the caller's W3C trace
@@ -17,6 +19,7 @@ pub(crate) mod client;
 mod config;
 pub mod logging;
 pub mod metrics;
+pub mod redact;
 pub(crate) mod server;
 pub(crate) mod trace_context;
 #[cfg(feature = "otel")]

@@ -8,7 +8,8 @@ use tracing::Span;
 use crate::bus::Headers;
 
 /// The W3C trace context header.
-pub(crate) const TRACEPARENT: &str = "traceparent";
+#[cfg(feature = "otel")]
+const TRACEPARENT: &str = "traceparent";
 
 /// Makes `span` a child of the caller's span named in `headers`, if any.
 pub(crate) fn continue_from_http(span: &Span, headers: &HeaderMap) {

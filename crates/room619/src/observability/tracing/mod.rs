@@ -53,11 +53,17 @@ impl Telemetry {
     ///
     /// # Errors
     ///
-    /// `Config` when the endpoint is invalid or the exporter cannot be built.
+    /// `Config` when the endpoint is invalid or the exporter cannot be built;
+    /// `Internal` outside a tokio runtime.
     pub fn new(config: &TelemetryConfig, service_name: &str) -> Result<Option<Self>> {
         let Some(endpoint) = &config.otlp_endpoint else {
             return Ok(None);
         };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::internal(
+                "the OTLP exporter must be made inside a tokio runtime (its channel runs there)",
+            ));
+        }
         let exporter = SpanExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint.clone())
