@@ -65,6 +65,21 @@ struct Cli {
     /// gRPC unary or REST JSON.
     #[arg(long, value_enum, default_value_t = Scenario::Grpc)]
     scenario: Scenario,
+    /// What the `on` nodes run, to see where the cost is.
+    #[arg(long, value_enum, default_value_t = Layers::All)]
+    layers: Layers,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Layers {
+    /// Metrics, the JSON log layer and the OpenTelemetry layer.
+    All,
+    /// Metrics only (no subscriber).
+    Metrics,
+    /// Metrics and the JSON log layer.
+    Logs,
+    /// Metrics and the OpenTelemetry layer.
+    Otel,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -130,14 +145,9 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
             None => None,
             Some(ratio) => collector.block_on(async { telemetry(&endpoint, ratio) })?,
         };
-        let dispatch = telemetry.as_ref().map(|telemetry| {
-            tracing::Dispatch::new(
-                tracing_subscriber::registry()
-                    .with(EnvFilter::new("info"))
-                    .with(telemetry.layer())
-                    .with(logging::json_layer(std::io::sink)),
-            )
-        });
+        let dispatch = telemetry
+            .as_ref()
+            .and_then(|telemetry| subscriber(cli.layers, telemetry));
         let runtime = runtime("bench-server", dispatch)?;
         let extra = if sampling.is_some() {
             ""
@@ -185,6 +195,22 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
         target.runtime.block_on(target.server.stop())?;
     }
     Ok(())
+}
+
+/// The subscriber of the `on` nodes' threads.
+fn subscriber(layers: Layers, telemetry: &Telemetry) -> Option<tracing::Dispatch> {
+    let (logs, otel) = match layers {
+        Layers::All => (true, true),
+        Layers::Metrics => return None,
+        Layers::Logs => (true, false),
+        Layers::Otel => (false, true),
+    };
+    Some(tracing::Dispatch::new(
+        tracing_subscriber::registry()
+            .with(EnvFilter::new("info"))
+            .with(otel.then(|| telemetry.layer()))
+            .with(logs.then(|| logging::json_layer(std::io::sink))),
+    ))
 }
 
 /// Serves the receiver on `127.0.0.1:0`; returns its URL.

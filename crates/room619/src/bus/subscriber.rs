@@ -23,7 +23,7 @@ use bytes::Bytes;
 use futures_util::{FutureExt as _, future::BoxFuture};
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument as _, field::Empty};
+use tracing::Instrument as _;
 
 #[cfg(feature = "nats")]
 use super::headers::{ORIGINAL_SEQUENCE, ORIGINAL_STREAM};
@@ -201,8 +201,6 @@ fn process_span(spec: &Spec, labels: &BusLabels, message: &Message) -> tracing::
         messaging.destination.name = %spec.subject,
         service = %spec.owner,
         method = %spec.subject,
-        trace_id = Empty,
-        span_id = Empty,
     );
     trace_context::continue_from_bus(&span, message.headers());
     trace_context::record_ids(&span);

@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use http::{HeaderMap, Method};
-use tracing::{Span, field::Empty};
+use tracing::Span;
 
 use super::{
     metrics::{
@@ -44,7 +44,6 @@ impl ClientObserver {
             rpc.system = "grpc",
             rpc.service = service,
             rpc.method = method,
-            rpc.grpc.status_code = Empty,
             peer.service = %self.peer,
             transport,
         );
@@ -64,7 +63,6 @@ impl ClientObserver {
             otel.name = method_label(method),
             otel.kind = "client",
             http.request.method = method_label(method),
-            http.response.status_code = Empty,
             peer.service = %self.peer,
             transport,
         );
@@ -74,7 +72,7 @@ impl ClientObserver {
 
     /// Records a finished gRPC call.
     pub(crate) fn grpc_done(&self, span: &Span, path: &str, code: i32, elapsed: Duration) {
-        span.record("rpc.grpc.status_code", code);
+        trace_context::set_attribute(span, "rpc.grpc.status_code", code.into());
         if let Some(metrics) = &self.metrics {
             let name = path.strip_prefix('/').unwrap_or(path);
             metrics.grpc(
@@ -92,7 +90,7 @@ impl ClientObserver {
     /// Records a finished HTTP request; `status` 0 means no answer.
     pub(crate) fn http_done(&self, span: &Span, method: &Method, status: u16, elapsed: Duration) {
         if status != 0 {
-            span.record("http.response.status_code", i64::from(status));
+            trace_context::set_attribute(span, "http.response.status_code", status.into());
         }
         if let Some(metrics) = &self.metrics {
             metrics.http(

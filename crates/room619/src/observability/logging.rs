@@ -70,8 +70,8 @@ where
 /// The JSON log layer [`init`] installs, writing to `writer`: one object a
 /// line (control characters escaped), the event's fields at the top level
 /// and the current span's under `span` — inside a request, its
-/// `request_id`, `service`, `method` and (feature `otel`, with a provider
-/// installed) `trace_id` and `span_id`.
+/// `request_id`, `service` and `method`; with feature `otel` and a provider
+/// installed, the request span's `trace_id` and `span_id` at the top level.
 ///
 /// ```
 /// use tracing_subscriber::layer::SubscriberExt as _;
@@ -85,10 +85,13 @@ where
     S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
     W: for<'writer> fmt::MakeWriter<'writer> + Send + Sync + 'static,
 {
-    fmt::layer()
+    let format = fmt::format()
         .json()
         .flatten_event(true)
         .with_current_span(true)
-        .with_span_list(false)
+        .with_span_list(false);
+    fmt::layer()
+        .json()
+        .event_format(super::trace_ids::WithTraceIds(format))
         .with_writer(writer)
 }

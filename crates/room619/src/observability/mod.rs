@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod redact;
 pub(crate) mod server;
 pub(crate) mod trace_context;
+mod trace_ids;
 #[cfg(feature = "otel")]
 pub mod tracing;
 

@@ -50,13 +50,30 @@ pub(crate) fn inject_bus(headers: &mut Headers) {
     let _ = headers;
 }
 
-/// Records the span's OpenTelemetry `trace_id` and `span_id` as its fields
-/// (declared empty), so log lines inside it carry them.
+/// Sets an attribute of the span's OpenTelemetry span only (not a `tracing`
+/// field: log layers do no work for it), such as a status code.
+pub(crate) fn set_attribute(span: &Span, key: &'static str, value: i64) {
+    #[cfg(feature = "otel")]
+    tracing_opentelemetry::OpenTelemetrySpanExt::set_attribute(span, key, value);
+    #[cfg(not(feature = "otel"))]
+    let _ = (span, key, value);
+}
+
+/// Keeps the span's OpenTelemetry ids with it (a span extension, no
+/// `tracing` record), for the JSON log lines written inside it.
 pub(crate) fn record_ids(span: &Span) {
     #[cfg(feature = "otel")]
     otel::record_ids(span);
     #[cfg(not(feature = "otel"))]
     let _ = span;
+}
+
+/// A request span's OpenTelemetry ids, as a span extension.
+#[cfg(feature = "otel")]
+#[derive(Clone, Debug)]
+pub(crate) struct TraceIds {
+    pub(crate) trace_id: String,
+    pub(crate) span_id: String,
 }
 
 #[cfg(feature = "otel")]
@@ -71,6 +88,9 @@ mod otel {
     use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
     use tracing::Span;
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    use tracing_subscriber::{Registry, registry::LookupSpan as _};
+
+    use super::TraceIds;
 
     use crate::bus::Headers;
 
@@ -96,12 +116,26 @@ mod otel {
     }
 
     pub(super) fn record_ids(span: &Span) {
+        let Some(id) = span.id() else {
+            return;
+        };
         let context = span.context();
-        let span_context = context.span().span_context().clone();
-        if span_context.is_valid() {
-            span.record("trace_id", tracing::field::display(span_context.trace_id()));
-            span.record("span_id", tracing::field::display(span_context.span_id()));
+        let otel_span = context.span();
+        let span_context = otel_span.span_context();
+        if !span_context.is_valid() {
+            return;
         }
+        let ids = TraceIds {
+            trace_id: span_context.trace_id().to_string(),
+            span_id: span_context.span_id().to_string(),
+        };
+        tracing::dispatcher::get_default(|dispatch| {
+            if let Some(registry) = dispatch.downcast_ref::<Registry>()
+                && let Some(span) = registry.span(&id)
+            {
+                span.extensions_mut().insert(ids.clone());
+            }
+        });
     }
 
     pub(super) struct HttpHeaders<'a>(pub(super) &'a HeaderMap);

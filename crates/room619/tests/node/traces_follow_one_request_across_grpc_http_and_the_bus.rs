@@ -410,8 +410,8 @@ fn assert_logs_carry(logs: &Captured, trace_id: &str) {
         };
         steps.push(step);
         let span = &line["span"];
-        assert_eq!(span["trace_id"], trace_id, "{line}");
-        assert_eq!(span["span_id"].as_str().map(str::len), Some(16), "{line}");
+        assert_eq!(line["trace_id"], trace_id, "{line}");
+        assert_eq!(line["span_id"].as_str().map(str::len), Some(16), "{line}");
         assert!(
             span["service"].is_string() && span["method"].is_string(),
             "{line}"

@@ -16,7 +16,7 @@ use pin_project_lite::pin_project;
 use tracing::Span;
 
 use super::routes::{GrpcRoute, HttpRoute};
-use crate::observability::metrics::ServerMetrics;
+use crate::observability::{metrics::ServerMetrics, trace_context};
 
 /// `CANCELLED`: the caller went away before the answer ended.
 const GRPC_CANCELLED: i32 = 1;
@@ -91,13 +91,13 @@ impl Pending {
         let elapsed = since.elapsed();
         match route {
             Route::Grpc(route) => {
-                span.record("rpc.grpc.status_code", grpc_code);
+                trace_context::set_attribute(&span, "rpc.grpc.status_code", grpc_code.into());
                 if let Some(metrics) = metrics {
                     metrics.grpc_finished(&route.labels, grpc_code, elapsed);
                 }
             }
             Route::Http(route) => {
-                span.record("http.response.status_code", i64::from(status));
+                trace_context::set_attribute(&span, "http.response.status_code", status.into());
                 if let Some(metrics) = metrics {
                     metrics.http_finished(&route.labels, status, elapsed);
                 }

@@ -24,7 +24,7 @@ use std::{
 
 use axum::{body::Body, extract::MatchedPath};
 use http::{HeaderValue, Request, Response};
-use tracing::{Span, field::Empty};
+use tracing::Span;
 
 pub(crate) use layer::ObserveLayer;
 pub(crate) use routes::{GrpcRoutes, HttpOwners};
@@ -127,12 +127,9 @@ fn grpc_span(route: &GrpcRoute, request_id: &HeaderValue) -> Span {
         rpc.system = "grpc",
         rpc.service = %route.labels.service,
         rpc.method = %route.labels.method,
-        rpc.grpc.status_code = Empty,
         service = %route.owner,
         method = %route.name,
         request_id = request_id.to_str().unwrap_or_default(),
-        trace_id = Empty,
-        span_id = Empty,
     )
 }
 
@@ -143,12 +140,9 @@ fn http_span(route: &HttpRoute, request_id: &HeaderValue) -> Span {
         otel.kind = "server",
         http.request.method = route.labels.http_request_method,
         http.route = %route.labels.http_route,
-        http.response.status_code = Empty,
         service = %route.owner,
         method = %format_args!("{} {}", route.labels.http_request_method, route.labels.http_route),
         request_id = request_id.to_str().unwrap_or_default(),
-        trace_id = Empty,
-        span_id = Empty,
     )
 }
 
