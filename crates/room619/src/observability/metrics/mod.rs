@@ -19,8 +19,8 @@
 //! | `http_server_requests_total` | counter | `http_request_method`, `http_route`, `http_response_status_code` |
 //! | `http_server_request_duration_seconds` | histogram | as above |
 //! | `http_server_active_requests` | gauge | `http_request_method`, `http_route` |
-//! | `rpc_client_requests_total`, `rpc_client_call_duration_seconds` | counter, histogram | `peer_service`, `rpc_method`, `rpc_grpc_status_code` |
-//! | `http_client_requests_total`, `http_client_request_duration_seconds` | counter, histogram | `peer_service`, `http_request_method`, `http_response_status_code` |
+//! | `rpc_client_requests_total`, `rpc_client_call_duration_seconds` | counter, histogram | `rpc_system`, `peer_service`, `rpc_method` (`pkg.Service/Method`), `rpc_grpc_status_code` (the status known at the answer head: trailers-only errors, else 0; 14 with no answer) |
+//! | `http_client_requests_total`, `http_client_request_duration_seconds` | counter, histogram | `peer_service`, `http_request_method`, `http_response_status_code` (0: no answer) |
 //! | `room619_circuit_breaker_state` | gauge (0 closed, 1 open, 2 half-open) | `breaker` |
 //! | `room619_circuit_breaker_transitions_total` | counter | `breaker`, `from`, `to` |
 //! | `room619_retries_total`, `room619_retry_budget_exhausted_total` | counter | `peer_service` |
