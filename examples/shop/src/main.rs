@@ -42,10 +42,6 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {}
     }
-    if let Err(err) = logging::init(&config.log) {
-        report(&format!("room619: {err}"));
-        return ExitCode::from(EXIT_BAD_CONFIG);
-    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -53,6 +49,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Span export (telemetry.otlp_endpoint), installed before the logging
+    // layers; its gRPC channel runs on the runtime.
+    let telemetry = {
+        let _entered = runtime.enter();
+        room619::observability::tracing::Telemetry::new(&config.telemetry, &config.node.name)
+    };
+    match telemetry {
+        Ok(Some(telemetry)) => telemetry.install(),
+        Ok(None) => {}
+        Err(err) => {
+            report(&format!("room619: {err}"));
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    }
+    if let Err(err) = logging::init(&config.log) {
+        report(&format!("room619: {err}"));
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
     match runtime.block_on(serve(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if err.kind() == room619::ErrorKind::Config => {

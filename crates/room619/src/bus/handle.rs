@@ -1,10 +1,19 @@
 //! [`MessageBus`]: the handle services publish, subscribe and request with;
 //! it dispatches to the backend `bus.backend` chose.
 
-use std::{borrow::Cow, fmt, future::Future, sync::Arc, time::Duration};
+use std::{
+    borrow::Cow,
+    fmt,
+    future::Future,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use bytes::Bytes;
-use futures_util::future::{Either, ready};
+use futures_util::{
+    FutureExt as _,
+    future::{Either, ready},
+};
 
 use super::{
     BusBackend, BusConfig, Headers, Message, OutgoingMessage, Payload, Subscription, encode_reply,
@@ -15,7 +24,11 @@ use super::{
 };
 #[cfg(feature = "nats")]
 use super::{durable, jetstream, nats};
-use crate::{Error, ErrorKind, Result, rpc::codec::Format};
+use crate::{
+    Error, ErrorKind, Result,
+    observability::{metrics::BusMetrics, trace_context},
+    rpc::codec::Format,
+};
 
 /// A handle to the message bus; cheap to clone.
 ///
@@ -44,6 +57,8 @@ struct Inner {
     kind: BusBackend,
     format: Format,
     dead_letter_subject: String,
+    /// Set once by the node when metrics are on.
+    metrics: OnceLock<BusMetrics>,
 }
 
 pub(super) enum Backend {
@@ -76,6 +91,7 @@ impl MessageBus {
                 kind,
                 format: config.format.format(),
                 dead_letter_subject: config.dead_letter_subject.clone(),
+                metrics: OnceLock::new(),
             }),
         }
     }
@@ -130,6 +146,26 @@ impl MessageBus {
         config.validate().map_err(|(key, problem)| {
             crate::config::ConfigError::new(format!("bus.{key}"), problem).into()
         })
+    }
+
+    /// Counts published and consumed messages in `metrics` (the node does it).
+    pub(crate) fn observe(&self, metrics: BusMetrics) {
+        if self.inner.metrics.set(metrics).is_err() {
+            tracing::debug!("bus metrics were already set");
+        }
+    }
+
+    pub(crate) fn metrics(&self) -> Option<&BusMetrics> {
+        self.inner.metrics.get()
+    }
+
+    /// The `messaging.system` name of the backend.
+    pub(crate) fn system(&self) -> &'static str {
+        match self.inner.kind {
+            BusBackend::Memory => "memory",
+            BusBackend::Nats => "nats",
+            BusBackend::JetStream => "jetstream",
+        }
     }
 
     /// Which backend carries the messages.
@@ -188,9 +224,18 @@ impl MessageBus {
     /// `Unavailable` when NATS is unreachable or JetStream did not confirm.
     pub fn publish_message(
         &self,
-        message: OutgoingMessage,
+        mut message: OutgoingMessage,
     ) -> impl Future<Output = Result<()>> + Send + '_ {
-        publish::dispatch(&self.inner.backend, message)
+        trace_context::inject_bus(message.headers_mut());
+        let system = self.system();
+        publish::dispatch(&self.inner.backend, message).map(move |result| {
+            if result.is_ok()
+                && let Some(metrics) = self.inner.metrics.get()
+            {
+                metrics.published(system);
+            }
+            result
+        })
     }
 
     /// Every message published on `subject` (wildcards allowed) from now on.

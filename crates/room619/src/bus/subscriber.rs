@@ -23,6 +23,7 @@ use bytes::Bytes;
 use futures_util::{FutureExt as _, future::BoxFuture};
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 #[cfg(feature = "nats")]
 use super::headers::{ORIGINAL_SEQUENCE, ORIGINAL_STREAM};
@@ -33,7 +34,10 @@ use super::{
         TRACEPARENT,
     },
 };
-use crate::Error;
+use crate::{
+    Error,
+    observability::{metrics::labels::BusLabels, trace_context},
+};
 
 /// A subscriber's handler bound to its context: message and delivery count
 /// in, outcome out.
@@ -127,6 +131,11 @@ pub(crate) async fn run(
     force: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(spec.policy.max_in_flight));
+    let labels = Arc::new(BusLabels {
+        messaging_system: bus.system(),
+        messaging_destination: Arc::from(spec.subject.as_str()),
+        service: Arc::from(spec.owner.as_str()),
+    });
     let mut in_flight = JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -148,10 +157,15 @@ pub(crate) async fn run(
             },
         };
         let (bus, spec, handler) = (bus.clone(), Arc::clone(&spec), Arc::clone(&handler));
-        in_flight.spawn(async move {
-            process(&bus, &spec, &handler, message, delivered, ack).await;
-            drop(permit);
-        });
+        let labels = Arc::clone(&labels);
+        let span = process_span(&spec, &labels, &message);
+        in_flight.spawn(
+            async move {
+                process(&bus, &spec, &labels, &handler, message, delivered, ack).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
         while in_flight.try_join_next().is_some() {}
     }
     source.release().await;
@@ -176,22 +190,46 @@ async fn join_all(tasks: &mut JoinSet<()>) {
     while tasks.join_next().await.is_some() {}
 }
 
+/// The consumer span of one message, continuing the publisher's trace.
+fn process_span(spec: &Spec, labels: &BusLabels, message: &Message) -> tracing::Span {
+    let span = tracing::info_span!(
+        "bus.process",
+        otel.name = %format_args!("process {}", spec.subject),
+        otel.kind = "consumer",
+        messaging.system = labels.messaging_system,
+        messaging.operation.type = "process",
+        messaging.destination.name = %spec.subject,
+        service = %spec.owner,
+        method = %spec.subject,
+    );
+    trace_context::continue_from_bus(&span, message.headers());
+    trace_context::record_ids(&span);
+    span
+}
+
 async fn process(
     bus: &MessageBus,
     spec: &Spec,
+    labels: &BusLabels,
     handler: &Handler,
     message: Message,
     mut delivered: u32,
     ack: Ack,
 ) {
     let policy = &spec.policy;
+    let metrics = bus.metrics();
+    if delivered > 1
+        && let Some(metrics) = metrics
+    {
+        metrics.redelivered(labels);
+    }
     loop {
         if delivered > policy.max_deliver {
             let reason = format!(
                 "delivered {delivered} times without an outcome (max_deliver = {})",
                 policy.max_deliver
             );
-            return dead_letter(bus, spec, &message, delivered, &reason, &ack).await;
+            return dead_letter(bus, spec, labels, &message, delivered, &reason, &ack).await;
         }
         let outcome = AssertUnwindSafe(handler(message.clone(), delivered))
             .catch_unwind()
@@ -199,6 +237,9 @@ async fn process(
             .unwrap_or_else(|_| Outcome::Failed(Error::internal("the handler panicked")));
         match outcome {
             Outcome::Done(reply) => {
+                if let Some(metrics) = metrics {
+                    metrics.consumed(labels);
+                }
                 if let (Some((payload, headers)), Some(to)) = (reply, message.reply_subject())
                     && let Err(err) = bus.reply_raw(to, payload, headers).await
                 {
@@ -207,7 +248,8 @@ async fn process(
                 return settle(&ack, Settle::Ack).await;
             }
             Outcome::Undecodable(err) => {
-                return dead_letter(bus, spec, &message, delivered, err.message(), &ack).await;
+                return dead_letter(bus, spec, labels, &message, delivered, err.message(), &ack)
+                    .await;
             }
             Outcome::Failed(err) if spec.responder => {
                 if let Some(to) = message.reply_subject() {
@@ -230,13 +272,25 @@ async fn process(
                     "message handler failed"
                 );
                 if delivered >= policy.max_deliver {
-                    return dead_letter(bus, spec, &message, delivered, err.message(), &ack).await;
+                    return dead_letter(
+                        bus,
+                        spec,
+                        labels,
+                        &message,
+                        delivered,
+                        err.message(),
+                        &ack,
+                    )
+                    .await;
                 }
                 let wait = policy.backoff(delivered);
                 match &ack {
                     Ack::Local => {
                         tokio::time::sleep(wait).await;
                         delivered += 1;
+                        if let Some(metrics) = metrics {
+                            metrics.redelivered(labels);
+                        }
                     }
                     #[cfg(feature = "nats")]
                     Ack::JetStream(acker) => return acker.nak(wait).await,
@@ -252,6 +306,7 @@ async fn process(
 async fn dead_letter(
     bus: &MessageBus,
     spec: &Spec,
+    labels: &BusLabels,
     message: &Message,
     delivered: u32,
     reason: &str,
@@ -278,6 +333,9 @@ async fn dead_letter(
     .with_headers(headers);
     match bus.publish_message(letter).await {
         Ok(()) => {
+            if let Some(metrics) = bus.metrics() {
+                metrics.dead_lettered(labels);
+            }
             tracing::warn!(
                 owner = %spec.owner,
                 subject = %message.subject(),

@@ -64,6 +64,8 @@ pub struct Config {
     pub auth: crate::middleware::auth::AuthConfig,
     /// Rate limits per route and method.
     pub rate_limit: crate::middleware::rate_limit::RateLimitConfig,
+    /// Metrics and OpenTelemetry tracing.
+    pub telemetry: crate::observability::TelemetryConfig,
 }
 
 /// Where instances of services hosted elsewhere are found.
@@ -101,7 +103,7 @@ pub struct NodeConfig {
     pub name: String,
     /// The address serving gRPC and HTTP on one port. Default: `0.0.0.0:8080`.
     pub listen: SocketAddr,
-    /// A separate address for the admin endpoints (`/health/*`); when unset
+    /// A separate address for the admin endpoints (`/health/*`, `/metrics`); when unset
     /// they are served on `listen`. Default: unset.
     pub admin_listen: Option<SocketAddr>,
     /// The services to run, by name; empty runs every registered service.

@@ -108,6 +108,9 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
     if let Err((key, problem)) = config.rate_limit.validate() {
         return Err(ConfigError::new(format!("rate_limit.{key}"), problem));
     }
+    if let Err((key, problem)) = config.telemetry.validate() {
+        return Err(ConfigError::new(format!("telemetry.{key}"), problem));
+    }
     if let Err(err) = tracing_subscriber::EnvFilter::builder().parse(&config.log.level) {
         return Err(ConfigError::new(
             "log.level",

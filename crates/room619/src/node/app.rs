@@ -10,6 +10,10 @@ use crate::{
     Error, Result,
     config::{Config, Limits},
     middleware::NodeMiddleware,
+    observability::{
+        metrics::{self, METRICS_PATH, Metrics},
+        server::{GrpcRoutes, HttpOwners, ObserveLayer},
+    },
     rpc::{
         ProtocolSplit,
         client::LocalRouters,
@@ -46,7 +50,13 @@ pub(crate) fn assemble(
     config: &Config,
     registry: &Registry,
     hosted: &[Hosted],
+    metrics: &Metrics,
 ) -> Result<Assembled> {
+    let (node_name, measured) = (
+        &config.node.name,
+        config.telemetry.metrics.then_some(metrics),
+    );
+    let mut grpc_owners = builtin_grpc_owners(node_name);
     let separate_admin = config.node.admin_listen.is_some();
     let policies: Vec<_> = hosted
         .iter()
@@ -76,6 +86,7 @@ pub(crate) fn assemble(
                 )));
             }
             grpc_service.add_to(&mut grpc, ctx);
+            grpc_owners.push((grpc_service.name().to_owned(), ctx.name().to_owned()));
             grpc_names.push(grpc_service.name().to_owned());
         }
         descriptor_sets.extend(routes.file_descriptor_sets);
@@ -91,6 +102,8 @@ pub(crate) fn assemble(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     let limits = &config.limits;
+    let grpc_observe =
+        ObserveLayer::grpc(GrpcRoutes::new(&grpc_owners, &descriptor_sets), measured);
     let grpc_router = middleware
         .guard(grpc.routes().into_axum_router())
         .layer(MessageLimitLayer::new(
@@ -108,38 +121,50 @@ pub(crate) fn assemble(
     );
     let mut table = RouteTable::default();
     let mut http = Router::new();
+    let route_names = measured.map_or_else(Default::default, |m| m.server().routes.clone());
+    let mut owners = HttpOwners::new(node_name, route_names.clone());
+    let admin_router = || admin_routes(&readiness, measured);
     if !separate_admin {
         table.claim(ADMIN_OWNER, LIVE_PATH)?;
         table.claim(ADMIN_OWNER, READY_PATH)?;
-        http = http.merge(readiness.router());
+        table.claim(ADMIN_OWNER, METRICS_PATH)?;
+        http = http.merge(admin_router());
     }
     for Hosted { service, ctx } in hosted {
         let routes = service.routes();
         table.add(ctx.name(), &routes)?;
         for (path, handler) in routes.http {
+            owners.add_route(&path, ctx.name());
             http = http.route(&path, handler.layer(Extension(ctx.clone())));
         }
         for (prefix, router) in routes.nested {
+            owners.add_nested(&prefix, ctx.name());
             http = http.nest(&prefix, router.layer(Extension(ctx.clone())));
         }
     }
+    let observe = ObserveLayer::http(owners, measured);
     let http = http_stack(middleware.guard(http), limits);
     let admin = separate_admin.then(|| {
         let unimplemented = tonic::service::Routes::default().into_axum_router();
-        ProtocolSplit::new(unimplemented, http_stack(readiness.router(), limits))
+        let observe = ObserveLayer::http(HttpOwners::new(node_name, route_names), measured);
+        ProtocolSplit::new(
+            unimplemented,
+            http_stack(admin_router(), limits).layer(observe),
+        )
     });
+    // Colocated clients call the same stack, minus load shedding: an
+    // in-process call is part of a request already admitted.
     let local = LocalRouters {
-        grpc: NodeMiddleware::edge(grpc_router.clone()),
-        http: NodeMiddleware::edge(http.clone()),
+        grpc: NodeMiddleware::edge(grpc_router.clone().layer(grpc_observe.clone())),
+        http: NodeMiddleware::edge(http.clone().layer(observe.clone())),
     };
-    // Load shedding: one per-node limit over both routers of the network path
-    // (in-process calls of colocated clients are part of a request already
-    // admitted). The order, outermost first: request id and sensitive
-    // headers, load shed, deadline (and HTTP body limits), auth, rate limit,
-    // handler.
+    // The network path, outermost first: request id and sensitive headers,
+    // tracing and metrics, load shedding (one per-node limit over both
+    // routers), deadline (and HTTP body limits), auth, rate limit, handler.
     let shed = LoadShedLayer::new(limits.max_concurrent_requests);
-    let grpc_router = NodeMiddleware::edge(grpc_router.layer(shed.clone()));
-    let http = NodeMiddleware::edge(http.layer(shed));
+    let grpc_router =
+        NodeMiddleware::edge(grpc_router.layer(shed.clone()).layer(grpc_observe));
+    let http = NodeMiddleware::edge(http.layer(shed).layer(observe));
     Ok(Assembled {
         local,
         main: ProtocolSplit::new(grpc_router, http),
@@ -147,6 +172,27 @@ pub(crate) fn assemble(
         readiness,
         middleware,
     })
+}
+
+/// The gRPC services every node serves (health, reflection), owned by the node.
+fn builtin_grpc_owners(node: &str) -> Vec<(String, String)> {
+    [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ]
+    .into_iter()
+    .map(|name| (name.to_owned(), node.to_owned()))
+    .collect()
+}
+
+/// The admin endpoints: health, and `/metrics` when metrics are on.
+fn admin_routes(readiness: &Readiness, metrics: Option<&Metrics>) -> Router {
+    let router = readiness.router();
+    match metrics {
+        Some(metrics) => router.merge(metrics::router(metrics.clone())),
+        None => router,
+    }
 }
 
 /// A reflection builder over the encoded descriptor sets.

@@ -15,6 +15,7 @@ use crate::{
     Error, Result,
     bus::{MessageBus, Subscribers},
     config::Config,
+    observability::metrics::Metrics,
     rpc::client::{Clients, GrpcClient, HttpClient, RpcChannel},
     service::{Registry, ServiceContext, ServiceState},
 };
@@ -86,6 +87,7 @@ struct HandleInner {
     clients: Clients,
     bus: MessageBus,
     rate_limiter: Arc<crate::middleware::rate_limit::RateLimiter>,
+    metrics: Metrics,
 }
 
 impl NodeHandle {
@@ -122,6 +124,12 @@ impl NodeHandle {
     #[must_use]
     pub fn bus(&self) -> &MessageBus {
         &self.inner.bus
+    }
+
+    /// The node's metrics registry (what [`ServiceContext::metrics`] returns).
+    #[must_use]
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// Begins a graceful shutdown; returns at once. Calling it again does nothing.
@@ -178,12 +186,17 @@ pub(super) async fn start(
     admin: Option<TcpListener>,
 ) -> Result<RunningNode> {
     let bus = MessageBus::connect_as(&config.bus, &config.node.name).await?;
+    let metrics = Metrics::new(&config.node.name);
+    if config.telemetry.metrics {
+        bus.observe(metrics.bus().clone());
+    }
     let shutdown = CancellationToken::new();
     let clients = Clients::new(
         registry.clone(),
         config.discovery.instances.clone(),
         config.resilience.clone(),
-    );
+    )
+    .observed(config.telemetry.metrics.then(|| metrics.clone()));
     let hosted: Vec<Hosted> = registry
         .snapshot()
         .into_iter()
@@ -195,11 +208,12 @@ pub(super) async fn start(
                 shutdown.clone(),
                 clients.clone(),
                 bus.clone(),
+                metrics.clone(),
             ),
             service,
         })
         .collect();
-    let assembled = app::assemble(&config, &registry, &hosted)?;
+    let assembled = app::assemble(&config, &registry, &hosted, &metrics)?;
     clients.set_local(assembled.local);
     let readiness = assembled.readiness;
     readiness.set_phase(Phase::Starting).await;
@@ -251,6 +265,7 @@ pub(super) async fn start(
             clients,
             bus: bus.clone(),
             rate_limiter: assembled.middleware.rate_limiter(),
+            metrics,
         }),
     };
     let stop = Stop {
@@ -304,6 +319,8 @@ impl Stop {
         if let Err(err) = self.bus.flush().await {
             tracing::warn!(error = ?err, "the message bus could not flush");
         }
+        #[cfg(feature = "otel")]
+        crate::observability::tracing::flush_installed().await;
         self.readiness.set_phase(Phase::Stopped).await;
         tracing::info!(node = %node.name, "node stopped");
         result

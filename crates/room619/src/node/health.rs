@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::service::{Health, Registry, ServiceState};
+use crate::service::{DependencyHealth, Health, Registry, ServiceState};
 
 /// The path of the liveness endpoint.
 pub const LIVE_PATH: &str = "/health/live";
@@ -99,33 +99,41 @@ impl Readiness {
                 if phase != Phase::Running || status.state != ServiceState::Running {
                     return None;
                 }
-                let health = tokio::time::timeout(HEALTH_CHECK_TIMEOUT, service.health())
-                    .await
-                    .unwrap_or_else(|_| {
-                        Health::Unhealthy(format!(
-                            "health check timed out after {HEALTH_CHECK_TIMEOUT:?}"
-                        ))
-                    });
-                Some(health)
+                let own = tokio::time::timeout(HEALTH_CHECK_TIMEOUT, service.health());
+                let (health, dependencies) = futures_util::join!(own, service.dependencies());
+                let health = health.unwrap_or_else(|_| {
+                    Health::Unhealthy(format!(
+                        "health check timed out after {HEALTH_CHECK_TIMEOUT:?}"
+                    ))
+                });
+                Some((health, dependencies))
             });
         let healths = join_all(checks).await;
         let mut ready = phase == Phase::Running;
+        let mut degraded = false;
         let services = statuses
             .into_iter()
             .zip(healths)
-            .map(|(status, health)| {
+            .map(|(status, checked)| {
+                let (health, dependencies) = checked.unzip();
+                let dependencies = dependencies.unwrap_or_default();
+                let all = health.iter().chain(dependencies.iter().map(|d| &d.health));
+                degraded |= all.clone().any(|h| matches!(h, Health::Degraded(_)));
                 ready &= status.state == ServiceState::Running
-                    && health.as_ref().is_some_and(Health::is_serving);
+                    && health.is_some()
+                    && all.into_iter().all(Health::is_serving);
                 ServiceReport {
                     name: status.descriptor.name().to_owned(),
                     version: status.descriptor.version().to_string(),
                     state: status.state,
                     health,
+                    dependencies,
                 }
             })
             .collect();
         let report = ReadinessReport {
             status: if ready { "ready" } else { "not_ready" },
+            degraded,
             node: self.inner.node.clone(),
             phase,
             services,
@@ -145,6 +153,8 @@ impl Readiness {
 #[derive(Serialize)]
 struct ReadinessReport {
     status: &'static str,
+    /// A service or dependency is degraded (still ready).
+    degraded: bool,
     node: String,
     phase: Phase,
     services: Vec<ServiceReport>,
@@ -157,6 +167,8 @@ struct ServiceReport {
     state: ServiceState,
     #[serde(skip_serializing_if = "Option::is_none")]
     health: Option<Health>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    dependencies: Vec<DependencyHealth>,
 }
 
 async fn live(State(readiness): State<Readiness>) -> impl IntoResponse {

@@ -11,7 +11,9 @@ use crate::{
 
 /// Installs the global `tracing` subscriber: the filter is `RUST_LOG` when set,
 /// `log.level` otherwise; the format is `log.format` (`auto` picks pretty on a
-/// terminal and JSON elsewhere). Logs go to standard error.
+/// terminal and JSON elsewhere). Logs go to standard error. With feature
+/// `otel`, spans also go to the provider
+/// [`Telemetry::install`](super::tracing::Telemetry::install) installed.
 ///
 /// ```
 /// room619::observability::logging::init(&room619::config::LogConfig::default()).ok();
@@ -35,18 +37,11 @@ pub fn init(config: &LogConfig) -> Result<()> {
         LogFormat::Pretty => false,
         _ => !std::io::stderr().is_terminal(),
     };
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(telemetry_layer());
     let installed = if json {
-        registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_writer(std::io::stderr),
-            )
-            .try_init()
+        registry.with(json_layer(std::io::stderr)).try_init()
     } else {
         registry
             .with(fmt::layer().with_writer(std::io::stderr))
@@ -55,4 +50,48 @@ pub fn init(config: &LogConfig) -> Result<()> {
     installed.map_err(|err| {
         Error::internal("a global tracing subscriber is already installed").with_source(err)
     })
+}
+
+/// The OpenTelemetry layer of the installed provider, if any.
+fn telemetry_layer<S>() -> Option<Box<dyn tracing_subscriber::Layer<S> + Send + Sync + 'static>>
+where
+    S: tracing::Subscriber
+        + for<'span> tracing_subscriber::registry::LookupSpan<'span>
+        + Send
+        + Sync
+        + 'static,
+{
+    #[cfg(feature = "otel")]
+    return super::tracing::installed_layer();
+    #[cfg(not(feature = "otel"))]
+    None
+}
+
+/// The JSON log layer [`init`] installs, writing to `writer`: one object a
+/// line (control characters escaped), the event's fields at the top level
+/// and the current span's under `span` — inside a request, its
+/// `request_id`, `service` and `method`; with feature `otel` and a provider
+/// installed, the request span's `trace_id` and `span_id` at the top level.
+///
+/// ```
+/// use tracing_subscriber::layer::SubscriberExt as _;
+///
+/// let subscriber = tracing_subscriber::registry()
+///     .with(room619::observability::logging::json_layer(std::io::sink));
+/// tracing::subscriber::with_default(subscriber, || tracing::info!(answer = 42, "logged"));
+/// ```
+pub fn json_layer<S, W>(writer: W) -> impl tracing_subscriber::Layer<S> + Send + Sync + 'static
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+    W: for<'writer> fmt::MakeWriter<'writer> + Send + Sync + 'static,
+{
+    let format = fmt::format()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false);
+    fmt::layer()
+        .json()
+        .event_format(super::trace_ids::WithTraceIds(format))
+        .with_writer(writer)
 }

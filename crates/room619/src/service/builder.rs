@@ -6,8 +6,8 @@ use axum::{Router, routing::MethodRouter};
 use futures_util::future::BoxFuture;
 
 use super::{
-    GrpcServer, GrpcService, Health, Service, ServiceContext, ServiceDescriptor, ServiceRoutes,
-    Subscriber,
+    DependencyHealth, GrpcServer, GrpcService, Health, Service, ServiceContext, ServiceDescriptor,
+    ServiceRoutes, Subscriber,
 };
 use crate::{
     Error, Result,
@@ -17,6 +17,7 @@ use crate::{
 
 type Hook = Arc<dyn Fn(ServiceContext) -> BoxFuture<'static, Result<()>> + Send + Sync>;
 type HealthCheck = Arc<dyn Fn() -> BoxFuture<'static, Health> + Send + Sync>;
+type Dependencies = Vec<(String, super::dependency::DependencyCheck)>;
 
 /// Builds a [`Service`] from its parts.
 ///
@@ -35,6 +36,7 @@ pub struct ServiceBuilder {
     health: Option<HealthCheck>,
     subscribers: Vec<Subscriber>,
     access: AccessPolicy,
+    dependencies: Dependencies,
 }
 
 impl ServiceBuilder {
@@ -53,6 +55,7 @@ impl ServiceBuilder {
             health: None,
             subscribers: Vec::new(),
             access: AccessPolicy::default(),
+            dependencies: Vec::new(),
         })
     }
 
@@ -213,6 +216,28 @@ impl ServiceBuilder {
         self
     }
 
+    /// Checks a named dependency (`"postgres"`, `"nats"`) whenever readiness
+    /// is asked, at most 5 s each: [`Health::Degraded`] is reported and keeps
+    /// the node ready, [`Health::Unhealthy`] (failing) makes it not ready.
+    ///
+    /// ```
+    /// use room619::{ServiceBuilder, service::Health};
+    ///
+    /// let service = ServiceBuilder::new("orders", "1.0.0")?
+    ///     .dependency("cache", || async { Health::Degraded("replica lagging".into()) })
+    ///     .build()?;
+    /// # Ok::<(), room619::Error>(())
+    /// ```
+    pub fn dependency<F, Fut>(mut self, name: impl Into<String>, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Health> + Send + 'static,
+    {
+        self.dependencies
+            .push((name.into(), Arc::new(move || Box::pin(check()))));
+        self
+    }
+
     /// Checks the parts and makes the service.
     ///
     /// # Errors
@@ -254,6 +279,7 @@ impl ServiceBuilder {
             health: self.health,
             subscribers: self.subscribers,
             access: self.access,
+            dependencies: self.dependencies,
         })
     }
 }
@@ -277,6 +303,7 @@ pub struct BuiltService {
     health: Option<HealthCheck>,
     subscribers: Vec<Subscriber>,
     access: AccessPolicy,
+    dependencies: Dependencies,
 }
 
 impl Service for BuiltService {
@@ -321,6 +348,10 @@ impl Service for BuiltService {
             Some(check) => check(),
             None => Box::pin(async { Health::Healthy }),
         }
+    }
+
+    fn dependencies(&self) -> BoxFuture<'static, Vec<DependencyHealth>> {
+        super::dependency::check_all(&self.dependencies)
     }
 }
 

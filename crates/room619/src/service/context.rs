@@ -14,6 +14,7 @@ use crate::{
     Result,
     bus::MessageBus,
     config::Config,
+    observability::metrics::Metrics,
     rpc::client::{Clients, GrpcClient, HttpClient, RpcChannel},
 };
 
@@ -33,6 +34,7 @@ struct Inner {
     shutdown: CancellationToken,
     clients: Clients,
     bus: MessageBus,
+    metrics: Metrics,
 }
 
 impl ServiceContext {
@@ -43,6 +45,7 @@ impl ServiceContext {
         shutdown: CancellationToken,
         clients: Clients,
         bus: MessageBus,
+        metrics: Metrics,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -53,8 +56,23 @@ impl ServiceContext {
                 shutdown,
                 clients,
                 bus,
+                metrics,
             }),
         }
+    }
+
+    /// The node's metrics registry, to register the service's own metrics
+    /// with (they are served at `/metrics` beside the built-in ones).
+    ///
+    /// ```
+    /// # fn demo(ctx: room619::ServiceContext) {
+    /// let placed = prometheus_client::metrics::counter::Counter::<u64>::default();
+    /// ctx.metrics().register("shop_orders_placed", "Orders placed", placed.clone());
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// The service's descriptor.

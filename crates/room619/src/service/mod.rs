@@ -28,6 +28,7 @@
 
 mod builder;
 mod context;
+mod dependency;
 mod descriptor;
 mod health;
 mod registry;
@@ -38,6 +39,7 @@ use futures_util::future::BoxFuture;
 
 pub use builder::{BuiltService, ServiceBuilder};
 pub use context::ServiceContext;
+pub use dependency::DependencyHealth;
 pub use descriptor::ServiceDescriptor;
 pub use health::Health;
 pub use registry::{Registry, ServiceState, ServiceStatus};
@@ -88,5 +90,12 @@ pub trait Service: Send + Sync + 'static {
     /// Reports the service's health (its dependencies, its own state).
     fn health(&self) -> BoxFuture<'static, Health> {
         Box::pin(async { Health::Healthy })
+    }
+
+    /// Reports the health of each named dependency (database, NATS, ...),
+    /// listed in the readiness answer: a degraded one keeps the node ready,
+    /// an unhealthy (failing) one makes it not ready. Default: none.
+    fn dependencies(&self) -> BoxFuture<'static, Vec<DependencyHealth>> {
+        Box::pin(async { Vec::new() })
     }
 }

@@ -35,9 +35,13 @@ mod overload_is_shed_fast;
 mod rate_limits_are_shared_across_nodes_through_redis;
 mod rate_limits_hold_against_forged_forwarding_headers;
 mod request_ids_are_propagated_or_generated;
+mod health_reports_dependency_checks;
+mod metrics_count_every_request;
 mod rest_routes_speak_json_and_protobuf;
 mod secrets_never_reach_the_logs;
 mod shutdown_drains_in_flight_requests;
 mod streaming_calls_work_in_process_and_over_the_network;
 #[cfg(feature = "validate")]
 mod validation_errors_list_every_field_on_both_protocols;
+#[cfg(feature = "otel")]
+mod traces_follow_one_request_across_grpc_http_and_the_bus;

@@ -4,6 +4,8 @@ use std::sync::{Arc, Mutex};
 
 use tower::Layer;
 
+use crate::observability::metrics::{Metrics, ResilienceMetrics};
+
 use super::{Breaker, BreakerPolicy, CircuitBreaker, Mode, Shared};
 
 /// Puts a circuit breaker in front of a service. Every service this layer
@@ -13,6 +15,7 @@ pub struct CircuitBreakerLayer {
     name: Arc<str>,
     policy: BreakerPolicy,
     mode: Mode,
+    metrics: Option<ResilienceMetrics>,
 }
 
 impl CircuitBreakerLayer {
@@ -24,7 +27,15 @@ impl CircuitBreakerLayer {
             name: name.into(),
             policy,
             mode: Mode::Reject,
+            metrics: None,
         }
+    }
+
+    /// The same breaker, showing its state and transitions in `metrics`.
+    #[must_use]
+    pub(crate) fn observed(mut self, metrics: Option<&Metrics>) -> Self {
+        self.metrics = metrics.map(|metrics| metrics.resilience().clone());
+        self
     }
 
     /// The same breaker, reporting not ready while open instead (for
@@ -40,12 +51,16 @@ impl<S> Layer<S> for CircuitBreakerLayer {
     type Service = CircuitBreaker<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        if let Some(metrics) = &self.metrics {
+            metrics.breaker_created(&self.name);
+        }
         CircuitBreaker {
             inner,
             shared: Arc::new(Shared {
                 name: Arc::clone(&self.name),
                 failures: self.policy.failures.clone(),
                 breaker: Mutex::new(Breaker::new(self.policy.clone())),
+                metrics: self.metrics.clone(),
             }),
             mode: self.mode,
             sleep: None,

@@ -122,6 +122,7 @@ pub(crate) struct Shared {
     pub(crate) name: Arc<str>,
     pub(crate) breaker: Mutex<Breaker>,
     pub(crate) failures: FailurePolicy,
+    pub(crate) metrics: Option<crate::observability::metrics::ResilienceMetrics>,
 }
 
 impl Shared {
@@ -131,6 +132,9 @@ impl Shared {
 
     pub(crate) fn report(&self, transition: Option<Transition>) {
         if let Some(Transition { from, to }) = transition {
+            if let Some(metrics) = &self.metrics {
+                metrics.breaker_transition(&self.name, from, to);
+            }
             if to == BreakerState::Open {
                 tracing::warn!(target_service = %self.name, ?from, ?to, "circuit breaker opened");
             } else {

@@ -25,8 +25,21 @@ impl RetryLayer {
                 name: name.into(),
                 policy,
                 budget,
+                metrics: None,
             }),
         }
+    }
+
+    /// The same retries, counted in `metrics` (before the layer is shared).
+    #[must_use]
+    pub(crate) fn observed(
+        mut self,
+        metrics: Option<&crate::observability::metrics::Metrics>,
+    ) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.metrics = metrics.map(|metrics| metrics.resilience().clone());
+        }
+        self
     }
 }
 

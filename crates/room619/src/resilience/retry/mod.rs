@@ -188,6 +188,7 @@ struct Shared {
     name: Arc<str>,
     policy: RetryPolicy,
     budget: TpsBudget,
+    metrics: Option<crate::observability::metrics::ResilienceMetrics>,
 }
 
 /// The service made by [`RetryLayer`].
@@ -274,10 +275,16 @@ where
             break;
         }
         if !shared.budget.withdraw() {
+            if let Some(metrics) = &shared.metrics {
+                metrics.budget_exhausted(&shared.name);
+            }
             tracing::warn!(target_service = %shared.name, "retry budget exhausted; not retrying");
             break;
         }
         tracing::debug!(target_service = %shared.name, retry, ?backoff, "retrying");
+        if let Some(metrics) = &shared.metrics {
+            metrics.retry(&shared.name);
+        }
         tokio::time::sleep(backoff).await;
         service.ready().await.map_err(Into::into)?;
         result = attempt(service.call(rebuild(&parts, &body)), &shared).await;

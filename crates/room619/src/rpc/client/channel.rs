@@ -16,6 +16,10 @@ use tracing::Instrument as _;
 use super::Colocated;
 use crate::{
     error::BoxError,
+    observability::{
+        client::{ClientObserver, GRPC_UNAVAILABLE},
+        metrics::Metrics,
+    },
     rpc::deadline::{Deadline, GRPC_TIMEOUT, encode_timeout, parse_timeout},
 };
 
@@ -37,6 +41,7 @@ pub(crate) type RemoteGrpc = BoxCloneSyncService<Request<Body>, Response<Body>, 
 pub struct RpcChannel {
     target: Arc<str>,
     transport: Transport,
+    observer: ClientObserver,
 }
 
 #[derive(Clone)]
@@ -50,17 +55,26 @@ enum Transport {
 
 impl RpcChannel {
     pub(crate) fn local(target: &str, router: Router) -> Self {
-        Self {
-            target: target.into(),
-            transport: Transport::Local(router),
-        }
+        Self::new(target, Transport::Local(router))
     }
 
     pub(crate) fn remote(target: &str, service: RemoteGrpc, instances: usize) -> Self {
+        Self::new(target, Transport::Remote { service, instances })
+    }
+
+    fn new(target: &str, transport: Transport) -> Self {
+        let target: Arc<str> = target.into();
         Self {
-            target: target.into(),
-            transport: Transport::Remote { service, instances },
+            observer: ClientObserver::new(&target, None),
+            target,
+            transport,
         }
+    }
+
+    /// The same channel, counting its calls in `metrics`.
+    pub(crate) fn observed(mut self, metrics: Option<&Metrics>) -> Self {
+        self.observer = ClientObserver::new(&self.target, metrics);
+        self
     }
 
     /// The name of the service it reaches.
@@ -85,7 +99,7 @@ impl fmt::Debug for RpcChannel {
         f.debug_struct("RpcChannel")
             .field("target", &self.target)
             .field("transport", &transport)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -119,23 +133,29 @@ impl tower::Service<Request<Body>> for RpcChannel {
                 .headers_mut()
                 .insert(GRPC_TIMEOUT, encode_timeout(deadline.remaining()));
         }
+        let path = request.uri().path().to_owned();
+        let span = self.observer.grpc_span(
+            &path,
+            if self.is_colocated() {
+                "in-process"
+            } else {
+                "remote"
+            },
+            request.headers_mut(),
+        );
         let target = Arc::clone(&self.target);
         let transport = self.transport.clone();
-        let (kind, call): (&str, BoxFuture<'static, Result<Response<Body>, BoxError>>) =
-            match transport {
-                Transport::Local(router) => {
-                    request.extensions_mut().insert(Colocated);
-                    (
-                        "in-process",
-                        Box::pin(async move {
-                            let response = router.oneshot(request).await?;
-                            Ok(response.map(Body::new))
-                        }),
-                    )
-                }
-                Transport::Remote { service, .. } => ("remote", Box::pin(service.oneshot(request))),
-            };
-        let span = tracing::debug_span!("rpc.client", rpc.service = %target, transport = kind);
+        let call: BoxFuture<'static, Result<Response<Body>, BoxError>> = match transport {
+            Transport::Local(router) => {
+                request.extensions_mut().insert(Colocated);
+                Box::pin(async move {
+                    let response = router.oneshot(request).await?;
+                    Ok(response.map(Body::new))
+                })
+            }
+            Transport::Remote { service, .. } => Box::pin(service.oneshot(request)),
+        };
+        let call = observed(call, self.observer.clone(), path, span.clone());
         Box::pin(
             async move {
                 let Some(deadline) = deadline else {
@@ -157,4 +177,27 @@ impl tower::Service<Request<Body>> for RpcChannel {
             .instrument(span),
         )
     }
+}
+
+/// Records the call's outcome: the status an error answer carries in its
+/// headers (trailers-only), `OK` for an answer, the error's code otherwise.
+async fn observed(
+    call: BoxFuture<'static, Result<Response<Body>, BoxError>>,
+    observer: ClientObserver,
+    path: String,
+    span: tracing::Span,
+) -> Result<Response<Body>, BoxError> {
+    let started = std::time::Instant::now();
+    let result = call.await;
+    let code = match &result {
+        Ok(response) => response
+            .headers()
+            .get("grpc-status")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0),
+        Err(err) => crate::resilience::status_in(err).map_or(GRPC_UNAVAILABLE, |code| code as i32),
+    };
+    observer.grpc_done(&span, &path, code, started.elapsed());
+    result
 }

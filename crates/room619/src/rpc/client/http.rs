@@ -22,6 +22,7 @@ use super::Colocated;
 use crate::{
     Error, ErrorKind, Result,
     error::{BoxError, Problem},
+    observability::{client::ClientObserver, metrics::Metrics},
     rpc::deadline::{Deadline, HTTP_TIMEOUT, encode_timeout},
 };
 
@@ -51,6 +52,7 @@ pub(crate) type RemoteHttp =
 pub struct HttpClient {
     target: Arc<str>,
     transport: Transport,
+    observer: ClientObserver,
 }
 
 #[derive(Clone)]
@@ -61,17 +63,26 @@ enum Transport {
 
 impl HttpClient {
     pub(crate) fn local(target: &str, router: Router) -> Self {
-        Self {
-            target: target.into(),
-            transport: Transport::Local(router),
-        }
+        Self::new(target, Transport::Local(router))
     }
 
     pub(crate) fn remote(target: &str, service: RemoteHttp) -> Self {
+        Self::new(target, Transport::Remote(service))
+    }
+
+    fn new(target: &str, transport: Transport) -> Self {
+        let target: Arc<str> = target.into();
         Self {
-            target: target.into(),
-            transport: Transport::Remote(service),
+            observer: ClientObserver::new(&target, None),
+            target,
+            transport,
         }
+    }
+
+    /// The same client, counting its requests in `metrics`.
+    pub(crate) fn observed(mut self, metrics: Option<&Metrics>) -> Self {
+        self.observer = ClientObserver::new(&self.target, metrics);
+        self
     }
 
     /// Whether requests stay in this process.
@@ -100,29 +111,38 @@ impl HttpClient {
                 .headers_mut()
                 .insert(HTTP_TIMEOUT, encode_timeout(deadline.remaining()));
         }
-        let (kind, call): (&str, BoxFuture<'static, Result<Response<Body>, BoxError>>) =
+        let method = request.method().clone();
+        let kind = if self.is_colocated() {
+            "in-process"
+        } else {
+            "remote"
+        };
+        let span = self
+            .observer
+            .http_span(&method, kind, request.headers_mut());
+        let started = std::time::Instant::now();
+        let call: BoxFuture<'static, Result<Response<Body>, BoxError>> =
             match self.transport.clone() {
                 Transport::Local(router) => {
                     request.extensions_mut().insert(Colocated);
-                    (
-                        "in-process",
-                        Box::pin(async move { Ok(router.oneshot(request).await?) }),
-                    )
+                    Box::pin(async move { Ok(router.oneshot(request).await?) })
                 }
-                Transport::Remote(service) => ("remote", Box::pin(service.oneshot(request))),
+                Transport::Remote(service) => Box::pin(service.oneshot(request)),
             };
-        let span = tracing::debug_span!("http.client", service = %self.target, transport = kind);
+        let call = call.instrument(span.clone());
         let result = match deadline {
-            Some(deadline) => tokio::time::timeout_at(deadline.instant(), call.instrument(span))
-                .await
-                .map_err(|_elapsed| {
-                    Error::deadline_exceeded(format!(
-                        "deadline passed while calling `{}`",
-                        self.target
-                    ))
-                })?,
-            None => call.instrument(span).await,
+            Some(deadline) => tokio::time::timeout_at(deadline.instant(), call).await,
+            None => Ok(call.await),
         };
+        let status = match &result {
+            Ok(Ok(response)) => response.status().as_u16(),
+            _ => 0,
+        };
+        self.observer
+            .http_done(&span, &method, status, started.elapsed());
+        let result = result.map_err(|_elapsed| {
+            Error::deadline_exceeded(format!("deadline passed while calling `{}`", self.target))
+        })?;
         result.map_err(|err| {
             let kind = crate::resilience::status_in(&err)
                 .map_or(ErrorKind::Unavailable, ErrorKind::from_grpc_code);

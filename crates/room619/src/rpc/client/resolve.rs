@@ -30,6 +30,7 @@ use super::{
 use crate::{
     Error, Result,
     config::InstanceConfig,
+    observability::metrics::Metrics,
     resilience::{
         ClientPolicy, ResilienceConfig, bulkhead::BulkheadLayer,
         circuit_breaker::CircuitBreakerLayer, hedge::HedgeLayer, retry::RetryLayer,
@@ -60,6 +61,7 @@ struct Inner {
     resilience: ResilienceConfig,
     grpc: Mutex<HashMap<String, (RemoteGrpc, usize)>>,
     http: Mutex<HashMap<String, RemoteHttp>>,
+    metrics: Option<Metrics>,
 }
 
 impl Clients {
@@ -76,8 +78,22 @@ impl Clients {
                 resilience,
                 grpc: Mutex::new(HashMap::new()),
                 http: Mutex::new(HashMap::new()),
+                metrics: None,
             }),
         }
+    }
+
+    /// Counts client calls, breaker transitions and retries in `metrics`
+    /// (before the clients are shared).
+    pub(crate) fn observed(mut self, metrics: Option<Metrics>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.metrics = metrics;
+        }
+        self
+    }
+
+    fn metrics(&self) -> Option<&Metrics> {
+        self.inner.metrics.as_ref()
     }
 
     /// Makes colocated services reachable in-process (once routes exist).
@@ -89,7 +105,9 @@ impl Clients {
 
     pub(crate) fn channel(&self, name: &str, requirement: &str) -> Result<RpcChannel> {
         match self.resolve(name, requirement)? {
-            Resolved::Local(routers) => Ok(RpcChannel::local(name, routers.grpc)),
+            Resolved::Local(routers) => {
+                Ok(RpcChannel::local(name, routers.grpc).observed(self.metrics()))
+            }
             Resolved::Remote(key, addresses) => {
                 let mut cache = self
                     .inner
@@ -97,7 +115,9 @@ impl Clients {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
                 if let Some((service, count)) = cache.get(&key) {
-                    return Ok(RpcChannel::remote(name, service.clone(), *count));
+                    return Ok(
+                        RpcChannel::remote(name, service.clone(), *count).observed(self.metrics())
+                    );
                 }
                 let policy = self.inner.resilience.for_service(name);
                 let mut instances = Vec::with_capacity(addresses.len());
@@ -109,22 +129,24 @@ impl Clients {
                             })?
                             .connect_timeout(CONNECT_TIMEOUT)
                             .tcp_nodelay(true);
-                    let breaker = instance_breaker(name, &address, policy);
+                    let breaker = instance_breaker(name, &address, policy, self.metrics());
                     instances.push((address, breaker.layer(endpoint.connect_lazy())));
                 }
                 let count = instances.len();
                 let service = BoxCloneSyncService::new(
-                    protect(name, policy).service(Balanced::new(instances)),
+                    protect(name, policy, self.metrics()).service(Balanced::new(instances)),
                 );
                 cache.insert(key, (service.clone(), count));
-                Ok(RpcChannel::remote(name, service, count))
+                Ok(RpcChannel::remote(name, service, count).observed(self.metrics()))
             }
         }
     }
 
     pub(crate) fn http(&self, name: &str, requirement: &str) -> Result<HttpClient> {
         match self.resolve(name, requirement)? {
-            Resolved::Local(routers) => Ok(HttpClient::local(name, routers.http)),
+            Resolved::Local(routers) => {
+                Ok(HttpClient::local(name, routers.http).observed(self.metrics()))
+            }
             Resolved::Remote(key, addresses) => {
                 let mut cache = self
                     .inner
@@ -132,7 +154,7 @@ impl Clients {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
                 if let Some(service) = cache.get(&key) {
-                    return Ok(HttpClient::remote(name, service.clone()));
+                    return Ok(HttpClient::remote(name, service.clone()).observed(self.metrics()));
                 }
                 let policy = self.inner.resilience.for_service(name);
                 let mut connector = HttpConnector::new();
@@ -144,17 +166,17 @@ impl Clients {
                     let authority: Authority = address.parse().map_err(|err| {
                         Error::config(format!("instance address `{address}`: {err}"))
                     })?;
-                    let breaker = instance_breaker(name, &address, policy);
+                    let breaker = instance_breaker(name, &address, policy, self.metrics());
                     instances.push((
                         address,
                         breaker.layer(HttpInstance::new(client.clone(), authority)),
                     ));
                 }
                 let service = BoxCloneSyncService::new(
-                    protect(name, policy).service(Balanced::new(instances)),
+                    protect(name, policy, self.metrics()).service(Balanced::new(instances)),
                 );
                 cache.insert(key, service.clone());
-                Ok(HttpClient::remote(name, service))
+                Ok(HttpClient::remote(name, service).observed(self.metrics()))
             }
         }
     }
@@ -197,12 +219,18 @@ impl Clients {
 }
 
 /// The breaker of one instance: not ready while open, so the balancer skips it.
-fn instance_breaker(service: &str, address: &str, policy: &ClientPolicy) -> CircuitBreakerLayer {
+fn instance_breaker(
+    service: &str,
+    address: &str,
+    policy: &ClientPolicy,
+    metrics: Option<&Metrics>,
+) -> CircuitBreakerLayer {
     CircuitBreakerLayer::new(
         &format!("{service}@{address}"),
         policy.instance_breaker.clone(),
     )
     .unready_while_open()
+    .observed(metrics)
 }
 
 /// The layers around the balancer, outermost first.
@@ -215,11 +243,11 @@ type Protection = ServiceBuilder<
 
 /// The layers around the balancer: bulkhead → service breaker → retry →
 /// hedge (each attempt, and each hedge, picks its own instance).
-fn protect(service: &str, policy: &ClientPolicy) -> Protection {
+fn protect(service: &str, policy: &ClientPolicy, metrics: Option<&Metrics>) -> Protection {
     ServiceBuilder::new()
         .layer(BulkheadLayer::new(service, policy.bulkhead))
-        .layer(CircuitBreakerLayer::new(service, policy.breaker.clone()))
-        .layer(RetryLayer::new(service, policy.retry.clone()))
+        .layer(CircuitBreakerLayer::new(service, policy.breaker.clone()).observed(metrics))
+        .layer(RetryLayer::new(service, policy.retry.clone()).observed(metrics))
         .layer(HedgeLayer::new(service, policy.hedge.clone()))
 }
 

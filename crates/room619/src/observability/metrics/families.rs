@@ -1,0 +1,345 @@
+//! The built-in metric families, grouped by who records them.
+
+use std::{sync::Arc, time::Duration};
+
+use prometheus_client::{
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+use super::labels::{
+    BreakerLabels, BuildLabels, BusLabels, BusSystemLabels, HttpClientLabels, HttpLabels,
+    HttpRouteLabels, Interner, PeerLabels, RpcClientLabels, RpcLabels, RpcRouteLabels,
+    TransitionLabels,
+};
+use crate::resilience::circuit_breaker::BreakerState;
+
+/// Latency buckets in seconds: the OpenTelemetry default for durations.
+const BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn histograms<L: Clone + std::hash::Hash + Eq>() -> Histograms<L> {
+    Family::new_with_constructor(|| Histogram::new(BUCKETS))
+}
+
+/// What the server layers record.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerMetrics {
+    rpc_requests: Family<RpcLabels, Counter>,
+    rpc_duration: Histograms<RpcLabels>,
+    rpc_active: Family<RpcRouteLabels, Gauge>,
+    http_requests: Family<HttpLabels, Counter>,
+    http_duration: Histograms<HttpLabels>,
+    http_active: Family<HttpRouteLabels, Gauge>,
+    pub(crate) routes: Arc<Interner>,
+}
+
+impl ServerMetrics {
+    pub(super) fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            rpc_requests: Family::default(),
+            rpc_duration: histograms(),
+            rpc_active: Family::default(),
+            http_requests: Family::default(),
+            http_duration: histograms(),
+            http_active: Family::default(),
+            routes: Arc::default(),
+        };
+        registry.register(
+            "rpc_server_requests",
+            "gRPC calls served, by method and status code",
+            metrics.rpc_requests.clone(),
+        );
+        registry.register(
+            "rpc_server_call_duration_seconds",
+            "Duration of gRPC calls served, until the last response byte",
+            metrics.rpc_duration.clone(),
+        );
+        registry.register(
+            "rpc_server_active_requests",
+            "gRPC calls being served",
+            metrics.rpc_active.clone(),
+        );
+        registry.register(
+            "http_server_requests",
+            "HTTP requests served, by route template and status code",
+            metrics.http_requests.clone(),
+        );
+        registry.register(
+            "http_server_request_duration_seconds",
+            "Duration of HTTP requests served, until the response head",
+            metrics.http_duration.clone(),
+        );
+        registry.register(
+            "http_server_active_requests",
+            "HTTP requests being served",
+            metrics.http_active.clone(),
+        );
+        metrics
+    }
+
+    pub(crate) fn grpc_started(&self, route: &RpcRouteLabels) {
+        self.rpc_active.get_or_create(route).inc();
+    }
+
+    pub(crate) fn grpc_finished(&self, route: &RpcRouteLabels, code: i32, elapsed: Duration) {
+        self.rpc_active.get_or_create(route).dec();
+        let labels = RpcLabels {
+            route: route.clone(),
+            code,
+        };
+        self.rpc_requests.get_or_create(&labels).inc();
+        self.rpc_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub(crate) fn http_started(&self, route: &HttpRouteLabels) {
+        self.http_active.get_or_create(route).inc();
+    }
+
+    pub(crate) fn http_finished(&self, route: &HttpRouteLabels, status: u16, elapsed: Duration) {
+        self.http_active.get_or_create(route).dec();
+        let labels = HttpLabels {
+            route: route.clone(),
+            status,
+        };
+        self.http_requests.get_or_create(&labels).inc();
+        self.http_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// What `RpcChannel` and `HttpClient` record.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientMetrics {
+    rpc_requests: Family<RpcClientLabels, Counter>,
+    rpc_duration: Histograms<RpcClientLabels>,
+    http_requests: Family<HttpClientLabels, Counter>,
+    http_duration: Histograms<HttpClientLabels>,
+    pub(crate) methods: Arc<Interner>,
+}
+
+impl ClientMetrics {
+    pub(super) fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            rpc_requests: Family::default(),
+            rpc_duration: histograms(),
+            http_requests: Family::default(),
+            http_duration: histograms(),
+            methods: Arc::default(),
+        };
+        registry.register(
+            "rpc_client_requests",
+            "gRPC calls made, by peer service, method and status code",
+            metrics.rpc_requests.clone(),
+        );
+        registry.register(
+            "rpc_client_call_duration_seconds",
+            "Duration of gRPC calls made, until the response head",
+            metrics.rpc_duration.clone(),
+        );
+        registry.register(
+            "http_client_requests",
+            "HTTP requests made, by peer service and status code",
+            metrics.http_requests.clone(),
+        );
+        registry.register(
+            "http_client_request_duration_seconds",
+            "Duration of HTTP requests made, until the response head",
+            metrics.http_duration.clone(),
+        );
+        metrics
+    }
+
+    pub(crate) fn grpc(&self, labels: &RpcClientLabels, elapsed: Duration) {
+        self.rpc_requests.get_or_create(labels).inc();
+        self.rpc_duration
+            .get_or_create(labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub(crate) fn http(&self, labels: &HttpClientLabels, elapsed: Duration) {
+        self.http_requests.get_or_create(labels).inc();
+        self.http_duration
+            .get_or_create(labels)
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// What circuit breakers and retries record.
+#[derive(Debug, Clone)]
+pub(crate) struct ResilienceMetrics {
+    breaker_state: Family<BreakerLabels, Gauge>,
+    breaker_transitions: Family<TransitionLabels, Counter>,
+    retries: Family<PeerLabels, Counter>,
+    budget_exhausted: Family<PeerLabels, Counter>,
+}
+
+impl ResilienceMetrics {
+    pub(super) fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            breaker_state: Family::default(),
+            breaker_transitions: Family::default(),
+            retries: Family::default(),
+            budget_exhausted: Family::default(),
+        };
+        registry.register(
+            "room619_circuit_breaker_state",
+            "Circuit breaker state: 0 closed, 1 open, 2 half-open",
+            metrics.breaker_state.clone(),
+        );
+        registry.register(
+            "room619_circuit_breaker_transitions",
+            "Circuit breaker changes of state",
+            metrics.breaker_transitions.clone(),
+        );
+        registry.register(
+            "room619_retries",
+            "Calls sent again after a retryable failure",
+            metrics.retries.clone(),
+        );
+        registry.register(
+            "room619_retry_budget_exhausted",
+            "Retries not sent because the retry budget was spent",
+            metrics.budget_exhausted.clone(),
+        );
+        metrics
+    }
+
+    /// A breaker exists (closed); shows it in the state gauge.
+    pub(crate) fn breaker_created(&self, breaker: &Arc<str>) {
+        self.breaker_state
+            .get_or_create(&BreakerLabels {
+                breaker: Arc::clone(breaker),
+            })
+            .set(0);
+    }
+
+    pub(crate) fn breaker_transition(
+        &self,
+        breaker: &Arc<str>,
+        from: BreakerState,
+        to: BreakerState,
+    ) {
+        self.breaker_state
+            .get_or_create(&BreakerLabels {
+                breaker: Arc::clone(breaker),
+            })
+            .set(state_value(to));
+        self.breaker_transitions
+            .get_or_create(&TransitionLabels {
+                breaker: Arc::clone(breaker),
+                from: state_name(from),
+                to: state_name(to),
+            })
+            .inc();
+    }
+
+    pub(crate) fn retry(&self, peer: &Arc<str>) {
+        self.retries
+            .get_or_create(&PeerLabels {
+                peer_service: Arc::clone(peer),
+            })
+            .inc();
+    }
+
+    pub(crate) fn budget_exhausted(&self, peer: &Arc<str>) {
+        self.budget_exhausted
+            .get_or_create(&PeerLabels {
+                peer_service: Arc::clone(peer),
+            })
+            .inc();
+    }
+}
+
+fn state_value(state: BreakerState) -> i64 {
+    match state {
+        BreakerState::Closed => 0,
+        BreakerState::Open => 1,
+        BreakerState::HalfOpen => 2,
+    }
+}
+
+fn state_name(state: BreakerState) -> &'static str {
+    match state {
+        BreakerState::Closed => "closed",
+        BreakerState::Open => "open",
+        BreakerState::HalfOpen => "half_open",
+    }
+}
+
+/// What the message bus records.
+#[derive(Debug, Clone)]
+pub(crate) struct BusMetrics {
+    published: Family<BusSystemLabels, Counter>,
+    consumed: Family<BusLabels, Counter>,
+    redelivered: Family<BusLabels, Counter>,
+    dead_lettered: Family<BusLabels, Counter>,
+}
+
+impl BusMetrics {
+    pub(super) fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            published: Family::default(),
+            consumed: Family::default(),
+            redelivered: Family::default(),
+            dead_lettered: Family::default(),
+        };
+        registry.register(
+            "messaging_published_messages",
+            "Messages published to the bus",
+            metrics.published.clone(),
+        );
+        registry.register(
+            "messaging_consumed_messages",
+            "Messages a subscriber handled successfully",
+            metrics.consumed.clone(),
+        );
+        registry.register(
+            "messaging_redelivered_messages",
+            "Messages delivered again after a failed handler",
+            metrics.redelivered.clone(),
+        );
+        registry.register(
+            "messaging_dead_lettered_messages",
+            "Messages given up and sent to the dead letters",
+            metrics.dead_lettered.clone(),
+        );
+        metrics
+    }
+
+    pub(crate) fn published(&self, system: &'static str) {
+        self.published
+            .get_or_create(&BusSystemLabels {
+                messaging_system: system,
+            })
+            .inc();
+    }
+
+    pub(crate) fn consumed(&self, labels: &BusLabels) {
+        self.consumed.get_or_create(labels).inc();
+    }
+
+    pub(crate) fn redelivered(&self, labels: &BusLabels) {
+        self.redelivered.get_or_create(labels).inc();
+    }
+
+    pub(crate) fn dead_lettered(&self, labels: &BusLabels) {
+        self.dead_lettered.get_or_create(labels).inc();
+    }
+}
+
+pub(super) fn register_build_info(registry: &mut Registry, node: &str) {
+    let info: Family<BuildLabels, Gauge> = Family::default();
+    info.get_or_create(&BuildLabels {
+        version: env!("CARGO_PKG_VERSION"),
+        node: node.to_owned(),
+    })
+    .set(1);
+    registry.register("room619_build_info", "room619 version and node name", info);
+}

@@ -1,0 +1,168 @@
+//! [`Pending`]: a request not yet measured, finished exactly once (at the
+//! answer, at the end of a gRPC body, or when dropped); [`GrpcBody`]: the
+//! body that finishes a gRPC call at its trailers.
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tracing::Span;
+
+use super::routes::{GrpcRoute, HttpRoute};
+use crate::observability::{metrics::ServerMetrics, trace_context};
+
+/// `CANCELLED`: the caller went away before the answer ended.
+const GRPC_CANCELLED: i32 = 1;
+/// `UNKNOWN`: the body failed or ended without a status.
+const GRPC_UNKNOWN: i32 = 2;
+/// What a dropped HTTP request is counted as (the caller closed first).
+const HTTP_CLIENT_CLOSED: u16 = 499;
+
+/// A request in flight; dropping it unfinished counts it as abandoned.
+pub(super) struct Pending(Option<Started>);
+
+struct Started {
+    metrics: Option<ServerMetrics>,
+    route: Route,
+    since: Instant,
+    span: Span,
+}
+
+enum Route {
+    Grpc(GrpcRoute),
+    Http(HttpRoute),
+}
+
+impl Pending {
+    pub(super) fn grpc(metrics: Option<ServerMetrics>, route: GrpcRoute, started: Instant) -> Self {
+        Self(Some(Started {
+            metrics,
+            route: Route::Grpc(route),
+            since: started,
+            span: Span::none(),
+        }))
+    }
+
+    pub(super) fn http(metrics: Option<ServerMetrics>, route: HttpRoute, started: Instant) -> Self {
+        Self(Some(Started {
+            metrics,
+            route: Route::Http(route),
+            since: started,
+            span: Span::none(),
+        }))
+    }
+
+    /// Keeps `span` open until the request is finished.
+    pub(super) fn with_span(mut self, span: Span) -> Self {
+        if let Some(started) = &mut self.0 {
+            started.span = span;
+        }
+        self
+    }
+
+    pub(super) fn is_grpc(&self) -> bool {
+        matches!(
+            &self.0,
+            Some(Started {
+                route: Route::Grpc(_),
+                ..
+            })
+        )
+    }
+
+    /// Finishes with an HTTP status, or a gRPC code.
+    pub(super) fn finish(&mut self, status: u16, grpc_code: i32) {
+        let Some(Started {
+            metrics,
+            route,
+            since,
+            span,
+        }) = self.0.take()
+        else {
+            return;
+        };
+        let elapsed = since.elapsed();
+        match route {
+            Route::Grpc(route) => {
+                trace_context::set_attribute(&span, "rpc.grpc.status_code", grpc_code.into());
+                if let Some(metrics) = metrics {
+                    metrics.grpc_finished(&route.labels, grpc_code, elapsed);
+                }
+            }
+            Route::Http(route) => {
+                trace_context::set_attribute(&span, "http.response.status_code", status.into());
+                if let Some(metrics) = metrics {
+                    metrics.http_finished(&route.labels, status, elapsed);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.finish(HTTP_CLIENT_CLOSED, GRPC_CANCELLED);
+    }
+}
+
+/// The `grpc-status` in `headers`, if any.
+pub(super) fn grpc_status(headers: &HeaderMap) -> Option<i32> {
+    headers
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+}
+
+pin_project! {
+    /// A gRPC answer's body: the call is finished with the trailers'
+    /// status, when the body ends, or when it is dropped.
+    pub(super) struct GrpcBody {
+        #[pin]
+        inner: Body,
+        pending: Pending,
+    }
+}
+
+impl GrpcBody {
+    pub(super) fn new(inner: Body, pending: Pending) -> Self {
+        Self { inner, pending }
+    }
+}
+
+impl http_body::Body for GrpcBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(code) = frame.trailers_ref().and_then(grpc_status) {
+                    this.pending.finish(0, code);
+                }
+            }
+            Poll::Ready(Some(Err(_)) | None) => this.pending.finish(0, GRPC_UNKNOWN),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

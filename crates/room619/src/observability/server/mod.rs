@@ -1,0 +1,164 @@
+//! The layer that observes every request a node serves: one for the gRPC
+//! router, one for the HTTP router.
+//!
+//! Per request it takes the caller's `x-request-id` (or makes one) and
+//! returns it on the answer, continues the caller's W3C trace context,
+//! opens a server span with the OpenTelemetry semantic attributes
+//! (`rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`;
+//! `http.request.method`, `http.route`, `http.response.status_code`) plus
+//! `service`, `method`, `request_id`, `trace_id` and `span_id` for log
+//! lines, and counts, times and gauges the request. A gRPC call ends with
+//! its last body frame (the status is in the trailers); an HTTP request
+//! with its response head. Header values are never recorded.
+
+mod body;
+mod future;
+mod layer;
+mod routes;
+
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use axum::{body::Body, extract::MatchedPath};
+use http::{HeaderValue, Request, Response};
+use tracing::Span;
+
+pub(crate) use layer::ObserveLayer;
+pub(crate) use routes::{GrpcRoutes, HttpOwners};
+
+use self::{
+    body::Pending,
+    future::ResponseFuture,
+    routes::{GrpcRoute, HttpRoute},
+};
+use super::{metrics::ServerMetrics, trace_context};
+
+/// The request id header, taken from the caller or made, and answered.
+pub(crate) const REQUEST_ID: &str = "x-request-id";
+/// The longest request id kept from a caller.
+const MAX_REQUEST_ID: usize = 128;
+
+/// What the layer knows: the protocol's routes and the metrics.
+pub(crate) struct Shared {
+    pub(crate) protocol: Protocol,
+    pub(crate) metrics: Option<ServerMetrics>,
+}
+
+pub(crate) enum Protocol {
+    Grpc(GrpcRoutes),
+    Http(HttpOwners),
+}
+
+/// The service made by [`ObserveLayer`].
+#[derive(Clone)]
+pub(crate) struct Observe<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S, B> tower::Service<Request<Body>> for Observe<S>
+where
+    S: tower::Service<Request<Body>, Response = Response<B>>,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let started = Instant::now();
+        let request_id = request_id(&mut request);
+        let (span, pending) = match &self.shared.protocol {
+            Protocol::Grpc(routes) => {
+                let route = routes.resolve(request.uri().path());
+                (grpc_span(&route, &request_id), self.grpc(route, started))
+            }
+            Protocol::Http(owners) => {
+                let route = owners.resolve(
+                    request.method(),
+                    request
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map(MatchedPath::as_str),
+                );
+                (http_span(&route, &request_id), self.http(route, started))
+            }
+        };
+        trace_context::continue_from_http(&span, request.headers());
+        trace_context::record_ids(&span);
+        let pending = pending.with_span(span.clone());
+        let inner = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        ResponseFuture::new(inner, span, pending, request_id)
+    }
+}
+
+impl<S> Observe<S> {
+    fn grpc(&self, route: GrpcRoute, started: Instant) -> Pending {
+        if let Some(metrics) = &self.shared.metrics {
+            metrics.grpc_started(&route.labels);
+        }
+        Pending::grpc(self.shared.metrics.clone(), route, started)
+    }
+
+    fn http(&self, route: HttpRoute, started: Instant) -> Pending {
+        if let Some(metrics) = &self.shared.metrics {
+            metrics.http_started(&route.labels);
+        }
+        Pending::http(self.shared.metrics.clone(), route, started)
+    }
+}
+
+fn grpc_span(route: &GrpcRoute, request_id: &HeaderValue) -> Span {
+    tracing::info_span!(
+        "rpc.server",
+        otel.name = %route.name,
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = %route.labels.service,
+        rpc.method = %route.labels.method,
+        service = %route.owner,
+        method = %route.name,
+        request_id = request_id.to_str().unwrap_or_default(),
+    )
+}
+
+fn http_span(route: &HttpRoute, request_id: &HeaderValue) -> Span {
+    tracing::info_span!(
+        "http.server",
+        otel.name = %format_args!("{} {}", route.labels.http_request_method, route.labels.http_route),
+        otel.kind = "server",
+        http.request.method = route.labels.http_request_method,
+        http.route = %route.labels.http_route,
+        service = %route.owner,
+        method = %format_args!("{} {}", route.labels.http_request_method, route.labels.http_route),
+        request_id = request_id.to_str().unwrap_or_default(),
+    )
+}
+
+/// The caller's request id when it is sane (visible ASCII, at most
+/// [`MAX_REQUEST_ID`] bytes), a new one otherwise; set on the request so
+/// handlers see it.
+fn request_id(request: &mut Request<Body>) -> HeaderValue {
+    if let Some(given) = request.headers().get(REQUEST_ID)
+        && !given.is_empty()
+        && given.len() <= MAX_REQUEST_ID
+        && given.as_bytes().iter().all(u8::is_ascii_graphic)
+    {
+        return given.clone();
+    }
+    let made = HeaderValue::try_from(format!("{:032x}", fastrand::u128(..)))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    request.headers_mut().insert(REQUEST_ID, made.clone());
+    made
+}

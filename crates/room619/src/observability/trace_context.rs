@@ -1,0 +1,185 @@
+//! W3C trace context (`traceparent`, `tracestate`) and `baggage` in and out
+//! of HTTP headers (gRPC metadata included) and bus message headers. Without
+//! the `otel` feature every function does nothing.
+
+use http::HeaderMap;
+use tracing::Span;
+
+use crate::bus::Headers;
+
+/// The W3C trace context header.
+#[cfg(feature = "otel")]
+const TRACEPARENT: &str = "traceparent";
+
+/// Makes `span` a child of the caller's span named in `headers`, if any.
+pub(crate) fn continue_from_http(span: &Span, headers: &HeaderMap) {
+    #[cfg(feature = "otel")]
+    if headers.contains_key(TRACEPARENT) {
+        otel::set_parent(span, &otel::HttpHeaders(headers));
+    }
+    #[cfg(not(feature = "otel"))]
+    let _ = (span, headers);
+}
+
+/// Writes the trace context of `span` into outgoing `headers`.
+pub(crate) fn inject_http(span: &Span, headers: &mut HeaderMap) {
+    #[cfg(feature = "otel")]
+    otel::inject(span, &mut otel::HttpHeadersMut(headers));
+    #[cfg(not(feature = "otel"))]
+    let _ = (span, headers);
+}
+
+/// Makes `span` a child of the publisher's span named in message `headers`.
+pub(crate) fn continue_from_bus(span: &Span, headers: &Headers) {
+    #[cfg(feature = "otel")]
+    if headers.get(TRACEPARENT).is_some() {
+        otel::set_parent(span, &otel::BusHeaders(headers));
+    }
+    #[cfg(not(feature = "otel"))]
+    let _ = (span, headers);
+}
+
+/// Writes the current span's trace context into a message's `headers`,
+/// unless they already carry one.
+pub(crate) fn inject_bus(headers: &mut Headers) {
+    #[cfg(feature = "otel")]
+    if headers.get(TRACEPARENT).is_none() {
+        otel::inject(&Span::current(), &mut otel::BusHeadersMut(headers));
+    }
+    #[cfg(not(feature = "otel"))]
+    let _ = headers;
+}
+
+/// Sets an attribute of the span's OpenTelemetry span only (not a `tracing`
+/// field: log layers do no work for it), such as a status code.
+pub(crate) fn set_attribute(span: &Span, key: &'static str, value: i64) {
+    #[cfg(feature = "otel")]
+    tracing_opentelemetry::OpenTelemetrySpanExt::set_attribute(span, key, value);
+    #[cfg(not(feature = "otel"))]
+    let _ = (span, key, value);
+}
+
+/// Keeps the span's OpenTelemetry ids with it (a span extension, no
+/// `tracing` record), for the JSON log lines written inside it.
+pub(crate) fn record_ids(span: &Span) {
+    #[cfg(feature = "otel")]
+    otel::record_ids(span);
+    #[cfg(not(feature = "otel"))]
+    let _ = span;
+}
+
+/// A request span's OpenTelemetry ids, as a span extension.
+#[cfg(feature = "otel")]
+#[derive(Clone, Debug)]
+pub(crate) struct TraceIds {
+    pub(crate) trace_id: String,
+    pub(crate) span_id: String,
+}
+
+#[cfg(feature = "otel")]
+mod otel {
+    use std::sync::LazyLock;
+
+    use http::{HeaderMap, HeaderName, HeaderValue};
+    use opentelemetry::{
+        propagation::{Extractor, Injector, TextMapCompositePropagator, TextMapPropagator},
+        trace::TraceContextExt as _,
+    };
+    use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+    use tracing::Span;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    use tracing_subscriber::{Registry, registry::LookupSpan as _};
+
+    use super::TraceIds;
+
+    use crate::bus::Headers;
+
+    static PROPAGATOR: LazyLock<TextMapCompositePropagator> = LazyLock::new(|| {
+        TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(BaggagePropagator::new()),
+        ])
+    });
+
+    pub(super) fn set_parent(span: &Span, carrier: &dyn Extractor) {
+        let parent = PROPAGATOR.extract(carrier);
+        if let Err(err) = span.set_parent(parent) {
+            tracing::debug!(error = %err, "the caller's trace context was not applied");
+        }
+    }
+
+    pub(super) fn inject(span: &Span, carrier: &mut dyn Injector) {
+        let context = span.context();
+        if context.span().span_context().is_valid() {
+            PROPAGATOR.inject_context(&context, carrier);
+        }
+    }
+
+    pub(super) fn record_ids(span: &Span) {
+        let Some(id) = span.id() else {
+            return;
+        };
+        let context = span.context();
+        let otel_span = context.span();
+        let span_context = otel_span.span_context();
+        if !span_context.is_valid() {
+            return;
+        }
+        let ids = TraceIds {
+            trace_id: span_context.trace_id().to_string(),
+            span_id: span_context.span_id().to_string(),
+        };
+        tracing::dispatcher::get_default(|dispatch| {
+            if let Some(registry) = dispatch.downcast_ref::<Registry>()
+                && let Some(span) = registry.span(&id)
+            {
+                span.extensions_mut().insert(ids.clone());
+            }
+        });
+    }
+
+    pub(super) struct HttpHeaders<'a>(pub(super) &'a HeaderMap);
+
+    impl Extractor for HttpHeaders<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).and_then(|value| value.to_str().ok())
+        }
+
+        fn keys(&self) -> Vec<&str> {
+            self.0.keys().map(HeaderName::as_str).collect()
+        }
+    }
+
+    pub(super) struct HttpHeadersMut<'a>(pub(super) &'a mut HeaderMap);
+
+    impl Injector for HttpHeadersMut<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(key.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                self.0.insert(name, value);
+            }
+        }
+    }
+
+    pub(super) struct BusHeaders<'a>(pub(super) &'a Headers);
+
+    impl Extractor for BusHeaders<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key)
+        }
+
+        fn keys(&self) -> Vec<&str> {
+            self.0.iter().map(|(name, _)| name).collect()
+        }
+    }
+
+    pub(super) struct BusHeadersMut<'a>(pub(super) &'a mut Headers);
+
+    impl Injector for BusHeadersMut<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            self.0.insert(key, value);
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! OpenTelemetry tracing (feature `otel`): a tracer provider exporting spans
+//! with OTLP over gRPC, and the `tracing` layer that turns room619's spans
+//! (and the application's) into OpenTelemetry spans.
+//!
+//! ```no_run
+//! use room619::{config::Config, observability::{logging, tracing::Telemetry}};
+//!
+//! # async fn run() -> room619::Result<()> {
+//! let config = Config::load()?;
+//! // Inside the tokio runtime: the exporter's gRPC channel runs on it.
+//! if let Some(telemetry) = Telemetry::new(&config.telemetry, &config.node.name)? {
+//!     telemetry.install(); // before `logging::init`, which adds its layer
+//! }
+//! logging::init(&config.log)?;
+//! // ... run the node; it flushes the installed provider on shutdown.
+//! # Ok(()) }
+//! ```
+
+use std::{
+    sync::{Mutex, PoisonError},
+    time::Duration,
+};
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{SpanExporter, WithExportConfig as _};
+use opentelemetry_sdk::{
+    Resource,
+    trace::{Sampler, SdkTracerProvider},
+};
+use tracing_subscriber::{Layer, registry::LookupSpan};
+
+use super::TelemetryConfig;
+use crate::{Error, Result};
+
+/// How long one export to the collector may take.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The provider the node flushes at shutdown (the last one installed).
+static INSTALLED: Mutex<Option<SdkTracerProvider>> = Mutex::new(None);
+
+/// An OpenTelemetry tracer provider: spans batched and exported with OTLP
+/// over gRPC, sampled parent-based with a ratio for new traces, resource
+/// `service.name` set to the node's name.
+#[derive(Debug, Clone)]
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+}
+
+impl Telemetry {
+    /// The provider `config` describes, or `None` when
+    /// `telemetry.otlp_endpoint` is unset (export off). Call it inside a
+    /// tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// `Config` when the endpoint is invalid or the exporter cannot be built;
+    /// `Internal` outside a tokio runtime.
+    pub fn new(config: &TelemetryConfig, service_name: &str) -> Result<Option<Self>> {
+        let Some(endpoint) = &config.otlp_endpoint else {
+            return Ok(None);
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::internal(
+                "the OTLP exporter must be made inside a tokio runtime (its channel runs there)",
+            ));
+        }
+        let exporter = SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint.clone())
+            .with_timeout(EXPORT_TIMEOUT)
+            .build()
+            .map_err(|err| Error::config(format!("telemetry.otlp_endpoint `{endpoint}`: {err}")))?;
+        Ok(Some(Self::with_exporter(
+            exporter,
+            config.sampling_ratio,
+            service_name,
+        )))
+    }
+
+    /// A provider over any span exporter (tests, other protocols).
+    #[must_use]
+    pub fn with_exporter(
+        exporter: impl opentelemetry_sdk::trace::SpanExporter + 'static,
+        sampling_ratio: f64,
+        service_name: &str,
+    ) -> Self {
+        let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(sampling_ratio)));
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_sampler(sampler)
+            .with_resource(
+                Resource::builder()
+                    .with_service_name(service_name.to_owned())
+                    .build(),
+            )
+            .build();
+        Self { provider }
+    }
+
+    /// The `tracing` layer that records spans with this provider.
+    #[must_use]
+    pub fn layer<S>(&self) -> impl Layer<S> + Send + Sync + 'static
+    where
+        S: tracing::Subscriber + for<'span> LookupSpan<'span> + Send + Sync + 'static,
+    {
+        tracing_opentelemetry::layer()
+            .with_tracer(self.provider.tracer("room619"))
+            .with_location(false)
+            .with_threads(false)
+    }
+
+    /// Makes this the provider [`logging::init`](super::logging::init)
+    /// records spans with and a node flushes when it stops.
+    pub fn install(&self) {
+        *INSTALLED.lock().unwrap_or_else(PoisonError::into_inner) = Some(self.provider.clone());
+    }
+
+    /// Exports every finished span now. Blocks: call it from
+    /// `spawn_blocking` inside a runtime.
+    ///
+    /// # Errors
+    ///
+    /// `Unavailable` when the export failed.
+    pub fn flush(&self) -> Result<()> {
+        self.provider
+            .force_flush()
+            .map_err(|err| Error::unavailable(format!("exporting spans failed: {err}")))
+    }
+}
+
+/// The layer of the installed provider, for [`logging::init`](super::logging::init).
+pub(crate) fn installed_layer<S>() -> Option<Box<dyn Layer<S> + Send + Sync + 'static>>
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span> + Send + Sync + 'static,
+{
+    let installed = INSTALLED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()?;
+    Some(
+        Telemetry {
+            provider: installed,
+        }
+        .layer()
+        .boxed(),
+    )
+}
+
+/// Flushes the installed provider, if any (the node does it at shutdown).
+pub(crate) async fn flush_installed() {
+    let installed = INSTALLED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let Some(provider) = installed else {
+        return;
+    };
+    let flushed = tokio::task::spawn_blocking(move || provider.force_flush()).await;
+    match flushed {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!(error = %err, "spans could not be exported at shutdown"),
+        Err(err) => tracing::warn!(error = %err, "flushing spans failed"),
+    }
+}
