@@ -164,6 +164,7 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
         });
     }
     let spec = LoadSpec {
+        authorization: None,
         duration: Duration::from_secs(cli.duration),
         concurrency: usize::try_from(cli.concurrency)?,
         connections: usize::try_from(cli.connections)?,

@@ -92,6 +92,7 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
             concurrency: 32,
             connections: 2,
             message: "calibrate".to_owned(),
+            authorization: None,
         };
         let max = client_rt.block_on(grpc_unary(addr, &spec))?.throughput();
         say(&format!(

@@ -96,6 +96,19 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
             ));
         }
     }
+    sections(config)?;
+    if let Err(err) = tracing_subscriber::EnvFilter::builder().parse(&config.log.level) {
+        return Err(ConfigError::new(
+            "log.level",
+            format!("not a valid log filter ({err})"),
+        ));
+    }
+    Ok(())
+}
+
+/// The sections that check themselves: their errors name a key relative to
+/// the section.
+fn sections(config: &Config) -> Result<(), ConfigError> {
     if let Err((key, problem)) = config.resilience.validate() {
         return Err(ConfigError::new(format!("resilience.{key}"), problem));
     }
@@ -110,12 +123,6 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     if let Err((key, problem)) = config.telemetry.validate() {
         return Err(ConfigError::new(format!("telemetry.{key}"), problem));
-    }
-    if let Err(err) = tracing_subscriber::EnvFilter::builder().parse(&config.log.level) {
-        return Err(ConfigError::new(
-            "log.level",
-            format!("not a valid log filter ({err})"),
-        ));
     }
     Ok(())
 }

@@ -58,16 +58,7 @@ pub(crate) fn assemble(
     );
     let mut grpc_owners = builtin_grpc_owners(node_name);
     let separate_admin = config.node.admin_listen.is_some();
-    let policies: Vec<_> = hosted
-        .iter()
-        .map(|host| (host.ctx.name().to_owned(), host.service.access()))
-        .collect();
-    let middleware = NodeMiddleware::new(
-        config,
-        policies
-            .iter()
-            .map(|(name, policy)| (name.as_str(), policy)),
-    )?;
+    let middleware = middleware_for(config, hosted)?;
     let (reporter, health_service) = tonic_health::server::health_reporter();
 
     // gRPC: every hosted tonic service, then health and reflection.
@@ -152,6 +143,39 @@ pub(crate) fn assemble(
             http_stack(admin_router(), limits).layer(observe),
         )
     });
+    let (local, grpc_router, http) = layered(grpc_router, http, &grpc_observe, &observe, limits);
+    Ok(Assembled {
+        local,
+        main: ProtocolSplit::new(grpc_router, http),
+        admin,
+        readiness,
+        middleware,
+    })
+}
+
+/// Auth and rate limiting for the hosted services' access rules.
+fn middleware_for(config: &Config, hosted: &[Hosted]) -> Result<NodeMiddleware> {
+    let policies: Vec<_> = hosted
+        .iter()
+        .map(|host| (host.ctx.name().to_owned(), host.service.access()))
+        .collect();
+    NodeMiddleware::new(
+        config,
+        policies
+            .iter()
+            .map(|(name, policy)| (name.as_str(), policy)),
+    )
+}
+
+/// The routers' outer layers: what colocated clients call, and what the
+/// network path serves (`(local, grpc, http)`).
+fn layered(
+    grpc_router: Router,
+    http: Router,
+    grpc_observe: &ObserveLayer,
+    observe: &ObserveLayer,
+    limits: &Limits,
+) -> (LocalRouters, Router, Router) {
     // Colocated clients call the same stack, minus load shedding: an
     // in-process call is part of a request already admitted.
     let local = LocalRouters {
@@ -163,15 +187,9 @@ pub(crate) fn assemble(
     // routers), deadline (and HTTP body limits), auth, rate limit, handler.
     let shed = LoadShedLayer::new(limits.max_concurrent_requests);
     let grpc_router =
-        NodeMiddleware::edge(grpc_router.layer(shed.clone()).layer(grpc_observe));
-    let http = NodeMiddleware::edge(http.layer(shed).layer(observe));
-    Ok(Assembled {
-        local,
-        main: ProtocolSplit::new(grpc_router, http),
-        admin,
-        readiness,
-        middleware,
-    })
+        NodeMiddleware::edge(grpc_router.layer(shed.clone()).layer(grpc_observe.clone()));
+    let http = NodeMiddleware::edge(http.layer(shed).layer(observe.clone()));
+    (local, grpc_router, http)
 }
 
 /// The gRPC services every node serves (health, reflection), owned by the node.

@@ -26,22 +26,22 @@ mod grpc_and_http_share_one_port;
 mod h1_abuse_is_rejected_within_limits;
 mod h2_abuse_closes_the_abusive_connection;
 mod health_follows_the_lifecycle;
+mod health_reports_dependency_checks;
 mod jwks_rotation_is_picked_up_without_restart;
 mod jwt_auth_rejects_forged_expired_and_malformed_tokens;
 mod limits_reject_oversized_and_silent_input;
 mod malformed_grpc_messages_are_invalid_argument;
+mod metrics_count_every_request;
 mod overload_is_shed_fast;
 #[cfg(feature = "redis")]
 mod rate_limits_are_shared_across_nodes_through_redis;
 mod rate_limits_hold_against_forged_forwarding_headers;
 mod request_ids_are_propagated_or_generated;
-mod health_reports_dependency_checks;
-mod metrics_count_every_request;
 mod rest_routes_speak_json_and_protobuf;
 mod secrets_never_reach_the_logs;
 mod shutdown_drains_in_flight_requests;
 mod streaming_calls_work_in_process_and_over_the_network;
-#[cfg(feature = "validate")]
-mod validation_errors_list_every_field_on_both_protocols;
 #[cfg(feature = "otel")]
 mod traces_follow_one_request_across_grpc_http_and_the_bus;
+#[cfg(feature = "validate")]
+mod validation_errors_list_every_field_on_both_protocols;

@@ -175,7 +175,7 @@ impl AccessTable {
                 match grouped.iter_mut().find(|(p, _)| p == path) {
                     Some((_, rules)) => rules.push((method.clone(), requirement.clone())),
                     None => {
-                        grouped.push((path.clone(), vec![(method.clone(), requirement.clone())]))
+                        grouped.push((path.clone(), vec![(method.clone(), requirement.clone())]));
                     }
                 }
             }
