@@ -62,9 +62,13 @@ pub struct Config {
     pub bus: crate::bus::BusConfig,
 }
 
-/// Where instances of services hosted elsewhere are found.
+/// Where instances of services hosted elsewhere are found, and where this
+/// node's services are registered (see [`crate::discovery`]).
 ///
 /// ```toml
+/// [discovery]
+/// backend = "local"   # or "static", "nats"
+///
 /// [[discovery.instances]]
 /// name = "users"
 /// version = "1.4.0"
@@ -73,8 +77,13 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct DiscoveryConfig {
-    /// Instances listed by hand. Default: none.
+    /// The registry backend. Default: `local`.
+    pub backend: crate::discovery::DiscoveryBackend,
+    /// Instances listed by hand, known under every backend and hot-reloaded.
+    /// Default: none.
     pub instances: Vec<InstanceConfig>,
+    /// Settings of the `nats` backend.
+    pub nats: crate::discovery::NatsDiscoveryConfig,
 }
 
 /// One instance of a service, listed in [`DiscoveryConfig::instances`].
@@ -100,6 +109,11 @@ pub struct NodeConfig {
     /// A separate address for the admin endpoints (`/health/*`); when unset
     /// they are served on `listen`. Default: unset.
     pub admin_listen: Option<SocketAddr>,
+    /// The `host:port` other nodes reach this node at, as registered in
+    /// discovery. Default: the bound listen address, with an unspecified IP
+    /// (`0.0.0.0`, `::`) replaced by loopback, which only suits one machine:
+    /// set it (e.g. to the pod IP) when nodes run on several.
+    pub advertise: Option<String>,
     /// The services to run, by name; empty runs every registered service.
     /// Default: empty.
     pub services: Vec<String>,
@@ -120,6 +134,7 @@ impl Default for NodeConfig {
             name: "room619".to_owned(),
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             admin_listen: None,
+            advertise: None,
             services: Vec::new(),
             drain_timeout: Duration::from_secs(30),
             shutdown_delay: Duration::ZERO,

@@ -91,6 +91,7 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
             ));
         }
     }
+    discovery(config)?;
     if let Err((key, problem)) = config.resilience.validate() {
         return Err(ConfigError::new(format!("resilience.{key}"), problem));
     }
@@ -102,6 +103,24 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
             "log.level",
             format!("not a valid log filter ({err})"),
         ));
+    }
+    Ok(())
+}
+
+/// The advertised address and the discovery backends' settings.
+fn discovery(config: &Config) -> Result<(), ConfigError> {
+    if let Some(advertise) = &config.node.advertise
+        && advertise
+            .parse::<http::uri::Authority>()
+            .map_or(true, |authority| authority.port_u16().is_none())
+    {
+        return Err(ConfigError::new(
+            "node.advertise",
+            format!("`{advertise}` is not a host:port address"),
+        ));
+    }
+    if let Err((key, problem)) = config.discovery.nats.validate() {
+        return Err(ConfigError::new(format!("discovery.nats.{key}"), problem));
     }
     Ok(())
 }

@@ -15,6 +15,7 @@ use crate::{
     Error, Result,
     bus::{MessageBus, Subscribers},
     config::Config,
+    discovery::{self, Discovery, Instance},
     rpc::client::{Clients, GrpcClient, HttpClient, RpcChannel},
     service::{Registry, ServiceContext, ServiceState},
 };
@@ -85,6 +86,7 @@ struct HandleInner {
     registry: Registry,
     clients: Clients,
     bus: MessageBus,
+    discovery: Arc<dyn Discovery>,
 }
 
 impl NodeHandle {
@@ -151,6 +153,12 @@ impl NodeHandle {
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
     }
+
+    /// The node's service discovery (the backend `discovery.backend` chose).
+    #[must_use]
+    pub fn discovery(&self) -> &Arc<dyn Discovery> {
+        &self.inner.discovery
+    }
 }
 
 impl fmt::Debug for NodeHandle {
@@ -171,11 +179,7 @@ pub(super) async fn start(
 ) -> Result<RunningNode> {
     let bus = MessageBus::connect_as(&config.bus, &config.node.name).await?;
     let shutdown = CancellationToken::new();
-    let clients = Clients::new(
-        registry.clone(),
-        config.discovery.instances.clone(),
-        config.resilience.clone(),
-    );
+    let (discovery, discovery_shutdown, clients) = connect_clients(&config, &registry).await?;
     let hosted: Vec<Hosted> = registry
         .snapshot()
         .into_iter()
@@ -194,6 +198,7 @@ pub(super) async fn start(
     let assembled = app::assemble(&config, &registry, &hosted)?;
     clients.set_local(assembled.local);
     let readiness = assembled.readiness;
+    readiness.set_discovery(Arc::clone(&discovery));
     readiness.set_phase(Phase::Starting).await;
 
     let subscribers = Subscribers::new(shutdown.child_token());
@@ -224,6 +229,17 @@ pub(super) async fn start(
         ));
     }
     readiness.set_phase(Phase::Running).await;
+    let advertised = advertised(&config, local_addr);
+    let instances = match register(discovery.as_ref(), &hosted, &advertised).await {
+        Ok(instances) => instances,
+        Err(err) => {
+            for token in [&shutdown, &signals.drain, &discovery_shutdown] {
+                token.cancel();
+            }
+            undo_start(&registry, &hosted, config.node.drain_timeout).await;
+            return Err(err);
+        }
+    };
     tracing::info!(
         node = %config.node.name,
         %local_addr,
@@ -241,9 +257,13 @@ pub(super) async fn start(
             registry: registry.clone(),
             clients,
             bus: bus.clone(),
+            discovery: Arc::clone(&discovery),
         }),
     };
     let stop = Stop {
+        discovery,
+        instances,
+        discovery_shutdown,
         config,
         registry,
         hosted,
@@ -262,6 +282,10 @@ pub(super) async fn start(
 
 /// What the shutdown sequence needs.
 struct Stop {
+    discovery: Arc<dyn Discovery>,
+    /// This node's registrations, withdrawn before draining.
+    instances: Vec<Instance>,
+    discovery_shutdown: CancellationToken,
     config: Arc<Config>,
     registry: Registry,
     hosted: Vec<Hosted>,
@@ -277,6 +301,11 @@ impl Stop {
         let node = &self.config.node;
         tracing::info!(node = %node.name, "shutting down: not ready");
         self.readiness.set_phase(Phase::Draining).await;
+        for instance in &self.instances {
+            if let Err(err) = self.discovery.deregister(instance).await {
+                tracing::warn!(?instance, error = ?err, "cannot deregister");
+            }
+        }
         for host in &self.hosted {
             self.registry
                 .set_state(host.ctx.descriptor(), ServiceState::Stopping);
@@ -294,6 +323,7 @@ impl Stop {
         if let Err(err) = self.bus.flush().await {
             tracing::warn!(error = ?err, "the message bus could not flush");
         }
+        self.discovery_shutdown.cancel();
         self.readiness.set_phase(Phase::Stopped).await;
         tracing::info!(node = %node.name, "node stopped");
         result
@@ -320,6 +350,59 @@ impl Stop {
             self.tracker.wait().await;
         }
     }
+}
+
+/// Connects discovery and makes the clients that resolve through it. The
+/// token stops discovery's background work; it outlives the drain, since
+/// stopping services may still call out.
+async fn connect_clients(
+    config: &Config,
+    registry: &Registry,
+) -> Result<(Arc<dyn Discovery>, CancellationToken, Clients)> {
+    let shutdown = CancellationToken::new();
+    let discovery =
+        discovery::connect(&config.discovery, &config.node.name, shutdown.clone()).await?;
+    let clients = Clients::new(
+        registry.clone(),
+        Arc::clone(&discovery),
+        config.resilience.clone(),
+        shutdown.clone(),
+    );
+    Ok((discovery, shutdown, clients))
+}
+
+/// The address registered in discovery: `node.advertise`, else the bound
+/// address with an unspecified IP replaced by loopback.
+fn advertised(config: &Config, local_addr: SocketAddr) -> String {
+    if let Some(advertise) = &config.node.advertise {
+        return advertise.clone();
+    }
+    let mut addr = local_addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    addr.to_string()
+}
+
+/// Registers every hosted service in discovery at `address`.
+async fn register(
+    discovery: &dyn Discovery,
+    hosted: &[Hosted],
+    address: &str,
+) -> Result<Vec<Instance>> {
+    let mut instances = Vec::with_capacity(hosted.len());
+    for host in hosted {
+        let descriptor = host.ctx.descriptor();
+        let instance = Instance::new(descriptor.name(), descriptor.version().clone(), address)
+            .with_metadata("node", host.ctx.node_name());
+        discovery.register(instance.clone()).await?;
+        instances.push(instance);
+    }
+    Ok(instances)
 }
 
 /// Runs the start hooks in order, then subscribes the subscribers; on a

@@ -1,7 +1,10 @@
 //! Liveness and readiness: `GET /health/live`, `GET /health/ready` and the
 //! standard gRPC health service, all driven by the node's [`Phase`].
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use axum::{Json, Router, extract::State, response::IntoResponse, routing::get};
 use futures_util::future::join_all;
@@ -10,7 +13,10 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::service::{Health, Registry, ServiceState};
+use crate::{
+    discovery::{Discovery, DiscoveryStatus},
+    service::{Health, Registry, ServiceState},
+};
 
 /// The path of the liveness endpoint.
 pub const LIVE_PATH: &str = "/health/live";
@@ -48,6 +54,8 @@ struct Inner {
     grpc: HealthReporter,
     /// The names the gRPC health service answers for, besides `""`.
     grpc_names: Vec<String>,
+    /// The node's discovery, whose status readiness reports.
+    discovery: OnceLock<Arc<dyn Discovery>>,
 }
 
 impl Readiness {
@@ -64,7 +72,15 @@ impl Readiness {
                 registry,
                 grpc,
                 grpc_names,
+                discovery: OnceLock::new(),
             }),
+        }
+    }
+
+    /// Reports `discovery`'s status with readiness (set once, at start).
+    pub(crate) fn set_discovery(&self, discovery: Arc<dyn Discovery>) {
+        if self.inner.discovery.set(discovery).is_err() {
+            tracing::debug!("readiness already reports a discovery");
         }
     }
 
@@ -124,11 +140,16 @@ impl Readiness {
                 }
             })
             .collect();
+        let discovery = self.inner.discovery.get().map(|discovery| DiscoveryReport {
+            backend: discovery.backend(),
+            status: discovery.status(),
+        });
         let report = ReadinessReport {
             status: if ready { "ready" } else { "not_ready" },
             node: self.inner.node.clone(),
             phase,
             services,
+            discovery,
         };
         (ready, report)
     }
@@ -148,6 +169,17 @@ struct ReadinessReport {
     node: String,
     phase: Phase,
     services: Vec<ServiceReport>,
+    /// Degraded discovery answers from the last known instances; the node
+    /// stays ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    discovery: Option<DiscoveryReport>,
+}
+
+#[derive(Serialize)]
+struct DiscoveryReport {
+    backend: &'static str,
+    #[serde(flatten)]
+    status: DiscoveryStatus,
 }
 
 #[derive(Serialize)]
