@@ -38,6 +38,8 @@ mod instance;
 mod local;
 #[cfg(feature = "nats")]
 mod nats;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 

@@ -20,6 +20,8 @@ mod clients_reach_colocated_services_in_process_and_others_over_the_network;
 mod clients_survive_failing_and_slow_instances;
 mod config_errors_name_the_key;
 mod deadlines_propagate_and_fail_fast;
+#[cfg(feature = "nats")]
+mod discovery_tracks_instances_through_nats;
 mod grpc_and_http_share_one_port;
 mod health_follows_the_lifecycle;
 mod limits_reject_oversized_and_silent_input;

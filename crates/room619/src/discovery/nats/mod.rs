@@ -123,7 +123,18 @@ impl NatsDiscovery {
             .inner
             .catalog
             .replace(Source::Listed, fixed::instances(listed));
-        tokio::spawn(watcher::run(discovery.clone(), shutdown.clone()));
+        let initial =
+            match tokio::time::timeout(config.connect_timeout, watcher::load(&discovery)).await {
+                Ok(Ok(watch)) => watch,
+                Ok(Err(problem)) => return Err(unreachable(problem)),
+                Err(_) => {
+                    return Err(unreachable(format!(
+                        "the bucket did not load within {:?} (`discovery.nats.connect_timeout`)",
+                        config.connect_timeout
+                    )));
+                }
+            };
+        tokio::spawn(watcher::run(discovery.clone(), initial, shutdown.clone()));
         tokio::spawn(heartbeat::run(discovery.clone(), shutdown));
         Ok(discovery)
     }
@@ -141,7 +152,7 @@ impl NatsDiscovery {
         if *current != status {
             match &status {
                 DiscoveryStatus::Ok => {
-                    tracing::info!(url = %self.inner.url, "discovery registry reachable again")
+                    tracing::info!(url = %self.inner.url, "discovery registry reachable again");
                 }
                 DiscoveryStatus::Degraded(reason) => {
                     tracing::warn!(url = %self.inner.url, %reason, "discovery degraded");
@@ -203,19 +214,32 @@ async fn open(
         .await
         .map_err(|err| err.to_string())?;
     let js = jetstream::new(client.clone());
-    let kv = match js.get_key_value(config.bucket.as_str()).await {
-        Ok(kv) => kv,
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: config.bucket.clone(),
-                description: "room619 service instances".to_owned(),
-                history: 1,
-                max_age: config.ttl,
-                ..kv::Config::default()
-            })
-            .await
-            .map_err(|err| format!("cannot open the bucket `{}`: {err}", config.bucket))?,
-    };
+    if js.get_key_value(config.bucket.as_str()).await.is_err() {
+        // The stream a key-value bucket is, made directly: async-nats's
+        // `create_key_value` first asks for account details that servers
+        // older than 2.10 answer in a shape it cannot read.
+        js.get_or_create_stream(jetstream::stream::Config {
+            name: format!("KV_{}", config.bucket),
+            description: Some("room619 service instances".to_owned()),
+            subjects: vec![format!("$KV.{}.>", config.bucket)],
+            max_messages_per_subject: 1,
+            max_bytes: -1,
+            max_messages: -1,
+            max_age: config.ttl,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: jetstream::stream::DiscardPolicy::New,
+            num_replicas: 1,
+            ..jetstream::stream::Config::default()
+        })
+        .await
+        .map_err(|err| format!("cannot create the bucket `{}`: {err}", config.bucket))?;
+    }
+    let kv = js
+        .get_key_value(config.bucket.as_str())
+        .await
+        .map_err(|err| format!("cannot open the bucket `{}`: {err}", config.bucket))?;
     Ok((client, kv))
 }
 

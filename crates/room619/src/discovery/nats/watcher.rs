@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::kv::{Entry, Operation};
+use async_nats::jetstream::kv::{Entry, Operation, Watch};
 use futures_util::StreamExt as _;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -13,10 +13,44 @@ use crate::discovery::{Instance, catalog::Source};
 
 /// The pause before watching again after the watch failed.
 const RETRY: Duration = Duration::from_millis(250);
+/// During the initial load, a silence this long means nothing is left.
+const LOAD_SILENCE: Duration = Duration::from_secs(1);
 
-pub(super) async fn run(discovery: NatsDiscovery, shutdown: CancellationToken) {
+/// Starts watching and applies the records already stored, so the catalog
+/// is complete when the backend is handed out.
+pub(super) async fn load(discovery: &NatsDiscovery) -> Result<Watch, String> {
+    let kv = &discovery.inner.kv;
+    let read_error = |err: &dyn std::fmt::Display| format!("cannot read the bucket: {err}");
+    // One message a key (history 1): as many entries as stored messages.
+    let mut stored = kv
+        .stream
+        .clone()
+        .info()
+        .await
+        .map_err(|err| read_error(&err))?
+        .state
+        .messages;
+    let mut watch = kv.watch_all().await.map_err(|err| read_error(&err))?;
+    // A key may expire in between, so a silence ends the wait as well.
+    while stored > 0
+        && let Ok(Some(entry)) = tokio::time::timeout(LOAD_SILENCE, watch.next()).await
+    {
+        let entry = entry.map_err(|err| read_error(&err))?;
+        apply(discovery, &entry);
+        stored -= 1;
+    }
+    Ok(watch)
+}
+
+/// Follows `initial`, then new watches after each failure, until `shutdown`.
+pub(super) async fn run(discovery: NatsDiscovery, initial: Watch, shutdown: CancellationToken) {
+    let mut initial = Some(initial);
     loop {
-        match discovery.inner.kv.watch_all().await {
+        let watch = match initial.take() {
+            Some(watch) => Ok(watch),
+            None => discovery.inner.kv.watch_all().await,
+        };
+        match watch {
             Ok(mut watch) => loop {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
