@@ -4,6 +4,10 @@ use std::{collections::HashSet, sync::Arc};
 
 use axum::{Extension, Router};
 use tonic::service::RoutesBuilder;
+use tonic_health::{
+    pb::health_server::HealthServer,
+    server::{HealthReporter, HealthService},
+};
 
 use super::health::{LIVE_PATH, READY_PATH, Readiness};
 use crate::{
@@ -16,13 +20,14 @@ use crate::{
         grpc::MessageLimitLayer,
         http::{HttpEdgeLayer, RouteTable, not_found},
     },
-    service::{Registry, Service, ServiceContext},
+    service::{Registry, Service, ServiceContext, TrackLayer},
 };
 
 /// The owner named when a service's route collides with an admin route.
 const ADMIN_OWNER: &str = "room619 admin endpoints";
 
 /// A service and the context it runs with.
+#[derive(Clone)]
 pub(crate) struct Hosted {
     pub(crate) service: Arc<dyn Service>,
     pub(crate) ctx: ServiceContext,
@@ -38,13 +43,18 @@ pub(crate) struct Assembled {
     pub(crate) readiness: Readiness,
 }
 
+/// Assembles the routes of `hosted`; `existing` is the node's readiness when
+/// the node already runs (services added or removed), whose gRPC health
+/// statuses are kept.
 pub(crate) fn assemble(
     config: &Config,
     registry: &Registry,
     hosted: &[Hosted],
+    existing: Option<&Readiness>,
 ) -> Result<Assembled> {
     let separate_admin = config.node.admin_listen.is_some();
-    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let reporter = existing.map_or_else(HealthReporter::new, Readiness::reporter);
+    let health_service = HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
 
     // gRPC: every hosted tonic service, then health and reflection.
     let mut grpc = RoutesBuilder::default();
@@ -87,12 +97,18 @@ pub(crate) fn assemble(
         .layer(DeadlineLayer::grpc());
 
     // HTTP: every hosted route, checked for conflicts before axum sees it.
-    let readiness = Readiness::new(
-        config.node.name.clone(),
-        registry.clone(),
-        reporter,
-        grpc_names,
-    );
+    let readiness = match existing {
+        Some(readiness) => {
+            readiness.set_grpc_names(grpc_names);
+            readiness.clone()
+        }
+        None => Readiness::new(
+            config.node.name.clone(),
+            registry.clone(),
+            reporter,
+            grpc_names,
+        ),
+    };
     let mut table = RouteTable::default();
     let mut http = Router::new();
     if !separate_admin {
@@ -103,11 +119,16 @@ pub(crate) fn assemble(
     for Hosted { service, ctx } in hosted {
         let routes = service.routes();
         table.add(ctx.name(), &routes)?;
+        let track = TrackLayer::new(ctx.in_flight().clone());
         for (path, handler) in routes.http {
-            http = http.route(&path, handler.layer(Extension(ctx.clone())));
+            let handler = handler
+                .layer::<_, std::convert::Infallible>(Extension(ctx.clone()))
+                .layer(track.clone());
+            http = http.route(&path, handler);
         }
-        for (prefix, router) in routes.nested {
-            http = http.nest(&prefix, router.layer(Extension(ctx.clone())));
+        for (prefix, nested) in routes.nested {
+            let nested = nested.layer(Extension(ctx.clone())).layer(track.clone());
+            http = http.nest(&prefix, nested);
         }
     }
     let http = http_stack(http, limits.http_body_limit);

@@ -6,9 +6,13 @@ use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+use std::sync::Mutex;
+
 use super::{
     app::{self, Hosted},
+    dynamic::Hosting,
     health::{Phase, Readiness},
+    live::LiveSplit,
     serve::{self, Signals},
 };
 use crate::{
@@ -17,7 +21,7 @@ use crate::{
     config::Config,
     discovery::{self, Discovery, Instance},
     rpc::client::{Clients, GrpcClient, HttpClient, RpcChannel},
-    service::{Registry, ServiceContext, ServiceState},
+    service::{Registry, Service, ServiceContext, ServiceState},
 };
 
 /// A started node. Dropping it leaves the node running; call
@@ -86,7 +90,7 @@ struct HandleInner {
     registry: Registry,
     clients: Clients,
     bus: MessageBus,
-    discovery: Arc<dyn Discovery>,
+    hosting: Arc<Hosting>,
 }
 
 impl NodeHandle {
@@ -157,7 +161,45 @@ impl NodeHandle {
     /// The node's service discovery (the backend `discovery.backend` chose).
     #[must_use]
     pub fn discovery(&self) -> &Arc<dyn Discovery> {
-        &self.inner.discovery
+        &self.inner.hosting.discovery
+    }
+
+    /// Adds `service` to the running node: its start hook runs, its routes
+    /// start answering, readiness and discovery follow. The listener keeps
+    /// running; see [`node`](super) for the details.
+    ///
+    /// ```no_run
+    /// # async fn demo(handle: room619::NodeHandle) -> room619::Result<()> {
+    /// let users = room619::ServiceBuilder::new("users", "2.0.0")?
+    ///     .route("/v2/users", axum::routing::get(|| async { "[]" }))
+    ///     .build()?;
+    /// handle.add_service(users).await?;
+    /// handle.remove_service("users", "2.0.0").await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `AlreadyExists` when a service with the same name and major version
+    /// is hosted; `InvalidArgument` when its routes conflict with hosted ones
+    /// or it has bus subscribers; the start hook's error; `Unavailable` once
+    /// the node is shutting down. The node is unchanged after an error.
+    pub async fn add_service(&self, service: impl Service) -> Result<()> {
+        self.inner.hosting.add(Arc::new(service)).await
+    }
+
+    /// Removes the service `name` at exactly `version` from the running
+    /// node: it leaves discovery, its routes stop answering new requests,
+    /// requests in flight finish (for at most `node.drain_timeout`), then its
+    /// stop hook runs.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidArgument` when `version` is not semver; `NotFound` when no
+    /// such service is hosted; the stop hook's error (the service is removed
+    /// anyway).
+    pub async fn remove_service(&self, name: &str, version: &str) -> Result<()> {
+        self.inner.hosting.remove(name, version).await
     }
 }
 
@@ -195,7 +237,7 @@ pub(super) async fn start(
             service,
         })
         .collect();
-    let assembled = app::assemble(&config, &registry, &hosted)?;
+    let assembled = app::assemble(&config, &registry, &hosted, None)?;
     clients.set_local(assembled.local);
     let readiness = assembled.readiness;
     readiness.set_discovery(Arc::clone(&discovery));
@@ -208,26 +250,14 @@ pub(super) async fn start(
     let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
     let signals = Signals::default();
     let tracker = TaskTracker::new();
-    let builder = Arc::new(serve::connection_builder(&config.limits));
-    let first_byte = config.limits.first_byte_timeout;
-    tracker.spawn(serve::accept_loop(
-        listener,
-        assembled.main,
-        Arc::clone(&builder),
-        first_byte,
-        signals.clone(),
-        tracker.clone(),
-    ));
-    if let (Some(admin), Some(app)) = (admin, assembled.admin) {
-        tracker.spawn(serve::accept_loop(
-            admin,
-            app,
-            builder,
-            first_byte,
-            signals.clone(),
-            tracker.clone(),
-        ));
-    }
+    let live = LiveSplit::new(assembled.main);
+    spawn_listeners(
+        &config,
+        (listener, live.clone()),
+        admin.zip(assembled.admin),
+        &signals,
+        &tracker,
+    );
     readiness.set_phase(Phase::Running).await;
     let advertised = advertised(&config, local_addr);
     let instances = match register(discovery.as_ref(), &hosted, &advertised).await {
@@ -248,6 +278,20 @@ pub(super) async fn start(
         "node serving gRPC and HTTP"
     );
 
+    let hosting = Arc::new(Hosting {
+        config: Arc::clone(&config),
+        registry: registry.clone(),
+        hosted: Mutex::new(hosted),
+        instances: Mutex::new(instances),
+        live,
+        readiness: readiness.clone(),
+        clients: clients.clone(),
+        discovery: Arc::clone(&discovery),
+        bus: bus.clone(),
+        shutdown: shutdown.clone(),
+        advertised,
+        changing: tokio::sync::Mutex::new(()),
+    });
     let handle = NodeHandle {
         inner: Arc::new(HandleInner {
             local_addr,
@@ -257,16 +301,14 @@ pub(super) async fn start(
             registry: registry.clone(),
             clients,
             bus: bus.clone(),
-            discovery: Arc::clone(&discovery),
+            hosting: Arc::clone(&hosting),
         }),
     };
     let stop = Stop {
-        discovery,
-        instances,
+        hosting,
         discovery_shutdown,
         config,
         registry,
-        hosted,
         readiness,
         signals,
         tracker,
@@ -282,13 +324,11 @@ pub(super) async fn start(
 
 /// What the shutdown sequence needs.
 struct Stop {
-    discovery: Arc<dyn Discovery>,
-    /// This node's registrations, withdrawn before draining.
-    instances: Vec<Instance>,
+    /// The hosted services and their registrations (withdrawn before draining).
+    hosting: Arc<Hosting>,
     discovery_shutdown: CancellationToken,
     config: Arc<Config>,
     registry: Registry,
-    hosted: Vec<Hosted>,
     readiness: Readiness,
     signals: Signals,
     tracker: TaskTracker,
@@ -301,12 +341,15 @@ impl Stop {
         let node = &self.config.node;
         tracing::info!(node = %node.name, "shutting down: not ready");
         self.readiness.set_phase(Phase::Draining).await;
-        for instance in &self.instances {
-            if let Err(err) = self.discovery.deregister(instance).await {
+        // No service is added or removed from here on.
+        let _no_more_changes = self.hosting.changing.lock().await;
+        for instance in &self.hosting.instances() {
+            if let Err(err) = self.hosting.discovery.deregister(instance).await {
                 tracing::warn!(?instance, error = ?err, "cannot deregister");
             }
         }
-        for host in &self.hosted {
+        let hosted = self.hosting.hosted();
+        for host in &hosted {
             self.registry
                 .set_state(host.ctx.descriptor(), ServiceState::Stopping);
         }
@@ -318,8 +361,7 @@ impl Stop {
             self.drain_connections(),
             self.subscribers.drain(node.drain_timeout)
         );
-        let result =
-            stop_services(&self.registry, self.hosted.iter().rev(), node.drain_timeout).await;
+        let result = stop_services(&self.registry, hosted.iter().rev(), node.drain_timeout).await;
         if let Err(err) = self.bus.flush().await {
             tracing::warn!(error = ?err, "the message bus could not flush");
         }
@@ -349,6 +391,37 @@ impl Stop {
             self.signals.force_close.cancel();
             self.tracker.wait().await;
         }
+    }
+}
+
+/// Starts accepting on the main listener and, when it has its own, the
+/// admin listener.
+fn spawn_listeners(
+    config: &Config,
+    (listener, live): (TcpListener, LiveSplit),
+    admin: Option<(TcpListener, crate::rpc::ProtocolSplit)>,
+    signals: &Signals,
+    tracker: &TaskTracker,
+) {
+    let builder = Arc::new(serve::connection_builder(&config.limits));
+    let first_byte = config.limits.first_byte_timeout;
+    tracker.spawn(serve::accept_loop(
+        listener,
+        live,
+        Arc::clone(&builder),
+        first_byte,
+        signals.clone(),
+        tracker.clone(),
+    ));
+    if let Some((admin, app)) = admin {
+        tracker.spawn(serve::accept_loop(
+            admin,
+            LiveSplit::new(app),
+            builder,
+            first_byte,
+            signals.clone(),
+            tracker.clone(),
+        ));
     }
 }
 

@@ -53,7 +53,7 @@ struct Inner {
     registry: Registry,
     grpc: HealthReporter,
     /// The names the gRPC health service answers for, besides `""`.
-    grpc_names: Vec<String>,
+    grpc_names: std::sync::Mutex<Vec<String>>,
     /// The node's discovery, whose status readiness reports.
     discovery: OnceLock<Arc<dyn Discovery>>,
 }
@@ -71,7 +71,7 @@ impl Readiness {
                 phase: watch::Sender::new(Phase::Starting),
                 registry,
                 grpc,
-                grpc_names,
+                grpc_names: std::sync::Mutex::new(grpc_names),
                 discovery: OnceLock::new(),
             }),
         }
@@ -98,9 +98,56 @@ impl Readiness {
             ServingStatus::NotServing
         };
         self.inner.grpc.set_service_status("", status).await;
-        for name in &self.inner.grpc_names {
+        let names = self
+            .inner
+            .grpc_names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for name in &names {
             self.inner.grpc.set_service_status(name, status).await;
         }
+    }
+
+    /// The reporter behind the gRPC health service.
+    pub(crate) fn reporter(&self) -> HealthReporter {
+        self.inner.grpc.clone()
+    }
+
+    /// Replaces the names the gRPC health service answers for; names no
+    /// longer served answer `NOT_SERVING`. Call [`refresh`](Self::refresh)
+    /// after, to publish the statuses of new names.
+    pub(crate) fn set_grpc_names(&self, names: Vec<String>) {
+        let old = std::mem::replace(
+            &mut *self
+                .inner
+                .grpc_names
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            names,
+        );
+        let current = self
+            .inner
+            .grpc_names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let reporter = self.inner.grpc.clone();
+        let gone: Vec<String> = old.into_iter().filter(|n| !current.contains(n)).collect();
+        if !gone.is_empty() {
+            tokio::spawn(async move {
+                for name in gone {
+                    reporter
+                        .set_service_status(&name, ServingStatus::NotServing)
+                        .await;
+                }
+            });
+        }
+    }
+
+    /// Publishes the current phase's status for every name again.
+    pub(crate) async fn refresh(&self) {
+        self.set_phase(self.phase()).await;
     }
 
     /// Checks every service and reports whether the node is ready.

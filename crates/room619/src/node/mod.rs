@@ -38,8 +38,10 @@
 //! limits, gRPC message sizes and the HTTP body limit.
 
 mod app;
+mod dynamic;
 mod handle;
 mod health;
+mod live;
 mod serve;
 mod signal;
 

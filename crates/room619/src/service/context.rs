@@ -6,10 +6,13 @@ use std::{
     task::{Context, Poll},
 };
 
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tokio_util::{
+    sync::{CancellationToken, WaitForCancellationFuture},
+    task::TaskTracker,
+};
 use tonic::server::NamedService;
 
-use super::{Registry, ServiceDescriptor};
+use super::{Registry, ServiceDescriptor, in_flight::Tracked};
 use crate::{
     Result,
     bus::MessageBus,
@@ -33,6 +36,8 @@ struct Inner {
     shutdown: CancellationToken,
     clients: Clients,
     bus: MessageBus,
+    /// The service's requests in flight (see `node::dynamic`).
+    in_flight: TaskTracker,
 }
 
 impl ServiceContext {
@@ -53,8 +58,14 @@ impl ServiceContext {
                 shutdown,
                 clients,
                 bus,
+                in_flight: TaskTracker::new(),
             }),
         }
+    }
+
+    /// The service's requests in flight.
+    pub(crate) fn in_flight(&self) -> &TaskTracker {
+        &self.inner.in_flight
     }
 
     /// The service's descriptor.
@@ -187,7 +198,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Tracked<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -195,6 +206,6 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         request.extensions_mut().insert(self.ctx.clone());
-        self.inner.call(request)
+        Tracked::new(self.inner.call(request), self.ctx.in_flight())
     }
 }

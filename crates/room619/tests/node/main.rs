@@ -26,5 +26,6 @@ mod grpc_and_http_share_one_port;
 mod health_follows_the_lifecycle;
 mod limits_reject_oversized_and_silent_input;
 mod rest_routes_speak_json_and_protobuf;
+mod services_come_and_go_on_a_running_node;
 mod shutdown_drains_in_flight_requests;
 mod streaming_calls_work_in_process_and_over_the_network;

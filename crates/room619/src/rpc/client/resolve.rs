@@ -3,10 +3,11 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex, OnceLock, PoisonError},
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
+use arc_swap::ArcSwapOption;
 use axum::Router;
 use http::uri::Authority;
 use hyper_util::{
@@ -58,7 +59,7 @@ pub(crate) struct Clients {
 
 struct Inner {
     registry: Registry,
-    local: OnceLock<LocalRouters>,
+    local: ArcSwapOption<LocalRouters>,
     discovery: Arc<dyn Discovery>,
     resilience: ResilienceConfig,
     /// Stops the tasks that follow discovery watches.
@@ -77,7 +78,7 @@ impl Clients {
         Self {
             inner: Arc::new(Inner {
                 registry,
-                local: OnceLock::new(),
+                local: ArcSwapOption::empty(),
                 discovery,
                 resilience,
                 shutdown,
@@ -87,11 +88,10 @@ impl Clients {
         }
     }
 
-    /// Makes colocated services reachable in-process (once routes exist).
+    /// Makes colocated services reachable in-process (once routes exist,
+    /// and again when services are added or removed).
     pub(crate) fn set_local(&self, routers: LocalRouters) {
-        if self.inner.local.set(routers).is_err() {
-            tracing::debug!("local routers were already set");
-        }
+        self.inner.local.store(Some(Arc::new(routers)));
     }
 
     pub(crate) fn channel(&self, name: &str, requirement: &str) -> Result<RpcChannel> {
@@ -214,9 +214,9 @@ impl Clients {
             ))
         })?;
         if self.inner.registry.find(name, &parsed).is_some()
-            && let Some(routers) = self.inner.local.get()
+            && let Some(routers) = self.inner.local.load_full()
         {
-            return Ok(Resolved::Local(routers.clone()));
+            return Ok(Resolved::Local(LocalRouters::clone(&routers)));
         }
         let instances = self.inner.discovery.resolve(name, &parsed);
         if instances.is_empty() {

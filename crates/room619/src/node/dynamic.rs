@@ -1,0 +1,196 @@
+//! Dynamic registration: services added to and removed from a running node
+//! through its [`NodeHandle`](super::NodeHandle), without touching the
+//! listener.
+//!
+//! **Add**: the service is registered, its routes assembled with the others
+//! (a conflict fails the call and changes nothing), its start hook runs, then
+//! the new routes are swapped in, readiness follows and the service is
+//! registered in discovery.
+//!
+//! **Remove**: the service is withdrawn from discovery, the routes without
+//! it are swapped in (new requests get `404` / `UNIMPLEMENTED`), requests
+//! already in flight finish on the routes they started with (waited for, at
+//! most `node.drain_timeout`), then its stop hook runs and it leaves the
+//! registry.
+//!
+//! Services with bus subscribers cannot be added at run time yet.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use semver::Version;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    app::{self, Hosted},
+    health::Readiness,
+    live::LiveSplit,
+};
+use crate::{
+    Error, Result,
+    bus::MessageBus,
+    config::Config,
+    discovery::{Discovery, Instance},
+    rpc::client::Clients,
+    service::{Registry, Service, ServiceContext, ServiceDescriptor, ServiceState},
+};
+
+/// What the node hosts, changeable while it runs.
+pub(super) struct Hosting {
+    pub(super) config: Arc<Config>,
+    pub(super) registry: Registry,
+    pub(super) hosted: Mutex<Vec<Hosted>>,
+    /// This node's registrations in discovery.
+    pub(super) instances: Mutex<Vec<Instance>>,
+    pub(super) live: LiveSplit,
+    pub(super) readiness: Readiness,
+    pub(super) clients: Clients,
+    pub(super) discovery: Arc<dyn Discovery>,
+    pub(super) bus: MessageBus,
+    pub(super) shutdown: CancellationToken,
+    /// The address registered in discovery.
+    pub(super) advertised: String,
+    /// One change at a time.
+    pub(super) changing: tokio::sync::Mutex<()>,
+}
+
+impl Hosting {
+    pub(super) fn hosted(&self) -> Vec<Hosted> {
+        self.hosted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(super) fn instances(&self) -> Vec<Instance> {
+        self.instances
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The discovery record of a hosted service.
+    pub(super) fn instance(&self, descriptor: &ServiceDescriptor, node: &str) -> Instance {
+        Instance::new(
+            descriptor.name(),
+            descriptor.version().clone(),
+            self.advertised.as_str(),
+        )
+        .with_metadata("node", node)
+    }
+
+    pub(super) async fn add(&self, service: Arc<dyn Service>) -> Result<()> {
+        let _one_at_a_time = self.changing.lock().await;
+        if self.shutdown.is_cancelled() {
+            return Err(Error::unavailable("the node is shutting down"));
+        }
+        let descriptor = service.descriptor().clone();
+        if !service.subscribers().is_empty() {
+            return Err(Error::invalid_argument(format!(
+                "service {descriptor} has bus subscribers, which cannot be added at run time"
+            )));
+        }
+        self.registry.register(Arc::clone(&service))?;
+        let ctx = ServiceContext::new(
+            descriptor.clone(),
+            Arc::clone(&self.config),
+            self.registry.clone(),
+            self.shutdown.clone(),
+            self.clients.clone(),
+            self.bus.clone(),
+        );
+        let host = Hosted { service, ctx };
+        let mut all = self.hosted();
+        all.push(host.clone());
+        let assembled =
+            match app::assemble(&self.config, &self.registry, &all, Some(&self.readiness)) {
+                Ok(assembled) => assembled,
+                Err(err) => {
+                    self.registry.remove(&descriptor);
+                    return Err(err);
+                }
+            };
+        self.registry.set_state(&descriptor, ServiceState::Starting);
+        if let Err(err) = host.service.start(host.ctx.clone()).await {
+            tracing::error!(service = %descriptor, error = ?err, "start hook failed");
+            self.registry.remove(&descriptor);
+            return Err(err);
+        }
+        self.registry.set_state(&descriptor, ServiceState::Running);
+        *self.hosted.lock().unwrap_or_else(PoisonError::into_inner) = all;
+        self.live.store(assembled.main);
+        self.clients.set_local(assembled.local);
+        self.readiness.refresh().await;
+        let instance = self.instance(&descriptor, &self.config.node.name);
+        match self.discovery.register(instance.clone()).await {
+            Ok(()) => self
+                .instances
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(instance),
+            Err(err) => {
+                tracing::warn!(service = %descriptor, error = ?err, "serving, but not registered in discovery");
+            }
+        }
+        tracing::info!(service = %descriptor, "service added");
+        Ok(())
+    }
+
+    pub(super) async fn remove(&self, name: &str, version: &str) -> Result<()> {
+        let _one_at_a_time = self.changing.lock().await;
+        let version = Version::parse(version).map_err(|err| {
+            Error::invalid_argument(format!("`{version}` is not a semver version: {err}"))
+        })?;
+        let mut all = self.hosted();
+        let Some(position) = all.iter().position(|host| {
+            host.ctx.descriptor().name() == name && *host.ctx.descriptor().version() == version
+        }) else {
+            return Err(Error::not_found(format!(
+                "service {name}@{version} is not hosted on this node"
+            )));
+        };
+        let host = all.remove(position);
+        let descriptor = host.ctx.descriptor().clone();
+        let assembled = app::assemble(&self.config, &self.registry, &all, Some(&self.readiness))?;
+        self.registry.set_state(&descriptor, ServiceState::Stopping);
+        let withdrawn: Vec<Instance> = {
+            let mut instances = self
+                .instances
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let (gone, kept) = instances
+                .drain(..)
+                .partition(|i| i.name() == name && *i.version() == version);
+            *instances = kept;
+            gone
+        };
+        for instance in &withdrawn {
+            if let Err(err) = self.discovery.deregister(instance).await {
+                tracing::warn!(?instance, error = ?err, "cannot deregister");
+            }
+        }
+        *self.hosted.lock().unwrap_or_else(PoisonError::into_inner) = all;
+        self.live.store(assembled.main);
+        self.clients.set_local(assembled.local);
+        self.readiness.refresh().await;
+
+        let timeout = self.config.node.drain_timeout;
+        let in_flight = host.ctx.in_flight();
+        in_flight.close();
+        if tokio::time::timeout(timeout, in_flight.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(service = %descriptor, ?timeout, open = in_flight.len(), "requests still in flight at the drain timeout");
+        }
+        let stopped = match tokio::time::timeout(timeout, host.service.stop(host.ctx.clone())).await
+        {
+            Ok(stopped) => stopped,
+            Err(_) => Err(Error::deadline_exceeded(format!(
+                "stop hook of {descriptor} took longer than {timeout:?}"
+            ))),
+        };
+        self.registry.remove(&descriptor);
+        tracing::info!(service = %descriptor, "service removed");
+        stopped
+    }
+}
