@@ -23,14 +23,14 @@ fn users(version: &str, stopped: Arc<AtomicBool>) -> BuiltService {
     ServiceBuilder::new("users", version)
         .unwrap()
         .route(
-            &format!("/v{major}/users"),
+            format!("/v{major}/users"),
             get(move || {
                 let answer = answer.clone();
                 async move { answer }
             }),
         )
         .route(
-            &format!("/v{major}/slow"),
+            format!("/v{major}/slow"),
             get(|| async {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 "slow"
