@@ -31,6 +31,7 @@
 #[cfg(feature = "cli")]
 mod cli;
 mod error;
+mod live;
 mod load;
 mod validate;
 
@@ -41,6 +42,7 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "cli")]
 pub use cli::ConfigArgs;
 pub use error::ConfigError;
+pub use live::LiveConfig;
 pub use load::{ConfigLoader, Overrides};
 
 /// The whole configuration of a node.
@@ -126,6 +128,11 @@ pub struct NodeConfig {
     /// Set it to your readiness probe period on Kubernetes. Default: `0s`.
     #[serde(with = "humantime_serde")]
     pub shutdown_delay: Duration,
+    /// How often a watched config file (see
+    /// [`NodeBuilder::watch_config`](crate::node::NodeBuilder::watch_config))
+    /// is checked for changes. Default: `1s`.
+    #[serde(with = "humantime_serde")]
+    pub config_poll_interval: Duration,
 }
 
 impl Default for NodeConfig {
@@ -138,6 +145,7 @@ impl Default for NodeConfig {
             services: Vec::new(),
             drain_timeout: Duration::from_secs(30),
             shutdown_delay: Duration::ZERO,
+            config_poll_interval: Duration::from_secs(1),
         }
     }
 }

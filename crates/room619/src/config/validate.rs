@@ -109,6 +109,10 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
 
 /// The advertised address and the discovery backends' settings.
 fn discovery(config: &Config) -> Result<(), ConfigError> {
+    positive(
+        "node.config_poll_interval",
+        config.node.config_poll_interval,
+    )?;
     if let Some(advertise) = &config.node.advertise
         && advertise
             .parse::<http::uri::Authority>()

@@ -28,7 +28,7 @@ use super::{
 use crate::{
     Error, Result,
     bus::MessageBus,
-    config::Config,
+    config::{Config, LiveConfig},
     discovery::{Discovery, Instance},
     rpc::client::Clients,
     service::{Registry, Service, ServiceContext, ServiceDescriptor, ServiceState},
@@ -37,6 +37,7 @@ use crate::{
 /// What the node hosts, changeable while it runs.
 pub(super) struct Hosting {
     pub(super) config: Arc<Config>,
+    pub(super) live_config: LiveConfig,
     pub(super) registry: Registry,
     pub(super) hosted: Mutex<Vec<Hosted>>,
     /// This node's registrations in discovery.
@@ -92,7 +93,7 @@ impl Hosting {
         self.registry.register(Arc::clone(&service))?;
         let ctx = ServiceContext::new(
             descriptor.clone(),
-            Arc::clone(&self.config),
+            self.live_config.clone(),
             self.registry.clone(),
             self.shutdown.clone(),
             self.clients.clone(),

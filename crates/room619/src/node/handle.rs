@@ -13,12 +13,13 @@ use super::{
     dynamic::Hosting,
     health::{Phase, Readiness},
     live::LiveSplit,
+    reload::{self, ReloadSource},
     serve::{self, Signals},
 };
 use crate::{
     Error, Result,
     bus::{MessageBus, Subscribers},
-    config::Config,
+    config::{Config, LiveConfig},
     discovery::{self, Discovery, Instance},
     rpc::client::{Clients, GrpcClient, HttpClient, RpcChannel},
     service::{Registry, Service, ServiceContext, ServiceState},
@@ -164,6 +165,12 @@ impl NodeHandle {
         &self.inner.hosting.discovery
     }
 
+    /// The node's configuration as it is now, following hot reloads.
+    #[must_use]
+    pub fn live_config(&self) -> &LiveConfig {
+        &self.inner.hosting.live_config
+    }
+
     /// Adds `service` to the running node: its start hook runs, its routes
     /// start answering, readiness and discovery follow. The listener keeps
     /// running; see [`node`](super) for the details.
@@ -218,25 +225,13 @@ pub(super) async fn start(
     registry: Registry,
     listener: TcpListener,
     admin: Option<TcpListener>,
+    reload: Option<ReloadSource>,
 ) -> Result<RunningNode> {
+    let live_config = LiveConfig::from_shared(Arc::clone(&config));
     let bus = MessageBus::connect_as(&config.bus, &config.node.name).await?;
     let shutdown = CancellationToken::new();
     let (discovery, discovery_shutdown, clients) = connect_clients(&config, &registry).await?;
-    let hosted: Vec<Hosted> = registry
-        .snapshot()
-        .into_iter()
-        .map(|(service, status)| Hosted {
-            ctx: ServiceContext::new(
-                status.descriptor,
-                Arc::clone(&config),
-                registry.clone(),
-                shutdown.clone(),
-                clients.clone(),
-                bus.clone(),
-            ),
-            service,
-        })
-        .collect();
+    let hosted = host_all(&registry, &live_config, &shutdown, &clients, &bus);
     let assembled = app::assemble(&config, &registry, &hosted, None)?;
     clients.set_local(assembled.local);
     let readiness = assembled.readiness;
@@ -278,8 +273,13 @@ pub(super) async fn start(
         "node serving gRPC and HTTP"
     );
 
+    if let Some(source) = reload {
+        let discovery = Arc::clone(&discovery);
+        reload::spawn(source, live_config.clone(), discovery, shutdown.clone()).await;
+    }
     let hosting = Arc::new(Hosting {
         config: Arc::clone(&config),
+        live_config,
         registry: registry.clone(),
         hosted: Mutex::new(hosted),
         instances: Mutex::new(instances),
@@ -392,6 +392,31 @@ impl Stop {
             self.tracker.wait().await;
         }
     }
+}
+
+/// The registered services, each with its context.
+fn host_all(
+    registry: &Registry,
+    live_config: &LiveConfig,
+    shutdown: &CancellationToken,
+    clients: &Clients,
+    bus: &MessageBus,
+) -> Vec<Hosted> {
+    registry
+        .snapshot()
+        .into_iter()
+        .map(|(service, status)| Hosted {
+            ctx: ServiceContext::new(
+                status.descriptor,
+                live_config.clone(),
+                registry.clone(),
+                shutdown.clone(),
+                clients.clone(),
+                bus.clone(),
+            ),
+            service,
+        })
+        .collect()
 }
 
 /// Starts accepting on the main listener and, when it has its own, the

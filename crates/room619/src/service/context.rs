@@ -16,7 +16,7 @@ use super::{Registry, ServiceDescriptor, in_flight::Tracked};
 use crate::{
     Result,
     bus::MessageBus,
-    config::Config,
+    config::{Config, LiveConfig},
     rpc::client::{Clients, GrpcClient, HttpClient, RpcChannel},
 };
 
@@ -32,6 +32,7 @@ struct Inner {
     descriptor: ServiceDescriptor,
     node_name: String,
     config: Arc<Config>,
+    live: LiveConfig,
     registry: Registry,
     shutdown: CancellationToken,
     clients: Clients,
@@ -43,7 +44,7 @@ struct Inner {
 impl ServiceContext {
     pub(crate) fn new(
         descriptor: ServiceDescriptor,
-        config: Arc<Config>,
+        live: LiveConfig,
         registry: Registry,
         shutdown: CancellationToken,
         clients: Clients,
@@ -52,8 +53,9 @@ impl ServiceContext {
         Self {
             inner: Arc::new(Inner {
                 descriptor,
-                node_name: config.node.name.clone(),
-                config,
+                node_name: live.current().node.name.clone(),
+                config: live.current(),
+                live,
                 registry,
                 shutdown,
                 clients,
@@ -90,6 +92,13 @@ impl ServiceContext {
     #[must_use]
     pub fn config(&self) -> &Arc<Config> {
         &self.inner.config
+    }
+
+    /// The node's configuration as it is now, following hot reloads (see
+    /// [`NodeBuilder::watch_config`](crate::node::NodeBuilder::watch_config)).
+    #[must_use]
+    pub fn live_config(&self) -> &LiveConfig {
+        &self.inner.live
     }
 
     /// The services hosted on this node.

@@ -19,6 +19,7 @@ mod bus_speaks_nats_core_across_nodes;
 mod clients_reach_colocated_services_in_process_and_others_over_the_network;
 mod clients_survive_failing_and_slow_instances;
 mod config_errors_name_the_key;
+mod config_reloads_apply_live_and_reject_broken_edits;
 mod deadlines_propagate_and_fail_fast;
 #[cfg(feature = "nats")]
 mod discovery_tracks_instances_through_nats;
