@@ -119,7 +119,7 @@ pub(crate) fn assemble(
     for Hosted { service, ctx } in hosted {
         let routes = service.routes();
         table.add(ctx.name(), &routes)?;
-        let track = TrackLayer::new(ctx.in_flight().clone());
+        let track = TrackLayer::new(ctx.in_flight().clone(), ctx.descriptor().clone());
         for (path, handler) in routes.http {
             let handler = handler
                 .layer::<_, std::convert::Infallible>(Extension(ctx.clone()))

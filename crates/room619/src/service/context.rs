@@ -201,9 +201,9 @@ impl<S: NamedService> NamedService for WithContext<S> {
     const NAME: &'static str = S::NAME;
 }
 
-impl<S, B> tower::Service<http::Request<B>> for WithContext<S>
+impl<S, B, RB> tower::Service<http::Request<B>> for WithContext<S>
 where
-    S: tower::Service<http::Request<B>>,
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -215,6 +215,10 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         request.extensions_mut().insert(self.ctx.clone());
-        Tracked::new(self.inner.call(request), self.ctx.in_flight())
+        Tracked::new(
+            self.inner.call(request),
+            self.ctx.in_flight(),
+            self.ctx.descriptor(),
+        )
     }
 }

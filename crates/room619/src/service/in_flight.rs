@@ -10,41 +10,58 @@ use std::{
 use pin_project_lite::pin_project;
 use tokio_util::task::{TaskTracker, task_tracker::TaskTrackerToken};
 
+use super::ServiceDescriptor;
+
 pin_project! {
-    /// A response future that counts as in flight until it completes.
+    /// A response future that counts as in flight until it completes, and
+    /// marks the response of a deprecated service.
     pub(crate) struct Tracked<F> {
         #[pin]
         inner: F,
         token: TaskTrackerToken,
+        deprecated: Option<ServiceDescriptor>,
     }
 }
 
 impl<F> Tracked<F> {
-    pub(crate) fn new(inner: F, tracker: &TaskTracker) -> Self {
+    pub(crate) fn new(inner: F, tracker: &TaskTracker, service: &ServiceDescriptor) -> Self {
         Self {
             inner,
             token: tracker.token(),
+            deprecated: service.deprecation().is_some().then(|| service.clone()),
         }
     }
 }
 
-impl<F: Future> Future for Tracked<F> {
+impl<F, B, E> Future for Tracked<F>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+{
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().inner.poll(cx)
+        let this = self.project();
+        let mut output = std::task::ready!(this.inner.poll(cx));
+        if let (Ok(response), Some(service)) = (&mut output, this.deprecated.as_ref())
+            && let Some(deprecation) = service.deprecation()
+        {
+            deprecation.mark(response.headers_mut(), service);
+        }
+        Poll::Ready(output)
     }
 }
 
-/// Counts every request to the wrapped HTTP routes in `tracker`.
+/// Counts every request to the wrapped HTTP routes of a service in its
+/// in-flight tracker, and marks its responses when it is deprecated.
 #[derive(Clone)]
 pub(crate) struct TrackLayer {
     tracker: TaskTracker,
+    service: ServiceDescriptor,
 }
 
 impl TrackLayer {
-    pub(crate) fn new(tracker: TaskTracker) -> Self {
-        Self { tracker }
+    pub(crate) fn new(tracker: TaskTracker, service: ServiceDescriptor) -> Self {
+        Self { tracker, service }
     }
 }
 
@@ -55,6 +72,7 @@ impl<S> tower::Layer<S> for TrackLayer {
         Track {
             inner,
             tracker: self.tracker.clone(),
+            service: self.service.clone(),
         }
     }
 }
@@ -64,11 +82,12 @@ impl<S> tower::Layer<S> for TrackLayer {
 pub(crate) struct Track<S> {
     inner: S,
     tracker: TaskTracker,
+    service: ServiceDescriptor,
 }
 
-impl<S, R> tower::Service<R> for Track<S>
+impl<S, R, RB> tower::Service<R> for Track<S>
 where
-    S: tower::Service<R>,
+    S: tower::Service<R, Response = http::Response<RB>>,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -79,6 +98,6 @@ where
     }
 
     fn call(&mut self, request: R) -> Self::Future {
-        Tracked::new(self.inner.call(request), &self.tracker)
+        Tracked::new(self.inner.call(request), &self.tracker, &self.service)
     }
 }

@@ -28,6 +28,7 @@
 
 mod builder;
 mod context;
+pub mod deprecation;
 mod descriptor;
 mod health;
 mod in_flight;
@@ -39,6 +40,7 @@ use futures_util::future::BoxFuture;
 
 pub use builder::{BuiltService, ServiceBuilder};
 pub use context::ServiceContext;
+pub use deprecation::Deprecation;
 pub use descriptor::ServiceDescriptor;
 pub use health::Health;
 pub(crate) use in_flight::TrackLayer;

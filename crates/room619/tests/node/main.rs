@@ -21,6 +21,7 @@ mod clients_survive_failing_and_slow_instances;
 mod config_errors_name_the_key;
 mod config_reloads_apply_live_and_reject_broken_edits;
 mod deadlines_propagate_and_fail_fast;
+mod deprecated_versions_announce_their_sunset;
 #[cfg(feature = "nats")]
 mod discovery_tracks_instances_through_nats;
 mod grpc_and_http_share_one_port;
