@@ -69,7 +69,7 @@ pub struct Config {
 ///
 /// ```toml
 /// [discovery]
-/// backend = "local"   # or "static", "nats"
+/// backend = "local"   # or "static", "nats", "dns"
 ///
 /// [[discovery.instances]]
 /// name = "users"
@@ -86,6 +86,8 @@ pub struct DiscoveryConfig {
     pub instances: Vec<InstanceConfig>,
     /// Settings of the `nats` backend.
     pub nats: crate::discovery::NatsDiscoveryConfig,
+    /// Settings of the `dns` backend.
+    pub dns: crate::discovery::DnsDiscoveryConfig,
 }
 
 /// One instance of a service, listed in [`DiscoveryConfig::instances`].

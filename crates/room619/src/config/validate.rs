@@ -126,6 +126,9 @@ fn discovery(config: &Config) -> Result<(), ConfigError> {
     if let Err((key, problem)) = config.discovery.nats.validate() {
         return Err(ConfigError::new(format!("discovery.nats.{key}"), problem));
     }
+    if let Err((key, problem)) = config.discovery.dns.validate() {
+        return Err(ConfigError::new(format!("discovery.dns.{key}"), problem));
+    }
     Ok(())
 }
 

@@ -31,6 +31,9 @@ pub(crate) enum Source {
     Registered,
     /// Listed in `discovery.instances`.
     Listed,
+    /// Resolved from DNS.
+    #[cfg(feature = "dns")]
+    Dns,
 }
 
 /// The in-memory set of known instances; cheap to clone, clones share it.

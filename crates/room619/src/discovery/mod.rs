@@ -10,6 +10,7 @@
 //! | `local` (default) | this process, plus `discovery.instances` | registered in-process |
 //! | `static` | `discovery.instances` only (hot-reloaded) | not advertised |
 //! | `nats` (feature `nats`) | a NATS JetStream key-value bucket, watched | a key each, refreshed by a heartbeat |
+//! | `dns` (feature `dns`) | A/AAAA or SRV lookups, repeated on an interval | known in-process only |
 //!
 //! Instances listed in `discovery.instances` are known under every backend
 //! and follow config reloads.
@@ -33,6 +34,8 @@
 
 mod catalog;
 mod config;
+#[cfg(feature = "dns")]
+mod dns;
 mod fixed;
 mod instance;
 mod local;
@@ -48,7 +51,9 @@ use semver::VersionReq;
 use serde::Serialize;
 
 pub use catalog::Watch;
-pub use config::{DiscoveryBackend, NatsDiscoveryConfig};
+pub use config::{DiscoveryBackend, DnsDiscoveryConfig, DnsServiceConfig, NatsDiscoveryConfig};
+#[cfg(feature = "dns")]
+pub use dns::DnsDiscovery;
 pub use instance::{Change, Instance, InstanceHealth};
 pub use local::LocalDiscovery;
 #[cfg(feature = "nats")]
@@ -129,12 +134,16 @@ pub async fn connect(
         DiscoveryBackend::Nats => Ok(Arc::new(
             NatsDiscovery::connect(&config.nats, &config.instances, node, shutdown).await?,
         )),
-        #[cfg(not(feature = "nats"))]
-        DiscoveryBackend::Nats => {
+        #[cfg(feature = "dns")]
+        DiscoveryBackend::Dns => Ok(Arc::new(
+            DnsDiscovery::start(&config.dns, &config.instances, shutdown).await?,
+        )),
+        #[cfg(not(all(feature = "nats", feature = "dns")))]
+        backend => {
             drop((node, shutdown));
             Err(crate::config::ConfigError::new(
                 "discovery.backend",
-                "`nats` needs room619's cargo feature `nats`",
+                format!("`{}` needs room619's cargo feature `{0}`", backend.as_str()),
             )
             .into())
         }

@@ -22,6 +22,8 @@ mod config_errors_name_the_key;
 mod config_reloads_apply_live_and_reject_broken_edits;
 mod deadlines_propagate_and_fail_fast;
 mod deprecated_versions_announce_their_sunset;
+#[cfg(feature = "dns")]
+mod discovery_resolves_headless_services_over_dns;
 #[cfg(feature = "nats")]
 mod discovery_tracks_instances_through_nats;
 mod grpc_and_http_share_one_port;
