@@ -133,15 +133,17 @@ async fn seen(watch: &mut Watch, id: &str) -> Result<(), BoxError> {
     tokio::time::timeout(Duration::from_secs(10), wait).await?
 }
 
-fn line(out: &mut impl std::io::Write, what: &str, h: &Histogram<u64>, unit: &str, per: f64) {
-    let q = |quantile: f64| h.value_at_quantile(quantile) as f64 / per;
+/// One line of percentiles of `h` (recorded in nanoseconds), in `unit`:
+/// seconds times `scale`.
+fn line(out: &mut impl std::io::Write, what: &str, h: &Histogram<u64>, unit: &str, scale: f64) {
+    let shown = |nanos: u64| Duration::from_nanos(nanos).as_secs_f64() * scale;
     if writeln!(
         out,
         "{what:<34} n={:<6} p50={:>9.3} {unit}  p99={:>9.3} {unit}  max={:>9.3} {unit}",
         h.len(),
-        q(0.5),
-        q(0.99),
-        h.max() as f64 / per,
+        shown(h.value_at_quantile(0.5)),
+        shown(h.value_at_quantile(0.99)),
+        shown(h.max()),
     )
     .is_err()
     {
@@ -163,7 +165,7 @@ async fn run() -> Result<(), BoxError> {
         let started = Instant::now();
         publisher.register(instance.clone()).await?;
         seen(&mut watch, instance.id()).await?;
-        propagation.record(u64::try_from(started.elapsed().as_micros())?)?;
+        propagation.record(u64::try_from(started.elapsed().as_nanos())?)?;
     }
     line(
         &mut out,
