@@ -88,6 +88,9 @@ pub struct DiscoveryConfig {
     pub nats: crate::discovery::NatsDiscoveryConfig,
     /// Settings of the `dns` backend.
     pub dns: crate::discovery::DnsDiscoveryConfig,
+    /// Metadata added to this node's registrations, such as `zone` or
+    /// `weight` (`node` is always set to `node.name`). Default: none.
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 /// One instance of a service, listed in [`DiscoveryConfig::instances`].

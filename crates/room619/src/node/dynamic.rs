@@ -69,16 +69,6 @@ impl Hosting {
             .clone()
     }
 
-    /// The discovery record of a hosted service.
-    pub(super) fn instance(&self, descriptor: &ServiceDescriptor, node: &str) -> Instance {
-        Instance::new(
-            descriptor.name(),
-            descriptor.version().clone(),
-            self.advertised.as_str(),
-        )
-        .with_metadata("node", node)
-    }
-
     pub(super) async fn add(&self, service: Arc<dyn Service>) -> Result<()> {
         let _one_at_a_time = self.changing.lock().await;
         if self.shutdown.is_cancelled() {
@@ -121,7 +111,7 @@ impl Hosting {
         self.live.store(assembled.main);
         self.clients.set_local(assembled.local);
         self.readiness.refresh().await;
-        let instance = self.instance(&descriptor, &self.config.node.name);
+        let instance = own_instance(&self.config, &descriptor, &self.advertised);
         match self.discovery.register(instance.clone()).await {
             Ok(()) => self
                 .instances
@@ -194,4 +184,18 @@ impl Hosting {
         tracing::info!(service = %descriptor, "service removed");
         stopped
     }
+}
+
+/// The discovery record of a service this node hosts: at `address`, with the
+/// node's name and `discovery.metadata`.
+pub(super) fn own_instance(
+    config: &Config,
+    descriptor: &ServiceDescriptor,
+    address: &str,
+) -> Instance {
+    config.discovery.metadata.iter().fold(
+        Instance::new(descriptor.name(), descriptor.version().clone(), address)
+            .with_metadata("node", config.node.name.as_str()),
+        |instance, (key, value)| instance.with_metadata(key.as_str(), value.as_str()),
+    )
 }

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use super::{
     app::{self, Hosted},
-    dynamic::Hosting,
+    dynamic::{self, Hosting},
     health::{Phase, Readiness},
     live::LiveSplit,
     reload::{self, ReloadSource},
@@ -255,7 +255,7 @@ pub(super) async fn start(
     );
     readiness.set_phase(Phase::Running).await;
     let advertised = advertised(&config, local_addr);
-    let instances = match register(discovery.as_ref(), &hosted, &advertised).await {
+    let instances = match register(&config, discovery.as_ref(), &hosted, &advertised).await {
         Ok(instances) => instances,
         Err(err) => {
             for token in [&shutdown, &signals.drain, &discovery_shutdown] {
@@ -488,15 +488,14 @@ fn advertised(config: &Config, local_addr: SocketAddr) -> String {
 
 /// Registers every hosted service in discovery at `address`.
 async fn register(
+    config: &Config,
     discovery: &dyn Discovery,
     hosted: &[Hosted],
     address: &str,
 ) -> Result<Vec<Instance>> {
     let mut instances = Vec::with_capacity(hosted.len());
     for host in hosted {
-        let descriptor = host.ctx.descriptor();
-        let instance = Instance::new(descriptor.name(), descriptor.version().clone(), address)
-            .with_metadata("node", host.ctx.node_name());
+        let instance = dynamic::own_instance(config, host.ctx.descriptor(), address);
         discovery.register(instance.clone()).await?;
         instances.push(instance);
     }

@@ -49,7 +49,7 @@ fn users(version: &str, stopped: Arc<AtomicBool>) -> BuiltService {
 
 #[tokio::test]
 async fn a_service_added_at_run_time_serves_and_a_removed_one_stops() {
-    let node = support::start(support::config("")).await;
+    let node = support::start(support::config("[discovery.metadata]\nzone = \"z1\"")).await;
     let handle = node.handle();
     let base = format!("http://{}", node.local_addr());
     let http = support::http1();
@@ -113,6 +113,8 @@ async fn a_service_added_at_run_time_serves_and_a_removed_one_stops() {
     let found = handle.discovery().resolve("users", &"^1".parse().unwrap());
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].address(), node.local_addr().to_string());
+    assert_eq!(found[0].metadata()["zone"], "z1");
+    assert_eq!(found[0].metadata()["node"], "test-node");
 
     // A request in flight when the service is removed still finishes.
     let slow = tokio::spawn({
