@@ -347,3 +347,39 @@ async fn nats_down_at_run_time_keeps_the_last_known_instances() {
     caller.shutdown().await.unwrap();
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_server_back_without_its_store_is_filled_again_by_the_heartbeats() {
+    let mut nats = NatsServer::start().await;
+    let server = support::start(nats_config(&nats.url(), "server")).await;
+    nats.kill();
+    nats.wipe_store();
+    nats.restart().await;
+    // Nobody else connects: only the node's heartbeat can create the bucket again.
+    let js = nats.jetstream().await;
+    tokio::time::timeout(GUARD, async {
+        while js.get_key_value("room619_instances").await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let observer = registry(&nats.url()).await;
+    tokio::time::timeout(GUARD, async {
+        while nodes(&observer).is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(nodes(&observer), BTreeSet::from(["server".into()]));
+    let discovery = Arc::clone(server.handle().discovery());
+    tokio::time::timeout(GUARD, async {
+        while discovery.status() != room619::discovery::DiscoveryStatus::Ok {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    server.shutdown().await.unwrap();
+}

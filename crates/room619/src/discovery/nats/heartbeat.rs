@@ -50,11 +50,19 @@ pub(super) async fn run(discovery: NatsDiscovery, shutdown: CancellationToken) {
     }
 }
 
-/// Re-puts every instance this process registered.
+/// Re-puts every instance this process registered; when that fails, opens
+/// (or creates) the bucket again and tries once more.
 async fn beat_once(discovery: &NatsDiscovery) {
     let mine: Vec<_> = discovery.registered().values().cloned().collect();
-    let results = join_all(mine.iter().map(|instance| discovery.put(instance))).await;
-    match results.into_iter().find_map(Result::err) {
+    let put_all = || join_all(mine.iter().map(|instance| discovery.put(instance)));
+    let mut failed = put_all().await.into_iter().find_map(Result::err);
+    if failed.is_some() {
+        match discovery.reopen().await {
+            Ok(()) => failed = put_all().await.into_iter().find_map(Result::err),
+            Err(problem) => tracing::debug!(%problem, "cannot reopen the discovery bucket"),
+        }
+    }
+    match failed {
         Some(err) => discovery.set_status(DiscoveryStatus::Degraded(err.message().to_owned())),
         None => discovery.set_status(DiscoveryStatus::Ok),
     }

@@ -13,6 +13,7 @@
 //! expires), [`status`](super::Discovery::status) reports `Degraded`, and
 //! everything is refreshed when the connection comes back.
 
+mod bucket;
 mod heartbeat;
 mod watcher;
 
@@ -23,6 +24,7 @@ use std::{
     time::Duration,
 };
 
+use arc_swap::ArcSwap;
 use async_nats::jetstream::{self, kv};
 use futures_util::future::BoxFuture;
 use semver::VersionReq;
@@ -63,7 +65,10 @@ struct Inner {
     url: String,
     ttl: Duration,
     client: async_nats::Client,
-    kv: kv::Store,
+    js: jetstream::Context,
+    bucket: String,
+    /// The bucket; replaced when it had to be created again.
+    kv: ArcSwap<kv::Store>,
     catalog: Catalog,
     /// The instances this process registered, by id.
     registered: Mutex<HashMap<String, Instance>>,
@@ -96,7 +101,7 @@ impl NatsDiscovery {
             ))
         };
         let opened = tokio::time::timeout(config.connect_timeout, open(config, node)).await;
-        let (client, kv) = match opened {
+        let (client, js, kv) = match opened {
             Ok(Ok(opened)) => opened,
             Ok(Err(problem)) => return Err(unreachable(problem)),
             Err(_) => {
@@ -111,7 +116,9 @@ impl NatsDiscovery {
                 url: config.url.clone(),
                 ttl: config.ttl,
                 client,
-                kv,
+                js,
+                bucket: config.bucket.clone(),
+                kv: ArcSwap::from_pointee(kv),
                 catalog: Catalog::default(),
                 registered: Mutex::new(HashMap::new()),
                 seen: Mutex::new(HashMap::new()),
@@ -162,6 +169,19 @@ impl NatsDiscovery {
         }
     }
 
+    fn kv(&self) -> Arc<kv::Store> {
+        self.inner.kv.load_full()
+    }
+
+    /// Opens the bucket again, creating it when it is gone (a server that
+    /// came back without its store), and watches it anew.
+    async fn reopen(&self) -> std::result::Result<(), String> {
+        let kv = bucket::ensure(&self.inner.js, &self.inner.bucket, self.inner.ttl).await?;
+        self.inner.kv.store(Arc::new(kv));
+        self.inner.rewatch.notify_one();
+        Ok(())
+    }
+
     fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
         self.inner
             .seen
@@ -179,8 +199,7 @@ impl NatsDiscovery {
     async fn put(&self, instance: &Instance) -> Result<()> {
         let record = serde_json::to_vec(instance)
             .map_err(|err| Error::internal(format!("cannot encode {instance:?}: {err}")))?;
-        self.inner
-            .kv
+        self.kv()
             .put(Self::key(instance), record.into())
             .await
             .map_err(|err| {
@@ -198,7 +217,7 @@ impl NatsDiscovery {
 async fn open(
     config: &NatsDiscoveryConfig,
     node: &str,
-) -> std::result::Result<(async_nats::Client, kv::Store), String> {
+) -> std::result::Result<(async_nats::Client, jetstream::Context, kv::Store), String> {
     let client = async_nats::ConnectOptions::new()
         .name(format!("{node} discovery"))
         .connection_timeout(config.connect_timeout)
@@ -214,33 +233,8 @@ async fn open(
         .await
         .map_err(|err| err.to_string())?;
     let js = jetstream::new(client.clone());
-    if js.get_key_value(config.bucket.as_str()).await.is_err() {
-        // The stream a key-value bucket is, made directly: async-nats's
-        // `create_key_value` first asks for account details that servers
-        // older than 2.10 answer in a shape it cannot read.
-        js.get_or_create_stream(jetstream::stream::Config {
-            name: format!("KV_{}", config.bucket),
-            description: Some("room619 service instances".to_owned()),
-            subjects: vec![format!("$KV.{}.>", config.bucket)],
-            max_messages_per_subject: 1,
-            max_bytes: -1,
-            max_messages: -1,
-            max_age: config.ttl,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            discard: jetstream::stream::DiscardPolicy::New,
-            num_replicas: 1,
-            ..jetstream::stream::Config::default()
-        })
-        .await
-        .map_err(|err| format!("cannot create the bucket `{}`: {err}", config.bucket))?;
-    }
-    let kv = js
-        .get_key_value(config.bucket.as_str())
-        .await
-        .map_err(|err| format!("cannot open the bucket `{}`: {err}", config.bucket))?;
-    Ok((client, kv))
+    let kv = bucket::ensure(&js, &config.bucket, config.ttl).await?;
+    Ok((client, js, kv))
 }
 
 impl Discovery for NatsDiscovery {
@@ -275,17 +269,13 @@ impl Discovery for NatsDiscovery {
             self.registered().remove(instance.id());
             self.seen().remove(instance.id());
             self.inner.catalog.remove(instance.id());
-            self.inner
-                .kv
-                .delete(Self::key(instance))
-                .await
-                .map_err(|err| {
-                    Error::unavailable(format!(
-                        "cannot deregister {instance:?} at {}: {err}",
-                        self.inner.url
-                    ))
-                    .with_source(err)
-                })
+            self.kv().delete(Self::key(instance)).await.map_err(|err| {
+                Error::unavailable(format!(
+                    "cannot deregister {instance:?} at {}: {err}",
+                    self.inner.url
+                ))
+                .with_source(err)
+            })
         })
     }
 

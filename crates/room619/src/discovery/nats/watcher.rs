@@ -19,7 +19,7 @@ const LOAD_SILENCE: Duration = Duration::from_secs(1);
 /// Starts watching and applies the records already stored, so the catalog
 /// is complete when the backend is handed out.
 pub(super) async fn load(discovery: &NatsDiscovery) -> Result<Watch, String> {
-    let kv = &discovery.inner.kv;
+    let kv = discovery.kv();
     let read_error = |err: &dyn std::fmt::Display| format!("cannot read the bucket: {err}");
     // One message a key (history 1): as many entries as stored messages.
     let mut stored = kv
@@ -48,7 +48,7 @@ pub(super) async fn run(discovery: NatsDiscovery, initial: Watch, shutdown: Canc
     loop {
         let watch = match initial.take() {
             Some(watch) => Ok(watch),
-            None => discovery.inner.kv.watch_all().await,
+            None => discovery.kv().watch_all().await,
         };
         match watch {
             Ok(mut watch) => loop {
