@@ -11,7 +11,9 @@
 //! A malformed record is logged and skipped; the watcher goes on. While the
 //! server cannot be reached the last known instances are kept (nothing
 //! expires), [`status`](super::Discovery::status) reports `Degraded`, and
-//! everything is refreshed when the connection comes back.
+//! everything is refreshed when the connection comes back; a server that
+//! came back without its store gets the bucket created again by the next
+//! heartbeat.
 
 mod bucket;
 mod heartbeat;
