@@ -15,12 +15,16 @@
 //!
 //! Services with bus subscribers cannot be added at run time yet.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use semver::Version;
 use tokio_util::sync::CancellationToken;
 
 use super::{
+    NodeHandle,
     app::{self, Hosted},
     health::Readiness,
     live::LiveSplit,
@@ -33,6 +37,58 @@ use crate::{
     rpc::client::Clients,
     service::{Registry, Service, ServiceContext, ServiceDescriptor, ServiceState},
 };
+
+impl NodeHandle {
+    /// The node's service discovery (the backend `discovery.backend` chose).
+    #[must_use]
+    pub fn discovery(&self) -> &Arc<dyn Discovery> {
+        &self.hosting().discovery
+    }
+
+    /// The node's configuration as it is now, following hot reloads.
+    #[must_use]
+    pub fn live_config(&self) -> &LiveConfig {
+        &self.hosting().live_config
+    }
+
+    /// Adds `service` to the running node: its start hook runs, its routes
+    /// start answering, readiness and discovery follow. The listener keeps
+    /// running; see [`node`](super) for the details.
+    ///
+    /// ```no_run
+    /// # async fn demo(handle: room619::NodeHandle) -> room619::Result<()> {
+    /// let users = room619::ServiceBuilder::new("users", "2.0.0")?
+    ///     .route("/v2/users", axum::routing::get(|| async { "[]" }))
+    ///     .build()?;
+    /// handle.add_service(users).await?;
+    /// handle.remove_service("users", "2.0.0").await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `AlreadyExists` when a service with the same name and major version
+    /// is hosted; `InvalidArgument` when its routes conflict with hosted ones
+    /// or it has bus subscribers; the start hook's error; `Unavailable` once
+    /// the node is shutting down. The node is unchanged after an error.
+    pub async fn add_service(&self, service: impl Service) -> Result<()> {
+        self.hosting().add(Arc::new(service)).await
+    }
+
+    /// Removes the service `name` at exactly `version` from the running
+    /// node: it leaves discovery, its routes stop answering new requests,
+    /// requests in flight finish (for at most `node.drain_timeout`), then its
+    /// stop hook runs.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidArgument` when `version` is not semver; `NotFound` when no
+    /// such service is hosted; the stop hook's error (the service is removed
+    /// anyway).
+    pub async fn remove_service(&self, name: &str, version: &str) -> Result<()> {
+        self.hosting().remove(name, version).await
+    }
+}
 
 /// What the node hosts, changeable while it runs.
 pub(super) struct Hosting {
@@ -198,4 +254,37 @@ pub(super) fn own_instance(
             .with_metadata("node", config.node.name.as_str()),
         |instance, (key, value)| instance.with_metadata(key.as_str(), value.as_str()),
     )
+}
+
+/// The address registered in discovery: `node.advertise`, else the bound
+/// address with an unspecified IP replaced by loopback.
+pub(super) fn advertised(config: &Config, local_addr: SocketAddr) -> String {
+    if let Some(advertise) = &config.node.advertise {
+        return advertise.clone();
+    }
+    let mut addr = local_addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    addr.to_string()
+}
+
+/// Registers every hosted service in discovery at `address`.
+pub(super) async fn register(
+    config: &Config,
+    discovery: &dyn Discovery,
+    hosted: &[Hosted],
+    address: &str,
+) -> Result<Vec<Instance>> {
+    let mut instances = Vec::with_capacity(hosted.len());
+    for host in hosted {
+        let instance = own_instance(config, host.ctx.descriptor(), address);
+        discovery.register(instance.clone()).await?;
+        instances.push(instance);
+    }
+    Ok(instances)
 }

@@ -1,12 +1,15 @@
 //! Starting a node, the [`RunningNode`] it becomes, and the [`NodeHandle`]
 //! that stops it.
 
-use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-
-use std::sync::Mutex;
 
 use super::{
     app::{self, Hosted},
@@ -14,15 +17,15 @@ use super::{
     health::{Phase, Readiness},
     live::LiveSplit,
     reload::{self, ReloadSource},
-    serve::{self, Signals},
+    serve::Signals,
+    wiring,
 };
 use crate::{
     Error, Result,
     bus::{MessageBus, Subscribers},
     config::{Config, LiveConfig},
-    discovery::{self, Discovery, Instance},
     rpc::client::{Clients, GrpcClient, HttpClient, RpcChannel},
-    service::{Registry, Service, ServiceContext, ServiceState},
+    service::{Registry, ServiceState},
 };
 
 /// A started node. Dropping it leaves the node running; call
@@ -159,54 +162,9 @@ impl NodeHandle {
         &self.inner.registry
     }
 
-    /// The node's service discovery (the backend `discovery.backend` chose).
-    #[must_use]
-    pub fn discovery(&self) -> &Arc<dyn Discovery> {
-        &self.inner.hosting.discovery
-    }
-
-    /// The node's configuration as it is now, following hot reloads.
-    #[must_use]
-    pub fn live_config(&self) -> &LiveConfig {
-        &self.inner.hosting.live_config
-    }
-
-    /// Adds `service` to the running node: its start hook runs, its routes
-    /// start answering, readiness and discovery follow. The listener keeps
-    /// running; see [`node`](super) for the details.
-    ///
-    /// ```no_run
-    /// # async fn demo(handle: room619::NodeHandle) -> room619::Result<()> {
-    /// let users = room619::ServiceBuilder::new("users", "2.0.0")?
-    ///     .route("/v2/users", axum::routing::get(|| async { "[]" }))
-    ///     .build()?;
-    /// handle.add_service(users).await?;
-    /// handle.remove_service("users", "2.0.0").await?;
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// `AlreadyExists` when a service with the same name and major version
-    /// is hosted; `InvalidArgument` when its routes conflict with hosted ones
-    /// or it has bus subscribers; the start hook's error; `Unavailable` once
-    /// the node is shutting down. The node is unchanged after an error.
-    pub async fn add_service(&self, service: impl Service) -> Result<()> {
-        self.inner.hosting.add(Arc::new(service)).await
-    }
-
-    /// Removes the service `name` at exactly `version` from the running
-    /// node: it leaves discovery, its routes stop answering new requests,
-    /// requests in flight finish (for at most `node.drain_timeout`), then its
-    /// stop hook runs.
-    ///
-    /// # Errors
-    ///
-    /// `InvalidArgument` when `version` is not semver; `NotFound` when no
-    /// such service is hosted; the stop hook's error (the service is removed
-    /// anyway).
-    pub async fn remove_service(&self, name: &str, version: &str) -> Result<()> {
-        self.inner.hosting.remove(name, version).await
+    /// What the node hosts, changeable while it runs.
+    pub(super) fn hosting(&self) -> &Arc<Hosting> {
+        &self.inner.hosting
     }
 }
 
@@ -230,8 +188,9 @@ pub(super) async fn start(
     let live_config = LiveConfig::from_shared(Arc::clone(&config));
     let bus = MessageBus::connect_as(&config.bus, &config.node.name).await?;
     let shutdown = CancellationToken::new();
-    let (discovery, discovery_shutdown, clients) = connect_clients(&config, &registry).await?;
-    let hosted = host_all(&registry, &live_config, &shutdown, &clients, &bus);
+    let (discovery, discovery_shutdown, clients) =
+        wiring::connect_clients(&config, &registry).await?;
+    let hosted = wiring::host_all(&registry, &live_config, &shutdown, &clients, &bus);
     let assembled = app::assemble(&config, &registry, &hosted, None)?;
     clients.set_local(assembled.local);
     let readiness = assembled.readiness;
@@ -246,7 +205,7 @@ pub(super) async fn start(
     let signals = Signals::default();
     let tracker = TaskTracker::new();
     let live = LiveSplit::new(assembled.main);
-    spawn_listeners(
+    wiring::spawn_listeners(
         &config,
         (listener, live.clone()),
         admin.zip(assembled.admin),
@@ -254,8 +213,9 @@ pub(super) async fn start(
         &tracker,
     );
     readiness.set_phase(Phase::Running).await;
-    let advertised = advertised(&config, local_addr);
-    let instances = match register(&config, discovery.as_ref(), &hosted, &advertised).await {
+    let advertised = dynamic::advertised(&config, local_addr);
+    let instances = match dynamic::register(&config, discovery.as_ref(), &hosted, &advertised).await
+    {
         Ok(instances) => instances,
         Err(err) => {
             for token in [&shutdown, &signals.drain, &discovery_shutdown] {
@@ -392,114 +352,6 @@ impl Stop {
             self.tracker.wait().await;
         }
     }
-}
-
-/// The registered services, each with its context.
-fn host_all(
-    registry: &Registry,
-    live_config: &LiveConfig,
-    shutdown: &CancellationToken,
-    clients: &Clients,
-    bus: &MessageBus,
-) -> Vec<Hosted> {
-    registry
-        .snapshot()
-        .into_iter()
-        .map(|(service, status)| Hosted {
-            ctx: ServiceContext::new(
-                status.descriptor,
-                live_config.clone(),
-                registry.clone(),
-                shutdown.clone(),
-                clients.clone(),
-                bus.clone(),
-            ),
-            service,
-        })
-        .collect()
-}
-
-/// Starts accepting on the main listener and, when it has its own, the
-/// admin listener.
-fn spawn_listeners(
-    config: &Config,
-    (listener, live): (TcpListener, LiveSplit),
-    admin: Option<(TcpListener, crate::rpc::ProtocolSplit)>,
-    signals: &Signals,
-    tracker: &TaskTracker,
-) {
-    let builder = Arc::new(serve::connection_builder(&config.limits));
-    let first_byte = config.limits.first_byte_timeout;
-    tracker.spawn(serve::accept_loop(
-        listener,
-        live,
-        Arc::clone(&builder),
-        first_byte,
-        signals.clone(),
-        tracker.clone(),
-    ));
-    if let Some((admin, app)) = admin {
-        tracker.spawn(serve::accept_loop(
-            admin,
-            LiveSplit::new(app),
-            builder,
-            first_byte,
-            signals.clone(),
-            tracker.clone(),
-        ));
-    }
-}
-
-/// Connects discovery and makes the clients that resolve through it. The
-/// token stops discovery's background work; it outlives the drain, since
-/// stopping services may still call out.
-async fn connect_clients(
-    config: &Config,
-    registry: &Registry,
-) -> Result<(Arc<dyn Discovery>, CancellationToken, Clients)> {
-    let shutdown = CancellationToken::new();
-    let discovery =
-        discovery::connect(&config.discovery, &config.node.name, shutdown.clone()).await?;
-    let clients = Clients::new(
-        registry.clone(),
-        Arc::clone(&discovery),
-        config.resilience.clone(),
-        shutdown.clone(),
-    );
-    Ok((discovery, shutdown, clients))
-}
-
-/// The address registered in discovery: `node.advertise`, else the bound
-/// address with an unspecified IP replaced by loopback.
-fn advertised(config: &Config, local_addr: SocketAddr) -> String {
-    if let Some(advertise) = &config.node.advertise {
-        return advertise.clone();
-    }
-    let mut addr = local_addr;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(if addr.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        });
-    }
-    addr.to_string()
-}
-
-/// Registers every hosted service in discovery at `address`.
-async fn register(
-    config: &Config,
-    discovery: &dyn Discovery,
-    hosted: &[Hosted],
-    address: &str,
-) -> Result<Vec<Instance>> {
-    let mut instances = Vec::with_capacity(hosted.len());
-    for host in hosted {
-        let instance = dynamic::own_instance(config, host.ctx.descriptor(), address);
-        discovery.register(instance.clone()).await?;
-        instances.push(instance);
-    }
-    Ok(instances)
 }
 
 /// Runs the start hooks in order, then subscribes the subscribers; on a

@@ -45,6 +45,7 @@ mod live;
 mod reload;
 mod serve;
 mod signal;
+mod wiring;
 
 use std::{collections::HashSet, fmt, net::SocketAddr, sync::Arc};
 

@@ -4,13 +4,13 @@
 
 mod support;
 
+mod balancers_follow_discovery_changes;
 #[cfg(feature = "nats")]
 mod bus_acks_in_flight_messages_on_shutdown;
 #[cfg(feature = "nats")]
 mod bus_dead_letters_failing_and_undecodable_messages_on_jetstream;
 #[cfg(feature = "nats")]
 mod bus_delivers_at_least_once_on_jetstream;
-mod balancers_follow_discovery_changes;
 mod bus_delivers_messages_between_services_in_memory;
 #[cfg(feature = "nats")]
 mod bus_keeps_every_confirmed_publish_on_jetstream;
