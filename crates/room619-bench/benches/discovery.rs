@@ -172,7 +172,7 @@ async fn run() -> Result<(), BoxError> {
         "watch propagation (sequential)",
         &propagation,
         "ms",
-        1_000.0,
+        1e3,
     );
 
     // A burst of 1 000 registrations at once.
@@ -212,13 +212,7 @@ async fn run() -> Result<(), BoxError> {
         }
         resolve.record(u64::try_from(elapsed.as_nanos())?)?;
     }
-    line(
-        &mut out,
-        "resolve of 1 000 instances",
-        &resolve,
-        "µs",
-        1_000.0,
-    );
+    line(&mut out, "resolve of 1 000 instances", &resolve, "µs", 1e6);
     Ok(())
 }
 
