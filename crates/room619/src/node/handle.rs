@@ -99,11 +99,11 @@ struct HandleInner {
 
 impl NodeHandle {
     /// A typed gRPC client of service `name` matching semver `requirement`;
-    /// see [`ServiceContext::client`].
+    /// see [`ServiceContext::client`](crate::ServiceContext::client).
     ///
     /// # Errors
     ///
-    /// As [`ServiceContext::client`].
+    /// As [`ServiceContext::client`](crate::ServiceContext::client).
     pub fn client<C: GrpcClient>(&self, name: &str, requirement: &str) -> Result<C> {
         Ok(C::from_channel(self.channel(name, requirement)?))
     }
@@ -113,7 +113,7 @@ impl NodeHandle {
     ///
     /// # Errors
     ///
-    /// As [`ServiceContext::client`].
+    /// As [`ServiceContext::client`](crate::ServiceContext::client).
     pub fn channel(&self, name: &str, requirement: &str) -> Result<RpcChannel> {
         self.inner.clients.channel(name, requirement)
     }
@@ -122,12 +122,12 @@ impl NodeHandle {
     ///
     /// # Errors
     ///
-    /// As [`ServiceContext::client`].
+    /// As [`ServiceContext::client`](crate::ServiceContext::client).
     pub fn http_client(&self, name: &str, requirement: &str) -> Result<HttpClient> {
         self.inner.clients.http(name, requirement)
     }
 
-    /// The node's message bus (what [`ServiceContext::bus`] returns).
+    /// The node's message bus (what [`ServiceContext::bus`](crate::ServiceContext::bus) returns).
     #[must_use]
     pub fn bus(&self) -> &MessageBus {
         &self.inner.bus
