@@ -31,6 +31,7 @@
 #[cfg(feature = "cli")]
 mod cli;
 mod error;
+mod live;
 mod load;
 mod validate;
 
@@ -41,6 +42,7 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "cli")]
 pub use cli::ConfigArgs;
 pub use error::ConfigError;
+pub use live::LiveConfig;
 pub use load::{ConfigLoader, Overrides};
 
 /// The whole configuration of a node.
@@ -68,9 +70,13 @@ pub struct Config {
     pub telemetry: crate::observability::TelemetryConfig,
 }
 
-/// Where instances of services hosted elsewhere are found.
+/// Where instances of services hosted elsewhere are found, and where this
+/// node's services are registered (see [`crate::discovery`]).
 ///
 /// ```toml
+/// [discovery]
+/// backend = "local"   # or "static", "nats", "dns"
+///
 /// [[discovery.instances]]
 /// name = "users"
 /// version = "1.4.0"
@@ -79,8 +85,18 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct DiscoveryConfig {
-    /// Instances listed by hand. Default: none.
+    /// The registry backend. Default: `local`.
+    pub backend: crate::discovery::DiscoveryBackend,
+    /// Instances listed by hand, known under every backend and hot-reloaded.
+    /// Default: none.
     pub instances: Vec<InstanceConfig>,
+    /// Settings of the `nats` backend.
+    pub nats: crate::discovery::NatsDiscoveryConfig,
+    /// Settings of the `dns` backend.
+    pub dns: crate::discovery::DnsDiscoveryConfig,
+    /// Metadata added to this node's registrations, such as `zone` or
+    /// `weight` (`node` is always set to `node.name`). Default: none.
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 /// One instance of a service, listed in [`DiscoveryConfig::instances`].
@@ -106,6 +122,11 @@ pub struct NodeConfig {
     /// A separate address for the admin endpoints (`/health/*`, `/metrics`); when unset
     /// they are served on `listen`. Default: unset.
     pub admin_listen: Option<SocketAddr>,
+    /// The `host:port` other nodes reach this node at, as registered in
+    /// discovery. Default: the bound listen address, with an unspecified IP
+    /// (`0.0.0.0`, `::`) replaced by loopback, which only suits one machine:
+    /// set it (e.g. to the pod IP) when nodes run on several.
+    pub advertise: Option<String>,
     /// The services to run, by name; empty runs every registered service.
     /// Default: empty.
     pub services: Vec<String>,
@@ -118,6 +139,11 @@ pub struct NodeConfig {
     /// Set it to your readiness probe period on Kubernetes. Default: `0s`.
     #[serde(with = "humantime_serde")]
     pub shutdown_delay: Duration,
+    /// How often a watched config file (see
+    /// [`NodeBuilder::watch_config`](crate::node::NodeBuilder::watch_config))
+    /// is checked for changes. Default: `1s`.
+    #[serde(with = "humantime_serde")]
+    pub config_poll_interval: Duration,
 }
 
 impl Default for NodeConfig {
@@ -126,9 +152,11 @@ impl Default for NodeConfig {
             name: "room619".to_owned(),
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             admin_listen: None,
+            advertise: None,
             services: Vec::new(),
             drain_timeout: Duration::from_secs(30),
             shutdown_delay: Duration::ZERO,
+            config_poll_interval: Duration::from_secs(1),
         }
     }
 }

@@ -96,6 +96,7 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
             ));
         }
     }
+    discovery(config)?;
     sections(config)?;
     if let Err(err) = tracing_subscriber::EnvFilter::builder().parse(&config.log.level) {
         return Err(ConfigError::new(
@@ -123,6 +124,31 @@ fn sections(config: &Config) -> Result<(), ConfigError> {
     }
     if let Err((key, problem)) = config.telemetry.validate() {
         return Err(ConfigError::new(format!("telemetry.{key}"), problem));
+    }
+    Ok(())
+}
+
+/// The advertised address and the discovery backends' settings.
+fn discovery(config: &Config) -> Result<(), ConfigError> {
+    positive(
+        "node.config_poll_interval",
+        config.node.config_poll_interval,
+    )?;
+    if let Some(advertise) = &config.node.advertise
+        && advertise
+            .parse::<http::uri::Authority>()
+            .map_or(true, |authority| authority.port_u16().is_none())
+    {
+        return Err(ConfigError::new(
+            "node.advertise",
+            format!("`{advertise}` is not a host:port address"),
+        ));
+    }
+    if let Err((key, problem)) = config.discovery.nats.validate() {
+        return Err(ConfigError::new(format!("discovery.nats.{key}"), problem));
+    }
+    if let Err((key, problem)) = config.discovery.dns.validate() {
+        return Err(ConfigError::new(format!("discovery.dns.{key}"), problem));
     }
     Ok(())
 }

@@ -50,6 +50,7 @@ use crate::{Error, Result, config::Config};
 
 /// The middleware of one node, built from its configuration and the access
 /// policies of its services.
+#[derive(Clone)]
 pub(crate) struct NodeMiddleware {
     auth: Option<(Arc<Authenticator>, AccessTable, Option<JwksConfig>)>,
     limiter: Arc<RateLimiter>,
@@ -76,6 +77,39 @@ impl NodeMiddleware {
         Ok(Self {
             auth,
             limiter: Arc::new(RateLimiter::new(&config.rate_limit)?),
+        })
+    }
+
+    /// The same keys and rate limiter (state included) for another set of
+    /// services, when services are added to or removed from a running node.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new): an access rule that does not parse, or one that
+    /// needs auth on a node without `[auth]`.
+    pub(crate) fn rebuilt<'a>(
+        &self,
+        policies: impl IntoIterator<Item = (&'a str, &'a AccessPolicy)>,
+    ) -> Result<Self> {
+        let policies: Vec<_> = policies.into_iter().collect();
+        let auth = match &self.auth {
+            Some((authenticator, _, jwks)) => Some((
+                Arc::clone(authenticator),
+                AccessTable::new(policies)?,
+                jwks.clone(),
+            )),
+            None => {
+                if let Some((owner, _)) = policies.iter().find(|(_, policy)| policy.needs_auth()) {
+                    return Err(Error::config(format!(
+                        "service `{owner}` declares access requirements but `[auth]` configures no keys"
+                    )));
+                }
+                None
+            }
+        };
+        Ok(Self {
+            auth,
+            limiter: Arc::clone(&self.limiter),
         })
     }
 

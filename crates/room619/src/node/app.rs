@@ -4,6 +4,10 @@ use std::{collections::HashSet, sync::Arc};
 
 use axum::{Extension, Router};
 use tonic::service::RoutesBuilder;
+use tonic_health::{
+    pb::health_server::HealthServer,
+    server::{HealthReporter, HealthService},
+};
 
 use super::health::{LIVE_PATH, READY_PATH, Readiness};
 use crate::{
@@ -22,13 +26,14 @@ use crate::{
         http::{HttpEdgeLayer, RouteTable, not_found},
         shed::LoadShedLayer,
     },
-    service::{Registry, Service, ServiceContext},
+    service::{Registry, Service, ServiceContext, TrackLayer},
 };
 
 /// The owner named when a service's route collides with an admin route.
 const ADMIN_OWNER: &str = "room619 admin endpoints";
 
 /// A service and the context it runs with.
+#[derive(Clone)]
 pub(crate) struct Hosted {
     pub(crate) service: Arc<dyn Service>,
     pub(crate) ctx: ServiceContext,
@@ -46,11 +51,23 @@ pub(crate) struct Assembled {
     pub(crate) middleware: NodeMiddleware,
 }
 
+/// What a re-assembly keeps of a running node (services added or removed):
+/// its readiness, whose gRPC health statuses are kept, and its middleware,
+/// whose keys and rate-limit state are kept.
+#[derive(Clone, Copy)]
+pub(crate) struct Existing<'a> {
+    pub(crate) readiness: &'a Readiness,
+    pub(crate) middleware: &'a NodeMiddleware,
+}
+
+/// Assembles the routes of `hosted`; `existing` is what the node keeps when
+/// it already runs.
 pub(crate) fn assemble(
     config: &Config,
     registry: &Registry,
     hosted: &[Hosted],
     metrics: &Metrics,
+    existing: Option<Existing<'_>>,
 ) -> Result<Assembled> {
     let (node_name, measured) = (
         &config.node.name,
@@ -58,8 +75,9 @@ pub(crate) fn assemble(
     );
     let mut grpc_owners = builtin_grpc_owners(node_name);
     let separate_admin = config.node.admin_listen.is_some();
-    let middleware = middleware_for(config, hosted)?;
-    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let middleware = middleware_for(config, hosted, existing.map(|e| e.middleware))?;
+    let reporter = existing.map_or_else(HealthReporter::new, |e| e.readiness.reporter());
+    let health_service = HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
 
     // gRPC: every hosted tonic service, then health and reflection.
     let mut grpc = RoutesBuilder::default();
@@ -104,12 +122,18 @@ pub(crate) fn assemble(
         .layer(DeadlineLayer::grpc());
 
     // HTTP: every hosted route, checked for conflicts before axum sees it.
-    let readiness = Readiness::new(
-        config.node.name.clone(),
-        registry.clone(),
-        reporter,
-        grpc_names,
-    );
+    let readiness = match existing {
+        Some(readiness) => {
+            readiness.set_grpc_names(grpc_names);
+            readiness.clone()
+        }
+        None => Readiness::new(
+            config.node.name.clone(),
+            registry.clone(),
+            reporter,
+            grpc_names,
+        ),
+    };
     let mut table = RouteTable::default();
     let mut http = Router::new();
     let route_names = measured.map_or_else(Default::default, |m| m.server().routes.clone());
@@ -124,13 +148,18 @@ pub(crate) fn assemble(
     for Hosted { service, ctx } in hosted {
         let routes = service.routes();
         table.add(ctx.name(), &routes)?;
+        let track = TrackLayer::new(ctx.in_flight().clone(), ctx.descriptor().clone());
         for (path, handler) in routes.http {
             owners.add_route(&path, ctx.name());
-            http = http.route(&path, handler.layer(Extension(ctx.clone())));
+            let handler = handler
+                .layer::<_, std::convert::Infallible>(Extension(ctx.clone()))
+                .layer(track.clone());
+            http = http.route(&path, handler);
         }
-        for (prefix, router) in routes.nested {
+        for (prefix, nested) in routes.nested {
             owners.add_nested(&prefix, ctx.name());
-            http = http.nest(&prefix, router.layer(Extension(ctx.clone())));
+            let nested = nested.layer(Extension(ctx.clone())).layer(track.clone());
+            http = http.nest(&prefix, nested);
         }
     }
     let observe = ObserveLayer::http(owners, measured);
@@ -154,17 +183,22 @@ pub(crate) fn assemble(
 }
 
 /// Auth and rate limiting for the hosted services' access rules.
-fn middleware_for(config: &Config, hosted: &[Hosted]) -> Result<NodeMiddleware> {
+fn middleware_for(
+    config: &Config,
+    hosted: &[Hosted],
+    existing: Option<&NodeMiddleware>,
+) -> Result<NodeMiddleware> {
     let policies: Vec<_> = hosted
         .iter()
         .map(|host| (host.ctx.name().to_owned(), host.service.access()))
         .collect();
-    NodeMiddleware::new(
-        config,
-        policies
-            .iter()
-            .map(|(name, policy)| (name.as_str(), policy)),
-    )
+    let policies = policies
+        .iter()
+        .map(|(name, policy)| (name.as_str(), policy));
+    match existing {
+        Some(running) => running.rebuilt(policies),
+        None => NodeMiddleware::new(config, policies),
+    }
 }
 
 /// The routers' outer layers: what colocated clients call, and what the

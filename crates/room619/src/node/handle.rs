@@ -1,23 +1,32 @@
 //! Starting a node, the [`RunningNode`] it becomes, and the [`NodeHandle`]
 //! that stops it.
 
-use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
     app::{self, Hosted},
+    dynamic::{self, Hosting},
     health::{Phase, Readiness},
-    serve::{self, Signals},
+    live::LiveSplit,
+    reload::{self, ReloadSource},
+    serve::Signals,
+    wiring,
 };
 use crate::{
     Error, Result,
     bus::{MessageBus, Subscribers},
-    config::Config,
+    config::{Config, LiveConfig},
     observability::metrics::Metrics,
     rpc::client::{Clients, GrpcClient, HttpClient, RpcChannel},
-    service::{Registry, ServiceContext, ServiceState},
+    service::{Registry, ServiceState},
 };
 
 /// A started node. Dropping it leaves the node running; call
@@ -88,15 +97,16 @@ struct HandleInner {
     bus: MessageBus,
     rate_limiter: Arc<crate::middleware::rate_limit::RateLimiter>,
     metrics: Metrics,
+    hosting: Arc<Hosting>,
 }
 
 impl NodeHandle {
     /// A typed gRPC client of service `name` matching semver `requirement`;
-    /// see [`ServiceContext::client`].
+    /// see [`ServiceContext::client`](crate::ServiceContext::client).
     ///
     /// # Errors
     ///
-    /// As [`ServiceContext::client`].
+    /// As [`ServiceContext::client`](crate::ServiceContext::client).
     pub fn client<C: GrpcClient>(&self, name: &str, requirement: &str) -> Result<C> {
         Ok(C::from_channel(self.channel(name, requirement)?))
     }
@@ -106,7 +116,7 @@ impl NodeHandle {
     ///
     /// # Errors
     ///
-    /// As [`ServiceContext::client`].
+    /// As [`ServiceContext::client`](crate::ServiceContext::client).
     pub fn channel(&self, name: &str, requirement: &str) -> Result<RpcChannel> {
         self.inner.clients.channel(name, requirement)
     }
@@ -115,12 +125,12 @@ impl NodeHandle {
     ///
     /// # Errors
     ///
-    /// As [`ServiceContext::client`].
+    /// As [`ServiceContext::client`](crate::ServiceContext::client).
     pub fn http_client(&self, name: &str, requirement: &str) -> Result<HttpClient> {
         self.inner.clients.http(name, requirement)
     }
 
-    /// The node's message bus (what [`ServiceContext::bus`] returns).
+    /// The node's message bus (what [`ServiceContext::bus`](crate::ServiceContext::bus) returns).
     #[must_use]
     pub fn bus(&self) -> &MessageBus {
         &self.inner.bus
@@ -167,6 +177,11 @@ impl NodeHandle {
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
     }
+
+    /// What the node hosts, changeable while it runs.
+    pub(super) fn hosting(&self) -> &Arc<Hosting> {
+        &self.inner.hosting
+    }
 }
 
 impl fmt::Debug for NodeHandle {
@@ -184,38 +199,23 @@ pub(super) async fn start(
     registry: Registry,
     listener: TcpListener,
     admin: Option<TcpListener>,
+    reload: Option<ReloadSource>,
 ) -> Result<RunningNode> {
+    let live_config = LiveConfig::from_shared(Arc::clone(&config));
     let bus = MessageBus::connect_as(&config.bus, &config.node.name).await?;
     let metrics = Metrics::new(&config.node.name);
     if config.telemetry.metrics {
         bus.observe(metrics.bus().clone());
     }
     let shutdown = CancellationToken::new();
-    let clients = Clients::new(
-        registry.clone(),
-        config.discovery.instances.clone(),
-        config.resilience.clone(),
-    )
-    .observed(config.telemetry.metrics.then(|| metrics.clone()));
-    let hosted: Vec<Hosted> = registry
-        .snapshot()
-        .into_iter()
-        .map(|(service, status)| Hosted {
-            ctx: ServiceContext::new(
-                status.descriptor,
-                Arc::clone(&config),
-                registry.clone(),
-                shutdown.clone(),
-                clients.clone(),
-                bus.clone(),
-                metrics.clone(),
-            ),
-            service,
-        })
-        .collect();
-    let assembled = app::assemble(&config, &registry, &hosted, &metrics)?;
+    let observed = config.telemetry.metrics.then(|| metrics.clone());
+    let (discovery, discovery_shutdown, clients) =
+        wiring::connect_clients(&config, &registry, observed).await?;
+    let hosted = wiring::host_all(&registry, &live_config, &shutdown, &clients, &bus, &metrics);
+    let assembled = app::assemble(&config, &registry, &hosted, &metrics, None)?;
     clients.set_local(assembled.local);
     let readiness = assembled.readiness;
+    readiness.set_discovery(Arc::clone(&discovery));
     readiness.set_phase(Phase::Starting).await;
     assembled.middleware.start(&shutdown).await?;
 
@@ -226,27 +226,27 @@ pub(super) async fn start(
     let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
     let signals = Signals::default();
     let tracker = TaskTracker::new();
-    let builder = Arc::new(serve::connection_builder(&config.limits));
-    let first_byte = config.limits.first_byte_timeout;
-    tracker.spawn(serve::accept_loop(
-        listener,
-        assembled.main,
-        Arc::clone(&builder),
-        first_byte,
-        signals.clone(),
-        tracker.clone(),
-    ));
-    if let (Some(admin), Some(app)) = (admin, assembled.admin) {
-        tracker.spawn(serve::accept_loop(
-            admin,
-            app,
-            builder,
-            first_byte,
-            signals.clone(),
-            tracker.clone(),
-        ));
-    }
+    let live = LiveSplit::new(assembled.main);
+    wiring::spawn_listeners(
+        &config,
+        (listener, live.clone()),
+        admin.zip(assembled.admin),
+        &signals,
+        &tracker,
+    );
     readiness.set_phase(Phase::Running).await;
+    let advertised = dynamic::advertised(&config, local_addr);
+    let instances = match dynamic::register(&config, discovery.as_ref(), &hosted, &advertised).await
+    {
+        Ok(instances) => instances,
+        Err(err) => {
+            for token in [&shutdown, &signals.drain, &discovery_shutdown] {
+                token.cancel();
+            }
+            undo_start(&registry, &hosted, config.node.drain_timeout).await;
+            return Err(err);
+        }
+    };
     tracing::info!(
         node = %config.node.name,
         %local_addr,
@@ -255,6 +255,27 @@ pub(super) async fn start(
         "node serving gRPC and HTTP"
     );
 
+    if let Some(source) = reload {
+        let discovery = Arc::clone(&discovery);
+        reload::spawn(source, live_config.clone(), discovery, shutdown.clone()).await;
+    }
+    let hosting = Arc::new(Hosting {
+        config: Arc::clone(&config),
+        live_config,
+        registry: registry.clone(),
+        hosted: Mutex::new(hosted),
+        instances: Mutex::new(instances),
+        live,
+        readiness: readiness.clone(),
+        middleware: assembled.middleware.clone(),
+        metrics: metrics.clone(),
+        clients: clients.clone(),
+        discovery: Arc::clone(&discovery),
+        bus: bus.clone(),
+        shutdown: shutdown.clone(),
+        advertised,
+        changing: tokio::sync::Mutex::new(()),
+    });
     let handle = NodeHandle {
         inner: Arc::new(HandleInner {
             local_addr,
@@ -266,12 +287,14 @@ pub(super) async fn start(
             bus: bus.clone(),
             rate_limiter: assembled.middleware.rate_limiter(),
             metrics,
+            hosting: Arc::clone(&hosting),
         }),
     };
     let stop = Stop {
+        hosting,
+        discovery_shutdown,
         config,
         registry,
-        hosted,
         readiness,
         signals,
         tracker,
@@ -287,9 +310,11 @@ pub(super) async fn start(
 
 /// What the shutdown sequence needs.
 struct Stop {
+    /// The hosted services and their registrations (withdrawn before draining).
+    hosting: Arc<Hosting>,
+    discovery_shutdown: CancellationToken,
     config: Arc<Config>,
     registry: Registry,
-    hosted: Vec<Hosted>,
     readiness: Readiness,
     signals: Signals,
     tracker: TaskTracker,
@@ -302,7 +327,15 @@ impl Stop {
         let node = &self.config.node;
         tracing::info!(node = %node.name, "shutting down: not ready");
         self.readiness.set_phase(Phase::Draining).await;
-        for host in &self.hosted {
+        // No service is added or removed from here on.
+        let _no_more_changes = self.hosting.changing.lock().await;
+        for instance in &self.hosting.instances() {
+            if let Err(err) = self.hosting.discovery.deregister(instance).await {
+                tracing::warn!(?instance, error = ?err, "cannot deregister");
+            }
+        }
+        let hosted = self.hosting.hosted();
+        for host in &hosted {
             self.registry
                 .set_state(host.ctx.descriptor(), ServiceState::Stopping);
         }
@@ -314,11 +347,11 @@ impl Stop {
             self.drain_connections(),
             self.subscribers.drain(node.drain_timeout)
         );
-        let result =
-            stop_services(&self.registry, self.hosted.iter().rev(), node.drain_timeout).await;
+        let result = stop_services(&self.registry, hosted.iter().rev(), node.drain_timeout).await;
         if let Err(err) = self.bus.flush().await {
             tracing::warn!(error = ?err, "the message bus could not flush");
         }
+        self.discovery_shutdown.cancel();
         #[cfg(feature = "otel")]
         crate::observability::tracing::flush_installed().await;
         self.readiness.set_phase(Phase::Stopped).await;

@@ -1,7 +1,10 @@
 //! Liveness and readiness: `GET /health/live`, `GET /health/ready` and the
 //! standard gRPC health service, all driven by the node's [`Phase`].
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use axum::{Json, Router, extract::State, response::IntoResponse, routing::get};
 use futures_util::future::join_all;
@@ -10,7 +13,10 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::service::{DependencyHealth, Health, Registry, ServiceState};
+use crate::{
+    discovery::{Discovery, DiscoveryStatus},
+    service::{DependencyHealth, Health, Registry, ServiceState},
+};
 
 /// The path of the liveness endpoint.
 pub const LIVE_PATH: &str = "/health/live";
@@ -47,7 +53,9 @@ struct Inner {
     registry: Registry,
     grpc: HealthReporter,
     /// The names the gRPC health service answers for, besides `""`.
-    grpc_names: Vec<String>,
+    grpc_names: std::sync::Mutex<Vec<String>>,
+    /// The node's discovery, whose status readiness reports.
+    discovery: OnceLock<Arc<dyn Discovery>>,
 }
 
 impl Readiness {
@@ -63,8 +71,16 @@ impl Readiness {
                 phase: watch::Sender::new(Phase::Starting),
                 registry,
                 grpc,
-                grpc_names,
+                grpc_names: std::sync::Mutex::new(grpc_names),
+                discovery: OnceLock::new(),
             }),
+        }
+    }
+
+    /// Reports `discovery`'s status with readiness (set once, at start).
+    pub(crate) fn set_discovery(&self, discovery: Arc<dyn Discovery>) {
+        if self.inner.discovery.set(discovery).is_err() {
+            tracing::debug!("readiness already reports a discovery");
         }
     }
 
@@ -82,9 +98,56 @@ impl Readiness {
             ServingStatus::NotServing
         };
         self.inner.grpc.set_service_status("", status).await;
-        for name in &self.inner.grpc_names {
+        let names = self
+            .inner
+            .grpc_names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for name in &names {
             self.inner.grpc.set_service_status(name, status).await;
         }
+    }
+
+    /// The reporter behind the gRPC health service.
+    pub(crate) fn reporter(&self) -> HealthReporter {
+        self.inner.grpc.clone()
+    }
+
+    /// Replaces the names the gRPC health service answers for; names no
+    /// longer served answer `NOT_SERVING`. Call [`refresh`](Self::refresh)
+    /// after, to publish the statuses of new names.
+    pub(crate) fn set_grpc_names(&self, names: Vec<String>) {
+        let old = std::mem::replace(
+            &mut *self
+                .inner
+                .grpc_names
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            names,
+        );
+        let current = self
+            .inner
+            .grpc_names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let reporter = self.inner.grpc.clone();
+        let gone: Vec<String> = old.into_iter().filter(|n| !current.contains(n)).collect();
+        if !gone.is_empty() {
+            tokio::spawn(async move {
+                for name in gone {
+                    reporter
+                        .set_service_status(&name, ServingStatus::NotServing)
+                        .await;
+                }
+            });
+        }
+    }
+
+    /// Publishes the current phase's status for every name again.
+    pub(crate) async fn refresh(&self) {
+        self.set_phase(self.phase()).await;
     }
 
     /// Checks every service and reports whether the node is ready.
@@ -131,12 +194,17 @@ impl Readiness {
                 }
             })
             .collect();
+        let discovery = self.inner.discovery.get().map(|discovery| DiscoveryReport {
+            backend: discovery.backend(),
+            status: discovery.status(),
+        });
         let report = ReadinessReport {
             status: if ready { "ready" } else { "not_ready" },
             degraded,
             node: self.inner.node.clone(),
             phase,
             services,
+            discovery,
         };
         (ready, report)
     }
@@ -158,6 +226,17 @@ struct ReadinessReport {
     node: String,
     phase: Phase,
     services: Vec<ServiceReport>,
+    /// Degraded discovery answers from the last known instances; the node
+    /// stays ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    discovery: Option<DiscoveryReport>,
+}
+
+#[derive(Serialize)]
+struct DiscoveryReport {
+    backend: &'static str,
+    #[serde(flatten)]
+    status: DiscoveryStatus,
 }
 
 #[derive(Serialize)]

@@ -38,10 +38,14 @@
 //! limits, gRPC message sizes and the HTTP body limit.
 
 mod app;
+mod dynamic;
 mod handle;
 mod health;
+mod live;
+mod reload;
 mod serve;
 mod signal;
+mod wiring;
 
 use std::{collections::HashSet, fmt, net::SocketAddr, sync::Arc};
 
@@ -62,6 +66,7 @@ use crate::{
 pub struct Node {
     config: Arc<Config>,
     registry: Registry,
+    reload: Option<reload::ReloadSource>,
 }
 
 impl Node {
@@ -101,7 +106,7 @@ impl Node {
             Some(addr) => Some(bind(addr, "node.admin_listen").await?),
             None => None,
         };
-        handle::start(self.config, self.registry, listener, admin).await
+        handle::start(self.config, self.registry, listener, admin, self.reload).await
     }
 
     /// The node's configuration.
@@ -134,12 +139,45 @@ async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener> {
 pub struct NodeBuilder {
     config: Config,
     services: Vec<Arc<dyn Service>>,
+    reload: Option<reload::ReloadSource>,
 }
 
 impl NodeBuilder {
     /// Uses this configuration.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
+        self
+    }
+
+    /// Watches the config file at `path` while the node runs (checked every
+    /// `node.config_poll_interval`): a valid change is reloaded from the same
+    /// sources as at start (the file, the `ROOM619_*` environment, then
+    /// `overrides`) and applied live; an invalid one is logged and counted
+    /// (see [`LiveConfig`](crate::config::LiveConfig)) and the running
+    /// configuration stays. Default: no file is watched.
+    ///
+    /// ```no_run
+    /// use room619::{Node, config::{ConfigLoader, Overrides}};
+    ///
+    /// # async fn demo() -> room619::Result<()> {
+    /// let config = ConfigLoader::new().file("room619.toml").load()?;
+    /// Node::builder()
+    ///     .config(config)
+    ///     .watch_config("room619.toml", Overrides::new())
+    ///     .build()?
+    ///     .run()
+    ///     .await
+    /// # }
+    /// ```
+    pub fn watch_config(
+        mut self,
+        path: impl Into<std::path::PathBuf>,
+        overrides: crate::config::Overrides,
+    ) -> Self {
+        self.reload = Some(reload::ReloadSource {
+            path: path.into(),
+            overrides,
+        });
         self
     }
 
@@ -203,6 +241,7 @@ impl NodeBuilder {
         Ok(Node {
             config: Arc::new(self.config),
             registry,
+            reload: self.reload,
         })
     }
 }
@@ -219,6 +258,7 @@ impl fmt::Debug for NodeBuilder {
                     .map(|s| s.descriptor())
                     .collect::<Vec<_>>(),
             )
+            .field("reload", &self.reload)
             .finish()
     }
 }

@@ -10,7 +10,8 @@ use hyper_util::{
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{config::Limits, rpc::ProtocolSplit};
+use super::live::{LiveSplit, PeerSplit};
+use crate::config::Limits;
 
 /// How long the accept loop pauses after an accept error (e.g. out of file
 /// descriptors) before trying again.
@@ -63,7 +64,7 @@ pub(crate) fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor
 /// so that new connections are refused.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
-    app: ProtocolSplit,
+    app: LiveSplit,
     builder: Arc<auto::Builder<TokioExecutor>>,
     first_byte_timeout: Duration,
     signals: Signals,
@@ -110,7 +111,7 @@ fn is_per_connection(err: &io::Error) -> bool {
 
 async fn serve_connection(
     stream: TcpStream,
-    app: ProtocolSplit,
+    app: PeerSplit,
     builder: Arc<auto::Builder<TokioExecutor>>,
     first_byte_timeout: Duration,
     signals: Signals,

@@ -1,8 +1,16 @@
 //! Structured logging with `tracing`: JSON for pipelines, pretty for people.
 
-use std::io::IsTerminal as _;
+use std::{
+    io::IsTerminal as _,
+    sync::{
+        OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
-use tracing_subscriber::{EnvFilter, fmt, layer::SubscriberExt as _, util::SubscriberInitExt as _};
+use tracing_subscriber::{
+    EnvFilter, Registry, fmt, layer::SubscriberExt as _, reload, util::SubscriberInitExt as _,
+};
 
 use crate::{
     Error, Result,
@@ -25,13 +33,14 @@ use crate::{
 /// `Config` when the filter does not parse; `Internal` when a global
 /// subscriber is already installed.
 pub fn init(config: &LogConfig) -> Result<()> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(filter) if !filter.trim().is_empty() => filter,
-        _ => config.level.clone(),
+    let (filter, from_env) = match std::env::var("RUST_LOG") {
+        Ok(filter) if !filter.trim().is_empty() => (filter, true),
+        _ => (config.level.clone(), false),
     };
     let filter = EnvFilter::builder()
         .parse(&filter)
         .map_err(|err| Error::config(format!("invalid log filter `{filter}`: {err}")))?;
+    let (filter, handle) = reload::Layer::new(filter);
     let json = match config.format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,
@@ -49,7 +58,51 @@ pub fn init(config: &LogConfig) -> Result<()> {
     };
     installed.map_err(|err| {
         Error::internal("a global tracing subscriber is already installed").with_source(err)
-    })
+    })?;
+    FILTER_FROM_ENV.store(from_env, Ordering::Relaxed);
+    if FILTER.set(handle).is_err() {
+        tracing::debug!("the log filter handle was already set");
+    }
+    Ok(())
+}
+
+/// The handle that swaps the filter of the subscriber [`init`] installed.
+static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+/// Whether the filter came from `RUST_LOG` (which config reloads leave alone).
+static FILTER_FROM_ENV: AtomicBool = AtomicBool::new(false);
+
+/// Replaces the log filter of the subscriber [`init`] installed, at once
+/// (configuration hot reload calls it when `log.level` changes).
+///
+/// ```
+/// use room619::observability::logging;
+///
+/// logging::init(&room619::config::LogConfig::default()).ok();
+/// logging::set_filter("room619=debug,info").unwrap();
+/// assert!(logging::set_filter("room619=loud").is_err());
+/// ```
+///
+/// # Errors
+///
+/// `Config` when the filter does not parse; `Internal` when [`init`] did not
+/// install the subscriber.
+pub fn set_filter(filter: &str) -> Result<()> {
+    let parsed = EnvFilter::builder()
+        .parse(filter)
+        .map_err(|err| Error::config(format!("invalid log filter `{filter}`: {err}")))?;
+    let handle = FILTER.get().ok_or_else(|| {
+        Error::internal("the log filter cannot change: room619's logging::init did not run")
+    })?;
+    handle
+        .reload(parsed)
+        .map_err(|err| Error::internal("cannot replace the log filter").with_source(err))
+}
+
+/// Whether the filter [`init`] installed came from `RUST_LOG`; `RUST_LOG`
+/// wins over `log.level`, at start and on every reload.
+#[must_use]
+pub fn filter_from_env() -> bool {
+    FILTER_FROM_ENV.load(Ordering::Relaxed)
 }
 
 /// The OpenTelemetry layer of the installed provider, if any.

@@ -65,6 +65,25 @@ impl ServiceBuilder {
         self
     }
 
+    /// Marks this version deprecated, going away at `sunset` if given: its
+    /// HTTP responses and gRPC response metadata carry `Deprecation: true`
+    /// and `Sunset: <HTTP-date>`, and calls to it log a warning at most once
+    /// a minute. Default: not deprecated.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    ///
+    /// let v1 = room619::ServiceBuilder::new("users", "1.4.0")
+    ///     .unwrap()
+    ///     .deprecated(Some(SystemTime::now() + Duration::from_secs(90 * 86_400)))
+    ///     .build()
+    ///     .unwrap();
+    /// ```
+    pub fn deprecated(mut self, sunset: Option<std::time::SystemTime>) -> Self {
+        self.descriptor = self.descriptor.deprecated(sunset);
+        self
+    }
+
     /// Serves a tonic service (a generated `FooServer<T>`).
     pub fn grpc(mut self, service: impl GrpcServer) -> Self {
         self.routes.grpc.push(GrpcService::new(service));

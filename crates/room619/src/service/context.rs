@@ -6,14 +6,17 @@ use std::{
     task::{Context, Poll},
 };
 
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tokio_util::{
+    sync::{CancellationToken, WaitForCancellationFuture},
+    task::TaskTracker,
+};
 use tonic::server::NamedService;
 
-use super::{Registry, ServiceDescriptor};
+use super::{Registry, ServiceDescriptor, in_flight::Tracked};
 use crate::{
     Result,
     bus::MessageBus,
-    config::Config,
+    config::{Config, LiveConfig},
     observability::metrics::Metrics,
     rpc::client::{Clients, GrpcClient, HttpClient, RpcChannel},
 };
@@ -30,17 +33,20 @@ struct Inner {
     descriptor: ServiceDescriptor,
     node_name: String,
     config: Arc<Config>,
+    live: LiveConfig,
     registry: Registry,
     shutdown: CancellationToken,
     clients: Clients,
     bus: MessageBus,
     metrics: Metrics,
+    /// The service's requests in flight (see `node::dynamic`).
+    in_flight: TaskTracker,
 }
 
 impl ServiceContext {
     pub(crate) fn new(
         descriptor: ServiceDescriptor,
-        config: Arc<Config>,
+        live: LiveConfig,
         registry: Registry,
         shutdown: CancellationToken,
         clients: Clients,
@@ -50,13 +56,15 @@ impl ServiceContext {
         Self {
             inner: Arc::new(Inner {
                 descriptor,
-                node_name: config.node.name.clone(),
-                config,
+                node_name: live.current().node.name.clone(),
+                config: live.current(),
+                live,
                 registry,
                 shutdown,
                 clients,
                 bus,
                 metrics,
+                in_flight: TaskTracker::new(),
             }),
         }
     }
@@ -73,6 +81,11 @@ impl ServiceContext {
     #[must_use]
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// The service's requests in flight.
+    pub(crate) fn in_flight(&self) -> &TaskTracker {
+        &self.inner.in_flight
     }
 
     /// The service's descriptor.
@@ -97,6 +110,13 @@ impl ServiceContext {
     #[must_use]
     pub fn config(&self) -> &Arc<Config> {
         &self.inner.config
+    }
+
+    /// The node's configuration as it is now, following hot reloads (see
+    /// [`NodeBuilder::watch_config`](crate::node::NodeBuilder::watch_config)).
+    #[must_use]
+    pub fn live_config(&self) -> &LiveConfig {
+        &self.inner.live
     }
 
     /// The services hosted on this node.
@@ -199,13 +219,13 @@ impl<S: NamedService> NamedService for WithContext<S> {
     const NAME: &'static str = S::NAME;
 }
 
-impl<S, B> tower::Service<http::Request<B>> for WithContext<S>
+impl<S, B, RB> tower::Service<http::Request<B>> for WithContext<S>
 where
-    S: tower::Service<http::Request<B>>,
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Tracked<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -213,6 +233,10 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         request.extensions_mut().insert(self.ctx.clone());
-        self.inner.call(request)
+        Tracked::new(
+            self.inner.call(request),
+            self.ctx.in_flight(),
+            self.ctx.descriptor(),
+        )
     }
 }

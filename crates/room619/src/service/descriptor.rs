@@ -4,6 +4,7 @@ use std::{fmt, sync::Arc};
 
 use semver::Version;
 
+use super::Deprecation;
 use crate::{Error, Result};
 
 /// Who a service is: its name, its semver version and what it does.
@@ -24,12 +25,23 @@ pub struct ServiceDescriptor {
     inner: Arc<Inner>,
 }
 
-#[derive(PartialEq, Eq)]
 struct Inner {
     name: String,
     version: Version,
     description: String,
+    deprecation: Option<Arc<Deprecation>>,
 }
+
+impl PartialEq for Inner {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.version == other.version
+            && self.description == other.description
+            && self.deprecation.is_some() == other.deprecation.is_some()
+    }
+}
+
+impl Eq for Inner {}
 
 impl ServiceDescriptor {
     /// A descriptor for `name` at semver `version`.
@@ -51,6 +63,7 @@ impl ServiceDescriptor {
                 name: name.to_owned(),
                 version,
                 description: String::new(),
+                deprecation: None,
             }),
         })
     }
@@ -63,8 +76,28 @@ impl ServiceDescriptor {
                 name: self.inner.name.clone(),
                 version: self.inner.version.clone(),
                 description: description.into(),
+                deprecation: self.inner.deprecation.clone(),
             }),
         }
+    }
+
+    /// The same descriptor, deprecated, going away at `sunset` if given.
+    #[must_use]
+    pub fn deprecated(self, sunset: Option<std::time::SystemTime>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                name: self.inner.name.clone(),
+                version: self.inner.version.clone(),
+                description: self.inner.description.clone(),
+                deprecation: Some(Arc::new(Deprecation::new(sunset))),
+            }),
+        }
+    }
+
+    /// Whether (and until when) this version is deprecated.
+    #[must_use]
+    pub fn deprecation(&self) -> Option<&Deprecation> {
+        self.inner.deprecation.as_deref()
     }
 
     /// The service's name.

@@ -121,6 +121,12 @@ impl Registry {
             .collect()
     }
 
+    /// Removes the service with `descriptor` (dynamic removal).
+    pub(crate) fn remove(&self, descriptor: &ServiceDescriptor) {
+        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        entries.retain(|entry| entry.service.descriptor() != descriptor);
+    }
+
     pub(crate) fn set_state(&self, descriptor: &ServiceDescriptor, state: ServiceState) {
         let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(entry) = entries

@@ -5,6 +5,7 @@
 mod support;
 
 mod authorization_tells_401_from_403_on_both_protocols;
+mod balancers_follow_discovery_changes;
 #[cfg(feature = "nats")]
 mod bus_acks_in_flight_messages_on_shutdown;
 #[cfg(feature = "nats")]
@@ -21,7 +22,13 @@ mod bad_payloads_get_clear_errors;
 mod clients_reach_colocated_services_in_process_and_others_over_the_network;
 mod clients_survive_failing_and_slow_instances;
 mod config_errors_name_the_key;
+mod config_reloads_apply_live_and_reject_broken_edits;
 mod deadlines_propagate_and_fail_fast;
+mod deprecated_versions_announce_their_sunset;
+#[cfg(feature = "dns")]
+mod discovery_resolves_headless_services_over_dns;
+#[cfg(feature = "nats")]
+mod discovery_tracks_instances_through_nats;
 mod grpc_and_http_share_one_port;
 mod h1_abuse_is_rejected_within_limits;
 mod h2_abuse_closes_the_abusive_connection;
@@ -39,6 +46,7 @@ mod rate_limits_hold_against_forged_forwarding_headers;
 mod request_ids_are_propagated_or_generated;
 mod rest_routes_speak_json_and_protobuf;
 mod secrets_never_reach_the_logs;
+mod services_come_and_go_on_a_running_node;
 mod shutdown_drains_in_flight_requests;
 mod streaming_calls_work_in_process_and_over_the_network;
 #[cfg(feature = "otel")]

@@ -66,6 +66,13 @@ where
         balanced
     }
 
+    /// Drops the instance under `key`; calls it already took finish.
+    pub(crate) fn remove(&self, key: String) {
+        if self.changes.send(Ok(Change::Remove(key))).is_ok() {
+            self.instances.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// Adds (or replaces) the instance under `key`.
     pub(crate) fn insert(&self, key: String, service: S) {
         let service = PendingRequests::new(service, CompleteOnResponse::default());

@@ -19,12 +19,15 @@
 //!
 //! Resolution: a service hosted on the same node whose version matches is
 //! called **in-process** (the node's own router, no socket); otherwise the
-//! instances listed in `discovery.instances` whose name and version match are
-//! called over the network, balanced by power of two choices. Channels are
+//! serving instances the node's [discovery](crate::discovery) knows whose
+//! name and version match are called over the network, balanced by power of
+//! two choices; the balancer follows the discovery watch, adding instances
+//! that appear and dropping those that go away or stop serving. Channels are
 //! cached per name and requirement, so asking again is cheap.
 
 mod balance;
 mod channel;
+mod follow;
 mod http;
 mod resolve;
 

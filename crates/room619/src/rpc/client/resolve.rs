@@ -2,18 +2,20 @@
 //! colocated or remote transport, and caches remote ones.
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, OnceLock, PoisonError},
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
+use arc_swap::ArcSwapOption;
 use axum::Router;
 use http::uri::Authority;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use semver::{Version, VersionReq};
+use semver::VersionReq;
+use tokio_util::sync::CancellationToken;
 
 use tower::{
     Layer as _, ServiceBuilder,
@@ -25,11 +27,13 @@ use super::{
     HttpClient, RpcChannel,
     balance::Balanced,
     channel::RemoteGrpc,
+    follow,
     http::{HttpInstance, RemoteHttp},
 };
 use crate::{
     Error, Result,
-    config::InstanceConfig,
+    discovery::{Discovery, Instance},
+    error::BoxError,
     observability::metrics::Metrics,
     resilience::{
         ClientPolicy, ResilienceConfig, bulkhead::BulkheadLayer,
@@ -56,9 +60,11 @@ pub(crate) struct Clients {
 
 struct Inner {
     registry: Registry,
-    local: OnceLock<LocalRouters>,
-    instances: Vec<InstanceConfig>,
+    local: ArcSwapOption<LocalRouters>,
+    discovery: Arc<dyn Discovery>,
     resilience: ResilienceConfig,
+    /// Stops the tasks that follow discovery watches.
+    shutdown: CancellationToken,
     grpc: Mutex<HashMap<String, (RemoteGrpc, usize)>>,
     http: Mutex<HashMap<String, RemoteHttp>>,
     metrics: Option<Metrics>,
@@ -67,15 +73,17 @@ struct Inner {
 impl Clients {
     pub(crate) fn new(
         registry: Registry,
-        instances: Vec<InstanceConfig>,
+        discovery: Arc<dyn Discovery>,
         resilience: ResilienceConfig,
+        shutdown: CancellationToken,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 registry,
-                local: OnceLock::new(),
-                instances,
+                local: ArcSwapOption::empty(),
+                discovery,
                 resilience,
+                shutdown,
                 grpc: Mutex::new(HashMap::new()),
                 http: Mutex::new(HashMap::new()),
                 metrics: None,
@@ -96,47 +104,49 @@ impl Clients {
         self.inner.metrics.as_ref()
     }
 
-    /// Makes colocated services reachable in-process (once routes exist).
+    /// Makes colocated services reachable in-process (once routes exist,
+    /// and again when services are added or removed).
     pub(crate) fn set_local(&self, routers: LocalRouters) {
-        if self.inner.local.set(routers).is_err() {
-            tracing::debug!("local routers were already set");
-        }
+        self.inner.local.store(Some(Arc::new(routers)));
     }
 
     pub(crate) fn channel(&self, name: &str, requirement: &str) -> Result<RpcChannel> {
         match self.resolve(name, requirement)? {
-            Resolved::Local(routers) => {
-                Ok(RpcChannel::local(name, routers.grpc).observed(self.metrics()))
-            }
-            Resolved::Remote(key, addresses) => {
+            Resolved::Local(routers) => Ok(RpcChannel::local(name, routers.grpc).observed(self.metrics())),
+            Resolved::Remote(remote) => {
                 let mut cache = self
                     .inner
                     .grpc
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
-                if let Some((service, count)) = cache.get(&key) {
+                if let Some((service, count)) = cache.get(&remote.key) {
                     return Ok(
                         RpcChannel::remote(name, service.clone(), *count).observed(self.metrics())
                     );
                 }
+                let policy = self.inner.resilience.for_service(name).clone();
+                let service_name = name.to_owned();
+                let metrics = self.inner.metrics.clone();
+                let make = move |instance: &Instance| {
+                    let address = instance.address();
+                    let endpoint = match tonic::transport::Endpoint::from_shared(format!(
+                        "http://{address}"
+                    )) {
+                        Ok(endpoint) => endpoint,
+                        Err(err) => {
+                            tracing::warn!(?instance, error = %err, "unusable instance address");
+                            return None;
+                        }
+                    }
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .tcp_nodelay(true);
+                    let breaker = instance_breaker(&service_name, address, &policy, metrics.as_ref());
+                    Some(breaker.layer(endpoint.connect_lazy()))
+                };
+                let (balanced, count) = self.follow(&remote, make);
                 let policy = self.inner.resilience.for_service(name);
-                let mut instances = Vec::with_capacity(addresses.len());
-                for address in addresses {
-                    let endpoint =
-                        tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-                            .map_err(|err| {
-                                Error::config(format!("instance address `{address}`: {err}"))
-                            })?
-                            .connect_timeout(CONNECT_TIMEOUT)
-                            .tcp_nodelay(true);
-                    let breaker = instance_breaker(name, &address, policy, self.metrics());
-                    instances.push((address, breaker.layer(endpoint.connect_lazy())));
-                }
-                let count = instances.len();
-                let service = BoxCloneSyncService::new(
-                    protect(name, policy, self.metrics()).service(Balanced::new(instances)),
-                );
-                cache.insert(key, (service.clone(), count));
+                let service = BoxCloneSyncService::new(protect(name, policy, self.metrics()).service(balanced));
+                cache.insert(remote.key, (service.clone(), count));
                 Ok(RpcChannel::remote(name, service, count).observed(self.metrics()))
             }
         }
@@ -144,41 +154,72 @@ impl Clients {
 
     pub(crate) fn http(&self, name: &str, requirement: &str) -> Result<HttpClient> {
         match self.resolve(name, requirement)? {
-            Resolved::Local(routers) => {
-                Ok(HttpClient::local(name, routers.http).observed(self.metrics()))
-            }
-            Resolved::Remote(key, addresses) => {
+            Resolved::Local(routers) => Ok(HttpClient::local(name, routers.http).observed(self.metrics())),
+            Resolved::Remote(remote) => {
                 let mut cache = self
                     .inner
                     .http
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
-                if let Some(service) = cache.get(&key) {
+                if let Some(service) = cache.get(&remote.key) {
                     return Ok(HttpClient::remote(name, service.clone()).observed(self.metrics()));
                 }
-                let policy = self.inner.resilience.for_service(name);
+                let policy = self.inner.resilience.for_service(name).clone();
                 let mut connector = HttpConnector::new();
                 connector.set_nodelay(true);
                 connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
                 let client = Client::builder(TokioExecutor::new()).build(connector);
-                let mut instances = Vec::with_capacity(addresses.len());
-                for address in addresses {
-                    let authority: Authority = address.parse().map_err(|err| {
-                        Error::config(format!("instance address `{address}`: {err}"))
-                    })?;
-                    let breaker = instance_breaker(name, &address, policy, self.metrics());
-                    instances.push((
-                        address,
-                        breaker.layer(HttpInstance::new(client.clone(), authority)),
-                    ));
-                }
-                let service = BoxCloneSyncService::new(
-                    protect(name, policy, self.metrics()).service(Balanced::new(instances)),
-                );
-                cache.insert(key, service.clone());
+                let service_name = name.to_owned();
+                let metrics = self.inner.metrics.clone();
+                let make = move |instance: &Instance| {
+                    let address = instance.address();
+                    let authority: Authority = match address.parse() {
+                        Ok(authority) => authority,
+                        Err(err) => {
+                            tracing::warn!(?instance, error = %err, "unusable instance address");
+                            return None;
+                        }
+                    };
+                    let breaker = instance_breaker(&service_name, address, &policy, metrics.as_ref());
+                    Some(breaker.layer(HttpInstance::new(client.clone(), authority)))
+                };
+                let (balanced, _) = self.follow(&remote, make);
+                let policy = self.inner.resilience.for_service(name);
+                let service = BoxCloneSyncService::new(protect(name, policy, self.metrics()).service(balanced));
+                cache.insert(remote.key, service.clone());
                 Ok(HttpClient::remote(name, service).observed(self.metrics()))
             }
         }
+    }
+
+    /// A balancer over the resolved instances, kept in step with discovery.
+    fn follow<S, Req, F>(&self, remote: &Remote, make: F) -> (Balanced<S, Req>, usize)
+    where
+        S: tower::Service<Req> + Send + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        Req: Send + 'static,
+        F: Fn(&Instance) -> Option<S> + Send + 'static,
+    {
+        let mut known = HashSet::new();
+        let mut services = Vec::with_capacity(remote.instances.len());
+        for instance in &remote.instances {
+            if let Some(service) = make(instance) {
+                known.insert(instance.id().to_owned());
+                services.push((instance.id().to_owned(), service));
+            }
+        }
+        let count = services.len();
+        let balanced = Balanced::new(services);
+        follow::follow(
+            balanced.clone(),
+            self.inner.discovery.watch(&remote.name),
+            remote.requirement.clone(),
+            known,
+            make,
+            self.inner.shutdown.clone(),
+        );
+        (balanced, count)
     }
 
     fn resolve(&self, name: &str, requirement: &str) -> Result<Resolved> {
@@ -193,28 +234,24 @@ impl Clients {
             ))
         })?;
         if self.inner.registry.find(name, &parsed).is_some()
-            && let Some(routers) = self.inner.local.get()
+            && let Some(routers) = self.inner.local.load_full()
         {
-            return Ok(Resolved::Local(routers.clone()));
+            return Ok(Resolved::Local(LocalRouters::clone(&routers)));
         }
-        let addresses: Vec<String> = self
-            .inner
-            .instances
-            .iter()
-            .filter(|instance| {
-                instance.name == name
-                    && Version::parse(&instance.version)
-                        .is_ok_and(|version| parsed.matches(&version))
-            })
-            .map(|instance| instance.address.clone())
-            .collect();
-        if addresses.is_empty() {
+        let instances = self.inner.discovery.resolve(name, &parsed);
+        if instances.is_empty() {
             return Err(Error::unavailable(format!(
                 "no instance of service `{name}` matching `{requirement}`: it is not hosted on this \
-                 node and none is listed in discovery.instances"
+                 node and {} discovery knows none (see discovery.instances)",
+                self.inner.discovery.backend()
             )));
         }
-        Ok(Resolved::Remote(format!("{name} {parsed}"), addresses))
+        Ok(Resolved::Remote(Remote {
+            key: format!("{name} {parsed}"),
+            name: name.to_owned(),
+            requirement: parsed,
+            instances,
+        }))
     }
 }
 
@@ -253,6 +290,14 @@ fn protect(service: &str, policy: &ClientPolicy, metrics: Option<&Metrics>) -> P
 
 enum Resolved {
     Local(LocalRouters),
-    /// Cache key and addresses.
-    Remote(String, Vec<String>),
+    Remote(Remote),
+}
+
+/// Remote instances of a service, as first resolved.
+struct Remote {
+    /// The cache key: name and requirement.
+    key: String,
+    name: String,
+    requirement: VersionReq,
+    instances: Vec<Instance>,
 }

@@ -324,3 +324,14 @@ pub async fn start_named(
     }
     builder.build().unwrap().start().await.unwrap()
 }
+
+/// A node with `config` hosting no service (a caller).
+pub async fn start_named_with_config(config: Config) -> RunningNode {
+    room619::Node::builder()
+        .config(config)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap()
+}

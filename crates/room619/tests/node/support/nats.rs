@@ -60,6 +60,14 @@ impl NatsServer {
         }
     }
 
+    /// Empties the store (after [`kill`]), so the next start is a server
+    /// that lost all its data.
+    pub fn wipe_store(&self) {
+        assert!(self.child.is_none(), "the server is still running");
+        std::fs::remove_dir_all(&self.store).unwrap();
+        std::fs::create_dir_all(&self.store).unwrap();
+    }
+
     /// Starts the server again on the same port and store (after [`kill`]).
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "the server is still running");

@@ -1,0 +1,178 @@
+//! [`Catalog`]: the instances a backend knows, kept in memory, so resolving
+//! is a map lookup and watching is a broadcast subscription.
+
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    sync::{Arc, PoisonError, RwLock},
+};
+
+use futures_util::{Stream, stream};
+use semver::VersionReq;
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use super::{Change, Instance};
+
+/// How many changes a slow watcher may fall behind before it gets a
+/// [`Change::Reset`] instead.
+const WATCH_BUFFER: usize = 1024;
+
+/// The stream of changes to one service's instances that
+/// [`Discovery::watch`](super::Discovery::watch) returns; it starts with a
+/// [`Change::Reset`] holding the current set.
+pub type Watch = Pin<Box<dyn Stream<Item = Change> + Send>>;
+
+/// Where a catalog entry came from; a refresh of one source replaces only
+/// its own entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// Registered through [`Discovery::register`](super::Discovery::register)
+    /// or learnt from the shared registry.
+    Registered,
+    /// Listed in `discovery.instances`.
+    Listed,
+    /// Resolved from DNS.
+    #[cfg(feature = "dns")]
+    Dns,
+}
+
+/// The in-memory set of known instances; cheap to clone, clones share it.
+#[derive(Clone)]
+pub(crate) struct Catalog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    entries: RwLock<HashMap<String, (Source, Instance)>>,
+    changes: broadcast::Sender<Change>,
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                entries: RwLock::new(HashMap::new()),
+                changes: broadcast::Sender::new(WATCH_BUFFER),
+            }),
+        }
+    }
+}
+
+impl Catalog {
+    /// Adds or updates an instance; watchers see `Up` when anything changed.
+    pub(crate) fn upsert(&self, source: Source, instance: Instance) {
+        let mut entries = self.write();
+        let changed = entries
+            .get(instance.id())
+            .is_none_or(|(_, old)| *old != instance);
+        if changed {
+            entries.insert(instance.id().to_owned(), (source, instance.clone()));
+            self.send(Change::Up(instance));
+        }
+    }
+
+    /// Removes the instance with `id`; watchers see `Down` when it was known.
+    pub(crate) fn remove(&self, id: &str) -> Option<Instance> {
+        let removed = self.write().remove(id).map(|(_, instance)| instance);
+        if let Some(instance) = &removed {
+            self.send(Change::Down(instance.clone()));
+        }
+        removed
+    }
+
+    /// Makes `instances` the whole set of entries from `source`: new ones are
+    /// added, changed ones updated, missing ones removed.
+    pub(crate) fn replace(&self, source: Source, instances: Vec<Instance>) {
+        let gone: Vec<String> = {
+            let entries = self.read();
+            entries
+                .iter()
+                .filter(|(id, (from, _))| {
+                    *from == source && !instances.iter().any(|new| new.id() == id.as_str())
+                })
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        for id in gone {
+            self.remove(&id);
+        }
+        for instance in instances {
+            self.upsert(source, instance);
+        }
+    }
+
+    /// Serving instances of `name` whose version matches `requirement`,
+    /// newest version first.
+    pub(crate) fn resolve(&self, name: &str, requirement: &VersionReq) -> Vec<Instance> {
+        let mut found: Vec<Instance> = self
+            .read()
+            .values()
+            .map(|(_, instance)| instance)
+            .filter(|i| i.name() == name && i.is_serving() && requirement.matches(i.version()))
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| b.version().cmp(a.version()).then(a.id().cmp(b.id())));
+        found
+    }
+
+    /// Every instance of `name`, whatever its version and health.
+    pub(crate) fn named(&self, name: &str) -> Vec<Instance> {
+        self.read()
+            .values()
+            .map(|(_, instance)| instance)
+            .filter(|i| i.name() == name)
+            .cloned()
+            .collect()
+    }
+
+    /// Changes to the instances of `name`, starting with the current set.
+    pub(crate) fn watch(&self, name: &str) -> Watch {
+        // Subscribe before the snapshot, so nothing falls in between.
+        let receiver = self.inner.changes.subscribe();
+        let first = Change::Reset(self.named(name));
+        let state = (Some(first), receiver, self.clone(), name.to_owned());
+        Box::pin(stream::unfold(
+            state,
+            |(mut first, mut receiver, catalog, name)| async move {
+                if let Some(first) = first.take() {
+                    return Some((first, (None, receiver, catalog, name)));
+                }
+                loop {
+                    let change = match receiver.recv().await {
+                        Ok(change) => change,
+                        Err(RecvError::Lagged(_)) => Change::Reset(catalog.named(&name)),
+                        Err(RecvError::Closed) => return None,
+                    };
+                    let relevant = match &change {
+                        Change::Up(i) | Change::Down(i) => i.name() == name,
+                        Change::Reset(_) => true,
+                    };
+                    if relevant {
+                        return Some((change, (None, receiver, catalog, name)));
+                    }
+                }
+            },
+        ))
+    }
+
+    fn send(&self, change: Change) {
+        // No receiver is fine: nobody watches yet.
+        if self.inner.changes.send(change).is_err() {
+            tracing::trace!("a discovery change had no watcher");
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, (Source, Instance)>> {
+        self.inner
+            .entries
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, (Source, Instance)>> {
+        self.inner
+            .entries
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,314 @@
+//! [`NatsDiscovery`]: the scale-out registry in a NATS JetStream key-value
+//! bucket. NATS clusters by its own means; room619 runs no registry server.
+//!
+//! Each registered instance is the key `<service>.<instance-id>` holding its
+//! JSON [`Instance`] record. A heartbeat re-puts the keys of this process
+//! every `ttl / 3`; every node watches the whole bucket and forgets an
+//! instance whose key was not refreshed within `ttl`, so one whose process
+//! died without deregistering disappears within the TTL (the bucket's
+//! `max_age` is the TTL too, so the stored record expires as well).
+//!
+//! A malformed record is logged and skipped; the watcher goes on. While the
+//! server cannot be reached the last known instances are kept (nothing
+//! expires), [`status`](super::Discovery::status) reports `Degraded`, and
+//! everything is refreshed when the connection comes back; a server that
+//! came back without its store gets the bucket created again by the next
+//! heartbeat.
+
+mod bucket;
+mod heartbeat;
+mod watcher;
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Arc, Mutex, PoisonError, RwLock},
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use async_nats::jetstream::{self, kv};
+use futures_util::future::BoxFuture;
+use semver::VersionReq;
+use tokio::{sync::Notify, time::Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    Discovery, DiscoveryStatus, Instance, NatsDiscoveryConfig, Watch,
+    catalog::{Catalog, Source},
+    fixed,
+};
+use crate::{
+    Error, Result,
+    config::{DiscoveryConfig, InstanceConfig},
+};
+
+/// The longest wait between two reconnect attempts.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
+
+/// The NATS JetStream key-value registry; cheap to clone.
+///
+/// ```no_run
+/// use room619::discovery::{Discovery as _, Instance, NatsDiscovery, NatsDiscoveryConfig};
+///
+/// # async fn demo() -> room619::Result<()> {
+/// let shutdown = tokio_util::sync::CancellationToken::new();
+/// let registry = NatsDiscovery::connect(&NatsDiscoveryConfig::default(), &[], "node-a", shutdown).await?;
+/// registry.register(Instance::new("users", "1.4.0".parse().unwrap(), "10.0.0.5:8080")).await?;
+/// let users = registry.resolve("users", &"^1".parse().unwrap());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct NatsDiscovery {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: String,
+    ttl: Duration,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    bucket: String,
+    /// The bucket; replaced when it had to be created again.
+    kv: ArcSwap<kv::Store>,
+    catalog: Catalog,
+    /// The instances this process registered, by id.
+    registered: Mutex<HashMap<String, Instance>>,
+    /// When each known instance's key was last seen put, by id.
+    seen: Mutex<HashMap<String, Instant>>,
+    status: RwLock<DiscoveryStatus>,
+    /// Asks the watcher to start over (after a reconnect).
+    rewatch: Notify,
+}
+
+impl NatsDiscovery {
+    /// Connects to `config.url`, opens (or creates) the bucket and starts the
+    /// watcher and the heartbeat, which run until `shutdown` is cancelled.
+    ///
+    /// # Errors
+    ///
+    /// `Unavailable` naming the URL and the `discovery.nats.url` key when the
+    /// server cannot be reached or has no JetStream within
+    /// `config.connect_timeout`.
+    pub async fn connect(
+        config: &NatsDiscoveryConfig,
+        listed: &[InstanceConfig],
+        node: &str,
+        shutdown: CancellationToken,
+    ) -> Result<Self> {
+        let unreachable = |problem: String| {
+            Error::unavailable(format!(
+                "cannot reach the discovery registry at {} (`discovery.nats.url`): {problem}",
+                config.url
+            ))
+        };
+        let opened = tokio::time::timeout(config.connect_timeout, open(config, node)).await;
+        let (client, js, kv) = match opened {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(problem)) => return Err(unreachable(problem)),
+            Err(_) => {
+                return Err(unreachable(format!(
+                    "no answer within {:?} (`discovery.nats.connect_timeout`)",
+                    config.connect_timeout
+                )));
+            }
+        };
+        let discovery = Self {
+            inner: Arc::new(Inner {
+                url: config.url.clone(),
+                ttl: config.ttl,
+                client,
+                js,
+                bucket: config.bucket.clone(),
+                kv: ArcSwap::from_pointee(kv),
+                catalog: Catalog::default(),
+                registered: Mutex::new(HashMap::new()),
+                seen: Mutex::new(HashMap::new()),
+                status: RwLock::new(DiscoveryStatus::Ok),
+                rewatch: Notify::new(),
+            }),
+        };
+        discovery
+            .inner
+            .catalog
+            .replace(Source::Listed, fixed::instances(listed));
+        let initial =
+            match tokio::time::timeout(config.connect_timeout, watcher::load(&discovery)).await {
+                Ok(Ok(watch)) => watch,
+                Ok(Err(problem)) => return Err(unreachable(problem)),
+                Err(_) => {
+                    return Err(unreachable(format!(
+                        "the bucket did not load within {:?} (`discovery.nats.connect_timeout`)",
+                        config.connect_timeout
+                    )));
+                }
+            };
+        tokio::spawn(watcher::run(discovery.clone(), initial, shutdown.clone()));
+        tokio::spawn(heartbeat::run(discovery.clone(), shutdown));
+        Ok(discovery)
+    }
+
+    fn key(instance: &Instance) -> String {
+        format!("{}.{}", instance.name(), instance.id())
+    }
+
+    fn set_status(&self, status: DiscoveryStatus) {
+        let mut current = self
+            .inner
+            .status
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *current != status {
+            match &status {
+                DiscoveryStatus::Ok => {
+                    tracing::info!(url = %self.inner.url, "discovery registry reachable again");
+                }
+                DiscoveryStatus::Degraded(reason) => {
+                    tracing::warn!(url = %self.inner.url, %reason, "discovery degraded");
+                }
+            }
+            *current = status;
+        }
+    }
+
+    fn kv(&self) -> Arc<kv::Store> {
+        self.inner.kv.load_full()
+    }
+
+    /// Opens the bucket again, creating it when it is gone (a server that
+    /// came back without its store), and watches it anew.
+    async fn reopen(&self) -> std::result::Result<(), String> {
+        let kv = bucket::ensure(&self.inner.js, &self.inner.bucket, self.inner.ttl).await?;
+        self.inner.kv.store(Arc::new(kv));
+        self.inner.rewatch.notify_one();
+        Ok(())
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.inner
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn registered(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instance>> {
+        self.inner
+            .registered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn put(&self, instance: &Instance) -> Result<()> {
+        let record = serde_json::to_vec(instance)
+            .map_err(|err| Error::internal(format!("cannot encode {instance:?}: {err}")))?;
+        self.kv()
+            .put(Self::key(instance), record.into())
+            .await
+            .map_err(|err| {
+                Error::unavailable(format!(
+                    "cannot register {instance:?} at {}: {err}",
+                    self.inner.url
+                ))
+                .with_source(err)
+            })?;
+        Ok(())
+    }
+}
+
+/// Connects and opens the bucket, creating it when missing.
+async fn open(
+    config: &NatsDiscoveryConfig,
+    node: &str,
+) -> std::result::Result<(async_nats::Client, jetstream::Context, kv::Store), String> {
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("{node} discovery"))
+        .connection_timeout(config.connect_timeout)
+        .reconnect_delay_callback(|attempts| {
+            let exponent = u32::try_from(attempts.saturating_sub(1))
+                .unwrap_or(u32::MAX)
+                .min(16);
+            Duration::from_millis(10)
+                .saturating_mul(1 << exponent)
+                .min(MAX_RECONNECT_DELAY)
+        })
+        .connect(config.url.as_str())
+        .await
+        .map_err(|err| err.to_string())?;
+    let js = jetstream::new(client.clone());
+    let kv = bucket::ensure(&js, &config.bucket, config.ttl).await?;
+    Ok((client, js, kv))
+}
+
+impl Discovery for NatsDiscovery {
+    fn backend(&self) -> &'static str {
+        "nats"
+    }
+
+    fn register(&self, instance: Instance) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let valid_id = !instance.id().is_empty()
+                && instance
+                    .id()
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+            if !valid_id {
+                return Err(Error::invalid_argument(format!(
+                    "instance id `{}` must be letters, digits, `-` or `_` for NATS discovery",
+                    instance.id()
+                )));
+            }
+            self.put(&instance).await?;
+            self.registered()
+                .insert(instance.id().to_owned(), instance.clone());
+            self.seen().insert(instance.id().to_owned(), Instant::now());
+            self.inner.catalog.upsert(Source::Registered, instance);
+            Ok(())
+        })
+    }
+
+    fn deregister<'a>(&'a self, instance: &'a Instance) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.registered().remove(instance.id());
+            self.seen().remove(instance.id());
+            self.inner.catalog.remove(instance.id());
+            self.kv().delete(Self::key(instance)).await.map_err(|err| {
+                Error::unavailable(format!(
+                    "cannot deregister {instance:?} at {}: {err}",
+                    self.inner.url
+                ))
+                .with_source(err)
+            })
+        })
+    }
+
+    fn resolve(&self, name: &str, requirement: &VersionReq) -> Vec<Instance> {
+        self.inner.catalog.resolve(name, requirement)
+    }
+
+    fn watch(&self, name: &str) -> Watch {
+        self.inner.catalog.watch(name)
+    }
+
+    fn status(&self) -> DiscoveryStatus {
+        self.inner
+            .status
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn reload(&self, config: &DiscoveryConfig) {
+        self.inner
+            .catalog
+            .replace(Source::Listed, fixed::instances(&config.instances));
+    }
+}
+
+impl fmt::Debug for NatsDiscovery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsDiscovery")
+            .field("url", &self.inner.url)
+            .field("ttl", &self.inner.ttl)
+            .finish_non_exhaustive()
+    }
+}

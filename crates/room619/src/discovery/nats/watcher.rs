@@ -1,0 +1,107 @@
+//! Follows the whole bucket and applies every put and delete to the
+//! catalog; starts over after an error or a reconnect.
+
+use std::time::Duration;
+
+use async_nats::jetstream::kv::{Entry, Operation, Watch};
+use futures_util::StreamExt as _;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::NatsDiscovery;
+use crate::discovery::{Instance, catalog::Source};
+
+/// The pause before watching again after the watch failed.
+const RETRY: Duration = Duration::from_millis(250);
+/// During the initial load, a silence this long means nothing is left.
+const LOAD_SILENCE: Duration = Duration::from_secs(1);
+
+/// Starts watching and applies the records already stored, so the catalog
+/// is complete when the backend is handed out.
+pub(super) async fn load(discovery: &NatsDiscovery) -> Result<Watch, String> {
+    let kv = discovery.kv();
+    let read_error = |err: &dyn std::fmt::Display| format!("cannot read the bucket: {err}");
+    // One message a key (history 1): as many entries as stored messages.
+    let mut stored = kv
+        .stream
+        .clone()
+        .info()
+        .await
+        .map_err(|err| read_error(&err))?
+        .state
+        .messages;
+    let mut watch = kv.watch_all().await.map_err(|err| read_error(&err))?;
+    // A key may expire in between, so a silence ends the wait as well.
+    while stored > 0
+        && let Ok(Some(entry)) = tokio::time::timeout(LOAD_SILENCE, watch.next()).await
+    {
+        let entry = entry.map_err(|err| read_error(&err))?;
+        apply(discovery, &entry);
+        stored -= 1;
+    }
+    Ok(watch)
+}
+
+/// Follows `initial`, then new watches after each failure, until `shutdown`.
+pub(super) async fn run(discovery: NatsDiscovery, initial: Watch, shutdown: CancellationToken) {
+    let mut initial = Some(initial);
+    loop {
+        let watch = match initial.take() {
+            Some(watch) => Ok(watch),
+            None => discovery.kv().watch_all().await,
+        };
+        match watch {
+            Ok(mut watch) => loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = discovery.inner.rewatch.notified() => {
+                        tracing::debug!("restarting the discovery watch");
+                        break;
+                    }
+                    entry = watch.next() => match entry {
+                        Some(Ok(entry)) => apply(&discovery, &entry),
+                        Some(Err(err)) => {
+                            tracing::warn!(error = %err, "the discovery watch failed; watching again");
+                            break;
+                        }
+                        None => break,
+                    },
+                }
+            },
+            Err(err) => tracing::warn!(error = %err, "cannot watch the discovery bucket"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(RETRY) => {}
+        }
+    }
+}
+
+/// Applies one bucket entry; a malformed record is logged and skipped.
+pub(super) fn apply(discovery: &NatsDiscovery, entry: &Entry) {
+    let catalog = &discovery.inner.catalog;
+    match entry.operation {
+        Operation::Put => {
+            let instance = match serde_json::from_slice::<Instance>(&entry.value) {
+                Ok(instance) if NatsDiscovery::key(&instance) == entry.key => instance,
+                Ok(instance) => {
+                    tracing::warn!(key = %entry.key, ?instance, "skipping an instance record stored under another key");
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!(key = %entry.key, error = %err, "skipping a malformed instance record");
+                    return;
+                }
+            };
+            discovery
+                .seen()
+                .insert(instance.id().to_owned(), Instant::now());
+            catalog.upsert(Source::Registered, instance);
+        }
+        Operation::Delete | Operation::Purge => {
+            let id = entry.key.rsplit('.').next().unwrap_or_default();
+            discovery.seen().remove(id);
+            catalog.remove(id);
+        }
+    }
+}

@@ -1,0 +1,94 @@
+use futures_util::StreamExt as _;
+
+use super::{
+    Change, Discovery as _, Instance, InstanceHealth, LocalDiscovery,
+    catalog::{Catalog, Source},
+};
+use crate::config::{Config, InstanceConfig};
+
+fn users(version: &str, address: &str) -> Instance {
+    Instance::new("users", version.parse().unwrap(), address)
+}
+
+#[test]
+fn a_requirement_resolves_only_compatible_versions_newest_first() {
+    let catalog = Catalog::default();
+    catalog.upsert(Source::Registered, users("1.4.0", "a:1"));
+    catalog.upsert(Source::Registered, users("1.5.2", "b:1"));
+    catalog.upsert(Source::Registered, users("2.0.0", "c:1"));
+    let v1: Vec<_> = catalog
+        .resolve("users", &"^1".parse().unwrap())
+        .iter()
+        .map(|i| i.version().to_string())
+        .collect();
+    assert_eq!(v1, ["1.5.2", "1.4.0"]);
+    let v2 = catalog.resolve("users", &"^2".parse().unwrap());
+    assert_eq!(v2.len(), 1);
+    assert_eq!(v2[0].address(), "c:1");
+    assert!(catalog.resolve("orders", &"*".parse().unwrap()).is_empty());
+}
+
+#[test]
+fn instances_not_serving_are_never_resolved() {
+    let catalog = Catalog::default();
+    let sick = users("1.0.0", "a:1").with_health(InstanceHealth::NotServing);
+    catalog.upsert(Source::Registered, sick);
+    assert!(catalog.resolve("users", &"*".parse().unwrap()).is_empty());
+}
+
+#[tokio::test]
+async fn a_watch_starts_with_the_current_set_then_reports_changes() {
+    let catalog = Catalog::default();
+    let first = users("1.0.0", "a:1");
+    catalog.upsert(Source::Registered, first.clone());
+    let mut watch = catalog.watch("users");
+    assert_eq!(watch.next().await, Some(Change::Reset(vec![first.clone()])));
+    let second = users("1.0.0", "b:1");
+    catalog.upsert(
+        Source::Registered,
+        Instance::new("orders", "1.0.0".parse().unwrap(), "o:1"),
+    );
+    catalog.upsert(Source::Registered, second.clone());
+    assert_eq!(watch.next().await, Some(Change::Up(second)));
+    catalog.remove(first.id());
+    assert_eq!(watch.next().await, Some(Change::Down(first)));
+}
+
+#[tokio::test]
+async fn a_reload_replaces_only_the_listed_instances() {
+    let listed = |address: &str| InstanceConfig {
+        name: "users".into(),
+        version: "1.0.0".into(),
+        address: address.into(),
+    };
+    let discovery = LocalDiscovery::new(&[listed("a:1"), listed("b:1")]);
+    discovery.register(users("1.0.0", "own:1")).await.unwrap();
+    let mut config = Config::default();
+    config.discovery.instances = vec![listed("b:1"), listed("c:1")];
+    discovery.reload(&config.discovery);
+    let mut addresses: Vec<_> = discovery
+        .resolve("users", &"*".parse().unwrap())
+        .iter()
+        .map(|i| i.address().to_owned())
+        .collect();
+    addresses.sort();
+    assert_eq!(addresses, ["b:1", "c:1", "own:1"]);
+}
+
+#[test]
+fn the_static_backend_ignores_registrations() {
+    let discovery = LocalDiscovery::listed_only(&[]);
+    futures_util::FutureExt::now_or_never(discovery.register(users("1.0.0", "a:1")))
+        .unwrap()
+        .unwrap();
+    assert!(discovery.resolve("users", &"*".parse().unwrap()).is_empty());
+    assert_eq!(discovery.backend(), "static");
+}
+
+#[test]
+fn instance_records_round_trip_as_json() {
+    let instance = users("1.4.0", "a:1").with_metadata("zone", "z1");
+    let json = serde_json::to_string(&instance).unwrap();
+    assert_eq!(serde_json::from_str::<Instance>(&json).unwrap(), instance);
+    assert!(serde_json::from_str::<Instance>("{\"name\":\"users\"}").is_err());
+}

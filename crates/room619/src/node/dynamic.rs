@@ -1,0 +1,317 @@
+//! Dynamic registration: services added to and removed from a running node
+//! through its [`NodeHandle`](super::NodeHandle), without touching the
+//! listener.
+//!
+//! **Add**: the service is registered, its routes assembled with the others
+//! (a conflict fails the call and changes nothing), its start hook runs, then
+//! the new routes are swapped in, readiness follows and the service is
+//! registered in discovery.
+//!
+//! **Remove**: the service is withdrawn from discovery, the routes without
+//! it are swapped in (new requests get `404` / `UNIMPLEMENTED`), requests
+//! already in flight finish on the routes they started with (waited for, at
+//! most `node.drain_timeout`), then its stop hook runs and it leaves the
+//! registry.
+//!
+//! Services with bus subscribers cannot be added at run time yet.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use semver::Version;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    NodeHandle,
+    app::{self, Hosted},
+    health::Readiness,
+    live::LiveSplit,
+};
+use crate::{
+    Error, Result,
+    bus::MessageBus,
+    config::{Config, LiveConfig},
+    discovery::{Discovery, Instance},
+    middleware::NodeMiddleware,
+    observability::metrics::Metrics,
+    rpc::client::Clients,
+    service::{Registry, Service, ServiceContext, ServiceDescriptor, ServiceState},
+};
+
+impl NodeHandle {
+    /// The node's service discovery (the backend `discovery.backend` chose).
+    #[must_use]
+    pub fn discovery(&self) -> &Arc<dyn Discovery> {
+        &self.hosting().discovery
+    }
+
+    /// The node's configuration as it is now, following hot reloads.
+    #[must_use]
+    pub fn live_config(&self) -> &LiveConfig {
+        &self.hosting().live_config
+    }
+
+    /// Adds `service` to the running node: its start hook runs, its routes
+    /// start answering, readiness and discovery follow. The listener keeps
+    /// running; see [`node`](super) for the details.
+    ///
+    /// ```no_run
+    /// # async fn demo(handle: room619::NodeHandle) -> room619::Result<()> {
+    /// let users = room619::ServiceBuilder::new("users", "2.0.0")?
+    ///     .route("/v2/users", axum::routing::get(|| async { "[]" }))
+    ///     .build()?;
+    /// handle.add_service(users).await?;
+    /// handle.remove_service("users", "2.0.0").await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `AlreadyExists` when a service with the same name and major version
+    /// is hosted; `InvalidArgument` when its routes conflict with hosted ones
+    /// or it has bus subscribers; the start hook's error; `Unavailable` once
+    /// the node is shutting down. The node is unchanged after an error.
+    pub async fn add_service(&self, service: impl Service) -> Result<()> {
+        self.hosting().add(Arc::new(service)).await
+    }
+
+    /// Removes the service `name` at exactly `version` from the running
+    /// node: it leaves discovery, its routes stop answering new requests,
+    /// requests in flight finish (for at most `node.drain_timeout`), then its
+    /// stop hook runs.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidArgument` when `version` is not semver; `NotFound` when no
+    /// such service is hosted; the stop hook's error (the service is removed
+    /// anyway).
+    pub async fn remove_service(&self, name: &str, version: &str) -> Result<()> {
+        self.hosting().remove(name, version).await
+    }
+}
+
+/// What the node hosts, changeable while it runs.
+pub(super) struct Hosting {
+    pub(super) config: Arc<Config>,
+    pub(super) live_config: LiveConfig,
+    pub(super) registry: Registry,
+    pub(super) hosted: Mutex<Vec<Hosted>>,
+    /// This node's registrations in discovery.
+    pub(super) instances: Mutex<Vec<Instance>>,
+    pub(super) live: LiveSplit,
+    pub(super) readiness: Readiness,
+    /// The middleware the node started with: its keys and rate limits are
+    /// kept when services come and go.
+    pub(super) middleware: NodeMiddleware,
+    pub(super) metrics: Metrics,
+    pub(super) clients: Clients,
+    pub(super) discovery: Arc<dyn Discovery>,
+    pub(super) bus: MessageBus,
+    pub(super) shutdown: CancellationToken,
+    /// The address registered in discovery.
+    pub(super) advertised: String,
+    /// One change at a time.
+    pub(super) changing: tokio::sync::Mutex<()>,
+}
+
+impl Hosting {
+    /// What re-assembling keeps of the running node.
+    fn existing(&self) -> app::Existing<'_> {
+        app::Existing {
+            readiness: &self.readiness,
+            middleware: &self.middleware,
+        }
+    }
+
+    pub(super) fn hosted(&self) -> Vec<Hosted> {
+        self.hosted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(super) fn instances(&self) -> Vec<Instance> {
+        self.instances
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(super) async fn add(&self, service: Arc<dyn Service>) -> Result<()> {
+        let _one_at_a_time = self.changing.lock().await;
+        if self.shutdown.is_cancelled() {
+            return Err(Error::unavailable("the node is shutting down"));
+        }
+        let descriptor = service.descriptor().clone();
+        if !service.subscribers().is_empty() {
+            return Err(Error::invalid_argument(format!(
+                "service {descriptor} has bus subscribers, which cannot be added at run time"
+            )));
+        }
+        self.registry.register(Arc::clone(&service))?;
+        let ctx = ServiceContext::new(
+            descriptor.clone(),
+            self.live_config.clone(),
+            self.registry.clone(),
+            self.shutdown.clone(),
+            self.clients.clone(),
+            self.bus.clone(),
+            self.metrics.clone(),
+        );
+        let host = Hosted { service, ctx };
+        let mut all = self.hosted();
+        all.push(host.clone());
+        let assembled =
+            match app::assemble(
+                &self.config,
+                &self.registry,
+                &all,
+                &self.metrics,
+                Some(self.existing()),
+            ) {
+                Ok(assembled) => assembled,
+                Err(err) => {
+                    self.registry.remove(&descriptor);
+                    return Err(err);
+                }
+            };
+        self.registry.set_state(&descriptor, ServiceState::Starting);
+        if let Err(err) = host.service.start(host.ctx.clone()).await {
+            tracing::error!(service = %descriptor, error = ?err, "start hook failed");
+            self.registry.remove(&descriptor);
+            return Err(err);
+        }
+        self.registry.set_state(&descriptor, ServiceState::Running);
+        *self.hosted.lock().unwrap_or_else(PoisonError::into_inner) = all;
+        self.live.store(assembled.main);
+        self.clients.set_local(assembled.local);
+        self.readiness.refresh().await;
+        let instance = own_instance(&self.config, &descriptor, &self.advertised);
+        match self.discovery.register(instance.clone()).await {
+            Ok(()) => self
+                .instances
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(instance),
+            Err(err) => {
+                tracing::warn!(service = %descriptor, error = ?err, "serving, but not registered in discovery");
+            }
+        }
+        tracing::info!(service = %descriptor, "service added");
+        Ok(())
+    }
+
+    pub(super) async fn remove(&self, name: &str, version: &str) -> Result<()> {
+        let _one_at_a_time = self.changing.lock().await;
+        let version = Version::parse(version).map_err(|err| {
+            Error::invalid_argument(format!("`{version}` is not a semver version: {err}"))
+        })?;
+        let mut all = self.hosted();
+        let Some(position) = all.iter().position(|host| {
+            host.ctx.descriptor().name() == name && *host.ctx.descriptor().version() == version
+        }) else {
+            return Err(Error::not_found(format!(
+                "service {name}@{version} is not hosted on this node"
+            )));
+        };
+        let host = all.remove(position);
+        let descriptor = host.ctx.descriptor().clone();
+        let assembled = app::assemble(
+                &self.config,
+                &self.registry,
+                &all,
+                &self.metrics,
+                Some(self.existing()),
+            )?;
+        self.registry.set_state(&descriptor, ServiceState::Stopping);
+        let withdrawn: Vec<Instance> = {
+            let mut instances = self
+                .instances
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let (gone, kept) = instances
+                .drain(..)
+                .partition(|i| i.name() == name && *i.version() == version);
+            *instances = kept;
+            gone
+        };
+        for instance in &withdrawn {
+            if let Err(err) = self.discovery.deregister(instance).await {
+                tracing::warn!(?instance, error = ?err, "cannot deregister");
+            }
+        }
+        *self.hosted.lock().unwrap_or_else(PoisonError::into_inner) = all;
+        self.live.store(assembled.main);
+        self.clients.set_local(assembled.local);
+        self.readiness.refresh().await;
+
+        let timeout = self.config.node.drain_timeout;
+        let in_flight = host.ctx.in_flight();
+        in_flight.close();
+        if tokio::time::timeout(timeout, in_flight.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(service = %descriptor, ?timeout, open = in_flight.len(), "requests still in flight at the drain timeout");
+        }
+        let stopped = match tokio::time::timeout(timeout, host.service.stop(host.ctx.clone())).await
+        {
+            Ok(stopped) => stopped,
+            Err(_) => Err(Error::deadline_exceeded(format!(
+                "stop hook of {descriptor} took longer than {timeout:?}"
+            ))),
+        };
+        self.registry.remove(&descriptor);
+        tracing::info!(service = %descriptor, "service removed");
+        stopped
+    }
+}
+
+/// The discovery record of a service this node hosts: at `address`, with the
+/// node's name and `discovery.metadata`.
+pub(super) fn own_instance(
+    config: &Config,
+    descriptor: &ServiceDescriptor,
+    address: &str,
+) -> Instance {
+    config.discovery.metadata.iter().fold(
+        Instance::new(descriptor.name(), descriptor.version().clone(), address)
+            .with_metadata("node", config.node.name.as_str()),
+        |instance, (key, value)| instance.with_metadata(key.as_str(), value.as_str()),
+    )
+}
+
+/// The address registered in discovery: `node.advertise`, else the bound
+/// address with an unspecified IP replaced by loopback.
+pub(super) fn advertised(config: &Config, local_addr: SocketAddr) -> String {
+    if let Some(advertise) = &config.node.advertise {
+        return advertise.clone();
+    }
+    let mut addr = local_addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    addr.to_string()
+}
+
+/// Registers every hosted service in discovery at `address`.
+pub(super) async fn register(
+    config: &Config,
+    discovery: &dyn Discovery,
+    hosted: &[Hosted],
+    address: &str,
+) -> Result<Vec<Instance>> {
+    let mut instances = Vec::with_capacity(hosted.len());
+    for host in hosted {
+        let instance = own_instance(config, host.ctx.descriptor(), address);
+        discovery.register(instance.clone()).await?;
+        instances.push(instance);
+    }
+    Ok(instances)
+}

@@ -1,0 +1,83 @@
+//! Keeps a balancer's instances in step with a discovery watch: instances
+//! that appear (serving, with a matching version) are added, those that go
+//! away or stop serving are dropped.
+
+use std::collections::{HashMap, HashSet};
+
+use futures_util::StreamExt as _;
+use semver::VersionReq;
+use tokio_util::sync::CancellationToken;
+use tower::Service;
+
+use super::balance::Balanced;
+use crate::{
+    discovery::{Change, Instance, Watch},
+    error::BoxError,
+};
+
+/// Spawns the task that applies `watch` to `balanced` until `shutdown`.
+/// `known` holds the ids already in the balancer; `make` builds the service
+/// of a new instance (`None` when its address is unusable).
+pub(super) fn follow<S, Req, F>(
+    balanced: Balanced<S, Req>,
+    mut watch: Watch,
+    requirement: VersionReq,
+    known: HashSet<String>,
+    make: F,
+    shutdown: CancellationToken,
+) where
+    S: Service<Req> + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    Req: Send + 'static,
+    F: Fn(&Instance) -> Option<S> + Send + 'static,
+{
+    let eligible =
+        move |instance: &Instance| instance.is_serving() && requirement.matches(instance.version());
+    tokio::spawn(async move {
+        let mut known = known;
+        loop {
+            let change = tokio::select! {
+                () = shutdown.cancelled() => return,
+                change = watch.next() => change,
+            };
+            let Some(change) = change else { return };
+            match change {
+                Change::Reset(all) => {
+                    let wanted: HashMap<String, Instance> = all
+                        .into_iter()
+                        .filter(|instance| eligible(instance))
+                        .map(|instance| (instance.id().to_owned(), instance))
+                        .collect();
+                    for id in known.iter().filter(|id| !wanted.contains_key(*id)) {
+                        balanced.remove(id.clone());
+                    }
+                    known.retain(|id| wanted.contains_key(id));
+                    for (id, instance) in wanted {
+                        if !known.contains(&id)
+                            && let Some(service) = make(&instance)
+                        {
+                            balanced.insert(id.clone(), service);
+                            known.insert(id);
+                        }
+                    }
+                }
+                Change::Up(instance) if eligible(&instance) => {
+                    if !known.contains(instance.id())
+                        && let Some(service) = make(&instance)
+                    {
+                        tracing::debug!(?instance, "instance added to the balancer");
+                        balanced.insert(instance.id().to_owned(), service);
+                        known.insert(instance.id().to_owned());
+                    }
+                }
+                Change::Up(instance) | Change::Down(instance) => {
+                    if known.remove(instance.id()) {
+                        tracing::debug!(?instance, "instance dropped from the balancer");
+                        balanced.remove(instance.id().to_owned());
+                    }
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,116 @@
+//! Configuration hot reload: an edit of the watched file changes the log
+//! level and the listed instances live; a broken edit is rejected, reported
+//! and counted, and the running configuration stays.
+
+use std::{path::Path, time::Duration};
+
+use room619::{
+    config::{ConfigLoader, LogConfig, LogFormat, Overrides},
+    observability::logging,
+};
+use tracing::Level;
+
+/// Hang guard for a reload to be noticed.
+const GUARD: Duration = Duration::from_secs(20);
+
+fn toml(level: &str, users_address: &str) -> String {
+    format!(
+        "[node]\nlisten = \"127.0.0.1:0\"\nname = \"reloading\"\ndrain_timeout = \"5s\"\n\
+         config_poll_interval = \"20ms\"\n\
+         [log]\nlevel = \"{level}\"\n\
+         [[discovery.instances]]\nname = \"users\"\nversion = \"1.0.0\"\naddress = \"{users_address}\"\n"
+    )
+}
+
+/// Replaces the file in one step, so the poller never sees half an edit.
+fn write(path: &Path, text: &str) {
+    let next = path.with_extension("next");
+    std::fs::write(&next, text).unwrap();
+    std::fs::rename(&next, path).unwrap();
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let waited = tokio::time::timeout(GUARD, async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn a_config_edit_applies_live_and_a_broken_one_is_rejected() {
+    assert!(
+        std::env::var_os("RUST_LOG").is_none(),
+        "RUST_LOG wins over log.level; unset it for this test"
+    );
+    let log = LogConfig {
+        level: "error".into(),
+        format: LogFormat::Json,
+    };
+    if logging::init(&log).is_err() {
+        // Another test installed it first: start from the same filter.
+        logging::set_filter("error").unwrap();
+    }
+    let dir = std::env::temp_dir().join(format!("room619-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("room619.toml");
+    write(&path, &toml("error", "127.0.0.1:1"));
+    let config = ConfigLoader::new()
+        .file(&path)
+        .without_env()
+        .load()
+        .unwrap();
+    let node = room619::Node::builder()
+        .config(config)
+        .watch_config(&path, Overrides::new())
+        .service(crate::support::echo_service())
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let handle = node.handle();
+    let live = handle.live_config().clone();
+    let users = |discovery: &dyn room619::discovery::Discovery| {
+        discovery
+            .resolve("users", &"^1".parse().unwrap())
+            .iter()
+            .map(|i| i.address().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(!tracing::enabled!(Level::DEBUG));
+    assert_eq!(users(handle.discovery().as_ref()), ["127.0.0.1:1"]);
+
+    // A valid edit: the log level and the listed instances change live.
+    write(&path, &toml("debug", "127.0.0.1:2"));
+    wait_for("the reload", || live.reloads() == 1).await;
+    assert_eq!(live.current().log.level, "debug");
+    assert!(tracing::enabled!(Level::DEBUG));
+    assert_eq!(users(handle.discovery().as_ref()), ["127.0.0.1:2"]);
+
+    // Broken edits: a bad value, then bad TOML. Both are counted; nothing changes.
+    write(
+        &path,
+        &format!(
+            "{}[limits]\nmax_header_bytes = 10\n",
+            toml("warn", "127.0.0.1:3")
+        ),
+    );
+    wait_for("the first rejection", || live.reloads_failed() == 1).await;
+    write(&path, "[node\nlisten = ");
+    wait_for("the second rejection", || live.reloads_failed() == 2).await;
+    assert_eq!(live.reloads(), 1);
+    assert_eq!(live.current().log.level, "debug");
+    assert!(tracing::enabled!(Level::DEBUG));
+    assert_eq!(users(handle.discovery().as_ref()), ["127.0.0.1:2"]);
+
+    // A valid edit again is applied.
+    write(&path, &toml("error", "127.0.0.1:2"));
+    wait_for("the second reload", || live.reloads() == 2).await;
+    assert!(!tracing::enabled!(Level::DEBUG));
+
+    node.shutdown().await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,147 @@
+//! The DNS backend against a real authoritative server (hickory-server on
+//! 127.0.0.1): a headless-service name resolves to its A and AAAA records,
+//! an SRV name to its targets and ports.
+
+use std::{
+    collections::BTreeSet,
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+};
+
+use hickory_proto::rr::{
+    Name, RData, Record,
+    rdata::{A, AAAA, SOA, SRV},
+};
+use hickory_server::{
+    ServerFuture,
+    authority::{Catalog, ZoneType},
+    store::in_memory::InMemoryAuthority,
+};
+use room619::discovery::{Discovery as _, DnsDiscovery, DnsDiscoveryConfig, DnsServiceConfig};
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+fn name(text: &str) -> Name {
+    Name::from_ascii(text).unwrap()
+}
+
+/// An authoritative server for `cluster.local.` on a free UDP port.
+async fn dns_server() -> SocketAddr {
+    let origin = name("cluster.local.");
+    let mut zone = InMemoryAuthority::empty(origin.clone(), ZoneType::Primary, false);
+    let soa = SOA::new(
+        name("ns.cluster.local."),
+        name("admin.cluster.local."),
+        1,
+        60,
+        60,
+        60,
+        60,
+    );
+    let mut records = vec![Record::from_rdata(origin.clone(), 60, RData::SOA(soa))];
+    let users = name("users.default.svc.cluster.local.");
+    for last in [5, 6, 7] {
+        let ip = Ipv4Addr::new(10, 0, 0, last);
+        records.push(Record::from_rdata(users.clone(), 5, RData::A(A::from(ip))));
+    }
+    records.push(Record::from_rdata(
+        users,
+        5,
+        RData::AAAA(AAAA::from(Ipv6Addr::LOCALHOST)),
+    ));
+    let srv = name("_grpc._tcp.orders.default.svc.cluster.local.");
+    for (pod, port) in [("orders-0", 9000), ("orders-1", 9001)] {
+        let target = name(&format!("{pod}.orders.default.svc.cluster.local."));
+        records.push(Record::from_rdata(
+            srv.clone(),
+            5,
+            RData::SRV(SRV::new(0, 50, port, target.clone())),
+        ));
+        let ip = Ipv4Addr::new(10, 0, 1, if pod == "orders-0" { 1 } else { 2 });
+        records.push(Record::from_rdata(target, 5, RData::A(A::from(ip))));
+    }
+    for record in records {
+        zone.upsert_mut(record, 0);
+    }
+    let mut catalog = Catalog::new();
+    catalog.upsert(origin.into(), vec![Arc::new(zone)]);
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let address = socket.local_addr().unwrap();
+    let mut server = ServerFuture::new(catalog);
+    server.register_socket(socket);
+    tokio::spawn(async move { server.block_until_done().await });
+    address
+}
+
+fn addresses(dns: &DnsDiscovery, service: &str, requirement: &str) -> BTreeSet<String> {
+    dns.resolve(service, &requirement.parse().unwrap())
+        .iter()
+        .map(|instance| instance.address().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_headless_service_name_resolves_to_its_a_records() {
+    let server = dns_server().await;
+    let config = DnsDiscoveryConfig {
+        nameserver: Some(server),
+        services: vec![
+            DnsServiceConfig {
+                name: "users".into(),
+                version: "1.4.0".into(),
+                host: "users.default.svc.cluster.local.".into(),
+                port: 8080,
+                srv: false,
+            },
+            DnsServiceConfig {
+                name: "orders".into(),
+                version: "2.0.0".into(),
+                host: "_grpc._tcp.orders.default.svc.cluster.local.".into(),
+                port: 0,
+                srv: true,
+            },
+        ],
+        ..DnsDiscoveryConfig::default()
+    };
+    let dns = DnsDiscovery::start(&config, &[], CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        addresses(&dns, "users", "^1"),
+        BTreeSet::from([
+            "10.0.0.5:8080".to_owned(),
+            "10.0.0.6:8080".to_owned(),
+            "10.0.0.7:8080".to_owned(),
+            "[::1]:8080".to_owned(),
+        ])
+    );
+    assert!(addresses(&dns, "users", "^2").is_empty());
+    assert_eq!(
+        addresses(&dns, "orders", "^2"),
+        BTreeSet::from(["10.0.1.1:9000".to_owned(), "10.0.1.2:9001".to_owned()])
+    );
+    assert_eq!(dns.status(), room619::discovery::DiscoveryStatus::Ok);
+}
+
+#[tokio::test]
+async fn a_node_with_dns_discovery_reports_a_failing_name_as_degraded() {
+    let server = dns_server().await;
+    let mut config = crate::support::config(&format!(
+        "[discovery]\nbackend = \"dns\"\n[discovery.dns]\nnameserver = \"{server}\"\n\
+         [[discovery.dns.services]]\nname = \"ghost\"\nversion = \"1.0.0\"\n\
+         host = \"ghost.default.svc.cluster.local.\"\n"
+    ));
+    config.node.name = "dns-node".into();
+    let node = crate::support::start(config).await;
+    let ready: serde_json::Value = crate::support::http1()
+        .get(format!("http://{}/health/ready", node.local_addr()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["discovery"]["backend"], "dns");
+    assert_eq!(ready["discovery"]["status"], "degraded", "{ready}");
+    node.shutdown().await.unwrap();
+}

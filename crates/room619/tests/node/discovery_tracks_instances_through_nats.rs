@@ -1,0 +1,385 @@
+//! NATS JetStream KV discovery: separate processes register, a killed one
+//! expires within the TTL, a new one appears through the watch, clients
+//! follow; malformed records are skipped; NATS down at start is a clear
+//! error, NATS down at run time keeps the last known instances.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt as _;
+use room619::{
+    ErrorKind,
+    config::Config,
+    discovery::{Change, Discovery, Instance, NatsDiscovery, NatsDiscoveryConfig, Watch},
+    rpc::client::RpcChannel,
+};
+use shop_proto::echo::v1::{EchoRequest, echo_client::EchoClient};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{self, nats::NatsServer};
+
+/// Tells a re-executed copy of this test binary to run a node instead.
+const CHILD_URL: &str = "DISCOVERY_TEST_NATS_URL";
+const CHILD_NAME: &str = "DISCOVERY_TEST_NODE_NAME";
+const THIS_TEST: &str = "discovery_tracks_instances_through_nats::three_processes_register_a_killed_one_expires_and_a_new_one_appears";
+const TTL: Duration = Duration::from_secs(2);
+/// Hang guard for anything that should happen within a few TTLs.
+const GUARD: Duration = Duration::from_secs(30);
+
+fn nats_config(url: &str, name: &str) -> Config {
+    let mut config = support::config(&format!(
+        "[discovery]\nbackend = \"nats\"\n[discovery.nats]\nurl = \"{url}\"\nttl = \"{}s\"\n",
+        TTL.as_secs()
+    ));
+    config.node.name = name.to_owned();
+    config
+}
+
+async fn registry(url: &str) -> NatsDiscovery {
+    let config = NatsDiscoveryConfig {
+        url: url.to_owned(),
+        ttl: TTL,
+        ..NatsDiscoveryConfig::default()
+    };
+    NatsDiscovery::connect(&config, &[], "observer", CancellationToken::new())
+        .await
+        .unwrap()
+}
+
+/// Child processes, killed when the test ends however it ends.
+#[derive(Default)]
+struct Children(HashMap<String, Child>);
+
+impl Children {
+    fn spawn(&mut self, url: &str, name: &str) {
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args([THIS_TEST, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_URL, url)
+            .env(CHILD_NAME, name)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.0.insert(name.to_owned(), child);
+    }
+
+    /// SIGKILL: the process gets no chance to deregister.
+    fn kill(&mut self, name: &str) {
+        let mut child = self.0.remove(name).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in self.0.values_mut() {
+            // Best effort: the child may have exited already.
+            if child.kill().is_ok() {
+                child.wait().unwrap();
+            }
+        }
+    }
+}
+
+/// The node names of the serving `echo ^1` instances.
+fn nodes(discovery: &dyn Discovery) -> BTreeSet<String> {
+    discovery
+        .resolve("echo", &"^1".parse().unwrap())
+        .iter()
+        .map(|instance| instance.metadata()["node"].clone())
+        .collect()
+}
+
+/// Waits (bounded) for a change of the watch matching `wanted`.
+async fn next_change(watch: &mut Watch, wanted: impl Fn(&Change) -> bool) -> Change {
+    tokio::time::timeout(GUARD, async {
+        loop {
+            let change = watch.next().await.unwrap();
+            if wanted(&change) {
+                return change;
+            }
+        }
+    })
+    .await
+    .unwrap()
+}
+
+fn node_of(change: &Change) -> Option<&str> {
+    match change {
+        Change::Up(instance) | Change::Down(instance) => {
+            instance.metadata().get("node").map(String::as_str)
+        }
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn three_processes_register_a_killed_one_expires_and_a_new_one_appears() {
+    if let (Ok(url), Ok(name)) = (std::env::var(CHILD_URL), std::env::var(CHILD_NAME)) {
+        // Re-executed as one of the registered processes: serve until killed
+        // (and never for longer than a minute).
+        let _node = support::start(nats_config(&url, &name)).await;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        return;
+    }
+    let nats = NatsServer::start().await;
+    let observer = registry(&nats.url()).await;
+    let mut watch = observer.watch("echo");
+    let mut children = Children::default();
+    for name in ["proc-0", "proc-1", "proc-2"] {
+        children.spawn(&nats.url(), name);
+    }
+    tokio::time::timeout(GUARD, async {
+        while nodes(&observer).len() < 3 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        nodes(&observer),
+        BTreeSet::from(["proc-0".into(), "proc-1".into(), "proc-2".into()])
+    );
+
+    // Versioned resolution: a 2.x instance is never picked for `^1`.
+    let v2 =
+        Instance::new("echo", "2.0.0".parse().unwrap(), "127.0.0.1:1").with_metadata("node", "v2");
+    observer.register(v2.clone()).await.unwrap();
+    assert_eq!(nodes(&observer).len(), 3);
+    let only_v2 = observer.resolve("echo", &"^2".parse().unwrap());
+    assert_eq!(only_v2, std::slice::from_ref(&v2));
+
+    // A node resolving through NATS reaches the processes over the network.
+    let caller = support::start_named_with_config(nats_config(&nats.url(), "caller")).await;
+    let mut client = caller
+        .handle()
+        .client::<EchoClient<RpcChannel>>("echo", "^1")
+        .unwrap();
+    let reply = client.echo(hello()).await.unwrap().into_inner();
+    assert!(reply.node.starts_with("proc-"), "{reply:?}");
+
+    // SIGKILL one: it never deregisters, yet disappears within the TTL.
+    children.kill("proc-1");
+    let killed = Instant::now();
+    next_change(&mut watch, |change| {
+        matches!(change, Change::Down(_)) && node_of(change) == Some("proc-1")
+    })
+    .await;
+    let gone_after = killed.elapsed();
+    assert!(
+        gone_after <= TTL + Duration::from_secs(1),
+        "the killed instance disappeared after {gone_after:?}, TTL {TTL:?}"
+    );
+    assert_eq!(
+        nodes(&observer),
+        BTreeSet::from(["proc-0".into(), "proc-2".into()])
+    );
+
+    // The caller forgot it too (its balancer follows its own watch).
+    let caller_discovery = Arc::clone(caller.handle().discovery());
+    tokio::time::timeout(GUARD, async {
+        while nodes(caller_discovery.as_ref()).contains("proc-1") {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // A new process appears through the watch, and the caller's balancer
+    // picks it up.
+    children.spawn(&nats.url(), "proc-3");
+    next_change(&mut watch, |change| {
+        matches!(change, Change::Up(_)) && node_of(change) == Some("proc-3")
+    })
+    .await;
+    tokio::time::timeout(GUARD, async {
+        loop {
+            match client.echo(hello()).await {
+                Ok(reply) if reply.get_ref().node == "proc-3" => break,
+                Ok(reply) => assert_ne!(reply.get_ref().node, "proc-1"),
+                Err(status) => panic!("a call failed: {status:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+
+    observer.deregister(&v2).await.unwrap();
+    caller.shutdown().await.unwrap();
+}
+
+fn hello() -> EchoRequest {
+    EchoRequest {
+        message: "hello".into(),
+        ..EchoRequest::default()
+    }
+}
+
+#[tokio::test]
+async fn malformed_records_are_skipped_and_the_watch_goes_on() {
+    let nats = NatsServer::start().await;
+    let observer = registry(&nats.url()).await;
+    let mut watch = observer.watch("echo");
+    let kv = nats
+        .jetstream()
+        .await
+        .get_key_value("room619_instances")
+        .await
+        .unwrap();
+    kv.put("echo.garbage", "{not json".into()).await.unwrap();
+    let elsewhere = Instance::new("echo", "1.0.0".parse().unwrap(), "127.0.0.1:1");
+    kv.put(
+        "echo.other-key",
+        serde_json::to_vec(&elsewhere).unwrap().into(),
+    )
+    .await
+    .unwrap();
+
+    let publisher = registry(&nats.url()).await;
+    let valid = Instance::new("echo", "1.0.0".parse().unwrap(), "127.0.0.1:2")
+        .with_metadata("node", "valid");
+    publisher.register(valid.clone()).await.unwrap();
+    let change = next_change(&mut watch, |change| matches!(change, Change::Up(_))).await;
+    assert_eq!(change, Change::Up(valid.clone()));
+    assert_eq!(
+        observer.resolve("echo", &"*".parse().unwrap()),
+        std::slice::from_ref(&valid)
+    );
+
+    // A registry started after the garbage was stored loads around it too.
+    let late = registry(&nats.url()).await;
+    tokio::time::timeout(GUARD, async {
+        while late.resolve("echo", &"*".parse().unwrap()).is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(late.resolve("echo", &"*".parse().unwrap()), [valid]);
+}
+
+#[tokio::test]
+async fn nats_unreachable_at_start_is_a_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = nats_config(&format!("nats://127.0.0.1:{port}"), "lonely");
+    let err = room619::Node::builder()
+        .config(config)
+        .service(support::echo_service())
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(err.message().contains("discovery.nats.url"), "{err}");
+    assert!(err.message().contains(&port.to_string()), "{err}");
+}
+
+#[tokio::test]
+async fn nats_down_at_run_time_keeps_the_last_known_instances() {
+    let mut nats = NatsServer::start().await;
+    let server = support::start(nats_config(&nats.url(), "server")).await;
+    let caller = support::start_named_with_config(nats_config(&nats.url(), "caller")).await;
+    let discovery = Arc::clone(caller.handle().discovery());
+    tokio::time::timeout(GUARD, async {
+        while nodes(discovery.as_ref()).is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let ready_url = format!("http://{}/health/ready", caller.local_addr());
+    let report = || async {
+        let response = support::http1().get(&ready_url).send().await.unwrap();
+        response.json::<serde_json::Value>().await.unwrap()
+    };
+    assert_eq!(report().await["discovery"]["status"], "ok");
+
+    nats.kill();
+    tokio::time::timeout(GUARD, async {
+        while report().await["discovery"]["status"] != "degraded" {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let degraded = report().await;
+    assert_eq!(degraded["status"], "ready", "{degraded}");
+    assert!(
+        degraded["discovery"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("last known"),
+        "{degraded}"
+    );
+    // Well past the TTL, the last known instance is still there and called.
+    tokio::time::sleep(TTL * 2).await;
+    assert_eq!(nodes(discovery.as_ref()), BTreeSet::from(["server".into()]));
+    let mut client = caller
+        .handle()
+        .client::<EchoClient<RpcChannel>>("echo", "^1")
+        .unwrap();
+    assert_eq!(client.echo(hello()).await.unwrap().get_ref().node, "server");
+
+    nats.restart().await;
+    tokio::time::timeout(GUARD, async {
+        while report().await["discovery"]["status"] != "ok" {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
+    // Heartbeats flow again: the instance outlives another TTL.
+    tokio::time::sleep(TTL * 2).await;
+    assert_eq!(nodes(discovery.as_ref()), BTreeSet::from(["server".into()]));
+
+    caller.shutdown().await.unwrap();
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_server_back_without_its_store_is_filled_again_by_the_heartbeats() {
+    let mut nats = NatsServer::start().await;
+    let server = support::start(nats_config(&nats.url(), "server")).await;
+    nats.kill();
+    nats.wipe_store();
+    nats.restart().await;
+    // Nobody else connects: only the node's heartbeat can create the bucket again.
+    let js = nats.jetstream().await;
+    tokio::time::timeout(GUARD, async {
+        while js.get_key_value("room619_instances").await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let observer = registry(&nats.url()).await;
+    tokio::time::timeout(GUARD, async {
+        while nodes(&observer).is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(nodes(&observer), BTreeSet::from(["server".into()]));
+    let discovery = Arc::clone(server.handle().discovery());
+    tokio::time::timeout(GUARD, async {
+        while discovery.status() != room619::discovery::DiscoveryStatus::Ok {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    server.shutdown().await.unwrap();
+}

@@ -1,0 +1,227 @@
+//! Dynamic registration: services added to and removed from a running node
+//! serve and stop without a restart; readiness and discovery follow, and no
+//! request in flight fails. Two major versions of a service run side by side.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::routing::get;
+use room619::{ErrorKind, ServiceBuilder, service::BuiltService};
+
+use crate::support;
+
+/// `users` at `version`, answering `GET /v<major>/users` with its version and
+/// `GET /v<major>/slow` after 300 ms; its stop hook sets `stopped`.
+fn users(version: &str, stopped: Arc<AtomicBool>) -> BuiltService {
+    let major = version.split('.').next().unwrap().to_owned();
+    let answer = version.to_owned();
+    ServiceBuilder::new("users", version)
+        .unwrap()
+        .route(
+            format!("/v{major}/users"),
+            get(move || {
+                let answer = answer.clone();
+                async move { answer }
+            }),
+        )
+        .route(
+            format!("/v{major}/slow"),
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                "slow"
+            }),
+        )
+        .on_stop(move |_| {
+            let stopped = Arc::clone(&stopped);
+            async move {
+                stopped.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_service_added_at_run_time_serves_and_a_removed_one_stops() {
+    let node = support::start(support::config("[discovery.metadata]\nzone = \"z1\"")).await;
+    let handle = node.handle();
+    let base = format!("http://{}", node.local_addr());
+    let http = support::http1();
+
+    // Traffic to the service already hosted goes on throughout.
+    let keep_going = Arc::new(AtomicBool::new(true));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let background = tokio::spawn({
+        let (keep_going, failures) = (Arc::clone(&keep_going), Arc::clone(&failures));
+        let (http, url) = (http.clone(), format!("{base}/echo"));
+        async move {
+            let mut sent = 0;
+            while keep_going.load(Ordering::SeqCst) {
+                let ok = http
+                    .post(&url)
+                    .body("hi")
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200);
+                if !ok {
+                    failures.fetch_add(1, Ordering::SeqCst);
+                }
+                sent += 1;
+            }
+            sent
+        }
+    });
+
+    assert_eq!(
+        http.get(format!("{base}/v1/users"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let stopped = Arc::new(AtomicBool::new(false));
+    handle
+        .add_service(users("1.4.0", Arc::clone(&stopped)))
+        .await
+        .unwrap();
+    let reply = http.get(format!("{base}/v1/users")).send().await.unwrap();
+    assert_eq!(reply.status(), 200);
+    assert_eq!(reply.text().await.unwrap(), "1.4.0");
+    let ready: serde_json::Value = http
+        .get(format!("{base}/health/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        ready["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "users" && s["state"] == "running"),
+        "{ready}"
+    );
+    let found = handle.discovery().resolve("users", &"^1".parse().unwrap());
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].address(), node.local_addr().to_string());
+    assert_eq!(found[0].metadata()["zone"], "z1");
+    assert_eq!(found[0].metadata()["node"], "test-node");
+
+    // A request in flight when the service is removed still finishes.
+    let slow = tokio::spawn({
+        let (http, url) = (http.clone(), format!("{base}/v1/slow"));
+        async move { http.get(&url).send().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    handle.remove_service("users", "1.4.0").await.unwrap();
+    assert!(stopped.load(Ordering::SeqCst), "the stop hook ran");
+    let slow = slow.await.unwrap();
+    assert_eq!(slow.status(), 200);
+    assert_eq!(slow.text().await.unwrap(), "slow");
+
+    assert_eq!(
+        http.get(format!("{base}/v1/users"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert!(
+        handle
+            .discovery()
+            .resolve("users", &"*".parse().unwrap())
+            .is_empty()
+    );
+    assert!(
+        handle
+            .registry()
+            .list()
+            .iter()
+            .all(|s| s.descriptor.name() != "users")
+    );
+
+    keep_going.store(false, Ordering::SeqCst);
+    let sent = background.await.unwrap();
+    assert!(sent > 0);
+    assert_eq!(failures.load(Ordering::SeqCst), 0, "of {sent} requests");
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn two_major_versions_run_side_by_side_and_resolve_by_requirement() {
+    let node = support::start(support::config("")).await;
+    let handle = node.handle();
+    let base = format!("http://{}", node.local_addr());
+    let http = support::http1();
+    let never = Arc::new(AtomicBool::new(false));
+    handle
+        .add_service(users("1.4.0", Arc::clone(&never)))
+        .await
+        .unwrap();
+    handle
+        .add_service(users("2.0.0", Arc::clone(&never)))
+        .await
+        .unwrap();
+    for (path, version) in [("/v1/users", "1.4.0"), ("/v2/users", "2.0.0")] {
+        let reply = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(reply.text().await.unwrap(), version);
+    }
+    let discovery = handle.discovery();
+    let v1 = discovery.resolve("users", &"^1".parse().unwrap());
+    assert_eq!(v1.len(), 1);
+    assert_eq!(v1[0].version().to_string(), "1.4.0");
+    let v2 = discovery.resolve("users", &"^2".parse().unwrap());
+    assert_eq!(v2.len(), 1);
+    assert_eq!(v2[0].version().to_string(), "2.0.0");
+    let found = handle
+        .registry()
+        .find("users", &"^1".parse().unwrap())
+        .unwrap();
+    assert_eq!(found.descriptor.version().to_string(), "1.4.0");
+
+    // Conflicts change nothing.
+    let again = handle
+        .add_service(users("1.9.0", Arc::clone(&never)))
+        .await
+        .unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::AlreadyExists);
+    let clash = ServiceBuilder::new("other", "1.0.0")
+        .unwrap()
+        .route("/v1/users", get(|| async { "other" }))
+        .build()
+        .unwrap();
+    let clash = handle.add_service(clash).await.unwrap_err();
+    assert_eq!(clash.kind(), ErrorKind::InvalidArgument, "{clash}");
+    assert!(
+        handle
+            .registry()
+            .list()
+            .iter()
+            .all(|s| s.descriptor.name() != "other")
+    );
+    let unknown = handle.remove_service("users", "3.0.0").await.unwrap_err();
+    assert_eq!(unknown.kind(), ErrorKind::NotFound);
+
+    handle.remove_service("users", "2.0.0").await.unwrap();
+    assert_eq!(
+        http.get(format!("{base}/v2/users"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let reply = http.get(format!("{base}/v1/users")).send().await.unwrap();
+    assert_eq!(reply.text().await.unwrap(), "1.4.0");
+    node.shutdown().await.unwrap();
+}
