@@ -52,8 +52,14 @@ pub fn authorization(algorithm: ChainAlgorithm) -> Result<String, BoxError> {
     let exp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + 86_400;
     let claims = serde_json::json!({"sub": "bench", "iss": "bench", "aud": "bench", "exp": exp});
     let (alg, key) = match algorithm {
-        ChainAlgorithm::Hs256 => (Algorithm::HS256, EncodingKey::from_secret(SECRET.as_bytes())),
-        ChainAlgorithm::Rs256 => (Algorithm::RS256, EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes())?),
+        ChainAlgorithm::Hs256 => (
+            Algorithm::HS256,
+            EncodingKey::from_secret(SECRET.as_bytes()),
+        ),
+        ChainAlgorithm::Rs256 => (
+            Algorithm::RS256,
+            EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes())?,
+        ),
     };
     let mut header = Header::new(alg);
     header.kid = Some("k".to_owned());

@@ -192,7 +192,9 @@ async fn grpc_caller(
             ..EchoRequest::default()
         });
         if let Some(value) = &authorization {
-            request.metadata_mut().insert("authorization", value.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
         }
         let sent = Instant::now();
         let answer = client.echo(request).await;
@@ -211,7 +213,9 @@ async fn rest_caller(
 ) -> Result<Caller, BoxError> {
     let mut caller = Caller::new()?;
     let host = addr.to_string();
-    let authorization = authorization.map(|v| header::HeaderValue::from_str(&v)).transpose()?;
+    let authorization = authorization
+        .map(|v| header::HeaderValue::from_str(&v))
+        .transpose()?;
     while Instant::now() < deadline {
         let sent = Instant::now();
         let ok = match post_json(&mut sender, &host, authorization.as_ref(), body.clone()).await {
@@ -239,7 +243,9 @@ async fn post_json(
         .header(header::CONTENT_TYPE, "application/json")
         .body(Full::new(body))?;
     if let Some(value) = authorization {
-        request.headers_mut().insert(header::AUTHORIZATION, value.clone());
+        request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, value.clone());
     }
     let response = sender.send_request(request).await?;
     if response.status() != StatusCode::OK {

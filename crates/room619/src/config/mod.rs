@@ -64,6 +64,8 @@ pub struct Config {
     pub auth: crate::middleware::auth::AuthConfig,
     /// Rate limits per route and method.
     pub rate_limit: crate::middleware::rate_limit::RateLimitConfig,
+    /// CORS and response compression of the HTTP side.
+    pub http: crate::middleware::http::HttpConfig,
 }
 
 /// Where instances of services hosted elsewhere are found.

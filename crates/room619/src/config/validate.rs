@@ -9,6 +9,21 @@ const MIN_HEADER_BYTES: usize = 8192;
 /// The gRPC length prefix is a `u32`.
 const MAX_GRPC_MESSAGE: usize = u32::MAX as usize;
 
+/// `[auth]`, `[rate_limit]` and `[http]`: the middleware's sections.
+fn middleware_sections(config: &Config) -> Result<(), ConfigError> {
+    let checks = [
+        ("auth", config.auth.validate()),
+        ("rate_limit", config.rate_limit.validate()),
+        ("http", config.http.validate()),
+    ];
+    for (section, checked) in checks {
+        if let Err((key, problem)) = checked {
+            return Err(ConfigError::new(format!("{section}.{key}"), problem));
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
     let node = &config.node;
     let limits = &config.limits;
@@ -97,12 +112,7 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
     if let Err((key, problem)) = config.bus.validate() {
         return Err(ConfigError::new(format!("bus.{key}"), problem));
     }
-    if let Err((key, problem)) = config.auth.validate() {
-        return Err(ConfigError::new(format!("auth.{key}"), problem));
-    }
-    if let Err((key, problem)) = config.rate_limit.validate() {
-        return Err(ConfigError::new(format!("rate_limit.{key}"), problem));
-    }
+    middleware_sections(config)?;
     if let Err(err) = tracing_subscriber::EnvFilter::builder().parse(&config.log.level) {
         return Err(ConfigError::new(
             "log.level",

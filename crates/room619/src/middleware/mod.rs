@@ -9,6 +9,7 @@
 //!    generated otherwise), in the extensions, the response and a `request`
 //!    span;
 //! 2. [`SensitiveHeadersLayer`]: credentials marked so they never print;
+//!    on the HTTP side, CORS and compression ([`http`], opt-in);
 //! 3. tracing and metrics (the observability layers);
 //! 4. load shedding / concurrency limits, when configured;
 //! 5. the deadline (`grpc-timeout`, `x-request-timeout`) and body limits
@@ -27,6 +28,7 @@
 //! layers around their routers as usual.
 
 pub mod auth;
+pub mod http;
 pub mod malformed;
 pub mod rate_limit;
 mod reject;
@@ -54,6 +56,7 @@ use crate::{Error, Result, config::Config};
 pub(crate) struct NodeMiddleware {
     auth: Option<(Arc<Authenticator>, AccessTable, Option<JwksConfig>)>,
     limiter: Arc<RateLimiter>,
+    http: http::HttpConfig,
 }
 
 impl NodeMiddleware {
@@ -77,6 +80,7 @@ impl NodeMiddleware {
         Ok(Self {
             auth,
             limiter: Arc::new(RateLimiter::new(&config.rate_limit)?),
+            http: config.http.clone(),
         })
     }
 
@@ -89,6 +93,12 @@ impl NodeMiddleware {
             }
             None => router,
         }
+    }
+
+    /// The HTTP-only outer layers: compression and CORS (`[http]`), then
+    /// the edge.
+    pub(crate) fn http_edge(&self, router: Router) -> Router {
+        Self::edge(self.http.apply(router))
     }
 
     /// The gRPC-only layers: undecodable messages are the caller's fault.

@@ -53,7 +53,9 @@ pub(crate) fn assemble(
         .collect();
     let middleware = NodeMiddleware::new(
         config,
-        policies.iter().map(|(name, policy)| (name.as_str(), policy)),
+        policies
+            .iter()
+            .map(|(name, policy)| (name.as_str(), policy)),
     )?;
     let (reporter, health_service) = tonic_health::server::health_reporter();
 
@@ -121,7 +123,7 @@ pub(crate) fn assemble(
             http = http.nest(&prefix, router.layer(Extension(ctx.clone())));
         }
     }
-    let http = NodeMiddleware::edge(http_stack(middleware.guard(http), limits.http_body_limit));
+    let http = middleware.http_edge(http_stack(middleware.guard(http), limits.http_body_limit));
     let admin = separate_admin.then(|| {
         let unimplemented = tonic::service::Routes::default().into_axum_router();
         ProtocolSplit::new(

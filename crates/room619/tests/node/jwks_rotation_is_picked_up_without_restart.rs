@@ -44,8 +44,15 @@ async fn a_rewritten_jwks_file_rotates_keys_without_restart() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("jwks.json");
     let (old, new) = (jwt::rsa(), jwt::rsa2());
-    std::fs::write(&path, jwks(&[jwt::rsa_jwk(&old, "2024"), jwt::ed_jwk(&jwt::ed(), "ed-1")])).unwrap();
-    let extra = format!("[auth.jwks]\nfile = \"{}\"\nrefresh = \"1s\"\n", path.display());
+    std::fs::write(
+        &path,
+        jwks(&[jwt::rsa_jwk(&old, "2024"), jwt::ed_jwk(&jwt::ed(), "ed-1")]),
+    )
+    .unwrap();
+    let extra = format!(
+        "[auth.jwks]\nfile = \"{}\"\nrefresh = \"1s\"\n",
+        path.display()
+    );
     let node = support::start(support::config(&jwt::auth_toml(&extra))).await;
     let addr = node.local_addr();
 
@@ -54,14 +61,31 @@ async fn a_rewritten_jwks_file_rotates_keys_without_restart() {
     let ed_token = mint("EdDSA", Some("ed-1"), &good_claims("alice", ""), &jwt::ed());
     assert_eq!(status_with(addr, &old_token).await, 200);
     assert_eq!(status_with(addr, &ed_token).await, 200);
-    assert_eq!(status_with(addr, &new_token).await, 401, "not yet published");
+    assert_eq!(
+        status_with(addr, &new_token).await,
+        401,
+        "not yet published"
+    );
     // A JWKS key answers only to its own algorithm.
-    let confused = mint("HS256", Some("2024"), &good_claims("alice", ""), &jwt::Signer::Hs(b"x".repeat(32)));
+    let confused = mint(
+        "HS256",
+        Some("2024"),
+        &good_claims("alice", ""),
+        &jwt::Signer::Hs(b"x".repeat(32)),
+    );
     assert_eq!(status_with(addr, &confused).await, 401);
 
-    std::fs::write(&path, jwks(&[jwt::rsa_jwk(&new, "2025"), jwt::ec_jwk(&jwt::ec(), "ec-1")])).unwrap();
+    std::fs::write(
+        &path,
+        jwks(&[jwt::rsa_jwk(&new, "2025"), jwt::ec_jwk(&jwt::ec(), "ec-1")]),
+    )
+    .unwrap();
     until_status(addr, &new_token, 200).await;
-    assert_eq!(status_with(addr, &old_token).await, 401, "the retired key no longer verifies");
+    assert_eq!(
+        status_with(addr, &old_token).await,
+        401,
+        "the retired key no longer verifies"
+    );
     let p256_token = mint("ES256", Some("ec-1"), &good_claims("alice", ""), &jwt::ec());
     assert_eq!(status_with(addr, &p256_token).await, 200);
 
@@ -75,7 +99,10 @@ async fn a_rewritten_jwks_file_rotates_keys_without_restart() {
 
 #[tokio::test]
 async fn a_jwks_served_over_http_is_fetched_and_refreshed() {
-    let document = std::sync::Arc::new(std::sync::Mutex::new(jwks(&[jwt::rsa_jwk(&jwt::rsa(), "a")])));
+    let document = std::sync::Arc::new(std::sync::Mutex::new(jwks(&[jwt::rsa_jwk(
+        &jwt::rsa(),
+        "a",
+    )])));
     let served = std::sync::Arc::clone(&document);
     let app = Router::new().route(
         "/jwks.json",

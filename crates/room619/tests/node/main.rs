@@ -20,6 +20,7 @@ mod bus_speaks_nats_core_across_nodes;
 mod clients_reach_colocated_services_in_process_and_others_over_the_network;
 mod clients_survive_failing_and_slow_instances;
 mod config_errors_name_the_key;
+mod cors_and_compression_are_opt_in;
 mod deadlines_propagate_and_fail_fast;
 mod grpc_and_http_share_one_port;
 mod health_follows_the_lifecycle;

@@ -13,7 +13,10 @@ async fn an_undecodable_message_answers_invalid_argument() {
     frame.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
     frame.extend_from_slice(&message);
     let response = support::h2c()
-        .post(format!("http://{}/shop.echo.v1.Echo/Echo", node.local_addr()))
+        .post(format!(
+            "http://{}/shop.echo.v1.Echo/Echo",
+            node.local_addr()
+        ))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .body(frame)

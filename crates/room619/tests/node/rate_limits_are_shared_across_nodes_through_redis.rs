@@ -15,8 +15,17 @@ async fn two_nodes_sharing_redis_enforce_one_combined_limit() {
     let client = support::http1();
     let mut passed = 0;
     for i in 0..18 {
-        let addr = if i % 2 == 0 { a.local_addr() } else { b.local_addr() };
-        let response = client.post(format!("http://{addr}/echo")).body("x").send().await.unwrap();
+        let addr = if i % 2 == 0 {
+            a.local_addr()
+        } else {
+            b.local_addr()
+        };
+        let response = client
+            .post(format!("http://{addr}/echo"))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
         match response.status().as_u16() {
             200 => passed += 1,
             429 => assert!(response.headers().contains_key("retry-after")),

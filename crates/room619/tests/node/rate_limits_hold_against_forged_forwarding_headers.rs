@@ -54,11 +54,19 @@ async fn an_untrusted_client_gets_limit_plus_burst_of_3n_whatever_it_forwards() 
     }
     assert_eq!(passed, LIMIT + BURST);
     let response = refused.pop().unwrap();
-    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=3600).contains(&retry_after), "{retry_after}");
     assert_eq!(support::problem(response).await["status"], 429);
     // GET /echo has no rule (the rule is for POST).
-    let response = client.get(format!("http://{addr}/whoami")).send().await.unwrap();
+    let response = client
+        .get(format!("http://{addr}/whoami"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
 
     // gRPC: the same limit per method path, RESOURCE_EXHAUSTED beyond it.
@@ -72,7 +80,10 @@ async fn an_untrusted_client_gets_limit_plus_burst_of_3n_whatever_it_forwards() 
         });
     }
     assert_eq!(codes.iter().filter(|c| **c == Code::Ok).count(), LIMIT);
-    assert!(codes[LIMIT..].iter().all(|c| *c == Code::ResourceExhausted), "{codes:?}");
+    assert!(
+        codes[LIMIT..].iter().all(|c| *c == Code::ResourceExhausted),
+        "{codes:?}"
+    );
     node.shutdown().await.unwrap();
 }
 
@@ -107,7 +118,11 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
 
 #[tokio::test]
 async fn limits_by_principal_count_callers_apart_and_change_at_run_time() {
-    let config = support::config(&format!("{}\n{}", jwt::auth_toml(""), rules("", "principal")));
+    let config = support::config(&format!(
+        "{}\n{}",
+        jwt::auth_toml(""),
+        rules("", "principal")
+    ));
     let node = support::start(config).await;
     let addr = node.local_addr();
     let client = support::http1();
@@ -115,7 +130,13 @@ async fn limits_by_principal_count_callers_apart_and_change_at_run_time() {
         let token = mint("HS256", Some("hs"), &good_claims(user, ""), &jwt::hs());
         let mut passed = 0;
         for _ in 0..3 * LIMIT {
-            let response = client.post(format!("http://{addr}/echo")).bearer_auth(&token).body("x").send().await.unwrap();
+            let response = client
+                .post(format!("http://{addr}/echo"))
+                .bearer_auth(&token)
+                .body("x")
+                .send()
+                .await
+                .unwrap();
             if response.status() == 200 {
                 passed += 1;
             }
@@ -124,8 +145,17 @@ async fn limits_by_principal_count_callers_apart_and_change_at_run_time() {
     }
     // Lift the limits at run time: ann passes again.
     let token = mint("HS256", Some("hs"), &good_claims("ann", ""), &jwt::hs());
-    node.handle().rate_limiter().update(&RateLimitConfig::default()).unwrap();
-    let response = client.post(format!("http://{addr}/echo")).bearer_auth(&token).body("x").send().await.unwrap();
+    node.handle()
+        .rate_limiter()
+        .update(&RateLimitConfig::default())
+        .unwrap();
+    let response = client
+        .post(format!("http://{addr}/echo"))
+        .bearer_auth(&token)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     // A bad update is refused and the rules stay.
     let mut bad = RateLimitConfig::default();

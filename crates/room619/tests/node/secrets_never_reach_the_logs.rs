@@ -47,7 +47,9 @@ struct Login {
 async fn login(request: axum::extract::Request) -> String {
     // A careless handler: logs every header, then parses the body.
     tracing::info!(headers = ?request.headers(), "login attempt");
-    let body = axum::body::to_bytes(request.into_body(), 1 << 16).await.unwrap();
+    let body = axum::body::to_bytes(request.into_body(), 1 << 16)
+        .await
+        .unwrap();
     match serde_json::from_slice::<Login>(&body) {
         Ok(login) => {
             tracing::info!(user = %login.user, "logged in");
@@ -70,7 +72,10 @@ async fn a_canary_secret_never_appears_in_the_logs() {
 
     let service = support::echo_builder()
         .route("/login", post(login))
-        .route("/typed", post(|Json(login): Json<Login>| async move { login.user }))
+        .route(
+            "/typed",
+            post(|Json(login): Json<Login>| async move { login.user }),
+        )
         .public("/login")
         .public("/typed")
         .build()
@@ -79,9 +84,19 @@ async fn a_canary_secret_never_appears_in_the_logs() {
     let addr = node.local_addr();
     let client = support::http1();
 
-    let response = client.get(format!("http://{addr}/me")).bearer_auth(CANARY).send().await.unwrap();
+    let response = client
+        .get(format!("http://{addr}/me"))
+        .bearer_auth(CANARY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 401);
-    let response = client.get(format!("http://{addr}/me")).header("x-api-key", CANARY).send().await.unwrap();
+    let response = client
+        .get(format!("http://{addr}/me"))
+        .header("x-api-key", CANARY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 401);
     let body = serde_json::json!({"user": "ann", "password": CANARY}).to_string();
     let response = client
@@ -104,12 +119,26 @@ async fn a_canary_secret_never_appears_in_the_logs() {
         .unwrap();
     assert!(response.status().is_client_error());
     let mut request = tonic::Request::new(EchoRequest::default());
-    request.metadata_mut().insert("authorization", format!("Bearer {CANARY}").parse().unwrap());
-    assert!(support::echo_client(addr).await.echo(request).await.is_err());
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {CANARY}").parse().unwrap());
+    assert!(
+        support::echo_client(addr)
+            .await
+            .echo(request)
+            .await
+            .is_err()
+    );
     node.shutdown().await.unwrap();
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("credentials refused"), "the capture works: {logs}");
-    assert!(logs.contains("login attempt") && logs.contains("Sensitive"), "{logs}");
+    assert!(
+        logs.contains("credentials refused"),
+        "the capture works: {logs}"
+    );
+    assert!(
+        logs.contains("login attempt") && logs.contains("Sensitive"),
+        "{logs}"
+    );
     assert!(!logs.contains(CANARY), "the canary leaked:\n{logs}");
 }

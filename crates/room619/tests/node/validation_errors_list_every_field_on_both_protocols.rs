@@ -69,13 +69,19 @@ impl Echo for ValidatingEcho {
         Err(Status::unimplemented("not here"))
     }
 
-    async fn echo_collect(&self, _: Request<Streaming<EchoRequest>>) -> Result<Response<EchoResponse>, Status> {
+    async fn echo_collect(
+        &self,
+        _: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<EchoResponse>, Status> {
         Err(Status::unimplemented("not here"))
     }
 
     type EchoChatStream = Answers;
 
-    async fn echo_chat(&self, _: Request<Streaming<EchoRequest>>) -> Result<Response<Answers>, Status> {
+    async fn echo_chat(
+        &self,
+        _: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<Answers>, Status> {
         Err(Status::unimplemented("not here"))
     }
 }
@@ -84,7 +90,10 @@ async fn start() -> room619::RunningNode {
     let service = room619::ServiceBuilder::new("users", "1.0.0")
         .unwrap()
         .grpc(EchoServer::new(ValidatingEcho))
-        .route("/users", post(|Valid(user): Valid<NewUser>| async move { user.name }))
+        .route(
+            "/users",
+            post(|Valid(user): Valid<NewUser>| async move { user.name }),
+        )
         .build()
         .unwrap();
     support::start_with(support::config(""), service).await
@@ -103,11 +112,22 @@ async fn grpc_field_errors_arrive_as_bad_request_details() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    let bad_request = status.get_details_bad_request().expect("BadRequest details");
-    let mut fields: Vec<&str> = bad_request.field_violations.iter().map(|v| v.field.as_str()).collect();
+    let bad_request = status
+        .get_details_bad_request()
+        .expect("BadRequest details");
+    let mut fields: Vec<&str> = bad_request
+        .field_violations
+        .iter()
+        .map(|v| v.field.as_str())
+        .collect();
     fields.sort_unstable();
     assert_eq!(fields, ["message", "repeat"]);
-    assert!(bad_request.field_violations.iter().all(|v| !v.description.is_empty()));
+    assert!(
+        bad_request
+            .field_violations
+            .iter()
+            .all(|v| !v.description.is_empty())
+    );
 
     let ok = client
         .echo(EchoRequest {
@@ -142,7 +162,11 @@ async fn http_field_errors_arrive_as_a_problem_errors_list() {
         .collect();
     fields.sort_unstable();
     assert_eq!(fields, ["address.city", "age", "name"], "{problem}");
-    assert!(problem["errors"][0]["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    assert!(
+        problem["errors"][0]["detail"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty())
+    );
 
     let response = client
         .post(&url)

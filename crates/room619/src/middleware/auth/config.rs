@@ -180,7 +180,10 @@ impl AuthConfig {
                     return Err((at("secret"), "only HS256 keys take a secret".to_owned()));
                 }
                 if pem_sources != 1 {
-                    return Err((at("pem"), "give exactly one of `pem` and `pem_file`".to_owned()));
+                    return Err((
+                        at("pem"),
+                        "give exactly one of `pem` and `pem_file`".to_owned(),
+                    ));
                 }
                 if let Some(pem) = &key.pem {
                     super::keys::decoding_key(key.algorithm, pem.as_bytes())
@@ -196,7 +199,10 @@ impl AuthConfig {
                     return Err(("jwks.url".to_owned(), "must be an http:// URL".to_owned()));
                 }
                 _ => {
-                    return Err(("jwks".to_owned(), "give exactly one of `file` and `url`".to_owned()));
+                    return Err((
+                        "jwks".to_owned(),
+                        "give exactly one of `file` and `url`".to_owned(),
+                    ));
                 }
             }
             if jwks.refresh < Duration::from_secs(1) {
@@ -208,7 +214,10 @@ impl AuthConfig {
                 return Err((format!("api_keys.{i}.name"), "must not be empty".to_owned()));
             }
             if key.sha256.len() != 64 || !key.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err((format!("api_keys.{i}.sha256"), "must be 64 hex digits".to_owned()));
+                return Err((
+                    format!("api_keys.{i}.sha256"),
+                    "must be 64 hex digits".to_owned(),
+                ));
             }
         }
         Ok(())

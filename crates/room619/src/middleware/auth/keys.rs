@@ -59,13 +59,19 @@ impl KeyRing {
 }
 
 fn fixed_key(config: &JwtKeyConfig) -> Result<VerifyKey> {
-    let key = match (config.algorithm, &config.secret, &config.pem, &config.pem_file) {
+    let key = match (
+        config.algorithm,
+        &config.secret,
+        &config.pem,
+        &config.pem_file,
+    ) {
         (JwtAlgorithm::HS256, Some(secret), _, _) => DecodingKey::from_secret(secret.as_bytes()),
-        (algorithm, _, Some(pem), _) => decoding_key(algorithm, pem.as_bytes()).map_err(Error::config)?,
+        (algorithm, _, Some(pem), _) => {
+            decoding_key(algorithm, pem.as_bytes()).map_err(Error::config)?
+        }
         (algorithm, _, _, Some(path)) => {
-            let pem = std::fs::read(path).map_err(|err| {
-                Error::config(format!("auth key file {}: {err}", path.display()))
-            })?;
+            let pem = std::fs::read(path)
+                .map_err(|err| Error::config(format!("auth key file {}: {err}", path.display())))?;
             decoding_key(algorithm, &pem).map_err(Error::config)?
         }
         _ => return Err(Error::config("auth key without key material")),

@@ -11,7 +11,10 @@ use futures_util::future::{Either, Ready, ready};
 use http::{HeaderValue, Request, header::WWW_AUTHENTICATE};
 use tower::{Layer, Service};
 
-use super::{Authenticator, requirement::{AccessTable, Decision}};
+use super::{
+    Authenticator,
+    requirement::{AccessTable, Decision},
+};
 use crate::{Error, middleware::reject::Protocol};
 
 /// The tracing target of auth decisions (reasons are logged at debug).
@@ -89,7 +92,10 @@ where
                 tracing::debug!(target: AUTH_TARGET, path = request.uri().path(), %reason, "credentials refused");
                 return Either::Left(ready(Ok(protocol.reject(
                     Error::unauthenticated("invalid credentials"),
-                    &[(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""))],
+                    &[(
+                        WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                    )],
                 ))));
             }
         };
@@ -106,7 +112,10 @@ where
                 tracing::debug!(target: AUTH_TARGET, path = request.uri().path(), "insufficient rights");
                 return Either::Left(ready(Ok(protocol.reject(
                     Error::permission_denied("the credentials do not allow this call"),
-                    &[(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"insufficient_scope\""))],
+                    &[(
+                        WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer error=\"insufficient_scope\""),
+                    )],
                 ))));
             }
         }

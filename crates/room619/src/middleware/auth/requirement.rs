@@ -174,7 +174,9 @@ impl AccessTable {
                 }
                 match grouped.iter_mut().find(|(p, _)| p == path) {
                     Some((_, rules)) => rules.push((method.clone(), requirement.clone())),
-                    None => grouped.push((path.clone(), vec![(method.clone(), requirement.clone())])),
+                    None => {
+                        grouped.push((path.clone(), vec![(method.clone(), requirement.clone())]));
+                    }
                 }
             }
         }
@@ -228,7 +230,10 @@ mod tests {
         assert_eq!(write.check(None), Decision::Unauthenticated);
         assert_eq!(write.check(Some(&alice(&[]))), Decision::Forbidden);
         assert_eq!(write.check(Some(&alice(&["users:write"]))), Decision::Allow);
-        assert_eq!(Requirement::roles(["admin", "user"]).check(Some(&alice(&[]))), Decision::Allow);
+        assert_eq!(
+            Requirement::roles(["admin", "user"]).check(Some(&alice(&[]))),
+            Decision::Allow
+        );
         assert_eq!(Requirement::public().check(None), Decision::Allow);
     }
 
@@ -236,13 +241,34 @@ mod tests {
     fn the_table_prefers_method_rules_and_defaults_to_authenticated() {
         let policy = AccessPolicy::default()
             .require("/v1/users/{id}", Requirement::roles(["reader"]))
-            .require_method(Method::DELETE, "/v1/users/{id}", Requirement::roles(["admin"]))
+            .require_method(
+                Method::DELETE,
+                "/v1/users/{id}",
+                Requirement::roles(["admin"]),
+            )
             .require("/auth.v1.Auth/Login", Requirement::public());
         let table = AccessTable::new([("users", &policy)]).unwrap();
-        assert_eq!(table.lookup(&Method::DELETE, "/v1/users/7"), &Requirement::roles(["admin"]));
-        assert_eq!(table.lookup(&Method::GET, "/v1/users/7"), &Requirement::roles(["reader"]));
-        assert!(table.lookup(&Method::POST, "/auth.v1.Auth/Login").is_public());
-        assert!(table.lookup(&Method::POST, "/grpc.health.v1.Health/Check").is_public());
-        assert_eq!(table.lookup(&Method::GET, "/other"), &Requirement::authenticated());
+        assert_eq!(
+            table.lookup(&Method::DELETE, "/v1/users/7"),
+            &Requirement::roles(["admin"])
+        );
+        assert_eq!(
+            table.lookup(&Method::GET, "/v1/users/7"),
+            &Requirement::roles(["reader"])
+        );
+        assert!(
+            table
+                .lookup(&Method::POST, "/auth.v1.Auth/Login")
+                .is_public()
+        );
+        assert!(
+            table
+                .lookup(&Method::POST, "/grpc.health.v1.Health/Check")
+                .is_public()
+        );
+        assert_eq!(
+            table.lookup(&Method::GET, "/other"),
+            &Requirement::authenticated()
+        );
     }
 }

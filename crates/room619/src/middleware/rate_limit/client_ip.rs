@@ -97,7 +97,10 @@ mod tests {
         let trusted = [parse_net("10.0.0.0/8").unwrap()];
         let h = headers(&[("x-forwarded-for", "6.6.6.6, 1.1.1.1, 10.0.0.7")]);
         assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("1.1.1.1"));
-        let h = headers(&[("forwarded", "for=6.6.6.6, for=\"[2001:db8::1]:4711\";proto=https")]);
+        let h = headers(&[(
+            "forwarded",
+            "for=6.6.6.6, for=\"[2001:db8::1]:4711\";proto=https",
+        )]);
         assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("2001:db8::1"));
     }
 

@@ -129,7 +129,10 @@ impl RateLimitConfig {
             if let Some(method) = &rule.method
                 && http::Method::from_bytes(method.as_bytes()).is_err()
             {
-                return Err((format!("rules.{i}.method"), format!("`{method}` is not an HTTP method")));
+                return Err((
+                    format!("rules.{i}.method"),
+                    format!("`{method}` is not an HTTP method"),
+                ));
             }
         }
         for (i, entry) in self.trusted_proxies.iter().enumerate() {
@@ -142,7 +145,10 @@ impl RateLimitConfig {
         }
         if self.backend == RateLimitBackend::Redis {
             if cfg!(not(feature = "redis")) {
-                return Err(("backend".to_owned(), "`redis` needs room619's `redis` feature".to_owned()));
+                return Err((
+                    "backend".to_owned(),
+                    "`redis` needs room619's `redis` feature".to_owned(),
+                ));
             }
             if !self.redis_url.starts_with("redis://") {
                 return Err(("redis_url".to_owned(), "must be a redis:// URL".to_owned()));

@@ -64,7 +64,8 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = Either<Local<S::Future, S::Error>, BoxFuture<'static, Result<Response, S::Error>>>;
+    type Future =
+        Either<Local<S::Future, S::Error>, BoxFuture<'static, Result<Response, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -74,12 +75,15 @@ where
         let Some(table) = self.limiter.table().filter(|table| !table.empty) else {
             return Either::Left(Either::Right(self.inner.call(request)));
         };
-        let Some(rule) = table.lookup(request.method(), request.uri().path()).cloned() else {
+        let Some(rule) = table
+            .lookup(request.method(), request.uri().path())
+            .cloned()
+        else {
             return Either::Left(Either::Right(self.inner.call(request)));
         };
         let key = key_of(&request, &rule, &table.trusted);
         if !self.limiter.is_remote() {
-            let decision = self.limiter.local.check(&format!("{}|{key}", rule.id), rule.gcra);
+            let decision = self.limiter.local.check(&key, rule.gcra);
             return Either::Left(match decision {
                 Ok(()) => Either::Right(self.inner.call(request)),
                 Err(wait) => Either::Left(ready(Ok(self.refuse(&request, &rule, &key, wait)))),
@@ -109,17 +113,26 @@ impl<S> RateLimit<S> {
     }
 }
 
-/// What the request is counted by under `rule`.
+/// The counter of the request under `rule`: the rule's id and what the
+/// request is counted by, in one string.
 fn key_of<B>(request: &Request<B>, rule: &Rule, trusted: &[ipnet::IpNet]) -> String {
     let principal = request.extensions().get::<Principal>();
+    let id = &rule.id;
     match (rule.key, principal) {
-        (RateLimitKey::Principal, Some(principal)) => format!("sub:{}", principal.subject()),
-        (RateLimitKey::ApiKey, Some(principal)) if matches!(principal.credential(), Credential::ApiKey { .. }) => {
-            format!("key:{}", principal.subject())
+        (RateLimitKey::Principal, Some(principal)) => format!("{id}|sub:{}", principal.subject()),
+        (RateLimitKey::ApiKey, Some(principal))
+            if matches!(principal.credential(), Credential::ApiKey { .. }) =>
+        {
+            format!("{id}|key:{}", principal.subject())
         }
         _ => match request.extensions().get::<PeerAddr>() {
-            Some(PeerAddr(peer)) => format!("ip:{}", client_ip(peer.ip(), request.headers(), trusted)),
-            None => "in-process".to_owned(),
+            Some(PeerAddr(peer)) => {
+                format!(
+                    "{id}|ip:{}",
+                    client_ip(peer.ip(), request.headers(), trusted)
+                )
+            }
+            None => format!("{id}|in-process"),
         },
     }
 }

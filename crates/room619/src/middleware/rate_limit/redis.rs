@@ -52,7 +52,9 @@ impl RedisStore {
                 self.client
                     .get_multiplexed_async_connection()
                     .await
-                    .map_err(|err| Error::unavailable(format!("cannot reach Redis: {err}")).with_source(err))
+                    .map_err(|err| {
+                        Error::unavailable(format!("cannot reach Redis: {err}")).with_source(err)
+                    })
             })
             .await
             .cloned()
@@ -68,11 +70,15 @@ impl RedisStore {
             .arg(gcra.tolerance / 1000)
             .invoke_async(&mut connection)
             .await
-            .map_err(|err| Error::unavailable(format!("Redis rate limit script: {err}")).with_source(err))?;
+            .map_err(|err| {
+                Error::unavailable(format!("Redis rate limit script: {err}")).with_source(err)
+            })?;
         if allowed == 1 {
             Ok(Ok(()))
         } else {
-            Ok(Err(Duration::from_micros(u64::try_from(wait_us).unwrap_or_default())))
+            Ok(Err(Duration::from_micros(
+                u64::try_from(wait_us).unwrap_or_default(),
+            )))
         }
     }
 }

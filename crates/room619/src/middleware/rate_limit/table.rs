@@ -2,11 +2,7 @@
 
 use ipnet::IpNet;
 
-use super::{
-    RateLimitConfig, RateLimitKey,
-    config::parse_net,
-    gcra::Gcra,
-};
+use super::{RateLimitConfig, RateLimitKey, config::parse_net, gcra::Gcra};
 use crate::{Error, Result};
 
 /// One rule, ready to apply.
@@ -57,12 +53,18 @@ impl Table {
         for (route, mut rules) in grouped {
             rules.sort_by_key(|(method, _)| method.is_none());
             router.insert(route.clone(), rules).map_err(|err| {
-                Error::config(format!("rate_limit: route `{route}` cannot be added: {err}"))
+                Error::config(format!(
+                    "rate_limit: route `{route}` cannot be added: {err}"
+                ))
             })?;
         }
         Ok(Self {
             router,
-            trusted: config.trusted_proxies.iter().filter_map(|e| parse_net(e)).collect(),
+            trusted: config
+                .trusted_proxies
+                .iter()
+                .filter_map(|e| parse_net(e))
+                .collect(),
             empty: config.rules.is_empty(),
         })
     }

@@ -60,9 +60,11 @@ where
             .get(&name)
             .and_then(RequestId::from_header)
             .unwrap_or_else(RequestId::generate);
-        request.headers_mut().insert(name, id.header_value().clone());
+        request
+            .headers_mut()
+            .insert(name, id.header_value().clone());
         request.extensions_mut().insert(id.clone());
-        let span = tracing::debug_span!("request", request_id = %id);
+        let span = tracing::info_span!("request", request_id = %id);
         ResponseFuture {
             inner: self.inner.call(request),
             id: Some(id),
@@ -107,7 +109,8 @@ mod tests {
 
     use super::*;
 
-    fn echo_id() -> impl Service<Request<()>, Response = Response<String>, Error = Infallible> + Clone {
+    fn echo_id()
+    -> impl Service<Request<()>, Response = Response<String>, Error = Infallible> + Clone {
         RequestIdLayer::new().layer(tower::service_fn(|request: Request<()>| async move {
             let id = request.extensions().get::<RequestId>().unwrap().to_string();
             Ok::<_, Infallible>(Response::new(id))
@@ -116,7 +119,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_sane_caller_id_is_kept_and_returned() {
-        let request = Request::builder().header("x-request-id", "abc-1").body(()).unwrap();
+        let request = Request::builder()
+            .header("x-request-id", "abc-1")
+            .body(())
+            .unwrap();
         let response = echo_id().oneshot(request).await.unwrap();
         assert_eq!(response.headers()["x-request-id"], "abc-1");
         assert_eq!(response.body(), "abc-1");
@@ -124,7 +130,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_or_hostile_id_is_replaced() {
-        let request = Request::builder().header("x-request-id", "a b").body(()).unwrap();
+        let request = Request::builder()
+            .header("x-request-id", "a b")
+            .body(())
+            .unwrap();
         let response = echo_id().oneshot(request).await.unwrap();
         let returned = response.headers()["x-request-id"].to_str().unwrap();
         assert_eq!(returned.len(), 32);

@@ -93,6 +93,9 @@ mod tests {
             assert!(RequestId::from_header(&value).is_none(), "{bad:?}");
         }
         let good = HeaderValue::from_static("req-42_a.b:c/d");
-        assert_eq!(RequestId::from_header(&good).unwrap().as_str(), "req-42_a.b:c/d");
+        assert_eq!(
+            RequestId::from_header(&good).unwrap().as_str(),
+            "req-42_a.b:c/d"
+        );
     }
 }

@@ -137,7 +137,9 @@ where
     T: garde::Validate,
     T::Context: Default,
 {
-    value.validate().map_err(|report| Invalid::from_report(&report))
+    value
+        .validate()
+        .map_err(|report| Invalid::from_report(&report))
 }
 
 /// The message of a tonic request, validated.

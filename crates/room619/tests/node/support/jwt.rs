@@ -13,8 +13,8 @@ use ring::{
     rand::SystemRandom,
     rsa::PublicKeyComponents,
     signature::{
-        ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RSA_PKCS1_SHA256,
-        RsaKeyPair,
+        ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _,
+        RSA_PKCS1_SHA256, RsaKeyPair,
     },
 };
 use serde_json::{Value, json};
@@ -40,7 +40,10 @@ pub enum Signer {
 
 /// PEM to DER.
 pub fn pem_der(pem: &str) -> Vec<u8> {
-    let body: String = pem.lines().filter(|line| !line.starts_with("-----")).collect();
+    let body: String = pem
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+        .collect();
     STANDARD.decode(body).unwrap()
 }
 
@@ -57,12 +60,17 @@ pub fn rsa2() -> Signer {
 /// The test P-256 key.
 pub fn ec() -> Signer {
     let der = pem_der(include_str!("keys/ec.pem"));
-    Signer::Es(EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der, &SystemRandom::new()).unwrap())
+    Signer::Es(
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der, &SystemRandom::new())
+            .unwrap(),
+    )
 }
 
 /// The test Ed25519 key.
 pub fn ed() -> Signer {
-    Signer::Ed(Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pem_der(include_str!("keys/ed.pem"))).unwrap())
+    Signer::Ed(
+        Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pem_der(include_str!("keys/ed.pem"))).unwrap(),
+    )
 }
 
 /// The HS256 test secret.
@@ -77,7 +85,13 @@ pub fn b64(bytes: impl AsRef<[u8]>) -> String {
 
 /// Seconds since the epoch.
 pub fn now() -> i64 {
-    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()).unwrap()
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
 }
 
 /// Claims that pass every check: right issuer and audience, valid for an hour.
@@ -89,16 +103,28 @@ pub fn good_claims(sub: &str, scope: &str) -> Value {
 pub fn sign(header: &Value, claims: &Value, signer: &Signer) -> String {
     let signing_input = format!("{}.{}", b64(header.to_string()), b64(claims.to_string()));
     let signature = match signer {
-        Signer::Hs(secret) => {
-            hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), signing_input.as_bytes()).as_ref().to_vec()
-        }
+        Signer::Hs(secret) => hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, secret),
+            signing_input.as_bytes(),
+        )
+        .as_ref()
+        .to_vec(),
         Signer::Rs(key) => {
             let mut signature = vec![0; key.public().modulus_len()];
-            key.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), signing_input.as_bytes(), &mut signature)
-                .unwrap();
+            key.sign(
+                &RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                signing_input.as_bytes(),
+                &mut signature,
+            )
+            .unwrap();
             signature
         }
-        Signer::Es(key) => key.sign(&SystemRandom::new(), signing_input.as_bytes()).unwrap().as_ref().to_vec(),
+        Signer::Es(key) => key
+            .sign(&SystemRandom::new(), signing_input.as_bytes())
+            .unwrap()
+            .as_ref()
+            .to_vec(),
         Signer::Ed(key) => key.sign(signing_input.as_bytes()).as_ref().to_vec(),
     };
     format!("{signing_input}.{}", b64(signature))
@@ -115,20 +141,26 @@ pub fn mint(alg: &str, kid: Option<&str>, claims: &Value, signer: &Signer) -> St
 
 /// The public JWK of an RSA signer, with `kid`.
 pub fn rsa_jwk(signer: &Signer, kid: &str) -> Value {
-    let Signer::Rs(key) = signer else { panic!("not an RSA key") };
+    let Signer::Rs(key) = signer else {
+        panic!("not an RSA key")
+    };
     let components = PublicKeyComponents::<Vec<u8>>::from(key.public());
     json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid, "n": b64(&components.n), "e": b64(&components.e)})
 }
 
 /// The public JWK of an Ed25519 signer, with `kid`.
 pub fn ed_jwk(signer: &Signer, kid: &str) -> Value {
-    let Signer::Ed(key) = signer else { panic!("not an Ed25519 key") };
+    let Signer::Ed(key) = signer else {
+        panic!("not an Ed25519 key")
+    };
     json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "x": b64(key.public_key().as_ref())})
 }
 
 /// The public JWK of a P-256 signer, with `kid`.
 pub fn ec_jwk(signer: &Signer, kid: &str) -> Value {
-    let Signer::Es(key) = signer else { panic!("not a P-256 key") };
+    let Signer::Es(key) = signer else {
+        panic!("not a P-256 key")
+    };
     let point = key.public_key().as_ref();
     json!({"kty": "EC", "crv": "P-256", "kid": kid, "x": b64(&point[1..33]), "y": b64(&point[33..65])})
 }
