@@ -17,7 +17,7 @@
 //! 6. [`auth::AuthLayer`]: who is calling, and may they call this
 //!    (`[auth]`);
 //! 7. [`rate_limit::RateLimitLayer`]: the limits of `[rate_limit]`;
-//! 8. the handler, which validates its input ([`validation`], feature
+//! 8. the handler, which validates its input (`validation`, feature
 //!    `validate`); a gRPC message that does not decode answers
 //!    `INVALID_ARGUMENT` ([`malformed::MalformedMessageLayer`]).
 //!
