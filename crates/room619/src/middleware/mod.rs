@@ -84,15 +84,17 @@ impl NodeMiddleware {
         })
     }
 
-    /// Puts auth and rate limiting (in that order) around `router`'s routes.
+    /// Puts auth and rate limiting (in that order) around `router`'s routes,
+    /// as one layer: axum boxes every `Router::layer` per request.
     pub(crate) fn guard(&self, router: Router) -> Router {
-        let router = router.layer(RateLimitLayer::new(Arc::clone(&self.limiter)));
-        match &self.auth {
-            Some((authenticator, table, _)) => {
-                router.layer(AuthLayer::new(Arc::clone(authenticator), table.clone()))
-            }
-            None => router,
-        }
+        let auth = self.auth.as_ref().map(|(authenticator, table, _)| {
+            AuthLayer::new(Arc::clone(authenticator), table.clone())
+        });
+        router.layer(
+            tower::ServiceBuilder::new()
+                .option_layer(auth)
+                .layer(RateLimitLayer::new(Arc::clone(&self.limiter))),
+        )
     }
 
     /// The HTTP-only outer layers: compression and CORS (`[http]`), then
@@ -106,11 +108,14 @@ impl NodeMiddleware {
         router.layer(malformed::MalformedMessageLayer::new())
     }
 
-    /// Puts the outermost layers (request id, sensitive headers) around `router`.
+    /// Puts the outermost layers (request id, then sensitive headers)
+    /// around `router`, as one layer.
     pub(crate) fn edge(router: Router) -> Router {
-        router
-            .layer(SensitiveHeadersLayer::new())
-            .layer(RequestIdLayer::new())
+        router.layer(
+            tower::ServiceBuilder::new()
+                .layer(RequestIdLayer::new())
+                .layer(SensitiveHeadersLayer::new()),
+        )
     }
 
     /// The node's rate limiter, for run-time updates.
