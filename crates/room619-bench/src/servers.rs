@@ -132,12 +132,12 @@ pub async fn room619() -> Result<Server, BoxError> {
     room619_with("").await
 }
 
-/// [`room619()`] with `extra` TOML after the node section (such as
-/// `[telemetry]\nmetrics = false`).
+/// A room619 node as [`room619()`] with `extra` TOML configuration (such as
+/// [`chain::config`](crate::chain::config)).
 ///
 /// # Errors
 ///
-/// As [`room619()`].
+/// As [`room619()`], and if `extra` is not a valid configuration.
 pub async fn room619_with(extra: &str) -> Result<Server, BoxError> {
     let config = ConfigLoader::new()
         .toml_str(format!("{NODE_CONFIG}{extra}"))

@@ -57,6 +57,10 @@ struct Cli {
     /// algorithm plus a rate limit per principal (requests carry a token).
     #[arg(long, value_enum, default_value_t = Chain::Off)]
     chain: Chain,
+    /// What room619 is compared with: the bare stacks, or (with `--chain`)
+    /// a room619 node without auth and rate limits, to isolate the chain.
+    #[arg(long, value_enum, default_value_t = Baseline::Bare)]
+    baseline: Baseline,
     /// Length of the echoed message, in bytes.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
     message_bytes: u32,
@@ -95,6 +99,14 @@ impl Scenario {
             Scenario::Grpc | Scenario::All => "tonic",
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Baseline {
+    /// Bare tonic (gRPC) and bare axum (REST).
+    Bare,
+    /// A room619 node without `[auth]` and `[rate_limit]`.
+    Room619,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -156,9 +168,10 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
     for &scenario in cli.scenario.runs() {
         // Only the two targets compared run during a scenario.
         let (bare, room619) = runtimes.server().block_on(async {
-            let bare = match scenario {
-                Scenario::Rest => servers::bare_axum().await?,
-                Scenario::Grpc | Scenario::All => servers::bare_tonic().await?,
+            let bare = match (cli.baseline, scenario) {
+                (Baseline::Room619, _) => servers::room619().await?,
+                (Baseline::Bare, Scenario::Rest) => servers::bare_axum().await?,
+                (Baseline::Bare, Scenario::Grpc | Scenario::All) => servers::bare_tonic().await?,
             };
             Ok::<_, BoxError>((bare, servers::room619_with(&extra).await?))
         })?;
@@ -205,7 +218,10 @@ fn compare(
     };
     let mut comparison = Comparison {
         scenario: scenario.name(),
-        bare_name: scenario.bare_name(),
+        bare_name: match cli.baseline {
+            Baseline::Bare => scenario.bare_name(),
+            Baseline::Room619 => "room619 plain",
+        },
         bare: Vec::new(),
         room619: Vec::new(),
     };
@@ -235,7 +251,7 @@ fn compare(
             scenario.name(),
             round + 1,
             cli.rounds,
-            scenario.bare_name(),
+            comparison.bare_name,
             bare_result.throughput,
             bare_result.p99_us,
             room_result.throughput,

@@ -68,6 +68,8 @@ pub struct Config {
     pub rate_limit: crate::middleware::rate_limit::RateLimitConfig,
     /// Metrics and OpenTelemetry tracing.
     pub telemetry: crate::observability::TelemetryConfig,
+    /// CORS and response compression of the HTTP side.
+    pub http: crate::middleware::http::HttpConfig,
 }
 
 /// Where instances of services hosted elsewhere are found, and where this

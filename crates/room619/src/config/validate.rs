@@ -110,20 +110,18 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
 /// The sections that check themselves: their errors name a key relative to
 /// the section.
 fn sections(config: &Config) -> Result<(), ConfigError> {
-    if let Err((key, problem)) = config.resilience.validate() {
-        return Err(ConfigError::new(format!("resilience.{key}"), problem));
-    }
-    if let Err((key, problem)) = config.bus.validate() {
-        return Err(ConfigError::new(format!("bus.{key}"), problem));
-    }
-    if let Err((key, problem)) = config.auth.validate() {
-        return Err(ConfigError::new(format!("auth.{key}"), problem));
-    }
-    if let Err((key, problem)) = config.rate_limit.validate() {
-        return Err(ConfigError::new(format!("rate_limit.{key}"), problem));
-    }
-    if let Err((key, problem)) = config.telemetry.validate() {
-        return Err(ConfigError::new(format!("telemetry.{key}"), problem));
+    let checks = [
+        ("resilience", config.resilience.validate()),
+        ("bus", config.bus.validate()),
+        ("auth", config.auth.validate()),
+        ("rate_limit", config.rate_limit.validate()),
+        ("http", config.http.validate()),
+        ("telemetry", config.telemetry.validate()),
+    ];
+    for (section, checked) in checks {
+        if let Err((key, problem)) = checked {
+            return Err(ConfigError::new(format!("{section}.{key}"), problem));
+        }
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 //!    generated otherwise), in the extensions, the response and a `request`
 //!    span;
 //! 2. [`SensitiveHeadersLayer`]: credentials marked so they never print;
+//!    on the HTTP side, CORS and compression ([`http`], opt-in);
 //! 3. tracing and metrics (the observability layers);
 //! 4. load shedding / concurrency limits, when configured;
 //! 5. the deadline (`grpc-timeout`, `x-request-timeout`) and body limits
@@ -16,7 +17,7 @@
 //! 6. [`auth::AuthLayer`]: who is calling, and may they call this
 //!    (`[auth]`);
 //! 7. [`rate_limit::RateLimitLayer`]: the limits of `[rate_limit]`;
-//! 8. the handler, which validates its input ([`validation`], feature
+//! 8. the handler, which validates its input (`validation`, feature
 //!    `validate`); a gRPC message that does not decode answers
 //!    `INVALID_ARGUMENT` (see [`rpc::grpc`](crate::rpc::grpc)).
 //!
@@ -27,6 +28,7 @@
 //! layers around their routers as usual.
 
 pub mod auth;
+pub mod http;
 pub mod rate_limit;
 mod reject;
 pub mod request_id;
@@ -54,6 +56,7 @@ use crate::{Error, Result, config::Config};
 pub(crate) struct NodeMiddleware {
     auth: Option<(Arc<Authenticator>, AccessTable, Option<JwksConfig>)>,
     limiter: Arc<RateLimiter>,
+    http: http::HttpConfig,
 }
 
 impl NodeMiddleware {
@@ -77,6 +80,7 @@ impl NodeMiddleware {
         Ok(Self {
             auth,
             limiter: Arc::new(RateLimiter::new(&config.rate_limit)?),
+            http: config.http.clone(),
         })
     }
 
@@ -110,25 +114,37 @@ impl NodeMiddleware {
         Ok(Self {
             auth,
             limiter: Arc::clone(&self.limiter),
+            http: self.http.clone(),
         })
     }
 
-    /// Puts auth and rate limiting (in that order) around `router`'s routes.
+    /// Puts auth and rate limiting (in that order) around `router`'s routes,
+    /// as one layer: axum boxes every `Router::layer` per request.
     pub(crate) fn guard(&self, router: Router) -> Router {
-        let router = router.layer(RateLimitLayer::new(Arc::clone(&self.limiter)));
-        match &self.auth {
-            Some((authenticator, table, _)) => {
-                router.layer(AuthLayer::new(Arc::clone(authenticator), table.clone()))
-            }
-            None => router,
-        }
+        let auth = self.auth.as_ref().map(|(authenticator, table, _)| {
+            AuthLayer::new(Arc::clone(authenticator), table.clone())
+        });
+        router.layer(
+            tower::ServiceBuilder::new()
+                .option_layer(auth)
+                .layer(RateLimitLayer::new(Arc::clone(&self.limiter))),
+        )
     }
 
-    /// Puts the outermost layers (request id, sensitive headers) around `router`.
+    /// The HTTP-only outer layers: compression and CORS (`[http]`), then
+    /// the edge.
+    pub(crate) fn http_edge(&self, router: Router) -> Router {
+        Self::edge(self.http.apply(router))
+    }
+
+    /// Puts the outermost layers (request id, then sensitive headers)
+    /// around `router`, as one layer.
     pub(crate) fn edge(router: Router) -> Router {
-        router
-            .layer(SensitiveHeadersLayer::new())
-            .layer(RequestIdLayer::new())
+        router.layer(
+            tower::ServiceBuilder::new()
+                .layer(RequestIdLayer::new())
+                .layer(SensitiveHeadersLayer::new()),
+        )
     }
 
     /// The node's rate limiter, for run-time updates.

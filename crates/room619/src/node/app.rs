@@ -172,7 +172,7 @@ pub(crate) fn assemble(
             http_stack(admin_router(), limits).layer(observe),
         )
     });
-    let (local, grpc_router, http) = layered(grpc_router, http, &grpc_observe, &observe, limits);
+    let (local, grpc_router, http) = layered(&middleware, (grpc_router, http), (&grpc_observe, &observe), limits);
     Ok(Assembled {
         local,
         main: ProtocolSplit::new(grpc_router, http),
@@ -204,17 +204,16 @@ fn middleware_for(
 /// The routers' outer layers: what colocated clients call, and what the
 /// network path serves (`(local, grpc, http)`).
 fn layered(
-    grpc_router: Router,
-    http: Router,
-    grpc_observe: &ObserveLayer,
-    observe: &ObserveLayer,
+    middleware: &NodeMiddleware,
+    (grpc_router, http): (Router, Router),
+    (grpc_observe, observe): (&ObserveLayer, &ObserveLayer),
     limits: &Limits,
 ) -> (LocalRouters, Router, Router) {
     // Colocated clients call the same stack, minus load shedding: an
     // in-process call is part of a request already admitted.
     let local = LocalRouters {
         grpc: NodeMiddleware::edge(grpc_router.clone().layer(grpc_observe.clone())),
-        http: NodeMiddleware::edge(http.clone().layer(observe.clone())),
+        http: middleware.http_edge(http.clone().layer(observe.clone())),
     };
     // The network path, outermost first: request id and sensitive headers,
     // tracing and metrics, load shedding (one per-node limit over both
@@ -222,7 +221,7 @@ fn layered(
     let shed = LoadShedLayer::new(limits.max_concurrent_requests);
     let grpc_router =
         NodeMiddleware::edge(grpc_router.layer(shed.clone()).layer(grpc_observe.clone()));
-    let http = NodeMiddleware::edge(http.layer(shed).layer(observe.clone()));
+    let http = middleware.http_edge(http.layer(shed).layer(observe.clone()));
     (local, grpc_router, http)
 }
 

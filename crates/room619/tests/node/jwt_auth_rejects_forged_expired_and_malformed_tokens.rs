@@ -52,8 +52,8 @@ fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
-/// `alg: none` in every casing, with and without a key id.
-fn alg_none_tokens() -> Vec<(String, String)> {
+/// `alg: none` in every casing, with and without a `kid`.
+fn alg_none_cases() -> Vec<(String, String)> {
     let mut cases: Vec<(String, String)> = Vec::new();
     for alg in ["none", "None", "NONE", "nOnE"] {
         let header = b64(json!({"alg": alg, "typ": "JWT"}).to_string());
@@ -73,10 +73,11 @@ fn alg_none_tokens() -> Vec<(String, String)> {
     cases
 }
 
-/// Tokens that must all be refused, by what is wrong with them; `good` is a
-/// valid RS256 token.
-fn forged_tokens(rsa: &jwt::Signer, good: &str) -> Vec<(String, String)> {
-    let mut cases = alg_none_tokens();
+/// Every token that must be refused, with a name for the failure message.
+fn forged_cases() -> Vec<(String, String)> {
+    let rsa = jwt::rsa();
+    let good = mint("RS256", Some("rs"), &good_claims("alice", "read"), &rsa);
+    let mut cases = alg_none_cases();
     // HS256 keyed with the RSA public key, named as the RSA key and as no key.
     let public_pem = include_str!("support/keys/rsa.pub.pem");
     let confused = jwt::Signer::Hs(public_pem.as_bytes().to_vec());
@@ -95,48 +96,48 @@ fn forged_tokens(rsa: &jwt::Signer, good: &str) -> Vec<(String, String)> {
     ));
     cases.push((
         "RS256 claimed by the HS key".into(),
-        mint("RS256", Some("hs"), &good_claims("alice", "read"), rsa),
+        mint("RS256", Some("hs"), &good_claims("alice", "read"), &rsa),
     ));
     let mut claims = good_claims("alice", "read");
     claims["exp"] = json!(now() - 3600);
-    cases.push(("expired".into(), mint("RS256", Some("rs"), &claims, rsa)));
+    cases.push(("expired".into(), mint("RS256", Some("rs"), &claims, &rsa)));
     let mut claims = good_claims("alice", "read");
     claims["nbf"] = json!(now() + 3600);
     cases.push((
         "not yet valid".into(),
-        mint("RS256", Some("rs"), &claims, rsa),
+        mint("RS256", Some("rs"), &claims, &rsa),
     ));
     let mut claims = good_claims("alice", "read");
     claims.as_object_mut().unwrap().remove("exp");
     cases.push((
         "missing exp".into(),
-        mint("RS256", Some("rs"), &claims, rsa),
+        mint("RS256", Some("rs"), &claims, &rsa),
     ));
     let mut claims = good_claims("alice", "read");
     claims["exp"] = json!((now() + 3600).to_string());
     cases.push((
         "exp as a string".into(),
-        mint("RS256", Some("rs"), &claims, rsa),
+        mint("RS256", Some("rs"), &claims, &rsa),
     ));
     let mut claims = good_claims("alice", "read");
     claims["aud"] = json!("someone-else");
-    cases.push(("wrong aud".into(), mint("RS256", Some("rs"), &claims, rsa)));
+    cases.push(("wrong aud".into(), mint("RS256", Some("rs"), &claims, &rsa)));
     let mut claims = good_claims("alice", "read");
     claims.as_object_mut().unwrap().remove("aud");
     cases.push((
         "missing aud".into(),
-        mint("RS256", Some("rs"), &claims, rsa),
+        mint("RS256", Some("rs"), &claims, &rsa),
     ));
     let mut claims = good_claims("alice", "read");
     claims["iss"] = json!("https://evil.test");
-    cases.push(("wrong iss".into(), mint("RS256", Some("rs"), &claims, rsa)));
+    cases.push(("wrong iss".into(), mint("RS256", Some("rs"), &claims, &rsa)));
     cases.push((
         "unknown kid".into(),
-        mint("RS256", Some("nope"), &good_claims("alice", "read"), rsa),
+        mint("RS256", Some("nope"), &good_claims("alice", "read"), &rsa),
     ));
     cases.push((
         "no kid".into(),
-        mint("RS256", None, &good_claims("alice", "read"), rsa),
+        mint("RS256", None, &good_claims("alice", "read"), &rsa),
     ));
     cases.push((
         "signed by another RSA key".into(),
@@ -172,10 +173,7 @@ fn forged_tokens(rsa: &jwt::Signer, good: &str) -> Vec<(String, String)> {
 async fn forged_stale_misdirected_and_malformed_tokens_are_unauthenticated() {
     let node = support::start(support::config(&jwt::auth_toml(""))).await;
     let addr = node.local_addr();
-    let rsa = jwt::rsa();
-    let good = mint("RS256", Some("rs"), &good_claims("alice", "read"), &rsa);
-
-    let cases = forged_tokens(&rsa, &good);
+    let cases = forged_cases();
 
     for (name, token) in &cases {
         let (status, code, challenge) = outcome(addr, &bearer(token)).await;

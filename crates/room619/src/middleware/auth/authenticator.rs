@@ -9,7 +9,11 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
-use super::{AuthConfig, Credential, Principal, keys::KeyRing};
+use super::{
+    AuthConfig, Credential, Principal,
+    cache::{self, TokenCache},
+    keys::KeyRing,
+};
 use crate::{Result, middleware::sensitive::API_KEY_HEADER};
 
 /// Why credentials were refused. Logged at debug level; the caller only
@@ -37,6 +41,7 @@ pub struct Authenticator {
     audience: Vec<String>,
     leeway: u64,
     api_keys: Vec<ApiKey>,
+    verified: TokenCache,
 }
 
 /// The claims room619 reads. Typed, so a claim of the wrong JSON type (a
@@ -44,8 +49,7 @@ pub struct Authenticator {
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
-    #[serde(rename = "exp")]
-    _exp: f64,
+    exp: serde_json::Number,
     #[serde(default, rename = "nbf")]
     _nbf: Option<f64>,
     #[serde(default)]
@@ -54,6 +58,13 @@ struct Claims {
     scp: Option<Vec<String>>,
     #[serde(default)]
     roles: Option<Vec<String>>,
+}
+
+impl Claims {
+    /// `exp` in seconds; 0 (never cached) when it is not a whole number.
+    fn exp_secs(&self) -> u64 {
+        self.exp.as_u64().unwrap_or(0)
+    }
 }
 
 impl Authenticator {
@@ -89,11 +100,16 @@ impl Authenticator {
             audience: config.audience.clone(),
             leeway: config.leeway.as_secs(),
             api_keys,
+            verified: TokenCache::default(),
         })
     }
 
-    pub(crate) fn keys(&self) -> &KeyRing {
-        &self.keys
+    /// Replaces the JWKS keys (forgetting every verified token); returns
+    /// how many keys were usable.
+    pub(crate) fn set_jwks(&self, set: &jsonwebtoken::jwk::JwkSet) -> usize {
+        let count = self.keys.set_jwks(set);
+        self.verified.clear();
+        count
     }
 
     /// The principal of a request with these headers: `Ok(None)` when it
@@ -117,6 +133,9 @@ impl Authenticator {
     }
 
     fn verify_jwt(&self, token: &str) -> Result<Principal, Refused> {
+        if let Some(principal) = self.verified.get(token) {
+            return Ok(principal);
+        }
         let header =
             decode_header(token).map_err(|err| Refused(format!("bad token header: {err}")))?;
         let key = self
@@ -146,18 +165,23 @@ impl Authenticator {
         let data = decode::<Claims>(token, &key.key, &validation)
             .map_err(|err| Refused(format!("token rejected: {err}")))?;
         let claims = data.claims;
+        let until = claims.exp_secs().saturating_add(self.leeway);
         let mut scopes: HashSet<String> = claims
             .scope
             .iter()
             .flat_map(|s| s.split_whitespace().map(str::to_owned))
             .collect();
         scopes.extend(claims.scp.unwrap_or_default());
-        Ok(Principal::new(
+        let principal = Principal::new(
             claims.sub,
             scopes,
             claims.roles.unwrap_or_default(),
             Credential::Jwt { kid: key.kid },
-        ))
+        );
+        if until > cache::now() {
+            self.verified.insert(token, principal.clone(), until);
+        }
+        Ok(principal)
     }
 
     fn verify_api_key(&self, presented: &[u8]) -> Result<Principal, Refused> {

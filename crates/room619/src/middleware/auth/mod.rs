@@ -11,6 +11,9 @@
 //!   `exp` and `sub` are required, `nbf` is honoured, `iss` and `aud` are
 //!   required and checked when `auth.issuer` / `auth.audience` are set —
 //!   set them. `auth.leeway` (default 30 s) absorbs clock skew.
+//! - A verified token is remembered until it expires (bounded, emptied on
+//!   every JWKS reload), so a client reusing its token pays for the
+//!   signature check once.
 //! - API keys are configured as SHA-256 hashes and compared in constant time.
 //!
 //! **Authorization** ([`Requirement`], [`AccessPolicy`]): each service
@@ -42,6 +45,7 @@
 //! ```
 
 mod authenticator;
+mod cache;
 mod config;
 pub(crate) mod jwks;
 mod keys;

@@ -1,6 +1,6 @@
 //! [`Principal`]: who made a request, as the auth layer proved it.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, sync::Arc};
 
 use axum::extract::FromRequestParts;
 use http::{Extensions, request::Parts};
@@ -39,6 +39,12 @@ pub enum Credential {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
+    /// Shared: a principal is cloned into every request it authenticates.
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Inner {
     subject: String,
     scopes: BTreeSet<String>,
     roles: BTreeSet<String>,
@@ -55,10 +61,12 @@ impl Principal {
         credential: Credential,
     ) -> Self {
         Self {
-            subject: subject.into(),
-            scopes: scopes.into_iter().collect(),
-            roles: roles.into_iter().collect(),
-            credential,
+            inner: Arc::new(Inner {
+                subject: subject.into(),
+                scopes: scopes.into_iter().collect(),
+                roles: roles.into_iter().collect(),
+                credential,
+            }),
         }
     }
 
@@ -71,37 +79,37 @@ impl Principal {
     /// The subject: the token's `sub`, or the API key's name.
     #[must_use]
     pub fn subject(&self) -> &str {
-        &self.subject
+        &self.inner.subject
     }
 
     /// The granted scopes (a token's `scope` / `scp`, an API key's `scopes`).
     #[must_use]
     pub fn scopes(&self) -> &BTreeSet<String> {
-        &self.scopes
+        &self.inner.scopes
     }
 
     /// The granted roles (a token's `roles`, an API key's `roles`).
     #[must_use]
     pub fn roles(&self) -> &BTreeSet<String> {
-        &self.roles
+        &self.inner.roles
     }
 
     /// Whether `scope` was granted.
     #[must_use]
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.contains(scope)
+        self.inner.scopes.contains(scope)
     }
 
     /// Whether `role` was granted.
     #[must_use]
     pub fn has_role(&self, role: &str) -> bool {
-        self.roles.contains(role)
+        self.inner.roles.contains(role)
     }
 
     /// How the principal proved who it is.
     #[must_use]
     pub fn credential(&self) -> &Credential {
-        &self.credential
+        &self.inner.credential
     }
 }
 

@@ -68,8 +68,12 @@ impl LocalStore {
             // A poisoned map means a bug elsewhere; let traffic through.
             return Ok(());
         };
-        let tat = gcra.decide(tats.get(key).copied(), now)?;
-        if tats.len() >= SWEEP_AT && !tats.contains_key(key) {
+        if let Some(tat) = tats.get_mut(key) {
+            *tat = gcra.decide(Some(*tat), now)?;
+            return Ok(());
+        }
+        let tat = gcra.decide(None, now)?;
+        if tats.len() >= SWEEP_AT {
             // A TAT in the past is the same as no TAT.
             tats.retain(|_, tat| *tat > now);
         }

@@ -83,10 +83,7 @@ where
         };
         let key = key_of(&request, &rule, &table.trusted);
         if !self.limiter.is_remote() {
-            let decision = self
-                .limiter
-                .local
-                .check(&format!("{}|{key}", rule.id), rule.gcra);
+            let decision = self.limiter.local.check(&key, rule.gcra);
             return Either::Left(match decision {
                 Ok(()) => Either::Right(self.inner.call(request)),
                 Err(wait) => Either::Left(ready(Ok(self.refuse(&request, &rule, &key, wait)))),
@@ -116,21 +113,26 @@ impl<S> RateLimit<S> {
     }
 }
 
-/// What the request is counted by under `rule`.
+/// The counter of the request under `rule`: the rule's id and what the
+/// request is counted by, in one string.
 fn key_of<B>(request: &Request<B>, rule: &Rule, trusted: &[ipnet::IpNet]) -> String {
     let principal = request.extensions().get::<Principal>();
+    let id = &rule.id;
     match (rule.key, principal) {
-        (RateLimitKey::Principal, Some(principal)) => format!("sub:{}", principal.subject()),
+        (RateLimitKey::Principal, Some(principal)) => format!("{id}|sub:{}", principal.subject()),
         (RateLimitKey::ApiKey, Some(principal))
             if matches!(principal.credential(), Credential::ApiKey { .. }) =>
         {
-            format!("key:{}", principal.subject())
+            format!("{id}|key:{}", principal.subject())
         }
         _ => match request.extensions().get::<PeerAddr>() {
             Some(PeerAddr(peer)) => {
-                format!("ip:{}", client_ip(peer.ip(), request.headers(), trusted))
+                format!(
+                    "{id}|ip:{}",
+                    client_ip(peer.ip(), request.headers(), trusted)
+                )
             }
-            None => "in-process".to_owned(),
+            None => format!("{id}|in-process"),
         },
     }
 }

@@ -144,12 +144,11 @@ impl RateLimiter {
         }
     }
 
-    /// Whether a request under `rule` counted by `key` may pass now: `Err`
-    /// holds how long to wait.
-    async fn check(&self, rule: &table::Rule, key: &str) -> Result<(), Duration> {
-        let counter = format!("{}|{key}", rule.id);
+    /// Whether a request under `rule` with `counter` (see `layer::key_of`)
+    /// may pass now: `Err` holds how long to wait.
+    async fn check(&self, rule: &table::Rule, counter: &str) -> Result<(), Duration> {
         if let Some(remote) = &self.remote {
-            return match remote.check(counter, rule.gcra).await {
+            return match remote.check(counter.to_owned(), rule.gcra).await {
                 Ok(decision) => decision,
                 Err(err) => {
                     tracing::warn!(target: RATE_LIMIT_TARGET, error = %err, "rate limit backend unreachable; letting the request through");
@@ -157,7 +156,7 @@ impl RateLimiter {
                 }
             };
         }
-        self.local.check(&counter, rule.gcra)
+        self.local.check(counter, rule.gcra)
     }
 
     /// Whether decisions need the async backend.

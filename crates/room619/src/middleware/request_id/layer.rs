@@ -64,7 +64,7 @@ where
             .headers_mut()
             .insert(name, id.header_value().clone());
         request.extensions_mut().insert(id.clone());
-        let span = tracing::debug_span!("request", request_id = %id);
+        let span = tracing::info_span!("request", request_id = %id);
         ResponseFuture {
             inner: self.inner.call(request),
             id: Some(id),

@@ -1,0 +1,92 @@
+//! Verified tokens, remembered until they expire so a client reusing its
+//! token pays for the signature check once, not per request.
+//!
+//! Only tokens that passed every check are kept, with the time they stop
+//! being valid (`exp` + leeway); a cached token is answered only before that
+//! time. The cache is emptied whenever the JWKS is reloaded, so a retired key
+//! stops working at once. It is bounded: expired entries are swept when it
+//! is full, and if it is still full it starts over.
+
+use std::{
+    collections::HashMap,
+    sync::RwLock,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use super::Principal;
+
+/// The most tokens remembered.
+const MAX_ENTRIES: usize = 10_000;
+
+#[derive(Debug, Default)]
+pub(crate) struct TokenCache {
+    entries: RwLock<HashMap<String, (Principal, u64)>>,
+}
+
+/// Seconds since the epoch.
+pub(crate) fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+impl TokenCache {
+    /// The principal of `token` if it was verified and is still valid.
+    pub(crate) fn get(&self, token: &str) -> Option<Principal> {
+        let entries = self.entries.read().ok()?;
+        let (principal, until) = entries.get(token)?;
+        (now() <= *until).then(|| principal.clone())
+    }
+
+    /// Remembers a verified token, valid until `until` (seconds since the epoch).
+    pub(crate) fn insert(&self, token: &str, principal: Principal, until: u64) {
+        let Ok(mut entries) = self.entries.write() else {
+            return;
+        };
+        if entries.len() >= MAX_ENTRIES {
+            let now = now();
+            entries.retain(|_, (_, until)| *until >= now);
+            if entries.len() >= MAX_ENTRIES {
+                entries.clear();
+            }
+        }
+        entries.insert(token.to_owned(), (principal, until));
+    }
+
+    /// Forgets every token (the keys changed).
+    pub(crate) fn clear(&self) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::middleware::auth::Credential;
+
+    fn alice() -> Principal {
+        Principal::new("alice", [], [], Credential::Jwt { kid: None })
+    }
+
+    #[test]
+    fn expired_entries_are_not_answered() {
+        let cache = TokenCache::default();
+        cache.insert("live", alice(), now() + 60);
+        cache.insert("dead", alice(), now() - 1);
+        assert!(cache.get("live").is_some());
+        assert!(cache.get("dead").is_none());
+        cache.clear();
+        assert!(cache.get("live").is_none());
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let cache = TokenCache::default();
+        for i in 0..=MAX_ENTRIES {
+            cache.insert(&i.to_string(), alice(), now() + 60);
+        }
+        assert!(cache.entries.read().unwrap().len() <= MAX_ENTRIES);
+    }
+}
