@@ -59,6 +59,16 @@ pub(crate) struct NodeMiddleware {
     http: http::HttpConfig,
 }
 
+/// Refuses access rules on a node that cannot authenticate anyone.
+fn no_requirements(policies: &[(&str, &AccessPolicy)]) -> Result<()> {
+    match policies.iter().find(|(_, policy)| policy.needs_auth()) {
+        Some((owner, _)) => Err(Error::config(format!(
+            "service `{owner}` declares access requirements but `[auth]` configures no keys"
+        ))),
+        None => Ok(()),
+    }
+}
+
 impl NodeMiddleware {
     pub(crate) fn new<'a>(
         config: &Config,
@@ -70,11 +80,7 @@ impl NodeMiddleware {
             let table = AccessTable::new(policies)?;
             Some((authenticator, table, config.auth.jwks.clone()))
         } else {
-            if let Some((owner, _)) = policies.iter().find(|(_, policy)| policy.needs_auth()) {
-                return Err(Error::config(format!(
-                    "service `{owner}` declares access requirements but `[auth]` configures no keys"
-                )));
-            }
+            no_requirements(&policies)?;
             None
         };
         Ok(Self {
@@ -96,20 +102,12 @@ impl NodeMiddleware {
         policies: impl IntoIterator<Item = (&'a str, &'a AccessPolicy)>,
     ) -> Result<Self> {
         let policies: Vec<_> = policies.into_iter().collect();
-        let auth = match &self.auth {
-            Some((authenticator, _, jwks)) => Some((
-                Arc::clone(authenticator),
-                AccessTable::new(policies)?,
-                jwks.clone(),
-            )),
-            None => {
-                if let Some((owner, _)) = policies.iter().find(|(_, policy)| policy.needs_auth()) {
-                    return Err(Error::config(format!(
-                        "service `{owner}` declares access requirements but `[auth]` configures no keys"
-                    )));
-                }
-                None
-            }
+        let auth = if let Some((authenticator, _, jwks)) = &self.auth {
+            let table = AccessTable::new(policies)?;
+            Some((Arc::clone(authenticator), table, jwks.clone()))
+        } else {
+            no_requirements(&policies)?;
+            None
         };
         Ok(Self {
             auth,

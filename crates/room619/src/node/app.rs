@@ -79,37 +79,11 @@ pub(crate) fn assemble(
     let reporter = existing.map_or_else(HealthReporter::new, |e| e.readiness.reporter());
     let health_service = HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
 
-    // gRPC: every hosted tonic service, then health and reflection.
-    let mut grpc = RoutesBuilder::default();
-    let mut grpc_names: Vec<String> = Vec::new();
-    let mut seen: HashSet<&str> = HashSet::new();
-    let mut descriptor_sets = vec![tonic_health::pb::FILE_DESCRIPTOR_SET];
-    for Hosted { service, ctx } in hosted {
-        let routes = service.routes();
-        for grpc_service in &routes.grpc {
-            if !seen.insert(grpc_service.name()) {
-                return Err(Error::invalid_argument(format!(
-                    "service `{}`: gRPC service `{}` is served by another service on this node",
-                    ctx.name(),
-                    grpc_service.name()
-                )));
-            }
-            grpc_service.add_to(&mut grpc, ctx);
-            grpc_owners.push((grpc_service.name().to_owned(), ctx.name().to_owned()));
-            grpc_names.push(grpc_service.name().to_owned());
-        }
-        descriptor_sets.extend(routes.file_descriptor_sets);
-        grpc_names.push(ctx.name().to_owned());
-    }
-    let reflection_v1 = reflection(&descriptor_sets)
-        .build_v1()
-        .map_err(|err| Error::invalid_argument(format!("gRPC reflection: {err}")))?;
-    let reflection_v1alpha = reflection(&descriptor_sets)
-        .build_v1alpha()
-        .map_err(|err| Error::invalid_argument(format!("gRPC reflection: {err}")))?;
-    grpc.add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
+    let GrpcAssembly {
+        routes: grpc,
+        names: grpc_names,
+        descriptor_sets,
+    } = grpc_routes(hosted, health_service, &mut grpc_owners)?;
     let limits = &config.limits;
     let grpc_observe =
         ObserveLayer::grpc(GrpcRoutes::new(&grpc_owners, &descriptor_sets), measured);
@@ -123,7 +97,7 @@ pub(crate) fn assemble(
 
     // HTTP: every hosted route, checked for conflicts before axum sees it.
     let readiness = match existing {
-        Some(readiness) => {
+        Some(Existing { readiness, .. }) => {
             readiness.set_grpc_names(grpc_names);
             readiness.clone()
         }
@@ -172,7 +146,12 @@ pub(crate) fn assemble(
             http_stack(admin_router(), limits).layer(observe),
         )
     });
-    let (local, grpc_router, http) = layered(&middleware, (grpc_router, http), (&grpc_observe, &observe), limits);
+    let (local, grpc_router, http) = layered(
+        &middleware,
+        (grpc_router, http),
+        (&grpc_observe, &observe),
+        limits,
+    );
     Ok(Assembled {
         local,
         main: ProtocolSplit::new(grpc_router, http),
@@ -223,6 +202,59 @@ fn layered(
         NodeMiddleware::edge(grpc_router.layer(shed.clone()).layer(grpc_observe.clone()));
     let http = middleware.http_edge(http.layer(shed).layer(observe.clone()));
     (local, grpc_router, http)
+}
+
+/// The gRPC side of a node, before its layers.
+struct GrpcAssembly {
+    routes: RoutesBuilder,
+    /// What gRPC health answers for.
+    names: Vec<String>,
+    descriptor_sets: Vec<&'static [u8]>,
+}
+
+/// Every hosted tonic service, then health and reflection: the routes, the
+/// names gRPC health answers for, and the descriptor sets. Adds each gRPC
+/// service and its room619 owner to `owners`.
+fn grpc_routes(
+    hosted: &[Hosted],
+    health_service: HealthServer<HealthService>,
+    owners: &mut Vec<(String, String)>,
+) -> Result<GrpcAssembly> {
+    let mut grpc = RoutesBuilder::default();
+    let mut grpc_names: Vec<String> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut descriptor_sets = vec![tonic_health::pb::FILE_DESCRIPTOR_SET];
+    for Hosted { service, ctx } in hosted {
+        let routes = service.routes();
+        for grpc_service in &routes.grpc {
+            if !seen.insert(grpc_service.name()) {
+                return Err(Error::invalid_argument(format!(
+                    "service `{}`: gRPC service `{}` is served by another service on this node",
+                    ctx.name(),
+                    grpc_service.name()
+                )));
+            }
+            grpc_service.add_to(&mut grpc, ctx);
+            owners.push((grpc_service.name().to_owned(), ctx.name().to_owned()));
+            grpc_names.push(grpc_service.name().to_owned());
+        }
+        descriptor_sets.extend(routes.file_descriptor_sets);
+        grpc_names.push(ctx.name().to_owned());
+    }
+    let reflection_v1 = reflection(&descriptor_sets)
+        .build_v1()
+        .map_err(|err| Error::invalid_argument(format!("gRPC reflection: {err}")))?;
+    let reflection_v1alpha = reflection(&descriptor_sets)
+        .build_v1alpha()
+        .map_err(|err| Error::invalid_argument(format!("gRPC reflection: {err}")))?;
+    grpc.add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    Ok(GrpcAssembly {
+        routes: grpc,
+        names: grpc_names,
+        descriptor_sets,
+    })
 }
 
 /// The gRPC services every node serves (health, reflection), owned by the node.

@@ -163,20 +163,19 @@ impl Hosting {
         let host = Hosted { service, ctx };
         let mut all = self.hosted();
         all.push(host.clone());
-        let assembled =
-            match app::assemble(
-                &self.config,
-                &self.registry,
-                &all,
-                &self.metrics,
-                Some(self.existing()),
-            ) {
-                Ok(assembled) => assembled,
-                Err(err) => {
-                    self.registry.remove(&descriptor);
-                    return Err(err);
-                }
-            };
+        let assembled = match app::assemble(
+            &self.config,
+            &self.registry,
+            &all,
+            &self.metrics,
+            Some(self.existing()),
+        ) {
+            Ok(assembled) => assembled,
+            Err(err) => {
+                self.registry.remove(&descriptor);
+                return Err(err);
+            }
+        };
         self.registry.set_state(&descriptor, ServiceState::Starting);
         if let Err(err) = host.service.start(host.ctx.clone()).await {
             tracing::error!(service = %descriptor, error = ?err, "start hook failed");
@@ -219,12 +218,12 @@ impl Hosting {
         let host = all.remove(position);
         let descriptor = host.ctx.descriptor().clone();
         let assembled = app::assemble(
-                &self.config,
-                &self.registry,
-                &all,
-                &self.metrics,
-                Some(self.existing()),
-            )?;
+            &self.config,
+            &self.registry,
+            &all,
+            &self.metrics,
+            Some(self.existing()),
+        )?;
         self.registry.set_state(&descriptor, ServiceState::Stopping);
         let withdrawn: Vec<Instance> = {
             let mut instances = self

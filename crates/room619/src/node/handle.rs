@@ -203,14 +203,10 @@ pub(super) async fn start(
 ) -> Result<RunningNode> {
     let live_config = LiveConfig::from_shared(Arc::clone(&config));
     let bus = MessageBus::connect_as(&config.bus, &config.node.name).await?;
-    let metrics = Metrics::new(&config.node.name);
-    if config.telemetry.metrics {
-        bus.observe(metrics.bus().clone());
-    }
+    let (metrics, observed) = wiring::metrics(&config, &bus);
     let shutdown = CancellationToken::new();
-    let observed = config.telemetry.metrics.then(|| metrics.clone());
     let (discovery, discovery_shutdown, clients) =
-        wiring::connect_clients(&config, &registry, observed).await?;
+        wiring::connect_clients(&config, &registry, observed.clone()).await?;
     let hosted = wiring::host_all(&registry, &live_config, &shutdown, &clients, &bus, &metrics);
     let assembled = app::assemble(&config, &registry, &hosted, &metrics, None)?;
     clients.set_local(assembled.local);
@@ -218,6 +214,13 @@ pub(super) async fn start(
     readiness.set_discovery(Arc::clone(&discovery));
     readiness.set_phase(Phase::Starting).await;
     assembled.middleware.start(&shutdown).await?;
+    let targets = reload::Targets {
+        live: live_config.clone(),
+        discovery: Arc::clone(&discovery),
+        rate_limiter: assembled.middleware.rate_limiter(),
+        metrics: observed,
+    };
+    wiring::follow_changes(reload, targets, &shutdown).await;
 
     let subscribers = Subscribers::new(shutdown.child_token());
     start_services(&registry, &hosted, &bus, &config, &subscribers).await?;
@@ -247,18 +250,8 @@ pub(super) async fn start(
             return Err(err);
         }
     };
-    tracing::info!(
-        node = %config.node.name,
-        %local_addr,
-        admin_addr = ?admin_addr,
-        services = hosted.len(),
-        "node serving gRPC and HTTP"
-    );
+    wiring::announce(&config, local_addr, admin_addr, hosted.len());
 
-    if let Some(source) = reload {
-        let discovery = Arc::clone(&discovery);
-        reload::spawn(source, live_config.clone(), discovery, shutdown.clone()).await;
-    }
     let hosting = Arc::new(Hosting {
         config: Arc::clone(&config),
         live_config,

@@ -1,7 +1,8 @@
 //! Configuration hot reload: the config file is polled; a valid change is
 //! published on the node's [`LiveConfig`] and applied live (the log filter,
-//! the listed discovery instances); an invalid one is logged with its key
-//! and counted, and the running configuration stays.
+//! the listed discovery instances, the rate limits); an invalid one is logged
+//! with its key and counted (`room619_config_reloads_total{result="failed"}`),
+//! and the running configuration stays.
 //!
 //! What is bound at start (listen addresses, the bus and discovery
 //! backends, services) needs a restart to change; a reload that changes it
@@ -15,8 +16,17 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::{Config, ConfigLoader, LiveConfig, Overrides},
     discovery::Discovery,
-    observability::logging,
+    middleware::rate_limit::RateLimiter,
+    observability::{logging, metrics::Metrics},
 };
+
+/// What a reload changes besides the [`LiveConfig`], and where it is counted.
+pub(super) struct Targets {
+    pub(super) live: LiveConfig,
+    pub(super) discovery: Arc<dyn Discovery>,
+    pub(super) rate_limiter: Arc<RateLimiter>,
+    pub(super) metrics: Option<Metrics>,
+}
 
 /// Where the configuration is reloaded from: the file (watched) plus the
 /// process environment plus `overrides`, the same sources as at start.
@@ -28,23 +38,18 @@ pub(crate) struct ReloadSource {
 
 /// Starts polling the file every `node.config_poll_interval`, until
 /// `shutdown`; changes are measured against the file as it is now.
-pub(super) async fn spawn(
-    source: ReloadSource,
-    live: LiveConfig,
-    discovery: Arc<dyn Discovery>,
-    shutdown: CancellationToken,
-) {
+pub(super) async fn spawn(source: ReloadSource, targets: Targets, shutdown: CancellationToken) {
     let first = tokio::fs::read(&source.path).await.ok();
-    tokio::spawn(run(source, first, live, discovery, shutdown));
+    tokio::spawn(run(source, first, targets, shutdown));
 }
 
 async fn run(
     source: ReloadSource,
     mut last: Option<Vec<u8>>,
-    live: LiveConfig,
-    discovery: Arc<dyn Discovery>,
+    targets: Targets,
     shutdown: CancellationToken,
 ) {
+    let live = &targets.live;
     loop {
         let interval = live.current().node.config_poll_interval;
         tokio::select! {
@@ -60,9 +65,21 @@ async fn run(
             .file(&source.path)
             .overrides(source.overrides.clone())
             .load();
-        match loaded {
-            Ok(config) => apply(&live, discovery.as_ref(), config),
-            Err(err) => live.reject(&err.with_source_name(source.path.display().to_string())),
+        let applied = match loaded {
+            Ok(config) => {
+                if let Err(err) = targets.rate_limiter.update(&config.rate_limit) {
+                    tracing::warn!(error = ?err, "the rate limits could not change");
+                }
+                apply(live, targets.discovery.as_ref(), config);
+                true
+            }
+            Err(err) => {
+                live.reject(&err.with_source_name(source.path.display().to_string()));
+                false
+            }
+        };
+        if let Some(metrics) = &targets.metrics {
+            metrics.record_config_reload(applied);
         }
     }
 }

@@ -9,6 +9,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use super::{
     app::Hosted,
     live::LiveSplit,
+    reload::{self, ReloadSource},
     serve::{self, Signals},
 };
 use crate::{
@@ -20,6 +21,49 @@ use crate::{
     rpc::client::Clients,
     service::{Registry, ServiceContext},
 };
+
+/// The node's metrics registry, and the same when `telemetry.metrics` is on
+/// (the bus counts into it then).
+pub(super) fn metrics(config: &Config, bus: &MessageBus) -> (Metrics, Option<Metrics>) {
+    let metrics = Metrics::new(&config.node.name);
+    if !config.telemetry.metrics {
+        return (metrics, None);
+    }
+    bus.observe(metrics.bus().clone());
+    let observed = metrics.clone();
+    (metrics, Some(observed))
+}
+
+/// Counts rate-limited requests, and when the configuration file is
+/// watched, starts reloading it into `targets` until `shutdown`.
+pub(super) async fn follow_changes(
+    reload: Option<ReloadSource>,
+    targets: reload::Targets,
+    shutdown: &CancellationToken,
+) {
+    if let Some(metrics) = targets.metrics.clone() {
+        (targets.rate_limiter).on_limited(move |name| metrics.record_rate_limited(name));
+    }
+    if let Some(source) = reload {
+        reload::spawn(source, targets, shutdown.clone()).await;
+    }
+}
+
+/// Logs that the node serves, and where.
+pub(super) fn announce(
+    config: &Config,
+    local_addr: std::net::SocketAddr,
+    admin_addr: Option<std::net::SocketAddr>,
+    services: usize,
+) {
+    tracing::info!(
+        node = %config.node.name,
+        %local_addr,
+        admin_addr = ?admin_addr,
+        services,
+        "node serving gRPC and HTTP"
+    );
+}
 
 /// The registered services, each with its context.
 pub(super) fn host_all(

@@ -112,7 +112,9 @@ impl Clients {
 
     pub(crate) fn channel(&self, name: &str, requirement: &str) -> Result<RpcChannel> {
         match self.resolve(name, requirement)? {
-            Resolved::Local(routers) => Ok(RpcChannel::local(name, routers.grpc).observed(self.metrics())),
+            Resolved::Local(routers) => {
+                Ok(RpcChannel::local(name, routers.grpc).observed(self.metrics()))
+            }
             Resolved::Remote(remote) => {
                 let mut cache = self
                     .inner
@@ -140,12 +142,15 @@ impl Clients {
                     }
                     .connect_timeout(CONNECT_TIMEOUT)
                     .tcp_nodelay(true);
-                    let breaker = instance_breaker(&service_name, address, &policy, metrics.as_ref());
+                    let breaker =
+                        instance_breaker(&service_name, address, &policy, metrics.as_ref());
                     Some(breaker.layer(endpoint.connect_lazy()))
                 };
                 let (balanced, count) = self.follow(&remote, make);
                 let policy = self.inner.resilience.for_service(name);
-                let service = BoxCloneSyncService::new(protect(name, policy, self.metrics()).service(balanced));
+                let service = BoxCloneSyncService::new(
+                    protect(name, policy, self.metrics()).service(balanced),
+                );
                 cache.insert(remote.key, (service.clone(), count));
                 Ok(RpcChannel::remote(name, service, count).observed(self.metrics()))
             }
@@ -154,7 +159,9 @@ impl Clients {
 
     pub(crate) fn http(&self, name: &str, requirement: &str) -> Result<HttpClient> {
         match self.resolve(name, requirement)? {
-            Resolved::Local(routers) => Ok(HttpClient::local(name, routers.http).observed(self.metrics())),
+            Resolved::Local(routers) => {
+                Ok(HttpClient::local(name, routers.http).observed(self.metrics()))
+            }
             Resolved::Remote(remote) => {
                 let mut cache = self
                     .inner
@@ -180,12 +187,15 @@ impl Clients {
                             return None;
                         }
                     };
-                    let breaker = instance_breaker(&service_name, address, &policy, metrics.as_ref());
+                    let breaker =
+                        instance_breaker(&service_name, address, &policy, metrics.as_ref());
                     Some(breaker.layer(HttpInstance::new(client.clone(), authority)))
                 };
                 let (balanced, _) = self.follow(&remote, make);
                 let policy = self.inner.resilience.for_service(name);
-                let service = BoxCloneSyncService::new(protect(name, policy, self.metrics()).service(balanced));
+                let service = BoxCloneSyncService::new(
+                    protect(name, policy, self.metrics()).service(balanced),
+                );
                 cache.insert(remote.key, service.clone());
                 Ok(HttpClient::remote(name, service).observed(self.metrics()))
             }
