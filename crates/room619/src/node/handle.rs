@@ -136,7 +136,7 @@ impl NodeHandle {
         &self.inner.bus
     }
 
-    /// The node's metrics registry (what [`ServiceContext::metrics`] returns).
+    /// The node's metrics registry (what [`ServiceContext::metrics`](crate::ServiceContext::metrics) returns).
     #[must_use]
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics

@@ -9,7 +9,6 @@ use std::{
 use http::{HeaderName, Request, Response};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
-use tracing::{Instrument as _, instrument::Instrumented};
 
 use super::{REQUEST_ID_HEADER, RequestId};
 
@@ -47,7 +46,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = Instrumented<ResponseFuture<S::Future>>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -64,12 +63,10 @@ where
             .headers_mut()
             .insert(name, id.header_value().clone());
         request.extensions_mut().insert(id.clone());
-        let span = tracing::info_span!("request", request_id = %id);
         ResponseFuture {
             inner: self.inner.call(request),
             id: Some(id),
         }
-        .instrument(span)
     }
 }
 

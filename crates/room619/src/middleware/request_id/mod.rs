@@ -3,8 +3,9 @@
 //! response's `x-request-id` header.
 //!
 //! Handlers read it from the request extensions (`Extension<RequestId>` in
-//! axum, `request.extensions().get::<RequestId>()` in tonic). The handler runs
-//! inside a `request` span carrying the id, so its log lines carry it too.
+//! axum, `request.extensions().get::<RequestId>()` in tonic). On a node, the
+//! observability layer inside this one records the id on the request's
+//! server span, so every log line of the request carries it.
 //!
 //! ```
 //! use axum::{Extension, Router, routing::get};
