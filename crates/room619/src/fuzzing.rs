@@ -45,3 +45,47 @@ pub fn bus_subject(subject: &str, pattern: &str) -> Option<bool> {
     let pattern = crate::bus::subject::Pattern::new(pattern).ok()?;
     published.then(|| pattern.matches(subject))
 }
+
+/// Authenticates a request whose `authorization` header is `authorization`,
+/// as the auth layer does: `None` when the bytes are not a header value at
+/// all, else whether the credentials were accepted.
+#[must_use]
+pub fn authenticate(
+    authenticator: &crate::middleware::auth::Authenticator,
+    authorization: &[u8],
+) -> Option<bool> {
+    let value = http::HeaderValue::from_bytes(authorization).ok()?;
+    let mut headers = http::HeaderMap::new();
+    headers.insert(http::header::AUTHORIZATION, value);
+    Some(matches!(authenticator.authenticate(&headers), Ok(Some(_))))
+}
+
+/// The HS256 signature of `message` under `secret`, base64url as in a JWT.
+#[must_use]
+pub fn hs256_sign(message: &[u8], secret: &[u8]) -> Option<String> {
+    let key = jsonwebtoken::EncodingKey::from_secret(secret);
+    jsonwebtoken::crypto::sign(message, &key, jsonwebtoken::Algorithm::HS256).ok()
+}
+
+/// The client IP the rate limiter derives for a request from `peer` with
+/// these raw `X-Forwarded-For` and `Forwarded` values, trusting the proxies
+/// in `trusted` (CIDRs; unparsable ones are skipped).
+#[must_use]
+pub fn client_ip(
+    peer: std::net::IpAddr,
+    x_forwarded_for: &[u8],
+    forwarded: &[u8],
+    trusted: &[&str],
+) -> std::net::IpAddr {
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in [
+        ("x-forwarded-for", x_forwarded_for),
+        ("forwarded", forwarded),
+    ] {
+        if let Ok(value) = http::HeaderValue::from_bytes(value) {
+            headers.insert(name, value);
+        }
+    }
+    let trusted: Vec<ipnet::IpNet> = trusted.iter().filter_map(|net| net.parse().ok()).collect();
+    crate::middleware::rate_limit::client_ip::client_ip(peer, &headers, &trusted)
+}

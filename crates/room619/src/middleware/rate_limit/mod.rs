@@ -38,7 +38,7 @@
 //! limiter.update(&RateLimitConfig::default()).unwrap(); // no more limits
 //! ```
 
-mod client_ip;
+pub(crate) mod client_ip;
 mod config;
 mod gcra;
 mod layer;

@@ -171,13 +171,15 @@ impl ClientMetrics {
     }
 }
 
-/// What circuit breakers and retries record.
+/// What circuit breakers, retries, hedges and bulkheads record.
 #[derive(Debug, Clone)]
 pub(crate) struct ResilienceMetrics {
     breaker_state: Family<BreakerLabels, Gauge>,
     breaker_transitions: Family<TransitionLabels, Counter>,
     retries: Family<PeerLabels, Counter>,
     budget_exhausted: Family<PeerLabels, Counter>,
+    hedges: Family<PeerLabels, Counter>,
+    bulkhead_rejected: Family<PeerLabels, Counter>,
 }
 
 impl ResilienceMetrics {
@@ -187,6 +189,8 @@ impl ResilienceMetrics {
             breaker_transitions: Family::default(),
             retries: Family::default(),
             budget_exhausted: Family::default(),
+            hedges: Family::default(),
+            bulkhead_rejected: Family::default(),
         };
         registry.register(
             "room619_circuit_breaker_state",
@@ -207,6 +211,16 @@ impl ResilienceMetrics {
             "room619_retry_budget_exhausted",
             "Retries not sent because the retry budget was spent",
             metrics.budget_exhausted.clone(),
+        );
+        registry.register(
+            "room619_hedges",
+            "Second attempts sent for slow idempotent reads",
+            metrics.hedges.clone(),
+        );
+        registry.register(
+            "room619_bulkhead_rejected",
+            "Calls refused at once because the bulkhead was full",
+            metrics.bulkhead_rejected.clone(),
         );
         metrics
     }
@@ -241,15 +255,23 @@ impl ResilienceMetrics {
     }
 
     pub(crate) fn retry(&self, peer: &Arc<str>) {
-        self.retries
-            .get_or_create(&PeerLabels {
-                peer_service: Arc::clone(peer),
-            })
-            .inc();
+        Self::count(&self.retries, peer);
     }
 
     pub(crate) fn budget_exhausted(&self, peer: &Arc<str>) {
-        self.budget_exhausted
+        Self::count(&self.budget_exhausted, peer);
+    }
+
+    pub(crate) fn hedge(&self, peer: &Arc<str>) {
+        Self::count(&self.hedges, peer);
+    }
+
+    pub(crate) fn bulkhead_rejected(&self, peer: &Arc<str>) {
+        Self::count(&self.bulkhead_rejected, peer);
+    }
+
+    fn count(family: &Family<PeerLabels, Counter>, peer: &Arc<str>) {
+        family
             .get_or_create(&PeerLabels {
                 peer_service: Arc::clone(peer),
             })

@@ -68,3 +68,42 @@ fn reloads_and_rate_limits_are_counted() {
     );
     assert!(text.contains("room619_build_info{version=\""), "{text}");
 }
+
+#[tokio::test]
+async fn bulkhead_rejections_are_counted() {
+    use tower::{Layer as _, Service as _, ServiceExt as _};
+
+    use crate::resilience::bulkhead::{BulkheadLayer, BulkheadPolicy};
+
+    let metrics = Metrics::new("n");
+    let policy = BulkheadPolicy {
+        max_concurrent: 1,
+        max_queued: 0,
+    };
+    let (release, held) = tokio::sync::oneshot::channel::<()>();
+    let held = Arc::new(tokio::sync::Mutex::new(Some(held)));
+    let backend = tower::service_fn(move |(): ()| {
+        let held = Arc::clone(&held);
+        async move {
+            if let Some(held) = held.lock().await.take() {
+                held.await.unwrap();
+            }
+            Ok::<_, crate::error::BoxError>(())
+        }
+    });
+    let mut bulkhead = BulkheadLayer::new("users", policy)
+        .observed(Some(&metrics))
+        .layer(backend);
+    let first = bulkhead.ready().await.unwrap().call(());
+    let first = tokio::spawn(first);
+    tokio::task::yield_now().await;
+    let second = bulkhead.ready().await.unwrap().call(()).await;
+    assert!(second.is_err(), "the full bulkhead refuses at once");
+    release.send(()).unwrap();
+    first.await.unwrap().unwrap();
+    let text = metrics.render();
+    assert!(
+        text.contains("room619_bulkhead_rejected_total{peer_service=\"users\"} 1"),
+        "{text}"
+    );
+}

@@ -49,6 +49,7 @@ struct Shared {
     policy: BulkheadPolicy,
     slots: Arc<Semaphore>,
     queued: AtomicUsize,
+    metrics: Option<crate::observability::metrics::ResilienceMetrics>,
 }
 
 /// Limits concurrency in front of a service; services made by one layer
@@ -68,8 +69,22 @@ impl BulkheadLayer {
                 slots: Arc::new(Semaphore::new(policy.max_concurrent.max(1))),
                 queued: AtomicUsize::new(0),
                 policy,
+                metrics: None,
             }),
         }
+    }
+
+    /// The same bulkhead, its rejections counted in `metrics` (before the
+    /// layer is shared).
+    #[must_use]
+    pub(crate) fn observed(
+        mut self,
+        metrics: Option<&crate::observability::metrics::Metrics>,
+    ) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.metrics = metrics.map(|metrics| metrics.resilience().clone());
+        }
+        self
     }
 }
 
@@ -139,6 +154,9 @@ where
                 let _leave = QueueSlot(&shared.queued);
                 if queued >= shared.policy.max_queued {
                     tracing::debug!(target_service = %shared.name, "bulkhead full; rejecting");
+                    if let Some(metrics) = &shared.metrics {
+                        metrics.bulkhead_rejected(&shared.name);
+                    }
                     return Err(Box::new(Rejection::bulkhead_full(
                         &shared.name,
                         shared.policy.max_concurrent,

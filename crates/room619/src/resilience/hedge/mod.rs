@@ -155,6 +155,7 @@ struct Shared {
     policy: HedgePolicy,
     latencies: LatencyWindow,
     budget: TpsBudget,
+    metrics: Option<crate::observability::metrics::ResilienceMetrics>,
 }
 
 impl HedgeLayer {
@@ -174,8 +175,21 @@ impl HedgeLayer {
                 policy,
                 latencies,
                 budget,
+                metrics: None,
             }),
         }
+    }
+
+    /// The same hedging, counted in `metrics` (before the layer is shared).
+    #[must_use]
+    pub(crate) fn observed(
+        mut self,
+        metrics: Option<&crate::observability::metrics::Metrics>,
+    ) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.metrics = metrics.map(|metrics| metrics.resilience().clone());
+        }
+        self
     }
 }
 
@@ -301,6 +315,9 @@ where
         return result;
     }
     tracing::debug!(target_service = %shared.name, ?delay, "hedging a slow call");
+    if let Some(metrics) = &shared.metrics {
+        metrics.hedge(&shared.name);
+    }
     let mut hedge = pin!(async {
         second.ready().await.map_err(Into::into)?;
         second

@@ -292,10 +292,10 @@ type Protection = ServiceBuilder<
 /// hedge (each attempt, and each hedge, picks its own instance).
 fn protect(service: &str, policy: &ClientPolicy, metrics: Option<&Metrics>) -> Protection {
     ServiceBuilder::new()
-        .layer(BulkheadLayer::new(service, policy.bulkhead))
+        .layer(BulkheadLayer::new(service, policy.bulkhead).observed(metrics))
         .layer(CircuitBreakerLayer::new(service, policy.breaker.clone()).observed(metrics))
         .layer(RetryLayer::new(service, policy.retry.clone()).observed(metrics))
-        .layer(HedgeLayer::new(service, policy.hedge.clone()))
+        .layer(HedgeLayer::new(service, policy.hedge.clone()).observed(metrics))
 }
 
 enum Resolved {
