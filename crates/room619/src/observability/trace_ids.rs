@@ -24,7 +24,7 @@ where
     fn format_event(
         &self,
         ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
+        writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
         #[cfg(feature = "otel")]
@@ -35,6 +35,7 @@ where
                     .cloned()
             })
         }) {
+            let mut writer = writer;
             let mut line = String::new();
             self.0.format_event(ctx, Writer::new(&mut line), event)?;
             if let Some(open) = line.trim_end().strip_suffix('}') {
