@@ -43,6 +43,7 @@
 //! | `message.rs`, `headers.rs`, `payload.rs` | [`Message`], [`OutgoingMessage`], [`Event`], [`Headers`], [`Payload`] / [`Json`] |
 //! | `subject.rs` | subject rules and wildcard matching (`*`, `>`) |
 //! | `handle.rs`, `publish.rs` | [`MessageBus`], dispatching to the backend |
+//! | `request.rs` | request / reply: waiting for one answer, a responder's error carried back |
 //! | `subscription.rs` | [`Subscription`], a stream of messages |
 //! | `config.rs` | [`BusConfig`], the `[bus]` section |
 //! | `memory.rs`, `nats.rs`, `jetstream.rs`, `durable.rs` | the backends (JetStream: streams and publishing; durable consumers) |
@@ -63,6 +64,7 @@ mod message;
 mod nats;
 mod payload;
 mod publish;
+mod request;
 pub(crate) mod subject;
 pub(crate) mod subscriber;
 pub(crate) use lifecycle::Subscribers;
