@@ -68,6 +68,8 @@ mod request;
 pub(crate) mod subject;
 pub(crate) mod subscriber;
 pub(crate) use lifecycle::Subscribers;
+#[cfg(feature = "nats")]
+pub(crate) use nats::options as nats_options;
 mod subscription;
 
 use bytes::Bytes;
