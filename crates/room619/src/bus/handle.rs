@@ -16,8 +16,10 @@ use futures_util::{
 use super::{
     BusBackend, BusConfig, OutgoingMessage, Payload, Subscription,
     memory::MemoryBus,
-    publish, subject,
-    subscriber::{Mode, Source, Spec},
+    publish,
+    source::Source,
+    subject,
+    subscriber::{Mode, Spec},
 };
 #[cfg(feature = "nats")]
 use super::{durable, jetstream, nats};

@@ -48,6 +48,7 @@
 //! | `config.rs` | [`BusConfig`], the `[bus]` section |
 //! | `memory.rs`, `nats.rs`, `jetstream.rs`, `durable.rs` | the backends (JetStream: streams and publishing; durable consumers) |
 //! | `subscriber.rs` | the handler loop: decode, call, ack / nak / dead-letter, drain |
+//! | `source.rs` | where a subscriber's messages come from, and settling each delivery |
 //! | `lifecycle.rs` | a node's subscribers: started after the start hooks, drained on shutdown |
 
 mod config;
@@ -65,6 +66,7 @@ mod nats;
 mod payload;
 mod publish;
 mod request;
+mod source;
 pub(crate) mod subject;
 pub(crate) mod subscriber;
 pub(crate) use lifecycle::Subscribers;
