@@ -43,10 +43,12 @@
 //! | `message.rs`, `headers.rs`, `payload.rs` | [`Message`], [`OutgoingMessage`], [`Event`], [`Headers`], [`Payload`] / [`Json`] |
 //! | `subject.rs` | subject rules and wildcard matching (`*`, `>`) |
 //! | `handle.rs`, `publish.rs` | [`MessageBus`], dispatching to the backend |
+//! | `request.rs` | request / reply: waiting for one answer, a responder's error carried back |
 //! | `subscription.rs` | [`Subscription`], a stream of messages |
 //! | `config.rs` | [`BusConfig`], the `[bus]` section |
 //! | `memory.rs`, `nats.rs`, `jetstream.rs`, `durable.rs` | the backends (JetStream: streams and publishing; durable consumers) |
 //! | `subscriber.rs` | the handler loop: decode, call, ack / nak / dead-letter, drain |
+//! | `source.rs` | where a subscriber's messages come from, and settling each delivery |
 //! | `lifecycle.rs` | a node's subscribers: started after the start hooks, drained on shutdown |
 
 mod config;
@@ -63,9 +65,13 @@ mod message;
 mod nats;
 mod payload;
 mod publish;
+mod request;
+mod source;
 pub(crate) mod subject;
 pub(crate) mod subscriber;
 pub(crate) use lifecycle::Subscribers;
+#[cfg(feature = "nats")]
+pub(crate) use nats::options as nats_options;
 mod subscription;
 
 use bytes::Bytes;

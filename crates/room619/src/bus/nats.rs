@@ -23,19 +23,9 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
 ///
 /// `Unavailable` naming the URL and the `bus.url` key when no server answers.
 pub(crate) async fn connect(config: &BusConfig, name: &str) -> Result<Client> {
-    async_nats::ConnectOptions::new()
-        .name(name)
-        .connection_timeout(config.publish_timeout)
+    options(name, config.publish_timeout)
         // Every subject is checked by the bus before it reaches the client.
         .skip_subject_validation(true)
-        .reconnect_delay_callback(|attempts| {
-            let exponent = u32::try_from(attempts.saturating_sub(1))
-                .unwrap_or(u32::MAX)
-                .min(16);
-            Duration::from_millis(10)
-                .saturating_mul(1 << exponent)
-                .min(MAX_RECONNECT_DELAY)
-        })
         .connect(config.url.as_str())
         .await
         .map_err(|err| {
@@ -44,6 +34,22 @@ pub(crate) async fn connect(config: &BusConfig, name: &str) -> Result<Client> {
                 config.url
             ))
             .with_source(err)
+        })
+}
+
+/// The options every NATS connection of a node shares: the client `name`,
+/// `connect_timeout`, and reconnect waits doubling from 10 ms to at most 2 s.
+pub(crate) fn options(name: &str, connect_timeout: Duration) -> async_nats::ConnectOptions {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(connect_timeout)
+        .reconnect_delay_callback(|attempts| {
+            let exponent = u32::try_from(attempts.saturating_sub(1))
+                .unwrap_or(u32::MAX)
+                .min(16);
+            Duration::from_millis(10)
+                .saturating_mul(1 << exponent)
+                .min(MAX_RECONNECT_DELAY)
         })
 }
 

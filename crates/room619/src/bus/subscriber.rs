@@ -28,11 +28,12 @@ use tracing::Instrument as _;
 #[cfg(feature = "nats")]
 use super::headers::{ORIGINAL_SEQUENCE, ORIGINAL_STREAM};
 use super::{
-    DeliveryPolicy, Headers, Message, MessageBus, OutgoingMessage, Subscription,
+    DeliveryPolicy, Headers, Message, MessageBus, OutgoingMessage,
     headers::{
         DEAD_LETTER_REASON, DELIVERIES, ERROR_CODE, ERROR_MESSAGE, MESSAGE_ID, ORIGINAL_SUBJECT,
         TRACEPARENT,
     },
+    source::{Ack, Settle, Source, settle},
 };
 use crate::{
     Error,
@@ -74,50 +75,6 @@ pub(crate) struct Spec {
     pub(crate) policy: DeliveryPolicy,
     /// Replies to requests (errors become error replies, never retried).
     pub(crate) responder: bool,
-}
-
-/// Where a subscriber's messages come from.
-pub(crate) enum Source {
-    Core(Subscription),
-    #[cfg(feature = "nats")]
-    Durable(Box<super::durable::DurableSource>),
-}
-
-/// How a delivery is settled.
-enum Ack {
-    /// Nothing to tell the backend (memory, NATS core).
-    Local,
-    #[cfg(feature = "nats")]
-    JetStream(Box<super::durable::Acker>),
-}
-
-impl Source {
-    async fn next(&mut self) -> Option<(Message, u32, Ack)> {
-        match self {
-            Self::Core(subscription) => subscription.next().await.map(|m| (m, 1, Ack::Local)),
-            #[cfg(feature = "nats")]
-            Self::Durable(source) => {
-                let (message, delivered, acker) = source.next().await;
-                Some((message, delivered, Ack::JetStream(Box::new(acker))))
-            }
-        }
-    }
-
-    /// Stops taking: unsubscribes; hands back what a durable consumer
-    /// fetched ahead.
-    #[cfg(feature = "nats")]
-    async fn release(self) {
-        match self {
-            Self::Core(subscription) => drop(subscription),
-            Self::Durable(source) => source.release().await,
-        }
-    }
-
-    #[cfg(not(feature = "nats"))]
-    fn release(self) -> std::future::Ready<()> {
-        drop(self);
-        std::future::ready(())
-    }
 }
 
 /// Runs one subscriber until `stop`, then waits for its handlers in flight;
@@ -362,26 +319,6 @@ async fn dead_letter(
             }
         }
     }
-}
-
-enum Settle {
-    Ack,
-    Term,
-}
-
-/// Tells JetStream the message is done with (acked, or given up).
-#[cfg(feature = "nats")]
-async fn settle(ack: &Ack, how: Settle) {
-    match (ack, how) {
-        (Ack::Local, _) => {}
-        (Ack::JetStream(acker), Settle::Ack) => acker.ack().await,
-        (Ack::JetStream(acker), Settle::Term) => acker.term().await,
-    }
-}
-
-#[cfg(not(feature = "nats"))]
-fn settle(_ack: &Ack, _how: Settle) -> std::future::Ready<()> {
-    std::future::ready(())
 }
 
 /// Header values are one line.

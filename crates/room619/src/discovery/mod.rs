@@ -41,6 +41,8 @@ mod instance;
 mod local;
 #[cfg(feature = "nats")]
 mod nats;
+#[cfg(any(feature = "dns", feature = "nats"))]
+mod status;
 #[cfg(test)]
 mod tests;
 

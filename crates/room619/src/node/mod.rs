@@ -45,6 +45,8 @@ mod live;
 mod reload;
 mod serve;
 mod signal;
+mod start;
+mod stop;
 mod wiring;
 
 use std::{collections::HashSet, fmt, net::SocketAddr, sync::Arc};
@@ -106,7 +108,7 @@ impl Node {
             Some(addr) => Some(bind(addr, "node.admin_listen").await?),
             None => None,
         };
-        handle::start(self.config, self.registry, listener, admin, self.reload).await
+        start::start(self.config, self.registry, listener, admin, self.reload).await
     }
 
     /// The node's configuration.

@@ -31,6 +31,8 @@ pub mod hedge;
 mod policy;
 mod rejection;
 pub mod retry;
+#[cfg(test)]
+mod testing;
 
 pub use classify::{FailurePolicy, Outcome, code_from_name, status_in};
 pub use policy::{ClientPolicy, ResilienceConfig};

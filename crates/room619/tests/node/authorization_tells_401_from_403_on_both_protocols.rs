@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use http::Method;
-use room619::{Node, middleware::auth::Requirement};
+use room619::middleware::auth::Requirement;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use shop_proto::echo::v1::EchoRequest;
@@ -220,14 +220,7 @@ async fn grpc_methods_answer_unauthenticated_and_permission_denied() {
 
 #[tokio::test]
 async fn requirements_without_auth_keys_refuse_to_start() {
-    let err = Node::builder()
-        .config(support::config(""))
-        .service(service())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap_err();
+    let err = support::start_fails(support::config(""), [service()]).await;
     assert!(err.message().contains("[auth]"), "{err}");
 }
 

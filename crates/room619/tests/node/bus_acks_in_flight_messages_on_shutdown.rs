@@ -8,13 +8,13 @@ use std::{
 };
 
 use room619::{
-    Node, RunningNode, ServiceBuilder,
+    RunningNode, ServiceBuilder,
     bus::{Event, Json},
     config::Config,
 };
 use tokio::sync::watch;
 
-use crate::support::nats::NatsServer;
+use crate::support::{self, nats::NatsServer};
 
 const BUS: &str = r#"
 [bus.streams.WORK]
@@ -45,14 +45,7 @@ async fn worker(
         })
         .build()
         .unwrap();
-    Node::builder()
-        .config(config)
-        .service(service)
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap()
+    support::start_with(config, service).await
 }
 
 async fn wait_until(what: &str, done: impl Fn() -> bool) {

@@ -12,11 +12,11 @@ use std::{
 };
 
 use room619::{
-    Error, Node, ServiceBuilder,
+    Error, ServiceBuilder,
     bus::{Event, Json, OutgoingMessage, headers},
 };
 
-use crate::support::nats::NatsServer;
+use crate::support::{self, nats::NatsServer};
 
 const BUS: &str = r#"
 [bus.streams.JOBS]
@@ -45,14 +45,7 @@ async fn failing_messages_go_to_dead_letters_after_three_attempts_and_undecodabl
         })
         .build()
         .unwrap();
-    let node = Node::builder()
-        .config(server.config("jetstream", BUS))
-        .service(runner)
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let node = support::start_with(server.config("jetstream", BUS), runner).await;
     let bus = node.handle().bus().clone();
     bus.publish("jobs.charge", &Json(42)).await.unwrap();
     bus.publish_message(OutgoingMessage::new("jobs.charge", "{oops"))

@@ -13,13 +13,13 @@ use std::{
 
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use room619::{
-    Node, RunningNode, ServiceBuilder,
+    RunningNode, ServiceBuilder,
     bus::{Event, Json, MessageBus, OutgoingMessage},
     config::Config,
     rpc::codec::Format,
 };
 
-use crate::support::nats::NatsServer;
+use crate::support::{self, nats::NatsServer};
 
 const TOTAL: u32 = 10_000;
 
@@ -54,14 +54,7 @@ async fn start_consumer(config: Config, tally: Tally) -> RunningNode {
         )
         .build()
         .unwrap();
-    Node::builder()
-        .config(config)
-        .service(counter)
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap()
+    support::start_with(config, counter).await
 }
 
 async fn wait_until(what: &str, limit: Duration, done: impl Fn() -> bool) {

@@ -9,7 +9,7 @@ use std::{
 };
 
 use room619::{
-    ErrorKind, Node, RunningNode, ServiceBuilder,
+    ErrorKind, RunningNode, ServiceBuilder,
     bus::{Event, Json, MessageBus},
     config::Config,
 };
@@ -17,14 +17,7 @@ use room619::{
 use crate::support::{self, nats::NatsServer};
 
 async fn start(config: Config, service: ServiceBuilder) -> RunningNode {
-    Node::builder()
-        .config(config)
-        .service(service.build().unwrap())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap()
+    support::start_with(config, service.build().unwrap()).await
 }
 
 /// Waits (bounded) until `done` holds.
@@ -159,14 +152,7 @@ async fn a_node_whose_bus_server_is_unreachable_fails_to_start_naming_bus_url() 
     let mut server = NatsServer::start().await;
     let config = server.config("nats", "publish_timeout = \"500ms\"");
     server.kill();
-    let err = Node::builder()
-        .config(config)
-        .service(support::echo_service())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap_err();
+    let err = support::start_fails(config, [support::echo_service()]).await;
     assert_eq!(err.kind(), ErrorKind::Unavailable);
     assert!(err.message().contains("bus.url"), "{err}");
     assert!(err.message().contains(&server.url()), "{err}");

@@ -64,13 +64,7 @@ async fn caller_with(proxies: &[&FaultProxy], tune: impl FnOnce(&mut ClientPolic
         ..BreakerPolicy::default()
     };
     tune(policy);
-    room619::Node::builder()
-        .config(config)
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap()
+    support::start_all(config, []).await
 }
 
 /// Calls from `workers` tasks until `run` is cleared; counts answers by node

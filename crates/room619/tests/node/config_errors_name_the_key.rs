@@ -47,15 +47,7 @@ async fn the_service_set_selects_which_services_run() {
         .unwrap()
         .build()
         .unwrap();
-    let node = room619::Node::builder()
-        .config(config)
-        .service(support::echo_service())
-        .service(other)
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let node = support::start_all(config, [support::echo_service(), other]).await;
     let names: Vec<String> = node
         .handle()
         .registry()
@@ -72,12 +64,6 @@ async fn a_listener_that_cannot_bind_names_its_key() {
     let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut config = support::config("");
     config.node.listen = taken.local_addr().unwrap();
-    let err = room619::Node::builder()
-        .config(config)
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap_err();
+    let err = support::start_fails(config, []).await;
     assert!(err.message().contains("node.listen"), "{err}");
 }

@@ -1,25 +1,22 @@
 use std::{
-    pin::Pin,
     sync::atomic::Ordering,
     time::{Duration, Instant},
 };
 
 use room619::{
-    ServiceBuilder, ServiceContext,
+    RunningNode, ServiceBuilder, ServiceContext,
     rpc::{
         client::RpcChannel,
         deadline::{Deadline, parse_timeout},
     },
 };
-use shop_proto::echo::v1::{
-    EchoRequest, EchoResponse,
-    echo_client::EchoClient,
-    echo_server::{Echo, EchoServer},
-};
-use tokio_stream::Stream;
-use tonic::{Code, Request, Response, Status, Streaming};
+use shop_proto::echo::v1::{EchoRequest, EchoResponse, echo_client::EchoClient};
+use tonic::{Code, Request, Response, Status};
 
-use crate::support::{self, EchoFixture};
+use crate::support::{
+    self, EchoFixture,
+    unary_echo::{self, UnaryEcho},
+};
 
 /// A gRPC Echo that forwards every unary call to the `echo` service through
 /// its context's client, adding the timeout it received as
@@ -27,10 +24,7 @@ use crate::support::{self, EchoFixture};
 #[derive(Clone, Copy)]
 struct Relay;
 
-type Never = Pin<Box<dyn Stream<Item = Result<EchoResponse, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl Echo for Relay {
+impl UnaryEcho for Relay {
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
         let ctx = request
             .extensions()
@@ -47,34 +41,12 @@ impl Echo for Relay {
         }
         Ok(response)
     }
-
-    type EchoStreamStream = Never;
-
-    async fn echo_stream(&self, _: Request<EchoRequest>) -> Result<Response<Never>, Status> {
-        Err(Status::unimplemented("relay is unary only"))
-    }
-
-    async fn echo_collect(
-        &self,
-        _: Request<Streaming<EchoRequest>>,
-    ) -> Result<Response<EchoResponse>, Status> {
-        Err(Status::unimplemented("relay is unary only"))
-    }
-
-    type EchoChatStream = Never;
-
-    async fn echo_chat(
-        &self,
-        _: Request<Streaming<EchoRequest>>,
-    ) -> Result<Response<Never>, Status> {
-        Err(Status::unimplemented("relay is unary only"))
-    }
 }
 
 fn relay_service() -> room619::service::BuiltService {
     ServiceBuilder::new("relay", "1.0.0")
         .unwrap()
-        .grpc(EchoServer::new(Relay))
+        .grpc(unary_echo::server(Relay))
         .build()
         .unwrap()
 }
@@ -87,8 +59,8 @@ fn timeout_of(response: &Response<EchoResponse>, key: &str) -> Duration {
     parse_timeout(value.as_bytes()).unwrap()
 }
 
-#[tokio::test]
-async fn the_remaining_time_travels_across_two_hops_and_never_grows() {
+/// An echo node, and a relay node whose discovery lists it.
+async fn echo_behind_relay() -> (RunningNode, RunningNode) {
     let echo = support::start_named("echo-node", &[], Some(support::echo_service())).await;
     let relay = support::start_named(
         "relay-node",
@@ -96,6 +68,12 @@ async fn the_remaining_time_travels_across_two_hops_and_never_grows() {
         Some(relay_service()),
     )
     .await;
+    (echo, relay)
+}
+
+#[tokio::test]
+async fn the_remaining_time_travels_across_two_hops_and_never_grows() {
+    let (echo, relay) = echo_behind_relay().await;
     let mut client = support::echo_client(relay.local_addr()).await;
 
     let mut request = Request::new(EchoRequest {
@@ -120,13 +98,7 @@ async fn the_remaining_time_travels_across_two_hops_and_never_grows() {
 
 #[tokio::test]
 async fn a_deadline_that_passes_downstream_fails_the_whole_chain_quickly() {
-    let echo = support::start_named("echo-node", &[], Some(support::echo_service())).await;
-    let relay = support::start_named(
-        "relay-node",
-        &[("echo", "1.0.0", echo.local_addr())],
-        Some(relay_service()),
-    )
-    .await;
+    let (echo, relay) = echo_behind_relay().await;
     let caller =
         support::start_named("caller", &[("relay", "1.0.0", relay.local_addr())], None).await;
     let mut client = caller

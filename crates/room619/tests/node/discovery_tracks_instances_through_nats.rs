@@ -273,14 +273,7 @@ async fn nats_unreachable_at_start_is_a_clear_error() {
         .unwrap()
         .port();
     let config = nats_config(&format!("nats://127.0.0.1:{port}"), "lonely");
-    let err = room619::Node::builder()
-        .config(config)
-        .service(support::echo_service())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap_err();
+    let err = support::start_fails(config, [support::echo_service()]).await;
     assert_eq!(err.kind(), ErrorKind::Unavailable);
     assert!(err.message().contains("discovery.nats.url"), "{err}");
     assert!(err.message().contains(&port.to_string()), "{err}");

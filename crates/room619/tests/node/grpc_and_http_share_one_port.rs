@@ -157,15 +157,7 @@ async fn conflicting_routes_fail_the_start_instead_of_panicking() {
         .route("/echo", axum::routing::get(|| async { "mine" }))
         .build()
         .unwrap();
-    let err = room619::Node::builder()
-        .config(support::config(""))
-        .service(support::echo_service())
-        .service(other)
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap_err();
+    let err = support::start_fails(support::config(""), [support::echo_service(), other]).await;
     assert_eq!(err.kind(), room619::ErrorKind::InvalidArgument);
     assert!(err.message().contains("/echo"), "{err}");
     assert!(

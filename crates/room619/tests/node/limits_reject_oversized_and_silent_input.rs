@@ -39,21 +39,9 @@ async fn oversized_grpc_requests_are_resource_exhausted() {
     ))
     .await;
     let mut client = support::echo_client(node.local_addr()).await;
-    let small = client
-        .echo(EchoRequest {
-            payload: vec![1; 512],
-            ..EchoRequest::default()
-        })
-        .await
-        .unwrap();
+    let small = client.echo(carrying(512)).await.unwrap();
     assert_eq!(small.into_inner().payload.len(), 512);
-    let status = client
-        .echo(EchoRequest {
-            payload: vec![1; 4096],
-            ..EchoRequest::default()
-        })
-        .await
-        .unwrap_err();
+    let status = client.echo(carrying(4096)).await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(status.message().contains("1024"), "{status:?}");
     node.shutdown().await.unwrap();
@@ -63,13 +51,7 @@ async fn oversized_grpc_requests_are_resource_exhausted() {
 async fn the_default_grpc_limit_is_four_mebibytes() {
     let node = support::start(support::config("")).await;
     let mut client = support::echo_client(node.local_addr()).await;
-    let status = client
-        .echo(EchoRequest {
-            payload: vec![1; 5 * 1024 * 1024],
-            ..EchoRequest::default()
-        })
-        .await
-        .unwrap_err();
+    let status = client.echo(carrying(5 * 1024 * 1024)).await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     node.shutdown().await.unwrap();
 }
@@ -81,13 +63,7 @@ async fn oversized_grpc_responses_are_resource_exhausted() {
     ))
     .await;
     let mut client = support::echo_client(node.local_addr()).await;
-    let status = client
-        .echo(EchoRequest {
-            payload: vec![1; 2048],
-            ..EchoRequest::default()
-        })
-        .await
-        .unwrap_err();
+    let status = client.echo(carrying(2048)).await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(status.message().contains("1024"), "{status:?}");
     node.shutdown().await.unwrap();
@@ -195,4 +171,12 @@ async fn headers_trickled_past_the_read_timeout_close_the_connection() {
         "{text}"
     );
     node.shutdown().await.unwrap();
+}
+
+/// An echo request carrying `len` bytes of payload.
+fn carrying(len: usize) -> EchoRequest {
+    EchoRequest {
+        payload: vec![1; len],
+        ..EchoRequest::default()
+    }
 }

@@ -5,24 +5,19 @@ use std::process::Stdio;
 
 use axum::{extract::Path, http::StatusCode, routing::get};
 use room619::ServiceBuilder;
-use shop_proto::echo::v1::{
-    EchoRequest, EchoResponse,
-    echo_client::EchoClient,
-    echo_server::{Echo, EchoServer},
-};
+use shop_proto::echo::v1::{EchoRequest, EchoResponse, echo_client::EchoClient};
 use std::io::Write as _;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status};
 
-use crate::support;
+use crate::support::{
+    self,
+    unary_echo::{self, UnaryEcho},
+};
 
 /// Echoes, except that the message `missing` is `NOT_FOUND`.
 struct Lookup;
 
-type Stream =
-    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<EchoResponse, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl Echo for Lookup {
+impl UnaryEcho for Lookup {
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
         let message = request.into_inner().message;
         if message == "missing" {
@@ -32,28 +27,6 @@ impl Echo for Lookup {
             message,
             ..EchoResponse::default()
         }))
-    }
-
-    type EchoStreamStream = Stream;
-
-    async fn echo_stream(&self, _: Request<EchoRequest>) -> Result<Response<Stream>, Status> {
-        Err(Status::unimplemented("not here"))
-    }
-
-    async fn echo_collect(
-        &self,
-        _: Request<Streaming<EchoRequest>>,
-    ) -> Result<Response<EchoResponse>, Status> {
-        Err(Status::unimplemented("not here"))
-    }
-
-    type EchoChatStream = Stream;
-
-    async fn echo_chat(
-        &self,
-        _: Request<Streaming<EchoRequest>>,
-    ) -> Result<Response<Stream>, Status> {
-        Err(Status::unimplemented("not here"))
     }
 }
 
@@ -68,7 +41,7 @@ async fn item(Path(id): Path<String>) -> Result<&'static str, StatusCode> {
 fn lookup_service() -> room619::service::BuiltService {
     ServiceBuilder::new("lookup", "1.0.0")
         .unwrap()
-        .grpc(EchoServer::new(Lookup))
+        .grpc(unary_echo::server(Lookup))
         .file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
         .route("/items/{id}", get(item))
         .build()

@@ -41,13 +41,6 @@ async fn two_nodes_sharing_redis_enforce_one_combined_limit() {
 async fn a_node_whose_redis_is_unreachable_fails_to_start() {
     let extra = "[rate_limit]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:1\"\n\
                  [[rate_limit.rules]]\nroute = \"/echo\"\nlimit = 1\n";
-    let err = room619::Node::builder()
-        .config(support::config(extra))
-        .service(support::echo_service())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap_err();
+    let err = support::start_fails(support::config(extra), [support::echo_service()]).await;
     assert!(err.message().contains("Redis"), "{err}");
 }

@@ -2,40 +2,12 @@
 //! password never shows up in the logs, even at trace level and even when a
 //! handler logs the whole header map.
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-};
-
 use axum::{Json, routing::post};
 use shop_proto::echo::v1::EchoRequest;
-use tracing_subscriber::fmt::MakeWriter;
 
-use crate::support::{self, jwt};
+use crate::support::{self, jwt, logs::Captured};
 
 const CANARY: &str = "CANARY-7f3a9c1e-do-not-log";
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Self;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 #[derive(serde::Deserialize)]
 struct Login {
@@ -131,7 +103,7 @@ async fn a_canary_secret_never_appears_in_the_logs() {
     );
     node.shutdown().await.unwrap();
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(
         logs.contains("credentials refused"),
         "the capture works: {logs}"

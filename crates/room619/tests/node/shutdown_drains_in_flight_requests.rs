@@ -128,15 +128,7 @@ async fn stop_hooks_run_in_reverse_start_order() {
             .build()
             .unwrap()
     };
-    let node = room619::Node::builder()
-        .config(support::config(""))
-        .service(service("first"))
-        .service(service("second"))
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let node = support::start_all(support::config(""), [service("first"), service("second")]).await;
     node.shutdown().await.unwrap();
     assert_eq!(
         *log.lock().unwrap(),
@@ -161,15 +153,7 @@ async fn a_failing_start_hook_stops_the_services_already_started() {
         .on_start(|_| async { Err(room619::Error::unavailable("no database")) })
         .build()
         .unwrap();
-    let err = room619::Node::builder()
-        .config(support::config(""))
-        .service(good)
-        .service(bad)
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap_err();
+    let err = support::start_fails(support::config(""), [good, bad]).await;
     assert_eq!(err.message(), "no database");
     assert_eq!(*stopped.lock().unwrap(), ["good"]);
 }

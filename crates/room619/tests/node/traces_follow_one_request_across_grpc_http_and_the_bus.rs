@@ -4,7 +4,6 @@
 //! running in the test; the JSON log lines inside carry the same trace id.
 
 use std::{
-    io,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -26,16 +25,16 @@ use room619::{
     rpc::client::RpcChannel,
 };
 use serde_json::{Value as JsonValue, json};
-use shop_proto::echo::v1::{
-    EchoRequest, EchoResponse,
-    echo_client::EchoClient,
-    echo_server::{Echo, EchoServer},
-};
+use shop_proto::echo::v1::{EchoRequest, EchoResponse, echo_client::EchoClient};
 use tokio::sync::mpsc;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status};
 use tracing_subscriber::{EnvFilter, layer::SubscriberExt as _};
 
-use crate::support;
+use crate::support::{
+    self,
+    logs::Captured,
+    unary_echo::{self, UnaryEcho},
+};
 
 /// The OTLP trace receiver: keeps every span exported to it.
 #[derive(Clone, Default)]
@@ -59,29 +58,10 @@ impl TraceService for Receiver {
     }
 }
 
-/// Log lines, captured.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-type Stream =
-    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<EchoResponse, Status>> + Send>>;
-
 /// Service A: answers `Echo` by calling service B over HTTP.
 struct ServiceA;
 
-#[tonic::async_trait]
-impl Echo for ServiceA {
+impl UnaryEcho for ServiceA {
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
         let ctx = request
             .extensions()
@@ -98,28 +78,6 @@ impl Echo for ServiceA {
             message: answer["ok"].to_string(),
             ..EchoResponse::default()
         }))
-    }
-
-    type EchoStreamStream = Stream;
-
-    async fn echo_stream(&self, _: Request<EchoRequest>) -> Result<Response<Stream>, Status> {
-        Err(Status::unimplemented("not here"))
-    }
-
-    async fn echo_collect(
-        &self,
-        _: Request<Streaming<EchoRequest>>,
-    ) -> Result<Response<EchoResponse>, Status> {
-        Err(Status::unimplemented("not here"))
-    }
-
-    type EchoChatStream = Stream;
-
-    async fn echo_chat(
-        &self,
-        _: Request<Streaming<EchoRequest>>,
-    ) -> Result<Response<Stream>, Status> {
-        Err(Status::unimplemented("not here"))
     }
 }
 
@@ -283,18 +241,10 @@ async fn start_chain() -> (
         )
         .build()
         .unwrap();
-    let node_bc = room619::Node::builder()
-        .config(node_config("node-bc", &[]))
-        .service(b)
-        .service(c)
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let node_bc = support::start_all(node_config("node-bc", &[]), [b, c]).await;
     let a = ServiceBuilder::new("svc-a", "1.0.0")
         .unwrap()
-        .grpc(EchoServer::new(ServiceA))
+        .grpc(unary_echo::server(ServiceA))
         .file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
         .build()
         .unwrap();
@@ -398,7 +348,7 @@ fn assert_one_trace(spans: &[Span]) -> String {
 
 /// Every log line is JSON; those inside the request carry its trace id.
 fn assert_logs_carry(logs: &Captured, trace_id: &str) {
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     let lines: Vec<JsonValue> = text
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}")))

@@ -2,20 +2,17 @@
 //! in the gRPC status details and as an `errors` list in problem+json;
 //! malformed bodies answer `400` without quoting the input.
 
-use std::pin::Pin;
-
 use axum::routing::post;
 use garde::Validate;
 use room619::middleware::validation::{Valid, validate};
-use shop_proto::echo::v1::{
-    EchoRequest, EchoResponse,
-    echo_server::{Echo, EchoServer},
-};
-use tokio_stream::Stream;
-use tonic::{Code, Request, Response, Status, Streaming};
+use shop_proto::echo::v1::{EchoRequest, EchoResponse};
+use tonic::{Code, Request, Response, Status};
 use tonic_types::StatusExt as _;
 
-use crate::support;
+use crate::support::{
+    self,
+    unary_echo::{self, UnaryEcho},
+};
 
 const CANARY: &str = "CANARY-in-a-bad-body";
 
@@ -47,10 +44,7 @@ struct EchoRules<'a> {
 
 struct ValidatingEcho;
 
-type Answers = Pin<Box<dyn Stream<Item = Result<EchoResponse, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl Echo for ValidatingEcho {
+impl UnaryEcho for ValidatingEcho {
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
         let request = request.into_inner();
         validate(&EchoRules {
@@ -62,34 +56,12 @@ impl Echo for ValidatingEcho {
             ..EchoResponse::default()
         }))
     }
-
-    type EchoStreamStream = Answers;
-
-    async fn echo_stream(&self, _: Request<EchoRequest>) -> Result<Response<Answers>, Status> {
-        Err(Status::unimplemented("not here"))
-    }
-
-    async fn echo_collect(
-        &self,
-        _: Request<Streaming<EchoRequest>>,
-    ) -> Result<Response<EchoResponse>, Status> {
-        Err(Status::unimplemented("not here"))
-    }
-
-    type EchoChatStream = Answers;
-
-    async fn echo_chat(
-        &self,
-        _: Request<Streaming<EchoRequest>>,
-    ) -> Result<Response<Answers>, Status> {
-        Err(Status::unimplemented("not here"))
-    }
 }
 
 async fn start() -> room619::RunningNode {
     let service = room619::ServiceBuilder::new("users", "1.0.0")
         .unwrap()
-        .grpc(EchoServer::new(ValidatingEcho))
+        .grpc(unary_echo::server(ValidatingEcho))
         .route(
             "/users",
             post(|Valid(user): Valid<NewUser>| async move { user.name }),

@@ -26,6 +26,7 @@ use super::{
     Discovery, DiscoveryStatus, DnsDiscoveryConfig, DnsServiceConfig, Instance, Watch,
     catalog::{Catalog, Source},
     fixed,
+    status::StatusCell,
 };
 use crate::{
     Error, Result,
@@ -63,7 +64,7 @@ struct Inner {
     catalog: Catalog,
     /// The last instances found per service entry.
     found: RwLock<HashMap<usize, Vec<Instance>>>,
-    status: RwLock<DiscoveryStatus>,
+    status: StatusCell,
 }
 
 impl DnsDiscovery {
@@ -103,7 +104,7 @@ impl DnsDiscovery {
                 services: config.services.clone(),
                 catalog: Catalog::default(),
                 found: RwLock::new(HashMap::new()),
-                status: RwLock::new(DiscoveryStatus::Ok),
+                status: StatusCell::default(),
             }),
         };
         discovery
@@ -140,15 +141,12 @@ impl DnsDiscovery {
         }
         let all: Vec<Instance> = self.found().values().flatten().cloned().collect();
         self.inner.catalog.replace(Source::Dns, all);
-        *self
-            .inner
-            .status
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = if failures.is_empty() {
+        let status = if failures.is_empty() {
             DiscoveryStatus::Ok
         } else {
             DiscoveryStatus::Degraded(failures.join("; "))
         };
+        self.inner.status.set(status, |_| {});
     }
 
     /// The instances `service`'s name resolves to now.
@@ -228,11 +226,7 @@ impl Discovery for DnsDiscovery {
     }
 
     fn status(&self) -> DiscoveryStatus {
-        self.inner
-            .status
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.inner.status.get()
     }
 
     fn reload(&self, config: &DiscoveryConfig) {

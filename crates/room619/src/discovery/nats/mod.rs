@@ -22,7 +22,7 @@ mod watcher;
 use std::{
     collections::HashMap,
     fmt,
-    sync::{Arc, Mutex, PoisonError, RwLock},
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
@@ -37,14 +37,12 @@ use super::{
     Discovery, DiscoveryStatus, Instance, NatsDiscoveryConfig, Watch,
     catalog::{Catalog, Source},
     fixed,
+    status::StatusCell,
 };
 use crate::{
     Error, Result,
     config::{DiscoveryConfig, InstanceConfig},
 };
-
-/// The longest wait between two reconnect attempts.
-const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
 
 /// The NATS JetStream key-value registry; cheap to clone.
 ///
@@ -76,7 +74,7 @@ struct Inner {
     registered: Mutex<HashMap<String, Instance>>,
     /// When each known instance's key was last seen put, by id.
     seen: Mutex<HashMap<String, Instant>>,
-    status: RwLock<DiscoveryStatus>,
+    status: StatusCell,
     /// Asks the watcher to start over (after a reconnect).
     rewatch: Notify,
 }
@@ -124,7 +122,7 @@ impl NatsDiscovery {
                 catalog: Catalog::default(),
                 registered: Mutex::new(HashMap::new()),
                 seen: Mutex::new(HashMap::new()),
-                status: RwLock::new(DiscoveryStatus::Ok),
+                status: StatusCell::default(),
                 rewatch: Notify::new(),
             }),
         };
@@ -153,22 +151,14 @@ impl NatsDiscovery {
     }
 
     fn set_status(&self, status: DiscoveryStatus) {
-        let mut current = self
-            .inner
-            .status
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if *current != status {
-            match &status {
-                DiscoveryStatus::Ok => {
-                    tracing::info!(url = %self.inner.url, "discovery registry reachable again");
-                }
-                DiscoveryStatus::Degraded(reason) => {
-                    tracing::warn!(url = %self.inner.url, %reason, "discovery degraded");
-                }
+        self.inner.status.set(status, |status| match status {
+            DiscoveryStatus::Ok => {
+                tracing::info!(url = %self.inner.url, "discovery registry reachable again");
             }
-            *current = status;
-        }
+            DiscoveryStatus::Degraded(reason) => {
+                tracing::warn!(url = %self.inner.url, %reason, "discovery degraded");
+            }
+        });
     }
 
     fn kv(&self) -> Arc<kv::Store> {
@@ -220,17 +210,7 @@ async fn open(
     config: &NatsDiscoveryConfig,
     node: &str,
 ) -> std::result::Result<(async_nats::Client, jetstream::Context, kv::Store), String> {
-    let client = async_nats::ConnectOptions::new()
-        .name(format!("{node} discovery"))
-        .connection_timeout(config.connect_timeout)
-        .reconnect_delay_callback(|attempts| {
-            let exponent = u32::try_from(attempts.saturating_sub(1))
-                .unwrap_or(u32::MAX)
-                .min(16);
-            Duration::from_millis(10)
-                .saturating_mul(1 << exponent)
-                .min(MAX_RECONNECT_DELAY)
-        })
+    let client = crate::bus::nats_options(&format!("{node} discovery"), config.connect_timeout)
         .connect(config.url.as_str())
         .await
         .map_err(|err| err.to_string())?;
@@ -290,11 +270,7 @@ impl Discovery for NatsDiscovery {
     }
 
     fn status(&self) -> DiscoveryStatus {
-        self.inner
-            .status
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.inner.status.get()
     }
 
     fn reload(&self, config: &DiscoveryConfig) {

@@ -10,6 +10,7 @@ use http::{Method, Request, Response};
 use tower::{Layer as _, Service, ServiceExt as _};
 
 use super::*;
+use crate::resilience::testing::call;
 
 /// A backend whose n-th call (0-based) answers after `latency(n)` with gRPC
 /// status `code(n)`, tagging the answer with `n`; it counts its calls.
@@ -55,15 +56,6 @@ impl Service<Request<Body>> for Backend {
     }
 }
 
-fn grpc(path: &str) -> Request<Body> {
-    Request::builder()
-        .method(Method::POST)
-        .uri(path)
-        .header("content-type", "application/grpc")
-        .body(Body::from("message"))
-        .unwrap()
-}
-
 fn policy() -> HedgePolicy {
     HedgePolicy {
         methods: vec!["/users.v1.Users/Get*".into()],
@@ -71,16 +63,6 @@ fn policy() -> HedgePolicy {
         max_ratio: 1000.0,
         ..HedgePolicy::default()
     }
-}
-
-async fn call(service: &mut Hedge<Backend>, path: &str) -> Response<()> {
-    service
-        .ready()
-        .await
-        .unwrap()
-        .call(grpc(path))
-        .await
-        .unwrap()
 }
 
 /// Warms the latency window with `n` calls of the plan's first answers.

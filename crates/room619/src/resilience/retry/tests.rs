@@ -9,10 +9,11 @@ use std::{
 };
 
 use axum::body::Body;
-use http::{Method, Request, Response};
+use http::{Request, Response};
 use tower::{Layer as _, Service, ServiceExt as _};
 
 use super::*;
+use crate::resilience::testing::call;
 
 /// A backend answering every call with gRPC `code`, counting calls.
 fn backend(
@@ -35,15 +36,6 @@ fn backend(
     })
 }
 
-fn grpc(path: &str) -> Request<Body> {
-    Request::builder()
-        .method(Method::POST)
-        .uri(path)
-        .header("content-type", "application/grpc")
-        .body(Body::from("message"))
-        .unwrap()
-}
-
 fn policy() -> RetryPolicy {
     RetryPolicy {
         max_attempts: 4,
@@ -56,13 +48,7 @@ fn policy() -> RetryPolicy {
 async fn idempotent_unavailable_calls_are_retried_up_to_max_attempts() {
     let calls = Arc::new(AtomicUsize::new(0));
     let mut service = RetryLayer::new("users", policy()).layer(backend(Arc::clone(&calls), 14));
-    let response = service
-        .ready()
-        .await
-        .unwrap()
-        .call(grpc("/users.v1.Users/GetUser"))
-        .await
-        .unwrap();
+    let response = call(&mut service, "/users.v1.Users/GetUser").await;
     assert_eq!(response.headers()["grpc-status"], "14");
     assert_eq!(calls.load(Ordering::SeqCst), 4);
 }
@@ -71,13 +57,7 @@ async fn idempotent_unavailable_calls_are_retried_up_to_max_attempts() {
 async fn non_idempotent_calls_and_invalid_argument_are_never_retried() {
     let calls = Arc::new(AtomicUsize::new(0));
     let mut service = RetryLayer::new("users", policy()).layer(backend(Arc::clone(&calls), 14));
-    service
-        .ready()
-        .await
-        .unwrap()
-        .call(grpc("/users.v1.Users/DeleteUser"))
-        .await
-        .unwrap();
+    call(&mut service, "/users.v1.Users/DeleteUser").await;
     assert_eq!(
         calls.load(Ordering::SeqCst),
         1,
@@ -86,13 +66,7 @@ async fn non_idempotent_calls_and_invalid_argument_are_never_retried() {
 
     let calls = Arc::new(AtomicUsize::new(0));
     let mut service = RetryLayer::new("users", policy()).layer(backend(Arc::clone(&calls), 3));
-    service
-        .ready()
-        .await
-        .unwrap()
-        .call(grpc("/users.v1.Users/GetUser"))
-        .await
-        .unwrap();
+    call(&mut service, "/users.v1.Users/GetUser").await;
     assert_eq!(
         calls.load(Ordering::SeqCst),
         1,
@@ -129,13 +103,7 @@ async fn bodies_over_the_buffer_limit_are_sent_once() {
         ..policy()
     };
     let mut service = RetryLayer::new("users", policy).layer(backend(Arc::clone(&calls), 14));
-    service
-        .ready()
-        .await
-        .unwrap()
-        .call(grpc("/users.v1.Users/GetUser"))
-        .await
-        .unwrap();
+    call(&mut service, "/users.v1.Users/GetUser").await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
@@ -171,13 +139,7 @@ async fn a_dead_backend_never_sees_a_retry_storm() {
     for _ in 0..requests {
         let mut service = service.clone();
         tasks.push(tokio::spawn(async move {
-            service
-                .ready()
-                .await
-                .unwrap()
-                .call(grpc("/users.v1.Users/GetUser"))
-                .await
-                .unwrap();
+            call(&mut service, "/users.v1.Users/GetUser").await;
         }));
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -221,13 +183,7 @@ async fn an_attempt_cut_by_its_timeout_is_retried() {
         ..policy()
     };
     let mut service = RetryLayer::new("users", policy).layer(backend);
-    let response = service
-        .ready()
-        .await
-        .unwrap()
-        .call(grpc("/users.v1.Users/GetUser"))
-        .await
-        .unwrap();
+    let response = call(&mut service, "/users.v1.Users/GetUser").await;
     assert_eq!(response.headers()["grpc-status"], "0");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }

@@ -5,9 +5,11 @@
 pub mod abuse;
 pub mod fault_proxy;
 pub mod jwt;
+pub mod logs;
 #[cfg(feature = "nats")]
 pub mod nats;
 pub mod raw;
+pub mod unary_echo;
 
 use std::{
     net::SocketAddr,
@@ -52,20 +54,42 @@ pub fn config(extra: &str) -> Config {
 }
 
 /// Starts a node with the test echo service and `config`.
-pub async fn start(config: Config) -> RunningNode {
-    start_with(config, echo_service()).await
+pub fn start(config: Config) -> impl Future<Output = RunningNode> {
+    start_with(config, echo_service())
 }
 
 /// Starts a node hosting `service`.
-pub async fn start_with(config: Config, service: BuiltService) -> RunningNode {
-    room619::Node::builder()
-        .config(config)
-        .service(service)
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap()
+pub fn start_with(config: Config, service: BuiltService) -> impl Future<Output = RunningNode> {
+    start_all(config, [service])
+}
+
+/// Starts a node hosting `services` (none: a caller).
+pub fn start_all(
+    config: Config,
+    services: impl IntoIterator<Item = BuiltService>,
+) -> impl Future<Output = RunningNode> {
+    // Built before the future, which then holds only the node.
+    let node = builder(config, services).build().unwrap();
+    async move { node.start().await.unwrap() }
+}
+
+/// Starts a node hosting `services` with `config`, which must fail; the error.
+pub fn start_fails(
+    config: Config,
+    services: impl IntoIterator<Item = BuiltService>,
+) -> impl Future<Output = room619::Error> {
+    let node = builder(config, services).build().unwrap();
+    async move { node.start().await.unwrap_err() }
+}
+
+fn builder(
+    config: Config,
+    services: impl IntoIterator<Item = BuiltService>,
+) -> room619::NodeBuilder {
+    services.into_iter().fold(
+        room619::Node::builder().config(config),
+        room619::NodeBuilder::service,
+    )
 }
 
 /// The test echo service: gRPC `shop.echo.v1.Echo`, `POST /echo` (returns the
@@ -318,20 +342,10 @@ pub async fn start_named(
             },
         )
         .collect();
-    let mut builder = room619::Node::builder().config(config);
-    if let Some(service) = service {
-        builder = builder.service(service);
-    }
-    builder.build().unwrap().start().await.unwrap()
+    start_all(config, service).await
 }
 
 /// A node with `config` hosting no service (a caller).
 pub async fn start_named_with_config(config: Config) -> RunningNode {
-    room619::Node::builder()
-        .config(config)
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap()
+    start_all(config, []).await
 }

@@ -1,0 +1,69 @@
+//! Where a subscriber's messages come from ([`Source`]: a core subscription
+//! or a JetStream durable consumer) and how each delivery is settled.
+
+use super::{Message, Subscription};
+
+/// Where a subscriber's messages come from.
+pub(crate) enum Source {
+    Core(Subscription),
+    #[cfg(feature = "nats")]
+    Durable(Box<super::durable::DurableSource>),
+}
+
+/// How a delivery is settled.
+pub(super) enum Ack {
+    /// Nothing to tell the backend (memory, NATS core).
+    Local,
+    #[cfg(feature = "nats")]
+    JetStream(Box<super::durable::Acker>),
+}
+
+impl Source {
+    pub(super) async fn next(&mut self) -> Option<(Message, u32, Ack)> {
+        match self {
+            Self::Core(subscription) => subscription.next().await.map(|m| (m, 1, Ack::Local)),
+            #[cfg(feature = "nats")]
+            Self::Durable(source) => {
+                let (message, delivered, acker) = source.next().await;
+                Some((message, delivered, Ack::JetStream(Box::new(acker))))
+            }
+        }
+    }
+
+    /// Stops taking: unsubscribes; hands back what a durable consumer
+    /// fetched ahead.
+    #[cfg(feature = "nats")]
+    pub(super) async fn release(self) {
+        match self {
+            Self::Core(subscription) => drop(subscription),
+            Self::Durable(source) => source.release().await,
+        }
+    }
+
+    #[cfg(not(feature = "nats"))]
+    pub(super) fn release(self) -> std::future::Ready<()> {
+        drop(self);
+        std::future::ready(())
+    }
+}
+
+/// How a delivery ends.
+pub(super) enum Settle {
+    Ack,
+    Term,
+}
+
+/// Tells JetStream the message is done with (acked, or given up).
+#[cfg(feature = "nats")]
+pub(super) async fn settle(ack: &Ack, how: Settle) {
+    match (ack, how) {
+        (Ack::Local, _) => {}
+        (Ack::JetStream(acker), Settle::Ack) => acker.ack().await,
+        (Ack::JetStream(acker), Settle::Term) => acker.term().await,
+    }
+}
+
+#[cfg(not(feature = "nats"))]
+pub(super) fn settle(_ack: &Ack, _how: Settle) -> std::future::Ready<()> {
+    std::future::ready(())
+}

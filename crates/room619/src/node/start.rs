@@ -1,0 +1,187 @@
+//! Starting a node: hooks and subscribers in order, listeners, registration,
+//! and the [`RunningNode`](super::RunningNode) it becomes.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use super::{
+    app::{self, Hosted},
+    dynamic::{self, Hosting},
+    handle::{HandleInner, NodeHandle, RunningNode},
+    health::Phase,
+    live::LiveSplit,
+    reload::{self, ReloadSource},
+    serve::Signals,
+    stop::{Stop, stop_services},
+    wiring,
+};
+use crate::{
+    Result,
+    bus::{MessageBus, Subscribers},
+    config::{Config, LiveConfig},
+    service::{Registry, ServiceState},
+};
+
+pub(super) async fn start(
+    config: Arc<Config>,
+    registry: Registry,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    reload: Option<ReloadSource>,
+) -> Result<RunningNode> {
+    let live_config = LiveConfig::from_shared(Arc::clone(&config));
+    let bus = MessageBus::connect_as(&config.bus, &config.node.name).await?;
+    let (metrics, observed) = wiring::metrics(&config, &bus);
+    let shutdown = CancellationToken::new();
+    let (discovery, discovery_shutdown, clients) =
+        wiring::connect_clients(&config, &registry, observed.clone()).await?;
+    let hosted = wiring::host_all(&registry, &live_config, &shutdown, &clients, &bus, &metrics);
+    let assembled = app::assemble(&config, &registry, &hosted, &metrics, None)?;
+    clients.set_local(assembled.local);
+    let readiness = assembled.readiness;
+    readiness.set_discovery(Arc::clone(&discovery));
+    readiness.set_phase(Phase::Starting).await;
+    assembled.middleware.start(&shutdown).await?;
+    let targets = reload::Targets {
+        live: live_config.clone(),
+        discovery: Arc::clone(&discovery),
+        rate_limiter: assembled.middleware.rate_limiter(),
+        metrics: observed,
+    };
+    wiring::follow_changes(reload, targets, &shutdown).await;
+
+    let subscribers = Subscribers::new(shutdown.child_token());
+    start_services(&registry, &hosted, &bus, &config, &subscribers).await?;
+
+    let local_addr = listener.local_addr()?;
+    let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
+    let signals = Signals::default();
+    let tracker = TaskTracker::new();
+    let live = LiveSplit::new(assembled.main);
+    wiring::spawn_listeners(
+        &config,
+        (listener, live.clone()),
+        admin.zip(assembled.admin),
+        &signals,
+        &tracker,
+    );
+    readiness.set_phase(Phase::Running).await;
+    let advertised = dynamic::advertised(&config, local_addr);
+    let instances = match dynamic::register(&config, discovery.as_ref(), &hosted, &advertised).await
+    {
+        Ok(instances) => instances,
+        Err(err) => {
+            for token in [&shutdown, &signals.drain, &discovery_shutdown] {
+                token.cancel();
+            }
+            undo_start(&registry, &hosted, config.node.drain_timeout).await;
+            return Err(err);
+        }
+    };
+    wiring::announce(&config, local_addr, admin_addr, hosted.len());
+
+    let hosting = Arc::new(Hosting {
+        config: Arc::clone(&config),
+        live_config,
+        registry: registry.clone(),
+        hosted: Mutex::new(hosted),
+        instances: Mutex::new(instances),
+        live,
+        readiness: readiness.clone(),
+        middleware: assembled.middleware.clone(),
+        metrics: metrics.clone(),
+        clients: clients.clone(),
+        discovery: Arc::clone(&discovery),
+        bus: bus.clone(),
+        shutdown: shutdown.clone(),
+        advertised,
+        changing: tokio::sync::Mutex::new(()),
+    });
+    let handle = NodeHandle {
+        inner: Arc::new(HandleInner {
+            local_addr,
+            admin_addr,
+            shutdown: shutdown.clone(),
+            readiness: readiness.clone(),
+            registry: registry.clone(),
+            clients,
+            bus: bus.clone(),
+            rate_limiter: assembled.middleware.rate_limiter(),
+            metrics,
+            hosting: Arc::clone(&hosting),
+        }),
+    };
+    let stop = Stop {
+        hosting,
+        discovery_shutdown,
+        config,
+        registry,
+        readiness,
+        signals,
+        tracker,
+        subscribers,
+        bus,
+    };
+    let task = tokio::spawn(async move {
+        shutdown.cancelled().await;
+        stop.run().await
+    });
+    Ok(RunningNode { handle, task })
+}
+
+/// Runs the start hooks in order, then subscribes the subscribers; on a
+/// failure, stops what was started and returns the error.
+async fn start_services(
+    registry: &Registry,
+    hosted: &[Hosted],
+    bus: &MessageBus,
+    config: &Config,
+    subscribers: &Subscribers,
+) -> Result<()> {
+    let timeout = config.node.drain_timeout;
+    for (index, host) in hosted.iter().enumerate() {
+        registry.set_state(host.ctx.descriptor(), ServiceState::Starting);
+        if let Err(err) = host.service.start(host.ctx.clone()).await {
+            tracing::error!(service = %host.ctx.descriptor(), error = ?err, "start hook failed");
+            registry.set_state(host.ctx.descriptor(), ServiceState::Failed);
+            undo_start(registry, &hosted[..index], timeout).await;
+            return Err(err);
+        }
+        registry.set_state(host.ctx.descriptor(), ServiceState::Running);
+    }
+    if let Err(err) = start_subscribers(bus, config, hosted, subscribers).await {
+        tracing::error!(error = ?err, "a subscriber could not start");
+        subscribers.drain(timeout).await;
+        undo_start(registry, hosted, timeout).await;
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// Stops the services started before a failed start, in reverse.
+async fn undo_start(registry: &Registry, started: &[Hosted], timeout: Duration) {
+    if let Err(err) = stop_services(registry, started.iter().rev(), timeout).await {
+        tracing::error!(error = ?err, "stopping after a failed start also failed");
+    }
+}
+
+/// Subscribes the declared subscribers of every hosted service, in order.
+async fn start_subscribers(
+    bus: &MessageBus,
+    config: &Config,
+    hosted: &[Hosted],
+    subscribers: &Subscribers,
+) -> Result<()> {
+    for host in hosted {
+        for subscriber in host.service.subscribers() {
+            let (spec, handler) = subscriber.bind(host.ctx.clone(), &config.bus);
+            subscribers.start(bus, spec, handler).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! Stopping a node: not ready, deregistered, drained, stop hooks in reverse.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use super::{
+    app::Hosted,
+    dynamic::Hosting,
+    health::{Phase, Readiness},
+    serve::Signals,
+};
+use crate::{
+    Error, Result,
+    bus::{MessageBus, Subscribers},
+    config::Config,
+    service::{Registry, ServiceState},
+};
+
+/// What the shutdown sequence needs.
+pub(super) struct Stop {
+    /// The hosted services and their registrations (withdrawn before draining).
+    pub(super) hosting: Arc<Hosting>,
+    pub(super) discovery_shutdown: CancellationToken,
+    pub(super) config: Arc<Config>,
+    pub(super) registry: Registry,
+    pub(super) readiness: Readiness,
+    pub(super) signals: Signals,
+    pub(super) tracker: TaskTracker,
+    pub(super) subscribers: Subscribers,
+    pub(super) bus: MessageBus,
+}
+
+impl Stop {
+    pub(super) async fn run(self) -> Result<()> {
+        let node = &self.config.node;
+        tracing::info!(node = %node.name, "shutting down: not ready");
+        self.readiness.set_phase(Phase::Draining).await;
+        // No service is added or removed from here on.
+        let _no_more_changes = self.hosting.changing.lock().await;
+        for instance in &self.hosting.instances() {
+            if let Err(err) = self.hosting.discovery.deregister(instance).await {
+                tracing::warn!(?instance, error = ?err, "cannot deregister");
+            }
+        }
+        let hosted = self.hosting.hosted();
+        for host in &hosted {
+            self.registry
+                .set_state(host.ctx.descriptor(), ServiceState::Stopping);
+        }
+        if !node.shutdown_delay.is_zero() {
+            tokio::time::sleep(node.shutdown_delay).await;
+        }
+        tracing::info!("no longer accepting connections or messages; draining in-flight work");
+        tokio::join!(
+            self.drain_connections(),
+            self.subscribers.drain(node.drain_timeout)
+        );
+        let result = stop_services(&self.registry, hosted.iter().rev(), node.drain_timeout).await;
+        if let Err(err) = self.bus.flush().await {
+            tracing::warn!(error = ?err, "the message bus could not flush");
+        }
+        self.discovery_shutdown.cancel();
+        #[cfg(feature = "otel")]
+        crate::observability::tracing::flush_installed().await;
+        self.readiness.set_phase(Phase::Stopped).await;
+        tracing::info!(node = %node.name, "node stopped");
+        result
+    }
+}
+
+impl Stop {
+    /// Stops accepting and lets open connections finish, for at most
+    /// `node.drain_timeout`, then closes the rest.
+    async fn drain_connections(&self) {
+        let node = &self.config.node;
+        self.signals.drain.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(node.drain_timeout, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                timeout = ?node.drain_timeout,
+                open = self.tracker.len(),
+                "drain timeout passed; closing the connections still open"
+            );
+            self.signals.force_close.cancel();
+            self.tracker.wait().await;
+        }
+    }
+}
+
+/// Runs stop hooks in the given order, each bounded by `timeout`; every hook
+/// runs even when an earlier one fails, and the first error is returned.
+pub(super) async fn stop_services<'a>(
+    registry: &Registry,
+    hosted: impl Iterator<Item = &'a Hosted>,
+    timeout: Duration,
+) -> Result<()> {
+    let mut first_error = None;
+    for host in hosted {
+        let descriptor = host.ctx.descriptor();
+        let outcome = match tokio::time::timeout(timeout, host.service.stop(host.ctx.clone())).await
+        {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Error::deadline_exceeded(format!(
+                "stop hook of {descriptor} took longer than {timeout:?}"
+            ))),
+        };
+        match outcome {
+            Ok(()) => registry.set_state(descriptor, ServiceState::Stopped),
+            Err(err) => {
+                tracing::error!(service = %descriptor, error = ?err, "stop hook failed");
+                registry.set_state(descriptor, ServiceState::Failed);
+                first_error.get_or_insert(err);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
