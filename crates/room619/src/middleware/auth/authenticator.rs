@@ -3,6 +3,7 @@
 
 use std::{collections::HashSet, fmt};
 
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use http::{HeaderMap, header::AUTHORIZATION};
 use jsonwebtoken::{Validation, decode, decode_header};
 use serde::Deserialize;
@@ -164,6 +165,9 @@ impl Authenticator {
         validation.set_required_spec_claims(&required);
         let data = decode::<Claims>(token, &key.key, &validation)
             .map_err(|err| Refused(format!("token rejected: {err}")))?;
+        if !header_and_claims_are_utf8(token) {
+            return Err(Refused("token header or claims are not UTF-8".into()));
+        }
         let claims = data.claims;
         let until = claims.exp_secs().saturating_add(self.leeway);
         let mut scopes: HashSet<String> = claims
@@ -213,5 +217,67 @@ impl fmt::Debug for Authenticator {
             .field("audience", &self.audience)
             .field("api_keys", &self.api_keys.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// RFC 7519 §7.2: a JWT's header and claims are UTF-8 JSON. serde skips the
+/// bytes of members it ignores without checking them, so a signed token with
+/// invalid UTF-8 in an unknown claim would otherwise pass; this checks both
+/// segments whole (once per token: verified tokens are cached).
+fn header_and_claims_are_utf8(token: &str) -> bool {
+    token.split('.').take(2).all(|segment| {
+        URL_SAFE_NO_PAD
+            .decode(segment)
+            .is_ok_and(|bytes| std::str::from_utf8(&bytes).is_ok())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    const SECRET: &str = "fuzzing-secret-fuzzing-secret-32";
+
+    fn authenticator() -> Authenticator {
+        let config = Config::from_toml_str(&format!(
+            "[auth]\nissuer = \"https://issuer.test\"\naudience = [\"shop\"]\n\
+             [[auth.keys]]\nkid = \"hs\"\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\n"
+        ))
+        .unwrap();
+        Authenticator::new(&config.auth).unwrap()
+    }
+
+    fn hs256(claims: &[u8]) -> String {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","kid":"hs"}"#),
+            URL_SAFE_NO_PAD.encode(claims)
+        );
+        let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+        let signature =
+            jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::HS256)
+                .unwrap();
+        format!("{input}.{signature}")
+    }
+
+    /// Found by the `jwt` fuzz target (`fuzz/seeds/jwt/invalid_utf8_claim`).
+    #[test]
+    fn signed_claims_with_invalid_utf8_are_refused() {
+        let auth = authenticator();
+        let claims = |odd: &[u8]| {
+            let mut claims = br#"{"qlg":"H"#.to_vec();
+            claims.extend_from_slice(odd);
+            claims.extend_from_slice(
+                br#"","sub":"alice","exp":8204889600,"iss":"https://issuer.test","aud":"shop"}"#,
+            );
+            claims
+        };
+        assert!(
+            auth.verify_jwt(&hs256(&claims(b"x"))).is_ok(),
+            "the valid twin passes"
+        );
+        let refused = auth.verify_jwt(&hs256(&claims(b"\xad\xcd\xca\xc0")));
+        assert!(refused.is_err());
     }
 }
