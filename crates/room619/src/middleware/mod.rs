@@ -138,11 +138,26 @@ impl NodeMiddleware {
     /// Puts the outermost layers (request id, then sensitive headers)
     /// around `router`, as one layer.
     pub(crate) fn edge(router: Router) -> Router {
-        router.layer(
-            tower::ServiceBuilder::new()
-                .layer(RequestIdLayer::new())
-                .layer(SensitiveHeadersLayer::new()),
-        )
+        router.layer(Self::edge_layers())
+    }
+
+    /// The outermost layers (request id, then sensitive headers), to stack
+    /// with others in one `Router::layer`.
+    pub(crate) fn edge_layers() -> tower::ServiceBuilder<
+        tower::layer::util::Stack<
+            SensitiveHeadersLayer,
+            tower::layer::util::Stack<RequestIdLayer, tower::layer::util::Identity>,
+        >,
+    > {
+        tower::ServiceBuilder::new()
+            .layer(RequestIdLayer::new())
+            .layer(SensitiveHeadersLayer::new())
+    }
+
+    /// Whether `[http]` adds layers (CORS, compression) between the edge
+    /// and tracing.
+    pub(crate) fn has_http_layers(&self) -> bool {
+        self.http.compression || self.http.cors.is_some()
     }
 
     /// The node's rate limiter, for run-time updates.

@@ -8,6 +8,7 @@ use tonic_health::{
     pb::health_server::HealthServer,
     server::{HealthReporter, HealthService},
 };
+use tower::ServiceBuilder;
 
 use super::health::{LIVE_PATH, READY_PATH, Readiness};
 use crate::{
@@ -87,13 +88,13 @@ pub(crate) fn assemble(
     let limits = &config.limits;
     let grpc_observe =
         ObserveLayer::grpc(GrpcRoutes::new(&grpc_owners, &descriptor_sets), measured);
-    let grpc_router = middleware
-        .guard(grpc.routes().into_axum_router())
-        .layer(MessageLimitLayer::new(
-            limits.grpc_max_decode_message_size,
-            limits.grpc_max_encode_message_size,
-        ))
-        .layer(DeadlineLayer::grpc());
+    let grpc_router =
+        middleware
+            .guard(grpc.routes().into_axum_router())
+            .layer(MessageLimitLayer::new(
+                limits.grpc_max_decode_message_size,
+                limits.grpc_max_encode_message_size,
+            ));
 
     // HTTP: every hosted route, checked for conflicts before axum sees it.
     let readiness = match existing {
@@ -122,29 +123,35 @@ pub(crate) fn assemble(
     for Hosted { service, ctx } in hosted {
         let routes = service.routes();
         table.add(ctx.name(), &routes)?;
-        let track = TrackLayer::new(ctx.in_flight().clone(), ctx.descriptor().clone());
+        // Tracking and the context as one layer: axum boxes every layer
+        // of a route per request.
+        let per_route = ServiceBuilder::new()
+            .layer(TrackLayer::new(
+                ctx.in_flight().clone(),
+                ctx.descriptor().clone(),
+            ))
+            .layer(Extension(ctx.clone()));
         for (path, handler) in routes.http {
             owners.add_route(&path, ctx.name());
-            let handler = handler
-                .layer::<_, std::convert::Infallible>(Extension(ctx.clone()))
-                .layer(track.clone());
+            let handler = handler.layer::<_, std::convert::Infallible>(per_route.clone());
             http = http.route(&path, handler);
         }
         for (prefix, nested) in routes.nested {
             owners.add_nested(&prefix, ctx.name());
-            let nested = nested.layer(Extension(ctx.clone())).layer(track.clone());
-            http = http.nest(&prefix, nested);
+            http = http.nest(&prefix, nested.layer(per_route.clone()));
         }
     }
     let observe = ObserveLayer::http(owners, measured);
-    let http = http_stack(middleware.guard(http), limits);
+    let http = middleware.guard(http).fallback(not_found);
     let admin = separate_admin.then(|| {
         let unimplemented = tonic::service::Routes::default().into_axum_router();
         let observe = ObserveLayer::http(HttpOwners::new(node_name, route_names), measured);
-        ProtocolSplit::new(
-            unimplemented,
-            http_stack(admin_router(), limits).layer(observe),
-        )
+        let admin = admin_router().fallback(not_found).layer(
+            ServiceBuilder::new()
+                .layer(observe)
+                .layer(http_edge(limits)),
+        );
+        ProtocolSplit::new(unimplemented, admin)
     });
     let (local, grpc_router, http) = layered(
         &middleware,
@@ -189,19 +196,58 @@ fn layered(
     limits: &Limits,
 ) -> (LocalRouters, Router, Router) {
     // Colocated clients call the same stack, minus load shedding: an
-    // in-process call is part of a request already admitted.
+    // in-process call is part of a request already admitted, so its shed
+    // layer is its own and holds as many permits as a semaphore can.
+    let unshed = LoadShedLayer::new(usize::MAX);
     let local = LocalRouters {
-        grpc: NodeMiddleware::edge(grpc_router.clone().layer(grpc_observe.clone())),
-        http: middleware.http_edge(http.clone().layer(observe.clone())),
+        grpc: grpc_outer(grpc_router.clone(), grpc_observe, &unshed),
+        http: http_outer(middleware, http.clone(), observe, &unshed, limits),
     };
     // The network path, outermost first: request id and sensitive headers,
     // tracing and metrics, load shedding (one per-node limit over both
     // routers), deadline (and HTTP body limits), auth, rate limit, handler.
     let shed = LoadShedLayer::new(limits.max_concurrent_requests);
-    let grpc_router =
-        NodeMiddleware::edge(grpc_router.layer(shed.clone()).layer(grpc_observe.clone()));
-    let http = middleware.http_edge(http.layer(shed).layer(observe.clone()));
+    let grpc_router = grpc_outer(grpc_router, grpc_observe, &shed);
+    let http = http_outer(middleware, http, observe, &shed, limits);
     (local, grpc_router, http)
+}
+
+/// The gRPC router's outer layers (request id, sensitive headers, tracing
+/// and metrics, load shedding, deadline) as one `Router::layer`: axum boxes
+/// and clones every request once per layer.
+fn grpc_outer(grpc: Router, observe: &ObserveLayer, shed: &LoadShedLayer) -> Router {
+    grpc.layer(
+        ServiceBuilder::new()
+            .layer(NodeMiddleware::edge_layers())
+            .layer(observe.clone())
+            .layer(shed.clone())
+            .layer(DeadlineLayer::grpc()),
+    )
+}
+
+/// The HTTP router's outer layers (request id, sensitive headers, CORS and
+/// compression, tracing and metrics, load shedding, body limits and
+/// deadline): one `Router::layer` without CORS and compression, two with.
+fn http_outer(
+    middleware: &NodeMiddleware,
+    http: Router,
+    observe: &ObserveLayer,
+    shed: &LoadShedLayer,
+    limits: &Limits,
+) -> Router {
+    let inner = ServiceBuilder::new()
+        .layer(observe.clone())
+        .layer(shed.clone())
+        .layer(http_edge(limits));
+    if middleware.has_http_layers() {
+        middleware.http_edge(http.layer(inner))
+    } else {
+        http.layer(
+            ServiceBuilder::new()
+                .layer(NodeMiddleware::edge_layers())
+                .layer(inner),
+        )
+    }
 }
 
 /// The gRPC side of a node, before its layers.
@@ -286,10 +332,8 @@ fn reflection<'a>(descriptor_sets: &[&'a [u8]]) -> tonic_reflection::server::Bui
     )
 }
 
-/// What every HTTP router gets: the 404 fallback and the edge layer (body
-/// limits, deadline, problem+json for bare error answers).
-fn http_stack(router: Router, limits: &Limits) -> Router {
-    router.fallback(not_found).layer(
-        HttpEdgeLayer::new(limits.http_body_limit).body_idle_timeout(limits.http_body_idle_timeout),
-    )
+/// What every HTTP router gets inside tracing: body limits, deadline,
+/// problem+json for bare error answers.
+fn http_edge(limits: &Limits) -> HttpEdgeLayer {
+    HttpEdgeLayer::new(limits.http_body_limit).body_idle_timeout(limits.http_body_idle_timeout)
 }

@@ -67,7 +67,6 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let mut split = self.current.load().for_peer(self.peer);
-        tower::Service::call(&mut split, request)
+        self.current.load().call_from(self.peer, request)
     }
 }

@@ -68,12 +68,13 @@ pub(crate) fn record_ids(span: &Span) {
     let _ = span;
 }
 
-/// A request span's OpenTelemetry ids, as a span extension.
+/// A request span's OpenTelemetry ids, as a span extension; formatted (as
+/// lowercase hex) only when a log line is written.
 #[cfg(feature = "otel")]
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct TraceIds {
-    pub(crate) trace_id: String,
-    pub(crate) span_id: String,
+    pub(crate) trace_id: opentelemetry::trace::TraceId,
+    pub(crate) span_id: opentelemetry::trace::SpanId,
 }
 
 #[cfg(feature = "otel")]
@@ -126,14 +127,14 @@ mod otel {
             return;
         }
         let ids = TraceIds {
-            trace_id: span_context.trace_id().to_string(),
-            span_id: span_context.span_id().to_string(),
+            trace_id: span_context.trace_id(),
+            span_id: span_context.span_id(),
         };
         tracing::dispatcher::get_default(|dispatch| {
             if let Some(registry) = dispatch.downcast_ref::<Registry>()
                 && let Some(span) = registry.span(&id)
             {
-                span.extensions_mut().insert(ids.clone());
+                span.extensions_mut().insert(ids);
             }
         });
     }

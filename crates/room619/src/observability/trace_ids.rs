@@ -32,7 +32,7 @@ where
             current.scope().find_map(|span| {
                 span.extensions()
                     .get::<super::trace_context::TraceIds>()
-                    .cloned()
+                    .copied()
             })
         }) {
             let mut writer = writer;

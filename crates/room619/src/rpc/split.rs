@@ -50,6 +50,28 @@ impl ProtocolSplit {
     }
 }
 
+impl ProtocolSplit {
+    /// Serves one request of a connection from `peer`, cloning only the
+    /// router that answers it.
+    pub(crate) fn call_from<B>(
+        &self,
+        peer: SocketAddr,
+        mut request: Request<B>,
+    ) -> RouteFuture<Infallible>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        request.extensions_mut().insert(PeerAddr(peer));
+        let mut router = if is_grpc(&request) {
+            self.grpc.clone()
+        } else {
+            self.http.clone()
+        };
+        tower::Service::call(&mut router, request)
+    }
+}
+
 /// Whether a request is gRPC: its content type is `application/grpc`,
 /// optionally followed by `+<codec>` or parameters. gRPC-Web is not gRPC here.
 ///

@@ -4,6 +4,7 @@
 
 use std::{
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Instant,
 };
@@ -15,8 +16,11 @@ use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tracing::Span;
 
-use super::routes::{GrpcRoute, HttpRoute};
-use crate::observability::{metrics::ServerMetrics, trace_context};
+use super::{
+    Shared,
+    routes::{GrpcRoute, HttpRoute},
+};
+use crate::observability::trace_context;
 
 /// `CANCELLED`: the caller went away before the answer ended.
 const GRPC_CANCELLED: i32 = 1;
@@ -29,7 +33,9 @@ const HTTP_CLIENT_CLOSED: u16 = 499;
 pub(super) struct Pending(Option<Started>);
 
 struct Started {
-    metrics: Option<ServerMetrics>,
+    /// The layer's metrics (one shared handle: cloning the families would
+    /// cost an atomic increment each per request).
+    shared: Arc<Shared>,
     route: Route,
     since: Instant,
     span: Span,
@@ -41,18 +47,18 @@ enum Route {
 }
 
 impl Pending {
-    pub(super) fn grpc(metrics: Option<ServerMetrics>, route: GrpcRoute, started: Instant) -> Self {
+    pub(super) fn grpc(shared: Arc<Shared>, route: GrpcRoute, started: Instant) -> Self {
         Self(Some(Started {
-            metrics,
+            shared,
             route: Route::Grpc(route),
             since: started,
             span: Span::none(),
         }))
     }
 
-    pub(super) fn http(metrics: Option<ServerMetrics>, route: HttpRoute, started: Instant) -> Self {
+    pub(super) fn http(shared: Arc<Shared>, route: HttpRoute, started: Instant) -> Self {
         Self(Some(Started {
-            metrics,
+            shared,
             route: Route::Http(route),
             since: started,
             span: Span::none(),
@@ -80,7 +86,7 @@ impl Pending {
     /// Finishes with an HTTP status, or a gRPC code.
     pub(super) fn finish(&mut self, status: u16, grpc_code: i32) {
         let Some(Started {
-            metrics,
+            shared,
             route,
             since,
             span,
@@ -92,13 +98,13 @@ impl Pending {
         match route {
             Route::Grpc(route) => {
                 trace_context::set_attribute(&span, "rpc.grpc.status_code", grpc_code.into());
-                if let Some(metrics) = metrics {
+                if let Some(metrics) = &shared.metrics {
                     metrics.grpc_finished(&route.labels, grpc_code, elapsed);
                 }
             }
             Route::Http(route) => {
                 trace_context::set_attribute(&span, "http.response.status_code", status.into());
-                if let Some(metrics) = metrics {
+                if let Some(metrics) = &shared.metrics {
                     metrics.http_finished(&route.labels, status, elapsed);
                 }
             }

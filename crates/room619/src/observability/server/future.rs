@@ -28,12 +28,18 @@ pin_project! {
         inner: F,
         span: Span,
         pending: Option<Pending>,
-        request_id: HeaderValue,
+        // Answered here when no request-id layer outside answers it.
+        request_id: Option<HeaderValue>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(inner: F, span: Span, pending: Pending, request_id: HeaderValue) -> Self {
+    pub(super) fn new(
+        inner: F,
+        span: Span,
+        pending: Pending,
+        request_id: Option<HeaderValue>,
+    ) -> Self {
         Self {
             inner,
             span,
@@ -67,9 +73,9 @@ where
                 return Poll::Ready(Err(err));
             }
         };
-        response
-            .headers_mut()
-            .insert(REQUEST_ID, this.request_id.clone());
+        if let Some(id) = this.request_id.take() {
+            response.headers_mut().insert(REQUEST_ID, id);
+        }
         if !pending.is_grpc() {
             pending.finish(response.status().as_u16(), 0);
             return Poll::Ready(Ok(response.map(Body::new)));

@@ -1,8 +1,9 @@
 //! The layer that observes every request a node serves: one for the gRPC
 //! router, one for the HTTP router.
 //!
-//! Per request it takes the caller's `x-request-id` (or makes one) and
-//! returns it on the answer, continues the caller's W3C trace context,
+//! Per request it reads the [`RequestId`] the request-id layer outside it
+//! put in the extensions (without one, it takes the caller's
+//! `x-request-id` or makes one, and returns it on the answer), continues the caller's W3C trace context,
 //! opens a server span with the OpenTelemetry semantic attributes
 //! (`rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`;
 //! `http.request.method`, `http.route`, `http.response.status_code`) plus
@@ -35,6 +36,7 @@ use self::{
     routes::{GrpcRoute, HttpRoute},
 };
 use super::{metrics::ServerMetrics, trace_context};
+use crate::middleware::RequestId;
 
 /// The request id header, taken from the caller or made, and answered.
 pub(crate) const REQUEST_ID: &str = "x-request-id";
@@ -75,7 +77,14 @@ where
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let started = Instant::now();
-        let request_id = request_id(&mut request);
+        // The request-id layer outside (on every node router) made or kept
+        // the id and answers it; only without it is the id taken here.
+        let (request_id, answer_id) = if let Some(id) = request.extensions().get::<RequestId>() {
+            (id.header_value().clone(), None)
+        } else {
+            let id = request_id(&mut request);
+            (id.clone(), Some(id))
+        };
         let (span, pending) = match &self.shared.protocol {
             Protocol::Grpc(routes) => {
                 let route = routes.resolve(request.uri().path());
@@ -99,7 +108,7 @@ where
             let _entered = span.enter();
             self.inner.call(request)
         };
-        ResponseFuture::new(inner, span, pending, request_id)
+        ResponseFuture::new(inner, span, pending, answer_id)
     }
 }
 
@@ -108,14 +117,14 @@ impl<S> Observe<S> {
         if let Some(metrics) = &self.shared.metrics {
             metrics.grpc_started(&route.labels);
         }
-        Pending::grpc(self.shared.metrics.clone(), route, started)
+        Pending::grpc(Arc::clone(&self.shared), route, started)
     }
 
     fn http(&self, route: HttpRoute, started: Instant) -> Pending {
         if let Some(metrics) = &self.shared.metrics {
             metrics.http_started(&route.labels);
         }
-        Pending::http(self.shared.metrics.clone(), route, started)
+        Pending::http(Arc::clone(&self.shared), route, started)
     }
 }
 
