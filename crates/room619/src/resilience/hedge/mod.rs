@@ -43,7 +43,6 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{Method, Request, Response};
 use latency::LatencyWindow;
@@ -54,7 +53,10 @@ use tower::{
     retry::budget::{Budget as _, TpsBudget},
 };
 
-use super::{budget::tps_budget, retry::ReplayBody};
+use super::{
+    budget::tps_budget,
+    retry::{ReplayBody, Replayable},
+};
 use crate::{error::BoxError, rpc::deadline::Deadline};
 
 /// Which calls are hedged and when; hedging is off by default.
@@ -282,17 +284,13 @@ where
     S::Future: Send,
     B: ReplayBody,
 {
-    let (parts, body) = request.into_parts();
-    let body = match B::buffer(body, shared.policy.max_buffered_body).await? {
-        Ok(bytes) => bytes,
-        Err(streamed) => {
-            let request = Request::from_parts(parts, streamed);
-            return first.call(request).await.map_err(Into::into);
-        }
+    let request = match Replayable::read(request, shared.policy.max_buffered_body).await? {
+        Ok(request) => request,
+        Err(streamed) => return first.call(streamed).await.map_err(Into::into),
     };
     shared.budget.deposit();
     let started = Instant::now();
-    let mut original = pin!(first.call(rebuild(&parts, &body)));
+    let mut original = pin!(first.call(request.request()));
     let Some(delay) = shared.latencies.delay() else {
         let result = original.await.map_err(Into::into);
         shared.latencies.record(started.elapsed());
@@ -320,10 +318,7 @@ where
     }
     let mut hedge = pin!(async {
         second.ready().await.map_err(Into::into)?;
-        second
-            .call(rebuild(&parts, &body))
-            .await
-            .map_err(Into::into)
+        second.call(request.request()).await.map_err(Into::into)
     });
     let (result, answered) = tokio::select! {
         result = &mut original => (result.map_err(Into::into), First::Original),
@@ -338,10 +333,6 @@ where
         First::Hedge => original.await.map_err(Into::into),
     };
     if usable(&other) { other } else { result }
-}
-
-fn rebuild<B: ReplayBody>(parts: &http::request::Parts, body: &Bytes) -> Request<B> {
-    Request::from_parts(parts.clone(), B::from_bytes(body.clone()))
 }
 
 /// Whether an answer is worth returning rather than waiting for the other

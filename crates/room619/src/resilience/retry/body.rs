@@ -51,6 +51,34 @@ pub trait ReplayBody:
     }
 }
 
+/// A request whose body was read into memory, so it can be sent more than
+/// once (by retries and hedges).
+pub(crate) struct Replayable {
+    parts: http::request::Parts,
+    body: Bytes,
+}
+
+impl Replayable {
+    /// Reads `request`'s body if it is at most `limit` bytes (`Ok(Ok(..))`);
+    /// otherwise gives back an equivalent request that streams it
+    /// (`Ok(Err(..))`), to be sent once.
+    pub(crate) async fn read<B: ReplayBody>(
+        request: http::Request<B>,
+        limit: usize,
+    ) -> Result<Result<Self, http::Request<B>>, BoxError> {
+        let (parts, body) = request.into_parts();
+        Ok(match body.buffer(limit).await? {
+            Ok(body) => Ok(Self { parts, body }),
+            Err(streamed) => Err(http::Request::from_parts(parts, streamed)),
+        })
+    }
+
+    /// A copy of the request to send.
+    pub(crate) fn request<B: ReplayBody>(&self) -> http::Request<B> {
+        http::Request::from_parts(self.parts.clone(), B::from_bytes(self.body.clone()))
+    }
+}
+
 impl ReplayBody for tonic::body::Body {
     fn from_bytes(bytes: Bytes) -> Self {
         Self::new(http_body_util::Full::new(bytes))

@@ -44,7 +44,7 @@ use std::{
 };
 
 pub use body::ReplayBody;
-use bytes::Bytes;
+pub(crate) use body::Replayable;
 use futures_util::future::BoxFuture;
 use http::{Method, Request, Response};
 pub use layer::RetryLayer;
@@ -256,15 +256,14 @@ where
     if policy.max_attempts <= 1 || !policy.is_idempotent(&request) {
         return attempt(service.call(request), &shared).await;
     }
-    let (parts, body) = request.into_parts();
-    let body = match B::buffer(body, policy.max_buffered_body).await? {
-        Ok(bytes) => bytes,
+    let request = match Replayable::read(request, policy.max_buffered_body).await? {
+        Ok(request) => request,
         Err(streamed) => {
             tracing::debug!(target_service = %shared.name, "request body too large to retry");
-            return attempt(service.call(Request::from_parts(parts, streamed)), &shared).await;
+            return attempt(service.call(streamed), &shared).await;
         }
     };
-    let mut result = attempt(service.call(rebuild(&parts, &body)), &shared).await;
+    let mut result = attempt(service.call(request.request()), &shared).await;
     for retry in 1..policy.max_attempts {
         if !policy.is_retryable(&result) {
             break;
@@ -287,13 +286,9 @@ where
         }
         tokio::time::sleep(backoff).await;
         service.ready().await.map_err(Into::into)?;
-        result = attempt(service.call(rebuild(&parts, &body)), &shared).await;
+        result = attempt(service.call(request.request()), &shared).await;
     }
     result
-}
-
-fn rebuild<B: ReplayBody>(parts: &http::request::Parts, body: &Bytes) -> Request<B> {
-    Request::from_parts(parts.clone(), B::from_bytes(body.clone()))
 }
 
 /// One attempt, bounded by the attempt timeout (and by the deadline, which
