@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tower::{
     Layer as _, ServiceBuilder,
     layer::util::{Identity, Stack},
-    util::BoxCloneSyncService,
+    util::{BoxCloneSyncService, Either},
 };
 
 use super::{
@@ -283,19 +283,26 @@ fn instance_breaker(
 /// The layers around the balancer, outermost first.
 type Protection = ServiceBuilder<
     Stack<
-        HedgeLayer,
+        Either<HedgeLayer, Identity>,
         Stack<RetryLayer, Stack<CircuitBreakerLayer, Stack<BulkheadLayer, Identity>>>,
     >,
 >;
 
 /// The layers around the balancer: bulkhead → service breaker → retry →
-/// hedge (each attempt, and each hedge, picks its own instance).
+/// hedge (each attempt, and each hedge, picks its own instance). The hedge
+/// layer is left out unless the policy lists methods to hedge, so calls pay
+/// nothing for it by default.
 fn protect(service: &str, policy: &ClientPolicy, metrics: Option<&Metrics>) -> Protection {
     ServiceBuilder::new()
         .layer(BulkheadLayer::new(service, policy.bulkhead).observed(metrics))
         .layer(CircuitBreakerLayer::new(service, policy.breaker.clone()).observed(metrics))
         .layer(RetryLayer::new(service, policy.retry.clone()).observed(metrics))
-        .layer(HedgeLayer::new(service, policy.hedge.clone()).observed(metrics))
+        .option_layer(
+            policy
+                .hedge
+                .is_enabled()
+                .then(|| HedgeLayer::new(service, policy.hedge.clone()).observed(metrics)),
+        )
 }
 
 enum Resolved {
