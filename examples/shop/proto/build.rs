@@ -5,7 +5,13 @@ use std::{env, fs, path::PathBuf};
 
 use prost::Message;
 
-const PROTOS: &[&str] = &["shop/echo/v1/echo.proto"];
+const PROTOS: &[&str] = &[
+    "shop/echo/v1/echo.proto",
+    "auth/v1/auth.proto",
+    "users/v1/users.proto",
+    "users/v2/users.proto",
+    "products/v1/products.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");

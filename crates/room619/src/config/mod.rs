@@ -70,6 +70,10 @@ pub struct Config {
     pub telemetry: crate::observability::TelemetryConfig,
     /// CORS and response compression of the HTTP side.
     pub http: crate::middleware::http::HttpConfig,
+    /// The application's own settings, one table per section name
+    /// (`[app.shop]`, `ROOM619_APP__SHOP__DATA_DIR`); read typed with
+    /// [`Config::app`]. The framework does not look inside.
+    pub app: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// Where instances of services hosted elsewhere are found, and where this
@@ -307,6 +311,44 @@ impl Config {
             loader = loader.file(path);
         }
         loader.load()
+    }
+
+    /// The application section `[app.<name>]` as `T`, or `T::default()` when
+    /// the section is absent. Give `T` `#[serde(deny_unknown_fields)]` so a
+    /// typo in the section is an error too.
+    ///
+    /// ```
+    /// use room619::config::Config;
+    ///
+    /// #[derive(Debug, Default, serde::Deserialize)]
+    /// #[serde(default, deny_unknown_fields)]
+    /// struct Shop {
+    ///     data_dir: String,
+    /// }
+    ///
+    /// let config = Config::from_toml_str("[app.shop]\ndata_dir = \"/var/lib/shop\"").unwrap();
+    /// let shop: Shop = config.app("shop").unwrap();
+    /// assert_eq!(shop.data_dir, "/var/lib/shop");
+    ///
+    /// let config = Config::from_toml_str("[app.shop]\ndata_dri = \"x\"").unwrap();
+    /// let err = config.app::<Shop>("shop").unwrap_err();
+    /// assert_eq!(err.key(), "app.shop");
+    /// assert!(err.problem().contains("data_dri"));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming `app.<name>` when the section does not
+    /// deserialize into `T` (an unknown key, a value of the wrong type).
+    pub fn app<T>(&self, name: &str) -> Result<T, ConfigError>
+    where
+        T: serde::de::DeserializeOwned + Default,
+    {
+        match self.app.get(name) {
+            None => Ok(T::default()),
+            Some(section) => T::deserialize(section)
+                .map_err(|err| ConfigError::new(format!("app.{name}"), err.to_string())),
+        }
     }
 
     /// Checks every value; [`ConfigLoader::load`] calls it for you.

@@ -16,5 +16,41 @@ pub mod echo {
     }
 }
 
+/// `auth.*` packages: sign-up, login and tokens.
+pub mod auth {
+    /// `auth.v1`.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/auth.v1.rs"));
+    }
+}
+
+/// `users.*` packages: user profiles, in two API versions.
+pub mod users {
+    /// `users.v1`.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/users.v1.rs"));
+    }
+    /// `users.v2`: `name` became `display_name`.
+    pub mod v2 {
+        include!(concat!(env!("OUT_DIR"), "/users.v2.rs"));
+    }
+}
+
+/// `products.*` packages: the catalog.
+pub mod products {
+    /// `products.v1`.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/products.v1.rs"));
+    }
+}
+
 #[cfg(feature = "room619")]
 room619::grpc_client!(echo::v1::echo_client::EchoClient);
+#[cfg(feature = "room619")]
+room619::grpc_client!(auth::v1::auth_client::AuthClient);
+#[cfg(feature = "room619")]
+room619::grpc_client!(users::v1::users_client::UsersClient);
+#[cfg(feature = "room619")]
+room619::grpc_client!(users::v2::users_client::UsersClient);
+#[cfg(feature = "room619")]
+room619::grpc_client!(products::v1::products_client::ProductsClient);
