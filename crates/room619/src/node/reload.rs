@@ -1,6 +1,7 @@
 //! Configuration hot reload: the config file is polled; a valid change is
 //! published on the node's [`LiveConfig`] and applied live (the log filter,
-//! the listed discovery instances, the rate limits); an invalid one is logged
+//! the listed discovery instances, the rate limits, the resilience policies
+//! of clients made after the reload); an invalid one is logged
 //! with its key and counted (`room619_config_reloads_total{result="failed"}`),
 //! and the running configuration stays.
 //!
@@ -18,6 +19,7 @@ use crate::{
     discovery::Discovery,
     middleware::rate_limit::RateLimiter,
     observability::{logging, metrics::Metrics},
+    rpc::client::Clients,
 };
 
 /// What a reload changes besides the [`LiveConfig`], and where it is counted.
@@ -25,6 +27,7 @@ pub(super) struct Targets {
     pub(super) live: LiveConfig,
     pub(super) discovery: Arc<dyn Discovery>,
     pub(super) rate_limiter: Arc<RateLimiter>,
+    pub(super) clients: Clients,
     pub(super) metrics: Option<Metrics>,
 }
 
@@ -69,6 +72,12 @@ async fn run(
             Ok(config) => {
                 if let Err(err) = targets.rate_limiter.update(&config.rate_limit) {
                     tracing::warn!(error = ?err, "the rate limits could not change");
+                }
+                if config.resilience != live.current().resilience {
+                    targets.clients.set_resilience(config.resilience.clone());
+                    tracing::info!(
+                        "resilience policies changed; clients made from now on use them"
+                    );
                 }
                 apply(live, targets.discovery.as_ref(), config);
                 true

@@ -51,6 +51,7 @@ pub(super) async fn start(
         live: live_config.clone(),
         discovery: Arc::clone(&discovery),
         rate_limiter: assembled.middleware.rate_limiter(),
+        clients: clients.clone(),
         metrics: observed,
     };
     wiring::follow_changes(reload, targets, &shutdown).await;

@@ -83,6 +83,24 @@ impl ServiceContext {
         &self.inner.metrics
     }
 
+    /// Fallbacks for calls to `peer_service`, counted in this node's
+    /// `room619_fallbacks_total{peer_service}` (see
+    /// [`resilience::fallback`](crate::resilience::fallback)).
+    ///
+    /// ```
+    /// # async fn demo(ctx: room619::ServiceContext) {
+    /// let price: Result<u64, tonic::Status> = Err(tonic::Status::deadline_exceeded("slow"));
+    /// let shown = ctx.fallbacks("pricing").or_with(price, |_| 0);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn fallbacks(&self, peer_service: &str) -> crate::resilience::fallback::Fallbacks {
+        crate::resilience::fallback::Fallbacks::counted(
+            peer_service,
+            self.inner.metrics.resilience().clone(),
+        )
+    }
+
     /// The service's requests in flight.
     pub(crate) fn in_flight(&self) -> &TaskTracker {
         &self.inner.in_flight

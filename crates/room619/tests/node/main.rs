@@ -45,6 +45,7 @@ mod overload_is_shed_fast;
 mod rate_limits_are_shared_across_nodes_through_redis;
 mod rate_limits_hold_against_forged_forwarding_headers;
 mod request_ids_are_propagated_or_generated;
+mod resilience_policies_change_on_reload;
 mod rest_routes_speak_json_and_protobuf;
 mod secrets_never_reach_the_logs;
 mod services_come_and_go_on_a_running_node;

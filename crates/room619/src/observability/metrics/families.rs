@@ -180,6 +180,7 @@ pub(crate) struct ResilienceMetrics {
     budget_exhausted: Family<PeerLabels, Counter>,
     hedges: Family<PeerLabels, Counter>,
     bulkhead_rejected: Family<PeerLabels, Counter>,
+    fallbacks: Family<PeerLabels, Counter>,
 }
 
 impl ResilienceMetrics {
@@ -191,6 +192,7 @@ impl ResilienceMetrics {
             budget_exhausted: Family::default(),
             hedges: Family::default(),
             bulkhead_rejected: Family::default(),
+            fallbacks: Family::default(),
         };
         registry.register(
             "room619_circuit_breaker_state",
@@ -221,6 +223,11 @@ impl ResilienceMetrics {
             "room619_bulkhead_rejected",
             "Calls refused at once because the bulkhead was full",
             metrics.bulkhead_rejected.clone(),
+        );
+        registry.register(
+            "room619_fallbacks",
+            "Failed calls answered with the caller's fallback instead",
+            metrics.fallbacks.clone(),
         );
         metrics
     }
@@ -268,6 +275,10 @@ impl ResilienceMetrics {
 
     pub(crate) fn bulkhead_rejected(&self, peer: &Arc<str>) {
         Self::count(&self.bulkhead_rejected, peer);
+    }
+
+    pub(crate) fn fallback(&self, peer: &Arc<str>) {
+        Self::count(&self.fallbacks, peer);
     }
 
     fn count(family: &Family<PeerLabels, Counter>, peer: &Arc<str>) {

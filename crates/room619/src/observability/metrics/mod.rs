@@ -24,7 +24,7 @@
 //! | `room619_circuit_breaker_state` | gauge (0 closed, 1 open, 2 half-open) | `breaker` |
 //! | `room619_circuit_breaker_transitions_total` | counter | `breaker`, `from`, `to` |
 //! | `room619_retries_total`, `room619_retry_budget_exhausted_total` | counter | `peer_service` |
-//! | `room619_hedges_total`, `room619_bulkhead_rejected_total` | counter | `peer_service` |
+//! | `room619_hedges_total`, `room619_bulkhead_rejected_total`, `room619_fallbacks_total` | counter | `peer_service` |
 //! | `room619_rate_limited_requests_total` | counter | `limiter` |
 //! | `messaging_published_messages_total` | counter | `messaging_system` |
 //! | `messaging_consumed_messages_total`, `messaging_redelivered_messages_total`, `messaging_dead_lettered_messages_total` | counter | `messaging_system`, `messaging_destination`, `service` |

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use axum::Router;
 use http::uri::Authority;
 use hyper_util::{
@@ -62,12 +62,20 @@ struct Inner {
     registry: Registry,
     local: ArcSwapOption<LocalRouters>,
     discovery: Arc<dyn Discovery>,
-    resilience: ResilienceConfig,
+    /// The policies new remote stacks are built with; replaced on reload.
+    resilience: ArcSwap<ResilienceConfig>,
     /// Stops the tasks that follow discovery watches.
     shutdown: CancellationToken,
-    grpc: Mutex<HashMap<String, (RemoteGrpc, usize)>>,
-    http: Mutex<HashMap<String, RemoteHttp>>,
+    grpc: Mutex<HashMap<String, Cached<(RemoteGrpc, usize)>>>,
+    http: Mutex<HashMap<String, Cached<RemoteHttp>>>,
     metrics: Option<Metrics>,
+}
+
+/// A remote stack in the cache, with the token that stops its discovery
+/// follower when the stack is dropped from the cache.
+struct Cached<T> {
+    stack: T,
+    follower: CancellationToken,
 }
 
 impl Clients {
@@ -82,7 +90,7 @@ impl Clients {
                 registry,
                 local: ArcSwapOption::empty(),
                 discovery,
-                resilience,
+                resilience: ArcSwap::from_pointee(resilience),
                 shutdown,
                 grpc: Mutex::new(HashMap::new()),
                 http: Mutex::new(HashMap::new()),
@@ -104,6 +112,35 @@ impl Clients {
         self.inner.metrics.as_ref()
     }
 
+    /// Replaces the resilience policies (a configuration reload). Stacks
+    /// made from now on use them: the cached remote stacks are dropped (their
+    /// breakers start closed again), and a client already handed out keeps
+    /// the policy it was made with.
+    pub(crate) fn set_resilience(&self, resilience: ResilienceConfig) {
+        self.inner.resilience.store(Arc::new(resilience));
+        let grpc = std::mem::take(
+            &mut *self
+                .inner
+                .grpc
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        let http = std::mem::take(
+            &mut *self
+                .inner
+                .http
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for follower in grpc
+            .into_values()
+            .map(|cached| cached.follower)
+            .chain(http.into_values().map(|cached| cached.follower))
+        {
+            follower.cancel();
+        }
+    }
+
     /// Makes colocated services reachable in-process (once routes exist,
     /// and again when services are added or removed).
     pub(crate) fn set_local(&self, routers: LocalRouters) {
@@ -121,12 +158,17 @@ impl Clients {
                     .grpc
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
-                if let Some((service, count)) = cache.get(&remote.key) {
+                if let Some(Cached {
+                    stack: (service, count),
+                    ..
+                }) = cache.get(&remote.key)
+                {
                     return Ok(
                         RpcChannel::remote(name, service.clone(), *count).observed(self.metrics())
                     );
                 }
-                let policy = self.inner.resilience.for_service(name).clone();
+                let resilience = self.inner.resilience.load_full();
+                let policy = resilience.for_service(name).clone();
                 let service_name = name.to_owned();
                 let metrics = self.inner.metrics.clone();
                 let make = move |instance: &Instance| {
@@ -146,12 +188,18 @@ impl Clients {
                         instance_breaker(&service_name, address, &policy, metrics.as_ref());
                     Some(breaker.layer(endpoint.connect_lazy()))
                 };
-                let (balanced, count) = self.follow(&remote, make);
-                let policy = self.inner.resilience.for_service(name);
+                let follower = self.inner.shutdown.child_token();
+                let (balanced, count) = self.follow(&remote, make, follower.clone());
                 let service = BoxCloneSyncService::new(
-                    protect(name, policy, self.metrics()).service(balanced),
+                    protect(name, resilience.for_service(name), self.metrics()).service(balanced),
                 );
-                cache.insert(remote.key, (service.clone(), count));
+                cache.insert(
+                    remote.key,
+                    Cached {
+                        stack: (service.clone(), count),
+                        follower,
+                    },
+                );
                 Ok(RpcChannel::remote(name, service, count).observed(self.metrics()))
             }
         }
@@ -168,10 +216,13 @@ impl Clients {
                     .http
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
-                if let Some(service) = cache.get(&remote.key) {
-                    return Ok(HttpClient::remote(name, service.clone()).observed(self.metrics()));
+                if let Some(cached) = cache.get(&remote.key) {
+                    return Ok(
+                        HttpClient::remote(name, cached.stack.clone()).observed(self.metrics())
+                    );
                 }
-                let policy = self.inner.resilience.for_service(name).clone();
+                let resilience = self.inner.resilience.load_full();
+                let policy = resilience.for_service(name).clone();
                 let mut connector = HttpConnector::new();
                 connector.set_nodelay(true);
                 connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -191,19 +242,31 @@ impl Clients {
                         instance_breaker(&service_name, address, &policy, metrics.as_ref());
                     Some(breaker.layer(HttpInstance::new(client.clone(), authority)))
                 };
-                let (balanced, _) = self.follow(&remote, make);
-                let policy = self.inner.resilience.for_service(name);
+                let follower = self.inner.shutdown.child_token();
+                let (balanced, _) = self.follow(&remote, make, follower.clone());
                 let service = BoxCloneSyncService::new(
-                    protect(name, policy, self.metrics()).service(balanced),
+                    protect(name, resilience.for_service(name), self.metrics()).service(balanced),
                 );
-                cache.insert(remote.key, service.clone());
+                cache.insert(
+                    remote.key,
+                    Cached {
+                        stack: service.clone(),
+                        follower,
+                    },
+                );
                 Ok(HttpClient::remote(name, service).observed(self.metrics()))
             }
         }
     }
 
-    /// A balancer over the resolved instances, kept in step with discovery.
-    fn follow<S, Req, F>(&self, remote: &Remote, make: F) -> (Balanced<S, Req>, usize)
+    /// A balancer over the resolved instances, kept in step with discovery
+    /// until `stop`.
+    fn follow<S, Req, F>(
+        &self,
+        remote: &Remote,
+        make: F,
+        stop: CancellationToken,
+    ) -> (Balanced<S, Req>, usize)
     where
         S: tower::Service<Req> + Send + 'static,
         S::Error: Into<BoxError>,
@@ -227,7 +290,7 @@ impl Clients {
             remote.requirement.clone(),
             known,
             make,
-            self.inner.shutdown.clone(),
+            stop,
         );
         (balanced, count)
     }

@@ -1,0 +1,93 @@
+//! The `[resilience]` section reloads live: clients made after an edit of the
+//! watched file use the new policy (here a bulkhead shrunk to one call).
+
+use std::time::Duration;
+
+use futures_util::future::join;
+use room619::{
+    config::{ConfigLoader, Overrides},
+    rpc::client::RpcChannel,
+};
+use shop_proto::echo::v1::{EchoRequest, echo_client::EchoClient};
+use tonic::Code;
+
+use crate::support;
+
+/// Hang guard for a reload to be noticed.
+const GUARD: Duration = Duration::from_secs(20);
+
+fn toml(echo: std::net::SocketAddr, max_concurrent: usize) -> String {
+    format!(
+        "[node]\nlisten = \"127.0.0.1:0\"\nname = \"caller\"\ndrain_timeout = \"5s\"\n\
+         config_poll_interval = \"20ms\"\n\
+         [[discovery.instances]]\nname = \"echo\"\nversion = \"1.0.0\"\naddress = \"{echo}\"\n\
+         [resilience.services.echo.bulkhead]\nmax_concurrent = {max_concurrent}\nmax_queued = 0\n"
+    )
+}
+
+/// Two slow calls at once: their status codes (OK is `Code::Ok`).
+async fn two_at_once(handle: &room619::node::NodeHandle) -> [Code; 2] {
+    let call = || async {
+        let mut client = handle
+            .client::<EchoClient<RpcChannel>>("echo", "^1")
+            .unwrap();
+        let request = EchoRequest {
+            message: "slow".into(),
+            delay_ms: 300,
+            ..EchoRequest::default()
+        };
+        client
+            .echo(request)
+            .await
+            .map_or_else(|status| status.code(), |_| Code::Ok)
+    };
+    let (a, b) = join(call(), call()).await;
+    let mut codes = [a, b];
+    codes.sort_by_key(|code| *code as i32);
+    codes
+}
+
+#[tokio::test]
+async fn a_new_bulkhead_size_applies_to_clients_made_after_the_reload() {
+    let upstream = support::start(support::config("")).await;
+    let dir = std::env::temp_dir().join(format!("room619-resilience-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("room619.toml");
+    std::fs::write(&path, toml(upstream.local_addr(), 4)).unwrap();
+    let config = ConfigLoader::new()
+        .file(&path)
+        .without_env()
+        .load()
+        .unwrap();
+    let caller = room619::Node::builder()
+        .config(config)
+        .watch_config(&path, Overrides::new())
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let handle = caller.handle();
+    assert_eq!(two_at_once(&handle).await, [Code::Ok, Code::Ok]);
+
+    let next = path.with_extension("next");
+    std::fs::write(&next, toml(upstream.local_addr(), 1)).unwrap();
+    std::fs::rename(&next, &path).unwrap();
+    let live = handle.live_config().clone();
+    tokio::time::timeout(GUARD, async {
+        while live.reloads() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the reload was not noticed");
+    assert_eq!(
+        two_at_once(&handle).await,
+        [Code::Ok, Code::ResourceExhausted],
+        "the shrunk bulkhead admits one call and rejects the other at once"
+    );
+
+    caller.shutdown().await.unwrap();
+    upstream.shutdown().await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
