@@ -1,0 +1,235 @@
+//! `callcost`: drives one target with one request at a time for a while and
+//! prints how many requests it made, so that `scripts/callcost` can run it
+//! under `valgrind --tool=callgrind` twice (a short and a long run) and take
+//! the **instructions per request** from the difference.
+//!
+//! Instruction counts do not depend on what else the machine is doing, so
+//! the ratios they give (room619 / bare) hold on a shared, noisy machine
+//! where throughput ratios swing by ±15 %. They count user-space work only:
+//! the kernel's share (loopback TCP, the same for both sides of a ratio) is
+//! left out, which makes every overhead they show an upper bound.
+//!
+//! ```sh
+//! scripts/callcost                 # every pair, the table of docs/PERFORMANCE.md
+//! cargo run --release -p room619-bench --bin callcost -- --target grpc-room619 --millis 500
+//! ```
+
+use std::{io::Write as _, net::SocketAddr, process::ExitCode, time::Duration};
+
+use clap::{Parser, ValueEnum};
+use room619::{
+    Node, RunningNode, ServiceBuilder,
+    config::{ConfigLoader, InstanceConfig},
+    rpc::client::RpcChannel,
+};
+use room619_bench::{
+    BoxError,
+    chain::{self, ChainAlgorithm},
+    echo::BenchEcho,
+    load::{self, LoadSpec},
+    servers::{self, Server},
+};
+use shop_proto::echo::v1::{EchoRequest, echo_client::EchoClient, echo_server::EchoServer};
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+/// What is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Target {
+    /// Unary gRPC echo, tonic client, bare tonic server.
+    GrpcBare,
+    /// Unary gRPC echo, tonic client, room619 node (defaults).
+    GrpcRoom619,
+    /// As `grpc-room619` with `telemetry.metrics = false`.
+    GrpcRoom619NoMetrics,
+    /// As `grpc-room619` with JWT (HS256) auth and a rate limit.
+    GrpcChain,
+    /// REST JSON echo, hyper HTTP/1.1 client, bare axum server.
+    RestBare,
+    /// REST JSON echo, hyper HTTP/1.1 client, room619 node (defaults).
+    RestRoom619,
+    /// As `rest-room619` with `telemetry.metrics = false`.
+    RestRoom619NoMetrics,
+    /// As `rest-room619` with JWT (HS256) auth and a rate limit.
+    RestChain,
+    /// A bare tonic `Channel` calling a room619 node.
+    ClientBare,
+    /// room619's remote client stack (bulkhead, breakers, retry, p2c)
+    /// calling the same room619 node.
+    ClientStack,
+}
+
+/// Drives one target and prints the number of requests made.
+#[derive(Debug, Parser)]
+#[command(name = "callcost", about)]
+struct Cli {
+    /// The target.
+    #[arg(long, value_enum)]
+    target: Target,
+    /// How long to send, in milliseconds (after 20 warm-up requests).
+    #[arg(long, default_value_t = 1000)]
+    millis: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(&err.into()),
+    };
+    match runtime.block_on(drive(cli.target, Duration::from_millis(cli.millis))) {
+        Ok(requests) => {
+            let mut stdout = std::io::stdout().lock();
+            if writeln!(stdout, "requests={requests}").is_err() {
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => fail(&err),
+    }
+}
+
+async fn drive(target: Target, duration: Duration) -> Result<u64, BoxError> {
+    let hs256 = chain::config(ChainAlgorithm::Hs256);
+    let (server, authorization) = match target {
+        Target::GrpcBare => (servers::bare_tonic().await?, None),
+        Target::RestBare => (servers::bare_axum().await?, None),
+        Target::GrpcRoom619 | Target::RestRoom619 => (servers::room619().await?, None),
+        Target::GrpcRoom619NoMetrics | Target::RestRoom619NoMetrics => (
+            servers::room619_with("[telemetry]\nmetrics = false\n").await?,
+            None,
+        ),
+        Target::GrpcChain | Target::RestChain => (
+            servers::room619_with(&hs256).await?,
+            Some(chain::authorization(ChainAlgorithm::Hs256)?),
+        ),
+        Target::ClientBare | Target::ClientStack => return clients(target, duration).await,
+    };
+    let spec = |duration| LoadSpec {
+        duration,
+        concurrency: 1,
+        connections: 1,
+        message: "callcost".into(),
+        authorization: authorization.clone(),
+    };
+    let grpc = matches!(
+        target,
+        Target::GrpcBare | Target::GrpcRoom619 | Target::GrpcRoom619NoMetrics | Target::GrpcChain
+    );
+    let run = |duration| {
+        let spec = spec(duration);
+        let addr = server.addr();
+        async move {
+            if grpc {
+                load::grpc_unary(addr, &spec).await
+            } else {
+                load::rest_json(addr, &spec).await
+            }
+        }
+    };
+    run(Duration::from_millis(50)).await?;
+    let measured = run(duration).await?;
+    stop(server).await?;
+    if measured.errors > 0 {
+        return Err(format!("{} requests failed", measured.errors).into());
+    }
+    Ok(measured.latencies.len())
+}
+
+async fn stop(server: Server) -> Result<(), BoxError> {
+    server.stop().await
+}
+
+/// A room619 node hosting the bench echo service, and one hosting nothing
+/// whose discovery lists the first (a caller with a remote client stack).
+async fn clients(target: Target, duration: Duration) -> Result<u64, BoxError> {
+    let server = node("server", Vec::new(), true).await?;
+    let addr = server.local_addr();
+    let caller = node(
+        "caller",
+        vec![InstanceConfig {
+            name: "echo".into(),
+            version: "1.0.0".into(),
+            address: addr.to_string(),
+        }],
+        false,
+    )
+    .await?;
+    let requests = if target == Target::ClientStack {
+        let client = caller
+            .handle()
+            .client::<EchoClient<RpcChannel>>("echo", "^1")?;
+        calls(client, duration).await?
+    } else {
+        calls(EchoClient::new(channel(addr).await?), duration).await?
+    };
+    caller.shutdown().await?;
+    server.shutdown().await?;
+    Ok(requests)
+}
+
+async fn channel(addr: SocketAddr) -> Result<Channel, BoxError> {
+    Ok(Channel::from_shared(format!("http://{addr}"))?
+        .tcp_nodelay(true)
+        .connect()
+        .await?)
+}
+
+/// Warm-up calls, then calls for `duration`; how many of those there were.
+async fn calls<T>(mut client: EchoClient<T>, duration: Duration) -> Result<u64, BoxError>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<BoxError>,
+    T::ResponseBody: tonic::transport::Body<Data = bytes::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::transport::Body>::Error: Into<BoxError> + Send,
+{
+    let request = || EchoRequest {
+        message: "callcost".into(),
+        ..EchoRequest::default()
+    };
+    for _ in 0..20 {
+        client.echo(request()).await?;
+    }
+    let deadline = Instant::now() + duration;
+    let mut made = 0;
+    while Instant::now() < deadline {
+        client.echo(request()).await?;
+        made += 1;
+    }
+    Ok(made)
+}
+
+async fn node(
+    name: &str,
+    instances: Vec<InstanceConfig>,
+    echo: bool,
+) -> Result<RunningNode, BoxError> {
+    let mut config = ConfigLoader::new()
+        .toml_str(format!(
+            "[node]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\n"
+        ))
+        .without_env()
+        .load()?;
+    config.discovery.instances = instances;
+    let mut builder = Node::builder().config(config);
+    if echo {
+        builder = builder.service(
+            ServiceBuilder::new("echo", "1.0.0")?
+                .grpc(EchoServer::new(BenchEcho))
+                .build()?,
+        );
+    }
+    Ok(builder.build()?.start().await?)
+}
+
+fn fail(err: &BoxError) -> ExitCode {
+    let mut stderr = std::io::stderr().lock();
+    if writeln!(stderr, "callcost: {err}").is_err() {
+        return ExitCode::from(2);
+    }
+    ExitCode::FAILURE
+}
