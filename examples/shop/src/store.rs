@@ -32,7 +32,7 @@ use std::{
 use futures_util::future::BoxFuture;
 use room619::{Error, ErrorKind, service::Health};
 use sqlx::{
-    AnyPool,
+    AnyConnection, AnyPool, Connection as _,
     any::AnyPoolOptions,
     error::{BoxDynError, ErrorKind as DbErrorKind},
     migrate::{Migration, MigrationSource, MigrationType, Migrator},
@@ -128,6 +128,14 @@ impl Db {
             ));
         };
         sqlx::any::install_default_drivers();
+        // One connection first: the pool would retry an unreachable server
+        // until its timeout and report only that.
+        let probe = AnyConnection::connect(url)
+            .await
+            .map_err(|err| connect_error(backend, err))?;
+        if let Err(err) = probe.close().await {
+            tracing::debug!(error = %err, "the probe connection did not close cleanly");
+        }
         let options = AnyPoolOptions::new()
             .max_connections(match backend {
                 Backend::Sqlite => 4,

@@ -94,24 +94,27 @@ impl Pending {
     }
 }
 
-/// The relay loop: publishes pending events until the node shuts down.
+/// The relay loop: publishes pending events until the node shuts down. It
+/// waits before its first pass, so the node's subscribers are listening
+/// when rows left from a previous run go out.
 pub(crate) async fn run(ctx: ServiceContext, db: Db, outbox: Arc<Outbox>) {
+    let mut more = false;
     loop {
-        let published = match pass(ctx.bus(), &db).await {
-            Ok(published) => published,
+        if !more {
+            tokio::select! {
+                biased;
+                () = ctx.shutdown_signal() => break,
+                () = outbox.pending.notified() => {}
+                () = tokio::time::sleep(POLL) => {}
+            }
+        }
+        more = match pass(ctx.bus(), &db).await {
+            Ok(published) => published == BATCH,
             Err(err) => {
                 tracing::warn!(error = %err, "the users outbox relay could not publish; retrying");
-                0
+                false
             }
         };
-        if published == BATCH {
-            continue;
-        }
-        tokio::select! {
-            () = ctx.shutdown_signal() => break,
-            () = outbox.pending.notified() => {}
-            () = tokio::time::sleep(POLL) => {}
-        }
     }
 }
 

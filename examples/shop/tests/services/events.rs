@@ -1,0 +1,233 @@
+//! `users.created` / `users.deleted` through the outbox, and products
+//! archived when their owner is deleted.
+
+use shop_proto::{
+    products::v1::{GetProductRequest, ListProductsRequest},
+    users::v1::{self, UserEvent},
+};
+
+use crate::{
+    both,
+    products::create,
+    support::{Kind, TestDb, authed, clients, eventually, service_token, start_node, token},
+};
+
+/// The next event on `subscription`: its subject and body.
+async fn next_event(subscription: &mut room619::bus::Subscription) -> (String, UserEvent) {
+    let message = tokio::time::timeout(std::time::Duration::from_secs(10), subscription.next())
+        .await
+        .expect("an event within 10 s")
+        .expect("the subscription is open");
+    (
+        message.subject().to_owned(),
+        message.decode::<UserEvent>().unwrap(),
+    )
+}
+
+fn event(user_id: &str, email: &str) -> UserEvent {
+    UserEvent {
+        user_id: user_id.into(),
+        email: email.into(),
+    }
+}
+
+async fn archived_on_owner_deletion(kind: Kind) {
+    let test = TestDb::new(kind).await;
+    let node = start_node(&test.db).await;
+    let mut events = node.handle().bus().subscribe("users.>").await.unwrap();
+    let mut c = clients(&node).await;
+    let auth = service_token();
+    for id in ["alice", "bob"] {
+        let request = v1::CreateUserRequest {
+            id: id.into(),
+            email: format!("{id}@example.com"),
+            name: id.into(),
+        };
+        c.v1.create_user(authed(&auth, request)).await.unwrap();
+    }
+    assert_eq!(
+        next_event(&mut events).await,
+        (
+            "users.created".to_owned(),
+            event("alice", "alice@example.com")
+        )
+    );
+    assert_eq!(
+        next_event(&mut events).await,
+        ("users.created".to_owned(), event("bob", "bob@example.com"))
+    );
+
+    let kept = create(&mut c.products, "bob", "Bob's lamp", 10).await;
+    let mine = [
+        create(&mut c.products, "alice", "Chair", 10).await,
+        create(&mut c.products, "alice", "Desk", 20).await,
+    ];
+    let alice = token("alice", "");
+    c.v1.delete_user(authed(&alice, v1::DeleteUserRequest { id: "alice".into() }))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_event(&mut events).await,
+        (
+            "users.deleted".to_owned(),
+            event("alice", "alice@example.com")
+        )
+    );
+
+    let listing = |include_archived| ListProductsRequest {
+        owner_id: "alice".into(),
+        include_archived,
+        ..Default::default()
+    };
+    let products = c.products.clone();
+    let reader = token("reader", "");
+    eventually("alice's products are archived", || {
+        let (mut products, reader) = (products.clone(), reader.clone());
+        async move {
+            products
+                .list_products(authed(&reader, listing(false)))
+                .await
+                .unwrap()
+                .into_inner()
+                .products
+                .is_empty()
+        }
+    })
+    .await;
+    let archived = c
+        .products
+        .list_products(authed(&reader, listing(true)))
+        .await
+        .unwrap()
+        .into_inner()
+        .products;
+    assert_eq!(archived.len(), 2);
+    for (now, before) in archived.iter().zip(&mine) {
+        assert!(now.archived);
+        assert_eq!(
+            (&now.id, &now.name, now.price_cents),
+            (&before.id, &before.name, before.price_cents)
+        );
+    }
+    let one = c
+        .products
+        .get_product(authed(
+            &reader,
+            GetProductRequest {
+                id: mine[0].id.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    assert!(one.into_inner().archived, "archived products stay readable");
+    let everything = c
+        .products
+        .list_products(authed(&reader, ListProductsRequest::default()))
+        .await
+        .unwrap();
+    assert_eq!(everything.into_inner().products, [kept.clone()]);
+
+    // Handling the event again changes nothing (idempotent); then bob goes.
+    let bus = node.handle().bus().clone();
+    bus.publish("users.deleted", &event("alice", "alice@example.com"))
+        .await
+        .unwrap();
+    bus.publish("users.deleted", &event("bob", "bob@example.com"))
+        .await
+        .unwrap();
+    let bobs = ListProductsRequest {
+        owner_id: "bob".into(),
+        ..Default::default()
+    };
+    eventually("bob's products are archived", || {
+        let (mut products, reader, bobs) = (products.clone(), reader.clone(), bobs.clone());
+        async move {
+            products
+                .list_products(authed(&reader, bobs))
+                .await
+                .unwrap()
+                .into_inner()
+                .products
+                .is_empty()
+        }
+    })
+    .await;
+    let again = c
+        .products
+        .list_products(authed(&reader, listing(true)))
+        .await
+        .unwrap()
+        .into_inner()
+        .products;
+    assert_eq!(again, archived, "archiving twice changes nothing");
+
+    eventually("the outbox is empty", || async {
+        test.count("users_outbox").await == 0
+    })
+    .await;
+    node.shutdown().await.unwrap();
+    test.finish().await;
+}
+both!(
+    deleting_a_user_archives_their_products,
+    super::archived_on_owner_deletion
+);
+
+async fn queue(test: &TestDb, id: &str, user_id: &str, claimed_until: i64) {
+    sqlx::query(
+        "INSERT INTO users_outbox (id, subject, user_id, email, created_at, claimed_until) \
+         VALUES ($1, 'users.deleted', $2, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(user_id)
+    .bind(format!("{user_id}@example.com"))
+    .bind(shop::store::timestamp())
+    .bind(claimed_until)
+    .execute(test.db.pool())
+    .await
+    .unwrap();
+}
+
+async fn leftovers_are_relayed(kind: Kind) {
+    let test = TestDb::new(kind).await;
+    // What a process that died after committing left behind: a free event,
+    // one whose relay's claim expired, and one a live relay still holds.
+    queue(&test, "e1", "carol", 0).await;
+    queue(&test, "e2", "dave", 1).await;
+    queue(&test, "e3", "erin", shop::store::unix_millis() + 600_000).await;
+    let node = start_node(&test.db).await;
+    let mut events = node
+        .handle()
+        .bus()
+        .subscribe("users.deleted")
+        .await
+        .unwrap();
+
+    let mut seen = vec![
+        next_event(&mut events).await.1.user_id,
+        next_event(&mut events).await.1.user_id,
+    ];
+    seen.sort();
+    assert_eq!(seen, ["carol", "dave"]);
+    eventually("the relayed rows are deleted", || async {
+        test.count("users_outbox").await == 1
+    })
+    .await;
+
+    // Once the claim is released the last one goes out too.
+    sqlx::query("UPDATE users_outbox SET claimed_until = 0")
+        .execute(test.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut events).await.1.user_id, "erin");
+    eventually("the outbox is empty", || async {
+        test.count("users_outbox").await == 0
+    })
+    .await;
+    node.shutdown().await.unwrap();
+    test.finish().await;
+}
+both!(
+    events_left_in_the_outbox_are_published_after_a_restart,
+    super::leftovers_are_relayed
+);
