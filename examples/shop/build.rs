@@ -47,8 +47,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
-/// The `(version, description, path)` of each `.sql` file in `dir`.
-fn migrations(dir: &Path) -> Result<Vec<(i64, String, PathBuf)>, Box<dyn Error>> {
+/// One migration file: version, description, path.
+type Found = (i64, String, PathBuf);
+
+/// The migration files in `dir` (any `.sql` file).
+fn migrations(dir: &Path) -> Result<Vec<Found>, Box<dyn Error>> {
     let mut found = Vec::new();
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();

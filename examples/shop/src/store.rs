@@ -195,6 +195,7 @@ impl Db {
 
     /// Whether the database answers (for
     /// [`ServiceBuilder::dependency`](room619::ServiceBuilder::dependency)).
+    #[must_use]
     pub fn health(&self) -> BoxFuture<'static, Health> {
         let pool = self.pool.clone();
         Box::pin(async move {

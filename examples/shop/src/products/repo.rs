@@ -157,31 +157,7 @@ impl ProductStore {
                 "query must be at most {MAX_QUERY} characters (got {query_length})"
             )));
         }
-        let mut sql = format!("SELECT {COLUMNS} FROM products WHERE 1 = 1");
-        let mut args: Vec<String> = Vec::new();
-        if !filter.include_archived {
-            sql.push_str(" AND archived = 0");
-        }
-        if !filter.owner_id.is_empty() {
-            args.push(filter.owner_id.to_owned());
-            sql.push_str(&format!(" AND owner_id = ${}", args.len()));
-        }
-        if !filter.query.is_empty() {
-            args.push(format!("%{}%", escape_like(&filter.query.to_lowercase())));
-            sql.push_str(&format!(
-                " AND name_folded LIKE ${} ESCAPE '\\'",
-                args.len()
-            ));
-        }
-        if let Some(cursor) = cursor {
-            args.push(cursor.created_at);
-            args.push(cursor.id);
-            let (at, id) = (args.len() - 1, args.len());
-            sql.push_str(&format!(
-                " AND (created_at > ${at} OR (created_at = ${at} AND id > ${id}))"
-            ));
-        }
-        sql.push_str(&format!(" ORDER BY created_at, id LIMIT {}", size + 1));
+        let (sql, args) = listing_sql(filter, cursor, size + 1);
         let query = args
             .iter()
             .fold(sqlx::query(&sql), |query, arg| query.bind(arg.as_str()));
@@ -276,6 +252,40 @@ impl ProductStore {
         .map_err(db_error)?;
         Ok(archived.rows_affected())
     }
+}
+
+/// The `SELECT` of a listing (at most `limit` rows) and its arguments, in
+/// placeholder order.
+fn listing_sql(filter: &Filter<'_>, cursor: Option<Cursor>, limit: i64) -> (String, Vec<String>) {
+    let mut conditions = Vec::new();
+    let mut args: Vec<String> = Vec::new();
+    if !filter.include_archived {
+        conditions.push("archived = 0".to_owned());
+    }
+    if !filter.owner_id.is_empty() {
+        args.push(filter.owner_id.to_owned());
+        conditions.push(format!("owner_id = ${}", args.len()));
+    }
+    if !filter.query.is_empty() {
+        args.push(format!("%{}%", escape_like(&filter.query.to_lowercase())));
+        conditions.push(format!("name_folded LIKE ${} ESCAPE '\\'", args.len()));
+    }
+    if let Some(cursor) = cursor {
+        args.push(cursor.created_at);
+        args.push(cursor.id);
+        let (at, id) = (args.len() - 1, args.len());
+        conditions.push(format!(
+            "(created_at > ${at} OR (created_at = ${at} AND id > ${id}))"
+        ));
+    }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    let sql =
+        format!("SELECT {COLUMNS} FROM products{filter} ORDER BY created_at, id LIMIT {limit}");
+    (sql, args)
 }
 
 fn not_found(id: &str) -> Error {

@@ -32,6 +32,97 @@ pub async fn create(
         .into_inner()
 }
 
+/// Only the fields that are set change.
+async fn partial_updates(
+    c: &mut ProductsClient<Channel>,
+    widget: &Product,
+    alice: &str,
+    bob: &str,
+) {
+    let cheaper = UpdateProductRequest {
+        id: widget.id.clone(),
+        price_cents: Some(0),
+        ..Default::default()
+    };
+    let cheaper = c
+        .update_product(authed(alice, cheaper))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (cheaper.price_cents, cheaper.name.as_str()),
+        (0, "Blue Widget")
+    );
+    assert_eq!(cheaper.description, widget.description);
+    assert!(cheaper.updated_at > widget.updated_at);
+    let renamed = UpdateProductRequest {
+        id: widget.id.clone(),
+        name: Some("Green Widget".into()),
+        description: Some(String::new()),
+        ..Default::default()
+    };
+    let renamed = c
+        .update_product(authed(alice, renamed))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            renamed.name.as_str(),
+            renamed.description.as_str(),
+            renamed.price_cents
+        ),
+        ("Green Widget", "", 0)
+    );
+    let found = c
+        .list_products(authed(
+            bob,
+            ListProductsRequest {
+                query: "green".into(),
+                ..Default::default()
+            },
+        ))
+        .await;
+    assert_eq!(found.unwrap().into_inner().products, [renamed]);
+}
+
+async fn unknown_ids_and_anonymous_callers(
+    c: &mut ProductsClient<Channel>,
+    widget: &Product,
+    alice: &str,
+) {
+    let missing = UpdateProductRequest {
+        id: "nope".into(),
+        name: Some("X".into()),
+        ..Default::default()
+    };
+    refused(
+        c.update_product(authed(alice, missing)).await,
+        Code::NotFound,
+        "nope",
+    );
+    refused(
+        c.get_product(authed(alice, GetProductRequest { id: "nope".into() }))
+            .await,
+        Code::NotFound,
+        "nope",
+    );
+    refused(
+        c.get_product(authed(alice, GetProductRequest { id: String::new() }))
+            .await,
+        Code::InvalidArgument,
+        "id is required",
+    );
+    refused(
+        c.get_product(GetProductRequest {
+            id: widget.id.clone(),
+        })
+        .await,
+        Code::Unauthenticated,
+        "",
+    );
+}
+
 async fn ownership(kind: Kind) {
     let test = TestDb::new(kind).await;
     let node = start_node(&test.db).await;
@@ -76,83 +167,8 @@ async fn ownership(kind: Kind) {
         "owner",
     );
 
-    // Only the fields that are set change.
-    let cheaper = UpdateProductRequest {
-        id: widget.id.clone(),
-        price_cents: Some(0),
-        ..Default::default()
-    };
-    let cheaper = c
-        .update_product(authed(&alice, cheaper))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        (cheaper.price_cents, cheaper.name.as_str()),
-        (0, "Blue Widget")
-    );
-    assert_eq!(cheaper.description, widget.description);
-    assert!(cheaper.updated_at > widget.updated_at);
-    let renamed = UpdateProductRequest {
-        id: widget.id.clone(),
-        name: Some("Green Widget".into()),
-        description: Some(String::new()),
-        ..Default::default()
-    };
-    let renamed = c
-        .update_product(authed(&alice, renamed))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        (
-            renamed.name.as_str(),
-            renamed.description.as_str(),
-            renamed.price_cents
-        ),
-        ("Green Widget", "", 0)
-    );
-    let found = c
-        .list_products(authed(
-            &bob,
-            ListProductsRequest {
-                query: "green".into(),
-                ..Default::default()
-            },
-        ))
-        .await;
-    assert_eq!(found.unwrap().into_inner().products, [renamed]);
-
-    let missing = UpdateProductRequest {
-        id: "nope".into(),
-        name: Some("X".into()),
-        ..Default::default()
-    };
-    refused(
-        c.update_product(authed(&alice, missing)).await,
-        Code::NotFound,
-        "nope",
-    );
-    refused(
-        c.get_product(authed(&alice, GetProductRequest { id: "nope".into() }))
-            .await,
-        Code::NotFound,
-        "nope",
-    );
-    refused(
-        c.get_product(authed(&alice, GetProductRequest { id: String::new() }))
-            .await,
-        Code::InvalidArgument,
-        "id is required",
-    );
-    refused(
-        c.get_product(GetProductRequest {
-            id: widget.id.clone(),
-        })
-        .await,
-        Code::Unauthenticated,
-        "",
-    );
+    partial_updates(&mut c, &widget, &alice, &bob).await;
+    unknown_ids_and_anonymous_callers(&mut c, &widget, &alice).await;
 
     c.delete_product(authed(
         &alice,

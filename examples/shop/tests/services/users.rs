@@ -1,12 +1,14 @@
 //! The users service: both versions over one table, owner checks,
 //! validation, duplicates, pagination.
 
+use std::time::Duration;
+
 use shop_proto::users::{v1, v2};
 use tonic::Code;
 
 use crate::{
     both,
-    support::{Kind, TestDb, authed, clients, refused, service_token, start_node, token},
+    support::{Clients, Kind, TestDb, authed, clients, refused, service_token, start_node, token},
 };
 
 fn create_v1(id: &str, email: &str, name: &str) -> v1::CreateUserRequest {
@@ -15,6 +17,55 @@ fn create_v1(id: &str, email: &str, name: &str) -> v1::CreateUserRequest {
         email: email.into(),
         name: name.into(),
     }
+}
+
+/// Only one's own profile may change; a deleted one is gone for good.
+async fn strangers_and_the_departed(c: &mut Clients, alice_token: &str, bob_id: &str) {
+    let other = v1::UpdateUserRequest {
+        id: bob_id.into(),
+        name: "Mallory".into(),
+    };
+    refused(
+        c.v1.update_user(authed(alice_token, other)).await,
+        Code::PermissionDenied,
+        "your own",
+    );
+    let other = v2::DeleteUserRequest { id: bob_id.into() };
+    refused(
+        c.v2.delete_user(authed(alice_token, other)).await,
+        Code::PermissionDenied,
+        "your own",
+    );
+
+    c.v1.delete_user(authed(
+        alice_token,
+        v1::DeleteUserRequest { id: "alice".into() },
+    ))
+    .await
+    .unwrap();
+    let gone =
+        c.v2.get_user(authed(
+            alice_token,
+            v2::GetUserRequest { id: "alice".into() },
+        ))
+        .await;
+    refused(gone, Code::NotFound, "alice");
+    let again =
+        c.v1.delete_user(authed(
+            alice_token,
+            v1::DeleteUserRequest { id: "alice".into() },
+        ))
+        .await;
+    refused(again, Code::NotFound, "alice");
+    let ghost = v1::UpdateUserRequest {
+        id: "alice".into(),
+        name: "Ghost".into(),
+    };
+    refused(
+        c.v1.update_user(authed(alice_token, ghost)).await,
+        Code::NotFound,
+        "alice",
+    );
 }
 
 async fn crud_across_versions(kind: Kind) {
@@ -91,52 +142,7 @@ async fn crud_across_versions(kind: Kind) {
         .unwrap();
     assert_eq!(seen.into_inner().name, "Alice A.");
 
-    // Only one's own profile.
-    let other = v1::UpdateUserRequest {
-        id: bob.id.clone(),
-        name: "Mallory".into(),
-    };
-    refused(
-        c.v1.update_user(authed(&alice_token, other)).await,
-        Code::PermissionDenied,
-        "your own",
-    );
-    let other = v2::DeleteUserRequest { id: bob.id.clone() };
-    refused(
-        c.v2.delete_user(authed(&alice_token, other)).await,
-        Code::PermissionDenied,
-        "your own",
-    );
-
-    c.v1.delete_user(authed(
-        &alice_token,
-        v1::DeleteUserRequest { id: "alice".into() },
-    ))
-    .await
-    .unwrap();
-    let gone =
-        c.v2.get_user(authed(
-            &alice_token,
-            v2::GetUserRequest { id: "alice".into() },
-        ))
-        .await;
-    refused(gone, Code::NotFound, "alice");
-    let again =
-        c.v1.delete_user(authed(
-            &alice_token,
-            v1::DeleteUserRequest { id: "alice".into() },
-        ))
-        .await;
-    refused(again, Code::NotFound, "alice");
-    let ghost = v1::UpdateUserRequest {
-        id: "alice".into(),
-        name: "Ghost".into(),
-    };
-    refused(
-        c.v1.update_user(authed(&alice_token, ghost)).await,
-        Code::NotFound,
-        "alice",
-    );
+    strangers_and_the_departed(&mut c, &alice_token, &bob.id).await;
     assert_eq!(test.count("users").await, 1);
 
     node.shutdown().await.unwrap();
@@ -147,12 +153,84 @@ both!(
     super::crud_across_versions
 );
 
+/// Every malformed field is refused with a message naming it.
+async fn bad_fields(c: &mut Clients, auth: &str, alice_token: &str) {
+    for email in [
+        "",
+        "no-at-sign",
+        "a@b",
+        "a b@c.de",
+        "@c.de",
+        "a@@c.de",
+        "a@c..de",
+        "a@c.de.",
+    ] {
+        let bad =
+            c.v1.create_user(authed(auth, create_v1("", email, "Name")))
+                .await;
+        refused(bad, Code::InvalidArgument, "email");
+    }
+    let long = "é".repeat(101);
+    for name in ["", "   ", long.as_str()] {
+        let bad =
+            c.v1.create_user(authed(auth, create_v1("", "n@example.com", name)))
+                .await;
+        refused(
+            bad,
+            Code::InvalidArgument,
+            "name must be 1 to 100 characters",
+        );
+        let bad =
+            c.v2.create_user(authed(
+                auth,
+                v2::CreateUserRequest {
+                    id: String::new(),
+                    email: "n@example.com".into(),
+                    display_name: name.into(),
+                },
+            ))
+            .await;
+        refused(
+            bad,
+            Code::InvalidArgument,
+            "display_name must be 1 to 100 characters",
+        );
+    }
+    let bad =
+        c.v1.create_user(authed(auth, create_v1("has space", "s@example.com", "S")))
+            .await;
+    refused(bad, Code::InvalidArgument, "id must be");
+    let bad =
+        c.v1.get_user(authed(
+            alice_token,
+            v1::GetUserRequest { id: String::new() },
+        ))
+        .await;
+    refused(bad, Code::InvalidArgument, "id is required");
+    let bad =
+        c.v1.update_user(authed(
+            alice_token,
+            v1::UpdateUserRequest {
+                id: "alice".into(),
+                name: String::new(),
+            },
+        ))
+        .await;
+    refused(bad, Code::InvalidArgument, "name must be");
+}
+
 async fn refusals(kind: Kind) {
     let test = TestDb::new(kind).await;
     let node = start_node(&test.db).await;
     let mut c = clients(&node).await;
     let auth = service_token();
     let alice_token = token("alice", "");
+    let mut created = node
+        .handle()
+        .bus()
+        .subscribe("users.created")
+        .await
+        .unwrap();
     c.v1.create_user(authed(
         &auth,
         create_v1("alice", "alice@example.com", "Alice"),
@@ -181,68 +259,7 @@ async fn refusals(kind: Kind) {
         .await;
     refused(taken, Code::AlreadyExists, "id alice");
 
-    for email in [
-        "",
-        "no-at-sign",
-        "a@b",
-        "a b@c.de",
-        "@c.de",
-        "a@@c.de",
-        "a@c..de",
-        "a@c.de.",
-    ] {
-        let bad =
-            c.v1.create_user(authed(&auth, create_v1("", email, "Name")))
-                .await;
-        refused(bad, Code::InvalidArgument, "email");
-    }
-    let long = "é".repeat(101);
-    for name in ["", "   ", long.as_str()] {
-        let bad =
-            c.v1.create_user(authed(&auth, create_v1("", "n@example.com", name)))
-                .await;
-        refused(
-            bad,
-            Code::InvalidArgument,
-            "name must be 1 to 100 characters",
-        );
-        let bad =
-            c.v2.create_user(authed(
-                &auth,
-                v2::CreateUserRequest {
-                    id: String::new(),
-                    email: "n@example.com".into(),
-                    display_name: name.into(),
-                },
-            ))
-            .await;
-        refused(
-            bad,
-            Code::InvalidArgument,
-            "display_name must be 1 to 100 characters",
-        );
-    }
-    let bad =
-        c.v1.create_user(authed(&auth, create_v1("has space", "s@example.com", "S")))
-            .await;
-    refused(bad, Code::InvalidArgument, "id must be");
-    let bad =
-        c.v1.get_user(authed(
-            &alice_token,
-            v1::GetUserRequest { id: String::new() },
-        ))
-        .await;
-    refused(bad, Code::InvalidArgument, "id is required");
-    let bad =
-        c.v1.update_user(authed(
-            &alice_token,
-            v1::UpdateUserRequest {
-                id: "alice".into(),
-                name: String::new(),
-            },
-        ))
-        .await;
-    refused(bad, Code::InvalidArgument, "name must be");
+    bad_fields(&mut c, &auth, &alice_token).await;
 
     // 100 characters of any width are fine.
     let max = "é".repeat(100);
@@ -250,8 +267,15 @@ async fn refusals(kind: Kind) {
         .await
         .unwrap();
 
-    // Nothing half-written: two users, and no event but theirs ever queued.
+    // Nothing half-written: two users, and their two events only.
     assert_eq!(test.count("users").await, 2);
+    for email in ["alice@example.com", "max@example.com"] {
+        let event = tokio::time::timeout(Duration::from_secs(10), created.next()).await;
+        let event = event.unwrap().unwrap().decode::<v1::UserEvent>().unwrap();
+        assert_eq!(event.email, email);
+    }
+    let more = tokio::time::timeout(Duration::from_millis(1500), created.next()).await;
+    assert!(more.is_err(), "no event for a refused request: {more:?}");
     crate::support::eventually("the outbox is empty", || async {
         test.count("users_outbox").await == 0
     })
