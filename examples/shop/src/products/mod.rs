@@ -12,7 +12,7 @@
 
 mod repo;
 
-use room619::{ServiceBuilder, bus::Event, service::BuiltService};
+use room619::{ServiceBuilder, bus::Event, middleware::auth::Requirement, service::BuiltService};
 use shop_proto::{
     products::v1::{
         CreateProductRequest, DeleteProductRequest, DeleteProductResponse, GetProductRequest,
@@ -43,6 +43,10 @@ pub fn service(db: Db) -> room619::Result<BuiltService> {
         .description("The product catalog (products.v1)")
         .grpc(ProductsServer::new(Api(store)))
         .file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
+        .require(
+            "/products.v1.Products/{*method}",
+            Requirement::authenticated(),
+        )
         .dependency("database", move || health.health())
         .durable_subscribe(
             crate::users::DELETED,

@@ -53,6 +53,7 @@ pub fn services(db: Db) -> room619::Result<Vec<BuiltService>> {
     Ok(vec![
         builder("1.0.0", "User profiles (users.v1)", &store)?
             .grpc(V1Server::new(v1::V1(store.clone())))
+            .require("/users.v1.Users/{*method}", Requirement::authenticated())
             .require(
                 "/users.v1.Users/CreateUser",
                 Requirement::scopes([CREATE_SCOPE]),
@@ -60,6 +61,7 @@ pub fn services(db: Db) -> room619::Result<Vec<BuiltService>> {
             .build()?,
         builder("2.0.0", "User profiles (users.v2: display_name)", &store)?
             .grpc(V2Server::new(v2::V2(store.clone())))
+            .require("/users.v2.Users/{*method}", Requirement::authenticated())
             .require(
                 "/users.v2.Users/CreateUser",
                 Requirement::scopes([CREATE_SCOPE]),

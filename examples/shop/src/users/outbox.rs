@@ -148,8 +148,12 @@ pub(crate) async fn final_pass(bus: &MessageBus, db: &Db) {
 /// for the next pass.
 pub(crate) async fn pass(bus: &MessageBus, db: &Db) -> room619::Result<i64> {
     let now = unix_millis();
+    // The outer `claimed_until < $2` is checked again on the row as it is
+    // when the lock is granted (PostgreSQL re-reads a row another relay
+    // changed meanwhile), so two relays never both claim one row; SQLite
+    // runs one writer at a time anyway.
     let rows = sqlx::query(&format!(
-        "UPDATE users_outbox SET claimed_until = $1 WHERE id IN \
+        "UPDATE users_outbox SET claimed_until = $1 WHERE claimed_until < $2 AND id IN \
          (SELECT id FROM users_outbox WHERE claimed_until < $2 ORDER BY created_at, id LIMIT {BATCH}) \
          RETURNING id, subject, user_id, email, created_at"
     ))
