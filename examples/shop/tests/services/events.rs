@@ -12,7 +12,10 @@ use tonic::transport::Channel;
 use crate::{
     both,
     products::create,
-    support::{Kind, TestDb, authed, clients, eventually, service_token, start_node, token},
+    support::{
+        Kind, TestDb, authed, clients, eventually, service_token, start_node, start_node_with,
+        token,
+    },
 };
 
 /// The next event on `subscription`: its subject and body.
@@ -228,4 +231,58 @@ async fn leftovers_are_relayed(kind: Kind) {
 both!(
     events_left_in_the_outbox_are_published_after_a_restart,
     super::leftovers_are_relayed
+);
+
+async fn refused_publishes_stay_queued(kind: Kind) {
+    let test = TestDb::new(kind).await;
+    // A listener that does not read fills its one-message queue; the bus
+    // then refuses further events after 50 ms.
+    let node = start_node_with(
+        &test.db,
+        "[bus]\ncapacity = 1\npublish_timeout = \"50ms\"\n",
+    )
+    .await;
+    let mut stuck = node
+        .handle()
+        .bus()
+        .subscribe("users.created")
+        .await
+        .unwrap();
+    let mut c = clients(&node).await;
+    let auth = service_token();
+    for id in ["alice", "bob", "carol"] {
+        let request = v1::CreateUserRequest {
+            id: id.into(),
+            email: format!("{id}@example.com"),
+            name: id.into(),
+        };
+        c.v1.create_user(authed(&auth, request)).await.unwrap();
+    }
+    eventually("the refused events wait in the outbox", || async {
+        test.count("users_outbox").await == 2
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        test.count("users_outbox").await,
+        2,
+        "refused events are kept"
+    );
+
+    // Once the listener reads, the relay retries and each event arrives once, in order.
+    for id in ["alice", "bob", "carol"] {
+        assert_eq!(next_event(&mut stuck).await, about("users.created", id));
+    }
+    eventually("the outbox is empty", || async {
+        test.count("users_outbox").await == 0
+    })
+    .await;
+    let more = tokio::time::timeout(std::time::Duration::from_millis(1500), stuck.next()).await;
+    assert!(more.is_err(), "published twice: {more:?}");
+    node.shutdown().await.unwrap();
+    test.finish().await;
+}
+both!(
+    events_the_bus_refuses_stay_in_the_outbox,
+    super::refused_publishes_stay_queued
 );

@@ -202,3 +202,52 @@ async fn postgres_is_chosen_by_the_database_url() {
     db.close().await;
     test.finish().await;
 }
+
+const CONFIGURED_URL: &str = "postgres://configured.invalid/shop";
+
+/// Run with the suite: the configured URL is the one used. Run again by
+/// [`the_database_url_variable_wins_over_the_configuration`] with
+/// `DATABASE_URL` set: that URL wins and [`Db::connect`] reaches it.
+#[tokio::test]
+async fn database_url_child() {
+    let settings = ShopSettings {
+        data_dir: "/nonexistent".into(),
+        database_url: Some(CONFIGURED_URL.to_owned()),
+    };
+    match std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+    {
+        None => assert_eq!(
+            settings.effective_database_url().as_deref(),
+            Some(CONFIGURED_URL)
+        ),
+        Some(url) => {
+            assert_eq!(settings.effective_database_url(), Some(url));
+            let db = Db::connect(&settings).await.unwrap();
+            assert_eq!(db.backend(), Backend::Postgres);
+            db.close().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_database_url_variable_wins_over_the_configuration() {
+    let test = TestDb::new(Kind::Postgres).await;
+    let url = schema_url(test.schema.as_ref().unwrap());
+    // The environment is the process's: the check runs in a child process.
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["storage::database_url_child", "--exact", "--nocapture"])
+            .env("DATABASE_URL", url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "{stdout}");
+    test.finish().await;
+}

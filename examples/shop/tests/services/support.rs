@@ -160,10 +160,15 @@ pub fn schema_url(schema: &str) -> String {
 /// A node on 127.0.0.1:0 with `[auth]` trusting [`SECRET`], the in-memory
 /// bus, hosting users 1 + 2 and products over `db`.
 pub async fn start_node(db: &Db) -> RunningNode {
+    start_node_with(db, "").await
+}
+
+/// As [`start_node`], plus the TOML `extra`.
+pub async fn start_node_with(db: &Db, extra: &str) -> RunningNode {
     let toml = format!(
         "[node]\nlisten = \"127.0.0.1:0\"\nname = \"shop-test\"\ndrain_timeout = \"5s\"\n\
          [auth]\nissuer = \"{ISSUER}\"\naudience = [\"{AUDIENCE}\"]\n\
-         [[auth.keys]]\nkid = \"hs\"\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\n"
+         [[auth.keys]]\nkid = \"hs\"\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\n{extra}"
     );
     let config = ConfigLoader::new()
         .toml_str(toml)
