@@ -4,7 +4,7 @@
 //! where it listens. Configuration comes from `--config FILE`, `ROOM619_*`
 //! variables and the flags below; an invalid configuration exits with status 2.
 
-mod echo;
+use shop::echo;
 
 use std::{io::Write as _, process::ExitCode};
 

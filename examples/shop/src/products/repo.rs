@@ -1,0 +1,347 @@
+//! The products table: validation and queries.
+
+use room619::{Error, middleware::auth::Principal};
+use sqlx::{Row as _, any::AnyRow};
+
+use crate::store::{
+    Db, db_error, new_id,
+    page::{self, Cursor},
+    timestamp,
+};
+
+/// The longest name, in characters.
+const MAX_NAME: usize = 200;
+/// The longest description, in characters.
+const MAX_DESCRIPTION: usize = 2_000;
+/// The highest price, in cents.
+const MAX_PRICE_CENTS: i64 = 10_000_000_000;
+/// The longest search query, in characters.
+const MAX_QUERY: usize = 200;
+
+const COLUMNS: &str =
+    "id, owner_id, name, description, price_cents, archived, created_at, updated_at";
+
+/// One product, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ProductRow {
+    pub(crate) id: String,
+    pub(crate) owner_id: String,
+    pub(crate) name: String,
+    pub(crate) description: String,
+    pub(crate) price_cents: i64,
+    pub(crate) archived: bool,
+    pub(crate) created_at: String,
+    pub(crate) updated_at: String,
+}
+
+impl ProductRow {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            owner_id: row.try_get("owner_id")?,
+            name: row.try_get("name")?,
+            description: row.try_get("description")?,
+            price_cents: row.try_get("price_cents")?,
+            archived: row.try_get::<i64, _>("archived")? != 0,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+
+    fn cursor(&self) -> Cursor {
+        Cursor {
+            created_at: self.created_at.clone(),
+            id: self.id.clone(),
+        }
+    }
+}
+
+/// What a listing asks for.
+#[derive(Debug, Default)]
+pub(crate) struct Filter<'a> {
+    pub(crate) page_size: u32,
+    pub(crate) page_token: &'a str,
+    pub(crate) query: &'a str,
+    pub(crate) owner_id: &'a str,
+    pub(crate) include_archived: bool,
+}
+
+/// The fields an update sets (`None`: left as it is).
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    pub(crate) name: Option<String>,
+    pub(crate) description: Option<String>,
+    pub(crate) price_cents: Option<i64>,
+}
+
+/// The catalog's data.
+#[derive(Debug, Clone)]
+pub(crate) struct ProductStore {
+    db: Db,
+}
+
+impl ProductStore {
+    pub(crate) fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Creates a product owned by the caller.
+    pub(crate) async fn create(
+        &self,
+        caller: &Principal,
+        name: &str,
+        description: &str,
+        price_cents: i64,
+    ) -> room619::Result<ProductRow> {
+        let name = check_name(name)?;
+        check_description(description)?;
+        check_price(price_cents)?;
+        let row = ProductRow {
+            id: new_id(),
+            owner_id: caller.subject().to_owned(),
+            name,
+            description: description.to_owned(),
+            price_cents,
+            archived: false,
+            created_at: timestamp(),
+            updated_at: String::new(),
+        };
+        sqlx::query(
+            "INSERT INTO products (id, owner_id, name, name_folded, description, price_cents, \
+             archived, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7)",
+        )
+        .bind(&row.id)
+        .bind(&row.owner_id)
+        .bind(&row.name)
+        .bind(row.name.to_lowercase())
+        .bind(&row.description)
+        .bind(row.price_cents)
+        .bind(&row.created_at)
+        .execute(self.db.pool())
+        .await
+        .map_err(db_error)?;
+        Ok(ProductRow {
+            updated_at: row.created_at.clone(),
+            ..row
+        })
+    }
+
+    /// One product, archived or not; `NotFound` when there is none.
+    pub(crate) async fn get(&self, id: &str) -> room619::Result<ProductRow> {
+        let id = crate::access::required("id", id)?;
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM products WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await
+            .map_err(db_error)?;
+        match row {
+            Some(row) => ProductRow::from_row(&row).map_err(db_error),
+            None => Err(not_found(id)),
+        }
+    }
+
+    /// A page of products in creation order, and the next page's token.
+    pub(crate) async fn list(
+        &self,
+        filter: &Filter<'_>,
+    ) -> room619::Result<(Vec<ProductRow>, String)> {
+        let size = page::page_size(filter.page_size)?;
+        let cursor = Cursor::decode(filter.page_token)?;
+        let query_length = filter.query.chars().count();
+        if query_length > MAX_QUERY {
+            return Err(Error::invalid_argument(format!(
+                "query must be at most {MAX_QUERY} characters (got {query_length})"
+            )));
+        }
+        let (sql, args) = listing_sql(filter, cursor, size + 1);
+        let query = args
+            .iter()
+            .fold(sqlx::query(&sql), |query, arg| query.bind(arg.as_str()));
+        let rows = query.fetch_all(self.db.pool()).await.map_err(db_error)?;
+        let rows = rows
+            .iter()
+            .map(ProductRow::from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db_error)?;
+        Ok(page::split(rows, size, ProductRow::cursor))
+    }
+
+    /// Sets the `changes` of the caller's own product.
+    pub(crate) async fn update(
+        &self,
+        caller: &Principal,
+        id: &str,
+        changes: Changes,
+    ) -> room619::Result<ProductRow> {
+        let id = crate::access::required("id", id)?;
+        let name = changes.name.as_deref().map(check_name).transpose()?;
+        if let Some(description) = &changes.description {
+            check_description(description)?;
+        }
+        if let Some(price_cents) = changes.price_cents {
+            check_price(price_cents)?;
+        }
+        let folded = name.as_ref().map(|name| name.to_lowercase());
+        let row = sqlx::query(&format!(
+            "UPDATE products SET name = COALESCE($3, name), name_folded = COALESCE($4, name_folded), \
+             description = COALESCE($5, description), price_cents = COALESCE($6, price_cents), \
+             updated_at = $7 WHERE id = $1 AND owner_id = $2 RETURNING {COLUMNS}"
+        ))
+        .bind(id)
+        .bind(caller.subject())
+        .bind(name)
+        .bind(folded)
+        .bind(changes.description)
+        .bind(changes.price_cents)
+        .bind(timestamp())
+        .fetch_optional(self.db.pool())
+        .await
+        .map_err(db_error)?;
+        match row {
+            Some(row) => ProductRow::from_row(&row).map_err(db_error),
+            None => Err(self.refusal(id, "change").await),
+        }
+    }
+
+    /// Deletes the caller's own product.
+    pub(crate) async fn delete(&self, caller: &Principal, id: &str) -> room619::Result<()> {
+        let id = crate::access::required("id", id)?;
+        let deleted = sqlx::query("DELETE FROM products WHERE id = $1 AND owner_id = $2")
+            .bind(id)
+            .bind(caller.subject())
+            .execute(self.db.pool())
+            .await
+            .map_err(db_error)?;
+        if deleted.rows_affected() == 0 {
+            return Err(self.refusal(id, "delete").await);
+        }
+        Ok(())
+    }
+
+    /// Why a change of product `id` by its owner touched nothing: it does not
+    /// exist (`NotFound`) or belongs to someone else (`PermissionDenied`).
+    async fn refusal(&self, id: &str, what: &str) -> Error {
+        let owner: Result<Option<String>, _> =
+            sqlx::query_scalar("SELECT owner_id FROM products WHERE id = $1")
+                .bind(id)
+                .fetch_optional(self.db.pool())
+                .await;
+        match owner {
+            Ok(Some(_)) => {
+                Error::permission_denied(format!("only the owner of product {id} may {what} it"))
+            }
+            Ok(None) => not_found(id),
+            Err(err) => db_error(err),
+        }
+    }
+
+    /// Archives every product of `owner_id`; the count archived (0 when they
+    /// were archived already).
+    pub(crate) async fn archive_owned_by(&self, owner_id: &str) -> room619::Result<u64> {
+        let archived = sqlx::query(
+            "UPDATE products SET archived = 1, updated_at = $2 WHERE owner_id = $1 AND archived = 0",
+        )
+        .bind(owner_id)
+        .bind(timestamp())
+        .execute(self.db.pool())
+        .await
+        .map_err(db_error)?;
+        Ok(archived.rows_affected())
+    }
+}
+
+/// The `SELECT` of a listing (at most `limit` rows) and its arguments, in
+/// placeholder order.
+fn listing_sql(filter: &Filter<'_>, cursor: Option<Cursor>, limit: i64) -> (String, Vec<String>) {
+    let mut conditions = Vec::new();
+    let mut args: Vec<String> = Vec::new();
+    if !filter.include_archived {
+        conditions.push("archived = 0".to_owned());
+    }
+    if !filter.owner_id.is_empty() {
+        args.push(filter.owner_id.to_owned());
+        conditions.push(format!("owner_id = ${}", args.len()));
+    }
+    if !filter.query.is_empty() {
+        args.push(format!("%{}%", escape_like(&filter.query.to_lowercase())));
+        conditions.push(format!("name_folded LIKE ${} ESCAPE '\\'", args.len()));
+    }
+    if let Some(cursor) = cursor {
+        args.push(cursor.created_at);
+        args.push(cursor.id);
+        let (at, id) = (args.len() - 1, args.len());
+        conditions.push(format!(
+            "(created_at > ${at} OR (created_at = ${at} AND id > ${id}))"
+        ));
+    }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    let sql =
+        format!("SELECT {COLUMNS} FROM products{filter} ORDER BY created_at, id LIMIT {limit}");
+    (sql, args)
+}
+
+fn not_found(id: &str) -> Error {
+    Error::not_found(format!("no product with id {id}"))
+}
+
+/// `text` with the `LIKE` wildcards `%` and `_` (and the escape `\`) escaped.
+fn escape_like(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// A name of 1 to 200 characters once trimmed.
+fn check_name(name: &str) -> room619::Result<String> {
+    let name = name.trim();
+    let length = name.chars().count();
+    if length == 0 || length > MAX_NAME {
+        return Err(Error::invalid_argument(format!(
+            "name must be 1 to {MAX_NAME} characters (got {length})"
+        )));
+    }
+    Ok(name.to_owned())
+}
+
+fn check_description(description: &str) -> room619::Result<()> {
+    let length = description.chars().count();
+    if length > MAX_DESCRIPTION {
+        return Err(Error::invalid_argument(format!(
+            "description must be at most {MAX_DESCRIPTION} characters (got {length})"
+        )));
+    }
+    Ok(())
+}
+
+fn check_price(price_cents: i64) -> room619::Result<()> {
+    if !(0..=MAX_PRICE_CENTS).contains(&price_cents) {
+        return Err(Error::invalid_argument(format!(
+            "price_cents must be 0 to {MAX_PRICE_CENTS} (got {price_cents})"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_wildcards_are_escaped() {
+        assert_eq!(escape_like("50%_off\\"), "50\\%\\_off\\\\");
+        assert_eq!(escape_like("plain"), "plain");
+    }
+}

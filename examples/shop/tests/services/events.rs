@@ -1,0 +1,288 @@
+//! `users.created` / `users.deleted` through the outbox, and products
+//! archived when their owner is deleted.
+
+use shop_proto::{
+    products::v1::{
+        GetProductRequest, ListProductsRequest, Product, products_client::ProductsClient,
+    },
+    users::v1::{self, UserEvent},
+};
+use tonic::transport::Channel;
+
+use crate::{
+    both,
+    products::create,
+    support::{
+        Kind, TestDb, authed, clients, eventually, service_token, start_node, start_node_with,
+        token,
+    },
+};
+
+/// The next event on `subscription`: its subject and body.
+async fn next_event(subscription: &mut room619::bus::Subscription) -> (String, UserEvent) {
+    let message = tokio::time::timeout(std::time::Duration::from_secs(10), subscription.next())
+        .await
+        .expect("an event within 10 s")
+        .expect("the subscription is open");
+    (
+        message.subject().to_owned(),
+        message.decode::<UserEvent>().unwrap(),
+    )
+}
+
+fn event(user_id: &str, email: &str) -> UserEvent {
+    UserEvent {
+        user_id: user_id.into(),
+        email: email.into(),
+    }
+}
+
+/// `(subject, event)` of `user`'s event `subject`.
+fn about(subject: &str, user: &str) -> (String, UserEvent) {
+    (
+        subject.to_owned(),
+        event(user, &format!("{user}@example.com")),
+    )
+}
+
+/// The products of `owner_id` (everyone's when empty) a reader lists.
+async fn list(
+    client: &ProductsClient<Channel>,
+    owner_id: &str,
+    include_archived: bool,
+) -> Vec<Product> {
+    let request = ListProductsRequest {
+        owner_id: owner_id.into(),
+        include_archived,
+        ..Default::default()
+    };
+    let mut client = client.clone();
+    client
+        .list_products(authed(&token("reader", ""), request))
+        .await
+        .unwrap()
+        .into_inner()
+        .products
+}
+
+async fn archived_on_owner_deletion(kind: Kind) {
+    let test = TestDb::new(kind).await;
+    let node = start_node(&test.db).await;
+    let mut events = node.handle().bus().subscribe("users.>").await.unwrap();
+    let mut c = clients(&node).await;
+    let auth = service_token();
+    for id in ["alice", "bob"] {
+        let request = v1::CreateUserRequest {
+            id: id.into(),
+            email: format!("{id}@example.com"),
+            name: id.into(),
+        };
+        c.v1.create_user(authed(&auth, request)).await.unwrap();
+    }
+    assert_eq!(
+        next_event(&mut events).await,
+        about("users.created", "alice")
+    );
+    assert_eq!(next_event(&mut events).await, about("users.created", "bob"));
+
+    let kept = create(&mut c.products, "bob", "Bob's lamp", 10).await;
+    let mine = [
+        create(&mut c.products, "alice", "Chair", 10).await,
+        create(&mut c.products, "alice", "Desk", 20).await,
+    ];
+    let alice = token("alice", "");
+    c.v1.delete_user(authed(&alice, v1::DeleteUserRequest { id: "alice".into() }))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_event(&mut events).await,
+        about("users.deleted", "alice")
+    );
+
+    let products = c.products.clone();
+    eventually("alice's products are archived", || async {
+        list(&products, "alice", false).await.is_empty()
+    })
+    .await;
+    let archived = list(&products, "alice", true).await;
+    assert_eq!(archived.len(), 2);
+    for (now, before) in archived.iter().zip(&mine) {
+        assert!(now.archived);
+        assert_eq!(
+            (&now.id, &now.name, now.price_cents),
+            (&before.id, &before.name, before.price_cents)
+        );
+    }
+    let one = c
+        .products
+        .get_product(authed(
+            &alice,
+            GetProductRequest {
+                id: mine[0].id.clone(),
+            },
+        ))
+        .await;
+    assert!(
+        one.unwrap().into_inner().archived,
+        "archived products stay readable"
+    );
+    assert_eq!(
+        list(&products, "", false).await,
+        std::slice::from_ref(&kept)
+    );
+
+    // Handling the event again changes nothing (idempotent); then bob goes.
+    let bus = node.handle().bus().clone();
+    bus.publish("users.deleted", &about("", "alice").1)
+        .await
+        .unwrap();
+    bus.publish("users.deleted", &about("", "bob").1)
+        .await
+        .unwrap();
+    eventually("bob's products are archived", || async {
+        list(&products, "bob", false).await.is_empty()
+    })
+    .await;
+    assert_eq!(
+        list(&products, "alice", true).await,
+        archived,
+        "archiving twice changes nothing"
+    );
+
+    eventually("the outbox is empty", || async {
+        test.count("users_outbox").await == 0
+    })
+    .await;
+    node.shutdown().await.unwrap();
+    test.finish().await;
+}
+both!(
+    deleting_a_user_archives_their_products,
+    super::archived_on_owner_deletion
+);
+
+async fn queue(test: &TestDb, id: &str, user_id: &str, claimed_until: i64) {
+    sqlx::query(
+        "INSERT INTO users_outbox (id, subject, user_id, email, created_at, claimed_until) \
+         VALUES ($1, 'users.deleted', $2, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(user_id)
+    .bind(format!("{user_id}@example.com"))
+    .bind(shop::store::timestamp())
+    .bind(claimed_until)
+    .execute(test.db.pool())
+    .await
+    .unwrap();
+}
+
+async fn leftovers_are_relayed(kind: Kind) {
+    let test = TestDb::new(kind).await;
+    // What a process that died after committing left behind: free events,
+    // one whose relay's claim expired, and one a live relay still holds.
+    let mut expected: Vec<String> = (0..40).map(|n| format!("user{n:02}")).collect();
+    for user in &expected {
+        queue(&test, &format!("e-{user}"), user, 0).await;
+    }
+    queue(&test, "e-dave", "dave", 1).await;
+    queue(
+        &test,
+        "e-erin",
+        "erin",
+        shop::store::unix_millis() + 600_000,
+    )
+    .await;
+    expected.insert(0, "dave".to_owned());
+    let node = start_node(&test.db).await;
+    let mut events = node
+        .handle()
+        .bus()
+        .subscribe("users.deleted")
+        .await
+        .unwrap();
+
+    // Both relays (users 1 and 2) race for the rows: each goes out once.
+    let mut seen = Vec::new();
+    for _ in 0..expected.len() {
+        seen.push(next_event(&mut events).await.1.user_id);
+    }
+    seen.sort();
+    assert_eq!(seen, expected);
+    let more = tokio::time::timeout(std::time::Duration::from_millis(1500), events.next()).await;
+    assert!(more.is_err(), "published twice: {more:?}");
+    eventually("the relayed rows are deleted", || async {
+        test.count("users_outbox").await == 1
+    })
+    .await;
+
+    // Once the claim is released the last one goes out too.
+    sqlx::query("UPDATE users_outbox SET claimed_until = 0")
+        .execute(test.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut events).await.1.user_id, "erin");
+    eventually("the outbox is empty", || async {
+        test.count("users_outbox").await == 0
+    })
+    .await;
+    node.shutdown().await.unwrap();
+    test.finish().await;
+}
+both!(
+    events_left_in_the_outbox_are_published_after_a_restart,
+    super::leftovers_are_relayed
+);
+
+async fn refused_publishes_stay_queued(kind: Kind) {
+    let test = TestDb::new(kind).await;
+    // A listener that does not read fills its one-message queue; the bus
+    // then refuses further events after 50 ms.
+    let node = start_node_with(
+        &test.db,
+        "[bus]\ncapacity = 1\npublish_timeout = \"50ms\"\n",
+    )
+    .await;
+    let mut stuck = node
+        .handle()
+        .bus()
+        .subscribe("users.created")
+        .await
+        .unwrap();
+    let mut c = clients(&node).await;
+    let auth = service_token();
+    for id in ["alice", "bob", "carol"] {
+        let request = v1::CreateUserRequest {
+            id: id.into(),
+            email: format!("{id}@example.com"),
+            name: id.into(),
+        };
+        c.v1.create_user(authed(&auth, request)).await.unwrap();
+    }
+    eventually("the refused events wait in the outbox", || async {
+        test.count("users_outbox").await == 2
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        test.count("users_outbox").await,
+        2,
+        "refused events are kept"
+    );
+
+    // Once the listener reads, the relay retries and each event arrives once, in order.
+    for id in ["alice", "bob", "carol"] {
+        assert_eq!(next_event(&mut stuck).await, about("users.created", id));
+    }
+    eventually("the outbox is empty", || async {
+        test.count("users_outbox").await == 0
+    })
+    .await;
+    let more = tokio::time::timeout(std::time::Duration::from_millis(1500), stuck.next()).await;
+    assert!(more.is_err(), "published twice: {more:?}");
+    node.shutdown().await.unwrap();
+    test.finish().await;
+}
+both!(
+    events_the_bus_refuses_stay_in_the_outbox,
+    super::refused_publishes_stay_queued
+);

@@ -1,0 +1,389 @@
+//! The products service: ownership, partial updates, validation, search
+//! and pagination.
+
+use shop_proto::products::v1::{
+    CreateProductRequest, DeleteProductRequest, GetProductRequest, ListProductsRequest, Product,
+    UpdateProductRequest, products_client::ProductsClient,
+};
+use tonic::{Code, transport::Channel};
+
+use crate::{
+    both,
+    support::{Kind, TestDb, authed, clients, refused, start_node, token},
+};
+
+pub async fn create(
+    client: &mut ProductsClient<Channel>,
+    owner: &str,
+    name: &str,
+    price_cents: i64,
+) -> Product {
+    client
+        .create_product(authed(
+            &token(owner, ""),
+            CreateProductRequest {
+                name: name.into(),
+                description: format!("About {name}"),
+                price_cents,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Only the fields that are set change.
+async fn partial_updates(
+    c: &mut ProductsClient<Channel>,
+    widget: &Product,
+    alice: &str,
+    bob: &str,
+) {
+    let cheaper = UpdateProductRequest {
+        id: widget.id.clone(),
+        price_cents: Some(0),
+        ..Default::default()
+    };
+    let cheaper = c
+        .update_product(authed(alice, cheaper))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (cheaper.price_cents, cheaper.name.as_str()),
+        (0, "Blue Widget")
+    );
+    assert_eq!(cheaper.description, widget.description);
+    assert!(cheaper.updated_at > widget.updated_at);
+    let renamed = UpdateProductRequest {
+        id: widget.id.clone(),
+        name: Some("Green Widget".into()),
+        description: Some(String::new()),
+        ..Default::default()
+    };
+    let renamed = c
+        .update_product(authed(alice, renamed))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            renamed.name.as_str(),
+            renamed.description.as_str(),
+            renamed.price_cents
+        ),
+        ("Green Widget", "", 0)
+    );
+    let found = c
+        .list_products(authed(
+            bob,
+            ListProductsRequest {
+                query: "green".into(),
+                ..Default::default()
+            },
+        ))
+        .await;
+    assert_eq!(found.unwrap().into_inner().products, [renamed]);
+}
+
+async fn unknown_ids_and_anonymous_callers(
+    c: &mut ProductsClient<Channel>,
+    widget: &Product,
+    alice: &str,
+) {
+    let missing = UpdateProductRequest {
+        id: "nope".into(),
+        name: Some("X".into()),
+        ..Default::default()
+    };
+    refused(
+        c.update_product(authed(alice, missing)).await,
+        Code::NotFound,
+        "nope",
+    );
+    refused(
+        c.get_product(authed(alice, GetProductRequest { id: "nope".into() }))
+            .await,
+        Code::NotFound,
+        "nope",
+    );
+    refused(
+        c.get_product(authed(alice, GetProductRequest { id: String::new() }))
+            .await,
+        Code::InvalidArgument,
+        "id is required",
+    );
+    refused(
+        c.get_product(GetProductRequest {
+            id: widget.id.clone(),
+        })
+        .await,
+        Code::Unauthenticated,
+        "",
+    );
+}
+
+async fn ownership(kind: Kind) {
+    let test = TestDb::new(kind).await;
+    let node = start_node(&test.db).await;
+    let mut c = clients(&node).await.products;
+    let (alice, bob) = (token("alice", ""), token("bob", ""));
+
+    let widget = create(&mut c, "alice", " Blue Widget ", 1999).await;
+    assert_eq!(
+        (widget.owner_id.as_str(), widget.name.as_str()),
+        ("alice", "Blue Widget")
+    );
+    assert!(!widget.archived);
+    assert_eq!(widget.created_at, widget.updated_at);
+
+    let seen = c
+        .get_product(authed(
+            &bob,
+            GetProductRequest {
+                id: widget.id.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(seen.into_inner(), widget);
+
+    let steal = UpdateProductRequest {
+        id: widget.id.clone(),
+        price_cents: Some(1),
+        ..Default::default()
+    };
+    refused(
+        c.update_product(authed(&bob, steal)).await,
+        Code::PermissionDenied,
+        "owner",
+    );
+    let steal = DeleteProductRequest {
+        id: widget.id.clone(),
+    };
+    refused(
+        c.delete_product(authed(&bob, steal)).await,
+        Code::PermissionDenied,
+        "owner",
+    );
+
+    partial_updates(&mut c, &widget, &alice, &bob).await;
+    unknown_ids_and_anonymous_callers(&mut c, &widget, &alice).await;
+
+    c.delete_product(authed(
+        &alice,
+        DeleteProductRequest {
+            id: widget.id.clone(),
+        },
+    ))
+    .await
+    .unwrap();
+    refused(
+        c.get_product(authed(
+            &alice,
+            GetProductRequest {
+                id: widget.id.clone(),
+            },
+        ))
+        .await,
+        Code::NotFound,
+        &widget.id,
+    );
+    refused(
+        c.delete_product(authed(&alice, DeleteProductRequest { id: widget.id }))
+            .await,
+        Code::NotFound,
+        "no product",
+    );
+
+    node.shutdown().await.unwrap();
+    test.finish().await;
+}
+both!(products_belong_to_their_creator, super::ownership);
+
+async fn validation(kind: Kind) {
+    let test = TestDb::new(kind).await;
+    let node = start_node(&test.db).await;
+    let mut c = clients(&node).await.products;
+    let alice = token("alice", "");
+    let request = |name: &str, description: &str, price_cents: i64| {
+        authed(
+            &alice,
+            CreateProductRequest {
+                name: name.into(),
+                description: description.into(),
+                price_cents,
+            },
+        )
+    };
+
+    let long_name = "ß".repeat(201);
+    for name in ["", "  ", long_name.as_str()] {
+        refused(
+            c.create_product(request(name, "", 1)).await,
+            Code::InvalidArgument,
+            "name must be 1 to 200 characters",
+        );
+    }
+    let long_text = "x".repeat(2001);
+    refused(
+        c.create_product(request("N", &long_text, 1)).await,
+        Code::InvalidArgument,
+        "description must be at most 2000 characters",
+    );
+    for price in [-1, 10_000_000_001, i64::MIN] {
+        refused(
+            c.create_product(request("N", "", price)).await,
+            Code::InvalidArgument,
+            "price_cents must be 0 to 10000000000",
+        );
+    }
+    let max = c
+        .create_product(request(&"ß".repeat(200), &"x".repeat(2000), 10_000_000_000))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(max.price_cents, 10_000_000_000);
+
+    let bad = UpdateProductRequest {
+        id: max.id.clone(),
+        price_cents: Some(-5),
+        ..Default::default()
+    };
+    refused(
+        c.update_product(authed(&alice, bad)).await,
+        Code::InvalidArgument,
+        "price_cents",
+    );
+    let bad = UpdateProductRequest {
+        id: max.id.clone(),
+        name: Some(String::new()),
+        ..Default::default()
+    };
+    refused(
+        c.update_product(authed(&alice, bad)).await,
+        Code::InvalidArgument,
+        "name must be",
+    );
+    let unchanged = c
+        .get_product(authed(&alice, GetProductRequest { id: max.id.clone() }))
+        .await
+        .unwrap();
+    assert_eq!(unchanged.into_inner(), max);
+
+    let long_query = ListProductsRequest {
+        query: "q".repeat(201),
+        ..Default::default()
+    };
+    refused(
+        c.list_products(authed(&alice, long_query)).await,
+        Code::InvalidArgument,
+        "query must be at most 200",
+    );
+    assert_eq!(test.count("products").await, 1);
+
+    node.shutdown().await.unwrap();
+    test.finish().await;
+}
+both!(products_refuse_invalid_fields, super::validation);
+
+async fn names(c: &mut ProductsClient<Channel>, request: ListProductsRequest) -> Vec<String> {
+    let page = c
+        .list_products(authed(&token("reader", ""), request))
+        .await
+        .unwrap()
+        .into_inner();
+    page.products
+        .into_iter()
+        .map(|product| product.name)
+        .collect()
+}
+
+async fn search_and_pages(kind: Kind) {
+    let test = TestDb::new(kind).await;
+    let node = start_node(&test.db).await;
+    let mut c = clients(&node).await.products;
+    for name in [
+        "Blue Widget",
+        "red widget",
+        "WIDGET XL",
+        "Gadget",
+        "100% cotton shirt",
+        "cotton_candy",
+        "Ärger Äpfel",
+    ] {
+        create(&mut c, "alice", name, 100).await;
+    }
+    create(&mut c, "bob", "Bob's widget", 5).await;
+    let query = |query: &str, owner_id: &str| ListProductsRequest {
+        query: query.into(),
+        owner_id: owner_id.into(),
+        ..Default::default()
+    };
+
+    let widgets = ["Blue Widget", "red widget", "WIDGET XL", "Bob's widget"];
+    assert_eq!(names(&mut c, query("widget", "")).await, widgets);
+    assert_eq!(names(&mut c, query("WIDGET", "")).await, widgets);
+    assert_eq!(names(&mut c, query("%", "")).await, ["100% cotton shirt"]);
+    assert_eq!(names(&mut c, query("_", "")).await, ["cotton_candy"]);
+    assert_eq!(names(&mut c, query("n_c", "")).await, ["cotton_candy"]);
+    assert_eq!(names(&mut c, query("äPFEL", "")).await, ["Ärger Äpfel"]);
+    assert_eq!(
+        names(&mut c, query("widget", "bob")).await,
+        ["Bob's widget"]
+    );
+    assert_eq!(names(&mut c, query("", "alice")).await.len(), 7);
+    assert!(names(&mut c, query("nothing like it", "")).await.is_empty());
+
+    // Pages of 2 through the widgets, then of 3 through everything.
+    let reader = token("reader", "");
+    for (size, filter, expected) in [(2, "widget", 4), (3, "", 8)] {
+        let (mut seen, mut page_token, mut pages) = (Vec::new(), String::new(), 0);
+        loop {
+            let request = ListProductsRequest {
+                page_size: size,
+                page_token,
+                query: filter.into(),
+                ..Default::default()
+            };
+            let page = c
+                .list_products(authed(&reader, request))
+                .await
+                .unwrap()
+                .into_inner();
+            pages += 1;
+            seen.extend(page.products.into_iter().map(|product| product.name));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        assert_eq!(seen.len(), expected, "{seen:?}");
+        assert_eq!(pages, expected.div_ceil(size as usize));
+        if filter == "widget" {
+            assert_eq!(seen, widgets);
+        }
+    }
+    let forged = ListProductsRequest {
+        page_token: "Zm9v".into(),
+        ..Default::default()
+    };
+    refused(
+        c.list_products(authed(&reader, forged)).await,
+        Code::InvalidArgument,
+        "page_token",
+    );
+    let big = ListProductsRequest {
+        page_size: 101,
+        ..Default::default()
+    };
+    refused(
+        c.list_products(authed(&reader, big)).await,
+        Code::InvalidArgument,
+        "page_size",
+    );
+
+    node.shutdown().await.unwrap();
+    test.finish().await;
+}
+both!(products_are_searched_and_paged, super::search_and_pages);
