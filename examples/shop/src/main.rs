@@ -4,12 +4,11 @@
 //! where it listens. Configuration comes from `--config FILE`, `ROOM619_*`
 //! variables and the flags below; an invalid configuration exits with status 2.
 
-mod echo;
-
 use std::{io::Write as _, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use room619::{Node, config::ConfigArgs, observability::logging};
+use shop::echo;
 
 /// Exit status for an invalid configuration or command line.
 const EXIT_BAD_CONFIG: u8 = 2;
