@@ -25,18 +25,17 @@ impl Db {
     /// migration fails.
     pub async fn connect(settings: &ShopSettings) -> room619::Result<Self> {
         sqlx::any::install_default_drivers();
-        let url = match std::env::var("DATABASE_URL")
+        let configured = std::env::var("DATABASE_URL")
             .ok()
-            .or_else(|| settings.database_url.clone())
-        {
-            Some(url) => url,
-            None => {
-                std::fs::create_dir_all(&settings.data_dir)?;
-                format!(
-                    "sqlite://{}?mode=rwc",
-                    settings.data_dir.join("shop.db").display()
-                )
-            }
+            .or_else(|| settings.database_url.clone());
+        let url = if let Some(url) = configured {
+            url
+        } else {
+            std::fs::create_dir_all(&settings.data_dir)?;
+            format!(
+                "sqlite://{}?mode=rwc",
+                settings.data_dir.join("shop.db").display()
+            )
         };
         let pool = AnyPoolOptions::new()
             .max_connections(8)
@@ -46,9 +45,9 @@ impl Db {
                 room619::Error::unavailable("cannot connect to the database").with_source(err)
             })?;
         let migrations = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"));
-        let migrator = Migrator::new(migrations)
-            .await
-            .map_err(|err| room619::Error::internal("cannot read the migrations").with_source(err))?;
+        let migrator = Migrator::new(migrations).await.map_err(|err| {
+            room619::Error::internal("cannot read the migrations").with_source(err)
+        })?;
         migrator
             .run(&pool)
             .await

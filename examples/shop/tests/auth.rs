@@ -1,8 +1,9 @@
+#![cfg(test)]
 //! The auth service on a real node (127.0.0.1:0) with a real database:
 //! SQLite in a temporary directory, or PostgreSQL in a fresh schema when
 //! `SHOP_TEST_POSTGRES` names a server (`postgres://postgres@127.0.0.1:5432/test`).
 //!
-//! SignUp calls the users service; `FakeUsers` below is TEST SCAFFOLDING
+//! `SignUp` calls the users service; `FakeUsers` below is TEST SCAFFOLDING
 //! standing in for it (it records the calls and can be told to fail).
 
 use std::{
@@ -32,13 +33,14 @@ use shop_proto::{
         auth_client::AuthClient,
     },
     users::v1::{
-        CreateUserRequest, DeleteUserRequest, DeleteUserResponse, GetUserRequest,
-        ListUsersRequest, ListUsersResponse, UpdateUserRequest, User, UserEvent,
+        CreateUserRequest, DeleteUserRequest, DeleteUserResponse, GetUserRequest, ListUsersRequest,
+        ListUsersResponse, UpdateUserRequest, User, UserEvent,
         users_client::UsersClient,
         users_server::{Users, UsersServer},
     },
 };
 use tonic::{Code, Request, Response, Status, transport::Channel};
+use tonic_types::StatusExt as _;
 
 /// What the fake users service saw: (id, email, name, caller, caller's scopes).
 type Created = Arc<Mutex<Vec<(String, String, String, String, Vec<String>)>>>;
@@ -53,7 +55,10 @@ struct FakeUsers {
 
 #[tonic::async_trait]
 impl Users for FakeUsers {
-    async fn create_user(&self, request: Request<CreateUserRequest>) -> Result<Response<User>, Status> {
+    async fn create_user(
+        &self,
+        request: Request<CreateUserRequest>,
+    ) -> Result<Response<User>, Status> {
         let principal = Principal::of(request.extensions()).cloned().unwrap();
         if let Some(code) = self.fail_with {
             return Err(Status::new(code, "the fake users service refuses"));
@@ -78,7 +83,10 @@ impl Users for FakeUsers {
         Err(Status::unimplemented("test scaffolding"))
     }
 
-    async fn list_users(&self, _: Request<ListUsersRequest>) -> Result<Response<ListUsersResponse>, Status> {
+    async fn list_users(
+        &self,
+        _: Request<ListUsersRequest>,
+    ) -> Result<Response<ListUsersResponse>, Status> {
         Err(Status::unimplemented("test scaffolding"))
     }
 
@@ -86,7 +94,10 @@ impl Users for FakeUsers {
         Err(Status::unimplemented("test scaffolding"))
     }
 
-    async fn delete_user(&self, _: Request<DeleteUserRequest>) -> Result<Response<DeleteUserResponse>, Status> {
+    async fn delete_user(
+        &self,
+        _: Request<DeleteUserRequest>,
+    ) -> Result<Response<DeleteUserResponse>, Status> {
         Err(Status::unimplemented("test scaffolding"))
     }
 }
@@ -133,7 +144,9 @@ async fn start(settings: ShopSettings, fail_with: Option<Code>) -> Shop {
     let db = Db::connect(&settings).await.unwrap();
     let keys = Keys::load_or_create(&settings).unwrap();
     let mut config = ConfigLoader::new()
-        .toml_str("[node]\nlisten = \"127.0.0.1:0\"\nname = \"shop-test\"\ndrain_timeout = \"5s\"\n")
+        .toml_str(
+            "[node]\nlisten = \"127.0.0.1:0\"\nname = \"shop-test\"\ndrain_timeout = \"5s\"\n",
+        )
         .without_env()
         .load()
         .unwrap();
@@ -145,7 +158,10 @@ async fn start(settings: ShopSettings, fail_with: Option<Code>) -> Shop {
     let users_service = ServiceBuilder::new("users", "1.0.0")
         .unwrap()
         .grpc(UsersServer::new(users.clone()))
-        .require("/users.v1.Users/CreateUser", Requirement::scopes([auth::SERVICE_SCOPE]))
+        .require(
+            "/users.v1.Users/CreateUser",
+            Requirement::scopes([auth::SERVICE_SCOPE]),
+        )
         .build()
         .unwrap();
     let node = room619::Node::builder()
@@ -157,7 +173,12 @@ async fn start(settings: ShopSettings, fail_with: Option<Code>) -> Shop {
         .start()
         .await
         .unwrap();
-    Shop { node, db, users, settings }
+    Shop {
+        node,
+        db,
+        users,
+        settings,
+    }
 }
 
 impl Shop {
@@ -170,12 +191,17 @@ impl Shop {
     }
 
     async fn count(&self, sql: &str, bind: &str) -> i64 {
-        let (n,): (i64,) = sqlx::query_as(sql).bind(bind).fetch_one(self.db.pool()).await.unwrap();
+        let (n,): (i64,) = sqlx::query_as(sql)
+            .bind(bind)
+            .fetch_one(self.db.pool())
+            .await
+            .unwrap();
         n
     }
 
     async fn stop(self) {
         self.node.shutdown().await.unwrap();
+        drop_schema(&self.settings).await;
         remove_dir(&self.settings.data_dir);
     }
 }
@@ -204,7 +230,11 @@ async fn sign_up(client: &mut AuthClient<Channel>, email: &str) -> SignUpRespons
         .into_inner()
 }
 
-async fn login(client: &mut AuthClient<Channel>, email: &str, password: &str) -> Result<TokenPair, Status> {
+async fn login(
+    client: &mut AuthClient<Channel>,
+    email: &str,
+    password: &str,
+) -> Result<TokenPair, Status> {
     client
         .login(LoginRequest {
             email: email.to_owned(),
@@ -226,13 +256,20 @@ async fn refresh(client: &mut AuthClient<Channel>, token: &str) -> Result<TokenP
 /// Verifies `token` with the JWKS the node serves, by hand (ring, not the
 /// JWT library under test); its claims.
 async fn verify_with_served_jwks(shop: &Shop, token: &str) -> Value {
-    let response = reqwest::get(format!("http://{}/.well-known/jwks.json", shop.node.local_addr()))
-        .await
-        .unwrap();
+    let response = reqwest::get(format!(
+        "http://{}/.well-known/jwks.json",
+        shop.node.local_addr()
+    ))
+    .await
+    .unwrap();
     assert_eq!(response.status(), 200);
     let jwks: Value = response.json().await.unwrap();
     let mut parts = token.split('.');
-    let (header, claims, signature) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+    let (header, claims, signature) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
     let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
     assert_eq!(header["alg"], "EdDSA");
     let jwk = jwks["keys"]
@@ -241,7 +278,10 @@ async fn verify_with_served_jwks(shop: &Shop, token: &str) -> Value {
         .iter()
         .find(|jwk| jwk["kid"] == header["kid"])
         .expect("the token's kid is in the JWKS");
-    assert_eq!((jwk["kty"].as_str(), jwk["crv"].as_str()), (Some("OKP"), Some("Ed25519")));
+    assert_eq!(
+        (jwk["kty"].as_str(), jwk["crv"].as_str()),
+        (Some("OKP"), Some("Ed25519"))
+    );
     let x = URL_SAFE_NO_PAD.decode(jwk["x"].as_str().unwrap()).unwrap();
     ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, x)
         .verify(
@@ -259,46 +299,91 @@ async fn sign_up_then_login_and_the_tokens_verify_against_the_served_jwks() {
     let signed = sign_up(&mut client, "  Ada@Example.com ").await;
     assert_eq!(signed.user_id.len(), 36);
     let tokens = signed.tokens.unwrap();
-    assert_eq!((tokens.token_type.as_str(), tokens.expires_in), ("Bearer", 900));
+    assert_eq!(
+        (tokens.token_type.as_str(), tokens.expires_in),
+        ("Bearer", 900)
+    );
 
     // The user was created with the same id, by the auth service's own token.
     let created = shop.users.created.lock().unwrap().clone();
     assert_eq!(created.len(), 1);
     let (id, email, name, caller, scopes) = &created[0];
-    assert_eq!((id, email.as_str(), name.as_str()), (&signed.user_id, "ada@example.com", "Ada"));
-    assert_eq!((caller.as_str(), scopes.as_slice()), ("service:auth", ["users:create".to_owned()].as_slice()));
+    assert_eq!(
+        (id, email.as_str(), name.as_str()),
+        (&signed.user_id, "ada@example.com", "Ada")
+    );
+    assert_eq!(
+        (caller.as_str(), scopes.as_slice()),
+        ("service:auth", ["users:create".to_owned()].as_slice())
+    );
 
     let claims = verify_with_served_jwks(&shop, &tokens.access_token).await;
     assert_eq!(claims["sub"], signed.user_id.as_str());
     assert_eq!(claims["iss"], "room619-shop-auth");
     assert_eq!(claims["aud"], "room619-shop");
     assert_eq!(claims["scope"], "shop");
-    let (iat, nbf, exp) = (claims["iat"].as_u64().unwrap(), claims["nbf"].as_u64().unwrap(), claims["exp"].as_u64().unwrap());
+    let (iat, nbf, exp) = (
+        claims["iat"].as_u64().unwrap(),
+        claims["nbf"].as_u64().unwrap(),
+        claims["exp"].as_u64().unwrap(),
+    );
     assert_eq!((nbf, exp - iat), (iat, 900));
 
     // The node accepts the token: the call gets past auth to the handler.
     let mut users = shop.users_client().await;
-    let anonymous = users.get_user(GetUserRequest { id: signed.user_id.clone() }).await.unwrap_err();
+    let anonymous = users
+        .get_user(GetUserRequest {
+            id: signed.user_id.clone(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(anonymous.code(), Code::Unauthenticated);
-    let mut request = Request::new(GetUserRequest { id: signed.user_id.clone() });
+    let mut request = Request::new(GetUserRequest {
+        id: signed.user_id.clone(),
+    });
     let bearer = format!("Bearer {}", tokens.access_token);
-    request.metadata_mut().insert("authorization", bearer.parse().unwrap());
-    assert_eq!(users.get_user(request).await.unwrap_err().code(), Code::Unimplemented);
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.parse().unwrap());
+    assert_eq!(
+        users.get_user(request).await.unwrap_err().code(),
+        Code::Unimplemented
+    );
     // A user token cannot create users.
     let mut request = Request::new(CreateUserRequest::default());
-    request.metadata_mut().insert("authorization", bearer.parse().unwrap());
-    assert_eq!(users.create_user(request).await.unwrap_err().code(), Code::PermissionDenied);
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.parse().unwrap());
+    assert_eq!(
+        users.create_user(request).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
 
-    let logged = login(&mut client, "ADA@example.com", "correct horse battery").await.unwrap();
-    assert_eq!(verify_with_served_jwks(&shop, &logged.access_token).await["sub"], signed.user_id.as_str());
+    let logged = login(&mut client, "ADA@example.com", "correct horse battery")
+        .await
+        .unwrap();
+    assert_eq!(
+        verify_with_served_jwks(&shop, &logged.access_token).await["sub"],
+        signed.user_id.as_str()
+    );
     assert_ne!(logged.refresh_token, tokens.refresh_token);
 
     // A wrong password and an unknown email are told apart by nothing.
-    let wrong = login(&mut client, "ada@example.com", "correct horse battery!").await.unwrap_err();
-    let unknown = login(&mut client, "nobody@example.com", "correct horse battery").await.unwrap_err();
-    assert_eq!((wrong.code(), unknown.code()), (Code::Unauthenticated, Code::Unauthenticated));
+    let wrong = login(&mut client, "ada@example.com", "correct horse battery!")
+        .await
+        .unwrap_err();
+    let unknown = login(&mut client, "nobody@example.com", "correct horse battery")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (wrong.code(), unknown.code()),
+        (Code::Unauthenticated, Code::Unauthenticated)
+    );
     assert_eq!(wrong.message(), unknown.message());
-    assert_eq!(login(&mut client, "", "").await.unwrap_err().code(), Code::Unauthenticated);
+    assert_eq!(
+        login(&mut client, "", "").await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
     shop.stop().await;
 }
 
@@ -308,18 +393,25 @@ async fn duplicate_emails_and_bad_input_get_their_codes() {
     let mut client = shop.client().await;
     sign_up(&mut client, "grace@example.com").await;
     let again = client
-        .sign_up(sign_up_request("GRACE@example.com", "another password", "Grace"))
+        .sign_up(sign_up_request(
+            "GRACE@example.com",
+            "another password",
+            "Grace",
+        ))
         .await
         .unwrap_err();
     assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
-    assert_eq!(shop.users.created.lock().unwrap().len(), 1, "users is not asked twice");
+    assert_eq!(
+        shop.users.created.lock().unwrap().len(),
+        1,
+        "users is not asked twice"
+    );
 
     let bad = client
         .sign_up(sign_up_request("not-an-email", "short", ""))
         .await
         .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
-    use tonic_types::StatusExt as _;
     let fields: Vec<String> = bad
         .get_details_bad_request()
         .expect("a google.rpc.BadRequest")
@@ -328,17 +420,29 @@ async fn duplicate_emails_and_bad_input_get_their_codes() {
         .map(|violation| violation.field)
         .collect();
     assert_eq!(fields, ["email", "password", "name"]);
-    assert!(bad.message().contains("password: must be 8 to 128 characters"), "{}", bad.message());
+    assert!(
+        bad.message()
+            .contains("password: must be 8 to 128 characters"),
+        "{}",
+        bad.message()
+    );
     let (long_password, long_name) = ("p".repeat(129), "n".repeat(101));
     for (email, password, name) in [
         ("a@b.c", long_password.as_str(), "A"),
         ("a@b.c", "12345678", long_name.as_str()),
         ("two@@example.com", "12345678", "A"),
     ] {
-        let status = client.sign_up(sign_up_request(email, password, name)).await.unwrap_err();
+        let status = client
+            .sign_up(sign_up_request(email, password, name))
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{email} {name}");
     }
-    assert_eq!(shop.count("SELECT COUNT(*) FROM auth_accounts WHERE email <> $1", "").await, 1);
+    assert_eq!(
+        shop.count("SELECT COUNT(*) FROM auth_accounts WHERE email <> $1", "")
+            .await,
+        1
+    );
     shop.stop().await;
 }
 
@@ -351,10 +455,29 @@ async fn refresh_rotates_and_a_reused_token_revokes_its_family() {
     // Only a SHA-256 of each token is stored.
     let hash: String = {
         use sha2::Digest as _;
-        sha2::Sha256::digest(first.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+        sha2::Sha256::digest(first.as_bytes())
+            .iter()
+            .fold(String::new(), |mut hex, byte| {
+                std::fmt::Write::write_fmt(&mut hex, format_args!("{byte:02x}")).unwrap();
+                hex
+            })
     };
-    assert_eq!(shop.count("SELECT COUNT(*) FROM auth_refresh_tokens WHERE token_hash = $1", &hash).await, 1);
-    assert_eq!(shop.count("SELECT COUNT(*) FROM auth_refresh_tokens WHERE token_hash = $1", &first).await, 0);
+    assert_eq!(
+        shop.count(
+            "SELECT COUNT(*) FROM auth_refresh_tokens WHERE token_hash = $1",
+            &hash
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        shop.count(
+            "SELECT COUNT(*) FROM auth_refresh_tokens WHERE token_hash = $1",
+            &first
+        )
+        .await,
+        0
+    );
 
     let second = refresh(&mut client, &first).await.unwrap();
     let claims = verify_with_served_jwks(&shop, &second.access_token).await;
@@ -362,18 +485,24 @@ async fn refresh_rotates_and_a_reused_token_revokes_its_family() {
     assert_ne!(second.refresh_token, first);
 
     // A second session, from a login, is another family.
-    let other = login(&mut client, "linus@example.com", "correct horse battery").await.unwrap();
+    let other = login(&mut client, "linus@example.com", "correct horse battery")
+        .await
+        .unwrap();
 
     // The first token again: refused, and its family (the second token too) revoked.
     let reused = refresh(&mut client, &first).await.unwrap_err();
     assert_eq!(reused.code(), Code::Unauthenticated);
-    let revoked = refresh(&mut client, &second.refresh_token).await.unwrap_err();
+    let revoked = refresh(&mut client, &second.refresh_token)
+        .await
+        .unwrap_err();
     assert_eq!(revoked.code(), Code::Unauthenticated);
     assert_eq!(reused.message(), revoked.message());
 
     // The other family still works.
     let other_next = refresh(&mut client, &other.refresh_token).await.unwrap();
-    refresh(&mut client, &other_next.refresh_token).await.unwrap();
+    refresh(&mut client, &other_next.refresh_token)
+        .await
+        .unwrap();
 
     for garbage in ["", "not-a-token", &"x".repeat(10_000)] {
         let status = refresh(&mut client, garbage).await.unwrap_err();
@@ -388,7 +517,11 @@ async fn an_expired_refresh_token_is_refused() {
     settings.auth.refresh_token_ttl = Duration::from_secs(1);
     let shop = start(settings, None).await;
     let mut client = shop.client().await;
-    let token = sign_up(&mut client, "barbara@example.com").await.tokens.unwrap().refresh_token;
+    let token = sign_up(&mut client, "barbara@example.com")
+        .await
+        .tokens
+        .unwrap()
+        .refresh_token;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let expired = refresh(&mut client, &token).await.unwrap_err();
     assert_eq!(expired.code(), Code::Unauthenticated);
@@ -400,14 +533,38 @@ async fn a_failing_create_user_leaves_no_account_behind() {
     let shop = start(fresh_settings().await, Some(Code::FailedPrecondition)).await;
     let mut client = shop.client().await;
     let failed = client
-        .sign_up(sign_up_request("ken@example.com", "correct horse battery", "Ken"))
+        .sign_up(sign_up_request(
+            "ken@example.com",
+            "correct horse battery",
+            "Ken",
+        ))
         .await
         .unwrap_err();
     assert_eq!(failed.code(), Code::FailedPrecondition, "{failed:?}");
-    assert!(failed.message().contains("the fake users service refuses"), "{}", failed.message());
-    assert_eq!(shop.count("SELECT COUNT(*) FROM auth_accounts WHERE email = $1", "ken@example.com").await, 0);
-    assert_eq!(shop.count("SELECT COUNT(*) FROM auth_refresh_tokens WHERE token_hash <> $1", "").await, 0);
-    let status = login(&mut client, "ken@example.com", "correct horse battery").await.unwrap_err();
+    assert!(
+        failed.message().contains("the fake users service refuses"),
+        "{}",
+        failed.message()
+    );
+    assert_eq!(
+        shop.count(
+            "SELECT COUNT(*) FROM auth_accounts WHERE email = $1",
+            "ken@example.com"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        shop.count(
+            "SELECT COUNT(*) FROM auth_refresh_tokens WHERE token_hash <> $1",
+            ""
+        )
+        .await,
+        0
+    );
+    let status = login(&mut client, "ken@example.com", "correct horse battery")
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
     shop.stop().await;
 
@@ -431,13 +588,21 @@ async fn a_failing_create_user_leaves_no_account_behind() {
         .unwrap();
     let mut client = AuthClient::new(channel(node.local_addr()).await);
     let alone = client
-        .sign_up(sign_up_request("ken@example.com", "correct horse battery", "Ken"))
+        .sign_up(sign_up_request(
+            "ken@example.com",
+            "correct horse battery",
+            "Ken",
+        ))
         .await
         .unwrap_err();
     assert_eq!(alone.code(), Code::Unavailable, "{alone:?}");
-    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM auth_accounts").fetch_one(db.pool()).await.unwrap();
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM auth_accounts")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
     assert_eq!(n, 0);
     node.shutdown().await.unwrap();
+    drop_schema(&settings).await;
     remove_dir(&settings.data_dir);
 }
 
@@ -460,19 +625,39 @@ async fn a_users_deleted_event_removes_the_account_and_its_tokens() {
         .await
         .unwrap();
     tokio::time::timeout(Duration::from_secs(10), async {
-        while shop.count("SELECT COUNT(*) FROM auth_accounts WHERE id = $1", &signed.user_id).await != 0 {
+        while shop
+            .count(
+                "SELECT COUNT(*) FROM auth_accounts WHERE id = $1",
+                &signed.user_id,
+            )
+            .await
+            != 0
+        {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await
     .expect("the account was never removed");
-    assert_eq!(shop.count("SELECT COUNT(*) FROM auth_refresh_tokens WHERE account_id = $1", &signed.user_id).await, 0);
-    let refused = refresh(&mut client, &signed.tokens.unwrap().refresh_token).await.unwrap_err();
+    assert_eq!(
+        shop.count(
+            "SELECT COUNT(*) FROM auth_refresh_tokens WHERE account_id = $1",
+            &signed.user_id
+        )
+        .await,
+        0
+    );
+    let refused = refresh(&mut client, &signed.tokens.unwrap().refresh_token)
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated);
-    let gone = login(&mut client, "margaret@example.com", "correct horse battery").await.unwrap_err();
+    let gone = login(&mut client, "margaret@example.com", "correct horse battery")
+        .await
+        .unwrap_err();
     assert_eq!(gone.code(), Code::Unauthenticated);
     // Others are untouched.
-    refresh(&mut client, &kept.tokens.unwrap().refresh_token).await.unwrap();
+    refresh(&mut client, &kept.tokens.unwrap().refresh_token)
+        .await
+        .unwrap();
     shop.stop().await;
 }
 
@@ -488,8 +673,8 @@ async fn the_signing_key_is_made_once_kept_private_and_reloaded() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
+        let permissions = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(permissions & 0o777, 0o600);
     }
     let again = Keys::load_or_create(&settings).unwrap();
     assert_eq!(made.kid(), again.kid());
@@ -514,12 +699,39 @@ async fn the_signing_key_is_made_once_kept_private_and_reloaded() {
     };
     let err = Keys::load_or_create(&missing).unwrap_err();
     assert_eq!(err.kind(), room619::ErrorKind::Config);
-    std::fs::write(&path, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
-    assert_eq!(Keys::load_or_create(&settings).unwrap_err().kind(), room619::ErrorKind::Config);
+    std::fs::write(
+        &path,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    assert_eq!(
+        Keys::load_or_create(&settings).unwrap_err().kind(),
+        room619::ErrorKind::Config
+    );
     // The PEM public key and the JWK describe the same key.
-    assert!(made.public_pem().starts_with("-----BEGIN PUBLIC KEY-----\n"));
+    assert!(
+        made.public_pem()
+            .starts_with("-----BEGIN PUBLIC KEY-----\n")
+    );
     assert_eq!(made.jwt_key_configs().len(), 1);
     std::fs::remove_dir_all(&settings.data_dir).unwrap();
+}
+
+/// Drops the PostgreSQL schema of `settings`, if it made one.
+async fn drop_schema(settings: &ShopSettings) {
+    use sqlx::Connection as _;
+    let (Ok(server), Some(url)) = (
+        std::env::var("SHOP_TEST_POSTGRES"),
+        settings.database_url.as_deref(),
+    ) else {
+        return;
+    };
+    let (_, schema) = url.split_once("search_path%3D").unwrap();
+    let mut admin = sqlx::AnyConnection::connect(&server).await.unwrap();
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
 }
 
 /// Removes a test directory if it exists.

@@ -23,7 +23,12 @@ async fn a_jwks_url_that_is_down_at_start_is_retried_until_it_loads() {
     let extra = format!("[auth.jwks]\nurl = \"http://{idp}/jwks.json\"\nrefresh = \"2s\"\n");
     let node = support::start(support::config(&jwt::auth_toml(&extra))).await;
     let addr = node.local_addr();
-    let token = mint("RS256", Some("late"), &good_claims("alice", ""), &jwt::rsa());
+    let token = mint(
+        "RS256",
+        Some("late"),
+        &good_claims("alice", ""),
+        &jwt::rsa(),
+    );
 
     let refused = support::http1()
         .get(format!("http://{addr}/me"))
@@ -71,7 +76,12 @@ async fn a_jwks_url_that_is_down_at_start_is_retried_until_it_loads() {
     .expect("the JWKS was never loaded");
 
     // Once loaded, a token no key verifies is just invalid.
-    let stranger = mint("RS256", Some("other"), &good_claims("eve", ""), &jwt::rsa2());
+    let stranger = mint(
+        "RS256",
+        Some("other"),
+        &good_claims("eve", ""),
+        &jwt::rsa2(),
+    );
     let refused = support::http1()
         .get(format!("http://{addr}/me"))
         .bearer_auth(&stranger)
@@ -93,8 +103,5 @@ async fn a_missing_jwks_file_fails_the_start() {
         [support::echo_service()],
     )
     .await;
-    assert!(
-        err.message().contains("cannot read JWKS file"),
-        "{err}"
-    );
+    assert!(err.message().contains("cannot read JWKS file"), "{err}");
 }

@@ -49,7 +49,8 @@ impl Accounts {
 
     /// Stores a new account; `false` when the email is taken.
     pub(crate) async fn create(&self, id: &str, email: &str, password_hash: &str) -> Result<bool> {
-        let created_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let created_at =
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         let inserted = sqlx::query(
             "INSERT INTO auth_accounts (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)",
         )

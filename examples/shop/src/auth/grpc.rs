@@ -64,12 +64,19 @@ impl AuthService {
             name: name.to_owned(),
         });
         request.metadata_mut().insert("authorization", bearer);
-        users.create_user(request).await.map(|_| ()).map_err(|status| {
-            Status::new(
-                status.code(),
-                format!("the users service did not create the user: {}", status.message()),
-            )
-        })
+        users
+            .create_user(request)
+            .await
+            .map(|_| ())
+            .map_err(|status| {
+                Status::new(
+                    status.code(),
+                    format!(
+                        "the users service did not create the user: {}",
+                        status.message()
+                    ),
+                )
+            })
     }
 }
 
@@ -134,7 +141,11 @@ impl Auth for AuthService {
             return Err(Status::unauthenticated(BAD_REFRESH));
         }
         let next = self.issuer.new_refresh()?;
-        match self.accounts.rotate(&refresh_hash(&presented), &next).await? {
+        match self
+            .accounts
+            .rotate(&refresh_hash(&presented), &next)
+            .await?
+        {
             Rotation::Rotated { account_id } => {
                 Ok(Response::new(self.issuer.pair(&account_id, next)?))
             }

@@ -1,11 +1,7 @@
 //! [`Keys`]: the Ed25519 key that signs access tokens, and its public forms
 //! (JWK, JWKS, PEM) for the verifiers.
 
-use std::{
-    io::Write as _,
-    path::Path,
-    sync::Arc,
-};
+use std::{io::Write as _, path::Path, sync::Arc};
 
 use base64::{
     Engine as _,

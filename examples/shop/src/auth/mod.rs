@@ -4,12 +4,12 @@
 //!   (`auth_accounts`); refresh tokens are stored as SHA-256 digests only
 //!   (`auth_refresh_tokens`), are single use (Refresh rotates them) and a
 //!   reused one revokes its whole family, as OAuth 2.1 recommends.
-//! - Access tokens are EdDSA JWTs signed with the service's Ed25519 key
+//! - Access tokens are `EdDSA` JWTs signed with the service's Ed25519 key
 //!   ([`Keys`]); the public keys are served as a JWKS document at
 //!   `GET /.well-known/jwks.json`, which other nodes name in
 //!   `[auth.jwks] url`. A node hosting this service trusts the keys directly
 //!   ([`Keys::trust`]).
-//! - SignUp creates the account, then the `users.v1.User` of the same id,
+//! - `SignUp` creates the account, then the `users.v1.User` of the same id,
 //!   calling the users service with a short-lived token of its own (scope
 //!   `users:create`); when that fails the account is removed again.
 //! - A `users.deleted` event removes the account and its refresh tokens.
@@ -24,11 +24,7 @@ mod validate;
 use std::{path::PathBuf, time::Duration};
 
 use axum::{Json, routing::get};
-use room619::{
-    ServiceBuilder,
-    bus::Event,
-    service::BuiltService,
-};
+use room619::{ServiceBuilder, bus::Event, service::BuiltService};
 use serde::{Deserialize, Serialize};
 use shop_proto::{auth::v1::auth_server::AuthServer, users::v1::UserEvent};
 
@@ -96,11 +92,11 @@ impl Default for AuthSettings {
 /// `Config` when a token lifetime is zero or too long for a JWT; otherwise
 /// only if the service definition itself is invalid (a bug).
 pub fn service(db: Db, keys: Keys, settings: &ShopSettings) -> room619::Result<BuiltService> {
-    let issuer = tokens::Issuer::new(keys.clone(), &settings.auth)?;
+    let jwks = keys.jwks();
+    let issuer = tokens::Issuer::new(keys, &settings.auth)?;
     let accounts = accounts::Accounts::new(db);
     let passwords = password::Passwords::default();
     let warm = passwords.clone();
-    let jwks = keys.jwks();
     let deleted = accounts.clone();
     ServiceBuilder::new("auth", "1.0.0")?
         .description("Signs people up, logs them in and issues their tokens")

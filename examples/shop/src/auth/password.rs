@@ -56,8 +56,9 @@ impl Passwords {
             None => self.dummy().await?.clone(),
         };
         let matches = blocking(move || {
-            let parsed = PasswordHash::new(&stored)
-                .map_err(|err| Error::internal(format!("a stored password hash is corrupt: {err}")))?;
+            let parsed = PasswordHash::new(&stored).map_err(|err| {
+                Error::internal(format!("a stored password hash is corrupt: {err}"))
+            })?;
             Ok(Argon2::default()
                 .verify_password(password.as_bytes(), &parsed)
                 .is_ok())
@@ -67,7 +68,9 @@ impl Passwords {
     }
 }
 
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|err| Error::internal("a password hashing task failed").with_source(err))?

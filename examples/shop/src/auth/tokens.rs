@@ -1,4 +1,4 @@
-//! Access tokens (EdDSA JWTs) and refresh tokens (random, stored hashed).
+//! Access tokens (`EdDSA` JWTs) and refresh tokens (random, stored hashed).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -46,8 +46,8 @@ pub struct AccessClaims {
 #[derive(Debug, Clone)]
 pub(crate) struct Issuer {
     keys: Keys,
-    issuer: String,
-    audience: String,
+    iss: String,
+    aud: String,
     scope: String,
     access_ttl: Duration,
     refresh_ttl: Duration,
@@ -77,8 +77,8 @@ impl Issuer {
         }
         Ok(Self {
             keys,
-            issuer: settings.issuer.clone(),
-            audience: settings.audience.clone(),
+            iss: settings.issuer.clone(),
+            aud: settings.audience.clone(),
             scope: settings.scope.clone(),
             access_ttl: settings.access_token_ttl,
             refresh_ttl: settings.refresh_token_ttl,
@@ -89,8 +89,8 @@ impl Issuer {
     fn sign(&self, subject: &str, scope: &str, ttl: Duration) -> Result<String> {
         let now = now_secs();
         let claims = AccessClaims {
-            iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            iss: self.iss.clone(),
+            aud: self.aud.clone(),
             sub: subject.to_owned(),
             iat: now,
             nbf: now,

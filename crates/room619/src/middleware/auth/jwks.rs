@@ -150,11 +150,7 @@ async fn retry_until_loaded(
 
 /// Reloads the JWKS every `config.refresh` until `stop` fires. A failed
 /// reload keeps the previous keys and is logged.
-async fn refresh_loop(
-    auth: Arc<Authenticator>,
-    config: JwksConfig,
-    stop: CancellationToken,
-) {
+async fn refresh_loop(auth: Arc<Authenticator>, config: JwksConfig, stop: CancellationToken) {
     let mut interval = tokio::time::interval(config.refresh);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     interval.tick().await;
