@@ -23,7 +23,7 @@ mod validate;
 
 use std::{path::PathBuf, time::Duration};
 
-use axum::{Json, routing::get};
+use axum::{Json, http::header::CACHE_CONTROL, routing::get};
 use room619::{ServiceBuilder, bus::Event, service::BuiltService};
 use serde::{Deserialize, Serialize};
 use shop_proto::{auth::v1::auth_server::AuthServer, users::v1::UserEvent};
@@ -115,7 +115,8 @@ pub fn service(db: Db, keys: Keys, settings: &ShopSettings) -> room619::Result<B
             JWKS_PATH,
             get(move || {
                 let jwks = jwks.clone();
-                async move { Json(jwks) }
+                // Verifiers reload it on their own interval; caches may keep it a while.
+                async move { ([(CACHE_CONTROL, "public, max-age=300")], Json(jwks)) }
             }),
         )
         .public(JWKS_PATH)
