@@ -4,6 +4,7 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`auth`] | `auth` 1.0.0 (`auth.v1.Auth`): sign-up, login, EdDSA access tokens, refresh rotation, the JWKS |
 //! | [`echo`] | `echo` 1.0.0: echoes messages over gRPC and REST |
 //! | [`users`] | `users` 1.0.0 (`users.v1.Users`) and 2.0.0 (`users.v2.Users`): profiles, `users.*` events through an outbox |
 //! | [`products`] | `products` 1.0.0 (`products.v1.Products`): the catalog; archives a deleted user's products |
@@ -11,6 +12,7 @@
 //! | [`settings`] | [`settings::ShopSettings`]: the `[app.shop]` section |
 
 mod access;
+pub mod auth;
 pub mod echo;
 pub mod products;
 pub mod settings;

@@ -28,6 +28,9 @@ pub struct ShopSettings {
     /// `data_dir` when unset. The `DATABASE_URL` environment variable wins
     /// (see [`ShopSettings::effective_database_url`]). Default: unset.
     pub database_url: Option<String>,
+    /// `[app.shop.auth]`: the auth service's keys, issuer, audience and
+    /// token lifetimes.
+    pub auth: crate::auth::AuthSettings,
 }
 
 impl Default for ShopSettings {
@@ -35,6 +38,7 @@ impl Default for ShopSettings {
         Self {
             data_dir: PathBuf::from("./data"),
             database_url: None,
+            auth: crate::auth::AuthSettings::default(),
         }
     }
 }

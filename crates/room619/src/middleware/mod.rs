@@ -166,16 +166,12 @@ impl NodeMiddleware {
     }
 
     /// Loads the JWKS and connects the rate-limit backend, then keeps the
-    /// JWKS fresh until `stop`.
+    /// JWKS fresh until `stop`. A JWKS file that cannot be read fails the
+    /// start; a JWKS URL that does not answer yet is retried in the
+    /// background (see [`auth::jwks::start`]).
     pub(crate) async fn start(&self, stop: &CancellationToken) -> Result<()> {
         if let Some((authenticator, _, Some(jwks))) = &self.auth {
-            let keys = auth::jwks::load(authenticator, jwks).await?;
-            tracing::info!(target: auth::AUTH_TARGET, keys, "JWKS loaded");
-            tokio::spawn(auth::jwks::refresh_loop(
-                Arc::clone(authenticator),
-                jwks.clone(),
-                stop.clone(),
-            ));
+            auth::jwks::start(authenticator, jwks, stop).await?;
         }
         self.limiter.connect().await
     }

@@ -36,6 +36,7 @@ mod h2_abuse_closes_the_abusive_connection;
 mod health_follows_the_lifecycle;
 mod health_reports_dependency_checks;
 mod jwks_rotation_is_picked_up_without_restart;
+mod jwks_url_down_at_start_is_retried_until_it_loads;
 mod jwt_auth_rejects_forged_expired_and_malformed_tokens;
 mod limits_reject_oversized_and_silent_input;
 mod malformed_grpc_messages_are_invalid_argument;

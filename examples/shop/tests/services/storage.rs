@@ -137,6 +137,7 @@ async fn sqlite_lives_in_the_data_dir_in_wal_mode_with_foreign_keys() {
     let settings = ShopSettings {
         data_dir: data_dir.clone(),
         database_url: None,
+        ..ShopSettings::default()
     };
     let db = Db::connect(&settings).await.unwrap();
     assert_eq!(db.backend(), Backend::Sqlite);
@@ -174,6 +175,7 @@ async fn unusable_urls_are_reported_clearly() {
     let settings = ShopSettings {
         data_dir: "/proc/no/such/dir".into(),
         database_url: None,
+        ..ShopSettings::default()
     };
     let err = Db::connect(&settings).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable);
@@ -191,6 +193,7 @@ async fn postgres_is_chosen_by_the_database_url() {
     let settings = ShopSettings {
         data_dir: "/nonexistent".into(),
         database_url: Some(schema_url(test.schema.as_ref().unwrap())),
+        ..ShopSettings::default()
     };
     let db = Db::connect(&settings).await.unwrap();
     assert_eq!(db.backend(), Backend::Postgres);
@@ -213,6 +216,7 @@ async fn database_url_child() {
     let settings = ShopSettings {
         data_dir: "/nonexistent".into(),
         database_url: Some(CONFIGURED_URL.to_owned()),
+        ..ShopSettings::default()
     };
     match std::env::var("DATABASE_URL")
         .ok()

@@ -78,6 +78,7 @@ impl TestDb {
                 let settings = shop::settings::ShopSettings {
                     data_dir: dir.clone(),
                     database_url: None,
+                    ..shop::settings::ShopSettings::default()
                 };
                 let db = Db::open_sqlite(&settings.sqlite_path()).await.unwrap();
                 Self {

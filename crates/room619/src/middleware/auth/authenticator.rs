@@ -1,7 +1,11 @@
 //! [`Authenticator`]: turns the credentials of a request into a
 //! [`Principal`], or says why it cannot.
 
-use std::{collections::HashSet, fmt};
+use std::{
+    collections::HashSet,
+    fmt,
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use http::{HeaderMap, header::AUTHORIZATION};
@@ -18,13 +22,32 @@ use super::{
 use crate::{Result, middleware::sensitive::API_KEY_HEADER};
 
 /// Why credentials were refused. Logged at debug level; the caller only
-/// learns that the token is invalid.
+/// learns that the token is invalid, or that the keys to check it are not
+/// loaded yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Refused(pub(crate) String);
+pub(crate) struct Refused {
+    reason: String,
+    keys_pending: bool,
+}
+
+impl Refused {
+    fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            keys_pending: false,
+        }
+    }
+
+    /// Whether the token might have been valid: no key matched it while the
+    /// JWKS has not been loaded yet.
+    pub(crate) fn keys_pending(&self) -> bool {
+        self.keys_pending
+    }
+}
 
 impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.reason)
     }
 }
 
@@ -43,6 +66,8 @@ pub struct Authenticator {
     leeway: u64,
     api_keys: Vec<ApiKey>,
     verified: TokenCache,
+    /// Set while a configured JWKS has not been loaded once.
+    jwks_pending: AtomicBool,
 }
 
 /// The claims room619 reads. Typed, so a claim of the wrong JSON type (a
@@ -102,6 +127,7 @@ impl Authenticator {
             leeway: config.leeway.as_secs(),
             api_keys,
             verified: TokenCache::default(),
+            jwks_pending: AtomicBool::new(config.jwks.is_some()),
         })
     }
 
@@ -110,7 +136,14 @@ impl Authenticator {
     pub(crate) fn set_jwks(&self, set: &jsonwebtoken::jwk::JwkSet) -> usize {
         let count = self.keys.set_jwks(set);
         self.verified.clear();
+        self.jwks_pending.store(false, Ordering::Release);
         count
+    }
+
+    /// Whether a configured JWKS has not been loaded yet (its URL did not
+    /// answer so far): tokens its keys would verify are refused meanwhile.
+    pub(crate) fn jwks_pending(&self) -> bool {
+        self.jwks_pending.load(Ordering::Acquire)
     }
 
     /// The principal of a request with these headers: `Ok(None)` when it
@@ -119,12 +152,12 @@ impl Authenticator {
         if let Some(value) = headers.get(AUTHORIZATION) {
             let value = value
                 .to_str()
-                .map_err(|_| Refused("authorization header is not text".into()))?;
+                .map_err(|_| Refused::new("authorization header is not text"))?;
             let token = value
                 .split_once(' ')
                 .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
                 .map(|(_, token)| token.trim())
-                .ok_or_else(|| Refused("authorization scheme is not Bearer".into()))?;
+                .ok_or_else(|| Refused::new("authorization scheme is not Bearer"))?;
             return self.verify_jwt(token).map(Some);
         }
         if let Some(value) = headers.get(API_KEY_HEADER) {
@@ -138,15 +171,13 @@ impl Authenticator {
             return Ok(principal);
         }
         let header =
-            decode_header(token).map_err(|err| Refused(format!("bad token header: {err}")))?;
+            decode_header(token).map_err(|err| Refused::new(format!("bad token header: {err}")))?;
         let key = self
             .keys
             .find(header.kid.as_deref(), header.alg)
-            .ok_or_else(|| {
-                Refused(format!(
-                    "no key for kid {:?} and alg {:?}",
-                    header.kid, header.alg
-                ))
+            .ok_or_else(|| Refused {
+                reason: format!("no key for kid {:?} and alg {:?}", header.kid, header.alg),
+                keys_pending: self.jwks_pending(),
             })?;
         let mut validation = Validation::new(key.algorithm);
         validation.leeway = self.leeway;
@@ -164,9 +195,9 @@ impl Authenticator {
         }
         validation.set_required_spec_claims(&required);
         let data = decode::<Claims>(token, &key.key, &validation)
-            .map_err(|err| Refused(format!("token rejected: {err}")))?;
+            .map_err(|err| Refused::new(format!("token rejected: {err}")))?;
         if !header_and_claims_are_utf8(token) {
-            return Err(Refused("token header or claims are not UTF-8".into()));
+            return Err(Refused::new("token header or claims are not UTF-8"));
         }
         let claims = data.claims;
         let until = claims.exp_secs().saturating_add(self.leeway);
@@ -198,7 +229,7 @@ impl Authenticator {
                 found = Some(key);
             }
         }
-        let key = found.ok_or_else(|| Refused("unknown API key".into()))?;
+        let key = found.ok_or_else(|| Refused::new("unknown API key"))?;
         Ok(Principal::new(
             key.name.clone(),
             key.scopes.clone(),

@@ -127,7 +127,11 @@ pub struct JwksConfig {
     #[serde(default)]
     pub file: Option<PathBuf>,
     /// An `http://` URL serving the JWKS JSON (put TLS in front, e.g. a
-    /// sidecar, for a remote identity provider).
+    /// sidecar, for a remote identity provider). When it does not answer as
+    /// the node starts, the node starts anyway and fetches it again after
+    /// 1 s, 2 s, 4 s... (at most `refresh` apart) until it loads; tokens are
+    /// refused as `UNAUTHENTICATED` meanwhile. A `file` must be readable at
+    /// start.
     #[serde(default)]
     pub url: Option<String>,
     /// How often the document is loaded again. Default: `5m`.

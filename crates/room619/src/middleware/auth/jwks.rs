@@ -71,13 +71,86 @@ async fn fetch(url: &str) -> Result<Vec<u8>> {
     })
 }
 
+/// The first wait before fetching a JWKS URL again after a failure; it
+/// doubles up to the refresh interval.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+/// Loads the JWKS of `config` when the node starts, then keeps it fresh
+/// until `stop` fires.
+///
+/// A file must be readable now. A URL may not answer yet (in a system of
+/// several processes the identity service may start after this one): the
+/// failure is logged and the fetch retried after 1 s, then 2 s, 4 s... up to
+/// `config.refresh`, until it succeeds; meanwhile tokens its keys would
+/// verify are refused as not verifiable yet.
+///
+/// # Errors
+///
+/// `Unavailable` when the file cannot be read, `Config` when it is not a
+/// JWKS or the URL does not parse.
+pub(crate) async fn start(
+    auth: &Arc<Authenticator>,
+    config: &JwksConfig,
+    stop: &CancellationToken,
+) -> Result<()> {
+    let loaded = match &config.url {
+        Some(url) if config.file.is_none() => {
+            url.parse::<http::Uri>()
+                .map_err(|err| Error::config(format!("auth.jwks.url: {err}")))?;
+            match load(auth, config).await {
+                Ok(keys) => Some(keys),
+                Err(err) => {
+                    tracing::warn!(target: "room619::auth", error = %err, retry_in = ?FIRST_RETRY,
+                        "JWKS not loaded yet; tokens are refused until it is");
+                    None
+                }
+            }
+        }
+        _ => Some(load(auth, config).await?),
+    };
+    if let Some(keys) = loaded {
+        tracing::info!(target: "room619::auth", keys, "JWKS loaded");
+    }
+    let (auth, config, stop) = (Arc::clone(auth), config.clone(), stop.clone());
+    tokio::spawn(async move {
+        if loaded.is_none() && !retry_until_loaded(&auth, &config, &stop).await {
+            return;
+        }
+        refresh_loop(auth, config, stop).await;
+    });
+    Ok(())
+}
+
+/// Fetches the JWKS with a doubling backoff until it loads (`true`) or
+/// `stop` fires (`false`).
+async fn retry_until_loaded(
+    auth: &Authenticator,
+    config: &JwksConfig,
+    stop: &CancellationToken,
+) -> bool {
+    let mut wait = FIRST_RETRY.min(config.refresh);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return false,
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(config.refresh);
+        match load(auth, config).await {
+            Ok(keys) => {
+                tracing::info!(target: "room619::auth", keys, "JWKS loaded");
+                return true;
+            }
+            Err(err) => {
+                tracing::warn!(target: "room619::auth", error = %err, retry_in = ?wait,
+                    "JWKS still not loaded; tokens are refused until it is");
+            }
+        }
+    }
+}
+
 /// Reloads the JWKS every `config.refresh` until `stop` fires. A failed
 /// reload keeps the previous keys and is logged.
-pub(crate) async fn refresh_loop(
-    auth: Arc<Authenticator>,
-    config: JwksConfig,
-    stop: CancellationToken,
-) {
+async fn refresh_loop(auth: Arc<Authenticator>, config: JwksConfig, stop: CancellationToken) {
     let mut interval = tokio::time::interval(config.refresh);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     interval.tick().await;

@@ -90,8 +90,15 @@ where
             Ok(principal) => principal,
             Err(reason) => {
                 tracing::debug!(target: AUTH_TARGET, path = request.uri().path(), %reason, "credentials refused");
+                let error = if reason.keys_pending() {
+                    Error::unauthenticated(
+                        "the signing keys (JWKS) are not loaded yet; retry shortly",
+                    )
+                } else {
+                    Error::unauthenticated("invalid credentials")
+                };
                 return Either::Left(ready(Ok(protocol.reject(
-                    Error::unauthenticated("invalid credentials"),
+                    error,
                     &[(
                         WWW_AUTHENTICATE,
                         HeaderValue::from_static("Bearer error=\"invalid_token\""),

@@ -5,7 +5,9 @@
 //!
 //! - JWTs are verified with the keys of `[auth]`: inline or file PEM keys and
 //!   HS256 secrets, and a JWKS document (file or `http://` URL) reloaded every
-//!   `auth.jwks.refresh` and selected by `kid`. Accepted algorithms: `HS256`,
+//!   `auth.jwks.refresh` and selected by `kid` (a URL that does not answer
+//!   when the node starts is retried with backoff; tokens are refused until
+//!   it loads). Accepted algorithms: `HS256`,
 //!   `RS256`, `ES256`, `EdDSA`. Each key verifies exactly one algorithm, so a token
 //!   cannot pick `alg: none` or use an RSA public key as an HMAC secret.
 //!   `exp` and `sub` are required, `nbf` is honoured, `iss` and `aud` are

@@ -1,0 +1,164 @@
+//! `auth.v1.Auth` over gRPC.
+
+use room619::{ServiceContext, rpc::client::RpcChannel};
+use shop_proto::{
+    auth::v1::{
+        LoginRequest, RefreshRequest, SignUpRequest, SignUpResponse, TokenPair, auth_server::Auth,
+    },
+    users::v1::{CreateUserRequest, users_client::UsersClient},
+};
+use tonic::{Request, Response, Status, metadata::MetadataValue};
+
+use super::{
+    accounts::{Accounts, Rotation},
+    password::Passwords,
+    tokens::{Issuer, random_id, refresh_hash},
+    validate::{self, PASSWORD_CHARS},
+};
+
+/// What a failed login or refresh tells the caller (and nothing more).
+const BAD_LOGIN: &str = "wrong email or password";
+const BAD_REFRESH: &str = "the refresh token is unknown, used, revoked or expired";
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub(crate) struct AuthService {
+    accounts: Accounts,
+    issuer: Issuer,
+    passwords: Passwords,
+}
+
+impl AuthService {
+    pub(crate) fn new(accounts: Accounts, issuer: Issuer, passwords: Passwords) -> Self {
+        Self {
+            accounts,
+            issuer,
+            passwords,
+        }
+    }
+
+    /// A new token family for `account_id`: its first pair.
+    async fn log_in(&self, account_id: &str) -> Result<TokenPair, Status> {
+        let refresh = self.issuer.new_refresh()?;
+        self.accounts
+            .start_family(account_id, &random_id()?, &refresh)
+            .await?;
+        Ok(self.issuer.pair(account_id, refresh)?)
+    }
+
+    /// Creates the `users.v1.User` of a new account, as the auth service.
+    async fn create_user(
+        &self,
+        ctx: Option<&ServiceContext>,
+        id: &str,
+        email: &str,
+        name: &str,
+    ) -> Result<(), Status> {
+        let ctx = ctx.ok_or_else(|| Status::internal("the service context is missing"))?;
+        let mut users = ctx.client::<UsersClient<RpcChannel>>("users", "^1")?;
+        let bearer = MetadataValue::try_from(format!("Bearer {}", self.issuer.service_token()?))
+            .map_err(|_| Status::internal("a service token is not a header value"))?;
+        let mut request = Request::new(CreateUserRequest {
+            id: id.to_owned(),
+            email: email.to_owned(),
+            name: name.to_owned(),
+        });
+        request.metadata_mut().insert("authorization", bearer);
+        users
+            .create_user(request)
+            .await
+            .map(|_| ())
+            .map_err(|status| {
+                Status::new(
+                    status.code(),
+                    format!(
+                        "the users service did not create the user: {}",
+                        status.message()
+                    ),
+                )
+            })
+    }
+}
+
+#[tonic::async_trait]
+impl Auth for AuthService {
+    async fn sign_up(
+        &self,
+        request: Request<SignUpRequest>,
+    ) -> Result<Response<SignUpResponse>, Status> {
+        let ctx = request.extensions().get::<ServiceContext>().cloned();
+        let sign_up = validate::sign_up(request.into_inner())?;
+        let taken = || Status::already_exists(format!("the email {} is taken", sign_up.email));
+        if self.accounts.find_by_email(&sign_up.email).await?.is_some() {
+            return Err(taken());
+        }
+        let hash = self.passwords.hash(sign_up.password.clone()).await?;
+        let id = random_id()?;
+        if !self.accounts.create(&id, &sign_up.email, &hash).await? {
+            return Err(taken());
+        }
+        if let Err(status) = self
+            .create_user(ctx.as_ref(), &id, &sign_up.email, &sign_up.name)
+            .await
+        {
+            // Nothing half-written: no account without its user.
+            if let Err(err) = self.accounts.delete(&id).await {
+                tracing::error!(account = id, error = %err, "could not remove the account of a failed sign-up");
+            }
+            return Err(status);
+        }
+        tracing::info!(account = id, "account created");
+        let tokens = self.log_in(&id).await?;
+        Ok(Response::new(SignUpResponse {
+            user_id: id,
+            tokens: Some(tokens),
+        }))
+    }
+
+    async fn login(&self, request: Request<LoginRequest>) -> Result<Response<TokenPair>, Status> {
+        let request = request.into_inner();
+        // No account has a longer password; refuse before hashing megabytes.
+        if request.password.chars().count() > *PASSWORD_CHARS.end() {
+            return Err(Status::unauthenticated(BAD_LOGIN));
+        }
+        let email = validate::normalize_email(&request.email);
+        let account = self.accounts.find_by_email(&email).await?;
+        let (id, stored) = account.map_or((None, None), |(id, hash)| (Some(id), Some(hash)));
+        // Unknown emails are checked against a dummy hash: same cost.
+        if !self.passwords.verify(request.password, stored).await? {
+            return Err(Status::unauthenticated(BAD_LOGIN));
+        }
+        let id = id.ok_or_else(|| Status::unauthenticated(BAD_LOGIN))?;
+        Ok(Response::new(self.log_in(&id).await?))
+    }
+
+    async fn refresh(
+        &self,
+        request: Request<RefreshRequest>,
+    ) -> Result<Response<TokenPair>, Status> {
+        let presented = request.into_inner().refresh_token;
+        if presented.is_empty() {
+            return Err(Status::unauthenticated(BAD_REFRESH));
+        }
+        let next = self.issuer.new_refresh()?;
+        match self
+            .accounts
+            .rotate(&refresh_hash(&presented), &next)
+            .await?
+        {
+            Rotation::Rotated { account_id } => {
+                Ok(Response::new(self.issuer.pair(&account_id, next)?))
+            }
+            Rotation::Reused { account_id } => {
+                tracing::warn!(
+                    account = account_id,
+                    "a used refresh token was presented again: its token family is revoked"
+                );
+                Err(Status::unauthenticated(BAD_REFRESH))
+            }
+            Rotation::Unknown | Rotation::Expired | Rotation::Revoked => {
+                Err(Status::unauthenticated(BAD_REFRESH))
+            }
+        }
+    }
+}
