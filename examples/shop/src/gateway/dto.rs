@@ -24,6 +24,15 @@ fn one_at(value: &str, _context: &()) -> garde::Result {
     }
 }
 
+/// A field that may be left out but not given as `null`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
 /// An optional id, when set, is a well-formed id.
 fn optional_id(value: &Option<String>, _context: &()) -> garde::Result {
     match value {
@@ -241,22 +250,23 @@ pub(crate) struct CreateProductBody {
     pub price_cents: i64,
 }
 
-/// `PATCH /v1/products/{id}`: the fields to change; absent ones stay.
+/// `PATCH /v1/products/{id}`: the fields to change; absent ones stay
+/// (`null` is refused).
 #[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpdateProductBody {
     /// A new name, 1 to 200 characters.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     #[garde(length(chars, min = 1, max = 200))]
     #[schema(min_length = 1, max_length = 200, nullable = false)]
     pub name: Option<String>,
     /// A new description, at most 2000 characters.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     #[garde(length(chars, max = 2000))]
     #[schema(max_length = 2000, nullable = false)]
     pub description: Option<String>,
     /// A new price in cents, 0 to 10 000 000 000.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     #[garde(range(min = 0, max = MAX_PRICE_CENTS))]
     #[schema(minimum = 0, maximum = 10_000_000_000_i64, nullable = false)]
     pub price_cents: Option<i64>,

@@ -280,13 +280,3 @@ fn field_error_schema() -> RefOr<Schema> {
     RefOr::T(Schema::Object(object.build()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dump() {
-        let doc = document().unwrap();
-        std::fs::write("/tmp/h3-openapi.json", doc).unwrap();
-    }
-}
