@@ -33,6 +33,38 @@ where
     T::deserialize(deserializer).map(Some)
 }
 
+/// A JSON number with no fractional part as an `i64`: JSON Schema's
+/// `integer` admits `12.0`, serde's `i64` does not.
+fn whole<'de, D>(deserializer: D) -> Result<i64, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let number = serde_json::Number::deserialize(deserializer)?;
+    whole_number(&number).ok_or_else(|| serde::de::Error::custom("expected a whole number"))
+}
+
+/// As [`whole`], for a field that may be left out but not be `null`.
+fn present_whole<'de, D>(deserializer: D) -> Result<Option<i64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    whole(deserializer).map(Some)
+}
+
+fn whole_number(number: &serde_json::Number) -> Option<i64> {
+    if let Some(value) = number.as_i64() {
+        return Some(value);
+    }
+    // A float: whole when its shortest form is `<digits>.0` (no exponent).
+    let text = number.to_string();
+    let (whole, fraction) = text.split_once('.')?;
+    if fraction.bytes().all(|b| b == b'0') {
+        whole.parse().ok()
+    } else {
+        None
+    }
+}
+
 /// An optional id, when set, is a well-formed id.
 fn optional_id(value: &Option<String>, _context: &()) -> garde::Result {
     match value {
@@ -245,6 +277,7 @@ pub(crate) struct CreateProductBody {
     #[schema(max_length = 2000, example = "Short and stout")]
     pub description: String,
     /// The price in cents, 0 to 10 000 000 000.
+    #[serde(deserialize_with = "whole")]
     #[garde(range(min = 0, max = MAX_PRICE_CENTS))]
     #[schema(minimum = 0, maximum = 10_000_000_000_i64, example = 1250)]
     pub price_cents: i64,
@@ -266,7 +299,7 @@ pub(crate) struct UpdateProductBody {
     #[schema(max_length = 2000, nullable = false)]
     pub description: Option<String>,
     /// A new price in cents, 0 to 10 000 000 000.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_whole")]
     #[garde(range(min = 0, max = MAX_PRICE_CENTS))]
     #[schema(minimum = 0, maximum = 10_000_000_000_i64, nullable = false)]
     pub price_cents: Option<i64>,
@@ -294,4 +327,35 @@ pub(crate) struct ListProductsQuery {
     #[garde(custom(optional_id))]
     #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub owner_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_are_whole_numbers_in_any_json_form() {
+        let parse = |json: &str| serde_json::from_str::<CreateProductBody>(json);
+        for (json, cents) in [
+            (r#"{"name":"a","price_cents":12}"#, 12),
+            (r#"{"name":"a","price_cents":12.0}"#, 12),
+            (r#"{"name":"a","price_cents":-0.0}"#, 0),
+            (r#"{"name":"a","price_cents":1.5e3}"#, 1500),
+        ] {
+            assert_eq!(parse(json).unwrap().price_cents, cents, "{json}");
+        }
+        for json in [
+            r#"{"name":"a","price_cents":12.5}"#,
+            r#"{"name":"a","price_cents":"12"}"#,
+            r#"{"name":"a","price_cents":1e300}"#,
+            r#"{"name":"a","price_cents":null}"#,
+        ] {
+            assert!(parse(json).is_err(), "{json}");
+        }
+        let patch = |json: &str| serde_json::from_str::<UpdateProductBody>(json);
+        assert_eq!(patch(r#"{"price_cents":7.0}"#).unwrap().price_cents, Some(7));
+        assert_eq!(patch("{}").unwrap().price_cents, None);
+        assert!(patch(r#"{"price_cents":null}"#).is_err());
+        assert!(patch(r#"{"name":null}"#).is_err());
+    }
 }

@@ -55,15 +55,54 @@ const PROBLEM_JSON: &str = room619::error::PROBLEM_JSON;
 )]
 pub(crate) struct ApiDoc;
 
-/// The document as JSON.
+/// The document as JSON, with the [`LINKS`] between operations.
 ///
 /// # Errors
 ///
 /// `Internal` if it does not serialize (a bug).
 pub(crate) fn document() -> room619::Result<String> {
-    ApiDoc::openapi()
-        .to_json()
-        .map_err(|err| room619::Error::internal("the OpenAPI document").with_source(err))
+    let failed = |err| room619::Error::internal("the OpenAPI document").with_source(err);
+    let mut document = serde_json::to_value(ApiDoc::openapi()).map_err(failed)?;
+    add_links(&mut document);
+    serde_json::to_string(&document).map_err(failed)
+}
+
+/// Adds [`LINKS`] to the serialized document (utoipa 5 writes a link's
+/// `operationId` as `operation_id`, so its `Link` type cannot be used).
+fn add_links(document: &mut serde_json::Value) {
+    let Some(paths) = document
+        .get_mut("paths")
+        .and_then(serde_json::Value::as_object_mut)
+    else {
+        return;
+    };
+    let operations = paths
+        .values_mut()
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|item| item.values_mut());
+    for operation in operations {
+        let id = operation["operationId"].as_str().unwrap_or_default().to_owned();
+        for (from, status, pointer, targets) in LINKS {
+            let Some(response) = operation
+                .pointer_mut(&format!("/responses/{status}"))
+                .and_then(serde_json::Value::as_object_mut)
+                .filter(|_| *from == id)
+            else {
+                continue;
+            };
+            let links: serde_json::Map<String, serde_json::Value> = targets
+                .iter()
+                .map(|target| {
+                    let link = serde_json::json!({
+                        "operationId": target,
+                        "parameters": { "id": pointer },
+                    });
+                    ((*target).to_owned(), link)
+                })
+                .collect();
+            response.insert("links".to_owned(), links.into());
+        }
+    }
 }
 
 /// The error responses: (component name, status, description).
@@ -115,6 +154,23 @@ const ERRORS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Links from the operations that create something to those that take its
+/// id: (operation, status, where the id is, the operations it feeds).
+const LINKS: &[(&str, &str, &str, &[&str])] = &[
+    (
+        "signUp",
+        "201",
+        "$response.body#/user_id",
+        &["getUser", "updateUser", "deleteUser"],
+    ),
+    (
+        "createProduct",
+        "201",
+        "$response.body#/id",
+        &["getProduct", "updateProduct", "deleteProduct"],
+    ),
+];
+
 /// Adds the problem schema, the bearer scheme and every operation's error
 /// responses.
 struct Errors;
@@ -158,6 +214,7 @@ impl Modify for Errors {
         }
     }
 }
+
 
 /// The statuses an operation can fail with, from what it takes.
 fn add_errors(operation: &mut Operation) {
