@@ -48,7 +48,8 @@ async fn main() -> room619::Result<()> {
 
 /// Signs the tester up through the gateway; their id and access token.
 async fn sign_up(base: &str) -> room619::Result<(String, String)> {
-    let failed = |err: reqwest::Error| room619::Error::unavailable("sign-up failed").with_source(err);
+    let failed =
+        |err: reqwest::Error| room619::Error::unavailable("sign-up failed").with_source(err);
     let reply: serde_json::Value = reqwest::Client::new()
         .post(format!("{base}/v1/auth/signup"))
         .json(&serde_json::json!({

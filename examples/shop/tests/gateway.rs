@@ -36,7 +36,10 @@ fn config(extra: &str) -> Config {
 async fn start(config: Config, services: impl IntoIterator<Item = BuiltService>) -> RunningNode {
     services
         .into_iter()
-        .fold(room619::Node::builder().config(config), |b, s| b.service(s))
+        .fold(
+            room619::Node::builder().config(config),
+            room619::NodeBuilder::service,
+        )
         .build()
         .unwrap()
         .start()
@@ -170,8 +173,13 @@ async fn sign_up_login_and_refresh_are_public_and_map_their_errors() {
     .await;
     let refresh = json!({"refresh_token": pair["refresh_token"]});
     let renewed = json_ok(
-        shop.call(Method::POST, "/v1/auth/refresh", None, Some(refresh.clone()))
-            .await,
+        shop.call(
+            Method::POST,
+            "/v1/auth/refresh",
+            None,
+            Some(refresh.clone()),
+        )
+        .await,
         StatusCode::OK,
     )
     .await;
@@ -197,7 +205,10 @@ async fn the_callers_token_reaches_the_services_as_grpc_metadata() {
 
     let seen = shop.fakes.seen();
     let get = seen.iter().rev().find(|s| s.rpc == "GetUser").unwrap();
-    assert_eq!(get.authorization.as_deref(), Some(&*format!("Bearer {token}")));
+    assert_eq!(
+        get.authorization.as_deref(),
+        Some(&*format!("Bearer {token}"))
+    );
     assert_eq!(get.subject.as_deref(), Some(&*id));
     // The public sign-up forwarded no token.
     let sign_up = seen.iter().find(|s| s.rpc == "SignUp").unwrap();
@@ -231,10 +242,7 @@ async fn routes_other_than_auth_need_a_bearer_token() {
             .unwrap();
         problem(basic, 401).await;
     }
-    assert!(
-        shop.fakes.seen().is_empty(),
-        "nothing reached the services"
-    );
+    assert!(shop.fakes.seen().is_empty(), "nothing reached the services");
 }
 
 #[tokio::test]
@@ -319,10 +327,7 @@ async fn invalid_bodies_list_every_field_error() {
         .await;
     problem(response, 422).await;
     assert!(
-        shop.fakes
-            .seen()
-            .iter()
-            .all(|s| s.rpc == "SignUp"),
+        shop.fakes.seen().iter().all(|s| s.rpc == "SignUp"),
         "invalid requests never reach the services"
     );
 }
@@ -341,19 +346,62 @@ async fn malformed_requests_get_clear_4xx_problems() {
     };
     let json = "application/json";
     let cases = [
-        (raw(Method::POST, "/v1/products", json, "{\"name\": ").await.unwrap(), 400),
-        (raw(Method::POST, "/v1/products", json, "[1, 2]").await.unwrap(), 400),
-        (raw(Method::POST, "/v1/products", "text/plain", "{}").await.unwrap(), 415),
         (
-            raw(Method::POST, "/v1/products", json, r#"{"name":"a","price_cents":1,"colour":"red"}"#)
+            raw(Method::POST, "/v1/products", json, "{\"name\": ")
                 .await
                 .unwrap(),
             400,
         ),
-        (raw(Method::POST, "/v1/products", json, r#"{"name":"a","price_cents":1.5}"#).await.unwrap(), 400),
-        (raw(Method::PATCH, "/v1/users/a%20b", json, r#"{"name":"x"}"#).await.unwrap(), 400),
-        (raw(Method::PUT, "/v1/users/u1", json, "{}").await.unwrap(), 405),
-        (raw(Method::GET, "/v1/nothing-here", json, "").await.unwrap(), 404),
+        (
+            raw(Method::POST, "/v1/products", json, "[1, 2]")
+                .await
+                .unwrap(),
+            400,
+        ),
+        (
+            raw(Method::POST, "/v1/products", "text/plain", "{}")
+                .await
+                .unwrap(),
+            415,
+        ),
+        (
+            raw(
+                Method::POST,
+                "/v1/products",
+                json,
+                r#"{"name":"a","price_cents":1,"colour":"red"}"#,
+            )
+            .await
+            .unwrap(),
+            400,
+        ),
+        (
+            raw(
+                Method::POST,
+                "/v1/products",
+                json,
+                r#"{"name":"a","price_cents":1.5}"#,
+            )
+            .await
+            .unwrap(),
+            400,
+        ),
+        (
+            raw(Method::PATCH, "/v1/users/a%20b", json, r#"{"name":"x"}"#)
+                .await
+                .unwrap(),
+            400,
+        ),
+        (
+            raw(Method::PUT, "/v1/users/u1", json, "{}").await.unwrap(),
+            405,
+        ),
+        (
+            raw(Method::GET, "/v1/nothing-here", json, "")
+                .await
+                .unwrap(),
+            404,
+        ),
     ];
     for (response, status) in cases {
         if status == 405 {
@@ -375,7 +423,10 @@ async fn malformed_requests_get_clear_4xx_problems() {
     ] {
         let response = shop.call(Method::GET, path, Some(&token), None).await;
         let body = problem(response, status).await;
-        assert!(!body["detail"].as_str().unwrap().contains("Failed to"), "{body}");
+        assert!(
+            !body["detail"].as_str().unwrap().contains("Failed to"),
+            "{body}"
+        );
     }
     assert!(shop.fakes.seen().iter().all(|s| s.rpc == "SignUp"));
 }
@@ -397,21 +448,35 @@ async fn pagination_and_filters_reach_the_services() {
             .await;
         let location = response.headers()["location"].to_str().unwrap().to_owned();
         let product = json_ok(response, StatusCode::CREATED).await;
-        assert_eq!(location, format!("/v1/products/{}", product["id"].as_str().unwrap()));
+        assert_eq!(
+            location,
+            format!("/v1/products/{}", product["id"].as_str().unwrap())
+        );
         assert_eq!(product["description"], "");
     }
     let list = async |path: String| shop.call(Method::GET, &path, Some(&ada_token), None).await;
-    let first = json_ok(list("/v1/products?page_size=2&q=teapot".into()).await, StatusCode::OK).await;
+    let first = json_ok(
+        list("/v1/products?page_size=2&q=teapot".into()).await,
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(first["products"].as_array().unwrap().len(), 2);
     let next = first["next_page_token"].as_str().unwrap();
     let second = json_ok(
-        list(format!("/v1/products?page_size=2&q=teapot&page_token={next}")).await,
+        list(format!(
+            "/v1/products?page_size=2&q=teapot&page_token={next}"
+        ))
+        .await,
         StatusCode::OK,
     )
     .await;
     assert_eq!(second["products"][0]["name"], "Teapot lid");
     assert!(second.get("next_page_token").is_none(), "{second}");
-    let own = json_ok(list(format!("/v1/products?owner_id={ada}")).await, StatusCode::OK).await;
+    let own = json_ok(
+        list(format!("/v1/products?owner_id={ada}")).await,
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(own["products"].as_array().unwrap().len(), 3);
     let seen = shop.fakes.seen();
     let calls: Vec<_> = seen.iter().filter_map(|s| s.list.clone()).collect();
@@ -427,7 +492,11 @@ async fn pagination_and_filters_reach_the_services() {
     let users = json_ok(list("/v1/users?page_size=1".into()).await, StatusCode::OK).await;
     assert_eq!(users["users"][0]["email"], "ada@example.com");
     let next = users["next_page_token"].as_str().unwrap();
-    let users = json_ok(list(format!("/v1/users?page_token={next}")).await, StatusCode::OK).await;
+    let users = json_ok(
+        list(format!("/v1/users?page_token={next}")).await,
+        StatusCode::OK,
+    )
+    .await;
     assert_eq!(users["users"][0]["email"], "bob@example.com");
     let stale = list("/v1/users?page_token=forged".into()).await;
     problem(stale, 400).await;
@@ -437,7 +506,7 @@ async fn pagination_and_filters_reach_the_services() {
 async fn only_owners_change_or_delete_and_deleted_things_are_gone() {
     let shop = Shop::start().await;
     let (ada, ada_token) = shop.sign_up("ada@example.com").await;
-    let (bob, bob_token) = shop.sign_up("bob@example.com").await;
+    let (robert, bob_token) = shop.sign_up("bob@example.com").await;
     let body = json!({"name": "Teapot", "description": "Stout", "price_cents": 1250});
     let product = json_ok(
         shop.call(Method::POST, "/v1/products", Some(&ada_token), Some(body))
@@ -447,28 +516,49 @@ async fn only_owners_change_or_delete_and_deleted_things_are_gone() {
     .await;
     assert_eq!(product["owner_id"], ada.as_str());
     let path = format!("/v1/products/{}", product["id"].as_str().unwrap());
-    let patch = json!({"price_cents": 999});
+    let cheaper = json!({"price_cents": 999});
     let response = shop
-        .call(Method::PATCH, &path, Some(&bob_token), Some(patch.clone()))
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&bob_token),
+            Some(cheaper.clone()),
+        )
         .await;
     problem(response, 403).await;
     let changed = json_ok(
-        shop.call(Method::PATCH, &path, Some(&ada_token), Some(patch))
+        shop.call(Method::PATCH, &path, Some(&ada_token), Some(cheaper))
             .await,
         StatusCode::OK,
     )
     .await;
     assert_eq!(changed["price_cents"], 999);
     assert_eq!(changed["name"], "Teapot");
-    problem(shop.call(Method::DELETE, &path, Some(&bob_token), None).await, 403).await;
-    let deleted = shop.call(Method::DELETE, &path, Some(&ada_token), None).await;
+    problem(
+        shop.call(Method::DELETE, &path, Some(&bob_token), None)
+            .await,
+        403,
+    )
+    .await;
+    let deleted = shop
+        .call(Method::DELETE, &path, Some(&ada_token), None)
+        .await;
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
-    problem(shop.call(Method::GET, &path, Some(&ada_token), None).await, 404).await;
+    problem(
+        shop.call(Method::GET, &path, Some(&ada_token), None).await,
+        404,
+    )
+    .await;
 
-    let bob_path = format!("/v1/users/{bob}");
+    let bob_path = format!("/v1/users/{robert}");
     let rename = json!({"name": "Robert"});
     let response = shop
-        .call(Method::PATCH, &bob_path, Some(&ada_token), Some(rename.clone()))
+        .call(
+            Method::PATCH,
+            &bob_path,
+            Some(&ada_token),
+            Some(rename.clone()),
+        )
         .await;
     problem(response, 403).await;
     let renamed = json_ok(
@@ -478,9 +568,16 @@ async fn only_owners_change_or_delete_and_deleted_things_are_gone() {
     )
     .await;
     assert_eq!(renamed["name"], "Robert");
-    let gone = shop.call(Method::DELETE, &bob_path, Some(&bob_token), None).await;
+    let gone = shop
+        .call(Method::DELETE, &bob_path, Some(&bob_token), None)
+        .await;
     assert_eq!(gone.status(), StatusCode::NO_CONTENT);
-    problem(shop.call(Method::GET, &bob_path, Some(&ada_token), None).await, 404).await;
+    problem(
+        shop.call(Method::GET, &bob_path, Some(&ada_token), None)
+            .await,
+        404,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -559,7 +656,10 @@ async fn a_gateway_on_another_node_forwards_the_token_over_the_network() {
     let seen = shop.fakes.seen();
     let get = seen.iter().find(|s| s.rpc == "GetUser").unwrap();
     assert_eq!(get.subject.as_deref(), Some(&*id));
-    assert_eq!(get.authorization.as_deref(), Some(&*format!("Bearer {token}")));
+    assert_eq!(
+        get.authorization.as_deref(),
+        Some(&*format!("Bearer {token}"))
+    );
     drop(backend);
 }
 
@@ -613,28 +713,65 @@ async fn the_openapi_document_is_public_and_describes_every_route() {
         }
     }
     let expected = [
-        "POST /v1/auth/signup", "POST /v1/auth/login", "POST /v1/auth/refresh",
-        "GET /v1/users", "GET /v1/users/{id}", "PATCH /v1/users/{id}", "DELETE /v1/users/{id}",
-        "GET /v1/products", "POST /v1/products", "GET /v1/products/{id}",
-        "PATCH /v1/products/{id}", "DELETE /v1/products/{id}",
+        "POST /v1/auth/signup",
+        "POST /v1/auth/login",
+        "POST /v1/auth/refresh",
+        "GET /v1/users",
+        "GET /v1/users/{id}",
+        "PATCH /v1/users/{id}",
+        "DELETE /v1/users/{id}",
+        "GET /v1/products",
+        "POST /v1/products",
+        "GET /v1/products/{id}",
+        "PATCH /v1/products/{id}",
+        "DELETE /v1/products/{id}",
     ];
-    assert_eq!(operations, expected.into_iter().map(str::to_owned).collect());
+    assert_eq!(
+        operations,
+        expected.into_iter().map(str::to_owned).collect()
+    );
     let params = |path: &str| -> BTreeSet<String> {
         doc["paths"][path]["get"]["parameters"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|p| format!("{}:{}", p["in"].as_str().unwrap(), p["name"].as_str().unwrap()))
+            .map(|p| {
+                format!(
+                    "{}:{}",
+                    p["in"].as_str().unwrap(),
+                    p["name"].as_str().unwrap()
+                )
+            })
             .collect()
     };
-    assert_eq!(params("/v1/users"), ["query:page_size", "query:page_token"].map(String::from).into());
+    assert_eq!(
+        params("/v1/users"),
+        ["query:page_size", "query:page_token"]
+            .map(String::from)
+            .into()
+    );
     assert_eq!(
         params("/v1/products"),
-        ["query:owner_id", "query:page_size", "query:page_token", "query:q"].map(String::from).into()
+        [
+            "query:owner_id",
+            "query:page_size",
+            "query:page_token",
+            "query:q"
+        ]
+        .map(String::from)
+        .into()
     );
     let size = &doc["paths"]["/v1/products"]["get"]["parameters"];
-    let size = size.as_array().unwrap().iter().find(|p| p["name"] == "page_size").unwrap();
-    assert_eq!((&size["schema"]["minimum"], &size["schema"]["maximum"]), (&json!(1), &json!(100)));
+    let size = size
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "page_size")
+        .unwrap();
+    assert_eq!(
+        (&size["schema"]["minimum"], &size["schema"]["maximum"]),
+        (&json!(1), &json!(100))
+    );
     let signup = resolve(&doc, "#/components/schemas/SignUpBody");
     assert_eq!(signup["additionalProperties"], false);
     assert_eq!(signup["properties"]["password"]["minLength"], 8);
@@ -651,11 +788,18 @@ fn check_operation(doc: &Value, path: &str, method: &str, op: &Value) {
     }
     if path.ends_with("{id}") {
         let id = &op["parameters"][0];
-        assert_eq!((&id["in"], &id["name"], &id["required"]), (&json!("path"), &json!("id"), &json!(true)));
+        assert_eq!(
+            (&id["in"], &id["name"], &id["required"]),
+            (&json!("path"), &json!("id"), &json!(true))
+        );
         assert_eq!(id["schema"]["pattern"], "^[A-Za-z0-9_-]{1,64}$");
     }
     let has_body = op.get("requestBody").is_some();
-    assert_eq!(has_body, method == "post" || method == "patch", "{method} {path}");
+    assert_eq!(
+        has_body,
+        method == "post" || method == "patch",
+        "{method} {path}"
+    );
     if has_body {
         let body = &op["requestBody"]["content"]["application/json"]["schema"]["$ref"];
         let schema = resolve(doc, body.as_str().unwrap());
@@ -687,7 +831,10 @@ fn check_operation(doc: &Value, path: &str, method: &str, op: &Value) {
             assert!(response["content"]["application/json"]["schema"].is_object());
         } else {
             let schema = &response["content"]["application/problem+json"]["schema"]["$ref"];
-            assert_eq!(schema, "#/components/schemas/Problem", "{method} {path} {status}");
+            assert_eq!(
+                schema, "#/components/schemas/Problem",
+                "{method} {path} {status}"
+            );
         }
     }
 }

@@ -16,7 +16,7 @@ use super::extract::check_id;
 pub(crate) const MAX_PRICE_CENTS: i64 = 10_000_000_000;
 
 /// An email has exactly one `@` (`auth.v1.SignUpRequest`).
-fn one_at(value: &str, _context: &()) -> garde::Result {
+fn one_at<C>(value: &str, _context: &C) -> garde::Result {
     if value.matches('@').count() == 1 {
         Ok(())
     } else {
@@ -65,12 +65,11 @@ fn whole_number(number: &serde_json::Number) -> Option<i64> {
     }
 }
 
-/// An optional id, when set, is a well-formed id.
-fn optional_id(value: &Option<String>, _context: &()) -> garde::Result {
-    match value {
-        Some(id) => check_id("owner_id", id).map_err(garde::Error::new),
-        None => Ok(()),
-    }
+/// An owner id, when given, is a well-formed id.
+fn valid_owner(value: Option<&str>) -> garde::Result {
+    value.map_or(Ok(()), |id| {
+        check_id("owner_id", id).map_err(garde::Error::new)
+    })
 }
 
 // ---- auth -----------------------------------------------------------------
@@ -81,7 +80,12 @@ fn optional_id(value: &Option<String>, _context: &()) -> garde::Result {
 pub(crate) struct SignUpBody {
     /// The login: unique, 3 to 254 characters with exactly one `@`.
     #[garde(length(chars, min = 3, max = 254), custom(one_at))]
-    #[schema(min_length = 3, max_length = 254, pattern = "^[^@]*@[^@]*$", example = "ada@example.com")]
+    #[schema(
+        min_length = 3,
+        max_length = 254,
+        pattern = "^[^@]*@[^@]*$",
+        example = "ada@example.com"
+    )]
     pub email: String,
     /// 8 to 128 characters.
     #[garde(length(chars, min = 8, max = 128))]
@@ -324,7 +328,7 @@ pub(crate) struct ListProductsQuery {
     #[param(max_length = 200)]
     pub q: Option<String>,
     /// Only this user's products.
-    #[garde(custom(optional_id))]
+    #[garde(custom(|value: &Option<String>, (): &()| valid_owner(value.as_deref())))]
     #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub owner_id: Option<String>,
 }
@@ -353,7 +357,10 @@ mod tests {
             assert!(parse(json).is_err(), "{json}");
         }
         let patch = |json: &str| serde_json::from_str::<UpdateProductBody>(json);
-        assert_eq!(patch(r#"{"price_cents":7.0}"#).unwrap().price_cents, Some(7));
+        assert_eq!(
+            patch(r#"{"price_cents":7.0}"#).unwrap().price_cents,
+            Some(7)
+        );
         assert_eq!(patch("{}").unwrap().price_cents, None);
         assert!(patch(r#"{"price_cents":null}"#).is_err());
         assert!(patch(r#"{"name":null}"#).is_err());

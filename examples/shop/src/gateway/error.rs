@@ -100,7 +100,10 @@ mod tests {
             (tonic::Code::PermissionDenied, StatusCode::FORBIDDEN),
             (tonic::Code::NotFound, StatusCode::NOT_FOUND),
             (tonic::Code::AlreadyExists, StatusCode::CONFLICT),
-            (tonic::Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS),
+            (
+                tonic::Code::ResourceExhausted,
+                StatusCode::TOO_MANY_REQUESTS,
+            ),
             (tonic::Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
             (tonic::Code::DeadlineExceeded, StatusCode::GATEWAY_TIMEOUT),
             (tonic::Code::Internal, StatusCode::INTERNAL_SERVER_ERROR),
@@ -125,9 +128,6 @@ mod tests {
             field: "name".to_owned(),
             detail: "too long".to_owned(),
         }]));
-        assert_eq!(
-            answer(status).status(),
-            StatusCode::UNPROCESSABLE_ENTITY
-        );
+        assert_eq!(answer(status).status(), StatusCode::UNPROCESSABLE_ENTITY);
     }
 }

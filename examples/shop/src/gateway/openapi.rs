@@ -81,7 +81,10 @@ fn add_links(document: &mut serde_json::Value) {
         .filter_map(serde_json::Value::as_object_mut)
         .flat_map(|item| item.values_mut());
     for operation in operations {
-        let id = operation["operationId"].as_str().unwrap_or_default().to_owned();
+        let id = operation["operationId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         for (from, status, pointer, targets) in LINKS {
             let Some(response) = operation
                 .pointer_mut(&format!("/responses/{status}"))
@@ -146,7 +149,11 @@ const ERRORS: &[(&str, &str, &str)] = &[
         "A rate limit was hit; retry after `Retry-After` seconds",
     ),
     ("InternalError", "500", "An unexpected failure"),
-    ("Unavailable", "503", "A service is unavailable; retry later"),
+    (
+        "Unavailable",
+        "503",
+        "A service is unavailable; retry later",
+    ),
     (
         "GatewayTimeout",
         "504",
@@ -195,9 +202,10 @@ impl Modify for Errors {
             ),
         );
         for (name, status, description) in ERRORS {
-            components
-                .responses
-                .insert((*name).to_owned(), RefOr::T(problem_response(status, description)));
+            components.responses.insert(
+                (*name).to_owned(),
+                RefOr::T(problem_response(status, description)),
+            );
         }
         for item in openapi.paths.paths.values_mut() {
             for operation in [
@@ -214,7 +222,6 @@ impl Modify for Errors {
         }
     }
 }
-
 
 /// The statuses an operation can fail with, from what it takes.
 fn add_errors(operation: &mut Operation) {
@@ -300,7 +307,9 @@ fn problem_schema() -> RefOr<Schema> {
         .description(Some("Every field that failed validation (`422` only)"));
     let object = ObjectBuilder::new()
         .schema_type(Type::Object)
-        .description(Some("An RFC 9457 problem document: the body of every error"))
+        .description(Some(
+            "An RFC 9457 problem document: the body of every error",
+        ))
         .property("type", text("A URI reference naming the problem type"))
         .property("title", text("The status's reason phrase"))
         .property(
@@ -336,4 +345,3 @@ fn field_error_schema() -> RefOr<Schema> {
         .required("detail");
     RefOr::T(Schema::Object(object.build()))
 }
-
