@@ -772,10 +772,38 @@ async fn the_openapi_document_is_public_and_describes_every_route() {
         (&size["schema"]["minimum"], &size["schema"]["maximum"]),
         (&json!(1), &json!(100))
     );
+    check_links(&doc);
     let signup = resolve(&doc, "#/components/schemas/SignUpBody");
     assert_eq!(signup["additionalProperties"], false);
     assert_eq!(signup["properties"]["password"]["minLength"], 8);
     assert_eq!(signup["required"], json!(["email", "password", "name"]));
+}
+
+/// The links from creations to the operations that take the new id.
+fn check_links(doc: &Value) {
+    let ids: BTreeSet<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .map(|op| op["operationId"].as_str().unwrap())
+        .collect();
+    for (path, method, status, pointer) in [
+        ("/v1/auth/signup", "post", "201", "$response.body#/user_id"),
+        ("/v1/products", "post", "201", "$response.body#/id"),
+    ] {
+        let links = doc["paths"][path][method]["responses"][status]["links"]
+            .as_object()
+            .unwrap();
+        assert_eq!(links.len(), 3, "{path}");
+        for link in links.values() {
+            assert!(
+                ids.contains(link["operationId"].as_str().unwrap()),
+                "{link}"
+            );
+            assert_eq!(link["parameters"]["id"], pointer);
+        }
+    }
 }
 
 /// One operation: ids, security, parameters and every response's media type.
