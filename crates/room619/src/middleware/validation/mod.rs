@@ -78,6 +78,33 @@ impl Invalid {
         }
     }
 
+    /// A failure listing `violations`, for checks garde does not express
+    /// (a service's own rules, a uniqueness check).
+    #[must_use]
+    pub fn new(violations: Vec<FieldViolation>) -> Self {
+        Self { violations }
+    }
+
+    /// The field violations an `INVALID_ARGUMENT` status from a peer carries
+    /// in a `google.rpc.BadRequest`, so a gateway can answer `422` with them;
+    /// `None` for any other status, or one without violations.
+    #[must_use]
+    pub fn from_status(status: &tonic::Status) -> Option<Self> {
+        if status.code() != tonic::Code::InvalidArgument {
+            return None;
+        }
+        let violations: Vec<FieldViolation> = status
+            .get_details_bad_request()?
+            .field_violations
+            .into_iter()
+            .map(|violation| FieldViolation {
+                field: violation.field,
+                detail: violation.description,
+            })
+            .collect();
+        (!violations.is_empty()).then_some(Self { violations })
+    }
+
     /// The field violations.
     #[must_use]
     pub fn violations(&self) -> &[FieldViolation] {
@@ -156,4 +183,37 @@ where
     let message = request.into_inner();
     validate(&message)?;
     Ok(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn violations_survive_a_trip_through_a_grpc_status() {
+        let sent = Invalid::new(vec![FieldViolation {
+            field: "name".to_owned(),
+            detail: "too long".to_owned(),
+        }]);
+        let status = tonic::Status::from(sent.clone());
+        assert_eq!(Invalid::from_status(&status), Some(sent));
+    }
+
+    #[test]
+    fn other_statuses_carry_no_violations() {
+        assert_eq!(
+            Invalid::from_status(&tonic::Status::invalid_argument("bad")),
+            None
+        );
+        let details = tonic::Status::from(Invalid::new(vec![FieldViolation {
+            field: "x".to_owned(),
+            detail: "y".to_owned(),
+        }]));
+        let other = tonic::Status::with_details(
+            tonic::Code::NotFound,
+            "gone",
+            details.details().to_vec().into(),
+        );
+        assert_eq!(Invalid::from_status(&other), None);
+    }
 }

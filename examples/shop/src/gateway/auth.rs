@@ -1,0 +1,101 @@
+//! `/v1/auth/*`: sign-up, login and refresh, forwarded to `auth.v1.Auth`.
+//! Public: these routes need no token.
+
+use axum::{Extension, response::Response};
+use room619::{ServiceContext, middleware::validation::Valid, rpc::client::RpcChannel};
+use shop_proto::auth::v1::{LoginRequest, RefreshRequest, SignUpRequest, auth_client::AuthClient};
+
+use super::{
+    AUTH, REQUIREMENT,
+    dto::{LoginBody, RefreshBody, SignUpBody, SignUpReply, TokenPairBody},
+    error::ApiError,
+    reply,
+};
+
+fn client(ctx: &ServiceContext) -> Result<AuthClient<RpcChannel>, ApiError> {
+    Ok(ctx.client::<AuthClient<RpcChannel>>(AUTH, REQUIREMENT)?)
+}
+
+/// Creates an account (and its user), then logs it in.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/signup",
+    tag = "auth",
+    operation_id = "signUp",
+    request_body = SignUpBody,
+    responses(
+        (status = 201, description = "The account exists and is logged in", body = SignUpReply,
+            headers(("Location" = String, description = "The new user's profile"))),
+    )
+)]
+pub(crate) async fn sign_up(
+    Extension(ctx): Extension<ServiceContext>,
+    Valid(body): Valid<SignUpBody>,
+) -> Result<Response, ApiError> {
+    let reply = client(&ctx)?
+        .sign_up(SignUpRequest {
+            email: body.email,
+            password: body.password,
+            name: body.name,
+        })
+        .await
+        .map_err(|status| ApiError::from_status(AUTH, status))?
+        .into_inner();
+    let location = format!("/v1/users/{}", reply.user_id);
+    let reply = SignUpReply {
+        user_id: reply.user_id,
+        tokens: reply.tokens.unwrap_or_default().into(),
+    };
+    Ok(reply::created(&location, &reply))
+}
+
+/// Exchanges an email and password for tokens.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/login",
+    tag = "auth",
+    operation_id = "login",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "Logged in", body = TokenPairBody),
+    )
+)]
+pub(crate) async fn login(
+    Extension(ctx): Extension<ServiceContext>,
+    Valid(body): Valid<LoginBody>,
+) -> Result<Response, ApiError> {
+    let pair = client(&ctx)?
+        .login(LoginRequest {
+            email: body.email,
+            password: body.password,
+        })
+        .await
+        .map_err(|status| ApiError::from_status(AUTH, status))?
+        .into_inner();
+    Ok(reply::ok(&TokenPairBody::from(pair)))
+}
+
+/// Exchanges a refresh token for a new pair; the old one stops working.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/refresh",
+    tag = "auth",
+    operation_id = "refresh",
+    request_body = RefreshBody,
+    responses(
+        (status = 200, description = "A new token pair", body = TokenPairBody),
+    )
+)]
+pub(crate) async fn refresh(
+    Extension(ctx): Extension<ServiceContext>,
+    Valid(body): Valid<RefreshBody>,
+) -> Result<Response, ApiError> {
+    let pair = client(&ctx)?
+        .refresh(RefreshRequest {
+            refresh_token: body.refresh_token,
+        })
+        .await
+        .map_err(|status| ApiError::from_status(AUTH, status))?
+        .into_inner();
+    Ok(reply::ok(&TokenPairBody::from(pair)))
+}

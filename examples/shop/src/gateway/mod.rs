@@ -1,0 +1,135 @@
+//! The `gateway` service (1.0.0): the shop's public REST/JSON API, in front
+//! of the `auth`, `users` and `products` gRPC services.
+//!
+//! | route | forwards to |
+//! |---|---|
+//! | `POST /v1/auth/signup`, `/login`, `/refresh` (public) | `auth.v1.Auth` |
+//! | `GET /v1/users`, `GET`/`PATCH`/`DELETE /v1/users/{id}` | `users.v1.Users` |
+//! | `GET`/`POST /v1/products`, `GET`/`PATCH`/`DELETE /v1/products/{id}` | `products.v1.Products` |
+//! | `GET /openapi.json` (public) | the OpenAPI 3.1 document of all of the above |
+//!
+//! Every other route needs `Authorization: Bearer <token>`; the gateway
+//! forwards the token to the service in the gRPC `authorization` metadata
+//! and the service authorizes by its subject. When the node configures
+//! `[auth]`, the token is also verified at the gateway. The services are
+//! reached with the framework's typed clients (`ctx.client`), in-process when
+//! they share the node, over the network otherwise.
+//!
+//! Bodies are JSON with unknown fields refused and validated by the rules of
+//! the `.proto` comments. Every error is `application/problem+json`: `400`
+//! for malformed input, `401` (with `WWW-Authenticate: Bearer`), `403`,
+//! `404`, `409`, `413`, `415`, `422` with the field errors (the gateway's
+//! validation or a service's `google.rpc.BadRequest`), `429`, `503` when a
+//! service is unavailable and `504` when it misses the deadline. Rate limits
+//! are per route in `[rate_limit]`, for example:
+//!
+//! ```toml
+//! [[rate_limit.rules]]
+//! route = "/v1/auth/login"
+//! method = "POST"
+//! limit = 10
+//! period = "1m"
+//! ```
+
+mod auth;
+mod dto;
+mod error;
+mod extract;
+mod openapi;
+mod products;
+mod users;
+
+use axum::{
+    response::IntoResponse as _,
+    routing::{get, post},
+};
+use http::{HeaderValue, header::CONTENT_TYPE};
+use room619::{ServiceBuilder, service::BuiltService};
+
+/// The registry name of the auth service.
+const AUTH: &str = "auth";
+/// The registry name of the users service.
+const USERS: &str = "users";
+/// The registry name of the products service.
+const PRODUCTS: &str = "products";
+/// The versions of the services the gateway speaks (their v1 contracts).
+const REQUIREMENT: &str = "^1";
+/// Where the OpenAPI document is served.
+pub const OPENAPI_PATH: &str = "/openapi.json";
+
+/// Builds the gateway service: the REST routes and `GET /openapi.json`, with
+/// the auth routes and the document public.
+///
+/// # Errors
+///
+/// Only if the service definition itself is invalid (a bug).
+pub fn service() -> room619::Result<BuiltService> {
+    let document: axum::body::Bytes = openapi::document()?.into();
+    let openapi = get(move || {
+        let document = document.clone();
+        async move {
+            (
+                [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                document,
+            )
+                .into_response()
+        }
+    });
+    ServiceBuilder::new("gateway", "1.0.0")?
+        .description("The shop's REST/JSON API in front of auth, users and products")
+        .route("/v1/auth/signup", post(auth::sign_up))
+        .route("/v1/auth/login", post(auth::login))
+        .route("/v1/auth/refresh", post(auth::refresh))
+        .route("/v1/users", get(users::list))
+        .route(
+            "/v1/users/{id}",
+            get(users::get).patch(users::update).delete(users::delete),
+        )
+        .route("/v1/products", get(products::list).post(products::create))
+        .route(
+            "/v1/products/{id}",
+            get(products::get)
+                .patch(products::update)
+                .delete(products::delete),
+        )
+        .route(OPENAPI_PATH, openapi)
+        .public("/v1/auth/signup")
+        .public("/v1/auth/login")
+        .public("/v1/auth/refresh")
+        .public(OPENAPI_PATH)
+        .build()
+}
+
+/// Success answers.
+mod reply {
+    use axum::{
+        Json,
+        response::{IntoResponse as _, Response},
+    };
+    use http::{HeaderValue, StatusCode, header::LOCATION};
+    use serde::Serialize;
+
+    /// `200` with `body`.
+    pub(crate) fn ok<T: Serialize>(body: &T) -> Response {
+        Json(body).into_response()
+    }
+
+    /// `201` with `body` and `Location: location`.
+    pub(crate) fn created<T: Serialize>(location: &str, body: &T) -> Response {
+        let mut response = (StatusCode::CREATED, Json(body)).into_response();
+        if let Ok(value) = HeaderValue::from_str(location) {
+            response.headers_mut().insert(LOCATION, value);
+        }
+        response
+    }
+
+    /// `204`.
+    pub(crate) fn no_content() -> Response {
+        StatusCode::NO_CONTENT.into_response()
+    }
+
+    /// A page token, absent when empty (the last page).
+    pub(crate) fn token(token: String) -> Option<String> {
+        (!token.is_empty()).then_some(token)
+    }
+}
