@@ -116,6 +116,10 @@ pub enum DiscoveryStatus {
     Degraded(String),
 }
 
+/// The future of [`connect`].
+pub type Connecting<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Result<Arc<dyn Discovery>>> + Send + 'a>>;
+
 /// Connects the backend `config.backend` names. Background work (watchers,
 /// heartbeats) stops when `shutdown` is cancelled.
 ///
@@ -124,30 +128,36 @@ pub enum DiscoveryStatus {
 /// `Unavailable` when the NATS registry cannot be reached at start (naming
 /// the URL and the `discovery.nats.url` key); `Config` when the backend needs
 /// a cargo feature that is not enabled.
-pub async fn connect(
-    config: &DiscoveryConfig,
-    node: &str,
+// A boxed future rather than an `async fn`: built without the `nats` and
+// `dns` features, no backend awaits anything.
+#[must_use = "the backend connects only when the future is awaited"]
+pub fn connect<'a>(
+    config: &'a DiscoveryConfig,
+    node: &'a str,
     shutdown: tokio_util::sync::CancellationToken,
-) -> Result<Arc<dyn Discovery>> {
-    match config.backend {
-        DiscoveryBackend::Local => Ok(Arc::new(LocalDiscovery::new(&config.instances))),
-        DiscoveryBackend::Static => Ok(Arc::new(LocalDiscovery::listed_only(&config.instances))),
-        #[cfg(feature = "nats")]
-        DiscoveryBackend::Nats => Ok(Arc::new(
-            NatsDiscovery::connect(&config.nats, &config.instances, node, shutdown).await?,
-        )),
-        #[cfg(feature = "dns")]
-        DiscoveryBackend::Dns => Ok(Arc::new(
-            DnsDiscovery::start(&config.dns, &config.instances, shutdown).await?,
-        )),
-        #[cfg(not(all(feature = "nats", feature = "dns")))]
-        backend => {
-            drop((node, shutdown));
-            Err(crate::config::ConfigError::new(
-                "discovery.backend",
-                format!("`{}` needs room619's cargo feature `{0}`", backend.as_str()),
-            )
-            .into())
-        }
-    }
+) -> Connecting<'a> {
+    Box::pin(async move {
+        let connected: Arc<dyn Discovery> = match config.backend {
+            DiscoveryBackend::Local => Arc::new(LocalDiscovery::new(&config.instances)),
+            DiscoveryBackend::Static => Arc::new(LocalDiscovery::listed_only(&config.instances)),
+            #[cfg(feature = "nats")]
+            DiscoveryBackend::Nats => Arc::new(
+                NatsDiscovery::connect(&config.nats, &config.instances, node, shutdown).await?,
+            ),
+            #[cfg(feature = "dns")]
+            DiscoveryBackend::Dns => {
+                Arc::new(DnsDiscovery::start(&config.dns, &config.instances, shutdown).await?)
+            }
+            #[cfg(not(all(feature = "nats", feature = "dns")))]
+            backend => {
+                drop((node, shutdown));
+                return Err(crate::config::ConfigError::new(
+                    "discovery.backend",
+                    format!("`{}` needs room619's cargo feature `{0}`", backend.as_str()),
+                )
+                .into());
+            }
+        };
+        Ok(connected)
+    })
 }
