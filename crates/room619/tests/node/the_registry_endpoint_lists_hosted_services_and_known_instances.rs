@@ -41,7 +41,10 @@ async fn it_lists_hosted_services_with_their_grpc_services_and_known_instances()
 
     // A service added at run time shows up, and goes again when removed.
     let handle = node.handle();
-    let extra = ServiceBuilder::new("extra", "3.0.0").unwrap().build().unwrap();
+    let extra = ServiceBuilder::new("extra", "3.0.0")
+        .unwrap()
+        .build()
+        .unwrap();
     handle.add_service(extra).await.unwrap();
     let body: serde_json::Value = support::http1()
         .get(format!("http://{addr}/registry"))
