@@ -531,3 +531,39 @@ fn help_documents_every_command() {
     let registry = room619(&["registry", "--help"]);
     assert!(stdout(&registry).contains("list"), "{}", stdout(&registry));
 }
+
+#[tokio::test]
+async fn serve_applies_a_changed_config_file_without_a_restart() {
+    let listed = |address: &str| {
+        format!(
+            "[node]\nconfig_poll_interval = \"100ms\"\n\
+             [[discovery.instances]]\nname = \"users\"\nversion = \"1.0.0\"\naddress = \"{address}\"\n"
+        )
+    };
+    let config = temp_file("live.toml", &listed("10.0.0.1:8080"));
+    let node = serve(&["--config", config.to_str().unwrap()], &[]);
+    let users_address = || {
+        let output = room619(&["registry", "list", "--addr", &node.addr, "--json"]);
+        let body: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        body["discovery"]["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == "users")
+            .map(|i| i["address"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(users_address().as_deref(), Some("10.0.0.1:8080"));
+
+    std::fs::write(&config, listed("10.0.0.2:8080")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while users_address().as_deref() != Some("10.0.0.2:8080") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(users_address().as_deref(), Some("10.0.0.2:8080"));
+
+    // A broken edit is refused; the node keeps the last good configuration.
+    std::fs::write(&config, "[node]\nconfig_poll_interval = \"soon\"\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(users_address().as_deref(), Some("10.0.0.2:8080"));
+    assert_exit(&room619(&["health", &node.addr]), 0);
+}

@@ -1,6 +1,7 @@
 //! `room619 serve`: loads the configuration, starts a node with the selected
 //! services (`--services`, i.e. `node.services`) and serves until SIGTERM or
-//! Ctrl-C, then drains gracefully.
+//! Ctrl-C, then drains gracefully. The `--config` file is watched: a valid
+//! change is applied without a restart.
 
 use std::process::ExitCode;
 
@@ -52,7 +53,7 @@ pub(super) fn run(
         report(&format!("room619: {err}"));
         return ExitCode::from(EXIT_USAGE);
     }
-    match runtime.block_on(serve(config, services)) {
+    match runtime.block_on(serve(config, args, services)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if err.kind() == room619::ErrorKind::Config => {
             report(&format!("room619: {err}"));
@@ -68,15 +69,19 @@ pub(super) fn run(
 
 async fn serve(
     config: Config,
+    args: &ConfigArgs,
     services: impl AsyncFnOnce(&Config) -> room619::Result<Vec<BuiltService>>,
 ) -> room619::Result<()> {
     let services = services(&config).await?;
+    let mut builder = Node::builder().config(config);
+    // A changed file is applied live (log filter, rate limits, listed
+    // instances...); an invalid one is logged and the running one stays.
+    if let Some(path) = &args.config {
+        builder = builder.watch_config(path, args.overrides());
+    }
     let running = services
         .into_iter()
-        .fold(
-            Node::builder().config(config),
-            room619::NodeBuilder::service,
-        )
+        .fold(builder, room619::NodeBuilder::service)
         .build()?
         .start()
         .await?;
