@@ -21,8 +21,11 @@ fn main() -> ExitCode {
 }
 
 /// Every service this binary can host, in start order; `node.services`
-/// (`--services`) picks the ones that run. One line per service.
-async fn services(config: &Config) -> room619::Result<Vec<BuiltService>> {
-    let _ = config;
-    Ok(vec![echo::service()?])
+/// (`--services`) picks the ones that run. One line per service; `config`
+/// is the node's configuration, for services that need their settings
+/// (`[app.shop]`) or storage.
+async fn services(_config: &Config) -> room619::Result<Vec<BuiltService>> {
+    Ok(vec![
+        echo::service()?, // shop.echo.v1.Echo
+    ])
 }
