@@ -20,3 +20,60 @@ pub mod products;
 pub mod settings;
 pub mod store;
 pub mod users;
+
+use room619::{config::Config, service::BuiltService};
+
+/// The names of the shop's services (registry names; `users` is two
+/// versions).
+pub const SERVICES: &[&str] = &["echo", "auth", "users", "products", "gateway"];
+
+/// Every service of the shop, in start order; `node.services`
+/// (`room619 serve --services ...`) picks the ones that run, and only what
+/// those need is opened: the database for auth, users and products, the
+/// signing key for auth.
+///
+/// When auth runs in this process its public keys are added to
+/// `config.auth`, so every service here verifies the tokens it issues
+/// without fetching its JWKS; elsewhere, `[auth.jwks] url` points at it.
+///
+/// # Errors
+///
+/// `Config` for a bad `[app.shop]` section; `Unavailable` when the database
+/// cannot be opened; whatever a service's definition reports.
+pub async fn services(config: &mut Config) -> room619::Result<Vec<BuiltService>> {
+    let settings = settings::ShopSettings::from_config(config)?;
+    let selected = config.node.services.clone();
+    if let Some(unknown) = selected.iter().find(|name| !SERVICES.contains(&name.as_str())) {
+        return Err(room619::config::ConfigError::new(
+            "node.services",
+            format!(
+                "no service called `{unknown}` (known: {})",
+                SERVICES.join(", ")
+            ),
+        )
+        .into());
+    }
+    let wanted = |name: &str| selected.is_empty() || selected.iter().any(|s| s == name);
+    let mut services = vec![echo::service()?];
+    let keys = if wanted("auth") {
+        let keys = auth::Keys::load_or_create(&settings)?;
+        keys.trust(&mut config.auth, &settings.auth);
+        Some(keys)
+    } else {
+        None
+    };
+    if wanted("auth") || wanted("users") || wanted("products") {
+        let db = store::Db::connect(&settings).await?;
+        if let Some(keys) = keys {
+            services.push(auth::service(db.clone(), keys, &settings)?);
+        }
+        if wanted("users") {
+            services.extend(users::services(db.clone())?);
+        }
+        if wanted("products") {
+            services.push(products::service(db)?);
+        }
+    }
+    services.push(gateway::service()?);
+    Ok(services)
+}

@@ -63,7 +63,10 @@ impl ConfigArgs {
         self.loader().load()
     }
 
-    fn overrides(&self) -> Overrides {
+    /// The flags as overrides of the other sources, for example to reload
+    /// the same configuration later
+    /// ([`NodeBuilder::watch_config`](crate::node::NodeBuilder::watch_config)).
+    pub fn overrides(&self) -> Overrides {
         let mut overrides = Overrides::new();
         if let Some(listen) = self.listen {
             overrides = overrides.set("node.listen", listen.to_string());

@@ -115,6 +115,22 @@ impl Catalog {
         found
     }
 
+    /// Every known instance of every service, whatever its version and
+    /// health: by name, newest version first, then by id.
+    pub(crate) fn all(&self) -> Vec<Instance> {
+        let mut all: Vec<Instance> = self
+            .read()
+            .values()
+            .map(|(_, instance)| instance.clone())
+            .collect();
+        all.sort_by(|a, b| {
+            (a.name().cmp(b.name()))
+                .then(b.version().cmp(a.version()))
+                .then(a.id().cmp(b.id()))
+        });
+        all
+    }
+
     /// Every instance of `name`, whatever its version and health.
     pub(crate) fn named(&self, name: &str) -> Vec<Instance> {
         self.read()

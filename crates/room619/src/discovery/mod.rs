@@ -95,6 +95,13 @@ pub trait Discovery: Send + Sync + 'static {
     /// starting with a [`Change::Reset`] holding the current set.
     fn watch(&self, name: &str) -> Watch;
 
+    /// Every instance the backend knows, of every service, version and
+    /// health (by name, newest version first), for inspection such as the
+    /// node's `GET /registry`. Default: none.
+    fn instances(&self) -> Vec<Instance> {
+        Vec::new()
+    }
+
     /// Whether the backend is in touch with its source. Default: `Ok`.
     fn status(&self) -> DiscoveryStatus {
         DiscoveryStatus::Ok

@@ -10,7 +10,10 @@ use tonic_health::{
 };
 use tower::ServiceBuilder;
 
-use super::health::{LIVE_PATH, READY_PATH, Readiness};
+use super::{
+    health::{LIVE_PATH, READY_PATH, Readiness},
+    registry::REGISTRY_PATH,
+};
 use crate::{
     Error, Result,
     config::{Config, Limits},
@@ -117,6 +120,7 @@ pub(crate) fn assemble(
     if !separate_admin {
         table.claim(ADMIN_OWNER, LIVE_PATH)?;
         table.claim(ADMIN_OWNER, READY_PATH)?;
+        table.claim(ADMIN_OWNER, REGISTRY_PATH)?;
         table.claim(ADMIN_OWNER, METRICS_PATH)?;
         http = http.merge(admin_router());
     }
@@ -315,7 +319,8 @@ fn builtin_grpc_owners(node: &str) -> Vec<(String, String)> {
     .collect()
 }
 
-/// The admin endpoints: health, and `/metrics` when metrics are on.
+/// The admin endpoints: health, the registry, and `/metrics` when metrics
+/// are on.
 fn admin_routes(readiness: &Readiness, metrics: Option<&Metrics>) -> Router {
     let router = readiness.router();
     match metrics {

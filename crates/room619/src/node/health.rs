@@ -84,6 +84,21 @@ impl Readiness {
         }
     }
 
+    /// The node's name.
+    pub(crate) fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    /// The services the node hosts.
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// The node's discovery, once started.
+    pub(crate) fn discovery(&self) -> Option<&Arc<dyn Discovery>> {
+        self.inner.discovery.get()
+    }
+
     pub(crate) fn phase(&self) -> Phase {
         *self.inner.phase.borrow()
     }
@@ -209,11 +224,12 @@ impl Readiness {
         (ready, report)
     }
 
-    /// The admin routes: `/health/live` and `/health/ready`.
+    /// The admin routes: `/health/live`, `/health/ready` and `/registry`.
     pub(crate) fn router(&self) -> Router {
         Router::new()
             .route(LIVE_PATH, get(live))
             .route(READY_PATH, get(ready))
+            .route(super::registry::REGISTRY_PATH, get(super::registry::list))
             .with_state(self.clone())
     }
 }

@@ -42,6 +42,7 @@ mod dynamic;
 mod handle;
 mod health;
 mod live;
+mod registry;
 mod reload;
 mod serve;
 mod signal;
@@ -53,6 +54,7 @@ use std::{collections::HashSet, fmt, net::SocketAddr, sync::Arc};
 
 pub use handle::{NodeHandle, RunningNode};
 pub use health::{LIVE_PATH, Phase, READY_PATH};
+pub use registry::REGISTRY_PATH;
 pub use signal::shutdown_signal;
 use tokio::net::TcpListener;
 

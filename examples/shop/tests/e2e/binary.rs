@@ -12,11 +12,12 @@ use std::{
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_room619");
+pub const BINARY: &str = env!("CARGO_BIN_EXE_room619");
 
-/// The running binary; killed (and its data removed) when dropped.
+/// The running shop, one process or several; killed (and its data
+/// removed) when dropped. `addr` is where its gateway listens.
 pub struct Shop {
-    child: Child,
+    children: Vec<Child>,
     pub addr: String,
     data: PathBuf,
     http: reqwest::Client,
@@ -24,9 +25,54 @@ pub struct Shop {
 
 impl Drop for Shop {
     fn drop(&mut self) {
-        let _ignored = self.child.kill();
-        let _ignored = self.child.wait();
+        for child in &mut self.children {
+            let _ignored = child.kill();
+            let _ignored = child.wait();
+        }
         let _ignored = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// A fresh data directory for the test `name`.
+pub fn data_dir(name: &str) -> PathBuf {
+    let data = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("e2e-{name}-{}", std::process::id()));
+    let _ignored = std::fs::remove_dir_all(&data);
+    data
+}
+
+/// Starts `room619 <args>` on a free port with `envs`; the child and the
+/// address it printed.
+pub fn spawn(args: &[&str], envs: &[(&str, &str)]) -> (Child, String) {
+    let mut child = Command::new(BINARY)
+        .args(args)
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .env_remove("RUST_LOG")
+        .env_remove("DATABASE_URL")
+        .env_remove("ROOM619_CONFIG")
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if let Some(rest) = line.trim().strip_prefix("gRPC + REST  http://") {
+                let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                let _ignored = tx.send(addr);
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(addr) => (child, addr),
+        Err(err) => {
+            let _ignored = child.kill();
+            let status = child.wait();
+            panic!("room619 {args:?} printed no address ({err}); it exited with {status:?}")
+        }
     }
 }
 
@@ -40,38 +86,16 @@ impl Shop {
     /// Starts every service in one process on a free port, with a fresh
     /// SQLite database.
     pub fn start(name: &str) -> Self {
-        let data = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("e2e-{name}-{}", std::process::id()));
-        let _ignored = std::fs::remove_dir_all(&data);
-        let mut child = Command::new(BINARY)
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-            .env_remove("RUST_LOG")
-            .env_remove("DATABASE_URL")
-            .env("ROOM619_APP__SHOP__DATA_DIR", &data)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if let Some(rest) = line.trim().strip_prefix("gRPC + REST  http://") {
-                    let addr = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned();
-                    let _ignored = tx.send(addr);
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the shop printed no address");
+        let data = data_dir(name);
+        let data_env = data.to_string_lossy().into_owned();
+        let (child, addr) = spawn(&[], &[("ROOM619_APP__SHOP__DATA_DIR", &data_env)]);
+        Self::of(vec![child], addr, data)
+    }
+
+    /// The shop made of `children`, its gateway at `addr`, its files in `data`.
+    pub fn of(children: Vec<Child>, addr: String, data: PathBuf) -> Self {
         Self {
-            child,
+            children,
             addr,
             data,
             http: reqwest::Client::new(),

@@ -21,13 +21,17 @@ fn names(page: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn a_customer_journey_through_the_gateway_in_one_process() {
-    let shop = Shop::start("journey");
+    journey(&Shop::start("journey")).await;
+}
+
+/// The journey, against the gateway of `shop`.
+pub async fn journey(shop: &Shop) {
     let alice = shop.sign_up("alice@example.com", "Alice").await;
-    logins(&shop).await;
-    let lamp = catalog(&shop, &alice).await;
+    logins(shop).await;
+    let lamp = catalog(shop, &alice).await;
     let bob = shop.sign_up("bob@example.com", "Bob").await;
-    strangers_and_bad_input(&shop, &alice, &bob, &lamp).await;
-    deleting_a_user_archives_their_products(&shop, &alice, &bob, &lamp).await;
+    strangers_and_bad_input(shop, &alice, &bob, &lamp).await;
+    deleting_a_user_archives_their_products(shop, &alice, &bob, &lamp).await;
 }
 
 async fn logins(shop: &Shop) {

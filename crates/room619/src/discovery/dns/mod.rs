@@ -225,6 +225,10 @@ impl Discovery for DnsDiscovery {
         self.inner.catalog.watch(name)
     }
 
+    fn instances(&self) -> Vec<Instance> {
+        self.inner.catalog.all()
+    }
+
     fn status(&self) -> DiscoveryStatus {
         self.inner.status.get()
     }

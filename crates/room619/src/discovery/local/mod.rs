@@ -90,6 +90,10 @@ impl Discovery for LocalDiscovery {
         self.catalog.watch(name)
     }
 
+    fn instances(&self) -> Vec<Instance> {
+        self.catalog.all()
+    }
+
     fn reload(&self, config: &DiscoveryConfig) {
         self.catalog
             .replace(Source::Listed, fixed::instances(&config.instances));

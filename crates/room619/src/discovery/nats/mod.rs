@@ -269,6 +269,10 @@ impl Discovery for NatsDiscovery {
         self.inner.catalog.watch(name)
     }
 
+    fn instances(&self) -> Vec<Instance> {
+        self.inner.catalog.all()
+    }
+
     fn status(&self) -> DiscoveryStatus {
         self.inner.status.get()
     }

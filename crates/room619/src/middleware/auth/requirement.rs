@@ -143,6 +143,9 @@ const BUILT_IN_PUBLIC: &[&str] = &[
     "/health/live",
     "/health/ready",
     "/metrics",
+    // Like health and metrics, an operator's endpoint: set
+    // `node.admin_listen` to keep all of them off the public port.
+    "/registry",
 ];
 
 type Rules = Vec<(Option<Method>, Requirement)>;
