@@ -10,6 +10,7 @@
 //! | [`gateway`] | `gateway` 1.0.0: the REST/JSON API under `/v1` over the services, its OpenAPI document at `/openapi.json` |
 //! | [`products`] | `products` 1.0.0 (`products.v1.Products`): the catalog; archives a deleted user's products |
 //! | [`store`] | [`store::Db`]: SQLite or PostgreSQL, migrations, error mapping, pagination |
+//! | [`rules`] | the input rules (email, names) the services and the gateway's OpenAPI document share |
 //! | [`settings`] | [`settings::ShopSettings`]: the `[app.shop]` section |
 
 mod access;
@@ -17,6 +18,7 @@ pub mod auth;
 pub mod echo;
 pub mod gateway;
 pub mod products;
+pub mod rules;
 pub mod settings;
 pub mod store;
 pub mod users;
@@ -43,7 +45,10 @@ pub const SERVICES: &[&str] = &["echo", "auth", "users", "products", "gateway"];
 pub async fn services(config: &mut Config) -> room619::Result<Vec<BuiltService>> {
     let settings = settings::ShopSettings::from_config(config)?;
     let selected = config.node.services.clone();
-    if let Some(unknown) = selected.iter().find(|name| !SERVICES.contains(&name.as_str())) {
+    if let Some(unknown) = selected
+        .iter()
+        .find(|name| !SERVICES.contains(&name.as_str()))
+    {
         return Err(room619::config::ConfigError::new(
             "node.services",
             format!(

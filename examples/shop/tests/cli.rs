@@ -438,7 +438,12 @@ fn call_and_registry_list_send_the_token_and_headers_a_secured_node_needs() {
         ),
     );
     let node = serve(
-        &["--config", config.to_str().unwrap(), "--services", "echo,users"],
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--services",
+            "echo,users",
+        ],
         &[],
     );
     let call = |extra: &[&str]| {

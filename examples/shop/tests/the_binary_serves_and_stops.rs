@@ -29,8 +29,11 @@ fn start() -> (Running, String) {
 
 /// Starts the binary with extra `ROOM619_*` environment settings.
 fn start_with(envs: &[(&str, &str)]) -> (Running, String) {
-    let data = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("binary-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let data = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "binary-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     let mut child = Command::new(BINARY)
         .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
         .env_remove("RUST_LOG")

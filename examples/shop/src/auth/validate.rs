@@ -2,15 +2,15 @@
 //! `google.rpc.BadRequest` in an `INVALID_ARGUMENT` status.
 
 use shop_proto::auth::v1::SignUpRequest;
+
+use crate::rules::{email_problem, name_problem};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
 /// Password length bounds, in characters.
 pub(crate) const PASSWORD_CHARS: std::ops::RangeInclusive<usize> = 8..=128;
-/// Name length bounds, in characters.
-const NAME_CHARS: std::ops::RangeInclusive<usize> = 1..=100;
-/// Email length bounds, in characters.
-const EMAIL_CHARS: std::ops::RangeInclusive<usize> = 3..=254;
+/// The longest name, in characters.
+const MAX_NAME: usize = 100;
 
 /// A sign-up that passed the checks: the email normalized (trimmed,
 /// lowercase), the name trimmed.
@@ -45,18 +45,8 @@ pub(crate) fn sign_up(request: SignUpRequest) -> Result<SignUp, Status> {
             ),
         ));
     }
-    let name_chars = name.chars().count();
-    if !NAME_CHARS.contains(&name_chars) {
-        violations.push((
-            "name",
-            format!(
-                "must be {} to {} characters long, not counting surrounding spaces (got {name_chars})",
-                NAME_CHARS.start(),
-                NAME_CHARS.end()
-            ),
-        ));
-    } else if name.chars().any(char::is_control) {
-        violations.push(("name", "must not contain control characters".to_owned()));
+    if let Some(problem) = name_problem(&name, MAX_NAME) {
+        violations.push(("name", problem));
     }
     if violations.is_empty() {
         return Ok(SignUp {
@@ -79,32 +69,6 @@ pub(crate) fn sign_up(request: SignUpRequest) -> Result<SignUp, Status> {
         format!("invalid sign-up: {summary}"),
         details,
     ))
-}
-
-/// What is wrong with a (normalized) email, if anything.
-fn email_problem(email: &str) -> Option<String> {
-    let chars = email.chars().count();
-    if !EMAIL_CHARS.contains(&chars) {
-        return Some(format!(
-            "must be {} to {} characters long (got {chars})",
-            EMAIL_CHARS.start(),
-            EMAIL_CHARS.end()
-        ));
-    }
-    if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Some("must not contain spaces or control characters".to_owned());
-    }
-    let mut parts = email.split('@');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(local), Some(domain), None) if !local.is_empty() && !domain.is_empty() => {
-            if domain.starts_with('.') || domain.ends_with('.') || domain.contains("..") {
-                Some("must have a valid domain after the `@`".to_owned())
-            } else {
-                None
-            }
-        }
-        _ => Some("must be an address with exactly one `@` between a name and a domain".to_owned()),
-    }
 }
 
 #[cfg(test)]

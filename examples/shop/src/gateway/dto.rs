@@ -16,12 +16,13 @@ use super::extract::check_id;
 pub(crate) const MAX_PRICE_CENTS: i64 = 10_000_000_000;
 
 /// An email has exactly one `@` (`auth.v1.SignUpRequest`).
-fn one_at<C>(value: &str, _context: &C) -> garde::Result {
-    if value.matches('@').count() == 1 {
-        Ok(())
-    } else {
-        Err(garde::Error::new("must contain exactly one `@`"))
-    }
+fn valid_email<C>(value: &str, _context: &C) -> garde::Result {
+    crate::rules::email_problem(value).map_or(Ok(()), |problem| Err(garde::Error::new(problem)))
+}
+
+fn display_name<C>(value: &str, _context: &C) -> garde::Result {
+    crate::rules::name_problem(value.trim(), 100)
+        .map_or(Ok(()), |problem| Err(garde::Error::new(problem)))
 }
 
 /// A field that may be left out but not given as `null`.
@@ -78,12 +79,14 @@ fn valid_owner(value: Option<&str>) -> garde::Result {
 #[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SignUpBody {
-    /// The login: unique, 3 to 254 characters with exactly one `@`.
-    #[garde(length(chars, min = 3, max = 254), custom(one_at))]
+    /// The login: unique, 3 to 254 characters, one `@` between a name and
+    /// a domain with a dot, no spaces or control characters
+    /// ([`crate::rules::EMAIL_PATTERN`]).
+    #[garde(custom(valid_email))]
     #[schema(
         min_length = 3,
         max_length = 254,
-        pattern = "^[^@]*@[^@]*$",
+        pattern = r"^[^@\s\u0000-\u001F\u007F-\u009F]+@[^@.\s\u0000-\u001F\u007F-\u009F]+(\.[^@.\s\u0000-\u001F\u007F-\u009F]+)+$",
         example = "ada@example.com"
     )]
     pub email: String,
@@ -91,9 +94,15 @@ pub(crate) struct SignUpBody {
     #[garde(length(chars, min = 8, max = 128))]
     #[schema(min_length = 8, max_length = 128, example = "correct horse battery")]
     pub password: String,
-    /// The name shown for the user, 1 to 100 characters.
-    #[garde(length(chars, min = 1, max = 100))]
-    #[schema(min_length = 1, max_length = 100, example = "Ada")]
+    /// The name shown for the user, 1 to 100 characters, not only spaces,
+    /// no control characters ([`crate::rules::NAME_PATTERN`]).
+    #[garde(length(chars, min = 1, max = 100), custom(display_name))]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+        example = "Ada"
+    )]
     pub name: String,
 }
 
@@ -197,8 +206,13 @@ pub(crate) struct UserPage {
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpdateUserBody {
     /// The new display name, 1 to 100 characters.
-    #[garde(length(chars, min = 1, max = 100))]
-    #[schema(min_length = 1, max_length = 100, example = "Ada L.")]
+    #[garde(length(chars, min = 1, max = 100), custom(display_name))]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+        example = "Ada L."
+    )]
     pub name: String,
 }
 

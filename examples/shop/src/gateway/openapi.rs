@@ -345,3 +345,27 @@ fn field_error_schema() -> RefOr<Schema> {
         .required("detail");
     RefOr::T(Schema::Object(object.build()))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::rules::{EMAIL_PATTERN, NAME_PATTERN};
+
+    #[test]
+    fn the_document_states_the_rules_the_services_apply() {
+        let document: serde_json::Value =
+            serde_json::from_str(&super::document().unwrap()).unwrap();
+        let schemas = &document["components"]["schemas"];
+        assert_eq!(
+            schemas["SignUpBody"]["properties"]["email"]["pattern"],
+            EMAIL_PATTERN
+        );
+        assert_eq!(
+            schemas["SignUpBody"]["properties"]["name"]["pattern"],
+            NAME_PATTERN
+        );
+        assert_eq!(
+            schemas["UpdateUserBody"]["properties"]["name"]["pattern"],
+            NAME_PATTERN
+        );
+    }
+}

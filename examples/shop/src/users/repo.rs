@@ -17,8 +17,6 @@ use crate::store::{
 pub(crate) const CREATE_SCOPE: &str = "users:create";
 /// The longest name, in characters.
 const MAX_NAME: usize = 100;
-/// The longest email address (RFC 5321).
-const MAX_EMAIL: usize = 254;
 /// The longest caller-chosen id.
 const MAX_ID: usize = 128;
 
@@ -257,17 +255,9 @@ pub(crate) fn check_email(email: &str) -> room619::Result<String> {
     if email.is_empty() {
         return Err(Error::invalid_argument("email is required"));
     }
-    let valid = email.len() <= MAX_EMAIL
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-        && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && !domain.contains('@')
-                && domain.contains('.')
-                && domain.split('.').all(|label| !label.is_empty())
-        });
-    if !valid {
+    if let Some(problem) = crate::rules::email_problem(email) {
         return Err(Error::invalid_argument(format!(
-            "email must look like name@example.com (at most {MAX_EMAIL} characters); got `{email}`"
+            "email {problem}; got `{email}`"
         )));
     }
     Ok(email.to_lowercase())
@@ -276,16 +266,8 @@ pub(crate) fn check_email(email: &str) -> room619::Result<String> {
 /// A name of 1 to 100 characters once trimmed; `field` names it in errors.
 pub(crate) fn check_name(field: &str, name: &str) -> room619::Result<String> {
     let name = name.trim();
-    let length = name.chars().count();
-    if length == 0 || length > MAX_NAME {
-        return Err(Error::invalid_argument(format!(
-            "{field} must be 1 to {MAX_NAME} characters (got {length})"
-        )));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(Error::invalid_argument(format!(
-            "{field} must not contain control characters"
-        )));
+    if let Some(problem) = crate::rules::name_problem(name, MAX_NAME) {
+        return Err(Error::invalid_argument(format!("{field} {problem}")));
     }
     Ok(name.to_owned())
 }

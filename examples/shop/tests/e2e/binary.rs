@@ -61,7 +61,11 @@ pub fn spawn(args: &[&str], envs: &[(&str, &str)]) -> (Child, String) {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { return };
             if let Some(rest) = line.trim().strip_prefix("gRPC + REST  http://") {
-                let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                let addr = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
                 let _ignored = tx.send(addr);
             }
         }

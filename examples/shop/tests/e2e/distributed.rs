@@ -96,7 +96,11 @@ async fn discovered(gateway: &str, services: &[&str]) {
             .iter()
             .filter_map(|instance| instance["name"].as_str().map(str::to_owned))
             .collect();
-        Some(services.iter().all(|service| names.iter().any(|name| name == service)))
+        Some(
+            services
+                .iter()
+                .all(|service| names.iter().any(|name| name == service)),
+        )
     };
     let found = tokio::time::timeout(std::time::Duration::from_secs(20), async {
         while listed().await != Some(true) {

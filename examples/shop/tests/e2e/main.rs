@@ -1,3 +1,4 @@
+#![cfg(test)]
 //! The whole shop through its front door, the real `room619` binary: every
 //! service in one process (colocated calls, in-memory bus, SQLite), and
 //! again as four processes over a spawned `nats-server` (discovery and
