@@ -1,7 +1,8 @@
 #![cfg(test)]
-//! The auth service on a real node (127.0.0.1:0) with a real database:
-//! SQLite in a temporary directory, or PostgreSQL in a fresh schema when
-//! `SHOP_TEST_POSTGRES` names a server (`postgres://postgres@127.0.0.1:5432/test`).
+//! The auth service on a real node (127.0.0.1:0) with a real database: the
+//! machine's PostgreSQL, a fresh schema per test (`SHOP_TEST_POSTGRES` names
+//! another server; `sqlite` runs them on SQLite in a temporary directory).
+//! The end-to-end tests (`tests/e2e`) run the same flows on SQLite.
 //!
 //! `SignUp` calls the users service; `FakeUsers` below is TEST SCAFFOLDING
 //! standing in for it (it records the calls and can be told to fail).
@@ -112,26 +113,37 @@ struct Shop {
 
 static SHOPS: AtomicU32 = AtomicU32::new(0);
 
-/// Fresh settings: a new data directory, and a fresh PostgreSQL schema when
-/// `SHOP_TEST_POSTGRES` is set.
+/// The PostgreSQL of the tests, unless `SHOP_TEST_POSTGRES=sqlite`.
+fn postgres() -> Option<String> {
+    match std::env::var("SHOP_TEST_POSTGRES") {
+        Ok(value) if value == "sqlite" => None,
+        Ok(server) => Some(server),
+        Err(_) => Some("postgres://postgres@127.0.0.1:5432/test".to_owned()),
+    }
+}
+
+/// Fresh settings: a new data directory, and a fresh PostgreSQL schema
+/// (see [`postgres`]).
 async fn fresh_settings() -> ShopSettings {
     let n = SHOPS.fetch_add(1, Ordering::SeqCst);
     let tag = format!("{}_{n}", std::process::id());
     let data_dir = std::env::temp_dir().join(format!("shop-auth-test-{tag}"));
     remove_dir(&data_dir);
-    let database_url = match std::env::var("SHOP_TEST_POSTGRES") {
-        Ok(server) => {
+    let database_url = match postgres() {
+        Some(server) => {
             use sqlx::Connection as _;
             sqlx::any::install_default_drivers();
             let schema = format!("auth_test_{tag}");
-            let mut admin = sqlx::AnyConnection::connect(&server).await.unwrap();
+            let mut admin = sqlx::AnyConnection::connect(&server)
+                .await
+                .unwrap_or_else(|err| panic!("the tests need PostgreSQL at {server}: {err}"));
             sqlx::query(&format!("CREATE SCHEMA {schema}"))
                 .execute(&mut admin)
                 .await
                 .unwrap();
             Some(format!("{server}?options=-c%20search_path%3D{schema}"))
         }
-        Err(_) => None,
+        None => None,
     };
     ShopSettings {
         data_dir,
@@ -720,10 +732,7 @@ async fn the_signing_key_is_made_once_kept_private_and_reloaded() {
 /// Drops the PostgreSQL schema of `settings`, if it made one.
 async fn drop_schema(settings: &ShopSettings) {
     use sqlx::Connection as _;
-    let (Ok(server), Some(url)) = (
-        std::env::var("SHOP_TEST_POSTGRES"),
-        settings.database_url.as_deref(),
-    ) else {
+    let (Some(server), Some(url)) = (postgres(), settings.database_url.as_deref()) else {
         return;
     };
     let (_, schema) = url.split_once("search_path%3D").unwrap();
