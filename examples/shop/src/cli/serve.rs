@@ -98,6 +98,7 @@ async fn serve(
     announce(&format!(
         "room619 is serving {services}\n  \
          gRPC + REST  http://{addr}  (try: room619 call echo Echo '{{\"message\":\"hi\"}}' --addr {addr})\n  \
+         shop API     http://{addr}/v1/products ...  (OpenAPI: http://{addr}/openapi.json)\n  \
          health       http://{admin}/health/ready  (room619 health {admin})\n  \
          registry     http://{admin}/registry  (room619 registry list --addr {admin})\n  \
          Ctrl-C stops it gracefully.",
