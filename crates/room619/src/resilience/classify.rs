@@ -64,7 +64,7 @@ impl FailurePolicy {
     /// here; it counts as a success.
     #[must_use]
     pub fn classify_response<B>(&self, response: &Response<B>) -> Outcome {
-        if let Some(status) = response.headers().get("grpc-status") {
+        if let Some(status) = response.headers().get(crate::rpc::grpc::GRPC_STATUS) {
             let code = status
                 .to_str()
                 .ok()

@@ -12,7 +12,7 @@ use super::labels::{
     HttpRouteLabels, Interner, PeerLabels, RpcClientLabels, RpcLabels, RpcRouteLabels,
     TransitionLabels,
 };
-use crate::resilience::circuit_breaker::BreakerState;
+use crate::{observability::client::KeptByPeer, resilience::circuit_breaker::BreakerState};
 
 /// Latency buckets in seconds: the OpenTelemetry default for durations.
 const BUCKETS: [f64; 14] = [
@@ -122,6 +122,8 @@ pub(crate) struct ClientMetrics {
     http_requests: Family<HttpClientLabels, Counter>,
     http_duration: Histograms<HttpClientLabels>,
     pub(crate) methods: Arc<Interner>,
+    /// The metrics of each peer's calls, kept at hand by its clients.
+    pub(crate) kept: Arc<KeptByPeer>,
 }
 
 impl ClientMetrics {
@@ -132,6 +134,7 @@ impl ClientMetrics {
             http_requests: Family::default(),
             http_duration: histograms(),
             methods: Arc::default(),
+            kept: Arc::default(),
         };
         registry.register(
             "rpc_client_requests",
@@ -156,11 +159,13 @@ impl ClientMetrics {
         metrics
     }
 
-    pub(crate) fn grpc(&self, labels: &RpcClientLabels, elapsed: Duration) {
-        self.rpc_requests.get_or_create(labels).inc();
-        self.rpc_duration
-            .get_or_create(labels)
-            .observe(elapsed.as_secs_f64());
+    /// The counter and histogram of gRPC calls with `labels` (handles to the
+    /// registered ones, to be kept and used for later calls alike).
+    pub(crate) fn grpc(&self, labels: &RpcClientLabels) -> (Counter, Histogram) {
+        (
+            self.rpc_requests.get_or_create(labels).clone(),
+            self.rpc_duration.get_or_create(labels).clone(),
+        )
     }
 
     pub(crate) fn http(&self, labels: &HttpClientLabels, elapsed: Duration) {

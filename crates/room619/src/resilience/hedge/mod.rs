@@ -344,7 +344,7 @@ fn usable<B>(result: &Result<Response<B>, BoxError>) -> bool {
             !response.status().is_server_error()
                 && response
                     .headers()
-                    .get("grpc-status")
+                    .get(crate::rpc::grpc::GRPC_STATUS)
                     .is_none_or(|code| code != "14" && code != "8")
         }
         Err(_) => false,

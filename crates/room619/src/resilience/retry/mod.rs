@@ -153,7 +153,7 @@ impl RetryPolicy {
                 .any(|name| code_from_name(name) == Some(code))
         };
         match result {
-            Ok(response) => match response.headers().get("grpc-status") {
+            Ok(response) => match response.headers().get(crate::rpc::grpc::GRPC_STATUS) {
                 Some(status) => status
                     .to_str()
                     .ok()

@@ -113,13 +113,15 @@ where
             let mut request = Some(request);
             // The balancer keeps only the last waiter's waker; while no
             // instance is ready (every breaker open), each waiter also looks
-            // again on its own every `RECHECK`.
-            let mut recheck = Box::pin(tokio::time::sleep(RECHECK));
+            // again on its own every `RECHECK` (a timer made only then).
+            let mut recheck = None;
             let response = poll_fn(|cx| {
                 let mut balance = balance.lock().unwrap_or_else(PoisonError::into_inner);
                 match balance.poll_ready(cx) {
                     Poll::Pending => {
                         drop(balance);
+                        let recheck =
+                            recheck.get_or_insert_with(|| Box::pin(tokio::time::sleep(RECHECK)));
                         while recheck.poll_unpin(cx).is_ready() {
                             recheck
                                 .as_mut()

@@ -8,7 +8,7 @@ use std::{
 
 use axum::Router;
 use futures_util::future::BoxFuture;
-use http::{Request, Response};
+use http::{Request, Response, uri::PathAndQuery};
 use tonic::{Status, body::Body};
 use tower::{ServiceExt as _, util::BoxCloneSyncService};
 use tracing::Instrument as _;
@@ -20,7 +20,10 @@ use crate::{
         client::{ClientObserver, GRPC_UNAVAILABLE},
         metrics::Metrics,
     },
-    rpc::deadline::{Deadline, GRPC_TIMEOUT, encode_timeout, parse_timeout},
+    rpc::{
+        deadline::{Deadline, GRPC_TIMEOUT, encode_timeout, parse_timeout},
+        grpc::GRPC_STATUS,
+    },
 };
 
 /// The remote stack: bulkhead → service breaker → retry → p2c balance →
@@ -108,16 +111,21 @@ impl tower::Service<Request<Body>> for RpcChannel {
     type Error = BoxError;
     type Future = BoxFuture<'static, Result<Response<Body>, BoxError>>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Readiness of the remote instances is awaited inside the call, where
-        // the deadline bounds it.
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match &mut self.transport {
+            Transport::Local(_) => Poll::Ready(Ok(())),
+            // The layers around the balancer are ready at once: readiness of
+            // the remote instances is awaited inside the call, where the
+            // deadline bounds it. Polling them here lets the call go to this
+            // very service, with no clone.
+            Transport::Remote { service, .. } => service.poll_ready(cx),
+        }
     }
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let stated = request
             .headers()
-            .get(GRPC_TIMEOUT)
+            .get(&GRPC_TIMEOUT)
             .and_then(|value| parse_timeout(value.as_bytes()).ok())
             .map(Deadline::after);
         let deadline = Deadline::earliest(Deadline::current(), stated);
@@ -133,9 +141,14 @@ impl tower::Service<Request<Body>> for RpcChannel {
                 .headers_mut()
                 .insert(GRPC_TIMEOUT, encode_timeout(deadline.remaining()));
         }
-        let path = request.uri().path().to_owned();
+        // A clone of the path shares its bytes (tonic's are static).
+        let path = request
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let span = self.observer.grpc_span(
-            &path,
+            path.path(),
             if self.is_colocated() {
                 "in-process"
             } else {
@@ -144,16 +157,17 @@ impl tower::Service<Request<Body>> for RpcChannel {
             request.headers_mut(),
         );
         let target = Arc::clone(&self.target);
-        let transport = self.transport.clone();
-        let call: BoxFuture<'static, Result<Response<Body>, BoxError>> = match transport {
+        let call: BoxFuture<'static, Result<Response<Body>, BoxError>> = match &mut self.transport {
             Transport::Local(router) => {
+                let router = router.clone();
                 request.extensions_mut().insert(Colocated);
                 Box::pin(async move {
                     let response = router.oneshot(request).await?;
                     Ok(response.map(Body::new))
                 })
             }
-            Transport::Remote { service, .. } => Box::pin(service.oneshot(request)),
+            // Made ready by `poll_ready`.
+            Transport::Remote { service, .. } => service.call(request),
         };
         let call = observed(call, self.observer.clone(), path, span.clone());
         Box::pin(
@@ -184,7 +198,7 @@ impl tower::Service<Request<Body>> for RpcChannel {
 async fn observed(
     call: BoxFuture<'static, Result<Response<Body>, BoxError>>,
     observer: ClientObserver,
-    path: String,
+    path: PathAndQuery,
     span: tracing::Span,
 ) -> Result<Response<Body>, BoxError> {
     let started = std::time::Instant::now();
@@ -192,12 +206,12 @@ async fn observed(
     let code = match &result {
         Ok(response) => response
             .headers()
-            .get("grpc-status")
+            .get(GRPC_STATUS)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse().ok())
             .unwrap_or(0),
         Err(err) => crate::resilience::status_in(err).map_or(GRPC_UNAVAILABLE, |code| code as i32),
     };
-    observer.grpc_done(&span, &path, code, started.elapsed());
+    observer.grpc_done(&span, path.path(), code, started.elapsed());
     result
 }

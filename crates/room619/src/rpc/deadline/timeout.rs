@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 
 /// The gRPC deadline header.
-pub const GRPC_TIMEOUT: &str = "grpc-timeout";
+pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 /// The HTTP deadline header room619 reads and sends (same syntax).
-pub const HTTP_TIMEOUT: &str = "x-request-timeout";
+pub const HTTP_TIMEOUT: HeaderName = HeaderName::from_static("x-request-timeout");
 
 /// The largest value the format allows: 8 digits.
 const MAX_VALUE: u64 = 99_999_999;

@@ -29,6 +29,9 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
+/// The header (or trailer) of a gRPC answer's status code.
+pub(crate) const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
 /// Scans `chunks` as one gRPC body with `limit`; the declared length of the
 /// first oversized message, if any (for the fuzz targets).
 #[cfg(feature = "fuzzing")]
