@@ -1,48 +1,53 @@
 //! Power-of-two-choices balancing over a set of instances that can change.
 //!
-//! Each instance's service is wrapped in [`PendingRequests`] so its load is
-//! the number of calls in flight; tower's p2c [`Balance`] picks the less loaded
-//! of two random ready instances for every call. The balancer is shared by
-//! every clone behind a mutex that is held only while an instance is picked
-//! and the call is started, never while it runs; so, unlike tower's `Buffer`,
-//! a call needs no hop to a worker task.
+//! Each instance's load is the number of calls it has in flight; every call
+//! picks two random instances and takes the less loaded one if it is ready,
+//! else the other, else any ready one. The instances are shared by every
+//! clone behind a mutex that is held only while an instance is picked and
+//! the call is started, never while it runs; so, unlike tower's `Buffer`, a
+//! call needs no hop to a worker task, and, unlike tower's p2c `Balance`, no
+//! instance is moved between a ready and a pending set on every call.
 
 use std::{
-    convert::Infallible,
     fmt,
     future::poll_fn,
+    marker::PhantomData,
+    pin::Pin,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc, Mutex, MutexGuard, PoisonError,
         atomic::{AtomicUsize, Ordering},
     },
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
     time::Duration,
 };
 
 use futures_util::{FutureExt as _, future::BoxFuture};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
-use tower::{
-    Service,
-    balance::p2c::Balance,
-    discover::Change,
-    load::{CompleteOnResponse, PendingRequests},
-};
+use tokio::time::Sleep;
+use tower::Service;
 
 use crate::error::BoxError;
 
 /// How often a call waiting for a ready instance looks again by itself.
 const RECHECK: Duration = Duration::from_millis(20);
 
-type Changes<S> = mpsc::UnboundedSender<Result<Change<String, PendingRequests<S>>, Infallible>>;
-type Discovered<S> =
-    UnboundedReceiverStream<Result<Change<String, PendingRequests<S>>, Infallible>>;
-
 /// A cloneable, balanced service over the instances of one target.
 pub(crate) struct Balanced<S, Req> {
-    balance: Arc<Mutex<Balance<Discovered<S>, Req>>>,
-    changes: Changes<S>,
+    shared: Arc<Mutex<Instances<S>>>,
     instances: Arc<AtomicUsize>,
+    request: PhantomData<fn(Req)>,
+}
+
+/// The instances, and the last call waiting for one to be ready.
+struct Instances<S> {
+    list: Vec<Instance<S>>,
+    waiting: Option<Waker>,
+}
+
+struct Instance<S> {
+    key: String,
+    service: S,
+    /// Calls in flight.
+    load: Arc<AtomicUsize>,
 }
 
 impl<S, Req> Balanced<S, Req>
@@ -54,11 +59,13 @@ where
 {
     /// Balances over `instances` (key, service).
     pub(crate) fn new(instances: impl IntoIterator<Item = (String, S)>) -> Self {
-        let (changes, rx) = mpsc::unbounded_channel();
         let balanced = Self {
-            balance: Arc::new(Mutex::new(Balance::new(UnboundedReceiverStream::new(rx)))),
-            changes,
+            shared: Arc::new(Mutex::new(Instances {
+                list: Vec::new(),
+                waiting: None,
+            })),
             instances: Arc::new(AtomicUsize::new(0)),
+            request: PhantomData,
         };
         for (key, service) in instances {
             balanced.insert(key, service);
@@ -68,16 +75,33 @@ where
 
     /// Drops the instance under `key`; calls it already took finish.
     pub(crate) fn remove(&self, key: String) {
-        if self.changes.send(Ok(Change::Remove(key))).is_ok() {
-            self.instances.fetch_sub(1, Ordering::Relaxed);
-        }
+        let mut instances = self.lock();
+        instances.list.retain(|instance| instance.key != key);
+        self.instances
+            .store(instances.list.len(), Ordering::Relaxed);
     }
 
     /// Adds (or replaces) the instance under `key`.
     pub(crate) fn insert(&self, key: String, service: S) {
-        let service = PendingRequests::new(service, CompleteOnResponse::default());
-        if self.changes.send(Ok(Change::Insert(key, service))).is_ok() {
-            self.instances.fetch_add(1, Ordering::Relaxed);
+        let mut instances = self.lock();
+        let instance = Instance {
+            key,
+            service,
+            load: Arc::default(),
+        };
+        if let Some(found) = instances
+            .list
+            .iter_mut()
+            .find(|found| found.key == instance.key)
+        {
+            *found = instance;
+        } else {
+            instances.list.push(instance);
+        }
+        self.instances
+            .store(instances.list.len(), Ordering::Relaxed);
+        if let Some(waiting) = instances.waiting.take() {
+            waiting.wake();
         }
     }
 }
@@ -86,6 +110,67 @@ impl<S, Req> Balanced<S, Req> {
     /// How many instances it balances over.
     pub(crate) fn len(&self) -> usize {
         self.instances.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Instances<S>> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<S> Instances<S> {
+    /// The index of a ready instance: the less loaded of two random ones
+    /// when it is ready, else the other, else any. Instances whose readiness
+    /// fails are dropped, as tower's balancer does.
+    fn pick<Req>(&mut self, cx: &mut Context<'_>) -> Poll<usize>
+    where
+        S: Service<Req>,
+        S::Error: Into<BoxError>,
+    {
+        loop {
+            let count = self.list.len();
+            let (first, second) = match count {
+                0 => return self.wait(cx),
+                1 => (0, 0),
+                _ => {
+                    let a = fastrand::usize(..count);
+                    let mut b = fastrand::usize(..count - 1);
+                    if b >= a {
+                        b += 1;
+                    }
+                    if self.list[b].load.load(Ordering::Relaxed)
+                        < self.list[a].load.load(Ordering::Relaxed)
+                    {
+                        (b, a)
+                    } else {
+                        (a, b)
+                    }
+                }
+            };
+            let order = std::iter::once(first)
+                .chain((second != first).then_some(second))
+                .chain((0..count).filter(|index| *index != first && *index != second));
+            let mut failed = None;
+            for index in order {
+                match self.list[index].service.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => return Poll::Ready(index),
+                    Poll::Ready(Err(err)) => {
+                        failed = Some((index, err.into()));
+                        break;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            let Some((index, err)) = failed else {
+                return self.wait(cx);
+            };
+            let dropped = self.list.swap_remove(index);
+            tracing::warn!(instance = %dropped.key, error = %err, "instance failed; dropped from the balancer");
+        }
+    }
+
+    fn wait(&mut self, cx: &Context<'_>) -> Poll<usize> {
+        self.waiting = Some(cx.waker().clone());
+        Poll::Pending
     }
 }
 
@@ -108,46 +193,65 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        let balance = Arc::clone(&self.balance);
+        let shared = Arc::clone(&self.shared);
+        let counted = Arc::clone(&self.instances);
         Box::pin(async move {
             let mut request = Some(request);
-            // The balancer keeps only the last waiter's waker; while no
-            // instance is ready (every breaker open), each waiter also looks
-            // again on its own every `RECHECK` (a timer made only then).
-            let mut recheck = None;
-            let response = poll_fn(|cx| {
-                let mut balance = balance.lock().unwrap_or_else(PoisonError::into_inner);
-                match balance.poll_ready(cx) {
-                    Poll::Pending => {
-                        drop(balance);
-                        let recheck =
-                            recheck.get_or_insert_with(|| Box::pin(tokio::time::sleep(RECHECK)));
-                        while recheck.poll_unpin(cx).is_ready() {
-                            recheck
-                                .as_mut()
-                                .reset(tokio::time::Instant::now() + RECHECK);
-                        }
-                        Poll::Pending
+            // Only the last waiter's waker is kept; while no instance is
+            // ready (every breaker open), each waiter also looks again on its
+            // own every `RECHECK` (a timer made only then).
+            let mut recheck: Option<Pin<Box<Sleep>>> = None;
+            let (response, _in_flight) = poll_fn(|cx| {
+                let mut instances = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                let picked = instances.pick::<Req>(cx);
+                // Instances whose readiness failed were dropped.
+                counted.store(instances.list.len(), Ordering::Relaxed);
+                let Poll::Ready(index) = picked else {
+                    drop(instances);
+                    let recheck =
+                        recheck.get_or_insert_with(|| Box::pin(tokio::time::sleep(RECHECK)));
+                    while recheck.poll_unpin(cx).is_ready() {
+                        recheck
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + RECHECK);
                     }
-                    Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
-                    Poll::Ready(Ok(())) => match request.take() {
-                        Some(request) => Poll::Ready(Ok(balance.call(request))),
-                        None => Poll::Ready(Err("the request was already sent".into())),
-                    },
-                }
+                    return Poll::Pending;
+                };
+                let Some(request) = request.take() else {
+                    return Poll::Ready(Err(BoxError::from("the request was already sent")));
+                };
+                let instance = &mut instances.list[index];
+                let in_flight = InFlight::new(&instance.load);
+                Poll::Ready(Ok((instance.service.call(request), in_flight)))
             })
             .await?;
-            response.await
+            response.await.map_err(Into::into)
         })
+    }
+}
+
+/// One call in flight on an instance, until dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(load: &Arc<AtomicUsize>) -> Self {
+        load.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(load))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl<S, Req> Clone for Balanced<S, Req> {
     fn clone(&self) -> Self {
         Self {
-            balance: Arc::clone(&self.balance),
-            changes: self.changes.clone(),
+            shared: Arc::clone(&self.shared),
             instances: Arc::clone(&self.instances),
+            request: PhantomData,
         }
     }
 }
