@@ -74,7 +74,7 @@ where
     }
 
     /// Drops the instance under `key`; calls it already took finish.
-    pub(crate) fn remove(&self, key: String) {
+    pub(crate) fn remove(&self, key: &str) {
         let mut instances = self.lock();
         instances.list.retain(|instance| instance.key != key);
         self.instances

@@ -50,7 +50,7 @@ pub(super) fn follow<S, Req, F>(
                         .map(|instance| (instance.id().to_owned(), instance))
                         .collect();
                     for id in known.iter().filter(|id| !wanted.contains_key(*id)) {
-                        balanced.remove(id.clone());
+                        balanced.remove(id);
                     }
                     known.retain(|id| wanted.contains_key(id));
                     for (id, instance) in wanted {
@@ -74,7 +74,7 @@ pub(super) fn follow<S, Req, F>(
                 Change::Up(instance) | Change::Down(instance) => {
                     if known.remove(instance.id()) {
                         tracing::debug!(?instance, "instance dropped from the balancer");
-                        balanced.remove(instance.id().to_owned());
+                        balanced.remove(instance.id());
                     }
                 }
             }
