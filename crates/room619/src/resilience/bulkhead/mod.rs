@@ -10,16 +10,19 @@
 
 use std::{
     fmt,
+    future::Future,
+    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
 };
 
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, Either};
+use pin_project_lite::pin_project;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::{Layer, Service};
 
 use super::Rejection;
@@ -133,23 +136,26 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = BoxFuture<'static, Result<S::Response, BoxError>>;
+    type Future = Either<Admitted<S::Future>, BoxFuture<'static, Result<S::Response, BoxError>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
+        // A free slot is taken at once; otherwise the call queues, if the
+        // queue has room.
+        if let Ok(permit) = Arc::clone(&self.shared.slots).try_acquire_owned() {
+            return Either::Left(Admitted {
+                inner: self.inner.call(request),
+                permit: Some(permit),
+            });
+        }
         let shared = Arc::clone(&self.shared);
         let ready = self.inner.clone();
         let mut service = std::mem::replace(&mut self.inner, ready);
-        // A free slot is taken at once; otherwise the call queues, if the
-        // queue has room.
-        let permit = Arc::clone(&self.shared.slots).try_acquire_owned().ok();
-        Box::pin(async move {
-            let _permit = if let Some(permit) = permit {
-                permit
-            } else {
+        Either::Right(Box::pin(async move {
+            let _permit = {
                 let queued = shared.queued.fetch_add(1, Ordering::AcqRel);
                 let _leave = QueueSlot(&shared.queued);
                 if queued >= shared.policy.max_queued {
@@ -169,7 +175,38 @@ where
                     .map_err(|err| Box::new(err) as BoxError)?
             };
             service.call(request).await.map_err(Into::into)
-        })
+        }))
+    }
+}
+
+pin_project! {
+    /// A call that took a free slot at once; it holds the slot until it
+    /// finishes.
+    pub struct Admitted<F> {
+        #[pin]
+        inner: F,
+        permit: Option<OwnedSemaphorePermit>,
+    }
+}
+
+impl<F> fmt::Debug for Admitted<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admitted").finish_non_exhaustive()
+    }
+}
+
+impl<F, T, E> Future for Admitted<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        this.permit.take();
+        Poll::Ready(result.map_err(Into::into))
     }
 }
 

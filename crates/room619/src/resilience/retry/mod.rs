@@ -45,7 +45,10 @@ use std::{
 
 pub use body::ReplayBody;
 pub(crate) use body::Replayable;
-use futures_util::future::BoxFuture;
+use futures_util::{
+    TryFutureExt as _,
+    future::{BoxFuture, Either, ErrInto},
+};
 use http::{Method, Request, Response};
 pub use layer::RetryLayer;
 use serde::{Deserialize, Serialize};
@@ -225,19 +228,26 @@ where
 {
     type Response = Response<ResB>;
     type Error = BoxError;
-    type Future = BoxFuture<'static, Result<Response<ResB>, BoxError>>;
+    type Future =
+        Either<ErrInto<S::Future, BoxError>, BoxFuture<'static, Result<Response<ResB>, BoxError>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        self.shared.budget.deposit();
+        let policy = &self.shared.policy;
+        if policy.attempt_timeout.is_none()
+            && (policy.max_attempts <= 1 || !policy.is_idempotent(&request))
+        {
+            // Sent once, as it is: no buffering, no task of its own.
+            return Either::Left(self.inner.call(request).err_into());
+        }
         // The ready service takes the first attempt; a clone takes the rest.
         let ready = self.inner.clone();
         let first = std::mem::replace(&mut self.inner, ready);
-        let shared = Arc::clone(&self.shared);
-        shared.budget.deposit();
-        Box::pin(run(first, request, shared))
+        Either::Right(Box::pin(run(first, request, Arc::clone(&self.shared))))
     }
 }
 
