@@ -15,15 +15,7 @@
 //!
 //! Run: `cargo bench -p room619-bench --bench bus`.
 
-use std::{
-    hint::black_box,
-    io::Write as _,
-    net::TcpListener,
-    path::PathBuf,
-    process::{Child, Command, ExitCode, Stdio},
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{hint::black_box, io::Write as _, process::ExitCode, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput};
