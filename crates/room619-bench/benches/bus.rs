@@ -15,21 +15,13 @@
 //!
 //! Run: `cargo bench -p room619-bench --bench bus`.
 
-use std::{
-    hint::black_box,
-    io::Write as _,
-    net::TcpListener,
-    path::PathBuf,
-    process::{Child, Command, ExitCode, Stdio},
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{hint::black_box, io::Write as _, process::ExitCode, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput};
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use room619::bus::{BusBackend, BusConfig, Json, MessageBus, OutgoingMessage, StreamConfig};
-use room619_bench::BoxError;
+use room619_bench::{BoxError, nats::NatsServer};
 use tokio::{runtime::Runtime, sync::Mutex};
 
 /// Messages per iteration of the memory and NATS core benchmarks.
@@ -37,75 +29,6 @@ const BATCH: u64 = 10_000;
 /// Messages per iteration of the JetStream benchmarks.
 const CONFIRMED_BATCH: u64 = 500;
 const PAYLOAD: &[u8] = b"{\"order\":42,\"status\":\"shipped\"}";
-
-/// A `nats-server -js` on a free port; killed, and its store removed, on drop.
-struct NatsServer {
-    child: Child,
-    url: String,
-    store: PathBuf,
-}
-
-impl NatsServer {
-    fn start() -> Result<Self, BoxError> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let store = std::env::temp_dir().join(format!("room619-bench-nats-{}", std::process::id()));
-        std::fs::create_dir_all(&store)?;
-        let binary = std::env::var_os("NATS_SERVER")
-            .map(PathBuf::from)
-            .or_else(|| {
-                let path = std::env::var_os("PATH")?;
-                std::env::split_paths(&path)
-                    .map(|dir| dir.join("nats-server"))
-                    .find(|candidate| candidate.is_file())
-            })
-            .unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server"));
-        let child = Command::new(&binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(&store)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|err| {
-                format!(
-                    "cannot start {} (apt-get install nats-server): {err}",
-                    binary.display()
-                )
-            })?;
-        Ok(Self {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            store,
-        })
-    }
-
-    /// Connects, retrying while the server starts.
-    async fn client(&self) -> Result<async_nats::Client, BoxError> {
-        let started = Instant::now();
-        loop {
-            match async_nats::connect(self.url.as_str()).await {
-                Ok(client) => return Ok(client),
-                Err(err) if started.elapsed() > Duration::from_secs(10) => return Err(err.into()),
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        // Best effort: the process may have died already; the store is temporary.
-        if self.child.kill().is_ok()
-            && self.child.wait().is_ok()
-            && let Err(err) = std::fs::remove_dir_all(&self.store)
-        {
-            let mut stderr = std::io::stderr().lock();
-            if writeln!(stderr, "cannot remove {}: {err}", self.store.display()).is_err() {
-                // Nowhere left to report it.
-            }
-        }
-    }
-}
 
 struct Setup {
     memory: MessageBus,
@@ -124,7 +47,7 @@ impl Setup {
         let received = Arc::new(Mutex::new(memory.subscribe("bench.memory").await?));
         let mut config = BusConfig {
             backend: BusBackend::Nats,
-            url: server.url.clone(),
+            url: server.url().to_owned(),
             ..BusConfig::default()
         };
         let nats = MessageBus::connect(&config).await?;

@@ -13,6 +13,7 @@
 //! - [`echo`]: the echo handlers every target serves (one implementation for
 //!   all, so that only the serving stack differs);
 //! - [`servers`]: starts each target on `127.0.0.1:0` and stops it;
+//! - [`nats`]: a `nats-server` of the benchmarks' own;
 //! - [`load`]: closed-loop load generators recording latencies in HDR
 //!   histograms;
 //! - [`report`]: medians over rounds, ratios and the Markdown table.
@@ -20,6 +21,7 @@
 pub mod chain;
 pub mod echo;
 pub mod load;
+pub mod nats;
 pub mod report;
 pub mod servers;
 

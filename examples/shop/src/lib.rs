@@ -34,6 +34,9 @@ pub const SERVICES: &[&str] = &["echo", "auth", "users", "products", "gateway"];
 /// those need is opened: the database for auth, users and products, the
 /// signing key for auth.
 ///
+/// When the gateway runs and `[rate_limit]` has no rules, it gets
+/// [`gateway::default_rate_limits`].
+///
 /// When auth runs in this process its public keys are added to
 /// `config.auth`, so every service here verifies the tokens it issues
 /// without fetching its JWKS; elsewhere, `[auth.jwks] url` points at it.
@@ -78,6 +81,9 @@ pub async fn services(config: &mut Config) -> room619::Result<Vec<BuiltService>>
         if wanted("products") {
             services.push(products::service(db)?);
         }
+    }
+    if wanted("gateway") && config.rate_limit.rules.is_empty() {
+        config.rate_limit.rules = gateway::default_rate_limits();
     }
     services.push(gateway::service()?);
     Ok(services)

@@ -16,9 +16,11 @@
 
 use std::{io::Write as _, net::SocketAddr, process::ExitCode, time::Duration};
 
+use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use room619::{
     Node, RunningNode, ServiceBuilder,
+    bus::{BusBackend, BusConfig, MessageBus, OutgoingMessage},
     config::{ConfigLoader, InstanceConfig},
     rpc::client::RpcChannel,
 };
@@ -27,6 +29,7 @@ use room619_bench::{
     chain::{self, ChainAlgorithm},
     echo::BenchEcho,
     load::{self, LoadSpec},
+    nats::NatsServer,
     servers::{self, Server},
 };
 use shop_proto::echo::v1::{EchoRequest, echo_client::EchoClient, echo_server::EchoServer};
@@ -57,6 +60,11 @@ enum Target {
     /// room619's remote client stack (bulkhead, breakers, retry, p2c)
     /// calling the same room619 node.
     ClientStack,
+    /// NATS core publishes with raw `async-nats` (a flush every 100); the
+    /// server is another process, so only the client's work is counted.
+    NatsRaw,
+    /// The same publishes through room619's bus (`bus.backend = "nats"`).
+    NatsBus,
 }
 
 /// Drives one target and prints the number of requests made.
@@ -108,6 +116,7 @@ async fn drive(target: Target, duration: Duration) -> Result<u64, BoxError> {
             Some(chain::authorization(ChainAlgorithm::Hs256)?),
         ),
         Target::ClientBare | Target::ClientStack => return clients(target, duration).await,
+        Target::NatsRaw | Target::NatsBus => return publishes(target, duration).await,
     };
     let spec = |duration| LoadSpec {
         duration,
@@ -170,6 +179,45 @@ async fn clients(target: Target, duration: Duration) -> Result<u64, BoxError> {
     caller.shutdown().await?;
     server.shutdown().await?;
     Ok(requests)
+}
+
+/// Messages published to a `nats-server` of its own, raw or through the bus;
+/// "requests" are messages here.
+async fn publishes(target: Target, duration: Duration) -> Result<u64, BoxError> {
+    const PAYLOAD: &[u8] = b"{\"order\":42,\"status\":\"placed\"}";
+    let server = NatsServer::start()?;
+    let raw = server.client().await?;
+    let bus = MessageBus::connect(&BusConfig {
+        backend: BusBackend::Nats,
+        url: server.url().to_owned(),
+        ..BusConfig::default()
+    })
+    .await?;
+    let batch = async |count: u64| -> Result<(), BoxError> {
+        for _ in 0..count {
+            if target == Target::NatsRaw {
+                raw.publish("callcost.orders", Bytes::from_static(PAYLOAD))
+                    .await?;
+            } else {
+                let message = OutgoingMessage::new("callcost.orders", Bytes::from_static(PAYLOAD));
+                bus.publish_message(message).await?;
+            }
+        }
+        if target == Target::NatsRaw {
+            raw.flush().await?;
+        } else {
+            bus.flush().await?;
+        }
+        Ok(())
+    };
+    batch(1_000).await?;
+    let deadline = Instant::now() + duration;
+    let mut made = 0;
+    while Instant::now() < deadline {
+        batch(100).await?;
+        made += 100;
+    }
+    Ok(made)
 }
 
 async fn channel(addr: SocketAddr) -> Result<Channel, BoxError> {

@@ -104,10 +104,10 @@ async fn a_canary_secret_never_appears_in_the_logs() {
     node.shutdown().await.unwrap();
 
     let logs = captured.text();
-    assert!(
-        logs.contains("credentials refused"),
-        "the capture works: {logs}"
-    );
+    // The capture works: the handler's own line is there. (Not a framework
+    // line such as "credentials refused": tests running at once on other
+    // threads race this thread-local subscriber for the interest of shared
+    // callsites, and tracing may then skip one here.)
     assert!(
         logs.contains("login attempt") && logs.contains("Sensitive"),
         "{logs}"

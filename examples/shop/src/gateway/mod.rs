@@ -133,3 +133,23 @@ mod reply {
         (!token.is_empty()).then_some(token)
     }
 }
+
+/// The gateway's default rate limits, applied when the node's
+/// `[rate_limit]` lists no rules: sign-up, login and refresh take at most 10
+/// requests a minute (plus a burst of 10) per client IP, which stops
+/// password guessing without getting in a person's way. Any
+/// `[[rate_limit.rules]]` in the configuration replace them.
+#[must_use]
+pub fn default_rate_limits() -> Vec<room619::middleware::rate_limit::RateLimitRule> {
+    ["/v1/auth/signup", "/v1/auth/login", "/v1/auth/refresh"]
+        .into_iter()
+        .map(|route| room619::middleware::rate_limit::RateLimitRule {
+            route: route.to_owned(),
+            method: Some("POST".to_owned()),
+            limit: 10,
+            period: std::time::Duration::from_secs(60),
+            burst: 10,
+            key: room619::middleware::rate_limit::RateLimitKey::Ip,
+        })
+        .collect()
+}

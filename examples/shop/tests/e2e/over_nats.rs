@@ -174,7 +174,13 @@ pub struct NatsServer {
 
 impl NatsServer {
     pub async fn start() -> Self {
-        let store = std::env::temp_dir().join(format!("room619-shop-nats-{}", std::process::id()));
+        static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        // One store per server: tests of this binary run at once.
+        let store = std::env::temp_dir().join(format!(
+            "room619-shop-nats-{}-{}",
+            std::process::id(),
+            SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&store).unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()

@@ -266,3 +266,33 @@ async fn deleting_a_user_archives_their_products(
     .await;
     assert!(closed.is_ok(), "Alice's account outlived her profile");
 }
+
+#[tokio::test]
+async fn password_guessing_is_rate_limited_per_client() {
+    let shop = Shop::start("guessing");
+    shop.sign_up("eve@example.com", "Eve").await;
+    let mut statuses = Vec::new();
+    for _ in 0..25 {
+        let (status, _) = shop
+            .call(
+                Method::POST,
+                "/v1/auth/login",
+                None,
+                Some(json!({"email": "eve@example.com", "password": "guess guess guess"})),
+            )
+            .await;
+        statuses.push(status);
+    }
+    // 10 a minute plus a burst of 10 per route (sign-up counts apart).
+    let refused = statuses
+        .iter()
+        .filter(|status| **status == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!(refused, 5, "{statuses:?}");
+    assert!(
+        statuses[..20]
+            .iter()
+            .all(|status| *status == StatusCode::UNAUTHORIZED),
+        "{statuses:?}"
+    );
+}
