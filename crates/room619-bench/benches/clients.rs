@@ -14,13 +14,9 @@
 use std::{hint::black_box, io::Write as _, process::ExitCode, time::Duration};
 
 use criterion::Criterion;
-use room619::{
-    Node, RunningNode, ServiceBuilder,
-    config::{ConfigLoader, InstanceConfig},
-    rpc::client::RpcChannel,
-};
-use room619_bench::{BoxError, echo::BenchEcho};
-use shop_proto::echo::v1::{EchoRequest, echo_client::EchoClient, echo_server::EchoServer};
+use room619::{RunningNode, config::InstanceConfig, rpc::client::RpcChannel};
+use room619_bench::{BoxError, servers};
+use shop_proto::echo::v1::{EchoRequest, echo_client::EchoClient};
 use tokio::runtime::Runtime;
 use tonic::transport::Channel;
 
@@ -32,39 +28,16 @@ struct Setup {
     bare: EchoClient<Channel>,
 }
 
-async fn node(
-    name: &str,
-    instances: Vec<InstanceConfig>,
-    echo: bool,
-) -> Result<RunningNode, BoxError> {
-    let mut config = ConfigLoader::new()
-        .toml_str(format!(
-            "[node]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\n"
-        ))
-        .without_env()
-        .load()?;
-    config.discovery.instances = instances;
-    let mut builder = Node::builder().config(config);
-    if echo {
-        builder = builder.service(
-            ServiceBuilder::new("echo", "1.0.0")?
-                .grpc(EchoServer::new(BenchEcho))
-                .build()?,
-        );
-    }
-    Ok(builder.build()?.start().await?)
-}
-
 impl Setup {
     async fn start() -> Result<Self, BoxError> {
-        let server = node("server", Vec::new(), true).await?;
+        let server = servers::node("server", Vec::new(), true).await?;
         let addr = server.local_addr();
         let instance = InstanceConfig {
             name: "echo".into(),
             version: "1.0.0".into(),
             address: addr.to_string(),
         };
-        let caller = node("caller", vec![instance], false).await?;
+        let caller = servers::node("caller", vec![instance], false).await?;
         let colocated = server
             .handle()
             .client::<EchoClient<RpcChannel>>("echo", "^1")?;

@@ -15,9 +15,7 @@
 
 use std::{
     io::Write as _,
-    net::TcpListener,
-    path::PathBuf,
-    process::{Child, Command, ExitCode, Stdio},
+    process::ExitCode,
     time::{Duration, Instant},
 };
 
@@ -26,7 +24,7 @@ use hdrhistogram::Histogram;
 use room619::discovery::{
     Change, Discovery as _, Instance, NatsDiscovery, NatsDiscoveryConfig, Watch,
 };
-use room619_bench::BoxError;
+use room619_bench::{BoxError, nats::NatsServer};
 use tokio_util::sync::CancellationToken;
 
 /// Instances registered.
@@ -34,77 +32,19 @@ const INSTANCES: usize = 1_000;
 /// Resolves timed.
 const RESOLVES: usize = 10_000;
 
-/// A `nats-server -js` on a free port; killed, and its store removed, on drop.
-struct NatsServer {
-    child: Child,
-    url: String,
-    store: PathBuf,
-}
-
-impl NatsServer {
-    fn start() -> Result<Self, BoxError> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let store =
-            std::env::temp_dir().join(format!("room619-bench-discovery-{}", std::process::id()));
-        std::fs::create_dir_all(&store)?;
-        let binary = std::env::var_os("NATS_SERVER")
-            .map(PathBuf::from)
-            .or_else(|| {
-                let path = std::env::var_os("PATH")?;
-                std::env::split_paths(&path)
-                    .map(|dir| dir.join("nats-server"))
-                    .find(|candidate| candidate.is_file())
-            })
-            .unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server"));
-        let child = Command::new(&binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(&store)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|err| {
-                format!(
-                    "cannot start {} (apt-get install nats-server): {err}",
-                    binary.display()
-                )
-            })?;
-        Ok(Self {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            store,
-        })
-    }
-
-    /// A registry on this server, retrying while the server starts.
-    async fn registry(&self, name: &str) -> Result<NatsDiscovery, BoxError> {
-        let config = NatsDiscoveryConfig {
-            url: self.url.clone(),
-            ttl: Duration::from_secs(30),
-            ..NatsDiscoveryConfig::default()
-        };
-        let started = Instant::now();
-        loop {
-            match NatsDiscovery::connect(&config, &[], name, CancellationToken::new()).await {
-                Ok(registry) => return Ok(registry),
-                Err(err) if started.elapsed() > Duration::from_secs(10) => return Err(err.into()),
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        // Best effort: the process may have died already; the store is temporary.
-        if self.child.kill().is_ok()
-            && self.child.wait().is_ok()
-            && let Err(err) = std::fs::remove_dir_all(&self.store)
-        {
-            let mut stderr = std::io::stderr().lock();
-            if writeln!(stderr, "cannot remove {}: {err}", self.store.display()).is_err() {
-                // Nowhere left to report it.
-            }
+/// A registry named `name` on `server`, retrying while the server starts.
+async fn registry(server: &NatsServer, name: &str) -> Result<NatsDiscovery, BoxError> {
+    let config = NatsDiscoveryConfig {
+        url: server.url().to_owned(),
+        ttl: Duration::from_secs(30),
+        ..NatsDiscoveryConfig::default()
+    };
+    let started = Instant::now();
+    loop {
+        match NatsDiscovery::connect(&config, &[], name, CancellationToken::new()).await {
+            Ok(registry) => return Ok(registry),
+            Err(err) if started.elapsed() > Duration::from_secs(10) => return Err(err.into()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
 }
@@ -153,8 +93,8 @@ fn line(out: &mut impl std::io::Write, what: &str, h: &Histogram<u64>, unit: &st
 
 async fn run() -> Result<(), BoxError> {
     let server = NatsServer::start()?;
-    let publisher = server.registry("bench-publisher").await?;
-    let watcher = server.registry("bench-watcher").await?;
+    let publisher = registry(&server, "bench-publisher").await?;
+    let watcher = registry(&server, "bench-watcher").await?;
     let mut out = std::io::stdout().lock();
 
     // Propagation, one at a time.

@@ -11,6 +11,9 @@ use std::{
 
 use crate::BoxError;
 
+/// Numbers the servers' stores.
+static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// A `nats-server -js` on a free port; killed, and its store removed, on drop.
 pub struct NatsServer {
     child: Child,
@@ -26,7 +29,12 @@ impl NatsServer {
     /// When no free port can be found or the binary cannot be started.
     pub fn start() -> Result<Self, BoxError> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let store = std::env::temp_dir().join(format!("room619-bench-nats-{}", std::process::id()));
+        // One store per server, should a process start several.
+        let store = std::env::temp_dir().join(format!(
+            "room619-bench-nats-{}-{}",
+            std::process::id(),
+            SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&store)?;
         let binary = std::env::var_os("NATS_SERVER")
             .map(PathBuf::from)

@@ -13,7 +13,10 @@ use std::{
 };
 
 use axum::{Router, routing::post, serve::ListenerExt as _};
-use room619::{Node, ServiceBuilder, config::ConfigLoader};
+use room619::{
+    Node, RunningNode, ServiceBuilder,
+    config::{ConfigLoader, InstanceConfig},
+};
 use shop_proto::echo::v1::echo_server::EchoServer;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -160,4 +163,35 @@ pub async fn room619_with(extra: &str) -> Result<Server, BoxError> {
         shutdown.cancelled().await;
         running.shutdown().await.map_err(BoxError::from)
     }))
+}
+
+/// A room619 node named `name` whose discovery lists `instances`, hosting
+/// the gRPC echo service when `echo` (else a caller hosting nothing), for the
+/// client benchmarks.
+///
+/// # Errors
+///
+/// If the configuration, the service or the node cannot be built, or the
+/// node cannot start.
+pub async fn node(
+    name: &str,
+    instances: Vec<InstanceConfig>,
+    echo: bool,
+) -> Result<RunningNode, BoxError> {
+    let mut config = ConfigLoader::new()
+        .toml_str(format!(
+            "[node]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\n"
+        ))
+        .without_env()
+        .load()?;
+    config.discovery.instances = instances;
+    let mut builder = Node::builder().config(config);
+    if echo {
+        builder = builder.service(
+            ServiceBuilder::new("echo", "1.0.0")?
+                .grpc(EchoServer::new(BenchEcho))
+                .build()?,
+        );
+    }
+    Ok(builder.build()?.start().await?)
 }

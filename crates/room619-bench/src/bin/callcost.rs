@@ -19,20 +19,18 @@ use std::{io::Write as _, net::SocketAddr, process::ExitCode, time::Duration};
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use room619::{
-    Node, RunningNode, ServiceBuilder,
     bus::{BusBackend, BusConfig, MessageBus, OutgoingMessage},
-    config::{ConfigLoader, InstanceConfig},
+    config::InstanceConfig,
     rpc::client::RpcChannel,
 };
 use room619_bench::{
     BoxError,
     chain::{self, ChainAlgorithm},
-    echo::BenchEcho,
     load::{self, LoadSpec},
     nats::NatsServer,
     servers::{self, Server},
 };
-use shop_proto::echo::v1::{EchoRequest, echo_client::EchoClient, echo_server::EchoServer};
+use shop_proto::echo::v1::{EchoRequest, echo_client::EchoClient};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
@@ -156,9 +154,9 @@ async fn stop(server: Server) -> Result<(), BoxError> {
 /// A room619 node hosting the bench echo service, and one hosting nothing
 /// whose discovery lists the first (a caller with a remote client stack).
 async fn clients(target: Target, duration: Duration) -> Result<u64, BoxError> {
-    let server = node("server", Vec::new(), true).await?;
+    let server = servers::node("server", Vec::new(), true).await?;
     let addr = server.local_addr();
-    let caller = node(
+    let caller = servers::node(
         "caller",
         vec![InstanceConfig {
             name: "echo".into(),
@@ -249,29 +247,6 @@ where
         made += 1;
     }
     Ok(made)
-}
-
-async fn node(
-    name: &str,
-    instances: Vec<InstanceConfig>,
-    echo: bool,
-) -> Result<RunningNode, BoxError> {
-    let mut config = ConfigLoader::new()
-        .toml_str(format!(
-            "[node]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\n"
-        ))
-        .without_env()
-        .load()?;
-    config.discovery.instances = instances;
-    let mut builder = Node::builder().config(config);
-    if echo {
-        builder = builder.service(
-            ServiceBuilder::new("echo", "1.0.0")?
-                .grpc(EchoServer::new(BenchEcho))
-                .build()?,
-        );
-    }
-    Ok(builder.build()?.start().await?)
 }
 
 fn fail(err: &BoxError) -> ExitCode {
