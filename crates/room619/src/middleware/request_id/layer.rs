@@ -6,11 +6,11 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use http::{HeaderName, Request, Response};
+use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use super::{REQUEST_ID_HEADER, RequestId};
+use super::{REQUEST_ID, RequestId};
 
 /// Adds a [`RequestId`] to every request and its response.
 #[derive(Debug, Clone, Copy, Default)]
@@ -53,15 +53,22 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let name = HeaderName::from_static(REQUEST_ID_HEADER);
-        let id = request
+        // A sane id from the caller is kept as it is; otherwise the one
+        // made here replaces whatever was sent, so handlers reading the
+        // header see the id the logs and the answer carry.
+        let id = if let Some(given) = request
             .headers()
-            .get(&name)
+            .get(REQUEST_ID)
             .and_then(RequestId::from_header)
-            .unwrap_or_else(RequestId::generate);
-        request
-            .headers_mut()
-            .insert(name, id.header_value().clone());
+        {
+            given
+        } else {
+            let made = RequestId::generate();
+            request
+                .headers_mut()
+                .insert(REQUEST_ID, made.header_value().clone());
+            made
+        };
         request.extensions_mut().insert(id.clone());
         ResponseFuture {
             inner: self.inner.call(request),
@@ -90,9 +97,7 @@ where
         let this = self.project();
         let mut response = ready!(this.inner.poll(cx))?;
         if let Some(id) = this.id.take() {
-            response
-                .headers_mut()
-                .insert(HeaderName::from_static(REQUEST_ID_HEADER), id.0);
+            response.headers_mut().insert(REQUEST_ID, id.into_answer());
         }
         Poll::Ready(Ok(response))
     }

@@ -61,22 +61,28 @@ pub struct SensitiveHeaders<S> {
     inner: S,
 }
 
+/// The header carrying an API key, as a [`HeaderName`].
+const API_KEY: HeaderName = HeaderName::from_static(API_KEY_HEADER);
+
 /// Marks the credential headers of `headers` sensitive.
+///
+/// One pass over the headers (a request carries a handful): cheaper than a
+/// hashed lookup per credential name, and it runs on every request and
+/// every answer.
 pub fn mark_sensitive(headers: &mut HeaderMap) {
-    let names = [
-        header::AUTHORIZATION,
-        header::PROXY_AUTHORIZATION,
-        header::COOKIE,
-        header::SET_COOKIE,
-        HeaderName::from_static(API_KEY_HEADER),
-    ];
-    for name in &names {
-        if let header::Entry::Occupied(mut entry) = headers.entry(name) {
-            for value in entry.iter_mut() {
-                value.set_sensitive(true);
-            }
+    for (name, value) in headers.iter_mut() {
+        if is_credential(name) {
+            value.set_sensitive(true);
         }
     }
+}
+
+fn is_credential(name: &HeaderName) -> bool {
+    name == header::AUTHORIZATION
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::COOKIE
+        || name == header::SET_COOKIE
+        || name == API_KEY
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SensitiveHeaders<S>
@@ -118,5 +124,31 @@ where
         let mut response = ready!(self.project().inner.poll(cx))?;
         mark_sensitive(response.headers_mut());
         Poll::Ready(Ok(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn every_value_of_every_credential_header_is_marked_and_nothing_else() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer a"));
+        headers.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        headers.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        headers.insert(header::SET_COOKIE, HeaderValue::from_static("c=3"));
+        headers.insert("X-Api-Key", HeaderValue::from_static("k"));
+        headers.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("p"));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        headers.insert("x-request-id", HeaderValue::from_static("r"));
+        mark_sensitive(&mut headers);
+        for (name, value) in &headers {
+            let credential = name != header::CONTENT_TYPE && name != "x-request-id";
+            assert_eq!(value.is_sensitive(), credential, "{name}");
+        }
+        assert_eq!(headers.get_all(header::COOKIE).iter().count(), 2);
     }
 }

@@ -7,6 +7,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use super::kept::KeptMetrics;
 use super::labels::{
     BreakerLabels, BuildLabels, BusLabels, BusSystemLabels, HttpClientLabels, HttpLabels,
     HttpRouteLabels, Interner, PeerLabels, RpcClientLabels, RpcLabels, RpcRouteLabels,
@@ -81,36 +82,68 @@ impl ServerMetrics {
         metrics
     }
 
-    pub(crate) fn grpc_started(&self, route: &RpcRouteLabels) {
-        self.rpc_active.get_or_create(route).inc();
+    /// A gRPC call of `route` started; `kept` holds the route's handles.
+    pub(crate) fn grpc_started(&self, route: &RpcRouteLabels, kept: &KeptMetrics) {
+        kept.active(|| self.rpc_active.get_or_create(route).clone())
+            .inc();
     }
 
-    pub(crate) fn grpc_finished(&self, route: &RpcRouteLabels, code: i32, elapsed: Duration) {
-        self.rpc_active.get_or_create(route).dec();
-        let labels = RpcLabels {
-            route: route.clone(),
-            code,
+    /// A gRPC call of `route` ended with `code` after `elapsed`.
+    pub(crate) fn grpc_finished(
+        &self,
+        route: &RpcRouteLabels,
+        kept: &KeptMetrics,
+        code: i32,
+        elapsed: Duration,
+    ) {
+        kept.active(|| self.rpc_active.get_or_create(route).clone())
+            .dec();
+        let find = || {
+            let labels = RpcLabels {
+                route: route.clone(),
+                code,
+            };
+            (
+                self.rpc_requests.get_or_create(&labels).clone(),
+                self.rpc_duration.get_or_create(&labels).clone(),
+            )
         };
-        self.rpc_requests.get_or_create(&labels).inc();
-        self.rpc_duration
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
+        kept.finished(code, find, |requests, duration| {
+            requests.inc();
+            duration.observe(elapsed.as_secs_f64());
+        });
     }
 
-    pub(crate) fn http_started(&self, route: &HttpRouteLabels) {
-        self.http_active.get_or_create(route).inc();
+    /// An HTTP request of `route` started; `kept` holds the route's handles.
+    pub(crate) fn http_started(&self, route: &HttpRouteLabels, kept: &KeptMetrics) {
+        kept.active(|| self.http_active.get_or_create(route).clone())
+            .inc();
     }
 
-    pub(crate) fn http_finished(&self, route: &HttpRouteLabels, status: u16, elapsed: Duration) {
-        self.http_active.get_or_create(route).dec();
-        let labels = HttpLabels {
-            route: route.clone(),
-            status,
+    /// An HTTP request of `route` was answered with `status` after `elapsed`.
+    pub(crate) fn http_finished(
+        &self,
+        route: &HttpRouteLabels,
+        kept: &KeptMetrics,
+        status: u16,
+        elapsed: Duration,
+    ) {
+        kept.active(|| self.http_active.get_or_create(route).clone())
+            .dec();
+        let find = || {
+            let labels = HttpLabels {
+                route: route.clone(),
+                status,
+            };
+            (
+                self.http_requests.get_or_create(&labels).clone(),
+                self.http_duration.get_or_create(&labels).clone(),
+            )
         };
-        self.http_requests.get_or_create(&labels).inc();
-        self.http_duration
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
+        kept.finished(i32::from(status), find, |requests, duration| {
+            requests.inc();
+            duration.observe(elapsed.as_secs_f64());
+        });
     }
 }
 

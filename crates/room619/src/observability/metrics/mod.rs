@@ -49,6 +49,7 @@
 
 mod exposition;
 mod families;
+pub(crate) mod kept;
 pub(crate) mod labels;
 
 use std::{

@@ -26,10 +26,11 @@ fn server_calls_are_counted_by_code_and_timed() {
         service: Arc::from("pkg.Svc"),
         method: Arc::from("Get"),
     };
-    metrics.server().grpc_started(&route);
+    let kept = super::kept::KeptMetrics::default();
+    metrics.server().grpc_started(&route, &kept);
     metrics
         .server()
-        .grpc_finished(&route, 5, Duration::from_millis(3));
+        .grpc_finished(&route, &kept, 5, Duration::from_millis(3));
     let text = metrics.render();
     assert!(
         text.contains(

@@ -20,7 +20,7 @@ use super::{
     Shared,
     routes::{GrpcRoute, HttpRoute},
 };
-use crate::observability::trace_context;
+use crate::{observability::trace_context, rpc::grpc::GRPC_STATUS};
 
 /// `CANCELLED`: the caller went away before the answer ended.
 const GRPC_CANCELLED: i32 = 1;
@@ -42,12 +42,12 @@ struct Started {
 }
 
 enum Route {
-    Grpc(GrpcRoute),
-    Http(HttpRoute),
+    Grpc(Arc<GrpcRoute>),
+    Http(Arc<HttpRoute>),
 }
 
 impl Pending {
-    pub(super) fn grpc(shared: Arc<Shared>, route: GrpcRoute, started: Instant) -> Self {
+    pub(super) fn grpc(shared: Arc<Shared>, route: Arc<GrpcRoute>, started: Instant) -> Self {
         Self(Some(Started {
             shared,
             route: Route::Grpc(route),
@@ -56,7 +56,7 @@ impl Pending {
         }))
     }
 
-    pub(super) fn http(shared: Arc<Shared>, route: HttpRoute, started: Instant) -> Self {
+    pub(super) fn http(shared: Arc<Shared>, route: Arc<HttpRoute>, started: Instant) -> Self {
         Self(Some(Started {
             shared,
             route: Route::Http(route),
@@ -99,13 +99,13 @@ impl Pending {
             Route::Grpc(route) => {
                 trace_context::set_attribute(&span, "rpc.grpc.status_code", grpc_code.into());
                 if let Some(metrics) = &shared.metrics {
-                    metrics.grpc_finished(&route.labels, grpc_code, elapsed);
+                    metrics.grpc_finished(&route.labels, &route.metrics, grpc_code, elapsed);
                 }
             }
             Route::Http(route) => {
                 trace_context::set_attribute(&span, "http.response.status_code", status.into());
                 if let Some(metrics) = &shared.metrics {
-                    metrics.http_finished(&route.labels, status, elapsed);
+                    metrics.http_finished(&route.labels, &route.metrics, status, elapsed);
                 }
             }
         }
@@ -121,9 +121,8 @@ impl Drop for Pending {
 /// The `grpc-status` in `headers`, if any.
 pub(super) fn grpc_status(headers: &HeaderMap) -> Option<i32> {
     headers
-        .get("grpc-status")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse().ok())
+        .get(GRPC_STATUS)
+        .and_then(|value| crate::rpc::grpc::parse_code(value.as_bytes()))
 }
 
 pin_project! {

@@ -73,7 +73,9 @@ where
                 return Poll::Ready(Err(err));
             }
         };
-        if let Some(id) = this.request_id.take() {
+        if let Some(mut id) = this.request_id.take() {
+            // Never indexed in HPACK, as the request-id layer answers it.
+            id.set_sensitive(true);
             response.headers_mut().insert(REQUEST_ID, id);
         }
         if !pending.is_grpc() {

@@ -39,7 +39,7 @@ use super::{metrics::ServerMetrics, trace_context};
 use crate::middleware::RequestId;
 
 /// The request id header, taken from the caller or made, and answered.
-pub(crate) const REQUEST_ID: &str = "x-request-id";
+pub(crate) use crate::middleware::request_id::REQUEST_ID;
 /// The longest request id kept from a caller.
 const MAX_REQUEST_ID: usize = 128;
 
@@ -113,16 +113,16 @@ where
 }
 
 impl<S> Observe<S> {
-    fn grpc(&self, route: GrpcRoute, started: Instant) -> Pending {
+    fn grpc(&self, route: Arc<GrpcRoute>, started: Instant) -> Pending {
         if let Some(metrics) = &self.shared.metrics {
-            metrics.grpc_started(&route.labels);
+            metrics.grpc_started(&route.labels, &route.metrics);
         }
         Pending::grpc(Arc::clone(&self.shared), route, started)
     }
 
-    fn http(&self, route: HttpRoute, started: Instant) -> Pending {
+    fn http(&self, route: Arc<HttpRoute>, started: Instant) -> Pending {
         if let Some(metrics) = &self.shared.metrics {
-            metrics.http_started(&route.labels);
+            metrics.http_started(&route.labels, &route.metrics);
         }
         Pending::http(Arc::clone(&self.shared), route, started)
     }
@@ -145,12 +145,12 @@ fn grpc_span(route: &GrpcRoute, request_id: &HeaderValue) -> Span {
 fn http_span(route: &HttpRoute, request_id: &HeaderValue) -> Span {
     tracing::info_span!(
         "http.server",
-        otel.name = %format_args!("{} {}", route.labels.http_request_method, route.labels.http_route),
+        otel.name = %route.name,
         otel.kind = "server",
         http.request.method = route.labels.http_request_method,
         http.route = %route.labels.http_route,
         service = %route.owner,
-        method = %format_args!("{} {}", route.labels.http_request_method, route.labels.http_route),
+        method = %route.name,
         request_id = request_id.to_str().unwrap_or_default(),
     )
 }
@@ -166,8 +166,7 @@ fn request_id(request: &mut Request<Body>) -> HeaderValue {
     {
         return given.clone();
     }
-    let made = HeaderValue::try_from(format!("{:032x}", fastrand::u128(..)))
-        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    let made = RequestId::generate().header_value().clone();
     request.headers_mut().insert(REQUEST_ID, made.clone());
     made
 }

@@ -1,33 +1,40 @@
 //! Bounded label sets, resolved once per route: the gRPC methods a node
 //! serves (from the services' file descriptor sets) and the owners of HTTP
-//! route templates.
+//! route templates. A request finds its route with one lookup and shares it
+//! (an `Arc`): labels, span name and the route's metric handles.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{Arc, PoisonError, RwLock},
+};
 
+use fnv::FnvHashMap;
 use http::Method;
 use prost::Message as _;
 
-use crate::observability::metrics::labels::{
-    HttpRouteLabels, Interner, OTHER, RpcRouteLabels, method_label,
+use crate::observability::metrics::{
+    kept::KeptMetrics,
+    labels::{HttpRouteLabels, Interner, OTHER, RpcRouteLabels, method_label},
 };
 
-/// One gRPC route's labels and span names.
-#[derive(Debug, Clone)]
+/// One gRPC route's labels, span name and metrics.
+#[derive(Debug)]
 pub(crate) struct GrpcRoute {
     pub(crate) labels: RpcRouteLabels,
     /// `pkg.Service/Method`, the span name.
     pub(crate) name: Arc<str>,
     /// The room619 service serving it.
     pub(crate) owner: Arc<str>,
+    pub(crate) metrics: KeptMetrics,
 }
 
 /// Every gRPC method a node serves, by path (`/pkg.Service/Method`).
 #[derive(Debug)]
 pub(crate) struct GrpcRoutes {
-    methods: HashMap<Box<str>, GrpcRoute>,
+    methods: FnvHashMap<Box<str>, Arc<GrpcRoute>>,
     /// Known services whose method is not in a descriptor.
-    services: HashMap<Box<str>, GrpcRoute>,
-    other: GrpcRoute,
+    services: FnvHashMap<Box<str>, Arc<GrpcRoute>>,
+    other: Arc<GrpcRoute>,
 }
 
 impl GrpcRoutes {
@@ -36,8 +43,8 @@ impl GrpcRoutes {
     pub(crate) fn new(services: &[(String, String)], descriptor_sets: &[&[u8]]) -> Self {
         let other_name: Arc<str> = Arc::from(OTHER);
         let mut routes = Self {
-            methods: HashMap::new(),
-            services: HashMap::new(),
+            methods: FnvHashMap::default(),
+            services: FnvHashMap::default(),
             other: route(&other_name, &other_name, &other_name),
         };
         let owners: HashMap<&str, Arc<str>> = services
@@ -82,9 +89,9 @@ impl GrpcRoutes {
 
     /// The route of `path`: its method, the service with method `other`, or
     /// `other` entirely.
-    pub(crate) fn resolve(&self, path: &str) -> GrpcRoute {
+    pub(crate) fn resolve(&self, path: &str) -> Arc<GrpcRoute> {
         if let Some(found) = self.methods.get(path) {
-            return found.clone();
+            return Arc::clone(found);
         }
         let service = path
             .strip_prefix('/')
@@ -92,13 +99,12 @@ impl GrpcRoutes {
             .map(|(service, _)| service);
         service
             .and_then(|service| self.services.get(service))
-            .unwrap_or(&self.other)
-            .clone()
+            .map_or_else(|| Arc::clone(&self.other), Arc::clone)
     }
 }
 
-fn route(service: &Arc<str>, method: &Arc<str>, owner: &Arc<str>) -> GrpcRoute {
-    GrpcRoute {
+fn route(service: &Arc<str>, method: &Arc<str>, owner: &Arc<str>) -> Arc<GrpcRoute> {
+    Arc::new(GrpcRoute {
         labels: RpcRouteLabels {
             system: "grpc",
             service: Arc::clone(service),
@@ -106,15 +112,22 @@ fn route(service: &Arc<str>, method: &Arc<str>, owner: &Arc<str>) -> GrpcRoute {
         },
         name: Arc::from(format!("{service}/{method}")),
         owner: Arc::clone(owner),
-    }
+        metrics: KeptMetrics::default(),
+    })
 }
 
-/// One HTTP request's route labels and owner.
-#[derive(Debug, Clone)]
+/// One HTTP route's labels, span name, owner and metrics (per method).
+#[derive(Debug)]
 pub(crate) struct HttpRoute {
     pub(crate) labels: HttpRouteLabels,
+    /// `METHOD /template`, the span name.
+    pub(crate) name: Arc<str>,
     pub(crate) owner: Arc<str>,
+    pub(crate) metrics: KeptMetrics,
 }
+
+/// The routes of one template, by method label.
+type ByMethod = Vec<(&'static str, Arc<HttpRoute>)>;
 
 /// Who serves which HTTP route template.
 #[derive(Debug)]
@@ -123,6 +136,10 @@ pub(crate) struct HttpOwners {
     exact: HashMap<Box<str>, Arc<str>>,
     nested: Vec<(Box<str>, Arc<str>)>,
     node: Arc<str>,
+    /// The routes requests were resolved to, by template (`""`: no route
+    /// matched). Bounded: templates come from the router (at most the
+    /// interner's limit, then `other`), method labels are a fixed set.
+    resolved: RwLock<FnvHashMap<Box<str>, ByMethod>>,
 }
 
 impl HttpOwners {
@@ -133,6 +150,7 @@ impl HttpOwners {
             exact: HashMap::new(),
             nested: Vec::new(),
             node: Arc::from(node),
+            resolved: RwLock::default(),
         }
     }
 
@@ -146,20 +164,51 @@ impl HttpOwners {
         self.nested.push((prefix.into(), Arc::from(owner)));
     }
 
-    /// The labels of a request by `method` whose matched route template is
+    /// The route of a request by `method` whose matched route template is
     /// `matched` (none: no route matched, the template is `other`).
-    pub(crate) fn resolve(&self, method: &Method, matched: Option<&str>) -> HttpRoute {
+    pub(crate) fn resolve(&self, method: &Method, matched: Option<&str>) -> Arc<HttpRoute> {
+        let method = method_label(method);
+        let template = matched.unwrap_or_default();
+        let find = |resolved: &FnvHashMap<Box<str>, ByMethod>| {
+            resolved.get(template).and_then(|routes| {
+                routes
+                    .iter()
+                    .find(|(label, _)| *label == method)
+                    .map(|(_, route)| Arc::clone(route))
+            })
+        };
+        if let Some(route) = find(&self.resolved.read().unwrap_or_else(PoisonError::into_inner)) {
+            return route;
+        }
+        let mut resolved = self
+            .resolved
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(route) = find(&resolved) {
+            return route;
+        }
+        let route = self.route(method, matched);
+        resolved
+            .entry(template.into())
+            .or_default()
+            .push((method, Arc::clone(&route)));
+        route
+    }
+
+    fn route(&self, method: &'static str, matched: Option<&str>) -> Arc<HttpRoute> {
         let (route, owner) = match matched {
             Some(template) => (self.routes.get(template), self.owner(template)),
             None => (self.routes.other(), Arc::clone(&self.node)),
         };
-        HttpRoute {
+        Arc::new(HttpRoute {
+            name: Arc::from(format!("{method} {route}")),
             labels: HttpRouteLabels {
-                http_request_method: method_label(method),
+                http_request_method: method,
                 http_route: route,
             },
             owner,
-        }
+            metrics: KeptMetrics::default(),
+        })
     }
 
     fn owner(&self, template: &str) -> Arc<str> {

@@ -31,6 +31,20 @@ use tower::{Layer, Service};
 
 /// The header (or trailer) of a gRPC answer's status code.
 pub(crate) const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+/// The `grpc-message` header (trailer).
+pub(crate) const GRPC_MESSAGE: http::HeaderName = http::HeaderName::from_static("grpc-message");
+
+/// A `grpc-status` value as a code: one to three decimal digits, nothing else.
+pub(crate) fn parse_code(value: &[u8]) -> Option<i32> {
+    if value.is_empty() || value.len() > 3 {
+        return None;
+    }
+    value.iter().try_fold(0, |code, &digit| {
+        digit
+            .is_ascii_digit()
+            .then(|| code * 10 + i32::from(digit - b'0'))
+    })
+}
 
 /// Scans `chunks` as one gRPC body with `limit`; the declared length of the
 /// first oversized message, if any (for the fuzz targets).

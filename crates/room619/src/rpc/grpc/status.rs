@@ -15,8 +15,7 @@
 
 use http::{HeaderMap, HeaderValue};
 
-const GRPC_STATUS: &str = "grpc-status";
-const GRPC_MESSAGE: &str = "grpc-message";
+use super::{GRPC_MESSAGE, GRPC_STATUS};
 /// `INTERNAL`, as tonic writes it.
 const INTERNAL: &[u8] = b"13";
 /// `INVALID_ARGUMENT`.
