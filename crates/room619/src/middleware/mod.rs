@@ -42,6 +42,15 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 
 pub use request_id::{RequestId, RequestIdLayer};
+
+/// Auth (when configured), then rate limiting.
+type GuardLayers = tower::layer::util::Stack<
+    RateLimitLayer,
+    tower::layer::util::Stack<
+        tower::util::Either<AuthLayer, tower::layer::util::Identity>,
+        tower::layer::util::Identity,
+    >,
+>;
 pub use sensitive::SensitiveHeadersLayer;
 
 use self::{
@@ -119,14 +128,18 @@ impl NodeMiddleware {
     /// Puts auth and rate limiting (in that order) around `router`'s routes,
     /// as one layer: axum boxes every `Router::layer` per request.
     pub(crate) fn guard(&self, router: Router) -> Router {
+        router.layer(self.guard_layers())
+    }
+
+    /// Auth and rate limiting (in that order), to stack with other layers
+    /// in one `Router::layer`.
+    pub(crate) fn guard_layers(&self) -> tower::ServiceBuilder<GuardLayers> {
         let auth = self.auth.as_ref().map(|(authenticator, table, _)| {
             AuthLayer::new(Arc::clone(authenticator), table.clone())
         });
-        router.layer(
-            tower::ServiceBuilder::new()
-                .option_layer(auth)
-                .layer(RateLimitLayer::new(Arc::clone(&self.limiter))),
-        )
+        tower::ServiceBuilder::new()
+            .option_layer(auth)
+            .layer(RateLimitLayer::new(Arc::clone(&self.limiter)))
     }
 
     /// The HTTP-only outer layers: compression and CORS (`[http]`), then

@@ -26,7 +26,7 @@ use crate::{
         ProtocolSplit,
         client::LocalRouters,
         deadline::DeadlineLayer,
-        grpc::MessageLimitLayer,
+        grpc::{LimitedMessages, MessageLimitLayer},
         http::{HttpEdgeLayer, RouteTable, not_found},
         shed::LoadShedLayer,
     },
@@ -91,13 +91,10 @@ pub(crate) fn assemble(
     let limits = &config.limits;
     let grpc_observe =
         ObserveLayer::grpc(GrpcRoutes::new(&grpc_owners, &descriptor_sets), measured);
-    let grpc_router =
-        middleware
-            .guard(grpc.routes().into_axum_router())
-            .layer(MessageLimitLayer::new(
-                limits.grpc_max_decode_message_size,
-                limits.grpc_max_encode_message_size,
-            ));
+    // Its message limits and auth and rate limiting join the outer layers
+    // (`grpc_outer`): tonic's router answers unknown methods with a
+    // fallback, so those layers see every call either way.
+    let grpc_router = grpc.routes().into_axum_router();
 
     // HTTP: every hosted route, checked for conflicts before axum sees it.
     let readiness = match existing {
@@ -204,29 +201,54 @@ fn layered(
     // layer is its own and holds as many permits as a semaphore can.
     let unshed = LoadShedLayer::new(usize::MAX);
     let local = LocalRouters {
-        grpc: grpc_outer(grpc_router.clone(), grpc_observe, &unshed),
+        grpc: grpc_outer(
+            middleware,
+            grpc_router.clone(),
+            grpc_observe,
+            &unshed,
+            limits,
+        ),
         http: http_outer(middleware, http.clone(), observe, &unshed, limits),
     };
     // The network path, outermost first: request id and sensitive headers,
     // tracing and metrics, load shedding (one per-node limit over both
     // routers), deadline (and HTTP body limits), auth, rate limit, handler.
     let shed = LoadShedLayer::new(limits.max_concurrent_requests);
-    let grpc_router = grpc_outer(grpc_router, grpc_observe, &shed);
+    let grpc_router = grpc_outer(middleware, grpc_router, grpc_observe, &shed, limits);
     let http = http_outer(middleware, http, observe, &shed, limits);
     (local, grpc_router, http)
 }
 
-/// The gRPC router's outer layers (request id, sensitive headers, tracing
-/// and metrics, load shedding, deadline) as one `Router::layer`: axum boxes
-/// and clones every request once per layer.
-fn grpc_outer(grpc: Router, observe: &ObserveLayer, shed: &LoadShedLayer) -> Router {
+/// The gRPC router's layers (request id, sensitive headers, tracing and
+/// metrics, load shedding, deadline, message limits, auth, rate limit) as
+/// one `Router::layer`: axum boxes and clones every request once per layer.
+fn grpc_outer(
+    middleware: &NodeMiddleware,
+    grpc: Router,
+    observe: &ObserveLayer,
+    shed: &LoadShedLayer,
+    limits: &Limits,
+) -> Router {
     grpc.layer(
         ServiceBuilder::new()
             .layer(NodeMiddleware::edge_layers())
             .layer(observe.clone())
             .layer(shed.clone())
-            .layer(DeadlineLayer::grpc()),
+            .layer(DeadlineLayer::grpc())
+            .map_response(limited_body)
+            .layer(MessageLimitLayer::new(
+                limits.grpc_max_decode_message_size,
+                limits.grpc_max_encode_message_size,
+            ))
+            .layer(middleware.guard_layers()),
     )
+}
+
+/// A gRPC answer whose messages are limited, as axum's body.
+fn limited_body(
+    response: http::Response<LimitedMessages<axum::body::Body>>,
+) -> http::Response<axum::body::Body> {
+    response.map(axum::body::Body::new)
 }
 
 /// The HTTP router's outer layers (request id, sensitive headers, CORS and
