@@ -119,14 +119,16 @@ pub(crate) fn assemble(
         table.claim(ADMIN_OWNER, READY_PATH)?;
         table.claim(ADMIN_OWNER, REGISTRY_PATH)?;
         table.claim(ADMIN_OWNER, METRICS_PATH)?;
-        http = http.merge(admin_router());
+        http = http.merge(middleware.guard(admin_router()));
     }
     for Hosted { service, ctx } in hosted {
         let routes = service.routes();
         table.add(ctx.name(), &routes)?;
-        // Tracking and the context as one layer: axum boxes every layer
-        // of a route per request.
+        // Auth and rate limiting, tracking and the context as one layer:
+        // axum boxes every layer of a route per request. (The fallback is
+        // not guarded: an unknown path is a 404 whoever asks.)
         let per_route = ServiceBuilder::new()
+            .layer(middleware.guard_layers())
             .layer(TrackLayer::new(
                 ctx.in_flight().clone(),
                 ctx.descriptor().clone(),
@@ -143,7 +145,7 @@ pub(crate) fn assemble(
         }
     }
     let observe = ObserveLayer::http(owners, measured);
-    let http = middleware.guard(http).fallback(not_found);
+    let http = http.fallback(not_found);
     let admin = separate_admin.then(|| {
         let unimplemented = tonic::service::Routes::default().into_axum_router();
         let observe = ObserveLayer::http(HttpOwners::new(node_name, route_names), measured);
@@ -200,6 +202,8 @@ fn layered(
     // in-process call is part of a request already admitted, so its shed
     // layer is its own and holds as many permits as a semaphore can.
     let unshed = LoadShedLayer::new(usize::MAX);
+    // (`with_state` finishes every handler's route once, as `ProtocolSplit`
+    // does for the network path.)
     let local = LocalRouters {
         grpc: grpc_outer(
             middleware,
@@ -207,8 +211,9 @@ fn layered(
             grpc_observe,
             &unshed,
             limits,
-        ),
-        http: http_outer(middleware, http.clone(), observe, &unshed, limits),
+        )
+        .with_state(()),
+        http: http_outer(middleware, http.clone(), observe, &unshed, limits).with_state(()),
     };
     // The network path, outermost first: request id and sensitive headers,
     // tracing and metrics, load shedding (one per-node limit over both

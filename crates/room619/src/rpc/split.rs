@@ -31,9 +31,13 @@ impl ProtocolSplit {
     /// Splits between a router of tonic routes and one of HTTP routes.
     #[must_use]
     pub fn new(grpc: Router, http: Router) -> Self {
+        // `with_state` turns every handler into its finished route once, as
+        // `axum::serve` does; a router called as a service without it
+        // rebuilds each handler's route, layers and all, on every request
+        // (about ten allocations).
         Self {
-            grpc,
-            http,
+            grpc: grpc.with_state(()),
+            http: http.with_state(()),
             peer: None,
         }
     }
