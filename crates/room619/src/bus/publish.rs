@@ -10,7 +10,7 @@
 //! `Map`) makes the future larger or copies it on its way ("Message bus" in
 //! docs/PERFORMANCE.md).
 
-use std::{future::Future, sync::OnceLock};
+use std::sync::OnceLock;
 
 use super::{OutgoingMessage, handle::Backend, subject};
 use crate::{Result, observability::metrics::BusMetrics, observability::trace_context};
@@ -60,7 +60,7 @@ pub(super) fn publish<'a>(
     prepared: Prepared<'a>,
     metrics: &'a OnceLock<BusMetrics>,
     system: &'static str,
-) -> impl Future<Output = Result<()>> + Send + 'a {
+) -> impl std::future::Future<Output = Result<()>> + Send + 'a {
     use async_nats::message::OutboundMessage;
 
     let state = match prepared {
@@ -98,19 +98,17 @@ pub(super) fn publish<'a>(
 /// Starts the in-memory publish (the only backend without the `nats`
 /// feature); the future counts the message once delivered.
 #[cfg(not(feature = "nats"))]
-pub(super) fn publish<'a>(
-    prepared: Prepared<'a>,
-    metrics: &'a OnceLock<BusMetrics>,
+pub(super) async fn publish(
+    prepared: Prepared<'_>,
+    metrics: &OnceLock<BusMetrics>,
     system: &'static str,
-) -> impl Future<Output = Result<()>> + Send + 'a {
-    async move {
-        match prepared {
-            Prepared::Memory(bus, message) => bus.publish(message).await?,
-            Prepared::Refused(error) => return Err(error),
-        }
-        count(metrics, system);
-        Ok(())
+) -> Result<()> {
+    match prepared {
+        Prepared::Memory(bus, message) => bus.publish(message).await?,
+        Prepared::Refused(error) => return Err(error),
     }
+    count(metrics, system);
+    Ok(())
 }
 
 fn count(metrics: &OnceLock<BusMetrics>, system: &'static str) {
