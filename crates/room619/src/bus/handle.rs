@@ -8,10 +8,7 @@ use std::{
     sync::{Arc, OnceLock},
 };
 
-use futures_util::{
-    FutureExt as _,
-    future::{Either, ready},
-};
+use futures_util::future::{Either, ready};
 
 use super::{
     BusBackend, BusConfig, OutgoingMessage, Payload, Subscription,
@@ -23,11 +20,7 @@ use super::{
 };
 #[cfg(feature = "nats")]
 use super::{durable, jetstream, nats};
-use crate::{
-    Result,
-    observability::{metrics::BusMetrics, trace_context},
-    rpc::codec::Format,
-};
+use crate::{Result, observability::metrics::BusMetrics, rpc::codec::Format};
 
 /// A handle to the message bus; cheap to clone.
 ///
@@ -221,20 +214,13 @@ impl MessageBus {
     /// `InvalidArgument` for a subject with wildcards or a bad header;
     /// `ResourceExhausted` when an in-memory subscriber stays full;
     /// `Unavailable` when NATS is unreachable or JetStream did not confirm.
+    #[inline]
     pub fn publish_message(
         &self,
-        mut message: OutgoingMessage,
+        message: OutgoingMessage,
     ) -> impl Future<Output = Result<()>> + Send + '_ {
-        trace_context::inject_bus(message.headers_mut());
-        let system = self.system();
-        publish::dispatch(&self.inner.backend, message).map(move |result| {
-            if result.is_ok()
-                && let Some(metrics) = self.inner.metrics.get()
-            {
-                metrics.published(system);
-            }
-            result
-        })
+        let prepared = publish::prepare(&self.inner.backend, message);
+        publish::publish(prepared, &self.inner.metrics, self.system())
     }
 
     /// Every message published on `subject` (wildcards allowed) from now on.

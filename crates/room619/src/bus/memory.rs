@@ -58,6 +58,7 @@ impl MemoryBus {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    #[inline]
     pub(crate) async fn publish(&self, message: OutgoingMessage) -> Result<()> {
         self.deliver(message, None).await.map(drop)
     }

@@ -7,7 +7,10 @@
 
 use std::{borrow::Cow, time::Duration};
 
-use async_nats::{Client, HeaderMap, HeaderName, HeaderValue, RequestErrorKind, Subject};
+use async_nats::{
+    Client, HeaderMap, HeaderName, HeaderValue, RequestErrorKind, Subject,
+    client::traits::Publisher, message::OutboundMessage,
+};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 
@@ -69,16 +72,10 @@ impl NatsBus {
     }
 
     pub(crate) async fn publish(&self, message: OutgoingMessage) -> Result<()> {
-        let (subject, payload, headers) = prepare(message)?;
-        match headers {
-            None => self.client.publish(subject, payload).await,
-            Some(headers) => {
-                self.client
-                    .publish_with_headers(subject, headers, payload)
-                    .await
-            }
-        }
-        .map_err(publish_error)
+        self.client
+            .publish_message(prepare(message)?)
+            .await
+            .map_err(publish_error)
     }
 
     pub(crate) async fn subscribe(
@@ -154,19 +151,28 @@ impl NatsBus {
     }
 }
 
-/// A message in the client's terms: subject, payload, headers if any.
+/// A message in the client's terms (no headers when it has none: the
+/// client then sends `PUB`, not `HPUB`). Published with
+/// [`Publisher::publish_message`], it goes out as through `Client::publish`
+/// or `Client::publish_with_headers`, with one future type for both.
 ///
 /// # Errors
 ///
 /// `InvalidArgument` naming a header NATS cannot carry.
-pub(crate) fn prepare(message: OutgoingMessage) -> Result<(Subject, Bytes, Option<HeaderMap>)> {
+#[inline]
+pub(crate) fn prepare(message: OutgoingMessage) -> Result<OutboundMessage> {
     let (subject, payload, headers) = message.into_parts();
     let headers = if headers.is_empty() {
         None
     } else {
         Some(to_nats(&headers)?)
     };
-    Ok((to_subject(subject), payload, headers))
+    Ok(OutboundMessage {
+        subject: to_subject(subject),
+        reply: None,
+        payload,
+        headers,
+    })
 }
 
 /// A failed core publish.

@@ -1,48 +1,49 @@
-//! The publish path, dispatched to the backend without an `async` wrapper of
-//! its own: on NATS core the caller awaits the client's own publish future
-//! (mapped), so a publish costs what it costs through the raw client.
+//! The publish path, in two steps: [`prepare`] does the work (trace context,
+//! checks, the message in the backend's terms) out of line; [`publish`]
+//! starts the backend's own publish future and holds it as it is in a
+//! [`Publish`], with only the `published` count after it.
+//!
+//! `publish` is small and `#[inline]`, and so is `MessageBus::publish_message`
+//! around it, so the future is built in place where the caller awaits it: on
+//! NATS core the client's generic `publish` is built there as when the raw
+//! client is called, and no wrapper of ours (an `async` block, `Either`,
+//! `Map`) makes the future larger or copies it on its way ("Message bus" in
+//! docs/PERFORMANCE.md).
 
-use std::future::Future;
-
-use futures_util::future::{Either, ready};
-#[cfg(feature = "nats")]
-use futures_util::{FutureExt as _, future::BoxFuture};
+use std::sync::OnceLock;
 
 use super::{OutgoingMessage, handle::Backend, subject};
-use crate::Result;
+use crate::{Result, observability::metrics::BusMetrics, observability::trace_context};
 
-/// Checks the message, then hands it to the backend.
-#[cfg(feature = "nats")]
-pub(super) fn dispatch(
-    backend: &Backend,
-    message: OutgoingMessage,
-) -> impl Future<Output = Result<()>> + Send + '_ {
-    if let Err(err) = check(&message) {
-        return Either::Left(ready(Err(err)));
-    }
-    Either::Right(match backend {
-        Backend::Memory(bus) => Either::Left(bus.publish(message)),
-        Backend::Nats(bus) => Either::Right(Either::Left(nats_core(bus, message))),
-        // Boxed: the retrying JetStream publish is a large future the other
-        // backends should not carry.
-        Backend::JetStream(bus) => {
-            let publish: BoxFuture<'_, Result<()>> = Box::pin(bus.publish(message));
-            Either::Right(Either::Right(publish))
-        }
-    })
+/// A message checked and in its backend's terms, or why it is refused.
+pub(super) enum Prepared<'a> {
+    Memory(&'a super::memory::MemoryBus, OutgoingMessage),
+    #[cfg(feature = "nats")]
+    Nats(&'a async_nats::Client, async_nats::message::OutboundMessage),
+    /// Boxed: the retrying JetStream publish is a large future the other
+    /// backends should not carry.
+    #[cfg(feature = "nats")]
+    JetStream(futures_util::future::BoxFuture<'a, Result<()>>),
+    Refused(crate::Error),
 }
 
-/// Checks the message, then hands it to the in-memory backend (the only one
-/// without the `nats` feature).
-#[cfg(not(feature = "nats"))]
-pub(super) fn dispatch(
-    backend: &Backend,
-    message: OutgoingMessage,
-) -> impl Future<Output = Result<()>> + Send + '_ {
-    let Backend::Memory(bus) = backend;
-    match check(&message) {
-        Ok(()) => Either::Left(bus.publish(message)),
-        Err(err) => Either::Right(ready(Err(err))),
+/// Adds the current trace context to the message, checks it, and puts it in
+/// the backend's terms.
+#[inline(never)]
+pub(super) fn prepare(backend: &Backend, mut message: OutgoingMessage) -> Prepared<'_> {
+    trace_context::inject_bus(message.headers_mut());
+    if let Err(error) = check(&message) {
+        return Prepared::Refused(error);
+    }
+    match backend {
+        Backend::Memory(bus) => Prepared::Memory(bus, message),
+        #[cfg(feature = "nats")]
+        Backend::Nats(bus) => match super::nats::prepare(message) {
+            Ok(message) => Prepared::Nats(bus.client(), message),
+            Err(error) => Prepared::Refused(error),
+        },
+        #[cfg(feature = "nats")]
+        Backend::JetStream(bus) => Prepared::JetStream(Box::pin(bus.publish(message))),
     }
 }
 
@@ -51,24 +52,143 @@ fn check(message: &OutgoingMessage) -> Result<()> {
     message.headers().check()
 }
 
+/// Starts the backend's publish; the future counts the message once the
+/// backend took it.
 #[cfg(feature = "nats")]
-fn nats_core(
-    bus: &super::nats::NatsBus,
-    message: OutgoingMessage,
-) -> impl Future<Output = Result<()>> + Send + '_ {
-    use super::nats::{prepare, publish_error};
-    let client = bus.client();
-    match prepare(message) {
-        Err(err) => Either::Left(ready(Err(err))),
-        Ok((subject, payload, None)) => Either::Right(Either::Left(
-            client
-                .publish(subject, payload)
-                .map(|r| r.map_err(publish_error)),
-        )),
-        Ok((subject, payload, Some(headers))) => Either::Right(Either::Right(
-            client
-                .publish_with_headers(subject, headers, payload)
-                .map(|r| r.map_err(publish_error)),
-        )),
+#[inline]
+pub(super) fn publish<'a>(
+    prepared: Prepared<'a>,
+    metrics: &'a OnceLock<BusMetrics>,
+    system: &'static str,
+) -> impl std::future::Future<Output = Result<()>> + Send + 'a {
+    use async_nats::message::OutboundMessage;
+
+    let state = match prepared {
+        Prepared::Nats(client, message) => match message {
+            OutboundMessage {
+                subject,
+                payload,
+                headers: None,
+                ..
+            } => State::Nats {
+                publish: client.publish(subject, payload),
+            },
+            OutboundMessage {
+                subject,
+                payload,
+                headers: Some(headers),
+                ..
+            } => State::NatsWithHeaders {
+                publish: client.publish_with_headers(subject, headers, payload),
+            },
+        },
+        Prepared::Memory(bus, message) => State::Memory {
+            publish: bus.publish(message),
+        },
+        Prepared::JetStream(publish) => State::JetStream { publish },
+        Prepared::Refused(error) => State::Refused { error: Some(error) },
+    };
+    Publish {
+        state,
+        metrics,
+        system,
+    }
+}
+
+/// Starts the in-memory publish (the only backend without the `nats`
+/// feature); the future counts the message once delivered.
+#[cfg(not(feature = "nats"))]
+pub(super) async fn publish(
+    prepared: Prepared<'_>,
+    metrics: &OnceLock<BusMetrics>,
+    system: &'static str,
+) -> Result<()> {
+    match prepared {
+        Prepared::Memory(bus, message) => bus.publish(message).await?,
+        Prepared::Refused(error) => return Err(error),
+    }
+    count(metrics, system);
+    Ok(())
+}
+
+fn count(metrics: &OnceLock<BusMetrics>, system: &'static str) {
+    if let Some(metrics) = metrics.get() {
+        metrics.published(system);
+    }
+}
+
+#[cfg(feature = "nats")]
+use future::{Publish, State};
+
+#[cfg(feature = "nats")]
+mod future {
+    use std::{
+        future::Future,
+        pin::Pin,
+        sync::OnceLock,
+        task::{Context, Poll, ready},
+    };
+
+    use futures_util::future::BoxFuture;
+    use pin_project_lite::pin_project;
+
+    use crate::{Error, Result, observability::metrics::BusMetrics};
+
+    pin_project! {
+        /// A publish under way: the backend's own future, then the count.
+        #[must_use = "futures do nothing unless polled"]
+        pub(super) struct Publish<'a, N, H, M> {
+            #[pin]
+            pub(super) state: State<'a, N, H, M>,
+            pub(super) metrics: &'a OnceLock<BusMetrics>,
+            pub(super) system: &'static str,
+        }
+    }
+
+    pin_project! {
+        /// Which backend's publish it is.
+        #[project = StateProj]
+        pub(super) enum State<'a, N, H, M> {
+            /// NATS core: the client's `publish`.
+            Nats { #[pin] publish: N },
+            /// NATS core: the client's `publish_with_headers`.
+            NatsWithHeaders { #[pin] publish: H },
+            /// In memory.
+            Memory { #[pin] publish: M },
+            /// JetStream (boxed).
+            JetStream { publish: BoxFuture<'a, Result<()>> },
+            /// Refused before it was sent (the error is taken when reported).
+            Refused { error: Option<Error> },
+        }
+    }
+
+    impl<N, H, M> Future for Publish<'_, N, H, M>
+    where
+        N: Future<Output = Result<(), async_nats::PublishError>>,
+        H: Future<Output = Result<(), async_nats::PublishError>>,
+        M: Future<Output = Result<()>>,
+    {
+        type Output = Result<()>;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+            use crate::bus::nats::publish_error;
+
+            let this = self.project();
+            let result = match this.state.project() {
+                StateProj::Nats { publish } => ready!(publish.poll(cx)).map_err(publish_error),
+                StateProj::NatsWithHeaders { publish } => {
+                    ready!(publish.poll(cx)).map_err(publish_error)
+                }
+                StateProj::Memory { publish } => ready!(publish.poll(cx)),
+                StateProj::JetStream { publish } => ready!(publish.as_mut().poll(cx)),
+                StateProj::Refused { error } => Err(error.take().unwrap_or_else(|| {
+                    Error::internal("a publish future was polled after it completed")
+                })),
+            };
+            if result.is_ok() {
+                super::count(this.metrics, this.system);
+            }
+            Poll::Ready(result)
+        }
     }
 }

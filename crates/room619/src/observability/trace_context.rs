@@ -44,7 +44,11 @@ pub(crate) fn continue_from_bus(span: &Span, headers: &Headers) {
 pub(crate) fn inject_bus(headers: &mut Headers) {
     #[cfg(feature = "otel")]
     if headers.get(TRACEPARENT).is_none() {
-        otel::inject(&Span::current(), &mut otel::BusHeadersMut(headers));
+        let span = Span::current();
+        // Outside any span (or in a disabled one) there is no context to send.
+        if !span.is_none() {
+            otel::inject(&span, &mut otel::BusHeadersMut(headers));
+        }
     }
     #[cfg(not(feature = "otel"))]
     let _ = headers;
