@@ -15,9 +15,9 @@ use crate::{Error, Result};
 /// `InvalidArgument` naming the subject and what is wrong with it.
 #[inline]
 pub(crate) fn check_publish(subject: &str) -> Result<()> {
-    // This runs on every publish: one pass over the bytes, eight at a time,
-    // decides; only a subject that fails it is looked at again, to say what
-    // is wrong (and to judge non-ASCII text exactly).
+    // This runs on every publish: one pass over the bytes decides; only a
+    // subject that fails it is looked at again, to say what is wrong (and to
+    // judge non-ASCII text exactly).
     if is_plain(subject.as_bytes()) {
         Ok(())
     } else {
@@ -38,73 +38,40 @@ fn check_publish_closely(subject: &str) -> Result<()> {
     })
 }
 
-/// `0x01` in every byte.
-const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-/// The high bit of every byte: the bit the masks below mark a byte with.
-const HIGH: u64 = ONES * 0x80;
-/// The low seven bits of every byte.
-const LOW: u64 = ONES * 0x7f;
-/// Eight plain bytes (`a`), to fill a short word with.
-const PADDING: u64 = ONES * 0x61;
-
 /// Whether `subject` is non-empty tokens of visible ASCII but `*` and `>`,
 /// separated by single dots: what nearly every publish subject is. `false`
 /// says nothing more (the subject may still be valid Unicode).
 ///
-/// Eight bytes at a time (SWAR): in each mask below the high bit of a byte
-/// tells about that byte alone (no sum carries into the next byte).
+/// One pass over the bytes with a table; a faster eight-bytes-at-a-time
+/// version saved about 15 instructions a publish, not worth its subtlety.
 #[inline]
 fn is_plain(subject: &[u8]) -> bool {
-    if subject.first().is_none_or(|&first| first == b'.') || subject.last() == Some(&b'.') {
-        return false;
+    let mut token_empty = true;
+    let mut plain = true;
+    for &byte in subject {
+        if byte == b'.' {
+            plain &= !token_empty;
+            token_empty = true;
+        } else {
+            plain &= TOKEN_BYTE[usize::from(byte)];
+            token_empty = false;
+        }
     }
-    let (words, rest) = subject.as_chunks::<8>();
-    let mut plain = HIGH;
-    // The high bit of byte 0 set when the byte before the word is a dot.
-    let mut dot_before = 0;
-    let mut scan = |word: u64| {
-        let (token_bytes, dots) = classify(word);
-        plain &= token_bytes & !(dots & ((dots << 8) | dot_before));
-        dot_before = dots >> 56;
-    };
-    for word in words {
-        scan(u64::from_le_bytes(*word));
-    }
-    if !rest.is_empty() {
-        // The last bytes, in the low bytes of a word padded with plain ones:
-        // read as the subject's last eight bytes when it has that many.
-        let word = match subject.last_chunk::<8>() {
-            Some(last) => {
-                let shift = 8 * (8 - rest.len());
-                (u64::from_le_bytes(*last) >> shift) | (PADDING << (64 - shift))
-            }
-            None => rest
-                .iter()
-                .rev()
-                .fold(PADDING, |word, &byte| (word << 8) | u64::from(byte)),
-        };
-        scan(word);
-    }
-    plain == HIGH
+    plain && !token_empty
 }
 
-/// The high bit of every byte of `word` that may stand in a token or is a
-/// dot (visible ASCII, `0x21..=0x7e`, but `*` and `>`), and that of every
-/// dot; bytes above `0x7f` are neither.
-#[inline]
-fn classify(word: u64) -> (u64, u64) {
-    // On bytes below 0x80 (the others are ruled out by `ascii`) these sums
-    // stay within the byte.
-    let low = word & LOW;
-    let ascii = !word;
-    let from_0x21 = low + ONES * (0x80 - 0x21);
-    let below_0x7f = !(low + ONES);
-    // A byte's high bit is clear after `(byte ^ c) + 0x7f` only when it was `c`.
-    let differs = |byte: u8| (low ^ (ONES * u64::from(byte))) + LOW;
-    let token_bytes = ascii & from_0x21 & below_0x7f & differs(b'*') & differs(b'>') & HIGH;
-    let dots = !differs(b'.') & token_bytes;
-    (token_bytes, dots)
-}
+/// The bytes a token may hold without a closer look: visible ASCII but the
+/// separator and the wildcards.
+static TOKEN_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0x21;
+    while byte < 0x7f {
+        // `.` (0x2e), `*` (0x2a) and `>` (0x3e) are not token bytes.
+        table[byte] = !matches!(byte, 0x2e | 0x2a | 0x3e);
+        byte += 1;
+    }
+    table
+};
 
 /// Checks a subject to subscribe to: as [`check_publish`], but `*` may stand
 /// for a token and `>` for the rest.
@@ -275,7 +242,7 @@ mod tests {
         assert!(!covered("users.created", "orders.>"));
     }
 
-    /// The byte-at-a-time rule [`is_plain`] computes eight bytes at a time.
+    /// The rule [`is_plain`] computes with its table, spelled out byte by byte.
     fn is_plain_bytewise(subject: &[u8]) -> bool {
         let mut token_empty = true;
         for &byte in subject {

@@ -108,10 +108,7 @@ impl ServerMetrics {
                 self.rpc_duration.get_or_create(&labels).clone(),
             )
         };
-        kept.finished(code, find, |requests, duration| {
-            requests.inc();
-            duration.observe(elapsed.as_secs_f64());
-        });
+        kept.finished(code, elapsed, find);
     }
 
     /// An HTTP request of `route` started; `kept` holds the route's handles.
@@ -140,10 +137,7 @@ impl ServerMetrics {
                 self.http_duration.get_or_create(&labels).clone(),
             )
         };
-        kept.finished(i32::from(status), find, |requests, duration| {
-            requests.inc();
-            duration.observe(elapsed.as_secs_f64());
-        });
+        kept.finished(i32::from(status), elapsed, find);
     }
 }
 

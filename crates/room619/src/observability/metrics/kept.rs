@@ -7,9 +7,12 @@
 //! costs an atomic load per slot looked at. Statuses beyond those slots are
 //! looked up in the families as before.
 
-use std::sync::{
-    OnceLock,
-    atomic::{AtomicI32, Ordering},
+use std::{
+    sync::{
+        OnceLock,
+        atomic::{AtomicI32, Ordering},
+    },
+    time::Duration,
 };
 
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Histogram};
@@ -50,20 +53,23 @@ impl KeptMetrics {
         self.active.get_or_init(find)
     }
 
-    /// Records with the counter and histogram of `status`, found by `find`
-    /// the first time (or every time, once the slots are taken).
+    /// Counts one answer with `status` that took `elapsed`, with the counter
+    /// and histogram found by `find` the first time (or every time, once
+    /// the slots are taken).
     pub(crate) fn finished(
         &self,
         status: i32,
+        elapsed: Duration,
         find: impl FnOnce() -> (Counter, Histogram),
-        record: impl FnOnce(&Counter, &Histogram),
     ) {
+        let record = |(requests, duration): &(Counter, Histogram)| {
+            requests.inc();
+            duration.observe(elapsed.as_secs_f64());
+        };
         if let Some(slot) = self.slot(status) {
-            let (counter, histogram) = slot.handles.get_or_init(find);
-            record(counter, histogram);
+            record(slot.handles.get_or_init(find));
         } else {
-            let (counter, histogram) = find();
-            record(&counter, &histogram);
+            record(&find());
         }
     }
 
@@ -104,16 +110,10 @@ mod tests {
         let mut found = 0;
         for round in 0..3 {
             for status in 0..10 {
-                kept.finished(
-                    status,
-                    || {
-                        found += 1;
-                        handles()
-                    },
-                    |counter, _| {
-                        counter.inc();
-                    },
-                );
+                kept.finished(status, Duration::ZERO, || {
+                    found += 1;
+                    handles()
+                });
             }
             // The first SLOTS statuses were found once; the other four each round.
             assert_eq!(found, SLOTS + (10 - SLOTS) * (round + 1));
