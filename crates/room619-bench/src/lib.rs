@@ -14,6 +14,7 @@
 //!   all, so that only the serving stack differs);
 //! - [`servers`]: starts each target on `127.0.0.1:0` and stops it;
 //! - [`nats`]: a `nats-server` of the benchmarks' own;
+//! - [`otlp`]: an OTLP trace receiver and the observed nodes' subscriber;
 //! - [`load`]: closed-loop load generators recording latencies in HDR
 //!   histograms;
 //! - [`report`]: medians over rounds, ratios and the Markdown table.
@@ -22,6 +23,7 @@ pub mod chain;
 pub mod echo;
 pub mod load;
 pub mod nats;
+pub mod otlp;
 pub mod report;
 pub mod servers;
 

@@ -28,6 +28,7 @@ use room619_bench::{
     chain::{self, ChainAlgorithm},
     load::{self, LoadSpec},
     nats::NatsServer,
+    otlp,
     servers::{self, Server},
 };
 use shop_proto::echo::v1::{EchoRequest, echo_client::EchoClient};
@@ -45,6 +46,12 @@ enum Target {
     GrpcRoom619NoMetrics,
     /// As `grpc-room619` with JWT (HS256) auth and a rate limit.
     GrpcChain,
+    /// As `grpc-room619` with observability fully on: a subscriber with
+    /// the JSON log layer (to a sink) and the OpenTelemetry layer exporting
+    /// over OTLP/gRPC to a receiver in this process, sampling 10 %.
+    GrpcObs01,
+    /// As `grpc-obs01`, sampling 100 %.
+    GrpcObs10,
     /// REST JSON echo, hyper HTTP/1.1 client, bare axum server.
     RestBare,
     /// REST JSON echo, hyper HTTP/1.1 client, room619 node (defaults).
@@ -53,6 +60,10 @@ enum Target {
     RestRoom619NoMetrics,
     /// As `rest-room619` with JWT (HS256) auth and a rate limit.
     RestChain,
+    /// As `grpc-obs01`, REST JSON.
+    RestObs01,
+    /// As `grpc-obs10`, REST JSON.
+    RestObs10,
     /// A bare tonic `Channel` calling a room619 node.
     ClientBare,
     /// room619's remote client stack (bulkhead, breakers, retry, p2c)
@@ -109,6 +120,8 @@ async fn drive(target: Target, duration: Duration) -> Result<u64, BoxError> {
             servers::room619_with("[telemetry]\nmetrics = false\n").await?,
             None,
         ),
+        Target::GrpcObs01 | Target::RestObs01 => (observed(0.1).await?, None),
+        Target::GrpcObs10 | Target::RestObs10 => (observed(1.0).await?, None),
         Target::GrpcChain | Target::RestChain => (
             servers::room619_with(&hs256).await?,
             Some(chain::authorization(ChainAlgorithm::Hs256)?),
@@ -125,7 +138,12 @@ async fn drive(target: Target, duration: Duration) -> Result<u64, BoxError> {
     };
     let grpc = matches!(
         target,
-        Target::GrpcBare | Target::GrpcRoom619 | Target::GrpcRoom619NoMetrics | Target::GrpcChain
+        Target::GrpcBare
+            | Target::GrpcRoom619
+            | Target::GrpcRoom619NoMetrics
+            | Target::GrpcChain
+            | Target::GrpcObs01
+            | Target::GrpcObs10
     );
     let run = |duration| {
         let spec = spec(duration);
@@ -145,6 +163,24 @@ async fn drive(target: Target, duration: Duration) -> Result<u64, BoxError> {
         return Err(format!("{} requests failed", measured.errors).into());
     }
     Ok(measured.latencies.len())
+}
+
+/// A room619 node with observability fully on, sampling `ratio`: the
+/// process's global subscriber logs and traces, the spans go to a receiver
+/// in this process.
+async fn observed(ratio: f64) -> Result<Server, BoxError> {
+    let endpoint = otlp::Receiver::default().serve().await?;
+    let telemetry = otlp::telemetry(&endpoint, ratio)?;
+    let layers = otlp::Layers {
+        logs: true,
+        otel: true,
+    };
+    if let Some(dispatch) = otlp::subscriber(layers, &telemetry) {
+        tracing::dispatcher::set_global_default(dispatch)?;
+    }
+    // The provider exports for as long as the process lives.
+    std::mem::forget(telemetry);
+    servers::room619().await
 }
 
 async fn stop(server: Server) -> Result<(), BoxError> {

@@ -18,30 +18,18 @@
 //! cargo run --release -p room619-bench --bin obsload -- --scenario grpc --rounds 10
 //! ```
 
-use std::{
-    io::Write as _,
-    process::ExitCode,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::{io::Write as _, process::ExitCode, time::Duration};
 
 use clap::{Parser, ValueEnum};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-    trace_service_server::{TraceService, TraceServiceServer},
-};
-use room619::observability::{TelemetryConfig, logging, tracing::Telemetry};
+use room619::observability::tracing::Telemetry;
 use room619_bench::{
     BoxError,
     load::{self, LoadSpec},
+    otlp::{self, Receiver},
     report::Summary,
     servers::{self, Server},
 };
 use tokio::runtime::Runtime;
-use tracing_subscriber::{EnvFilter, layer::SubscriberExt as _};
 
 /// Measures room619 with observability off and fully on.
 #[derive(Debug, Parser)]
@@ -82,37 +70,35 @@ enum Layers {
     Otel,
 }
 
+impl From<Layers> for otlp::Layers {
+    fn from(layers: Layers) -> Self {
+        match layers {
+            Layers::All => Self {
+                logs: true,
+                otel: true,
+            },
+            Layers::Metrics => Self {
+                logs: false,
+                otel: false,
+            },
+            Layers::Logs => Self {
+                logs: true,
+                otel: false,
+            },
+            Layers::Otel => Self {
+                logs: false,
+                otel: true,
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
     /// gRPC unary echo.
     Grpc,
     /// REST JSON echo.
     Rest,
-}
-
-/// The OTLP receiver: counts the spans exported to it.
-#[derive(Clone, Default)]
-struct Receiver {
-    spans: Arc<AtomicU64>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let spans: usize = request
-            .into_inner()
-            .resource_spans
-            .iter()
-            .flat_map(|resource| &resource.scope_spans)
-            .map(|scope| scope.spans.len())
-            .sum();
-        self.spans
-            .fetch_add(u64::try_from(spans).unwrap_or(u64::MAX), Ordering::Relaxed);
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
 }
 
 /// One node under test and what keeps its observability alive.
@@ -137,18 +123,18 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<(), BoxError> {
     let collector = runtime("bench-collector", None)?;
     let receiver = Receiver::default();
-    let endpoint = collector.block_on(serve_receiver(receiver.clone()))?;
+    let endpoint = collector.block_on(receiver.clone().serve())?;
     let load = runtime("bench-load", None)?;
     let mut targets = Vec::new();
     for (name, sampling) in [("off", None), ("on 0.1", Some(0.1)), ("on 1.0", Some(1.0))] {
         let telemetry = match sampling {
             None => None,
-            Some(ratio) => collector.block_on(async { telemetry(&endpoint, ratio) })?,
+            Some(ratio) => Some(collector.block_on(async { otlp::telemetry(&endpoint, ratio) })?),
         };
         let dispatch = telemetry
             .as_ref()
-            .and_then(|telemetry| subscriber(cli.layers, telemetry));
-        let runtime = runtime("bench-server", dispatch)?;
+            .and_then(|telemetry| otlp::subscriber(cli.layers.into(), telemetry));
+        let runtime = runtime(&format!("server {name}"), dispatch)?;
         let extra = if sampling.is_some() {
             ""
         } else {
@@ -186,7 +172,7 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
         }
         progress(&format!("round {}/{} done", round + 1, cli.rounds));
     }
-    report(cli, &targets, receiver.spans.load(Ordering::Relaxed))?;
+    report(cli, &targets, receiver.spans())?;
     for target in targets {
         if let Some(telemetry) = &target.telemetry
             && let Err(err) = telemetry.flush()
@@ -196,44 +182,6 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
         target.runtime.block_on(target.server.stop())?;
     }
     Ok(())
-}
-
-/// The subscriber of the `on` nodes' threads.
-fn subscriber(layers: Layers, telemetry: &Telemetry) -> Option<tracing::Dispatch> {
-    let (logs, otel) = match layers {
-        Layers::All => (true, true),
-        Layers::Metrics => return None,
-        Layers::Logs => (true, false),
-        Layers::Otel => (false, true),
-    };
-    Some(tracing::Dispatch::new(
-        tracing_subscriber::registry()
-            .with(EnvFilter::new("info"))
-            .with(otel.then(|| telemetry.layer()))
-            .with(logs.then(|| logging::json_layer(std::io::sink))),
-    ))
-}
-
-/// Serves the receiver on `127.0.0.1:0`; returns its URL.
-async fn serve_receiver(receiver: Receiver) -> Result<String, BoxError> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let incoming = tonic::transport::server::TcpIncoming::from(listener);
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(receiver))
-            .serve_with_incoming(incoming),
-    );
-    Ok(format!("http://{addr}"))
-}
-
-fn telemetry(endpoint: &str, ratio: f64) -> Result<Option<Telemetry>, BoxError> {
-    let config = TelemetryConfig {
-        otlp_endpoint: Some(endpoint.to_owned()),
-        sampling_ratio: ratio,
-        ..TelemetryConfig::default()
-    };
-    Ok(Telemetry::new(&config, "bench")?)
 }
 
 /// A one-worker runtime whose threads log and trace into `dispatch`.

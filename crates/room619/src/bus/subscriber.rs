@@ -155,9 +155,9 @@ fn process_span(spec: &Spec, labels: &BusLabels, message: &Message) -> tracing::
         otel.kind = "consumer",
         messaging.system = labels.messaging_system,
         messaging.operation.type = "process",
-        messaging.destination.name = %spec.subject,
-        service = %spec.owner,
-        method = %spec.subject,
+        messaging.destination.name = &*spec.subject,
+        service = &*spec.owner,
+        method = &*spec.subject,
     );
     trace_context::continue_from_bus(&span, message.headers());
     trace_context::record_ids(&span);

@@ -128,7 +128,7 @@ impl ClientObserver {
             rpc.system = "grpc",
             rpc.service = service,
             rpc.method = method,
-            peer.service = %self.peer,
+            peer.service = &*self.peer,
             transport,
         );
         trace_context::inject_http(&span, headers);
@@ -147,7 +147,7 @@ impl ClientObserver {
             otel.name = method_label(method),
             otel.kind = "client",
             http.request.method = method_label(method),
-            peer.service = %self.peer,
+            peer.service = &*self.peer,
             transport,
         );
         trace_context::inject_http(&span, headers);

@@ -145,6 +145,7 @@ where
         .with_span_list(false);
     fmt::layer()
         .json()
+        .fmt_fields(super::span_fields::SpanFields)
         .event_format(super::trace_ids::WithTraceIds(format))
         .with_writer(writer)
 }

@@ -21,6 +21,7 @@ pub mod logging;
 pub mod metrics;
 pub mod redact;
 pub(crate) mod server;
+mod span_fields;
 pub(crate) mod trace_context;
 mod trace_ids;
 #[cfg(feature = "otel")]

@@ -66,10 +66,22 @@ pub(crate) fn set_attribute(span: &Span, key: &'static str, value: i64) {
 /// Keeps the span's OpenTelemetry ids with it (a span extension, no
 /// `tracing` record), for the JSON log lines written inside it.
 pub(crate) fn record_ids(span: &Span) {
+    start(span, None, &[]);
+}
+
+/// Starts the span's OpenTelemetry span now (the sampler decides here) and
+/// keeps its ids with it, as [`record_ids`]. Only when it is sampled does it
+/// get its `name` and string `attributes`: an unsampled span, which is never
+/// exported, costs neither the layers nor the exporter anything for them.
+/// Returns whether the span is sampled (recording).
+pub(crate) fn start(span: &Span, name: Option<&str>, attributes: &[(&'static str, &str)]) -> bool {
     #[cfg(feature = "otel")]
-    otel::record_ids(span);
+    return otel::start(span, name, attributes);
     #[cfg(not(feature = "otel"))]
-    let _ = span;
+    {
+        let _ = (span, name, attributes);
+        false
+    }
 }
 
 /// A request span's OpenTelemetry ids, as a span extension; formatted (as
@@ -87,6 +99,7 @@ mod otel {
 
     use http::{HeaderMap, HeaderName, HeaderValue};
     use opentelemetry::{
+        KeyValue,
         propagation::{Extractor, Injector, TextMapCompositePropagator, TextMapPropagator},
         trace::TraceContextExt as _,
     };
@@ -120,15 +133,19 @@ mod otel {
         }
     }
 
-    pub(super) fn record_ids(span: &Span) {
+    pub(super) fn start(
+        span: &Span,
+        name: Option<&str>,
+        attributes: &[(&'static str, &str)],
+    ) -> bool {
         let Some(id) = span.id() else {
-            return;
+            return false;
         };
         let context = span.context();
         let otel_span = context.span();
         let span_context = otel_span.span_context();
         if !span_context.is_valid() {
-            return;
+            return false;
         }
         let ids = TraceIds {
             trace_id: span_context.trace_id(),
@@ -141,6 +158,18 @@ mod otel {
                 span.extensions_mut().insert(ids);
             }
         });
+        let sampled = otel_span.is_recording();
+        if sampled {
+            if let Some(name) = name {
+                otel_span.update_name(name.to_owned());
+            }
+            otel_span.set_attributes(
+                attributes
+                    .iter()
+                    .map(|&(key, value)| KeyValue::new(key, value.to_owned())),
+            );
+        }
+        sampled
     }
 
     pub(super) struct HttpHeaders<'a>(pub(super) &'a HeaderMap);

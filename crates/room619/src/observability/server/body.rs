@@ -39,6 +39,8 @@ struct Started {
     route: Route,
     since: Instant,
     span: Span,
+    /// Whether the span is exported (its status is worth recording).
+    sampled: bool,
 }
 
 enum Route {
@@ -53,6 +55,7 @@ impl Pending {
             route: Route::Grpc(route),
             since: started,
             span: Span::none(),
+            sampled: false,
         }))
     }
 
@@ -62,13 +65,16 @@ impl Pending {
             route: Route::Http(route),
             since: started,
             span: Span::none(),
+            sampled: false,
         }))
     }
 
-    /// Keeps `span` open until the request is finished.
-    pub(super) fn with_span(mut self, span: Span) -> Self {
+    /// Keeps `span` open until the request is finished; a `sampled` span
+    /// gets the status as an attribute.
+    pub(super) fn with_span(mut self, span: Span, sampled: bool) -> Self {
         if let Some(started) = &mut self.0 {
             started.span = span;
+            started.sampled = sampled;
         }
         self
     }
@@ -90,6 +96,7 @@ impl Pending {
             route,
             since,
             span,
+            sampled,
         }) = self.0.take()
         else {
             return;
@@ -97,13 +104,17 @@ impl Pending {
         let elapsed = since.elapsed();
         match route {
             Route::Grpc(route) => {
-                trace_context::set_attribute(&span, "rpc.grpc.status_code", grpc_code.into());
+                if sampled {
+                    trace_context::set_attribute(&span, "rpc.grpc.status_code", grpc_code.into());
+                }
                 if let Some(metrics) = &shared.metrics {
                     metrics.grpc_finished(&route.labels, &route.metrics, grpc_code, elapsed);
                 }
             }
             Route::Http(route) => {
-                trace_context::set_attribute(&span, "http.response.status_code", status.into());
+                if sampled {
+                    trace_context::set_attribute(&span, "http.response.status_code", status.into());
+                }
                 if let Some(metrics) = &shared.metrics {
                     metrics.http_finished(&route.labels, &route.metrics, status, elapsed);
                 }

@@ -24,7 +24,7 @@ use std::{
 };
 
 use axum::{body::Body, extract::MatchedPath};
-use http::{HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderValue, Request, Response};
 use tracing::Span;
 
 pub(crate) use layer::ObserveLayer;
@@ -85,10 +85,11 @@ where
             let id = request_id(&mut request);
             (id.clone(), Some(id))
         };
-        let (span, pending) = match &self.shared.protocol {
+        let (span, sampled, pending) = match &self.shared.protocol {
             Protocol::Grpc(routes) => {
                 let route = routes.resolve(request.uri().path());
-                (grpc_span(&route, &request_id), self.grpc(route, started))
+                let (span, sampled) = grpc_span(&route, &request_id, request.headers());
+                (span, sampled, self.grpc(route, started))
             }
             Protocol::Http(owners) => {
                 let route = owners.resolve(
@@ -98,12 +99,11 @@ where
                         .get::<MatchedPath>()
                         .map(MatchedPath::as_str),
                 );
-                (http_span(&route, &request_id), self.http(route, started))
+                let (span, sampled) = http_span(&route, &request_id, request.headers());
+                (span, sampled, self.http(route, started))
             }
         };
-        trace_context::continue_from_http(&span, request.headers());
-        trace_context::record_ids(&span);
-        let pending = pending.with_span(span.clone());
+        let pending = pending.with_span(span.clone(), sampled);
         let inner = {
             let _entered = span.enter();
             self.inner.call(request)
@@ -128,31 +128,49 @@ impl<S> Observe<S> {
     }
 }
 
-fn grpc_span(route: &GrpcRoute, request_id: &HeaderValue) -> Span {
-    tracing::info_span!(
+/// The server span of a gRPC call, continuing the caller's trace, and
+/// whether it is sampled. The `tracing` fields are what log lines need; the
+/// OpenTelemetry name and semantic attributes are set on sampled spans only.
+fn grpc_span(route: &GrpcRoute, request_id: &HeaderValue, headers: &HeaderMap) -> (Span, bool) {
+    let span = tracing::info_span!(
         "rpc.server",
-        otel.name = %route.name,
         otel.kind = "server",
-        rpc.system = "grpc",
-        rpc.service = %route.labels.service,
-        rpc.method = %route.labels.method,
-        service = %route.owner,
-        method = %route.name,
+        service = &*route.owner,
+        method = &*route.name,
         request_id = request_id.to_str().unwrap_or_default(),
-    )
+    );
+    trace_context::continue_from_http(&span, headers);
+    let sampled = trace_context::start(
+        &span,
+        Some(&route.name),
+        &[
+            ("rpc.system", route.labels.system),
+            ("rpc.service", &route.labels.service),
+            ("rpc.method", &route.labels.method),
+        ],
+    );
+    (span, sampled)
 }
 
-fn http_span(route: &HttpRoute, request_id: &HeaderValue) -> Span {
-    tracing::info_span!(
+/// The server span of an HTTP request, as [`grpc_span`].
+fn http_span(route: &HttpRoute, request_id: &HeaderValue, headers: &HeaderMap) -> (Span, bool) {
+    let span = tracing::info_span!(
         "http.server",
-        otel.name = %route.name,
         otel.kind = "server",
-        http.request.method = route.labels.http_request_method,
-        http.route = %route.labels.http_route,
-        service = %route.owner,
-        method = %route.name,
+        service = &*route.owner,
+        method = &*route.name,
         request_id = request_id.to_str().unwrap_or_default(),
-    )
+    );
+    trace_context::continue_from_http(&span, headers);
+    let sampled = trace_context::start(
+        &span,
+        Some(&route.name),
+        &[
+            ("http.request.method", route.labels.http_request_method),
+            ("http.route", &route.labels.http_route),
+        ],
+    );
+    (span, sampled)
 }
 
 /// The caller's request id when it is sane (visible ASCII, at most
