@@ -200,6 +200,15 @@ impl OutgoingMessage {
         &mut self.headers
     }
 
+    /// The subject, when it lives as long as the program (it was given as a
+    /// `&'static str`).
+    pub(crate) fn static_subject(&self) -> Option<&'static str> {
+        match self.subject {
+            Cow::Borrowed(subject) => Some(subject),
+            Cow::Owned(_) => None,
+        }
+    }
+
     pub(crate) fn into_parts(self) -> (Cow<'static, str>, Bytes, Headers) {
         (self.subject, self.payload, self.headers)
     }

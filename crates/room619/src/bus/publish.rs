@@ -48,7 +48,10 @@ pub(super) fn prepare(backend: &Backend, mut message: OutgoingMessage) -> Prepar
 }
 
 fn check(message: &OutgoingMessage) -> Result<()> {
-    subject::check_publish(message.subject())?;
+    match message.static_subject() {
+        Some(subject) => subject::check_static_publish(subject)?,
+        None => subject::check_publish(message.subject())?,
+    }
     message.headers().check()
 }
 

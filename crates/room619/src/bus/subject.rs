@@ -5,6 +5,8 @@
 //! exactly one token, `>` (last token only) matches one or more. A publish
 //! subject has none.
 
+use std::cell::Cell;
+
 use crate::{Error, Result};
 
 /// Checks a subject to publish to: non-empty tokens, no wildcards, no
@@ -23,6 +25,29 @@ pub(crate) fn check_publish(subject: &str) -> Result<()> {
     } else {
         check_publish_closely(subject)
     }
+}
+
+/// [`check_publish`] for a subject that lives as long as the program (a
+/// string literal, most often): the last one found good on this thread is
+/// remembered by address and length, so publishing to the same constant
+/// subject again checks nothing. A `&'static str` never changes, so the same
+/// address and length are the same, already checked, subject.
+///
+/// # Errors
+///
+/// As [`check_publish`].
+#[inline]
+pub(crate) fn check_static_publish(subject: &'static str) -> Result<()> {
+    thread_local! {
+        static LAST_GOOD: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+    }
+    let key = (subject.as_ptr().addr(), subject.len());
+    if LAST_GOOD.with(Cell::get) == key {
+        return Ok(());
+    }
+    check_publish(subject)?;
+    LAST_GOOD.with(|last| last.set(key));
+    Ok(())
 }
 
 /// [`check_publish`] for a subject that is not plain ASCII tokens.
@@ -191,6 +216,25 @@ impl Pattern {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn static_subjects_are_remembered_only_when_good() {
+        const GOOD: &str = "orders.created";
+        const BAD: &str = "orders.*";
+        const EMPTY_TOKEN: &str = "orders..created";
+        for _ in 0..3 {
+            assert!(check_static_publish(GOOD).is_ok());
+            // A refused subject is never remembered: refused every time.
+            let refused = check_static_publish(BAD).unwrap_err();
+            assert!(refused.to_string().contains("wildcards"), "{refused}");
+            assert!(check_static_publish(EMPTY_TOKEN).is_err());
+        }
+        // Remembered by address and length: a prefix of a good subject at the
+        // same address is checked on its own.
+        assert!(check_static_publish(GOOD).is_ok());
+        assert!(check_static_publish(&GOOD[..7]).is_err());
+        assert!(check_static_publish("").is_err());
+    }
 
     #[test]
     fn wildcards_match_whole_tokens() {

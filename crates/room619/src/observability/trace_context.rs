@@ -42,8 +42,12 @@ pub(crate) fn continue_from_bus(span: &Span, headers: &Headers) {
 /// Writes the current span's trace context into a message's `headers`,
 /// unless they already carry one.
 pub(crate) fn inject_bus(headers: &mut Headers) {
+    // With no `tracing` subscriber (or one that records nothing) there is no
+    // span, and no context: one atomic load says so.
     #[cfg(feature = "otel")]
-    if headers.get(TRACEPARENT).is_none() {
+    if tracing::level_filters::LevelFilter::current() != tracing::level_filters::LevelFilter::OFF
+        && headers.get(TRACEPARENT).is_none()
+    {
         let span = Span::current();
         // Outside any span (or in a disabled one) there is no context to send.
         if !span.is_none() {
