@@ -8,7 +8,9 @@
 //! serialized through an `io::Write` adaptor (which checks UTF-8 on every
 //! write): about 16 000 instructions for a request span's eight fields, the
 //! largest single cost of observability on a request. This writes the same
-//! object (same keys, same values, escaped the same way) in one pass.
+//! object (same values, escaped the same way) in one pass, without the
+//! `otel.*` fields: they direct the OpenTelemetry layer and are not log
+//! content.
 
 use std::fmt::{self, Write as _};
 

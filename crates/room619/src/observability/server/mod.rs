@@ -4,11 +4,12 @@
 //! Per request it reads the [`RequestId`] the request-id layer outside it
 //! put in the extensions (without one, it takes the caller's
 //! `x-request-id` or makes one, and returns it on the answer), continues the caller's W3C trace context,
-//! opens a server span with the OpenTelemetry semantic attributes
-//! (`rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`;
-//! `http.request.method`, `http.route`, `http.response.status_code`) plus
-//! `service`, `method`, `request_id`, `trace_id` and `span_id` for log
-//! lines, and counts, times and gauges the request. A gRPC call ends with
+//! opens a server span carrying `service`, `method`, `request_id`,
+//! `trace_id` and `span_id` for log lines, gives it, when it is sampled, its
+//! name and the OpenTelemetry semantic attributes (`rpc.system`,
+//! `rpc.service`, `rpc.method`, `rpc.grpc.status_code`;
+//! `http.request.method`, `http.route`, `http.response.status_code`), and
+//! counts, times and gauges the request. A gRPC call ends with
 //! its last body frame (the status is in the trailers); an HTTP request
 //! with its response head. Header values are never recorded.
 
