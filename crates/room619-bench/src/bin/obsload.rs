@@ -72,24 +72,13 @@ enum Layers {
 
 impl From<Layers> for otlp::Layers {
     fn from(layers: Layers) -> Self {
-        match layers {
-            Layers::All => Self {
-                logs: true,
-                otel: true,
-            },
-            Layers::Metrics => Self {
-                logs: false,
-                otel: false,
-            },
-            Layers::Logs => Self {
-                logs: true,
-                otel: false,
-            },
-            Layers::Otel => Self {
-                logs: false,
-                otel: true,
-            },
-        }
+        let (logs, otel) = match layers {
+            Layers::All => (true, true),
+            Layers::Metrics => (false, false),
+            Layers::Logs => (true, false),
+            Layers::Otel => (false, true),
+        };
+        Self { logs, otel }
     }
 }
 

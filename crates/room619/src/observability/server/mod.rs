@@ -140,10 +140,10 @@ fn grpc_span(route: &GrpcRoute, request_id: &HeaderValue, headers: &HeaderMap) -
         method = &*route.name,
         request_id = request_id.to_str().unwrap_or_default(),
     );
-    trace_context::continue_from_http(&span, headers);
-    let sampled = trace_context::start(
+    let sampled = start(
         &span,
-        Some(&route.name),
+        headers,
+        &route.name,
         &[
             ("rpc.system", route.labels.system),
             ("rpc.service", &route.labels.service),
@@ -162,16 +162,29 @@ fn http_span(route: &HttpRoute, request_id: &HeaderValue, headers: &HeaderMap) -
         method = &*route.name,
         request_id = request_id.to_str().unwrap_or_default(),
     );
-    trace_context::continue_from_http(&span, headers);
-    let sampled = trace_context::start(
+    let sampled = start(
         &span,
-        Some(&route.name),
+        headers,
+        &route.name,
         &[
             ("http.request.method", route.labels.http_request_method),
             ("http.route", &route.labels.http_route),
         ],
     );
     (span, sampled)
+}
+
+/// Continues the caller's trace named in `headers` and starts the span's
+/// OpenTelemetry span, named `name` with `attributes` when it is sampled;
+/// returns whether it is.
+fn start(
+    span: &Span,
+    headers: &HeaderMap,
+    name: &str,
+    attributes: &[(&'static str, &str)],
+) -> bool {
+    trace_context::continue_from_http(span, headers);
+    trace_context::start(span, Some(name), attributes)
 }
 
 /// The caller's request id when it is sane (visible ASCII, at most
