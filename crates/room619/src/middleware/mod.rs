@@ -3,13 +3,13 @@
 //!
 //! # The chain
 //!
-//! Every request a node serves passes, outermost first:
+//! Every request a node serves passes, outermost first (on the HTTP side,
+//! CORS and compression ([`http`], opt-in) go around it all):
 //!
 //! 1. [`RequestIdLayer`]: the `x-request-id` of the request (kept when sane,
 //!    generated otherwise), in the extensions, the response and a `request`
 //!    span;
 //! 2. [`SensitiveHeadersLayer`]: credentials marked so they never print;
-//!    on the HTTP side, CORS and compression ([`http`], opt-in);
 //! 3. tracing and metrics (the observability layers);
 //! 4. load shedding / concurrency limits, when configured;
 //! 5. the deadline (`grpc-timeout`, `x-request-timeout`) and body limits
@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 pub use request_id::{RequestId, RequestIdLayer};
 
 /// Auth (when configured), then rate limiting.
-type GuardLayers = tower::layer::util::Stack<
+pub(crate) type GuardLayers = tower::layer::util::Stack<
     RateLimitLayer,
     tower::layer::util::Stack<
         tower::util::Either<AuthLayer, tower::layer::util::Identity>,
@@ -125,14 +125,8 @@ impl NodeMiddleware {
         })
     }
 
-    /// Puts auth and rate limiting (in that order) around `router`'s routes,
-    /// as one layer: axum boxes every `Router::layer` per request.
-    pub(crate) fn guard(&self, router: Router) -> Router {
-        router.layer(self.guard_layers())
-    }
-
-    /// Auth and rate limiting (in that order), to stack with other layers
-    /// in one `Router::layer`.
+    /// Auth and rate limiting (in that order), to stack with a route's
+    /// other layers.
     pub(crate) fn guard_layers(&self) -> tower::ServiceBuilder<GuardLayers> {
         let auth = self.auth.as_ref().map(|(authenticator, table, _)| {
             AuthLayer::new(Arc::clone(authenticator), table.clone())
@@ -142,20 +136,14 @@ impl NodeMiddleware {
             .layer(RateLimitLayer::new(Arc::clone(&self.limiter)))
     }
 
-    /// The HTTP-only outer layers: compression and CORS (`[http]`), then
-    /// the edge.
-    pub(crate) fn http_edge(&self, router: Router) -> Router {
-        Self::edge(self.http.apply(router))
-    }
-
-    /// Puts the outermost layers (request id, then sensitive headers)
-    /// around `router`, as one layer.
-    pub(crate) fn edge(router: Router) -> Router {
-        router.layer(Self::edge_layers())
+    /// The HTTP-only layers around a whole router: compression, then CORS
+    /// (outermost), when `[http]` turns them on.
+    pub(crate) fn http_layers(&self, router: Router) -> Router {
+        self.http.apply(router)
     }
 
     /// The outermost layers (request id, then sensitive headers), to stack
-    /// with others in one `Router::layer`.
+    /// with a route's other layers.
     pub(crate) fn edge_layers() -> tower::ServiceBuilder<
         tower::layer::util::Stack<
             SensitiveHeadersLayer,
@@ -165,12 +153,6 @@ impl NodeMiddleware {
         tower::ServiceBuilder::new()
             .layer(RequestIdLayer::new())
             .layer(SensitiveHeadersLayer::new())
-    }
-
-    /// Whether `[http]` adds layers (CORS, compression) between the edge
-    /// and tracing.
-    pub(crate) fn has_http_layers(&self) -> bool {
-        self.http.compression || self.http.cors.is_some()
     }
 
     /// The node's rate limiter, for run-time updates.

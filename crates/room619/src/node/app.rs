@@ -2,13 +2,15 @@
 
 use std::{collections::HashSet, sync::Arc};
 
-use axum::{Extension, Router};
-use tonic::service::RoutesBuilder;
+use axum::{Extension, Router, handler::Handler as _};
 use tonic_health::{
     pb::health_server::HealthServer,
     server::{HealthReporter, HealthService},
 };
-use tower::ServiceBuilder;
+use tower::{
+    ServiceBuilder,
+    layer::util::{Identity, Stack},
+};
 
 use super::{
     health::{LIVE_PATH, READY_PATH, Readiness},
@@ -17,7 +19,7 @@ use super::{
 use crate::{
     Error, Result,
     config::{Config, Limits},
-    middleware::NodeMiddleware,
+    middleware::{NodeMiddleware, RequestIdLayer, SensitiveHeadersLayer},
     observability::{
         metrics::{self, METRICS_PATH, Metrics},
         server::{GrpcRoutes, HttpOwners, ObserveLayer},
@@ -25,12 +27,11 @@ use crate::{
     rpc::{
         ProtocolSplit,
         client::LocalRouters,
-        deadline::DeadlineLayer,
-        grpc::{LimitedMessages, MessageLimitLayer},
+        grpc::GrpcLayers,
         http::{HttpEdgeLayer, RouteTable, not_found},
         shed::LoadShedLayer,
     },
-    service::{Registry, Service, ServiceContext, TrackLayer},
+    service::{GrpcService, Registry, Service, ServiceContext, TrackLayer},
 };
 
 /// The owner named when a service's route collides with an admin route.
@@ -84,17 +85,13 @@ pub(crate) fn assemble(
     let health_service = HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
 
     let GrpcAssembly {
-        routes: grpc,
+        services: grpc,
         names: grpc_names,
         descriptor_sets,
     } = grpc_routes(hosted, health_service, &mut grpc_owners)?;
     let limits = &config.limits;
     let grpc_observe =
         ObserveLayer::grpc(GrpcRoutes::new(&grpc_owners, &descriptor_sets), measured);
-    // Its message limits and auth and rate limiting join the outer layers
-    // (`grpc_outer`): tonic's router answers unknown methods with a
-    // fallback, so those layers see every call either way.
-    let grpc_router = grpc.routes().into_axum_router();
 
     // HTTP: every hosted route, checked for conflicts before axum sees it.
     let readiness = match existing {
@@ -110,42 +107,32 @@ pub(crate) fn assemble(
         ),
     };
     let mut table = RouteTable::default();
-    let mut http = Router::new();
     let route_names = measured.map_or_else(Default::default, |m| m.server().routes.clone());
     let mut owners = HttpOwners::new(node_name, route_names.clone());
-    let admin_router = || admin_routes(&readiness, measured);
     if !separate_admin {
         table.claim(ADMIN_OWNER, LIVE_PATH)?;
         table.claim(ADMIN_OWNER, READY_PATH)?;
         table.claim(ADMIN_OWNER, REGISTRY_PATH)?;
         table.claim(ADMIN_OWNER, METRICS_PATH)?;
-        http = http.merge(middleware.guard(admin_router()));
     }
+    let mut hosted_routes = Vec::with_capacity(hosted.len());
     for Hosted { service, ctx } in hosted {
         let routes = service.routes();
         table.add(ctx.name(), &routes)?;
-        // Auth and rate limiting, tracking and the context as one layer:
-        // axum boxes every layer of a route per request. (The fallback is
-        // not guarded: an unknown path is a 404 whoever asks.)
-        let per_route = ServiceBuilder::new()
-            .layer(middleware.guard_layers())
-            .layer(TrackLayer::new(
-                ctx.in_flight().clone(),
-                ctx.descriptor().clone(),
-            ))
-            .layer(Extension(ctx.clone()));
-        for (path, handler) in routes.http {
-            owners.add_route(&path, ctx.name());
-            let handler = handler.layer::<_, std::convert::Infallible>(per_route.clone());
-            http = http.route(&path, handler);
+        for (path, _) in &routes.http {
+            owners.add_route(path, ctx.name());
         }
-        for (prefix, nested) in routes.nested {
-            owners.add_nested(&prefix, ctx.name());
-            http = http.nest(&prefix, nested.layer(per_route.clone()));
+        for (prefix, _) in &routes.nested {
+            owners.add_nested(prefix, ctx.name());
         }
+        hosted_routes.push(HostedRoutes {
+            ctx,
+            http: routes.http,
+            nested: routes.nested,
+        });
     }
     let observe = ObserveLayer::http(owners, measured);
-    let http = http.fallback(not_found);
+    let admin_router = || admin_routes(&readiness, measured);
     let admin = separate_admin.then(|| {
         let unimplemented = tonic::service::Routes::default().into_axum_router();
         let observe = ObserveLayer::http(HttpOwners::new(node_name, route_names), measured);
@@ -156,12 +143,34 @@ pub(crate) fn assemble(
         );
         ProtocolSplit::new(unimplemented, admin)
     });
-    let (local, grpc_router, http) = layered(
-        &middleware,
-        (grpc_router, http),
-        (&grpc_observe, &observe),
-        limits,
-    );
+    // The network path sheds load (one per-node limit over both routers);
+    // colocated clients call the same stack without it: an in-process call
+    // is part of a request already admitted.
+    let shed = LoadShedLayer::new(limits.max_concurrent_requests);
+    let unshed = LoadShedLayer::new(usize::MAX);
+    let shared_admin = (!separate_admin).then(admin_router);
+    let http_with = |shed| {
+        let layers = HttpLayers {
+            outer: http_outer(&observe, shed, limits),
+            middleware: &middleware,
+        };
+        layers.router(&hosted_routes, shared_admin.clone())
+    };
+    let (http, local_http) = (http_with(&shed), http_with(&unshed));
+    // (`with_state` finishes every handler's route once, as `ProtocolSplit`
+    // does for the network path.)
+    let local = LocalRouters {
+        grpc: grpc
+            .router(&GrpcLayers::new(
+                &middleware,
+                &grpc_observe,
+                &unshed,
+                limits,
+            ))
+            .with_state(()),
+        http: local_http.with_state(()),
+    };
+    let grpc_router = grpc.router(&GrpcLayers::new(&middleware, &grpc_observe, &shed, limits));
     Ok(Assembled {
         local,
         main: ProtocolSplit::new(grpc_router, http),
@@ -190,120 +199,109 @@ fn middleware_for(
     }
 }
 
-/// The routers' outer layers: what colocated clients call, and what the
-/// network path serves (`(local, grpc, http)`).
-fn layered(
-    middleware: &NodeMiddleware,
-    (grpc_router, http): (Router, Router),
-    (grpc_observe, observe): (&ObserveLayer, &ObserveLayer),
-    limits: &Limits,
-) -> (LocalRouters, Router, Router) {
-    // Colocated clients call the same stack, minus load shedding: an
-    // in-process call is part of a request already admitted, so its shed
-    // layer is its own and holds as many permits as a semaphore can.
-    let unshed = LoadShedLayer::new(usize::MAX);
-    // (`with_state` finishes every handler's route once, as `ProtocolSplit`
-    // does for the network path.)
-    let local = LocalRouters {
-        grpc: grpc_outer(
-            middleware,
-            grpc_router.clone(),
-            grpc_observe,
-            &unshed,
-            limits,
-        )
-        .with_state(()),
-        http: http_outer(middleware, http.clone(), observe, &unshed, limits).with_state(()),
-    };
-    // The network path, outermost first: request id and sensitive headers,
-    // tracing and metrics, load shedding (one per-node limit over both
-    // routers), deadline (and HTTP body limits), auth, rate limit, handler.
-    let shed = LoadShedLayer::new(limits.max_concurrent_requests);
-    let grpc_router = grpc_outer(middleware, grpc_router, grpc_observe, &shed, limits);
-    let http = http_outer(middleware, http, observe, &shed, limits);
-    (local, grpc_router, http)
+/// A hosted service's HTTP routes and nested routers.
+struct HostedRoutes<'a> {
+    ctx: &'a ServiceContext,
+    http: Vec<(String, axum::routing::MethodRouter)>,
+    nested: Vec<(String, Router)>,
 }
 
-/// The gRPC router's layers (request id, sensitive headers, tracing and
-/// metrics, load shedding, deadline, message limits, auth, rate limit) as
-/// one `Router::layer`: axum boxes and clones every request once per layer.
-fn grpc_outer(
-    middleware: &NodeMiddleware,
-    grpc: Router,
-    observe: &ObserveLayer,
-    shed: &LoadShedLayer,
-    limits: &Limits,
-) -> Router {
-    grpc.layer(
-        ServiceBuilder::new()
-            .layer(NodeMiddleware::edge_layers())
-            .layer(observe.clone())
-            .layer(shed.clone())
-            .layer(DeadlineLayer::grpc())
-            .map_response(limited_body)
-            .layer(MessageLimitLayer::new(
-                limits.grpc_max_decode_message_size,
-                limits.grpc_max_encode_message_size,
-            ))
-            .layer(middleware.guard_layers()),
-    )
-}
+/// The outer layers of every HTTP route: request id, sensitive headers,
+/// tracing and metrics, load shedding, body limits and deadline.
+type HttpOuter = ServiceBuilder<
+    Stack<
+        HttpEdgeLayer,
+        Stack<
+            LoadShedLayer,
+            Stack<ObserveLayer, Stack<SensitiveHeadersLayer, Stack<RequestIdLayer, Identity>>>,
+        >,
+    >,
+>;
 
-/// A gRPC answer whose messages are limited, as axum's body.
-fn limited_body(
-    response: http::Response<LimitedMessages<axum::body::Body>>,
-) -> http::Response<axum::body::Body> {
-    response.map(axum::body::Body::new)
-}
-
-/// The HTTP router's outer layers (request id, sensitive headers, CORS and
-/// compression, tracing and metrics, load shedding, body limits and
-/// deadline): one `Router::layer` without CORS and compression, two with.
-fn http_outer(
-    middleware: &NodeMiddleware,
-    http: Router,
-    observe: &ObserveLayer,
-    shed: &LoadShedLayer,
-    limits: &Limits,
-) -> Router {
-    let inner = ServiceBuilder::new()
+fn http_outer(observe: &ObserveLayer, shed: &LoadShedLayer, limits: &Limits) -> HttpOuter {
+    NodeMiddleware::edge_layers()
         .layer(observe.clone())
         .layer(shed.clone())
-        .layer(http_edge(limits));
-    if middleware.has_http_layers() {
-        middleware.http_edge(http.layer(inner))
-    } else {
-        http.layer(
-            ServiceBuilder::new()
-                .layer(NodeMiddleware::edge_layers())
-                .layer(inner),
-        )
+        .layer(http_edge(limits))
+}
+
+/// How the HTTP router of a listener (or of colocated clients) is layered.
+struct HttpLayers<'a> {
+    outer: HttpOuter,
+    middleware: &'a NodeMiddleware,
+}
+
+impl HttpLayers<'_> {
+    /// Every hosted route (and the admin routes), each with all its layers as
+    /// one: axum boxes every layer of a route, and every `Router::layer`,
+    /// once per request. Outermost first: the outer layers, then auth and
+    /// rate limiting, in-flight tracking and the service's context. The
+    /// 404 fallback has the outer layers only (an unknown path is a 404
+    /// whoever asks); CORS and compression, when configured, go around it
+    /// all.
+    fn router(&self, hosted: &[HostedRoutes<'_>], admin: Option<Router>) -> Router {
+        let mut http = Router::new();
+        if let Some(admin) = admin {
+            http = http.merge(
+                admin.layer(
+                    ServiceBuilder::new()
+                        .layer(self.outer.clone())
+                        .layer(self.middleware.guard_layers()),
+                ),
+            );
+        }
+        for HostedRoutes {
+            ctx,
+            http: routes,
+            nested,
+        } in hosted
+        {
+            let layers = ServiceBuilder::new()
+                .layer(self.outer.clone())
+                .layer(self.middleware.guard_layers())
+                .layer(TrackLayer::new(
+                    ctx.in_flight().clone(),
+                    ctx.descriptor().clone(),
+                ))
+                .layer(Extension((*ctx).clone()));
+            for (path, handler) in routes {
+                let handler = handler
+                    .clone()
+                    .layer::<_, std::convert::Infallible>(layers.clone());
+                http = http.route(path, handler);
+            }
+            for (prefix, nested) in nested {
+                http = http.nest(prefix, nested.clone().layer(layers.clone()));
+            }
+        }
+        let fallback = not_found.layer(self.outer.clone());
+        self.middleware.http_layers(http.fallback(fallback))
     }
 }
 
 /// The gRPC side of a node, before its layers.
 struct GrpcAssembly {
-    routes: RoutesBuilder,
+    services: GrpcServices,
     /// What gRPC health answers for.
     names: Vec<String>,
     descriptor_sets: Vec<&'static [u8]>,
 }
 
-/// Every hosted tonic service, then health and reflection: the routes, the
-/// names gRPC health answers for, and the descriptor sets. Adds each gRPC
-/// service and its room619 owner to `owners`.
+/// Every hosted tonic service, then health and reflection: the services,
+/// the names gRPC health answers for, and the descriptor sets. Adds each
+/// gRPC service and its room619 owner to `owners`.
 fn grpc_routes(
     hosted: &[Hosted],
     health_service: HealthServer<HealthService>,
     owners: &mut Vec<(String, String)>,
 ) -> Result<GrpcAssembly> {
-    let mut grpc = RoutesBuilder::default();
+    let mut services = Vec::new();
     let mut grpc_names: Vec<String> = Vec::new();
     let mut seen: HashSet<&str> = HashSet::new();
     let mut descriptor_sets = vec![tonic_health::pb::FILE_DESCRIPTOR_SET];
     for Hosted { service, ctx } in hosted {
         let routes = service.routes();
-        for grpc_service in &routes.grpc {
+        for grpc_service in routes.grpc {
             if !seen.insert(grpc_service.name()) {
                 return Err(Error::invalid_argument(format!(
                     "service `{}`: gRPC service `{}` is served by another service on this node",
@@ -311,9 +309,9 @@ fn grpc_routes(
                     grpc_service.name()
                 )));
             }
-            grpc_service.add_to(&mut grpc, ctx);
             owners.push((grpc_service.name().to_owned(), ctx.name().to_owned()));
             grpc_names.push(grpc_service.name().to_owned());
+            services.push((grpc_service, Some(ctx.clone())));
         }
         descriptor_sets.extend(routes.file_descriptor_sets);
         grpc_names.push(ctx.name().to_owned());
@@ -324,14 +322,30 @@ fn grpc_routes(
     let reflection_v1alpha = reflection(&descriptor_sets)
         .build_v1alpha()
         .map_err(|err| Error::invalid_argument(format!("gRPC reflection: {err}")))?;
-    grpc.add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
+    services.extend([
+        (GrpcService::new(health_service), None),
+        (GrpcService::new(reflection_v1), None),
+        (GrpcService::new(reflection_v1alpha), None),
+    ]);
     Ok(GrpcAssembly {
-        routes: grpc,
+        services: GrpcServices(services),
         names: grpc_names,
         descriptor_sets,
     })
+}
+
+/// A node's tonic services, each with the context of the service hosting it.
+struct GrpcServices(Vec<(GrpcService, Option<ServiceContext>)>);
+
+impl GrpcServices {
+    /// Every service with `layers` in its route, and `UNIMPLEMENTED` for
+    /// any other path (through the same layers, so they see every call).
+    fn router(&self, layers: &GrpcLayers) -> Router {
+        let router = self.0.iter().fold(Router::new(), |router, (service, ctx)| {
+            service.mount(router, layers, ctx.as_ref())
+        });
+        layers.unimplemented(router)
+    }
 }
 
 /// The gRPC services every node serves (health, reflection), owned by the node.

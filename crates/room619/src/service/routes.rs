@@ -3,11 +3,12 @@
 use std::{convert::Infallible, fmt, sync::Arc};
 
 use axum::{Router, routing::MethodRouter};
-use tonic::{body::Body, server::NamedService, service::RoutesBuilder};
+use tonic::{body::Body, server::NamedService};
 
 use super::{ServiceContext, context::WithContext};
+use crate::rpc::grpc::GrpcLayers;
 
-type AddGrpc = dyn Fn(&mut RoutesBuilder, &ServiceContext) + Send + Sync;
+type MountGrpc = dyn Fn(Router, &GrpcLayers, Option<&ServiceContext>) -> Router + Send + Sync;
 
 /// A tonic server a node can mount: what `tonic-build` generates as
 /// `FooServer<T>` (any tower service of the same shape with a gRPC name).
@@ -44,7 +45,7 @@ impl<S> GrpcServer for S where
 #[derive(Clone)]
 pub struct GrpcService {
     name: &'static str,
-    add: Arc<AddGrpc>,
+    mount: Arc<MountGrpc>,
 }
 
 impl GrpcService {
@@ -52,8 +53,13 @@ impl GrpcService {
     pub fn new<S: GrpcServer>(service: S) -> Self {
         Self {
             name: S::NAME,
-            add: Arc::new(move |routes, ctx| {
-                routes.add_service(WithContext::new(service.clone(), ctx.clone()));
+            mount: Arc::new(move |router, layers, ctx| match ctx {
+                Some(ctx) => layers.mount(
+                    router,
+                    S::NAME,
+                    WithContext::new(service.clone(), ctx.clone()),
+                ),
+                None => layers.mount(router, S::NAME, service.clone()),
             }),
         }
     }
@@ -64,8 +70,15 @@ impl GrpcService {
         self.name
     }
 
-    pub(crate) fn add_to(&self, routes: &mut RoutesBuilder, ctx: &ServiceContext) {
-        (self.add)(routes, ctx);
+    /// Serves it on `router` with `layers`, and with the context of the
+    /// service that hosts it (none for the node's own: health, reflection).
+    pub(crate) fn mount(
+        &self,
+        router: Router,
+        layers: &GrpcLayers,
+        ctx: Option<&ServiceContext>,
+    ) -> Router {
+        (self.mount)(router, layers, ctx)
     }
 }
 

@@ -16,6 +16,7 @@
 
 mod body;
 mod frame;
+mod mount;
 mod status;
 
 use std::{
@@ -26,6 +27,7 @@ use std::{
 
 pub use body::{Direction, LimitedMessages};
 use http::{Request, Response};
+pub(crate) use mount::GrpcLayers;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
