@@ -43,8 +43,19 @@ pub(super) fn prepare(backend: &Backend, mut message: OutgoingMessage) -> Prepar
             Err(error) => Prepared::Refused(error),
         },
         #[cfg(feature = "nats")]
-        Backend::JetStream(bus) => Prepared::JetStream(Box::pin(bus.publish(message))),
+        Backend::JetStream(bus) => Prepared::JetStream(jetstream(bus, message)),
     }
+}
+
+/// The retrying JetStream publish, boxed out of line: built in `prepare`,
+/// its large future would size that function's frame for every backend.
+#[cfg(feature = "nats")]
+#[inline(never)]
+fn jetstream(
+    bus: &super::jetstream::JetStreamBus,
+    message: OutgoingMessage,
+) -> futures_util::future::BoxFuture<'_, Result<()>> {
+    Box::pin(bus.publish(message))
 }
 
 fn check(message: &OutgoingMessage) -> Result<()> {
