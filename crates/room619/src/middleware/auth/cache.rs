@@ -9,6 +9,7 @@
 
 use std::{
     collections::HashMap,
+    hash::{BuildHasher, Hasher, RandomState},
     sync::RwLock,
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -18,9 +19,40 @@ use super::Principal;
 /// The most tokens remembered.
 const MAX_ENTRIES: usize = 10_000;
 
+/// How many bytes at the end of a token its hash covers.
+const HASHED_TAIL: usize = 16;
+
 #[derive(Debug, Default)]
 pub(crate) struct TokenCache {
-    entries: RwLock<HashMap<String, (Principal, u64)>>,
+    entries: RwLock<HashMap<String, (Principal, u64), BySignature>>,
+}
+
+/// Hashes a token by its last [`HASHED_TAIL`] bytes only (part of a JWT's
+/// signature, as random as the whole token and a fraction of its length);
+/// the map still compares whole tokens. Only verified tokens are ever
+/// stored, so a caller cannot crowd one bucket with tokens of its making.
+#[derive(Debug, Default, Clone)]
+struct BySignature(RandomState);
+
+impl BuildHasher for BySignature {
+    type Hasher = SignatureHasher<<RandomState as BuildHasher>::Hasher>;
+
+    fn build_hasher(&self) -> Self::Hasher {
+        SignatureHasher(self.0.build_hasher())
+    }
+}
+
+struct SignatureHasher<H>(H);
+
+impl<H: Hasher> Hasher for SignatureHasher<H> {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0
+            .write(&bytes[bytes.len().saturating_sub(HASHED_TAIL)..]);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.finish()
+    }
 }
 
 /// Seconds since the epoch.
@@ -79,6 +111,17 @@ mod tests {
         assert!(cache.get("dead").is_none());
         cache.clear();
         assert!(cache.get("live").is_none());
+    }
+
+    #[test]
+    fn tokens_are_told_apart_whole_not_by_their_hashed_tail() {
+        let cache = TokenCache::default();
+        let token = "header.alice.0123456789abcdefghij";
+        cache.insert(token, alice(), now() + 60);
+        assert!(cache.get(token).is_some());
+        assert!(cache.get("header.mallory.0123456789abcdefghij").is_none());
+        assert!(cache.get("0123456789abcdefghij").is_none());
+        assert!(cache.get("header.alice.0123456789abcdefghi").is_none());
     }
 
     #[test]
