@@ -156,21 +156,14 @@ pub(crate) fn assemble(
         };
         layers.router(&hosted_routes, shared_admin.clone())
     };
-    let (http, local_http) = (http_with(&shed), http_with(&unshed));
+    let grpc_with = |shed| grpc.router(&GrpcLayers::new(&middleware, &grpc_observe, shed, limits));
     // (`with_state` finishes every handler's route once, as `ProtocolSplit`
     // does for the network path.)
     let local = LocalRouters {
-        grpc: grpc
-            .router(&GrpcLayers::new(
-                &middleware,
-                &grpc_observe,
-                &unshed,
-                limits,
-            ))
-            .with_state(()),
-        http: local_http.with_state(()),
+        grpc: grpc_with(&unshed).with_state(()),
+        http: http_with(&unshed).with_state(()),
     };
-    let grpc_router = grpc.router(&GrpcLayers::new(&middleware, &grpc_observe, &shed, limits));
+    let (grpc_router, http) = (grpc_with(&shed), http_with(&shed));
     Ok(Assembled {
         local,
         main: ProtocolSplit::new(grpc_router, http),

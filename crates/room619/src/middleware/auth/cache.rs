@@ -24,7 +24,7 @@ const HASHED_TAIL: usize = 16;
 
 #[derive(Debug, Default)]
 pub(crate) struct TokenCache {
-    entries: RwLock<HashMap<String, (Principal, u64), BySignature>>,
+    entries: RwLock<HashMap<String, (Principal, u64), ByTail>>,
 }
 
 /// Hashes a token by its last [`HASHED_TAIL`] bytes only (part of a JWT's
@@ -32,19 +32,19 @@ pub(crate) struct TokenCache {
 /// the map still compares whole tokens. Only verified tokens are ever
 /// stored, so a caller cannot crowd one bucket with tokens of its making.
 #[derive(Debug, Default, Clone)]
-struct BySignature(RandomState);
+struct ByTail(RandomState);
 
-impl BuildHasher for BySignature {
-    type Hasher = SignatureHasher<<RandomState as BuildHasher>::Hasher>;
+impl BuildHasher for ByTail {
+    type Hasher = TailHasher<<RandomState as BuildHasher>::Hasher>;
 
     fn build_hasher(&self) -> Self::Hasher {
-        SignatureHasher(self.0.build_hasher())
+        TailHasher(self.0.build_hasher())
     }
 }
 
-struct SignatureHasher<H>(H);
+struct TailHasher<H>(H);
 
-impl<H: Hasher> Hasher for SignatureHasher<H> {
+impl<H: Hasher> Hasher for TailHasher<H> {
     fn write(&mut self, bytes: &[u8]) {
         self.0
             .write(&bytes[bytes.len().saturating_sub(HASHED_TAIL)..]);
