@@ -214,8 +214,15 @@ fn metadata(token: Option<&str>, headers: &[String]) -> Result<MetadataMap, Fail
     Ok(metadata)
 }
 
-/// A gRPC error as `CODE: message`.
+/// A gRPC error as `CODE: message`. The call's own deadline passing is
+/// `DEADLINE_EXCEEDED`, as gRPC defines it, whichever side noticed first:
+/// tonic reports its local timer as `CANCELLED: Timeout expired`, which
+/// races the server's answer when both deadlines are the same.
 pub(super) fn describe_status(status: &Status) -> String {
+    if status.code() == Code::Cancelled && status.message() == tonic::TimeoutExpired(()).to_string()
+    {
+        return "DEADLINE_EXCEEDED: no answer within the call's timeout".to_owned();
+    }
     format!("{}: {}", code_name(status.code()), status.message())
 }
 
@@ -257,6 +264,18 @@ mod tests {
         ]
         .map(str::to_owned)
         .to_vec()
+    }
+
+    #[test]
+    fn the_calls_own_timeout_is_a_deadline_exceeded() {
+        // What tonic's client makes of its local timer, not a copy of it.
+        let local = Status::from_error(Box::new(tonic::TimeoutExpired(())));
+        assert!(describe_status(&local).starts_with("DEADLINE_EXCEEDED: "));
+        let cancelled = Status::cancelled("the caller went away");
+        assert_eq!(
+            describe_status(&cancelled),
+            "CANCELLED: the caller went away"
+        );
     }
 
     #[test]
