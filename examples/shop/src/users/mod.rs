@@ -76,6 +76,7 @@ fn builder(version: &str, description: &str, store: &UserStore) -> room619::Resu
     let relay_db = db.clone();
     let final_db = db.clone();
     let outbox = Arc::clone(store.outbox());
+    let final_outbox = Arc::clone(&outbox);
     Ok(ServiceBuilder::new("users", version)?
         .description(description)
         .file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
@@ -89,8 +90,9 @@ fn builder(version: &str, description: &str, store: &UserStore) -> room619::Resu
         })
         .on_stop(move |ctx| {
             let db = final_db.clone();
+            let outbox = Arc::clone(&final_outbox);
             async move {
-                outbox::final_pass(ctx.bus(), &db).await;
+                outbox::final_pass(ctx.bus(), &db, &outbox).await;
                 Ok(())
             }
         }))

@@ -6,8 +6,14 @@
 //! row id as message id (JetStream drops a republished duplicate), and
 //! deletes each row once the bus accepted it. A crash between publishing and
 //! deleting republishes (at least once); a crash before publishing loses
-//! nothing. Claims expire, so the rows of a relay that died are taken over;
-//! several relays (both API versions, several instances) share the table.
+//! nothing. Claims expire, so the rows of a relay that died are taken over.
+//!
+//! Several relays share the table (both API versions, several instances),
+//! and events go out in the order they were written: a pass runs only while
+//! its relay holds the one lease row of `users_outbox_relay`. The relays of
+//! one process take turns on a lock and share one lease holder id, so a relay
+//! woken while the other passes runs right after it; another instance's relay
+//! finds the lease taken and looks again at its next poll.
 
 use std::{sync::Arc, time::Duration};
 
@@ -17,7 +23,7 @@ use room619::{
 };
 use shop_proto::users::v1::UserEvent;
 use sqlx::{Any, Row as _, Transaction, any::AnyRow};
-use tokio::sync::Notify;
+use tokio::sync::{Mutex, Notify};
 
 use crate::store::{Db, db_error, new_id, timestamp, unix_millis};
 
@@ -28,7 +34,8 @@ pub const DELETED: &str = "users.deleted";
 
 /// The most rows one relay pass publishes.
 const BATCH: i64 = 100;
-/// How long a claim lasts before another relay may take the row.
+/// How long a claim (of the lease or of a row) lasts before another relay
+/// may take it.
 const CLAIM_MS: i64 = 30_000;
 /// How often the relay looks for rows nobody woke it for (written by other
 /// instances, left by a crash, or after the bus failed).
@@ -36,10 +43,25 @@ const POLL: Duration = Duration::from_secs(1);
 /// The longest the final pass at shutdown may take.
 const FINAL_PASS: Duration = Duration::from_secs(5);
 
-/// Wakes the relay when a request committed an event.
-#[derive(Debug, Default)]
+/// Wakes the relay when a request committed an event, and lets the relays
+/// of this process take turns.
+#[derive(Debug)]
 pub(crate) struct Outbox {
     pending: Notify,
+    /// Held for the length of a pass.
+    turn: Mutex<()>,
+    /// This process's name on the lease.
+    holder: String,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Self {
+            pending: Notify::new(),
+            turn: Mutex::new(()),
+            holder: new_id(),
+        }
+    }
 }
 
 impl Outbox {
@@ -108,7 +130,7 @@ pub(crate) async fn run(ctx: ServiceContext, db: Db, outbox: Arc<Outbox>) {
                 () = tokio::time::sleep(POLL) => {}
             }
         }
-        more = match pass(ctx.bus(), &db).await {
+        more = match pass(ctx.bus(), &db, &outbox).await {
             Ok(published) => published == BATCH,
             Err(err) => {
                 tracing::warn!(error = %err, "the users outbox relay could not publish; retrying");
@@ -120,10 +142,10 @@ pub(crate) async fn run(ctx: ServiceContext, db: Db, outbox: Arc<Outbox>) {
 
 /// The pass at shutdown, after the requests drained: what they queued goes
 /// out now rather than at the next start.
-pub(crate) async fn final_pass(bus: &MessageBus, db: &Db) {
+pub(crate) async fn final_pass(bus: &MessageBus, db: &Db, outbox: &Outbox) {
     let result = tokio::time::timeout(FINAL_PASS, async {
         loop {
-            match pass(bus, db).await {
+            match pass(bus, db, outbox).await {
                 Ok(published) if published == BATCH => {}
                 other => return other,
             }
@@ -139,6 +161,44 @@ pub(crate) async fn final_pass(bus: &MessageBus, db: &Db) {
     }
 }
 
+/// Takes the lease, publishes up to [`BATCH`] rows ([`publish_batch`]) and
+/// hands the lease back; the count published, 0 when another instance's
+/// relay holds the lease.
+///
+/// # Errors
+///
+/// The database's or the bus's error.
+pub(crate) async fn pass(bus: &MessageBus, db: &Db, outbox: &Outbox) -> room619::Result<i64> {
+    let _turn = outbox.turn.lock().await;
+    let now = unix_millis();
+    // One row, so PostgreSQL serialises two relays on its lock and checks
+    // `held_until` again on the row the first one wrote: one of them wins.
+    let taken = sqlx::query(
+        "UPDATE users_outbox_relay SET holder = $1, held_until = $2 \
+         WHERE name = 'users' AND (held_until < $3 OR holder = $1)",
+    )
+    .bind(&outbox.holder)
+    .bind(now + CLAIM_MS)
+    .bind(now)
+    .execute(db.pool())
+    .await
+    .map_err(db_error)?;
+    if taken.rows_affected() == 0 {
+        return Ok(0);
+    }
+    let published = publish_batch(bus, db).await;
+    if let Err(err) = sqlx::query(
+        "UPDATE users_outbox_relay SET held_until = 0 WHERE name = 'users' AND holder = $1",
+    )
+    .bind(&outbox.holder)
+    .execute(db.pool())
+    .await
+    {
+        tracing::debug!(error = %err, "the outbox lease stays until it expires");
+    }
+    published
+}
+
 /// Claims up to [`BATCH`] free rows, publishes them in order and deletes
 /// each once the bus accepted it; the count published.
 ///
@@ -146,12 +206,12 @@ pub(crate) async fn final_pass(bus: &MessageBus, db: &Db) {
 ///
 /// The database's or the bus's error; the rows not published are released
 /// for the next pass.
-pub(crate) async fn pass(bus: &MessageBus, db: &Db) -> room619::Result<i64> {
+async fn publish_batch(bus: &MessageBus, db: &Db) -> room619::Result<i64> {
     let now = unix_millis();
     // The outer `claimed_until < $2` is checked again on the row as it is
     // when the lock is granted (PostgreSQL re-reads a row another relay
-    // changed meanwhile), so two relays never both claim one row; SQLite
-    // runs one writer at a time anyway.
+    // changed meanwhile), so two relays never both claim one row, even one
+    // whose lease ran out mid-pass; SQLite runs one writer at a time anyway.
     let rows = sqlx::query(&format!(
         "UPDATE users_outbox SET claimed_until = $1 WHERE claimed_until < $2 AND id IN \
          (SELECT id FROM users_outbox WHERE claimed_until < $2 ORDER BY created_at, id LIMIT {BATCH}) \

@@ -201,7 +201,7 @@ async fn leftovers_are_relayed(kind: Kind) {
         .await
         .unwrap();
 
-    // Both relays (users 1 and 2) race for the rows: each goes out once.
+    // Both relays (users 1 and 2) take turns on the rows: each goes out once.
     let mut seen = Vec::new();
     for _ in 0..expected.len() {
         seen.push(next_event(&mut events).await.1.user_id);
@@ -285,4 +285,55 @@ async fn refused_publishes_stay_queued(kind: Kind) {
 both!(
     events_the_bus_refuses_stay_in_the_outbox,
     super::refused_publishes_stay_queued
+);
+
+async fn another_instances_lease_is_waited_for(kind: Kind) {
+    let test = TestDb::new(kind).await;
+    // Another instance's relay is mid-pass: it holds the lease.
+    sqlx::query("UPDATE users_outbox_relay SET holder = 'elsewhere', held_until = $1")
+        .bind(shop::store::unix_millis() + 600_000)
+        .execute(test.db.pool())
+        .await
+        .unwrap();
+    let node = start_node(&test.db).await;
+    let mut events = node
+        .handle()
+        .bus()
+        .subscribe("users.created")
+        .await
+        .unwrap();
+    let mut c = clients(&node).await;
+    let auth = service_token();
+    let users = ["alice", "bob", "carol", "dave"];
+    for id in users {
+        let request = v1::CreateUserRequest {
+            id: id.into(),
+            email: format!("{id}@example.com"),
+            name: id.into(),
+        };
+        c.v1.create_user(authed(&auth, request)).await.unwrap();
+    }
+    let early = tokio::time::timeout(std::time::Duration::from_millis(1500), events.next()).await;
+    assert!(early.is_err(), "published under another's lease: {early:?}");
+    assert_eq!(test.count("users_outbox").await, 4, "the events wait");
+
+    // Once that relay is gone (its lease released or run out), this node's
+    // relays publish everything, in the order it was written.
+    sqlx::query("UPDATE users_outbox_relay SET held_until = 0")
+        .execute(test.db.pool())
+        .await
+        .unwrap();
+    for id in users {
+        assert_eq!(next_event(&mut events).await, about("users.created", id));
+    }
+    eventually("the outbox is empty", || async {
+        test.count("users_outbox").await == 0
+    })
+    .await;
+    node.shutdown().await.unwrap();
+    test.finish().await;
+}
+both!(
+    events_wait_for_the_relay_holding_the_lease,
+    super::another_instances_lease_is_waited_for
 );
