@@ -6,11 +6,14 @@
 //! Every request a node serves passes, outermost first (on the HTTP side,
 //! CORS and compression ([`http`], opt-in) go around it all):
 //!
-//! 1. [`RequestIdLayer`]: the `x-request-id` of the request (kept when sane,
-//!    generated otherwise), in the extensions, the response and a `request`
-//!    span;
-//! 2. [`SensitiveHeadersLayer`]: credentials marked so they never print;
-//! 3. tracing and metrics (the observability layers);
+//! 1. the `x-request-id` of the request (kept when sane, generated
+//!    otherwise), in the extensions, the response and the request's span, as
+//!    [`RequestIdLayer`] does;
+//! 2. credentials marked so they never print, as [`SensitiveHeadersLayer`]
+//!    does;
+//! 3. tracing and metrics (the observability layers; on a node, one layer
+//!    does 1 to 3, each its own layer would be one more call and future per
+//!    request);
 //! 4. load shedding / concurrency limits, when configured;
 //! 5. the deadline (`grpc-timeout`, `x-request-timeout`) and body limits
 //!    ([`rpc`](crate::rpc));
@@ -140,19 +143,6 @@ impl NodeMiddleware {
     /// (outermost), when `[http]` turns them on.
     pub(crate) fn http_layers(&self, router: Router) -> Router {
         self.http.apply(router)
-    }
-
-    /// The outermost layers (request id, then sensitive headers), to stack
-    /// with a route's other layers.
-    pub(crate) fn edge_layers() -> tower::ServiceBuilder<
-        tower::layer::util::Stack<
-            SensitiveHeadersLayer,
-            tower::layer::util::Stack<RequestIdLayer, tower::layer::util::Identity>,
-        >,
-    > {
-        tower::ServiceBuilder::new()
-            .layer(RequestIdLayer::new())
-            .layer(SensitiveHeadersLayer::new())
     }
 
     /// The node's rate limiter, for run-time updates.

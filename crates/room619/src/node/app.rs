@@ -19,7 +19,7 @@ use super::{
 use crate::{
     Error, Result,
     config::{Config, Limits},
-    middleware::{NodeMiddleware, RequestIdLayer, SensitiveHeadersLayer},
+    middleware::NodeMiddleware,
     observability::{
         metrics::{self, METRICS_PATH, Metrics},
         server::{GrpcRoutes, HttpOwners, ObserveLayer},
@@ -200,19 +200,13 @@ struct HostedRoutes<'a> {
 }
 
 /// The outer layers of every HTTP route: request id, sensitive headers,
-/// tracing and metrics, load shedding, body limits and deadline.
-type HttpOuter = ServiceBuilder<
-    Stack<
-        HttpEdgeLayer,
-        Stack<
-            LoadShedLayer,
-            Stack<ObserveLayer, Stack<SensitiveHeadersLayer, Stack<RequestIdLayer, Identity>>>,
-        >,
-    >,
->;
+/// tracing and metrics (all three in the observe layer), load shedding, body
+/// limits and deadline.
+type HttpOuter =
+    ServiceBuilder<Stack<HttpEdgeLayer, Stack<LoadShedLayer, Stack<ObserveLayer, Identity>>>>;
 
 fn http_outer(observe: &ObserveLayer, shed: &LoadShedLayer, limits: &Limits) -> HttpOuter {
-    NodeMiddleware::edge_layers()
+    ServiceBuilder::new()
         .layer(observe.clone())
         .layer(shed.clone())
         .layer(http_edge(limits))

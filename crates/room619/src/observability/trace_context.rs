@@ -11,10 +11,16 @@ use crate::bus::Headers;
 #[cfg(feature = "otel")]
 const TRACEPARENT: &str = "traceparent";
 
-/// Makes `span` a child of the caller's span named in `headers`, if any.
+/// [`TRACEPARENT`] as a header name: looked up on every request, and a
+/// `&str` key is parsed and lower-cased on each lookup.
+#[cfg(feature = "otel")]
+const TRACEPARENT_HEADER: http::HeaderName = http::HeaderName::from_static(TRACEPARENT);
+
+/// Makes `span` a child of the caller's span named in `headers`, if any (a
+/// disabled span, with no subscriber recording it, has no trace to join).
 pub(crate) fn continue_from_http(span: &Span, headers: &HeaderMap) {
     #[cfg(feature = "otel")]
-    if headers.contains_key(TRACEPARENT) {
+    if !span.is_disabled() && headers.contains_key(TRACEPARENT_HEADER) {
         otel::set_parent(span, &otel::HttpHeaders(headers));
     }
     #[cfg(not(feature = "otel"))]

@@ -53,23 +53,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        // A sane id from the caller is kept as it is; otherwise the one
-        // made here replaces whatever was sent, so handlers reading the
-        // header see the id the logs and the answer carry.
-        let id = if let Some(given) = request
-            .headers()
-            .get(REQUEST_ID)
-            .and_then(RequestId::from_header)
-        {
-            given
-        } else {
-            let made = RequestId::generate();
-            request
-                .headers_mut()
-                .insert(REQUEST_ID, made.header_value().clone());
-            made
-        };
-        request.extensions_mut().insert(id.clone());
+        let id = RequestId::assign(&mut request);
         ResponseFuture {
             inner: self.inner.call(request),
             id: Some(id),

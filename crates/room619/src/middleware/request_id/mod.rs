@@ -3,9 +3,10 @@
 //! response's `x-request-id` header.
 //!
 //! Handlers read it from the request extensions (`Extension<RequestId>` in
-//! axum, `request.extensions().get::<RequestId>()` in tonic). On a node, the
-//! observability layer inside this one records the id on the request's
-//! server span, so every log line of the request carries it.
+//! axum, `request.extensions().get::<RequestId>()` in tonic). A node does
+//! this in its observability layer, which also records the id on the
+//! request's server span, so every log line of the request carries it;
+//! [`RequestIdLayer`] does the same on a stack of one's own.
 //!
 //! ```
 //! use axum::{Extension, Router, routing::get};
@@ -55,6 +56,33 @@ impl RequestId {
             HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&id))
                 .unwrap_or(HeaderValue::from_static("0")),
         )
+    }
+
+    /// The id of `request`, put in its extensions: the caller's when sane
+    /// ([`from_header`]), a new one otherwise. A header that is not sane is
+    /// replaced by the new id, so a handler reading the header never sees
+    /// what the logs and the answer do not carry; a request without one is
+    /// not given one (the extension is where handlers read it, and every
+    /// header added is hashed and stored once more per request).
+    ///
+    /// [`from_header`]: Self::from_header
+    pub(crate) fn assign<B>(request: &mut http::Request<B>) -> Self {
+        let id = match request.headers().get(REQUEST_ID) {
+            None => Self::generate(),
+            Some(given) => {
+                if let Some(sane) = Self::from_header(given) {
+                    sane
+                } else {
+                    let made = Self::generate();
+                    request
+                        .headers_mut()
+                        .insert(REQUEST_ID, made.header_value().clone());
+                    made
+                }
+            }
+        };
+        request.extensions_mut().insert(id.clone());
+        id
     }
 
     /// The caller's id if it is 1 to 128 characters of `A-Z a-z 0-9 - _ . : /`,
@@ -112,6 +140,30 @@ mod tests {
         assert_eq!(a.as_str().len(), 32);
         assert!(a.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn an_id_is_assigned_to_every_request_and_a_hostile_header_replaced() {
+        let mut absent = http::Request::new(());
+        let made = RequestId::assign(&mut absent);
+        assert_eq!(absent.extensions().get::<RequestId>(), Some(&made));
+        assert!(absent.headers().get(REQUEST_ID).is_none(), "not added");
+
+        let mut sane = http::Request::builder()
+            .header("x-request-id", "req-7")
+            .body(())
+            .unwrap();
+        assert_eq!(RequestId::assign(&mut sane).as_str(), "req-7");
+        assert_eq!(sane.headers()["x-request-id"], "req-7");
+
+        let mut hostile = http::Request::builder()
+            .header("x-request-id", "a b")
+            .body(())
+            .unwrap();
+        let replaced = RequestId::assign(&mut hostile);
+        assert_eq!(replaced.as_str().len(), 32);
+        assert_eq!(hostile.headers()["x-request-id"], replaced.as_str());
+        assert_eq!(hostile.extensions().get::<RequestId>(), Some(&replaced));
     }
 
     #[test]

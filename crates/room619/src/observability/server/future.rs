@@ -7,7 +7,7 @@ use std::{
 };
 
 use axum::body::Body;
-use http::{HeaderValue, Response};
+use http::Response;
 use pin_project_lite::pin_project;
 use tracing::Span;
 
@@ -15,36 +15,32 @@ use super::{
     REQUEST_ID,
     body::{GrpcBody, Pending, grpc_status},
 };
+use crate::middleware::{RequestId, sensitive::mark_sensitive};
 
 /// `INTERNAL`, for a gRPC service that failed without an answer.
 const GRPC_INTERNAL: i32 = 13;
 
 pin_project! {
-    /// Resolves to the inner answer with `x-request-id` set; the request is
-    /// finished here (HTTP, or gRPC with the status in the headers) or by
+    /// Resolves to the inner answer with `x-request-id` set and the
+    /// credential headers marked sensitive; the request is finished here (HTTP, or gRPC with the status in the headers) or by
     /// the body (gRPC).
     pub(crate) struct ResponseFuture<F> {
         #[pin]
         inner: F,
         span: Span,
         pending: Option<Pending>,
-        // Answered here when no request-id layer outside answers it.
-        request_id: Option<HeaderValue>,
+        // Taken when answered.
+        request_id: Option<RequestId>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(
-        inner: F,
-        span: Span,
-        pending: Pending,
-        request_id: Option<HeaderValue>,
-    ) -> Self {
+    pub(super) fn new(inner: F, span: Span, pending: Pending, request_id: RequestId) -> Self {
         Self {
             inner,
             span,
             pending: Some(pending),
-            request_id,
+            request_id: Some(request_id),
         }
     }
 }
@@ -73,11 +69,10 @@ where
                 return Poll::Ready(Err(err));
             }
         };
-        if let Some(mut id) = this.request_id.take() {
-            // Never indexed in HPACK, as the request-id layer answers it.
-            id.set_sensitive(true);
-            response.headers_mut().insert(REQUEST_ID, id);
+        if let Some(id) = this.request_id.take() {
+            response.headers_mut().insert(REQUEST_ID, id.into_answer());
         }
+        mark_sensitive(response.headers_mut());
         if !pending.is_grpc() {
             pending.finish(response.status().as_u16(), 0);
             return Poll::Ready(Ok(response.map(Body::new)));

@@ -1,9 +1,11 @@
 //! The layer that observes every request a node serves: one for the gRPC
 //! router, one for the HTTP router.
 //!
-//! Per request it reads the [`RequestId`] the request-id layer outside it
-//! put in the extensions (without one, it takes the caller's
-//! `x-request-id` or makes one, and returns it on the answer), continues the caller's W3C trace context,
+//! Per request it marks the credential headers sensitive, both ways (as
+//! [`SensitiveHeadersLayer`] does), gives the request its [`RequestId`] (as
+//! [`RequestIdLayer`] does: the caller's `x-request-id` when sane, a new one
+//! otherwise, in the extensions and on the answer), continues the caller's
+//! W3C trace context,
 //! opens a server span carrying `service`, `method`, `request_id`,
 //! `trace_id` and `span_id` for log lines, gives it, when it is sampled, its
 //! name and the OpenTelemetry semantic attributes (`rpc.system`,
@@ -12,6 +14,13 @@
 //! counts, times and gauges the request. A gRPC call ends with
 //! its last body frame (the status is in the trailers); an HTTP request
 //! with its response head. Header values are never recorded.
+//!
+//! The request id and the sensitive headers are done here rather than by
+//! their own layers outside: each layer is one more call and one more future
+//! that the request and its answer are moved through.
+//!
+//! [`SensitiveHeadersLayer`]: crate::middleware::SensitiveHeadersLayer
+//! [`RequestIdLayer`]: crate::middleware::RequestIdLayer
 
 mod body;
 mod future;
@@ -25,7 +34,7 @@ use std::{
 };
 
 use axum::{body::Body, extract::MatchedPath};
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::{HeaderMap, Request, Response};
 use tracing::Span;
 
 pub(crate) use layer::ObserveLayer;
@@ -37,12 +46,10 @@ use self::{
     routes::{GrpcRoute, HttpRoute},
 };
 use super::{metrics::ServerMetrics, trace_context};
-use crate::middleware::RequestId;
+use crate::middleware::{RequestId, sensitive::mark_sensitive};
 
 /// The request id header, taken from the caller or made, and answered.
 pub(crate) use crate::middleware::request_id::REQUEST_ID;
-/// The longest request id kept from a caller.
-const MAX_REQUEST_ID: usize = 128;
 
 /// What the layer knows: the protocol's routes and the metrics.
 pub(crate) struct Shared {
@@ -78,14 +85,8 @@ where
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let started = Instant::now();
-        // The request-id layer outside (on every node router) made or kept
-        // the id and answers it; only without it is the id taken here.
-        let (request_id, answer_id) = if let Some(id) = request.extensions().get::<RequestId>() {
-            (id.header_value().clone(), None)
-        } else {
-            let id = request_id(&mut request);
-            (id.clone(), Some(id))
-        };
+        mark_sensitive(request.headers_mut());
+        let request_id = RequestId::assign(&mut request);
         let (span, sampled, pending) = match &self.shared.protocol {
             Protocol::Grpc(routes) => {
                 let route = routes.resolve(request.uri().path());
@@ -109,7 +110,7 @@ where
             let _entered = span.enter();
             self.inner.call(request)
         };
-        ResponseFuture::new(inner, span, pending, answer_id)
+        ResponseFuture::new(inner, span, pending, request_id)
     }
 }
 
@@ -132,13 +133,13 @@ impl<S> Observe<S> {
 /// The server span of a gRPC call, continuing the caller's trace, and
 /// whether it is sampled. The `tracing` fields are what log lines need; the
 /// OpenTelemetry name and semantic attributes are set on sampled spans only.
-fn grpc_span(route: &GrpcRoute, request_id: &HeaderValue, headers: &HeaderMap) -> (Span, bool) {
+fn grpc_span(route: &GrpcRoute, request_id: &RequestId, headers: &HeaderMap) -> (Span, bool) {
     let span = tracing::info_span!(
         "rpc.server",
         otel.kind = "server",
         service = &*route.owner,
         method = &*route.name,
-        request_id = request_id.to_str().unwrap_or_default(),
+        request_id = request_id.as_str(),
     );
     let sampled = start(
         &span,
@@ -154,13 +155,13 @@ fn grpc_span(route: &GrpcRoute, request_id: &HeaderValue, headers: &HeaderMap) -
 }
 
 /// The server span of an HTTP request, as [`grpc_span`].
-fn http_span(route: &HttpRoute, request_id: &HeaderValue, headers: &HeaderMap) -> (Span, bool) {
+fn http_span(route: &HttpRoute, request_id: &RequestId, headers: &HeaderMap) -> (Span, bool) {
     let span = tracing::info_span!(
         "http.server",
         otel.kind = "server",
         service = &*route.owner,
         method = &*route.name,
-        request_id = request_id.to_str().unwrap_or_default(),
+        request_id = request_id.as_str(),
     );
     let sampled = start(
         &span,
@@ -185,20 +186,4 @@ fn start(
 ) -> bool {
     trace_context::continue_from_http(span, headers);
     trace_context::start(span, Some(name), attributes)
-}
-
-/// The caller's request id when it is sane (visible ASCII, at most
-/// [`MAX_REQUEST_ID`] bytes), a new one otherwise; set on the request so
-/// handlers see it.
-fn request_id(request: &mut Request<Body>) -> HeaderValue {
-    if let Some(given) = request.headers().get(REQUEST_ID)
-        && !given.is_empty()
-        && given.len() <= MAX_REQUEST_ID
-        && given.as_bytes().iter().all(u8::is_ascii_graphic)
-    {
-        return given.clone();
-    }
-    let made = RequestId::generate().header_value().clone();
-    request.headers_mut().insert(REQUEST_ID, made.clone());
-    made
 }

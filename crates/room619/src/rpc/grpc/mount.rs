@@ -18,7 +18,7 @@ use tower::{
 use super::{LimitedMessages, MessageLimitLayer};
 use crate::{
     config::Limits,
-    middleware::{GuardLayers, NodeMiddleware, RequestIdLayer, SensitiveHeadersLayer},
+    middleware::{GuardLayers, NodeMiddleware},
     observability::server::ObserveLayer,
     rpc::{deadline::DeadlineLayer, shed::LoadShedLayer},
 };
@@ -26,24 +26,15 @@ use crate::{
 /// A tonic answer with limited messages, as axum's body.
 type LimitedBody = fn(Response<LimitedMessages<axum::body::Body>>) -> Response<axum::body::Body>;
 
-/// Outermost first: request id, sensitive headers, tracing and metrics,
-/// load shedding, deadline, message limits, auth, rate limit.
+/// Outermost first: request id, sensitive headers, tracing and metrics (all
+/// three in the observe layer), load shedding, deadline, message limits, auth, rate limit.
 type Stacked = Stack<
     GuardLayers,
     Stack<
         MessageLimitLayer,
         Stack<
             MapResponseLayer<LimitedBody>,
-            Stack<
-                DeadlineLayer,
-                Stack<
-                    LoadShedLayer,
-                    Stack<
-                        ObserveLayer,
-                        Stack<SensitiveHeadersLayer, Stack<RequestIdLayer, Identity>>,
-                    >,
-                >,
-            >,
+            Stack<DeadlineLayer, Stack<LoadShedLayer, Stack<ObserveLayer, Identity>>>,
         >,
     >,
 >;
@@ -62,7 +53,7 @@ impl GrpcLayers {
         limits: &Limits,
     ) -> Self {
         let limited_body: LimitedBody = |response| response.map(axum::body::Body::new);
-        let stack = NodeMiddleware::edge_layers()
+        let stack = ServiceBuilder::new()
             .layer(observe.clone())
             .layer(shed.clone())
             .layer(DeadlineLayer::grpc())
