@@ -48,6 +48,7 @@ mod serve;
 mod signal;
 mod start;
 mod stop;
+mod watch;
 mod wiring;
 
 use std::{collections::HashSet, fmt, net::SocketAddr, sync::Arc};

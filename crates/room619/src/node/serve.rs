@@ -10,7 +10,10 @@ use hyper_util::{
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::live::{LiveSplit, PeerSplit};
+use super::{
+    live::{LiveSplit, PeerSplit},
+    watch::{ShutdownWatch, Signal},
+};
 use crate::config::Limits;
 
 /// How long the accept loop pauses after an accept error (e.g. out of file
@@ -135,23 +138,23 @@ async fn serve_connection(
     let service = TowerToHyperService::new(app);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    let mut draining = false;
+    let mut shutdown = ShutdownWatch::new(&signals);
     loop {
         tokio::select! {
+            biased;
             result = conn.as_mut() => {
                 if let Err(err) = result {
                     tracing::debug!(error = %err, "connection ended with an error");
                 }
                 return;
             }
-            () = signals.drain.cancelled(), if !draining => {
-                draining = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            () = signals.force_close.cancelled() => {
-                tracing::debug!("closing a connection still busy at the drain timeout");
-                return;
-            }
+            signal = &mut shutdown => match signal {
+                Signal::Drain => conn.as_mut().graceful_shutdown(),
+                Signal::ForceClose => {
+                    tracing::debug!("closing a connection still busy at the drain timeout");
+                    return;
+                }
+            },
         }
     }
 }

@@ -52,8 +52,10 @@ impl RequestId {
             *digit = HEX[usize::from(random.to_le_bytes()[0] & 0xf)];
             random >>= 4;
         }
+        // One allocation that clones share (the extension, the answer):
+        // `copy_from_slice` would make a second one on the first clone.
         Self(
-            HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&id))
+            HeaderValue::from_maybe_shared(Bytes::from_owner(id))
                 .unwrap_or(HeaderValue::from_static("0")),
         )
     }
