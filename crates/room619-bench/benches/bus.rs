@@ -6,6 +6,8 @@
 //!   loopback through the bus (a raw payload; a typed JSON message) and
 //!   through a bare `async-nats` client, each batch flushed. Target: the bus
 //!   at least 0.9× raw.
+//! - `bus_nats_core/{bus,raw}_4_tasks`: the same batch published by four
+//!   tasks at once (as a service's handlers publish), not flushed.
 //! - `bus_jetstream/{sequential,concurrent_32}`: publishes confirmed by the
 //!   JetStream server (file storage) before `publish` returns, one at a time
 //!   and 32 at once.
@@ -138,7 +140,53 @@ fn bench_nats_core(c: &mut Criterion, runtime: &Runtime, setup: &Setup) {
             setup.raw.flush().await.map_err(BoxError::from)
         });
     });
+    group.bench_function("bus_4_tasks", |b| {
+        b.to_async(runtime).iter(|| {
+            in_tasks(|| {
+                let bus = setup.nats.clone();
+                async move {
+                    for _ in 0..BATCH / TASKS {
+                        let message =
+                            OutgoingMessage::new("bench.core", Bytes::from_static(PAYLOAD));
+                        bus.publish_message(message).await?;
+                    }
+                    Ok(())
+                }
+            })
+        });
+    });
+    group.bench_function("raw_4_tasks", |b| {
+        b.to_async(runtime).iter(|| {
+            in_tasks(|| {
+                let raw = setup.raw.clone();
+                async move {
+                    for _ in 0..BATCH / TASKS {
+                        raw.publish("bench.core", Bytes::from_static(PAYLOAD))
+                            .await?;
+                    }
+                    Ok(())
+                }
+            })
+        });
+    });
     group.finish();
+}
+
+/// Publishers at once in the `*_4_tasks` benchmarks.
+const TASKS: u64 = 4;
+
+/// Runs [`TASKS`] publishers made by `publisher` as tasks of their own, as
+/// the handlers of a service publish; resolves when all are done.
+async fn in_tasks<F, Fut>(publisher: F) -> Result<(), BoxError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..TASKS).map(|_| tokio::spawn(publisher())).collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
 }
 
 fn bench_jetstream(c: &mut Criterion, runtime: &Runtime, setup: &Setup) {
