@@ -13,8 +13,8 @@ use crate::{
     both,
     products::create,
     support::{
-        Kind, TestDb, authed, clients, eventually, service_token, start_node, start_node_with,
-        token,
+        Clients, Kind, TestDb, authed, clients, eventually, service_token, start_node,
+        start_node_with, token,
     },
 };
 
@@ -28,6 +28,26 @@ async fn next_event(subscription: &mut room619::bus::Subscription) -> (String, U
         message.subject().to_owned(),
         message.decode::<UserEvent>().unwrap(),
     )
+}
+
+/// Creates users `ids` (`<id>@example.com`) through users v1, as a service.
+async fn create_users(c: &mut Clients, auth: &str, ids: &[&str]) {
+    for id in ids {
+        let request = v1::CreateUserRequest {
+            id: (*id).into(),
+            email: format!("{id}@example.com"),
+            name: (*id).into(),
+        };
+        c.v1.create_user(authed(auth, request)).await.unwrap();
+    }
+}
+
+/// Waits until every queued event has gone out and its row is deleted.
+async fn outbox_drained(test: &TestDb) {
+    eventually("the outbox is empty", || async {
+        test.count("users_outbox").await == 0
+    })
+    .await;
 }
 
 fn event(user_id: &str, email: &str) -> UserEvent {
@@ -71,14 +91,7 @@ async fn archived_on_owner_deletion(kind: Kind) {
     let mut events = node.handle().bus().subscribe("users.>").await.unwrap();
     let mut c = clients(&node).await;
     let auth = service_token();
-    for id in ["alice", "bob"] {
-        let request = v1::CreateUserRequest {
-            id: id.into(),
-            email: format!("{id}@example.com"),
-            name: id.into(),
-        };
-        c.v1.create_user(authed(&auth, request)).await.unwrap();
-    }
+    create_users(&mut c, &auth, &["alice", "bob"]).await;
     assert_eq!(
         next_event(&mut events).await,
         about("users.created", "alice")
@@ -149,10 +162,7 @@ async fn archived_on_owner_deletion(kind: Kind) {
         "archiving twice changes nothing"
     );
 
-    eventually("the outbox is empty", || async {
-        test.count("users_outbox").await == 0
-    })
-    .await;
+    outbox_drained(&test).await;
     node.shutdown().await.unwrap();
     test.finish().await;
 }
@@ -221,10 +231,7 @@ async fn leftovers_are_relayed(kind: Kind) {
         .await
         .unwrap();
     assert_eq!(next_event(&mut events).await.1.user_id, "erin");
-    eventually("the outbox is empty", || async {
-        test.count("users_outbox").await == 0
-    })
-    .await;
+    outbox_drained(&test).await;
     node.shutdown().await.unwrap();
     test.finish().await;
 }
@@ -250,14 +257,7 @@ async fn refused_publishes_stay_queued(kind: Kind) {
         .unwrap();
     let mut c = clients(&node).await;
     let auth = service_token();
-    for id in ["alice", "bob", "carol"] {
-        let request = v1::CreateUserRequest {
-            id: id.into(),
-            email: format!("{id}@example.com"),
-            name: id.into(),
-        };
-        c.v1.create_user(authed(&auth, request)).await.unwrap();
-    }
+    create_users(&mut c, &auth, &["alice", "bob", "carol"]).await;
     eventually("the refused events wait in the outbox", || async {
         test.count("users_outbox").await == 2
     })
@@ -273,10 +273,7 @@ async fn refused_publishes_stay_queued(kind: Kind) {
     for id in ["alice", "bob", "carol"] {
         assert_eq!(next_event(&mut stuck).await, about("users.created", id));
     }
-    eventually("the outbox is empty", || async {
-        test.count("users_outbox").await == 0
-    })
-    .await;
+    outbox_drained(&test).await;
     let more = tokio::time::timeout(std::time::Duration::from_millis(1500), stuck.next()).await;
     assert!(more.is_err(), "published twice: {more:?}");
     node.shutdown().await.unwrap();
@@ -305,14 +302,7 @@ async fn another_instances_lease_is_waited_for(kind: Kind) {
     let mut c = clients(&node).await;
     let auth = service_token();
     let users = ["alice", "bob", "carol", "dave"];
-    for id in users {
-        let request = v1::CreateUserRequest {
-            id: id.into(),
-            email: format!("{id}@example.com"),
-            name: id.into(),
-        };
-        c.v1.create_user(authed(&auth, request)).await.unwrap();
-    }
+    create_users(&mut c, &auth, &users).await;
     let early = tokio::time::timeout(std::time::Duration::from_millis(1500), events.next()).await;
     assert!(early.is_err(), "published under another's lease: {early:?}");
     assert_eq!(test.count("users_outbox").await, 4, "the events wait");
@@ -326,10 +316,7 @@ async fn another_instances_lease_is_waited_for(kind: Kind) {
     for id in users {
         assert_eq!(next_event(&mut events).await, about("users.created", id));
     }
-    eventually("the outbox is empty", || async {
-        test.count("users_outbox").await == 0
-    })
-    .await;
+    outbox_drained(&test).await;
     node.shutdown().await.unwrap();
     test.finish().await;
 }
