@@ -37,7 +37,7 @@ use super::{
 };
 use crate::{
     Error,
-    observability::{metrics::labels::BusLabels, trace_context},
+    observability::{metrics::labels::BusLabels, request_scope::RequestScope, trace_context},
 };
 
 /// A subscriber's handler bound to its context: message and delivery count
@@ -156,11 +156,12 @@ fn process_span(spec: &Spec, labels: &BusLabels, message: &Message) -> tracing::
         messaging.system = labels.messaging_system,
         messaging.operation.type = "process",
         messaging.destination.name = &*spec.subject,
-        service = &*spec.owner,
-        method = &*spec.subject,
     );
     trace_context::continue_from_bus(&span, message.headers());
-    trace_context::record_ids(&span);
+    trace_context::scope(
+        &span,
+        RequestScope::new(&labels.service, &labels.messaging_destination, None),
+    );
     span
 }
 

@@ -53,7 +53,11 @@ pub fn init(config: &LogConfig) -> Result<()> {
         registry.with(json_layer(std::io::stderr)).try_init()
     } else {
         registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .event_format(super::request_scope::WithRequestScope::text())
+                    .with_writer(std::io::stderr),
+            )
             .try_init()
     };
     installed.map_err(|err| {
@@ -122,9 +126,11 @@ where
 
 /// The JSON log layer [`init`] installs, writing to `writer`: one object a
 /// line (control characters escaped), the event's fields at the top level
-/// and the current span's under `span` — inside a request, its
-/// `request_id`, `service` and `method`; with feature `otel` and a provider
-/// installed, the request span's `trace_id` and `span_id` at the top level.
+/// and the current span's under `span`; inside a request (or a bus
+/// message's processing), also at the top level, its `service`, `method`
+/// and `request_id`, and with feature `otel` and a provider installed, the
+/// request span's `trace_id` and `span_id` — in child spans too. The pretty
+/// format ends each such line with the same as `key=value` pairs.
 ///
 /// ```
 /// use tracing_subscriber::layer::SubscriberExt as _;
@@ -146,6 +152,6 @@ where
     fmt::layer()
         .json()
         .fmt_fields(super::span_fields::SpanFields)
-        .event_format(super::trace_ids::WithTraceIds(format))
+        .event_format(super::request_scope::WithRequestScope::json(format))
         .with_writer(writer)
 }

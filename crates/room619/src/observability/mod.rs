@@ -20,10 +20,10 @@ mod config;
 pub mod logging;
 pub mod metrics;
 pub mod redact;
+pub(crate) mod request_scope;
 pub(crate) mod server;
 mod span_fields;
 pub(crate) mod trace_context;
-mod trace_ids;
 #[cfg(feature = "otel")]
 pub mod tracing;
 

@@ -30,13 +30,16 @@ impl<'writer> FormatFields<'writer> for SpanFields {
         mut writer: Writer<'writer>,
         fields: R,
     ) -> fmt::Result {
-        // Written whole into a buffer sized for a request span, then copied
-        // once: one call through the writer instead of several per field.
-        let mut object = String::with_capacity(160);
-        object.push('{');
+        // Written whole into a buffer, then copied once: one call through
+        // the writer instead of several per field. A span without fields to
+        // log (a request span: its scope is not fields) allocates none.
+        let mut object = String::new();
         let mut pairs = Pairs::new(&mut object, true);
         fields.record(&mut pairs);
         pairs.result?;
+        if object.is_empty() {
+            return writer.write_str("{}");
+        }
         object.push('}');
         writer.write_str(&object)
     }
@@ -91,6 +94,11 @@ impl<'a> Pairs<'a> {
         }
         if !std::mem::take(&mut self.first) {
             self.out.push(',');
+        } else if self.out.is_empty() {
+            // The object opens with its first pair, in a buffer sized for a
+            // few fields.
+            self.out.reserve(160);
+            self.out.push('{');
         }
         self.result =
             write_string(self.out, name.strip_prefix("r#").unwrap_or(name)).and_then(|()| {
@@ -156,7 +164,7 @@ impl Visit for Pairs<'_> {
 }
 
 /// `value` as a JSON string.
-fn write_string(writer: &mut impl fmt::Write, value: &str) -> fmt::Result {
+pub(super) fn write_string(writer: &mut impl fmt::Write, value: &str) -> fmt::Result {
     writer.write_char('"')?;
     Escaped(&mut *writer).write_str(value)?;
     writer.write_char('"')

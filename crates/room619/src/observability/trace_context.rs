@@ -5,6 +5,7 @@
 use http::HeaderMap;
 use tracing::Span;
 
+use super::request_scope::RequestScope;
 use crate::bus::Headers;
 
 /// The W3C trace context header.
@@ -73,29 +74,38 @@ pub(crate) fn set_attribute(span: &Span, key: &'static str, value: i64) {
     let _ = (span, key, value);
 }
 
-/// Keeps the span's OpenTelemetry ids with it (a span extension, no
-/// `tracing` record), for the JSON log lines written inside it.
-pub(crate) fn record_ids(span: &Span) {
-    start(span, None, &[]);
+/// Keeps `scope` with `span` for the log lines written inside it, with the
+/// span's OpenTelemetry ids (feature `otel`).
+pub(crate) fn scope(span: &Span, scope: RequestScope) {
+    start(span, None, &[], scope);
 }
 
 /// Starts the span's OpenTelemetry span now (the sampler decides here) and
-/// keeps its ids with it, as [`record_ids`]. Only when it is sampled does it
-/// get its `name` and string `attributes`: an unsampled span, which is never
-/// exported, costs neither the layers nor the exporter anything for them.
-/// Returns whether the span is sampled (recording).
-pub(crate) fn start(span: &Span, name: Option<&str>, attributes: &[(&'static str, &str)]) -> bool {
+/// keeps `scope`, with the span's ids, with it (as [`scope`]). Only when it
+/// is sampled does it get its `name` and string `attributes`: an unsampled
+/// span, which is never exported, costs neither the layers nor the exporter
+/// anything for them. Returns whether the span is sampled (recording).
+pub(crate) fn start(
+    span: &Span,
+    name: Option<&str>,
+    attributes: &[(&'static str, &str)],
+    scope: RequestScope,
+) -> bool {
+    if span.is_disabled() {
+        return false;
+    }
     #[cfg(feature = "otel")]
-    return otel::start(span, name, attributes);
+    return otel::start(span, name, attributes, scope);
     #[cfg(not(feature = "otel"))]
     {
-        let _ = (span, name, attributes);
+        let _ = (name, attributes);
+        scope.attach(span);
         false
     }
 }
 
-/// A request span's OpenTelemetry ids, as a span extension; formatted (as
-/// lowercase hex) only when a log line is written.
+/// A request span's OpenTelemetry ids, kept in its [`RequestScope`];
+/// formatted (as lowercase hex) only when a log line is written.
 #[cfg(feature = "otel")]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TraceIds {
@@ -116,9 +126,8 @@ mod otel {
     use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
     use tracing::Span;
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-    use tracing_subscriber::{Registry, registry::LookupSpan as _};
 
-    use super::TraceIds;
+    use super::{RequestScope, TraceIds};
 
     use crate::bus::Headers;
 
@@ -147,27 +156,18 @@ mod otel {
         span: &Span,
         name: Option<&str>,
         attributes: &[(&'static str, &str)],
+        mut scope: RequestScope,
     ) -> bool {
-        let Some(id) = span.id() else {
-            return false;
-        };
         let context = span.context();
         let otel_span = context.span();
         let span_context = otel_span.span_context();
-        if !span_context.is_valid() {
-            return false;
+        if span_context.is_valid() {
+            scope.ids = Some(TraceIds {
+                trace_id: span_context.trace_id(),
+                span_id: span_context.span_id(),
+            });
         }
-        let ids = TraceIds {
-            trace_id: span_context.trace_id(),
-            span_id: span_context.span_id(),
-        };
-        tracing::dispatcher::get_default(|dispatch| {
-            if let Some(registry) = dispatch.downcast_ref::<Registry>()
-                && let Some(span) = registry.span(&id)
-            {
-                span.extensions_mut().insert(ids);
-            }
-        });
+        scope.attach(span);
         let sampled = otel_span.is_recording();
         if sampled {
             if let Some(name) = name {

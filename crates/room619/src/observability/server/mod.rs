@@ -6,11 +6,13 @@
 //! [`RequestIdLayer`] does: the caller's `x-request-id` when sane, a new one
 //! otherwise, in the extensions and on the answer), continues the caller's
 //! W3C trace context,
-//! opens a server span carrying `service`, `method`, `request_id`,
-//! `trace_id` and `span_id` for log lines, gives it, when it is sampled, its
+//! opens a server span whose log lines carry `service`, `method`,
+//! `request_id`, `trace_id` and `span_id` (its [`RequestScope`]), gives it,
+//! when it is sampled, its
 //! name and the OpenTelemetry semantic attributes (`rpc.system`,
 //! `rpc.service`, `rpc.method`, `rpc.grpc.status_code`;
-//! `http.request.method`, `http.route`, `http.response.status_code`), and
+//! `http.request.method`, `http.route`, `http.response.status_code`, and
+//! `request_id`), and
 //! counts, times and gauges the request. A gRPC call ends with
 //! its last body frame (the status is in the trailers); an HTTP request
 //! with its response head. Header values are never recorded.
@@ -45,7 +47,7 @@ use self::{
     future::ResponseFuture,
     routes::{GrpcRoute, HttpRoute},
 };
-use super::{metrics::ServerMetrics, trace_context};
+use super::{metrics::ServerMetrics, request_scope::RequestScope, trace_context};
 use crate::middleware::{RequestId, sensitive::mark_sensitive};
 
 /// The request id header, taken from the caller or made, and answered.
@@ -131,16 +133,11 @@ impl<S> Observe<S> {
 }
 
 /// The server span of a gRPC call, continuing the caller's trace, and
-/// whether it is sampled. The `tracing` fields are what log lines need; the
-/// OpenTelemetry name and semantic attributes are set on sampled spans only.
+/// whether it is sampled. The service, method and request id that log lines
+/// carry are kept with the span as its [`RequestScope`]; the OpenTelemetry
+/// name and semantic attributes are set on sampled spans only.
 fn grpc_span(route: &GrpcRoute, request_id: &RequestId, headers: &HeaderMap) -> (Span, bool) {
-    let span = tracing::info_span!(
-        "rpc.server",
-        otel.kind = "server",
-        service = &*route.owner,
-        method = &*route.name,
-        request_id = request_id.as_str(),
-    );
+    let span = tracing::info_span!("rpc.server", otel.kind = "server");
     let sampled = start(
         &span,
         headers,
@@ -149,20 +146,16 @@ fn grpc_span(route: &GrpcRoute, request_id: &RequestId, headers: &HeaderMap) -> 
             ("rpc.system", route.labels.system),
             ("rpc.service", &route.labels.service),
             ("rpc.method", &route.labels.method),
+            (REQUEST_ID_ATTRIBUTE, request_id.as_str()),
         ],
+        RequestScope::new(&route.owner, &route.name, Some(request_id.clone())),
     );
     (span, sampled)
 }
 
 /// The server span of an HTTP request, as [`grpc_span`].
 fn http_span(route: &HttpRoute, request_id: &RequestId, headers: &HeaderMap) -> (Span, bool) {
-    let span = tracing::info_span!(
-        "http.server",
-        otel.kind = "server",
-        service = &*route.owner,
-        method = &*route.name,
-        request_id = request_id.as_str(),
-    );
+    let span = tracing::info_span!("http.server", otel.kind = "server");
     let sampled = start(
         &span,
         headers,
@@ -170,20 +163,27 @@ fn http_span(route: &HttpRoute, request_id: &RequestId, headers: &HeaderMap) -> 
         &[
             ("http.request.method", route.labels.http_request_method),
             ("http.route", &route.labels.http_route),
+            (REQUEST_ID_ATTRIBUTE, request_id.as_str()),
         ],
+        RequestScope::new(&route.owner, &route.name, Some(request_id.clone())),
     );
     (span, sampled)
 }
 
-/// Continues the caller's trace named in `headers` and starts the span's
-/// OpenTelemetry span, named `name` with `attributes` when it is sampled;
-/// returns whether it is.
+/// The attribute of a sampled server span that holds the request id (the
+/// id a caller quotes when reporting a failure).
+const REQUEST_ID_ATTRIBUTE: &str = "request_id";
+
+/// Continues the caller's trace named in `headers`, starts the span's
+/// OpenTelemetry span, named `name` with `attributes` when it is sampled,
+/// and keeps `scope` with the span; returns whether it is sampled.
 fn start(
     span: &Span,
     headers: &HeaderMap,
     name: &str,
     attributes: &[(&'static str, &str)],
+    scope: RequestScope,
 ) -> bool {
     trace_context::continue_from_http(span, headers);
-    trace_context::start(span, Some(name), attributes)
+    trace_context::start(span, Some(name), attributes, scope)
 }

@@ -1,0 +1,335 @@
+//! [`RequestScope`]: what every log line written inside a request (or a bus
+//! message's processing) says about it — the service, the method, the
+//! request id and, with feature `otel`, the trace and span ids — kept as one
+//! extension of the request's span and written by [`WithRequestScope`] only
+//! when a line is logged.
+//!
+//! These are not `tracing` fields of the span: every field is copied into an
+//! OpenTelemetry attribute and formatted by the log layer when the span is
+//! created, logged in or not, sampled or not. As an extension they cost one
+//! insert per request, and a line logged inside a child span (a client call,
+//! a span of the handler's own) still carries them.
+
+use std::{fmt, sync::Arc};
+
+use tracing::{Event, Span, Subscriber};
+use tracing_subscriber::{
+    Registry,
+    fmt::{
+        FmtContext, FormatEvent, FormatFields,
+        format::{Format, Writer},
+    },
+    registry::LookupSpan,
+};
+
+use super::span_fields::write_string;
+use crate::middleware::RequestId;
+
+/// The request a span serves, as its log lines show it.
+#[derive(Clone, Debug)]
+pub(crate) struct RequestScope {
+    service: Arc<str>,
+    method: Arc<str>,
+    request_id: Option<RequestId>,
+    #[cfg(feature = "otel")]
+    pub(crate) ids: Option<super::trace_context::TraceIds>,
+}
+
+impl RequestScope {
+    /// `method` of `service`; `request_id` when the work has one (a bus
+    /// message has none).
+    pub(crate) fn new(
+        service: &Arc<str>,
+        method: &Arc<str>,
+        request_id: Option<RequestId>,
+    ) -> Self {
+        Self {
+            service: Arc::clone(service),
+            method: Arc::clone(method),
+            request_id,
+            #[cfg(feature = "otel")]
+            ids: None,
+        }
+    }
+
+    /// Keeps the scope with `span`, for the lines logged inside it. Nothing
+    /// happens for a span no subscriber records, or one whose subscriber is
+    /// not built on `tracing-subscriber`'s [`Registry`].
+    pub(crate) fn attach(self, span: &Span) {
+        span.with_subscriber(|(id, dispatch)| {
+            if let Some(registry) = dispatch.downcast_ref::<Registry>()
+                && let Some(data) = registry.span(id)
+            {
+                data.extensions_mut().replace(self);
+            }
+        });
+    }
+
+    /// The scope of the span the current event is logged in: the nearest
+    /// one that has one, from the current span outwards.
+    fn current<S, N>(ctx: &FmtContext<'_, S, N>) -> Option<Self>
+    where
+        S: Subscriber + for<'span> LookupSpan<'span>,
+        N: for<'writer> FormatFields<'writer> + 'static,
+    {
+        ctx.lookup_current()?
+            .scope()
+            .find_map(|span| span.extensions().get::<Self>().cloned())
+    }
+
+    /// `"key":"value"` pairs, each preceded by a comma.
+    fn write_json(&self, out: &mut String) -> fmt::Result {
+        for (key, value) in self.pairs() {
+            out.push_str(",\"");
+            out.push_str(key);
+            out.push_str("\":");
+            match value {
+                Value::Text(text) => write_string(out, text)?,
+                #[cfg(feature = "otel")]
+                value => fmt::Write::write_fmt(out, format_args!("\"{value}\""))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// ` key=value` pairs; text values quoted and escaped as `Debug` does.
+    fn write_text(&self, out: &mut String) -> fmt::Result {
+        for (key, value) in self.pairs() {
+            match value {
+                Value::Text(text) => fmt::Write::write_fmt(out, format_args!(" {key}={text:?}"))?,
+                #[cfg(feature = "otel")]
+                value => fmt::Write::write_fmt(out, format_args!(" {key}={value}"))?,
+            }
+        }
+        Ok(())
+    }
+
+    fn pairs(&self) -> impl Iterator<Item = (&'static str, Value<'_>)> {
+        let text = [
+            ("service", Some(&*self.service)),
+            ("method", Some(&*self.method)),
+            (
+                "request_id",
+                self.request_id.as_ref().map(RequestId::as_str),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| Some((key, Value::Text(value?))));
+        #[cfg(feature = "otel")]
+        let text = text.chain(self.ids.into_iter().flat_map(|ids| {
+            [
+                ("trace_id", Value::TraceId(ids.trace_id)),
+                ("span_id", Value::SpanId(ids.span_id)),
+            ]
+        }));
+        text
+    }
+}
+
+/// A value of a [`RequestScope`] in a log line.
+enum Value<'a> {
+    Text(&'a str),
+    #[cfg(feature = "otel")]
+    TraceId(opentelemetry::trace::TraceId),
+    #[cfg(feature = "otel")]
+    SpanId(opentelemetry::trace::SpanId),
+}
+
+impl fmt::Display for Value<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Text(text) => f.write_str(text),
+            // Lowercase hex, as in `traceparent`.
+            #[cfg(feature = "otel")]
+            Self::TraceId(id) => id.fmt(f),
+            #[cfg(feature = "otel")]
+            Self::SpanId(id) => id.fmt(f),
+        }
+    }
+}
+
+/// An event format followed by the [`RequestScope`] of the span the event
+/// is logged in: for JSON lines as top-level `service`, `method`,
+/// `request_id`, `trace_id` and `span_id` members, for text lines as
+/// `key=value` pairs at the end.
+pub(crate) struct WithRequestScope<F> {
+    format: F,
+    /// Text lines: the same format with ANSI colours, for a writer that
+    /// takes them (the line is formatted into a buffer first, and a buffer's
+    /// writer has none).
+    colored: Option<F>,
+    json: bool,
+}
+
+impl<F> WithRequestScope<F> {
+    /// Around a JSON event format (one object a line).
+    pub(crate) fn json(format: F) -> Self {
+        Self {
+            format,
+            colored: None,
+            json: true,
+        }
+    }
+}
+
+impl WithRequestScope<Format> {
+    /// Around `tracing-subscriber`'s default text format (one line each).
+    pub(crate) fn text() -> Self {
+        let format = tracing_subscriber::fmt::format();
+        Self {
+            colored: Some(format.clone().with_ansi(true)),
+            format,
+            json: false,
+        }
+    }
+}
+
+impl<S, N, F> FormatEvent<S, N> for WithRequestScope<F>
+where
+    S: Subscriber + for<'span> LookupSpan<'span>,
+    N: for<'writer> FormatFields<'writer> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let Some(scope) = RequestScope::current(ctx) else {
+            return self.format.format_event(ctx, writer, event);
+        };
+        let format = match &self.colored {
+            Some(colored) if writer.has_ansi_escapes() => colored,
+            _ => &self.format,
+        };
+        let mut line = String::new();
+        format.format_event(ctx, Writer::new(&mut line), event)?;
+        let body = line.trim_end_matches('\n');
+        let mut end = String::with_capacity(160);
+        if self.json {
+            let Some(open) = body.strip_suffix('}') else {
+                return writer.write_str(&line);
+            };
+            writer.write_str(open)?;
+            scope.write_json(&mut end)?;
+            end.push('}');
+        } else {
+            writer.write_str(body)?;
+            scope.write_text(&mut end)?;
+        }
+        end.push('\n');
+        writer.write_str(&end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use http::HeaderValue;
+    use serde_json::Value;
+    use tracing_subscriber::{fmt, layer::SubscriberExt as _};
+
+    use super::*;
+    use crate::observability::{logging::json_layer, trace_context};
+
+    /// A writer the log layers write their lines into.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl Lines {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn scope(service: &str, request_id: Option<&'static str>) -> RequestScope {
+        RequestScope::new(
+            &Arc::from(service),
+            &Arc::from("Get"),
+            request_id.map(|id| RequestId::from_header(&HeaderValue::from_static(id)).unwrap()),
+        )
+    }
+
+    /// Logs "outside", then "inside" within a child span of a span carrying
+    /// `scope`, with `subscriber`.
+    fn log_with(subscriber: impl tracing::Subscriber + Send + Sync, scope: RequestScope) {
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("outside");
+            let request = tracing::info_span!("http.server", otel.kind = "server");
+            trace_context::scope(&request, scope);
+            let _request = request.enter();
+            let _child = tracing::info_span!("db.query", table = "users").entered();
+            tracing::info!(rows = 1_u64, "inside");
+        });
+    }
+
+    #[test]
+    fn json_lines_inside_a_request_carry_its_scope_even_in_a_child_span() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::registry().with(json_layer(move || writer.clone()));
+        log_with(subscriber, scope("users \"east\"\n", Some("req-1")));
+        let text = lines.text();
+        let parsed: Vec<Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let [outside, inside] = parsed.as_slice() else {
+            panic!("two lines expected: {text}");
+        };
+        assert!(outside.get("service").is_none(), "{outside}");
+        assert!(outside.get("request_id").is_none(), "{outside}");
+        assert_eq!(inside["service"], "users \"east\"\n", "{inside}");
+        assert_eq!(inside["method"], "Get");
+        assert_eq!(inside["request_id"], "req-1");
+        assert_eq!(inside["rows"], 1);
+        assert_eq!(inside["span"]["name"], "db.query");
+        assert_eq!(inside["span"]["table"], "users");
+        // Control characters stay escaped: one line each.
+        assert_eq!(text.lines().count(), 2);
+    }
+
+    #[test]
+    fn text_lines_inside_a_request_end_with_its_scope() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            fmt::layer()
+                .event_format(WithRequestScope::text())
+                .with_ansi(false)
+                .with_writer(move || writer.clone()),
+        );
+        log_with(subscriber, scope("users", None));
+        let text = lines.text();
+        let [outside, inside] = text.lines().collect::<Vec<_>>()[..] else {
+            panic!("two lines expected: {text}");
+        };
+        assert!(outside.ends_with("outside"), "{outside}");
+        assert!(
+            inside.ends_with(r#"inside rows=1 service="users" method="Get""#),
+            "{inside}"
+        );
+        assert!(inside.contains(r#"db.query{table="users"}"#), "{inside}");
+    }
+
+    #[test]
+    fn a_span_nobody_records_keeps_nothing() {
+        // No subscriber: the span is disabled and attaching is a no-op.
+        let span = tracing::info_span!("http.server");
+        trace_context::scope(&span, scope("users", Some("req-1")));
+        assert!(span.is_disabled());
+    }
+}
