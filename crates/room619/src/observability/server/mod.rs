@@ -138,6 +138,10 @@ impl<S> Observe<S> {
 /// name and semantic attributes are set on sampled spans only.
 fn grpc_span(route: &GrpcRoute, request_id: &RequestId, headers: &HeaderMap) -> (Span, bool) {
     let span = tracing::info_span!("rpc.server", otel.kind = "server");
+    if span.is_disabled() {
+        // Nothing records it: no scope is built for it.
+        return (span, false);
+    }
     let sampled = start(
         &span,
         headers,
@@ -156,6 +160,10 @@ fn grpc_span(route: &GrpcRoute, request_id: &RequestId, headers: &HeaderMap) -> 
 /// The server span of an HTTP request, as [`grpc_span`].
 fn http_span(route: &HttpRoute, request_id: &RequestId, headers: &HeaderMap) -> (Span, bool) {
     let span = tracing::info_span!("http.server", otel.kind = "server");
+    if span.is_disabled() {
+        // Nothing records it: no scope is built for it.
+        return (span, false);
+    }
     let sampled = start(
         &span,
         headers,

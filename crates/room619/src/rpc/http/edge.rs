@@ -4,7 +4,7 @@
 //!
 //! In order: a declared `Content-Length` over the body limit answers `413` at
 //! once; a body of unknown length is capped at the limit (so no more than the
-//! limit is read); axum's extractors get the same limit; the request's
+//! limit is read), so axum's extractors add no limit of their own; the request's
 //! deadline bounds the handler ([`DeadlineLayer`]); and an error answer that
 //! has no body type of its own (empty or `text/plain`: axum's `405`, its
 //! extractor rejections, a handler's bare status) becomes
@@ -25,7 +25,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use futures_util::future::BoxFuture;
-use http::{HeaderValue, Request, Uri, header};
+use http::{HeaderValue, Request, header, uri::PathAndQuery};
 use http_body::Body as _;
 use http_body_util::{BodyExt as _, Limited};
 use pin_project_lite::pin_project;
@@ -47,7 +47,7 @@ const MAX_DETAIL: usize = 1024;
 
 /// The edge of a node's HTTP routes. In order: a declared `Content-Length`
 /// over the body limit answers `413` at once; a body of unknown length is
-/// capped at the limit; axum's extractors get the same limit; the request's
+/// capped at the limit (axum's extractors add none of their own); the request's
 /// deadline bounds the handler; an error answer without a body type of its own
 /// becomes `application/problem+json`.
 ///
@@ -90,7 +90,10 @@ impl<S> Layer<S> for HttpEdgeLayer {
     type Service = HttpEdge<Inner<S>>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let inner = DefaultBodyLimit::max(self.body_limit).layer(inner);
+        // The edge caps the body itself, so axum's extractors are told not
+        // to wrap it in a limit of their own (a second `Limited` and one
+        // more allocation a request, for a limit already enforced).
+        let inner = DefaultBodyLimit::disable().layer(inner);
         HttpEdge {
             inner: DeadlineLayer::http().layer(inner),
             body_limit: self.body_limit,
@@ -143,10 +146,12 @@ where
                 request.map(|body| Body::new(IdleTimeoutBody::new(Limited::new(body, limit), idle)))
             }
         };
-        let uri = request.uri().clone();
+        // Kept for the `instance` of a problem, should the answer need
+        // rewriting: the path and query only (one shared-bytes clone).
+        let path = request.uri().path_and_query().cloned();
         EdgeFuture::Inner {
             inner: self.inner.call(request),
-            uri: Some(uri),
+            path,
         }
     }
 }
@@ -156,7 +161,7 @@ pin_project! {
     #[project = Projected]
     pub enum EdgeFuture<F> {
         /// The routes answer.
-        Inner { #[pin] inner: F, uri: Option<Uri> },
+        Inner { #[pin] inner: F, path: Option<PathAndQuery> },
         /// An error answer is being rewritten as a problem (rare: boxed).
         Rewriting { rewrite: BoxFuture<'static, Response> },
         /// Answered at the edge.
@@ -173,14 +178,14 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             match self.as_mut().project() {
-                Projected::Inner { inner, uri } => {
+                Projected::Inner { inner, path } => {
                     let Ok(response) = ready!(inner.poll(cx));
                     if !needs_problem(&response) {
                         return Poll::Ready(Ok(response));
                     }
-                    let path = uri
+                    let path = path
                         .take()
-                        .map(|uri| uri.path().to_owned())
+                        .map(|path| path.path().to_owned())
                         .unwrap_or_default();
                     self.set(EdgeFuture::Rewriting {
                         rewrite: Box::pin(as_problem(response, path)),
