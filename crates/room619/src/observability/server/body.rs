@@ -29,8 +29,13 @@ const GRPC_UNKNOWN: i32 = 2;
 /// What a dropped HTTP request is counted as (the caller closed first).
 const HTTP_CLIENT_CLOSED: u16 = 499;
 
-/// A request in flight; dropping it unfinished counts it as abandoned.
-pub(super) struct Pending(Option<Started>);
+/// A request in flight, with its server span (the one handle of it: the
+/// span ends when the request is finished); dropping it unfinished counts
+/// it as abandoned.
+pub(super) struct Pending {
+    started: Option<Started>,
+    span: Span,
+}
 
 struct Started {
     /// The layer's metrics (one shared handle: cloning the families would
@@ -38,7 +43,6 @@ struct Started {
     shared: Arc<Shared>,
     route: Route,
     since: Instant,
-    span: Span,
     /// Whether the span is exported (its status is worth recording).
     sampled: bool,
 }
@@ -50,38 +54,43 @@ enum Route {
 
 impl Pending {
     pub(super) fn grpc(shared: Arc<Shared>, route: Arc<GrpcRoute>, started: Instant) -> Self {
-        Self(Some(Started {
-            shared,
-            route: Route::Grpc(route),
-            since: started,
-            span: Span::none(),
-            sampled: false,
-        }))
+        Self::new(shared, Route::Grpc(route), started)
     }
 
     pub(super) fn http(shared: Arc<Shared>, route: Arc<HttpRoute>, started: Instant) -> Self {
-        Self(Some(Started {
-            shared,
-            route: Route::Http(route),
-            since: started,
+        Self::new(shared, Route::Http(route), started)
+    }
+
+    fn new(shared: Arc<Shared>, route: Route, since: Instant) -> Self {
+        Self {
+            started: Some(Started {
+                shared,
+                route,
+                since,
+                sampled: false,
+            }),
             span: Span::none(),
-            sampled: false,
-        }))
+        }
     }
 
     /// Keeps `span` open until the request is finished; a `sampled` span
     /// gets the status as an attribute.
     pub(super) fn with_span(mut self, span: Span, sampled: bool) -> Self {
-        if let Some(started) = &mut self.0 {
-            started.span = span;
+        if let Some(started) = &mut self.started {
             started.sampled = sampled;
         }
+        self.span = span;
         self
+    }
+
+    /// The request's server span (none once finished).
+    pub(super) fn span(&self) -> &Span {
+        &self.span
     }
 
     pub(super) fn is_grpc(&self) -> bool {
         matches!(
-            &self.0,
+            &self.started,
             Some(Started {
                 route: Route::Grpc(_),
                 ..
@@ -95,12 +104,13 @@ impl Pending {
             shared,
             route,
             since,
-            span,
             sampled,
-        }) = self.0.take()
+        }) = self.started.take()
         else {
             return;
         };
+        // The span ends here, once the status is on it.
+        let span = std::mem::replace(&mut self.span, Span::none());
         let elapsed = since.elapsed();
         match route {
             Route::Grpc(route) => {

@@ -9,7 +9,6 @@ use std::{
 use axum::body::Body;
 use http::Response;
 use pin_project_lite::pin_project;
-use tracing::Span;
 
 use super::{
     REQUEST_ID,
@@ -27,7 +26,7 @@ pin_project! {
     pub(crate) struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        span: Span,
+        // Holds the server span, entered while the inner future is polled.
         pending: Option<Pending>,
         // Taken when answered.
         request_id: Option<RequestId>,
@@ -35,10 +34,9 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(inner: F, span: Span, pending: Pending, request_id: RequestId) -> Self {
+    pub(super) fn new(inner: F, pending: Pending, request_id: RequestId) -> Self {
         Self {
             inner,
-            span,
             pending: Some(pending),
             request_id: Some(request_id),
         }
@@ -56,7 +54,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = {
-            let _entered = this.span.enter();
+            let _entered = this.pending.as_ref().map(|pending| pending.span().enter());
             ready!(this.inner.poll(cx))
         };
         let Some(mut pending) = this.pending.take() else {

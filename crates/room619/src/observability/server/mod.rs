@@ -107,12 +107,12 @@ where
                 (span, sampled, self.http(route, started))
             }
         };
-        let pending = pending.with_span(span.clone(), sampled);
+        let pending = pending.with_span(span, sampled);
         let inner = {
-            let _entered = span.enter();
+            let _entered = pending.span().enter();
             self.inner.call(request)
         };
-        ResponseFuture::new(inner, span, pending, request_id)
+        ResponseFuture::new(inner, pending, request_id)
     }
 }
 
