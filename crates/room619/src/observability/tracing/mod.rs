@@ -98,8 +98,10 @@ impl Telemetry {
     }
 
     /// The `tracing` layer that records spans with this provider. Spans
-    /// carry their fields and `target` as attributes; not the code location,
-    /// the thread, or the `busy_ns` / `idle_ns` timings (which would cost two
+    /// carry their fields as attributes; not the `tracing` target (a Rust
+    /// module path, no semantic-convention attribute, one more to copy,
+    /// export and decode on every sampled span), the code location, the
+    /// thread, or the `busy_ns` / `idle_ns` timings (which would cost two
     /// clock reads each time a span is entered and left). The span's
     /// OpenTelemetry context is current while it is entered, for libraries
     /// that read `opentelemetry::Context::current()`.
@@ -111,6 +113,7 @@ impl Telemetry {
         tracing_opentelemetry::layer()
             .with_tracer(self.provider.tracer("room619"))
             .with_location(false)
+            .with_target(false)
             .with_threads(false)
             .with_tracked_inactivity(false)
     }
