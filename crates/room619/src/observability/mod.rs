@@ -23,6 +23,8 @@ pub mod redact;
 pub(crate) mod request_scope;
 pub(crate) mod server;
 mod span_fields;
+#[cfg(test)]
+mod test_lines;
 pub(crate) mod trace_context;
 #[cfg(feature = "otel")]
 pub mod tracing;

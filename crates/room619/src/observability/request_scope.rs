@@ -78,27 +78,25 @@ impl RequestScope {
     }
 
     /// `"key":"value"` pairs, each preceded by a comma.
-    fn write_json(&self, out: &mut String) -> fmt::Result {
+    fn write_json(&self, out: &mut impl fmt::Write) -> fmt::Result {
         for (key, value) in self.pairs() {
-            out.push_str(",\"");
-            out.push_str(key);
-            out.push_str("\":");
+            write!(out, ",\"{key}\":")?;
             match value {
                 Value::Text(text) => write_string(out, text)?,
                 #[cfg(feature = "otel")]
-                value => fmt::Write::write_fmt(out, format_args!("\"{value}\""))?,
+                value => write!(out, "\"{value}\"")?,
             }
         }
         Ok(())
     }
 
     /// ` key=value` pairs; text values quoted and escaped as `Debug` does.
-    fn write_text(&self, out: &mut String) -> fmt::Result {
+    fn write_text(&self, out: &mut impl fmt::Write) -> fmt::Result {
         for (key, value) in self.pairs() {
             match value {
-                Value::Text(text) => fmt::Write::write_fmt(out, format_args!(" {key}={text:?}"))?,
+                Value::Text(text) => write!(out, " {key}={text:?}")?,
                 #[cfg(feature = "otel")]
-                value => fmt::Write::write_fmt(out, format_args!(" {key}={value}"))?,
+                value => write!(out, " {key}={value}")?,
             }
         }
         Ok(())
@@ -206,54 +204,29 @@ where
         let mut line = String::new();
         format.format_event(ctx, Writer::new(&mut line), event)?;
         let body = line.trim_end_matches('\n');
-        let mut end = String::with_capacity(160);
         if self.json {
             let Some(open) = body.strip_suffix('}') else {
                 return writer.write_str(&line);
             };
             writer.write_str(open)?;
-            scope.write_json(&mut end)?;
-            end.push('}');
+            scope.write_json(&mut writer)?;
+            writer.write_str("}\n")
         } else {
             writer.write_str(body)?;
-            scope.write_text(&mut end)?;
+            scope.write_text(&mut writer)?;
+            writer.write_char('\n')
         }
-        end.push('\n');
-        writer.write_str(&end)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use http::HeaderValue;
     use serde_json::Value;
     use tracing_subscriber::{fmt, layer::SubscriberExt as _};
 
     use super::*;
-    use crate::observability::{logging::json_layer, trace_context};
-
-    /// A writer the log layers write their lines into.
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl Lines {
-        fn text(&self) -> String {
-            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-        }
-    }
-
-    impl std::io::Write for Lines {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::observability::{logging::json_layer, test_lines::Lines, trace_context};
 
     fn scope(service: &str, request_id: Option<&'static str>) -> RequestScope {
         RequestScope::new(
@@ -279,8 +252,7 @@ mod tests {
     #[test]
     fn json_lines_inside_a_request_carry_its_scope_even_in_a_child_span() {
         let lines = Lines::default();
-        let writer = lines.clone();
-        let subscriber = tracing_subscriber::registry().with(json_layer(move || writer.clone()));
+        let subscriber = tracing_subscriber::registry().with(json_layer(lines.make_writer()));
         log_with(subscriber, scope("users \"east\"\n", Some("req-1")));
         let text = lines.text();
         let parsed: Vec<Value> = text
@@ -305,12 +277,11 @@ mod tests {
     #[test]
     fn text_lines_inside_a_request_end_with_its_scope() {
         let lines = Lines::default();
-        let writer = lines.clone();
         let subscriber = tracing_subscriber::registry().with(
             fmt::layer()
                 .event_format(WithRequestScope::text())
                 .with_ansi(false)
-                .with_writer(move || writer.clone()),
+                .with_writer(lines.make_writer()),
         );
         log_with(subscriber, scope("users", None));
         let text = lines.text();

@@ -219,27 +219,11 @@ static ESCAPES: [u8; 256] = {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use serde_json::{Value, json};
     use tracing_subscriber::{fmt, layer::SubscriberExt as _};
 
     use super::*;
-
-    /// A writer the JSON log layer writes its lines into.
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Lines {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::observability::test_lines::Lines;
 
     /// The `span` object of the one line logged inside the span `make`
     /// opens, once with these span fields and once with
@@ -247,26 +231,21 @@ mod tests {
     fn span_objects(make: impl Fn() -> tracing::Span) -> (Value, Value) {
         let ours = Lines::default();
         let theirs = Lines::default();
-        let writer = |lines: &Lines| {
-            let lines = lines.clone();
-            move || lines.clone()
-        };
         let subscriber = tracing_subscriber::registry()
             .with(
                 fmt::layer()
                     .json()
                     .fmt_fields(SpanFields)
-                    .with_writer(writer(&ours)),
+                    .with_writer(ours.make_writer()),
             )
-            .with(fmt::layer().json().with_writer(writer(&theirs)));
+            .with(fmt::layer().json().with_writer(theirs.make_writer()));
         tracing::subscriber::with_default(subscriber, || {
             let span = make();
             let _entered = span.enter();
             tracing::info!("inside");
         });
         let span = |lines: &Lines| {
-            let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
-            let line: Value = serde_json::from_str(text.trim_end()).unwrap();
+            let line: Value = serde_json::from_str(lines.text().trim_end()).unwrap();
             line["span"].clone()
         };
         // The `otel.*` fields direct the OpenTelemetry layer; only
