@@ -22,15 +22,17 @@ use std::{
 };
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{SpanExporter, WithExportConfig as _};
 use opentelemetry_sdk::{
     Resource,
     trace::{Sampler, SdkTracerProvider},
 };
 use tracing_subscriber::{Layer, registry::LookupSpan};
 
+use self::otlp::OtlpExporter;
 use super::TelemetryConfig;
 use crate::{Error, Result};
+
+mod otlp;
 
 /// How long one export to the collector may take.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,12 +66,7 @@ impl Telemetry {
                 "the OTLP exporter must be made inside a tokio runtime (its channel runs there)",
             ));
         }
-        let exporter = SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint.clone())
-            .with_timeout(EXPORT_TIMEOUT)
-            .build()
-            .map_err(|err| Error::config(format!("telemetry.otlp_endpoint `{endpoint}`: {err}")))?;
+        let exporter = OtlpExporter::new(endpoint, EXPORT_TIMEOUT)?;
         Ok(Some(Self::with_exporter(
             exporter,
             config.sampling_ratio,

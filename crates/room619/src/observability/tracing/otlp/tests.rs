@@ -1,0 +1,366 @@
+use std::{
+    borrow::Cow,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use opentelemetry::{
+    Array, InstrumentationScope, KeyValue, StringValue, Value,
+    trace::{Event, Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState},
+};
+use opentelemetry_proto::{
+    tonic::collector::trace::v1::{
+        ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+        trace_service_server::{TraceService, TraceServiceServer},
+    },
+    transform::{
+        common::tonic::ResourceAttributesWithSchema,
+        trace::tonic::group_spans_by_resource_and_scope,
+    },
+};
+use opentelemetry_sdk::{
+    Resource,
+    trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks},
+};
+use prost::Message as _;
+
+use super::{Batch, EncodedResource, OtlpExporter, varint_len};
+
+fn context(trace: u128, span: u64, remote: bool, state: TraceState) -> SpanContext {
+    SpanContext::new(
+        TraceId::from(trace),
+        SpanId::from(span),
+        TraceFlags::SAMPLED,
+        remote,
+        state,
+    )
+}
+
+fn at(nanos: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos)
+}
+
+/// A span with nothing but ids, times and a name.
+fn plain(scope: &InstrumentationScope, span: u64) -> SpanData {
+    SpanData {
+        span_context: context(7, span, false, TraceState::NONE),
+        parent_span_id: SpanId::INVALID,
+        parent_span_is_remote: false,
+        span_kind: SpanKind::Internal,
+        name: Cow::Borrowed("plain"),
+        start_time: at(1_700_000_000_000_000_000),
+        end_time: at(1_700_000_000_000_050_000),
+        attributes: Vec::new(),
+        dropped_attributes_count: 0,
+        events: SpanEvents::default(),
+        links: SpanLinks::default(),
+        status: Status::Unset,
+        instrumentation_scope: scope.clone(),
+    }
+}
+
+/// Every kind of value, at and away from its default.
+fn every_value() -> Vec<KeyValue> {
+    vec![
+        KeyValue::new("s", "ü ünicode"),
+        KeyValue::new("empty", ""),
+        KeyValue::new("t", true),
+        KeyValue::new("f", false),
+        KeyValue::new("zero", 0_i64),
+        KeyValue::new("negative", -42_i64),
+        KeyValue::new("big", i64::MAX),
+        KeyValue::new("float", 0.25_f64),
+        KeyValue::new("nan-free zero", 0.0_f64),
+        KeyValue::new("bools", Value::Array(Array::Bool(vec![true, false]))),
+        KeyValue::new("ints", Value::Array(Array::I64(vec![0, -1, 300]))),
+        KeyValue::new("floats", Value::Array(Array::F64(vec![1.5, -0.0]))),
+        KeyValue::new(
+            "strings",
+            Value::Array(Array::String(vec![
+                StringValue::from("a"),
+                StringValue::from(""),
+            ])),
+        ),
+        KeyValue::new("no elements", Value::Array(Array::I64(Vec::new()))),
+        KeyValue::new("", "an empty key"),
+        KeyValue::new("long", "x".repeat(300)),
+    ]
+}
+
+/// A batch over two scopes, the first again after the second, with every
+/// field of a span set somewhere.
+fn batch() -> Vec<SpanData> {
+    let room619 = InstrumentationScope::builder("room619").build();
+    let other = InstrumentationScope::builder("other")
+        .with_version("1.2.3")
+        .with_schema_url("https://opentelemetry.io/schemas/1.30.0")
+        .with_attributes([KeyValue::new("scope.attr", 1_i64)])
+        .build();
+    let mut full = plain(&room619, 2);
+    full.span_context = context(
+        u128::MAX - 5,
+        u64::MAX - 3,
+        true,
+        TraceState::from_key_value([("vendor", "value"), ("other", "1")])
+            .unwrap_or_else(|err| panic!("{err}")),
+    );
+    full.parent_span_id = SpanId::from(99);
+    full.parent_span_is_remote = true;
+    full.span_kind = SpanKind::Server;
+    full.name = Cow::Owned("GET /users/{id}".to_owned());
+    full.attributes = every_value();
+    full.dropped_attributes_count = 3;
+    full.events.events.push(Event::new(
+        "exception",
+        at(1_700_000_000_000_010_000),
+        vec![KeyValue::new("exception.message", "boom")],
+        1,
+    ));
+    full.events
+        .events
+        .push(Event::new("", SystemTime::UNIX_EPOCH, Vec::new(), 0));
+    full.events.dropped_count = 4;
+    full.links.links.push(Link::new(
+        context(
+            5,
+            6,
+            true,
+            TraceState::from_key_value([("k", "v")]).unwrap_or_else(|err| panic!("{err}")),
+        ),
+        vec![KeyValue::new("link.attr", true)],
+        2,
+    ));
+    full.links.links.push(Link::new(
+        context(8, 9, false, TraceState::NONE),
+        Vec::new(),
+        0,
+    ));
+    full.links.dropped_count = 5;
+    full.status = Status::error("the handler failed");
+
+    let mut client = plain(&other, 3);
+    client.span_kind = SpanKind::Client;
+    client.status = Status::Ok;
+    client.parent_span_id = SpanId::from(2);
+    let mut producer = plain(&room619, 4);
+    producer.span_kind = SpanKind::Producer;
+    producer.start_time = SystemTime::UNIX_EPOCH - Duration::from_secs(1);
+    let mut consumer = plain(&other, 5);
+    consumer.span_kind = SpanKind::Consumer;
+    consumer.name = Cow::Borrowed("");
+    vec![plain(&room619, 1), full, client, producer, consumer]
+}
+
+fn resource() -> Resource {
+    Resource::builder_empty()
+        .with_schema_url(
+            [
+                KeyValue::new("service.name", "users"),
+                KeyValue::new("host.cores", 2_i64),
+            ],
+            "https://opentelemetry.io/schemas/1.30.0",
+        )
+        .build()
+}
+
+/// What `opentelemetry-otlp` would send for `spans`.
+fn reference(spans: Vec<SpanData>, resource: &Resource) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: group_spans_by_resource_and_scope(
+            spans,
+            &ResourceAttributesWithSchema::from(resource),
+        ),
+    }
+}
+
+/// `request` with its resource's attributes in key order: a `Resource`
+/// keeps them in a hash map, whose order differs from one map to the next.
+fn sorted(mut request: ExportTraceServiceRequest) -> ExportTraceServiceRequest {
+    for resource_spans in &mut request.resource_spans {
+        if let Some(resource) = &mut resource_spans.resource {
+            resource.attributes.sort_by(|a, b| a.key.cmp(&b.key));
+        }
+    }
+    request
+}
+
+fn encoded(spans: Vec<SpanData>, resource: &Resource) -> Vec<u8> {
+    let batch = Batch {
+        spans,
+        resource: Arc::new(EncodedResource::new(resource)),
+    };
+    let (buf, planned) = batch.to_vec();
+    assert_eq!(buf.len(), planned, "the planned length is the written one");
+    buf
+}
+
+#[test]
+fn a_batch_decodes_to_what_opentelemetry_proto_makes_of_it() {
+    let bytes = encoded(batch(), &resource());
+    let decoded = ExportTraceServiceRequest::decode(bytes.as_slice())
+        .unwrap_or_else(|err| panic!("the request does not decode: {err}"));
+    assert_eq!(
+        sorted(decoded.clone()),
+        sorted(reference(batch(), &resource()))
+    );
+    let scopes = &decoded.resource_spans[0].scope_spans;
+    assert_eq!(scopes.len(), 2, "spans grouped by scope");
+    assert_eq!(scopes[0].spans.len(), 3);
+}
+
+#[test]
+fn empty_batches_and_resources_decode_too() {
+    let empty = Resource::builder_empty().build();
+    for (spans, resource) in [
+        (Vec::new(), empty.clone()),
+        (Vec::new(), resource()),
+        (batch(), empty.clone()),
+    ] {
+        let bytes = encoded(spans.clone(), &resource);
+        let decoded = ExportTraceServiceRequest::decode(bytes.as_slice())
+            .unwrap_or_else(|err| panic!("the request does not decode: {err}"));
+        assert_eq!(sorted(decoded), sorted(reference(spans, &resource)));
+    }
+}
+
+#[test]
+fn varint_lengths_match_the_bytes_written() {
+    for value in [
+        0,
+        1,
+        127,
+        128,
+        16_383,
+        16_384,
+        u64::from(u32::MAX),
+        u64::MAX,
+    ] {
+        let mut buf = Vec::new();
+        super::put_varint(&mut buf, value);
+        assert_eq!(buf.len(), varint_len(value), "{value}");
+        let mut slice = buf.as_slice();
+        assert_eq!(prost::encoding::decode_varint(&mut slice).ok(), Some(value));
+    }
+}
+
+/// A collector that keeps what it is sent and answers as told.
+#[derive(Clone, Default)]
+struct Collector {
+    received: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+    rejected: i64,
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        if self.rejected < 0 {
+            return Err(tonic::Status::resource_exhausted("the collector is full"));
+        }
+        self.received
+            .lock()
+            .unwrap_or_else(|err| panic!("{err}"))
+            .push(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: (self.rejected > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: self.rejected,
+                error_message: "too many attributes".to_owned(),
+            }),
+        }))
+    }
+}
+
+async fn serve(collector: Collector) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+    let addr = listener.local_addr().unwrap_or_else(|err| panic!("{err}"));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(collector))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn exports_reach_a_collector_as_sent() {
+    let collector = Collector::default();
+    let endpoint = serve(collector.clone()).await;
+    let mut exporter =
+        OtlpExporter::new(&endpoint, Duration::from_secs(5)).unwrap_or_else(|err| panic!("{err}"));
+    exporter.set_resource(&resource());
+    for _ in 0..2 {
+        exporter
+            .export(batch())
+            .await
+            .unwrap_or_else(|err| panic!("export failed: {err}"));
+    }
+    let received = collector
+        .received
+        .lock()
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(received.len(), 2);
+    assert_eq!(
+        sorted(received[1].clone()),
+        sorted(reference(batch(), &resource()))
+    );
+}
+
+#[tokio::test]
+async fn a_partial_success_is_a_success_and_a_refusal_an_error() {
+    let partial = Collector {
+        rejected: 2,
+        ..Collector::default()
+    };
+    let exporter = OtlpExporter::new(&serve(partial.clone()).await, Duration::from_secs(5))
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert!(exporter.export(batch()).await.is_ok());
+    assert_eq!(
+        partial
+            .received
+            .lock()
+            .unwrap_or_else(|err| panic!("{err}"))
+            .len(),
+        1
+    );
+
+    let full = Collector {
+        rejected: -1,
+        ..Collector::default()
+    };
+    let exporter = OtlpExporter::new(&serve(full).await, Duration::from_secs(5))
+        .unwrap_or_else(|err| panic!("{err}"));
+    let err = exporter
+        .export(batch())
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("a refused export is an error"));
+    assert!(err.to_string().contains("ResourceExhausted"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unreachable_collector_fails_the_export_without_hanging() {
+    // A port nobody listens on: bound, then released.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .unwrap_or_else(|err| panic!("{err}"));
+    let exporter = OtlpExporter::new(&format!("http://{addr}"), Duration::from_secs(5))
+        .unwrap_or_else(|err| panic!("{err}"));
+    let outcome = tokio::time::timeout(Duration::from_secs(10), exporter.export(batch()))
+        .await
+        .unwrap_or_else(|_| panic!("the export hung"));
+    assert!(outcome.is_err());
+}
+
+#[tokio::test]
+async fn endpoints_that_are_not_plain_http_are_refused() {
+    for endpoint in ["https://collector:4317", "collector:4317", "not a uri"] {
+        let err = OtlpExporter::new(endpoint, Duration::from_secs(1))
+            .err()
+            .unwrap_or_else(|| panic!("`{endpoint}` was accepted"));
+        assert!(err.to_string().contains(endpoint), "{err}");
+    }
+}
