@@ -1,33 +1,70 @@
-//! An OTLP trace receiver for the observability benchmarks: a tonic
-//! `TraceService` (from the official `opentelemetry-proto` definitions) that
-//! counts the spans exported to it, and the subscriber an observed node's
-//! threads run.
+//! An OTLP trace receiver for the observability benchmarks: a tonic server
+//! of the collector's `TraceService` (from the official `opentelemetry-proto`
+//! definitions) that counts the spans exported to it, and the subscriber an
+//! observed node's threads run.
+//!
+//! The receiver shares the machine with the node under test, so what it
+//! does per span is charged to the node's throughput. By default it decodes
+//! the request's envelope only (`ResourceSpans` and `ScopeSpans`, each span
+//! kept as its undecoded bytes), as a collector forwarding spans would;
+//! [`Receiver::decoding`] decodes every span into `opentelemetry-proto`'s
+//! messages, which costs about as much per span as the node's whole export.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
 };
 
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
     trace_service_server::{TraceService, TraceServiceServer},
 };
 use room619::observability::{TelemetryConfig, logging, tracing::Telemetry};
+use tonic::{
+    body::Body,
+    codegen::{BoxFuture, Service},
+    server::{Grpc, NamedService, UnaryService},
+};
 use tracing_subscriber::{EnvFilter, layer::SubscriberExt as _};
 
 use crate::BoxError;
+
+/// The collector's export method.
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
 /// The OTLP receiver: counts the spans exported to it.
 #[derive(Clone, Default)]
 pub struct Receiver {
     spans: Arc<AtomicU64>,
+    /// Whether every span is decoded, not just the envelope.
+    decode: bool,
 }
 
 impl Receiver {
+    /// A receiver that decodes every span it is sent into
+    /// `opentelemetry-proto`'s messages.
+    #[must_use]
+    pub fn decoding() -> Self {
+        Self {
+            decode: true,
+            ..Self::default()
+        }
+    }
+
     /// The spans received so far.
     #[must_use]
     pub fn spans(&self) -> u64 {
         self.spans.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, spans: usize) {
+        self.spans
+            .fetch_add(u64::try_from(spans).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// Serves the receiver on `127.0.0.1:0` (on the current runtime); returns
@@ -40,11 +77,14 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(TraceServiceServer::new(self))
-                .serve_with_incoming(incoming),
-        );
+        let mut server = tonic::transport::Server::builder();
+        if self.decode {
+            let router = server.add_service(TraceServiceServer::new(self));
+            tokio::spawn(router.serve_with_incoming(incoming));
+        } else {
+            let router = server.add_service(CountingServer(self));
+            tokio::spawn(router.serve_with_incoming(incoming));
+        }
         Ok(format!("http://{addr}"))
     }
 }
@@ -55,16 +95,91 @@ impl TraceService for Receiver {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let spans: usize = request
-            .into_inner()
-            .resource_spans
-            .iter()
-            .flat_map(|resource| &resource.scope_spans)
-            .map(|scope| scope.spans.len())
-            .sum();
-        self.spans
-            .fetch_add(u64::try_from(spans).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.add(
+            request
+                .into_inner()
+                .resource_spans
+                .iter()
+                .flat_map(|resource| &resource.scope_spans)
+                .map(|scope| scope.spans.len())
+                .sum(),
+        );
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// `ExportTraceServiceRequest`, down to each span's bytes.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Envelope {
+    #[prost(message, repeated, tag = "1")]
+    resource_spans: Vec<ResourceEnvelope>,
+}
+
+/// `ResourceSpans` without its resource.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ResourceEnvelope {
+    #[prost(message, repeated, tag = "2")]
+    scope_spans: Vec<ScopeEnvelope>,
+}
+
+/// `ScopeSpans` without its scope; each span undecoded.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ScopeEnvelope {
+    #[prost(bytes = "bytes", repeated, tag = "2")]
+    spans: Vec<Bytes>,
+}
+
+/// The `TraceService` of a receiver that decodes envelopes only.
+#[derive(Clone)]
+struct CountingServer(Receiver);
+
+impl NamedService for CountingServer {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+impl UnaryService<Envelope> for CountingServer {
+    type Response = ExportTraceServiceResponse;
+    type Future = std::future::Ready<Result<tonic::Response<Self::Response>, tonic::Status>>;
+
+    fn call(&mut self, request: tonic::Request<Envelope>) -> Self::Future {
+        self.0.add(
+            request
+                .get_ref()
+                .resource_spans
+                .iter()
+                .flat_map(|resource| &resource.scope_spans)
+                .map(|scope| scope.spans.len())
+                .sum(),
+        );
+        std::future::ready(Ok(tonic::Response::new(
+            ExportTraceServiceResponse::default(),
+        )))
+    }
+}
+
+impl Service<http::Request<Body>> for CountingServer {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let service = self.clone();
+        Box::pin(async move {
+            if request.uri().path() != EXPORT_PATH {
+                return Ok(
+                    tonic::Status::unimplemented(request.uri().path().to_owned()).into_http(),
+                );
+            }
+            let mut grpc = Grpc::new(tonic_prost::ProstCodec::<
+                ExportTraceServiceResponse,
+                Envelope,
+            >::default());
+            Ok(grpc.unary(service, request).await)
+        })
     }
 }
 

@@ -86,6 +86,10 @@ struct Cli {
     /// How long to send, in milliseconds (after 20 warm-up requests).
     #[arg(long, default_value_t = 1000)]
     millis: u64,
+    /// For the `*-obs*` targets: the in-process OTLP receiver decodes every
+    /// span, not just the request's envelope (see `room619_bench::otlp`).
+    #[arg(long)]
+    decoding_receiver: bool,
 }
 
 fn main() -> ExitCode {
@@ -98,7 +102,16 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(err) => return fail(&err.into()),
     };
-    match runtime.block_on(drive(cli.target, Duration::from_millis(cli.millis))) {
+    let receiver = if cli.decoding_receiver {
+        otlp::Receiver::decoding()
+    } else {
+        otlp::Receiver::default()
+    };
+    match runtime.block_on(drive(
+        cli.target,
+        Duration::from_millis(cli.millis),
+        receiver,
+    )) {
         Ok(requests) => {
             let mut stdout = std::io::stdout().lock();
             if writeln!(stdout, "requests={requests}").is_err() {
@@ -110,7 +123,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn drive(target: Target, duration: Duration) -> Result<u64, BoxError> {
+async fn drive(
+    target: Target,
+    duration: Duration,
+    receiver: otlp::Receiver,
+) -> Result<u64, BoxError> {
     let hs256 = chain::config(ChainAlgorithm::Hs256);
     let (server, authorization) = match target {
         Target::GrpcBare => (servers::bare_tonic().await?, None),
@@ -120,8 +137,8 @@ async fn drive(target: Target, duration: Duration) -> Result<u64, BoxError> {
             servers::room619_with("[telemetry]\nmetrics = false\n").await?,
             None,
         ),
-        Target::GrpcObs01 | Target::RestObs01 => (observed(0.1).await?, None),
-        Target::GrpcObs10 | Target::RestObs10 => (observed(1.0).await?, None),
+        Target::GrpcObs01 | Target::RestObs01 => (observed(0.1, receiver).await?, None),
+        Target::GrpcObs10 | Target::RestObs10 => (observed(1.0, receiver).await?, None),
         Target::GrpcChain | Target::RestChain => (
             servers::room619_with(&hs256).await?,
             Some(chain::authorization(ChainAlgorithm::Hs256)?),
@@ -168,8 +185,8 @@ async fn drive(target: Target, duration: Duration) -> Result<u64, BoxError> {
 /// A room619 node with observability fully on, sampling `ratio`: the
 /// process's global subscriber logs and traces, the spans go to a receiver
 /// in this process.
-async fn observed(ratio: f64) -> Result<Server, BoxError> {
-    let endpoint = otlp::Receiver::default().serve().await?;
+async fn observed(ratio: f64, receiver: otlp::Receiver) -> Result<Server, BoxError> {
+    let endpoint = receiver.serve().await?;
     let telemetry = otlp::telemetry(&endpoint, ratio)?;
     let layers = otlp::Layers {
         logs: true,

@@ -56,6 +56,10 @@ struct Cli {
     /// What the `on` nodes run, to see where the cost is.
     #[arg(long, value_enum, default_value_t = Layers::All)]
     layers: Layers,
+    /// The OTLP receiver decodes every span, not just the request's
+    /// envelope (see `room619_bench::otlp`).
+    #[arg(long)]
+    decoding_receiver: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -111,7 +115,11 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> Result<(), BoxError> {
     let collector = runtime("bench-collector", None)?;
-    let receiver = Receiver::default();
+    let receiver = if cli.decoding_receiver {
+        Receiver::decoding()
+    } else {
+        Receiver::default()
+    };
     let endpoint = collector.block_on(receiver.clone().serve())?;
     let load = runtime("bench-load", None)?;
     let mut targets = Vec::new();
