@@ -12,8 +12,8 @@
 
 use std::{
     fmt,
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use bytes::BufMut;
@@ -44,6 +44,7 @@ const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/
 pub(crate) struct OtlpExporter {
     grpc: Grpc<Channel>,
     resource: Arc<EncodedResource>,
+    failures: Arc<Failures>,
 }
 
 impl fmt::Debug for OtlpExporter {
@@ -80,6 +81,7 @@ impl OtlpExporter {
         Ok(Self {
             grpc: Grpc::new(channel),
             resource: Arc::new(EncodedResource::new(&Resource::builder_empty().build())),
+            failures: Arc::new(Failures::default()),
         })
     }
 }
@@ -87,9 +89,10 @@ impl OtlpExporter {
 impl SpanExporter for OtlpExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let mut grpc = self.grpc.clone();
-        grpc.ready()
-            .await
-            .map_err(|err| failed(&format!("the collector is not reachable: {err}")))?;
+        grpc.ready().await.map_err(|err| {
+            self.failures
+                .failed(format!("the collector is not reachable: {err}"))
+        })?;
         let request = tonic::Request::new(Batch {
             spans: batch,
             resource: Arc::clone(&self.resource),
@@ -98,7 +101,7 @@ impl SpanExporter for OtlpExporter {
             .unary(request, PathAndQuery::from_static(EXPORT_PATH), ExportCodec)
             .await
             .map_err(|status| {
-                failed(&format!(
+                self.failures.failed(format!(
                     "the collector answered {:?}: {}",
                     status.code(),
                     status.message()
@@ -121,11 +124,43 @@ impl SpanExporter for OtlpExporter {
     }
 }
 
-/// A failed export, logged here: the SDK's batch processor drops the error
-/// (its own logging is a feature room619 does not turn on).
-fn failed(why: &str) -> OTelSdkError {
-    tracing::warn!(error = why, "exporting spans failed");
-    OTelSdkError::InternalFailure(why.to_owned())
+/// Failed exports, logged here (the SDK's batch processor drops the error:
+/// its own logging is a feature room619 does not turn on) at most once per
+/// [`FAILURE_LOG_INTERVAL`], with how many failed since the last line: a
+/// collector that is down fails every batch, and a busy node sends several
+/// a second.
+#[derive(Default)]
+struct Failures {
+    /// When the last line was logged, and the failures since.
+    last: Mutex<Option<(Instant, u64)>>,
+}
+
+/// How often a failing export is logged at most.
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+impl Failures {
+    fn failed(&self, why: String) -> OTelSdkError {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let suppressed = match *last {
+            Some((at, suppressed)) if now.duration_since(at) < FAILURE_LOG_INTERVAL => {
+                *last = Some((at, suppressed + 1));
+                None
+            }
+            Some((_, suppressed)) => Some(suppressed),
+            None => Some(0),
+        };
+        if let Some(suppressed) = suppressed {
+            *last = Some((now, 0));
+            drop(last);
+            tracing::warn!(
+                error = %why,
+                failed_since_last_warning = suppressed,
+                "exporting spans failed"
+            );
+        }
+        OTelSdkError::InternalFailure(why)
+    }
 }
 
 /// The resource every batch is sent with, encoded once: the body of an OTLP

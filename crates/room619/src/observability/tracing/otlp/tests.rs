@@ -364,3 +364,44 @@ async fn endpoints_that_are_not_plain_http_are_refused() {
         assert!(err.to_string().contains(endpoint), "{err}");
     }
 }
+
+#[test]
+fn failing_exports_are_logged_once_a_minute_with_a_count() {
+    use crate::observability::test_lines::Lines;
+
+    let lines = Lines::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(lines.make_writer())
+        .with_ansi(false)
+        .finish();
+    let failures = super::Failures::default();
+    tracing::subscriber::with_default(subscriber, || {
+        for attempt in 0..3 {
+            let err = failures.failed(format!("attempt {attempt}"));
+            assert!(
+                err.to_string().contains(&format!("attempt {attempt}")),
+                "{err}"
+            );
+        }
+        assert_eq!(lines.text().lines().count(), 1, "{}", lines.text());
+        assert!(lines.text().contains("attempt 0"), "{}", lines.text());
+
+        // A minute later, the next failure is logged with the count since.
+        let mut last = failures.last.lock().unwrap_or_else(|err| panic!("{err}"));
+        let (at, suppressed) = last.unwrap_or_else(|| panic!("nothing recorded"));
+        assert_eq!(suppressed, 2);
+        *last = Some((
+            at.checked_sub(super::FAILURE_LOG_INTERVAL)
+                .unwrap_or_else(|| panic!("the clock is too young")),
+            suppressed,
+        ));
+        drop(last);
+        failures.failed("attempt 3".to_owned());
+    });
+    let text = lines.text();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(
+        text.contains("attempt 3") && text.contains("failed_since_last_warning=2"),
+        "{text}"
+    );
+}
