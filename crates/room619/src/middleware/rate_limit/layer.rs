@@ -11,7 +11,12 @@ use futures_util::future::{BoxFuture, Either, Ready, ready};
 use http::{HeaderValue, Request, header::RETRY_AFTER};
 use tower::{Layer, Service};
 
-use super::{RateLimitKey, RateLimiter, client_ip::client_ip, table::Rule};
+use super::{
+    RateLimitKey, RateLimiter,
+    client_ip::client_ip,
+    counter::{By, Counter},
+    table::Rule,
+};
 use crate::{
     Error,
     middleware::{
@@ -72,38 +77,50 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let Some(table) = self.limiter.table().filter(|table| !table.empty) else {
+        let table = self.limiter.table.load();
+        let rule = if table.empty {
+            None
+        } else {
+            table.lookup(request.method(), request.uri().path())
+        };
+        let Some(rule) = rule else {
             return Either::Left(Either::Right(self.inner.call(request)));
         };
-        let Some(rule) = table
-            .lookup(request.method(), request.uri().path())
-            .cloned()
-        else {
-            return Either::Left(Either::Right(self.inner.call(request)));
-        };
-        let key = key_of(&request, &rule, &table.trusted);
+        let counter = counter_of(&request, rule, &table.trusted);
         if !self.limiter.is_remote() {
-            let decision = self.limiter.local.check(&key, rule.gcra);
+            let decision = self.limiter.local.check_key(&counter.key(), rule.gcra);
             return Either::Left(match decision {
                 Ok(()) => Either::Right(self.inner.call(request)),
-                Err(wait) => Either::Left(ready(Ok(self.refuse(&request, &rule, &key, wait)))),
+                Err(wait) => Either::Left(ready(Ok(self.refuse(&request, rule, &counter, wait)))),
             });
         }
+        let (rule, key) = (rule.clone(), counter.key());
+        drop(table);
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let this = self.clone();
         Either::Right(Box::pin(async move {
-            match this.limiter.check(&rule, &key).await {
+            match this.limiter.check_remote(&rule, key).await {
                 Ok(()) => inner.call(request).await,
-                Err(wait) => Ok(this.refuse(&request, &rule, &key, wait)),
+                Err(wait) => {
+                    let table = this.limiter.table.load();
+                    let counter = counter_of(&request, &rule, &table.trusted);
+                    Ok(this.refuse(&request, &rule, &counter, wait))
+                }
             }
         }))
     }
 }
 
 impl<S> RateLimit<S> {
-    fn refuse<B>(&self, request: &Request<B>, rule: &Rule, key: &str, wait: Duration) -> Response {
-        self.limiter.limited(&rule.id, key);
+    fn refuse<B>(
+        &self,
+        request: &Request<B>,
+        rule: &Rule,
+        counter: &Counter<'_>,
+        wait: Duration,
+    ) -> Response {
+        self.limiter.limited(&rule.id, counter);
         let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         let retry_after = HeaderValue::from(seconds.max(1));
         Protocol::of(request).reject(
@@ -113,26 +130,24 @@ impl<S> RateLimit<S> {
     }
 }
 
-/// The counter of the request under `rule`: the rule's id and what the
-/// request is counted by, in one string.
-fn key_of<B>(request: &Request<B>, rule: &Rule, trusted: &[ipnet::IpNet]) -> String {
+/// What the request is counted as under `rule`.
+fn counter_of<'a, B>(
+    request: &'a Request<B>,
+    rule: &'a Rule,
+    trusted: &[ipnet::IpNet],
+) -> Counter<'a> {
     let principal = request.extensions().get::<Principal>();
-    let id = &rule.id;
-    match (rule.key, principal) {
-        (RateLimitKey::Principal, Some(principal)) => format!("{id}|sub:{}", principal.subject()),
+    let by = match (rule.key, principal) {
+        (RateLimitKey::Principal, Some(principal)) => By::Subject(principal.subject()),
         (RateLimitKey::ApiKey, Some(principal))
             if matches!(principal.credential(), Credential::ApiKey { .. }) =>
         {
-            format!("{id}|key:{}", principal.subject())
+            By::ApiKey(principal.subject())
         }
         _ => match request.extensions().get::<PeerAddr>() {
-            Some(PeerAddr(peer)) => {
-                format!(
-                    "{id}|ip:{}",
-                    client_ip(peer.ip(), request.headers(), trusted)
-                )
-            }
-            None => format!("{id}|in-process"),
+            Some(PeerAddr(peer)) => By::Ip(client_ip(peer.ip(), request.headers(), trusted)),
+            None => By::InProcess,
         },
-    }
+    };
+    Counter { rule: &rule.id, by }
 }

@@ -40,6 +40,7 @@
 
 pub(crate) mod client_ip;
 mod config;
+mod counter;
 mod gcra;
 mod layer;
 #[cfg(feature = "redis")]
@@ -51,12 +52,13 @@ use std::{
     time::Duration,
 };
 
+use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
 
 pub use config::{RateLimitBackend, RateLimitConfig, RateLimitKey, RateLimitRule};
 pub use layer::{RateLimit, RateLimitLayer};
 
-use self::{gcra::LocalStore, table::Table};
+use self::{counter::Counter, gcra::LocalStore, table::Table};
 use crate::Result;
 
 /// The tracing target of rate-limit refusals.
@@ -78,7 +80,8 @@ trait RemoteStore: Send + Sync {
 
 /// The rules and counters of a node; shared by its [`RateLimitLayer`]s.
 pub struct RateLimiter {
-    table: RwLock<Arc<Table>>,
+    /// Read on every request, replaced on updates.
+    table: ArcSwap<Table>,
     local: LocalStore,
     remote: Option<Box<dyn RemoteStore>>,
     observer: RwLock<Option<Observer>>,
@@ -93,7 +96,7 @@ impl RateLimiter {
     /// `Config` when the section is invalid.
     pub fn new(config: &RateLimitConfig) -> Result<Self> {
         Ok(Self {
-            table: RwLock::new(Arc::new(Table::new(config)?)),
+            table: ArcSwap::from_pointee(Table::new(config)?),
             local: LocalStore::default(),
             remote: remote_store(config)?,
             observer: RwLock::new(None),
@@ -106,10 +109,7 @@ impl RateLimiter {
     ///
     /// `Config` when the new section is invalid; the old rules stay.
     pub fn update(&self, config: &RateLimitConfig) -> Result<()> {
-        let table = Arc::new(Table::new(config)?);
-        if let Ok(mut slot) = self.table.write() {
-            *slot = table;
-        }
+        self.table.store(Arc::new(Table::new(config)?));
         Ok(())
     }
 
@@ -133,22 +133,19 @@ impl RateLimiter {
         }
     }
 
-    fn table(&self) -> Option<Arc<Table>> {
-        self.table.read().ok().map(|table| Arc::clone(&table))
-    }
-
-    fn limited(&self, rule: &str, key: &str) {
-        tracing::debug!(target: RATE_LIMIT_TARGET, rule, key, "request rate limited");
+    fn limited(&self, rule: &str, counter: &Counter<'_>) {
+        tracing::debug!(target: RATE_LIMIT_TARGET, rule, key = %counter, "request rate limited");
         if let Some(observer) = self.observer.read().ok().and_then(|o| o.clone()) {
             observer(rule);
         }
     }
 
-    /// Whether a request under `rule` with `counter` (see `layer::key_of`)
-    /// may pass now: `Err` holds how long to wait.
-    async fn check(&self, rule: &table::Rule, counter: &str) -> Result<(), Duration> {
+    /// Whether a request under `rule` counted as `counter` may pass now,
+    /// through the remote store: `Err` holds how long to wait. (Without one,
+    /// the layer asks the local store itself, without a future.)
+    async fn check_remote(&self, rule: &table::Rule, counter: String) -> Result<(), Duration> {
         if let Some(remote) = &self.remote {
-            return match remote.check(counter.to_owned(), rule.gcra).await {
+            return match remote.check(counter, rule.gcra).await {
                 Ok(decision) => decision,
                 Err(err) => {
                     tracing::warn!(target: RATE_LIMIT_TARGET, error = %err, "rate limit backend unreachable; letting the request through");
@@ -156,7 +153,7 @@ impl RateLimiter {
                 }
             };
         }
-        self.local.check(counter, rule.gcra)
+        self.local.check_key(&counter, rule.gcra)
     }
 
     /// Whether decisions need the async backend.

@@ -1,5 +1,7 @@
 //! The rules of a [`RateLimitConfig`], looked up by route and method.
 
+use std::sync::Arc;
+
 use ipnet::IpNet;
 
 use super::{RateLimitConfig, RateLimitKey, config::parse_net, gcra::Gcra};
@@ -9,7 +11,7 @@ use crate::{Error, Result};
 #[derive(Debug, Clone)]
 pub(crate) struct Rule {
     /// Names the rule in counter keys: `METHOD route`, the same on every node.
-    pub(crate) id: String,
+    pub(crate) id: Arc<str>,
     pub(crate) gcra: Gcra,
     pub(crate) key: RateLimitKey,
 }
@@ -40,7 +42,8 @@ impl Table {
                     "{} {}",
                     method.as_ref().map_or("*", http::Method::as_str),
                     rule.route
-                ),
+                )
+                .into(),
                 gcra: Gcra::new(rule.limit, rule.period, rule.burst),
                 key: rule.key,
             };

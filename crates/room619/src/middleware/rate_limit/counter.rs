@@ -1,0 +1,104 @@
+//! [`Counter`]: what a request is counted as under a rule.
+
+use std::{
+    fmt::{self, Write as _},
+    net::IpAddr,
+};
+
+/// What one request is counted as: the rule's id and who is calling. Its
+/// text, `{rule}|sub:{subject}`, `{rule}|key:{subject}`, `{rule}|ip:{address}`
+/// or `{rule}|in-process`, names the counter, in this process and in Redis
+/// (the same on every node).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Counter<'a> {
+    pub(crate) rule: &'a str,
+    pub(crate) by: By<'a>,
+}
+
+/// Who a request is counted by.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum By<'a> {
+    /// The authenticated principal's subject.
+    Subject(&'a str),
+    /// The subject of the API key that authenticated the request.
+    ApiKey(&'a str),
+    /// The client's address.
+    Ip(IpAddr),
+    /// A colocated client's in-process call.
+    InProcess,
+}
+
+impl By<'_> {
+    /// What follows the rule, before the subject or address.
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::Subject(_) => "|sub:",
+            Self::ApiKey(_) => "|key:",
+            Self::Ip(_) => "|ip:",
+            Self::InProcess => "|in-process",
+        }
+    }
+}
+
+impl Counter<'_> {
+    /// The counter's name, built with one allocation of the right size and
+    /// without the formatting machinery (but for an address).
+    pub(crate) fn key(&self) -> String {
+        let prefix = self.by.prefix();
+        let subject = match self.by {
+            By::Subject(subject) | By::ApiKey(subject) => subject,
+            By::Ip(_) | By::InProcess => "",
+        };
+        // An IPv6 address is at most 39 characters (45 with an IPv4 tail).
+        let address = if matches!(self.by, By::Ip(_)) { 45 } else { 0 };
+        let mut key =
+            String::with_capacity(self.rule.len() + prefix.len() + subject.len() + address);
+        key.push_str(self.rule);
+        key.push_str(prefix);
+        key.push_str(subject);
+        if let By::Ip(ip) = self.by
+            && write!(key, "{ip}").is_err()
+        {
+            // Writing into a `String` does not fail; should it, the
+            // counter is the rule's "unknown address" one.
+            key.push('?');
+        }
+        key
+    }
+}
+
+impl fmt::Display for Counter<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let prefix = self.by.prefix();
+        write!(f, "{}{prefix}", self.rule)?;
+        match self.by {
+            By::Subject(subject) | By::ApiKey(subject) => f.write_str(subject),
+            By::Ip(ip) => write!(f, "{ip}"),
+            By::InProcess => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{By, Counter};
+
+    #[test]
+    fn keys_are_the_rule_then_who_is_counted() {
+        let rule = "GET /v1/orders";
+        for (by, expected) in [
+            (By::Subject("alice"), "GET /v1/orders|sub:alice"),
+            (By::ApiKey("ci-bot"), "GET /v1/orders|key:ci-bot"),
+            (By::Ip([10, 0, 0, 7].into()), "GET /v1/orders|ip:10.0.0.7"),
+            (
+                By::Ip("2001:db8::ffff:1.2.3.4".parse().unwrap()),
+                "GET /v1/orders|ip:2001:db8::ffff:102:304",
+            ),
+            (By::InProcess, "GET /v1/orders|in-process"),
+        ] {
+            let counter = Counter { rule, by };
+            assert_eq!(counter.key(), expected);
+            assert_eq!(counter.to_string(), expected);
+        }
+    }
+}
