@@ -4,8 +4,11 @@
 //!   bus and taken by one subscriber (bounded queue, back-pressure on).
 //! - `bus_nats_core/{bus,bus_typed,raw}`: publishing to a `nats-server` on
 //!   loopback through the bus (a raw payload; a typed JSON message) and
-//!   through a bare `async-nats` client, each batch flushed. Target: the bus
-//!   at least 0.9× raw.
+//!   through a bare `async-nats` client (its default connection queue of
+//!   2048), each batch flushed. Target: the bus at least 0.9× raw.
+//! - `bus_nats_core/raw_same_queue`: the bare client with the bus's
+//!   connection queue (`bus.publish_queue`), to tell the queue's share of
+//!   the bus's throughput from the rest.
 //! - `bus_nats_core/{bus,raw}_4_tasks`: the same batch published by four
 //!   tasks at once (as a service's handlers publish), not flushed.
 //! - `bus_jetstream/{sequential,concurrent_32}`: publishes confirmed by the
@@ -37,6 +40,8 @@ struct Setup {
     received: Arc<Mutex<room619::bus::Subscription>>,
     nats: MessageBus,
     raw: async_nats::Client,
+    /// A raw client with the bus's connection queue (`bus.publish_queue`).
+    raw_same_queue: async_nats::Client,
     jetstream: MessageBus,
     _server: NatsServer,
 }
@@ -45,6 +50,10 @@ impl Setup {
     async fn start() -> Result<Self, BoxError> {
         let server = NatsServer::start()?;
         let raw = server.client().await?;
+        let raw_same_queue = async_nats::ConnectOptions::new()
+            .client_capacity(BusConfig::default().publish_queue)
+            .connect(server.url())
+            .await?;
         let memory = MessageBus::in_memory();
         let received = Arc::new(Mutex::new(memory.subscribe("bench.memory").await?));
         let mut config = BusConfig {
@@ -67,6 +76,7 @@ impl Setup {
             received,
             nats,
             raw,
+            raw_same_queue,
             jetstream,
             _server: server,
         })
@@ -127,6 +137,17 @@ fn bench_nats_core(c: &mut Criterion, runtime: &Runtime, setup: &Setup) {
                     .await?;
             }
             setup.raw.flush().await.map_err(BoxError::from)
+        });
+    });
+    group.bench_function("raw_same_queue", |b| {
+        b.to_async(runtime).iter(|| async {
+            for _ in 0..BATCH {
+                setup
+                    .raw_same_queue
+                    .publish("bench.core", Bytes::from_static(PAYLOAD))
+                    .await?;
+            }
+            setup.raw_same_queue.flush().await.map_err(BoxError::from)
         });
     });
     group.bench_function("raw", |b| {

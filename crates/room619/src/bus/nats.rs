@@ -29,6 +29,7 @@ pub(crate) async fn connect(config: &BusConfig, name: &str) -> Result<Client> {
     options(name, config.publish_timeout)
         // Every subject is checked by the bus before it reaches the client.
         .skip_subject_validation(true)
+        .client_capacity(config.publish_queue)
         .connect(config.url.as_str())
         .await
         .map_err(|err| {

@@ -1,6 +1,7 @@
 //! The NATS core backend on a real `nats-server`: pub/sub between nodes,
-//! queue groups spreading the load, request/reply with timeouts, and a clear
-//! error when the server is not there.
+//! queue groups spreading the load, request/reply with timeouts, a clear
+//! error when the server is not there, and back-pressure from the
+//! connection's publish queue that loses nothing.
 
 use std::{
     collections::HashMap,
@@ -156,4 +157,31 @@ async fn a_node_whose_bus_server_is_unreachable_fails_to_start_naming_bus_url() 
     assert_eq!(err.kind(), ErrorKind::Unavailable);
     assert!(err.message().contains("bus.url"), "{err}");
     assert!(err.message().contains(&server.url()), "{err}");
+}
+
+#[tokio::test]
+async fn a_one_message_publish_queue_holds_publishers_back_and_loses_nothing() {
+    let server = NatsServer::start().await;
+    let subscriber = MessageBus::connect(&server.config("nats", "").bus)
+        .await
+        .unwrap();
+    let mut subscription = subscriber.subscribe("counted").await.unwrap();
+    subscriber.flush().await.unwrap();
+    let publisher = MessageBus::connect(&server.config("nats", "publish_queue = 1").bus)
+        .await
+        .unwrap();
+
+    let messages: u32 = 2_000;
+    for n in 0..messages {
+        publisher.publish("counted", &Json(n)).await.unwrap();
+    }
+    publisher.flush().await.unwrap();
+    for expected in 0..messages {
+        let message = tokio::time::timeout(Duration::from_secs(5), subscription.next())
+            .await
+            .unwrap_or_else(|_| panic!("message {expected} never arrived"))
+            .unwrap();
+        let Json(n) = message.decode::<Json<u32>>().unwrap();
+        assert_eq!(n, expected);
+    }
 }
