@@ -6,9 +6,10 @@
 //! span), then prost encodes them. [`OtlpExporter`] writes the same
 //! `ExportTraceServiceRequest` from the borrowed [`SpanData`] in two passes
 //! (lengths, then bytes) into tonic's send buffer: no intermediate message,
-//! one allocation per batch. A test decodes what it writes with
-//! `opentelemetry-proto` and compares it with that crate's own conversion of
-//! the same spans.
+//! one allocation per batch. A batch larger than a collector takes by
+//! default (4 MiB) goes in several requests rather than being refused
+//! whole. A test decodes what it writes with `opentelemetry-proto` and
+//! compares it with that crate's own conversion of the same spans.
 
 use std::{
     fmt,
@@ -86,19 +87,21 @@ impl OtlpExporter {
     }
 }
 
-impl SpanExporter for OtlpExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+impl OtlpExporter {
+    /// Sends one request; a refusal fails it (and the rest of the batch:
+    /// the SDK's processor does not retry).
+    async fn send(&self, batch: Batch) -> OTelSdkResult {
         let mut grpc = self.grpc.clone();
         grpc.ready().await.map_err(|err| {
             self.failures
                 .failed(format!("the collector is not reachable: {err}"))
         })?;
-        let request = tonic::Request::new(Batch {
-            spans: batch,
-            resource: Arc::clone(&self.resource),
-        });
         let response = grpc
-            .unary(request, PathAndQuery::from_static(EXPORT_PATH), ExportCodec)
+            .unary(
+                tonic::Request::new(batch),
+                PathAndQuery::from_static(EXPORT_PATH),
+                ExportCodec,
+            )
             .await
             .map_err(|status| {
                 self.failures.failed(format!(
@@ -115,6 +118,15 @@ impl SpanExporter for OtlpExporter {
                 error = %partial.error_message,
                 "the OTLP collector rejected spans"
             );
+        }
+        Ok(())
+    }
+}
+
+impl SpanExporter for OtlpExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        for request in Batch::split(batch, &self.resource, MAX_REQUEST) {
+            self.send(request).await?;
         }
         Ok(())
     }
@@ -186,58 +198,98 @@ impl EncodedResource {
     }
 }
 
-/// One export: the spans and the resource they ran in.
+/// The largest request sent: an OpenTelemetry Collector takes at most 4 MiB
+/// by default (`max_recv_msg_size_mib`), and refuses a larger request whole.
+const MAX_REQUEST: usize = 4 * 1024 * 1024;
+
+/// One request: spans, the resource they ran in, and the plan of their
+/// encoding.
 struct Batch {
     spans: Vec<SpanData>,
     resource: Arc<EncodedResource>,
+    plan: Plan,
 }
 
 impl Batch {
-    /// Writes the `ExportTraceServiceRequest`: one `ResourceSpans` with a
-    /// `ScopeSpans` for each instrumentation scope, in the order scopes
-    /// first appear (as `opentelemetry-proto` groups them).
-    fn encode(&self, buf: &mut EncodeBuf<'_>) {
-        let plan = Plan::new(&self.spans, &self.resource);
-        // One reservation, not a doubling (and a copy) each time tonic's
-        // buffer fills.
-        buf.reserve(len_field_len(1, plan.resource_spans_len));
-        self.encode_planned(&plan, buf);
+    /// `spans` in as few requests as keep each at most `max` bytes (a span
+    /// larger than that on its own goes alone), in their order.
+    fn split(spans: Vec<SpanData>, resource: &Arc<EncodedResource>, max: usize) -> Vec<Self> {
+        let plan = Plan::new(&spans, resource);
+        if plan.request_len() <= max {
+            return vec![Self {
+                spans,
+                resource: Arc::clone(resource),
+                plan,
+            }];
+        }
+        // What a request holds besides its spans, at most: the resource and
+        // every scope's header.
+        let overhead = plan.request_len()
+            - plan
+                .spans
+                .iter()
+                .map(|span| len_field_len(2, span.len))
+                .sum::<usize>();
+        let mut batches = Vec::new();
+        let (mut chunk, mut chunk_len) = (Vec::new(), overhead);
+        for (span, prepared) in spans.into_iter().zip(&plan.spans) {
+            let len = len_field_len(2, prepared.len);
+            if !chunk.is_empty() && chunk_len + len > max {
+                batches.push(std::mem::take(&mut chunk));
+                chunk_len = overhead;
+            }
+            chunk.push(span);
+            chunk_len += len;
+        }
+        batches.push(chunk);
+        batches
+            .into_iter()
+            .map(|spans| Self {
+                plan: Plan::new(&spans, resource),
+                spans,
+                resource: Arc::clone(resource),
+            })
+            .collect()
     }
 
-    fn encode_planned(&self, plan: &Plan<'_>, buf: &mut impl BufMut) {
+    /// Writes the `ExportTraceServiceRequest` its plan describes: one
+    /// `ResourceSpans` with a `ScopeSpans` for each instrumentation scope,
+    /// in the order scopes first appear (as `opentelemetry-proto` groups
+    /// them).
+    fn encode(&self, buf: &mut impl BufMut) {
+        let plan = &self.plan;
         put_len_prefix(buf, 1, plan.resource_spans_len);
         put_len_prefix(buf, 1, self.resource.body.len());
         buf.put_slice(&self.resource.body);
         for scope in &plan.scopes {
+            let instrumentation = &self.spans[scope.spans[0]].instrumentation_scope;
             put_len_prefix(buf, 2, scope.len);
-            put_len_prefix(buf, 1, scope_len(scope.scope));
-            put_scope(buf, scope.scope);
+            put_len_prefix(buf, 1, scope_len(instrumentation));
+            put_scope(buf, instrumentation);
             for &index in &scope.spans {
                 let (span, prepared) = (&self.spans[index], &plan.spans[index]);
                 put_len_prefix(buf, 2, prepared.len);
                 put_span(buf, span, prepared.trace_state.as_deref());
             }
-            put_str(buf, 3, scope.scope.schema_url().unwrap_or_default());
+            put_str(buf, 3, instrumentation.schema_url().unwrap_or_default());
         }
         put_str(buf, 3, &self.resource.schema_url);
     }
 
-    /// The request in a buffer of its own, and the length its plan
-    /// promised.
+    /// The request in a buffer of its own.
     #[cfg(test)]
-    fn to_vec(&self) -> (Vec<u8>, usize) {
-        let plan = Plan::new(&self.spans, &self.resource);
+    fn to_vec(&self) -> Vec<u8> {
         let mut buf = Vec::new();
-        self.encode_planned(&plan, &mut buf);
-        (buf, len_field_len(1, plan.resource_spans_len))
+        self.encode(&mut buf);
+        buf
     }
 }
 
 /// The lengths a batch's nested messages are prefixed with, worked out
 /// before any byte is written.
-struct Plan<'a> {
+struct Plan {
     spans: Vec<PreparedSpan>,
-    scopes: Vec<ScopePlan<'a>>,
+    scopes: Vec<ScopePlan>,
     resource_spans_len: usize,
 }
 
@@ -247,25 +299,27 @@ struct PreparedSpan {
     trace_state: Option<String>,
 }
 
-struct ScopePlan<'a> {
-    scope: &'a InstrumentationScope,
-    /// Indexes into the batch.
+struct ScopePlan {
+    /// Indexes into the batch of the scope's spans (never empty: the first
+    /// span names the scope).
     spans: Vec<usize>,
     len: usize,
 }
 
-impl<'a> Plan<'a> {
-    fn new(spans: &'a [SpanData], resource: &EncodedResource) -> Self {
-        let mut scopes: Vec<ScopePlan<'a>> = Vec::new();
+impl Plan {
+    fn new(spans: &[SpanData], resource: &EncodedResource) -> Self {
+        let mut scopes: Vec<ScopePlan> = Vec::new();
         let prepared = spans
             .iter()
             .enumerate()
             .map(|(index, span)| {
                 let scope = &span.instrumentation_scope;
-                match scopes.iter_mut().find(|plan| plan.scope == scope) {
+                match scopes
+                    .iter_mut()
+                    .find(|plan| spans[plan.spans[0]].instrumentation_scope == *scope)
+                {
                     Some(plan) => plan.spans.push(index),
                     None => scopes.push(ScopePlan {
-                        scope,
                         spans: vec![index],
                         len: 0,
                     }),
@@ -280,13 +334,14 @@ impl<'a> Plan<'a> {
         let mut resource_spans_len =
             len_field_len(1, resource.body.len()) + str_len(3, &resource.schema_url);
         for scope in &mut scopes {
-            scope.len = len_field_len(1, scope_len(scope.scope))
+            let instrumentation = &spans[scope.spans[0]].instrumentation_scope;
+            scope.len = len_field_len(1, scope_len(instrumentation))
                 + scope
                     .spans
                     .iter()
                     .map(|&index| len_field_len(2, prepared[index].len))
                     .sum::<usize>()
-                + str_len(3, scope.scope.schema_url().unwrap_or_default());
+                + str_len(3, instrumentation.schema_url().unwrap_or_default());
             resource_spans_len += len_field_len(2, scope.len);
         }
         Self {
@@ -294,6 +349,11 @@ impl<'a> Plan<'a> {
             scopes,
             resource_spans_len,
         }
+    }
+
+    /// The length of the whole `ExportTraceServiceRequest`.
+    fn request_len(&self) -> usize {
+        len_field_len(1, self.resource_spans_len)
     }
 }
 
@@ -718,6 +778,9 @@ impl Encoder for ExportCodec {
     type Error = tonic::Status;
 
     fn encode(&mut self, batch: Batch, buf: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        // One reservation, not a doubling (and a copy) each time tonic's
+        // buffer fills.
+        buf.reserve(batch.plan.request_len());
         batch.encode(buf);
         Ok(())
     }

@@ -185,12 +185,15 @@ fn sorted(mut request: ExportTraceServiceRequest) -> ExportTraceServiceRequest {
 }
 
 fn encoded(spans: Vec<SpanData>, resource: &Resource) -> Vec<u8> {
-    let batch = Batch {
-        spans,
-        resource: Arc::new(EncodedResource::new(resource)),
-    };
-    let (buf, planned) = batch.to_vec();
-    assert_eq!(buf.len(), planned, "the planned length is the written one");
+    let mut batches = Batch::split(spans, &Arc::new(EncodedResource::new(resource)), usize::MAX);
+    assert_eq!(batches.len(), 1);
+    let batch = batches.remove(0);
+    let buf = batch.to_vec();
+    assert_eq!(
+        buf.len(),
+        batch.plan.request_len(),
+        "the planned length is the written one"
+    );
     buf
 }
 
@@ -404,4 +407,48 @@ fn failing_exports_are_logged_once_a_minute_with_a_count() {
         text.contains("attempt 3") && text.contains("failed_since_last_warning=2"),
         "{text}"
     );
+}
+
+#[test]
+fn a_batch_too_large_for_one_request_goes_in_several_that_fit() {
+    let room619 = InstrumentationScope::builder("room619").build();
+    let spans: Vec<SpanData> = (0..40)
+        .map(|n| {
+            let mut span = plain(&room619, n + 1);
+            // About a kilobyte each.
+            span.attributes = vec![KeyValue::new("payload", "x".repeat(1000))];
+            span
+        })
+        .chain(std::iter::once({
+            // One span larger than a request may be: it goes alone.
+            let mut span = plain(&room619, 99);
+            span.attributes = vec![KeyValue::new("payload", "y".repeat(20_000))];
+            span
+        }))
+        .collect();
+    let resource = Arc::new(EncodedResource::new(&resource()));
+    let max = 10_000;
+    let batches = Batch::split(spans, &resource, max);
+    assert!(batches.len() >= 5, "{} requests", batches.len());
+    let mut ids = Vec::new();
+    for batch in &batches {
+        let bytes = batch.to_vec();
+        assert_eq!(bytes.len(), batch.plan.request_len());
+        assert!(
+            bytes.len() <= max || batch.spans.len() == 1,
+            "a request of {} bytes holds {} spans",
+            bytes.len(),
+            batch.spans.len()
+        );
+        let decoded = ExportTraceServiceRequest::decode(bytes.as_slice())
+            .unwrap_or_else(|err| panic!("a request does not decode: {err}"));
+        ids.extend(
+            decoded.resource_spans[0].scope_spans[0]
+                .spans
+                .iter()
+                .map(|span| span.span_id[7]),
+        );
+    }
+    let expected: Vec<u8> = (1..=40).chain(std::iter::once(99)).collect();
+    assert_eq!(ids, expected, "every span once, in order");
 }
