@@ -11,7 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt as _;
 use pin_project_lite::pin_project;
 
-use crate::error::BoxError;
+use crate::{error::BoxError, rpc::client::balance::Tried};
 
 /// A request body type the retry layer can buffer and rebuild.
 pub trait ReplayBody:
@@ -66,7 +66,12 @@ impl Replayable {
         request: http::Request<B>,
         limit: usize,
     ) -> Result<Result<Self, http::Request<B>>, BoxError> {
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        // Every replay shares the list of instances the call tried (a hedge
+        // inside a retry keeps the retry's).
+        if parts.extensions.get::<Tried>().is_none() {
+            parts.extensions.insert(Tried::default());
+        }
         Ok(match body.buffer(limit).await? {
             Ok(body) => Ok(Self { parts, body }),
             Err(streamed) => Err(http::Request::from_parts(parts, streamed)),

@@ -30,6 +30,30 @@ use crate::error::BoxError;
 /// How often a call waiting for a ready instance looks again by itself.
 const RECHECK: Duration = Duration::from_millis(20);
 
+/// The instances a call's attempts went to, shared by all of them (its
+/// retries and hedges, which replay the request with its extensions): a
+/// later attempt goes to another instance when one is ready, as a retry to
+/// the instance that just failed or hung would likely fail the same way.
+#[derive(Clone, Default, Debug)]
+pub(crate) struct Tried(Arc<Mutex<Vec<String>>>);
+
+impl Tried {
+    fn keys(&self) -> MutexGuard<'_, Vec<String>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A request that may carry the [`Tried`] instances of its call.
+pub(crate) trait Attempted {
+    fn tried(&self) -> Option<&Tried>;
+}
+
+impl<B> Attempted for http::Request<B> {
+    fn tried(&self) -> Option<&Tried> {
+        self.extensions().get::<Tried>()
+    }
+}
+
 /// A cloneable, balanced service over the instances of one target.
 pub(crate) struct Balanced<S, Req> {
     shared: Arc<Mutex<Instances<S>>>,
@@ -121,7 +145,7 @@ impl<S> Instances<S> {
     /// The index of a ready instance: the less loaded of two random ones
     /// when it is ready, else the other, else any. Instances whose readiness
     /// fails are dropped, as tower's balancer does.
-    fn pick<Req>(&mut self, cx: &mut Context<'_>) -> Poll<usize>
+    fn pick<Req>(&mut self, cx: &mut Context<'_>, avoid: &[String]) -> Poll<usize>
     where
         S: Service<Req>,
         S::Error: Into<BoxError>,
@@ -149,6 +173,22 @@ impl<S> Instances<S> {
             let order = std::iter::once(first)
                 .chain((second != first).then_some(second))
                 .chain((0..count).filter(|index| *index != first && *index != second));
+            // Instances the call already tried (of the first 64) come last.
+            let tried: u64 = if avoid.is_empty() {
+                0
+            } else {
+                self.list
+                    .iter()
+                    .take(64)
+                    .enumerate()
+                    .filter(|(_, instance)| avoid.contains(&instance.key))
+                    .fold(0, |tried, (index, _)| tried | 1 << index)
+            };
+            let was_tried = move |index: &usize| *index < 64 && tried & (1 << *index) != 0;
+            let order = order
+                .clone()
+                .filter(move |index| !was_tried(index))
+                .chain(order.filter(move |index| tried != 0 && was_tried(index)));
             let mut failed = None;
             for index in order {
                 match self.list[index].service.poll_ready(cx) {
@@ -180,7 +220,7 @@ where
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
     S::Response: Send + 'static,
-    Req: Send + 'static,
+    Req: Attempted + Send + 'static,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -195,6 +235,7 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         let shared = Arc::clone(&self.shared);
         let counted = Arc::clone(&self.instances);
+        let tried = request.tried().cloned();
         Box::pin(async move {
             let mut request = Some(request);
             // Only the last waiter's waker is kept; while no instance is
@@ -203,7 +244,9 @@ where
             let mut recheck: Option<Pin<Box<Sleep>>> = None;
             let (response, _in_flight) = poll_fn(|cx| {
                 let mut instances = shared.lock().unwrap_or_else(PoisonError::into_inner);
-                let picked = instances.pick::<Req>(cx);
+                let mut tried_keys = tried.as_ref().map(Tried::keys);
+                let avoid = tried_keys.as_deref().map_or(&[][..], Vec::as_slice);
+                let picked = instances.pick::<Req>(cx, avoid);
                 // Instances whose readiness failed were dropped.
                 counted.store(instances.list.len(), Ordering::Relaxed);
                 let Poll::Ready(index) = picked else {
@@ -221,6 +264,11 @@ where
                     return Poll::Ready(Err(BoxError::from("the request was already sent")));
                 };
                 let instance = &mut instances.list[index];
+                if let Some(keys) = &mut tried_keys
+                    && !keys.contains(&instance.key)
+                {
+                    keys.push(instance.key.clone());
+                }
                 let in_flight = InFlight::new(&instance.load);
                 Poll::Ready(Ok((instance.service.call(request), in_flight)))
             })
@@ -261,5 +309,74 @@ impl<S, Req> fmt::Debug for Balanced<S, Req> {
         f.debug_struct("Balanced")
             .field("instances", &self.len())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        convert::Infallible,
+        future::{Ready, ready},
+        task::{Context, Poll},
+    };
+
+    use tower::{Service, ServiceExt as _};
+
+    use super::{Balanced, Tried};
+
+    /// An instance that answers with its name.
+    #[derive(Clone)]
+    struct Named(&'static str);
+
+    impl Service<http::Request<()>> for Named {
+        type Response = &'static str;
+        type Error = Infallible;
+        type Future = Ready<Result<&'static str, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<()>) -> Self::Future {
+            ready(Ok(self.0))
+        }
+    }
+
+    #[tokio::test]
+    async fn later_attempts_of_a_call_go_to_instances_it_has_not_tried() {
+        let balanced = Balanced::new([("a".to_owned(), Named("a")), ("b".to_owned(), Named("b"))]);
+        for _ in 0..50 {
+            let tried = Tried::default();
+            let mut request = http::Request::new(());
+            request.extensions_mut().insert(tried.clone());
+            let first = balanced.clone().oneshot(request).await.unwrap();
+            let mut retry = http::Request::new(());
+            retry.extensions_mut().insert(tried.clone());
+            let second = balanced.clone().oneshot(retry).await.unwrap();
+            assert_ne!(first, second, "the retry went back to `{first}`");
+            // Every instance tried: a third attempt still goes somewhere.
+            let mut third = http::Request::new(());
+            third.extensions_mut().insert(tried.clone());
+            balanced.clone().oneshot(third).await.unwrap();
+            let mut keys = tried.keys().clone();
+            keys.sort();
+            assert_eq!(keys, ["a", "b"]);
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_without_attempts_spread_over_every_instance() {
+        let balanced = Balanced::new([("a".to_owned(), Named("a")), ("b".to_owned(), Named("b"))]);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..100 {
+            seen.insert(
+                balanced
+                    .clone()
+                    .oneshot(http::Request::new(()))
+                    .await
+                    .unwrap(),
+            );
+        }
+        assert_eq!(seen.len(), 2);
     }
 }

@@ -25,7 +25,7 @@
 //! that appear and dropping those that go away or stop serving. Channels are
 //! cached per name and requirement, so asking again is cheap.
 
-mod balance;
+pub(crate) mod balance;
 mod channel;
 mod follow;
 mod http;
