@@ -6,7 +6,8 @@
 //! span), then prost encodes them. [`OtlpExporter`] writes the same
 //! `ExportTraceServiceRequest` from the borrowed [`SpanData`] in two passes
 //! (lengths, then bytes) into tonic's send buffer: no intermediate message,
-//! one allocation per batch. A batch larger than a collector takes by
+//! and no allocation per span but for a span's `tracestate`, when it has
+//! one. A batch larger than a collector takes by
 //! default (4 MiB) goes in several requests rather than being refused
 //! whole. A test decodes what it writes with `opentelemetry-proto` and
 //! compares it with that crate's own conversion of the same spans.
@@ -85,9 +86,7 @@ impl OtlpExporter {
             failures: Arc::new(Failures::default()),
         })
     }
-}
 
-impl OtlpExporter {
     /// Sends one request; a refusal fails it (and the rest of the batch:
     /// the SDK's processor does not retry).
     async fn send(&self, batch: Batch) -> OTelSdkResult {
