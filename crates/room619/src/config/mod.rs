@@ -175,8 +175,11 @@ pub struct Limits {
     /// Default: `10s`.
     #[serde(with = "humantime_serde")]
     pub first_byte_timeout: Duration,
-    /// HTTP/1 request headers must arrive completely within this time
-    /// (slowloris defence). Default: `10s`.
+    /// An HTTP/1 connection with no request started, finished or in flight
+    /// for this long is closed, within a quarter of it more: a request head
+    /// must arrive completely within it (slowloris defence), and an idle
+    /// keep-alive connection is let go. A request in flight (a slow handler,
+    /// a long streamed answer) keeps its connection. Default: `10s`.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
     /// The largest HTTP/1 request head in bytes; larger answers 431. At least

@@ -33,9 +33,9 @@
 //! # Hardening
 //!
 //! Every limit in [`Limits`](crate::config::Limits) is applied here: the
-//! first-byte timeout on new connections, the HTTP/1 header read timeout
-//! (with a timer installed) and header size, HTTP/2 stream and header-list
-//! limits, gRPC message sizes and the HTTP body limit.
+//! first-byte timeout on new connections, the HTTP/1 header read timeout (a
+//! connection quiet that long is closed) and header size, HTTP/2 stream and
+//! header-list limits, gRPC message sizes and the HTTP body limit.
 
 mod app;
 mod dynamic;

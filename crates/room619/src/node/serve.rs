@@ -1,6 +1,6 @@
 //! The accept loop and per-connection serving, with the hardening limits.
 
-use std::{io, sync::Arc, time::Duration};
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
-    live::{LiveSplit, PeerSplit},
+    live::{Activity, LiveSplit},
     watch::{ShutdownWatch, Signal},
 };
 use crate::config::Limits;
@@ -25,6 +25,29 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// hyper's own HTTP/1 header count limit.
 const HYPER_MAX_HEADERS: usize = 100;
 
+/// How an HTTP/2 connection begins (the client preface); anything else is
+/// served as HTTP/1.
+const HTTP2_PREFACE_START: &[u8; 4] = b"PRI ";
+
+/// How long a connection may stay silent.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timeouts {
+    /// Before its first byte.
+    pub(crate) first_byte: Duration,
+    /// HTTP/1: with no request started, finished or in flight (a head that
+    /// never ends, an idle keep-alive connection).
+    pub(crate) quiet: Duration,
+}
+
+impl Timeouts {
+    pub(crate) fn new(limits: &Limits) -> Self {
+        Self {
+            first_byte: limits.first_byte_timeout,
+            quiet: limits.header_read_timeout,
+        }
+    }
+}
+
 /// The signals a listener obeys during shutdown.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Signals {
@@ -34,13 +57,14 @@ pub(crate) struct Signals {
     pub(crate) force_close: CancellationToken,
 }
 
-/// The hyper connection builder, configured from the limits.
+/// The hyper connection builder, configured from the limits. HTTP/1 has no
+/// timer: hyper's header read timeout arms one for every request head; the
+/// connection's [`ShutdownWatch`] enforces `header_read_timeout` instead.
 pub(crate) fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes)
         .keep_alive(true);
     if limits.http1_max_headers != HYPER_MAX_HEADERS {
@@ -69,7 +93,7 @@ pub(crate) async fn accept_loop(
     listener: TcpListener,
     app: LiveSplit,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    first_byte_timeout: Duration,
+    timeouts: Timeouts,
     signals: Signals,
     tracker: TaskTracker,
 ) {
@@ -92,10 +116,10 @@ pub(crate) async fn accept_loop(
             tracing::debug!(%peer, error = %err, "cannot set TCP_NODELAY");
         }
         tracker.spawn(serve_connection(
-            stream,
-            app.for_peer(peer),
+            (stream, peer),
+            app.clone(),
             Arc::clone(&builder),
-            first_byte_timeout,
+            timeouts,
             signals.clone(),
         ));
     }
@@ -113,32 +137,39 @@ fn is_per_connection(err: &io::Error) -> bool {
 }
 
 async fn serve_connection(
-    stream: TcpStream,
-    app: PeerSplit,
+    (stream, peer): (TcpStream, SocketAddr),
+    app: LiveSplit,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    first_byte_timeout: Duration,
+    timeouts: Timeouts,
     signals: Signals,
 ) {
     // A connection costs a task and a socket until it says something; one that
     // says nothing within the first-byte timeout is closed.
-    let mut probe = [0_u8; 1];
+    let mut probe = [0_u8; HTTP2_PREFACE_START.len()];
     let first = tokio::select! {
         biased;
-        first = tokio::time::timeout(first_byte_timeout, stream.peek(&mut probe)) => first,
+        first = tokio::time::timeout(timeouts.first_byte, stream.peek(&mut probe)) => first,
         () = signals.drain.cancelled() => return,
     };
-    match first {
-        Ok(Ok(n)) if n > 0 => {}
+    let http2 = match first {
+        Ok(Ok(n)) if n > 0 => probe[..n] == *HTTP2_PREFACE_START,
         Ok(Ok(_) | Err(_)) => return,
         Err(_elapsed) => {
-            tracing::debug!(timeout = ?first_byte_timeout, "closing a connection that sent nothing");
+            tracing::debug!(timeout = ?timeouts.first_byte, "closing a connection that sent nothing");
             return;
         }
-    }
-    let service = TowerToHyperService::new(app);
+    };
+    // HTTP/1 requests are counted so that a quiet connection is closed;
+    // HTTP/2 has its own keep-alive pings and stream limits, and an idle
+    // HTTP/2 connection (a client's channel between calls) stays open.
+    let activity = (!http2).then(Arc::<Activity>::default);
+    let quiet = activity
+        .as_ref()
+        .map(|activity| (Arc::clone(activity), timeouts.quiet));
+    let service = TowerToHyperService::new(app.for_peer(peer, activity));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    let mut shutdown = ShutdownWatch::new(&signals);
+    let mut shutdown = ShutdownWatch::new(&signals, quiet);
     loop {
         tokio::select! {
             biased;
@@ -150,6 +181,12 @@ async fn serve_connection(
             }
             signal = &mut shutdown => match signal {
                 Signal::Drain => conn.as_mut().graceful_shutdown(),
+                Signal::Quiet => {
+                    // Nothing is in flight, so closing loses nothing; a
+                    // graceful shutdown would wait for a half-sent head.
+                    tracing::debug!(timeout = ?timeouts.quiet, "closing a quiet HTTP/1 connection");
+                    return;
+                }
                 Signal::ForceClose => {
                     tracing::debug!("closing a connection still busy at the drain timeout");
                     return;

@@ -7,6 +7,15 @@
 //! the token's mutex. The watch polls them only after one of them woke the
 //! task: they are given a waker of their own that sets a flag and wakes the
 //! task.
+//!
+//! On an HTTP/1 connection the watch also closes the connection once it has
+//! been quiet for the header read timeout: no request started or finished
+//! and none in flight (the connection's [`Activity`]). That is hyper's
+//! `header_read_timeout` (a head trickled for ever is cut; an idle
+//! keep-alive connection is closed) without its cost: hyper arms a timer
+//! for every request head and drops it when the head is read, about 2.5k
+//! instructions a request (docs/PERFORMANCE.md); the watch has one timer
+//! per connection, looked at every quarter of the timeout.
 
 use std::{
     future::Future,
@@ -16,12 +25,19 @@ use std::{
         atomic::{AtomicBool, Ordering},
     },
     task::{Context, Poll, Wake, Waker},
+    time::Duration,
 };
 
 use futures_util::task::AtomicWaker;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::serve::Signals;
+use super::{live::Activity, serve::Signals};
+
+/// How many looks, a quarter of the timeout apart, must find a connection
+/// quiet before it is closed: it is closed between the timeout and 1.25
+/// times the timeout after it went quiet.
+const QUIET_LOOKS: u32 = 4;
 
 /// What the listener asked of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,12 +46,17 @@ pub(crate) enum Signal {
     Drain,
     /// Close now (`Signals::force_close`).
     ForceClose,
+    /// The connection has been quiet for the header read timeout: nothing
+    /// is in flight (it is idle, or a head never ended); close it now.
+    Quiet,
 }
 
-/// Resolves to [`Signal::Drain`] once, then to [`Signal::ForceClose`].
+/// Resolves to [`Signal::Drain`] once, then to [`Signal::ForceClose`]; to
+/// [`Signal::Quiet`] once, when it watches the connection's activity.
 pub(crate) struct ShutdownWatch {
     drain: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     force_close: Pin<Box<WaitForCancellationFutureOwned>>,
+    quiet: Option<QuietWatch>,
     woken: Arc<Woken>,
     /// `woken` as a waker, made once.
     waker: Waker,
@@ -59,8 +80,41 @@ impl Wake for Woken {
     }
 }
 
+/// Looks at a connection's [`Activity`] every `period`.
+struct QuietWatch {
+    activity: Arc<Activity>,
+    period: Duration,
+    sleep: Pin<Box<Sleep>>,
+    /// The counts at the last look.
+    seen: (u64, u64),
+    /// Looks in a row that found nothing started, finished or in flight.
+    quiet_looks: u32,
+}
+
+impl QuietWatch {
+    /// Whether the connection has now been quiet for [`QUIET_LOOKS`] looks.
+    fn poll_quiet(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.sleep.as_mut().poll(cx).is_ready() {
+            let counts = self.activity.counts();
+            if counts == self.seen && counts.0 == counts.1 {
+                self.quiet_looks += 1;
+                if self.quiet_looks >= QUIET_LOOKS {
+                    return true;
+                }
+            } else {
+                self.seen = counts;
+                self.quiet_looks = 0;
+            }
+            self.sleep.as_mut().reset(Instant::now() + self.period);
+        }
+        false
+    }
+}
+
 impl ShutdownWatch {
-    pub(crate) fn new(signals: &Signals) -> Self {
+    /// Watches the listener's `signals` and, when given an activity and a
+    /// timeout, whether the connection stays quiet for that long.
+    pub(crate) fn new(signals: &Signals, quiet: Option<(Arc<Activity>, Duration)>) -> Self {
         // Set, so the first poll registers the signals' waker.
         let woken = Arc::new(Woken {
             flag: AtomicBool::new(true),
@@ -69,6 +123,16 @@ impl ShutdownWatch {
         Self {
             drain: Some(Box::pin(signals.drain.clone().cancelled_owned())),
             force_close: Box::pin(signals.force_close.clone().cancelled_owned()),
+            quiet: quiet.map(|(activity, timeout)| {
+                let period = timeout / QUIET_LOOKS;
+                QuietWatch {
+                    activity,
+                    period,
+                    sleep: Box::pin(tokio::time::sleep(period)),
+                    seen: (0, 0),
+                    quiet_looks: 0,
+                }
+            }),
             waker: Waker::from(Arc::clone(&woken)),
             woken,
         }
@@ -96,20 +160,24 @@ impl Future for ShutdownWatch {
         if this.force_close.as_mut().poll(&mut signals).is_ready() {
             return Poll::Ready(Signal::ForceClose);
         }
+        if let Some(quiet) = &mut this.quiet
+            && quiet.poll_quiet(&mut signals)
+        {
+            this.quiet = None;
+            return Poll::Ready(Signal::Quiet);
+        }
         Poll::Pending
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     #[tokio::test]
     async fn drain_then_force_close_each_wake_the_watch_once() {
         let signals = Signals::default();
-        let mut watch = ShutdownWatch::new(&signals);
+        let mut watch = ShutdownWatch::new(&signals, None);
         let quiet = tokio::time::timeout(Duration::from_millis(20), &mut watch).await;
         assert!(quiet.is_err(), "nothing fired yet");
 
@@ -128,15 +196,49 @@ mod tests {
         let signals = Signals::default();
         signals.drain.cancel();
         signals.force_close.cancel();
-        let mut watch = ShutdownWatch::new(&signals);
+        let mut watch = ShutdownWatch::new(&signals, None);
         assert_eq!((&mut watch).await, Signal::Drain);
         assert_eq!((&mut watch).await, Signal::ForceClose);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_quiet_for_the_timeout_is_signalled_and_a_busy_one_is_not() {
+        let timeout = Duration::from_secs(8);
+        let activity = Arc::new(Activity::default());
+        let started = Instant::now();
+        let mut watch =
+            ShutdownWatch::new(&Signals::default(), Some((Arc::clone(&activity), timeout)));
+        // Nothing ever asked: quiet from the start.
+        let early = tokio::time::timeout(Duration::from_millis(7_900), &mut watch).await;
+        assert!(early.is_err(), "signalled before the timeout");
+        assert_eq!((&mut watch).await, Signal::Quiet);
+        assert!(started.elapsed() <= timeout + timeout / QUIET_LOOKS);
+
+        // A request in flight for four timeouts keeps the connection busy.
+        let mut watch =
+            ShutdownWatch::new(&Signals::default(), Some((Arc::clone(&activity), timeout)));
+        let in_flight = activity.start();
+        let busy = tokio::time::timeout(4 * timeout, &mut watch).await;
+        assert!(busy.is_err(), "signalled while a request was in flight");
+        drop(in_flight);
+        let finished = Instant::now();
+        assert_eq!((&mut watch).await, Signal::Quiet);
+        let quiet_for = finished.elapsed();
+        assert!(quiet_for >= timeout, "{quiet_for:?}");
+        assert!(
+            quiet_for <= timeout + timeout / QUIET_LOOKS,
+            "{quiet_for:?}"
+        );
+
+        // The watch signals a quiet connection once.
+        let again = tokio::time::timeout(4 * timeout, &mut watch).await;
+        assert!(again.is_err(), "signalled twice");
     }
 
     #[tokio::test]
     async fn force_close_alone_closes() {
         let signals = Signals::default();
-        let mut watch = ShutdownWatch::new(&signals);
+        let mut watch = ShutdownWatch::new(&signals, None);
         signals.force_close.cancel();
         assert_eq!((&mut watch).await, Signal::ForceClose);
     }

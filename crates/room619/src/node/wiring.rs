@@ -102,12 +102,12 @@ pub(super) fn spawn_listeners(
     tracker: &TaskTracker,
 ) {
     let builder = Arc::new(serve::connection_builder(&config.limits));
-    let first_byte = config.limits.first_byte_timeout;
+    let timeouts = serve::Timeouts::new(&config.limits);
     tracker.spawn(serve::accept_loop(
         listener,
         live,
         Arc::clone(&builder),
-        first_byte,
+        timeouts,
         signals.clone(),
         tracker.clone(),
     ));
@@ -116,7 +116,7 @@ pub(super) fn spawn_listeners(
             admin,
             LiveSplit::new(app),
             builder,
-            first_byte,
+            timeouts,
             signals.clone(),
             tracker.clone(),
         ));

@@ -1,6 +1,12 @@
-use std::time::{Duration, Instant};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
-use shop_proto::echo::v1::EchoRequest;
+use shop_proto::echo::v1::{EchoRequest, echo_client::EchoClient};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -169,6 +175,106 @@ async fn headers_trickled_past_the_read_timeout_close_the_connection() {
     assert!(
         text.is_empty() || text.starts_with("HTTP/1.1 408"),
         "{text}"
+    );
+    node.shutdown().await.unwrap();
+}
+
+/// Writes `request` and reads one whole answer of `/health/live` or
+/// `/slow` (small bodies, `content-length` framed) off a kept-alive
+/// connection; returns its status line.
+async fn ask(stream: &mut TcpStream, request: &[u8]) -> String {
+    stream.write_all(request).await.unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0_u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&received);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length: "))
+                .map(|value| value.parse::<usize>().unwrap())
+                .expect("a content-length framed answer");
+            if body.len() >= length {
+                return status_line(&received);
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("the answer came")
+            .unwrap();
+        assert!(n > 0, "closed mid-answer: {text}");
+        received.extend_from_slice(&buf[..n]);
+    }
+}
+
+const LIVE: &[u8] = b"GET /health/live HTTP/1.1\r\nhost: t\r\n\r\n";
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_read_timeout() {
+    let node = support::start(support::config("[limits]\nheader_read_timeout = \"300ms\"")).await;
+    let mut stream = TcpStream::connect(node.local_addr()).await.unwrap();
+    assert_eq!(ask(&mut stream, LIVE).await, "HTTP/1.1 200 OK");
+    let idle_since = Instant::now();
+    let rest = read_until_closed(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("the idle connection was not closed");
+    let idle = idle_since.elapsed();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    // Closed once quiet for the timeout, at most a quarter of it later
+    // (plus scheduling slack).
+    assert!(
+        idle >= Duration::from_millis(280),
+        "closed too early: {idle:?}"
+    );
+    assert!(idle < Duration::from_secs(2), "closed too late: {idle:?}");
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_connection_that_keeps_asking_or_waits_on_a_slow_answer_stays_open() {
+    let node = support::start(support::config("[limits]\nheader_read_timeout = \"300ms\"")).await;
+    let mut stream = TcpStream::connect(node.local_addr()).await.unwrap();
+    // Requests 100 ms apart for three times the timeout: never quiet.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(900) {
+        assert_eq!(ask(&mut stream, LIVE).await, "HTTP/1.1 200 OK");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A handler slower than the timeout: in flight, so not quiet either.
+    let slow = b"GET /slow?ms=900 HTTP/1.1\r\nhost: t\r\n\r\n";
+    assert_eq!(ask(&mut stream, slow).await, "HTTP/1.1 200 OK");
+    // And the connection is still there for the next request.
+    assert_eq!(ask(&mut stream, LIVE).await, "HTTP/1.1 200 OK");
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_outlives_the_header_read_timeout() {
+    let node = support::start(support::config("[limits]\nheader_read_timeout = \"300ms\"")).await;
+    let addr = node.local_addr();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&connections);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_uri: http::Uri| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                TcpStream::connect(addr)
+                    .await
+                    .map(hyper_util::rt::TokioIo::new)
+            }
+        }))
+        .await
+        .unwrap();
+    let mut client = EchoClient::new(channel);
+    client.echo(carrying(8)).await.unwrap();
+    // A gRPC channel idles between calls; HTTP/2 has its own keep-alive.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    client.echo(carrying(8)).await.unwrap();
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "the idle HTTP/2 connection was closed and made again"
     );
     node.shutdown().await.unwrap();
 }
