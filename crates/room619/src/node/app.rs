@@ -151,7 +151,9 @@ pub(crate) fn assemble(
     let shared_admin = (!separate_admin).then(admin_router);
     let http_with = |shed| {
         let layers = HttpLayers {
-            outer: http_outer(&observe, shed, limits),
+            observe: &observe,
+            shed,
+            limits,
             middleware: &middleware,
         };
         layers.router(&hosted_routes, shared_admin.clone())
@@ -214,11 +216,24 @@ fn http_outer(observe: &ObserveLayer, shed: &LoadShedLayer, limits: &Limits) -> 
 
 /// How the HTTP router of a listener (or of colocated clients) is layered.
 struct HttpLayers<'a> {
-    outer: HttpOuter,
+    observe: &'a ObserveLayer,
+    shed: &'a LoadShedLayer,
+    limits: &'a Limits,
     middleware: &'a NodeMiddleware,
 }
 
 impl HttpLayers<'_> {
+    /// The outer layers of the routes whose template is only known per
+    /// request (admin, nested routers, the fallback).
+    fn outer(&self) -> HttpOuter {
+        http_outer(self.observe, self.shed, self.limits)
+    }
+
+    /// The outer layers of the route `template`.
+    fn outer_for(&self, template: &str) -> HttpOuter {
+        http_outer(&self.observe.for_route(template), self.shed, self.limits)
+    }
+
     /// Every hosted route (and the admin routes), each with all its layers as
     /// one: axum boxes every layer of a route, and every `Router::layer`,
     /// once per request. Outermost first: the outer layers, then auth and
@@ -232,7 +247,7 @@ impl HttpLayers<'_> {
             http = http.merge(
                 admin.layer(
                     ServiceBuilder::new()
-                        .layer(self.outer.clone())
+                        .layer(self.outer())
                         .layer(self.middleware.guard_layers()),
                 ),
             );
@@ -243,8 +258,7 @@ impl HttpLayers<'_> {
             nested,
         } in hosted
         {
-            let layers = ServiceBuilder::new()
-                .layer(self.outer.clone())
+            let inner = ServiceBuilder::new()
                 .layer(self.middleware.guard_layers())
                 .layer(TrackLayer::new(
                     ctx.in_flight().clone(),
@@ -252,16 +266,20 @@ impl HttpLayers<'_> {
                 ))
                 .layer(Extension((*ctx).clone()));
             for (path, handler) in routes {
-                let handler = handler
-                    .clone()
-                    .layer::<_, std::convert::Infallible>(layers.clone());
+                let layers = ServiceBuilder::new()
+                    .layer(self.outer_for(path))
+                    .layer(inner.clone());
+                let handler = handler.clone().layer::<_, std::convert::Infallible>(layers);
                 http = http.route(path, handler);
             }
             for (prefix, nested) in nested {
-                http = http.nest(prefix, nested.clone().layer(layers.clone()));
+                let layers = ServiceBuilder::new()
+                    .layer(self.outer())
+                    .layer(inner.clone());
+                http = http.nest(prefix, nested.clone().layer(layers));
             }
         }
-        let fallback = not_found.layer(self.outer.clone());
+        let fallback = not_found.layer(self.outer());
         self.middleware.http_layers(http.fallback(fallback))
     }
 }

@@ -141,17 +141,27 @@ pub(crate) struct BuildLabels {
 /// The HTTP method as a bounded label value (`_OTHER` for extension methods,
 /// as the OpenTelemetry conventions say).
 pub(crate) fn method_label(method: &http::Method) -> &'static str {
+    METHOD_LABELS[method_index(method)]
+}
+
+/// Every value of the `http.request.method` label, by [`method_index`].
+pub(crate) const METHOD_LABELS: [&str; 10] = [
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "_OTHER",
+];
+
+/// Where `method`'s label is in [`METHOD_LABELS`].
+pub(crate) fn method_index(method: &http::Method) -> usize {
     match *method {
-        http::Method::GET => "GET",
-        http::Method::POST => "POST",
-        http::Method::PUT => "PUT",
-        http::Method::DELETE => "DELETE",
-        http::Method::PATCH => "PATCH",
-        http::Method::HEAD => "HEAD",
-        http::Method::OPTIONS => "OPTIONS",
-        http::Method::CONNECT => "CONNECT",
-        http::Method::TRACE => "TRACE",
-        _ => "_OTHER",
+        http::Method::GET => 0,
+        http::Method::POST => 1,
+        http::Method::PUT => 2,
+        http::Method::DELETE => 3,
+        http::Method::PATCH => 4,
+        http::Method::HEAD => 5,
+        http::Method::OPTIONS => 6,
+        http::Method::CONNECT => 7,
+        http::Method::TRACE => 8,
+        _ => 9,
     }
 }
 

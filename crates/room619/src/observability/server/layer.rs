@@ -4,13 +4,15 @@ use std::sync::Arc;
 
 use tower::Layer;
 
-use super::{GrpcRoutes, HttpOwners, Observe, Protocol, Shared};
+use super::{GrpcRoutes, HttpOwners, Observe, Protocol, Shared, routes::BoundRoute};
 use crate::observability::metrics::Metrics;
 
 /// Observes every request of the router it is applied to.
 #[derive(Clone)]
 pub(crate) struct ObserveLayer {
     shared: Arc<Shared>,
+    /// The route template it is applied to, when it is applied to one route.
+    route: Option<Arc<BoundRoute>>,
 }
 
 impl ObserveLayer {
@@ -30,6 +32,16 @@ impl ObserveLayer {
                 protocol,
                 metrics: metrics.map(|metrics| metrics.server().clone()),
             }),
+            route: None,
+        }
+    }
+
+    /// The same layer for the HTTP route `template` alone: its requests
+    /// are labelled without looking their matched path up.
+    pub(crate) fn for_route(&self, template: &str) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            route: Some(Arc::new(BoundRoute::new(template))),
         }
     }
 }
@@ -41,6 +53,7 @@ impl<S> Layer<S> for ObserveLayer {
         Observe {
             inner,
             shared: Arc::clone(&self.shared),
+            route: self.route.clone(),
         }
     }
 }

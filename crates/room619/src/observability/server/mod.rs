@@ -45,7 +45,7 @@ pub(crate) use routes::{GrpcRoutes, HttpOwners};
 use self::{
     body::Pending,
     future::ResponseFuture,
-    routes::{GrpcRoute, HttpRoute},
+    routes::{BoundRoute, GrpcRoute, HttpRoute},
 };
 use super::{metrics::ServerMetrics, request_scope::RequestScope, trace_context};
 use crate::middleware::{RequestId, sensitive::mark_sensitive};
@@ -69,6 +69,7 @@ pub(crate) enum Protocol {
 pub(crate) struct Observe<S> {
     inner: S,
     shared: Arc<Shared>,
+    route: Option<Arc<BoundRoute>>,
 }
 
 impl<S, B> tower::Service<Request<Body>> for Observe<S>
@@ -96,13 +97,16 @@ where
                 (span, sampled, self.grpc(route, started))
             }
             Protocol::Http(owners) => {
-                let route = owners.resolve(
-                    request.method(),
-                    request
-                        .extensions()
-                        .get::<MatchedPath>()
-                        .map(MatchedPath::as_str),
-                );
+                let route = match &self.route {
+                    Some(bound) => bound.resolve(owners, request.method()),
+                    None => owners.resolve(
+                        request.method(),
+                        request
+                            .extensions()
+                            .get::<MatchedPath>()
+                            .map(MatchedPath::as_str),
+                    ),
+                };
                 let (span, sampled) = http_span(&route, &request_id, request.headers());
                 (span, sampled, self.http(route, started))
             }

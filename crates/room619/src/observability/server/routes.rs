@@ -5,7 +5,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, PoisonError, RwLock},
+    sync::{Arc, OnceLock, PoisonError, RwLock},
 };
 
 use fnv::FnvHashMap;
@@ -14,7 +14,9 @@ use prost::Message as _;
 
 use crate::observability::metrics::{
     kept::KeptMetrics,
-    labels::{HttpRouteLabels, Interner, OTHER, RpcRouteLabels, method_label},
+    labels::{
+        HttpRouteLabels, Interner, METHOD_LABELS, OTHER, RpcRouteLabels, method_index, method_label,
+    },
 };
 
 /// One gRPC route's labels, span name and metrics.
@@ -219,5 +221,31 @@ impl HttpOwners {
             .iter()
             .find(|(prefix, _)| template.starts_with(&**prefix))
             .map_or_else(|| Arc::clone(&self.node), |(_, owner)| Arc::clone(owner))
+    }
+}
+
+/// The routes of one route template, by method, resolved through
+/// [`HttpOwners::resolve`] on a method's first request and kept: a request
+/// to a route the layer was applied to finds its route without a lock or a
+/// hash lookup.
+#[derive(Debug)]
+pub(crate) struct BoundRoute {
+    template: Box<str>,
+    by_method: [OnceLock<Arc<HttpRoute>>; METHOD_LABELS.len()],
+}
+
+impl BoundRoute {
+    pub(crate) fn new(template: &str) -> Self {
+        Self {
+            template: template.into(),
+            by_method: Default::default(),
+        }
+    }
+
+    /// The route of a `method` request to this template.
+    pub(crate) fn resolve(&self, owners: &HttpOwners, method: &Method) -> Arc<HttpRoute> {
+        let route = self.by_method[method_index(method)]
+            .get_or_init(|| owners.resolve(method, Some(&self.template)));
+        Arc::clone(route)
     }
 }

@@ -10,7 +10,8 @@ use axum::body::Body;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tokio::sync::OwnedSemaphorePermit;
+
+use super::Permit;
 
 pin_project! {
     /// A response body holding a [`LoadShed`](super::LoadShed) permit: the
@@ -19,12 +20,12 @@ pin_project! {
     pub struct PermitBody {
         #[pin]
         body: Body,
-        permit: Option<OwnedSemaphorePermit>,
+        permit: Option<Permit>,
     }
 }
 
 impl PermitBody {
-    pub(super) fn new(body: Body, permit: Option<OwnedSemaphorePermit>) -> Self {
+    pub(super) fn new(body: Body, permit: Option<Permit>) -> Self {
         Self { body, permit }
     }
 }

@@ -10,9 +10,8 @@ use std::{
 use axum::body::Body;
 use http::Response;
 use pin_project_lite::pin_project;
-use tokio::sync::OwnedSemaphorePermit;
 
-use super::PermitBody;
+use super::{Permit, PermitBody};
 
 pin_project! {
     /// The response future of [`LoadShed`](super::LoadShed).
@@ -26,14 +25,14 @@ pin_project! {
     #[project = Projected]
     enum State<F> {
         // Admitted: the inner service answers; the permit moves into the body.
-        Admitted { #[pin] inner: F, permit: Option<OwnedSemaphorePermit> },
+        Admitted { #[pin] inner: F, permit: Option<Permit> },
         // Refused at once.
         Refused { response: Option<Response<Body>> },
     }
 }
 
 impl<F> ShedFuture<F> {
-    pub(super) fn admitted(inner: F, permit: Option<OwnedSemaphorePermit>) -> Self {
+    pub(super) fn admitted(inner: F, permit: Option<Permit>) -> Self {
         Self {
             state: State::Admitted { inner, permit },
         }

@@ -2,42 +2,37 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
 use tower::Layer;
 
-use super::LoadShed;
+use super::{LoadShed, Permits};
 
 /// Sheds requests beyond `max_concurrent` in flight; see the
 /// [module docs](super). Clones share the same permits, so one layer applied
 /// to several routers limits them together.
 #[derive(Debug, Clone)]
 pub struct LoadShedLayer {
-    permits: Arc<Semaphore>,
-    limit: usize,
+    permits: Arc<Permits>,
 }
 
 impl LoadShedLayer {
-    /// A limit of `max_concurrent` requests in flight (at least 1; capped at
-    /// the largest number of permits a semaphore can hold).
+    /// A limit of `max_concurrent` requests in flight (at least 1).
     #[must_use]
     pub fn new(max_concurrent: usize) -> Self {
-        let limit = max_concurrent.clamp(1, Semaphore::MAX_PERMITS);
         Self {
-            permits: Arc::new(Semaphore::new(limit)),
-            limit,
+            permits: Arc::new(Permits::new(max_concurrent.max(1))),
         }
     }
 
     /// The configured limit.
     #[must_use]
     pub fn limit(&self) -> usize {
-        self.limit
+        self.permits.limit
     }
 
     /// How many requests hold a permit now.
     #[must_use]
     pub fn in_flight(&self) -> usize {
-        self.limit - self.permits.available_permits()
+        self.permits.in_flight()
     }
 }
 
@@ -48,7 +43,6 @@ impl<S> Layer<S> for LoadShedLayer {
         LoadShed {
             inner,
             permits: Arc::clone(&self.permits),
-            limit: self.limit,
         }
     }
 }

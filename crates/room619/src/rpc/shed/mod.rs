@@ -37,7 +37,10 @@ mod tests;
 
 use std::{
     convert::Infallible,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
 };
 
@@ -46,7 +49,6 @@ pub use body::PermitBody;
 pub use future::ShedFuture;
 use http::{HeaderValue, Request, Response, header};
 pub use layer::LoadShedLayer;
-use tokio::sync::Semaphore;
 use tower::Service;
 
 use crate::{Error, rpc::is_grpc};
@@ -58,8 +60,50 @@ const EXEMPT_PREFIXES: [&str; 2] = ["/health/", "/grpc.health.v1.Health/"];
 #[derive(Debug, Clone)]
 pub struct LoadShed<S> {
     inner: S,
-    permits: Arc<Semaphore>,
+    permits: Arc<Permits>,
+}
+
+/// The count of requests in flight against the limit. Nothing ever waits
+/// for a permit (a request is admitted or refused on the spot), so a counter
+/// does what a semaphore would, without its waiter list's lock on every
+/// release.
+#[derive(Debug)]
+struct Permits {
+    in_flight: AtomicUsize,
     limit: usize,
+}
+
+impl Permits {
+    fn new(limit: usize) -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// A permit, or `None` when `limit` requests hold one.
+    fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
+        self.in_flight
+            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |held| {
+                (held < self.limit).then_some(held + 1)
+            })
+            .ok()
+            .map(|_| Permit(Arc::clone(self)))
+    }
+
+    fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// One admitted request's place; given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Permit(Arc<Permits>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Release);
+    }
 }
 
 impl<S, B> Service<Request<B>> for LoadShed<S>
@@ -82,17 +126,16 @@ where
         {
             return ShedFuture::admitted(self.inner.call(request), None);
         }
-        match Arc::clone(&self.permits).try_acquire_owned() {
-            Ok(permit) => ShedFuture::admitted(self.inner.call(request), Some(permit)),
-            Err(_full) => {
-                tracing::debug!(
-                    limit = self.limit,
-                    path,
-                    "shedding a request: node at its concurrency limit"
-                );
-                ShedFuture::refused(refusal(&request, self.limit))
-            }
-        }
+        let Some(permit) = self.permits.try_acquire() else {
+            let limit = self.permits.limit;
+            tracing::debug!(
+                limit,
+                path,
+                "shedding a request: node at its concurrency limit"
+            );
+            return ShedFuture::refused(refusal(&request, limit));
+        };
+        ShedFuture::admitted(self.inner.call(request), Some(permit))
     }
 }
 

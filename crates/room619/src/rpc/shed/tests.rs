@@ -83,3 +83,34 @@ async fn the_permit_is_held_until_the_body_ends() {
     assert_eq!(&body[..], b"fast");
     assert_eq!(shed.in_flight(), 0);
 }
+
+#[test]
+fn exactly_the_limit_is_admitted_however_many_threads_race_for_it() {
+    use std::sync::{Arc, Barrier};
+
+    use super::Permits;
+
+    let permits = Arc::new(Permits::new(5));
+    let start = Arc::new(Barrier::new(8));
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let (permits, start) = (Arc::clone(&permits), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                (0..100)
+                    .filter_map(|_| permits.try_acquire())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let held: Vec<_> = racers
+        .into_iter()
+        .flat_map(|racer| racer.join().unwrap())
+        .collect();
+    assert_eq!(held.len(), 5);
+    assert_eq!(permits.in_flight(), 5);
+    assert!(permits.try_acquire().is_none());
+    drop(held);
+    assert_eq!(permits.in_flight(), 0);
+    assert!(permits.try_acquire().is_some());
+}
