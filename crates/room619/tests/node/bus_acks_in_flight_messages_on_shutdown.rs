@@ -113,15 +113,23 @@ async fn shutdown_acks_the_messages_in_flight_and_takes_no_new_ones() {
         .await
         .unwrap();
     let mut all_acked = false;
+    let mut last = None;
     for _ in 0..1500 {
         let info = consumer.get_info().await.unwrap();
         if info.ack_floor.stream_sequence == 6 && info.num_ack_pending == 0 {
             all_acked = true;
             break;
         }
+        last = Some(info);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(all_acked, "every message acked within 15 s");
+    // (This failed once in seven full runs of the suite, never alone; what
+    // the consumer and both instances saw is what tells why.)
+    assert!(
+        all_acked,
+        "every message acked within 15 s; the consumer: {last:#?}; \
+         first instance: {first_log:?}; next instance: {second_log:?}"
+    );
     let rest: Vec<u32> = (0..6).filter(|n| !in_flight.contains(n)).collect();
     assert_eq!(
         numbers(&second_log, "done "),
