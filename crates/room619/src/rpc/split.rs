@@ -3,11 +3,12 @@
 use std::{
     convert::Infallible,
     net::SocketAddr,
+    sync::LazyLock,
     task::{Context, Poll},
 };
 
 use axum::{Router, response::Response, routing::future::RouteFuture};
-use http::{Request, header::CONTENT_TYPE};
+use http::{Extensions, Request, header::CONTENT_TYPE};
 
 use super::client::PeerAddr;
 
@@ -66,7 +67,7 @@ impl ProtocolSplit {
         B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<axum::BoxError>,
     {
-        request.extensions_mut().insert(PeerAddr(peer));
+        arrived_from(&mut request, peer);
         let mut router = if is_grpc(&request) {
             self.grpc.clone()
         } else {
@@ -75,6 +76,37 @@ impl ProtocolSplit {
         tower::Service::call(&mut router, request)
     }
 }
+
+/// Gives a request that arrived from `peer` its [`PeerAddr`], in an
+/// extension map made with room for what the request collects on its way
+/// in: the peer, its id, axum's matched path and path parameters, the body
+/// limit, the service's context, the principal... Grown from empty, the map
+/// is allocated three times (for 3, 7 and 14 entries), its entries moved
+/// each time.
+fn arrived_from<B>(request: &mut Request<B>, peer: SocketAddr) {
+    let extensions = request.extensions_mut();
+    if extensions.is_empty() {
+        *extensions = ROOMY.clone();
+    }
+    extensions.insert(PeerAddr(peer));
+}
+
+/// An empty extension map with room for 14 entries (cloned with its room).
+static ROOMY: LazyLock<Extensions> = LazyLock::new(|| {
+    /// Distinct types to fill the map with, once.
+    #[derive(Clone, Copy)]
+    struct Slot<const N: usize>;
+    macro_rules! grow {
+        ($extensions:ident, $($n:literal)*) => {
+            $( $extensions.insert(Slot::<$n>); )*
+            $( $extensions.remove::<Slot<$n>>(); )*
+        };
+    }
+    let mut extensions = Extensions::new();
+    // Eight entries outgrow room for 7; removing them keeps the room.
+    grow!(extensions, 0 1 2 3 4 5 6 7);
+    extensions
+});
 
 /// Whether a request is gRPC: its content type is `application/grpc`,
 /// optionally followed by `+<codec>` or parameters. gRPC-Web is not gRPC here.
@@ -112,12 +144,32 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         if let Some(peer) = self.peer {
-            request.extensions_mut().insert(PeerAddr(peer));
+            arrived_from(&mut request, peer);
         }
         if is_grpc(&request) {
             self.grpc.call(request)
         } else {
             self.http.call(request)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_gets_its_peer_and_keeps_what_it_already_carried() {
+        let peer = SocketAddr::from(([192, 0, 2, 7], 4711));
+        let mut bare = Request::new(());
+        arrived_from(&mut bare, peer);
+        assert_eq!(bare.extensions().get::<PeerAddr>(), Some(&PeerAddr(peer)));
+        assert_eq!(bare.extensions().len(), 1, "the room holds no entries");
+
+        let mut carrying = Request::new(());
+        carrying.extensions_mut().insert("upgrade");
+        arrived_from(&mut carrying, peer);
+        assert_eq!(carrying.extensions().get::<&str>(), Some(&"upgrade"));
+        assert_eq!(carrying.extensions().len(), 2);
     }
 }
