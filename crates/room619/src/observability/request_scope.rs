@@ -19,11 +19,28 @@ use tracing_subscriber::{
         FmtContext, FormatEvent, FormatFields,
         format::{Format, Writer},
     },
-    registry::LookupSpan,
+    registry::{ExtensionsMut, LookupSpan},
 };
 
 use super::span_fields::write_string;
 use crate::middleware::RequestId;
+
+/// Runs `f` on the registry extensions of `span` (where its scope is kept,
+/// and with feature `otel` its OpenTelemetry side): `None` for a span no
+/// subscriber records, or one whose subscriber is not built on
+/// `tracing-subscriber`'s [`Registry`].
+pub(crate) fn with_extensions<T>(
+    span: &Span,
+    f: impl FnOnce(&mut ExtensionsMut<'_>) -> T,
+) -> Option<T> {
+    span.with_subscriber(|(id, dispatch)| {
+        let registry = dispatch.downcast_ref::<Registry>()?;
+        let data = registry.span(id)?;
+        let mut extensions = data.extensions_mut();
+        Some(f(&mut extensions))
+    })
+    .flatten()
+}
 
 /// The request a span serves, as its log lines show it.
 #[derive(Clone, Debug)]
@@ -50,19 +67,6 @@ impl RequestScope {
             #[cfg(feature = "otel")]
             ids: None,
         }
-    }
-
-    /// Keeps the scope with `span`, for the lines logged inside it. Nothing
-    /// happens for a span no subscriber records, or one whose subscriber is
-    /// not built on `tracing-subscriber`'s [`Registry`].
-    pub(crate) fn attach(self, span: &Span) {
-        span.with_subscriber(|(id, dispatch)| {
-            if let Some(registry) = dispatch.downcast_ref::<Registry>()
-                && let Some(data) = registry.span(id)
-            {
-                data.extensions_mut().replace(self);
-            }
-        });
     }
 
     /// The scope of the span the current event is logged in: the nearest

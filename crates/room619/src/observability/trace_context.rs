@@ -69,25 +69,37 @@ pub(crate) fn inject_bus(headers: &mut Headers) {
 /// field: log layers do no work for it), such as a status code.
 pub(crate) fn set_attribute(span: &Span, key: &'static str, value: i64) {
     #[cfg(feature = "otel")]
-    tracing_opentelemetry::OpenTelemetrySpanExt::set_attribute(span, key, value);
+    otel::set_attribute(span, key, value);
     #[cfg(not(feature = "otel"))]
     let _ = (span, key, value);
 }
 
 /// Keeps `scope` with `span` for the log lines written inside it, with the
-/// span's OpenTelemetry ids (feature `otel`).
+/// span's OpenTelemetry ids (feature `otel`), starting its OpenTelemetry span.
 pub(crate) fn scope(span: &Span, scope: RequestScope) {
     start(span, None, &[], scope);
 }
 
-/// Starts the span's OpenTelemetry span now (the sampler decides here) and
-/// keeps `scope`, with the span's ids, with it (as [`scope`]). Only when it
-/// is sampled does it get its `name` and string `attributes`: an unsampled
-/// span, which is never exported, costs neither the layers nor the exporter
-/// anything for them. Returns whether the span is sampled (recording).
-pub(crate) fn start(
+/// Starts a server span's OpenTelemetry span now (kind `server`; the
+/// sampler decides here) and keeps `scope`, with the span's ids, with it (as
+/// [`scope`]). Only when it is sampled does it get its `name` and string
+/// `attributes`: an unsampled span, which is never exported, costs neither
+/// the layers nor the exporter anything for them. The kind is not a field
+/// of the span (`otel.kind`) for the same reason: every layer would visit
+/// it. Returns whether the span is sampled (recording).
+pub(crate) fn start_server(
     span: &Span,
-    name: Option<&str>,
+    name: &str,
+    attributes: &[(&'static str, &str)],
+    scope: RequestScope,
+) -> bool {
+    start(span, Some(name), attributes, scope)
+}
+
+/// [`start_server`] when `server_name` is given, [`scope`] otherwise.
+fn start(
+    span: &Span,
+    server_name: Option<&str>,
     attributes: &[(&'static str, &str)],
     scope: RequestScope,
 ) -> bool {
@@ -95,11 +107,11 @@ pub(crate) fn start(
         return false;
     }
     #[cfg(feature = "otel")]
-    return otel::start(span, name, attributes, scope);
+    return otel::start(span, server_name, attributes, scope);
     #[cfg(not(feature = "otel"))]
     {
-        let _ = (name, attributes);
-        scope.attach(span);
+        let _ = (server_name, attributes);
+        super::request_scope::with_extensions(span, |extensions| extensions.replace(scope));
         false
     }
 }
@@ -121,13 +133,16 @@ mod otel {
     use opentelemetry::{
         KeyValue,
         propagation::{Extractor, Injector, TextMapCompositePropagator, TextMapPropagator},
-        trace::TraceContextExt as _,
+        trace::{SpanKind, TraceContextExt as _},
     };
     use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
     use tracing::Span;
-    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
     use super::{RequestScope, TraceIds};
+    use crate::observability::{
+        request_scope,
+        tracing::layer::{self, OtelSpan},
+    };
 
     use crate::bus::Headers;
 
@@ -140,46 +155,71 @@ mod otel {
 
     pub(super) fn set_parent(span: &Span, carrier: &dyn Extractor) {
         let parent = PROPAGATOR.extract(carrier);
-        if let Err(err) = span.set_parent(parent) {
-            tracing::debug!(error = %err, "the caller's trace context was not applied");
+        let set = request_scope::with_extensions(span, |extensions| {
+            extensions
+                .get_mut::<OtelSpan>()
+                .is_none_or(|otel| otel.set_parent(parent))
+        });
+        if set == Some(false) {
+            tracing::debug!("the caller's trace context came after the span started");
         }
     }
 
     pub(super) fn inject(span: &Span, carrier: &mut dyn Injector) {
-        let context = span.context();
-        if context.span().span_context().is_valid() {
+        if let Some(context) = layer::context(span)
+            && context.span().span_context().is_valid()
+        {
             PROPAGATOR.inject_context(&context, carrier);
         }
     }
 
+    pub(super) fn set_attribute(span: &Span, key: &'static str, value: i64) {
+        request_scope::with_extensions(span, |extensions| {
+            if let Some(otel) = extensions.get_mut::<OtelSpan>() {
+                otel.set_attribute(KeyValue::new(key, value));
+            }
+        });
+    }
+
+    /// Starts the span (a server span when `server_name` is given), keeps
+    /// `scope` (with the span's ids) in its extensions, and names and
+    /// describes it when it is sampled: all under one lookup of the span.
     pub(super) fn start(
         span: &Span,
-        name: Option<&str>,
+        server_name: Option<&str>,
         attributes: &[(&'static str, &str)],
         mut scope: RequestScope,
     ) -> bool {
-        let context = span.context();
-        let otel_span = context.span();
-        let span_context = otel_span.span_context();
-        if span_context.is_valid() {
-            scope.ids = Some(TraceIds {
-                trace_id: span_context.trace_id(),
-                span_id: span_context.span_id(),
+        request_scope::with_extensions(span, |extensions| {
+            let sampled = extensions.get_mut::<OtelSpan>().is_some_and(|otel| {
+                if server_name.is_some() {
+                    otel.set_kind(SpanKind::Server);
+                }
+                let otel_span = otel.context().span();
+                let span_context = otel_span.span_context();
+                if span_context.is_valid() {
+                    scope.ids = Some(TraceIds {
+                        trace_id: span_context.trace_id(),
+                        span_id: span_context.span_id(),
+                    });
+                }
+                let sampled = otel_span.is_recording();
+                if sampled {
+                    if let Some(name) = server_name {
+                        otel_span.update_name(name.to_owned());
+                    }
+                    otel_span.set_attributes(
+                        attributes
+                            .iter()
+                            .map(|&(key, value)| KeyValue::new(key, value.to_owned())),
+                    );
+                }
+                sampled
             });
-        }
-        scope.attach(span);
-        let sampled = otel_span.is_recording();
-        if sampled {
-            if let Some(name) = name {
-                otel_span.update_name(name.to_owned());
-            }
-            otel_span.set_attributes(
-                attributes
-                    .iter()
-                    .map(|&(key, value)| KeyValue::new(key, value.to_owned())),
-            );
-        }
-        sampled
+            extensions.replace(scope);
+            sampled
+        })
+        .unwrap_or(false)
     }
 
     pub(super) struct HttpHeaders<'a>(pub(super) &'a HeaderMap);

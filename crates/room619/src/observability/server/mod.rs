@@ -141,7 +141,7 @@ impl<S> Observe<S> {
 /// carry are kept with the span as its [`RequestScope`]; the OpenTelemetry
 /// name and semantic attributes are set on sampled spans only.
 fn grpc_span(route: &GrpcRoute, request_id: &RequestId, headers: &HeaderMap) -> (Span, bool) {
-    let span = tracing::info_span!("rpc.server", otel.kind = "server");
+    let span = tracing::info_span!("rpc.server");
     if span.is_disabled() {
         // Nothing records it: no scope is built for it.
         return (span, false);
@@ -163,7 +163,7 @@ fn grpc_span(route: &GrpcRoute, request_id: &RequestId, headers: &HeaderMap) -> 
 
 /// The server span of an HTTP request, as [`grpc_span`].
 fn http_span(route: &HttpRoute, request_id: &RequestId, headers: &HeaderMap) -> (Span, bool) {
-    let span = tracing::info_span!("http.server", otel.kind = "server");
+    let span = tracing::info_span!("http.server");
     if span.is_disabled() {
         // Nothing records it: no scope is built for it.
         return (span, false);
@@ -197,5 +197,5 @@ fn start(
     scope: RequestScope,
 ) -> bool {
     trace_context::continue_from_http(span, headers);
-    trace_context::start(span, Some(name), attributes, scope)
+    trace_context::start_server(span, name, attributes, scope)
 }

@@ -32,6 +32,7 @@ use self::otlp::OtlpExporter;
 use super::TelemetryConfig;
 use crate::{Error, Result};
 
+pub(crate) mod layer;
 mod otlp;
 
 /// How long one export to the collector may take.
@@ -95,24 +96,27 @@ impl Telemetry {
     }
 
     /// The `tracing` layer that records spans with this provider. Spans
-    /// carry their fields as attributes; not the `tracing` target (a Rust
-    /// module path, no semantic-convention attribute, one more to copy,
-    /// export and decode on every sampled span), the code location, the
-    /// thread, or the `busy_ns` / `idle_ns` timings (which would cost two
-    /// clock reads each time a span is entered and left). The span's
+    /// carry their fields as attributes, except the `otel.*` fields that
+    /// direct them (`otel.name`, `otel.kind`, `otel.status_code`,
+    /// `otel.status_description`); not the `tracing` target (a Rust module
+    /// path, no semantic-convention attribute, one more to copy, export and
+    /// decode on every sampled span), the code location or the thread. An
+    /// event in a sampled span becomes a span event (an `ERROR` one makes
+    /// the span's status an error), `follows_from` a link. The span's
     /// OpenTelemetry context is current while it is entered, for libraries
-    /// that read `opentelemetry::Context::current()`.
+    /// that read `opentelemetry::Context::current()`; a span ends when it
+    /// closes.
+    ///
+    /// Put it on `tracing-subscriber`'s [`Registry`](tracing_subscriber::Registry)
+    /// (as [`logging::init`](super::logging::init) does): room619 reaches a
+    /// span's OpenTelemetry side through the registry to continue a
+    /// caller's trace and to send the trace context with outgoing calls.
     #[must_use]
     pub fn layer<S>(&self) -> impl Layer<S> + Send + Sync + 'static
     where
         S: tracing::Subscriber + for<'span> LookupSpan<'span> + Send + Sync + 'static,
     {
-        tracing_opentelemetry::layer()
-            .with_tracer(self.provider.tracer("room619"))
-            .with_location(false)
-            .with_target(false)
-            .with_threads(false)
-            .with_tracked_inactivity(false)
+        layer::OtelLayer::new(self.provider.tracer("room619"))
     }
 
     /// Makes this the provider [`logging::init`](super::logging::init)

@@ -1,0 +1,783 @@
+//! The `tracing` layer that records spans as OpenTelemetry spans, and the
+//! functions the rest of the crate reaches a span's OpenTelemetry side with.
+//!
+//! It does what `tracing-opentelemetry`'s layer does for room619, with less
+//! work on every span, sampled or not, which is most of what observability
+//! costs a request:
+//!
+//! - a span's OpenTelemetry side lives in the registry's extensions of the
+//!   span, under the registry's own lock (no `Arc<Mutex<_>>` of its own);
+//! - it starts (the sampler decides) when first needed: entered, asked for
+//!   its context, or closed. Until then its parent can still be set (the
+//!   caller's trace, from `traceparent`);
+//! - once started, an unsampled span records nothing: fields recorded later,
+//!   events and links cost a look at one flag;
+//! - entering makes the span's context current (for libraries that read
+//!   `opentelemetry::Context::current()`, and for spans created inside), with
+//!   no clock read; the span ends when it closes.
+//!
+//! Fields become attributes, except these, which direct the span:
+//! `otel.name` (its name), `otel.kind` (`server`, `client`, `producer`,
+//! `consumer`, `internal`), `otel.status_code` (`ok`, `error`, `unset`) and
+//! `otel.status_description`. An event in a sampled span becomes a span
+//! event named by its message, with its fields, `level` and `target`; an
+//! `ERROR` event marks the span's status an error. `follows_from` becomes a
+//! link.
+
+use std::{borrow::Cow, cell::RefCell, fmt, marker::PhantomData, time::SystemTime};
+
+use opentelemetry::{
+    Context, ContextGuard, Key, KeyValue, Value,
+    trace::{
+        Event as SpanEvent, Link, Span as _, SpanBuilder, SpanKind, Status, TraceContextExt as _,
+        Tracer as _,
+    },
+};
+use opentelemetry_sdk::trace::SdkTracer;
+use tracing::{
+    Event, Level, Subscriber,
+    field::{Field, Visit},
+    span::{Attributes, Id, Record},
+};
+use tracing_subscriber::{
+    Layer,
+    layer::Context as LayerContext,
+    registry::{LookupSpan, SpanRef},
+};
+
+use crate::observability::request_scope;
+
+/// Records spans as OpenTelemetry spans with `tracer`.
+pub(crate) struct OtelLayer<S> {
+    tracer: SdkTracer,
+    subscriber: PhantomData<fn(S)>,
+}
+
+impl<S> OtelLayer<S> {
+    pub(crate) fn new(tracer: SdkTracer) -> Self {
+        Self {
+            tracer,
+            subscriber: PhantomData,
+        }
+    }
+}
+
+/// A span's OpenTelemetry side, in the registry's extensions of the span.
+pub(crate) struct OtelSpan {
+    /// What starts the span, until it starts.
+    pending: Option<Pending>,
+    /// The parent's context until the span starts; then the span's.
+    cx: Context,
+}
+
+/// A span that has not started yet.
+struct Pending {
+    builder: SpanBuilder,
+    status: Status,
+    tracer: SdkTracer,
+}
+
+impl OtelSpan {
+    /// The span's context, started now if it was not.
+    pub(crate) fn context(&mut self) -> &Context {
+        if let Some(Pending {
+            builder,
+            status,
+            tracer,
+        }) = self.pending.take()
+        {
+            let mut span = tracer.build_with_context(builder, &self.cx);
+            if span.is_recording() && status != Status::Unset {
+                span.set_status(status);
+            }
+            self.cx = self.cx.with_span(span);
+        }
+        &self.cx
+    }
+
+    /// Makes `parent` the span's parent. `false` when the span has started
+    /// (its trace is decided).
+    pub(crate) fn set_parent(&mut self, parent: Context) -> bool {
+        if self.pending.is_none() {
+            return false;
+        }
+        self.cx = parent;
+        true
+    }
+
+    /// Sets the span's kind, unless it has started.
+    pub(crate) fn set_kind(&mut self, kind: SpanKind) {
+        if let Some(pending) = &mut self.pending {
+            pending.builder.span_kind = Some(kind);
+        }
+    }
+
+    /// Sets an attribute, unless the span started unsampled.
+    pub(crate) fn set_attribute(&mut self, attribute: KeyValue) {
+        if let Some(pending) = &mut self.pending {
+            pending
+                .builder
+                .attributes
+                .get_or_insert_with(Vec::new)
+                .push(attribute);
+        } else {
+            let span = self.cx.span();
+            if span.is_recording() {
+                span.set_attribute(attribute);
+            }
+        }
+    }
+
+    /// Whether the span may still record anything: it has not started, or
+    /// it started sampled.
+    fn records(&self) -> bool {
+        self.pending.is_some() || self.cx.span().is_recording()
+    }
+
+    /// Applies `updates` to the span (before or after it started).
+    fn update(&mut self, updates: Updates) {
+        match &mut self.pending {
+            Some(pending) => updates.apply_to_builder(&mut pending.builder, &mut pending.status),
+            None => updates.apply_to_span(&self.cx),
+        }
+    }
+}
+
+impl<S> Layer<S> for OtelLayer<S>
+where
+    S: Subscriber + for<'span> LookupSpan<'span>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: LayerContext<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let parent = if let Some(parent) = attrs.parent() {
+            ctx.span(parent)
+                .and_then(|parent| with_otel(&parent, |otel| otel.context().clone()))
+                .unwrap_or_default()
+        } else if attrs.is_contextual() {
+            // The entered span's context is current (`on_enter`), or one the
+            // application made current itself.
+            Context::current()
+        } else {
+            Context::new()
+        };
+        let mut builder = SpanBuilder::from_name(attrs.metadata().name());
+        builder.start_time = Some(SystemTime::now());
+        let mut status = Status::Unset;
+        let mut updates = Updates::default();
+        attrs.record(&mut updates);
+        updates.apply_to_builder(&mut builder, &mut status);
+        span.extensions_mut().insert(OtelSpan {
+            pending: Some(Pending {
+                builder,
+                status,
+                tracer: self.tracer.clone(),
+            }),
+            cx: parent,
+        });
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: LayerContext<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let mut extensions = span.extensions_mut();
+        let Some(otel) = extensions.get_mut::<OtelSpan>() else {
+            return;
+        };
+        if otel.records() {
+            let mut updates = Updates::default();
+            values.record(&mut updates);
+            otel.update(updates);
+        }
+    }
+
+    fn on_follows_from(&self, id: &Id, follows: &Id, ctx: LayerContext<'_, S>) {
+        let (Some(span), Some(follows)) = (ctx.span(id), ctx.span(follows)) else {
+            return;
+        };
+        let Some(linked) = with_otel(&follows, |otel| {
+            otel.context().span().span_context().clone()
+        }) else {
+            return;
+        };
+        let mut extensions = span.extensions_mut();
+        let Some(otel) = extensions.get_mut::<OtelSpan>() else {
+            return;
+        };
+        match &mut otel.pending {
+            Some(pending) => pending
+                .builder
+                .links
+                .get_or_insert_with(Vec::new)
+                .push(Link::with_context(linked)),
+            None => otel.cx.span().add_link(linked, Vec::new()),
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: LayerContext<'_, S>) {
+        let span = match event.parent() {
+            Some(parent) => ctx.span(parent),
+            None if event.is_contextual() => ctx.lookup_current(),
+            None => None,
+        };
+        let Some(span) = span else {
+            return;
+        };
+        let mut extensions = span.extensions_mut();
+        let Some(otel) = extensions.get_mut::<OtelSpan>() else {
+            return;
+        };
+        if !otel.records() {
+            return;
+        }
+        let metadata = event.metadata();
+        let mut fields = EventFields {
+            name: None,
+            attributes: vec![
+                KeyValue::new("level", metadata.level().as_str()),
+                KeyValue::new("target", metadata.target()),
+            ],
+        };
+        event.record(&mut fields);
+        let name = fields.name.unwrap_or(Cow::Borrowed(metadata.name()));
+        let error = *metadata.level() == Level::ERROR;
+        if let Some(pending) = &mut otel.pending {
+            if error && pending.status == Status::Unset {
+                pending.status = Status::error("");
+            }
+            pending
+                .builder
+                .events
+                .get_or_insert_with(Vec::new)
+                .push(SpanEvent::new(
+                    name,
+                    SystemTime::now(),
+                    fields.attributes,
+                    0,
+                ));
+        } else {
+            let span = otel.cx.span();
+            if error {
+                span.set_status(Status::error(""));
+            }
+            span.add_event(name, fields.attributes);
+        }
+    }
+
+    fn on_enter(&self, id: &Id, ctx: LayerContext<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let Some(cx) = with_otel(&span, |otel| otel.context().clone()) else {
+            return;
+        };
+        let guard = cx.attach();
+        // On a thread being torn down the guard is dropped here, at once.
+        ACTIVE
+            .try_with(|active| {
+                if let Ok(mut active) = active.try_borrow_mut() {
+                    active.push((id.clone(), guard));
+                }
+            })
+            .unwrap_or_default();
+    }
+
+    fn on_exit(&self, id: &Id, _ctx: LayerContext<'_, S>) {
+        // The guard is dropped after the stack is let go of: dropping it
+        // touches OpenTelemetry's own thread-local stack.
+        let _guard = ACTIVE
+            .try_with(|active| {
+                let mut active = active.try_borrow_mut().ok()?;
+                let index = active.iter().rposition(|(entered, _)| entered == id)?;
+                Some(active.remove(index).1)
+            })
+            .ok()
+            .flatten();
+    }
+
+    fn on_close(&self, id: Id, ctx: LayerContext<'_, S>) {
+        let Some(span) = ctx.span(&id) else {
+            return;
+        };
+        let otel = span.extensions_mut().remove::<OtelSpan>();
+        if let Some(mut otel) = otel {
+            // A span never entered nor asked for starts here; it may be
+            // sampled all the same.
+            let span = otel.context().span();
+            if span.is_recording() {
+                span.end();
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The contexts the spans entered on this thread made current, most
+    /// recent last, each with its span's id.
+    static ACTIVE: RefCell<Vec<(Id, ContextGuard)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on the OpenTelemetry side of the registry span `span`.
+fn with_otel<'a, R, T>(span: &SpanRef<'a, R>, f: impl FnOnce(&mut OtelSpan) -> T) -> Option<T>
+where
+    R: LookupSpan<'a>,
+{
+    span.extensions_mut().get_mut::<OtelSpan>().map(f)
+}
+
+/// What a span's fields say about it: attributes, and the `otel.*` fields
+/// that direct it.
+#[derive(Default)]
+struct Updates {
+    name: Option<Cow<'static, str>>,
+    kind: Option<SpanKind>,
+    status: Option<Status>,
+    description: Option<String>,
+    attributes: Vec<KeyValue>,
+}
+
+impl Updates {
+    fn apply_to_builder(self, builder: &mut SpanBuilder, status: &mut Status) {
+        if let Some(new) = self.status() {
+            *status = new;
+        }
+        if let Some(name) = self.name {
+            builder.name = name;
+        }
+        if let Some(kind) = self.kind {
+            builder.span_kind = Some(kind);
+        }
+        if !self.attributes.is_empty() {
+            match &mut builder.attributes {
+                Some(attributes) => attributes.extend(self.attributes),
+                None => builder.attributes = Some(self.attributes),
+            }
+        }
+    }
+
+    /// For a started span: its kind is fixed, the rest applies if sampled.
+    fn apply_to_span(self, cx: &Context) {
+        let span = cx.span();
+        if !span.is_recording() {
+            return;
+        }
+        if let Some(status) = self.status() {
+            span.set_status(status);
+        }
+        if let Some(name) = self.name {
+            span.update_name(name);
+        }
+        if !self.attributes.is_empty() {
+            span.set_attributes(self.attributes);
+        }
+    }
+
+    /// The status these fields set, if they set one: `otel.status_code`,
+    /// with `otel.status_description` if it is an error; a description
+    /// alone makes it an error.
+    fn status(&self) -> Option<Status> {
+        match (&self.status, &self.description) {
+            (Some(Status::Error { .. }) | None, Some(description)) => {
+                Some(Status::error(description.clone()))
+            }
+            (status, _) => status.clone(),
+        }
+    }
+
+    fn directive(&mut self, name: &str, value: &str) -> bool {
+        match name {
+            "otel.name" => self.name = Some(Cow::Owned(value.to_owned())),
+            "otel.kind" => self.kind = kind(value),
+            "otel.status_code" => self.status = status_code(value),
+            "otel.status_description" | "otel.status_message" => {
+                self.description = Some(value.to_owned());
+            }
+            _ => return false,
+        }
+        true
+    }
+}
+
+/// The kind `otel.kind` names, in any case.
+fn kind(value: &str) -> Option<SpanKind> {
+    [
+        ("server", SpanKind::Server),
+        ("client", SpanKind::Client),
+        ("producer", SpanKind::Producer),
+        ("consumer", SpanKind::Consumer),
+        ("internal", SpanKind::Internal),
+    ]
+    .into_iter()
+    .find_map(|(name, kind)| value.eq_ignore_ascii_case(name).then_some(kind))
+}
+
+/// The status `otel.status_code` names, in any case.
+fn status_code(value: &str) -> Option<Status> {
+    [
+        ("ok", Status::Ok),
+        ("error", Status::error("")),
+        ("unset", Status::Unset),
+    ]
+    .into_iter()
+    .find_map(|(name, status)| value.eq_ignore_ascii_case(name).then_some(status))
+}
+
+impl Visit for Updates {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.attributes.push(KeyValue::new(field.name(), value));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.attributes.push(KeyValue::new(field.name(), value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.attributes
+            .push(KeyValue::new(field.name(), unsigned(value)));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.attributes.push(KeyValue::new(field.name(), value));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if !self.directive(field.name(), value) {
+            self.attributes
+                .push(KeyValue::new(field.name(), value.to_owned()));
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.attributes
+            .push(KeyValue::new(field.name(), value.to_string()));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let text = format!("{value:?}");
+        if !self.directive(field.name(), &text) {
+            self.attributes.push(KeyValue::new(field.name(), text));
+        }
+    }
+}
+
+/// A `u64` as an attribute: an integer when it fits in an `i64`, its
+/// decimal text otherwise.
+fn unsigned(value: u64) -> Value {
+    i64::try_from(value).map_or_else(|_| Value::from(value.to_string()), Value::from)
+}
+
+/// An event's name (its message) and attributes.
+struct EventFields {
+    name: Option<Cow<'static, str>>,
+    attributes: Vec<KeyValue>,
+}
+
+impl EventFields {
+    fn push(&mut self, field: &Field, value: Value) {
+        self.attributes
+            .push(KeyValue::new(Key::from_static_str(field.name()), value));
+    }
+}
+
+impl Visit for EventFields {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.push(field, value.into());
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.push(field, value.into());
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.push(field, unsigned(value));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.push(field, value.into());
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.name = Some(Cow::Owned(value.to_owned()));
+        } else {
+            self.push(field, value.to_owned().into());
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.push(field, value.to_string().into());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let text = format!("{value:?}");
+        if field.name() == "message" {
+            self.name = Some(Cow::Owned(text));
+        } else {
+            self.push(field, text.into());
+        }
+    }
+}
+
+/// The OpenTelemetry context of `span`, started now if it was not: `None`
+/// when no [`OtelLayer`] records it.
+pub(crate) fn context(span: &tracing::Span) -> Option<Context> {
+    request_scope::with_extensions(span, |extensions| {
+        extensions
+            .get_mut::<OtelSpan>()
+            .map(|otel| otel.context().clone())
+    })
+    .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry::{
+        Context, KeyValue, Value,
+        trace::{
+            SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId,
+            TraceState, TracerProvider as _,
+        },
+    };
+    use opentelemetry_sdk::{
+        error::OTelSdkResult,
+        trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter},
+    };
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    use super::{OtelLayer, OtelSpan, context};
+    use crate::observability::request_scope::with_extensions;
+
+    /// The spans a provider exported, as they end.
+    #[derive(Clone, Debug, Default)]
+    struct Exported(Arc<Mutex<Vec<SpanData>>>);
+
+    impl SpanExporter for Exported {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+
+    impl Exported {
+        fn named(&self, name: &str) -> SpanData {
+            let spans = self.0.lock().unwrap();
+            let mut found = spans.iter().filter(|span| span.name == name);
+            let span = found.next().unwrap_or_else(|| panic!("no span `{name}`"));
+            assert!(found.next().is_none(), "one span `{name}`");
+            span.clone()
+        }
+
+        fn count(&self) -> usize {
+            self.0.lock().unwrap().len()
+        }
+    }
+
+    /// Runs `f` with a subscriber that records spans with the layer,
+    /// sampling `ratio` of new traces; returns what was exported.
+    fn traced(ratio: f64, f: impl FnOnce()) -> Exported {
+        let exported = Exported::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exported.clone())
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                ratio,
+            ))))
+            .build();
+        let subscriber =
+            tracing_subscriber::registry().with(OtelLayer::new(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, f);
+        exported
+    }
+
+    fn attribute(span: &SpanData, key: &str) -> Option<Value> {
+        span.attributes
+            .iter()
+            .find(|attribute| attribute.key.as_str() == key)
+            .map(|attribute| attribute.value.clone())
+    }
+
+    fn set_parent(span: &tracing::Span, parent: Context) -> Option<bool> {
+        with_extensions(span, |extensions| {
+            extensions
+                .get_mut::<OtelSpan>()
+                .map(|otel| otel.set_parent(parent))
+        })
+        .flatten()
+    }
+
+    #[test]
+    fn children_share_the_trace_and_fields_become_attributes() {
+        let exported = traced(1.0, || {
+            let root = tracing::info_span!(
+                "root",
+                otel.name = "GET /users",
+                otel.kind = "server",
+                count = 5_u64,
+                big = u64::MAX,
+                ok = true,
+                who = "ada",
+            );
+            let explicit = tracing::info_span!(parent: &root, "explicit");
+            {
+                let _entered = root.enter();
+                let _child = tracing::info_span!("contextual").entered();
+            }
+            drop(explicit);
+            let _root_again = tracing::info_span!(parent: None, "detached");
+        });
+        let root = exported.named("GET /users");
+        assert_eq!(root.span_kind, SpanKind::Server);
+        assert_eq!(root.parent_span_id, SpanId::INVALID);
+        assert_eq!(attribute(&root, "count"), Some(Value::I64(5)));
+        assert_eq!(
+            attribute(&root, "big"),
+            Some(Value::from(u64::MAX.to_string()))
+        );
+        assert_eq!(attribute(&root, "ok"), Some(Value::Bool(true)));
+        assert_eq!(attribute(&root, "who"), Some(Value::from("ada")));
+        assert!(
+            root.attributes
+                .iter()
+                .all(|attribute| !attribute.key.as_str().starts_with("otel.")),
+            "{:?}",
+            root.attributes
+        );
+        assert!(root.end_time >= root.start_time);
+        for name in ["explicit", "contextual"] {
+            let child = exported.named(name);
+            assert_eq!(child.span_kind, SpanKind::Internal);
+            assert_eq!(
+                child.span_context.trace_id(),
+                root.span_context.trace_id(),
+                "{name}"
+            );
+            assert_eq!(child.parent_span_id, root.span_context.span_id(), "{name}");
+        }
+        let detached = exported.named("detached");
+        assert_ne!(
+            detached.span_context.trace_id(),
+            root.span_context.trace_id()
+        );
+        assert_eq!(detached.parent_span_id, SpanId::INVALID);
+    }
+
+    #[test]
+    fn a_parent_set_before_the_span_starts_is_its_parent_and_not_after() {
+        let remote = SpanContext::new(
+            TraceId::from(0x0af7_6519_16cd_43dd_8448_eb21_1c80_319c),
+            SpanId::from(0xb7ad_6b71_6920_3331),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        let exported = traced(0.0, || {
+            let span = tracing::info_span!("continued");
+            let parent = Context::new().with_remote_span_context(remote.clone());
+            assert_eq!(set_parent(&span, parent.clone()), Some(true));
+            let started = context(&span).unwrap();
+            assert_eq!(started.span().span_context().trace_id(), remote.trace_id());
+            assert_eq!(set_parent(&span, parent), Some(false));
+        });
+        // Sampled because its parent is, whatever the ratio for new traces.
+        let span = exported.named("continued");
+        assert_eq!(span.span_context.trace_id(), remote.trace_id());
+        assert_eq!(span.parent_span_id, remote.span_id());
+    }
+
+    #[test]
+    fn unsampled_spans_have_ids_and_record_nothing() {
+        let exported = traced(0.0, || {
+            let span = tracing::info_span!("quiet", late = tracing::field::Empty);
+            let _entered = span.enter();
+            span.record("late", 1);
+            tracing::error!(what = "ignored", "an event");
+            let started = context(&span).unwrap();
+            assert!(started.span().span_context().is_valid());
+            assert!(!started.span().is_recording());
+            let recording = with_extensions(&span, |extensions| {
+                extensions.get_mut::<OtelSpan>().map(|otel| otel.records())
+            });
+            assert_eq!(recording, Some(Some(false)));
+        });
+        assert_eq!(exported.count(), 0);
+    }
+
+    #[test]
+    fn events_become_span_events_and_an_error_marks_the_status() {
+        let exported = traced(1.0, || {
+            let span = tracing::info_span!("work");
+            // Before the span starts, and after.
+            tracing::info!(parent: &span, step = 1, "begun");
+            let _entered = span.enter();
+            tracing::error!(code = 7, "failed");
+        });
+        let span = exported.named("work");
+        let names: Vec<_> = span
+            .events
+            .iter()
+            .map(|event| event.name.as_ref())
+            .collect();
+        assert_eq!(names, ["begun", "failed"]);
+        let failed = &span.events[1];
+        assert!(failed.attributes.contains(&KeyValue::new("level", "ERROR")));
+        assert!(failed.attributes.contains(&KeyValue::new("code", 7)));
+        assert!(
+            span.events[0]
+                .attributes
+                .contains(&KeyValue::new("step", 1))
+        );
+        assert_eq!(span.status, Status::error(""));
+    }
+
+    #[test]
+    fn status_directives_late_fields_and_links() {
+        let exported = traced(1.0, || {
+            let first = tracing::info_span!("first");
+            let span = tracing::info_span!(
+                "second",
+                otel.status_code = tracing::field::Empty,
+                otel.status_description = tracing::field::Empty,
+                late = tracing::field::Empty,
+            );
+            span.follows_from(&first);
+            let _entered = span.enter();
+            span.record("late", "value");
+            span.record("otel.status_code", "error");
+            span.record("otel.status_description", "boom");
+            let ok = tracing::info_span!("third", otel.status_code = "ok");
+            drop(ok);
+        });
+        let first = exported.named("first");
+        let second = exported.named("second");
+        assert_eq!(attribute(&second, "late"), Some(Value::from("value")));
+        assert_eq!(second.status, Status::error("boom"));
+        assert_eq!(second.links.len(), 1);
+        assert_eq!(second.links[0].span_context, first.span_context);
+        assert_eq!(exported.named("third").status, Status::Ok);
+    }
+
+    #[test]
+    fn an_entered_span_is_the_current_opentelemetry_context() {
+        traced(1.0, || {
+            let outer = tracing::info_span!("outer");
+            let inner = tracing::info_span!("inner");
+            let outer_id = context(&outer).unwrap().span().span_context().span_id();
+            let inner_id = context(&inner).unwrap().span().span_context().span_id();
+            let current = || Context::current().span().span_context().span_id();
+            assert_eq!(current(), SpanId::INVALID);
+            {
+                let _outer = outer.enter();
+                assert_eq!(current(), outer_id);
+                {
+                    let _inner = inner.enter();
+                    assert_eq!(current(), inner_id);
+                }
+                assert_eq!(current(), outer_id);
+            }
+            assert_eq!(current(), SpanId::INVALID);
+        });
+    }
+}
