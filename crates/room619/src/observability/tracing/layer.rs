@@ -87,10 +87,16 @@ impl OtelSpan {
         }) = self.pending.take()
         {
             let mut span = tracer.build_with_context(builder, &self.cx);
-            if span.is_recording() && status != Status::Unset {
-                span.set_status(status);
-            }
-            self.cx = self.cx.with_span(span);
+            self.cx = if span.is_recording() {
+                if status != Status::Unset {
+                    span.set_status(status);
+                }
+                self.cx.with_span(span)
+            } else {
+                // An unsampled span records nothing: its ids are all the
+                // context needs (no boxed span to allocate, lock and drop).
+                self.cx.with_remote_span_context(span.span_context().clone())
+            };
         }
         &self.cx
     }

@@ -346,6 +346,7 @@ pub async fn start_named(
 }
 
 /// A node with `config` hosting no service (a caller).
+#[cfg(feature = "nats")]
 pub async fn start_named_with_config(config: Config) -> RunningNode {
     start_all(config, []).await
 }
