@@ -74,6 +74,16 @@ pub(crate) fn set_attribute(span: &Span, key: &'static str, value: i64) {
     let _ = (span, key, value);
 }
 
+/// Sets a sampled server span's last attribute (its status code) and ends
+/// it now, when the answer is finished: not later, when the last clone of
+/// the span or a child that outlived the request lets it close.
+pub(crate) fn finish_server(span: &Span, key: &'static str, value: i64) {
+    #[cfg(feature = "otel")]
+    otel::finish_server(span, key, value);
+    #[cfg(not(feature = "otel"))]
+    let _ = (span, key, value);
+}
+
 /// Keeps `scope` with `span` for the log lines written inside it, with the
 /// span's OpenTelemetry ids (feature `otel`), starting its OpenTelemetry span.
 pub(crate) fn scope(span: &Span, scope: RequestScope) {
@@ -181,6 +191,15 @@ mod otel {
         });
     }
 
+    pub(super) fn finish_server(span: &Span, key: &'static str, value: i64) {
+        request_scope::with_extensions(span, |extensions| {
+            if let Some(otel) = extensions.get_mut::<OtelSpan>() {
+                otel.set_attribute(KeyValue::new(key, value));
+                otel.end();
+            }
+        });
+    }
+
     /// Starts the span (a server span when `server_name` is given), keeps
     /// `scope` (with the span's ids) in its extensions, and names and
     /// describes it when it is sampled: all under one lookup of the span.
@@ -194,6 +213,7 @@ mod otel {
             let sampled = extensions.get_mut::<OtelSpan>().is_some_and(|otel| {
                 if server_name.is_some() {
                     otel.set_kind(SpanKind::Server);
+                    otel.ended_by_owner();
                 }
                 let otel_span = otel.context().span();
                 let span_context = otel_span.span_context();

@@ -109,13 +109,14 @@ impl Pending {
         else {
             return;
         };
-        // The span ends here, once the status is on it.
+        // The span ends here, once the status is on it (a sampled one;
+        // an unsampled one has nothing to end).
         let span = std::mem::replace(&mut self.span, Span::none());
         let elapsed = since.elapsed();
         match route {
             Route::Grpc(route) => {
                 if sampled {
-                    trace_context::set_attribute(&span, "rpc.grpc.status_code", grpc_code.into());
+                    trace_context::finish_server(&span, "rpc.grpc.status_code", grpc_code.into());
                 }
                 if let Some(metrics) = &shared.metrics {
                     metrics.grpc_finished(&route.labels, &route.metrics, grpc_code, elapsed);
@@ -123,7 +124,7 @@ impl Pending {
             }
             Route::Http(route) => {
                 if sampled {
-                    trace_context::set_attribute(&span, "http.response.status_code", status.into());
+                    trace_context::finish_server(&span, "http.response.status_code", status.into());
                 }
                 if let Some(metrics) = &shared.metrics {
                     metrics.http_finished(&route.labels, &route.metrics, status, elapsed);

@@ -13,16 +13,26 @@
 //! - once started, an unsampled span records nothing: fields recorded later,
 //!   events and links cost a look at one flag;
 //! - entering makes the span's context current (for libraries that read
-//!   `opentelemetry::Context::current()`, and for spans created inside), with
-//!   no clock read; the span ends when it closes.
+//!   `opentelemetry::Context::current()`, and for spans created inside).
+//!   A sampled span ends when it is last left (its end time is read then;
+//!   an unsampled one reads no clock), not later when a child that outlived
+//!   it lets it close; a server span ends when its answer is finished
+//!   ([`OtelSpan::end`]).
+//!
+//! Values are formatted with no lock held (a value's `Debug` may log, or
+//! panic); the registry's lock on a span is held only to read or change
+//! its OpenTelemetry side, and the SDK is called under it only to start a
+//! span (the sampler and the id generator, which log nothing).
 //!
 //! Fields become attributes, except these, which direct the span:
 //! `otel.name` (its name), `otel.kind` (`server`, `client`, `producer`,
 //! `consumer`, `internal`), `otel.status_code` (`ok`, `error`, `unset`) and
 //! `otel.status_description`. An event in a sampled span becomes a span
 //! event named by its message, with its fields, `level` and `target`; an
-//! `ERROR` event marks the span's status an error. `follows_from` becomes a
-//! link.
+//! `ERROR` event marks the span's status an error. An error recorded as a
+//! field (`error = &err as &dyn Error`) adds `exception.message`; an event
+//! with one and no message is an `exception` event, and at `ERROR` the
+//! error's text is the status description. `follows_from` becomes a link.
 
 use std::{borrow::Cow, cell::RefCell, fmt, marker::PhantomData, time::SystemTime};
 
@@ -68,6 +78,12 @@ pub(crate) struct OtelSpan {
     pending: Option<Pending>,
     /// The parent's context until the span starts; then the span's.
     cx: Context,
+    /// When a sampled span was last left: it ends then (not later, when a
+    /// child that outlived it lets it close).
+    left: Option<SystemTime>,
+    /// Whether the span is ended by [`OtelSpan::end`] (a server span), so
+    /// leaving it need not read the clock.
+    ended_by_owner: bool,
 }
 
 /// A span that has not started yet.
@@ -95,10 +111,25 @@ impl OtelSpan {
             } else {
                 // An unsampled span records nothing: its ids are all the
                 // context needs (no boxed span to allocate, lock and drop).
-                self.cx.with_remote_span_context(span.span_context().clone())
+                self.cx
+                    .with_remote_span_context(span.span_context().clone())
             };
         }
         &self.cx
+    }
+
+    /// Says the span's owner ends it with [`OtelSpan::end`].
+    pub(crate) fn ended_by_owner(&mut self) {
+        self.ended_by_owner = true;
+    }
+
+    /// Ends the span now, if it is sampled: for a span that is finished
+    /// before it closes (a server span, when its answer is sent).
+    pub(crate) fn end(&mut self) {
+        let span = self.context().span();
+        if span.is_recording() {
+            span.end();
+        }
     }
 
     /// Makes `parent` the span's parent. `false` when the span has started
@@ -181,6 +212,8 @@ where
                 tracer: self.tracer.clone(),
             }),
             cx: parent,
+            left: None,
+            ended_by_owner: false,
         });
     }
 
@@ -188,13 +221,14 @@ where
         let Some(span) = ctx.span(id) else {
             return;
         };
-        let mut extensions = span.extensions_mut();
-        let Some(otel) = extensions.get_mut::<OtelSpan>() else {
+        // The values are formatted with no lock held: a value's `Debug`
+        // may log, or panic.
+        if with_otel(&span, |otel| otel.records()) != Some(true) {
             return;
-        };
-        if otel.records() {
-            let mut updates = Updates::default();
-            values.record(&mut updates);
+        }
+        let mut updates = Updates::default();
+        values.record(&mut updates);
+        if let Some(otel) = span.extensions_mut().get_mut::<OtelSpan>() {
             otel.update(updates);
         }
     }
@@ -231,27 +265,38 @@ where
         let Some(span) = span else {
             return;
         };
-        let mut extensions = span.extensions_mut();
-        let Some(otel) = extensions.get_mut::<OtelSpan>() else {
-            return;
-        };
-        if !otel.records() {
+        // As in `on_record`: the fields are formatted with no lock held.
+        if with_otel(&span, |otel| otel.records()) != Some(true) {
             return;
         }
         let metadata = event.metadata();
         let mut fields = EventFields {
             name: None,
+            exception: None,
             attributes: vec![
                 KeyValue::new("level", metadata.level().as_str()),
                 KeyValue::new("target", metadata.target()),
             ],
         };
         event.record(&mut fields);
-        let name = fields.name.unwrap_or(Cow::Borrowed(metadata.name()));
-        let error = *metadata.level() == Level::ERROR;
+        // An error without a message is an `exception` event (the
+        // semantic conventions' name), its text the span's status.
+        let name = match (fields.name, &fields.exception) {
+            (Some(name), _) => name,
+            (None, Some(_)) => Cow::Borrowed("exception"),
+            (None, None) => Cow::Borrowed(metadata.name()),
+        };
+        let error = (*metadata.level() == Level::ERROR)
+            .then(|| Status::error(fields.exception.unwrap_or_default()));
+        let mut extensions = span.extensions_mut();
+        let Some(otel) = extensions.get_mut::<OtelSpan>() else {
+            return;
+        };
         if let Some(pending) = &mut otel.pending {
-            if error && pending.status == Status::Unset {
-                pending.status = Status::error("");
+            if let Some(error) = error
+                && pending.status == Status::Unset
+            {
+                pending.status = error;
             }
             pending
                 .builder
@@ -265,8 +310,8 @@ where
                 ));
         } else {
             let span = otel.cx.span();
-            if error {
-                span.set_status(Status::error(""));
+            if let Some(error) = error {
+                span.set_status(error);
             }
             span.add_event(name, fields.attributes);
         }
@@ -276,31 +321,47 @@ where
         let Some(span) = ctx.span(id) else {
             return;
         };
-        let Some(cx) = with_otel(&span, |otel| otel.context().clone()) else {
+        let Some((cx, owned)) =
+            with_otel(&span, |otel| (otel.context().clone(), otel.ended_by_owner))
+        else {
             return;
         };
+        let recording = !owned && cx.span().is_recording();
         let guard = cx.attach();
         // On a thread being torn down the guard is dropped here, at once.
         ACTIVE
             .try_with(|active| {
                 if let Ok(mut active) = active.try_borrow_mut() {
-                    active.push((id.clone(), guard));
+                    active.push(Entered {
+                        id: id.clone(),
+                        _guard: guard,
+                        recording,
+                    });
                 }
             })
             .unwrap_or_default();
     }
 
-    fn on_exit(&self, id: &Id, _ctx: LayerContext<'_, S>) {
+    fn on_exit(&self, id: &Id, ctx: LayerContext<'_, S>) {
         // The guard is dropped after the stack is let go of: dropping it
         // touches OpenTelemetry's own thread-local stack.
-        let _guard = ACTIVE
+        let entered = ACTIVE
             .try_with(|active| {
                 let mut active = active.try_borrow_mut().ok()?;
-                let index = active.iter().rposition(|(entered, _)| entered == id)?;
-                Some(active.remove(index).1)
+                let index = active.iter().rposition(|entered| entered.id == *id)?;
+                Some(active.remove(index))
             })
             .ok()
             .flatten();
+        // Only a sampled span pays for the clock read.
+        if let Some(Entered {
+            recording: true, ..
+        }) = entered
+            && let Some(span) = ctx.span(id)
+            && let Some(otel) = span.extensions_mut().get_mut::<OtelSpan>()
+        {
+            otel.left = Some(SystemTime::now());
+        }
     }
 
     fn on_close(&self, id: Id, ctx: LayerContext<'_, S>) {
@@ -311,18 +372,31 @@ where
         if let Some(mut otel) = otel {
             // A span never entered nor asked for starts here; it may be
             // sampled all the same.
+            let left = otel.left;
             let span = otel.context().span();
             if span.is_recording() {
-                span.end();
+                match left {
+                    Some(left) => span.end_with_timestamp(left),
+                    None => span.end(),
+                }
             }
         }
     }
 }
 
 thread_local! {
-    /// The contexts the spans entered on this thread made current, most
-    /// recent last, each with its span's id.
-    static ACTIVE: RefCell<Vec<(Id, ContextGuard)>> = const { RefCell::new(Vec::new()) };
+    /// The spans entered on this thread, most recent last.
+    static ACTIVE: RefCell<Vec<Entered>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An entered span: its context is current until it is left.
+struct Entered {
+    id: Id,
+    /// Makes the span's context current until it is dropped.
+    _guard: ContextGuard,
+    /// Whether it is sampled and ends when last left (its end time is
+    /// taken when it is left).
+    recording: bool,
 }
 
 /// Runs `f` on the OpenTelemetry side of the registry span `span`.
@@ -456,8 +530,10 @@ impl Visit for Updates {
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        let text = value.to_string();
         self.attributes
-            .push(KeyValue::new(field.name(), value.to_string()));
+            .push(KeyValue::new(EXCEPTION_MESSAGE, text.clone()));
+        self.attributes.push(KeyValue::new(field.name(), text));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
@@ -468,15 +544,20 @@ impl Visit for Updates {
     }
 }
 
+/// The semantic conventions' attribute for an error's text.
+const EXCEPTION_MESSAGE: &str = "exception.message";
+
 /// A `u64` as an attribute: an integer when it fits in an `i64`, its
 /// decimal text otherwise.
 fn unsigned(value: u64) -> Value {
     i64::try_from(value).map_or_else(|_| Value::from(value.to_string()), Value::from)
 }
 
-/// An event's name (its message) and attributes.
+/// An event's name (its message), the text of an error it records, and its
+/// attributes.
 struct EventFields {
     name: Option<Cow<'static, str>>,
+    exception: Option<String>,
     attributes: Vec<KeyValue>,
 }
 
@@ -513,7 +594,11 @@ impl Visit for EventFields {
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.push(field, value.to_string().into());
+        let text = value.to_string();
+        self.attributes
+            .push(KeyValue::new(EXCEPTION_MESSAGE, text.clone()));
+        self.push(field, text.clone().into());
+        self.exception = Some(text);
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
@@ -524,6 +609,17 @@ impl Visit for EventFields {
             self.push(field, text.into());
         }
     }
+}
+
+/// Makes `parent` the parent of `span` if it has not started: `false` when
+/// it has, or when no [`OtelLayer`] records it.
+pub(crate) fn set_parent(span: &tracing::Span, parent: Context) -> bool {
+    request_scope::with_extensions(span, |extensions| {
+        extensions
+            .get_mut::<OtelSpan>()
+            .is_some_and(|otel| otel.set_parent(parent))
+    })
+    .unwrap_or(false)
 }
 
 /// The OpenTelemetry context of `span`, started now if it was not: `None`
@@ -554,7 +650,7 @@ mod tests {
     };
     use tracing_subscriber::layer::SubscriberExt as _;
 
-    use super::{OtelLayer, OtelSpan, context};
+    use super::{OtelLayer, OtelSpan, context, set_parent};
     use crate::observability::request_scope::with_extensions;
 
     /// The spans a provider exported, as they end.
@@ -585,6 +681,11 @@ mod tests {
     /// Runs `f` with a subscriber that records spans with the layer,
     /// sampling `ratio` of new traces; returns what was exported.
     fn traced(ratio: f64, f: impl FnOnce()) -> Exported {
+        traced_with(ratio, |_| f())
+    }
+
+    /// As [`traced`], `f` seeing what is exported as it is.
+    fn traced_with(ratio: f64, f: impl FnOnce(&Exported)) -> Exported {
         let exported = Exported::default();
         let provider = SdkTracerProvider::builder()
             .with_simple_exporter(exported.clone())
@@ -594,7 +695,7 @@ mod tests {
             .build();
         let subscriber =
             tracing_subscriber::registry().with(OtelLayer::new(provider.tracer("test")));
-        tracing::subscriber::with_default(subscriber, f);
+        tracing::subscriber::with_default(subscriber, || f(&exported));
         exported
     }
 
@@ -603,15 +704,6 @@ mod tests {
             .iter()
             .find(|attribute| attribute.key.as_str() == key)
             .map(|attribute| attribute.value.clone())
-    }
-
-    fn set_parent(span: &tracing::Span, parent: Context) -> Option<bool> {
-        with_extensions(span, |extensions| {
-            extensions
-                .get_mut::<OtelSpan>()
-                .map(|otel| otel.set_parent(parent))
-        })
-        .flatten()
     }
 
     #[test]
@@ -682,10 +774,10 @@ mod tests {
         let exported = traced(0.0, || {
             let span = tracing::info_span!("continued");
             let parent = Context::new().with_remote_span_context(remote.clone());
-            assert_eq!(set_parent(&span, parent.clone()), Some(true));
+            assert!(set_parent(&span, parent.clone()));
             let started = context(&span).unwrap();
             assert_eq!(started.span().span_context().trace_id(), remote.trace_id());
-            assert_eq!(set_parent(&span, parent), Some(false));
+            assert!(!set_parent(&span, parent));
         });
         // Sampled because its parent is, whatever the ratio for new traces.
         let span = exported.named("continued");
@@ -785,5 +877,68 @@ mod tests {
             }
             assert_eq!(current(), SpanId::INVALID);
         });
+    }
+
+    #[test]
+    fn a_sampled_span_ends_when_last_left_not_when_a_child_lets_it_close() {
+        let mut left = None;
+        let exported = traced(1.0, || {
+            let parent = tracing::info_span!("parent");
+            let child = {
+                let _entered = parent.enter();
+                tracing::info_span!("child")
+            };
+            left = Some(std::time::SystemTime::now());
+            drop(parent);
+            // The child keeps the parent open; it is finished all the same.
+            // (The clock moves on before the child closes.)
+            while std::time::SystemTime::now() <= left.unwrap() {
+                std::hint::spin_loop();
+            }
+            drop(child);
+        });
+        let parent = exported.named("parent");
+        assert!(parent.end_time <= left.unwrap(), "ended when left");
+        assert!(exported.named("child").end_time > parent.end_time);
+    }
+
+    #[test]
+    fn an_error_without_a_message_is_an_exception_event() {
+        let exported = traced(1.0, || {
+            let span = tracing::info_span!("io");
+            let _entered = span.enter();
+            let error = std::io::Error::other("disk on fire");
+            tracing::error!(error = &error as &(dyn std::error::Error + 'static));
+        });
+        let span = exported.named("io");
+        assert_eq!(span.events.len(), 1);
+        let event = &span.events[0];
+        assert_eq!(event.name, "exception");
+        assert!(
+            event
+                .attributes
+                .contains(&KeyValue::new("exception.message", "disk on fire"))
+        );
+        assert_eq!(span.status, Status::error("disk on fire"));
+    }
+
+    #[test]
+    fn a_server_span_finished_early_is_exported_then() {
+        let exported = traced_with(1.0, |exported| {
+            let span = tracing::info_span!("http.server");
+            let _clone = span.clone();
+            with_extensions(&span, |extensions| {
+                let otel = extensions.get_mut::<OtelSpan>().unwrap();
+                otel.set_attribute(KeyValue::new("http.response.status_code", 200));
+                otel.end();
+            });
+            // Exported while a clone of the span still holds it open.
+            assert_eq!(exported.count(), 1);
+        });
+        let span = exported.named("http.server");
+        assert_eq!(
+            attribute(&span, "http.response.status_code"),
+            Some(Value::I64(200))
+        );
     }
 }

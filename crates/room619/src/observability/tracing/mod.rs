@@ -104,8 +104,8 @@ impl Telemetry {
     /// event in a sampled span becomes a span event (an `ERROR` one makes
     /// the span's status an error), `follows_from` a link. The span's
     /// OpenTelemetry context is current while it is entered, for libraries
-    /// that read `opentelemetry::Context::current()`; a span ends when it
-    /// closes.
+    /// that read `opentelemetry::Context::current()`; a sampled span ends
+    /// when it is last left (a server span when its answer is finished).
     ///
     /// Put it on `tracing-subscriber`'s [`Registry`](tracing_subscriber::Registry)
     /// (as [`logging::init`](super::logging::init) does): room619 reaches a
@@ -136,6 +136,40 @@ impl Telemetry {
             .force_flush()
             .map_err(|err| Error::unavailable(format!("exporting spans failed: {err}")))
     }
+}
+
+/// The OpenTelemetry context of `span`, as the layer of a [`Telemetry`]
+/// records it (started now if it had not: the sampler decides): to send the
+/// trace on through a client room619 does not wrap, or to read the span's
+/// ids. `None` when no such layer, over `tracing-subscriber`'s
+/// [`Registry`](tracing_subscriber::Registry), records the span.
+///
+/// ```
+/// let span = tracing::info_span!("job");
+/// // No subscriber records it here, so it has no context.
+/// assert!(room619::observability::tracing::context(&span).is_none());
+/// ```
+#[must_use]
+pub fn context(span: &tracing::Span) -> Option<opentelemetry::Context> {
+    layer::context(span)
+}
+
+/// Makes `parent` the parent of `span`: a trace continued from something
+/// room619 did not receive itself (a file, a queue it does not wrap). The
+/// span must not have started (been entered, or asked for its
+/// [`context`]): returns `false`, changing nothing, when it has or when no
+/// [`Telemetry`] layer records it.
+///
+/// ```
+/// use opentelemetry::Context;
+///
+/// let span = tracing::info_span!("import");
+/// // No subscriber records it here: nothing to set.
+/// assert!(!room619::observability::tracing::set_parent(&span, Context::new()));
+/// ```
+#[must_use = "`false` says the parent was not set"]
+pub fn set_parent(span: &tracing::Span, parent: opentelemetry::Context) -> bool {
+    layer::set_parent(span, parent)
 }
 
 /// The layer of the installed provider, for [`logging::init`](super::logging::init).
