@@ -165,18 +165,13 @@ mod otel {
 
     pub(super) fn set_parent(span: &Span, carrier: &dyn Extractor) {
         let parent = PROPAGATOR.extract(carrier);
-        let set = request_scope::with_extensions(span, |extensions| {
-            extensions
-                .get_mut::<OtelSpan>()
-                .is_none_or(|otel| otel.set_parent(parent))
-        });
-        if set == Some(false) {
+        if layer::with_span(span, |otel| otel.set_parent(parent)) == Some(false) {
             tracing::debug!("the caller's trace context came after the span started");
         }
     }
 
     pub(super) fn inject(span: &Span, carrier: &mut dyn Injector) {
-        if let Some(context) = layer::context(span)
+        if let Some(context) = layer::with_span(span, |otel| otel.context().clone())
             && context.span().span_context().is_valid()
         {
             PROPAGATOR.inject_context(&context, carrier);
@@ -184,19 +179,13 @@ mod otel {
     }
 
     pub(super) fn set_attribute(span: &Span, key: &'static str, value: i64) {
-        request_scope::with_extensions(span, |extensions| {
-            if let Some(otel) = extensions.get_mut::<OtelSpan>() {
-                otel.set_attribute(KeyValue::new(key, value));
-            }
-        });
+        layer::with_span(span, |otel| otel.set_attribute(KeyValue::new(key, value)));
     }
 
     pub(super) fn finish_server(span: &Span, key: &'static str, value: i64) {
-        request_scope::with_extensions(span, |extensions| {
-            if let Some(otel) = extensions.get_mut::<OtelSpan>() {
-                otel.set_attribute(KeyValue::new(key, value));
-                otel.end();
-            }
+        layer::with_span(span, |otel| {
+            otel.set_attribute(KeyValue::new(key, value));
+            otel.end();
         });
     }
 

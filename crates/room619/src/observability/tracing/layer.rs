@@ -611,26 +611,11 @@ impl Visit for EventFields {
     }
 }
 
-/// Makes `parent` the parent of `span` if it has not started: `false` when
-/// it has, or when no [`OtelLayer`] records it.
-pub(crate) fn set_parent(span: &tracing::Span, parent: Context) -> bool {
-    request_scope::with_extensions(span, |extensions| {
-        extensions
-            .get_mut::<OtelSpan>()
-            .is_some_and(|otel| otel.set_parent(parent))
-    })
-    .unwrap_or(false)
-}
-
-/// The OpenTelemetry context of `span`, started now if it was not: `None`
-/// when no [`OtelLayer`] records it.
-pub(crate) fn context(span: &tracing::Span) -> Option<Context> {
-    request_scope::with_extensions(span, |extensions| {
-        extensions
-            .get_mut::<OtelSpan>()
-            .map(|otel| otel.context().clone())
-    })
-    .flatten()
+/// Runs `f` on the OpenTelemetry side of `span`: `None` when no
+/// [`OtelLayer`] over `tracing-subscriber`'s registry records it.
+pub(crate) fn with_span<T>(span: &tracing::Span, f: impl FnOnce(&mut OtelSpan) -> T) -> Option<T> {
+    request_scope::with_extensions(span, |extensions| extensions.get_mut::<OtelSpan>().map(f))
+        .flatten()
 }
 
 #[cfg(test)]
@@ -650,7 +635,7 @@ mod tests {
     };
     use tracing_subscriber::layer::SubscriberExt as _;
 
-    use super::{OtelLayer, OtelSpan, context, set_parent};
+    use super::{OtelLayer, OtelSpan, with_span};
     use crate::observability::request_scope::with_extensions;
 
     /// The spans a provider exported, as they end.
@@ -697,6 +682,14 @@ mod tests {
             tracing_subscriber::registry().with(OtelLayer::new(provider.tracer("test")));
         tracing::subscriber::with_default(subscriber, || f(&exported));
         exported
+    }
+
+    fn context(span: &tracing::Span) -> Option<Context> {
+        with_span(span, |otel| otel.context().clone())
+    }
+
+    fn set_parent(span: &tracing::Span, parent: Context) -> bool {
+        with_span(span, |otel| otel.set_parent(parent)) == Some(true)
     }
 
     fn attribute(span: &SpanData, key: &str) -> Option<Value> {

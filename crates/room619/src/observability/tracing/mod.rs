@@ -151,7 +151,7 @@ impl Telemetry {
 /// ```
 #[must_use]
 pub fn context(span: &tracing::Span) -> Option<opentelemetry::Context> {
-    layer::context(span)
+    layer::with_span(span, |otel| otel.context().clone())
 }
 
 /// Makes `parent` the parent of `span`: a trace continued from something
@@ -169,7 +169,7 @@ pub fn context(span: &tracing::Span) -> Option<opentelemetry::Context> {
 /// ```
 #[must_use = "`false` says the parent was not set"]
 pub fn set_parent(span: &tracing::Span, parent: opentelemetry::Context) -> bool {
-    layer::set_parent(span, parent)
+    layer::with_span(span, |otel| otel.set_parent(parent)) == Some(true)
 }
 
 /// The layer of the installed provider, for [`logging::init`](super::logging::init).
