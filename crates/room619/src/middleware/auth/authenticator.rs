@@ -311,4 +311,22 @@ mod tests {
         let refused = auth.verify_jwt(&hs256(&claims(b"\xad\xcd\xca\xc0")));
         assert!(refused.is_err());
     }
+
+    /// Found by the `jwt` fuzz target (`fuzz/seeds/jwt/huge_exponent_claim`):
+    /// a claim room619 does not read is not decoded, so a number in it that
+    /// no `f64` holds (JSON's grammar allows any) does not refuse the token;
+    /// one in `exp` does.
+    #[test]
+    fn numbers_beyond_f64_are_refused_only_where_they_are_read() {
+        let auth = authenticator();
+        let claims = |extra: &str, exp: &str| {
+            format!(
+                r#"{{"sub":"alice","exp":{exp},"other":{extra},"iss":"https://issuer.test","aud":"shop"}}"#
+            )
+        };
+        let token = hs256(claims("4102444899E9999999999901", "8204889600").as_bytes());
+        assert!(auth.verify_jwt(&token).is_ok());
+        let token = hs256(claims("1", "8204889600E999999").as_bytes());
+        assert!(auth.verify_jwt(&token).is_err());
+    }
 }
