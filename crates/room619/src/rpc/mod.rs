@@ -20,8 +20,10 @@ pub mod client;
 pub mod codec;
 pub mod deadline;
 pub mod grpc;
+mod header;
 pub mod http;
 pub mod shed;
 mod split;
 
+pub(crate) use header::find as find_header;
 pub use split::{ProtocolSplit, is_grpc};

@@ -24,6 +24,8 @@ use std::fmt;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
+use crate::rpc::find_header;
+
 pub use layer::{RequestIdLayer, RequestIdService, ResponseFuture};
 
 /// The header carrying the request id, both ways.
@@ -46,11 +48,11 @@ impl RequestId {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         // Written by hand: `format!("{:032x}")` and a copy into the header
         // value cost three times as much, on every request without an id.
-        let mut random = fastrand::u128(..);
+        let random = fastrand::u128(..).to_be_bytes();
         let mut id = [0u8; 32];
-        for digit in id.iter_mut().rev() {
-            *digit = HEX[usize::from(random.to_le_bytes()[0] & 0xf)];
-            random >>= 4;
+        let (pairs, _) = id.as_chunks_mut::<2>();
+        for (pair, byte) in pairs.iter_mut().zip(random) {
+            *pair = [HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xf)]];
         }
         // One allocation that clones share (the extension, the answer):
         // `copy_from_slice` would make a second one on the first clone.
@@ -69,7 +71,7 @@ impl RequestId {
     ///
     /// [`from_header`]: Self::from_header
     pub(crate) fn assign<B>(request: &mut http::Request<B>) -> Self {
-        let id = match request.headers().get(REQUEST_ID) {
+        let id = match find_header(request.headers(), &REQUEST_ID) {
             None => Self::generate(),
             Some(given) => {
                 if let Some(sane) = Self::from_header(given) {

@@ -20,7 +20,10 @@ use super::{
     Shared,
     routes::{GrpcRoute, HttpRoute},
 };
-use crate::{observability::trace_context, rpc::grpc::GRPC_STATUS};
+use crate::{
+    observability::trace_context,
+    rpc::{find_header, grpc::GRPC_STATUS},
+};
 
 /// `CANCELLED`: the caller went away before the answer ended.
 const GRPC_CANCELLED: i32 = 1;
@@ -142,8 +145,7 @@ impl Drop for Pending {
 
 /// The `grpc-status` in `headers`, if any.
 pub(super) fn grpc_status(headers: &HeaderMap) -> Option<i32> {
-    headers
-        .get(GRPC_STATUS)
+    find_header(headers, &GRPC_STATUS)
         .and_then(|value| crate::rpc::grpc::parse_code(value.as_bytes()))
 }
 

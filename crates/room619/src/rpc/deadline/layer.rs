@@ -15,7 +15,7 @@ use tokio::{task::futures::TaskLocalFuture, time::Timeout};
 use tower::{Layer, Service};
 
 use super::{CURRENT, Deadline, GRPC_TIMEOUT, HTTP_TIMEOUT, parse_timeout};
-use crate::Error;
+use crate::{Error, rpc::find_header};
 
 /// Which protocol's header and error answers a [`DeadlineLayer`] uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,10 +90,10 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let headers = request.headers();
         let value = match self.protocol {
-            Protocol::Grpc => headers.get(GRPC_TIMEOUT),
-            Protocol::Http => headers
-                .get(HTTP_TIMEOUT)
-                .or_else(|| headers.get(GRPC_TIMEOUT)),
+            Protocol::Grpc => find_header(headers, &GRPC_TIMEOUT),
+            Protocol::Http => {
+                find_header(headers, &HTTP_TIMEOUT).or_else(|| find_header(headers, &GRPC_TIMEOUT))
+            }
         };
         let stated = match value.map(|value| parse_timeout(value.as_bytes())) {
             None => None,

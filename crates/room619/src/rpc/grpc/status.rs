@@ -16,6 +16,8 @@
 use http::{HeaderMap, HeaderValue};
 
 use super::{GRPC_MESSAGE, GRPC_STATUS};
+use crate::rpc::find_header;
+
 /// `INTERNAL`, as tonic writes it.
 const INTERNAL: &[u8] = b"13";
 /// `INVALID_ARGUMENT`.
@@ -27,11 +29,12 @@ const DECODE_FAILURE: &[u8] = b"failed%20to%20decode%20Protobuf%20message";
 /// answer, or the trailers of a stream) from `INTERNAL` to
 /// `INVALID_ARGUMENT`.
 pub(super) fn decode_failure_is_invalid_argument(headers: &mut HeaderMap) {
-    let is_decode_failure = headers
-        .get(GRPC_STATUS)
-        .is_some_and(|status| status.as_bytes() == INTERNAL)
-        && headers
-            .get(GRPC_MESSAGE)
+    // Such an answer has a message as well as a status: a lone header (the
+    // trailers of a call that succeeded, a head with its content type) is
+    // not one, and is not searched.
+    let is_decode_failure = headers.len() >= 2
+        && find_header(headers, &GRPC_STATUS).is_some_and(|status| status.as_bytes() == INTERNAL)
+        && find_header(headers, &GRPC_MESSAGE)
             .is_some_and(|message| message.as_bytes().starts_with(DECODE_FAILURE));
     if is_decode_failure {
         headers.insert(GRPC_STATUS, INVALID_ARGUMENT);
