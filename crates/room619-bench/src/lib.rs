@@ -10,6 +10,7 @@
 //!
 //! - [`chain`]: the full middleware chain (JWT auth, rate limit) for the
 //!   `--chain` runs;
+//! - [`cpu`]: the CPU time of the server threads, per request;
 //! - [`echo`]: the echo handlers every target serves (one implementation for
 //!   all, so that only the serving stack differs);
 //! - [`servers`]: starts each target on `127.0.0.1:0` and stops it;
@@ -20,6 +21,7 @@
 //! - [`report`]: medians over rounds, ratios and the Markdown table.
 
 pub mod chain;
+pub mod cpu;
 pub mod echo;
 pub mod load;
 pub mod nats;

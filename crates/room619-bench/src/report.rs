@@ -4,10 +4,15 @@
 //! each figure over the rounds, and the room619 row adds the ratios of its
 //! medians to the bare target's: throughput (higher is better, target
 //! ≥ 0.95) and p99 latency (lower is better, target ≤ 1.10 for gRPC).
+//! When the server threads' CPU time was read, each row also shows it per
+//! request, and the room619 row the throughput that CPU time allows
+//! relative to bare (bare's CPU per request over room619's): the figure a
+//! saturated server converges to, moved far less by a noisy machine than
+//! the measured throughput.
 
 use std::io::{self, Write};
 
-use crate::load::Measurement;
+use crate::load::{Measurement, as_f64};
 
 /// The figures kept from one run.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -20,6 +25,9 @@ pub struct Summary {
     pub p99_us: f64,
     /// Failed or wrongly answered requests.
     pub errors: u64,
+    /// CPU time of the server's threads per successful request, in
+    /// microseconds (user and kernel), when it was read.
+    pub server_cpu_us: Option<f64>,
 }
 
 impl From<&Measurement> for Summary {
@@ -29,6 +37,7 @@ impl From<&Measurement> for Summary {
             p50_us: measurement.quantile_us(0.50),
             p99_us: measurement.quantile_us(0.99),
             errors: measurement.errors,
+            server_cpu_us: None,
         }
     }
 }
@@ -43,7 +52,25 @@ impl Summary {
             p50_us: median(rounds.iter().map(|s| s.p50_us))?,
             p99_us: median(rounds.iter().map(|s| s.p99_us))?,
             errors: rounds.iter().map(|s| s.errors).sum(),
+            server_cpu_us: median(rounds.iter().filter_map(|s| s.server_cpu_us)),
         })
+    }
+
+    /// The same run with the server's CPU time over it, `cpu_nanos`,
+    /// spread over its successful requests (`requests`).
+    #[must_use]
+    pub fn with_server_cpu(mut self, cpu_nanos: u64, requests: u64) -> Self {
+        if requests > 0 {
+            self.server_cpu_us = Some(as_f64(cpu_nanos) / as_f64(requests) / 1_000.0);
+        }
+        self
+    }
+
+    /// Throughput at equal CPU: `bare`'s CPU per request over this run's
+    /// (`None` unless both were read).
+    #[must_use]
+    pub fn cpu_throughput_ratio(&self, bare: &Summary) -> Option<f64> {
+        Some(ratio(bare.server_cpu_us?, self.server_cpu_us?))
     }
 }
 
@@ -98,9 +125,9 @@ impl Comparison {
 pub fn write_table(out: &mut impl Write, comparisons: &[Comparison]) -> io::Result<()> {
     writeln!(
         out,
-        "| scenario | target | req/s | p50 µs | p99 µs | errors | req/s room619/bare | p99 room619/bare |"
+        "| scenario | target | req/s | p50 µs | p99 µs | errors | server CPU µs/req | req/s room619/bare | p99 room619/bare | req/s at equal CPU room619/bare |"
     )?;
-    writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     for comparison in comparisons {
         let (Some(bare), Some(room)) = (
             Summary::median_of(&comparison.bare),
@@ -109,10 +136,11 @@ pub fn write_table(out: &mut impl Write, comparisons: &[Comparison]) -> io::Resu
             continue;
         };
         write_row(out, comparison.scenario, comparison.bare_name, &bare, None)?;
-        let ratios = (
-            ratio(room.throughput, bare.throughput),
-            ratio(room.p99_us, bare.p99_us),
-        );
+        let ratios = Ratios {
+            throughput: ratio(room.throughput, bare.throughput),
+            p99: ratio(room.p99_us, bare.p99_us),
+            cpu_throughput: room.cpu_throughput_ratio(&bare),
+        };
         write_row(out, comparison.scenario, "room619", &room, Some(ratios))?;
     }
     writeln!(out)?;
@@ -125,6 +153,15 @@ pub fn write_table(out: &mut impl Write, comparisons: &[Comparison]) -> io::Resu
             &comparison.paired_ratios(|s| s.throughput),
         )?;
         write_paired(out, &name, "p99", &comparison.paired_ratios(|s| s.p99_us))?;
+        let cpu: Vec<f64> = comparison
+            .bare
+            .iter()
+            .zip(&comparison.room619)
+            .filter_map(|(bare, room)| room.cpu_throughput_ratio(bare))
+            .collect();
+        if !cpu.is_empty() {
+            write_paired(out, &name, "req/s at equal CPU", &cpu)?;
+        }
     }
     Ok(())
 }
@@ -140,20 +177,36 @@ fn write_paired(out: &mut impl Write, name: &str, figure: &str, ratios: &[f64]) 
     )
 }
 
+/// The room619 row's ratios to bare.
+struct Ratios {
+    throughput: f64,
+    p99: f64,
+    cpu_throughput: Option<f64>,
+}
+
 fn write_row(
     out: &mut impl Write,
     scenario: &str,
     target: &str,
     summary: &Summary,
-    ratios: Option<(f64, f64)>,
+    ratios: Option<Ratios>,
 ) -> io::Result<()> {
-    let (throughput_ratio, p99_ratio) = match ratios {
-        Some((throughput, p99)) => (format!("{throughput:.3}"), format!("{p99:.3}")),
-        None => (String::new(), String::new()),
+    let shown = |value: Option<f64>| value.map(|value| format!("{value:.3}")).unwrap_or_default();
+    let cpu = summary
+        .server_cpu_us
+        .map(|us| format!("{us:.2}"))
+        .unwrap_or_default();
+    let (throughput, p99, cpu_throughput) = match ratios {
+        Some(ratios) => (
+            shown(Some(ratios.throughput)),
+            shown(Some(ratios.p99)),
+            shown(ratios.cpu_throughput),
+        ),
+        None => (String::new(), String::new(), String::new()),
     };
     writeln!(
         out,
-        "| {scenario} | {target} | {:.0} | {:.1} | {:.1} | {} | {throughput_ratio} | {p99_ratio} |",
+        "| {scenario} | {target} | {:.0} | {:.1} | {:.1} | {} | {cpu} | {throughput} | {p99} | {cpu_throughput} |",
         summary.throughput, summary.p50_us, summary.p99_us, summary.errors
     )
 }
@@ -179,23 +232,26 @@ mod tests {
 
     #[test]
     fn the_room619_row_carries_the_ratios() {
-        let summary = |throughput, p99_us| Summary {
+        let summary = |throughput, p99_us, cpu_us| Summary {
             throughput,
             p50_us: 1.0,
             p99_us,
             errors: 0,
+            server_cpu_us: Some(cpu_us),
         };
         let comparison = Comparison {
             scenario: "grpc",
             bare_name: "tonic",
-            bare: vec![summary(100.0, 10.0)],
-            room619: vec![summary(90.0, 12.0)],
+            bare: vec![summary(100.0, 10.0, 20.0)],
+            room619: vec![summary(90.0, 12.0, 25.0)],
         };
         let mut out = Vec::new();
         write_table(&mut out, &[comparison]).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(
-            text.contains("| grpc | room619 | 90 | 1.0 | 12.0 | 0 | 0.900 | 1.200 |"),
+            text.contains(
+                "| grpc | room619 | 90 | 1.0 | 12.0 | 0 | 25.00 | 0.900 | 1.200 | 0.800 |"
+            ),
             "{text}"
         );
         assert!(
@@ -203,5 +259,38 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("p99 per round: 1.200"), "{text}");
+        assert!(
+            text.contains("req/s at equal CPU per round: 0.800 -> paired median 0.800"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn cpu_per_request_is_spread_over_the_requests_and_absent_when_unread() {
+        let run = Summary {
+            throughput: 1.0,
+            p50_us: 1.0,
+            p99_us: 1.0,
+            errors: 0,
+            server_cpu_us: None,
+        };
+        assert_eq!(
+            run.with_server_cpu(3_000_000, 1_000).server_cpu_us,
+            Some(3.0)
+        );
+        assert_eq!(run.with_server_cpu(3_000_000, 0).server_cpu_us, None);
+        assert_eq!(run.cpu_throughput_ratio(&run.with_server_cpu(1, 1)), None);
+        let table = |runs: Vec<Summary>| {
+            let mut out = Vec::new();
+            let comparison = Comparison {
+                scenario: "rest",
+                bare_name: "axum",
+                bare: runs.clone(),
+                room619: runs,
+            };
+            write_table(&mut out, &[comparison]).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert!(!table(vec![run]).contains("equal CPU per round"));
     }
 }

@@ -148,6 +148,9 @@ pub async fn room619_with(extra: &str) -> Result<Server, BoxError> {
         .load()?;
     let service = ServiceBuilder::new("echo", "1.0.0")?
         .grpc(EchoServer::new(BenchEcho))
+        // As every service of the shop example: reflection, and metric
+        // labels and span names per method.
+        .file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
         .route(REST_PATH, post(echo_json))
         .build()?;
     let running = Node::builder()
@@ -190,6 +193,7 @@ pub async fn node(
         builder = builder.service(
             ServiceBuilder::new("echo", "1.0.0")?
                 .grpc(EchoServer::new(BenchEcho))
+                .file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
                 .build()?,
         );
     }

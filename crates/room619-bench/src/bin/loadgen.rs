@@ -16,6 +16,7 @@ use clap::{Parser, ValueEnum};
 use room619_bench::{
     BoxError,
     chain::{self, ChainAlgorithm},
+    cpu::ThreadCpu,
     load::{self, LoadSpec},
     report::{self, Comparison, Summary},
     servers::{self, Server},
@@ -271,18 +272,32 @@ fn measure(
     spec: &LoadSpec,
 ) -> Result<Summary, BoxError> {
     let addr = server.addr();
+    let cpu = runtimes.server_cpu();
+    let before = cpu.map(ThreadCpu::nanos).transpose()?;
     let measurement = runtimes.client().block_on(async {
         match scenario {
             Scenario::Rest => load::rest_json(addr, spec).await,
             Scenario::Grpc | Scenario::All => load::grpc_unary(addr, spec).await,
         }
     })?;
-    Ok(Summary::from(&measurement))
+    let summary = Summary::from(&measurement);
+    Ok(match (cpu, before) {
+        (Some(cpu), Some(before)) => {
+            let spent = cpu.nanos()?.saturating_sub(before);
+            summary.with_server_cpu(spent, measurement.latencies.len())
+        }
+        _ => summary,
+    })
 }
+
+/// The name of the servers' runtime threads.
+const SERVER_THREADS: &str = "bench-server";
 
 /// The runtime(s) the servers and the load generator run on.
 struct Runtimes {
     server: Runtime,
+    /// The servers' threads, whose CPU time is theirs alone in split mode.
+    server_cpu: ThreadCpu,
     /// The load generator's own runtime, in split mode.
     client: Option<Runtime>,
     threads: usize,
@@ -303,7 +318,8 @@ impl Runtimes {
                 .build()
         };
         Ok(Self {
-            server: build("bench-server")?,
+            server: build(SERVER_THREADS)?,
+            server_cpu: ThreadCpu::named(SERVER_THREADS),
             client: match mode {
                 RuntimeMode::Shared => None,
                 RuntimeMode::Split => Some(build("bench-load")?),
@@ -314,6 +330,11 @@ impl Runtimes {
 
     fn server(&self) -> &Runtime {
         &self.server
+    }
+
+    /// The servers' threads, when nothing else runs on them (split mode).
+    fn server_cpu(&self) -> Option<&ThreadCpu> {
+        self.client.as_ref().map(|_| &self.server_cpu)
     }
 
     fn client(&self) -> &Runtime {

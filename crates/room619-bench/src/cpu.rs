@@ -1,0 +1,94 @@
+//! CPU time of a named group of threads, read from Linux's
+//! `/proc/self/task/*/schedstat` (nanoseconds on a CPU, user and kernel
+//! together).
+//!
+//! Throughput on a shared machine moves with whatever else runs; the CPU
+//! time the server threads spent per request moves much less, and on a
+//! saturated server it is what throughput is the inverse of. The load
+//! harness reports both.
+//!
+//! ```
+//! use room619_bench::cpu::ThreadCpu;
+//!
+//! let main = ThreadCpu::named("does-not-exist");
+//! assert_eq!(main.nanos().unwrap_or(0), 0);
+//! ```
+
+use std::{fs, io, path::Path};
+
+/// The threads of this process whose name starts with a prefix (tokio
+/// names a runtime's threads after its `thread_name`).
+#[derive(Debug, Clone)]
+pub struct ThreadCpu {
+    prefix: String,
+}
+
+impl ThreadCpu {
+    /// The threads named `prefix...` (Linux keeps 15 bytes of a name).
+    #[must_use]
+    pub fn named(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.chars().take(15).collect(),
+        }
+    }
+
+    /// Nanoseconds these threads have spent on a CPU, those alive now: a
+    /// runtime's threads live as long as it does, so two readings around a
+    /// run give the run's CPU time.
+    ///
+    /// # Errors
+    ///
+    /// When `/proc/self/task` cannot be read (not Linux, or no procfs).
+    pub fn nanos(&self) -> io::Result<u64> {
+        let mut total = 0;
+        for task in fs::read_dir("/proc/self/task")? {
+            let task = task?.path();
+            // A thread that ended since the listing has no files: skipped.
+            let Ok(name) = fs::read_to_string(task.join("comm")) else {
+                continue;
+            };
+            if name.trim_end().starts_with(&self.prefix) {
+                total += on_cpu(&task).unwrap_or(0);
+            }
+        }
+        Ok(total)
+    }
+}
+
+/// The first field of a task's `schedstat`: its time on a CPU, in ns.
+fn on_cpu(task: &Path) -> Option<u64> {
+    fs::read_to_string(task.join("schedstat"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_named_thread_is_counted_and_others_are_not() {
+        let busy = std::thread::Builder::new()
+            .name("cpu-test-busy".into())
+            .spawn(|| {
+                let started = std::time::Instant::now();
+                let mut x = 0u64;
+                while started.elapsed() < std::time::Duration::from_millis(50) {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+                x
+            })
+            .unwrap();
+        let cpu = ThreadCpu::named("cpu-test-busy");
+        let mut seen = 0;
+        while !busy.is_finished() {
+            seen = seen.max(cpu.nanos().unwrap());
+        }
+        busy.join().unwrap();
+        assert!(seen > 10_000_000, "{seen} ns");
+        assert_eq!(ThreadCpu::named("cpu-test-none").nanos().unwrap(), 0);
+    }
+}
