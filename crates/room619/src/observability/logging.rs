@@ -125,12 +125,16 @@ where
 }
 
 /// The JSON log layer [`init`] installs, writing to `writer`: one object a
-/// line (control characters escaped), the event's fields at the top level
-/// and the current span's under `span`; inside a request (or a bus
+/// line (control characters escaped) with `timestamp` (RFC 3339, UTC),
+/// `level`, the event's fields at the top level, `target`, and the current
+/// span's fields and `name` under `span`; inside a request (or a bus
 /// message's processing), also at the top level, its `service`, `method`
 /// and `request_id`, and with feature `otel` and a provider installed, the
 /// request span's `trace_id` and `span_id` — in child spans too. The pretty
 /// format ends each such line with the same as `key=value` pairs.
+///
+/// It keeps nothing for a span without fields (a request span has none) and
+/// writes each line in one pass: see `docs/PERFORMANCE.md`.
 ///
 /// ```
 /// use tracing_subscriber::layer::SubscriberExt as _;
@@ -144,14 +148,5 @@ where
     S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
     W: for<'writer> fmt::MakeWriter<'writer> + Send + Sync + 'static,
 {
-    let format = fmt::format()
-        .json()
-        .flatten_event(true)
-        .with_current_span(true)
-        .with_span_list(false);
-    fmt::layer()
-        .json()
-        .fmt_fields(super::span_fields::SpanFields)
-        .event_format(super::request_scope::WithRequestScope::json(format))
-        .with_writer(writer)
+    super::json_log::JsonLog::new(writer)
 }

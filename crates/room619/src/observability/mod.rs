@@ -17,12 +17,13 @@
 
 pub(crate) mod client;
 mod config;
+mod json_fields;
+mod json_log;
 pub mod logging;
 pub mod metrics;
 pub mod redact;
 pub(crate) mod request_scope;
 pub(crate) mod server;
-mod span_fields;
 #[cfg(test)]
 mod test_lines;
 pub(crate) mod trace_context;

@@ -1,8 +1,9 @@
 //! [`RequestScope`]: what every log line written inside a request (or a bus
 //! message's processing) says about it — the service, the method, the
 //! request id and, with feature `otel`, the trace and span ids — kept as one
-//! extension of the request's span and written by [`WithRequestScope`] only
-//! when a line is logged.
+//! extension of the request's span and written only when a line is logged:
+//! by the JSON log layer as members of the line, by [`WithRequestScope`] at
+//! the end of a text line.
 //!
 //! These are not `tracing` fields of the span: every field is copied into an
 //! OpenTelemetry attribute and formatted by the log layer when the span is
@@ -22,7 +23,7 @@ use tracing_subscriber::{
     registry::{ExtensionsMut, LookupSpan},
 };
 
-use super::span_fields::write_string;
+use super::json_fields::write_string;
 use crate::middleware::RequestId;
 
 /// Runs `f` on the registry extensions of `span` (where its scope is kept,
@@ -82,7 +83,7 @@ impl RequestScope {
     }
 
     /// `"key":"value"` pairs, each preceded by a comma.
-    fn write_json(&self, out: &mut impl fmt::Write) -> fmt::Result {
+    pub(super) fn write_json(&self, out: &mut impl fmt::Write) -> fmt::Result {
         for (key, value) in self.pairs() {
             write!(out, ",\"{key}\":")?;
             match value {
@@ -150,47 +151,32 @@ impl fmt::Display for Value<'_> {
     }
 }
 
-/// An event format followed by the [`RequestScope`] of the span the event
-/// is logged in: for JSON lines as top-level `service`, `method`,
-/// `request_id`, `trace_id` and `span_id` members, for text lines as
-/// `key=value` pairs at the end.
-pub(crate) struct WithRequestScope<F> {
-    format: F,
-    /// Text lines: the same format with ANSI colours, for a writer that
-    /// takes them (the line is formatted into a buffer first, and a buffer's
-    /// writer has none).
-    colored: Option<F>,
-    json: bool,
+/// `tracing-subscriber`'s text format followed by the [`RequestScope`] of
+/// the span the event is logged in, as `key=value` pairs at the end of the
+/// line (the JSON log layer writes it as members of its own).
+pub(crate) struct WithRequestScope {
+    format: Format,
+    /// The same format with ANSI colours, for a writer that takes them (the
+    /// line is formatted into a buffer first, and a buffer's writer has
+    /// none).
+    colored: Format,
 }
 
-impl<F> WithRequestScope<F> {
-    /// Around a JSON event format (one object a line).
-    pub(crate) fn json(format: F) -> Self {
-        Self {
-            format,
-            colored: None,
-            json: true,
-        }
-    }
-}
-
-impl WithRequestScope<Format> {
+impl WithRequestScope {
     /// Around `tracing-subscriber`'s default text format (one line each).
     pub(crate) fn text() -> Self {
         let format = tracing_subscriber::fmt::format();
         Self {
-            colored: Some(format.clone().with_ansi(true)),
+            colored: format.clone().with_ansi(true),
             format,
-            json: false,
         }
     }
 }
 
-impl<S, N, F> FormatEvent<S, N> for WithRequestScope<F>
+impl<S, N> FormatEvent<S, N> for WithRequestScope
 where
     S: Subscriber + for<'span> LookupSpan<'span>,
     N: for<'writer> FormatFields<'writer> + 'static,
-    F: FormatEvent<S, N>,
 {
     fn format_event(
         &self,
@@ -201,25 +187,16 @@ where
         let Some(scope) = RequestScope::current(ctx) else {
             return self.format.format_event(ctx, writer, event);
         };
-        let format = match &self.colored {
-            Some(colored) if writer.has_ansi_escapes() => colored,
-            _ => &self.format,
+        let format = if writer.has_ansi_escapes() {
+            &self.colored
+        } else {
+            &self.format
         };
         let mut line = String::new();
         format.format_event(ctx, Writer::new(&mut line), event)?;
-        let body = line.trim_end_matches('\n');
-        if self.json {
-            let Some(open) = body.strip_suffix('}') else {
-                return writer.write_str(&line);
-            };
-            writer.write_str(open)?;
-            scope.write_json(&mut writer)?;
-            writer.write_str("}\n")
-        } else {
-            writer.write_str(body)?;
-            scope.write_text(&mut writer)?;
-            writer.write_char('\n')
-        }
+        writer.write_str(line.trim_end_matches('\n'))?;
+        scope.write_text(&mut writer)?;
+        writer.write_char('\n')
     }
 }
 

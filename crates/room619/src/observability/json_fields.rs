@@ -1,116 +1,118 @@
-//! [`SpanFields`]: how the JSON log layer keeps a span's fields — as the
-//! JSON object text `tracing-subscriber`'s JSON format expects, written
-//! straight into the span's buffer.
+//! How the JSON log layer writes fields: `"name":value` pairs, each value
+//! as `serde_json` would write it (what `tracing-subscriber`'s JSON format
+//! wrote), in one pass and without the `otel.*` fields (they direct the
+//! OpenTelemetry layer and are not log content).
 //!
-//! The JSON log layer formats every span's fields when the span is created,
-//! whether or not a line is ever logged inside it. `tracing-subscriber`'s
-//! own `JsonFields` does it through a map of owned `serde_json::Value`s
-//! serialized through an `io::Write` adaptor (which checks UTF-8 on every
-//! write): about 16 000 instructions for a request span's eight fields, the
-//! largest single cost of observability on a request. This writes the same
-//! object (same values, escaped the same way) in one pass, without the
-//! `otel.*` fields: they direct the OpenTelemetry layer and are not log
-//! content.
+//! A [`Pairs`] visitor hands each field's name to a [`Sink`], which says
+//! where its value goes: straight after the name in a line being written
+//! (an event's fields), or into a span's list of values (a span's fields,
+//! kept to be written in each line logged inside it).
 
 use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
-use tracing_subscriber::{
-    field::RecordFields,
-    fmt::{FormatFields, FormattedFields, format::Writer},
-};
 
-/// The JSON log layer's span-field format (see the module docs).
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct SpanFields;
-
-impl<'writer> FormatFields<'writer> for SpanFields {
-    fn format_fields<R: RecordFields>(
-        &self,
-        mut writer: Writer<'writer>,
-        fields: R,
-    ) -> fmt::Result {
-        // Written whole into a buffer, then copied once: one call through
-        // the writer instead of several per field. A span without fields to
-        // log (a request span: its scope is not fields) allocates none.
-        let mut object = String::new();
-        let mut pairs = Pairs::new(&mut object, true);
-        fields.record(&mut pairs);
-        pairs.result?;
-        if object.is_empty() {
-            return writer.write_str("{}");
-        }
-        object.push('}');
-        writer.write_str(&object)
-    }
-
-    /// Adds the fields recorded later to the object: the new pairs go before
-    /// its closing brace. A field recorded again appears twice, and the last
-    /// value wins when the object is read (as with `JsonFields`).
-    fn add_fields(
-        &self,
-        current: &'writer mut FormattedFields<Self>,
-        fields: &tracing::span::Record<'_>,
-    ) -> fmt::Result {
-        let object = &mut current.fields;
-        if object.ends_with('}') {
-            object.pop();
-        } else {
-            object.clear();
-            object.push('{');
-        }
-        let first = object.len() <= 1;
-        let mut pairs = Pairs::new(object, first);
-        fields.record(&mut pairs);
-        let result = pairs.result;
-        object.push('}');
-        result
-    }
+/// Where a visited field's value is written.
+pub(super) trait Sink {
+    /// The buffer `name`'s value is to be written into (after anything the
+    /// sink writes first, such as the name).
+    fn value(&mut self, name: &'static str) -> &mut String;
 }
 
-/// Writes `"name":value` pairs, comma separated.
-struct Pairs<'a> {
-    out: &'a mut String,
-    first: bool,
+/// Writes each field's value into the buffer its [`Sink`] gives, skipping
+/// the `otel.*` fields and, when asked, the `log.*` fields of an event
+/// bridged from the `log` crate (its target is the event's target).
+pub(super) struct Pairs<S> {
+    sink: S,
+    skip_log_fields: bool,
     result: fmt::Result,
 }
 
-impl<'a> Pairs<'a> {
-    fn new(out: &'a mut String, first: bool) -> Self {
+impl<S: Sink> Pairs<S> {
+    pub(super) fn new(sink: S, skip_log_fields: bool) -> Self {
         Self {
-            out,
-            first,
+            sink,
+            skip_log_fields,
             result: Ok(()),
         }
     }
 
-    /// Writes one pair, unless the field directs the OpenTelemetry layer
-    /// (`otel.name`, `otel.kind`, `otel.status_code`...): those say how to
-    /// export the span and are not log content.
+    /// `Err` when a value's `Debug` or `Display` failed.
+    pub(super) fn finish(self) -> fmt::Result {
+        self.result
+    }
+
     fn pair(&mut self, field: &Field, value: impl FnOnce(&mut String) -> fmt::Result) {
         let name = field.name();
-        if self.result.is_err() || name.starts_with("otel.") {
+        if self.result.is_err()
+            || name.starts_with("otel.")
+            || (self.skip_log_fields && name.starts_with("log."))
+        {
             return;
         }
-        if !std::mem::take(&mut self.first) {
-            self.out.push(',');
-        } else if self.out.is_empty() {
-            // The object opens with its first pair, in a buffer sized for a
-            // few fields.
-            self.out.reserve(160);
-            self.out.push('{');
-        }
-        self.result =
-            write_string(self.out, name.strip_prefix("r#").unwrap_or(name)).and_then(|()| {
-                self.out.push(':');
-                value(self.out)
-            });
+        self.result = value(self.sink.value(name.strip_prefix("r#").unwrap_or(name)));
     }
 }
 
-/// Each value as `JsonFields` writes it; 128-bit integers, left to
-/// `record_debug`, become strings there too.
-impl Visit for Pairs<'_> {
+/// An event's fields, written into its line: `,"name":value` each.
+pub(super) struct Line<'a>(pub(super) &'a mut String);
+
+impl Sink for Line<'_> {
+    fn value(&mut self, name: &'static str) -> &mut String {
+        self.0.push(',');
+        push_string(self.0, name);
+        self.0.push(':');
+        self.0
+    }
+}
+
+/// A span's values by field name, in the order first recorded; a field
+/// recorded again keeps its place and takes the new value.
+#[derive(Debug, Default)]
+pub(super) struct Values(pub(super) Vec<(&'static str, String)>);
+
+impl Values {
+    /// The values as the members of a JSON object, each followed by a comma.
+    pub(super) fn write_members(&self, out: &mut String) {
+        for (name, value) in &self.0 {
+            push_string(out, name);
+            out.push(':');
+            out.push_str(value);
+            out.push(',');
+        }
+    }
+
+    /// Takes `newer`'s values, replacing those of the same fields.
+    pub(super) fn merge(&mut self, newer: Self) {
+        for (name, value) in newer.0 {
+            match self.0.iter_mut().find(|(known, _)| *known == name) {
+                Some((_, old)) => *old = value,
+                None => self.0.push((name, value)),
+            }
+        }
+    }
+}
+
+impl Sink for &mut Values {
+    fn value(&mut self, name: &'static str) -> &mut String {
+        let index = self
+            .0
+            .iter()
+            .position(|(known, _)| *known == name)
+            .unwrap_or_else(|| {
+                self.0.push((name, String::new()));
+                self.0.len() - 1
+            });
+        let value = &mut self.0[index].1;
+        value.clear();
+        value
+    }
+}
+
+/// Each value as `serde_json` writes it; 128-bit integers, left to
+/// `record_debug`, become strings, as they did in `tracing-subscriber`'s
+/// JSON.
+impl<S: Sink> Visit for Pairs<S> {
     fn record_f64(&mut self, field: &Field, value: f64) {
         // As `serde_json`: a number, or null when it is not finite.
         self.pair(field, |writer| {
@@ -161,6 +163,12 @@ impl Visit for Pairs<'_> {
             writer.write_char('"')
         });
     }
+}
+
+/// `value` as a JSON string, at the end of `out`.
+pub(super) fn push_string(out: &mut String, value: &str) {
+    // Writing into a `String` does not fail.
+    write_string(out, value).unwrap_or_default();
 }
 
 /// `value` as a JSON string.
@@ -223,21 +231,16 @@ mod tests {
     use tracing_subscriber::{fmt, layer::SubscriberExt as _};
 
     use super::*;
-    use crate::observability::test_lines::Lines;
+    use crate::observability::{logging::json_layer, test_lines::Lines};
 
     /// The `span` object of the one line logged inside the span `make`
-    /// opens, once with these span fields and once with
-    /// `tracing-subscriber`'s `JsonFields`.
+    /// opens, once by room619's JSON log layer and once by
+    /// `tracing-subscriber`'s JSON format.
     fn span_objects(make: impl Fn() -> tracing::Span) -> (Value, Value) {
         let ours = Lines::default();
         let theirs = Lines::default();
         let subscriber = tracing_subscriber::registry()
-            .with(
-                fmt::layer()
-                    .json()
-                    .fmt_fields(SpanFields)
-                    .with_writer(ours.make_writer()),
-            )
+            .with(json_layer(ours.make_writer()))
             .with(fmt::layer().json().with_writer(theirs.make_writer()));
         tracing::subscriber::with_default(subscriber, || {
             let span = make();
