@@ -11,7 +11,11 @@
 //!   10 % and 100 % of new traces.
 //!
 //! It warms each up, then measures them in rotating order and prints the
-//! medians with the throughput and p99 ratios of each `on` to `off`.
+//! medians with the throughput and p99 ratios of each `on` to `off`, and
+//! the CPU time per request of the node's threads plus the SDK's export
+//! thread (not the exporter's connection, which runs on the receiver's
+//! runtime here), with the throughput that CPU time allows relative to
+//! `off`.
 //! See `docs/PERFORMANCE.md`.
 //!
 //! ```sh
@@ -24,6 +28,7 @@ use clap::{Parser, ValueEnum};
 use room619::observability::tracing::Telemetry;
 use room619_bench::{
     BoxError,
+    cpu::ThreadCpu,
     load::{self, LoadSpec},
     otlp::{self, Receiver},
     report::Summary,
@@ -98,6 +103,8 @@ enum Scenario {
 struct Target {
     name: &'static str,
     runtime: Runtime,
+    /// The node's runtime threads.
+    cpu: ThreadCpu,
     server: Server,
     telemetry: Option<Telemetry>,
     rounds: Vec<Summary>,
@@ -131,7 +138,8 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
         let dispatch = telemetry
             .as_ref()
             .and_then(|telemetry| otlp::subscriber(cli.layers.into(), telemetry));
-        let runtime = runtime(&format!("server {name}"), dispatch)?;
+        let thread_name = format!("server {name}");
+        let runtime = runtime(&thread_name, dispatch)?;
         let extra = if sampling.is_some() {
             ""
         } else {
@@ -141,6 +149,7 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
         targets.push(Target {
             name,
             runtime,
+            cpu: ThreadCpu::named(&thread_name),
             server,
             telemetry,
             rounds: Vec::new(),
@@ -157,14 +166,23 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
         duration: Duration::from_secs(cli.warmup),
         ..spec.clone()
     };
+    // The OpenTelemetry SDK exports from a thread of its own per provider;
+    // only the node under load gives it work.
+    let exporters = ThreadCpu::named("OpenTelemetry.Traces.BatchProcessor");
     for target in &targets {
-        measure(&load, cli.scenario, &target.server, &warmup)?;
+        measure(&load, cli.scenario, target, None, &warmup)?;
     }
     for round in 0..cli.rounds {
         let count = targets.len();
         for offset in 0..count {
             let index = (usize::try_from(round)? + offset) % count;
-            let summary = measure(&load, cli.scenario, &targets[index].server, &spec)?;
+            let summary = measure(
+                &load,
+                cli.scenario,
+                &targets[index],
+                Some(&exporters),
+                &spec,
+            )?;
             targets[index].rounds.push(summary);
         }
         progress(&format!("round {}/{} done", round + 1, cli.rounds));
@@ -196,20 +214,29 @@ fn runtime(name: &str, dispatch: Option<tracing::Dispatch>) -> Result<Runtime, B
         .build()?)
 }
 
+/// One run against `target`: its throughput and latencies, and the CPU
+/// time of its threads (and of the `exporters`, when given) per request.
 fn measure(
     load: &Runtime,
     scenario: Scenario,
-    server: &Server,
+    target: &Target,
+    exporters: Option<&ThreadCpu>,
     spec: &LoadSpec,
 ) -> Result<Summary, BoxError> {
-    let addr = server.addr();
+    let addr = target.server.addr();
+    let cpu = || -> Result<u64, BoxError> {
+        let exported = exporters.map(ThreadCpu::nanos).transpose()?;
+        Ok(target.cpu.nanos()? + exported.unwrap_or(0))
+    };
+    let before = cpu()?;
     let measurement = load.block_on(async {
         match scenario {
             Scenario::Grpc => load::grpc_unary(addr, spec).await,
             Scenario::Rest => load::rest_json(addr, spec).await,
         }
     })?;
-    Ok(Summary::from(&measurement))
+    let spent = cpu()?.saturating_sub(before);
+    Ok(Summary::from(&measurement).with_server_cpu(spent, measurement.latencies.len()))
 }
 
 fn report(cli: &Cli, targets: &[Target], spans: u64) -> Result<(), BoxError> {
@@ -221,9 +248,9 @@ fn report(cli: &Cli, targets: &[Target], spans: u64) -> Result<(), BoxError> {
     )?;
     writeln!(
         out,
-        "| observability | req/s | p50 µs | p99 µs | errors | throughput vs off | p99 vs off |"
+        "| observability | req/s | p50 µs | p99 µs | errors | server CPU µs/req | throughput vs off | p99 vs off | req/s at equal CPU vs off |"
     )?;
-    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     let medians: Vec<Summary> = targets
         .iter()
         .map(|target| Summary::median_of(&target.rounds).ok_or("no rounds measured"))
@@ -232,14 +259,16 @@ fn report(cli: &Cli, targets: &[Target], spans: u64) -> Result<(), BoxError> {
     for (target, median) in targets.iter().zip(&medians) {
         writeln!(
             out,
-            "| {} | {:.0} | {:.0} | {:.0} | {} | {:.3} | {:.3} |",
+            "| {} | {:.0} | {:.0} | {:.0} | {} | {:.2} | {:.3} | {:.3} | {:.3} |",
             target.name,
             median.throughput,
             median.p50_us,
             median.p99_us,
             median.errors,
+            median.server_cpu_us.unwrap_or(f64::NAN),
             median.throughput / off.throughput,
             median.p99_us / off.p99_us,
+            median.cpu_throughput_ratio(&off).unwrap_or(f64::NAN),
         )?;
     }
     Ok(())
