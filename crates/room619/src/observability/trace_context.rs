@@ -21,7 +21,7 @@ const TRACEPARENT_HEADER: http::HeaderName = http::HeaderName::from_static(TRACE
 /// disabled span, with no subscriber recording it, has no trace to join).
 pub(crate) fn continue_from_http(span: &Span, headers: &HeaderMap) {
     #[cfg(feature = "otel")]
-    if !span.is_disabled() && headers.contains_key(TRACEPARENT_HEADER) {
+    if !span.is_disabled() && crate::rpc::find_header(headers, &TRACEPARENT_HEADER).is_some() {
         otel::set_parent(span, &otel::HttpHeaders(headers));
     }
     #[cfg(not(feature = "otel"))]
@@ -154,7 +154,7 @@ mod otel {
         tracing::layer::{self, OtelSpan},
     };
 
-    use crate::bus::Headers;
+    use crate::{bus::Headers, rpc::find_header};
 
     static PROPAGATOR: LazyLock<TextMapCompositePropagator> = LazyLock::new(|| {
         TextMapCompositePropagator::new(vec![
@@ -231,11 +231,30 @@ mod otel {
         .unwrap_or(false)
     }
 
+    /// The headers the propagators read and write, as header names: a `&str`
+    /// key is parsed (and a custom name copied) on every use, and a traced
+    /// request is looked up three times and a traced call written to as often.
+    const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+    const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
+
+    fn known(key: &str) -> Option<HeaderName> {
+        match key {
+            super::TRACEPARENT => Some(super::TRACEPARENT_HEADER),
+            "tracestate" => Some(TRACESTATE),
+            "baggage" => Some(BAGGAGE),
+            _ => None,
+        }
+    }
+
     pub(super) struct HttpHeaders<'a>(pub(super) &'a HeaderMap);
 
     impl Extractor for HttpHeaders<'_> {
         fn get(&self, key: &str) -> Option<&str> {
-            self.0.get(key).and_then(|value| value.to_str().ok())
+            let value = match known(key) {
+                Some(name) => find_header(self.0, &name),
+                None => self.0.get(key),
+            };
+            value.and_then(|value| value.to_str().ok())
         }
 
         fn keys(&self) -> Vec<&str> {
@@ -247,10 +266,8 @@ mod otel {
 
     impl Injector for HttpHeadersMut<'_> {
         fn set(&mut self, key: &str, value: String) {
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(key.as_bytes()),
-                HeaderValue::from_str(&value),
-            ) {
+            let name = known(key).map_or_else(|| HeaderName::from_bytes(key.as_bytes()), Ok);
+            if let (Ok(name), Ok(value)) = (name, HeaderValue::from_str(&value)) {
                 self.0.insert(name, value);
             }
         }
@@ -274,5 +291,92 @@ mod otel {
         fn set(&mut self, key: &str, value: String) {
             self.0.insert(key, value);
         }
+    }
+}
+
+#[cfg(test)]
+#[cfg(feature = "otel")]
+mod tests {
+    use http::{HeaderMap, HeaderValue};
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    use super::*;
+    use crate::{
+        bus::Headers,
+        observability::tracing::layer::{OtelLayer, with_span},
+    };
+
+    const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+    /// Runs `f` under a subscriber recording spans with room619's layer,
+    /// sampling what the caller sampled.
+    fn traced(f: impl FnOnce()) {
+        let provider = SdkTracerProvider::builder()
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)))
+            .build();
+        let subscriber =
+            tracing_subscriber::registry().with(OtelLayer::new(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, f);
+    }
+
+    fn incoming() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let parent = format!("00-{TRACE_ID}-00f067aa0ba902b7-01");
+        headers.insert("traceparent", HeaderValue::from_str(&parent).unwrap());
+        headers.insert("tracestate", HeaderValue::from_static("vendor=opaque"));
+        headers.insert("baggage", HeaderValue::from_static("tenant=acme"));
+        headers
+    }
+
+    #[test]
+    fn the_callers_traceparent_tracestate_and_baggage_go_on_to_http_and_the_bus() {
+        traced(|| {
+            let server = tracing::info_span!("http.server");
+            continue_from_http(&server, &incoming());
+            let call = tracing::info_span!(parent: &server, "client");
+            let mut outgoing = HeaderMap::new();
+            inject_http(&call, &mut outgoing);
+            let call_id = with_span(&call, |otel| {
+                opentelemetry::trace::TraceContextExt::span(otel.context())
+                    .span_context()
+                    .span_id()
+            })
+            .unwrap();
+            assert_eq!(
+                outgoing["traceparent"],
+                format!("00-{TRACE_ID}-{call_id}-01").as_str(),
+                "the call's own span, in the caller's trace, sampled as the caller said"
+            );
+            assert_eq!(outgoing["tracestate"], "vendor=opaque");
+            assert_eq!(outgoing["baggage"], "tenant=acme");
+
+            let _entered = call.enter();
+            let mut message = Headers::new();
+            inject_bus(&mut message);
+            assert_eq!(
+                message.get("traceparent"),
+                outgoing["traceparent"].to_str().ok()
+            );
+            assert_eq!(message.get("tracestate"), Some("vendor=opaque"));
+            assert_eq!(message.get("baggage"), Some("tenant=acme"));
+        });
+    }
+
+    #[test]
+    fn a_request_without_a_caller_starts_a_trace_of_its_own() {
+        traced(|| {
+            let server = tracing::info_span!("http.server");
+            let mut headers = incoming();
+            headers.remove("traceparent");
+            continue_from_http(&server, &headers);
+            let mut outgoing = HeaderMap::new();
+            inject_http(&server, &mut outgoing);
+            let sent = outgoing["traceparent"].to_str().unwrap();
+            assert!(!sent.contains(TRACE_ID), "{sent}");
+            // Sampled out by the root sampler: the flag says so downstream.
+            assert!(sent.ends_with("-00"), "{sent}");
+        });
     }
 }
