@@ -7,7 +7,10 @@
 //! as much when the header is absent, which for most of these names is the
 //! usual case. A request or an answer usually has a handful of headers, and
 //! comparing each one's name with the wanted one costs less than hashing
-//! it: a standard name against a custom one differs by kind at once.
+//! it: a standard name against a custom one differs by kind at once. (For
+//! one of HTTP's standard names, whose hash is cheap, `get` costs as
+//! little: measured with callgrind, neither wins, so those are looked up
+//! with `get`.)
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
