@@ -273,7 +273,7 @@ fn measure(
 ) -> Result<Summary, BoxError> {
     let addr = server.addr();
     let cpu = runtimes.server_cpu();
-    let before = cpu.map(ThreadCpu::nanos).transpose()?;
+    let before = cpu.and_then(ThreadCpu::try_nanos);
     let measurement = runtimes.client().block_on(async {
         match scenario {
             Scenario::Rest => load::rest_json(addr, spec).await,
@@ -281,10 +281,11 @@ fn measure(
         }
     })?;
     let summary = Summary::from(&measurement);
-    Ok(match (cpu, before) {
-        (Some(cpu), Some(before)) => {
-            let spent = cpu.nanos()?.saturating_sub(before);
-            summary.with_server_cpu(spent, measurement.latencies.len())
+    // No CPU figures where the CPU time cannot be read (no `/proc`).
+    let after = cpu.and_then(ThreadCpu::try_nanos);
+    Ok(match (before, after) {
+        (Some(before), Some(after)) => {
+            summary.with_server_cpu(after.saturating_sub(before), measurement.latencies.len())
         }
         _ => summary,
     })

@@ -224,19 +224,28 @@ fn measure(
     spec: &LoadSpec,
 ) -> Result<Summary, BoxError> {
     let addr = target.server.addr();
-    let cpu = || -> Result<u64, BoxError> {
-        let exported = exporters.map(ThreadCpu::nanos).transpose()?;
-        Ok(target.cpu.nanos()? + exported.unwrap_or(0))
+    // `None` where the CPU time cannot be read (no `/proc`): no CPU figures.
+    let cpu = || {
+        let exported = match exporters {
+            Some(exporters) => exporters.try_nanos()?,
+            None => 0,
+        };
+        Some(target.cpu.try_nanos()? + exported)
     };
-    let before = cpu()?;
+    let before = cpu();
     let measurement = load.block_on(async {
         match scenario {
             Scenario::Grpc => load::grpc_unary(addr, spec).await,
             Scenario::Rest => load::rest_json(addr, spec).await,
         }
     })?;
-    let spent = cpu()?.saturating_sub(before);
-    Ok(Summary::from(&measurement).with_server_cpu(spent, measurement.latencies.len()))
+    let summary = Summary::from(&measurement);
+    Ok(match (before, cpu()) {
+        (Some(before), Some(after)) => {
+            summary.with_server_cpu(after.saturating_sub(before), measurement.latencies.len())
+        }
+        _ => summary,
+    })
 }
 
 fn report(cli: &Cli, targets: &[Target], spans: u64) -> Result<(), BoxError> {

@@ -1,7 +1,7 @@
 //! How the JSON log layer writes fields: `"name":value` pairs, each value
 //! as `serde_json` would write it (what `tracing-subscriber`'s JSON format
-//! wrote), in one pass and without the `otel.*` fields (they direct the
-//! OpenTelemetry layer and are not log content).
+//! wrote), in one pass; a span's `otel.*` fields are left out (they direct
+//! the OpenTelemetry layer and are not log content).
 //!
 //! A [`Pairs`] visitor hands each field's name to a [`Sink`], which says
 //! where its value goes: straight after the name in a line being written
@@ -19,20 +19,41 @@ pub(super) trait Sink {
     fn value(&mut self, name: &'static str) -> &mut String;
 }
 
-/// Writes each field's value into the buffer its [`Sink`] gives, skipping
-/// the `otel.*` fields and, when asked, the `log.*` fields of an event
-/// bridged from the `log` crate (its target is the event's target).
+/// Writes each field's value into the buffer its [`Sink`] gives, less the
+/// fields it is told to [`Skip`].
 pub(super) struct Pairs<S> {
     sink: S,
-    skip_log_fields: bool,
+    skip: Skip,
     result: fmt::Result,
 }
 
+/// Fields that are not log content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Skip {
+    /// None: an event's fields.
+    Nothing,
+    /// `otel.*`: a span's directions to the OpenTelemetry layer.
+    Otel,
+    /// `log.*`: an event bridged from the `log` crate describes its record
+    /// with them (its target is the line's target).
+    Log,
+}
+
+impl Skip {
+    fn skips(self, name: &str) -> bool {
+        match self {
+            Self::Nothing => false,
+            Self::Otel => name.starts_with("otel."),
+            Self::Log => name.starts_with("log."),
+        }
+    }
+}
+
 impl<S: Sink> Pairs<S> {
-    pub(super) fn new(sink: S, skip_log_fields: bool) -> Self {
+    pub(super) fn new(sink: S, skip: Skip) -> Self {
         Self {
             sink,
-            skip_log_fields,
+            skip,
             result: Ok(()),
         }
     }
@@ -44,10 +65,7 @@ impl<S: Sink> Pairs<S> {
 
     fn pair(&mut self, field: &Field, value: impl FnOnce(&mut String) -> fmt::Result) {
         let name = field.name();
-        if self.result.is_err()
-            || name.starts_with("otel.")
-            || (self.skip_log_fields && name.starts_with("log."))
-        {
+        if self.result.is_err() || self.skip.skips(name) {
             return;
         }
         self.result = value(self.sink.value(name.strip_prefix("r#").unwrap_or(name)));

@@ -36,7 +36,7 @@ use tracing_subscriber::{
 };
 
 use super::{
-    json_fields::{Line, Pairs, Values, push_string},
+    json_fields::{Line, Pairs, Skip, Values, push_string},
     request_scope::RequestScope,
 };
 
@@ -62,45 +62,59 @@ where
             return;
         }
         // Formatted with no lock held: a value's `Debug` may log.
-        let values = values_of(|pairs| attrs.record(pairs));
-        if let Some(span) = ctx.span(id)
-            && !values.0.is_empty()
-        {
-            span.extensions_mut().insert(values);
-        }
+        keep(id, values_of(|pairs| attrs.record(pairs)), &ctx);
     }
 
     fn on_record(&self, id: &Id, record: &Record<'_>, ctx: Context<'_, S>) {
-        let values = values_of(|pairs| record.record(pairs));
-        let Some(span) = ctx.span(id) else {
-            return;
-        };
-        if values.0.is_empty() {
-            return;
-        }
-        let mut extensions = span.extensions_mut();
-        match extensions.get_mut::<Values>() {
-            Some(known) => known.merge(values),
-            None => extensions.insert(values),
-        }
+        keep(id, values_of(|pairs| record.record(pairs)), &ctx);
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        BUFFER.with(|buffer| match buffer.try_borrow_mut() {
+        let written = BUFFER.try_with(|buffer| match buffer.try_borrow_mut() {
             Ok(mut line) => {
                 line.clear();
                 self.write(&mut line, event, &ctx);
+                if line.capacity() > KEPT_BUFFER {
+                    *line = String::new();
+                }
             }
-            // A line logged while this thread formats another (by a value's
-            // `Debug`) gets a buffer of its own.
+            // A line logged while this thread formats another gets a buffer
+            // of its own (only through a dispatcher of its own: `tracing`
+            // drops an event raised inside its subscriber).
             Err(_) => self.write(&mut String::new(), event, &ctx),
         });
+        if written.is_err() {
+            // The thread is being torn down (a thread-local's `Drop` logs).
+            self.write(&mut String::new(), event, &ctx);
+        }
     }
 }
 
 thread_local! {
     /// The line being formatted on this thread, kept for the next.
     static BUFFER: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// A line buffer grown past this (by a huge line) is not kept.
+const KEPT_BUFFER: usize = 64 * 1024;
+
+/// Adds `values` to those kept for the span `id` (another JSON log layer on
+/// the same registry may have kept them already).
+fn keep<S>(id: &Id, values: Values, ctx: &Context<'_, S>)
+where
+    S: Subscriber + for<'span> LookupSpan<'span>,
+{
+    if values.0.is_empty() {
+        return;
+    }
+    let Some(span) = ctx.span(id) else {
+        return;
+    };
+    let mut extensions = span.extensions_mut();
+    match extensions.get_mut::<Values>() {
+        Some(known) => known.merge(values),
+        None => extensions.insert(values),
+    }
 }
 
 impl<W> JsonLog<W>
@@ -120,7 +134,12 @@ where
         line.push_str(metadata.level().as_str());
         line.push('"');
         // The event's values are formatted first, with no lock held.
-        let mut pairs = Pairs::new(Line(line), normalized.is_some());
+        let skip = if normalized.is_some() {
+            Skip::Log
+        } else {
+            Skip::Nothing
+        };
+        let mut pairs = Pairs::new(Line(line), skip);
         event.record(&mut pairs);
         if pairs.finish().is_err() {
             // A value that cannot be formatted leaves the line unwritten, as
@@ -167,13 +186,16 @@ where
     }
 }
 
-/// The values `record` visits, keyed by field name.
+/// The values `record` visits, keyed by field name. A value whose `Debug`
+/// or `Display` fails is left out (half written, it would break every line
+/// logged in the span), and the fields after it, which are not visited.
 fn values_of(record: impl FnOnce(&mut Pairs<&mut Values>)) -> Values {
     let mut values = Values::default();
-    let mut pairs = Pairs::new(&mut values, false);
+    let mut pairs = Pairs::new(&mut values, Skip::Otel);
     record(&mut pairs);
     if pairs.finish().is_err() {
-        // A value whose `Debug` failed is left as far as it got.
+        // The failed value is the last one written.
+        values.0.pop();
     }
     values
 }
@@ -313,8 +335,23 @@ mod tests {
             inside["span"],
             serde_json::json!({"cart": "c-1", "total": 43, "name": "checkout"})
         );
-        assert!(inside.get("otel.name").is_none(), "{inside}");
+        assert_eq!(
+            inside["otel.name"], "hidden",
+            "an event's fields are all content"
+        );
         assert_eq!(text.matches("\"total\"").count(), 1, "{text}");
+        // The members come in the order tracing-subscriber wrote them.
+        let first = text.lines().next().unwrap();
+        let at = |key: &str| first.find(&format!("\"{key}\":")).unwrap();
+        assert!(at("timestamp") < at("level"), "{first}");
+        assert!(at("level") < at("message"), "{first}");
+        assert!(at("message") < at("order"), "{first}");
+        assert!(at("order") < at("target"), "{first}");
+        let second = text.lines().nth(1).unwrap();
+        assert!(
+            second.find("\"target\":").unwrap() < second.find("\"span\":").unwrap(),
+            "{second}"
+        );
     }
 
     #[test]
@@ -342,6 +379,100 @@ mod tests {
                 .all(|key| !key.starts_with("log.")),
             "{bridged}"
         );
+    }
+
+    /// A value whose `Debug` fails.
+    struct Failing;
+
+    impl std::fmt::Debug for Failing {
+        fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            Err(std::fmt::Error)
+        }
+    }
+
+    /// A value whose `Debug` logs a line of its own.
+    struct Chatty;
+
+    impl std::fmt::Debug for Chatty {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            tracing::info!("formatting");
+            f.write_str("chatty")
+        }
+    }
+
+    #[test]
+    fn a_value_that_fails_to_format_is_left_out_and_lines_stay_json() {
+        let (text, logged) = logged(|| {
+            let span = tracing::info_span!(
+                "work",
+                good = 1_u64,
+                bad = ?Failing,
+                late = tracing::field::Empty
+            );
+            span.record("late", tracing::field::debug(Failing));
+            let _entered = span.enter();
+            tracing::info!("inside");
+            tracing::info!(broken = ?Failing, "not written");
+        });
+        let [inside] = logged.as_slice() else {
+            panic!("one line expected: {text}");
+        };
+        assert_eq!(
+            inside["span"],
+            serde_json::json!({"good": 1, "name": "work"})
+        );
+    }
+
+    #[test]
+    fn a_value_that_logs_while_formatted_leaves_the_line_whole() {
+        let (text, logged) = logged(|| {
+            let span = tracing::info_span!("work", who = ?Chatty);
+            span.record("who", tracing::field::debug(Chatty));
+            let _entered = span.enter();
+            tracing::info!(what = ?Chatty, "outer");
+        });
+        // `tracing` does not dispatch an event raised inside the subscriber
+        // (the nested `formatting` lines go nowhere); nothing deadlocks on
+        // the span's extensions, and the line is whole.
+        let [outer] = logged.as_slice() else {
+            panic!("one line expected: {text}");
+        };
+        assert_eq!(outer["what"], "chatty");
+        assert_eq!(outer["span"]["who"], "chatty");
+    }
+
+    #[test]
+    fn two_json_layers_on_one_registry_both_log() {
+        let (first, second) = (Lines::default(), Lines::default());
+        let subscriber = tracing_subscriber::registry()
+            .with(JsonLog::new(first.make_writer()))
+            .with(JsonLog::new(second.make_writer()));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("work", item = 3_u64);
+            span.record("item", 4_u64);
+            let _entered = span.enter();
+            tracing::info!("inside");
+        });
+        for lines in [first, second] {
+            let line: Value = serde_json::from_str(lines.text().trim_end()).unwrap();
+            assert_eq!(line["span"], serde_json::json!({"item": 4, "name": "work"}));
+        }
+    }
+
+    #[test]
+    fn an_explicit_parent_is_the_span_of_the_line_and_a_root_has_none() {
+        let (text, logged) = logged(|| {
+            let parent = tracing::info_span!("job", id = 9_u64);
+            let other = tracing::info_span!("other");
+            let _entered = other.enter();
+            tracing::info!(parent: &parent, "child");
+            tracing::info!(parent: None, "root");
+        });
+        let [child, root] = logged.as_slice() else {
+            panic!("two lines expected: {text}");
+        };
+        assert_eq!(child["span"], serde_json::json!({"id": 9, "name": "job"}));
+        assert!(root.get("span").is_none(), "{root}");
     }
 
     #[test]

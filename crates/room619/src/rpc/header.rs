@@ -14,13 +14,15 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-/// Maps with at most this many entries are searched in order, larger ones
-/// through the hash.
+/// Maps with at most this many values are searched in order, larger ones
+/// through the hash (a few names with many values each, `cookie` say, are
+/// not walked value by value).
 const SEARCHED_IN_ORDER: usize = 8;
 
 /// The first value of `name` in `headers`, as `HeaderMap::get` gives it.
 pub(crate) fn find<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
-    if headers.keys_len() > SEARCHED_IN_ORDER {
+    // Every value is visited, so the bound is on values, not names.
+    if headers.len() > SEARCHED_IN_ORDER {
         return headers.get(name);
     }
     // A name's first value comes before its others, as `get` returns it.
@@ -67,5 +69,16 @@ mod tests {
         assert_eq!(find(&large, &wanted).unwrap(), "id");
         assert_eq!(find(&large, &HeaderName::from_static("grpc-timeout")), None);
         assert_eq!(find(&HeaderMap::new(), &wanted), None);
+
+        let mut repeated = map(&[("x-request-id", "id")]);
+        for _ in 0..100 {
+            repeated.append(http::header::COOKIE, HeaderValue::from_static("c=1"));
+        }
+        assert_eq!(repeated.keys_len(), 2);
+        assert_eq!(find(&repeated, &wanted).unwrap(), "id");
+        assert_eq!(
+            find(&repeated, &HeaderName::from_static("grpc-timeout")),
+            None
+        );
     }
 }

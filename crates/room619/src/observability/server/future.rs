@@ -75,12 +75,8 @@ where
             pending.finish(response.status().as_u16(), 0);
             return Poll::Ready(Ok(response.map(Body::new)));
         }
-        // A trailers-only answer (an empty body) has its status in its head;
-        // any other gRPC answer has it in its trailers, and a status in its
-        // head would not be read by the client either.
-        if response.body().is_end_stream()
-            && let Some(code) = grpc_status(response.headers())
-        {
+        if let Some(code) = grpc_status(response.headers()) {
+            // Trailers-only answer: the status is already known.
             pending.finish(0, code);
             return Poll::Ready(Ok(response.map(Body::new)));
         }
