@@ -177,12 +177,9 @@ where
     line.push_str("\"name\":");
     push_string(line, span.name());
     line.push('}');
-    for span in span.scope() {
-        if let Some(scope) = span.extensions().get::<RequestScope>() {
-            // A `String` takes every write.
-            scope.write_json(line).unwrap_or_default();
-            break;
-        }
+    if let Some(scope) = RequestScope::nearest(span.scope()) {
+        // A `String` takes every write.
+        scope.write_json(line).unwrap_or_default();
     }
 }
 

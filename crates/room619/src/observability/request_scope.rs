@@ -20,7 +20,7 @@ use tracing_subscriber::{
         FmtContext, FormatEvent, FormatFields,
         format::{Format, Writer},
     },
-    registry::{ExtensionsMut, LookupSpan},
+    registry::{ExtensionsMut, LookupSpan, SpanRef},
 };
 
 use super::json_fields::write_string;
@@ -70,16 +70,13 @@ impl RequestScope {
         }
     }
 
-    /// The scope of the span the current event is logged in: the nearest
-    /// one that has one, from the current span outwards.
-    fn current<S, N>(ctx: &FmtContext<'_, S, N>) -> Option<Self>
+    /// The scope a line is logged in: the first one found in `spans`, the
+    /// line's span and its parents outwards.
+    pub(super) fn nearest<'a, R>(mut spans: impl Iterator<Item = SpanRef<'a, R>>) -> Option<Self>
     where
-        S: Subscriber + for<'span> LookupSpan<'span>,
-        N: for<'writer> FormatFields<'writer> + 'static,
+        R: LookupSpan<'a> + 'a,
     {
-        ctx.lookup_current()?
-            .scope()
-            .find_map(|span| span.extensions().get::<Self>().cloned())
+        spans.find_map(|span| span.extensions().get::<Self>().cloned())
     }
 
     /// `"key":"value"` pairs, each preceded by a comma.
@@ -184,7 +181,8 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let Some(scope) = RequestScope::current(ctx) else {
+        // The event's span: its explicit parent, or the current span.
+        let Some(scope) = RequestScope::nearest(ctx.event_scope().into_iter().flatten()) else {
             return self.format.format_event(ctx, writer, event);
         };
         let format = if writer.has_ansi_escapes() {
@@ -275,6 +273,32 @@ mod tests {
             "{inside}"
         );
         assert!(inside.contains(r#"db.query{table="users"}"#), "{inside}");
+    }
+
+    #[test]
+    fn a_line_with_an_explicit_parent_takes_that_parents_scope_in_both_formats() {
+        let (json, text) = (Lines::default(), Lines::default());
+        let subscriber = tracing_subscriber::registry()
+            .with(json_layer(json.make_writer()))
+            .with(
+                fmt::layer()
+                    .event_format(WithRequestScope::text())
+                    .with_ansi(false)
+                    .with_writer(text.make_writer()),
+            );
+        tracing::subscriber::with_default(subscriber, || {
+            let request = tracing::info_span!("http.server");
+            trace_context::scope(&request, scope("users", Some("req-9")));
+            // Not entered: only the explicit parent names the request.
+            tracing::info!(parent: &request, "later");
+        });
+        let line: Value = serde_json::from_str(json.text().trim_end()).unwrap();
+        assert_eq!(line["request_id"], "req-9", "{line}");
+        assert!(
+            text.text().trim_end().ends_with(r#"request_id="req-9""#),
+            "{}",
+            text.text()
+        );
     }
 
     #[test]
