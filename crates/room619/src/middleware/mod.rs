@@ -145,6 +145,11 @@ impl NodeMiddleware {
         self.http.apply(router)
     }
 
+    /// Whether [`http_layers`](Self::http_layers) adds nothing.
+    pub(crate) fn http_is_plain(&self) -> bool {
+        self.http.is_plain()
+    }
+
     /// The node's rate limiter, for run-time updates.
     pub(crate) fn rate_limiter(&self) -> Arc<RateLimiter> {
         Arc::clone(&self.limiter)

@@ -13,13 +13,14 @@ use tower::{
 };
 
 use super::{
+    fast::FastRoutes,
     health::{LIVE_PATH, READY_PATH, Readiness},
     registry::REGISTRY_PATH,
 };
 use crate::{
     Error, Result,
     config::{Config, Limits},
-    middleware::NodeMiddleware,
+    middleware::{GuardLayers, NodeMiddleware},
     observability::{
         metrics::{self, METRICS_PATH, Metrics},
         server::{GrpcRoutes, HttpOwners, ObserveLayer},
@@ -36,6 +37,9 @@ use crate::{
 
 /// The owner named when a service's route collides with an admin route.
 const ADMIN_OWNER: &str = "room619 admin endpoints";
+/// The admin paths, served beside the services' routes unless the admin
+/// endpoints have a listener of their own.
+const ADMIN_PATHS: [&str; 4] = [LIVE_PATH, READY_PATH, REGISTRY_PATH, METRICS_PATH];
 
 /// A service and the context it runs with.
 #[derive(Clone)]
@@ -110,10 +114,9 @@ pub(crate) fn assemble(
     let route_names = measured.map_or_else(Default::default, |m| m.server().routes.clone());
     let mut owners = HttpOwners::new(node_name, route_names.clone());
     if !separate_admin {
-        table.claim(ADMIN_OWNER, LIVE_PATH)?;
-        table.claim(ADMIN_OWNER, READY_PATH)?;
-        table.claim(ADMIN_OWNER, REGISTRY_PATH)?;
-        table.claim(ADMIN_OWNER, METRICS_PATH)?;
+        for path in ADMIN_PATHS {
+            table.claim(ADMIN_OWNER, path)?;
+        }
     }
     let mut hosted_routes = Vec::with_capacity(hosted.len());
     for Hosted { service, ctx } in hosted {
@@ -149,26 +152,25 @@ pub(crate) fn assemble(
     let shed = LoadShedLayer::new(limits.max_concurrent_requests);
     let unshed = LoadShedLayer::new(usize::MAX);
     let shared_admin = (!separate_admin).then(admin_router);
-    let http_with = |shed| {
-        let layers = HttpLayers {
-            observe: &observe,
-            shed,
-            limits,
-            middleware: &middleware,
-        };
-        layers.router(&hosted_routes, shared_admin.clone())
+    let http_with = |shed| HttpLayers {
+        observe: &observe,
+        shed,
+        limits,
+        middleware: &middleware,
     };
     let grpc_with = |shed| grpc.router(&GrpcLayers::new(&middleware, &grpc_observe, shed, limits));
     // (`with_state` finishes every handler's route once, as `ProtocolSplit`
     // does for the network path.)
     let local = LocalRouters {
         grpc: grpc_with(&unshed).with_state(()),
-        http: http_with(&unshed).with_state(()),
+        http: http_with(&unshed)
+            .router(&hosted_routes, shared_admin.clone())
+            .with_state(()),
     };
-    let (grpc_router, http) = (grpc_with(&shed), http_with(&shed));
+    let main = http_with(&shed).split(grpc_with(&shed), &hosted_routes, shared_admin);
     Ok(Assembled {
+        main,
         local,
-        main: ProtocolSplit::new(grpc_router, http),
         admin,
         readiness,
         middleware,
@@ -214,6 +216,14 @@ fn http_outer(observe: &ObserveLayer, shed: &LoadShedLayer, limits: &Limits) -> 
         .layer(http_edge(limits))
 }
 
+/// The inner layers of a hosted route (see [`HttpLayers::inner`]).
+type InnerLayers = ServiceBuilder<
+    Stack<Extension<ServiceContext>, Stack<TrackLayer, Stack<GuardBuilder, Identity>>>,
+>;
+
+/// Auth and rate limiting, as [`NodeMiddleware::guard_layers`] gives them.
+type GuardBuilder = ServiceBuilder<GuardLayers>;
+
 /// How the HTTP router of a listener (or of colocated clients) is layered.
 struct HttpLayers<'a> {
     observe: &'a ObserveLayer,
@@ -232,6 +242,72 @@ impl HttpLayers<'_> {
     /// The outer layers of the route `template`.
     fn outer_for(&self, template: &str) -> HttpOuter {
         http_outer(&self.observe.for_route(template), self.shed, self.limits)
+    }
+
+    /// The inner layers of a route of the service `ctx`: auth and rate
+    /// limiting, its in-flight tracking, its context in the extensions.
+    fn inner(&self, ctx: &ServiceContext) -> InnerLayers {
+        ServiceBuilder::new()
+            .layer(self.middleware.guard_layers())
+            .layer(TrackLayer::new(
+                ctx.in_flight().clone(),
+                ctx.descriptor().clone(),
+            ))
+            .layer(Extension(ctx.clone()))
+    }
+
+    /// What a listener serves: `grpc`, and the HTTP routes of `hosted` and
+    /// `admin` (the admin routes, when they share the listener), the hosted
+    /// ones through their own stacks when they can ([`fast`](Self::fast)).
+    fn split(
+        &self,
+        grpc: Router,
+        hosted: &[HostedRoutes<'_>],
+        admin: Option<Router>,
+    ) -> ProtocolSplit {
+        let admin_paths: &[&str] = if admin.is_some() { &ADMIN_PATHS } else { &[] };
+        let fast = self.fast(hosted, admin_paths);
+        let http = self.router(hosted, admin);
+        match fast {
+            Some(fast) => ProtocolSplit::with_fast(grpc, http, fast),
+            None => ProtocolSplit::new(grpc, http),
+        }
+    }
+
+    /// The hosted routes, each with all its layers as one unboxed stack
+    /// around a router of the plain routes ([`FastRoutes`]); `admin` are
+    /// the admin paths served on the same listener. `None` when CORS or
+    /// compression go around the router: those requests keep its way.
+    fn fast(&self, hosted: &[HostedRoutes<'_>], admin: &[&str]) -> Option<FastRoutes> {
+        if !self.middleware.http_is_plain() {
+            return None;
+        }
+        let plain = hosted
+            .iter()
+            .flat_map(|service| &service.http)
+            .fold(Router::new(), |router, (path, handler)| {
+                router.route(path, handler.clone())
+            })
+            .fallback(not_found)
+            .with_state(());
+        let mut fast = FastRoutes::new();
+        for path in admin {
+            fast.elsewhere(path);
+        }
+        for HostedRoutes { ctx, http, nested } in hosted {
+            for (prefix, _) in nested {
+                fast.nested(prefix);
+            }
+            let inner = self.inner(ctx);
+            for (path, _) in http {
+                let stack = ServiceBuilder::new()
+                    .layer(self.outer_for(path))
+                    .layer(inner.clone())
+                    .service(plain.clone());
+                fast.route(path, stack);
+            }
+        }
+        Some(fast)
     }
 
     /// Every hosted route (and the admin routes), each with all its layers as
@@ -258,13 +334,7 @@ impl HttpLayers<'_> {
             nested,
         } in hosted
         {
-            let inner = ServiceBuilder::new()
-                .layer(self.middleware.guard_layers())
-                .layer(TrackLayer::new(
-                    ctx.in_flight().clone(),
-                    ctx.descriptor().clone(),
-                ))
-                .layer(Extension((*ctx).clone()));
+            let inner = self.inner(ctx);
             for (path, handler) in routes {
                 let layers = ServiceBuilder::new()
                     .layer(self.outer_for(path))

@@ -23,13 +23,13 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use axum::{body::Body, routing::future::RouteFuture};
+use axum::body::Body;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::rpc::ProtocolSplit;
+use crate::rpc::{ProtocolSplit, SplitFuture};
 
 /// The current routes of a listener; clones share them.
 #[derive(Clone)]
@@ -109,7 +109,7 @@ where
 {
     type Response = Response<CountedBody>;
     type Error = Infallible;
-    type Future = Counted<RouteFuture<Infallible>>;
+    type Future = Counted<SplitFuture>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Routers are always ready.

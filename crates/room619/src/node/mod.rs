@@ -39,6 +39,7 @@
 
 mod app;
 mod dynamic;
+pub(crate) mod fast;
 mod handle;
 mod health;
 mod live;

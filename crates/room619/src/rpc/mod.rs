@@ -26,4 +26,4 @@ pub mod shed;
 mod split;
 
 pub(crate) use header::find as find_header;
-pub use split::{ProtocolSplit, is_grpc};
+pub use split::{ProtocolSplit, SplitFuture, is_grpc};

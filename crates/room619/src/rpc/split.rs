@@ -2,15 +2,19 @@
 
 use std::{
     convert::Infallible,
+    future::Future,
     net::SocketAddr,
-    sync::LazyLock,
+    pin::Pin,
+    sync::{Arc, LazyLock},
     task::{Context, Poll},
 };
 
-use axum::{Router, response::Response, routing::future::RouteFuture};
+use axum::{Router, body::Body, response::Response, routing::future::RouteFuture};
 use http::{Extensions, Request, header::CONTENT_TYPE};
+use pin_project_lite::pin_project;
 
 use super::client::PeerAddr;
+use crate::node::fast::{FastFuture, FastRoutes};
 
 /// A tower service over two axum routers: gRPC requests (by content type) go
 /// to `grpc`, all others to `http`.
@@ -25,6 +29,9 @@ use super::client::PeerAddr;
 pub struct ProtocolSplit {
     grpc: Router,
     http: Router,
+    /// A node's hosted HTTP routes, each with its layers as one unboxed
+    /// stack; tried before `http` (see [`FastRoutes`]).
+    fast: Option<Arc<FastRoutes>>,
     peer: Option<SocketAddr>,
 }
 
@@ -39,7 +46,17 @@ impl ProtocolSplit {
         Self {
             grpc: grpc.with_state(()),
             http: http.with_state(()),
+            fast: None,
             peer: None,
+        }
+    }
+
+    /// A node's split: its hosted HTTP routes are served through `fast`
+    /// when a request's path matches one, through `http` otherwise.
+    pub(crate) fn with_fast(grpc: Router, http: Router, fast: FastRoutes) -> Self {
+        Self {
+            fast: Some(Arc::new(fast)),
+            ..Self::new(grpc, http)
         }
     }
 
@@ -50,6 +67,7 @@ impl ProtocolSplit {
         Self {
             grpc: self.grpc.clone(),
             http: self.http.clone(),
+            fast: self.fast.clone(),
             peer: Some(peer),
         }
     }
@@ -57,23 +75,73 @@ impl ProtocolSplit {
 
 impl ProtocolSplit {
     /// Serves one request of a connection from `peer`, cloning only the
-    /// router that answers it.
-    pub(crate) fn call_from<B>(
-        &self,
-        peer: SocketAddr,
-        mut request: Request<B>,
-    ) -> RouteFuture<Infallible>
+    /// router (or route) that answers it.
+    pub(crate) fn call_from<B>(&self, peer: SocketAddr, mut request: Request<B>) -> SplitFuture
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<axum::BoxError>,
     {
         arrived_from(&mut request, peer);
-        let mut router = if is_grpc(&request) {
-            self.grpc.clone()
-        } else {
-            self.http.clone()
-        };
-        tower::Service::call(&mut router, request)
+        if is_grpc(&request) {
+            return SplitFuture::routed(tower::Service::call(&mut self.grpc.clone(), request));
+        }
+        self.call_http(request)
+    }
+
+    /// Serves an HTTP request: through its hosted route's stack when it has
+    /// one, through the HTTP router otherwise.
+    fn call_http<B>(&self, request: Request<B>) -> SplitFuture
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        if let Some(route) = self
+            .fast
+            .as_deref()
+            .and_then(|fast| fast.find(request.uri().path()))
+        {
+            return SplitFuture {
+                inner: Inner::Fast {
+                    inner: FastRoutes::call(route, request.map(Body::new)),
+                },
+            };
+        }
+        SplitFuture::routed(tower::Service::call(&mut self.http.clone(), request))
+    }
+}
+
+pin_project! {
+    /// The response future of [`ProtocolSplit`].
+    pub struct SplitFuture {
+        #[pin]
+        inner: Inner,
+    }
+}
+
+pin_project! {
+    #[project = Projected]
+    enum Inner {
+        Routed { #[pin] inner: RouteFuture<Infallible> },
+        Fast { #[pin] inner: FastFuture },
+    }
+}
+
+impl SplitFuture {
+    fn routed(inner: RouteFuture<Infallible>) -> Self {
+        Self {
+            inner: Inner::Routed { inner },
+        }
+    }
+}
+
+impl Future for SplitFuture {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().inner.project() {
+            Projected::Routed { inner } => inner.poll(cx),
+            Projected::Fast { inner } => inner.poll(cx),
+        }
     }
 }
 
@@ -135,7 +203,7 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = RouteFuture<Infallible>;
+    type Future = SplitFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Both routers are always ready.
@@ -147,9 +215,9 @@ where
             arrived_from(&mut request, peer);
         }
         if is_grpc(&request) {
-            self.grpc.call(request)
+            SplitFuture::routed(self.grpc.call(request))
         } else {
-            self.http.call(request)
+            self.call_http(request)
         }
     }
 }

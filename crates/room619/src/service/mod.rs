@@ -45,7 +45,7 @@ pub use dependency::DependencyHealth;
 pub use deprecation::Deprecation;
 pub use descriptor::ServiceDescriptor;
 pub use health::Health;
-pub(crate) use in_flight::TrackLayer;
+pub(crate) use in_flight::{Track, TrackLayer};
 pub use registry::{Registry, ServiceState, ServiceStatus};
 pub use routes::{GrpcServer, GrpcService, ServiceRoutes};
 pub use subscriber::Subscriber;

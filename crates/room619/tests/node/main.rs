@@ -30,6 +30,7 @@ mod deprecated_versions_announce_their_sunset;
 mod discovery_resolves_headless_services_over_dns;
 #[cfg(feature = "nats")]
 mod discovery_tracks_instances_through_nats;
+mod every_kind_of_http_route_answers_through_the_node;
 mod grpc_and_http_share_one_port;
 mod h1_abuse_is_rejected_within_limits;
 mod h2_abuse_closes_the_abusive_connection;

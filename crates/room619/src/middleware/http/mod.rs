@@ -40,6 +40,11 @@ impl HttpConfig {
         }
     }
 
+    /// Whether neither compression nor CORS is on.
+    pub(crate) fn is_plain(&self) -> bool {
+        !self.compression && self.cors.is_none()
+    }
+
     /// Puts compression and CORS (outermost) around `router`.
     pub(crate) fn apply(&self, mut router: axum::Router) -> axum::Router {
         if self.compression {
