@@ -150,15 +150,7 @@ impl Authenticator {
     /// carries no credentials, `Err` when they are invalid.
     pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Principal>, Refused> {
         if let Some(value) = headers.get(AUTHORIZATION) {
-            let value = value
-                .to_str()
-                .map_err(|_| Refused::new("authorization header is not text"))?;
-            let token = value
-                .split_once(' ')
-                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-                .map(|(_, token)| token.trim())
-                .ok_or_else(|| Refused::new("authorization scheme is not Bearer"))?;
-            return self.verify_jwt(token).map(Some);
+            return self.verify_jwt(bearer_token(value.as_bytes())?).map(Some);
         }
         if let Some(value) = headers.get(API_KEY_HEADER) {
             return self.verify_api_key(value.as_bytes()).map(Some);
@@ -251,6 +243,21 @@ impl fmt::Debug for Authenticator {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` value (the scheme in any
+/// case, the token trimmed of spaces).
+fn bearer_token(value: &[u8]) -> Result<&str, Refused> {
+    const SCHEME: &[u8] = b"bearer ";
+    let token = value
+        .split_at_checked(SCHEME.len())
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(SCHEME))
+        .map(|(_, token)| token)
+        .ok_or_else(|| Refused::new("authorization scheme is not Bearer"))?;
+    // A header value holds no control characters: UTF-8 is text here.
+    std::str::from_utf8(token)
+        .map(str::trim)
+        .map_err(|_| Refused::new("authorization header is not text"))
+}
+
 /// RFC 7519 §7.2: a JWT's header and claims are UTF-8 JSON. serde skips the
 /// bytes of members it ignores without checking them, so a signed token with
 /// invalid UTF-8 in an unknown claim would otherwise pass; this checks both
@@ -269,6 +276,29 @@ mod tests {
     use crate::config::Config;
 
     const SECRET: &str = "fuzzing-secret-fuzzing-secret-32";
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case_and_its_token_trimmed() {
+        for value in ["Bearer abc", "bearer abc", "BEARER  abc ", "Bearer abc\t"] {
+            assert_eq!(bearer_token(value.as_bytes()).unwrap(), "abc", "{value:?}");
+        }
+        for value in [
+            "Basic abc",
+            "Bearer",
+            "Bearerabc",
+            "Bearer\tabc",
+            "",
+            "Bear abc",
+        ] {
+            let refused = bearer_token(value.as_bytes()).unwrap_err();
+            assert_eq!(
+                refused.reason, "authorization scheme is not Bearer",
+                "{value:?}"
+            );
+        }
+        let refused = bearer_token(b"Bearer \xff\xfe").unwrap_err();
+        assert_eq!(refused.reason, "authorization header is not text");
+    }
 
     fn authenticator() -> Authenticator {
         let config = Config::from_toml_str(&format!(

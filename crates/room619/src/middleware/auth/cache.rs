@@ -9,7 +9,7 @@
 
 use std::{
     collections::HashMap,
-    hash::{BuildHasher, Hasher, RandomState},
+    hash::{BuildHasher, Hasher},
     sync::RwLock,
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -30,9 +30,13 @@ pub(crate) struct TokenCache {
 /// Hashes a token by its last [`HASHED_TAIL`] bytes only (part of a JWT's
 /// signature, as random as the whole token and a fraction of its length);
 /// the map still compares whole tokens. Only verified tokens are ever
-/// stored, so a caller cannot crowd one bucket with tokens of its making.
+/// stored, so a caller cannot crowd one bucket with tokens of its making,
+/// and a fast hasher (seeded per process) does.
 #[derive(Debug, Default, Clone)]
 struct ByTail(RandomState);
+
+/// The hasher of [`ByTail`].
+type RandomState = foldhash::fast::RandomState;
 
 impl BuildHasher for ByTail {
     type Hasher = TailHasher<<RandomState as BuildHasher>::Hasher>;

@@ -85,7 +85,8 @@ where
             Err(_) if requirement.is_public() => Ok(None),
             Err(reason) => Err(reason),
         };
-        let protocol = Protocol::of(&request);
+        // The protocol of the answer is only looked up to refuse.
+        let protocol = || Protocol::of(&request);
         let principal = match presented {
             Ok(principal) => principal,
             Err(reason) => {
@@ -97,7 +98,7 @@ where
                 } else {
                     Error::unauthenticated("invalid credentials")
                 };
-                return Either::Left(ready(Ok(protocol.reject(
+                return Either::Left(ready(Ok(protocol().reject(
                     error,
                     &[(
                         WWW_AUTHENTICATE,
@@ -110,14 +111,14 @@ where
             Decision::Allow => {}
             Decision::Unauthenticated => {
                 tracing::debug!(target: AUTH_TARGET, path = request.uri().path(), "no credentials");
-                return Either::Left(ready(Ok(protocol.reject(
+                return Either::Left(ready(Ok(protocol().reject(
                     Error::unauthenticated("this call needs credentials"),
                     &[(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))],
                 ))));
             }
             Decision::Forbidden => {
                 tracing::debug!(target: AUTH_TARGET, path = request.uri().path(), "insufficient rights");
-                return Either::Left(ready(Ok(protocol.reject(
+                return Either::Left(ready(Ok(protocol().reject(
                     Error::permission_denied("the credentials do not allow this call"),
                     &[(
                         WWW_AUTHENTICATE,

@@ -44,26 +44,33 @@ impl Counter<'_> {
     /// The counter's name, built with one allocation of the right size and
     /// without the formatting machinery (but for an address).
     pub(crate) fn key(&self) -> String {
-        let prefix = self.by.prefix();
-        let subject = match self.by {
-            By::Subject(subject) | By::ApiKey(subject) => subject,
-            By::Ip(_) | By::InProcess => "",
-        };
         // An IPv6 address is at most 39 characters (45 with an IPv4 tail).
         let address = if matches!(self.by, By::Ip(_)) { 45 } else { 0 };
+        let subject = match self.by {
+            By::Subject(subject) | By::ApiKey(subject) => subject.len(),
+            By::Ip(_) | By::InProcess => 0,
+        };
         let mut key =
-            String::with_capacity(self.rule.len() + prefix.len() + subject.len() + address);
-        key.push_str(self.rule);
-        key.push_str(prefix);
-        key.push_str(subject);
-        if let By::Ip(ip) = self.by
-            && write!(key, "{ip}").is_err()
-        {
-            // Writing into a `String` does not fail; should it, the
-            // counter is the rule's "unknown address" one.
-            key.push('?');
-        }
+            String::with_capacity(self.rule.len() + self.by.prefix().len() + subject + address);
+        self.write_key(&mut key);
         key
+    }
+
+    /// Appends the counter's name to `key`.
+    pub(crate) fn write_key(&self, key: &mut String) {
+        key.push_str(self.rule);
+        key.push_str(self.by.prefix());
+        match self.by {
+            By::Subject(subject) | By::ApiKey(subject) => key.push_str(subject),
+            By::Ip(ip) => {
+                if write!(key, "{ip}").is_err() {
+                    // Writing into a `String` does not fail; should it, the
+                    // counter is the rule's "unknown address" one.
+                    key.push('?');
+                }
+            }
+            By::InProcess => {}
+        }
     }
 }
 

@@ -9,6 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::counter::Counter;
+
 /// The GCRA parameters of a rule, in nanoseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Gcra {
@@ -48,7 +50,15 @@ const SWEEP_AT: usize = 10_000;
 #[derive(Debug)]
 pub(crate) struct LocalStore {
     epoch: Instant,
-    tats: Mutex<HashMap<String, u64>>,
+    tats: Mutex<Tats>,
+}
+
+/// The TATs by key, and a buffer to name a request's counter in (a key is
+/// allocated only when a counter is new).
+#[derive(Debug, Default)]
+struct Tats {
+    by_key: HashMap<String, u64, foldhash::fast::RandomState>,
+    key: String,
 }
 
 impl Default for LocalStore {
@@ -63,21 +73,34 @@ impl Default for LocalStore {
 impl LocalStore {
     /// Decides for `key` under `gcra` now, recording an allowed request.
     pub(crate) fn check_key(&self, key: &str, gcra: Gcra) -> Result<(), Duration> {
+        self.check_with(gcra, |buffer| buffer.push_str(key))
+    }
+
+    /// Decides for `counter` under `gcra` now, recording an allowed request.
+    pub(crate) fn check(&self, counter: &Counter<'_>, gcra: Gcra) -> Result<(), Duration> {
+        self.check_with(gcra, |buffer| counter.write_key(buffer))
+    }
+
+    /// Decides for the key `name` writes, under `gcra`, now.
+    fn check_with(&self, gcra: Gcra, name: impl FnOnce(&mut String)) -> Result<(), Duration> {
         let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let Ok(mut tats) = self.tats.lock() else {
             // A poisoned map means a bug elsewhere; let traffic through.
             return Ok(());
         };
-        if let Some(tat) = tats.get_mut(key) {
+        let Tats { by_key, key } = &mut *tats;
+        key.clear();
+        name(key);
+        if let Some(tat) = by_key.get_mut(key.as_str()) {
             *tat = gcra.decide(Some(*tat), now)?;
             return Ok(());
         }
         let tat = gcra.decide(None, now)?;
-        if tats.len() >= SWEEP_AT {
+        if by_key.len() >= SWEEP_AT {
             // A TAT in the past is the same as no TAT.
-            tats.retain(|_, tat| *tat > now);
+            by_key.retain(|_, tat| *tat > now);
         }
-        tats.insert(key.to_owned(), tat);
+        by_key.insert(key.clone(), tat);
         Ok(())
     }
 }
@@ -113,5 +136,15 @@ mod tests {
         assert!(store.check_key("a", gcra).is_ok());
         assert!(store.check_key("a", gcra).is_err());
         assert!(store.check_key("b", gcra).is_ok());
+        let counter = Counter {
+            rule: "b",
+            by: crate::middleware::rate_limit::counter::By::InProcess,
+        };
+        assert!(store.check(&counter, gcra).is_ok(), "`b|in-process` is new");
+        assert!(store.check(&counter, gcra).is_err());
+        assert!(
+            store.check_key("b|in-process", gcra).is_err(),
+            "the same key"
+        );
     }
 }

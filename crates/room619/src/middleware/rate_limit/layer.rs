@@ -88,7 +88,7 @@ where
         };
         let counter = counter_of(&request, rule, &table.trusted);
         if !self.limiter.is_remote() {
-            let decision = self.limiter.local.check_key(&counter.key(), rule.gcra);
+            let decision = self.limiter.local.check(&counter, rule.gcra);
             return Either::Left(match decision {
                 Ok(()) => Either::Right(self.inner.call(request)),
                 Err(wait) => Either::Left(ready(Ok(self.refuse(&request, rule, &counter, wait)))),
