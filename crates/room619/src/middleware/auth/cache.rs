@@ -24,8 +24,12 @@ const HASHED_TAIL: usize = 16;
 
 #[derive(Debug, Default)]
 pub(crate) struct TokenCache {
-    entries: RwLock<HashMap<String, (Principal, u64), ByTail>>,
+    entries: RwLock<Entries>,
 }
+
+/// Verified tokens (their bytes: a lookup needs no UTF-8 check), with their
+/// principal and the second they stop being valid.
+type Entries = HashMap<Box<[u8]>, (Principal, u64), ByTail>;
 
 /// Hashes a token by its last [`HASHED_TAIL`] bytes only (part of a JWT's
 /// signature, as random as the whole token and a fraction of its length);
@@ -68,7 +72,7 @@ pub(crate) fn now() -> u64 {
 
 impl TokenCache {
     /// The principal of `token` if it was verified and is still valid.
-    pub(crate) fn get(&self, token: &str) -> Option<Principal> {
+    pub(crate) fn get(&self, token: &[u8]) -> Option<Principal> {
         let entries = self.entries.read().ok()?;
         let (principal, until) = entries.get(token)?;
         (now() <= *until).then(|| principal.clone())
@@ -86,7 +90,7 @@ impl TokenCache {
                 entries.clear();
             }
         }
-        entries.insert(token.to_owned(), (principal, until));
+        entries.insert(token.as_bytes().into(), (principal, until));
     }
 
     /// Forgets every token (the keys changed).
@@ -111,10 +115,10 @@ mod tests {
         let cache = TokenCache::default();
         cache.insert("live", alice(), now() + 60);
         cache.insert("dead", alice(), now() - 1);
-        assert!(cache.get("live").is_some());
-        assert!(cache.get("dead").is_none());
+        assert!(cache.get("live".as_bytes()).is_some());
+        assert!(cache.get("dead".as_bytes()).is_none());
         cache.clear();
-        assert!(cache.get("live").is_none());
+        assert!(cache.get("live".as_bytes()).is_none());
     }
 
     #[test]
@@ -122,10 +126,18 @@ mod tests {
         let cache = TokenCache::default();
         let token = "header.alice.0123456789abcdefghij";
         cache.insert(token, alice(), now() + 60);
-        assert!(cache.get(token).is_some());
-        assert!(cache.get("header.mallory.0123456789abcdefghij").is_none());
-        assert!(cache.get("0123456789abcdefghij").is_none());
-        assert!(cache.get("header.alice.0123456789abcdefghi").is_none());
+        assert!(cache.get(token.as_bytes()).is_some());
+        assert!(
+            cache
+                .get("header.mallory.0123456789abcdefghij".as_bytes())
+                .is_none()
+        );
+        assert!(cache.get("0123456789abcdefghij".as_bytes()).is_none());
+        assert!(
+            cache
+                .get("header.alice.0123456789abcdefghi".as_bytes())
+                .is_none()
+        );
     }
 
     #[test]
