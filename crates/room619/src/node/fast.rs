@@ -19,6 +19,7 @@
 use std::{convert::Infallible, fmt};
 
 use axum::{Extension, Router, body::Body, extract::Request, response::Response};
+use fnv::FnvHashMap;
 use tower::{Layer, Service};
 
 use crate::{
@@ -45,10 +46,16 @@ pub(crate) type FastFuture = <FastRoute as Service<Request>>::Future;
 /// The hosted routes of a node, each with its own stack `S`; see the
 /// [module docs](self).
 pub(crate) struct FastRoutes<S = FastRoute> {
-    /// Every path template the node's router knows: a hosted route's stack,
-    /// or `None` for what the fully layered router answers (admin paths,
-    /// nested routers), so that a path matches here what it matches there.
-    matcher: matchit::Router<Option<S>>,
+    /// The hosted routes' stacks.
+    stacks: Vec<S>,
+    /// Every path template the node's router knows: a hosted route's stack
+    /// (its index), or `None` for what the fully layered router answers
+    /// (admin paths, nested routers), so that a path matches here what it
+    /// matches there.
+    matcher: matchit::Router<Option<usize>>,
+    /// The hosted templates without parameters, found by one hash lookup
+    /// (a path equal to one matches nothing else in `matcher`).
+    exact: FnvHashMap<Box<str>, usize>,
     /// The prefixes of nested routers: a path under one is never taken here
     /// (their routes are not in `matcher`, only their prefixes).
     nested: Vec<Box<str>>,
@@ -57,16 +64,24 @@ pub(crate) struct FastRoutes<S = FastRoute> {
 impl<S> FastRoutes<S> {
     pub(crate) fn new() -> Self {
         Self {
+            stacks: Vec::new(),
             matcher: matchit::Router::new(),
+            exact: FnvHashMap::default(),
             nested: Vec::new(),
         }
     }
 
     /// The hosted route `template` answers through `stack`.
     pub(crate) fn route(&mut self, template: &str, stack: S) {
+        let index = self.stacks.len();
         // The node's route table has accepted every template already.
-        if self.matcher.insert(template, Some(stack)).is_err() {
+        if self.matcher.insert(template, Some(index)).is_err() {
             tracing::debug!(template, "route left to the router");
+            return;
+        }
+        self.stacks.push(stack);
+        if !template.contains(['{', '}']) {
+            self.exact.insert(template.into(), index);
         }
     }
 
@@ -89,7 +104,11 @@ impl<S> FastRoutes<S> {
         if self.nested.iter().any(|prefix| is_under(path, prefix)) {
             return None;
         }
-        self.matcher.at(path).ok()?.value.as_ref()
+        let index = match self.exact.get(path) {
+            Some(index) => *index,
+            None => (*self.matcher.at(path).ok()?.value)?,
+        };
+        self.stacks.get(index)
     }
 }
 
@@ -114,6 +133,7 @@ fn is_under(path: &str, prefix: &str) -> bool {
 impl<S> fmt::Debug for FastRoutes<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FastRoutes")
+            .field("routes", &self.stacks.len())
             .field("nested", &self.nested)
             .finish_non_exhaustive()
     }
@@ -129,13 +149,13 @@ const _: fn() = || {
 mod tests {
     use super::*;
 
-    /// Hosted `/items/{id}`, `/{name}` and `/echo`; admin `/metrics`; a
-    /// router nested at `/ui`.
+    /// Hosted `/items/{id}`, `/{name}`, `/echo` and `/ui/page`; admin
+    /// `/metrics`; a router nested at `/ui`.
     fn routes() -> FastRoutes<&'static str> {
         let mut routes = FastRoutes::new();
         routes.elsewhere("/metrics");
         routes.nested("/ui");
-        for template in ["/items/{id}", "/{name}", "/echo"] {
+        for template in ["/items/{id}", "/{name}", "/echo", "/ui/page"] {
             routes.route(template, template);
         }
         routes
@@ -158,6 +178,11 @@ mod tests {
         );
         assert_eq!(routes.find("/ui"), None, "a nested router's prefix");
         assert_eq!(routes.find("/ui/items/7"), None, "below a nested router");
+        assert_eq!(
+            routes.find("/ui/page"),
+            None,
+            "below a nested router, exact"
+        );
         assert_eq!(routes.find("/items/7/more"), None, "no route");
         assert_eq!(routes.find("/"), None, "no route");
     }
