@@ -34,7 +34,10 @@ use crate::{
 type Scoped = Track<<Extension<ServiceContext> as Layer<Router>>::Service>;
 
 /// One hosted route's whole stack, outermost first: observe, load shedding,
-/// the HTTP edge, auth and rate limiting, then [`Scoped`].
+/// the HTTP edge, auth and rate limiting, then [`Scoped`]. It is called
+/// without `poll_ready`: each of these layers is ready when its inner
+/// service is, and the router at the bottom always is. A layer that can be
+/// not ready (a concurrency limit, a buffer) does not belong here.
 pub(crate) type FastRoute = Observe<LoadShed<<HttpEdgeLayer as Layer<Guarded>>::Service>>;
 
 /// Auth and rate limiting around [`Scoped`].
@@ -115,9 +118,9 @@ impl<S> FastRoutes<S> {
 impl FastRoutes {
     /// Serves `request` through the stack of its route (see [`find`](Self::find)).
     pub(crate) fn call(route: &FastRoute, request: Request) -> FastFuture {
-        // Every service of the stack is ready whenever the router is, and
-        // an axum router always is: no `poll_ready` is needed (axum's own
-        // routes are called the same way).
+        // Every layer of the stack passes `poll_ready` through to the
+        // router, and an axum router is always ready, so the stack is called
+        // without it (see [`FastRoute`]).
         let mut route = route.clone();
         route.call(request)
     }

@@ -6,11 +6,15 @@ use std::{
     net::SocketAddr,
     pin::Pin,
     sync::{Arc, LazyLock},
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
 };
 
 use axum::{Router, body::Body, response::Response, routing::future::RouteFuture};
-use http::{Extensions, Request, header::CONTENT_TYPE};
+use http::{
+    Extensions, HeaderValue, Method, Request,
+    header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING},
+};
+use http_body::Body as _;
 use pin_project_lite::pin_project;
 
 use super::client::PeerAddr;
@@ -100,9 +104,11 @@ impl ProtocolSplit {
             .as_deref()
             .and_then(|fast| fast.find(request.uri().path()))
         {
+            let method = request.method().clone();
             return SplitFuture {
                 inner: Inner::Fast {
                     inner: FastRoutes::call(route, request.map(Body::new)),
+                    method,
                 },
             };
         }
@@ -122,7 +128,8 @@ pin_project! {
     #[project = Projected]
     enum Inner {
         Routed { #[pin] inner: RouteFuture<Infallible> },
-        Fast { #[pin] inner: FastFuture },
+        // Finished as axum finishes a router's answer (see `finish`).
+        Fast { #[pin] inner: FastFuture, method: Method },
     }
 }
 
@@ -140,9 +147,42 @@ impl Future for SplitFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().inner.project() {
             Projected::Routed { inner } => inner.poll(cx),
-            Projected::Fast { inner } => inner.poll(cx),
+            Projected::Fast { inner, method } => {
+                let Ok(response) = ready!(inner.poll(cx));
+                Poll::Ready(Ok(finish(method, response)))
+            }
         }
     }
+}
+
+/// What axum's router does to every answer after its route's layers (its
+/// top-level `RouteFuture`), for answers of a hosted route's stack, whose
+/// layers run outside the router: an exact body size becomes the
+/// `Content-Length` when there is none, and a `HEAD` answer loses its body
+/// (hyper drops it on HTTP/1, not on HTTP/2); a successful `CONNECT` answer
+/// has neither.
+fn finish(method: &Method, mut response: Response) -> Response {
+    if *method == Method::CONNECT && response.status().is_success() {
+        let headers = response.headers();
+        if headers.contains_key(CONTENT_LENGTH)
+            || headers.contains_key(TRANSFER_ENCODING)
+            || response.body().size_hint().lower() != 0
+        {
+            *response.body_mut() = Body::empty();
+        }
+        return response;
+    }
+    if !response.headers().contains_key(CONTENT_LENGTH)
+        && let Some(size) = response.body().size_hint().exact()
+    {
+        response
+            .headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(size));
+    }
+    if *method == Method::HEAD {
+        *response.body_mut() = Body::empty();
+    }
+    response
 }
 
 /// Gives a request that arrived from `peer` its [`PeerAddr`], in an
@@ -239,5 +279,34 @@ mod tests {
         arrived_from(&mut carrying, peer);
         assert_eq!(carrying.extensions().get::<&str>(), Some(&"upgrade"));
         assert_eq!(carrying.extensions().len(), 2);
+    }
+
+    #[test]
+    fn answers_are_finished_as_axum_finishes_them() {
+        let answer = || Response::new(Body::from("problem"));
+        let get = finish(&Method::GET, answer());
+        assert_eq!(get.headers()[CONTENT_LENGTH], "7");
+        assert_eq!(get.body().size_hint().exact(), Some(7));
+
+        let head = finish(&Method::HEAD, answer());
+        assert_eq!(
+            head.headers()[CONTENT_LENGTH],
+            "7",
+            "the length of GET's body"
+        );
+        assert!(head.body().is_end_stream());
+
+        let mut declared = answer();
+        declared
+            .headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from_static("99"));
+        assert_eq!(
+            finish(&Method::GET, declared).headers()[CONTENT_LENGTH],
+            "99"
+        );
+
+        let connect = finish(&Method::CONNECT, answer());
+        assert!(connect.body().is_end_stream());
+        assert!(!connect.headers().contains_key(CONTENT_LENGTH));
     }
 }

@@ -7,6 +7,7 @@
 use axum::{
     Extension, Router,
     extract::{MatchedPath, Path},
+    http::StatusCode,
     routing::get,
 };
 use room619::{ServiceBuilder, ServiceContext, middleware::RequestId};
@@ -31,6 +32,7 @@ fn shelf() -> room619::service::BuiltService {
     ServiceBuilder::new("shelf", "1.0.0")
         .unwrap()
         .route("/items/{id}", get(item))
+        .route("/gone", get(|| async { StatusCode::GONE }))
         .route(
             "/{name}",
             get(|Path(name): Path<String>| async move { format!("name {name}") }),
@@ -99,6 +101,22 @@ async fn each_path_reaches_its_route_with_everything_its_handler_reads() {
     assert_eq!(head.status(), 200);
     assert!(head.headers().contains_key("x-request-id"));
     assert!(head.text().await.unwrap().is_empty());
+
+    // A bare error status becomes a problem; a HEAD answer has no body, on
+    // HTTP/2 too (hyper leaves that to the service there).
+    for (client, version) in [(support::http1(), "HTTP/1.1"), (support::h2c(), "HTTP/2")] {
+        let gone = client.get(format!("{base}/gone")).send().await.unwrap();
+        assert_eq!(gone.status(), 410, "{version}");
+        assert_eq!(support::problem(gone).await["status"], 410, "{version}");
+        let head = client.head(format!("{base}/gone")).send().await.unwrap();
+        assert_eq!(head.status(), 410, "{version}");
+        assert_eq!(
+            head.headers()["content-type"],
+            "application/problem+json",
+            "{version}"
+        );
+        assert!(head.text().await.unwrap().is_empty(), "{version}");
+    }
 
     let metrics = get("/metrics").await.unwrap();
     assert_eq!(metrics.status(), 200, "the admin path, not `/{{name}}`");

@@ -54,10 +54,13 @@ pub(crate) struct LocalStore {
 }
 
 /// The TATs by key, and a buffer to name a request's counter in (a key is
-/// allocated only when a counter is new).
+/// allocated only when a counter is new). Hashed with std's `SipHash`: a
+/// client chooses much of its key (an address in its IPv6 prefix, a
+/// forwarded address behind a trusted proxy), so the map must not be
+/// floodable.
 #[derive(Debug, Default)]
 struct Tats {
-    by_key: HashMap<String, u64, foldhash::fast::RandomState>,
+    by_key: HashMap<String, u64>,
     key: String,
 }
 
