@@ -104,7 +104,7 @@ impl ProtocolSplit {
             .as_deref()
             .and_then(|fast| fast.find(request.uri().path()))
         {
-            let method = request.method().clone();
+            let method = Finish::of(request.method());
             return SplitFuture {
                 inner: Inner::Fast {
                     inner: FastRoutes::call(route, request.map(Body::new)),
@@ -128,8 +128,8 @@ pin_project! {
     #[project = Projected]
     enum Inner {
         Routed { #[pin] inner: RouteFuture<Infallible> },
-        // Finished as axum finishes a router's answer (see `finish`).
-        Fast { #[pin] inner: FastFuture, method: Method },
+        // Finished as axum finishes a router's answer (see `Finish`).
+        Fast { #[pin] inner: FastFuture, method: Finish },
     }
 }
 
@@ -148,41 +148,63 @@ impl Future for SplitFuture {
         match self.project().inner.project() {
             Projected::Routed { inner } => inner.poll(cx),
             Projected::Fast { inner, method } => {
-                let Ok(response) = ready!(inner.poll(cx));
-                Poll::Ready(Ok(finish(method, response)))
+                let Ok(mut response) = ready!(inner.poll(cx));
+                method.finish(&mut response);
+                Poll::Ready(Ok(response))
             }
         }
     }
 }
 
 /// What axum's router does to every answer after its route's layers (its
-/// top-level `RouteFuture`), for answers of a hosted route's stack, whose
-/// layers run outside the router: an exact body size becomes the
-/// `Content-Length` when there is none, and a `HEAD` answer loses its body
-/// (hyper drops it on HTTP/1, not on HTTP/2); a successful `CONNECT` answer
-/// has neither.
-fn finish(method: &Method, mut response: Response) -> Response {
-    if *method == Method::CONNECT && response.status().is_success() {
-        let headers = response.headers();
-        if headers.contains_key(CONTENT_LENGTH)
-            || headers.contains_key(TRANSFER_ENCODING)
-            || response.body().size_hint().lower() != 0
-        {
-            *response.body_mut() = Body::empty();
+/// top-level `RouteFuture`), for the answers of a hosted route's stack,
+/// whose layers run outside the router: a `HEAD` answer loses its body
+/// (hyper drops it on HTTP/1, not on HTTP/2), keeping its length as
+/// `Content-Length`; a successful `CONNECT` answer has neither. (Other
+/// answers get their `Content-Length` from hyper.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Finish {
+    Head,
+    Connect,
+    Other,
+}
+
+impl Finish {
+    fn of(method: &Method) -> Self {
+        if *method == Method::HEAD {
+            Self::Head
+        } else if *method == Method::CONNECT {
+            Self::Connect
+        } else {
+            Self::Other
         }
-        return response;
     }
-    if !response.headers().contains_key(CONTENT_LENGTH)
-        && let Some(size) = response.body().size_hint().exact()
-    {
-        response
-            .headers_mut()
-            .insert(CONTENT_LENGTH, HeaderValue::from(size));
+
+    fn finish(self, response: &mut Response) {
+        match self {
+            Self::Other => {}
+            Self::Head => {
+                if !response.headers().contains_key(CONTENT_LENGTH)
+                    && let Some(size) = response.body().size_hint().exact()
+                {
+                    response
+                        .headers_mut()
+                        .insert(CONTENT_LENGTH, HeaderValue::from(size));
+                }
+                *response.body_mut() = Body::empty();
+            }
+            Self::Connect => {
+                let headers = response.headers();
+                if response.status().is_success()
+                    && (headers.contains_key(CONTENT_LENGTH)
+                        || headers.contains_key(TRANSFER_ENCODING)
+                        || response.body().size_hint().lower() != 0)
+                {
+                    *response.body_mut() = Body::empty();
+                }
+            }
+        }
     }
-    if *method == Method::HEAD {
-        *response.body_mut() = Body::empty();
-    }
-    response
 }
 
 /// Gives a request that arrived from `peer` its [`PeerAddr`], in an
@@ -284,11 +306,19 @@ mod tests {
     #[test]
     fn answers_are_finished_as_axum_finishes_them() {
         let answer = || Response::new(Body::from("problem"));
-        let get = finish(&Method::GET, answer());
-        assert_eq!(get.headers()[CONTENT_LENGTH], "7");
+        let finished = |method: Method| {
+            let mut response = answer();
+            Finish::of(&method).finish(&mut response);
+            response
+        };
+        let get = finished(Method::GET);
+        assert!(
+            !get.headers().contains_key(CONTENT_LENGTH),
+            "hyper's to set"
+        );
         assert_eq!(get.body().size_hint().exact(), Some(7));
 
-        let head = finish(&Method::HEAD, answer());
+        let head = finished(Method::HEAD);
         assert_eq!(
             head.headers()[CONTENT_LENGTH],
             "7",
@@ -300,12 +330,10 @@ mod tests {
         declared
             .headers_mut()
             .insert(CONTENT_LENGTH, HeaderValue::from_static("99"));
-        assert_eq!(
-            finish(&Method::GET, declared).headers()[CONTENT_LENGTH],
-            "99"
-        );
+        Finish::Head.finish(&mut declared);
+        assert_eq!(declared.headers()[CONTENT_LENGTH], "99");
 
-        let connect = finish(&Method::CONNECT, answer());
+        let connect = finished(Method::CONNECT);
         assert!(connect.body().is_end_stream());
         assert!(!connect.headers().contains_key(CONTENT_LENGTH));
     }
