@@ -120,9 +120,8 @@ impl FastRoutes {
     pub(crate) fn call(route: &FastRoute, request: Request) -> FastFuture {
         // Every layer of the stack passes `poll_ready` through to the
         // router, and an axum router is always ready, so the stack is called
-        // without it (see [`FastRoute`]).
-        let mut route = route.clone();
-        route.call(request)
+        // without it (see [`FastRoute`]); the clone goes with the request.
+        route.clone().call_once(request)
     }
 }
 

@@ -7,7 +7,7 @@ use std::{
 };
 
 use axum::body::Body;
-use http::Response;
+use http::{Request, Response};
 use pin_project_lite::pin_project;
 
 use super::{
@@ -21,11 +21,11 @@ const GRPC_INTERNAL: i32 = 13;
 
 pin_project! {
     /// Resolves to the inner answer with `x-request-id` set and the
-    /// credential headers marked sensitive; the request is finished here (HTTP, or gRPC with the status in the headers) or by
-    /// the body (gRPC).
-    pub(crate) struct ResponseFuture<F> {
+    /// credential headers marked sensitive; the request is finished here
+    /// (HTTP, or gRPC with the status in the headers) or by the body (gRPC).
+    pub(crate) struct ResponseFuture<S, F> {
         #[pin]
-        inner: F,
+        state: State<S, F>,
         // Holds the server span, entered while the inner future is polled.
         pending: Option<Pending>,
         // Taken when answered.
@@ -33,18 +33,56 @@ pin_project! {
     }
 }
 
-impl<F> ResponseFuture<F> {
-    pub(super) fn new(inner: F, pending: Pending, request_id: RequestId) -> Self {
+pin_project! {
+    #[project = StateProj]
+    enum State<S, F> {
+        // A request whose span something records: the inner service is
+        // called at the first poll, inside the span, so that the span is
+        // entered once for both (entering and leaving a span costs every
+        // layer of the subscriber a call each).
+        Deferred {
+            service: S,
+            request: Option<Request<Body>>,
+        },
+        Called {
+            #[pin]
+            future: F,
+        },
+    }
+}
+
+impl<S, F> ResponseFuture<S, F> {
+    /// The answer of a request whose inner service was called already.
+    pub(super) fn called(future: F, pending: Pending, request_id: RequestId) -> Self {
         Self {
-            inner,
+            state: State::Called { future },
+            pending: Some(pending),
+            request_id: Some(request_id),
+        }
+    }
+
+    /// The answer of `request`, which `service` (ready) is called with at
+    /// the first poll, inside the request's span.
+    pub(super) fn deferred(
+        service: S,
+        request: Request<Body>,
+        pending: Pending,
+        request_id: RequestId,
+    ) -> Self {
+        Self {
+            state: State::Deferred {
+                service,
+                request: Some(request),
+            },
             pending: Some(pending),
             request_id: Some(request_id),
         }
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F>
+impl<S, F, B, E> Future for ResponseFuture<S, F>
 where
+    S: tower::Service<Request<Body>, Future = F>,
     F: Future<Output = Result<Response<B>, E>>,
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,
@@ -52,10 +90,21 @@ where
     type Output = Result<Response<Body>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+        let mut this = self.project();
         let result = {
             let _entered = this.pending.as_ref().map(|pending| pending.span().enter());
-            ready!(this.inner.poll(cx))
+            if let StateProj::Deferred { service, request } = this.state.as_mut().project() {
+                // `request` is taken only here, and the state changes at once.
+                let future = request.take().map(|request| service.call(request));
+                if let Some(future) = future {
+                    this.state.set(State::Called { future });
+                }
+            }
+            match this.state.project() {
+                StateProj::Called { future } => ready!(future.poll(cx)),
+                // Never: the state is `Called` once the request is taken.
+                StateProj::Deferred { .. } => return Poll::Pending,
+            }
         };
         let Some(mut pending) = this.pending.take() else {
             return Poll::Ready(result.map(|response| response.map(Body::new)));

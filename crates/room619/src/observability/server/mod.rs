@@ -74,22 +74,53 @@ pub(crate) struct Observe<S> {
 
 impl<S, B> tower::Service<Request<Body>> for Observe<S>
 where
-    S: tower::Service<Request<Body>, Response = Response<B>>,
+    S: tower::Service<Request<Body>, Response = Response<B>> + Clone,
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let (pending, request_id) = self.begin(&mut request);
+        if pending.span().is_disabled() {
+            let future = self.inner.call(request);
+            return ResponseFuture::called(future, pending, request_id);
+        }
+        // The ready service goes with the request; a clone takes its place.
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::deferred(ready, request, pending, request_id)
+    }
+}
+
+impl<S> Observe<S> {
+    /// As [`Service::call`](tower::Service::call) on a service of one's
+    /// own (ready, and not called again): its inner service goes with the
+    /// request rather than a clone of it.
+    pub(crate) fn call_once(mut self, mut request: Request<Body>) -> ResponseFuture<S, S::Future>
+    where
+        S: tower::Service<Request<Body>>,
+    {
+        let (pending, request_id) = self.begin(&mut request);
+        if pending.span().is_disabled() {
+            let future = self.inner.call(request);
+            return ResponseFuture::called(future, pending, request_id);
+        }
+        ResponseFuture::deferred(self.inner, request, pending, request_id)
+    }
+
+    /// What every request starts with: its credential headers marked
+    /// sensitive, its id, its route, its counters and its server span.
+    fn begin(&self, request: &mut Request<Body>) -> (Pending, RequestId) {
         let started = Instant::now();
         mark_sensitive(request.headers_mut());
-        let request_id = RequestId::assign(&mut request);
+        let request_id = RequestId::assign(request);
         let (span, sampled, pending) = match &self.shared.protocol {
             Protocol::Grpc(routes) => {
                 let route = routes.resolve(request.uri().path());
@@ -111,16 +142,9 @@ where
                 (span, sampled, self.http(route, started))
             }
         };
-        let pending = pending.with_span(span, sampled);
-        let inner = {
-            let _entered = pending.span().enter();
-            self.inner.call(request)
-        };
-        ResponseFuture::new(inner, pending, request_id)
+        (pending.with_span(span, sampled), request_id)
     }
-}
 
-impl<S> Observe<S> {
     fn grpc(&self, route: Arc<GrpcRoute>, started: Instant) -> Pending {
         if let Some(metrics) = &self.shared.metrics {
             metrics.grpc_started(&route.labels, &route.metrics);
@@ -198,4 +222,88 @@ fn start(
 ) -> bool {
     trace_context::continue_from_http(span, headers);
     trace_context::start_server(span, name, attributes, scope)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use tower::{Layer as _, Service as _, ServiceExt as _};
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    use super::*;
+    use crate::observability::{logging, metrics::labels::Interner, test_lines::Lines};
+
+    /// A service whose `call` logs, the way a layer refusing a request
+    /// does, before its future is polled.
+    fn logs_when_called() -> impl tower::Service<
+        Request<Body>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future = impl Future<Output = Result<Response<Body>, Infallible>>,
+    > + Clone {
+        tower::service_fn(|_: Request<Body>| {
+            tracing::info!("called");
+            std::future::ready(Ok(Response::new(Body::empty())))
+        })
+    }
+
+    fn request(id: &str) -> Request<Body> {
+        Request::builder()
+            .uri("/items")
+            .header("x-request-id", id)
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_inner_service_is_called_inside_the_request_span() {
+        let lines = Lines::default();
+        let subscriber =
+            tracing_subscriber::registry().with(logging::json_layer(lines.make_writer()));
+        let _default = tracing::subscriber::set_default(subscriber);
+        let layer =
+            ObserveLayer::http(HttpOwners::new("node", Arc::new(Interner::default())), None)
+                .for_route("/items");
+
+        // Through `Service::call`: the ready service goes with the request.
+        let mut observed = layer.layer(logs_when_called());
+        let future = observed.ready().await.unwrap().call(request("first"));
+        assert!(lines.text().is_empty(), "called at the first poll");
+        let answer = future.await.unwrap();
+        assert_eq!(answer.headers()["x-request-id"], "first");
+
+        // Through `call_once`, as the fast path calls a route's stack.
+        let answer = layer
+            .layer(logs_when_called())
+            .call_once(request("second"))
+            .await
+            .unwrap();
+        assert_eq!(answer.headers()["x-request-id"], "second");
+
+        let text = lines.text();
+        let called: Vec<&str> = text
+            .lines()
+            .filter(|line| line.contains("called"))
+            .collect();
+        assert_eq!(called.len(), 2, "{text}");
+        assert!(called[0].contains(r#""request_id":"first""#), "{text}");
+        assert!(called[1].contains(r#""request_id":"second""#), "{text}");
+    }
+
+    #[tokio::test]
+    async fn without_a_subscriber_the_inner_service_is_called_at_once() {
+        let called = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = Arc::clone(&called);
+        let inner = tower::service_fn(move |_: Request<Body>| {
+            seen.store(true, std::sync::atomic::Ordering::Relaxed);
+            std::future::ready(Ok::<_, Infallible>(Response::new(Body::empty())))
+        });
+        let mut observed =
+            ObserveLayer::http(HttpOwners::new("node", Arc::new(Interner::default())), None)
+                .layer(inner);
+        let future = observed.ready().await.unwrap().call(request("third"));
+        assert!(called.load(std::sync::atomic::Ordering::Relaxed));
+        assert_eq!(future.await.unwrap().headers()["x-request-id"], "third");
+    }
 }

@@ -202,9 +202,12 @@ where
         let mut builder = SpanBuilder::from_name(attrs.metadata().name());
         builder.start_time = Some(SystemTime::now());
         let mut status = Status::Unset;
-        let mut updates = Updates::default();
-        attrs.record(&mut updates);
-        updates.apply_to_builder(&mut builder, &mut status);
+        // A request's server span has no fields: nothing to visit.
+        if !attrs.values().is_empty() {
+            let mut updates = Updates::default();
+            attrs.record(&mut updates);
+            updates.apply_to_builder(&mut builder, &mut status);
+        }
         span.extensions_mut().insert(OtelSpan {
             pending: Some(Pending {
                 builder,
@@ -368,17 +371,22 @@ where
         let Some(span) = ctx.span(&id) else {
             return;
         };
+        // A span never entered nor asked for starts here; it may be
+        // sampled all the same. An unsampled one's OpenTelemetry side is
+        // left to the registry, which drops it with the span's slot.
+        let sampled = with_otel(&span, |otel| otel.context().span().is_recording());
+        if sampled != Some(true) {
+            return;
+        }
+        // A sampled one is ended outside the span's lock: ending it hands
+        // it to the exporter.
         let otel = span.extensions_mut().remove::<OtelSpan>();
         if let Some(mut otel) = otel {
-            // A span never entered nor asked for starts here; it may be
-            // sampled all the same.
             let left = otel.left;
             let span = otel.context().span();
-            if span.is_recording() {
-                match left {
-                    Some(left) => span.end_with_timestamp(left),
-                    None => span.end(),
-                }
+            match left {
+                Some(left) => span.end_with_timestamp(left),
+                None => span.end(),
             }
         }
     }
