@@ -293,6 +293,8 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_subscriber_the_inner_service_is_called_at_once() {
+        // Another test of this process may have installed a global one.
+        let _none = tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
         let called = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let seen = Arc::clone(&called);
         let inner = tower::service_fn(move |_: Request<Body>| {
