@@ -76,7 +76,20 @@ impl RequestScope {
     where
         R: LookupSpan<'a> + 'a,
     {
-        spans.find_map(|span| span.extensions().get::<Self>().cloned())
+        spans.find_map(|span| {
+            let extensions = span.extensions();
+            let scope = extensions.get::<Self>();
+            // With an OpenTelemetry layer, the scope is kept in the span's
+            // OpenTelemetry side (one extension less per request).
+            #[cfg(feature = "otel")]
+            let scope = scope.or_else(|| {
+                extensions
+                    .get::<super::tracing::layer::OtelSpan>()?
+                    .scope
+                    .as_ref()
+            });
+            scope.cloned()
+        })
     }
 
     /// `"key":"value"` pairs, each preceded by a comma.

@@ -199,33 +199,35 @@ mod otel {
         mut scope: RequestScope,
     ) -> bool {
         request_scope::with_extensions(span, |extensions| {
-            let sampled = extensions.get_mut::<OtelSpan>().is_some_and(|otel| {
-                if server_name.is_some() {
-                    otel.set_kind(SpanKind::Server);
-                    otel.ended_by_owner();
+            let Some(otel) = extensions.get_mut::<OtelSpan>() else {
+                // No OpenTelemetry layer: the scope is an extension of its own.
+                extensions.replace(scope);
+                return false;
+            };
+            if server_name.is_some() {
+                otel.set_kind(SpanKind::Server);
+                otel.ended_by_owner();
+            }
+            let otel_span = otel.context().span();
+            let span_context = otel_span.span_context();
+            if span_context.is_valid() {
+                scope.ids = Some(TraceIds {
+                    trace_id: span_context.trace_id(),
+                    span_id: span_context.span_id(),
+                });
+            }
+            let sampled = otel_span.is_recording();
+            if sampled {
+                if let Some(name) = server_name {
+                    otel_span.update_name(name.to_owned());
                 }
-                let otel_span = otel.context().span();
-                let span_context = otel_span.span_context();
-                if span_context.is_valid() {
-                    scope.ids = Some(TraceIds {
-                        trace_id: span_context.trace_id(),
-                        span_id: span_context.span_id(),
-                    });
-                }
-                let sampled = otel_span.is_recording();
-                if sampled {
-                    if let Some(name) = server_name {
-                        otel_span.update_name(name.to_owned());
-                    }
-                    otel_span.set_attributes(
-                        attributes
-                            .iter()
-                            .map(|&(key, value)| KeyValue::new(key, value.to_owned())),
-                    );
-                }
-                sampled
-            });
-            extensions.replace(scope);
+                otel_span.set_attributes(
+                    attributes
+                        .iter()
+                        .map(|&(key, value)| KeyValue::new(key, value.to_owned())),
+                );
+            }
+            otel.scope = Some(scope);
             sampled
         })
         .unwrap_or(false)

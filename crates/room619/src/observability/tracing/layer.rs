@@ -55,7 +55,7 @@ use tracing_subscriber::{
     registry::{LookupSpan, SpanRef},
 };
 
-use crate::observability::request_scope;
+use crate::observability::request_scope::{self, RequestScope};
 
 /// Records spans as OpenTelemetry spans with `tracer`.
 pub(crate) struct OtelLayer<S> {
@@ -84,6 +84,10 @@ pub(crate) struct OtelSpan {
     /// Whether the span is ended by [`OtelSpan::end`] (a server span), so
     /// leaving it need not read the clock.
     ended_by_owner: bool,
+    /// The request the span serves, as its log lines show it: kept here
+    /// rather than as an extension of its own, which would cost an
+    /// allocation and a map entry more per request.
+    pub(crate) scope: Option<RequestScope>,
 }
 
 /// A span that has not started yet.
@@ -217,6 +221,7 @@ where
             cx: parent,
             left: None,
             ended_by_owner: false,
+            scope: None,
         });
     }
 
