@@ -80,7 +80,10 @@ impl NodeHandle {
     /// Removes the service `name` at exactly `version` from the running
     /// node: it leaves discovery, its routes stop answering new requests,
     /// requests in flight finish (for at most `node.drain_timeout`), then its
-    /// stop hook runs.
+    /// stop hook runs. A request routed to it just before, that reaches it
+    /// only after that wait (an HTTP/2 stream's task starting late), is
+    /// answered `503` / `UNAVAILABLE` rather than served by a stopping
+    /// service.
     ///
     /// # Errors
     ///

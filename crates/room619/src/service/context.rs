@@ -12,7 +12,10 @@ use tokio_util::{
 };
 use tonic::server::NamedService;
 
-use super::{Registry, ServiceDescriptor, in_flight::Tracked};
+use super::{
+    Registry, ServiceDescriptor,
+    in_flight::{Tracked, refuse_grpc},
+};
 use crate::{
     Result,
     bus::MessageBus,
@@ -240,16 +243,20 @@ impl<S: NamedService> NamedService for WithContext<S> {
 impl<S, B, RB> tower::Service<http::Request<B>> for WithContext<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    RB: Default,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Tracked<S::Future>;
+    type Future = Tracked<S::Future, S::Response>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        if let Some(refused) = refuse_grpc(self.ctx.in_flight(), self.ctx.descriptor()) {
+            return Tracked::refused(refused);
+        }
         request.extensions_mut().insert(self.ctx.clone());
         Tracked::new(
             self.inner.call(request),
