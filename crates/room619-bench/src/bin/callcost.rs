@@ -90,6 +90,11 @@ struct Cli {
     /// span, not just the request's envelope (see `room619_bench::otlp`).
     #[arg(long)]
     decoding_receiver: bool,
+    /// TOML added to the room619 node's configuration, for the `*-room619`
+    /// and `*-obs*` targets: what a setting costs, e.g.
+    /// `--node-config $'[limits]\nhttp2_keep_alive_interval = "0s"'`.
+    #[arg(long, default_value = "")]
+    node_config: String,
 }
 
 fn main() -> ExitCode {
@@ -111,6 +116,7 @@ fn main() -> ExitCode {
         cli.target,
         Duration::from_millis(cli.millis),
         receiver,
+        &cli.node_config,
     )) {
         Ok(requests) => {
             let mut stdout = std::io::stdout().lock();
@@ -127,18 +133,25 @@ async fn drive(
     target: Target,
     duration: Duration,
     receiver: otlp::Receiver,
+    node_config: &str,
 ) -> Result<u64, BoxError> {
     let hs256 = chain::config(ChainAlgorithm::Hs256);
     let (server, authorization) = match target {
         Target::GrpcBare => (servers::bare_tonic().await?, None),
         Target::RestBare => (servers::bare_axum().await?, None),
-        Target::GrpcRoom619 | Target::RestRoom619 => (servers::room619().await?, None),
+        Target::GrpcRoom619 | Target::RestRoom619 => {
+            (servers::room619_with(node_config).await?, None)
+        }
         Target::GrpcRoom619NoMetrics | Target::RestRoom619NoMetrics => (
             servers::room619_with("[telemetry]\nmetrics = false\n").await?,
             None,
         ),
-        Target::GrpcObs01 | Target::RestObs01 => (observed(0.1, receiver).await?, None),
-        Target::GrpcObs10 | Target::RestObs10 => (observed(1.0, receiver).await?, None),
+        Target::GrpcObs01 | Target::RestObs01 => {
+            (observed(0.1, receiver, node_config).await?, None)
+        }
+        Target::GrpcObs10 | Target::RestObs10 => {
+            (observed(1.0, receiver, node_config).await?, None)
+        }
         Target::GrpcChain | Target::RestChain => (
             servers::room619_with(&hs256).await?,
             Some(chain::authorization(ChainAlgorithm::Hs256)?),
@@ -185,7 +198,11 @@ async fn drive(
 /// A room619 node with observability fully on, sampling `ratio`: the
 /// process's global subscriber logs and traces, the spans go to a receiver
 /// in this process.
-async fn observed(ratio: f64, receiver: otlp::Receiver) -> Result<Server, BoxError> {
+async fn observed(
+    ratio: f64,
+    receiver: otlp::Receiver,
+    node_config: &str,
+) -> Result<Server, BoxError> {
     let endpoint = receiver.serve().await?;
     let telemetry = otlp::telemetry(&endpoint, ratio)?;
     let layers = otlp::Layers {
@@ -197,7 +214,7 @@ async fn observed(ratio: f64, receiver: otlp::Receiver) -> Result<Server, BoxErr
     }
     // The provider exports for as long as the process lives.
     std::mem::forget(telemetry);
-    servers::room619().await
+    servers::room619_with(node_config).await
 }
 
 async fn stop(server: Server) -> Result<(), BoxError> {
