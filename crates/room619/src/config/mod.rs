@@ -190,7 +190,22 @@ pub struct Limits {
     pub http2_max_concurrent_streams: u32,
     /// The largest HTTP/2 header list in bytes (decoded). Default: `16384`.
     pub http2_max_header_list_size: u32,
-    /// Interval of HTTP/2 keep-alive pings; `0s` disables them. Default: `20s`.
+    /// How long a connection may be silent before the kernel probes its
+    /// peer (TCP keep-alive, every quarter of it, four times), and how long
+    /// data sent on it may stay unacknowledged, or its peer's receive window
+    /// shut (`TCP_USER_TIMEOUT`, on Linux: twice it). Either way a dead or
+    /// stuck peer, including a client that stops reading, loses its
+    /// connection about twice this after it went quiet. The kernel does the
+    /// work: nothing is paid per request. `0s` disables both. Default: `20s`.
+    #[serde(with = "humantime_serde")]
+    pub tcp_keep_alive: Duration,
+    /// Interval of HTTP/2 keep-alive pings (an unanswered ping closes the
+    /// connection after 20 s); `0s` disables them. Off by default: while on,
+    /// hyper reads the clock and takes a lock on every frame and every poll
+    /// of the connection (about 2,000 instructions per unary gRPC call), and
+    /// [`tcp_keep_alive`](Self::tcp_keep_alive) already finds dead and stuck
+    /// peers. Turn it on where a proxy between client and node keeps the TCP
+    /// connection alive while the peer behind it is gone. Default: `0s`.
     #[serde(with = "humantime_serde")]
     pub http2_keep_alive_interval: Duration,
     /// The largest gRPC request message in bytes; larger fails with
@@ -227,7 +242,7 @@ pub struct Limits {
     /// An HTTP request body that sends no data for this long fails (`400`),
     /// so a client trickling or withholding a body it announced cannot hold a
     /// request, a task and a buffer for ever. gRPC streams are exempt: their
-    /// pauses are legitimate, and HTTP/2 keep-alive pings find dead peers.
+    /// pauses are legitimate, and TCP keep-alive finds dead peers.
     /// Default: `30s`.
     #[serde(with = "humantime_serde")]
     pub http_body_idle_timeout: Duration,
@@ -241,7 +256,8 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             http2_max_concurrent_streams: 256,
             http2_max_header_list_size: 16 * 1024,
-            http2_keep_alive_interval: Duration::from_secs(20),
+            tcp_keep_alive: Duration::from_secs(20),
+            http2_keep_alive_interval: Duration::ZERO,
             grpc_max_decode_message_size: 4 * 1024 * 1024,
             grpc_max_encode_message_size: 4 * 1024 * 1024,
             http_body_limit: 2 * 1024 * 1024,

@@ -30,13 +30,7 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
             format!("service names must not be empty (got {name:?})"),
         ));
     }
-    positive("node.drain_timeout", node.drain_timeout)?;
-    positive("limits.first_byte_timeout", limits.first_byte_timeout)?;
-    positive("limits.header_read_timeout", limits.header_read_timeout)?;
-    positive(
-        "limits.http_body_idle_timeout",
-        limits.http_body_idle_timeout,
-    )?;
+    timeouts(config)?;
     if limits.max_header_bytes < MIN_HEADER_BYTES {
         return Err(ConfigError::new(
             "limits.max_header_bytes",
@@ -151,6 +145,24 @@ fn discovery(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The node's and the connections' timeouts.
+fn timeouts(config: &Config) -> Result<(), ConfigError> {
+    let limits = &config.limits;
+    positive("node.drain_timeout", config.node.drain_timeout)?;
+    positive("limits.first_byte_timeout", limits.first_byte_timeout)?;
+    positive("limits.header_read_timeout", limits.header_read_timeout)?;
+    if !limits.tcp_keep_alive.is_zero() && limits.tcp_keep_alive < Duration::from_secs(1) {
+        return Err(ConfigError::new(
+            "limits.tcp_keep_alive",
+            format!(
+                "must be 0s (off) or at least 1s: the kernel counts in seconds (got {:?})",
+                limits.tcp_keep_alive
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn positive(key: &str, value: Duration) -> Result<(), ConfigError> {
     if value.is_zero() {
         return Err(ConfigError::new(key, "must be longer than zero"));
@@ -225,7 +237,10 @@ mod tests {
     #[test]
     fn overload_and_http2_limits_name_their_keys() {
         type Breaks = fn(&mut Config);
-        let cases: [(&str, Breaks); 4] = [
+        let cases: [(&str, Breaks); 5] = [
+            ("limits.tcp_keep_alive", |c| {
+                c.limits.tcp_keep_alive = Duration::from_millis(500);
+            }),
             ("limits.max_concurrent_requests", |c| {
                 c.limits.max_concurrent_requests = 0;
             }),

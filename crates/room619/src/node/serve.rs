@@ -19,6 +19,10 @@ use crate::config::Limits;
 /// How long the accept loop pauses after an accept error (e.g. out of file
 /// descriptors) before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// TCP keep-alive probes left unanswered before the kernel drops the
+/// connection.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const KEEP_ALIVE_PROBES: u32 = 4;
 /// How long an HTTP/2 keep-alive ping may go unanswered.
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -37,6 +41,8 @@ pub(crate) struct Timeouts {
     /// HTTP/1: with no request started, finished or in flight (a head that
     /// never ends, an idle keep-alive connection).
     pub(crate) quiet: Duration,
+    /// TCP keep-alive and user timeout ([`Limits::tcp_keep_alive`]).
+    pub(crate) tcp_keep_alive: Duration,
 }
 
 impl Timeouts {
@@ -44,6 +50,7 @@ impl Timeouts {
         Self {
             first_byte: limits.first_byte_timeout,
             quiet: limits.header_read_timeout,
+            tcp_keep_alive: limits.tcp_keep_alive,
         }
     }
 }
@@ -112,9 +119,7 @@ pub(crate) async fn accept_loop(
                 continue;
             }
         };
-        if let Err(err) = stream.set_nodelay(true) {
-            tracing::debug!(%peer, error = %err, "cannot set TCP_NODELAY");
-        }
+        set_socket_options(&stream, peer, timeouts.tcp_keep_alive);
         tracker.spawn(serve_connection(
             (stream, peer),
             app.clone(),
@@ -124,6 +129,36 @@ pub(crate) async fn accept_loop(
         ));
     }
     drop(listener);
+}
+
+/// Sets an accepted connection's socket options: `TCP_NODELAY` (an answer
+/// is written whole and must not wait for the peer's ACK of the last one),
+/// and unless `keep_alive` is zero, TCP keep-alive (first probe after
+/// `keep_alive` of silence, then every quarter of it, four times) and, on
+/// Linux, `TCP_USER_TIMEOUT` of twice `keep_alive`: data left unacknowledged,
+/// or a receive window left shut, for that long drops the connection. The
+/// kernel finds dead and stuck peers this way at no cost per request. An
+/// option that cannot be set is logged, and the connection served anyway.
+fn set_socket_options(stream: &TcpStream, peer: SocketAddr, keep_alive: Duration) {
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, error = %err, "cannot set TCP_NODELAY");
+    }
+    if keep_alive.is_zero() {
+        return;
+    }
+    let socket = socket2::SockRef::from(stream);
+    let probes = socket2::TcpKeepalive::new().with_time(keep_alive);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let probes = probes
+        .with_interval((keep_alive / 4).max(Duration::from_secs(1)))
+        .with_retries(KEEP_ALIVE_PROBES);
+    if let Err(err) = socket.set_tcp_keepalive(&probes) {
+        tracing::debug!(%peer, error = %err, "cannot set TCP keep-alive");
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(err) = socket.set_tcp_user_timeout(Some(keep_alive.saturating_mul(2))) {
+        tracing::debug!(%peer, error = %err, "cannot set TCP_USER_TIMEOUT");
+    }
 }
 
 /// Errors that concern one connection only; the loop goes on at once.
@@ -160,7 +195,7 @@ async fn serve_connection(
         }
     };
     // HTTP/1 requests are counted so that a quiet connection is closed;
-    // HTTP/2 has its own keep-alive pings and stream limits, and an idle
+    // HTTP/2 has stream limits (and TCP keep-alive finds dead peers), and an idle
     // HTTP/2 connection (a client's channel between calls) stays open.
     let activity = (!http2).then(Arc::<Activity>::default);
     let quiet = activity

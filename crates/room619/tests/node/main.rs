@@ -53,6 +53,7 @@ mod secrets_never_reach_the_logs;
 mod services_come_and_go_on_a_running_node;
 mod shutdown_drains_in_flight_requests;
 mod streaming_calls_work_in_process_and_over_the_network;
+mod stuck_clients_lose_their_connection;
 mod the_registry_endpoint_lists_hosted_services_and_known_instances;
 #[cfg(feature = "otel")]
 mod traces_follow_one_request_across_grpc_http_and_the_bus;
