@@ -100,7 +100,7 @@ pub(crate) fn scope(span: &Span, scope: RequestScope) {
 pub(crate) fn start_server(
     span: &Span,
     name: &str,
-    attributes: &[(&'static str, &str)],
+    attributes: &[(&'static str, AttributeValue<'_>)],
     scope: RequestScope,
 ) -> bool {
     start(span, Some(name), attributes, scope)
@@ -110,7 +110,7 @@ pub(crate) fn start_server(
 fn start(
     span: &Span,
     server_name: Option<&str>,
-    attributes: &[(&'static str, &str)],
+    attributes: &[(&'static str, AttributeValue<'_>)],
     scope: RequestScope,
 ) -> bool {
     if span.is_disabled() {
@@ -123,6 +123,32 @@ fn start(
         let _ = (server_name, attributes);
         super::request_scope::with_extensions(span, |extensions| extensions.replace(scope));
         false
+    }
+}
+
+/// The string value of a server span's attribute, made an OpenTelemetry
+/// value only when the span is sampled: a `'static` or shared string is then
+/// referred to, not copied.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum AttributeValue<'a> {
+    /// A string that lives for the whole program (an HTTP method).
+    Static(&'static str),
+    /// A string the node keeps shared (a route, a service name).
+    Shared(&'a std::sync::Arc<str>),
+    /// A string of this request only (its id): copied.
+    Borrowed(&'a str),
+}
+
+#[cfg(feature = "otel")]
+impl AttributeValue<'_> {
+    fn to_value(self) -> opentelemetry::Value {
+        match self {
+            Self::Static(value) => value.into(),
+            Self::Shared(value) => {
+                opentelemetry::StringValue::from(std::sync::Arc::clone(value)).into()
+            }
+            Self::Borrowed(value) => value.to_owned().into(),
+        }
     }
 }
 
@@ -195,7 +221,7 @@ mod otel {
     pub(super) fn start(
         span: &Span,
         server_name: Option<&str>,
-        attributes: &[(&'static str, &str)],
+        attributes: &[(&'static str, super::AttributeValue<'_>)],
         mut scope: RequestScope,
     ) -> bool {
         request_scope::with_extensions(span, |extensions| {
@@ -224,7 +250,7 @@ mod otel {
                 otel_span.set_attributes(
                     attributes
                         .iter()
-                        .map(|&(key, value)| KeyValue::new(key, value.to_owned())),
+                        .map(|(key, value)| KeyValue::new(*key, value.to_value())),
                 );
             }
             otel.scope = Some(scope);

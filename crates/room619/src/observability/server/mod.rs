@@ -47,7 +47,11 @@ use self::{
     future::ResponseFuture,
     routes::{BoundRoute, GrpcRoute, HttpRoute},
 };
-use super::{metrics::ServerMetrics, request_scope::RequestScope, trace_context};
+use super::{
+    metrics::ServerMetrics,
+    request_scope::RequestScope,
+    trace_context::{self, AttributeValue},
+};
 use crate::middleware::{RequestId, sensitive::mark_sensitive};
 
 /// The request id header, taken from the caller or made, and answered.
@@ -175,10 +179,13 @@ fn grpc_span(route: &GrpcRoute, request_id: &RequestId, headers: &HeaderMap) -> 
         headers,
         &route.name,
         &[
-            ("rpc.system", route.labels.system),
-            ("rpc.service", &route.labels.service),
-            ("rpc.method", &route.labels.method),
-            (REQUEST_ID_ATTRIBUTE, request_id.as_str()),
+            ("rpc.system", AttributeValue::Static(route.labels.system)),
+            ("rpc.service", AttributeValue::Shared(&route.labels.service)),
+            ("rpc.method", AttributeValue::Shared(&route.labels.method)),
+            (
+                REQUEST_ID_ATTRIBUTE,
+                AttributeValue::Borrowed(request_id.as_str()),
+            ),
         ],
         RequestScope::new(&route.owner, &route.name, Some(request_id.clone())),
     );
@@ -197,9 +204,18 @@ fn http_span(route: &HttpRoute, request_id: &RequestId, headers: &HeaderMap) -> 
         headers,
         &route.name,
         &[
-            ("http.request.method", route.labels.http_request_method),
-            ("http.route", &route.labels.http_route),
-            (REQUEST_ID_ATTRIBUTE, request_id.as_str()),
+            (
+                "http.request.method",
+                AttributeValue::Static(route.labels.http_request_method),
+            ),
+            (
+                "http.route",
+                AttributeValue::Shared(&route.labels.http_route),
+            ),
+            (
+                REQUEST_ID_ATTRIBUTE,
+                AttributeValue::Borrowed(request_id.as_str()),
+            ),
         ],
         RequestScope::new(&route.owner, &route.name, Some(request_id.clone())),
     );
@@ -217,7 +233,7 @@ fn start(
     span: &Span,
     headers: &HeaderMap,
     name: &str,
-    attributes: &[(&'static str, &str)],
+    attributes: &[(&'static str, AttributeValue<'_>)],
     scope: RequestScope,
 ) -> bool {
     trace_context::continue_from_http(span, headers);
