@@ -777,10 +777,13 @@ impl Encoder for ExportCodec {
     type Error = tonic::Status;
 
     fn encode(&mut self, batch: Batch, buf: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        // One reservation, not a doubling (and a copy) each time tonic's
-        // buffer fills.
-        buf.reserve(batch.plan.request_len());
-        batch.encode(buf);
+        // Written to a vector of the request's exact size, then copied
+        // into tonic's buffer at once: a byte put through tonic's buffer
+        // takes a generic `BufMut` path, and a span is written a few bytes
+        // at a time.
+        let mut request = Vec::with_capacity(batch.plan.request_len());
+        batch.encode(&mut request);
+        buf.put_slice(&request);
         Ok(())
     }
 }
