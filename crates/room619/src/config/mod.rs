@@ -196,7 +196,8 @@ pub struct Limits {
     /// shut (`TCP_USER_TIMEOUT`, on Linux: twice it). Either way a dead or
     /// stuck peer, including a client that stops reading, loses its
     /// connection about twice this after it went quiet. The kernel does the
-    /// work: nothing is paid per request. `0s` disables both. Default: `20s`.
+    /// work: nothing is paid per request. `0s` disables both; otherwise from
+    /// `1s` to `32767s`. Default: `20s`.
     #[serde(with = "humantime_serde")]
     pub tcp_keep_alive: Duration,
     /// Interval of HTTP/2 keep-alive pings (an unanswered ping closes the

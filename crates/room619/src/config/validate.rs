@@ -6,6 +6,10 @@ use super::{Config, ConfigError};
 
 /// hyper refuses (by panicking) an HTTP/1 buffer smaller than this.
 const MIN_HEADER_BYTES: usize = 8192;
+/// The kernel counts keep-alive times in whole seconds...
+const MIN_KEEP_ALIVE: Duration = Duration::from_secs(1);
+/// ...up to 32767 (`TCP_KEEPIDLE` on Linux).
+const MAX_KEEP_ALIVE: Duration = Duration::from_secs(32_767);
 /// The gRPC length prefix is a `u32`.
 const MAX_GRPC_MESSAGE: usize = u32::MAX as usize;
 
@@ -151,12 +155,13 @@ fn timeouts(config: &Config) -> Result<(), ConfigError> {
     positive("node.drain_timeout", config.node.drain_timeout)?;
     positive("limits.first_byte_timeout", limits.first_byte_timeout)?;
     positive("limits.header_read_timeout", limits.header_read_timeout)?;
-    if !limits.tcp_keep_alive.is_zero() && limits.tcp_keep_alive < Duration::from_secs(1) {
+    let keep_alive = limits.tcp_keep_alive;
+    if !keep_alive.is_zero() && !(MIN_KEEP_ALIVE..=MAX_KEEP_ALIVE).contains(&keep_alive) {
         return Err(ConfigError::new(
             "limits.tcp_keep_alive",
             format!(
-                "must be 0s (off) or at least 1s: the kernel counts in seconds (got {:?})",
-                limits.tcp_keep_alive
+                "must be 0s (off) or from 1s to 32767s, the kernel's range for the first probe \
+                 (got {keep_alive:?})"
             ),
         ));
     }
@@ -237,9 +242,12 @@ mod tests {
     #[test]
     fn overload_and_http2_limits_name_their_keys() {
         type Breaks = fn(&mut Config);
-        let cases: [(&str, Breaks); 5] = [
+        let cases: [(&str, Breaks); 6] = [
             ("limits.tcp_keep_alive", |c| {
                 c.limits.tcp_keep_alive = Duration::from_millis(500);
+            }),
+            ("limits.tcp_keep_alive", |c| {
+                c.limits.tcp_keep_alive = Duration::from_secs(40_000);
             }),
             ("limits.max_concurrent_requests", |c| {
                 c.limits.max_concurrent_requests = 0;
