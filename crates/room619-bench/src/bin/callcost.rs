@@ -90,9 +90,9 @@ struct Cli {
     /// span, not just the request's envelope (see `room619_bench::otlp`).
     #[arg(long)]
     decoding_receiver: bool,
-    /// TOML added to the room619 node's configuration, for the `*-room619`
-    /// and `*-obs*` targets: what a setting costs, e.g.
-    /// `--node-config $'[limits]\nhttp2_keep_alive_interval = "0s"'`.
+    /// TOML added to the room619 node's configuration, for every target
+    /// served by a room619 node: what a setting costs, e.g.
+    /// `--node-config $'[limits]\nhttp2_keep_alive_interval = "20s"'`.
     #[arg(long, default_value = "")]
     node_config: String,
 }
@@ -143,7 +143,7 @@ async fn drive(
             (servers::room619_with(node_config).await?, None)
         }
         Target::GrpcRoom619NoMetrics | Target::RestRoom619NoMetrics => (
-            servers::room619_with("[telemetry]\nmetrics = false\n").await?,
+            servers::room619_with(&format!("[telemetry]\nmetrics = false\n{node_config}")).await?,
             None,
         ),
         Target::GrpcObs01 | Target::RestObs01 => {
@@ -153,7 +153,7 @@ async fn drive(
             (observed(1.0, receiver, node_config).await?, None)
         }
         Target::GrpcChain | Target::RestChain => (
-            servers::room619_with(&hs256).await?,
+            servers::room619_with(&format!("{hs256}{node_config}")).await?,
             Some(chain::authorization(ChainAlgorithm::Hs256)?),
         ),
         Target::ClientBare | Target::ClientStack => return clients(target, duration).await,

@@ -191,13 +191,17 @@ pub struct Limits {
     /// The largest HTTP/2 header list in bytes (decoded). Default: `16384`.
     pub http2_max_header_list_size: u32,
     /// How long a connection may be silent before the kernel probes its
-    /// peer (TCP keep-alive, every quarter of it, four times), and how long
-    /// data sent on it may stay unacknowledged, or its peer's receive window
-    /// shut (`TCP_USER_TIMEOUT`, on Linux: twice it). Either way a dead or
-    /// stuck peer, including a client that stops reading, loses its
-    /// connection about twice this after it went quiet. The kernel does the
-    /// work: nothing is paid per request. `0s` disables both; otherwise from
-    /// `1s` to `32767s`. Default: `20s`.
+    /// peer (TCP keep-alive, then every quarter of it, four times): a dead
+    /// peer loses its connection about twice this after it went quiet. On
+    /// Linux also how long, twice it, data sent may stay unacknowledged or
+    /// the peer's receive window shut (`TCP_USER_TIMEOUT`; zero windows
+    /// count since kernel 5.11) before the connection is dropped: a client
+    /// that stops reading, over HTTP/1 or HTTP/2, and a network down that
+    /// long. Elsewhere a live peer that stops reading keeps its connection;
+    /// turn [`http2_keep_alive_interval`](Self::http2_keep_alive_interval)
+    /// on there. The kernel does the work: nothing is paid per request.
+    /// `0s` disables both; otherwise whole seconds from `1s` to `32767s`.
+    /// Default: `20s`.
     #[serde(with = "humantime_serde")]
     pub tcp_keep_alive: Duration,
     /// Interval of HTTP/2 keep-alive pings (an unanswered ping closes the

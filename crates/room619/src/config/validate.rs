@@ -6,7 +6,7 @@ use super::{Config, ConfigError};
 
 /// hyper refuses (by panicking) an HTTP/1 buffer smaller than this.
 const MIN_HEADER_BYTES: usize = 8192;
-/// The kernel counts keep-alive times in whole seconds...
+/// The kernel counts keep-alive times in whole seconds, from one...
 const MIN_KEEP_ALIVE: Duration = Duration::from_secs(1);
 /// ...up to 32767 (`TCP_KEEPIDLE` on Linux).
 const MAX_KEEP_ALIVE: Duration = Duration::from_secs(32_767);
@@ -156,12 +156,15 @@ fn timeouts(config: &Config) -> Result<(), ConfigError> {
     positive("limits.first_byte_timeout", limits.first_byte_timeout)?;
     positive("limits.header_read_timeout", limits.header_read_timeout)?;
     let keep_alive = limits.tcp_keep_alive;
-    if !keep_alive.is_zero() && !(MIN_KEEP_ALIVE..=MAX_KEEP_ALIVE).contains(&keep_alive) {
+    if !keep_alive.is_zero()
+        && (!(MIN_KEEP_ALIVE..=MAX_KEEP_ALIVE).contains(&keep_alive)
+            || keep_alive.subsec_nanos() != 0)
+    {
         return Err(ConfigError::new(
             "limits.tcp_keep_alive",
             format!(
-                "must be 0s (off) or from 1s to 32767s, the kernel's range for the first probe \
-                 (got {keep_alive:?})"
+                "must be 0s (off) or whole seconds from 1s to 32767s, the kernel's range for \
+                 the first probe (got {keep_alive:?})"
             ),
         ));
     }
@@ -242,12 +245,15 @@ mod tests {
     #[test]
     fn overload_and_http2_limits_name_their_keys() {
         type Breaks = fn(&mut Config);
-        let cases: [(&str, Breaks); 6] = [
+        let cases: [(&str, Breaks); 7] = [
             ("limits.tcp_keep_alive", |c| {
                 c.limits.tcp_keep_alive = Duration::from_millis(500);
             }),
             ("limits.tcp_keep_alive", |c| {
                 c.limits.tcp_keep_alive = Duration::from_secs(40_000);
+            }),
+            ("limits.tcp_keep_alive", |c| {
+                c.limits.tcp_keep_alive = Duration::from_millis(1500);
             }),
             ("limits.max_concurrent_requests", |c| {
                 c.limits.max_concurrent_requests = 0;

@@ -19,10 +19,6 @@ use crate::config::Limits;
 /// How long the accept loop pauses after an accept error (e.g. out of file
 /// descriptors) before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
-/// TCP keep-alive probes left unanswered before the kernel drops the
-/// connection.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-const KEEP_ALIVE_PROBES: u32 = 4;
 /// How long an HTTP/2 keep-alive ping may go unanswered.
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -133,12 +129,12 @@ pub(crate) async fn accept_loop(
 
 /// Sets an accepted connection's socket options: `TCP_NODELAY` (an answer
 /// is written whole and must not wait for the peer's ACK of the last one),
-/// and unless `keep_alive` is zero, TCP keep-alive (first probe after
-/// `keep_alive` of silence, then every quarter of it, four times) and, on
-/// Linux, `TCP_USER_TIMEOUT` of twice `keep_alive`: data left unacknowledged,
-/// or a receive window left shut, for that long drops the connection. The
-/// kernel finds dead and stuck peers this way at no cost per request. An
-/// option that cannot be set is logged, and the connection served anyway.
+/// and unless `keep_alive` is zero, TCP keep-alive ([`keep_alive_probes`])
+/// and, on Linux, `TCP_USER_TIMEOUT` of twice `keep_alive`: data left
+/// unacknowledged, or a receive window left shut, for that long drops the
+/// connection. The kernel finds dead and stuck peers this way at no cost per
+/// request. An option that cannot be set is logged, and the connection
+/// served anyway.
 fn set_socket_options(stream: &TcpStream, peer: SocketAddr, keep_alive: Duration) {
     if let Err(err) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %err, "cannot set TCP_NODELAY");
@@ -147,18 +143,53 @@ fn set_socket_options(stream: &TcpStream, peer: SocketAddr, keep_alive: Duration
         return;
     }
     let socket = socket2::SockRef::from(stream);
-    let probes = socket2::TcpKeepalive::new().with_time(keep_alive);
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    let probes = probes
-        .with_interval((keep_alive / 4).max(Duration::from_secs(1)))
-        .with_retries(KEEP_ALIVE_PROBES);
-    if let Err(err) = socket.set_tcp_keepalive(&probes) {
+    if let Err(err) = socket.set_tcp_keepalive(&keep_alive_probes(keep_alive)) {
         tracing::debug!(%peer, error = %err, "cannot set TCP keep-alive");
     }
     #[cfg(any(target_os = "linux", target_os = "android"))]
     if let Err(err) = socket.set_tcp_user_timeout(Some(keep_alive.saturating_mul(2))) {
         tracing::debug!(%peer, error = %err, "cannot set TCP_USER_TIMEOUT");
     }
+}
+
+/// Keep-alive probes after `idle` of silence, then every quarter of it (at
+/// least a second), four times, where the platform lets the interval and
+/// the count be set (socket2's list); elsewhere the system's.
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "dragonfly",
+    target_os = "illumos",
+    target_os = "windows",
+))]
+fn keep_alive_probes(idle: Duration) -> socket2::TcpKeepalive {
+    /// Probes left unanswered before the kernel drops the connection.
+    const PROBES: u32 = 4;
+    socket2::TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval((idle / 4).max(Duration::from_secs(1)))
+        .with_retries(PROBES)
+}
+
+/// Keep-alive probes after `idle` of silence; their interval and count are
+/// the system's here.
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "dragonfly",
+    target_os = "illumos",
+    target_os = "windows",
+)))]
+fn keep_alive_probes(idle: Duration) -> socket2::TcpKeepalive {
+    socket2::TcpKeepalive::new().with_time(idle)
 }
 
 /// Errors that concern one connection only; the loop goes on at once.

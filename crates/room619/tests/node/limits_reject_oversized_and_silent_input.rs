@@ -268,7 +268,7 @@ async fn an_idle_http2_connection_outlives_the_header_read_timeout() {
         .unwrap();
     let mut client = EchoClient::new(channel);
     client.echo(carrying(8)).await.unwrap();
-    // A gRPC channel idles between calls; HTTP/2 has its own keep-alive.
+    // A gRPC channel idles between calls; TCP keep-alive finds dead peers.
     tokio::time::sleep(Duration::from_millis(900)).await;
     client.echo(carrying(8)).await.unwrap();
     assert_eq!(
