@@ -152,44 +152,30 @@ fn set_socket_options(stream: &TcpStream, peer: SocketAddr, keep_alive: Duration
     }
 }
 
-/// Keep-alive probes after `idle` of silence, then every quarter of it (at
-/// least a second), four times, where the platform lets the interval and
-/// the count be set (socket2's list); elsewhere the system's.
-#[cfg(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "dragonfly",
-    target_os = "illumos",
-    target_os = "windows",
-))]
+/// Keep-alive probes after `idle` of silence, then, where the platform lets
+/// the interval and the count be set (socket2's list), every quarter of it
+/// (at least a second), four times; elsewhere as often as the system says.
 fn keep_alive_probes(idle: Duration) -> socket2::TcpKeepalive {
-    /// Probes left unanswered before the kernel drops the connection.
-    const PROBES: u32 = 4;
-    socket2::TcpKeepalive::new()
-        .with_time(idle)
-        .with_interval((idle / 4).max(Duration::from_secs(1)))
-        .with_retries(PROBES)
-}
-
-/// Keep-alive probes after `idle` of silence; their interval and count are
-/// the system's here.
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "macos",
-    target_os = "ios",
-    target_os = "freebsd",
-    target_os = "netbsd",
-    target_os = "dragonfly",
-    target_os = "illumos",
-    target_os = "windows",
-)))]
-fn keep_alive_probes(idle: Duration) -> socket2::TcpKeepalive {
-    socket2::TcpKeepalive::new().with_time(idle)
+    let probes = socket2::TcpKeepalive::new().with_time(idle);
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "dragonfly",
+        target_os = "illumos",
+        target_os = "windows",
+    ))]
+    let probes = {
+        /// Probes left unanswered before the kernel drops the connection.
+        const PROBES: u32 = 4;
+        probes
+            .with_interval((idle / 4).max(Duration::from_secs(1)))
+            .with_retries(PROBES)
+    };
+    probes
 }
 
 /// Errors that concern one connection only; the loop goes on at once.
