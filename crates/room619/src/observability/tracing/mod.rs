@@ -24,16 +24,17 @@ use std::{
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::{
     Resource,
-    trace::{Sampler, SdkTracerProvider},
+    trace::{Sampler, SdkTracerProvider, TracerProviderBuilder},
 };
 use tracing_subscriber::{Layer, registry::LookupSpan};
 
-use self::otlp::OtlpExporter;
+use self::{otlp::OtlpExporter, processor::OtlpProcessor};
 use super::TelemetryConfig;
 use crate::{Error, Result};
 
 pub(crate) mod layer;
 mod otlp;
+mod processor;
 
 /// How long one export to the collector may take.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,10 +55,19 @@ impl Telemetry {
     /// `telemetry.otlp_endpoint` is unset (export off). Call it inside a
     /// tokio runtime.
     ///
+    /// A sampled span is encoded as it ends and sent from a thread of the
+    /// provider's own, on the schedule of the SDK's batch processor and its
+    /// variables: when `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` spans (512) wait,
+    /// `OTEL_BSP_SCHEDULE_DELAY` ms (5 000) after the last export, on
+    /// [`flush`](Self::flush) and at shutdown; a span that finds
+    /// `OTEL_BSP_MAX_QUEUE_SIZE` spans (2 048) waiting is dropped (and
+    /// counted in a warning, at most once a minute).
+    ///
     /// # Errors
     ///
     /// `Config` when the endpoint is invalid or the exporter cannot be built;
-    /// `Internal` outside a tokio runtime.
+    /// `Internal` outside a tokio runtime, or when the export thread cannot
+    /// be started.
     pub fn new(config: &TelemetryConfig, service_name: &str) -> Result<Option<Self>> {
         let Some(endpoint) = &config.otlp_endpoint else {
             return Ok(None);
@@ -67,24 +77,32 @@ impl Telemetry {
                 "the OTLP exporter must be made inside a tokio runtime (its channel runs there)",
             ));
         }
-        let exporter = OtlpExporter::new(endpoint, EXPORT_TIMEOUT)?;
-        Ok(Some(Self::with_exporter(
-            exporter,
+        let processor = OtlpProcessor::new(OtlpExporter::new(endpoint, EXPORT_TIMEOUT)?)?;
+        Ok(Some(Self::build(
+            SdkTracerProvider::builder().with_span_processor(processor),
             config.sampling_ratio,
             service_name,
         )))
     }
 
-    /// A provider over any span exporter (tests, other protocols).
+    /// A provider over any span exporter (tests, other protocols), with
+    /// the SDK's batch processor.
     #[must_use]
     pub fn with_exporter(
         exporter: impl opentelemetry_sdk::trace::SpanExporter + 'static,
         sampling_ratio: f64,
         service_name: &str,
     ) -> Self {
+        Self::build(
+            SdkTracerProvider::builder().with_batch_exporter(exporter),
+            sampling_ratio,
+            service_name,
+        )
+    }
+
+    fn build(builder: TracerProviderBuilder, sampling_ratio: f64, service_name: &str) -> Self {
         let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(sampling_ratio)));
-        let provider = SdkTracerProvider::builder()
-            .with_batch_exporter(exporter)
+        let provider = builder
             .with_sampler(sampler)
             .with_resource(
                 Resource::builder()

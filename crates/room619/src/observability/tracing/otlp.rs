@@ -3,17 +3,20 @@
 //! `opentelemetry-otlp` turns every batch into the generated
 //! `opentelemetry-proto` messages first (an owned `Vec` for each id, a
 //! `String` for each name, key and string value, a `Vec` of attributes per
-//! span), then prost encodes them. [`OtlpExporter`] writes the same
-//! `ExportTraceServiceRequest` from the borrowed [`SpanData`] in two passes
-//! (lengths, then bytes) into tonic's send buffer: no intermediate message,
-//! and no allocation per span but for a span's `tracestate`, when it has
-//! one. A batch larger than a collector takes by
-//! default (4 MiB) goes in several requests rather than being refused
-//! whole. A test decodes what it writes with `opentelemetry-proto` and
-//! compares it with that crate's own conversion of the same spans.
+//! span), then prost encodes them. Here each span is written as it ends
+//! ([`Encoded::push`], from the [processor](super::processor)) from the
+//! borrowed [`SpanData`], in two passes (its length, then its bytes): no
+//! intermediate message, and no allocation per span but for a span's
+//! `tracestate`, when it has one. [`OtlpExporter`] sends the encoded spans,
+//! grouped by scope under the resource, in as few
+//! `ExportTraceServiceRequest`s as keep each within what a collector takes
+//! by default (4 MiB) rather than being refused whole. A test decodes what
+//! is written with `opentelemetry-proto` and compares it with that crate's
+//! own conversion of the same spans.
 
 use std::{
     fmt,
+    ops::Range,
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -27,7 +30,7 @@ use opentelemetry::{
 use opentelemetry_sdk::{
     Resource,
     error::{OTelSdkError, OTelSdkResult},
-    trace::{SpanData, SpanExporter},
+    trace::SpanData,
 };
 use tonic::{
     client::Grpc,
@@ -45,7 +48,6 @@ const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/
 #[derive(Clone)]
 pub(crate) struct OtlpExporter {
     grpc: Grpc<Channel>,
-    resource: Arc<EncodedResource>,
     failures: Arc<Failures>,
 }
 
@@ -82,14 +84,30 @@ impl OtlpExporter {
         let channel = endpoint_uri.timeout(timeout).connect_lazy();
         Ok(Self {
             grpc: Grpc::new(channel),
-            resource: Arc::new(EncodedResource::new(&Resource::builder_empty().build())),
             failures: Arc::new(Failures::default()),
         })
     }
 
-    /// Sends one request; a refusal fails it (and the rest of the batch:
-    /// the SDK's processor does not retry).
-    async fn send(&self, batch: Batch) -> OTelSdkResult {
+    /// Sends `spans` with `resource`, in as many requests as keep each
+    /// within [`MAX_REQUEST`]; the first that fails fails the export (and
+    /// the rest of the spans: an export is not retried).
+    ///
+    /// # Errors
+    ///
+    /// The collector could not be reached, or refused a request.
+    pub(super) async fn export(
+        &self,
+        spans: &Encoded,
+        resource: &EncodedResource,
+    ) -> OTelSdkResult {
+        for request in spans.requests(resource, MAX_REQUEST) {
+            self.send(request).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends one request; a refusal fails it.
+    async fn send(&self, request: Vec<u8>) -> OTelSdkResult {
         let mut grpc = self.grpc.clone();
         grpc.ready().await.map_err(|err| {
             self.failures
@@ -97,7 +115,7 @@ impl OtlpExporter {
         })?;
         let response = grpc
             .unary(
-                tonic::Request::new(batch),
+                tonic::Request::new(request),
                 PathAndQuery::from_static(EXPORT_PATH),
                 ExportCodec,
             )
@@ -122,21 +140,8 @@ impl OtlpExporter {
     }
 }
 
-impl SpanExporter for OtlpExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        for request in Batch::split(batch, &self.resource, MAX_REQUEST) {
-            self.send(request).await?;
-        }
-        Ok(())
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.resource = Arc::new(EncodedResource::new(resource));
-    }
-}
-
-/// Failed exports, logged here (the SDK's batch processor drops the error:
-/// its own logging is a feature room619 does not turn on) at most once per
+/// Failed exports, logged here (a `force_flush` caller sees the error, the
+/// timer's and a full batch's exports have no caller) at most once per
 /// [`FAILURE_LOG_INTERVAL`], with how many failed since the last line: a
 /// collector that is down fails every batch, and a busy node sends several
 /// a second.
@@ -177,13 +182,13 @@ impl Failures {
 /// The resource every batch is sent with, encoded once: the body of an OTLP
 /// `Resource` and the resource's schema URL.
 #[derive(Debug)]
-struct EncodedResource {
+pub(super) struct EncodedResource {
     body: Vec<u8>,
     schema_url: String,
 }
 
 impl EncodedResource {
-    fn new(resource: &Resource) -> Self {
+    pub(super) fn new(resource: &Resource) -> Self {
         let attributes: Vec<KeyValue> = resource
             .iter()
             .map(|(key, value)| KeyValue::new(key.clone(), value.clone()))
@@ -199,161 +204,191 @@ impl EncodedResource {
 
 /// The largest request sent: an OpenTelemetry Collector takes at most 4 MiB
 /// by default (`max_recv_msg_size_mib`), and refuses a larger request whole.
-const MAX_REQUEST: usize = 4 * 1024 * 1024;
+pub(super) const MAX_REQUEST: usize = 4 * 1024 * 1024;
 
-/// One request: spans, the resource they ran in, and the plan of their
-/// encoding.
-struct Batch {
-    spans: Vec<SpanData>,
-    resource: Arc<EncodedResource>,
-    plan: Plan,
+/// Finished spans, encoded as they end, waiting to be exported: for each
+/// instrumentation scope, in the order scopes first appear (as
+/// `opentelemetry-proto` groups them), its spans as the `spans` fields of an
+/// OTLP `ScopeSpans`, one after another. The `SpanData` is not kept: no copy
+/// of it through a channel into a batch, no batch to plan, only bytes.
+#[derive(Default)]
+pub(super) struct Encoded {
+    scopes: Vec<ScopeSpans>,
+    spans: usize,
 }
 
-impl Batch {
-    /// `spans` in as few requests as keep each at most `max` bytes (a span
-    /// larger than that on its own goes alone), in their order.
-    fn split(spans: Vec<SpanData>, resource: &Arc<EncodedResource>, max: usize) -> Vec<Self> {
-        let plan = Plan::new(&spans, resource);
-        if plan.request_len() <= max {
-            return vec![Self {
-                spans,
-                resource: Arc::clone(resource),
-                plan,
-            }];
-        }
-        // What a request holds besides its spans, at most: the resource and
-        // every scope's header.
-        let overhead = plan.request_len()
-            - plan
-                .spans
-                .iter()
-                .map(|span| len_field_len(2, span.len))
-                .sum::<usize>();
-        let mut batches = Vec::new();
-        let (mut chunk, mut chunk_len) = (Vec::new(), overhead);
-        for (span, prepared) in spans.into_iter().zip(&plan.spans) {
-            let len = len_field_len(2, prepared.len);
-            if !chunk.is_empty() && chunk_len + len > max {
-                batches.push(std::mem::take(&mut chunk));
-                chunk_len = overhead;
-            }
-            chunk.push(span);
-            chunk_len += len;
-        }
-        batches.push(chunk);
-        batches
-            .into_iter()
-            .map(|spans| Self {
-                plan: Plan::new(&spans, resource),
-                spans,
-                resource: Arc::clone(resource),
-            })
-            .collect()
-    }
-
-    /// Writes the `ExportTraceServiceRequest` its plan describes: one
-    /// `ResourceSpans` with a `ScopeSpans` for each instrumentation scope,
-    /// in the order scopes first appear (as `opentelemetry-proto` groups
-    /// them).
-    fn encode(&self, buf: &mut impl BufMut) {
-        let plan = &self.plan;
-        put_len_prefix(buf, 1, plan.resource_spans_len);
-        put_len_prefix(buf, 1, self.resource.body.len());
-        buf.put_slice(&self.resource.body);
-        for scope in &plan.scopes {
-            let instrumentation = &self.spans[scope.spans[0]].instrumentation_scope;
-            put_len_prefix(buf, 2, scope.len);
-            put_len_prefix(buf, 1, scope_len(instrumentation));
-            put_scope(buf, instrumentation);
-            for &index in &scope.spans {
-                let (span, prepared) = (&self.spans[index], &plan.spans[index]);
-                put_len_prefix(buf, 2, prepared.len);
-                put_span(buf, span, prepared.trace_state.as_deref());
-            }
-            put_str(buf, 3, instrumentation.schema_url().unwrap_or_default());
-        }
-        put_str(buf, 3, &self.resource.schema_url);
-    }
-
-    /// The request in a buffer of its own.
-    #[cfg(test)]
-    fn to_vec(&self) -> Vec<u8> {
-        let mut buf = Vec::new();
-        self.encode(&mut buf);
-        buf
-    }
+struct ScopeSpans {
+    scope: InstrumentationScope,
+    /// `ScopeSpans.spans` fields (2): key, length, `Span`, for each span.
+    spans: Vec<u8>,
 }
 
-/// The lengths a batch's nested messages are prefixed with, worked out
-/// before any byte is written.
-struct Plan {
-    spans: Vec<PreparedSpan>,
-    scopes: Vec<ScopePlan>,
-    resource_spans_len: usize,
-}
-
-struct PreparedSpan {
+/// What a span's encoding needs worked out before its first byte is
+/// written: done outside the processor's lock.
+pub(super) struct Prepared {
     len: usize,
     /// The W3C `tracestate`, when the span has one.
     trace_state: Option<String>,
 }
 
-struct ScopePlan {
-    /// Indexes into the batch of the scope's spans (never empty: the first
-    /// span names the scope).
-    spans: Vec<usize>,
-    len: usize,
+impl Prepared {
+    pub(super) fn of(span: &SpanData) -> Self {
+        let trace_state = trace_state(&span.span_context);
+        Self {
+            len: span_len(span, trace_state.as_deref()),
+            trace_state,
+        }
+    }
 }
 
-impl Plan {
-    fn new(spans: &[SpanData], resource: &EncodedResource) -> Self {
-        let mut scopes: Vec<ScopePlan> = Vec::new();
-        let prepared = spans
-            .iter()
-            .enumerate()
-            .map(|(index, span)| {
-                let scope = &span.instrumentation_scope;
-                match scopes
-                    .iter_mut()
-                    .find(|plan| spans[plan.spans[0]].instrumentation_scope == *scope)
-                {
-                    Some(plan) => plan.spans.push(index),
-                    None => scopes.push(ScopePlan {
-                        spans: vec![index],
-                        len: 0,
-                    }),
-                }
-                let trace_state = trace_state(&span.span_context);
-                PreparedSpan {
-                    len: span_len(span, trace_state.as_deref()),
-                    trace_state,
-                }
-            })
-            .collect::<Vec<_>>();
-        let mut resource_spans_len =
-            len_field_len(1, resource.body.len()) + str_len(3, &resource.schema_url);
-        for scope in &mut scopes {
-            let instrumentation = &spans[scope.spans[0]].instrumentation_scope;
-            scope.len = len_field_len(1, scope_len(instrumentation))
-                + scope
-                    .spans
-                    .iter()
-                    .map(|&index| len_field_len(2, prepared[index].len))
-                    .sum::<usize>()
-                + str_len(3, instrumentation.schema_url().unwrap_or_default());
-            resource_spans_len += len_field_len(2, scope.len);
-        }
-        Self {
-            spans: prepared,
-            scopes,
-            resource_spans_len,
-        }
+impl Encoded {
+    /// How many spans wait.
+    pub(super) fn len(&self) -> usize {
+        self.spans
     }
 
-    /// The length of the whole `ExportTraceServiceRequest`.
-    fn request_len(&self) -> usize {
-        len_field_len(1, self.resource_spans_len)
+    pub(super) fn is_empty(&self) -> bool {
+        self.spans == 0
     }
+
+    /// Appends `span`, `prepared` for it.
+    pub(super) fn push(&mut self, span: &SpanData, prepared: &Prepared) {
+        let scope = &span.instrumentation_scope;
+        let index = if let Some(index) = self.scopes.iter().position(|spans| spans.scope == *scope)
+        {
+            index
+        } else {
+            self.scopes.push(ScopeSpans {
+                scope: scope.clone(),
+                spans: Vec::new(),
+            });
+            self.scopes.len() - 1
+        };
+        let buf = &mut self.scopes[index].spans;
+        buf.reserve(len_field_len(2, prepared.len));
+        put_len_prefix(buf, 2, prepared.len);
+        put_span(buf, span, prepared.trace_state.as_deref());
+        self.spans += 1;
+    }
+
+    /// The `ExportTraceServiceRequest`s that send these spans with
+    /// `resource`: one, unless that would be larger than `max` bytes; then
+    /// as many as keep each at most `max` (a span larger than that on its
+    /// own goes alone), the spans in their order. None when no span waits.
+    pub(super) fn requests(&self, resource: &EncodedResource, max: usize) -> Vec<Vec<u8>> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        let whole: Vec<Part> = self
+            .scopes
+            .iter()
+            .enumerate()
+            .map(|(scope, spans)| Part {
+                scope,
+                spans: 0..spans.spans.len(),
+            })
+            .collect();
+        if self.request_len(resource, &whole) <= max {
+            return vec![self.request(resource, &whole)];
+        }
+        // What a request holds besides its spans, at most: the resource
+        // and every scope's header, each length taken at its longest.
+        let overhead = self.request_len(
+            resource,
+            &(0..self.scopes.len())
+                .map(|scope| Part { scope, spans: 0..0 })
+                .collect::<Vec<_>>(),
+        ) + 4 * (1 + self.scopes.len());
+        let mut requests = Vec::new();
+        let (mut parts, mut len) = (Vec::<Part>::new(), overhead);
+        for (scope, spans) in self.scopes.iter().enumerate() {
+            let mut start = 0;
+            for end in record_ends(&spans.spans) {
+                let record = end - start;
+                if !parts.is_empty() && len + record > max {
+                    requests.push(self.request(resource, &parts));
+                    parts.clear();
+                    len = overhead;
+                }
+                match parts.last_mut() {
+                    Some(part) if part.scope == scope => part.spans.end = end,
+                    _ => parts.push(Part {
+                        scope,
+                        spans: start..end,
+                    }),
+                }
+                len += record;
+                start = end;
+            }
+        }
+        if !parts.is_empty() {
+            requests.push(self.request(resource, &parts));
+        }
+        requests
+    }
+
+    /// The length of the `ExportTraceServiceRequest` that holds `parts`.
+    fn request_len(&self, resource: &EncodedResource, parts: &[Part]) -> usize {
+        len_field_len(1, self.resource_spans_len(resource, parts))
+    }
+
+    /// The length of the one `ResourceSpans` that holds `parts`.
+    fn resource_spans_len(&self, resource: &EncodedResource, parts: &[Part]) -> usize {
+        len_field_len(1, resource.body.len())
+            + parts
+                .iter()
+                .map(|part| len_field_len(2, self.scope_spans_len(part)))
+                .sum::<usize>()
+            + str_len(3, &resource.schema_url)
+    }
+
+    /// The length of the `ScopeSpans` that holds `part`.
+    fn scope_spans_len(&self, part: &Part) -> usize {
+        let scope = &self.scopes[part.scope].scope;
+        len_field_len(1, scope_len(scope))
+            + part.spans.len()
+            + str_len(3, scope.schema_url().unwrap_or_default())
+    }
+
+    /// The `ExportTraceServiceRequest` that holds `parts`: one
+    /// `ResourceSpans`, and a `ScopeSpans` for each part.
+    fn request(&self, resource: &EncodedResource, parts: &[Part]) -> Vec<u8> {
+        let resource_spans_len = self.resource_spans_len(resource, parts);
+        let mut buf = Vec::with_capacity(len_field_len(1, resource_spans_len));
+        put_len_prefix(&mut buf, 1, resource_spans_len);
+        put_len_prefix(&mut buf, 1, resource.body.len());
+        buf.put_slice(&resource.body);
+        for part in parts {
+            let ScopeSpans { scope, spans } = &self.scopes[part.scope];
+            put_len_prefix(&mut buf, 2, self.scope_spans_len(part));
+            put_len_prefix(&mut buf, 1, scope_len(scope));
+            put_scope(&mut buf, scope);
+            buf.put_slice(&spans[part.spans.clone()]);
+            put_str(&mut buf, 3, scope.schema_url().unwrap_or_default());
+        }
+        put_str(&mut buf, 3, &resource.schema_url);
+        buf
+    }
+}
+
+/// Some of one scope's encoded spans: a byte range of its `spans`.
+struct Part {
+    scope: usize,
+    spans: Range<usize>,
+}
+
+/// Where each span written by [`Encoded::push`] ends in `spans`: past its
+/// key (one byte), its length and the `Span` it gives the length of.
+fn record_ends(spans: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let mut rest = spans.get(at + 1..).filter(|rest| !rest.is_empty())?;
+        let before = rest.len();
+        let len = prost::encoding::decode_varint(&mut rest).ok()?;
+        let end = at + 1 + (before - rest.len()) + usize::try_from(len).ok()?;
+        at = end.min(spans.len());
+        Some(at)
+    })
 }
 
 /// The span context's `tracestate` header, unless it has none.
@@ -737,7 +772,7 @@ fn put_fixed64(buf: &mut impl BufMut, field: u32, value: u64) {
     }
 }
 
-// --- The gRPC codec: a batch out, the collector's answer in.
+// --- The gRPC codec: a request out, the collector's answer in.
 
 /// `ExportTraceServiceResponse`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -758,7 +793,7 @@ struct PartialSuccess {
 struct ExportCodec;
 
 impl Codec for ExportCodec {
-    type Encode = Batch;
+    type Encode = Vec<u8>;
     type Decode = ExportResponse;
     type Encoder = ExportCodec;
     type Decoder = ExportCodec;
@@ -773,16 +808,13 @@ impl Codec for ExportCodec {
 }
 
 impl Encoder for ExportCodec {
-    type Item = Batch;
+    type Item = Vec<u8>;
     type Error = tonic::Status;
 
-    fn encode(&mut self, batch: Batch, buf: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        // Written to a vector of the request's exact size, then copied
-        // into tonic's buffer at once: a byte put through tonic's buffer
-        // takes a generic `BufMut` path, and a span is written a few bytes
-        // at a time.
-        let mut request = Vec::with_capacity(batch.plan.request_len());
-        batch.encode(&mut request);
+    fn encode(&mut self, request: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        // Written whole beforehand ([`Encoded::requests`]): a byte put
+        // through tonic's buffer takes a generic `BufMut` path, and a span
+        // is written a few bytes at a time.
         buf.put_slice(&request);
         Ok(())
     }
@@ -800,4 +832,4 @@ impl Decoder for ExportCodec {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

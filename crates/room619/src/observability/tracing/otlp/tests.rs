@@ -20,11 +20,11 @@ use opentelemetry_proto::{
 };
 use opentelemetry_sdk::{
     Resource,
-    trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks},
+    trace::{SpanData, SpanEvents, SpanLinks},
 };
 use prost::Message as _;
 
-use super::{Batch, EncodedResource, OtlpExporter, varint_len};
+use super::{Encoded, EncodedResource, OtlpExporter, Part, Prepared, varint_len};
 
 fn context(trace: u128, span: u64, remote: bool, state: TraceState) -> SpanContext {
     SpanContext::new(
@@ -41,7 +41,10 @@ fn at(nanos: u64) -> SystemTime {
 }
 
 /// A span with nothing but ids, times and a name.
-fn plain(scope: &InstrumentationScope, span: u64) -> SpanData {
+pub(in crate::observability::tracing) fn plain(
+    scope: &InstrumentationScope,
+    span: u64,
+) -> SpanData {
     SpanData {
         span_context: context(7, span, false, TraceState::NONE),
         parent_span_id: SpanId::INVALID,
@@ -151,7 +154,7 @@ fn batch() -> Vec<SpanData> {
     vec![plain(&room619, 1), full, client, producer, consumer]
 }
 
-fn resource() -> Resource {
+pub(in crate::observability::tracing) fn resource() -> Resource {
     Resource::builder_empty()
         .with_schema_url(
             [
@@ -184,22 +187,43 @@ fn sorted(mut request: ExportTraceServiceRequest) -> ExportTraceServiceRequest {
     request
 }
 
-fn encoded(spans: Vec<SpanData>, resource: &Resource) -> Vec<u8> {
-    let mut batches = Batch::split(spans, &Arc::new(EncodedResource::new(resource)), usize::MAX);
-    assert_eq!(batches.len(), 1);
-    let batch = batches.remove(0);
-    let buf = batch.to_vec();
+/// `spans`, encoded as the processor does when each ends.
+fn queue(spans: &[SpanData]) -> Encoded {
+    let mut encoded = Encoded::default();
+    for span in spans {
+        encoded.push(span, &Prepared::of(span));
+    }
+    assert_eq!(encoded.len(), spans.len());
+    encoded
+}
+
+/// The one request that sends `spans` with `resource`.
+fn encoded(spans: &[SpanData], resource: &Resource) -> Vec<u8> {
+    let encoded = queue(spans);
+    let resource = EncodedResource::new(resource);
+    let mut requests = encoded.requests(&resource, usize::MAX);
+    assert_eq!(requests.len(), 1);
+    let request = requests.remove(0);
+    let whole: Vec<Part> = encoded
+        .scopes
+        .iter()
+        .enumerate()
+        .map(|(scope, spans)| Part {
+            scope,
+            spans: 0..spans.spans.len(),
+        })
+        .collect();
     assert_eq!(
-        buf.len(),
-        batch.plan.request_len(),
+        request.len(),
+        encoded.request_len(&resource, &whole),
         "the planned length is the written one"
     );
-    buf
+    request
 }
 
 #[test]
 fn a_batch_decodes_to_what_opentelemetry_proto_makes_of_it() {
-    let bytes = encoded(batch(), &resource());
+    let bytes = encoded(&batch(), &resource());
     let decoded = ExportTraceServiceRequest::decode(bytes.as_slice())
         .unwrap_or_else(|err| panic!("the request does not decode: {err}"));
     assert_eq!(
@@ -212,18 +236,23 @@ fn a_batch_decodes_to_what_opentelemetry_proto_makes_of_it() {
 }
 
 #[test]
-fn empty_batches_and_resources_decode_too() {
+fn an_empty_resource_decodes_too() {
     let empty = Resource::builder_empty().build();
-    for (spans, resource) in [
-        (Vec::new(), empty.clone()),
-        (Vec::new(), resource()),
-        (batch(), empty.clone()),
-    ] {
-        let bytes = encoded(spans.clone(), &resource);
-        let decoded = ExportTraceServiceRequest::decode(bytes.as_slice())
-            .unwrap_or_else(|err| panic!("the request does not decode: {err}"));
-        assert_eq!(sorted(decoded), sorted(reference(spans, &resource)));
-    }
+    let bytes = encoded(&batch(), &empty);
+    let decoded = ExportTraceServiceRequest::decode(bytes.as_slice())
+        .unwrap_or_else(|err| panic!("the request does not decode: {err}"));
+    assert_eq!(sorted(decoded), sorted(reference(batch(), &empty)));
+}
+
+#[test]
+fn nothing_waiting_is_no_request() {
+    let encoded = Encoded::default();
+    assert!(encoded.is_empty());
+    assert!(
+        encoded
+            .requests(&EncodedResource::new(&resource()), usize::MAX)
+            .is_empty()
+    );
 }
 
 #[test]
@@ -248,9 +277,9 @@ fn varint_lengths_match_the_bytes_written() {
 
 /// A collector that keeps what it is sent and answers as told.
 #[derive(Clone, Default)]
-struct Collector {
-    received: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
-    rejected: i64,
+pub(in crate::observability::tracing) struct Collector {
+    pub(in crate::observability::tracing) received: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+    pub(in crate::observability::tracing) rejected: i64,
 }
 
 #[tonic::async_trait]
@@ -275,7 +304,7 @@ impl TraceService for Collector {
     }
 }
 
-async fn serve(collector: Collector) -> String {
+pub(in crate::observability::tracing) async fn serve(collector: Collector) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|err| panic!("{err}"));
@@ -292,12 +321,12 @@ async fn serve(collector: Collector) -> String {
 async fn exports_reach_a_collector_as_sent() {
     let collector = Collector::default();
     let endpoint = serve(collector.clone()).await;
-    let mut exporter =
+    let exporter =
         OtlpExporter::new(&endpoint, Duration::from_secs(5)).unwrap_or_else(|err| panic!("{err}"));
-    exporter.set_resource(&resource());
+    let encoded_resource = EncodedResource::new(&resource());
     for _ in 0..2 {
         exporter
-            .export(batch())
+            .export(&queue(&batch()), &encoded_resource)
             .await
             .unwrap_or_else(|err| panic!("export failed: {err}"));
     }
@@ -320,7 +349,8 @@ async fn a_partial_success_is_a_success_and_a_refusal_an_error() {
     };
     let exporter = OtlpExporter::new(&serve(partial.clone()).await, Duration::from_secs(5))
         .unwrap_or_else(|err| panic!("{err}"));
-    assert!(exporter.export(batch()).await.is_ok());
+    let resource = EncodedResource::new(&resource());
+    assert!(exporter.export(&queue(&batch()), &resource).await.is_ok());
     assert_eq!(
         partial
             .received
@@ -337,7 +367,7 @@ async fn a_partial_success_is_a_success_and_a_refusal_an_error() {
     let exporter = OtlpExporter::new(&serve(full).await, Duration::from_secs(5))
         .unwrap_or_else(|err| panic!("{err}"));
     let err = exporter
-        .export(batch())
+        .export(&queue(&batch()), &resource)
         .await
         .err()
         .unwrap_or_else(|| panic!("a refused export is an error"));
@@ -352,7 +382,9 @@ async fn an_unreachable_collector_fails_the_export_without_hanging() {
         .unwrap_or_else(|err| panic!("{err}"));
     let exporter = OtlpExporter::new(&format!("http://{addr}"), Duration::from_secs(5))
         .unwrap_or_else(|err| panic!("{err}"));
-    let outcome = tokio::time::timeout(Duration::from_secs(10), exporter.export(batch()))
+    let resource = EncodedResource::new(&resource());
+    let spans = queue(&batch());
+    let outcome = tokio::time::timeout(Duration::from_secs(10), exporter.export(&spans, &resource))
         .await
         .unwrap_or_else(|_| panic!("the export hung"));
     assert!(outcome.is_err());
@@ -410,11 +442,13 @@ fn failing_exports_are_logged_once_a_minute_with_a_count() {
 }
 
 #[test]
-fn a_batch_too_large_for_one_request_goes_in_several_that_fit() {
+fn spans_too_many_for_one_request_go_in_several_that_fit() {
     let room619 = InstrumentationScope::builder("room619").build();
+    let other = InstrumentationScope::builder("other").build();
     let spans: Vec<SpanData> = (0..40)
         .map(|n| {
-            let mut span = plain(&room619, n + 1);
+            // Two scopes, in turn: each request groups its spans by scope.
+            let mut span = plain(if n % 2 == 0 { &room619 } else { &other }, n + 1);
             // About a kilobyte each.
             span.attributes = vec![KeyValue::new("payload", "x".repeat(1000))];
             span
@@ -426,29 +460,28 @@ fn a_batch_too_large_for_one_request_goes_in_several_that_fit() {
             span
         }))
         .collect();
-    let resource = Arc::new(EncodedResource::new(&resource()));
+    let resource = EncodedResource::new(&resource());
     let max = 10_000;
-    let batches = Batch::split(spans, &resource, max);
-    assert!(batches.len() >= 5, "{} requests", batches.len());
+    let requests = queue(&spans).requests(&resource, max);
+    assert!(requests.len() >= 5, "{} requests", requests.len());
     let mut ids = Vec::new();
-    for batch in &batches {
-        let bytes = batch.to_vec();
-        assert_eq!(bytes.len(), batch.plan.request_len());
-        assert!(
-            bytes.len() <= max || batch.spans.len() == 1,
-            "a request of {} bytes holds {} spans",
-            bytes.len(),
-            batch.spans.len()
-        );
+    for bytes in &requests {
         let decoded = ExportTraceServiceRequest::decode(bytes.as_slice())
             .unwrap_or_else(|err| panic!("a request does not decode: {err}"));
-        ids.extend(
-            decoded.resource_spans[0].scope_spans[0]
-                .spans
-                .iter()
-                .map(|span| span.span_id[7]),
+        let sent: Vec<u8> = decoded.resource_spans[0]
+            .scope_spans
+            .iter()
+            .flat_map(|scope| scope.spans.iter().map(|span| span.span_id[7]))
+            .collect();
+        assert!(
+            bytes.len() <= max || sent.len() == 1,
+            "a request of {} bytes holds {} spans",
+            bytes.len(),
+            sent.len()
         );
+        ids.extend(sent);
     }
+    ids.sort_unstable();
     let expected: Vec<u8> = (1..=40).chain(std::iter::once(99)).collect();
-    assert_eq!(ids, expected, "every span once, in order");
+    assert_eq!(ids, expected, "every span once");
 }

@@ -1,0 +1,304 @@
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use opentelemetry::{
+    InstrumentationScope,
+    trace::{Span as _, Tracer as _, TracerProvider as _},
+};
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::ExportTraceServiceRequest, common::v1::any_value,
+};
+use opentelemetry_sdk::{Resource, error::OTelSdkError, trace::SdkTracerProvider};
+
+use super::{OtlpProcessor, Schedule, SpanProcessor as _, warn_dropped};
+use crate::observability::tracing::otlp::{
+    OtlpExporter,
+    tests::{Collector, plain, serve},
+};
+
+/// A processor exporting to a collector in this test, on `schedule`.
+async fn processor(schedule: Schedule) -> (OtlpProcessor, Collector) {
+    let collector = Collector::default();
+    let endpoint = serve(collector.clone()).await;
+    let exporter =
+        OtlpExporter::new(&endpoint, Duration::from_secs(5)).unwrap_or_else(|err| panic!("{err}"));
+    let processor =
+        OtlpProcessor::with_schedule(exporter, schedule).unwrap_or_else(|err| panic!("{err}"));
+    (processor, collector)
+}
+
+/// Nothing leaves unless asked: no batch fills, the delay is long.
+const NEVER: Schedule = Schedule {
+    batch: 1_000,
+    queue: 2_000,
+    delay: Duration::from_secs(3_600),
+};
+
+/// The ids (last byte) of the spans `collector` was sent, in order.
+fn received_ids(collector: &Collector) -> Vec<u8> {
+    requests(collector)
+        .iter()
+        .flat_map(|request| &request.resource_spans)
+        .flat_map(|resource| &resource.scope_spans)
+        .flat_map(|scope| &scope.spans)
+        .map(|span| span.span_id[7])
+        .collect()
+}
+
+fn requests(collector: &Collector) -> Vec<ExportTraceServiceRequest> {
+    collector
+        .received
+        .lock()
+        .unwrap_or_else(|err| panic!("{err}"))
+        .clone()
+}
+
+/// Waits (on a blocking thread: the export runs on this runtime) until
+/// `collector` has `count` spans, for at most ten seconds.
+async fn wait_for(collector: &Collector, count: usize) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ids = received_ids(collector);
+        if ids.len() >= count || Instant::now() > deadline {
+            return ids;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `processor.force_flush()`, off the runtime's threads.
+async fn flush(processor: &std::sync::Arc<OtlpProcessor>) -> Result<(), OTelSdkError> {
+    let processor = std::sync::Arc::clone(processor);
+    tokio::task::spawn_blocking(move || processor.force_flush())
+        .await
+        .unwrap_or_else(|err| panic!("{err}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_sends_every_ended_span_with_the_providers_resource() {
+    let collector = Collector::default();
+    let endpoint = serve(collector.clone()).await;
+    let exporter =
+        OtlpExporter::new(&endpoint, Duration::from_secs(5)).unwrap_or_else(|err| panic!("{err}"));
+    let processor =
+        OtlpProcessor::with_schedule(exporter, NEVER).unwrap_or_else(|err| panic!("{err}"));
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_resource(Resource::builder().with_service_name("users").build())
+        .build();
+    let tracer = provider.tracer("room619");
+    for name in ["first", "second"] {
+        tracer.start(name).end();
+    }
+    let flushed = {
+        let provider = provider.clone();
+        tokio::task::spawn_blocking(move || provider.force_flush())
+            .await
+            .unwrap_or_else(|err| panic!("{err}"))
+    };
+    assert!(flushed.is_ok(), "{flushed:?}");
+    let requests = requests(&collector);
+    assert_eq!(requests.len(), 1, "one request for both");
+    let resource_spans = &requests[0].resource_spans[0];
+    let attributes: HashMap<_, _> = resource_spans
+        .resource
+        .iter()
+        .flat_map(|resource| &resource.attributes)
+        .filter_map(
+            |attribute| match attribute.value.as_ref()?.value.as_ref()? {
+                any_value::Value::StringValue(value) => {
+                    Some((attribute.key.as_str(), value.as_str()))
+                }
+                _ => None,
+            },
+        )
+        .collect();
+    assert_eq!(attributes.get("service.name"), Some(&"users"));
+    let scope = &resource_spans.scope_spans[0];
+    assert_eq!(
+        scope.scope.as_ref().map(|scope| scope.name.as_str()),
+        Some("room619")
+    );
+    let names: Vec<&str> = scope.spans.iter().map(|span| span.name.as_str()).collect();
+    assert_eq!(names, ["first", "second"]);
+
+    // Nothing waits: shutting down sends nothing more.
+    let flushed = tokio::task::spawn_blocking(move || provider.shutdown())
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert!(flushed.is_ok(), "{flushed:?}");
+    assert_eq!(self::requests(&collector).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_batch_goes_without_waiting_for_the_delay() {
+    let (processor, collector) = processor(Schedule { batch: 4, ..NEVER }).await;
+    let scope = InstrumentationScope::builder("room619").build();
+    for id in 1..=3 {
+        processor.on_end(plain(&scope, id));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(received_ids(&collector).is_empty(), "three spans wait");
+    processor.on_end(plain(&scope, 4));
+    assert_eq!(wait_for(&collector, 4).await, [1, 2, 3, 4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_go_after_the_delay_even_when_few() {
+    let (processor, collector) = processor(Schedule {
+        delay: Duration::from_millis(200),
+        ..NEVER
+    })
+    .await;
+    let scope = InstrumentationScope::builder("room619").build();
+    processor.on_end(plain(&scope, 7));
+    assert_eq!(wait_for(&collector, 1).await, [7]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_drops_the_spans_that_find_it_full() {
+    let (processor, collector) = processor(Schedule { queue: 3, ..NEVER }).await;
+    let processor = std::sync::Arc::new(processor);
+    let scope = InstrumentationScope::builder("room619").build();
+    for id in 1..=5 {
+        processor.on_end(plain(&scope, id));
+    }
+    assert_eq!(processor.shared.lock().dropped, 2);
+    assert!(flush(&processor).await.is_ok());
+    assert_eq!(received_ids(&collector), [1, 2, 3]);
+    // The queue has room again.
+    processor.on_end(plain(&scope, 6));
+    assert!(flush(&processor).await.is_ok());
+    assert_eq!(received_ids(&collector), [1, 2, 3, 6]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_sends_what_waits_and_later_spans_are_dropped() {
+    let (processor, collector) = processor(NEVER).await;
+    let processor = std::sync::Arc::new(processor);
+    let scope = InstrumentationScope::builder("room619").build();
+    processor.on_end(plain(&scope, 1));
+    let stopped = {
+        let processor = std::sync::Arc::clone(&processor);
+        tokio::task::spawn_blocking(move || {
+            processor.shutdown_with_timeout(Duration::from_secs(10))
+        })
+        .await
+        .unwrap_or_else(|err| panic!("{err}"))
+    };
+    assert!(stopped.is_ok(), "{stopped:?}");
+    assert_eq!(received_ids(&collector), [1]);
+    assert!(
+        processor
+            .worker
+            .lock()
+            .unwrap_or_else(|err| panic!("{err}"))
+            .is_none(),
+        "the export thread was joined"
+    );
+
+    processor.on_end(plain(&scope, 2));
+    assert!(matches!(
+        flush(&processor).await,
+        Err(OTelSdkError::AlreadyShutdown)
+    ));
+    assert!(matches!(
+        processor.shutdown_with_timeout(Duration::from_secs(1)),
+        Err(OTelSdkError::AlreadyShutdown)
+    ));
+    assert_eq!(received_ids(&collector), [1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_processor_still_sends_what_waits() {
+    let (processor, collector) = processor(NEVER).await;
+    let scope = InstrumentationScope::builder("room619").build();
+    processor.on_end(plain(&scope, 3));
+    drop(processor);
+    assert_eq!(wait_for(&collector, 1).await, [3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_export_fails_the_flush_with_the_collectors_answer() {
+    let collector = Collector {
+        rejected: -1,
+        ..Collector::default()
+    };
+    let endpoint = serve(collector).await;
+    let exporter =
+        OtlpExporter::new(&endpoint, Duration::from_secs(5)).unwrap_or_else(|err| panic!("{err}"));
+    let processor = std::sync::Arc::new(
+        OtlpProcessor::with_schedule(exporter, NEVER).unwrap_or_else(|err| panic!("{err}")),
+    );
+    processor.on_end(plain(&InstrumentationScope::builder("room619").build(), 1));
+    let err = flush(&processor)
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("a refused export is an error"));
+    assert!(err.to_string().contains("ResourceExhausted"), "{err}");
+    // The spans are gone with the failed export: the next flush has none.
+    assert!(flush(&processor).await.is_ok());
+}
+
+#[test]
+fn the_schedule_reads_the_sdks_variables() {
+    let vars = |pairs: &'static [(&'static str, &'static str)]| {
+        move |name: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        }
+    };
+    let defaults = Schedule::from_vars(vars(&[]));
+    assert_eq!(
+        (defaults.batch, defaults.queue, defaults.delay),
+        (512, 2_048, Duration::from_secs(5))
+    );
+    let set = Schedule::from_vars(vars(&[
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "64"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", " 100 "),
+        ("OTEL_BSP_SCHEDULE_DELAY", "250"),
+    ]));
+    assert_eq!(
+        (set.batch, set.queue, set.delay),
+        (64, 100, Duration::from_millis(250))
+    );
+    // Nonsense is ignored; a batch is never larger than the queue.
+    let odd = Schedule::from_vars(vars(&[
+        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4096"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "1000"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "-5"),
+    ]));
+    assert_eq!(
+        (odd.batch, odd.queue, odd.delay),
+        (1_000, 1_000, Duration::from_secs(5))
+    );
+    let zero = Schedule::from_vars(vars(&[("OTEL_BSP_MAX_QUEUE_SIZE", "0")]));
+    assert_eq!(zero.queue, 2_048);
+}
+
+#[test]
+fn dropped_spans_are_counted_and_told_once_a_minute() {
+    let mut last = None;
+    let mut dropped = 0;
+    assert_eq!(
+        warn_dropped(&mut dropped, &mut last),
+        None,
+        "nothing dropped"
+    );
+    dropped = 3;
+    assert_eq!(warn_dropped(&mut dropped, &mut last), Some(3));
+    assert_eq!(dropped, 0);
+    dropped = 2;
+    assert_eq!(
+        warn_dropped(&mut dropped, &mut last),
+        None,
+        "told a moment ago"
+    );
+    assert_eq!(dropped, 2, "kept for the next warning");
+    last = last.and_then(|at: Instant| at.checked_sub(super::DROPPED_LOG_INTERVAL));
+    assert_eq!(warn_dropped(&mut dropped, &mut last), Some(2));
+}
