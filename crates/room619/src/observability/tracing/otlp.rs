@@ -4,7 +4,7 @@
 //! `opentelemetry-proto` messages first (an owned `Vec` for each id, a
 //! `String` for each name, key and string value, a `Vec` of attributes per
 //! span), then prost encodes them. Here each span is written as it ends
-//! ([`Encoded::push`], from the [processor](super::processor)) from the
+//! ([`Prepared::write`], from the [processor](super::processor)) from the
 //! borrowed [`SpanData`], in two passes (its length, then its bytes): no
 //! intermediate message, and no allocation per span but for a span's
 //! `tracestate`, when it has one. [`OtlpExporter`] sends the encoded spans,
@@ -88,22 +88,29 @@ impl OtlpExporter {
         })
     }
 
-    /// Sends `spans` with `resource`, in as many requests as keep each
-    /// within [`MAX_REQUEST`]; the first that fails fails the export (and
-    /// the rest of the spans: an export is not retried).
+    /// Sends `spans` with `resource`, in requests of at most `max_spans`
+    /// spans and [`MAX_REQUEST`] bytes, each written as it is sent. A
+    /// request that fails loses its spans (an export is not retried), not
+    /// the next requests'.
     ///
     /// # Errors
     ///
-    /// The collector could not be reached, or refused a request.
+    /// The first failure: the collector could not be reached, or refused a
+    /// request.
     pub(super) async fn export(
         &self,
         spans: &Encoded,
         resource: &EncodedResource,
+        max_spans: usize,
     ) -> OTelSdkResult {
-        for request in spans.requests(resource, MAX_REQUEST) {
-            self.send(request).await?;
+        let mut outcome = Ok(());
+        for parts in spans.plan(resource, max_spans, MAX_REQUEST) {
+            let sent = self.send(spans.request(resource, &parts)).await;
+            if outcome.is_ok() {
+                outcome = sent;
+            }
         }
-        Ok(())
+        outcome
     }
 
     /// Sends one request; a refusal fails it.
@@ -213,6 +220,8 @@ pub(super) const MAX_REQUEST: usize = 4 * 1024 * 1024;
 /// of it through a channel into a batch, no batch to plan, only bytes.
 #[derive(Default)]
 pub(super) struct Encoded {
+    /// Every scope seen, its spans' bytes cleared (not freed) after each
+    /// export; a scope with none waiting is left out of a request.
     scopes: Vec<ScopeSpans>,
     spans: usize,
 }
@@ -224,7 +233,7 @@ struct ScopeSpans {
 }
 
 /// What a span's encoding needs worked out before its first byte is
-/// written: done outside the processor's lock.
+/// written.
 pub(super) struct Prepared {
     len: usize,
     /// The W3C `tracestate`, when the span has one.
@@ -239,6 +248,18 @@ impl Prepared {
             trace_state,
         }
     }
+
+    /// The length of the span's record: key, length and `Span`.
+    pub(super) fn record_len(&self) -> usize {
+        len_field_len(2, self.len)
+    }
+
+    /// Writes `span`'s record (a `ScopeSpans.spans` field) to `buf`.
+    pub(super) fn write(&self, span: &SpanData, buf: &mut Vec<u8>) {
+        buf.reserve(self.record_len());
+        put_len_prefix(buf, 2, self.len);
+        put_span(buf, span, self.trace_state.as_deref());
+    }
 }
 
 impl Encoded {
@@ -251,9 +272,9 @@ impl Encoded {
         self.spans == 0
     }
 
-    /// Appends `span`, `prepared` for it.
-    pub(super) fn push(&mut self, span: &SpanData, prepared: &Prepared) {
-        let scope = &span.instrumentation_scope;
+    /// Appends a span of `scope`, its `record` written by
+    /// [`Prepared::write`].
+    pub(super) fn push(&mut self, scope: &InstrumentationScope, record: &[u8]) {
         let index = if let Some(index) = self.scopes.iter().position(|spans| spans.scope == *scope)
         {
             index
@@ -264,35 +285,30 @@ impl Encoded {
             });
             self.scopes.len() - 1
         };
-        let buf = &mut self.scopes[index].spans;
-        buf.reserve(len_field_len(2, prepared.len));
-        put_len_prefix(buf, 2, prepared.len);
-        put_span(buf, span, prepared.trace_state.as_deref());
+        self.scopes[index].spans.extend_from_slice(record);
         self.spans += 1;
     }
 
-    /// The `ExportTraceServiceRequest`s that send these spans with
-    /// `resource`: one, unless that would be larger than `max` bytes; then
-    /// as many as keep each at most `max` (a span larger than that on its
-    /// own goes alone), the spans in their order. None when no span waits.
-    pub(super) fn requests(&self, resource: &EncodedResource, max: usize) -> Vec<Vec<u8>> {
-        if self.is_empty() {
-            return Vec::new();
+    /// Forgets the spans, keeping the room they took for the next ones.
+    pub(super) fn clear(&mut self) {
+        for scope in &mut self.scopes {
+            scope.spans.clear();
         }
-        let whole: Vec<Part> = self
-            .scopes
-            .iter()
-            .enumerate()
-            .map(|(scope, spans)| Part {
-                scope,
-                spans: 0..spans.spans.len(),
-            })
-            .collect();
-        if self.request_len(resource, &whole) <= max {
-            return vec![self.request(resource, &whole)];
-        }
+        self.spans = 0;
+    }
+
+    /// How these spans go in `ExportTraceServiceRequest`s of at most
+    /// `max_spans` spans and `max_bytes` bytes (a span larger than that on
+    /// its own goes alone): the spans of each scope in their order, as few
+    /// requests as that allows. None when no span waits.
+    pub(super) fn plan(
+        &self,
+        resource: &EncodedResource,
+        max_spans: usize,
+        max_bytes: usize,
+    ) -> Vec<Vec<Part>> {
         // What a request holds besides its spans, at most: the resource
-        // and every scope's header, each length taken at its longest.
+        // and every scope's header, each length prefix at its longest.
         let overhead = self.request_len(
             resource,
             &(0..self.scopes.len())
@@ -300,15 +316,14 @@ impl Encoded {
                 .collect::<Vec<_>>(),
         ) + 4 * (1 + self.scopes.len());
         let mut requests = Vec::new();
-        let (mut parts, mut len) = (Vec::<Part>::new(), overhead);
+        let (mut parts, mut len, mut count) = (Vec::<Part>::new(), overhead, 0);
         for (scope, spans) in self.scopes.iter().enumerate() {
             let mut start = 0;
             for end in record_ends(&spans.spans) {
                 let record = end - start;
-                if !parts.is_empty() && len + record > max {
-                    requests.push(self.request(resource, &parts));
-                    parts.clear();
-                    len = overhead;
+                if !parts.is_empty() && (len + record > max_bytes || count == max_spans) {
+                    requests.push(std::mem::take(&mut parts));
+                    (len, count) = (overhead, 0);
                 }
                 match parts.last_mut() {
                     Some(part) if part.scope == scope => part.spans.end = end,
@@ -317,12 +332,12 @@ impl Encoded {
                         spans: start..end,
                     }),
                 }
-                len += record;
+                (len, count) = (len + record, count + 1);
                 start = end;
             }
         }
         if !parts.is_empty() {
-            requests.push(self.request(resource, &parts));
+            requests.push(parts);
         }
         requests
     }
@@ -350,9 +365,10 @@ impl Encoded {
             + str_len(3, scope.schema_url().unwrap_or_default())
     }
 
-    /// The `ExportTraceServiceRequest` that holds `parts`: one
-    /// `ResourceSpans`, and a `ScopeSpans` for each part.
-    fn request(&self, resource: &EncodedResource, parts: &[Part]) -> Vec<u8> {
+    /// The `ExportTraceServiceRequest` that holds `parts` (one request of
+    /// a [`plan`](Self::plan)): one `ResourceSpans`, and a `ScopeSpans` for
+    /// each part.
+    pub(super) fn request(&self, resource: &EncodedResource, parts: &[Part]) -> Vec<u8> {
         let resource_spans_len = self.resource_spans_len(resource, parts);
         let mut buf = Vec::with_capacity(len_field_len(1, resource_spans_len));
         put_len_prefix(&mut buf, 1, resource_spans_len);
@@ -372,12 +388,12 @@ impl Encoded {
 }
 
 /// Some of one scope's encoded spans: a byte range of its `spans`.
-struct Part {
+pub(super) struct Part {
     scope: usize,
     spans: Range<usize>,
 }
 
-/// Where each span written by [`Encoded::push`] ends in `spans`: past its
+/// Where each span written by [`Prepared::write`] ends in `spans`: past its
 /// key (one byte), its length and the `Span` it gives the length of.
 fn record_ends(spans: &[u8]) -> impl Iterator<Item = usize> + '_ {
     let mut at = 0;
@@ -812,7 +828,7 @@ impl Encoder for ExportCodec {
     type Error = tonic::Status;
 
     fn encode(&mut self, request: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        // Written whole beforehand ([`Encoded::requests`]): a byte put
+        // Written whole beforehand ([`Encoded::request`]): a byte put
         // through tonic's buffer takes a generic `BufMut` path, and a span
         // is written a few bytes at a time.
         buf.put_slice(&request);

@@ -1,20 +1,26 @@
 //! The span processor of OTLP export: each finished span is encoded as it
-//! ends, under a short lock, into the waiting requests' bytes, and a thread
-//! of its own sends them.
+//! ends, on the thread that ended it, then appended under a short lock to
+//! the bytes waiting for export; a thread of the processor's own sends them.
 //!
 //! The SDK's `BatchSpanProcessor` moves every `SpanData` (some 300 bytes)
 //! through a channel, out of it into a batch, and hands the batch to the
 //! exporter, which plans and encodes it: three copies and a plan per span,
-//! and the `SpanData` kept alive until the export. Here the span is written
-//! once, where it ends, and dropped there. The schedule is the SDK's, and
-//! so are the variables that tune it: an export when
-//! `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` spans (512) wait, or
-//! `OTEL_BSP_SCHEDULE_DELAY` ms (5 000) after the last one; at most
-//! `OTEL_BSP_MAX_QUEUE_SIZE` spans (2 048) wait, and a span that finds the
-//! queue full is dropped and counted, never blocks the request that ended
-//! it.
+//! and the `SpanData` kept alive until the export, then freed on another
+//! thread. Here the span is written once, where it ends, and dropped there.
+//! The schedule is the SDK's, and so are the variables that tune it: an
+//! export when `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` spans (512) wait, or
+//! `OTEL_BSP_SCHEDULE_DELAY` ms (5 000) after the last one, in requests of
+//! at most that many spans (and 4 MiB); at most `OTEL_BSP_MAX_QUEUE_SIZE`
+//! spans (2 048) wait. A span that finds the queue full, or that is larger
+//! than a request may be, is dropped and counted (logged at most once a
+//! minute, and at shutdown); it never blocks the request that ended it.
+//! Unlike the SDK, a value that is not a positive number is ignored (the
+//! SDK takes a queue of 0, which drops every span). `force_flush` waits at
+//! most 10 s; each request may take 10 s (`Telemetry`'s export timeout).
+//! Exports run on the tokio runtime the exporter was made in: a node's.
 
 use std::{
+    cell::Cell,
     fmt,
     sync::{
         Arc, Condvar, Mutex, MutexGuard, PoisonError,
@@ -31,7 +37,7 @@ use opentelemetry_sdk::{
     trace::{Span, SpanData, SpanProcessor},
 };
 
-use super::otlp::{Encoded, EncodedResource, OtlpExporter, Prepared};
+use super::otlp::{Encoded, EncodedResource, MAX_REQUEST, OtlpExporter, Prepared};
 use crate::{Error, Result};
 
 /// How long `force_flush` waits for the export it asks for.
@@ -39,6 +45,10 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often dropped spans are logged at most.
 const DROPPED_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The largest span record kept: what a request may hold, less room for
+/// the resource and the scope around it.
+const MAX_SPAN: usize = MAX_REQUEST - 64 * 1024;
 
 /// Encodes finished spans and exports them with OTLP over gRPC, from a
 /// thread of its own.
@@ -58,7 +68,8 @@ impl fmt::Debug for OtlpProcessor {
 /// When spans are exported, and how many may wait.
 #[derive(Debug, Clone, Copy)]
 struct Schedule {
-    /// An export starts when this many spans wait.
+    /// An export starts when this many spans wait; a request holds at
+    /// most this many.
     batch: usize,
     /// Spans beyond this many waiting are dropped.
     queue: usize,
@@ -73,8 +84,7 @@ impl Schedule {
     }
 
     /// The SDK's defaults, or what `var` says of its `OTEL_BSP_*`
-    /// variables (a value that is not a positive number is ignored, as the
-    /// SDK does).
+    /// variables; a value that is not a positive number is ignored.
     fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
         let read = |name: &str| {
             var(name)
@@ -105,18 +115,37 @@ struct Shared {
 
 struct State {
     spans: Encoded,
+    /// The last export's buffers, cleared, for the next spans.
+    spare: Option<Encoded>,
     resource: Arc<EncodedResource>,
     /// A full batch waits: the export thread was woken for it.
     batch_due: bool,
     /// `force_flush` callers, waiting for the next export's outcome.
-    flushes: Vec<SyncSender<Outcome>>,
+    flushes: Vec<Flush>,
     /// Set by `shutdown` (with its caller, waiting) or by dropping the
     /// processor: the export thread sends what waits and stops, and
     /// spans that end later are dropped.
     stopping: bool,
     stopped_by: Option<SyncSender<Outcome>>,
-    /// Spans dropped (the queue was full) since the last warning.
-    dropped: u64,
+    /// The export thread has returned (or panicked): nobody answers.
+    gone: bool,
+    /// Spans dropped since the last warning.
+    dropped: Dropped,
+}
+
+/// A `force_flush` caller, and the failure of an export that was under way
+/// when it asked (that export held spans which ended before it asked).
+struct Flush {
+    reply: SyncSender<Outcome>,
+    earlier: Option<String>,
+}
+
+/// Spans dropped: the queue was full, or a span was larger than a request
+/// may be.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Dropped {
+    queue_full: u64,
+    too_large: u64,
 }
 
 /// An export's outcome, for every caller waiting for it.
@@ -143,12 +172,14 @@ impl OtlpProcessor {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 spans: Encoded::default(),
+                spare: None,
                 resource: Arc::new(EncodedResource::new(&Resource::builder_empty().build())),
                 batch_due: false,
                 flushes: Vec::new(),
                 stopping: false,
                 stopped_by: None,
-                dropped: 0,
+                gone: false,
+                dropped: Dropped::default(),
             }),
             wake: Condvar::new(),
             schedule,
@@ -157,7 +188,10 @@ impl OtlpProcessor {
             .name("room619-otlp-export".to_owned())
             .spawn({
                 let shared = Arc::clone(&shared);
-                move || export_loop(&shared, &exporter)
+                move || {
+                    let _gone = Gone(&shared);
+                    export_loop(&shared, &exporter);
+                }
             })
             .map_err(|err| {
                 Error::internal(format!("the span export thread did not start: {err}"))
@@ -177,22 +211,35 @@ impl OtlpProcessor {
             if state.stopping {
                 return Err(OTelSdkError::AlreadyShutdown);
             }
+            if state.gone {
+                return Err(thread_stopped());
+            }
             if stop {
                 state.stopping = true;
                 state.stopped_by = Some(reply);
             } else {
-                state.flushes.push(reply);
+                state.flushes.push(Flush {
+                    reply,
+                    earlier: None,
+                });
             }
         }
         self.shared.wake.notify_one();
         match outcome.recv_timeout(timeout) {
             Ok(outcome) => outcome.map_err(OTelSdkError::InternalFailure),
             Err(RecvTimeoutError::Timeout) => Err(OTelSdkError::Timeout(timeout)),
-            Err(RecvTimeoutError::Disconnected) => Err(OTelSdkError::InternalFailure(
-                "the span export thread stopped".to_owned(),
-            )),
+            Err(RecvTimeoutError::Disconnected) => Err(thread_stopped()),
         }
     }
+}
+
+fn thread_stopped() -> OTelSdkError {
+    OTelSdkError::InternalFailure("the span export thread stopped".to_owned())
+}
+
+thread_local! {
+    /// Where a span is encoded before it is appended, out of the lock.
+    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
 impl SpanProcessor for OtlpProcessor {
@@ -200,16 +247,28 @@ impl SpanProcessor for OtlpProcessor {
 
     fn on_end(&self, span: SpanData) {
         let prepared = Prepared::of(&span);
-        let mut state = self.shared.lock();
-        if state.stopping || state.spans.len() >= self.shared.schedule.queue {
-            state.dropped += 1;
+        if prepared.record_len() > MAX_SPAN {
+            self.shared.lock().dropped.too_large += 1;
             return;
         }
-        state.spans.push(&span, &prepared);
-        if state.spans.len() >= self.shared.schedule.batch && !state.batch_due {
-            state.batch_due = true;
-            drop(state);
-            self.shared.wake.notify_one();
+        // Encoded out of the lock, in this thread's buffer (an empty one
+        // when the thread is ending).
+        let mut record = SCRATCH.try_with(Cell::take).unwrap_or_default();
+        record.clear();
+        prepared.write(&span, &mut record);
+        let mut state = self.shared.lock();
+        if state.stopping || state.spans.len() >= self.shared.schedule.queue {
+            state.dropped.queue_full += 1;
+        } else {
+            state.spans.push(&span.instrumentation_scope, &record);
+            if state.spans.len() >= self.shared.schedule.batch && !state.batch_due {
+                state.batch_due = true;
+                drop(state);
+                self.shared.wake.notify_one();
+            }
+        }
+        if SCRATCH.try_with(|scratch| scratch.set(record)).is_err() {
+            // The thread is ending: its buffer goes with it.
         }
         // `span` is dropped here, out of the lock.
     }
@@ -219,21 +278,26 @@ impl SpanProcessor for OtlpProcessor {
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.export_now(true, timeout)?;
+        let outcome = self.export_now(true, timeout);
+        if matches!(outcome, Err(OTelSdkError::AlreadyShutdown)) {
+            return outcome;
+        }
         let worker = self
             .worker
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        // It has answered: it is returning.
+        // Once it has answered, it is returning; otherwise it is left to
+        // finish on its own rather than waited for past `timeout`.
         if let Some(worker) = worker
+            && (outcome.is_ok() || worker.is_finished())
             && worker.join().is_err()
         {
             return Err(OTelSdkError::InternalFailure(
                 "the span export thread panicked".to_owned(),
             ));
         }
-        Ok(())
+        outcome
     }
 
     fn set_resource(&mut self, resource: &Resource) {
@@ -250,53 +314,96 @@ impl Drop for OtlpProcessor {
     }
 }
 
+/// Marks the export thread gone when it returns or panics, and lets every
+/// caller still waiting know (their replies dropped).
+struct Gone<'a>(&'a Shared);
+
+impl Drop for Gone<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.gone = true;
+        state.flushes.clear();
+        state.stopped_by = None;
+    }
+}
+
 /// The export thread: waits for a full batch, a flush, the shutdown or the
 /// schedule's delay, then sends what waits.
 fn export_loop(shared: &Shared, exporter: &OtlpExporter) {
-    let mut next = Instant::now() + shared.schedule.delay;
+    let schedule = shared.schedule;
+    // `None`: a delay too long to reach (no timed exports).
+    let mut next = Instant::now().checked_add(schedule.delay);
     let mut last_dropped_warning: Option<Instant> = None;
     loop {
         let mut state = shared.lock();
         while !(state.batch_due || state.stopping || !state.flushes.is_empty()) {
-            let Some(wait) = next
-                .checked_duration_since(Instant::now())
-                .filter(|wait| !wait.is_zero())
-            else {
-                break;
+            state = match next {
+                None => shared
+                    .wake
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(next) => {
+                    let wait = next.saturating_duration_since(Instant::now());
+                    if wait.is_zero() {
+                        break;
+                    }
+                    shared
+                        .wake
+                        .wait_timeout(state, wait)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
             };
-            state = shared
-                .wake
-                .wait_timeout(state, wait)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
         }
-        let spans = std::mem::take(&mut state.spans);
+        let spare = state.spare.take().unwrap_or_default();
+        let mut spans = std::mem::replace(&mut state.spans, spare);
         let resource = Arc::clone(&state.resource);
         let flushes = std::mem::take(&mut state.flushes);
         let stopping = state.stopping;
         let stopped_by = state.stopped_by.take();
         state.batch_due = false;
-        let dropped = warn_dropped(&mut state.dropped, &mut last_dropped_warning);
+        let dropped = take_dropped(&mut state.dropped, &mut last_dropped_warning, stopping);
         drop(state);
 
         if let Some(dropped) = dropped {
             tracing::warn!(
-                dropped_spans = dropped,
-                max_queue_size = shared.schedule.queue,
-                "spans were dropped: more finished than the export sent (raise \
-                 OTEL_BSP_MAX_QUEUE_SIZE or lower the sampling ratio)"
+                queue_full = dropped.queue_full,
+                too_large = dropped.too_large,
+                max_queue_size = schedule.queue,
+                "spans were dropped, not exported: more ended than the export sent (raise \
+                 OTEL_BSP_MAX_QUEUE_SIZE or lower the sampling ratio), or a span was larger \
+                 than a request may be"
             );
         }
         let outcome: Outcome = if spans.is_empty() {
             Ok(())
         } else {
-            futures_executor::block_on(exporter.export(&spans, &resource))
+            futures_executor::block_on(exporter.export(&spans, &resource, schedule.batch))
                 .map_err(|err| err.to_string())
         };
-        next = Instant::now() + shared.schedule.delay;
-        for flush in flushes.into_iter().chain(stopped_by) {
-            if flush.try_send(outcome.clone()).is_err() {
+        next = Instant::now().checked_add(schedule.delay);
+        for flush in flushes {
+            let outcome = match flush.earlier {
+                Some(earlier) => Err(earlier),
+                None => outcome.clone(),
+            };
+            if flush.reply.try_send(outcome).is_err() {
                 // The caller stopped waiting: nothing to tell.
+            }
+        }
+        if let Some(stopped_by) = stopped_by
+            && stopped_by.try_send(outcome.clone()).is_err()
+        {
+            // The caller stopped waiting: nothing to tell.
+        }
+        spans.clear();
+        let mut state = shared.lock();
+        state.spare = Some(spans);
+        if let Err(failed) = &outcome {
+            // Flushes asked for while this export ran: it held spans that
+            // ended before they asked, so its failure is theirs too.
+            for flush in &mut state.flushes {
+                flush.earlier.get_or_insert_with(|| failed.clone());
             }
         }
         if stopping {
@@ -305,11 +412,17 @@ fn export_loop(shared: &Shared, exporter: &OtlpExporter) {
     }
 }
 
-/// Takes the count of dropped spans, when there is one and none was logged
-/// in the last [`DROPPED_LOG_INTERVAL`].
-fn warn_dropped(dropped: &mut u64, last: &mut Option<Instant>) -> Option<u64> {
+/// Takes the counts of dropped spans, when there are some and none were
+/// logged in the last [`DROPPED_LOG_INTERVAL`] (or the processor is
+/// stopping: the last count is always told).
+fn take_dropped(
+    dropped: &mut Dropped,
+    last: &mut Option<Instant>,
+    stopping: bool,
+) -> Option<Dropped> {
     let now = Instant::now();
-    if *dropped == 0 || last.is_some_and(|at| now.duration_since(at) < DROPPED_LOG_INTERVAL) {
+    let recently = last.is_some_and(|at| now.duration_since(at) < DROPPED_LOG_INTERVAL);
+    if *dropped == Dropped::default() || (recently && !stopping) {
         return None;
     }
     *last = Some(now);

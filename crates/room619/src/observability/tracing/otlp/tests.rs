@@ -191,7 +191,11 @@ fn sorted(mut request: ExportTraceServiceRequest) -> ExportTraceServiceRequest {
 fn queue(spans: &[SpanData]) -> Encoded {
     let mut encoded = Encoded::default();
     for span in spans {
-        encoded.push(span, &Prepared::of(span));
+        let prepared = Prepared::of(span);
+        let mut record = Vec::new();
+        prepared.write(span, &mut record);
+        assert_eq!(record.len(), prepared.record_len());
+        encoded.push(&span.instrumentation_scope, &record);
     }
     assert_eq!(encoded.len(), spans.len());
     encoded
@@ -201,21 +205,17 @@ fn queue(spans: &[SpanData]) -> Encoded {
 fn encoded(spans: &[SpanData], resource: &Resource) -> Vec<u8> {
     let encoded = queue(spans);
     let resource = EncodedResource::new(resource);
-    let mut requests = encoded.requests(&resource, usize::MAX);
-    assert_eq!(requests.len(), 1);
-    let request = requests.remove(0);
-    let whole: Vec<Part> = encoded
-        .scopes
-        .iter()
-        .enumerate()
-        .map(|(scope, spans)| Part {
-            scope,
-            spans: 0..spans.spans.len(),
-        })
-        .collect();
+    let plan = encoded.plan(&resource, usize::MAX, usize::MAX);
+    assert_eq!(plan.len(), 1);
+    written(&encoded, &resource, &plan[0])
+}
+
+/// The request that holds `parts`, checked to be as long as planned.
+fn written(encoded: &Encoded, resource: &EncodedResource, parts: &[Part]) -> Vec<u8> {
+    let request = encoded.request(resource, parts);
     assert_eq!(
         request.len(),
-        encoded.request_len(&resource, &whole),
+        encoded.request_len(resource, parts),
         "the planned length is the written one"
     );
     request
@@ -248,10 +248,26 @@ fn an_empty_resource_decodes_too() {
 fn nothing_waiting_is_no_request() {
     let encoded = Encoded::default();
     assert!(encoded.is_empty());
-    assert!(
-        encoded
-            .requests(&EncodedResource::new(&resource()), usize::MAX)
-            .is_empty()
+    let resource = EncodedResource::new(&resource());
+    assert!(encoded.plan(&resource, 512, usize::MAX).is_empty());
+
+    // Cleared after an export, the scopes stay (with their room) but an
+    // empty one is not sent.
+    let mut encoded = queue(&batch());
+    encoded.clear();
+    assert!(encoded.is_empty());
+    assert!(encoded.plan(&resource, 512, usize::MAX).is_empty());
+    let room619 = InstrumentationScope::builder("room619").build();
+    let one = queue(&[plain(&room619, 1)]);
+    let mut record = Vec::new();
+    Prepared::of(&plain(&room619, 1)).write(&plain(&room619, 1), &mut record);
+    encoded.push(&room619, &record);
+    let plan = encoded.plan(&resource, 512, usize::MAX);
+    assert_eq!(plan.len(), 1);
+    assert_eq!(
+        written(&encoded, &resource, &plan[0]),
+        written(&one, &resource, &one.plan(&resource, 512, usize::MAX)[0]),
+        "the same request as from fresh buffers"
     );
 }
 
@@ -326,7 +342,7 @@ async fn exports_reach_a_collector_as_sent() {
     let encoded_resource = EncodedResource::new(&resource());
     for _ in 0..2 {
         exporter
-            .export(&queue(&batch()), &encoded_resource)
+            .export(&queue(&batch()), &encoded_resource, 512)
             .await
             .unwrap_or_else(|err| panic!("export failed: {err}"));
     }
@@ -350,7 +366,12 @@ async fn a_partial_success_is_a_success_and_a_refusal_an_error() {
     let exporter = OtlpExporter::new(&serve(partial.clone()).await, Duration::from_secs(5))
         .unwrap_or_else(|err| panic!("{err}"));
     let resource = EncodedResource::new(&resource());
-    assert!(exporter.export(&queue(&batch()), &resource).await.is_ok());
+    assert!(
+        exporter
+            .export(&queue(&batch()), &resource, 512)
+            .await
+            .is_ok()
+    );
     assert_eq!(
         partial
             .received
@@ -367,7 +388,7 @@ async fn a_partial_success_is_a_success_and_a_refusal_an_error() {
     let exporter = OtlpExporter::new(&serve(full).await, Duration::from_secs(5))
         .unwrap_or_else(|err| panic!("{err}"));
     let err = exporter
-        .export(&queue(&batch()), &resource)
+        .export(&queue(&batch()), &resource, 512)
         .await
         .err()
         .unwrap_or_else(|| panic!("a refused export is an error"));
@@ -384,9 +405,12 @@ async fn an_unreachable_collector_fails_the_export_without_hanging() {
         .unwrap_or_else(|err| panic!("{err}"));
     let resource = EncodedResource::new(&resource());
     let spans = queue(&batch());
-    let outcome = tokio::time::timeout(Duration::from_secs(10), exporter.export(&spans, &resource))
-        .await
-        .unwrap_or_else(|_| panic!("the export hung"));
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(10),
+        exporter.export(&spans, &resource, 512),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the export hung"));
     assert!(outcome.is_err());
 }
 
@@ -441,6 +465,37 @@ fn failing_exports_are_logged_once_a_minute_with_a_count() {
     );
 }
 
+/// The scopes and span ids (last byte) of each request of `plan`, each
+/// request checked to decode and to be as long as planned.
+fn sent(
+    encoded: &Encoded,
+    resource: &EncodedResource,
+    plan: &[Vec<Part>],
+) -> Vec<Vec<(String, Vec<u8>)>> {
+    plan.iter()
+        .map(|parts| {
+            let bytes = written(encoded, resource, parts);
+            let decoded = ExportTraceServiceRequest::decode(bytes.as_slice())
+                .unwrap_or_else(|err| panic!("a request does not decode: {err}"));
+            assert_eq!(decoded.resource_spans.len(), 1);
+            decoded.resource_spans[0]
+                .scope_spans
+                .iter()
+                .map(|scope| {
+                    (
+                        scope
+                            .scope
+                            .as_ref()
+                            .map(|scope| scope.name.clone())
+                            .unwrap_or_default(),
+                        scope.spans.iter().map(|span| span.span_id[7]).collect(),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
 #[test]
 fn spans_too_many_for_one_request_go_in_several_that_fit() {
     let room619 = InstrumentationScope::builder("room619").build();
@@ -460,28 +515,63 @@ fn spans_too_many_for_one_request_go_in_several_that_fit() {
             span
         }))
         .collect();
+    let encoded = queue(&spans);
     let resource = EncodedResource::new(&resource());
     let max = 10_000;
-    let requests = queue(&spans).requests(&resource, max);
-    assert!(requests.len() >= 5, "{} requests", requests.len());
-    let mut ids = Vec::new();
-    for bytes in &requests {
-        let decoded = ExportTraceServiceRequest::decode(bytes.as_slice())
-            .unwrap_or_else(|err| panic!("a request does not decode: {err}"));
-        let sent: Vec<u8> = decoded.resource_spans[0]
-            .scope_spans
-            .iter()
-            .flat_map(|scope| scope.spans.iter().map(|span| span.span_id[7]))
-            .collect();
-        assert!(
-            bytes.len() <= max || sent.len() == 1,
-            "a request of {} bytes holds {} spans",
-            bytes.len(),
-            sent.len()
-        );
-        ids.extend(sent);
+    let plan = encoded.plan(&resource, usize::MAX, max);
+    // 41 kB of spans, at most 9 a request (with the overhead), the large
+    // one alone: 6 or 7 requests, not one a span.
+    assert!((6..=7).contains(&plan.len()), "{} requests", plan.len());
+    let requests = sent(&encoded, &resource, &plan);
+    for (request, parts) in requests.iter().zip(&plan) {
+        let scopes: Vec<&str> = request.iter().map(|(scope, _)| scope.as_str()).collect();
+        let mut unique = scopes.clone();
+        unique.dedup();
+        assert_eq!(scopes, unique, "a scope once a request");
+        let bytes = encoded.request_len(&resource, parts);
+        let count: usize = request.iter().map(|(_, ids)| ids.len()).sum();
+        assert!(bytes <= max || count == 1, "{bytes} bytes in {count} spans");
     }
-    ids.sort_unstable();
-    let expected: Vec<u8> = (1..=40).chain(std::iter::once(99)).collect();
-    assert_eq!(ids, expected, "every span once");
+    // Each scope's spans in the order they ended, every span once.
+    let of = |name: &str| -> Vec<u8> {
+        requests
+            .iter()
+            .flatten()
+            .filter(|(scope, _)| scope == name)
+            .flat_map(|(_, ids)| ids.clone())
+            .collect()
+    };
+    let expected = |parity: u8| -> Vec<u8> { (1..=40).filter(|id| id % 2 == parity).collect() };
+    assert_eq!(of("room619"), [expected(1), vec![99]].concat());
+    assert_eq!(of("other"), expected(0));
+}
+
+#[test]
+fn a_request_holds_at_most_the_batch_size() {
+    let room619 = InstrumentationScope::builder("room619").build();
+    let other = InstrumentationScope::builder("other").build();
+    let spans: Vec<SpanData> = (1..=7)
+        .map(|id| plain(if id == 4 { &other } else { &room619 }, id))
+        .collect();
+    let encoded = queue(&spans);
+    let resource = EncodedResource::new(&resource());
+    let plan = encoded.plan(&resource, 3, usize::MAX);
+    let requests = sent(&encoded, &resource, &plan);
+    let shape: Vec<Vec<(&str, Vec<u8>)>> = requests
+        .iter()
+        .map(|request| {
+            request
+                .iter()
+                .map(|(scope, ids)| (scope.as_str(), ids.clone()))
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            vec![("room619", vec![1, 2, 3])],
+            vec![("room619", vec![5, 6, 7])],
+            vec![("other", vec![4])],
+        ]
+    );
 }

@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::{
 };
 use opentelemetry_sdk::{Resource, error::OTelSdkError, trace::SdkTracerProvider};
 
-use super::{OtlpProcessor, Schedule, SpanProcessor as _, warn_dropped};
+use super::{Dropped, OtlpProcessor, Schedule, SpanProcessor as _, take_dropped};
 use crate::observability::tracing::otlp::{
     OtlpExporter,
     tests::{Collector, plain, serve},
@@ -165,7 +165,13 @@ async fn a_full_queue_drops_the_spans_that_find_it_full() {
     for id in 1..=5 {
         processor.on_end(plain(&scope, id));
     }
-    assert_eq!(processor.shared.lock().dropped, 2);
+    assert_eq!(
+        processor.shared.lock().dropped,
+        Dropped {
+            queue_full: 2,
+            too_large: 0
+        }
+    );
     assert!(flush(&processor).await.is_ok());
     assert_eq!(received_ids(&collector), [1, 2, 3]);
     // The queue has room again.
@@ -281,24 +287,88 @@ fn the_schedule_reads_the_sdks_variables() {
 }
 
 #[test]
-fn dropped_spans_are_counted_and_told_once_a_minute() {
+fn dropped_spans_are_counted_and_told_once_a_minute_and_at_the_end() {
     let mut last = None;
-    let mut dropped = 0;
+    let mut dropped = Dropped::default();
     assert_eq!(
-        warn_dropped(&mut dropped, &mut last),
+        take_dropped(&mut dropped, &mut last, false),
         None,
         "nothing dropped"
     );
-    dropped = 3;
-    assert_eq!(warn_dropped(&mut dropped, &mut last), Some(3));
-    assert_eq!(dropped, 0);
-    dropped = 2;
+    dropped.queue_full = 3;
+    let told = take_dropped(&mut dropped, &mut last, false);
+    assert_eq!(told.map(|told| told.queue_full), Some(3));
+    assert_eq!(dropped, Dropped::default());
+    dropped.too_large = 2;
     assert_eq!(
-        warn_dropped(&mut dropped, &mut last),
+        take_dropped(&mut dropped, &mut last, false),
         None,
         "told a moment ago"
     );
-    assert_eq!(dropped, 2, "kept for the next warning");
+    assert_eq!(dropped.too_large, 2, "kept for the next warning");
+    let told = take_dropped(&mut dropped, &mut last, true);
+    assert_eq!(
+        told.map(|told| told.too_large),
+        Some(2),
+        "the last count is told"
+    );
+    dropped.queue_full = 1;
     last = last.and_then(|at: Instant| at.checked_sub(super::DROPPED_LOG_INTERVAL));
-    assert_eq!(warn_dropped(&mut dropped, &mut last), Some(2));
+    assert!(take_dropped(&mut dropped, &mut last, false).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_span_larger_than_a_request_is_dropped_and_counted() {
+    let (processor, collector) = processor(NEVER).await;
+    let processor = std::sync::Arc::new(processor);
+    let scope = InstrumentationScope::builder("room619").build();
+    let mut huge = plain(&scope, 1);
+    huge.attributes = vec![opentelemetry::KeyValue::new(
+        "payload",
+        "x".repeat(super::MAX_SPAN),
+    )];
+    processor.on_end(huge);
+    processor.on_end(plain(&scope, 2));
+    assert_eq!(processor.shared.lock().dropped.too_large, 1);
+    assert!(flush(&processor).await.is_ok());
+    assert_eq!(received_ids(&collector), [2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_sends_requests_of_at_most_the_batch_size() {
+    let (processor, collector) = processor(Schedule { batch: 2, ..NEVER }).await;
+    let processor = std::sync::Arc::new(processor);
+    let scope = InstrumentationScope::builder("room619").build();
+    {
+        // Five spans at once, before the export thread can take two.
+        let mut state = processor.shared.lock();
+        for id in 1..=5 {
+            let span = plain(&scope, id);
+            let prepared = crate::observability::tracing::otlp::Prepared::of(&span);
+            let mut record = Vec::new();
+            prepared.write(&span, &mut record);
+            state.spans.push(&scope, &record);
+        }
+    }
+    assert!(flush(&processor).await.is_ok());
+    let sizes: Vec<usize> = requests(&collector)
+        .iter()
+        .map(|request| request.resource_spans[0].scope_spans[0].spans.len())
+        .collect();
+    assert_eq!(sizes, [2, 2, 1]);
+    assert_eq!(received_ids(&collector), [1, 2, 3, 4, 5]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delay_too_long_to_reach_means_no_timed_exports() {
+    let (processor, collector) = processor(Schedule {
+        delay: Duration::MAX,
+        ..NEVER
+    })
+    .await;
+    let processor = std::sync::Arc::new(processor);
+    processor.on_end(plain(&InstrumentationScope::builder("room619").build(), 1));
+    // The export thread did not die computing its next export's time.
+    assert!(flush(&processor).await.is_ok());
+    assert_eq!(received_ids(&collector), [1]);
 }
