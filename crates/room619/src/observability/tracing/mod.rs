@@ -55,13 +55,15 @@ impl Telemetry {
     /// `telemetry.otlp_endpoint` is unset (export off). Call it inside a
     /// tokio runtime.
     ///
-    /// A sampled span is encoded as it ends and sent from a thread of the
-    /// provider's own, on the schedule of the SDK's batch processor and its
-    /// variables: when `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` spans (512) wait,
-    /// `OTEL_BSP_SCHEDULE_DELAY` ms (5 000) after the last export, on
-    /// [`flush`](Self::flush) and at shutdown; a span that finds
-    /// `OTEL_BSP_MAX_QUEUE_SIZE` spans (2 048) waiting is dropped (and
-    /// counted in a warning, at most once a minute).
+    /// A sampled span is encoded as it ends and sent from a thread of its
+    /// span processor's own, on the schedule of the SDK's batch processor
+    /// and its variables: when `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` spans (512)
+    /// wait, `OTEL_BSP_SCHEDULE_DELAY` ms (5 000) after the last export, on
+    /// [`flush`](Self::flush) and at shutdown, in requests of at most that
+    /// many spans; a span that finds `OTEL_BSP_MAX_QUEUE_SIZE` spans (2 048)
+    /// waiting, or is larger than a request may be (4 MiB), is dropped and
+    /// counted in a warning (at most once a minute, and at shutdown). A
+    /// value that is not a positive number is ignored.
     ///
     /// # Errors
     ///
