@@ -295,7 +295,12 @@ fn varint_lengths_match_the_bytes_written() {
 #[derive(Clone, Default)]
 pub(in crate::observability::tracing) struct Collector {
     pub(in crate::observability::tracing) received: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+    /// Rejected spans to report (a partial success), or below 0: refuse.
     pub(in crate::observability::tracing) rejected: i64,
+    /// Requests that arrived, answered yet or not.
+    pub(in crate::observability::tracing) arrived: Arc<std::sync::atomic::AtomicUsize>,
+    /// How long to wait before answering.
+    pub(in crate::observability::tracing) delay: Duration,
 }
 
 #[tonic::async_trait]
@@ -304,6 +309,9 @@ impl TraceService for Collector {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.arrived
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
         if self.rejected < 0 {
             return Err(tonic::Status::resource_exhausted("the collector is full"));
         }

@@ -248,6 +248,37 @@ async fn a_refused_export_fails_the_flush_with_the_collectors_answer() {
     assert!(flush(&processor).await.is_ok());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_asked_during_a_failing_export_is_told_of_its_failure() {
+    let collector = Collector {
+        rejected: -1,
+        delay: Duration::from_millis(500),
+        ..Collector::default()
+    };
+    let endpoint = serve(collector.clone()).await;
+    let exporter =
+        OtlpExporter::new(&endpoint, Duration::from_secs(5)).unwrap_or_else(|err| panic!("{err}"));
+    let processor = std::sync::Arc::new(
+        OtlpProcessor::with_schedule(exporter, Schedule { batch: 1, ..NEVER })
+            .unwrap_or_else(|err| panic!("{err}")),
+    );
+    // A full batch: the export starts, and the collector holds it.
+    processor.on_end(plain(&InstrumentationScope::builder("room619").build(), 1));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while collector.arrived.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the batch was not exported");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The span ended before the flush, and is in the failing export: the
+    // flush fails, though the export it waits for (of nothing) does not.
+    let err = flush(&processor)
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("the flush did not see the failure"));
+    assert!(err.to_string().contains("ResourceExhausted"), "{err}");
+    assert!(flush(&processor).await.is_ok(), "the failure is told once");
+}
+
 #[test]
 fn the_schedule_reads_the_sdks_variables() {
     let vars = |pairs: &'static [(&'static str, &'static str)]| {
