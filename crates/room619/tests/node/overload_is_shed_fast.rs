@@ -9,7 +9,10 @@ use shop_proto::echo::v1::EchoRequest;
 use tokio::task::JoinSet;
 use tonic::Code;
 
-use crate::support::{self, abuse::p99};
+use crate::support::{
+    self,
+    abuse::{ONE_AT_A_TIME, p99},
+};
 
 /// How long an admitted request takes.
 const WORK: Duration = Duration::from_millis(400);
@@ -27,6 +30,8 @@ enum Outcome {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_times_the_sustainable_rate_is_refused_fast_and_admitted_requests_keep_their_latency()
 {
+    // Not beside the HTTP/2 attacks, which take a core each.
+    let _alone = ONE_AT_A_TIME.lock().await;
     let node = support::start(support::config(&format!(
         "[limits]\nmax_concurrent_requests = {LIMIT}"
     )))
@@ -101,11 +106,13 @@ async fn five_times_the_sustainable_rate_is_refused_fast_and_admitted_requests_k
         }
     }
     let (admitted_count, refused_count) = (admitted.len(), refused.len());
+    refused.sort();
+    let refused_median = refused.get(refused.len() / 2).copied().unwrap_or_default();
     let refused_p99 = p99(refused);
     let admitted_p99 = p99(admitted);
     eprintln!(
         "overload: {admitted_count} admitted (p99 {admitted_p99:?}), \
-         {refused_count} refused (p99 {refused_p99:?})"
+         {refused_count} refused (median {refused_median:?}, p99 {refused_p99:?})"
     );
     // At 5x, most are refused; the limit is never exceeded, so some wait-free
     // admission happens throughout.
@@ -117,13 +124,15 @@ async fn five_times_the_sustainable_rate_is_refused_fast_and_admitted_requests_k
         admitted_count >= usize::try_from(LIMIT).unwrap(),
         "{admitted_count} admitted"
     );
-    // Refusals do not queue: they come well before an admitted request could
-    // have finished (generous bounds for a busy CI machine; the figures are
-    // in docs/SECURITY.md).
+    // Refusals do not queue: they come before an admitted request could
+    // have finished, most of them long before (generous bounds for a busy
+    // CI machine, whose scheduling delays reach the callers too; the
+    // figures are in docs/SECURITY.md).
     assert!(
-        refused_p99 < WORK / 2,
-        "refusals took {refused_p99:?} (p99)"
+        refused_median < WORK / 4,
+        "refusals took {refused_median:?} (median)"
     );
+    assert!(refused_p99 < WORK, "refusals took {refused_p99:?} (p99)");
     assert!(
         admitted_p99 < WORK * 2,
         "admitted requests took {admitted_p99:?} (p99)"
