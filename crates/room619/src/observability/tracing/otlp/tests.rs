@@ -405,10 +405,18 @@ async fn a_partial_success_is_a_success_and_a_refusal_an_error() {
 
 #[tokio::test]
 async fn an_unreachable_collector_fails_the_export_without_hanging() {
-    // A port nobody listens on: bound, then released.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
+    // A port bound but not listened on, and kept so for the test: a
+    // connection to it is refused, and no other test can take it.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
         .unwrap_or_else(|err| panic!("{err}"));
+    socket
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap_or_else(|err| panic!("{err}"));
+    let addr = socket
+        .local_addr()
+        .ok()
+        .and_then(|addr| addr.as_socket())
+        .unwrap_or_else(|| panic!("no local address"));
     let exporter = OtlpExporter::new(&format!("http://{addr}"), Duration::from_secs(5))
         .unwrap_or_else(|err| panic!("{err}"));
     let resource = EncodedResource::new(&resource());

@@ -21,12 +21,15 @@ use crate::observability::tracing::otlp::{
 /// A processor exporting to a collector in this test, on `schedule`.
 async fn processor(schedule: Schedule) -> (OtlpProcessor, Collector) {
     let collector = Collector::default();
+    (processor_to(&collector, schedule).await, collector)
+}
+
+/// A processor exporting to `collector`, served here, on `schedule`.
+async fn processor_to(collector: &Collector, schedule: Schedule) -> OtlpProcessor {
     let endpoint = serve(collector.clone()).await;
     let exporter =
         OtlpExporter::new(&endpoint, Duration::from_secs(5)).unwrap_or_else(|err| panic!("{err}"));
-    let processor =
-        OtlpProcessor::with_schedule(exporter, schedule).unwrap_or_else(|err| panic!("{err}"));
-    (processor, collector)
+    OtlpProcessor::with_schedule(exporter, schedule).unwrap_or_else(|err| panic!("{err}"))
 }
 
 /// Nothing leaves unless asked: no batch fills, the delay is long.
@@ -79,11 +82,7 @@ async fn flush(processor: &std::sync::Arc<OtlpProcessor>) -> Result<(), OTelSdkE
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flush_sends_every_ended_span_with_the_providers_resource() {
     let collector = Collector::default();
-    let endpoint = serve(collector.clone()).await;
-    let exporter =
-        OtlpExporter::new(&endpoint, Duration::from_secs(5)).unwrap_or_else(|err| panic!("{err}"));
-    let processor =
-        OtlpProcessor::with_schedule(exporter, NEVER).unwrap_or_else(|err| panic!("{err}"));
+    let processor = processor_to(&collector, NEVER).await;
     let provider = SdkTracerProvider::builder()
         .with_span_processor(processor)
         .with_resource(Resource::builder().with_service_name("users").build())
@@ -232,12 +231,7 @@ async fn a_refused_export_fails_the_flush_with_the_collectors_answer() {
         rejected: -1,
         ..Collector::default()
     };
-    let endpoint = serve(collector).await;
-    let exporter =
-        OtlpExporter::new(&endpoint, Duration::from_secs(5)).unwrap_or_else(|err| panic!("{err}"));
-    let processor = std::sync::Arc::new(
-        OtlpProcessor::with_schedule(exporter, NEVER).unwrap_or_else(|err| panic!("{err}")),
-    );
+    let processor = std::sync::Arc::new(processor_to(&collector, NEVER).await);
     processor.on_end(plain(&InstrumentationScope::builder("room619").build(), 1));
     let err = flush(&processor)
         .await
@@ -255,13 +249,8 @@ async fn a_flush_asked_during_a_failing_export_is_told_of_its_failure() {
         delay: Duration::from_millis(500),
         ..Collector::default()
     };
-    let endpoint = serve(collector.clone()).await;
-    let exporter =
-        OtlpExporter::new(&endpoint, Duration::from_secs(5)).unwrap_or_else(|err| panic!("{err}"));
-    let processor = std::sync::Arc::new(
-        OtlpProcessor::with_schedule(exporter, Schedule { batch: 1, ..NEVER })
-            .unwrap_or_else(|err| panic!("{err}")),
-    );
+    let processor =
+        std::sync::Arc::new(processor_to(&collector, Schedule { batch: 1, ..NEVER }).await);
     // A full batch: the export starts, and the collector holds it.
     processor.on_end(plain(&InstrumentationScope::builder("room619").build(), 1));
     let deadline = Instant::now() + Duration::from_secs(10);
