@@ -268,6 +268,12 @@ async fn a_flush_asked_during_a_failing_export_is_told_of_its_failure() {
     assert!(flush(&processor).await.is_ok(), "the failure is told once");
 }
 
+/// `OTEL_BSP_*` variables set, and the batch, queue and delay they make.
+type Case = (
+    &'static [(&'static str, &'static str)],
+    (usize, usize, Duration),
+);
+
 #[test]
 fn the_schedule_reads_the_sdks_variables() {
     let vars = |pairs: &'static [(&'static str, &'static str)]| {
@@ -278,32 +284,36 @@ fn the_schedule_reads_the_sdks_variables() {
                 .map(|(_, value)| (*value).to_owned())
         }
     };
-    let defaults = Schedule::from_vars(vars(&[]));
-    assert_eq!(
-        (defaults.batch, defaults.queue, defaults.delay),
-        (512, 2_048, Duration::from_secs(5))
-    );
-    let set = Schedule::from_vars(vars(&[
-        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "64"),
-        ("OTEL_BSP_MAX_QUEUE_SIZE", " 100 "),
-        ("OTEL_BSP_SCHEDULE_DELAY", "250"),
-    ]));
-    assert_eq!(
-        (set.batch, set.queue, set.delay),
-        (64, 100, Duration::from_millis(250))
-    );
-    // Nonsense is ignored; a batch is never larger than the queue.
-    let odd = Schedule::from_vars(vars(&[
-        ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4096"),
-        ("OTEL_BSP_MAX_QUEUE_SIZE", "1000"),
-        ("OTEL_BSP_SCHEDULE_DELAY", "-5"),
-    ]));
-    assert_eq!(
-        (odd.batch, odd.queue, odd.delay),
-        (1_000, 1_000, Duration::from_secs(5))
-    );
-    let zero = Schedule::from_vars(vars(&[("OTEL_BSP_MAX_QUEUE_SIZE", "0")]));
-    assert_eq!(zero.queue, 2_048);
+    let ms = Duration::from_millis;
+    let cases: [Case; 4] = [
+        (&[], (512, 2_048, ms(5_000))),
+        (
+            &[
+                ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "64"),
+                ("OTEL_BSP_MAX_QUEUE_SIZE", " 100 "),
+                ("OTEL_BSP_SCHEDULE_DELAY", "250"),
+            ],
+            (64, 100, ms(250)),
+        ),
+        // Nonsense is ignored; a batch is never larger than the queue.
+        (
+            &[
+                ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4096"),
+                ("OTEL_BSP_MAX_QUEUE_SIZE", "1000"),
+                ("OTEL_BSP_SCHEDULE_DELAY", "-5"),
+            ],
+            (1_000, 1_000, ms(5_000)),
+        ),
+        (&[("OTEL_BSP_MAX_QUEUE_SIZE", "0")], (512, 2_048, ms(5_000))),
+    ];
+    for (set, expected) in cases {
+        let schedule = Schedule::from_vars(vars(set));
+        assert_eq!(
+            (schedule.batch, schedule.queue, schedule.delay),
+            expected,
+            "{set:?}"
+        );
+    }
 }
 
 #[test]
