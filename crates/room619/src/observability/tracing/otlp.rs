@@ -9,8 +9,8 @@
 //! intermediate message, and no allocation per span but for a span's
 //! `tracestate`, when it has one. [`OtlpExporter`] sends the encoded spans,
 //! grouped by scope under the resource, in as few
-//! `ExportTraceServiceRequest`s as keep each within what a collector takes
-//! by default (4 MiB) rather than being refused whole. A test decodes what
+//! `ExportTraceServiceRequest`s as keep each within the batch size and what
+//! a collector takes by default (4 MiB) rather than being refused whole. A test decodes what
 //! is written with `opentelemetry-proto` and compares it with that crate's
 //! own conversion of the same spans.
 

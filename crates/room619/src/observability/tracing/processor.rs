@@ -24,6 +24,7 @@ use std::{
     fmt,
     sync::{
         Arc, Condvar, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicBool, Ordering},
         mpsc::{self, RecvTimeoutError, SyncSender},
     },
     thread::JoinHandle,
@@ -111,6 +112,10 @@ struct Shared {
     /// is asked for.
     wake: Condvar,
     schedule: Schedule,
+    /// Whether a span ending now would be dropped (the queue is full, or
+    /// the processor stopping), as of the last change under the lock: read
+    /// before a span is encoded, so a dropped one is not encoded first.
+    refusing: AtomicBool,
 }
 
 struct State {
@@ -155,6 +160,12 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Stops taking spans; the export thread sends what waits and returns.
+    fn stop(&self, state: &mut State) {
+        state.stopping = true;
+        self.refusing.store(true, Ordering::Relaxed);
+    }
 }
 
 impl OtlpProcessor {
@@ -183,6 +194,7 @@ impl OtlpProcessor {
             }),
             wake: Condvar::new(),
             schedule,
+            refusing: AtomicBool::new(false),
         });
         let worker = std::thread::Builder::new()
             .name("room619-otlp-export".to_owned())
@@ -215,7 +227,7 @@ impl OtlpProcessor {
                 return Err(thread_stopped());
             }
             if stop {
-                state.stopping = true;
+                self.shared.stop(&mut state);
                 state.stopped_by = Some(reply);
             } else {
                 state.flushes.push(Flush {
@@ -246,6 +258,10 @@ impl SpanProcessor for OtlpProcessor {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
     fn on_end(&self, span: SpanData) {
+        if self.shared.refusing.load(Ordering::Relaxed) {
+            self.shared.lock().dropped.queue_full += 1;
+            return;
+        }
         let prepared = Prepared::of(&span);
         if prepared.record_len() > MAX_SPAN {
             self.shared.lock().dropped.too_large += 1;
@@ -257,10 +273,14 @@ impl SpanProcessor for OtlpProcessor {
         record.clear();
         prepared.write(&span, &mut record);
         let mut state = self.shared.lock();
-        if state.stopping || state.spans.len() >= self.shared.schedule.queue {
+        let queue = self.shared.schedule.queue;
+        if state.stopping || state.spans.len() >= queue {
             state.dropped.queue_full += 1;
         } else {
             state.spans.push(&span.instrumentation_scope, &record);
+            if state.spans.len() >= queue {
+                self.shared.refusing.store(true, Ordering::Relaxed);
+            }
             if state.spans.len() >= self.shared.schedule.batch && !state.batch_due {
                 state.batch_due = true;
                 drop(state);
@@ -309,7 +329,7 @@ impl Drop for OtlpProcessor {
     /// Without a shutdown (the provider shuts its processors down when it
     /// is dropped), the export thread still sends what waits, then stops.
     fn drop(&mut self) {
-        self.shared.lock().stopping = true;
+        self.shared.stop(&mut self.shared.lock());
         self.shared.wake.notify_one();
     }
 }
@@ -357,6 +377,7 @@ fn export_loop(shared: &Shared, exporter: &OtlpExporter) {
         }
         let spare = state.spare.take().unwrap_or_default();
         let mut spans = std::mem::replace(&mut state.spans, spare);
+        shared.refusing.store(state.stopping, Ordering::Relaxed);
         let resource = Arc::clone(&state.resource);
         let flushes = std::mem::take(&mut state.flushes);
         let stopping = state.stopping;
