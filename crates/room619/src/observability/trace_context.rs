@@ -345,7 +345,7 @@ mod tests {
             .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)))
             .build();
         let subscriber =
-            tracing_subscriber::registry().with(OtelLayer::new(provider.tracer("test")));
+            tracing_subscriber::registry().with(OtelLayer::new(provider.tracer("test"), None));
         tracing::subscriber::with_default(subscriber, f);
     }
 

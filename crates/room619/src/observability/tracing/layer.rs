@@ -55,18 +55,26 @@ use tracing_subscriber::{
     registry::{LookupSpan, SpanRef},
 };
 
+use super::sampling::{self, Decision, Ratio};
 use crate::observability::request_scope::{self, RequestScope};
 
 /// Records spans as OpenTelemetry spans with `tracer`.
 pub(crate) struct OtelLayer<S> {
     tracer: SdkTracer,
+    /// The sampling of `tracer`'s provider, when it is known (a
+    /// [`Telemetry`](super::Telemetry) provider): the layer then decides
+    /// itself, and builds only sampled spans with the SDK.
+    sampling: Option<Ratio>,
     subscriber: PhantomData<fn(S)>,
 }
 
 impl<S> OtelLayer<S> {
-    pub(crate) fn new(tracer: SdkTracer) -> Self {
+    /// `sampling` must be what the provider of `tracer` samples with, and
+    /// the provider must take its ids from [`sampling::Ids`].
+    pub(crate) fn new(tracer: SdkTracer, sampling: Option<Ratio>) -> Self {
         Self {
             tracer,
+            sampling,
             subscriber: PhantomData,
         }
     }
@@ -95,6 +103,7 @@ struct Pending {
     builder: SpanBuilder,
     status: Status,
     tracer: SdkTracer,
+    sampling: Option<Ratio>,
 }
 
 impl OtelSpan {
@@ -104,9 +113,21 @@ impl OtelSpan {
             builder,
             status,
             tracer,
+            sampling,
         }) = self.pending.take()
         {
-            let mut span = tracer.build_with_context(builder, &self.cx);
+            let trace_id = match sampling.map(|ratio| ratio.decide(&self.cx)) {
+                // Never exported: its ids are all the context needs (no
+                // SDK span to build, lock and drop).
+                Some(Decision::Unsampled(span)) => {
+                    self.cx = self.cx.with_remote_span_context(span);
+                    return &self.cx;
+                }
+                Some(Decision::Sampled(trace_id)) => trace_id,
+                None => None,
+            };
+            let mut span =
+                sampling::with_trace_id(trace_id, || tracer.build_with_context(builder, &self.cx));
             self.cx = if span.is_recording() {
                 if status != Status::Unset {
                     span.set_status(status);
@@ -217,6 +238,7 @@ where
                 builder,
                 status,
                 tracer: self.tracer.clone(),
+                sampling: self.sampling,
             }),
             cx: parent,
             left: None,
@@ -644,11 +666,14 @@ mod tests {
     };
     use opentelemetry_sdk::{
         error::OTelSdkResult,
-        trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter},
+        trace::{Sampler, SdkTracerProvider, ShouldSample as _, SpanData, SpanExporter},
     };
     use tracing_subscriber::layer::SubscriberExt as _;
 
-    use super::{OtelLayer, OtelSpan, with_span};
+    use super::{
+        super::sampling::{Ids, Ratio},
+        OtelLayer, OtelSpan, with_span,
+    };
     use crate::observability::request_scope::with_extensions;
 
     /// The spans a provider exported, as they end.
@@ -682,19 +707,78 @@ mod tests {
         traced_with(ratio, |_| f())
     }
 
-    /// As [`traced`], `f` seeing what is exported as it is.
+    /// As [`traced`], `f` seeing what is exported as it is. The layer
+    /// decides the sampling itself, as with a `Telemetry` provider.
     fn traced_with(ratio: f64, f: impl FnOnce(&Exported)) -> Exported {
+        traced_by(ratio, Some(Ratio::new(ratio)), f)
+    }
+
+    /// As [`traced_with`], the layer deciding the sampling with `sampling`,
+    /// or leaving it to the SDK (`None`).
+    fn traced_by(ratio: f64, sampling: Option<Ratio>, f: impl FnOnce(&Exported)) -> Exported {
         let exported = Exported::default();
         let provider = SdkTracerProvider::builder()
             .with_simple_exporter(exported.clone())
             .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
                 ratio,
             ))))
+            .with_id_generator(Ids::default())
             .build();
         let subscriber =
-            tracing_subscriber::registry().with(OtelLayer::new(provider.tracer("test")));
+            tracing_subscriber::registry().with(OtelLayer::new(provider.tracer("test"), sampling));
         tracing::subscriber::with_default(subscriber, || f(&exported));
         exported
+    }
+
+    /// Root spans and their children at ratio 0.5: the root's context.
+    fn roots_and_children(exported: &Exported) -> Vec<SpanContext> {
+        (0..400)
+            .map(|_| {
+                let root = tracing::info_span!("root");
+                let root_cx = context(&root).unwrap().span().span_context().clone();
+                let child = root.in_scope(|| tracing::info_span!("child"));
+                let child_cx = context(&child).unwrap().span().span_context().clone();
+                assert_eq!(child_cx.trace_id(), root_cx.trace_id());
+                assert_eq!(child_cx.is_sampled(), root_cx.is_sampled());
+                drop((child, root));
+                let found = exported
+                    .0
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|span| span.span_context.trace_id() == root_cx.trace_id())
+                    .count();
+                assert_eq!(found, if root_cx.is_sampled() { 2 } else { 0 });
+                root_cx
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_layer_samples_the_spans_the_sdk_would() {
+        let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(0.5)));
+        for sampling in [Some(Ratio::new(0.5)), None] {
+            let mut roots = Vec::new();
+            let exported = traced_by(0.5, sampling, |exported| {
+                roots = roots_and_children(exported);
+            });
+            let kept = roots.iter().filter(|root| root.is_sampled()).count();
+            assert!((120..280).contains(&kept), "{kept} of 400");
+            assert_eq!(exported.count(), 2 * kept);
+            for root in &roots {
+                let sdk = sampler.should_sample(
+                    None,
+                    root.trace_id(),
+                    "root",
+                    &SpanKind::Internal,
+                    &[],
+                    &[],
+                );
+                let sdk =
+                    sdk.decision == opentelemetry_sdk::trace::SamplingDecision::RecordAndSample;
+                assert_eq!(root.is_sampled(), sdk, "{sampling:?}");
+            }
+        }
     }
 
     fn context(span: &tracing::Span) -> Option<Context> {

@@ -35,12 +35,13 @@ use crate::{Error, Result};
 pub(crate) mod layer;
 mod otlp;
 mod processor;
+mod sampling;
 
 /// How long one export to the collector may take.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The provider the node flushes at shutdown (the last one installed).
-static INSTALLED: Mutex<Option<SdkTracerProvider>> = Mutex::new(None);
+static INSTALLED: Mutex<Option<Telemetry>> = Mutex::new(None);
 
 /// An OpenTelemetry tracer provider: spans batched and exported with OTLP
 /// over gRPC, sampled parent-based with a ratio for new traces, resource
@@ -48,6 +49,9 @@ static INSTALLED: Mutex<Option<SdkTracerProvider>> = Mutex::new(None);
 #[derive(Debug, Clone)]
 pub struct Telemetry {
     provider: SdkTracerProvider,
+    /// The provider's sampling, which the layer applies itself to spans
+    /// it need not build with the SDK.
+    sampling: sampling::Ratio,
 }
 
 impl Telemetry {
@@ -106,13 +110,17 @@ impl Telemetry {
         let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(sampling_ratio)));
         let provider = builder
             .with_sampler(sampler)
+            .with_id_generator(sampling::Ids::default())
             .with_resource(
                 Resource::builder()
                     .with_service_name(service_name.to_owned())
                     .build(),
             )
             .build();
-        Self { provider }
+        Self {
+            provider,
+            sampling: sampling::Ratio::new(sampling_ratio),
+        }
     }
 
     /// The `tracing` layer that records spans with this provider. Spans
@@ -136,13 +144,13 @@ impl Telemetry {
     where
         S: tracing::Subscriber + for<'span> LookupSpan<'span> + Send + Sync + 'static,
     {
-        layer::OtelLayer::new(self.provider.tracer("room619"))
+        layer::OtelLayer::new(self.provider.tracer("room619"), Some(self.sampling))
     }
 
     /// Makes this the provider [`logging::init`](super::logging::init)
     /// records spans with and a node flushes when it stops.
     pub fn install(&self) {
-        *INSTALLED.lock().unwrap_or_else(PoisonError::into_inner) = Some(self.provider.clone());
+        *INSTALLED.lock().unwrap_or_else(PoisonError::into_inner) = Some(self.clone());
     }
 
     /// Exports every finished span now. Blocks: call it from
@@ -201,13 +209,7 @@ where
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone()?;
-    Some(
-        Telemetry {
-            provider: installed,
-        }
-        .layer()
-        .boxed(),
-    )
+    Some(installed.layer().boxed())
 }
 
 /// Flushes the installed provider, if any (the node does it at shutdown).
@@ -215,7 +217,8 @@ pub(crate) async fn flush_installed() {
     let installed = INSTALLED
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .clone();
+        .as_ref()
+        .map(|telemetry| telemetry.provider.clone());
     let Some(provider) = installed else {
         return;
     };
