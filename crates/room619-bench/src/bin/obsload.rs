@@ -166,9 +166,9 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
         duration: Duration::from_secs(cli.warmup),
         ..spec.clone()
     };
-    // The OpenTelemetry SDK exports from a thread of its own per provider;
-    // only the node under load gives it work.
-    let exporters = ThreadCpu::named("OpenTelemetry.Traces.BatchProcessor");
+    // room619's span processor exports from a thread of its own per
+    // provider (`Telemetry::new`); only the node under load gives it work.
+    let exporters = ThreadCpu::named("room619-otlp-export");
     for target in &targets {
         measure(&load, cli.scenario, target, None, &warmup)?;
     }

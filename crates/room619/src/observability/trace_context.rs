@@ -163,7 +163,7 @@ pub(crate) struct TraceIds {
 
 #[cfg(feature = "otel")]
 mod otel {
-    use std::sync::LazyLock;
+    use std::{borrow::Cow, sync::LazyLock};
 
     use http::{HeaderMap, HeaderName, HeaderValue};
     use opentelemetry::{
@@ -234,6 +234,23 @@ mod otel {
                 otel.set_kind(SpanKind::Server);
                 otel.ended_by_owner();
             }
+            let values = || {
+                attributes
+                    .iter()
+                    .map(|(key, value)| KeyValue::new(*key, value.to_value()))
+            };
+            // Named and described as it is built, when it may be sampled.
+            let described = otel.start(|builder| {
+                if let Some(name) = server_name {
+                    builder.name = Cow::Owned(name.to_owned());
+                }
+                if !attributes.is_empty() {
+                    builder
+                        .attributes
+                        .get_or_insert_with(|| Vec::with_capacity(attributes.len()))
+                        .extend(values());
+                }
+            });
             let otel_span = otel.context().span();
             let span_context = otel_span.span_context();
             if span_context.is_valid() {
@@ -243,15 +260,13 @@ mod otel {
                 });
             }
             let sampled = otel_span.is_recording();
-            if sampled {
+            // A span started before (entered, or asked for its context)
+            // is described now, if it is sampled.
+            if sampled && !described {
                 if let Some(name) = server_name {
                     otel_span.update_name(name.to_owned());
                 }
-                otel_span.set_attributes(
-                    attributes
-                        .iter()
-                        .map(|(key, value)| KeyValue::new(*key, value.to_value())),
-                );
+                otel_span.set_attributes(values());
             }
             otel.scope = Some(scope);
             sampled
@@ -406,5 +421,71 @@ mod tests {
             // Sampled out by the root sampler: the flag says so downstream.
             assert!(sent.ends_with("-00"), "{sent}");
         });
+    }
+
+    /// The spans a provider exported, as they end.
+    #[derive(Clone, Debug, Default)]
+    struct Exported(std::sync::Arc<std::sync::Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
+
+    impl opentelemetry_sdk::trace::SpanExporter for Exported {
+        async fn export(
+            &self,
+            batch: Vec<opentelemetry_sdk::trace::SpanData>,
+        ) -> opentelemetry_sdk::error::OTelSdkResult {
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_sampled_server_span_is_named_and_described_whenever_it_started() {
+        let exported = Exported::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exported.clone())
+            .build();
+        let subscriber =
+            tracing_subscriber::registry().with(OtelLayer::new(provider.tracer("test"), None));
+        let service: std::sync::Arc<str> = "shop.Users".into();
+        tracing::subscriber::with_default(subscriber, || {
+            for early in [false, true] {
+                let span = tracing::info_span!("rpc.server");
+                if early {
+                    // Started before it is described: asked for its context.
+                    assert!(with_span(&span, |otel| otel.context().clone()).is_some());
+                }
+                let name = if early { "early" } else { "fresh" };
+                let scope = RequestScope::new(&service, &"Get".into(), None);
+                let attributes = [
+                    ("rpc.system", AttributeValue::Static("grpc")),
+                    ("rpc.service", AttributeValue::Shared(&service)),
+                    ("request_id", AttributeValue::Borrowed("r-1")),
+                ];
+                assert!(start_server(&span, name, &attributes, scope));
+                finish_server(&span, "rpc.grpc.status_code", 0);
+            }
+        });
+        let spans = exported.0.lock().unwrap();
+        let names: Vec<_> = spans.iter().map(|span| span.name.as_ref()).collect();
+        assert_eq!(names, ["fresh", "early"]);
+        // A span's kind is fixed when it starts.
+        assert_eq!(spans[0].span_kind, opentelemetry::trace::SpanKind::Server);
+        for span in spans.iter() {
+            let attributes: Vec<_> = span
+                .attributes
+                .iter()
+                .map(|kv| (kv.key.as_str(), kv.value.to_string()))
+                .collect();
+            assert_eq!(
+                attributes,
+                [
+                    ("rpc.system", "grpc".to_owned()),
+                    ("rpc.service", "shop.Users".to_owned()),
+                    ("request_id", "r-1".to_owned()),
+                    ("rpc.grpc.status_code", "0".to_owned()),
+                ],
+                "{}",
+                span.name
+            );
+        }
     }
 }

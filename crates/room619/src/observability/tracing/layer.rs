@@ -109,38 +109,49 @@ struct Pending {
 impl OtelSpan {
     /// The span's context, started now if it was not.
     pub(crate) fn context(&mut self) -> &Context {
-        if let Some(Pending {
-            builder,
+        self.start(|_| {});
+        &self.cx
+    }
+
+    /// Starts the span if it has not started, `describe` adding to what it
+    /// is built with if it may be sampled (its name and attributes go into
+    /// the SDK span as it is made, not through its lock after). `false`
+    /// when the span had started: `describe` was not called.
+    pub(crate) fn start(&mut self, describe: impl FnOnce(&mut SpanBuilder)) -> bool {
+        let Some(Pending {
+            mut builder,
             status,
             tracer,
             sampling,
         }) = self.pending.take()
-        {
-            let trace_id = match sampling.map(|ratio| ratio.decide(&self.cx)) {
-                // Never exported: its ids are all the context needs (no
-                // SDK span to build, lock and drop).
-                Some(Decision::Unsampled(span)) => {
-                    self.cx = self.cx.with_remote_span_context(span);
-                    return &self.cx;
-                }
-                Some(Decision::Sampled(trace_id)) => trace_id,
-                None => None,
-            };
-            let mut span =
-                sampling::with_trace_id(trace_id, || tracer.build_with_context(builder, &self.cx));
-            self.cx = if span.is_recording() {
-                if status != Status::Unset {
-                    span.set_status(status);
-                }
-                self.cx.with_span(span)
-            } else {
-                // An unsampled span records nothing: its ids are all the
-                // context needs (no boxed span to allocate, lock and drop).
-                self.cx
-                    .with_remote_span_context(span.span_context().clone())
-            };
-        }
-        &self.cx
+        else {
+            return false;
+        };
+        let trace_id = match sampling.map(|ratio| ratio.decide(&self.cx)) {
+            // Never exported: its ids are all the context needs (no SDK
+            // span to build, lock and drop).
+            Some(Decision::Unsampled(span)) => {
+                self.cx = self.cx.with_remote_span_context(span);
+                return true;
+            }
+            Some(Decision::Sampled(trace_id)) => trace_id,
+            None => None,
+        };
+        describe(&mut builder);
+        let mut span =
+            sampling::with_trace_id(trace_id, || tracer.build_with_context(builder, &self.cx));
+        self.cx = if span.is_recording() {
+            if status != Status::Unset {
+                span.set_status(status);
+            }
+            self.cx.with_span(span)
+        } else {
+            // An unsampled span records nothing: its ids are all the
+            // context needs (no boxed span to allocate, lock and drop).
+            self.cx
+                .with_remote_span_context(span.span_context().clone())
+        };
+        true
     }
 
     /// Says the span's owner ends it with [`OtelSpan::end`].

@@ -217,7 +217,10 @@ mod tests {
                 assert_eq!(ours.samples(trace_id), sdk, "ratio {ratio}, {trace_id}");
                 sampled += usize::from(sdk);
             }
-            assert!(expected.contains(&sampled), "ratio {ratio}: {sampled} of 2000");
+            assert!(
+                expected.contains(&sampled),
+                "ratio {ratio}: {sampled} of 2000"
+            );
         }
         // At the bound itself (the low 64 bits halved: 2⁶² at ratio 0.5),
         // and just below: the SDK's comparison is strict.
