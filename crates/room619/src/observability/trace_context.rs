@@ -245,9 +245,10 @@ mod otel {
                     builder.name = Cow::Owned(name.to_owned());
                 }
                 if !attributes.is_empty() {
+                    // With room for the status code, set when it ends.
                     builder
                         .attributes
-                        .get_or_insert_with(|| Vec::with_capacity(attributes.len()))
+                        .get_or_insert_with(|| Vec::with_capacity(attributes.len() + 1))
                         .extend(values());
                 }
             });
