@@ -601,16 +601,52 @@ fn put_attributes(buf: &mut impl BufMut, field: u32, attributes: &[KeyValue]) {
 
 /// `KeyValue`: the key, and the value as an `AnyValue` (always present).
 fn key_value_len(attribute: &KeyValue) -> usize {
+    if let Some((key, value)) = short_string(attribute) {
+        return short_len(key, value);
+    }
     str_len(1, attribute.key.as_str()) + len_field_len(2, any_value_len(&attribute.value))
 }
 
 fn put_key_value(buf: &mut impl BufMut, field: u32, attribute: &KeyValue) {
+    if let Some((key, value)) = short_string(attribute) {
+        // Every length fits in one byte: a span's usual attribute (a
+        // method, a route, an id) is written in four copies.
+        put_key(buf, field, LEN);
+        buf.put_slice(&[one_byte(short_len(key, value)), 0x0a, one_byte(key.len())]);
+        buf.put_slice(key.as_bytes());
+        buf.put_slice(&[0x12, one_byte(value.len() + 2), 0x0a, one_byte(value.len())]);
+        buf.put_slice(value.as_bytes());
+        return;
+    }
     let key = attribute.key.as_str();
     let value_len = any_value_len(&attribute.value);
     put_len_prefix(buf, field, str_len(1, key) + len_field_len(2, value_len));
     put_str(buf, 1, key);
     put_len_prefix(buf, 2, value_len);
     put_any_value(buf, &attribute.value);
+}
+
+/// The key and value of a `KeyValue` with a non-empty key and a string
+/// value, short enough that its length and every length inside it take one
+/// byte.
+fn short_string(attribute: &KeyValue) -> Option<(&str, &str)> {
+    let Value::String(value) = &attribute.value else {
+        return None;
+    };
+    let (key, value) = (attribute.key.as_str(), value.as_str());
+    (!key.is_empty() && short_len(key, value) < 0x80).then_some((key, value))
+}
+
+/// The length of a `KeyValue` of `key` and the string `value`, lengths of
+/// one byte: the key (key, length, bytes), then the `AnyValue` (key,
+/// length) holding the string (key, length, bytes).
+fn short_len(key: &str, value: &str) -> usize {
+    2 + key.len() + 2 + 2 + value.len()
+}
+
+/// `len`, known to be below 0x80, as its one-byte varint.
+fn one_byte(len: usize) -> u8 {
+    len.to_le_bytes()[0]
 }
 
 /// One value of an attribute or of an array.

@@ -87,6 +87,9 @@ fn every_value() -> Vec<KeyValue> {
         KeyValue::new("no elements", Value::Array(Array::I64(Vec::new()))),
         KeyValue::new("", "an empty key"),
         KeyValue::new("long", "x".repeat(300)),
+        // The longest whose every length takes one byte (127), and one more.
+        KeyValue::new("edge", "e".repeat(117)),
+        KeyValue::new("edge+1", "e".repeat(116)),
     ]
 }
 
