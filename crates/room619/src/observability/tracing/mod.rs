@@ -24,7 +24,7 @@ use std::{
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::{
     Resource,
-    trace::{Sampler, SdkTracerProvider, TracerProviderBuilder},
+    trace::{SdkTracerProvider, TracerProviderBuilder},
 };
 use tracing_subscriber::{Layer, registry::LookupSpan};
 
@@ -107,9 +107,12 @@ impl Telemetry {
     }
 
     fn build(builder: TracerProviderBuilder, sampling_ratio: f64, service_name: &str) -> Self {
-        let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(sampling_ratio)));
+        // Parent-based, a ratio of new traces: the SDK's
+        // `ParentBased(TraceIdRatioBased)`, decided by the layer itself for
+        // the spans it need not build.
+        let sampling = sampling::Ratio::new(sampling_ratio);
         let provider = builder
-            .with_sampler(sampler)
+            .with_sampler(sampling)
             .with_id_generator(sampling::Ids::default())
             .with_resource(
                 Resource::builder()
@@ -117,10 +120,7 @@ impl Telemetry {
                     .build(),
             )
             .build();
-        Self {
-            provider,
-            sampling: sampling::Ratio::new(sampling_ratio),
-        }
+        Self { provider, sampling }
     }
 
     /// The `tracing` layer that records spans with this provider. Spans

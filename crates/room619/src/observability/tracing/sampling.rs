@@ -15,10 +15,14 @@
 use std::cell::Cell;
 
 use opentelemetry::{
-    Context,
-    trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState},
+    Context, KeyValue,
+    trace::{
+        Link, SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
+    },
 };
-use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+use opentelemetry_sdk::trace::{
+    IdGenerator, RandomIdGenerator, SamplingDecision, SamplingResult, ShouldSample,
+};
 
 /// Parent-based sampling with a ratio for new traces, as
 /// `Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)))`
@@ -113,6 +117,42 @@ fn truncate(value: f64) -> u64 {
     }
 }
 
+/// The provider's sampler: the same rule, for the spans the SDK builds
+/// (the layer's sampled spans, and spans made with the OpenTelemetry API
+/// directly), cheaper than the SDK's `ParentBased` and `TraceIdRatioBased`
+/// through two trait objects. One difference: a parent context whose span
+/// is invalid is no parent here (the ratio decides), where the SDK's
+/// sampler would drop the span for its unset flag.
+impl ShouldSample for Ratio {
+    fn should_sample(
+        &self,
+        parent_context: Option<&Context>,
+        trace_id: TraceId,
+        _name: &str,
+        _span_kind: &SpanKind,
+        _attributes: &[KeyValue],
+        _links: &[Link],
+    ) -> SamplingResult {
+        let parent = parent_context.map(TraceContextExt::span);
+        let parent = parent
+            .as_ref()
+            .map(opentelemetry::trace::SpanRef::span_context)
+            .filter(|parent| parent.is_valid());
+        let sampled = parent.map_or_else(|| self.samples(trace_id), SpanContext::is_sampled);
+        SamplingResult {
+            decision: if sampled {
+                SamplingDecision::RecordAndSample
+            } else {
+                SamplingDecision::Drop
+            },
+            attributes: Vec::new(),
+            trace_state: parent
+                .map(|parent| parent.trace_state().clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
 thread_local! {
     /// The trace id [`Ids`] gives next on this thread, if one was chosen.
     static NEXT_TRACE_ID: Cell<Option<TraceId>> = const { Cell::new(None) };
@@ -150,27 +190,31 @@ impl IdGenerator for Ids {
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry::{
-        KeyValue,
-        trace::{SpanKind, TraceContextExt as _},
-    };
-    use opentelemetry_sdk::trace::{Sampler, SamplingDecision, ShouldSample as _};
+    use opentelemetry_sdk::trace::Sampler;
 
     use super::*;
 
-    /// The SDK's decision for a span of `parent` in trace `trace_id`.
+    /// The SDK's decision for a span of `parent` in trace `trace_id`,
+    /// checked to be the decision of [`Ratio`] as the provider's sampler
+    /// (the trace state too).
     fn sdk_samples(ratio: f64, parent: &Context, trace_id: TraceId) -> bool {
-        let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)));
+        let sdk = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)));
+        let ours = Ratio::new(ratio);
         let attributes: &[KeyValue] = &[];
-        let result = sampler.should_sample(
-            Some(parent),
-            trace_id,
-            "span",
-            &SpanKind::Server,
-            attributes,
-            &[],
-        );
-        result.decision == SamplingDecision::RecordAndSample
+        let [sdk, ours] = [&sdk as &dyn ShouldSample, &ours].map(|sampler| {
+            sampler.should_sample(
+                Some(parent),
+                trace_id,
+                "span",
+                &SpanKind::Server,
+                attributes,
+                &[],
+            )
+        });
+        assert_eq!(ours.decision, sdk.decision, "{trace_id}");
+        assert_eq!(ours.trace_state, sdk.trace_state);
+        assert!(ours.attributes.is_empty());
+        sdk.decision == SamplingDecision::RecordAndSample
     }
 
     #[test]
@@ -285,6 +329,30 @@ mod tests {
             Ratio::new(0.0).decide(&cx),
             Decision::Sampled(None)
         ));
+    }
+
+    #[test]
+    fn a_parent_with_an_invalid_span_is_no_parent() {
+        let cx = Context::new().with_remote_span_context(SpanContext::empty_context());
+        let trace_id = RandomIdGenerator::default().new_trace_id();
+        for ratio in [0.0, 1.0] {
+            let provider = Ratio::new(ratio).should_sample(
+                Some(&cx),
+                trace_id,
+                "span",
+                &SpanKind::Internal,
+                &[],
+                &[],
+            );
+            let sampled = provider.decision == SamplingDecision::RecordAndSample;
+            assert_eq!(
+                sampled,
+                ratio > 0.5,
+                "the ratio decides, as for a new trace"
+            );
+            let layer = matches!(Ratio::new(ratio).decide(&cx), Decision::Sampled(Some(_)));
+            assert_eq!(layer, sampled, "the layer decides as the provider does");
+        }
     }
 
     #[test]
