@@ -116,7 +116,8 @@ impl OtelSpan {
     /// Starts the span if it has not started, `describe` adding to what it
     /// is built with if it may be sampled (its name and attributes go into
     /// the SDK span as it is made, not through its lock after). `false`
-    /// when the span had started: `describe` was not called.
+    /// when the span had started; `true` when it starts now, `describe`
+    /// called unless the span is known to be unsampled.
     pub(crate) fn start(&mut self, describe: impl FnOnce(&mut SpanBuilder)) -> bool {
         let Some(Pending {
             mut builder,
@@ -127,6 +128,11 @@ impl OtelSpan {
         else {
             return false;
         };
+        // Where telemetry is suppressed the SDK makes an empty context:
+        // left to it. (After the provider shut down, an unsampled span
+        // still gets ids here, where the SDK gives none; nothing is
+        // exported either way.)
+        let sampling = sampling.filter(|_| !self.cx.is_telemetry_suppressed());
         let trace_id = match sampling.map(|ratio| ratio.decide(&self.cx)) {
             // Never exported: its ids are all the context needs (no SDK
             // span to build, lock and drop).
@@ -884,6 +890,19 @@ mod tests {
         let span = exported.named("continued");
         assert_eq!(span.span_context.trace_id(), remote.trace_id());
         assert_eq!(span.parent_span_id, remote.span_id());
+    }
+
+    #[test]
+    fn where_telemetry_is_suppressed_a_span_has_no_ids() {
+        for ratio in [0.0, 1.0] {
+            let exported = traced(ratio, || {
+                let _suppressed = Context::enter_telemetry_suppressed_scope();
+                let span = tracing::info_span!("inside an exporter");
+                let started = context(&span).unwrap();
+                assert!(!started.span().span_context().is_valid(), "ratio {ratio}");
+            });
+            assert_eq!(exported.count(), 0);
+        }
     }
 
     #[test]

@@ -166,9 +166,18 @@ pub(crate) fn with_trace_id<T>(trace_id: Option<TraceId>, build: impl FnOnce() -
         return build();
     };
     NEXT_TRACE_ID.set(Some(trace_id));
-    let span = build();
-    NEXT_TRACE_ID.set(None);
-    span
+    let _clear = ClearTraceId;
+    build()
+}
+
+/// Empties [`NEXT_TRACE_ID`] when dropped: after a build, even one that
+/// panics.
+struct ClearTraceId;
+
+impl Drop for ClearTraceId {
+    fn drop(&mut self) {
+        NEXT_TRACE_ID.set(None);
+    }
 }
 
 /// The provider's ids: random, as the SDK's, except a trace id handed over
@@ -374,9 +383,15 @@ mod tests {
             }
             Decision::Sampled(_) => panic!("ratio 0 samples no new trace"),
         }
-        // A build that makes no new trace leaves no id behind.
+        // A build that makes no new trace leaves no id behind, nor one
+        // that panics.
         let ids = Ids::default();
         with_trace_id(Some(TraceId::from(5)), || ());
         assert_ne!(ids.new_trace_id(), TraceId::from(5));
+        let panicked = std::panic::catch_unwind(|| {
+            with_trace_id(Some(TraceId::from(6)), || panic!("in the build"));
+        });
+        assert!(panicked.is_err());
+        assert_ne!(ids.new_trace_id(), TraceId::from(6));
     }
 }
