@@ -349,7 +349,7 @@ mod tests {
     use super::*;
     use crate::{
         bus::Headers,
-        observability::tracing::layer::{OtelLayer, with_span},
+        observability::tracing::layer::{OtelLayer, tests::Exported, with_span},
     };
 
     const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -422,20 +422,6 @@ mod tests {
             // Sampled out by the root sampler: the flag says so downstream.
             assert!(sent.ends_with("-00"), "{sent}");
         });
-    }
-
-    /// The spans a provider exported, as they end.
-    #[derive(Clone, Debug, Default)]
-    struct Exported(std::sync::Arc<std::sync::Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
-
-    impl opentelemetry_sdk::trace::SpanExporter for Exported {
-        async fn export(
-            &self,
-            batch: Vec<opentelemetry_sdk::trace::SpanData>,
-        ) -> opentelemetry_sdk::error::OTelSdkResult {
-            self.0.lock().unwrap().extend(batch);
-            Ok(())
-        }
     }
 
     #[test]

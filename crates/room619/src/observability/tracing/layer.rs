@@ -671,7 +671,7 @@ pub(crate) fn with_span<T>(span: &tracing::Span, f: impl FnOnce(&mut OtelSpan) -
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::observability) mod tests {
     use std::sync::{Arc, Mutex};
 
     use opentelemetry::{
@@ -693,9 +693,12 @@ mod tests {
     };
     use crate::observability::request_scope::with_extensions;
 
-    /// The spans a provider exported, as they end.
+    /// The spans a provider exported, as they end (the trace context's
+    /// tests use it too).
     #[derive(Clone, Debug, Default)]
-    struct Exported(Arc<Mutex<Vec<SpanData>>>);
+    pub(in crate::observability) struct Exported(
+        pub(in crate::observability) Arc<Mutex<Vec<SpanData>>>,
+    );
 
     impl SpanExporter for Exported {
         async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
