@@ -6,18 +6,28 @@
 //! the ratios room619 / bare. Progress goes to standard error, the table to
 //! standard output. See `docs/PERFORMANCE.md`.
 //!
+//! With `--traced RATIO` the room619 node runs observed, on a runtime of
+//! its own: a `tracing` subscriber with the JSON log layer (`info`, to a
+//! sink) and the OpenTelemetry layer exporting over OTLP/gRPC to a receiver
+//! in this process (on a third runtime), sampling `RATIO` of new traces.
+//! Without it the node records no request spans (no subscriber), as the
+//! bare servers.
+//!
 //! ```sh
 //! cargo run --release -p room619-bench --bin loadgen -- --duration 2 --rounds 10
+//! cargo run --release -p room619-bench --bin loadgen -- --chain hs256 --traced 0.1
 //! ```
 
 use std::{io::Write as _, process::ExitCode, time::Duration};
 
 use clap::{Parser, ValueEnum};
+use room619::observability::tracing::Telemetry;
 use room619_bench::{
     BoxError,
     chain::{self, ChainAlgorithm},
     cpu::ThreadCpu,
     load::{self, LoadSpec},
+    otlp::{self, Receiver},
     report::{self, Comparison, Summary},
     servers::{self, Server},
 };
@@ -62,6 +72,11 @@ struct Cli {
     /// a room619 node without auth and rate limits, to isolate the chain.
     #[arg(long, value_enum, default_value_t = Baseline::Bare)]
     baseline: Baseline,
+    /// Run room619 observed: the JSON log layer and the OpenTelemetry layer
+    /// exporting to a receiver in this process, sampling this ratio of new
+    /// traces (0 to 1). Needs `--runtime split`.
+    #[arg(long, value_parser = ratio)]
+    traced: Option<f64>,
     /// Length of the echoed message, in bytes.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
     message_bytes: u32,
@@ -152,7 +167,12 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<(), BoxError> {
-    let runtimes = Runtimes::new(cli.runtime, cli.worker_threads)?;
+    let observed = cli.traced.map(Observed::start).transpose()?;
+    let runtimes = Runtimes::new(
+        cli.runtime,
+        cli.worker_threads,
+        observed.as_ref().map(|observed| observed.dispatch.clone()),
+    )?;
     let spec = LoadSpec {
         duration: cli.duration,
         concurrency: usize::try_from(cli.concurrency)?,
@@ -168,19 +188,25 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
     let mut comparisons = Vec::new();
     for &scenario in cli.scenario.runs() {
         // Only the two targets compared run during a scenario.
-        let (bare, room619) = runtimes.server().block_on(async {
-            let bare = match (cli.baseline, scenario) {
-                (Baseline::Room619, _) => servers::room619().await?,
-                (Baseline::Bare, Scenario::Rest) => servers::bare_axum().await?,
-                (Baseline::Bare, Scenario::Grpc | Scenario::All) => servers::bare_tonic().await?,
-            };
-            Ok::<_, BoxError>((bare, servers::room619_with(&extra).await?))
+        let bare = runtimes.server().block_on(async {
+            match (cli.baseline, scenario) {
+                (Baseline::Room619, _) => servers::room619().await,
+                (Baseline::Bare, Scenario::Rest) => servers::bare_axum().await,
+                (Baseline::Bare, Scenario::Grpc | Scenario::All) => servers::bare_tonic().await,
+            }
         })?;
+        let room619 = match runtimes.room619().block_on(servers::room619_with(&extra)) {
+            Ok(room619) => room619,
+            Err(err) => {
+                runtimes.server().block_on(bare.stop())?;
+                return Err(err);
+            }
+        };
         let measured = compare(&runtimes, scenario, &bare, &room619, &spec, cli);
-        let stopped = runtimes.server().block_on(async {
-            let bare = bare.stop().await;
-            room619.stop().await.and(bare)
-        });
+        let stopped = runtimes
+            .room619()
+            .block_on(room619.stop())
+            .and(runtimes.server().block_on(bare.stop()));
         comparisons.push(measured?);
         stopped?;
     }
@@ -189,7 +215,7 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
         stdout,
         "loadgen: runtime {}; {} s x {} rounds per target after {} s warm-up; \
          concurrency {}; gRPC over {} h2 connection(s); REST over {} HTTP/1.1 connections; \
-         {}-byte message; middleware chain {:?}\n",
+         {}-byte message; middleware chain {:?}; room619 traced: {}\n",
         runtimes.describe(),
         cli.duration.as_secs_f64(),
         cli.rounds,
@@ -199,9 +225,56 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
         spec.concurrency,
         cli.message_bytes,
         cli.chain,
+        observed.as_ref().map_or_else(
+            || "no (no subscriber)".to_owned(),
+            |observed| format!(
+                "sampling {}, {} spans exported",
+                observed.ratio,
+                observed.receiver.spans()
+            ),
+        ),
     )?;
     report::write_table(&mut stdout, &comparisons)?;
+    if let Some(observed) = observed {
+        observed.telemetry.flush()?;
+    }
     Ok(())
+}
+
+/// What `--traced` adds: an OTLP receiver on a runtime of its own, the
+/// provider exporting to it and the subscriber of the room619 node.
+struct Observed {
+    ratio: f64,
+    receiver: Receiver,
+    telemetry: Telemetry,
+    dispatch: tracing::Dispatch,
+    /// Serves the receiver (and the exporter's connection) until dropped.
+    _collector: Runtime,
+}
+
+impl Observed {
+    fn start(ratio: f64) -> Result<Self, BoxError> {
+        let collector = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("bench-collector")
+            .enable_all()
+            .build()?;
+        let receiver = Receiver::default();
+        let endpoint = collector.block_on(receiver.clone().serve())?;
+        let telemetry = collector.block_on(async { otlp::telemetry(&endpoint, ratio) })?;
+        let layers = otlp::Layers {
+            logs: true,
+            otel: true,
+        };
+        let dispatch = otlp::subscriber(layers, &telemetry).ok_or("no subscriber")?;
+        Ok(Self {
+            ratio,
+            receiver,
+            telemetry,
+            dispatch,
+            _collector: collector,
+        })
+    }
 }
 
 /// Warms both targets up, then measures them in alternating order.
@@ -301,11 +374,19 @@ struct Runtimes {
     server_cpu: ThreadCpu,
     /// The load generator's own runtime, in split mode.
     client: Option<Runtime>,
+    /// The room619 node's own runtime, its threads logging and tracing into
+    /// a subscriber (`--traced`); named as the servers' threads, so that
+    /// their CPU time counts as the servers'.
+    observed: Option<Runtime>,
     threads: usize,
 }
 
 impl Runtimes {
-    fn new(mode: RuntimeMode, threads: Option<u32>) -> Result<Self, BoxError> {
+    fn new(
+        mode: RuntimeMode,
+        threads: Option<u32>,
+        dispatch: Option<tracing::Dispatch>,
+    ) -> Result<Self, BoxError> {
         let threads = match (threads, mode) {
             (Some(threads), _) => usize::try_from(threads)?,
             (None, RuntimeMode::Shared) => std::thread::available_parallelism()?.get(),
@@ -318,6 +399,23 @@ impl Runtimes {
                 .enable_all()
                 .build()
         };
+        let observed = match (dispatch, mode) {
+            (None, _) => None,
+            (Some(_), RuntimeMode::Shared) => {
+                return Err("--traced needs --runtime split (the load would be traced too)".into());
+            }
+            (Some(dispatch), RuntimeMode::Split) => Some(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .thread_name(SERVER_THREADS)
+                    .on_thread_start(move || {
+                        // The runtime's threads keep it for their whole life.
+                        std::mem::forget(tracing::dispatcher::set_default(&dispatch));
+                    })
+                    .enable_all()
+                    .build()?,
+            ),
+        };
         Ok(Self {
             server: build(SERVER_THREADS)?,
             server_cpu: ThreadCpu::named(SERVER_THREADS),
@@ -325,12 +423,18 @@ impl Runtimes {
                 RuntimeMode::Shared => None,
                 RuntimeMode::Split => Some(build("bench-load")?),
             },
+            observed,
             threads,
         })
     }
 
     fn server(&self) -> &Runtime {
         &self.server
+    }
+
+    /// Where the room619 node runs: on a runtime of its own when observed.
+    fn room619(&self) -> &Runtime {
+        self.observed.as_ref().unwrap_or(&self.server)
     }
 
     /// The servers' threads, when nothing else runs on them (split mode).
@@ -362,6 +466,17 @@ fn seconds(text: &str) -> Result<Duration, String> {
         return Err(format!("`{text}` must be between 0 and 3600 seconds"));
     }
     Duration::try_from_secs_f64(secs).map_err(|err| err.to_string())
+}
+
+/// Parses a sampling ratio (0 to 1).
+fn ratio(text: &str) -> Result<f64, String> {
+    let ratio: f64 = text
+        .parse()
+        .map_err(|err| format!("`{text}` is not a number: {err}"))?;
+    if !(0.0..=1.0).contains(&ratio) {
+        return Err(format!("`{text}` must be between 0 and 1"));
+    }
+    Ok(ratio)
 }
 
 /// A line for the person at the terminal, on standard error.
