@@ -16,24 +16,27 @@
 
 use std::{fs, io, path::Path};
 
-/// The threads of this process whose name starts with a prefix (tokio
-/// names a runtime's threads after its `thread_name`).
+/// The threads of this process whose name starts with one of a few
+/// prefixes (tokio names a runtime's threads after its `thread_name`).
 #[derive(Debug, Clone)]
 pub struct ThreadCpu {
-    prefix: String,
+    prefixes: Vec<String>,
 }
 
 impl ThreadCpu {
     /// The threads named `prefix...` (Linux keeps 15 bytes of a name).
     #[must_use]
     pub fn named(prefix: &str) -> Self {
-        let mut end = prefix.len().min(15);
-        while !prefix.is_char_boundary(end) {
-            end -= 1;
-        }
         Self {
-            prefix: prefix[..end].to_owned(),
+            prefixes: vec![comm(prefix)],
         }
+    }
+
+    /// These threads and those named `prefix...` too.
+    #[must_use]
+    pub fn and_named(mut self, prefix: &str) -> Self {
+        self.prefixes.push(comm(prefix));
+        self
     }
 
     /// Nanoseconds these threads have spent on a CPU, those alive now: a
@@ -52,7 +55,8 @@ impl ThreadCpu {
             let Ok(name) = fs::read_to_string(task.join("comm")) else {
                 continue;
             };
-            if name.trim_end().starts_with(&self.prefix) {
+            let name = name.trim_end();
+            if self.prefixes.iter().any(|prefix| name.starts_with(prefix)) {
                 match on_cpu(&task) {
                     Some(nanos) => total += nanos,
                     // Gone since its name was read.
@@ -75,6 +79,15 @@ impl ThreadCpu {
     pub fn try_nanos(&self) -> Option<u64> {
         self.nanos().ok()
     }
+}
+
+/// A thread name as Linux keeps it: its first 15 bytes.
+fn comm(name: &str) -> String {
+    let mut end = name.len().min(15);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_owned()
 }
 
 /// The first field of a task's `schedstat`: its time on a CPU, in ns.
@@ -123,15 +136,19 @@ mod tests {
         while seen < 20_000_000 && started.elapsed() < Duration::from_secs(60) {
             seen = cpu.nanos().unwrap();
         }
+        // Either of two prefixes counts.
+        let either = ThreadCpu::named("cpu-test-none")
+            .and_named("cpu-test-busy")
+            .nanos()
+            .unwrap();
         stop.store(true, Ordering::Relaxed);
         busy.join().unwrap();
         assert!(seen >= 20_000_000, "{seen} ns");
+        assert!(either >= seen, "{either} ns < {seen} ns");
         assert_eq!(ThreadCpu::named("cpu-test-none").nanos().unwrap(), 0);
         // 14 bytes and a two-byte letter: cut before the letter.
         assert_eq!(
-            ThreadCpu::named(&format!("{}é", "a".repeat(14)))
-                .prefix
-                .len(),
+            ThreadCpu::named(&format!("{}é", "a".repeat(14))).prefixes[0].len(),
             14
         );
     }

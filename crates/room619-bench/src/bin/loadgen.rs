@@ -10,6 +10,8 @@
 //! its own: a `tracing` subscriber with the JSON log layer (`info`, to a
 //! sink) and the OpenTelemetry layer exporting over OTLP/gRPC to a receiver
 //! in this process (on a third runtime), sampling `RATIO` of new traces.
+//! The server CPU figures then count the exporter's thread as the node's
+//! (the receiver's runtime stands for a collector elsewhere and is not).
 //! Without it the node records no request spans (no subscriber), as the
 //! bare servers.
 //!
@@ -167,6 +169,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<(), BoxError> {
+    if cli.traced.is_some() && cli.runtime == RuntimeMode::Shared {
+        return Err(TRACED_NEEDS_SPLIT.into());
+    }
     let observed = cli.traced.map(Observed::start).transpose()?;
     let runtimes = Runtimes::new(
         cli.runtime,
@@ -198,7 +203,14 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
         let room619 = match runtimes.room619().block_on(servers::room619_with(&extra)) {
             Ok(room619) => room619,
             Err(err) => {
-                runtimes.server().block_on(bare.stop())?;
+                // The start's error is the one to report; a failed stop
+                // of the bare server is said beside it.
+                if let Err(stop) = runtimes.server().block_on(bare.stop()) {
+                    progress(&format!(
+                        "loadgen: stopping {}: {stop}",
+                        scenario.bare_name()
+                    ));
+                }
                 return Err(err);
             }
         };
@@ -210,6 +222,18 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
         comparisons.push(measured?);
         stopped?;
     }
+    // Every span ended is at the receiver before it is counted.
+    let spans = match &observed {
+        Some(observed) => {
+            observed.telemetry.flush()?;
+            format!(
+                "sampling {}, {} spans received (all runs, warm-up included)",
+                observed.ratio,
+                observed.receiver.spans()
+            )
+        }
+        None => "no (no subscriber)".to_owned(),
+    };
     let mut stdout = std::io::stdout().lock();
     writeln!(
         stdout,
@@ -225,19 +249,12 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
         spec.concurrency,
         cli.message_bytes,
         cli.chain,
-        observed.as_ref().map_or_else(
-            || "no (no subscriber)".to_owned(),
-            |observed| format!(
-                "sampling {}, {} spans exported",
-                observed.ratio,
-                observed.receiver.spans()
-            ),
-        ),
+        spans,
     )?;
     report::write_table(&mut stdout, &comparisons)?;
-    if let Some(observed) = observed {
-        observed.telemetry.flush()?;
-    }
+    // The node's runtime goes before the collector it exports to.
+    drop(runtimes);
+    drop(observed);
     Ok(())
 }
 
@@ -364,8 +381,14 @@ fn measure(
     })
 }
 
+/// Why `--traced` refuses a shared runtime.
+const TRACED_NEEDS_SPLIT: &str = "--traced needs --runtime split (the load would be traced too)";
+
 /// The name of the servers' runtime threads.
 const SERVER_THREADS: &str = "bench-server";
+
+/// The name of room619's span-export thread (`--traced`).
+const EXPORT_THREAD: &str = "room619-otlp-export";
 
 /// The runtime(s) the servers and the load generator run on.
 struct Runtimes {
@@ -402,7 +425,7 @@ impl Runtimes {
         let observed = match (dispatch, mode) {
             (None, _) => None,
             (Some(_), RuntimeMode::Shared) => {
-                return Err("--traced needs --runtime split (the load would be traced too)".into());
+                return Err(TRACED_NEEDS_SPLIT.into());
             }
             (Some(dispatch), RuntimeMode::Split) => Some(
                 tokio::runtime::Builder::new_multi_thread()
@@ -418,7 +441,12 @@ impl Runtimes {
         };
         Ok(Self {
             server: build(SERVER_THREADS)?,
-            server_cpu: ThreadCpu::named(SERVER_THREADS),
+            // When traced, the exporter's thread works for the node too.
+            server_cpu: if observed.is_some() {
+                ThreadCpu::named(SERVER_THREADS).and_named(EXPORT_THREAD)
+            } else {
+                ThreadCpu::named(SERVER_THREADS)
+            },
             client: match mode {
                 RuntimeMode::Shared => None,
                 RuntimeMode::Split => Some(build("bench-load")?),
@@ -447,11 +475,16 @@ impl Runtimes {
     }
 
     fn describe(&self) -> String {
-        match self.client {
-            None => format!("shared ({} worker threads)", self.threads),
-            Some(_) => format!(
+        match (&self.client, &self.observed) {
+            (None, _) => format!("shared ({} worker threads)", self.threads),
+            (Some(_), None) => format!(
                 "split ({} worker thread(s) for the servers, {} for the load)",
                 self.threads, self.threads
+            ),
+            (Some(_), Some(_)) => format!(
+                "split ({n} worker thread(s) for bare, {n} for the traced room619 node, \
+                 {n} for the load, 1 for the OTLP receiver)",
+                n = self.threads
             ),
         }
     }
