@@ -40,6 +40,19 @@ impl Rejection {
         }
     }
 
+    /// Every one of the `instances` instances of `target` has its circuit
+    /// breaker open: no instance would take the call.
+    #[must_use]
+    pub fn instances_open(target: &str, instances: usize) -> Self {
+        Self {
+            kind: RejectionKind::BreakerOpen,
+            status: Status::unavailable(format!(
+                "the circuit breaker of every instance of `{target}` ({instances}) is open; \
+                 the call was not sent"
+            )),
+        }
+    }
+
     /// The bulkhead in front of `target` is full.
     #[must_use]
     pub fn bulkhead_full(target: &str, limit: usize, queue: usize) -> Self {

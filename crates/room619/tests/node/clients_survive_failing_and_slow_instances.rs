@@ -239,6 +239,24 @@ async fn a_black_holed_instance_costs_no_call_and_is_then_avoided() {
     let total: usize = holed.values().sum();
     assert!(total > 0, "no call answered while two was black-holed");
     assert_eq!(holed.get("two"), None, "{holed:?}");
+    // Its calls were cut, never answered, and still opened its breaker (a
+    // black hole answers nothing, so the counts above cannot tell).
+    let metrics = support::http1()
+        .get(format!("http://{}/metrics", caller.local_addr()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let opened = format!(
+        "room619_circuit_breaker_transitions_total{{breaker=\"echo@{}\",from=\"closed\",to=\"open\"}}",
+        proxies[1].addr()
+    );
+    assert!(
+        metrics.lines().any(|line| line.starts_with(&opened)),
+        "no `{opened}` in\n{metrics}"
+    );
 
     let failures = load.stop().await;
     assert!(

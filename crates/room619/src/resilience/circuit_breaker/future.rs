@@ -27,10 +27,19 @@ pin_project! {
 
     impl<F> PinnedDrop for ResponseFuture<F> {
         fn drop(this: Pin<&mut Self>) {
-            // A call dropped before it finished tells nothing; give its
-            // probe slot back.
+            // A call dropped before it finished: cut at its attempt's
+            // timeout it failed, running for a slow call's time it was
+            // slow; else it tells nothing (see `Breaker::dropped`).
             if let Some(admitted) = this.project().admitted.take() {
-                admitted.shared.lock().release(admitted.permit);
+                let now = Instant::now();
+                let timed_out = admitted.cut_at.is_some_and(|cut_at| now >= cut_at);
+                let transition = admitted.shared.lock().dropped(
+                    now,
+                    admitted.permit,
+                    timed_out,
+                    now.duration_since(admitted.started),
+                );
+                admitted.shared.report(transition);
             }
         }
     }
@@ -39,16 +48,25 @@ pin_project! {
 struct Admitted {
     permit: Permit,
     started: Instant,
+    /// When the attempt this call is gets cut, if it has a timeout
+    /// (`AttemptDeadline`).
+    cut_at: Option<Instant>,
     shared: Arc<Shared>,
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn admitted(inner: F, permit: Permit, shared: Arc<Shared>) -> Self {
+    pub(super) fn admitted(
+        inner: F,
+        permit: Permit,
+        cut_at: Option<Instant>,
+        shared: Arc<Shared>,
+    ) -> Self {
         Self {
             inner: Some(inner),
             admitted: Some(Admitted {
                 permit,
                 started: Instant::now(),
+                cut_at,
                 shared,
             }),
             rejection: None,

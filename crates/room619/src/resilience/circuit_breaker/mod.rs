@@ -11,7 +11,12 @@
 //! - **Half-open**: up to `half_open_probes` calls go through; one failure (or
 //!   slow call) reopens, all probes succeeding close it again.
 //!
-//! What counts as a failure is a [`FailurePolicy`].
+//! What counts as a failure is a [`FailurePolicy`]. A call that never
+//! finishes counts too: one cut at its attempt's timeout (the retry layer
+//! above marks each attempt with its [`AttemptDeadline`]) is a failure, one
+//! dropped after running for `slow_call_duration` a slow call; so a hung
+//! instance trips its breaker. A call dropped sooner (its caller gave up,
+//! another hedge answered) counts for nothing.
 //!
 //! A breaker in front of a whole service rejects calls ([`Mode::Reject`]). A
 //! breaker per instance under a balancer instead reports itself *not ready*
@@ -50,7 +55,7 @@ pub use state::{Breaker, BreakerState, Permit, Transition};
 use tokio::time::{Instant, Sleep};
 use tower::Service;
 
-use super::{FailurePolicy, Rejection};
+use super::{FailurePolicy, Rejection, retry::AttemptDeadline};
 use crate::error::BoxError;
 
 /// The window a breaker counts outcomes over.
@@ -169,6 +174,11 @@ impl<S> CircuitBreaker<S> {
     pub fn state(&self) -> BreakerState {
         self.shared.lock().state(Instant::now())
     }
+
+    /// Whether it is open (rejects every call) now.
+    pub(crate) fn is_open(&self) -> bool {
+        self.shared.lock().open_until(Instant::now()).is_some()
+    }
 }
 
 impl<S, B, ResB> Service<Request<B>> for CircuitBreaker<S>
@@ -203,7 +213,16 @@ where
         let (permit, transition) = self.shared.lock().try_acquire(Instant::now());
         self.shared.report(transition);
         if let Some(permit) = permit {
-            ResponseFuture::admitted(self.inner.call(request), permit, Arc::clone(&self.shared))
+            let cut_at = request
+                .extensions()
+                .get::<AttemptDeadline>()
+                .map(AttemptDeadline::instant);
+            ResponseFuture::admitted(
+                self.inner.call(request),
+                permit,
+                cut_at,
+                Arc::clone(&self.shared),
+            )
         } else {
             tracing::debug!(target_service = %self.shared.name, "circuit breaker rejected a call");
             ResponseFuture::rejected(Rejection::breaker_open(&self.shared.name))

@@ -28,8 +28,13 @@ pub enum BreakerState {
 pub enum Permit {
     /// A normal call while closed.
     Closed,
-    /// One of the half-open probes.
-    Probe,
+    /// One of the probes of a half-open period: the `period`-th since the
+    /// breaker was made. A probe that ends in a later period (it hung
+    /// through a reopening) says nothing about that one.
+    Probe {
+        /// Which half-open period issued it.
+        period: u64,
+    },
 }
 
 /// A change of state, reported so it can be logged and measured.
@@ -44,8 +49,14 @@ pub struct Transition {
 #[derive(Debug)]
 enum State {
     Closed,
-    Open { until: Instant },
-    HalfOpen { issued: u32, succeeded: u32 },
+    Open {
+        until: Instant,
+    },
+    HalfOpen {
+        issued: u32,
+        succeeded: u32,
+        period: u64,
+    },
 }
 
 /// One breaker: policy, window and state.
@@ -55,6 +66,8 @@ pub struct Breaker {
     window: Counts,
     consecutive_failures: u32,
     state: State,
+    /// Half-open periods begun so far.
+    periods: u64,
 }
 
 impl Breaker {
@@ -66,6 +79,7 @@ impl Breaker {
             policy,
             consecutive_failures: 0,
             state: State::Closed,
+            periods: 0,
         }
     }
 
@@ -109,9 +123,11 @@ impl Breaker {
             if now < until {
                 return (None, None);
             }
+            self.periods += 1;
             self.state = State::HalfOpen {
                 issued: 0,
                 succeeded: 0,
+                period: self.periods,
             };
             transition = Some(Transition {
                 from: BreakerState::Open,
@@ -120,9 +136,9 @@ impl Breaker {
         }
         let permit = match &mut self.state {
             State::Closed => Some(Permit::Closed),
-            State::HalfOpen { issued, .. } if *issued < self.policy.half_open_probes => {
+            State::HalfOpen { issued, period, .. } if *issued < self.policy.half_open_probes => {
                 *issued += 1;
-                Some(Permit::Probe)
+                Some(Permit::Probe { period: *period })
             }
             State::HalfOpen { .. } | State::Open { .. } => None,
         };
@@ -131,9 +147,38 @@ impl Breaker {
 
     /// Gives back a probe that was never used (its call was cancelled).
     pub fn release(&mut self, permit: Permit) {
-        if let (Permit::Probe, State::HalfOpen { issued, .. }) = (permit, &mut self.state) {
+        if let (
+            Permit::Probe { period },
+            State::HalfOpen {
+                issued,
+                period: current,
+                ..
+            },
+        ) = (permit, &mut self.state)
+            && period == *current
+        {
             *issued = issued.saturating_sub(1);
         }
+    }
+
+    /// A permitted call was dropped before it finished, `elapsed` after it
+    /// started. Cut at its attempt's timeout (`timed_out`) it failed; left
+    /// running as long as a slow call it was one (a hung instance's calls
+    /// are cut, never finished, and must still count); dropped sooner (its
+    /// caller went away, another hedge answered) it says nothing, and a
+    /// probe's slot is given back.
+    pub fn dropped(
+        &mut self,
+        now: Instant,
+        permit: Permit,
+        timed_out: bool,
+        elapsed: Duration,
+    ) -> Option<Transition> {
+        if timed_out || elapsed >= self.policy.slow_call_duration {
+            return self.record(now, permit, timed_out, elapsed);
+        }
+        self.release(permit);
+        None
     }
 
     /// Records the outcome of a permitted call that took `elapsed`.
@@ -149,14 +194,21 @@ impl Breaker {
             (Permit::Closed, State::Closed) => {
                 self.window.record(now, failed, slow);
                 self.consecutive_failures = if failed {
-                    self.consecutive_failures + 1
+                    self.consecutive_failures.saturating_add(1)
                 } else {
                     0
                 };
                 self.should_open(now)
                     .then(|| self.open(now, BreakerState::Closed))
             }
-            (Permit::Probe, State::HalfOpen { succeeded, .. }) => {
+            (
+                Permit::Probe { period },
+                State::HalfOpen {
+                    succeeded,
+                    period: current,
+                    ..
+                },
+            ) if period == *current => {
                 if failed || slow {
                     return Some(self.open(now, BreakerState::HalfOpen));
                 }
@@ -172,8 +224,9 @@ impl Breaker {
                     to: BreakerState::Closed,
                 })
             }
-            // A call admitted in an earlier state finished late: it no
-            // longer says anything about the current state.
+            // A call admitted in an earlier state, or in an earlier
+            // half-open period, finished late: it no longer says anything
+            // about the current state.
             _ => None,
         }
     }

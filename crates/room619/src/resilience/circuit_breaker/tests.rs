@@ -76,17 +76,17 @@ async fn half_open_admits_exactly_the_probes_and_closes_on_their_success() {
     tokio::time::advance(Duration::from_secs(10)).await;
     let now = Instant::now();
     let (first, transition) = breaker.try_acquire(now);
-    assert_eq!(first, Some(Permit::Probe));
+    assert_eq!(first, Some(Permit::Probe { period: 1 }));
     assert_eq!(transition.map(|t| t.to), Some(BreakerState::HalfOpen));
     let (second, _) = breaker.try_acquire(now);
-    assert_eq!(second, Some(Permit::Probe));
+    assert_eq!(second, Some(Permit::Probe { period: 1 }));
     assert_eq!(breaker.try_acquire(now).0, None, "a third probe is refused");
 
     assert_eq!(
-        breaker.record(now, Permit::Probe, false, Duration::ZERO),
+        breaker.record(now, Permit::Probe { period: 1 }, false, Duration::ZERO),
         None
     );
-    let closed = breaker.record(now, Permit::Probe, false, Duration::ZERO);
+    let closed = breaker.record(now, Permit::Probe { period: 1 }, false, Duration::ZERO);
     assert_eq!(closed.map(|t| t.to), Some(BreakerState::Closed));
     assert_eq!(breaker.state(now), BreakerState::Closed);
 }
@@ -257,4 +257,141 @@ async fn invalid_argument_never_counts_as_a_failure() {
             .unwrap();
     }
     assert_eq!(service.state(), BreakerState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_of_an_earlier_half_open_period_says_nothing_about_the_next() {
+    let mut breaker = Breaker::new(policy());
+    for _ in 0..5 {
+        call(&mut breaker, true);
+    }
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let now = Instant::now();
+    let (failing, _) = breaker.try_acquire(now);
+    let (hanging, _) = breaker.try_acquire(now);
+    breaker.record(now, failing.unwrap(), true, Duration::ZERO);
+    assert_eq!(breaker.state(now), BreakerState::Open);
+
+    // The second half-open period: its two probes are out.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let now = Instant::now();
+    let (first, _) = breaker.try_acquire(now);
+    let (second, _) = breaker.try_acquire(now);
+    assert_eq!(first, Some(Permit::Probe { period: 2 }));
+    assert!(second.is_some());
+    // The first period's hanging probe ends: it frees no slot of this one...
+    breaker.release(hanging.unwrap());
+    assert_eq!(
+        breaker.try_acquire(now).0,
+        None,
+        "a third probe got through"
+    );
+    // ...and its outcome neither closes nor reopens the breaker.
+    assert_eq!(
+        breaker.record(now, hanging.unwrap(), true, Duration::ZERO),
+        None
+    );
+    assert_eq!(breaker.state(now), BreakerState::HalfOpen);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_call_counts_when_cut_at_its_timeout_or_slow_and_not_otherwise() {
+    let policy = BreakerPolicy {
+        consecutive_failures: 2,
+        slow_call_duration: Duration::from_secs(1),
+        slow_call_rate: 0.5,
+        ..policy()
+    };
+    let mut breaker = Breaker::new(policy.clone());
+    let now = Instant::now();
+    for _ in 0..10 {
+        let (permit, _) = breaker.try_acquire(now);
+        assert_eq!(
+            breaker.dropped(now, permit.unwrap(), false, Duration::from_millis(999)),
+            None
+        );
+    }
+    assert_eq!(
+        breaker.state(now),
+        BreakerState::Closed,
+        "early drops counted"
+    );
+
+    let (permit, _) = breaker.try_acquire(now);
+    assert_eq!(
+        breaker.dropped(now, permit.unwrap(), true, Duration::from_millis(100)),
+        None
+    );
+    let (permit, _) = breaker.try_acquire(now);
+    let opened = breaker.dropped(now, permit.unwrap(), true, Duration::from_millis(100));
+    assert_eq!(
+        opened.map(|t| t.to),
+        Some(BreakerState::Open),
+        "two timeouts in a row"
+    );
+
+    // Slow drops fill the slow-call rate.
+    let mut breaker = Breaker::new(policy);
+    let mut opened = None;
+    for _ in 0..5 {
+        let (permit, _) = breaker.try_acquire(now);
+        opened = breaker.dropped(now, permit.unwrap(), false, Duration::from_secs(1));
+    }
+    assert_eq!(opened.map(|t| t.to), Some(BreakerState::Open));
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempts_cut_by_the_retry_layer_open_the_breaker_below_it() {
+    use axum::body::Body;
+
+    use crate::resilience::retry::{RetryLayer, RetryPolicy};
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let hung = tower::service_fn({
+        let calls = Arc::clone(&calls);
+        move |_: Request<Body>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<Result<Response<()>, BoxError>>()
+        }
+    });
+    let breaker = CircuitBreakerLayer::new(
+        "users@10.0.0.1:50051",
+        BreakerPolicy {
+            consecutive_failures: 3,
+            ..policy()
+        },
+    )
+    .unready_while_open()
+    .layer(hung);
+    let watched = breaker.clone();
+    let mut service = RetryLayer::new(
+        "users",
+        RetryPolicy {
+            max_attempts: 1,
+            attempt_timeout: Some(Duration::from_millis(100)),
+            ..RetryPolicy::default()
+        },
+    )
+    .layer(breaker);
+    for _ in 0..3 {
+        let request = Request::builder()
+            .uri("/users.v1.Users/GetUser")
+            .body(Body::empty())
+            .unwrap();
+        let error = service
+            .ready()
+            .await
+            .unwrap()
+            .call(request)
+            .await
+            .unwrap_err();
+        let rejection = error.downcast_ref::<Rejection>().unwrap();
+        assert_eq!(rejection.kind(), RejectionKind::AttemptTimeout);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        watched.state(),
+        BreakerState::Open,
+        "a hung instance stays closed"
+    );
 }

@@ -52,6 +52,7 @@ use futures_util::{
 use http::{Method, Request, Response};
 pub use layer::RetryLayer;
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 use tower::{
     Service, ServiceExt as _,
     retry::budget::{Budget as _, TpsBudget},
@@ -264,16 +265,16 @@ where
 {
     let policy = &shared.policy;
     if policy.max_attempts <= 1 || !policy.is_idempotent(&request) {
-        return attempt(service.call(request), &shared).await;
+        return attempt(&mut service, request, &shared).await;
     }
     let request = match Replayable::read(request, policy.max_buffered_body).await? {
         Ok(request) => request,
         Err(streamed) => {
             tracing::debug!(target_service = %shared.name, "request body too large to retry");
-            return attempt(service.call(streamed), &shared).await;
+            return attempt(&mut service, streamed, &shared).await;
         }
     };
-    let mut result = attempt(service.call(request.request()), &shared).await;
+    let mut result = attempt(&mut service, request.request(), &shared).await;
     for retry in 1..policy.max_attempts {
         if !policy.is_retryable(&result) {
             break;
@@ -296,23 +297,66 @@ where
         }
         tokio::time::sleep(backoff).await;
         service.ready().await.map_err(Into::into)?;
-        result = attempt(service.call(request.request()), &shared).await;
+        result = attempt(&mut service, request.request(), &shared).await;
     }
     result
 }
 
 /// One attempt, bounded by the attempt timeout (and by the deadline, which
-/// the transport enforces).
-async fn attempt<F, ResB, E>(call: F, shared: &Shared) -> Result<Response<ResB>, BoxError>
+/// the transport enforces). The request carries the instant it is cut at
+/// ([`AttemptDeadline`]), so that an instance's breaker below counts the cut
+/// as a failure of that instance.
+async fn attempt<S, B, ResB>(
+    service: &mut S,
+    mut request: Request<B>,
+    shared: &Shared,
+) -> Result<Response<ResB>, BoxError>
 where
-    F: std::future::Future<Output = Result<Response<ResB>, E>>,
-    E: Into<BoxError>,
+    S: Service<Request<B>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
 {
     let Some(timeout) = shared.policy.attempt_timeout else {
-        return call.await.map_err(Into::into);
+        return service.call(request).await.map_err(Into::into);
     };
-    match tokio::time::timeout(timeout, call).await {
+    let cut_at = Instant::now() + timeout;
+    request.extensions_mut().insert(AttemptDeadline(cut_at));
+    match tokio::time::timeout_at(cut_at, service.call(request)).await {
         Ok(result) => result.map_err(Into::into),
         Err(_elapsed) => Err(Box::new(Rejection::attempt_timeout(&shared.name, timeout))),
+    }
+}
+
+/// When an attempt is cut by [`RetryPolicy::attempt_timeout`], carried in
+/// the attempt's request extensions. A circuit breaker under the retry
+/// layer (the per-instance breakers of a client) records a call it sees
+/// dropped at or after this instant as failed: the attempt timed out on
+/// its instance.
+///
+/// ```
+/// use room619::resilience::retry::AttemptDeadline;
+/// use tokio::time::{Duration, Instant};
+///
+/// let cut_at = Instant::now() + Duration::from_secs(1);
+/// let mut request = http::Request::new(());
+/// request.extensions_mut().insert(AttemptDeadline::at(cut_at));
+/// assert_eq!(
+///     request.extensions().get::<AttemptDeadline>().map(AttemptDeadline::instant),
+///     Some(cut_at)
+/// );
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptDeadline(Instant);
+
+impl AttemptDeadline {
+    /// An attempt cut at `instant`.
+    #[must_use]
+    pub fn at(instant: Instant) -> Self {
+        Self(instant)
+    }
+
+    /// The instant the attempt is cut at.
+    #[must_use]
+    pub fn instant(&self) -> Instant {
+        self.0
     }
 }

@@ -7,6 +7,12 @@
 //! the call is started, never while it runs; so, unlike tower's `Buffer`, a
 //! call needs no hop to a worker task, and, unlike tower's p2c `Balance`, no
 //! instance is moved between a ready and a pending set on every call.
+//!
+//! A call waits while no instance is ready (connecting, or half-open with
+//! every probe out), but not while every instance refuses calls outright
+//! (its breaker open): it fails at once with `UNAVAILABLE`, as gRPC fails a
+//! call on a channel in transient failure, so that callers fall back or
+//! give up instead of holding a slot until their deadline.
 
 use std::{
     fmt,
@@ -25,7 +31,20 @@ use futures_util::{FutureExt as _, future::BoxFuture};
 use tokio::time::Sleep;
 use tower::Service;
 
-use crate::error::BoxError;
+use crate::{error::BoxError, resilience::Rejection};
+
+/// What a balancer asks an instance besides readiness.
+pub(crate) trait Admission {
+    /// Whether it refuses every call for now (its circuit breaker is open),
+    /// as opposed to being not ready yet.
+    fn refusing(&self) -> bool;
+}
+
+impl<S> Admission for crate::resilience::circuit_breaker::CircuitBreaker<S> {
+    fn refusing(&self) -> bool {
+        self.is_open()
+    }
+}
 
 /// How often a call waiting for a ready instance looks again by itself.
 const RECHECK: Duration = Duration::from_millis(20);
@@ -56,6 +75,8 @@ impl<B> Attempted for http::Request<B> {
 
 /// A cloneable, balanced service over the instances of one target.
 pub(crate) struct Balanced<S, Req> {
+    /// The service balanced over, for errors.
+    target: Arc<str>,
     shared: Arc<Mutex<Instances<S>>>,
     instances: Arc<AtomicUsize>,
     request: PhantomData<fn(Req)>,
@@ -81,9 +102,10 @@ where
     S::Future: Send + 'static,
     Req: Send + 'static,
 {
-    /// Balances over `instances` (key, service).
-    pub(crate) fn new(instances: impl IntoIterator<Item = (String, S)>) -> Self {
+    /// Balances over `instances` (key, service) of `target`.
+    pub(crate) fn new(target: &str, instances: impl IntoIterator<Item = (String, S)>) -> Self {
         let balanced = Self {
+            target: Arc::from(target),
             shared: Arc::new(Mutex::new(Instances {
                 list: Vec::new(),
                 waiting: None,
@@ -141,11 +163,12 @@ impl<S, Req> Balanced<S, Req> {
     }
 }
 
-impl<S> Instances<S> {
+impl<S: Admission> Instances<S> {
     /// The index of a ready instance: the less loaded of two random ones
     /// when it is ready, else the other, else any. Instances whose readiness
-    /// fails are dropped, as tower's balancer does.
-    fn pick<Req>(&mut self, cx: &mut Context<'_>, avoid: &[String]) -> Poll<usize>
+    /// fails are dropped, as tower's balancer does. `None` when there are
+    /// instances, none is ready and every one refuses calls.
+    fn pick<Req>(&mut self, cx: &mut Context<'_>, avoid: &[String]) -> Poll<Option<usize>>
     where
         S: Service<Req>,
         S::Error: Into<BoxError>,
@@ -192,7 +215,7 @@ impl<S> Instances<S> {
             let mut failed = None;
             for index in order {
                 match self.list[index].service.poll_ready(cx) {
-                    Poll::Ready(Ok(())) => return Poll::Ready(index),
+                    Poll::Ready(Ok(())) => return Poll::Ready(Some(index)),
                     Poll::Ready(Err(err)) => {
                         failed = Some((index, err.into()));
                         break;
@@ -201,6 +224,9 @@ impl<S> Instances<S> {
                 }
             }
             let Some((index, err)) = failed else {
+                if self.list.iter().all(|instance| instance.service.refusing()) {
+                    return Poll::Ready(None);
+                }
                 return self.wait(cx);
             };
             let dropped = self.list.swap_remove(index);
@@ -208,7 +234,7 @@ impl<S> Instances<S> {
         }
     }
 
-    fn wait(&mut self, cx: &Context<'_>) -> Poll<usize> {
+    fn wait<T>(&mut self, cx: &Context<'_>) -> Poll<T> {
         self.waiting = Some(cx.waker().clone());
         Poll::Pending
     }
@@ -216,7 +242,7 @@ impl<S> Instances<S> {
 
 impl<S, Req> Service<Req> for Balanced<S, Req>
 where
-    S: Service<Req> + Send + 'static,
+    S: Service<Req> + Admission + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
     S::Response: Send + 'static,
@@ -235,6 +261,7 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         let shared = Arc::clone(&self.shared);
         let counted = Arc::clone(&self.instances);
+        let target = Arc::clone(&self.target);
         let tried = request.tried().cloned();
         Box::pin(async move {
             let mut request = Some(request);
@@ -249,16 +276,23 @@ where
                 let picked = instances.pick::<Req>(cx, avoid);
                 // Instances whose readiness failed were dropped.
                 counted.store(instances.list.len(), Ordering::Relaxed);
-                let Poll::Ready(index) = picked else {
-                    drop(instances);
-                    let recheck =
-                        recheck.get_or_insert_with(|| Box::pin(tokio::time::sleep(RECHECK)));
-                    while recheck.poll_unpin(cx).is_ready() {
-                        recheck
-                            .as_mut()
-                            .reset(tokio::time::Instant::now() + RECHECK);
+                let index = match picked {
+                    Poll::Ready(Some(index)) => index,
+                    Poll::Ready(None) => {
+                        let rejection = Rejection::instances_open(&target, instances.list.len());
+                        return Poll::Ready(Err(BoxError::from(rejection)));
                     }
-                    return Poll::Pending;
+                    Poll::Pending => {
+                        drop(instances);
+                        let recheck =
+                            recheck.get_or_insert_with(|| Box::pin(tokio::time::sleep(RECHECK)));
+                        while recheck.poll_unpin(cx).is_ready() {
+                            recheck
+                                .as_mut()
+                                .reset(tokio::time::Instant::now() + RECHECK);
+                        }
+                        return Poll::Pending;
+                    }
                 };
                 let Some(request) = request.take() else {
                     return Poll::Ready(Err(BoxError::from("the request was already sent")));
@@ -297,6 +331,7 @@ impl Drop for InFlight {
 impl<S, Req> Clone for Balanced<S, Req> {
     fn clone(&self) -> Self {
         Self {
+            target: Arc::clone(&self.target),
             shared: Arc::clone(&self.shared),
             instances: Arc::clone(&self.instances),
             request: PhantomData,
@@ -322,7 +357,7 @@ mod tests {
 
     use tower::{Service, ServiceExt as _};
 
-    use super::{Balanced, Tried};
+    use super::{Admission, Balanced, Tried};
 
     /// An instance that answers with its name.
     #[derive(Clone)]
@@ -342,9 +377,18 @@ mod tests {
         }
     }
 
+    impl Admission for Named {
+        fn refusing(&self) -> bool {
+            false
+        }
+    }
+
     #[tokio::test]
     async fn later_attempts_of_a_call_go_to_instances_it_has_not_tried() {
-        let balanced = Balanced::new([("a".to_owned(), Named("a")), ("b".to_owned(), Named("b"))]);
+        let balanced = Balanced::new(
+            "named",
+            [("a".to_owned(), Named("a")), ("b".to_owned(), Named("b"))],
+        );
         for _ in 0..50 {
             let tried = Tried::default();
             let mut request = http::Request::new(());
@@ -366,7 +410,10 @@ mod tests {
 
     #[tokio::test]
     async fn calls_without_attempts_spread_over_every_instance() {
-        let balanced = Balanced::new([("a".to_owned(), Named("a")), ("b".to_owned(), Named("b"))]);
+        let balanced = Balanced::new(
+            "named",
+            [("a".to_owned(), Named("a")), ("b".to_owned(), Named("b"))],
+        );
         let mut seen = std::collections::HashSet::new();
         for _ in 0..100 {
             seen.insert(
@@ -378,5 +425,72 @@ mod tests {
             );
         }
         assert_eq!(seen.len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_fails_at_once_when_every_instance_breaker_is_open() {
+        use std::time::Duration;
+
+        use crate::{
+            error::BoxError,
+            resilience::{
+                Rejection, RejectionKind,
+                circuit_breaker::{BreakerPolicy, CircuitBreakerLayer},
+            },
+        };
+        use tower::Layer as _;
+
+        let refusing = || {
+            CircuitBreakerLayer::new(
+                "users@a",
+                BreakerPolicy {
+                    consecutive_failures: 1,
+                    ..BreakerPolicy::default()
+                },
+            )
+            .unready_while_open()
+            .layer(tower::service_fn(|_: http::Request<()>| async {
+                Err::<http::Response<()>, BoxError>("connection refused".into())
+            }))
+        };
+        let balanced = Balanced::new(
+            "users",
+            [("a".to_owned(), refusing()), ("b".to_owned(), refusing())],
+        );
+        // Each instance fails once: both breakers open.
+        let mut failures = 0;
+        while failures < 2 {
+            let error = balanced
+                .clone()
+                .oneshot(http::Request::new(()))
+                .await
+                .unwrap_err();
+            assert!(error.downcast_ref::<Rejection>().is_none(), "{error}");
+            failures += 1;
+        }
+        let error = tokio::time::timeout(
+            Duration::from_millis(100),
+            balanced.clone().oneshot(http::Request::new(())),
+        )
+        .await
+        .expect("the call waited for an instance whose breaker is open")
+        .unwrap_err();
+        let rejection = error.downcast_ref::<Rejection>().unwrap();
+        assert_eq!(rejection.kind(), RejectionKind::BreakerOpen);
+        assert_eq!(rejection.status().code(), tonic::Code::Unavailable);
+        assert!(
+            rejection
+                .to_string()
+                .contains("every instance of `users` (2)"),
+            "{rejection}"
+        );
+        // After the open duration the instances take calls again (probes).
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let error = balanced
+            .clone()
+            .oneshot(http::Request::new(()))
+            .await
+            .unwrap_err();
+        assert!(error.downcast_ref::<Rejection>().is_none(), "{error}");
     }
 }

@@ -25,7 +25,7 @@ use tower::{
 
 use super::{
     HttpClient, RpcChannel,
-    balance::Balanced,
+    balance::{Admission, Balanced},
     channel::RemoteGrpc,
     follow,
     http::{HttpInstance, RemoteHttp},
@@ -268,7 +268,7 @@ impl Clients {
         stop: CancellationToken,
     ) -> (Balanced<S, Req>, usize)
     where
-        S: tower::Service<Req> + Send + 'static,
+        S: tower::Service<Req> + Admission + Send + 'static,
         S::Error: Into<BoxError>,
         S::Future: Send + 'static,
         Req: Send + 'static,
@@ -283,7 +283,7 @@ impl Clients {
             }
         }
         let count = services.len();
-        let balanced = Balanced::new(services);
+        let balanced = Balanced::new(&remote.name, services);
         follow::follow(
             balanced.clone(),
             self.inner.discovery.watch(&remote.name),
