@@ -23,5 +23,10 @@ pub(crate) fn required<'a>(field: &str, value: &'a str) -> room619::Result<&'a s
     if value.is_empty() {
         return Err(Error::invalid_argument(format!("{field} is required")));
     }
+    if value.chars().any(char::is_control) {
+        return Err(Error::invalid_argument(format!(
+            "{field} must not contain control characters"
+        )));
+    }
     Ok(value)
 }

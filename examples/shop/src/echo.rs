@@ -27,6 +27,10 @@ const MAX_DELAY_MS: u32 = 60_000;
 /// The most messages a stream may repeat.
 const MAX_REPEAT: u32 = 1_000;
 
+/// The most `EchoCollect` keeps of one call's messages, in bytes: its
+/// answer must fit in one gRPC message (4 MiB, tonic's default limit).
+const MAX_COLLECTED_BYTES: usize = 4 * 1024 * 1024 - 1024;
+
 /// Builds the echo service.
 ///
 /// # Errors
@@ -95,10 +99,19 @@ impl Echo for EchoService {
         let node = node_name(request.extensions().get::<ServiceContext>());
         let mut stream = request.into_inner();
         let mut words = Vec::new();
+        // The answer joins them: what it could not send (over tonic's 4 MiB
+        // message limit) is refused as it arrives, not kept.
+        let mut bytes = 0usize;
         while let Some(message) = stream.message().await? {
             if words.len() == MAX_REPEAT as usize {
                 return Err(Status::resource_exhausted(format!(
                     "at most {MAX_REPEAT} messages per call"
+                )));
+            }
+            bytes = bytes.saturating_add(message.message.len() + 1);
+            if bytes > MAX_COLLECTED_BYTES {
+                return Err(Status::resource_exhausted(format!(
+                    "at most {MAX_COLLECTED_BYTES} bytes of messages per call"
                 )));
             }
             words.push(message.message);

@@ -260,6 +260,13 @@ pub fn db_error(err: sqlx::Error) -> Error {
             DbErrorKind::NotNullViolation | DbErrorKind::CheckViolation => {
                 (ErrorKind::InvalidArgument, "the record is not valid")
             }
+            // PostgreSQL's character_not_in_repertoire: a NUL in a text
+            // value. The services refuse control characters first; this is
+            // the backstop, so that such input is never a server error.
+            _ if db.code().as_deref() == Some("22021") => (
+                ErrorKind::InvalidArgument,
+                "the text holds a character the database cannot store (NUL)",
+            ),
             _ => (ErrorKind::Internal, "the database failed"),
         },
         sqlx::Error::RowNotFound => (ErrorKind::NotFound, "no such record"),

@@ -450,6 +450,19 @@ async fn duplicate_emails_and_bad_input_get_their_codes() {
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{email} {name}");
     }
+    // A NUL in a login's email (which PostgreSQL cannot store or compare)
+    // is a wrong login, as any email no account has.
+    for email in ["grace\0@example.com", "\0", "grace@example.com\u{1b}"] {
+        let status = login(&mut client, email, "correct horse battery")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::Unauthenticated,
+            "{email:?}: {status:?}"
+        );
+        assert_eq!(status.message(), "wrong email or password");
+    }
     assert_eq!(
         shop.count("SELECT COUNT(*) FROM auth_accounts WHERE email <> $1", "")
             .await,

@@ -122,6 +122,12 @@ impl Auth for AuthService {
             return Err(Status::unauthenticated(BAD_LOGIN));
         }
         let email = validate::normalize_email(&request.email);
+        // No account has an email sign-up refuses (a NUL in one would fail
+        // in PostgreSQL, not as a wrong login); saying so early tells an
+        // attacker nothing about which accounts exist.
+        if crate::rules::email_problem(&email).is_some() {
+            return Err(Status::unauthenticated(BAD_LOGIN));
+        }
         let account = self.accounts.find_by_email(&email).await?;
         let (id, stored) = account.map_or((None, None), |(id, hash)| (Some(id), Some(hash)));
         // Unknown emails are checked against a dummy hash: same cost.

@@ -137,19 +137,29 @@ mod reply {
 /// The gateway's default rate limits, applied when the node's
 /// `[rate_limit]` lists no rules: sign-up, login and refresh take at most 10
 /// requests a minute (plus a burst of 10) per client IP, which stops
-/// password guessing without getting in a person's way. Any
-/// `[[rate_limit.rules]]` in the configuration replace them.
+/// password guessing without getting in a person's way. They hold on both
+/// protocols the node's port speaks: the gateway's REST routes and the auth
+/// service's gRPC methods (`/auth.v1.Auth/Login`, ...), each with a bucket of
+/// its own; the gateway's own calls to auth are in-process and not limited.
+/// Any `[[rate_limit.rules]]` in the configuration replace them.
 #[must_use]
 pub fn default_rate_limits() -> Vec<room619::middleware::rate_limit::RateLimitRule> {
-    ["/v1/auth/signup", "/v1/auth/login", "/v1/auth/refresh"]
-        .into_iter()
-        .map(|route| room619::middleware::rate_limit::RateLimitRule {
-            route: route.to_owned(),
-            method: Some("POST".to_owned()),
-            limit: 10,
-            period: std::time::Duration::from_secs(60),
-            burst: 10,
-            key: room619::middleware::rate_limit::RateLimitKey::Ip,
-        })
-        .collect()
+    [
+        "/v1/auth/signup",
+        "/v1/auth/login",
+        "/v1/auth/refresh",
+        "/auth.v1.Auth/SignUp",
+        "/auth.v1.Auth/Login",
+        "/auth.v1.Auth/Refresh",
+    ]
+    .into_iter()
+    .map(|route| room619::middleware::rate_limit::RateLimitRule {
+        route: route.to_owned(),
+        method: Some("POST".to_owned()),
+        limit: 10,
+        period: std::time::Duration::from_secs(60),
+        burst: 10,
+        key: room619::middleware::rate_limit::RateLimitKey::Ip,
+    })
+    .collect()
 }

@@ -1,6 +1,8 @@
 //! The products table: validation and queries.
 
 use room619::{Error, middleware::auth::Principal};
+
+use crate::rules;
 use sqlx::{Row as _, any::AnyRow};
 
 use crate::store::{
@@ -157,6 +159,14 @@ impl ProductStore {
                 "query must be at most {MAX_QUERY} characters (got {query_length})"
             )));
         }
+        if filter.query.chars().any(char::is_control) {
+            return Err(Error::invalid_argument(
+                "query must not contain control characters",
+            ));
+        }
+        if !filter.owner_id.is_empty() {
+            crate::access::required("owner_id", filter.owner_id)?;
+        }
         let (sql, args) = listing_sql(filter, cursor, size + 1);
         let query = args
             .iter()
@@ -304,24 +314,32 @@ fn escape_like(text: &str) -> String {
     escaped
 }
 
-/// A name of 1 to 200 characters once trimmed.
+/// A name of 1 to 200 characters once trimmed, without control characters
+/// (the rule of every display name, [`rules::name_problem`]).
 fn check_name(name: &str) -> room619::Result<String> {
     let name = name.trim();
-    let length = name.chars().count();
-    if length == 0 || length > MAX_NAME {
-        return Err(Error::invalid_argument(format!(
-            "name must be 1 to {MAX_NAME} characters (got {length})"
-        )));
+    match rules::name_problem(name, MAX_NAME) {
+        Some(problem) => Err(Error::invalid_argument(format!("name {problem}"))),
+        None => Ok(name.to_owned()),
     }
-    Ok(name.to_owned())
 }
 
+/// At most 5 000 characters; line breaks and tabs allowed, other control
+/// characters (NUL, which PostgreSQL cannot store, escapes) not.
 fn check_description(description: &str) -> room619::Result<()> {
     let length = description.chars().count();
     if length > MAX_DESCRIPTION {
         return Err(Error::invalid_argument(format!(
             "description must be at most {MAX_DESCRIPTION} characters (got {length})"
         )));
+    }
+    if description
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(Error::invalid_argument(
+            "description must not contain control characters other than line breaks and tabs",
+        ));
     }
     Ok(())
 }

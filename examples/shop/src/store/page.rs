@@ -72,7 +72,11 @@ impl Cursor {
             .and_then(|text| {
                 let (created_at, id) = text.split_once(' ')?;
                 humantime::parse_rfc3339(created_at).ok()?;
-                (!id.is_empty()).then(|| Self {
+                // Ids have neither spaces nor control characters (a NUL
+                // would fail in PostgreSQL, not as a bad token).
+                let usable = !id.is_empty()
+                    && !id.chars().any(|c| c.is_whitespace() || c.is_control());
+                usable.then(|| Self {
                     created_at: created_at.to_owned(),
                     id: id.to_owned(),
                 })

@@ -295,4 +295,34 @@ async fn password_guessing_is_rate_limited_per_client() {
             .all(|status| *status == StatusCode::UNAUTHORIZED),
         "{statuses:?}"
     );
+
+    // The same port speaks gRPC: guessing there is limited as well.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", shop.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut auth = shop_proto::auth::v1::auth_client::AuthClient::new(channel);
+    let mut codes = Vec::new();
+    for _ in 0..25 {
+        let status = auth
+            .login(shop_proto::auth::v1::LoginRequest {
+                email: "eve@example.com".into(),
+                password: "guess guess guess".into(),
+            })
+            .await
+            .unwrap_err();
+        codes.push(status.code());
+    }
+    let refused = codes
+        .iter()
+        .filter(|code| **code == tonic::Code::ResourceExhausted)
+        .count();
+    assert_eq!(refused, 5, "{codes:?}");
+    assert!(
+        codes[..20]
+            .iter()
+            .all(|code| *code == tonic::Code::Unauthenticated),
+        "{codes:?}"
+    );
 }

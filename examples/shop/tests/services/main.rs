@@ -4,6 +4,7 @@
 //! be running: `postgres://postgres@127.0.0.1:5432/test`, or
 //! `SHOP_TEST_POSTGRES_URL`).
 
+mod echo;
 mod events;
 mod products;
 mod storage;

@@ -280,12 +280,92 @@ async fn validation(kind: Kind) {
         Code::InvalidArgument,
         "query must be at most 200",
     );
+
     assert_eq!(test.count("products").await, 1);
 
     node.shutdown().await.unwrap();
     test.finish().await;
 }
 both!(products_refuse_invalid_fields, super::validation);
+
+async fn control_characters(kind: Kind) {
+    let test = TestDb::new(kind).await;
+    let node = start_node(&test.db).await;
+    let mut c = clients(&node).await.products;
+    let alice = token("alice", "");
+    let request = |name: &str, description: &str, price_cents: i64| {
+        authed(
+            &alice,
+            CreateProductRequest {
+                name: name.into(),
+                description: description.into(),
+                price_cents,
+            },
+        )
+    };
+
+    // A NUL, which PostgreSQL cannot store, is refused
+    // as input, never a server error (SQLite would have taken it).
+    refused(
+        c.create_product(request("a\0b", "", 1)).await,
+        Code::InvalidArgument,
+        "name must not contain control characters",
+    );
+    refused(
+        c.create_product(request("N", "a\0b", 1)).await,
+        Code::InvalidArgument,
+        "description must not contain control characters",
+    );
+    let lines = c
+        .create_product(request("Lines", "one\ntwo\r\n\tthree", 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(lines.description, "one\ntwo\r\n\tthree");
+    for (query, owner_id, message) in [
+        ("\0", "", "query must not contain control characters"),
+        ("", "\0", "owner_id must not contain control characters"),
+    ] {
+        let listed = ListProductsRequest {
+            query: query.into(),
+            owner_id: owner_id.into(),
+            ..Default::default()
+        };
+        refused(
+            c.list_products(authed(&alice, listed)).await,
+            Code::InvalidArgument,
+            message,
+        );
+    }
+    // A forged page token whose id is a NUL.
+    let forged = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        "2026-01-01T00:00:00.000000Z \0",
+    );
+    let listed = ListProductsRequest {
+        page_token: forged,
+        ..Default::default()
+    };
+    refused(
+        c.list_products(authed(&alice, listed)).await,
+        Code::InvalidArgument,
+        "page_token is not valid",
+    );
+    refused(
+        c.get_product(authed(&alice, GetProductRequest { id: "\0".into() }))
+            .await,
+        Code::InvalidArgument,
+        "id must not contain control characters",
+    );
+    assert_eq!(test.count("products").await, 1);
+
+    node.shutdown().await.unwrap();
+    test.finish().await;
+}
+both!(
+    products_refuse_control_characters,
+    super::control_characters
+);
 
 async fn names(c: &mut ProductsClient<Channel>, request: ListProductsRequest) -> Vec<String> {
     let page = c
