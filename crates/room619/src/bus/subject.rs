@@ -9,8 +9,32 @@ use std::cell::Cell;
 
 use crate::{Error, Result};
 
+/// The longest subject (or subscription pattern), in bytes. A NATS server
+/// refuses a protocol line longer than its `max_control_line` (4 KiB by
+/// default), and refuses it by closing the connection: every publish and
+/// subscription on it would be cut, not just the one with the long subject.
+/// 1 KiB leaves room for the reply subject and the sizes on the same line.
+pub(crate) const MAX_SUBJECT_BYTES: usize = 1024;
+
+/// The longest name (queue group, durable consumer, stream), in bytes, as
+/// JetStream allows.
+pub(crate) const MAX_NAME_BYTES: usize = 255;
+
+/// `text` as an error message shows it: whole when short, else its start.
+fn shown(text: &str) -> String {
+    const SHOWN: usize = 64;
+    if text.len() <= SHOWN {
+        return text.to_owned();
+    }
+    let mut end = SHOWN;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// Checks a subject to publish to: non-empty tokens, no wildcards, no
-/// whitespace.
+/// whitespace, at most [`MAX_SUBJECT_BYTES`].
 ///
 /// # Errors
 ///
@@ -20,7 +44,7 @@ pub(crate) fn check_publish(subject: &str) -> Result<()> {
     // This runs on every publish: one pass over the bytes decides; only a
     // subject that fails it is looked at again, to say what is wrong (and to
     // judge non-ASCII text exactly).
-    if is_plain(subject.as_bytes()) {
+    if subject.len() <= MAX_SUBJECT_BYTES && is_plain(subject.as_bytes()) {
         Ok(())
     } else {
         check_publish_closely(subject)
@@ -121,12 +145,20 @@ pub(crate) fn check_pattern(pattern: &str) -> Result<()> {
 }
 
 /// Checks a name used as one token or identifier (a queue group, a durable
-/// consumer, a stream): non-empty, no whitespace, no `.`, `*` or `>`.
+/// consumer, a stream): non-empty, no whitespace, no `.`, `*` or `>`, at
+/// most [`MAX_NAME_BYTES`].
 ///
 /// # Errors
 ///
 /// `InvalidArgument` saying what `what` may not contain.
 pub(crate) fn check_name(what: &str, name: &str) -> Result<()> {
+    if name.len() > MAX_NAME_BYTES {
+        return Err(Error::invalid_argument(format!(
+            "`{}` is not a valid {what}: it is {} bytes long, at most {MAX_NAME_BYTES} are allowed",
+            shown(name),
+            name.len()
+        )));
+    }
     if name.is_empty() || name.contains(|c: char| c.is_whitespace() || matches!(c, '.' | '*' | '>'))
     {
         return Err(Error::invalid_argument(format!(
@@ -140,6 +172,13 @@ fn check_tokens(
     subject: &str,
     mut token_rule: impl FnMut(&str) -> Result<(), &'static str>,
 ) -> Result<()> {
+    if subject.len() > MAX_SUBJECT_BYTES {
+        return Err(Error::invalid_argument(format!(
+            "`{}` is not a valid subject: it is {} bytes long, at most {MAX_SUBJECT_BYTES} are allowed",
+            shown(subject),
+            subject.len()
+        )));
+    }
     let problem = if subject.is_empty() {
         Some("it is empty")
     } else if subject.contains(char::is_whitespace) {
@@ -358,5 +397,31 @@ mod tests {
         check_name("queue group", "workers").unwrap();
         assert!(check_name("queue group", "a.b").is_err());
         assert!(check_name("queue group", "").is_err());
+    }
+
+    #[test]
+    fn subjects_and_names_past_their_length_are_refused_before_nats_sees_them() {
+        let longest = format!("orders.{}", "x".repeat(MAX_SUBJECT_BYTES - 7));
+        assert_eq!(longest.len(), MAX_SUBJECT_BYTES);
+        check_publish(&longest).unwrap();
+        check_pattern(&longest).unwrap();
+        let long = format!("{longest}x");
+        for err in [check_publish(&long), check_pattern(&long)] {
+            let err = err.unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument);
+            assert!(
+                err.to_string().contains("1025 bytes long, at most 1024"),
+                "{err}"
+            );
+            assert!(
+                err.to_string().len() < 300,
+                "the message repeats the subject"
+            );
+        }
+        let leaked: &'static str = Box::leak(long.into_boxed_str());
+        assert!(check_static_publish(leaked).is_err());
+        check_name("durable", &"d".repeat(MAX_NAME_BYTES)).unwrap();
+        let err = check_name("durable", &"é".repeat(MAX_NAME_BYTES)).unwrap_err();
+        assert!(err.to_string().contains("at most 255"), "{err}");
     }
 }
