@@ -265,6 +265,45 @@ async fn malformed_records_are_skipped_and_the_watch_goes_on() {
     assert_eq!(late.resolve("echo", &"*".parse().unwrap()), [valid]);
 }
 
+/// A registry starting up loads what the bucket holds before it is handed
+/// out: a record no heartbeat refreshes (its node just went quiet, or beats
+/// every `ttl / 3`) is there at once, not at its next put.
+#[tokio::test]
+async fn a_starting_registry_has_every_stored_instance_at_once() {
+    let nats = NatsServer::start().await;
+    let first = registry(&nats.url()).await;
+    let kv = nats
+        .jetstream()
+        .await
+        .get_key_value("room619_instances")
+        .await
+        .unwrap();
+    let stored = Instance::new("echo", "1.0.0".parse().unwrap(), "127.0.0.1:3")
+        .with_metadata("node", "quiet");
+    kv.put(
+        format!("echo.{}", stored.id()),
+        serde_json::to_vec(&stored).unwrap().into(),
+    )
+    .await
+    .unwrap();
+    let gone = Instance::new("echo", "1.0.0".parse().unwrap(), "127.0.0.1:4");
+    let gone_key = format!("echo.{}", gone.id());
+    kv.put(&gone_key, serde_json::to_vec(&gone).unwrap().into())
+        .await
+        .unwrap();
+    kv.delete(&gone_key).await.unwrap();
+
+    let started = Instant::now();
+    let late = registry(&nats.url()).await;
+    assert_eq!(
+        late.resolve("echo", &"*".parse().unwrap()),
+        [stored],
+        "loaded in {:?}",
+        started.elapsed()
+    );
+    drop(first);
+}
+
 #[tokio::test]
 async fn nats_unreachable_at_start_is_a_clear_error() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

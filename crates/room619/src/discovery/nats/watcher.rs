@@ -15,6 +15,17 @@ use crate::discovery::{Instance, catalog::Source};
 const RETRY: Duration = Duration::from_millis(250);
 /// During the initial load, a silence this long means nothing is left.
 const LOAD_SILENCE: Duration = Duration::from_secs(1);
+/// Every key of the bucket.
+const ALL_KEYS: &str = ">";
+
+/// A watch of every key that first delivers the last record of each (what
+/// is stored now, deletions included), then every change. async-nats's
+/// `watch_all` delivers changes only: a node starting, or watching again
+/// after a reconnect, would miss what was registered before (until its
+/// next heartbeat) and what was deleted meanwhile.
+async fn watch(discovery: &NatsDiscovery) -> Result<Watch, async_nats::jetstream::kv::WatchError> {
+    discovery.kv().watch_with_history(ALL_KEYS).await
+}
 
 /// Starts watching and applies the records already stored, so the catalog
 /// is complete when the backend is handed out.
@@ -30,7 +41,7 @@ pub(super) async fn load(discovery: &NatsDiscovery) -> Result<Watch, String> {
         .map_err(|err| read_error(&err))?
         .state
         .messages;
-    let mut watch = kv.watch_all().await.map_err(|err| read_error(&err))?;
+    let mut watch = watch(discovery).await.map_err(|err| read_error(&err))?;
     // A key may expire in between, so a silence ends the wait as well.
     while stored > 0
         && let Ok(Some(entry)) = tokio::time::timeout(LOAD_SILENCE, watch.next()).await
@@ -48,7 +59,7 @@ pub(super) async fn run(discovery: NatsDiscovery, initial: Watch, shutdown: Canc
     loop {
         let watch = match initial.take() {
             Some(watch) => Ok(watch),
-            None => discovery.kv().watch_all().await,
+            None => watch(&discovery).await,
         };
         match watch {
             Ok(mut watch) => loop {
