@@ -18,6 +18,7 @@
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex, PoisonError},
+    time::Duration,
 };
 
 use semver::Version;
@@ -39,6 +40,10 @@ use crate::{
     rpc::client::Clients,
     service::{Registry, Service, ServiceContext, ServiceDescriptor, ServiceState},
 };
+
+/// The longest a node waits for discovery to confirm that its records are
+/// withdrawn, on shutdown or when a service is removed.
+const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl NodeHandle {
     /// The node's service discovery (the backend `discovery.backend` chose).
@@ -205,8 +210,33 @@ impl Hosting {
         Ok(())
     }
 
+    /// Takes `instances` out of discovery, all at once and for at most
+    /// [`DEREGISTER_TIMEOUT`]: with the registry unreachable, draining goes
+    /// on without its confirmation (its records then expire with its TTL;
+    /// the heartbeat stopped when the deregistration began) instead of
+    /// waiting for its timeout once per service.
+    pub(super) async fn withdraw(&self, instances: &[Instance]) {
+        let all = futures_util::future::join_all(instances.iter().map(|instance| async move {
+            if let Err(err) = self.discovery.deregister(instance).await {
+                tracing::warn!(?instance, error = ?err, "cannot deregister");
+            }
+        }));
+        if tokio::time::timeout(DEREGISTER_TIMEOUT, all).await.is_err() {
+            tracing::warn!(
+                instances = instances.len(),
+                timeout = ?DEREGISTER_TIMEOUT,
+                "discovery did not confirm the deregistrations in time; going on (the records expire with the registry's TTL)"
+            );
+        }
+    }
+
     pub(super) async fn remove(&self, name: &str, version: &str) -> Result<()> {
         let _one_at_a_time = self.changing.lock().await;
+        // A shutdown under way (it holds `changing` to its end) has stopped
+        // every service already.
+        if self.shutdown.is_cancelled() {
+            return Err(Error::unavailable("the node is shutting down"));
+        }
         let version = Version::parse(version).map_err(|err| {
             Error::invalid_argument(format!("`{version}` is not a semver version: {err}"))
         })?;
@@ -239,11 +269,7 @@ impl Hosting {
             *instances = kept;
             gone
         };
-        for instance in &withdrawn {
-            if let Err(err) = self.discovery.deregister(instance).await {
-                tracing::warn!(?instance, error = ?err, "cannot deregister");
-            }
-        }
+        self.withdraw(&withdrawn).await;
         *self.hosted.lock().unwrap_or_else(PoisonError::into_inner) = all;
         self.live.store(assembled.main);
         self.clients.set_local(assembled.local);

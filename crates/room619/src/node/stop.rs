@@ -38,11 +38,7 @@ impl Stop {
         self.readiness.set_phase(Phase::Draining).await;
         // No service is added or removed from here on.
         let _no_more_changes = self.hosting.changing.lock().await;
-        for instance in &self.hosting.instances() {
-            if let Err(err) = self.hosting.discovery.deregister(instance).await {
-                tracing::warn!(?instance, error = ?err, "cannot deregister");
-            }
-        }
+        self.hosting.withdraw(&self.hosting.instances()).await;
         let hosted = self.hosting.hosted();
         for host in &hosted {
             self.registry

@@ -380,6 +380,25 @@ async fn nats_down_at_run_time_keeps_the_last_known_instances() {
     server.shutdown().await.unwrap();
 }
 
+/// With NATS gone, a node's shutdown does not wait out JetStream's timeout
+/// for its deregistration (5 s an instance, one after another, before the
+/// drain even began): it waits at most 2 s for all of them.
+#[tokio::test]
+async fn shutdown_with_nats_down_does_not_wait_for_the_deregistration() {
+    let mut nats = NatsServer::start().await;
+    let mut config = nats_config(&nats.url(), "server");
+    config.node.drain_timeout = Duration::from_secs(1);
+    let server = support::start(config).await;
+    nats.kill();
+    let started = Instant::now();
+    server.shutdown().await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(3_500),
+        "shutdown took {took:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_server_back_without_its_store_is_filled_again_by_the_heartbeats() {
     let mut nats = NatsServer::start().await;

@@ -225,3 +225,33 @@ async fn two_major_versions_run_side_by_side_and_resolve_by_requirement() {
     assert_eq!(reply.text().await.unwrap(), "1.4.0");
     node.shutdown().await.unwrap();
 }
+
+/// A removal that waited for a shutdown under way finds the service
+/// stopped already: it is refused, and the stop hook runs once.
+#[tokio::test]
+async fn a_removal_racing_shutdown_is_refused_and_stops_nothing_twice() {
+    let node = support::start(support::config("shutdown_delay = \"500ms\"\n")).await;
+    let handle = node.handle().clone();
+    let stops = Arc::new(AtomicUsize::new(0));
+    let counted = ServiceBuilder::new("users", "1.0.0")
+        .unwrap()
+        .on_stop({
+            let stops = Arc::clone(&stops);
+            move |_| {
+                let stops = Arc::clone(&stops);
+                async move {
+                    stops.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            }
+        })
+        .build()
+        .unwrap();
+    handle.add_service(counted).await.unwrap();
+    let shutdown = tokio::spawn(node.shutdown());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let refused = handle.remove_service("users", "1.0.0").await.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Unavailable, "{refused}");
+    shutdown.await.unwrap().unwrap();
+    assert_eq!(stops.load(Ordering::SeqCst), 1);
+}
