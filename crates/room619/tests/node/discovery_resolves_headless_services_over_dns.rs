@@ -9,7 +9,7 @@ use std::{
 };
 
 use hickory_proto::rr::{
-    Name, RData, Record,
+    LowerName, Name, RData, Record,
     rdata::{A, AAAA, SOA, SRV},
 };
 use hickory_server::{
@@ -27,6 +27,11 @@ fn name(text: &str) -> Name {
 
 /// An authoritative server for `cluster.local.` on a free UDP port.
 async fn dns_server() -> SocketAddr {
+    dns_server_with_zone().await.0
+}
+
+/// [`dns_server`], and its zone, to change records while it serves.
+async fn dns_server_with_zone() -> (SocketAddr, Arc<InMemoryAuthority>) {
     let origin = name("cluster.local.");
     let mut zone = InMemoryAuthority::empty(origin.clone(), ZoneType::Primary, false);
     let soa = SOA::new(
@@ -63,14 +68,15 @@ async fn dns_server() -> SocketAddr {
     for record in records {
         zone.upsert_mut(record, 0);
     }
+    let zone = Arc::new(zone);
     let mut catalog = Catalog::new();
-    catalog.upsert(origin.into(), vec![Arc::new(zone)]);
+    catalog.upsert(origin.into(), vec![Arc::clone(&zone) as _]);
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let address = socket.local_addr().unwrap();
     let mut server = ServerFuture::new(catalog);
     server.register_socket(socket);
     tokio::spawn(async move { server.block_until_done().await });
-    address
+    (address, zone)
 }
 
 fn addresses(dns: &DnsDiscovery, service: &str, requirement: &str) -> BTreeSet<String> {
@@ -144,4 +150,73 @@ async fn a_node_with_dns_discovery_reports_a_failing_name_as_degraded() {
     assert_eq!(ready["discovery"]["backend"], "dns");
     assert_eq!(ready["discovery"]["status"], "degraded", "{ready}");
     node.shutdown().await.unwrap();
+}
+
+/// A headless service scaled to zero answers NXDOMAIN: its old addresses
+/// go (another pod may get them), and an SRV target that lost its address
+/// is left out while the others stay.
+#[tokio::test]
+async fn a_name_without_records_has_no_instances_and_a_dead_srv_target_is_skipped() {
+    let (server, zone) = dns_server_with_zone().await;
+    let config = DnsDiscoveryConfig {
+        nameserver: Some(server),
+        interval: std::time::Duration::from_millis(100),
+        services: vec![
+            DnsServiceConfig {
+                name: "users".into(),
+                version: "1.4.0".into(),
+                host: "users.default.svc.cluster.local.".into(),
+                port: 8080,
+                srv: false,
+            },
+            DnsServiceConfig {
+                name: "orders".into(),
+                version: "2.0.0".into(),
+                host: "_grpc._tcp.orders.default.svc.cluster.local.".into(),
+                port: 0,
+                srv: true,
+            },
+        ],
+    };
+    let dns = DnsDiscovery::start(&config, &[], CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(addresses(&dns, "users", "^1").len(), 4);
+    assert_eq!(addresses(&dns, "orders", "^2").len(), 2);
+
+    let users = LowerName::from(name("users.default.svc.cluster.local."));
+    let orders_1 = LowerName::from(name("orders-1.orders.default.svc.cluster.local."));
+    zone.records_mut()
+        .await
+        .retain(|key, _| key.name != users && key.name != orders_1);
+    // The records had a TTL of 5 s: the resolver's cache keeps them that long.
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while !addresses(&dns, "users", "^1").is_empty()
+            || addresses(&dns, "orders", "^2").len() != 1
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "users {:?}, orders {:?}",
+            addresses(&dns, "users", "^1"),
+            addresses(&dns, "orders", "^2")
+        )
+    });
+    assert_eq!(
+        addresses(&dns, "orders", "^2"),
+        BTreeSet::from(["10.0.1.1:9000".to_owned()])
+    );
+    match dns.status() {
+        room619::discovery::DiscoveryStatus::Degraded(reason) => {
+            assert!(
+                reason.contains("users.default.svc.cluster.local."),
+                "{reason}"
+            );
+            assert!(reason.contains("no records"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
 }

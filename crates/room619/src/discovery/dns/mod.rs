@@ -2,9 +2,13 @@
 //!
 //! Every `interval`, each configured name is resolved: A and AAAA records
 //! give one instance per address at the configured port; SRV records give
-//! their targets (resolved in turn) at their ports. Changes show on the
-//! watch. A failed lookup keeps that name's last known instances and
-//! reports the backend degraded until a lookup succeeds again.
+//! their targets (resolved in turn, a target without an address left out)
+//! at their ports. Changes show on the watch. A name that does not exist or
+//! has no records (NXDOMAIN, an empty answer: a headless service scaled to
+//! zero) has no instances, and the backend reports it degraded; a lookup
+//! that fails (timeout, server failure) keeps that name's last known
+//! instances and reports the backend degraded until a lookup succeeds
+//! again.
 
 use std::{
     collections::HashMap,
@@ -65,6 +69,25 @@ struct Inner {
     /// The last instances found per service entry.
     found: RwLock<HashMap<usize, Vec<Instance>>>,
     status: StatusCell,
+}
+
+/// Why a lookup found no addresses.
+enum Lookup {
+    /// The name does not exist, or has no address records: no instances.
+    NoRecords(String),
+    /// The lookup itself failed (timeout, refused, server failure): the
+    /// last known instances stay.
+    Failed(String),
+}
+
+impl From<hickory_resolver::ResolveError> for Lookup {
+    fn from(err: hickory_resolver::ResolveError) -> Self {
+        if err.is_nx_domain() || err.is_no_records_found() {
+            Self::NoRecords(format!("no records: {err}"))
+        } else {
+            Self::Failed(err.to_string())
+        }
+    }
 }
 
 impl DnsDiscovery {
@@ -133,7 +156,15 @@ impl DnsDiscovery {
                 Ok(instances) => {
                     self.found().insert(index, instances);
                 }
-                Err(problem) => {
+                // The name is gone or has no address (a headless service
+                // scaled to zero, every pod unready): it has no instance
+                // now; its old addresses may already be other pods'.
+                Err(Lookup::NoRecords(problem)) => {
+                    tracing::warn!(host = %service.host, %problem, "DNS name has no records; no instances");
+                    self.found().insert(index, Vec::new());
+                    failures.push(format!("{}: {problem}", service.host));
+                }
+                Err(Lookup::Failed(problem)) => {
                     tracing::warn!(host = %service.host, %problem, "DNS lookup failed; keeping the last known instances");
                     failures.push(format!("{}: {problem}", service.host));
                 }
@@ -153,8 +184,9 @@ impl DnsDiscovery {
     async fn lookup(
         &self,
         service: &DnsServiceConfig,
-    ) -> std::result::Result<Vec<Instance>, String> {
-        let version = semver::Version::parse(&service.version).map_err(|err| err.to_string())?;
+    ) -> std::result::Result<Vec<Instance>, Lookup> {
+        let version = semver::Version::parse(&service.version)
+            .map_err(|err| Lookup::Failed(err.to_string()))?;
         let mut addresses: Vec<SocketAddr> = Vec::new();
         if service.srv {
             let records = self
@@ -162,15 +194,24 @@ impl DnsDiscovery {
                 .resolver
                 .srv_lookup(service.host.as_str())
                 .await
-                .map_err(|err| err.to_string())?;
+                .map_err(Lookup::from)?;
             for record in records.iter() {
-                let ips = self
-                    .inner
-                    .resolver
-                    .lookup_ip(record.target().clone())
-                    .await
-                    .map_err(|err| format!("SRV target {}: {err}", record.target()))?;
-                addresses.extend(ips.iter().map(|ip| SocketAddr::new(ip, record.port())));
+                match self.inner.resolver.lookup_ip(record.target().clone()).await {
+                    Ok(ips) => {
+                        addresses.extend(ips.iter().map(|ip| SocketAddr::new(ip, record.port())));
+                    }
+                    // A target without an address (its pod is going) is
+                    // left out; the others still serve.
+                    Err(err) if err.is_nx_domain() || err.is_no_records_found() => {
+                        tracing::debug!(target = %record.target(), "SRV target has no address; skipped");
+                    }
+                    Err(err) => {
+                        return Err(Lookup::Failed(format!(
+                            "SRV target {}: {err}",
+                            record.target()
+                        )));
+                    }
+                }
             }
         } else {
             let ips = self
@@ -178,7 +219,7 @@ impl DnsDiscovery {
                 .resolver
                 .lookup_ip(service.host.as_str())
                 .await
-                .map_err(|err| err.to_string())?;
+                .map_err(Lookup::from)?;
             addresses.extend(ips.iter().map(|ip| SocketAddr::new(ip, service.port)));
         }
         addresses.sort_unstable();
