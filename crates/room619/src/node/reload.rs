@@ -5,9 +5,12 @@
 //! with its key and counted (`room619_config_reloads_total{result="failed"}`),
 //! and the running configuration stays.
 //!
-//! What is bound at start (listen addresses, the bus and discovery
-//! backends, services) needs a restart to change; a reload that changes it
-//! is applied for the rest and logs a warning. `RUST_LOG`, when set at start,
+//! Everything else is read at start (the `node` section but its poll
+//! interval, `limits`, `auth`, `bus`, `http`, `telemetry`, the discovery
+//! backend and its settings, the rate limiter's backend): a reload that
+//! changes it is applied for the rest and logs a warning naming the section
+//! ("takes effect at the next restart"); a removed API key, say, keeps
+//! working until then. `RUST_LOG`, when set at start,
 //! keeps winning over `log.level`.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -93,6 +96,45 @@ async fn run(
     }
 }
 
+/// The sections (or keys) that differ between `old` and `new` and are read
+/// only at start: everything but the log level, the listed discovery
+/// instances, the rate-limit rules and trusted proxies, the resilience
+/// policies, the poll interval and the application's own sections (which
+/// [`LiveConfig`] hands to whoever watches it).
+fn restart_bound(old: &Config, new: &Config) -> Vec<&'static str> {
+    let node = crate::config::NodeConfig {
+        config_poll_interval: new.node.config_poll_interval,
+        ..old.node.clone()
+    };
+    let log = crate::config::LogConfig {
+        level: new.log.level.clone(),
+        ..old.log.clone()
+    };
+    let discovery = crate::config::DiscoveryConfig {
+        instances: new.discovery.instances.clone(),
+        ..old.discovery.clone()
+    };
+    let rate_limit = crate::middleware::rate_limit::RateLimitConfig {
+        rules: new.rate_limit.rules.clone(),
+        trusted_proxies: new.rate_limit.trusted_proxies.clone(),
+        ..old.rate_limit.clone()
+    };
+    [
+        ("node", node != new.node),
+        ("limits", old.limits != new.limits),
+        ("log.format", log != new.log),
+        ("discovery", discovery != new.discovery),
+        ("bus", old.bus != new.bus),
+        ("auth", old.auth != new.auth),
+        ("rate_limit.backend", rate_limit != new.rate_limit),
+        ("telemetry", old.telemetry != new.telemetry),
+        ("http", old.http != new.http),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
+}
+
 /// Applies what can change live, then publishes the new configuration.
 fn apply(live: &LiveConfig, discovery: &dyn Discovery, config: Config) {
     let old = live.current();
@@ -106,26 +148,57 @@ fn apply(live: &LiveConfig, discovery: &dyn Discovery, config: Config) {
     if config.discovery.instances != old.discovery.instances {
         discovery.reload(&config.discovery);
     }
-    let needs_restart = [
-        ("node.listen", old.node.listen != config.node.listen),
-        (
-            "node.admin_listen",
-            old.node.admin_listen != config.node.admin_listen,
-        ),
-        ("node.services", old.node.services != config.node.services),
-        (
-            "discovery.backend",
-            old.discovery.backend != config.discovery.backend,
-        ),
-        (
-            "discovery.nats",
-            old.discovery.nats != config.discovery.nats,
-        ),
-        ("bus", old.bus != config.bus),
-    ];
-    for (key, _) in needs_restart.iter().filter(|(_, changed)| *changed) {
-        tracing::warn!(key, "this change takes effect at the next restart");
+    for key in restart_bound(&old, &config) {
+        tracing::warn!(
+            key,
+            "this setting is read at start: the change takes effect at the next restart"
+        );
     }
     tracing::info!("configuration reloaded");
     live.publish(config);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::restart_bound;
+    use crate::config::Config;
+
+    #[test]
+    fn every_setting_read_at_start_is_named_and_live_ones_are_not() {
+        let old = Config::default();
+        let mut live = old.clone();
+        live.log.level = "debug".into();
+        live.node.config_poll_interval = Duration::from_millis(250);
+        live.rate_limit.trusted_proxies = vec!["10.0.0.0/8".into()];
+        live.resilience.defaults.retry.max_attempts = 5;
+        live.app.insert("shop".into(), serde_json::json!({"x": 1}));
+        assert!(
+            restart_bound(&old, &live).is_empty(),
+            "{:?}",
+            restart_bound(&old, &live)
+        );
+
+        let mut bound = live.clone();
+        bound.node.drain_timeout = Duration::from_secs(1);
+        bound.limits.max_header_bytes += 1;
+        bound.auth.issuer = Some("https://issuer.example".into());
+        bound.http.compression = !bound.http.compression;
+        bound.telemetry.metrics = !bound.telemetry.metrics;
+        bound.rate_limit.redis_prefix = "other".into();
+        bound.discovery.backend = crate::discovery::DiscoveryBackend::Static;
+        assert_eq!(
+            restart_bound(&live, &bound),
+            [
+                "node",
+                "limits",
+                "discovery",
+                "auth",
+                "rate_limit.backend",
+                "telemetry",
+                "http"
+            ]
+        );
+    }
 }
