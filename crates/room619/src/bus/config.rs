@@ -306,8 +306,26 @@ impl StreamConfig {
                 return fail(&format!(".subjects.{index}"), err.message().to_owned());
             }
         }
-        if self.duplicate_window.is_zero() {
-            return fail(".duplicate_window", "must be longer than zero".to_owned());
+        // JetStream's own rules, checked here so that a stream it would
+        // refuse is a configuration error naming the key, not a start that
+        // fails as if the server were down.
+        if self.duplicate_window < Duration::from_millis(100) {
+            return fail(".duplicate_window", "must be at least 100ms".to_owned());
+        }
+        if !self.max_age.is_zero() && self.max_age < Duration::from_millis(100) {
+            return fail(
+                ".max_age",
+                "must be 0 (no limit) or at least 100ms".to_owned(),
+            );
+        }
+        if !self.max_age.is_zero() && self.duplicate_window > self.max_age {
+            return fail(
+                ".duplicate_window",
+                format!(
+                    "must not be longer than max_age ({:?}): JetStream refuses such a stream",
+                    self.max_age
+                ),
+            );
         }
         if self.replicas == 0 {
             return fail(".replicas", "must be at least 1".to_owned());
@@ -360,6 +378,23 @@ mod tests {
         assert_eq!(err.key(), "bus.streams.ORDERS.subjects");
         let err = crate::config::Config::from_toml_str("[bus]\nbackend = \"kafka\"").unwrap_err();
         assert_eq!(err.key(), "bus.backend");
+        // A stream JetStream would refuse: the default 2-minute window is
+        // longer than a 1-minute max_age.
+        let err = crate::config::Config::from_toml_str(
+            "[bus.streams.ORDERS]\nsubjects = [\"orders.>\"]\nmax_age = \"1m\"",
+        )
+        .unwrap_err();
+        assert_eq!(err.key(), "bus.streams.ORDERS.duplicate_window");
+        assert!(err.to_string().contains("max_age"), "{err}");
+        crate::config::Config::from_toml_str(
+            "[bus.streams.ORDERS]\nsubjects = [\"orders.>\"]\nmax_age = \"1m\"\nduplicate_window = \"30s\"",
+        )
+        .unwrap();
+        let err = crate::config::Config::from_toml_str(
+            "[bus.streams.ORDERS]\nsubjects = [\"orders.>\"]\nduplicate_window = \"10ms\"",
+        )
+        .unwrap_err();
+        assert_eq!(err.key(), "bus.streams.ORDERS.duplicate_window");
     }
 
     #[test]

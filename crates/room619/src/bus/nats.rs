@@ -176,9 +176,22 @@ pub(crate) fn prepare(message: OutgoingMessage) -> Result<OutboundMessage> {
     })
 }
 
-/// A failed core publish.
+/// A failed core publish: a payload over the server's limit or a subject
+/// it refuses is the message's fault (sending it again cannot help); only a
+/// failed send is the connection's.
 pub(crate) fn publish_error(err: async_nats::PublishError) -> Error {
-    Error::unavailable(format!("cannot publish: {err}")).with_source(err)
+    match err.kind() {
+        async_nats::client::PublishErrorKind::MaxPayloadExceeded => Error::payload_too_large(
+            format!("cannot publish: the message is larger than the NATS server accepts ({err})"),
+        ),
+        async_nats::client::PublishErrorKind::InvalidSubject => {
+            Error::invalid_argument(format!("cannot publish: {err}"))
+        }
+        async_nats::client::PublishErrorKind::Send => {
+            Error::unavailable(format!("cannot publish: {err}"))
+        }
+    }
+    .with_source(err)
 }
 
 /// A subject for `async-nats`: a static one is not copied, an owned one is

@@ -62,7 +62,10 @@ pub struct ClientPolicy {
     /// The breaker in front of the whole service.
     pub breaker: BreakerPolicy,
     /// The breaker of each instance (takes a failing instance out of the
-    /// balancer). Default: as `breaker`, plus 5 failures in a row open it.
+    /// balancer). Default: the breaker defaults, plus 5 failures in a row
+    /// open it; a table that sets some keys keeps those defaults for the
+    /// others (`consecutive_failures` included).
+    #[serde(deserialize_with = "instance_breaker")]
     pub instance_breaker: BreakerPolicy,
     /// Retries.
     pub retry: RetryPolicy,
@@ -70,6 +73,23 @@ pub struct ClientPolicy {
     pub bulkhead: BulkheadPolicy,
     /// Hedged reads. Default: off.
     pub hedge: HedgePolicy,
+}
+
+/// The consecutive failures that open an instance's breaker by default.
+const INSTANCE_CONSECUTIVE_FAILURES: u32 = 5;
+
+/// An `instance_breaker` table: the keys it gives over the instance
+/// defaults (not over [`BreakerPolicy::default`], whose
+/// `consecutive_failures` is 0).
+fn instance_breaker<'de, D>(deserializer: D) -> Result<BreakerPolicy, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let mut table = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
+    table
+        .entry("consecutive_failures")
+        .or_insert_with(|| INSTANCE_CONSECUTIVE_FAILURES.into());
+    BreakerPolicy::deserialize(serde_json::Value::Object(table)).map_err(serde::de::Error::custom)
 }
 
 impl ClientPolicy {
@@ -89,6 +109,34 @@ impl ClientPolicy {
                         format!("must be in (0, 1] (got {rate})"),
                     );
                 }
+            }
+            match breaker.window {
+                super::circuit_breaker::Window::Count(0) => {
+                    return fail(
+                        &format!("{key}.window"),
+                        "must count at least 1 call".to_owned(),
+                    );
+                }
+                super::circuit_breaker::Window::Time(span)
+                    if span < std::time::Duration::from_millis(10) =>
+                {
+                    return fail(
+                        &format!("{key}.window"),
+                        "must span at least 10ms".to_owned(),
+                    );
+                }
+                _ => {}
+            }
+            if let super::circuit_breaker::Window::Count(size) = breaker.window
+                && breaker.minimum_calls > size
+            {
+                return fail(
+                    &format!("{key}.minimum_calls"),
+                    format!(
+                        "must not exceed the window's {size} calls (got {}): the rates would never be judged",
+                        breaker.minimum_calls
+                    ),
+                );
             }
             if breaker.half_open_probes == 0 {
                 return fail(
@@ -147,12 +195,69 @@ impl Default for ClientPolicy {
         Self {
             breaker: BreakerPolicy::default(),
             instance_breaker: BreakerPolicy {
-                consecutive_failures: 5,
+                consecutive_failures: INSTANCE_CONSECUTIVE_FAILURES,
                 ..BreakerPolicy::default()
             },
             retry: RetryPolicy::default(),
             bulkhead: BulkheadPolicy::default(),
             hedge: HedgePolicy::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::Config;
+
+    #[test]
+    fn an_instance_breaker_table_keeps_the_instance_defaults_it_does_not_set() {
+        let config = Config::from_toml_str(
+            "[resilience.defaults.instance_breaker]\nopen_duration = \"5s\"\nwindow = { count = 50 }",
+        )
+        .unwrap();
+        let breaker = &config.resilience.defaults.instance_breaker;
+        assert_eq!(breaker.open_duration, Duration::from_secs(5));
+        assert_eq!(breaker.consecutive_failures, 5);
+        assert_eq!(
+            breaker.window,
+            crate::resilience::circuit_breaker::Window::Count(50)
+        );
+        let config = Config::from_toml_str(
+            "[resilience.defaults.instance_breaker]\nconsecutive_failures = 0",
+        )
+        .unwrap();
+        assert_eq!(
+            config
+                .resilience
+                .defaults
+                .instance_breaker
+                .consecutive_failures,
+            0
+        );
+        let err =
+            Config::from_toml_str("[resilience.defaults.instance_breaker]\nopen_duraton = \"5s\"")
+                .unwrap_err();
+        assert!(err.to_string().contains("open_duraton"), "{err}");
+    }
+
+    #[test]
+    fn a_window_too_small_for_the_minimum_is_refused() {
+        let err = Config::from_toml_str("[resilience.defaults.breaker]\nwindow = { count = 10 }")
+            .unwrap_err();
+        assert_eq!(err.key(), "resilience.defaults.breaker.minimum_calls");
+        let err = Config::from_toml_str(
+            "[resilience.services.users.instance_breaker]\nwindow = { count = 0 }\nminimum_calls = 0",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.key(),
+            "resilience.services.users.instance_breaker.window"
+        );
+        Config::from_toml_str(
+            "[resilience.defaults.breaker]\nwindow = { count = 10 }\nminimum_calls = 10",
+        )
+        .unwrap();
     }
 }

@@ -185,3 +185,20 @@ async fn a_one_message_publish_queue_holds_publishers_back_and_loses_nothing() {
         assert_eq!(n, expected);
     }
 }
+
+/// A message over the server's `max_payload` (1 MiB by default) is the
+/// message's fault: `PayloadTooLarge`, as for a request, and the connection
+/// goes on.
+#[tokio::test]
+async fn a_message_larger_than_the_server_takes_is_payload_too_large() {
+    let server = NatsServer::start().await;
+    let bus = MessageBus::connect(&server.config("nats", "").bus)
+        .await
+        .unwrap();
+    let big = Json("x".repeat(2 * 1024 * 1024));
+    let refused = bus.publish("sizes.big", &big).await.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::PayloadTooLarge, "{refused}");
+    bus.publish("sizes.small", &Json("fits".to_owned()))
+        .await
+        .unwrap();
+}
