@@ -239,6 +239,45 @@ async fn a_black_holed_instance_costs_no_call_and_is_then_avoided() {
     let total: usize = holed.values().sum();
     assert!(total > 0, "no call answered while two was black-holed");
     assert_eq!(holed.get("two"), None, "{holed:?}");
+    let failures = load.stop().await;
+    assert!(
+        failures.is_empty(),
+        "{} calls failed, e.g. {:?}",
+        failures.len(),
+        failures.first()
+    );
+    caller.shutdown().await.unwrap();
+    for server in servers {
+        server.shutdown().await.unwrap();
+    }
+}
+
+/// Without hedging, a black-holed instance's calls are cut by the attempt
+/// timeout, never answered: the cuts count as its failures and open its
+/// breaker (a black hole answers nothing, so the answers alone cannot tell
+/// whether it was avoided by chance or by its breaker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_cut_at_their_attempt_timeout_open_a_black_holed_instance_breaker() {
+    let mut servers = Vec::new();
+    let mut proxies = Vec::new();
+    for name in ["one", "two"] {
+        let server = support::start_named(name, &[], Some(support::echo_service())).await;
+        proxies.push(FaultProxy::start(server.local_addr()).await);
+        servers.push(server);
+    }
+    let caller = caller_with(&proxies.iter().collect::<Vec<_>>(), |policy| {
+        policy.retry.attempt_timeout = Some(Duration::from_millis(300));
+    })
+    .await;
+    let channel = caller.handle().channel("echo", "^1").unwrap();
+    let load = Load::start(&channel, 8);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxies[1].set(Fault::BlackHole);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    load.take_answers();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let holed = load.take_answers();
+    assert_eq!(holed.get("two"), None, "{holed:?}");
     // Its calls were cut, never answered, and still opened its breaker (a
     // black hole answers nothing, so the counts above cannot tell).
     let metrics = support::http1()

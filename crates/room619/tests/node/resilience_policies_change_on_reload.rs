@@ -91,3 +91,95 @@ async fn a_new_bulkhead_size_applies_to_clients_made_after_the_reload() {
     upstream.shutdown().await.unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A client made before a reload of `[resilience]` keeps its policy and
+/// keeps following discovery: an instance that appears after the reload
+/// takes its calls, one that leaves no longer gets them.
+#[tokio::test]
+async fn a_client_made_before_the_reload_still_follows_discovery() {
+    let one = support::start_named("one", &[], Some(support::echo_service())).await;
+    let two = support::start_named("two", &[], Some(support::echo_service())).await;
+    let dir = std::env::temp_dir().join(format!("room619-follow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("room619.toml");
+    let toml = |max_concurrent: usize| {
+        format!(
+            "[node]\nlisten = \"127.0.0.1:0\"\nname = \"caller\"\ndrain_timeout = \"5s\"\n\
+             config_poll_interval = \"20ms\"\n\
+             [resilience.services.echo.bulkhead]\nmax_concurrent = {max_concurrent}\n"
+        )
+    };
+    std::fs::write(&path, toml(8)).unwrap();
+    let config = ConfigLoader::new()
+        .file(&path)
+        .without_env()
+        .load()
+        .unwrap();
+    let caller = room619::Node::builder()
+        .config(config)
+        .watch_config(&path, Overrides::new())
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let handle = caller.handle();
+    let at = |node: &room619::RunningNode, id: &str| {
+        room619::discovery::Instance::new(
+            "echo",
+            "1.0.0".parse().unwrap(),
+            node.local_addr().to_string(),
+        )
+        .with_id(id)
+    };
+    let discovery = handle.discovery().clone();
+    discovery.register(at(&one, "one")).await.unwrap();
+    let mut client = handle
+        .client::<EchoClient<RpcChannel>>("echo", "^1")
+        .unwrap();
+    let answer = |client: &mut EchoClient<RpcChannel>| {
+        let mut client = client.clone();
+        async move {
+            client
+                .echo(EchoRequest {
+                    message: "hi".into(),
+                    ..EchoRequest::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .node
+        }
+    };
+    assert_eq!(answer(&mut client).await, "one");
+
+    let next = path.with_extension("next");
+    std::fs::write(&next, toml(4)).unwrap();
+    std::fs::rename(&next, &path).unwrap();
+    let live = handle.live_config().clone();
+    tokio::time::timeout(GUARD, async {
+        while live.reloads() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the reload was not noticed");
+
+    discovery.register(at(&two, "two")).await.unwrap();
+    discovery.deregister(&at(&one, "one")).await.unwrap();
+    tokio::time::timeout(GUARD, async {
+        while answer(&mut client).await != "two" {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the client made before the reload never reached the new instance");
+    for _ in 0..20 {
+        assert_eq!(answer(&mut client).await, "two");
+    }
+
+    caller.shutdown().await.unwrap();
+    one.shutdown().await.unwrap();
+    two.shutdown().await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -20,7 +20,7 @@ use std::{
     marker::PhantomData,
     pin::Pin,
     sync::{
-        Arc, Mutex, MutexGuard, PoisonError,
+        Arc, Mutex, MutexGuard, PoisonError, Weak,
         atomic::{AtomicUsize, Ordering},
     },
     task::{Context, Poll, Waker},
@@ -152,7 +152,38 @@ where
     }
 }
 
+/// A [`Balanced`] that does not keep it alive: what the task following
+/// discovery holds, so that it ends once no client uses the balancer.
+pub(crate) struct WeakBalanced<S, Req> {
+    target: Arc<str>,
+    shared: Weak<Mutex<Instances<S>>>,
+    instances: Arc<AtomicUsize>,
+    request: PhantomData<fn(Req)>,
+}
+
+impl<S, Req> WeakBalanced<S, Req> {
+    /// The balancer, while a client still uses it.
+    pub(crate) fn upgrade(&self) -> Option<Balanced<S, Req>> {
+        Some(Balanced {
+            target: Arc::clone(&self.target),
+            shared: self.shared.upgrade()?,
+            instances: Arc::clone(&self.instances),
+            request: PhantomData,
+        })
+    }
+}
+
 impl<S, Req> Balanced<S, Req> {
+    /// A handle that does not keep the balancer alive.
+    pub(crate) fn downgrade(&self) -> WeakBalanced<S, Req> {
+        WeakBalanced {
+            target: Arc::clone(&self.target),
+            shared: Arc::downgrade(&self.shared),
+            instances: Arc::clone(&self.instances),
+            request: PhantomData,
+        }
+    }
+
     /// How many instances it balances over.
     pub(crate) fn len(&self) -> usize {
         self.instances.load(Ordering::Relaxed)

@@ -15,9 +15,12 @@ use crate::{
     error::BoxError,
 };
 
-/// Spawns the task that applies `watch` to `balanced` until `shutdown`.
-/// `known` holds the ids already in the balancer; `make` builds the service
-/// of a new instance (`None` when its address is unusable).
+/// Spawns the task that applies `watch` to `balanced` until `shutdown`, or
+/// until no client uses the balancer any more (it holds it weakly: a client
+/// handed out before a reload of the resilience policies keeps following
+/// discovery for as long as it is used). `known` holds the ids already in
+/// the balancer; `make` builds the service of a new instance (`None` when
+/// its address is unusable).
 pub(super) fn follow<S, Req, F>(
     balanced: Balanced<S, Req>,
     mut watch: Watch,
@@ -34,6 +37,8 @@ pub(super) fn follow<S, Req, F>(
 {
     let eligible =
         move |instance: &Instance| instance.is_serving() && requirement.matches(instance.version());
+    let weak = balanced.downgrade();
+    drop(balanced);
     tokio::spawn(async move {
         let mut known = known;
         loop {
@@ -42,6 +47,10 @@ pub(super) fn follow<S, Req, F>(
                 change = watch.next() => change,
             };
             let Some(change) = change else { return };
+            let Some(balanced) = weak.upgrade() else {
+                tracing::debug!("no client uses the balancer any more; no longer following");
+                return;
+            };
             match change {
                 Change::Reset(all) => {
                     let wanted: HashMap<String, Instance> = all

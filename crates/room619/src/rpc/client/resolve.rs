@@ -71,11 +71,10 @@ struct Inner {
     metrics: Option<Metrics>,
 }
 
-/// A remote stack in the cache, with the token that stops its discovery
-/// follower when the stack is dropped from the cache.
+/// A remote stack in the cache (its discovery follower runs while a
+/// client, or the cache, holds the stack, and until the node shuts down).
 struct Cached<T> {
     stack: T,
-    follower: CancellationToken,
 }
 
 impl Clients {
@@ -115,30 +114,24 @@ impl Clients {
     /// Replaces the resilience policies (a configuration reload). Stacks
     /// made from now on use them: the cached remote stacks are dropped (their
     /// breakers start closed again), and a client already handed out keeps
-    /// the policy it was made with.
+    /// the policy it was made with, and keeps following discovery (its
+    /// follower ends once no client uses its balancer).
     pub(crate) fn set_resilience(&self, resilience: ResilienceConfig) {
         self.inner.resilience.store(Arc::new(resilience));
-        let grpc = std::mem::take(
+        let _dropped = std::mem::take(
             &mut *self
                 .inner
                 .grpc
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         );
-        let http = std::mem::take(
+        let _dropped = std::mem::take(
             &mut *self
                 .inner
                 .http
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         );
-        for follower in grpc
-            .into_values()
-            .map(|cached| cached.follower)
-            .chain(http.into_values().map(|cached| cached.follower))
-        {
-            follower.cancel();
-        }
     }
 
     /// Makes colocated services reachable in-process (once routes exist,
@@ -188,8 +181,7 @@ impl Clients {
                         instance_breaker(&service_name, address, &policy, metrics.as_ref());
                     Some(breaker.layer(endpoint.connect_lazy()))
                 };
-                let follower = self.inner.shutdown.child_token();
-                let (balanced, count) = self.follow(&remote, make, follower.clone());
+                let (balanced, count) = self.follow(&remote, make, self.inner.shutdown.clone());
                 let service = BoxCloneSyncService::new(
                     protect(name, resilience.for_service(name), self.metrics()).service(balanced),
                 );
@@ -197,7 +189,6 @@ impl Clients {
                     remote.key,
                     Cached {
                         stack: (service.clone(), count),
-                        follower,
                     },
                 );
                 Ok(RpcChannel::remote(name, service, count).observed(self.metrics()))
@@ -242,8 +233,7 @@ impl Clients {
                         instance_breaker(&service_name, address, &policy, metrics.as_ref());
                     Some(breaker.layer(HttpInstance::new(client.clone(), authority)))
                 };
-                let follower = self.inner.shutdown.child_token();
-                let (balanced, _) = self.follow(&remote, make, follower.clone());
+                let (balanced, _) = self.follow(&remote, make, self.inner.shutdown.clone());
                 let service = BoxCloneSyncService::new(
                     protect(name, resilience.for_service(name), self.metrics()).service(balanced),
                 );
@@ -251,7 +241,6 @@ impl Clients {
                     remote.key,
                     Cached {
                         stack: service.clone(),
-                        follower,
                     },
                 );
                 Ok(HttpClient::remote(name, service).observed(self.metrics()))
