@@ -196,15 +196,14 @@ impl Hosting {
         self.clients.set_local(assembled.local);
         self.readiness.refresh().await;
         let instance = own_instance(&self.config, &descriptor, &self.advertised);
-        match self.discovery.register(instance.clone()).await {
-            Ok(()) => self
-                .instances
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(instance),
-            Err(err) => {
-                tracing::warn!(service = %descriptor, error = ?err, "serving, but not registered in discovery");
-            }
+        // Withdrawn at removal or shutdown even when this first registration
+        // failed: a backend with a heartbeat (NATS) registers it later.
+        self.instances
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(instance.clone());
+        if let Err(err) = self.discovery.register(instance).await {
+            tracing::warn!(service = %descriptor, error = ?err, "serving, but not registered in discovery yet");
         }
         tracing::info!(service = %descriptor, "service added");
         Ok(())

@@ -304,6 +304,50 @@ async fn a_starting_registry_has_every_stored_instance_at_once() {
     drop(first);
 }
 
+/// Connected, but JetStream takes no heartbeat (here the bucket's stream is
+/// sealed, as when it is full or its server restarts): no heartbeat of any
+/// node gets through, so nothing expires, and the registry says so.
+#[tokio::test]
+async fn heartbeats_jetstream_refuses_expire_nobody() {
+    let nats = NatsServer::start().await;
+    let a = registry(&nats.url()).await;
+    let b = registry(&nats.url()).await;
+    let on_a =
+        Instance::new("echo", "1.0.0".parse().unwrap(), "127.0.0.1:5").with_metadata("node", "a");
+    let on_b =
+        Instance::new("echo", "1.0.0".parse().unwrap(), "127.0.0.1:6").with_metadata("node", "b");
+    a.register(on_a.clone()).await.unwrap();
+    b.register(on_b.clone()).await.unwrap();
+    let both = BTreeSet::from(["a".to_owned(), "b".to_owned()]);
+    tokio::time::timeout(GUARD, async {
+        while nodes(&a) != both || nodes(&b) != both {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+
+    let js = nats.jetstream().await;
+    let mut stream = js.get_stream("KV_room619_instances").await.unwrap();
+    let mut config = stream.info().await.unwrap().config.clone();
+    config.sealed = true;
+    js.update_stream(config).await.unwrap();
+    // Never missing, not even for a moment (an expired instance would come
+    // back with the next replay of the sealed records).
+    let until = Instant::now() + TTL * 3;
+    while Instant::now() < until {
+        assert_eq!(nodes(&a), both, "a forgot an instance");
+        assert_eq!(nodes(&b), both, "b forgot an instance");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    match b.status() {
+        room619::discovery::DiscoveryStatus::Degraded(reason) => {
+            assert!(reason.contains("last known"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn nats_unreachable_at_start_is_a_clear_error() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -20,6 +20,10 @@ pub(super) async fn run(discovery: NatsDiscovery, shutdown: CancellationToken) {
     let beat = ttl / 3;
     let mut last_beat = Instant::now();
     let mut was_down = false;
+    // Whether the last heartbeat reached JetStream: while it does not
+    // (connected, but the bucket's stream is unavailable, sealed or full),
+    // no other node's heartbeat reaches us either, so nothing expires.
+    let mut writable = true;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -38,22 +42,48 @@ pub(super) async fn run(discovery: NatsDiscovery, shutdown: CancellationToken) {
         if was_down {
             was_down = false;
             let now = Instant::now();
-            discovery.seen().values_mut().for_each(|seen| *seen = now);
+            discovery.seen().values_mut().for_each(|seen| seen.at = now);
             discovery.inner.rewatch.notify_one();
             last_beat = now - beat;
         }
         if last_beat.elapsed() >= beat {
             last_beat = Instant::now();
-            beat_once(&discovery).await;
+            let wrote = beat_once(&discovery).await;
+            if wrote && !writable {
+                // Every node's heartbeat failed as ours did: give each a
+                // whole TTL to come back before it can expire.
+                let now = Instant::now();
+                discovery.seen().values_mut().for_each(|seen| seen.at = now);
+                discovery.inner.rewatch.notify_one();
+            }
+            writable = wrote;
         }
-        expire(&discovery, ttl);
+        if writable {
+            expire(&discovery, ttl);
+        }
     }
 }
 
 /// Re-puts every instance this process registered; when that fails, opens
-/// (or creates) the bucket again and tries once more.
-async fn beat_once(discovery: &NatsDiscovery) {
+/// (or creates) the bucket again and tries once more. A process with none
+/// asks for the bucket's state instead. Whether JetStream took it.
+async fn beat_once(discovery: &NatsDiscovery) -> bool {
     let mine: Vec<_> = discovery.registered().values().cloned().collect();
+    if mine.is_empty() {
+        return match discovery.kv().status().await {
+            Ok(_) => {
+                discovery.set_status(DiscoveryStatus::Ok);
+                true
+            }
+            Err(err) => {
+                discovery.set_status(DiscoveryStatus::Degraded(format!(
+                    "the discovery bucket is unavailable ({err}); answering from the {} last known instances",
+                    discovery.seen().len()
+                )));
+                false
+            }
+        };
+    }
     let put_all = || join_all(mine.iter().map(|instance| discovery.put(instance)));
     let mut failed = put_all().await.into_iter().find_map(Result::err);
     if failed.is_some() {
@@ -62,10 +92,16 @@ async fn beat_once(discovery: &NatsDiscovery) {
             Err(problem) => tracing::debug!(%problem, "cannot reopen the discovery bucket"),
         }
     }
-    match failed {
-        Some(err) => discovery.set_status(DiscoveryStatus::Degraded(err.message().to_owned())),
-        None => discovery.set_status(DiscoveryStatus::Ok),
+    if let Some(err) = failed {
+        discovery.set_status(DiscoveryStatus::Degraded(format!(
+            "{}; answering from the {} last known instances",
+            err.message(),
+            discovery.seen().len()
+        )));
+        return false;
     }
+    discovery.set_status(DiscoveryStatus::Ok);
+    true
 }
 
 /// Forgets the instances whose key was not refreshed within `ttl`.
@@ -74,7 +110,7 @@ fn expire(discovery: &NatsDiscovery, ttl: Duration) {
         let mut seen = discovery.seen();
         let expired: Vec<String> = seen
             .iter()
-            .filter(|(_, at)| at.elapsed() > ttl)
+            .filter(|(_, seen)| seen.at.elapsed() > ttl)
             .map(|(id, _)| id.clone())
             .collect();
         for id in &expired {

@@ -9,11 +9,14 @@
 //! `max_age` is the TTL too, so the stored record expires as well).
 //!
 //! A malformed record is logged and skipped; the watcher goes on. While the
-//! server cannot be reached the last known instances are kept (nothing
-//! expires), [`status`](super::Discovery::status) reports `Degraded`, and
-//! everything is refreshed when the connection comes back; a server that
-//! came back without its store gets the bucket created again by the next
-//! heartbeat.
+//! server cannot be reached, or JetStream does not take this process's
+//! heartbeat (the bucket's stream unavailable during a server restart, or
+//! full), the last known instances are kept (nothing expires: no other
+//! node's heartbeat could arrive either), [`status`](super::Discovery::status)
+//! reports `Degraded`, and everything is refreshed when heartbeats go
+//! through again; a server that came back without its store gets the bucket
+//! created again by the next heartbeat. An instance registered while the
+//! server is away is put by the heartbeat once it is back.
 
 mod bucket;
 mod heartbeat;
@@ -73,10 +76,29 @@ struct Inner {
     /// The instances this process registered, by id.
     registered: Mutex<HashMap<String, Instance>>,
     /// When each known instance's key was last seen put, by id.
-    seen: Mutex<HashMap<String, Instant>>,
+    seen: Mutex<HashMap<String, Seen>>,
     status: StatusCell,
     /// Asks the watcher to start over (after a reconnect).
     rewatch: Notify,
+}
+
+/// When an instance's key was last put, as far as this process knows.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    at: Instant,
+    /// The bucket revision of that put (0: registered here, not yet seen
+    /// in the bucket). A watch started again replays the last record of
+    /// every key: one with the same revision is no new heartbeat.
+    revision: u64,
+}
+
+impl Seen {
+    fn now(revision: u64) -> Self {
+        Self {
+            at: Instant::now(),
+            revision,
+        }
+    }
 }
 
 impl NatsDiscovery {
@@ -174,7 +196,7 @@ impl NatsDiscovery {
         Ok(())
     }
 
-    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, Seen>> {
         self.inner
             .seen
             .lock()
@@ -237,12 +259,16 @@ impl Discovery for NatsDiscovery {
                     instance.id()
                 )));
             }
-            self.put(&instance).await?;
+            // Kept for the heartbeat before the first put: a put that fails
+            // (NATS away) is tried again with the next heartbeat, so the
+            // instance appears once the server is back.
             self.registered()
                 .insert(instance.id().to_owned(), instance.clone());
-            self.seen().insert(instance.id().to_owned(), Instant::now());
-            self.inner.catalog.upsert(Source::Registered, instance);
-            Ok(())
+            self.seen().insert(instance.id().to_owned(), Seen::now(0));
+            self.inner
+                .catalog
+                .upsert(Source::Registered, instance.clone());
+            self.put(&instance).await
         })
     }
 

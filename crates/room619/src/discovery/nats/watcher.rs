@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv::{Entry, Operation, Watch};
 use futures_util::StreamExt as _;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::NatsDiscovery;
+use super::{NatsDiscovery, Seen};
 use crate::discovery::{Instance, catalog::Source};
 
 /// The pause before watching again after the watch failed.
@@ -106,7 +105,17 @@ pub(super) fn apply(discovery: &NatsDiscovery, entry: &Entry) {
             };
             discovery
                 .seen()
-                .insert(instance.id().to_owned(), Instant::now());
+                .entry(instance.id().to_owned())
+                .and_modify(|seen| {
+                    // A replayed record (the watch started again) is no
+                    // new heartbeat: it keeps the time it was first seen.
+                    // (A lower revision is a new put too: the stream was
+                    // made again, its sequence started over.)
+                    if entry.revision != seen.revision {
+                        *seen = Seen::now(entry.revision);
+                    }
+                })
+                .or_insert_with(|| Seen::now(entry.revision));
             catalog.upsert(Source::Registered, instance);
         }
         Operation::Delete | Operation::Purge => {
