@@ -52,6 +52,8 @@ type Created = Arc<Mutex<Vec<(String, String, String, String, Vec<String>)>>>;
 struct FakeUsers {
     created: Created,
     fail_with: Option<Code>,
+    /// How long `CreateUser` takes.
+    delay: Duration,
 }
 
 #[tonic::async_trait]
@@ -61,6 +63,7 @@ impl Users for FakeUsers {
         request: Request<CreateUserRequest>,
     ) -> Result<Response<User>, Status> {
         let principal = Principal::of(request.extensions()).cloned().unwrap();
+        tokio::time::sleep(self.delay).await;
         if let Some(code) = self.fail_with {
             return Err(Status::new(code, "the fake users service refuses"));
         }
@@ -153,6 +156,11 @@ async fn fresh_settings() -> ShopSettings {
 }
 
 async fn start(settings: ShopSettings, fail_with: Option<Code>) -> Shop {
+    start_with(settings, fail_with, Duration::ZERO).await
+}
+
+/// [`start`], with a users service that takes `delay` to create a user.
+async fn start_with(settings: ShopSettings, fail_with: Option<Code>, delay: Duration) -> Shop {
     let db = Db::connect(&settings).await.unwrap();
     let keys = Keys::load_or_create(&settings).unwrap();
     let mut config = ConfigLoader::new()
@@ -165,6 +173,7 @@ async fn start(settings: ShopSettings, fail_with: Option<Code>) -> Shop {
     keys.trust(&mut config.auth, &settings.auth);
     let users = FakeUsers {
         fail_with,
+        delay,
         ..FakeUsers::default()
     };
     let users_service = ServiceBuilder::new("users", "1.0.0")
@@ -550,6 +559,46 @@ async fn an_expired_refresh_token_is_refused() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let expired = refresh(&mut client, &token).await.unwrap_err();
     assert_eq!(expired.code(), Code::Unauthenticated);
+    shop.stop().await;
+}
+
+/// The caller goes away while users is still creating the user: the
+/// sign-up is not cut in half (an account without its user could log in,
+/// had no profile, and blocked signing up again). It finishes: the account
+/// and its user both exist.
+#[tokio::test]
+async fn a_sign_up_whose_caller_goes_away_is_not_cut_in_half() {
+    let shop = start_with(fresh_settings().await, None, Duration::from_secs(1)).await;
+    let mut client = shop.client().await;
+    let request = sign_up_request("gone@example.com", "correct horse battery", "Gone");
+    let gone = tokio::time::timeout(Duration::from_millis(500), client.sign_up(request)).await;
+    assert!(gone.is_err(), "the sign-up answered before its caller left");
+    let users = || {
+        shop.users
+            .created
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, email, ..)| email == "gone@example.com")
+            .count()
+    };
+    let finished = tokio::time::timeout(Duration::from_secs(10), async {
+        while users() == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(finished.is_ok(), "the user was never created");
+    assert_eq!(
+        shop.count(
+            "SELECT COUNT(*) FROM auth_accounts WHERE email = $1",
+            "gone@example.com"
+        )
+        .await,
+        1
+    );
+    let tokens = login(&mut client, "gone@example.com", "correct horse battery").await;
+    assert!(tokens.is_ok(), "{tokens:?}");
     shop.stop().await;
 }
 

@@ -94,18 +94,41 @@ impl Auth for AuthService {
         }
         let hash = self.passwords.hash(sign_up.password.clone()).await?;
         let id = random_id()?;
-        if !self.accounts.create(&id, &sign_up.email, &hash).await? {
-            return Err(taken());
-        }
-        if let Err(status) = self
-            .create_user(ctx.as_ref(), &id, &sign_up.email, &sign_up.name)
-            .await
-        {
-            // Nothing half-written: no account without its user.
-            if let Err(err) = self.accounts.delete(&id).await {
-                tracing::error!(account = id, error = %err, "could not remove the account of a failed sign-up");
+        // The account, its user and the clean-up of a failed half run as a
+        // task of their own: a request cancelled (its deadline passed, its
+        // client gone) in between cannot leave an account without its user.
+        // The deadline still bounds the call to users, which then fails and
+        // is cleaned up.
+        let service = self.clone();
+        let account = {
+            let id = id.clone();
+            let email = sign_up.email.clone();
+            async move {
+                if !service.accounts.create(&id, &email, &hash).await? {
+                    return Ok(false);
+                }
+                if let Err(status) = service
+                    .create_user(ctx.as_ref(), &id, &email, &sign_up.name)
+                    .await
+                {
+                    // Nothing half-written: no account without its user.
+                    if let Err(err) = service.accounts.delete(&id).await {
+                        tracing::error!(account = id, error = %err, "could not remove the account of a failed sign-up");
+                    }
+                    return Err(status);
+                }
+                Ok::<_, Status>(true)
             }
-            return Err(status);
+        };
+        let account = match room619::rpc::deadline::Deadline::current() {
+            Some(deadline) => tokio::spawn(deadline.scope(account)),
+            None => tokio::spawn(account),
+        };
+        let created = account
+            .await
+            .map_err(|err| Status::internal(format!("the sign-up task failed: {err}")))??;
+        if !created {
+            return Err(taken());
         }
         tracing::info!(account = id, "account created");
         let tokens = self.log_in(&id).await?;
