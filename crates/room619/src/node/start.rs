@@ -178,6 +178,22 @@ async fn start_subscribers(
     hosted: &[Hosted],
     subscribers: &Subscribers,
 ) -> Result<()> {
+    // A durable consumer is one per name on the bus: a second service
+    // declaring the same name would take over (and refilter) the first's.
+    let mut durables = std::collections::HashMap::new();
+    for host in hosted {
+        for subscriber in host.service.subscribers() {
+            if let Some(durable) = subscriber.durable_name() {
+                let service = host.ctx.descriptor().to_string();
+                if let Some(first) = durables.insert(durable.to_owned(), service.clone()) {
+                    return Err(crate::Error::invalid_argument(format!(
+                        "durable consumer `{durable}` is declared by both {first} and {service}; \
+                         each needs a name of its own"
+                    )));
+                }
+            }
+        }
+    }
     for host in hosted {
         for subscriber in host.service.subscribers() {
             let (spec, handler) = subscriber.bind(host.ctx.clone(), &config.bus);

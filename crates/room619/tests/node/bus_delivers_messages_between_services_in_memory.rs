@@ -254,3 +254,37 @@ async fn shutdown_lets_the_handler_in_flight_finish_before_the_stop_hooks_and_ta
         .unwrap();
     assert_eq!(*log.lock().unwrap(), ["start 1", "done 1", "stop hook"]);
 }
+
+/// Two services of one node cannot share a durable consumer's name: on
+/// JetStream the second would take the first's consumer over (and change
+/// its filter), so the node refuses to start, naming both.
+#[tokio::test]
+async fn two_services_declaring_one_durable_name_do_not_start() {
+    let durable = |service: &str, subject: &str| {
+        ServiceBuilder::new(service, "1.0.0")
+            .unwrap()
+            .durable_subscribe(
+                subject,
+                "audit",
+                |_ctx, _event: Event<Json<String>>| async { Ok(()) },
+            )
+            .build()
+            .unwrap()
+    };
+    let refused = room619::Node::builder()
+        .config(support::config(""))
+        .service(durable("orders", "orders.placed"))
+        .service(durable("shipping", "orders.shipped"))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::InvalidArgument, "{refused}");
+    assert!(
+        refused.to_string().contains("`audit`")
+            && refused.to_string().contains("orders@1.0.0")
+            && refused.to_string().contains("shipping@1.0.0"),
+        "{refused}"
+    );
+}
