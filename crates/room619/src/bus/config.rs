@@ -32,7 +32,11 @@ pub struct BusConfig {
     /// comma-separated. Default: `nats://127.0.0.1:4222`.
     pub url: String,
     /// In memory: messages queued per subscriber before `publish` waits for
-    /// room (back-pressure). Default: `1024`.
+    /// room (back-pressure). Default: `1024`. (On NATS core, which delivers
+    /// at most once, the client holds up to 65 536 messages for a
+    /// subscriber that does not keep up, then drops what arrives and logs a
+    /// warning: size handlers and `max_in_flight` for the traffic, or use
+    /// JetStream.)
     pub capacity: usize,
     /// NATS and JetStream: messages queued for the node's connection before
     /// `publish` waits for room (back-pressure). A deeper queue lets the

@@ -30,6 +30,25 @@ pub(crate) async fn connect(config: &BusConfig, name: &str) -> Result<Client> {
         // Every subject is checked by the bus before it reaches the client.
         .skip_subject_validation(true)
         .client_capacity(config.publish_queue)
+        // A subscriber that does not keep up: what the client drops once
+        // it holds 65 536 messages for it is said, not silent.
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::SlowConsumer(subscription) => tracing::warn!(
+                    subscription,
+                    "a bus subscriber does not keep up: NATS messages for it were dropped"
+                ),
+                async_nats::Event::ServerError(err) => {
+                    tracing::warn!(error = %err, "the NATS server reported an error");
+                }
+                async_nats::Event::LameDuckMode => {
+                    tracing::warn!(
+                        "the NATS server is going away (lame duck mode); reconnecting elsewhere"
+                    );
+                }
+                _ => {}
+            }
+        })
         .connect(config.url.as_str())
         .await
         .map_err(|err| {
