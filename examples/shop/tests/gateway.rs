@@ -326,9 +326,64 @@ async fn invalid_bodies_list_every_field_error() {
         )
         .await;
     problem(response, 422).await;
+    // Names of spaces only, escape sequences and NULs, in a name, a
+    // description, an update or a search: each a field error, never sent on.
+    for (method, path, body, field) in [
+        (
+            Method::POST,
+            "/v1/products",
+            json!({"name": "   ", "price_cents": 1}),
+            "name",
+        ),
+        (
+            Method::POST,
+            "/v1/products",
+            json!({"name": "\u{1b}[2J", "price_cents": 1}),
+            "name",
+        ),
+        (
+            Method::POST,
+            "/v1/products",
+            json!({"name": "Pot", "description": "a\u{0}b", "price_cents": 1}),
+            "description",
+        ),
+        (
+            Method::PATCH,
+            "/v1/products/p1",
+            json!({"name": " \t "}),
+            "name",
+        ),
+    ] {
+        let response = shop
+            .call(method, path, Some(&token), Some(body.clone()))
+            .await;
+        let problem = problem(response, 422).await;
+        assert_eq!(problem["errors"][0]["field"], field, "{body}: {problem}");
+    }
+    let response = shop
+        .call(Method::GET, "/v1/products?q=%00", Some(&token), None)
+        .await;
+    let status = response.status();
+    assert!(status == 400 || status == 422, "{status}");
+    let fine = json!({"name": "Pot", "description": "line\nbreak\tand tab", "price_cents": 1});
+    let response = shop
+        .call(Method::POST, "/v1/products", Some(&token), Some(fine))
+        .await;
+    assert_ne!(response.status(), 422);
     assert!(
-        shop.fakes.seen().iter().all(|s| s.rpc == "SignUp"),
+        shop.fakes
+            .seen()
+            .iter()
+            .all(|s| s.rpc == "SignUp" || s.rpc == "CreateProduct"),
         "invalid requests never reach the services"
+    );
+    assert_eq!(
+        shop.fakes
+            .seen()
+            .iter()
+            .filter(|s| s.rpc == "CreateProduct")
+            .count(),
+        1
     );
 }
 

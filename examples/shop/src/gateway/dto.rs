@@ -25,6 +25,36 @@ fn display_name<C>(value: &str, _context: &C) -> garde::Result {
         .map_or(Ok(()), |problem| Err(garde::Error::new(problem)))
 }
 
+/// A product's name besides its length (checked on its own): not only
+/// spaces, no control characters (the products service's rule).
+fn product_name<C>(value: &str, _context: &C) -> garde::Result {
+    if value.trim().is_empty() {
+        return Err(garde::Error::new("must not be only spaces"));
+    }
+    single_line(Some(value))
+}
+
+/// Text with line breaks and tabs but no other control character.
+fn multiline<C>(value: &str, _context: &C) -> garde::Result {
+    if value
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(garde::Error::new(
+            "must not contain control characters other than line breaks and tabs",
+        ));
+    }
+    Ok(())
+}
+
+/// Text without control characters.
+fn single_line(value: Option<&str>) -> garde::Result {
+    if value.is_some_and(|value| value.chars().any(char::is_control)) {
+        return Err(garde::Error::new("must not contain control characters"));
+    }
+    Ok(())
+}
+
 /// A field that may be left out but not given as `null`.
 fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where
@@ -285,14 +315,25 @@ pub(crate) struct ProductPage {
 #[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateProductBody {
-    /// 1 to 200 characters.
-    #[garde(length(chars, min = 1, max = 200))]
-    #[schema(min_length = 1, max_length = 200, example = "Teapot")]
+    /// 1 to 200 characters, not only spaces, no control characters
+    /// ([`crate::rules::NAME_PATTERN`]).
+    #[garde(length(chars, min = 1, max = 200), custom(product_name))]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+        example = "Teapot"
+    )]
     pub name: String,
-    /// At most 2000 characters (default empty).
+    /// At most 2000 characters (default empty); line breaks and tabs but
+    /// no other control characters.
     #[serde(default)]
-    #[garde(length(chars, max = 2000))]
-    #[schema(max_length = 2000, example = "Short and stout")]
+    #[garde(length(chars, max = 2000), custom(multiline))]
+    #[schema(
+        max_length = 2000,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$",
+        example = "Short and stout"
+    )]
     pub description: String,
     /// The price in cents, 0 to 10 000 000 000.
     #[serde(deserialize_with = "whole")]
@@ -306,15 +347,32 @@ pub(crate) struct CreateProductBody {
 #[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpdateProductBody {
-    /// A new name, 1 to 200 characters.
+    /// A new name, 1 to 200 characters, not only spaces, no control
+    /// characters.
     #[serde(default, deserialize_with = "present")]
-    #[garde(length(chars, min = 1, max = 200))]
-    #[schema(min_length = 1, max_length = 200, nullable = false)]
+    #[garde(
+        length(chars, min = 1, max = 200),
+        custom(|value: &Option<String>, (): &()| value.as_deref().map_or(Ok(()), |name| product_name(name, &())))
+    )]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+        nullable = false
+    )]
     pub name: Option<String>,
-    /// A new description, at most 2000 characters.
+    /// A new description, at most 2000 characters; line breaks and tabs but
+    /// no other control characters.
     #[serde(default, deserialize_with = "present")]
-    #[garde(length(chars, max = 2000))]
-    #[schema(max_length = 2000, nullable = false)]
+    #[garde(
+        length(chars, max = 2000),
+        custom(|value: &Option<String>, (): &()| value.as_deref().map_or(Ok(()), |text| multiline(text, &())))
+    )]
+    #[schema(
+        max_length = 2000,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$",
+        nullable = false
+    )]
     pub description: Option<String>,
     /// A new price in cents, 0 to 10 000 000 000.
     #[serde(default, deserialize_with = "present_whole")]
@@ -337,9 +395,12 @@ pub(crate) struct ListProductsQuery {
     #[param(max_length = 512)]
     pub page_token: Option<String>,
     /// Only products whose name contains this (case-insensitive), at most
-    /// 200 characters.
-    #[garde(length(chars, max = 200))]
-    #[param(max_length = 200)]
+    /// 200 characters, no control characters.
+    #[garde(
+        length(chars, max = 200),
+        custom(|value: &Option<String>, (): &()| single_line(value.as_deref()))
+    )]
+    #[param(max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub q: Option<String>,
     /// Only this user's products.
     #[garde(custom(|value: &Option<String>, (): &()| valid_owner(value.as_deref())))]
