@@ -201,8 +201,10 @@ pub(crate) struct SignUpReply {
 pub(crate) struct UserBody {
     /// The user's id.
     pub id: String,
-    /// The login.
-    pub email: String,
+    /// The login: on the caller's own profile only (absent on others').
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub email: Option<String>,
     /// The display name.
     pub name: String,
     /// When the profile was created (RFC 3339, UTC).
@@ -213,7 +215,7 @@ impl From<users::User> for UserBody {
     fn from(user: users::User) -> Self {
         Self {
             id: user.id,
-            email: user.email,
+            email: (!user.email.is_empty()).then_some(user.email),
             name: user.name,
             created_at: user.created_at,
         }

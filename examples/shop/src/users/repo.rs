@@ -32,6 +32,16 @@ pub(crate) struct UserRow {
 }
 
 impl UserRow {
+    /// The row as `caller` may see it: the email (a login, personal data)
+    /// only on the caller's own profile, or for a service token (auth
+    /// creating the user); every other caller gets it empty.
+    pub(crate) fn seen_by(mut self, caller: &Principal) -> Self {
+        if caller.subject() != self.id && !caller.has_scope(CREATE_SCOPE) {
+            self.email.clear();
+        }
+        self
+    }
+
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(Self {
             id: row.try_get("id")?,

@@ -41,9 +41,9 @@ impl Users for V1 {
     }
 
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
-        caller(request.extensions())?;
+        let caller = caller(request.extensions())?;
         Ok(Response::new(user(
-            self.0.get(&request.get_ref().id).await?,
+            self.0.get(&request.get_ref().id).await?.seen_by(&caller),
         )))
     }
 
@@ -51,11 +51,14 @@ impl Users for V1 {
         &self,
         request: Request<ListUsersRequest>,
     ) -> Result<Response<ListUsersResponse>, Status> {
-        caller(request.extensions())?;
+        let caller = caller(request.extensions())?;
         let request = request.into_inner();
         let (rows, next_page_token) = self.0.list(request.page_size, &request.page_token).await?;
         Ok(Response::new(ListUsersResponse {
-            users: rows.into_iter().map(user).collect(),
+            users: rows
+                .into_iter()
+                .map(|row| user(row.seen_by(&caller)))
+                .collect(),
             next_page_token,
         }))
     }

@@ -104,6 +104,7 @@ async fn crud_across_versions(kind: Kind) {
         .into_inner();
     assert_eq!(seen.display_name, "Alice");
     assert_eq!(seen.created_at, alice.created_at);
+    assert_eq!(seen.email, "alice@example.com", "her own profile");
 
     // Without an id, one is made.
     let bob =
@@ -151,6 +152,77 @@ async fn crud_across_versions(kind: Kind) {
 both!(
     users_crud_works_across_both_versions,
     super::crud_across_versions
+);
+
+async fn emails_are_personal(kind: Kind) {
+    let test = TestDb::new(kind).await;
+    let node = start_node(&test.db).await;
+    let mut c = clients(&node).await;
+    let auth = service_token();
+    for (id, email, name) in [
+        ("alice", "alice@example.com", "Alice"),
+        ("bob", "bob@example.com", "Bob"),
+    ] {
+        c.v1.create_user(authed(&auth, create_v1(id, email, name)))
+            .await
+            .unwrap();
+    }
+    let bob = v1::User {
+        id: "bob".into(),
+        ..v1::User::default()
+    };
+    // An email is personal: Bob sees Alice's profile without it, on both
+    // versions and in the list; she and the auth service see it.
+    let bob_token = token(&bob.id, "");
+    let alice_by_bob =
+        c.v1.get_user(authed(
+            &bob_token,
+            v1::GetUserRequest { id: "alice".into() },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (alice_by_bob.name.as_str(), alice_by_bob.email.as_str()),
+        ("Alice", "")
+    );
+    let alice_by_bob =
+        c.v2.get_user(authed(
+            &bob_token,
+            v2::GetUserRequest { id: "alice".into() },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(alice_by_bob.email, "");
+    let listed =
+        c.v1.list_users(authed(&bob_token, v1::ListUsersRequest::default()))
+            .await
+            .unwrap()
+            .into_inner();
+    let emails: Vec<(&str, &str)> = listed
+        .users
+        .iter()
+        .map(|user| (user.id.as_str(), user.email.as_str()))
+        .collect();
+    assert!(emails.contains(&("alice", "")), "{emails:?}");
+    assert!(
+        emails.contains(&(bob.id.as_str(), "bob@example.com")),
+        "{emails:?}"
+    );
+    let alice_by_auth =
+        c.v1.get_user(authed(&auth, v1::GetUserRequest { id: "alice".into() }))
+            .await
+            .unwrap()
+            .into_inner();
+    assert_eq!(alice_by_auth.email, "alice@example.com");
+
+    node.shutdown().await.unwrap();
+    test.finish().await;
+}
+both!(
+    users_keep_their_emails_to_themselves,
+    super::emails_are_personal
 );
 
 /// Every malformed field is refused with a message naming it.
