@@ -318,7 +318,10 @@ where
     }
     let mut hedge = pin!(async {
         second.ready().await.map_err(Into::into)?;
-        second.call(request.request()).await.map_err(Into::into)
+        let mut hedged = request.request();
+        // Sent later than the original: it has less time left.
+        crate::resilience::retry::restate_timeout(&mut hedged, None);
+        second.call(hedged).await.map_err(Into::into)
     });
     let (result, answered) = tokio::select! {
         result = &mut original => (result.map_err(Into::into), First::Original),

@@ -78,6 +78,14 @@ impl Replayable {
         })
     }
 
+    /// The call's deadline, as room619's clients keep it in the request.
+    pub(crate) fn deadline(&self) -> Option<crate::rpc::deadline::Deadline> {
+        self.parts
+            .extensions
+            .get::<crate::rpc::deadline::Deadline>()
+            .copied()
+    }
+
     /// A copy of the request to send.
     pub(crate) fn request<B: ReplayBody>(&self) -> http::Request<B> {
         http::Request::from_parts(self.parts.clone(), B::from_bytes(self.body.clone()))

@@ -59,7 +59,10 @@ use tower::{
 };
 
 use super::{Rejection, RejectionKind, code_from_name, status_in};
-use crate::{error::BoxError, rpc::deadline::Deadline};
+use crate::{
+    error::BoxError,
+    rpc::deadline::{Deadline, GRPC_TIMEOUT, HTTP_TIMEOUT, encode_timeout},
+};
 
 /// When and how calls are retried; the defaults are safe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -280,7 +283,10 @@ where
             break;
         }
         let backoff = policy.backoff(retry);
-        if Deadline::current().is_some_and(|deadline| deadline.remaining() <= backoff) {
+        // Time for the backoff and, when attempts have a timeout, for one.
+        let needed = backoff + policy.attempt_timeout.unwrap_or_default();
+        let deadline = Deadline::earliest(Deadline::current(), request.deadline());
+        if deadline.is_some_and(|deadline| deadline.remaining() <= needed) {
             tracing::debug!(target_service = %shared.name, "no time left for a retry");
             break;
         }
@@ -316,13 +322,33 @@ where
     S::Error: Into<BoxError>,
 {
     let Some(timeout) = shared.policy.attempt_timeout else {
+        restate_timeout(&mut request, None);
         return service.call(request).await.map_err(Into::into);
     };
     let cut_at = Instant::now() + timeout;
     request.extensions_mut().insert(AttemptDeadline(cut_at));
+    restate_timeout(&mut request, Some(timeout));
     match tokio::time::timeout_at(cut_at, service.call(request)).await {
         Ok(result) => result.map_err(Into::into),
         Err(_elapsed) => Err(Box::new(Rejection::attempt_timeout(&shared.name, timeout))),
+    }
+}
+
+/// Tells the server of an attempt the time it has: what is left of the
+/// call's deadline (kept in the request's extensions by room619's clients),
+/// at most `attempt`. A retry or a hedge sent later than the first attempt
+/// must not carry the first attempt's `grpc-timeout` / `x-request-timeout`:
+/// the server would work on after the caller gave up.
+pub(crate) fn restate_timeout<B>(request: &mut Request<B>, attempt: Option<Duration>) {
+    let Some(deadline) = request.extensions().get::<Deadline>().copied() else {
+        return;
+    };
+    let left = deadline.remaining();
+    let left = attempt.map_or(left, |attempt| attempt.min(left));
+    for name in [GRPC_TIMEOUT, HTTP_TIMEOUT] {
+        if let Some(value) = request.headers_mut().get_mut(&name) {
+            *value = encode_timeout(left);
+        }
     }
 }
 

@@ -187,3 +187,57 @@ async fn an_attempt_cut_by_its_timeout_is_retried() {
     assert_eq!(response.headers()["grpc-status"], "0");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn each_attempt_states_the_time_left_not_the_first_attempts() {
+    use std::sync::Mutex;
+
+    use crate::rpc::deadline::{GRPC_TIMEOUT, encode_timeout, parse_timeout};
+
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let backend = tower::service_fn({
+        let seen = Arc::clone(&seen);
+        move |request: Request<Body>| {
+            let stated = request
+                .headers()
+                .get(GRPC_TIMEOUT)
+                .map(|value| parse_timeout(value.as_bytes()).unwrap());
+            seen.lock().unwrap().push(stated);
+            async {
+                // The first attempt takes 800 ms to fail; the retry fails too.
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                Ok::<_, BoxError>(
+                    Response::builder()
+                        .header("grpc-status", "14")
+                        .body(())
+                        .unwrap(),
+                )
+            }
+        }
+    });
+    let mut service = RetryLayer::new(
+        "users",
+        RetryPolicy {
+            max_attempts: 2,
+            initial_backoff: Duration::from_millis(1),
+            ..policy()
+        },
+    )
+    .layer(backend);
+    // As room619's channel sends it: the header and the deadline behind it.
+    let deadline = Deadline::after(Duration::from_secs(1));
+    let mut request = crate::resilience::testing::grpc("/users.v1.Users/GetUser");
+    request
+        .headers_mut()
+        .insert(GRPC_TIMEOUT, encode_timeout(deadline.remaining()));
+    request.extensions_mut().insert(deadline);
+    service.ready().await.unwrap().call(request).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0], Some(Duration::from_secs(1)));
+    let second = seen[1].unwrap();
+    assert!(
+        second <= Duration::from_millis(200) && second > Duration::ZERO,
+        "the retry stated {second:?}"
+    );
+}

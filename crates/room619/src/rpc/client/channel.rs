@@ -140,6 +140,9 @@ impl tower::Service<Request<Body>> for RpcChannel {
             request
                 .headers_mut()
                 .insert(GRPC_TIMEOUT, encode_timeout(deadline.remaining()));
+            // For the retry and hedge layers, which send the header again
+            // with the time left at each attempt.
+            request.extensions_mut().insert(deadline);
         }
         // A clone of the path shares its bytes (tonic's are static).
         let path = request

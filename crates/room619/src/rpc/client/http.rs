@@ -110,6 +110,7 @@ impl HttpClient {
             request
                 .headers_mut()
                 .insert(HTTP_TIMEOUT, encode_timeout(deadline.remaining()));
+            request.extensions_mut().insert(deadline);
         }
         let method = request.method().clone();
         let kind = if self.is_colocated() {
