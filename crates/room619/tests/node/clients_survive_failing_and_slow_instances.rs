@@ -67,6 +67,33 @@ async fn caller_with(proxies: &[&FaultProxy], tune: impl FnOnce(&mut ClientPolic
     support::start_all(config, []).await
 }
 
+/// Echo nodes named `names`, each behind a fault proxy.
+async fn behind_proxies(names: &[&str]) -> (Vec<RunningNode>, Vec<FaultProxy>) {
+    let mut servers = Vec::new();
+    let mut proxies = Vec::new();
+    for name in names {
+        let server = support::start_named(name, &[], Some(support::echo_service())).await;
+        proxies.push(FaultProxy::start(server.local_addr()).await);
+        servers.push(server);
+    }
+    (servers, proxies)
+}
+
+/// Stops the load, checks that no call failed, and stops every node.
+async fn finish(load: Load, caller: RunningNode, servers: Vec<RunningNode>) {
+    let failures = load.stop().await;
+    assert!(
+        failures.is_empty(),
+        "{} calls failed, e.g. {:?}",
+        failures.len(),
+        failures.first()
+    );
+    caller.shutdown().await.unwrap();
+    for server in servers {
+        server.shutdown().await.unwrap();
+    }
+}
+
 /// Calls from `workers` tasks until `run` is cleared; counts answers by node
 /// and failures.
 struct Load {
@@ -129,13 +156,7 @@ impl Load {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_calls_survive_a_dead_instance_and_avoid_a_slow_one() {
-    let mut servers = Vec::new();
-    let mut proxies = Vec::new();
-    for name in ["one", "two", "three"] {
-        let server = support::start_named(name, &[], Some(support::echo_service())).await;
-        proxies.push(FaultProxy::start(server.local_addr()).await);
-        servers.push(server);
-    }
+    let (mut servers, proxies) = behind_proxies(&["one", "two", "three"]).await;
     let caller = caller(&proxies.iter().collect::<Vec<_>>()).await;
     let channel = caller.handle().channel("echo", "^1").unwrap();
     let load = Load::start(&channel, 8);
@@ -187,28 +208,12 @@ async fn idempotent_calls_survive_a_dead_instance_and_avoid_a_slow_one() {
         "three took only {to_three} of {total}: {recovered:?}"
     );
 
-    let failures = load.stop().await;
-    assert!(
-        failures.is_empty(),
-        "{} calls failed, e.g. {:?}",
-        failures.len(),
-        failures.first()
-    );
-    caller.shutdown().await.unwrap();
-    for server in servers {
-        server.shutdown().await.unwrap();
-    }
+    finish(load, caller, servers).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_instance_costs_no_call_and_is_then_avoided() {
-    let mut servers = Vec::new();
-    let mut proxies = Vec::new();
-    for name in ["one", "two"] {
-        let server = support::start_named(name, &[], Some(support::echo_service())).await;
-        proxies.push(FaultProxy::start(server.local_addr()).await);
-        servers.push(server);
-    }
+    let (servers, proxies) = behind_proxies(&["one", "two"]).await;
     // Attempts time out after 1 s; hedges go out after p95 of recent calls.
     let caller = caller_with(&proxies.iter().collect::<Vec<_>>(), |policy| {
         policy.retry.attempt_timeout = Some(Duration::from_secs(1));
@@ -239,17 +244,7 @@ async fn a_black_holed_instance_costs_no_call_and_is_then_avoided() {
     let total: usize = holed.values().sum();
     assert!(total > 0, "no call answered while two was black-holed");
     assert_eq!(holed.get("two"), None, "{holed:?}");
-    let failures = load.stop().await;
-    assert!(
-        failures.is_empty(),
-        "{} calls failed, e.g. {:?}",
-        failures.len(),
-        failures.first()
-    );
-    caller.shutdown().await.unwrap();
-    for server in servers {
-        server.shutdown().await.unwrap();
-    }
+    finish(load, caller, servers).await;
 }
 
 /// Without hedging, a black-holed instance's calls are cut by the attempt
@@ -258,13 +253,7 @@ async fn a_black_holed_instance_costs_no_call_and_is_then_avoided() {
 /// whether it was avoided by chance or by its breaker).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_cut_at_their_attempt_timeout_open_a_black_holed_instance_breaker() {
-    let mut servers = Vec::new();
-    let mut proxies = Vec::new();
-    for name in ["one", "two"] {
-        let server = support::start_named(name, &[], Some(support::echo_service())).await;
-        proxies.push(FaultProxy::start(server.local_addr()).await);
-        servers.push(server);
-    }
+    let (servers, proxies) = behind_proxies(&["one", "two"]).await;
     let caller = caller_with(&proxies.iter().collect::<Vec<_>>(), |policy| {
         policy.retry.attempt_timeout = Some(Duration::from_millis(300));
     })
@@ -297,15 +286,5 @@ async fn calls_cut_at_their_attempt_timeout_open_a_black_holed_instance_breaker(
         "no `{opened}` in\n{metrics}"
     );
 
-    let failures = load.stop().await;
-    assert!(
-        failures.is_empty(),
-        "{} calls failed, e.g. {:?}",
-        failures.len(),
-        failures.first()
-    );
-    caller.shutdown().await.unwrap();
-    for server in servers {
-        server.shutdown().await.unwrap();
-    }
+    finish(load, caller, servers).await;
 }

@@ -86,27 +86,32 @@ fn addresses(dns: &DnsDiscovery, service: &str, requirement: &str) -> BTreeSet<S
         .collect()
 }
 
+/// `users` by its A/AAAA records at 8080, `orders` by SRV.
+fn users_and_orders() -> Vec<DnsServiceConfig> {
+    vec![
+        DnsServiceConfig {
+            name: "users".into(),
+            version: "1.4.0".into(),
+            host: "users.default.svc.cluster.local.".into(),
+            port: 8080,
+            srv: false,
+        },
+        DnsServiceConfig {
+            name: "orders".into(),
+            version: "2.0.0".into(),
+            host: "_grpc._tcp.orders.default.svc.cluster.local.".into(),
+            port: 0,
+            srv: true,
+        },
+    ]
+}
+
 #[tokio::test]
 async fn a_headless_service_name_resolves_to_its_a_records() {
     let server = dns_server().await;
     let config = DnsDiscoveryConfig {
         nameserver: Some(server),
-        services: vec![
-            DnsServiceConfig {
-                name: "users".into(),
-                version: "1.4.0".into(),
-                host: "users.default.svc.cluster.local.".into(),
-                port: 8080,
-                srv: false,
-            },
-            DnsServiceConfig {
-                name: "orders".into(),
-                version: "2.0.0".into(),
-                host: "_grpc._tcp.orders.default.svc.cluster.local.".into(),
-                port: 0,
-                srv: true,
-            },
-        ],
+        services: users_and_orders(),
         ..DnsDiscoveryConfig::default()
     };
     let dns = DnsDiscovery::start(&config, &[], CancellationToken::new())
@@ -161,22 +166,7 @@ async fn a_name_without_records_has_no_instances_and_a_dead_srv_target_is_skippe
     let config = DnsDiscoveryConfig {
         nameserver: Some(server),
         interval: std::time::Duration::from_millis(100),
-        services: vec![
-            DnsServiceConfig {
-                name: "users".into(),
-                version: "1.4.0".into(),
-                host: "users.default.svc.cluster.local.".into(),
-                port: 8080,
-                srv: false,
-            },
-            DnsServiceConfig {
-                name: "orders".into(),
-                version: "2.0.0".into(),
-                host: "_grpc._tcp.orders.default.svc.cluster.local.".into(),
-                port: 0,
-                srv: true,
-            },
-        ],
+        services: users_and_orders(),
     };
     let dns = DnsDiscovery::start(&config, &[], CancellationToken::new())
         .await

@@ -50,6 +50,15 @@ async fn registry(url: &str) -> NatsDiscovery {
         .unwrap()
 }
 
+/// The registry's key-value bucket, to write records behind its back.
+async fn bucket(nats: &NatsServer) -> async_nats::jetstream::kv::Store {
+    nats.jetstream()
+        .await
+        .get_key_value("room619_instances")
+        .await
+        .unwrap()
+}
+
 /// Child processes, killed when the test ends however it ends.
 #[derive(Default)]
 struct Children(HashMap<String, Child>);
@@ -227,12 +236,7 @@ async fn malformed_records_are_skipped_and_the_watch_goes_on() {
     let nats = NatsServer::start().await;
     let observer = registry(&nats.url()).await;
     let mut watch = observer.watch("echo");
-    let kv = nats
-        .jetstream()
-        .await
-        .get_key_value("room619_instances")
-        .await
-        .unwrap();
+    let kv = bucket(&nats).await;
     kv.put("echo.garbage", "{not json".into()).await.unwrap();
     let elsewhere = Instance::new("echo", "1.0.0".parse().unwrap(), "127.0.0.1:1");
     kv.put(
@@ -272,12 +276,7 @@ async fn malformed_records_are_skipped_and_the_watch_goes_on() {
 async fn a_starting_registry_has_every_stored_instance_at_once() {
     let nats = NatsServer::start().await;
     let first = registry(&nats.url()).await;
-    let kv = nats
-        .jetstream()
-        .await
-        .get_key_value("room619_instances")
-        .await
-        .unwrap();
+    let kv = bucket(&nats).await;
     let stored = Instance::new("echo", "1.0.0".parse().unwrap(), "127.0.0.1:3")
         .with_metadata("node", "quiet");
     kv.put(

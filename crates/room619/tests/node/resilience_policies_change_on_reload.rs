@@ -25,6 +25,35 @@ fn toml(echo: std::net::SocketAddr, max_concurrent: usize) -> String {
     )
 }
 
+/// A node calling out, configured from the file at `path` and watching it.
+async fn watching(path: &std::path::Path) -> room619::RunningNode {
+    let config = ConfigLoader::new().file(path).without_env().load().unwrap();
+    room619::Node::builder()
+        .config(config)
+        .watch_config(path, Overrides::new())
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Replaces the file at `path` with `text` at once, and waits until the
+/// node of `handle` has reloaded it.
+async fn rewrite(path: &std::path::Path, text: &str, handle: &room619::node::NodeHandle) {
+    let next = path.with_extension("next");
+    std::fs::write(&next, text).unwrap();
+    std::fs::rename(&next, path).unwrap();
+    let live = handle.live_config().clone();
+    tokio::time::timeout(GUARD, async {
+        while live.reloads() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the reload was not noticed");
+}
+
 /// Two slow calls at once: their status codes (OK is `Code::Ok`).
 async fn two_at_once(handle: &room619::node::NodeHandle) -> [Code; 2] {
     let call = || async {
@@ -54,33 +83,11 @@ async fn a_new_bulkhead_size_applies_to_clients_made_after_the_reload() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("room619.toml");
     std::fs::write(&path, toml(upstream.local_addr(), 4)).unwrap();
-    let config = ConfigLoader::new()
-        .file(&path)
-        .without_env()
-        .load()
-        .unwrap();
-    let caller = room619::Node::builder()
-        .config(config)
-        .watch_config(&path, Overrides::new())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let caller = watching(&path).await;
     let handle = caller.handle();
     assert_eq!(two_at_once(&handle).await, [Code::Ok, Code::Ok]);
 
-    let next = path.with_extension("next");
-    std::fs::write(&next, toml(upstream.local_addr(), 1)).unwrap();
-    std::fs::rename(&next, &path).unwrap();
-    let live = handle.live_config().clone();
-    tokio::time::timeout(GUARD, async {
-        while live.reloads() == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the reload was not noticed");
+    rewrite(&path, &toml(upstream.local_addr(), 1), &handle).await;
     assert_eq!(
         two_at_once(&handle).await,
         [Code::Ok, Code::ResourceExhausted],
@@ -110,19 +117,7 @@ async fn a_client_made_before_the_reload_still_follows_discovery() {
         )
     };
     std::fs::write(&path, toml(8)).unwrap();
-    let config = ConfigLoader::new()
-        .file(&path)
-        .without_env()
-        .load()
-        .unwrap();
-    let caller = room619::Node::builder()
-        .config(config)
-        .watch_config(&path, Overrides::new())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let caller = watching(&path).await;
     let handle = caller.handle();
     let at = |node: &room619::RunningNode, id: &str| {
         room619::discovery::Instance::new(
@@ -153,17 +148,7 @@ async fn a_client_made_before_the_reload_still_follows_discovery() {
     };
     assert_eq!(answer(&mut client).await, "one");
 
-    let next = path.with_extension("next");
-    std::fs::write(&next, toml(4)).unwrap();
-    std::fs::rename(&next, &path).unwrap();
-    let live = handle.live_config().clone();
-    tokio::time::timeout(GUARD, async {
-        while live.reloads() == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the reload was not noticed");
+    rewrite(&path, &toml(4), &handle).await;
 
     discovery.register(at(&two, "two")).await.unwrap();
     discovery.deregister(&at(&one, "one")).await.unwrap();

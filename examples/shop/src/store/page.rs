@@ -123,10 +123,22 @@ mod tests {
     fn tokens_round_trip_and_garbage_is_refused() {
         let cursor = Cursor {
             created_at: "2026-11-26T05:00:00.123456Z".into(),
-            id: "a b".into(),
+            id: "a_b-1".into(),
         };
         assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), Some(cursor));
-        for bad in ["%%%", "bm9zcGFjZQ", "eCB5", "MjAyNi0xMS0yNlQwNTowMDowMFog"] {
+        let forged = |text: &str| URL_SAFE_NO_PAD.encode(text);
+        let (spaced, nul) = (
+            forged("2026-11-26T05:00:00Z a b"),
+            forged("2026-11-26T05:00:00Z \0"),
+        );
+        for bad in [
+            "%%%",
+            "bm9zcGFjZQ",
+            "eCB5",
+            "MjAyNi0xMS0yNlQwNTowMDowMFog",
+            &spaced,
+            &nul,
+        ] {
             let err = Cursor::decode(bad).unwrap_err();
             assert_eq!(err.kind(), room619::ErrorKind::InvalidArgument, "{bad}");
         }

@@ -201,20 +201,30 @@ async fn ownership(kind: Kind) {
 }
 both!(products_belong_to_their_creator, super::ownership);
 
+/// `CreateProduct` as the holder of `token`.
+fn create_request(
+    token: &str,
+    name: &str,
+    description: &str,
+    price_cents: i64,
+) -> tonic::Request<CreateProductRequest> {
+    authed(
+        token,
+        CreateProductRequest {
+            name: name.into(),
+            description: description.into(),
+            price_cents,
+        },
+    )
+}
+
 async fn validation(kind: Kind) {
     let test = TestDb::new(kind).await;
     let node = start_node(&test.db).await;
     let mut c = clients(&node).await.products;
     let alice = token("alice", "");
     let request = |name: &str, description: &str, price_cents: i64| {
-        authed(
-            &alice,
-            CreateProductRequest {
-                name: name.into(),
-                description: description.into(),
-                price_cents,
-            },
-        )
+        create_request(&alice, name, description, price_cents)
     };
 
     let long_name = "ß".repeat(201);
@@ -294,14 +304,7 @@ async fn control_characters(kind: Kind) {
     let mut c = clients(&node).await.products;
     let alice = token("alice", "");
     let request = |name: &str, description: &str, price_cents: i64| {
-        authed(
-            &alice,
-            CreateProductRequest {
-                name: name.into(),
-                description: description.into(),
-                price_cents,
-            },
-        )
+        create_request(&alice, name, description, price_cents)
     };
 
     // A NUL, which PostgreSQL cannot store, is refused
