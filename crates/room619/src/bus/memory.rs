@@ -70,27 +70,54 @@ impl MemoryBus {
         let targets = self.targets(&subject);
         let count = targets.len();
         let message = Message::new(subject.into_owned(), payload, headers, reply);
+        // Every subscriber with room gets the message first; one that is
+        // full holds up no other.
+        let mut full = Vec::new();
         for sender in targets {
             match sender.try_send(message.clone()) {
                 Ok(()) | Err(TrySendError::Closed(_)) => {} // Closed: it unsubscribed meanwhile.
-                Err(TrySendError::Full(message)) => {
-                    Box::pin(self.wait_for_room(&sender, message)).await?;
-                }
+                Err(TrySendError::Full(message)) => full.push((sender, message)),
             }
+        }
+        if !full.is_empty() {
+            Box::pin(self.wait_for_room(full, count)).await?;
         }
         Ok(count)
     }
 
-    /// Back-pressure: waits for room in a full queue, at most `publish_timeout`.
-    async fn wait_for_room(&self, sender: &mpsc::Sender<Message>, message: Message) -> Result<()> {
-        let subject = message.subject().to_owned();
-        match tokio::time::timeout(self.publish_timeout, sender.send(message)).await {
-            Ok(Ok(()) | Err(_)) => Ok(()), // Err: it unsubscribed meanwhile.
-            Err(_) => Err(Error::resource_exhausted(format!(
-                "a subscriber of `{subject}` has {} messages queued and took none for {:?}",
-                self.capacity, self.publish_timeout
-            ))),
+    /// Back-pressure: waits for room in the full queues, together, at most
+    /// `publish_timeout` in all; says how many subscribers missed the
+    /// message (the others have it).
+    async fn wait_for_room(
+        &self,
+        full: Vec<(mpsc::Sender<Message>, Message)>,
+        targets: usize,
+    ) -> Result<()> {
+        let waiting = full.len();
+        let subject = full
+            .first()
+            .map(|(_, message)| message.subject().to_owned())
+            .unwrap_or_default();
+        let took = std::sync::atomic::AtomicUsize::new(0);
+        let sends = futures_util::future::join_all(full.into_iter().map(|(sender, message)| {
+            let took = &took;
+            async move {
+                // Err: it unsubscribed meanwhile, which is as good.
+                let _sent_or_gone = sender.send(message).await;
+                took.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
+        if tokio::time::timeout(self.publish_timeout, sends)
+            .await
+            .is_ok()
+        {
+            return Ok(());
         }
+        let missed = waiting - took.load(std::sync::atomic::Ordering::Relaxed);
+        Err(Error::resource_exhausted(format!(
+            "{missed} of the {targets} subscribers of `{subject}` have {} messages queued and took none for {:?}; the others have the message",
+            self.capacity, self.publish_timeout
+        )))
     }
 
     fn targets(&self, subject: &str) -> Vec<mpsc::Sender<Message>> {
@@ -259,6 +286,31 @@ mod tests {
         assert_eq!(slow.next().await.unwrap().payload(), "1");
         waiting.await.unwrap().unwrap();
         assert_eq!(slow.next().await.unwrap().payload(), "3");
+    }
+
+    #[tokio::test]
+    async fn a_stuck_subscriber_holds_up_no_other_and_the_wait_is_one_timeout() {
+        let bus = bus(1);
+        // Two subscribers that never read, subscribed before one that does.
+        let _stuck = (
+            bus.subscribe("jobs", None).unwrap(),
+            bus.subscribe("jobs", None).unwrap(),
+        );
+        let mut reader = bus.subscribe("jobs", None).unwrap();
+        bus.publish(OutgoingMessage::new("jobs", "1"))
+            .await
+            .unwrap();
+        assert_eq!(reader.next().await.unwrap().payload(), "1");
+        let started = tokio::time::Instant::now();
+        let err = bus
+            .publish(OutgoingMessage::new("jobs", "2"))
+            .await
+            .unwrap_err();
+        let waited = started.elapsed();
+        assert_eq!(err.kind(), crate::ErrorKind::ResourceExhausted);
+        assert!(err.message().contains("2 of the 3 subscribers"), "{err}");
+        assert!(waited < Duration::from_millis(190), "waited {waited:?}");
+        assert_eq!(reader.next().await.unwrap().payload(), "2");
     }
 
     #[tokio::test]
