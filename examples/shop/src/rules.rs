@@ -15,6 +15,16 @@ pub const NAME_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001
 /// The shortest and longest email, in characters.
 pub const EMAIL_CHARS: std::ops::RangeInclusive<usize> = 3..=254;
 
+/// An email as the shop stores and compares it: trimmed, lower-cased and
+/// in Unicode normal form C, so that `josé` typed with one code point or
+/// with `e` and a combining accent is one address, not two accounts that
+/// look the same.
+#[must_use]
+pub fn normalize_email(email: &str) -> String {
+    use unicode_normalization::UnicodeNormalization as _;
+    email.trim().to_lowercase().nfc().collect()
+}
+
 /// What is wrong with `email` (already trimmed), if anything.
 #[must_use]
 pub fn email_problem(email: &str) -> Option<String> {
@@ -57,6 +67,14 @@ pub fn name_problem(name: &str, max: usize) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::{email_problem, name_problem};
+
+    #[test]
+    fn emails_are_compared_trimmed_lower_cased_and_composed() {
+        let composed = super::normalize_email(" Jos\u{e9}@Example.com ");
+        let decomposed = super::normalize_email("JOSE\u{301}@example.COM");
+        assert_eq!(composed, "jos\u{e9}@example.com");
+        assert_eq!(decomposed, composed);
+    }
 
     #[test]
     fn emails_need_a_name_one_at_and_a_dotted_domain() {

@@ -427,6 +427,18 @@ async fn duplicate_emails_and_bad_input_get_their_codes() {
         1,
         "users is not asked twice"
     );
+    // One address however its accent is typed (composed, or `e` and a
+    // combining accent): the second is taken too.
+    sign_up(&mut client, "jos\u{e9}@example.com").await;
+    let look_alike = client
+        .sign_up(sign_up_request(
+            "jose\u{301}@example.com",
+            "another password",
+            "José",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(look_alike.code(), Code::AlreadyExists, "{look_alike:?}");
 
     let bad = client
         .sign_up(sign_up_request("not-an-email", "short", ""))
@@ -475,7 +487,7 @@ async fn duplicate_emails_and_bad_input_get_their_codes() {
     assert_eq!(
         shop.count("SELECT COUNT(*) FROM auth_accounts WHERE email <> $1", "")
             .await,
-        1
+        2
     );
     shop.stop().await;
 }

@@ -23,7 +23,7 @@ pub(crate) struct SignUp {
 
 /// The login form of an email: trimmed and lowercase.
 pub(crate) fn normalize_email(email: &str) -> String {
-    email.trim().to_lowercase()
+    crate::rules::normalize_email(email)
 }
 
 /// Checks a sign-up request.

@@ -270,7 +270,7 @@ pub(crate) fn check_email(email: &str) -> room619::Result<String> {
             "email {problem}; got `{email}`"
         )));
     }
-    Ok(email.to_lowercase())
+    Ok(crate::rules::normalize_email(email))
 }
 
 /// A name of 1 to 100 characters once trimmed; `field` names it in errors.
