@@ -269,14 +269,7 @@ async fn calls_cut_at_their_attempt_timeout_open_a_black_holed_instance_breaker(
     assert_eq!(holed.get("two"), None, "{holed:?}");
     // Its calls were cut, never answered, and still opened its breaker (a
     // black hole answers nothing, so the counts above cannot tell).
-    let metrics = support::http1()
-        .get(format!("http://{}/metrics", caller.local_addr()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::metrics_text(caller.local_addr()).await;
     let opened = format!(
         "room619_circuit_breaker_transitions_total{{breaker=\"echo@{}\",from=\"closed\",to=\"open\"}}",
         proxies[1].addr()

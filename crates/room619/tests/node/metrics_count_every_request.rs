@@ -218,14 +218,7 @@ async fn services_register_their_own_metrics_in_the_node_registry() {
         .metrics()
         .register("shop_orders_placed", "Orders placed", orders.clone());
     orders.inc_by(4);
-    let text = support::http1()
-        .get(format!("http://{}/metrics", node.local_addr()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = support::metrics_text(node.local_addr()).await;
     assert_eq!(sample(&text, "shop_orders_placed_total"), 4);
     node.shutdown().await.unwrap();
 }

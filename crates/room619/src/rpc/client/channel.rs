@@ -140,9 +140,6 @@ impl tower::Service<Request<Body>> for RpcChannel {
             request
                 .headers_mut()
                 .insert(GRPC_TIMEOUT, encode_timeout(deadline.remaining()));
-            // For the retry and hedge layers, which send the header again
-            // with the time left at each attempt.
-            request.extensions_mut().insert(deadline);
         }
         // A clone of the path shares its bytes (tonic's are static).
         let path = request
@@ -170,7 +167,14 @@ impl tower::Service<Request<Body>> for RpcChannel {
                 })
             }
             // Made ready by `poll_ready`.
-            Transport::Remote { service, .. } => service.call(request),
+            Transport::Remote { service, .. } => {
+                // For the retry and hedge layers, which send the header
+                // again with the time left at each attempt.
+                if let Some(deadline) = deadline {
+                    request.extensions_mut().insert(deadline);
+                }
+                service.call(request)
+            }
         };
         let call = observed(call, self.observer.clone(), path, span.clone());
         Box::pin(

@@ -110,7 +110,6 @@ impl HttpClient {
             request
                 .headers_mut()
                 .insert(HTTP_TIMEOUT, encode_timeout(deadline.remaining()));
-            request.extensions_mut().insert(deadline);
         }
         let method = request.method().clone();
         let kind = if self.is_colocated() {
@@ -128,7 +127,13 @@ impl HttpClient {
                     request.extensions_mut().insert(Colocated);
                     Box::pin(async move { Ok(router.oneshot(request).await?) })
                 }
-                Transport::Remote(service) => Box::pin(service.oneshot(request)),
+                Transport::Remote(service) => {
+                    // For the retry and hedge layers (see `RpcChannel`).
+                    if let Some(deadline) = deadline {
+                        request.extensions_mut().insert(deadline);
+                    }
+                    Box::pin(service.oneshot(request))
+                }
             };
         let call = call.instrument(span.clone());
         let result = match deadline {

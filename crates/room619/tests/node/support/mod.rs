@@ -302,6 +302,18 @@ pub fn http1() -> reqwest::Client {
     reqwest::Client::builder().http1_only().build().unwrap()
 }
 
+/// The `/metrics` text of the node at `addr`.
+pub async fn metrics_text(addr: std::net::SocketAddr) -> String {
+    http1()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// An HTTP/2 cleartext (h2c, prior knowledge) client.
 pub fn h2c() -> reqwest::Client {
     reqwest::Client::builder()
