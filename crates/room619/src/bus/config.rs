@@ -55,7 +55,9 @@ pub struct BusConfig {
     /// ones after `max_deliver` attempts. Default: `room619.dead-letter`.
     pub dead_letter_subject: String,
     /// JetStream: the stream created to keep dead letters (listening on
-    /// `dead_letter_subject`); empty for none. Default: `DEAD_LETTERS`.
+    /// `dead_letter_subject`); empty for none, and then, unless a stream made
+    /// elsewhere stores that subject, dead letters go out on NATS core (at
+    /// most once). Default: `DEAD_LETTERS`.
     pub dead_letter_stream: String,
     /// Delivery of every subscriber without an entry in `consumers`.
     pub delivery: DeliveryPolicy,
@@ -141,8 +143,9 @@ pub struct DeliveryPolicy {
     /// (the handler is presumed dead). Default: `30s`.
     #[serde(with = "humantime_serde")]
     pub ack_wait: Duration,
-    /// Handlers running at once per subscriber (and, on JetStream, messages
-    /// fetched ahead). Default: `64`.
+    /// Handlers running at once per subscriber. On JetStream, messages are
+    /// pulled only for free handlers, so `ack_wait` is the handler's time,
+    /// not time spent waiting in a buffer. Default: `64`.
     pub max_in_flight: usize,
 }
 

@@ -1,29 +1,96 @@
 //! The consumer side of JetStream: a durable consumer's deliveries, pulled
-//! `max_in_flight` ahead, and their acks.
+//! only for handlers that are free, and their acks.
+//!
+//! A delivery's `ack_wait` runs from the moment the server sends it. Pulling
+//! ahead (a buffer of fetched messages waiting for a handler) would spend
+//! that time in the buffer: under a backlog a message could wait for a
+//! handler, then be delivered again while its first handler still ran. So the
+//! messages asked for and not yet arrived never outnumber the free handlers:
+//! pull requests (each expiring after `PULL_EXPIRES`) go to one inbox, and a
+//! new one asks for the handlers freed since, in one go when nothing is
+//! asked for, else in chunks of at least a quarter of `max_in_flight` (a few
+//! requests under way, not one per message).
 
-use std::time::Duration;
+use std::{
+    pin::Pin,
+    time::{Duration, Instant},
+};
 
-use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, consumer::pull};
+use async_nats::{
+    StatusCode, Subject, Subscriber,
+    jetstream::{self, AckKind, consumer::PullConsumer, consumer::pull::BatchConfig},
+};
 use futures_util::{FutureExt as _, StreamExt as _};
+use tokio::time::Sleep;
 
 use super::{DeliveryPolicy, Message, jetstream::JetStreamBus, nats::from_nats};
 use crate::Result;
 
 /// The first wait before pulling again after a failure; doubles up to 2 s.
 const FIRST_RETRY_WAIT: Duration = Duration::from_millis(20);
+/// How long the server keeps a pull request waiting for messages; it
+/// answers `408` with how many it did not deliver.
+const PULL_EXPIRES: Duration = Duration::from_secs(2);
+/// Neither a message nor an expiry this long after the last one: the server
+/// forgot the requests (it restarted, the connection was replaced).
+const PULLS_LOST_AFTER: Duration = Duration::from_secs(5);
 
-/// The deliveries of a durable consumer. When pulling keeps failing or the
-/// pull stream ends (the consumer was deleted, the server lost it), the
-/// consumer is created again and pulling resumes.
+/// The deliveries of a durable consumer. When pulling keeps failing (the
+/// consumer was deleted, the server lost it), the consumer is created again
+/// and pulling resumes.
 pub(crate) struct DurableSource {
     bus: JetStreamBus,
     durable: String,
     filter: String,
     policy: DeliveryPolicy,
     consumer: PullConsumer,
-    messages: Option<pull::Stream>,
-    /// Pull errors in a row.
+    /// The pull requests under way; `None` until opened, and after a
+    /// failure.
+    pulls: Option<Pulls>,
+    /// Failures in a row.
     failures: u32,
+}
+
+/// Pull requests under way, all answered on one inbox.
+struct Pulls {
+    inbox: Subject,
+    replies: Subscriber,
+    /// Messages asked for and neither delivered nor expired.
+    asked: usize,
+    /// When the last reply came.
+    last_reply: Instant,
+    /// Checks, every `PULLS_LOST_AFTER` at most, that replies still come.
+    watchdog: Pin<Box<Sleep>>,
+}
+
+impl Pulls {
+    /// Subscribes to a fresh inbox; nothing asked for yet.
+    async fn open(client: &async_nats::Client) -> Result<Self, async_nats::SubscribeError> {
+        let inbox = Subject::from(client.new_inbox());
+        let replies = client.subscribe(inbox.clone()).await?;
+        Ok(Self {
+            inbox,
+            replies,
+            asked: 0,
+            last_reply: Instant::now(),
+            watchdog: Box::pin(tokio::time::sleep(PULLS_LOST_AFTER)),
+        })
+    }
+}
+
+/// What one reply on the inbox says.
+enum Reply {
+    Delivery(async_nats::Message),
+    /// A request ended with `left` of its messages not delivered (`None`: not
+    /// said): expired, or `cut` short by the server (limits, leadership
+    /// change).
+    Ended {
+        left: Option<usize>,
+        cut: bool,
+    },
+    /// The consumer is gone or unusable: create it again.
+    Broken(String),
+    Heartbeat,
 }
 
 /// Acknowledges one JetStream delivery.
@@ -73,59 +140,104 @@ impl DurableSource {
             filter: filter.to_owned(),
             policy,
             consumer,
-            messages: None,
+            pulls: None,
             failures: 0,
         })
     }
 
     /// The next delivery: the message, how many times it was delivered, its
-    /// acker. Waits (retrying) while the server is away.
-    pub(crate) async fn next(&mut self) -> (Message, u32, Acker) {
+    /// acker. `free` handlers (this one included) could take a message now;
+    /// never more are asked for. Waits (retrying) while the server is away.
+    pub(crate) async fn next(&mut self, free: usize) -> (Message, u32, Acker) {
         loop {
-            let messages = match &mut self.messages {
-                Some(messages) => messages,
-                None => match self
-                    .consumer
-                    .stream()
-                    .max_messages_per_batch(self.policy.max_in_flight)
-                    .heartbeat(Duration::from_secs(5))
-                    .messages()
-                    .await
-                {
-                    Ok(messages) => self.messages.insert(messages),
+            if self.pulls.is_none() {
+                match Pulls::open(&self.bus.context().client()).await {
+                    Ok(pulls) => self.pulls = Some(pulls),
                     Err(err) => {
                         tracing::warn!(durable = %self.durable, error = %err, "cannot pull; retrying");
                         self.recover().await;
                         continue;
                     }
-                },
+                }
+            }
+            let Some(pulls) = &mut self.pulls else {
+                continue;
             };
-            match messages.next().await {
-                Some(Ok(message)) => {
+            let wanted = free.saturating_sub(pulls.asked);
+            if wanted > 0 && (pulls.asked == 0 || wanted >= self.policy.max_in_flight.div_ceil(4)) {
+                let request = BatchConfig {
+                    batch: wanted,
+                    expires: Some(PULL_EXPIRES),
+                    ..BatchConfig::default()
+                };
+                if let Err(err) = self
+                    .consumer
+                    .request_batch(request, pulls.inbox.clone())
+                    .await
+                {
+                    tracing::warn!(durable = %self.durable, error = %err, "cannot pull; retrying");
+                    self.recover().await;
+                    continue;
+                }
+                pulls.asked += wanted;
+            }
+            let reply = tokio::select! {
+                reply = pulls.replies.next() => match reply {
+                    Some(reply) => {
+                        pulls.last_reply = Instant::now();
+                        classify(reply)
+                    }
+                    None => Reply::Broken("the connection was closed".to_owned()),
+                },
+                () = &mut pulls.watchdog => {
+                    let lost_at = pulls.last_reply + PULLS_LOST_AFTER;
+                    if lost_at <= Instant::now() {
+                        tracing::debug!(durable = %self.durable, asked = pulls.asked, "pull requests lost; asking again");
+                        pulls.asked = 0;
+                        pulls.last_reply = Instant::now();
+                    }
+                    let next_check = pulls.last_reply + PULLS_LOST_AFTER;
+                    pulls.watchdog.as_mut().reset(next_check.into());
+                    continue;
+                }
+            };
+            match reply {
+                Reply::Delivery(message) => {
+                    pulls.asked = pulls.asked.saturating_sub(1);
                     self.failures = 0;
+                    let message = jetstream::Message {
+                        message,
+                        context: self.bus.context().clone(),
+                    };
                     if let Some(delivery) = split(message) {
                         return delivery;
                     }
                 }
-                Some(Err(err)) => {
-                    self.failures += 1;
-                    tracing::debug!(durable = %self.durable, error = %err, failures = self.failures, "pull failed");
-                    if self.failures >= 3 {
-                        self.recover().await;
+                Reply::Ended { left, cut } => {
+                    pulls.asked = left.map_or(0, |left| pulls.asked.saturating_sub(left));
+                    if cut {
+                        // Asking again at once could spin while the server
+                        // keeps cutting requests short: back off as after a
+                        // failure.
+                        self.failures += 1;
+                        if self.failures >= 3 {
+                            self.recover().await;
+                        }
                     }
                 }
-                None => {
-                    tracing::debug!(durable = %self.durable, "the pull stream ended");
+                Reply::Heartbeat => {}
+                Reply::Broken(why) => {
+                    tracing::debug!(durable = %self.durable, why, "pulling failed");
                     self.recover().await;
                 }
             }
         }
     }
 
-    /// Waits a little (longer after each failure), then creates the consumer
-    /// again and pulls anew.
+    /// Drops the pull requests under way, waits a little (longer after each
+    /// failure), then creates the consumer again.
     async fn recover(&mut self) {
-        self.messages = None;
+        self.pulls = None;
         let exponent = self.failures.min(7);
         tokio::time::sleep((FIRST_RETRY_WAIT * (1 << exponent)).min(Duration::from_secs(2))).await;
         self.failures = self.failures.saturating_add(1);
@@ -134,27 +246,57 @@ impl DurableSource {
             .consumer(&self.durable, &self.filter, &self.policy)
             .await
         {
-            Ok(consumer) => {
-                self.consumer = consumer;
-                self.failures = 0;
-            }
+            Ok(consumer) => self.consumer = consumer,
             Err(err) => {
                 tracing::warn!(durable = %self.durable, error = ?err, "cannot recreate the durable consumer; retrying");
             }
         }
     }
 
-    /// Hands back (nak, no delay) what was fetched but not taken, so another
+    /// Hands back (nak, no delay) what arrived but was not taken, so another
     /// instance gets it at once instead of after `ack_wait`.
     pub(crate) async fn release(mut self) {
-        let Some(mut messages) = self.messages.take() else {
+        let Some(mut pulls) = self.pulls.take() else {
             return;
         };
-        while let Some(Some(Ok(message))) = messages.next().now_or_never() {
-            if let Some((_, _, acker)) = split(message) {
-                acker.send(AckKind::Nak(None)).await;
+        while let Some(Some(reply)) = pulls.replies.next().now_or_never() {
+            if let Reply::Delivery(message) = classify(reply) {
+                let message = jetstream::Message {
+                    message,
+                    context: self.bus.context().clone(),
+                };
+                if let Some((_, _, acker)) = split(message) {
+                    acker.send(AckKind::Nak(None)).await;
+                }
             }
         }
+    }
+}
+
+/// A message from the server, or a status about the pull requests.
+fn classify(reply: async_nats::Message) -> Reply {
+    match reply.status.unwrap_or(StatusCode::OK) {
+        StatusCode::OK => Reply::Delivery(reply),
+        StatusCode::IDLE_HEARTBEAT => Reply::Heartbeat,
+        status @ (StatusCode::TIMEOUT | StatusCode::REQUEST_TERMINATED) => {
+            let description = reply.description.as_deref().unwrap_or_default();
+            if description.contains("Deleted") || description.contains("push based") {
+                return Reply::Broken(description.to_owned());
+            }
+            let left = reply
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get("Nats-Pending-Messages"))
+                .and_then(|left| left.as_str().parse().ok());
+            Reply::Ended {
+                left,
+                cut: status == StatusCode::REQUEST_TERMINATED,
+            }
+        }
+        status => Reply::Broken(format!(
+            "status {status}: {}",
+            reply.description.as_deref().unwrap_or_default()
+        )),
     }
 }
 

@@ -223,6 +223,22 @@ impl MessageBus {
         publish::publish(prepared, &self.inner.metrics, self.system())
     }
 
+    /// Publishes a message given up to the dead-letter subject. On JetStream
+    /// with no stream storing that subject, it goes out on NATS core (at most
+    /// once): JetStream would refuse it, and the message it stands for would
+    /// be delivered and given up again for ever.
+    pub(crate) async fn publish_dead_letter(&self, letter: OutgoingMessage) -> Result<()> {
+        #[cfg(feature = "nats")]
+        if let Backend::JetStream(bus) = &self.inner.backend
+            && !bus.stores_dead_letters()
+        {
+            let core = Backend::Nats(bus.core().clone());
+            let prepared = publish::prepare(&core, letter);
+            return publish::publish(prepared, &self.inner.metrics, self.system()).await;
+        }
+        self.publish_message(letter).await
+    }
+
     /// Every message published on `subject` (wildcards allowed) from now on.
     ///
     /// # Errors

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{
     self, Context,
     consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
-    context::PublishErrorKind,
+    context::{GetStreamByNameErrorKind, PublishErrorKind},
     stream,
 };
 
@@ -48,6 +48,10 @@ pub(crate) struct JetStreamBus {
     admin: Context,
     publish_timeout: Duration,
     streams: Vec<(String, Vec<Pattern>)>,
+    /// Whether a stream stores `bus.dead_letter_subject`; if none does, dead
+    /// letters go out on NATS core (JetStream would refuse them, and the
+    /// message they stand for would be delivered again for ever).
+    dead_letters_stored: bool,
 }
 
 impl JetStreamBus {
@@ -94,7 +98,7 @@ impl JetStreamBus {
                     .with_source(err)
                 })?;
         }
-        let streams = streams
+        let streams: Vec<(String, Vec<Pattern>)> = streams
             .into_iter()
             .map(|(name, stream)| {
                 let patterns = stream
@@ -105,13 +109,37 @@ impl JetStreamBus {
                 (name, patterns)
             })
             .collect();
+        let dead_letters = Pattern::new(&config.dead_letter_subject)?;
+        let dead_letters_stored = streams
+            .iter()
+            .any(|(_, subjects)| subjects.iter().any(|wide| dead_letters.is_covered_by(wide)))
+            || stored_elsewhere(&admin, &config.dead_letter_subject).await;
+        if !dead_letters_stored {
+            tracing::info!(
+                subject = %config.dead_letter_subject,
+                "no JetStream stream stores the dead letters: they are published on NATS core, \
+                 at most once, to whoever subscribes (see `bus.dead_letter_stream`)"
+            );
+        }
         Ok(Self {
             core,
             publisher,
             admin,
             publish_timeout: config.publish_timeout,
             streams,
+            dead_letters_stored,
         })
+    }
+
+    /// Whether a stream stores the dead letters (else they go out on NATS
+    /// core).
+    pub(crate) fn stores_dead_letters(&self) -> bool {
+        self.dead_letters_stored
+    }
+
+    /// The JetStream context of the API calls (and of acks).
+    pub(crate) fn context(&self) -> &Context {
+        &self.admin
     }
 
     pub(crate) fn core(&self) -> &NatsBus {
@@ -220,6 +248,16 @@ impl JetStreamBus {
                 ))
                 .with_source(err)
             })
+    }
+}
+
+/// Whether a stream made outside this configuration stores `subject`. When
+/// the server cannot say, the answer is yes: dead letters then take the
+/// JetStream path, which retries.
+async fn stored_elsewhere(admin: &Context, subject: &str) -> bool {
+    match admin.stream_by_subject(subject).await {
+        Ok(_) => true,
+        Err(err) => err.kind() != GetStreamByNameErrorKind::NotFound,
     }
 }
 

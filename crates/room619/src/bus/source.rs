@@ -19,12 +19,17 @@ pub(super) enum Ack {
 }
 
 impl Source {
-    pub(super) async fn next(&mut self) -> Option<(Message, u32, Ack)> {
+    /// The next delivery; `free` handlers (the caller's included) could take
+    /// one now, which is how many a JetStream pull asks for.
+    pub(super) async fn next(&mut self, free: usize) -> Option<(Message, u32, Ack)> {
         match self {
-            Self::Core(subscription) => subscription.next().await.map(|m| (m, 1, Ack::Local)),
+            Self::Core(subscription) => {
+                let _ = free; // a subscription is pushed to, never pulled
+                subscription.next().await.map(|m| (m, 1, Ack::Local))
+            }
             #[cfg(feature = "nats")]
             Self::Durable(source) => {
-                let (message, delivered, acker) = source.next().await;
+                let (message, delivered, acker) = source.next(free).await;
                 Some((message, delivered, Ack::JetStream(Box::new(acker))))
             }
         }

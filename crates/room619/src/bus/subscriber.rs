@@ -106,7 +106,7 @@ pub(crate) async fn run(
         let (message, delivered, ack) = tokio::select! {
             biased;
             () = stop.cancelled() => break,
-            next = source.next() => if let Some(next) = next {
+            next = source.next(slots.available_permits() + 1) => if let Some(next) = next {
                 next
             } else {
                 tracing::warn!(owner = %spec.owner, subject = %spec.subject, "the bus closed this subscription");
@@ -289,7 +289,7 @@ async fn dead_letter(
         message.payload().clone(),
     )
     .with_headers(headers);
-    match bus.publish_message(letter).await {
+    match bus.publish_dead_letter(letter).await {
         Ok(()) => {
             if let Some(metrics) = bus.metrics() {
                 metrics.dead_lettered(labels);

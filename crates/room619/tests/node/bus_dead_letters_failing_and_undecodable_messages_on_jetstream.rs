@@ -1,7 +1,7 @@
 //! JetStream dead letters: a handler failing `max_deliver` times (nak with
 //! backoff in between) sends its message to the dead-letter subject with the
 //! reason; a payload that cannot be decoded goes there on its first delivery.
-//! Both land in the dead-letter stream.
+//! Both land in the dead-letter stream; with no such stream, on NATS core.
 
 use std::{
     sync::{
@@ -11,6 +11,7 @@ use std::{
     time::Duration,
 };
 
+use futures_util::StreamExt as _;
 use room619::{
     Error, ServiceBuilder,
     bus::{Event, Json, OutgoingMessage, headers},
@@ -106,6 +107,81 @@ async fn failing_messages_go_to_dead_letters_after_three_attempts_and_undecodabl
         (info.num_pending, info.num_ack_pending),
         (0, 0),
         "both settled: {info:?}"
+    );
+    node.shutdown().await.unwrap();
+}
+
+/// With `dead_letter_stream = ""` and no stream storing the dead-letter
+/// subject, JetStream would refuse every dead letter, and the message would be
+/// delivered, failed and given up again for ever: the dead letter goes out on
+/// NATS core instead, and the message is settled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_dead_letter_stream_dead_letters_go_out_on_nats_core_and_the_message_is_settled()
+{
+    let server = NatsServer::start().await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&calls);
+    let runner = ServiceBuilder::new("runner", "1.0.0")
+        .unwrap()
+        .durable_subscribe("jobs.>", "runner", move |_ctx, _event: Event<Json<u32>>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { Err(Error::unavailable("the payment service is down")) }
+        })
+        .build()
+        .unwrap();
+    let config = server.config("jetstream", &format!("dead_letter_stream = \"\"\n{BUS}"));
+    let watcher = async_nats::connect(server.url()).await.unwrap();
+    let mut letters = watcher.subscribe("room619.dead-letter").await.unwrap();
+    watcher.flush().await.unwrap();
+    let node = support::start_with(config, runner).await;
+    node.handle()
+        .bus()
+        .publish("jobs.charge", &Json(7))
+        .await
+        .unwrap();
+
+    let letter = tokio::time::timeout(Duration::from_secs(10), letters.next())
+        .await
+        .expect("a dead letter on NATS core within 10 s")
+        .unwrap();
+    let headers = letter.headers.unwrap();
+    assert_eq!(headers.get(headers::DELIVERIES).unwrap().as_str(), "3");
+    assert_eq!(&letter.payload[..], b"7");
+
+    let js = server.jetstream().await;
+    assert!(
+        js.get_stream("DEAD_LETTERS").await.is_err(),
+        "no dead-letter stream was created"
+    );
+    let consumer = js
+        .get_stream("JOBS")
+        .await
+        .unwrap()
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("runner")
+        .await
+        .unwrap();
+    let settled = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let info = consumer.get_info().await.unwrap();
+            if (info.num_pending, info.num_ack_pending) == (0, 0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(settled.is_ok(), "the message was settled (terminated)");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "three attempts, then given up once"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), letters.next())
+            .await
+            .is_err(),
+        "one dead letter, not one per round"
     );
     node.shutdown().await.unwrap();
 }

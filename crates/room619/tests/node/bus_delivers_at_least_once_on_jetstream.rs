@@ -132,3 +132,102 @@ fn every_message_is_processed_at_least_once_when_the_consumer_is_killed_mid_stre
         assert!(tally.handled.load(Ordering::SeqCst) >= u64::from(TOTAL));
     });
 }
+
+/// A backlog larger than the handlers: each message is pulled only when a
+/// handler is free for it, so its `ack_wait` is its handler's time. Pulled
+/// ahead, messages would wait in a buffer for a handler and be delivered
+/// again while their first handler still ran (here each handler takes 0.7 of
+/// `ack_wait`, and waiting one more handler's time passes it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_waiting_for_free_handlers_is_not_delivered_twice() {
+    const BACKLOG: u32 = 8;
+    let server = NatsServer::start().await;
+    let config = server.config(
+        "jetstream",
+        r#"
+[bus.streams.EVENTS]
+subjects = ["events.>"]
+[bus.consumers.slow]
+ack_wait = "1s"
+max_in_flight = 2
+"#,
+    );
+    let publisher = MessageBus::connect(&config.bus).await.unwrap();
+    for n in 0..BACKLOG {
+        publisher.publish("events.job", &Json(n)).await.unwrap();
+    }
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&calls);
+    let slow = ServiceBuilder::new("slow", "1.0.0")
+        .unwrap()
+        .durable_subscribe("events.>", "slow", move |_ctx, event: Event<Json<u32>>| {
+            let seen = Arc::clone(&seen);
+            async move {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                seen.lock().unwrap().push(event.into_body().0);
+                Ok(())
+            }
+        })
+        .build()
+        .unwrap();
+    let node = support::start_with(config, slow).await;
+    wait_until("the backlog was handled", Duration::from_secs(20), || {
+        calls.lock().unwrap().len() >= BACKLOG as usize
+    })
+    .await;
+    // Long enough for a redelivery of the last ones to show.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    node.shutdown().await.unwrap();
+    let mut calls = calls.lock().unwrap().clone();
+    calls.sort_unstable();
+    assert_eq!(
+        calls,
+        (0..BACKLOG).collect::<Vec<_>>(),
+        "each message handled once"
+    );
+}
+
+/// The pull requests of a durable consumer outlive what happens to the
+/// server: the consumer deleted by an operator is created again, and after a
+/// server restart (which forgets the requests under way) pulling resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_consumer_resumes_after_it_is_deleted_and_after_a_server_restart() {
+    let mut server = NatsServer::start().await;
+    let config = server.config("jetstream", BUS);
+    let tally = Tally::default();
+    let node = start_consumer(config.clone(), tally.clone()).await;
+    let publisher = MessageBus::connect(&config.bus).await.unwrap();
+    let handled = |n: u32| {
+        let seen = Arc::clone(&tally.seen);
+        move || seen.lock().unwrap().contains(&n)
+    };
+
+    publisher.publish("events.tick", &Json(1)).await.unwrap();
+    wait_until("message 1 was handled", Duration::from_secs(5), handled(1)).await;
+
+    let js = server.jetstream().await;
+    js.get_stream("EVENTS")
+        .await
+        .unwrap()
+        .delete_consumer("counter")
+        .await
+        .unwrap();
+    publisher.publish("events.tick", &Json(2)).await.unwrap();
+    wait_until(
+        "message 2 was handled by the consumer created again",
+        Duration::from_secs(10),
+        handled(2),
+    )
+    .await;
+
+    server.kill();
+    server.restart().await;
+    publisher.publish("events.tick", &Json(3)).await.unwrap();
+    wait_until(
+        "message 3 was handled after the restart",
+        Duration::from_secs(20),
+        handled(3),
+    )
+    .await;
+    node.shutdown().await.unwrap();
+}
