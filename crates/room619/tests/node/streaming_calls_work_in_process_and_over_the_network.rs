@@ -163,3 +163,35 @@ async fn an_endless_stream_ends_cleanly_when_the_node_shuts_down() {
         .unwrap();
     assert_eq!(handle.phase(), room619::node::Phase::Stopped);
 }
+
+/// Every Echo method listed as idempotent and hedged: a ping-pong bidi call's
+/// request stream has no end while it waits for answers, so the retry and
+/// hedge layers send it at once (once) instead of waiting to buffer it; the
+/// four kinds work as without the policy.
+#[tokio::test]
+async fn streams_listed_as_idempotent_and_hedged_are_sent_at_once() {
+    let server = support::start_named("server", &[], Some(support::echo_service())).await;
+    let mut config = support::config(
+        r#"
+[resilience.services.echo.retry]
+max_attempts = 3
+idempotent = ["/shop.echo.v1.Echo/*"]
+[resilience.services.echo.hedge]
+methods = ["/shop.echo.v1.Echo/*"]
+"#,
+    );
+    config.node.name = "caller".to_owned();
+    config.discovery.instances = vec![room619::config::InstanceConfig {
+        name: "echo".to_owned(),
+        version: "1.0.0".to_owned(),
+        address: server.local_addr().to_string(),
+    }];
+    let caller = support::start_all(config, None).await;
+    let channel = caller.handle().channel("echo", "^1").unwrap();
+    assert!(!channel.is_colocated());
+    tokio::time::timeout(Duration::from_secs(10), all_four_kinds(channel))
+        .await
+        .expect("no call waited for its request stream to end");
+    caller.shutdown().await.unwrap();
+    server.shutdown().await.unwrap();
+}

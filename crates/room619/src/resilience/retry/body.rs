@@ -7,6 +7,7 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt as _;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt as _;
 use pin_project_lite::pin_project;
@@ -23,9 +24,14 @@ pub trait ReplayBody:
     /// A body that sends `prefix`, then the rest of `rest`.
     fn chain(prefix: Bytes, rest: Self) -> Self;
 
-    /// Reads the whole body if it is at most `limit` bytes (`Ok(Ok(bytes))`);
-    /// otherwise gives back an equivalent body that streams what was read and
-    /// the rest (`Ok(Err(body))`).
+    /// Reads the whole body if it is at most `limit` bytes and already there
+    /// (`Ok(Ok(bytes))`); otherwise gives back an equivalent body that
+    /// streams what was read and the rest (`Ok(Err(body))`).
+    ///
+    /// A body of known length (`size_hint().exact()`) is waited for. One of
+    /// unknown length is read only as far as it is ready: a client- or
+    /// bidi-streaming call whose next message waits on the answers (ping-pong)
+    /// would never end, so it is sent once, as it comes, and not retried.
     ///
     /// # Errors
     ///
@@ -35,10 +41,24 @@ pub trait ReplayBody:
         limit: usize,
     ) -> impl Future<Output = Result<Result<Bytes, Self>, BoxError>> + Send {
         async move {
+            let known = self.size_hint().exact();
+            if known.is_some_and(|length| length > limit as u64) {
+                return Ok(Err(self));
+            }
             let mut buffered = BytesMut::new();
-            while let Some(frame) = self.frame().await {
-                let frame = frame.map_err(Into::into)?;
-                let Ok(data) = frame.into_data() else {
+            loop {
+                let frame = if known.is_some() {
+                    self.frame().await
+                } else {
+                    match self.frame().now_or_never() {
+                        Some(frame) => frame,
+                        None => return Ok(Err(Self::chain(buffered.freeze(), self))),
+                    }
+                };
+                let Some(frame) = frame else {
+                    return Ok(Ok(buffered.freeze()));
+                };
+                let Ok(data) = frame.map_err(Into::into)?.into_data() else {
                     continue;
                 };
                 buffered.extend_from_slice(&data);
@@ -46,7 +66,6 @@ pub trait ReplayBody:
                     return Ok(Err(Self::chain(buffered.freeze(), self)));
                 }
             }
-            Ok(Ok(buffered.freeze()))
         }
     }
 }

@@ -8,7 +8,9 @@
 //!   `/package.Service/*` for all of a service), or it is a non-gRPC
 //!   `GET`, `HEAD`, `PUT`, `DELETE` or `OPTIONS`;
 //! - its request body was at most [`RetryPolicy::max_buffered_body`] bytes (it
-//!   is buffered to be sent again; a larger one goes out once, streamed);
+//!   is buffered to be sent again; a larger one goes out once, streamed) and
+//!   complete: a client- or bidi-streaming call whose stream is still open
+//!   (waiting on the answers) goes out at once and once;
 //! - the outcome is **retryable**: a gRPC code in [`RetryPolicy::retryable_codes`]
 //!   (default `UNAVAILABLE`), an HTTP status in [`RetryPolicy::retryable_http`]
 //!   (default 502, 503, 504), a transport error, or an attempt cut by
@@ -273,7 +275,7 @@ where
     let request = match Replayable::read(request, policy.max_buffered_body).await? {
         Ok(request) => request,
         Err(streamed) => {
-            tracing::debug!(target_service = %shared.name, "request body too large to retry");
+            tracing::debug!(target_service = %shared.name, "request body too large, or a stream still open: sent once");
             return attempt(&mut service, streamed, &shared).await;
         }
     };

@@ -107,6 +107,50 @@ async fn bodies_over_the_buffer_limit_are_sent_once() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
+/// A client- or bidi-streaming call listed as idempotent: its body has no
+/// end while the caller waits for answers (ping-pong), so it goes out at
+/// once, sent once, instead of waiting to be buffered for ever. A body of
+/// the same bytes that is all there is buffered and retried.
+#[tokio::test(start_paused = true)]
+async fn a_streaming_body_still_open_is_sent_at_once_and_not_retried() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut service = RetryLayer::new("users", policy()).layer(backend(Arc::clone(&calls), 14));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
+    tx.send(Ok(bytes::Bytes::from_static(b"ping")))
+        .await
+        .unwrap();
+    let mut request = crate::resilience::testing::grpc("/users.v1.Users/GetStream");
+    *request.body_mut() = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let answered = tokio::time::timeout(
+        Duration::from_secs(60),
+        service.ready().await.unwrap().call(request),
+    )
+    .await;
+    assert!(
+        answered.is_ok(),
+        "the call waited for its request stream to end"
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "an open stream was retried"
+    );
+    drop(tx);
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut service = RetryLayer::new("users", policy()).layer(backend(Arc::clone(&calls), 14));
+    let ended =
+        futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"ping"))]);
+    let mut request = crate::resilience::testing::grpc("/users.v1.Users/GetStream");
+    *request.body_mut() = Body::from_stream(ended);
+    service.ready().await.unwrap().call(request).await.unwrap();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        4,
+        "a complete stream is retried"
+    );
+}
+
 #[test]
 fn backoff_is_jittered_and_capped() {
     let policy = RetryPolicy {
