@@ -1,6 +1,7 @@
 //! A client's balancer follows the discovery watch: an instance registered
 //! later starts taking calls, one that stops serving or is deregistered
-//! stops getting them; nothing needs a new channel.
+//! stops getting them (and its breaker's series leaves `/metrics`); nothing
+//! needs a new channel.
 
 use std::{collections::BTreeSet, time::Duration};
 
@@ -88,8 +89,29 @@ async fn instances_join_and_leave_the_balancer_through_the_watch() {
     // Serving again: it is back; deregistered: gone again.
     discovery.register(echo_at(&one, "one")).await.unwrap();
     until(&channel, &["one", "two"]).await;
+    let breaker_of = |node: &RunningNode| {
+        format!(
+            "room619_circuit_breaker_state{{breaker=\"echo@{}\",protocol=\"grpc\"}} 0",
+            node.local_addr()
+        )
+    };
+    let text = support::metrics_text(caller.local_addr()).await;
+    assert!(text.contains(&breaker_of(&two)), "two's breaker is shown");
     discovery.deregister(&echo_at(&two, "two")).await.unwrap();
     until(&channel, &["one"]).await;
+    // The instance's breaker went with it, and so did its series.
+    let gone = tokio::time::timeout(GUARD, async {
+        loop {
+            let text = support::metrics_text(caller.local_addr()).await;
+            if !text.contains(&format!("echo@{}", two.local_addr())) {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the breaker series of a deregistered instance stayed");
+    assert!(gone.contains(&breaker_of(&one)), "one's breaker is shown");
 
     caller.shutdown().await.unwrap();
     one.shutdown().await.unwrap();

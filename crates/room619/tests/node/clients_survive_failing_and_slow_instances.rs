@@ -271,7 +271,7 @@ async fn calls_cut_at_their_attempt_timeout_open_a_black_holed_instance_breaker(
     // black hole answers nothing, so the counts above cannot tell).
     let metrics = support::metrics_text(caller.local_addr()).await;
     let opened = format!(
-        "room619_circuit_breaker_transitions_total{{breaker=\"echo@{}\",from=\"closed\",to=\"open\"}}",
+        "room619_circuit_breaker_transitions_total{{breaker=\"echo@{}\",protocol=\"grpc\",from=\"closed\",to=\"open\"}}",
         proxies[1].addr()
     );
     assert!(

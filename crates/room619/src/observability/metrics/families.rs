@@ -1,6 +1,10 @@
 //! The built-in metric families, grouped by who records them.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -207,6 +211,10 @@ impl ClientMetrics {
 #[derive(Debug, Clone)]
 pub(crate) struct ResilienceMetrics {
     breaker_state: Family<BreakerLabels, Gauge>,
+    /// How many live breakers show in each `breaker_state` series (a client
+    /// made before a reload and one made after share a name); the series
+    /// goes when the last one is dropped (an instance that left discovery).
+    live_breakers: Arc<Mutex<HashMap<BreakerLabels, usize>>>,
     breaker_transitions: Family<TransitionLabels, Counter>,
     retries: Family<PeerLabels, Counter>,
     budget_exhausted: Family<PeerLabels, Counter>,
@@ -219,6 +227,7 @@ impl ResilienceMetrics {
     pub(super) fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
             breaker_state: Family::default(),
+            live_breakers: Arc::default(),
             breaker_transitions: Family::default(),
             retries: Family::default(),
             budget_exhausted: Family::default(),
@@ -264,32 +273,60 @@ impl ResilienceMetrics {
         metrics
     }
 
-    /// A breaker exists (closed); shows it in the state gauge.
-    pub(crate) fn breaker_created(&self, breaker: &Arc<str>) {
-        self.breaker_state
-            .get_or_create(&BreakerLabels {
-                breaker: Arc::clone(breaker),
-            })
-            .set(0);
+    /// A breaker exists (closed); shows it in the state gauge, unless a live
+    /// breaker of the same name and protocol already does.
+    pub(crate) fn breaker_created(&self, breaker: &BreakerLabels) {
+        let mut live = self
+            .live_breakers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let count = live.entry(breaker.clone()).or_default();
+        if *count == 0 {
+            self.breaker_state.get_or_create(breaker).set(0);
+        }
+        *count += 1;
+    }
+
+    /// A breaker is gone: the last of its name and protocol takes its series
+    /// (state and transitions) with it.
+    pub(crate) fn breaker_dropped(&self, breaker: &BreakerLabels) {
+        let mut live = self
+            .live_breakers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(count) = live.get_mut(breaker) else {
+            return;
+        };
+        *count -= 1;
+        if *count > 0 {
+            return;
+        }
+        live.remove(breaker);
+        self.breaker_state.remove(breaker);
+        let states = [
+            BreakerState::Closed,
+            BreakerState::Open,
+            BreakerState::HalfOpen,
+        ];
+        for from in states {
+            for to in states {
+                self.breaker_transitions
+                    .remove(&transition(breaker, from, to));
+            }
+        }
     }
 
     pub(crate) fn breaker_transition(
         &self,
-        breaker: &Arc<str>,
+        breaker: &BreakerLabels,
         from: BreakerState,
         to: BreakerState,
     ) {
         self.breaker_state
-            .get_or_create(&BreakerLabels {
-                breaker: Arc::clone(breaker),
-            })
+            .get_or_create(breaker)
             .set(state_value(to));
         self.breaker_transitions
-            .get_or_create(&TransitionLabels {
-                breaker: Arc::clone(breaker),
-                from: state_name(from),
-                to: state_name(to),
-            })
+            .get_or_create(&transition(breaker, from, to))
             .inc();
     }
 
@@ -319,6 +356,15 @@ impl ResilienceMetrics {
                 peer_service: Arc::clone(peer),
             })
             .inc();
+    }
+}
+
+fn transition(breaker: &BreakerLabels, from: BreakerState, to: BreakerState) -> TransitionLabels {
+    TransitionLabels {
+        breaker: Arc::clone(&breaker.breaker),
+        protocol: breaker.protocol,
+        from: state_name(from),
+        to: state_name(to),
     }
 }
 

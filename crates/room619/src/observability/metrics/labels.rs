@@ -85,16 +85,19 @@ pub(crate) struct HttpClientLabels {
     pub(crate) http_response_status_code: u16,
 }
 
-/// One circuit breaker.
+/// One circuit breaker: what it guards and the protocol of its calls (a
+/// service's gRPC and HTTP clients have breakers of their own).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct BreakerLabels {
     pub(crate) breaker: Arc<str>,
+    pub(crate) protocol: &'static str,
 }
 
 /// A breaker's change of state.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct TransitionLabels {
     pub(crate) breaker: Arc<str>,
+    pub(crate) protocol: &'static str,
     pub(crate) from: &'static str,
     pub(crate) to: &'static str,
 }

@@ -21,8 +21,8 @@
 //! | `http_server_active_requests` | gauge | `http_request_method`, `http_route` |
 //! | `rpc_client_requests_total`, `rpc_client_call_duration_seconds` | counter, histogram | `rpc_system`, `peer_service`, `rpc_method` (`pkg.Service/Method`), `rpc_grpc_status_code` (the status known at the answer head: trailers-only errors, else 0; 14 with no answer) |
 //! | `http_client_requests_total`, `http_client_request_duration_seconds` | counter, histogram | `peer_service`, `http_request_method`, `http_response_status_code` (0: no answer) |
-//! | `room619_circuit_breaker_state` | gauge (0 closed, 1 open, 2 half-open) | `breaker` |
-//! | `room619_circuit_breaker_transitions_total` | counter | `breaker`, `from`, `to` |
+//! | `room619_circuit_breaker_state` | gauge (0 closed, 1 open, 2 half-open); gone with the breaker | `breaker` (`service` or `service@address`), `protocol` (`grpc`, `http`) |
+//! | `room619_circuit_breaker_transitions_total` | counter; gone with the breaker | `breaker`, `protocol`, `from`, `to` |
 //! | `room619_retries_total`, `room619_retry_budget_exhausted_total` | counter | `peer_service` |
 //! | `room619_hedges_total`, `room619_bulkhead_rejected_total`, `room619_fallbacks_total` | counter | `peer_service` |
 //! | `room619_rate_limited_requests_total` | counter | `limiter` |

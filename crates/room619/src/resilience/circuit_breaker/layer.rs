@@ -4,9 +4,9 @@ use std::sync::{Arc, Mutex};
 
 use tower::Layer;
 
-use crate::observability::metrics::{Metrics, ResilienceMetrics};
+use crate::observability::metrics::{Metrics, ResilienceMetrics, labels::BreakerLabels};
 
-use super::{Breaker, BreakerPolicy, CircuitBreaker, Mode, Shared};
+use super::{Breaker, BreakerPolicy, CircuitBreaker, Mode, Observed, Shared};
 
 /// Puts a circuit breaker in front of a service. Every service this layer
 /// makes gets a breaker of its own; clones of that service share it.
@@ -15,7 +15,7 @@ pub struct CircuitBreakerLayer {
     name: Arc<str>,
     policy: BreakerPolicy,
     mode: Mode,
-    metrics: Option<ResilienceMetrics>,
+    metrics: Option<(ResilienceMetrics, &'static str)>,
 }
 
 impl CircuitBreakerLayer {
@@ -31,10 +31,11 @@ impl CircuitBreakerLayer {
         }
     }
 
-    /// The same breaker, showing its state and transitions in `metrics`.
+    /// The same breaker, showing its state and transitions in `metrics`,
+    /// labelled with the `protocol` of its calls (`grpc`, `http`).
     #[must_use]
-    pub(crate) fn observed(mut self, metrics: Option<&Metrics>) -> Self {
-        self.metrics = metrics.map(|metrics| metrics.resilience().clone());
+    pub(crate) fn observed(mut self, metrics: Option<&Metrics>, protocol: &'static str) -> Self {
+        self.metrics = metrics.map(|metrics| (metrics.resilience().clone(), protocol));
         self
     }
 
@@ -51,16 +52,20 @@ impl<S> Layer<S> for CircuitBreakerLayer {
     type Service = CircuitBreaker<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        if let Some(metrics) = &self.metrics {
-            metrics.breaker_created(&self.name);
-        }
+        let metrics = self.metrics.as_ref().map(|(metrics, protocol)| {
+            let labels = BreakerLabels {
+                breaker: Arc::clone(&self.name),
+                protocol,
+            };
+            Observed::new(metrics.clone(), labels)
+        });
         CircuitBreaker {
             inner,
             shared: Arc::new(Shared {
                 name: Arc::clone(&self.name),
                 failures: self.policy.failures.clone(),
                 breaker: Mutex::new(Breaker::new(self.policy.clone())),
-                metrics: self.metrics.clone(),
+                metrics,
             }),
             mode: self.mode,
             sleep: None,

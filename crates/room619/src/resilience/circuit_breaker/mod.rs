@@ -56,7 +56,10 @@ use tokio::time::{Instant, Sleep};
 use tower::Service;
 
 use super::{FailurePolicy, Rejection, retry::AttemptDeadline};
-use crate::error::BoxError;
+use crate::{
+    error::BoxError,
+    observability::metrics::{ResilienceMetrics, labels::BreakerLabels},
+};
 
 /// The window a breaker counts outcomes over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,7 +130,26 @@ pub(crate) struct Shared {
     pub(crate) name: Arc<str>,
     pub(crate) breaker: Mutex<Breaker>,
     pub(crate) failures: FailurePolicy,
-    pub(crate) metrics: Option<crate::observability::metrics::ResilienceMetrics>,
+    pub(crate) metrics: Option<Observed>,
+}
+
+/// Where a breaker shows its state; its series go with it.
+pub(crate) struct Observed {
+    pub(crate) metrics: ResilienceMetrics,
+    pub(crate) labels: BreakerLabels,
+}
+
+impl Observed {
+    pub(crate) fn new(metrics: ResilienceMetrics, labels: BreakerLabels) -> Self {
+        metrics.breaker_created(&labels);
+        Self { metrics, labels }
+    }
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        self.metrics.breaker_dropped(&self.labels);
+    }
 }
 
 impl Shared {
@@ -137,8 +159,8 @@ impl Shared {
 
     pub(crate) fn report(&self, transition: Option<Transition>) {
         if let Some(Transition { from, to }) = transition {
-            if let Some(metrics) = &self.metrics {
-                metrics.breaker_transition(&self.name, from, to);
+            if let Some(Observed { metrics, labels }) = &self.metrics {
+                metrics.breaker_transition(labels, from, to);
             }
             if to == BreakerState::Open {
                 tracing::warn!(target_service = %self.name, ?from, ?to, "circuit breaker opened");

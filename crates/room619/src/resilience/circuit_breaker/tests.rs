@@ -395,3 +395,62 @@ async fn attempts_cut_by_the_retry_layer_open_the_breaker_below_it() {
         "a hung instance stays closed"
     );
 }
+
+/// The breaker's series in `/metrics`: one per name and protocol, shared
+/// while several breakers of that name live (a client made before a reload
+/// and one after), gone with the last of them (an instance that left
+/// discovery leaves no state behind).
+#[tokio::test(start_paused = true)]
+async fn a_breakers_series_lives_as_long_as_the_last_breaker_of_its_name() {
+    let metrics = crate::observability::metrics::Metrics::new("n");
+    let layer = |protocol| {
+        CircuitBreakerLayer::new("users@10.0.0.5:8080", policy()).observed(Some(&metrics), protocol)
+    };
+    let series = |text: &str| {
+        text.lines()
+            .filter(|line| line.contains("users@10.0.0.5:8080"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut failing = layer("grpc").layer(backend(Arc::clone(&calls), true));
+    let again = layer("grpc").layer(backend(Arc::clone(&calls), false));
+    let http = layer("http").layer(backend(Arc::clone(&calls), false));
+    for _ in 0..5 {
+        failing
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(()))
+            .await
+            .unwrap();
+    }
+    let text = metrics.render();
+    for expected in [
+        r#"room619_circuit_breaker_state{breaker="users@10.0.0.5:8080",protocol="grpc"} 1"#,
+        r#"room619_circuit_breaker_state{breaker="users@10.0.0.5:8080",protocol="http"} 0"#,
+        r#"room619_circuit_breaker_transitions_total{breaker="users@10.0.0.5:8080",protocol="grpc",from="closed",to="open"} 1"#,
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected} not in {:#?}",
+            series(&text)
+        );
+    }
+
+    drop(failing);
+    let text = metrics.render();
+    assert!(
+        text.contains(
+            r#"room619_circuit_breaker_state{breaker="users@10.0.0.5:8080",protocol="grpc"} 1"#
+        ),
+        "the series went while a breaker of its name lives: {:#?}",
+        series(&text)
+    );
+    drop((again, http));
+    assert_eq!(
+        series(&metrics.render()),
+        Vec::<String>::new(),
+        "series left behind"
+    );
+}

@@ -178,12 +178,13 @@ impl Clients {
                     .connect_timeout(CONNECT_TIMEOUT)
                     .tcp_nodelay(true);
                     let breaker =
-                        instance_breaker(&service_name, address, &policy, metrics.as_ref());
+                        instance_breaker(&service_name, address, &policy, metrics.as_ref(), GRPC);
                     Some(breaker.layer(endpoint.connect_lazy()))
                 };
                 let (balanced, count) = self.follow(&remote, make, self.inner.shutdown.clone());
                 let service = BoxCloneSyncService::new(
-                    protect(name, resilience.for_service(name), self.metrics()).service(balanced),
+                    protect(name, resilience.for_service(name), self.metrics(), GRPC)
+                        .service(balanced),
                 );
                 cache.insert(
                     remote.key,
@@ -230,12 +231,13 @@ impl Clients {
                         }
                     };
                     let breaker =
-                        instance_breaker(&service_name, address, &policy, metrics.as_ref());
+                        instance_breaker(&service_name, address, &policy, metrics.as_ref(), HTTP);
                     Some(breaker.layer(HttpInstance::new(client.clone(), authority)))
                 };
                 let (balanced, _) = self.follow(&remote, make, self.inner.shutdown.clone());
                 let service = BoxCloneSyncService::new(
-                    protect(name, resilience.for_service(name), self.metrics()).service(balanced),
+                    protect(name, resilience.for_service(name), self.metrics(), HTTP)
+                        .service(balanced),
                 );
                 cache.insert(
                     remote.key,
@@ -317,19 +319,25 @@ impl Clients {
     }
 }
 
+/// The `protocol` label of the breakers of gRPC clients.
+const GRPC: &str = "grpc";
+/// The `protocol` label of the breakers of HTTP clients.
+const HTTP: &str = "http";
+
 /// The breaker of one instance: not ready while open, so the balancer skips it.
 fn instance_breaker(
     service: &str,
     address: &str,
     policy: &ClientPolicy,
     metrics: Option<&Metrics>,
+    protocol: &'static str,
 ) -> CircuitBreakerLayer {
     CircuitBreakerLayer::new(
         &format!("{service}@{address}"),
         policy.instance_breaker.clone(),
     )
     .unready_while_open()
-    .observed(metrics)
+    .observed(metrics, protocol)
 }
 
 /// The layers around the balancer, outermost first.
@@ -344,10 +352,17 @@ type Protection = ServiceBuilder<
 /// hedge (each attempt, and each hedge, picks its own instance). The hedge
 /// layer is left out unless the policy lists methods to hedge, so calls pay
 /// nothing for it by default.
-fn protect(service: &str, policy: &ClientPolicy, metrics: Option<&Metrics>) -> Protection {
+fn protect(
+    service: &str,
+    policy: &ClientPolicy,
+    metrics: Option<&Metrics>,
+    protocol: &'static str,
+) -> Protection {
     ServiceBuilder::new()
         .layer(BulkheadLayer::new(service, policy.bulkhead).observed(metrics))
-        .layer(CircuitBreakerLayer::new(service, policy.breaker.clone()).observed(metrics))
+        .layer(
+            CircuitBreakerLayer::new(service, policy.breaker.clone()).observed(metrics, protocol),
+        )
         .layer(RetryLayer::new(service, policy.retry.clone()).observed(metrics))
         .option_layer(
             policy
