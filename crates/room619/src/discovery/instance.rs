@@ -94,6 +94,11 @@ impl Instance {
         self
     }
 
+    /// Takes metadata `key` out (a backend's own key, not shown to users).
+    pub(crate) fn take_metadata(&mut self, key: &str) -> Option<String> {
+        self.metadata.remove(key)
+    }
+
     /// The same instance with these protocols (default: `grpc`, `http`).
     #[must_use]
     pub fn with_protocols(

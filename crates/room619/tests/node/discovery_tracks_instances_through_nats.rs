@@ -40,12 +40,16 @@ fn nats_config(url: &str, name: &str) -> Config {
 }
 
 async fn registry(url: &str) -> NatsDiscovery {
+    registry_with_ttl(url, TTL, CancellationToken::new()).await
+}
+
+async fn registry_with_ttl(url: &str, ttl: Duration, stop: CancellationToken) -> NatsDiscovery {
     let config = NatsDiscoveryConfig {
         url: url.to_owned(),
-        ttl: TTL,
+        ttl,
         ..NatsDiscoveryConfig::default()
     };
-    NatsDiscovery::connect(&config, &[], "observer", CancellationToken::new())
+    NatsDiscovery::connect(&config, &[], "observer", stop)
         .await
         .unwrap()
 }
@@ -311,6 +315,9 @@ async fn heartbeats_jetstream_refuses_expire_nobody() {
     let nats = NatsServer::start().await;
     let a = registry(&nats.url()).await;
     let b = registry(&nats.url()).await;
+    // `c` registers nothing: it must ask the server, not its cached view,
+    // whether the bucket takes heartbeats.
+    let c = registry(&nats.url()).await;
     let on_a =
         Instance::new("echo", "1.0.0".parse().unwrap(), "127.0.0.1:5").with_metadata("node", "a");
     let on_b =
@@ -319,7 +326,7 @@ async fn heartbeats_jetstream_refuses_expire_nobody() {
     b.register(on_b.clone()).await.unwrap();
     let both = BTreeSet::from(["a".to_owned(), "b".to_owned()]);
     tokio::time::timeout(GUARD, async {
-        while nodes(&a) != both || nodes(&b) != both {
+        while nodes(&a) != both || nodes(&b) != both || nodes(&c) != both {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -337,6 +344,7 @@ async fn heartbeats_jetstream_refuses_expire_nobody() {
     while Instant::now() < until {
         assert_eq!(nodes(&a), both, "a forgot an instance");
         assert_eq!(nodes(&b), both, "b forgot an instance");
+        assert_eq!(nodes(&c), both, "c (no instances of its own) forgot one");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     match b.status() {
@@ -476,4 +484,74 @@ async fn a_server_back_without_its_store_is_filled_again_by_the_heartbeats() {
     .await
     .unwrap();
     server.shutdown().await.unwrap();
+}
+
+/// Nodes with different TTLs: each instance expires by the TTL its record
+/// states (that of the node refreshing it), so a node with a short TTL keeps
+/// the instance of one that beats more slowly, and still drops it once that
+/// node stops.
+#[tokio::test]
+async fn nodes_with_different_ttls_keep_each_others_instances() {
+    let nats = NatsServer::start().await;
+    let stop_slow = CancellationToken::new();
+    let slow = registry_with_ttl(&nats.url(), Duration::from_secs(4), stop_slow.clone()).await;
+    let quick = registry_with_ttl(
+        &nats.url(),
+        Duration::from_millis(600),
+        CancellationToken::new(),
+    )
+    .await;
+    let on_slow = Instance::new("echo", "1.0.0".parse().unwrap(), "127.0.0.1:7")
+        .with_metadata("node", "slow");
+    slow.register(on_slow.clone()).await.unwrap();
+    let only_slow = BTreeSet::from(["slow".to_owned()]);
+    tokio::time::timeout(GUARD, async {
+        while nodes(&quick) != only_slow {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    // `slow` puts its record every 1.33 s: `quick` (TTL 1 s) must not drop
+    // it in between.
+    let until = Instant::now() + Duration::from_millis(3_500);
+    while Instant::now() < until {
+        assert_eq!(
+            nodes(&quick),
+            only_slow,
+            "the quick node dropped the instance"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let record = bucket(&nats)
+        .await
+        .get(format!("echo.{}", on_slow.id()))
+        .await;
+    let record: serde_json::Value = serde_json::from_slice(&record.unwrap().unwrap()).unwrap();
+    assert_eq!(
+        record["metadata"]["room619.ttl_ms"], "4000",
+        "the record states its TTL"
+    );
+    assert_eq!(
+        quick.resolve("echo", &"*".parse().unwrap()),
+        [on_slow],
+        "the instance as registered, without the record's TTL"
+    );
+
+    // `slow` stops beating (its process hangs): gone after its 4 s TTL.
+    stop_slow.cancel();
+    let stopped = Instant::now();
+    tokio::time::timeout(GUARD, async {
+        while !nodes(&quick).is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the instance of a node that stopped beating never expired");
+    assert!(
+        stopped.elapsed() >= Duration::from_secs(2),
+        "expired by the quick node's TTL, not the record's: {:?}",
+        stopped.elapsed()
+    );
+    drop(slow);
 }

@@ -17,7 +17,21 @@ const MIN_TICK: Duration = Duration::from_millis(50);
 pub(super) async fn run(discovery: NatsDiscovery, shutdown: CancellationToken) {
     let ttl = discovery.inner.ttl;
     let tick = (ttl / 20).max(MIN_TICK);
-    let beat = ttl / 3;
+    // The bucket's `max_age` is the TTL of the node that created it: the
+    // server removes records older than that, so beat within it too.
+    let kept_for = match discovery.kv().status().await {
+        Ok(status) if !status.max_age().is_zero() => status.max_age(),
+        _ => ttl,
+    };
+    if kept_for < ttl {
+        tracing::warn!(
+            ?ttl,
+            bucket_max_age = ?kept_for,
+            "the discovery bucket keeps records for less than this node's TTL \
+             (another node with a shorter `discovery.nats.ttl` created it): heartbeats follow the bucket"
+        );
+    }
+    let beat = ttl.min(kept_for) / 3;
     let mut last_beat = Instant::now();
     let mut was_down = false;
     // Whether the last heartbeat reached JetStream: while it does not
@@ -59,7 +73,7 @@ pub(super) async fn run(discovery: NatsDiscovery, shutdown: CancellationToken) {
             writable = wrote;
         }
         if writable {
-            expire(&discovery, ttl);
+            expire(&discovery);
         }
     }
 }
@@ -70,19 +84,21 @@ pub(super) async fn run(discovery: NatsDiscovery, shutdown: CancellationToken) {
 async fn beat_once(discovery: &NatsDiscovery) -> bool {
     let mine: Vec<_> = discovery.registered().values().cloned().collect();
     if mine.is_empty() {
-        return match discovery.kv().status().await {
+        // Asked of the server (the store's `status` is what it cached when
+        // opened): a sealed bucket takes no other node's heartbeat either.
+        let problem = match discovery.kv().stream.get_info().await {
+            Ok(info) if info.config.sealed => "sealed".to_owned(),
             Ok(_) => {
                 discovery.set_status(DiscoveryStatus::Ok);
-                true
+                return true;
             }
-            Err(err) => {
-                discovery.set_status(DiscoveryStatus::Degraded(format!(
-                    "the discovery bucket is unavailable ({err}); answering from the {} last known instances",
-                    discovery.seen().len()
-                )));
-                false
-            }
+            Err(err) => err.to_string(),
         };
+        discovery.set_status(DiscoveryStatus::Degraded(format!(
+            "the discovery bucket is unavailable ({problem}); answering from the {} last known instances",
+            discovery.seen().len()
+        )));
+        return false;
     }
     let put_all = || join_all(mine.iter().map(|instance| discovery.put(instance)));
     let mut failed = put_all().await.into_iter().find_map(Result::err);
@@ -104,21 +120,21 @@ async fn beat_once(discovery: &NatsDiscovery) -> bool {
     true
 }
 
-/// Forgets the instances whose key was not refreshed within `ttl`.
-fn expire(discovery: &NatsDiscovery, ttl: Duration) {
-    let expired: Vec<String> = {
+/// Forgets the instances whose key was not refreshed within their TTL.
+fn expire(discovery: &NatsDiscovery) {
+    let expired: Vec<(String, Duration)> = {
         let mut seen = discovery.seen();
-        let expired: Vec<String> = seen
+        let expired: Vec<_> = seen
             .iter()
-            .filter(|(_, seen)| seen.at.elapsed() > ttl)
-            .map(|(id, _)| id.clone())
+            .filter(|(_, seen)| seen.at.elapsed() > seen.ttl)
+            .map(|(id, seen)| (id.clone(), seen.ttl))
             .collect();
-        for id in &expired {
+        for (id, _) in &expired {
             seen.remove(id);
         }
         expired
     };
-    for id in expired {
+    for (id, ttl) in expired {
         if let Some(instance) = discovery.inner.catalog.remove(&id) {
             tracing::info!(
                 ?instance,

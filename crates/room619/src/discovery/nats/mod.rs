@@ -2,11 +2,15 @@
 //! bucket. NATS clusters by its own means; room619 runs no registry server.
 //!
 //! Each registered instance is the key `<service>.<instance-id>` holding its
-//! JSON [`Instance`] record. A heartbeat re-puts the keys of this process
-//! every `ttl / 3`; every node watches the whole bucket and forgets an
-//! instance whose key was not refreshed within `ttl`, so one whose process
-//! died without deregistering disappears within the TTL (the bucket's
-//! `max_age` is the TTL too, so the stored record expires as well).
+//! JSON [`Instance`] record, with this node's TTL in the metadata key
+//! `room619.ttl_ms` (taken out again when read). A heartbeat re-puts the
+//! keys of this process every `ttl / 3`; every node watches the whole bucket
+//! and forgets an instance whose key was not refreshed within the TTL its
+//! record states, so one whose process died without deregistering
+//! disappears within its TTL, and nodes configured with different TTLs keep
+//! each other's instances. The bucket's `max_age` is the TTL of the node
+//! that created it, so the stored record expires as well; a node with a
+//! longer TTL beats within that `max_age` (and warns).
 //!
 //! A malformed record is logged and skipped; the watcher goes on. While the
 //! server cannot be reached, or JetStream does not take this process's
@@ -82,6 +86,14 @@ struct Inner {
     rewatch: Notify,
 }
 
+/// The metadata key, in the records this registry puts, that says in
+/// milliseconds the TTL of the node putting them (it refreshes them every
+/// third of that, or more often): every node expires an instance by the TTL
+/// its record states, not its own, so nodes with different
+/// `discovery.nats.ttl` settings do not drop each other's instances between
+/// heartbeats. It is taken out of the instance as it is read.
+pub(super) const TTL_METADATA: &str = "room619.ttl_ms";
+
 /// When an instance's key was last put, as far as this process knows.
 #[derive(Debug, Clone, Copy)]
 struct Seen {
@@ -90,13 +102,17 @@ struct Seen {
     /// in the bucket). A watch started again replays the last record of
     /// every key: one with the same revision is no new heartbeat.
     revision: u64,
+    /// Not refreshed for this long, the instance expires: the TTL its
+    /// record states, else this node's.
+    ttl: Duration,
 }
 
 impl Seen {
-    fn now(revision: u64) -> Self {
+    fn now(revision: u64, ttl: Duration) -> Self {
         Self {
             at: Instant::now(),
             revision,
+            ttl,
         }
     }
 }
@@ -259,16 +275,19 @@ impl Discovery for NatsDiscovery {
                     instance.id()
                 )));
             }
+            let ttl = self.inner.ttl;
+            let record = instance
+                .clone()
+                .with_metadata(TTL_METADATA, ttl.as_millis().to_string());
             // Kept for the heartbeat before the first put: a put that fails
             // (NATS away) is tried again with the next heartbeat, so the
             // instance appears once the server is back.
             self.registered()
-                .insert(instance.id().to_owned(), instance.clone());
-            self.seen().insert(instance.id().to_owned(), Seen::now(0));
-            self.inner
-                .catalog
-                .upsert(Source::Registered, instance.clone());
-            self.put(&instance).await
+                .insert(instance.id().to_owned(), record.clone());
+            self.seen()
+                .insert(instance.id().to_owned(), Seen::now(0, ttl));
+            self.inner.catalog.upsert(Source::Registered, instance);
+            self.put(&record).await
         })
     }
 

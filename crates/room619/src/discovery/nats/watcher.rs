@@ -7,7 +7,7 @@ use async_nats::jetstream::kv::{Entry, Operation, Watch};
 use futures_util::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
-use super::{NatsDiscovery, Seen};
+use super::{NatsDiscovery, Seen, TTL_METADATA};
 use crate::discovery::{Instance, catalog::Source};
 
 /// The pause before watching again after the watch failed.
@@ -92,7 +92,7 @@ pub(super) fn apply(discovery: &NatsDiscovery, entry: &Entry) {
     let catalog = &discovery.inner.catalog;
     match entry.operation {
         Operation::Put => {
-            let instance = match serde_json::from_slice::<Instance>(&entry.value) {
+            let mut instance = match serde_json::from_slice::<Instance>(&entry.value) {
                 Ok(instance) if NatsDiscovery::key(&instance) == entry.key => instance,
                 Ok(instance) => {
                     tracing::warn!(key = %entry.key, ?instance, "skipping an instance record stored under another key");
@@ -103,6 +103,10 @@ pub(super) fn apply(discovery: &NatsDiscovery, entry: &Entry) {
                     return;
                 }
             };
+            let ttl = instance
+                .take_metadata(TTL_METADATA)
+                .and_then(|millis| millis.parse().ok())
+                .map_or(discovery.inner.ttl, Duration::from_millis);
             discovery
                 .seen()
                 .entry(instance.id().to_owned())
@@ -112,10 +116,10 @@ pub(super) fn apply(discovery: &NatsDiscovery, entry: &Entry) {
                     // (A lower revision is a new put too: the stream was
                     // made again, its sequence started over.)
                     if entry.revision != seen.revision {
-                        *seen = Seen::now(entry.revision);
+                        *seen = Seen::now(entry.revision, ttl);
                     }
                 })
-                .or_insert_with(|| Seen::now(entry.revision));
+                .or_insert_with(|| Seen::now(entry.revision, ttl));
             catalog.upsert(Source::Registered, instance);
         }
         Operation::Delete | Operation::Purge => {
