@@ -166,6 +166,10 @@ pub(crate) fn assemble(
         http: http_with(&unshed)
             .router(&hosted_routes, shared_admin.clone())
             .with_state(()),
+        routed: hosted
+            .iter()
+            .map(|host| host.ctx.descriptor().clone())
+            .collect(),
     };
     let main = http_with(&shed).split(grpc_with(&shed), &hosted_routes, shared_admin);
     Ok(Assembled {

@@ -39,7 +39,7 @@ pub(super) async fn start(
     let (metrics, observed) = wiring::metrics(&config, &bus);
     let shutdown = CancellationToken::new();
     let (discovery, discovery_shutdown, clients) =
-        wiring::connect_clients(&config, &registry, observed.clone()).await?;
+        wiring::connect_clients(&config, observed.clone()).await?;
     let hosted = wiring::host_all(&registry, &live_config, &shutdown, &clients, &bus, &metrics);
     let assembled = app::assemble(&config, &registry, &hosted, &metrics, None)?;
     clients.set_local(assembled.local);

@@ -128,14 +128,12 @@ pub(super) fn spawn_listeners(
 /// stopping services may still call out.
 pub(super) async fn connect_clients(
     config: &Config,
-    registry: &Registry,
     metrics: Option<Metrics>,
 ) -> Result<(Arc<dyn Discovery>, CancellationToken, Clients)> {
     let shutdown = CancellationToken::new();
     let discovery =
         discovery::connect(&config.discovery, &config.node.name, shutdown.clone()).await?;
     let clients = Clients::new(
-        registry.clone(),
         Arc::clone(&discovery),
         config.resilience.clone(),
         shutdown.clone(),

@@ -255,3 +255,61 @@ async fn a_removal_racing_shutdown_is_refused_and_stops_nothing_twice() {
     shutdown.await.unwrap().unwrap();
     assert_eq!(stops.load(Ordering::SeqCst), 1);
 }
+
+/// While a removed service drains, the node's routers no longer route it: a
+/// client made then goes to another instance of the service, not in process
+/// to a route that is gone (which answered 404).
+#[tokio::test]
+async fn clients_made_while_a_removed_service_drains_go_to_another_instance() {
+    let elsewhere = support::start_named("elsewhere", &[], None).await;
+    elsewhere
+        .handle()
+        .add_service(users("1.5.0", Arc::new(AtomicBool::new(false))))
+        .await
+        .unwrap();
+    let node = support::start_named(
+        "here",
+        &[("users", "1.5.0", elsewhere.local_addr())],
+        Some(users("1.4.0", Arc::new(AtomicBool::new(false)))),
+    )
+    .await;
+    let handle = node.handle().clone();
+    let colocated = handle.http_client("users", "^1").unwrap();
+    assert!(colocated.is_colocated());
+    assert_eq!(users_answer(&colocated).await, "1.4.0");
+
+    // A request in flight holds the drain for 300 ms.
+    let http = support::http1();
+    let slow = tokio::spawn({
+        let url = format!("http://{}/v1/slow", node.local_addr());
+        async move { http.get(&url).send().await.unwrap().status() }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let removing = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.remove_service("users", "1.4.0").await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!removing.is_finished(), "the drain is under way");
+    let during = handle.http_client("users", "^1").unwrap();
+    assert!(!during.is_colocated(), "a client made during the drain");
+    assert_eq!(users_answer(&during).await, "1.5.0", "the other instance");
+
+    removing.await.unwrap().unwrap();
+    assert_eq!(slow.await.unwrap(), 200);
+    node.shutdown().await.unwrap();
+    elsewhere.shutdown().await.unwrap();
+}
+
+/// `GET /v1/users` through `client`: the version that answered.
+async fn users_answer(client: &room619::rpc::client::HttpClient) -> String {
+    let request = http::Request::get("/v1/users")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let answer = client.send(request).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let body = axum::body::to_bytes(answer.into_body(), 1024)
+        .await
+        .unwrap();
+    String::from_utf8(body.to_vec()).unwrap()
+}

@@ -39,17 +39,28 @@ use crate::{
         ClientPolicy, ResilienceConfig, bulkhead::BulkheadLayer,
         circuit_breaker::CircuitBreakerLayer, hedge::HedgeLayer, retry::RetryLayer,
     },
-    service::Registry,
+    service::ServiceDescriptor,
 };
 
 /// How long connecting to a remote instance may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The node's own routers, for in-process calls.
+/// The node's own routers, for in-process calls, and the services they
+/// route (a service being added or removed is hosted, not routed).
 #[derive(Clone)]
 pub(crate) struct LocalRouters {
     pub(crate) grpc: Router,
     pub(crate) http: Router,
+    pub(crate) routed: Arc<[ServiceDescriptor]>,
+}
+
+impl LocalRouters {
+    /// Whether they route a version of `name` that `requirement` accepts.
+    fn route(&self, name: &str, requirement: &VersionReq) -> bool {
+        self.routed
+            .iter()
+            .any(|service| service.name() == name && requirement.matches(service.version()))
+    }
 }
 
 /// Hands out clients of services by name and version requirement.
@@ -59,7 +70,6 @@ pub(crate) struct Clients {
 }
 
 struct Inner {
-    registry: Registry,
     local: ArcSwapOption<LocalRouters>,
     discovery: Arc<dyn Discovery>,
     /// The policies new remote stacks are built with; replaced on reload.
@@ -79,14 +89,12 @@ struct Cached<T> {
 
 impl Clients {
     pub(crate) fn new(
-        registry: Registry,
         discovery: Arc<dyn Discovery>,
         resilience: ResilienceConfig,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                registry,
                 local: ArcSwapOption::empty(),
                 discovery,
                 resilience: ArcSwap::from_pointee(resilience),
@@ -297,8 +305,12 @@ impl Clients {
                 "`{requirement}` is not a semver requirement for service `{name}`: {err}"
             ))
         })?;
-        if self.inner.registry.find(name, &parsed).is_some()
-            && let Some(routers) = self.inner.local.load_full()
+        // In process only through routers that route the service: during
+        // `remove_service`'s drain (routers already without it) or an
+        // `add_service` under way (not yet with it), the call goes to
+        // another instance, as if the service were not hosted here.
+        if let Some(routers) = self.inner.local.load_full()
+            && routers.route(name, &parsed)
         {
             return Ok(Resolved::Local(LocalRouters::clone(&routers)));
         }
