@@ -157,3 +157,36 @@ async fn a_failing_start_hook_stops_the_services_already_started() {
     assert_eq!(err.message(), "no database");
     assert_eq!(*stopped.lock().unwrap(), ["good"]);
 }
+
+/// A start that fails after discovery connected (here a start hook) ends the
+/// background work it began: discovery's watcher and heartbeat, and with
+/// them the NATS connection's tasks. Nothing is left running.
+#[cfg(feature = "nats")]
+#[tokio::test]
+async fn a_failed_start_leaves_no_background_task_running() {
+    let nats = support::nats::NatsServer::start().await;
+    let config = support::config(&format!(
+        "[discovery]\nbackend = \"nats\"\n[discovery.nats]\nurl = \"{}\"\n",
+        nats.url()
+    ));
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    let bad = ServiceBuilder::new("bad", "1.0.0")
+        .unwrap()
+        .on_start(|_| async { Err(room619::Error::unavailable("no database")) })
+        .build()
+        .unwrap();
+    let err = support::start_fails(config, [bad]).await;
+    assert_eq!(err.message(), "no database");
+    let settled = tokio::time::timeout(Duration::from_secs(5), async {
+        while metrics.num_alive_tasks() > before {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        settled.is_ok(),
+        "{} tasks still alive after the failed start ({before} before)",
+        metrics.num_alive_tasks()
+    );
+}
