@@ -7,7 +7,10 @@ use std::{
 };
 
 use tokio::net::TcpListener;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::{
+    sync::{CancellationToken, DropGuard},
+    task::TaskTracker,
+};
 
 use super::{
     app::{self, Hosted},
@@ -38,13 +41,12 @@ pub(super) async fn start(
     let bus = MessageBus::connect_as(&config.bus, &config.node.name).await?;
     let (metrics, observed) = wiring::metrics(&config, &bus);
     let shutdown = CancellationToken::new();
-    // A start that fails half-way ends what it began (discovery's watcher
-    // and heartbeat, the reload follower, key refreshes, subscribers):
-    // both tokens are cancelled on the way out unless the start completes.
-    let shutdown_on_failure = shutdown.clone().drop_guard();
     let (discovery, discovery_shutdown, clients) =
         wiring::connect_clients(&config, observed.clone()).await?;
-    let discovery_on_failure = discovery_shutdown.clone().drop_guard();
+    // A start that fails from here ends what it began (discovery's watcher
+    // and heartbeat, the reload follower, key refreshes, subscribers): both
+    // tokens are cancelled on the way out unless the start completes.
+    let on_failure = [&shutdown, &discovery_shutdown].map(|token| token.clone().drop_guard());
     let hosted = wiring::host_all(&registry, &live_config, &shutdown, &clients, &bus, &metrics);
     let assembled = app::assemble(&config, &registry, &hosted, &metrics, None)?;
     clients.set_local(assembled.local);
@@ -137,8 +139,7 @@ pub(super) async fn start(
         shutdown.cancelled().await;
         stop.run().await
     });
-    shutdown_on_failure.disarm();
-    discovery_on_failure.disarm();
+    drop(on_failure.map(DropGuard::disarm));
     Ok(RunningNode { handle, task })
 }
 
