@@ -95,13 +95,7 @@ async fn failing_messages_go_to_dead_letters_after_three_attempts_and_undecodabl
         "three attempts, none for the undecodable one"
     );
 
-    let consumer = js
-        .get_stream("JOBS")
-        .await
-        .unwrap()
-        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("runner")
-        .await
-        .unwrap();
+    let consumer = runner_consumer(&js).await;
     let info = consumer.get_info().await.unwrap();
     assert_eq!(
         (info.num_pending, info.num_ack_pending),
@@ -153,13 +147,7 @@ async fn without_a_dead_letter_stream_dead_letters_go_out_on_nats_core_and_the_m
         js.get_stream("DEAD_LETTERS").await.is_err(),
         "no dead-letter stream was created"
     );
-    let consumer = js
-        .get_stream("JOBS")
-        .await
-        .unwrap()
-        .get_consumer::<async_nats::jetstream::consumer::pull::Config>("runner")
-        .await
-        .unwrap();
+    let consumer = runner_consumer(&js).await;
     let settled = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             let info = consumer.get_info().await.unwrap();
@@ -184,4 +172,16 @@ async fn without_a_dead_letter_stream_dead_letters_go_out_on_nats_core_and_the_m
         "one dead letter, not one per round"
     );
     node.shutdown().await.unwrap();
+}
+
+/// The durable consumer `runner` on the stream `JOBS`, as the server has it.
+async fn runner_consumer(
+    js: &async_nats::jetstream::Context,
+) -> async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config> {
+    js.get_stream("JOBS")
+        .await
+        .unwrap()
+        .get_consumer("runner")
+        .await
+        .unwrap()
 }

@@ -179,15 +179,7 @@ async fn while_open_it_rejects_without_calling_the_backend() {
     let calls = Arc::new(AtomicUsize::new(0));
     let mut service =
         CircuitBreakerLayer::new("users", policy()).layer(backend(Arc::clone(&calls), true));
-    for _ in 0..5 {
-        service
-            .ready()
-            .await
-            .unwrap()
-            .call(Request::new(()))
-            .await
-            .unwrap();
-    }
+    answered(&mut service, 5).await;
     assert_eq!(service.state(), BreakerState::Open);
     let err = service
         .ready()
@@ -216,15 +208,7 @@ async fn in_unready_mode_it_is_not_ready_while_open_and_ready_after() {
     let mut service = CircuitBreakerLayer::new("instance", policy())
         .unready_while_open()
         .layer(backend(Arc::clone(&calls), true));
-    for _ in 0..5 {
-        service
-            .ready()
-            .await
-            .unwrap()
-            .call(Request::new(()))
-            .await
-            .unwrap();
-    }
+    answered(&mut service, 5).await;
     let waiting = tokio::time::timeout(Duration::from_secs(5), service.ready()).await;
     assert!(waiting.is_err(), "ready while open");
     // After the open duration the (paused) clock wakes it: ready, half-open.
@@ -247,15 +231,7 @@ async fn invalid_argument_never_counts_as_a_failure() {
             )
         },
     ));
-    for _ in 0..20 {
-        service
-            .ready()
-            .await
-            .unwrap()
-            .call(Request::new(()))
-            .await
-            .unwrap();
-    }
+    answered(&mut service, 20).await;
     assert_eq!(service.state(), BreakerState::Closed);
 }
 
@@ -416,15 +392,7 @@ async fn a_breakers_series_lives_as_long_as_the_last_breaker_of_its_name() {
     let mut failing = layer("grpc").layer(backend(Arc::clone(&calls), true));
     let again = layer("grpc").layer(backend(Arc::clone(&calls), false));
     let http = layer("http").layer(backend(Arc::clone(&calls), false));
-    for _ in 0..5 {
-        failing
-            .ready()
-            .await
-            .unwrap()
-            .call(Request::new(()))
-            .await
-            .unwrap();
-    }
+    answered(&mut failing, 5).await;
     let text = metrics.render();
     for expected in [
         r#"room619_circuit_breaker_state{breaker="users@10.0.0.5:8080",protocol="grpc"} 1"#,
@@ -453,4 +421,21 @@ async fn a_breakers_series_lives_as_long_as_the_last_breaker_of_its_name() {
         Vec::<String>::new(),
         "series left behind"
     );
+}
+
+/// Calls `service` `times` times, each answered.
+async fn answered<S>(service: &mut S, times: usize)
+where
+    S: Service<Request<()>, Response = Response<()>>,
+    S::Error: std::fmt::Debug,
+{
+    for _ in 0..times {
+        service
+            .ready()
+            .await
+            .unwrap()
+            .call(Request::new(()))
+            .await
+            .unwrap();
+    }
 }
