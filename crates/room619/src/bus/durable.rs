@@ -57,8 +57,11 @@ struct Pulls {
     replies: Subscriber,
     /// Messages asked for and neither delivered nor expired.
     asked: usize,
-    /// When the last reply came.
-    last_reply: Instant,
+    /// When the last request went out or the last reply came: requests
+    /// are lost only after `PULLS_LOST_AFTER` without either (a request
+    /// expires, with a reply, after `PULL_EXPIRES`). Time spent waiting for a
+    /// free handler, away from `next`, does not count.
+    last_heard: Instant,
     /// Checks, every `PULLS_LOST_AFTER` at most, that replies still come.
     watchdog: Pin<Box<Sleep>>,
 }
@@ -72,7 +75,7 @@ impl Pulls {
             inbox,
             replies,
             asked: 0,
-            last_reply: Instant::now(),
+            last_heard: Instant::now(),
             watchdog: Box::pin(tokio::time::sleep(PULLS_LOST_AFTER)),
         })
     }
@@ -180,23 +183,27 @@ impl DurableSource {
                     continue;
                 }
                 pulls.asked += wanted;
+                pulls.last_heard = Instant::now();
             }
             let reply = tokio::select! {
+                // Replies first: a watchdog that fell due while the handlers
+                // were busy must not beat a reply already there.
+                biased;
                 reply = pulls.replies.next() => match reply {
                     Some(reply) => {
-                        pulls.last_reply = Instant::now();
+                        pulls.last_heard = Instant::now();
                         classify(reply)
                     }
                     None => Reply::Broken("the connection was closed".to_owned()),
                 },
                 () = &mut pulls.watchdog => {
-                    let lost_at = pulls.last_reply + PULLS_LOST_AFTER;
-                    if lost_at <= Instant::now() {
+                    let lost_at = pulls.last_heard + PULLS_LOST_AFTER;
+                    if pulls.asked > 0 && lost_at <= Instant::now() {
                         tracing::debug!(durable = %self.durable, asked = pulls.asked, "pull requests lost; asking again");
                         pulls.asked = 0;
-                        pulls.last_reply = Instant::now();
+                        pulls.last_heard = Instant::now();
                     }
-                    let next_check = pulls.last_reply + PULLS_LOST_AFTER;
+                    let next_check = pulls.last_heard + PULLS_LOST_AFTER;
                     pulls.watchdog.as_mut().reset(next_check.into());
                     continue;
                 }

@@ -273,18 +273,18 @@ impl ResilienceMetrics {
         metrics
     }
 
-    /// A breaker exists (closed); shows it in the state gauge, unless a live
-    /// breaker of the same name and protocol already does.
+    /// A breaker exists (closed); the state gauge of its name and protocol
+    /// shows it.
     pub(crate) fn breaker_created(&self, breaker: &BreakerLabels) {
         let mut live = self
             .live_breakers
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let count = live.entry(breaker.clone()).or_default();
-        if *count == 0 {
-            self.breaker_state.get_or_create(breaker).set(0);
-        }
-        *count += 1;
+        // The newest breaker is the one calls go through (a restarted
+        // instance on the same address, a client made after a reload): the
+        // series shows its state, not that of the one it replaces.
+        self.breaker_state.get_or_create(breaker).set(0);
+        *live.entry(breaker.clone()).or_default() += 1;
     }
 
     /// A breaker is gone: the last of its name and protocol takes its series

@@ -415,7 +415,16 @@ async fn a_breakers_series_lives_as_long_as_the_last_breaker_of_its_name() {
         "the series went while a breaker of its name lives: {:#?}",
         series(&text)
     );
-    drop((again, http));
+    // A new breaker of the name (a restarted instance on the same address)
+    // is the one calls go through: the series shows it closed.
+    let fresh = layer("grpc").layer(backend(Arc::clone(&calls), false));
+    assert!(
+        metrics.render().contains(
+            r#"room619_circuit_breaker_state{breaker="users@10.0.0.5:8080",protocol="grpc"} 0"#
+        ),
+        "the series kept the replaced breaker's state"
+    );
+    drop((again, http, fresh));
     assert_eq!(
         series(&metrics.render()),
         Vec::<String>::new(),
