@@ -212,11 +212,7 @@ impl DurableSource {
                 Reply::Delivery(message) => {
                     pulls.asked = pulls.asked.saturating_sub(1);
                     self.failures = 0;
-                    let message = jetstream::Message {
-                        message,
-                        context: self.bus.context().clone(),
-                    };
-                    if let Some(delivery) = split(message) {
+                    if let Some(delivery) = self.delivery(message) {
                         return delivery;
                     }
                 }
@@ -260,6 +256,14 @@ impl DurableSource {
         }
     }
 
+    /// A message from the consumer, with what acks it.
+    fn delivery(&self, message: async_nats::Message) -> Option<(Message, u32, Acker)> {
+        split(jetstream::Message {
+            message,
+            context: self.bus.context().clone(),
+        })
+    }
+
     /// Hands back (nak, no delay) what arrived but was not taken, so another
     /// instance gets it at once instead of after `ack_wait`.
     pub(crate) async fn release(mut self) {
@@ -267,14 +271,10 @@ impl DurableSource {
             return;
         };
         while let Some(Some(reply)) = pulls.replies.next().now_or_never() {
-            if let Reply::Delivery(message) = classify(reply) {
-                let message = jetstream::Message {
-                    message,
-                    context: self.bus.context().clone(),
-                };
-                if let Some((_, _, acker)) = split(message) {
-                    acker.send(AckKind::Nak(None)).await;
-                }
+            if let Reply::Delivery(message) = classify(reply)
+                && let Some((_, _, acker)) = self.delivery(message)
+            {
+                acker.send(AckKind::Nak(None)).await;
             }
         }
     }
