@@ -224,13 +224,14 @@ impl MessageBus {
     }
 
     /// Publishes a message given up to the dead-letter subject. On JetStream
-    /// with no stream storing that subject, it goes out on NATS core (at most
-    /// once): JetStream would refuse it, and the message it stands for would
-    /// be delivered and given up again for ever.
+    /// with no stream storing that subject now (asked at each dead letter: a
+    /// stream can be made or deleted at run time), it goes out on NATS core
+    /// (at most once): JetStream would refuse it, and the message it stands
+    /// for would be delivered and given up again for ever.
     pub(crate) async fn publish_dead_letter(&self, letter: OutgoingMessage) -> Result<()> {
         #[cfg(feature = "nats")]
         if let Backend::JetStream(bus) = &self.inner.backend
-            && !bus.stores_dead_letters()
+            && !bus.stores(letter.subject()).await
         {
             let core = Backend::Nats(bus.core().clone());
             let prepared = publish::prepare(&core, letter);

@@ -48,10 +48,6 @@ pub(crate) struct JetStreamBus {
     admin: Context,
     publish_timeout: Duration,
     streams: Vec<(String, Vec<Pattern>)>,
-    /// Whether a stream stores `bus.dead_letter_subject`; if none does, dead
-    /// letters go out on NATS core (JetStream would refuse them, and the
-    /// message they stand for would be delivered again for ever).
-    dead_letters_stored: bool,
 }
 
 impl JetStreamBus {
@@ -109,32 +105,32 @@ impl JetStreamBus {
                 (name, patterns)
             })
             .collect();
-        let dead_letters = Pattern::new(&config.dead_letter_subject)?;
-        let dead_letters_stored = streams
-            .iter()
-            .any(|(_, subjects)| subjects.iter().any(|wide| dead_letters.is_covered_by(wide)))
-            || stored_elsewhere(&admin, &config.dead_letter_subject).await;
-        if !dead_letters_stored {
-            tracing::info!(
-                subject = %config.dead_letter_subject,
-                "no JetStream stream stores the dead letters: they are published on NATS core, \
-                 at most once, to whoever subscribes (see `bus.dead_letter_stream`)"
-            );
-        }
-        Ok(Self {
+        let bus = Self {
             core,
             publisher,
             admin,
             publish_timeout: config.publish_timeout,
             streams,
-            dead_letters_stored,
-        })
+        };
+        if !bus.stores(&config.dead_letter_subject).await {
+            tracing::info!(
+                subject = %config.dead_letter_subject,
+                "no JetStream stream stores the dead letters for now: they are published on \
+                 NATS core, at most once, to whoever subscribes (see `bus.dead_letter_stream`)"
+            );
+        }
+        Ok(bus)
     }
 
-    /// Whether a stream stores the dead letters (else they go out on NATS
-    /// core).
-    pub(crate) fn stores_dead_letters(&self) -> bool {
-        self.dead_letters_stored
+    /// Whether a stream stores `subject` now, as the server says (a stream
+    /// can be made or deleted while the node runs). When the server cannot
+    /// say, the answer is yes: a publish then takes the JetStream path, which
+    /// retries.
+    pub(crate) async fn stores(&self, subject: &str) -> bool {
+        match self.admin.stream_by_subject(subject).await {
+            Ok(_) => true,
+            Err(err) => err.kind() != GetStreamByNameErrorKind::NotFound,
+        }
     }
 
     /// The JetStream context of the API calls (and of acks).
@@ -248,16 +244,6 @@ impl JetStreamBus {
                 ))
                 .with_source(err)
             })
-    }
-}
-
-/// Whether a stream made outside this configuration stores `subject`. When
-/// the server cannot say, the answer is yes: dead letters then take the
-/// JetStream path, which retries.
-async fn stored_elsewhere(admin: &Context, subject: &str) -> bool {
-    match admin.stream_by_subject(subject).await {
-        Ok(_) => true,
-        Err(err) => err.kind() != GetStreamByNameErrorKind::NotFound,
     }
 }
 

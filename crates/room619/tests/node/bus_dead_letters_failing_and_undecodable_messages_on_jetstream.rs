@@ -1,7 +1,8 @@
 //! JetStream dead letters: a handler failing `max_deliver` times (nak with
 //! backoff in between) sends its message to the dead-letter subject with the
 //! reason; a payload that cannot be decoded goes there on its first delivery.
-//! Both land in the dead-letter stream; with no such stream, on NATS core.
+//! Both land in the dead-letter stream; with no such stream (made or deleted
+//! while the node runs, too), on NATS core.
 
 use std::{
     sync::{
@@ -148,17 +149,7 @@ async fn without_a_dead_letter_stream_dead_letters_go_out_on_nats_core_and_the_m
         "no dead-letter stream was created"
     );
     let consumer = runner_consumer(&js).await;
-    let settled = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            let info = consumer.get_info().await.unwrap();
-            if (info.num_pending, info.num_ack_pending) == (0, 0) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert!(settled.is_ok(), "the message was settled (terminated)");
+    settled(&consumer).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         calls.load(Ordering::SeqCst),
@@ -172,6 +163,88 @@ async fn without_a_dead_letter_stream_dead_letters_go_out_on_nats_core_and_the_m
         "one dead letter, not one per round"
     );
     node.shutdown().await.unwrap();
+}
+
+/// Where a dead letter goes is decided when it is sent, not when the node
+/// connected: after the dead-letter stream is deleted, dead letters go out on
+/// NATS core (JetStream would refuse them, and the message would loop), and
+/// a stream made later for the subject stores them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_follow_the_streams_made_and_deleted_while_the_node_runs() {
+    let server = NatsServer::start().await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&calls);
+    let runner = ServiceBuilder::new("runner", "1.0.0")
+        .unwrap()
+        .durable_subscribe("jobs.>", "runner", move |_ctx, _event: Event<Json<u32>>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { Err(Error::unavailable("the payment service is down")) }
+        })
+        .build()
+        .unwrap();
+    let node = support::start_with(server.config("jetstream", BUS), runner).await;
+    let js = server.jetstream().await;
+    js.delete_stream("DEAD_LETTERS").await.unwrap();
+    let watcher = async_nats::connect(server.url()).await.unwrap();
+    let mut letters = watcher.subscribe("room619.dead-letter").await.unwrap();
+    watcher.flush().await.unwrap();
+    let bus = node.handle().bus().clone();
+
+    bus.publish("jobs.charge", &Json(1)).await.unwrap();
+    let letter = tokio::time::timeout(Duration::from_secs(10), letters.next())
+        .await
+        .expect("a dead letter on NATS core within 10 s")
+        .unwrap();
+    assert_eq!(&letter.payload[..], b"1");
+    let consumer = runner_consumer(&js).await;
+    settled(&consumer).await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "given up once, not looping"
+    );
+
+    let late = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "LATE_DEAD_LETTERS".to_owned(),
+            subjects: vec!["room619.dead-letter".to_owned()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    bus.publish("jobs.charge", &Json(2)).await.unwrap();
+    let stored = tokio::time::timeout(Duration::from_secs(10), async {
+        while late.get_info().await.unwrap().state.messages < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        stored.is_ok(),
+        "the second dead letter is stored in the new stream"
+    );
+    settled(&consumer).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 6);
+    node.shutdown().await.unwrap();
+}
+
+/// Waits (up to 5 s) until `consumer` has nothing pending or unacked.
+async fn settled(
+    consumer: &async_nats::jetstream::consumer::Consumer<
+        async_nats::jetstream::consumer::pull::Config,
+    >,
+) {
+    let settled = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let info = consumer.get_info().await.unwrap();
+            if (info.num_pending, info.num_ack_pending) == (0, 0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(settled.is_ok(), "the message was settled (terminated)");
 }
 
 /// The durable consumer `runner` on the stream `JOBS`, as the server has it.
