@@ -6,12 +6,18 @@
 //! that time in the buffer: under a backlog a message could wait for a
 //! handler, then be delivered again while its first handler still ran. So the
 //! messages asked for and not yet arrived never outnumber the free handlers:
-//! pull requests (each expiring after `PULL_EXPIRES`) go to one inbox, and a
-//! new one asks for the handlers freed since, in one go when nothing is
-//! asked for, else in chunks of at least a quarter of `max_in_flight` (a few
-//! requests under way, not one per message).
+//! a new pull request asks for the handlers freed since, in one go when
+//! nothing is asked for, else in chunks of at least a quarter of
+//! `max_in_flight` (a few requests under way, not one per message).
+//!
+//! Each request is answered on a subject of its own under one inbox, so the
+//! status that ends it (expired, cut short) names it, and each expires after
+//! `PULL_EXPIRES`: one the server forgot (it restarted, the connection was
+//! replaced) stops counting a little after that, with no word from the
+//! server, and the others keep theirs.
 
 use std::{
+    collections::VecDeque,
     pin::Pin,
     time::{Duration, Instant},
 };
@@ -31,9 +37,9 @@ const FIRST_RETRY_WAIT: Duration = Duration::from_millis(20);
 /// How long the server keeps a pull request waiting for messages; it
 /// answers `408` with how many it did not deliver.
 const PULL_EXPIRES: Duration = Duration::from_secs(2);
-/// Neither a message nor an expiry this long after the last one: the server
-/// forgot the requests (it restarted, the connection was replaced).
-const PULLS_LOST_AFTER: Duration = Duration::from_secs(5);
+/// How long after `PULL_EXPIRES` a request with no word of its end stops
+/// counting: the server forgot it, or its end was lost.
+const PULL_GRACE: Duration = Duration::from_secs(1);
 
 /// The deliveries of a durable consumer. When pulling keeps failing (the
 /// consumer was deleted, the server lost it), the consumer is created again
@@ -51,43 +57,215 @@ pub(crate) struct DurableSource {
     failures: u32,
 }
 
-/// Pull requests under way, all answered on one inbox.
+/// Pull requests under way and the inbox they are answered on.
 struct Pulls {
-    inbox: Subject,
     replies: Subscriber,
-    /// Messages asked for and neither delivered nor expired.
-    asked: usize,
-    /// When the last request went out or the last reply came: requests
-    /// are lost only after `PULLS_LOST_AFTER` without either (a request
-    /// expires, with a reply, after `PULL_EXPIRES`). Time spent waiting for a
-    /// free handler, away from `next`, does not count.
-    last_heard: Instant,
-    /// Checks, every `PULLS_LOST_AFTER` at most, that replies still come.
-    watchdog: Pin<Box<Sleep>>,
+    requests: Requests,
+    /// Due when the oldest request stops counting.
+    expiry: Pin<Box<Sleep>>,
 }
 
 impl Pulls {
     /// Subscribes to a fresh inbox; nothing asked for yet.
     async fn open(client: &async_nats::Client) -> Result<Self, async_nats::SubscribeError> {
-        let inbox = Subject::from(client.new_inbox());
-        let replies = client.subscribe(inbox.clone()).await?;
+        let inbox = client.new_inbox();
+        let replies = client.subscribe(format!("{inbox}.*")).await?;
         Ok(Self {
-            inbox,
             replies,
-            asked: 0,
-            last_heard: Instant::now(),
-            watchdog: Box::pin(tokio::time::sleep(PULLS_LOST_AFTER)),
+            requests: Requests::new(inbox),
+            expiry: Box::pin(tokio::time::sleep(PULL_EXPIRES + PULL_GRACE)),
         })
+    }
+
+    /// Counts a request for `batch` messages, sent now, and returns the
+    /// subject it is answered on.
+    fn sent(&mut self, batch: usize) -> Subject {
+        let now = Instant::now();
+        if self.requests.is_empty() {
+            self.expiry
+                .as_mut()
+                .reset((now + PULL_EXPIRES + PULL_GRACE).into());
+        }
+        self.requests.sent(batch, now)
+    }
+
+    /// Drops the requests due to stop counting, sets the timer for the next
+    /// one, and says how many were dropped.
+    fn expire(&mut self) -> usize {
+        let now = Instant::now();
+        let gone = self.requests.expire(now);
+        let next = self
+            .requests
+            .next_gone_at()
+            .unwrap_or(now + PULL_EXPIRES + PULL_GRACE);
+        self.expiry.as_mut().reset(next.into());
+        gone
+    }
+}
+
+/// The pull requests under way, each answered on `<inbox>.<id>`, oldest
+/// first.
+struct Requests {
+    inbox: String,
+    /// The id of the next request.
+    next_id: u64,
+    queue: VecDeque<Pull>,
+    /// The requests taken as served in full (the server says nothing of
+    /// those), with when they would stop counting: one may yet end with a
+    /// count that shows it was not.
+    served: VecDeque<(u64, Instant)>,
+}
+
+/// The id of deliveries still coming for requests taken as served: no end
+/// names it.
+const UNNAMED: u64 = u64::MAX;
+
+/// One pull request under way.
+struct Pull {
+    id: u64,
+    /// Messages it asked for.
+    asked: usize,
+    /// Messages it asked for and that have not arrived.
+    left: usize,
+    /// When it stops counting, whether or not its end was heard.
+    gone_at: Instant,
+}
+
+impl Requests {
+    fn new(inbox: String) -> Self {
+        Self {
+            inbox,
+            next_id: 0,
+            queue: VecDeque::new(),
+            served: VecDeque::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Messages asked for that have neither arrived nor been given up.
+    fn asked(&self) -> usize {
+        self.queue.iter().map(|pull| pull.left).sum()
+    }
+
+    /// Counts a request for `batch` messages sent `now`, and returns the
+    /// subject it is answered on.
+    fn sent(&mut self, batch: usize, now: Instant) -> Subject {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.queue.push_back(Pull {
+            id,
+            asked: batch,
+            left: batch,
+            gone_at: now + PULL_EXPIRES + PULL_GRACE,
+        });
+        Subject::from(format!("{}.{id}", self.inbox))
+    }
+
+    /// A message arrived. Deliveries do not say which request they answer;
+    /// the oldest one with messages left is counted, and a request served in
+    /// full is done.
+    fn delivered(&mut self) {
+        if let Some(at) = self.queue.iter().position(|pull| pull.left > 0) {
+            self.queue[at].left -= 1;
+            if self.queue[at].left == 0
+                && let Some(served) = self.queue.remove(at)
+                && served.id != UNNAMED
+            {
+                self.served.push_back((served.id, served.gone_at));
+            }
+        }
+    }
+
+    /// The request answered on `subject` ended (expired, cut short) with
+    /// `left` of its messages not delivered (`None`: not said): those will
+    /// not come. When the server says how many, the deliveries counted
+    /// against the wrong request (the server may serve requests in turn) are
+    /// moved to the others; those that were counted against requests already
+    /// taken as served in full are still coming, for as long as a request
+    /// sent `now` could be.
+    fn ended(&mut self, subject: &str, left: Option<usize>, now: Instant) {
+        let id = subject
+            .strip_prefix(self.inbox.as_str())
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|id| id.parse::<u64>().ok());
+        let Some(id) = id else {
+            return;
+        };
+        let ended_left = if let Some(at) = self.queue.iter().position(|pull| pull.id == id) {
+            self.queue.remove(at).map_or(0, |ended| ended.left)
+        } else if let Ok(at) = self.served.binary_search_by_key(&id, |&(id, _)| id) {
+            self.served.remove(at);
+            0
+        } else {
+            return;
+        };
+        let Some(left) = left else {
+            return;
+        };
+        // More delivered to it than counted: the others were counted for
+        // them, and still have that many coming (and the reverse).
+        let (mut more, mut fewer) = (
+            ended_left.saturating_sub(left),
+            left.saturating_sub(ended_left),
+        );
+        for pull in &mut self.queue {
+            let added = more.min(pull.asked - pull.left);
+            let taken = fewer.min(pull.left);
+            pull.left = pull.left + added - taken;
+            (more, fewer) = (more - added, fewer - taken);
+        }
+        while let Some(at) = self.queue.iter().position(|pull| pull.left == 0) {
+            if let Some(served) = self.queue.remove(at)
+                && served.id != UNNAMED
+            {
+                let at = self.served.partition_point(|&(id, _)| id < served.id);
+                self.served.insert(at, (served.id, served.gone_at));
+            }
+        }
+        if more > 0 {
+            // No end will name them: they stop counting with the timer.
+            self.queue.push_back(Pull {
+                id: UNNAMED,
+                asked: more,
+                left: more,
+                gone_at: now + PULL_EXPIRES + PULL_GRACE,
+            });
+        }
+    }
+
+    /// Drops the requests that stop counting by `now`; says how many.
+    fn expire(&mut self, now: Instant) -> usize {
+        let before = self.queue.len();
+        while self.queue.front().is_some_and(|pull| pull.gone_at <= now) {
+            self.queue.pop_front();
+        }
+        while self
+            .served
+            .front()
+            .is_some_and(|&(_, gone_at)| gone_at <= now)
+        {
+            self.served.pop_front();
+        }
+        before - self.queue.len()
+    }
+
+    /// When the oldest request stops counting.
+    fn next_gone_at(&self) -> Option<Instant> {
+        self.queue.front().map(|pull| pull.gone_at)
     }
 }
 
 /// What one reply on the inbox says.
 enum Reply {
     Delivery(async_nats::Message),
-    /// A request ended with `left` of its messages not delivered (`None`: not
-    /// said): expired, or `cut` short by the server (limits, leadership
-    /// change).
+    /// The request answered on `subject` ended with `left` of its messages
+    /// not delivered (`None`: not said): expired, or `cut` short by the
+    /// server (limits, leadership change).
     Ended {
+        subject: Subject,
         left: Option<usize>,
         cut: bool,
     },
@@ -166,58 +344,47 @@ impl DurableSource {
             let Some(pulls) = &mut self.pulls else {
                 continue;
             };
-            let wanted = free.saturating_sub(pulls.asked);
-            if wanted > 0 && (pulls.asked == 0 || wanted >= self.policy.max_in_flight.div_ceil(4)) {
+            let asked = pulls.requests.asked();
+            let wanted = free.saturating_sub(asked);
+            if wanted > 0 && (asked == 0 || wanted >= self.policy.max_in_flight.div_ceil(4)) {
                 let request = BatchConfig {
                     batch: wanted,
                     expires: Some(PULL_EXPIRES),
                     ..BatchConfig::default()
                 };
-                if let Err(err) = self
-                    .consumer
-                    .request_batch(request, pulls.inbox.clone())
-                    .await
-                {
+                let reply_to = pulls.sent(wanted);
+                if let Err(err) = self.consumer.request_batch(request, reply_to).await {
                     tracing::warn!(durable = %self.durable, error = %err, "cannot pull; retrying");
                     self.recover().await;
                     continue;
                 }
-                pulls.asked += wanted;
-                pulls.last_heard = Instant::now();
             }
             let reply = tokio::select! {
-                // Replies first: a watchdog that fell due while the handlers
-                // were busy must not beat a reply already there.
+                // Replies first: a request that ended while the handlers were
+                // busy is counted by its end, not by the timer.
                 biased;
                 reply = pulls.replies.next() => match reply {
-                    Some(reply) => {
-                        pulls.last_heard = Instant::now();
-                        classify(reply)
-                    }
+                    Some(reply) => classify(reply),
                     None => Reply::Broken("the connection was closed".to_owned()),
                 },
-                () = &mut pulls.watchdog => {
-                    let lost_at = pulls.last_heard + PULLS_LOST_AFTER;
-                    if pulls.asked > 0 && lost_at <= Instant::now() {
-                        tracing::debug!(durable = %self.durable, asked = pulls.asked, "pull requests lost; asking again");
-                        pulls.asked = 0;
-                        pulls.last_heard = Instant::now();
+                () = &mut pulls.expiry => {
+                    let gone = pulls.expire();
+                    if gone > 0 {
+                        tracing::debug!(durable = %self.durable, gone, "pull requests ended unheard; asking again");
                     }
-                    let next_check = pulls.last_heard + PULLS_LOST_AFTER;
-                    pulls.watchdog.as_mut().reset(next_check.into());
                     continue;
                 }
             };
             match reply {
                 Reply::Delivery(message) => {
-                    pulls.asked = pulls.asked.saturating_sub(1);
+                    pulls.requests.delivered();
                     self.failures = 0;
                     if let Some(delivery) = self.delivery(message) {
                         return delivery;
                     }
                 }
-                Reply::Ended { left, cut } => {
-                    pulls.asked = left.map_or(0, |left| pulls.asked.saturating_sub(left));
+                Reply::Ended { subject, left, cut } => {
+                    pulls.requests.ended(&subject, left, Instant::now());
                     if cut {
                         // Asking again at once could spin while the server
                         // keeps cutting requests short: back off as after a
@@ -296,6 +463,7 @@ fn classify(reply: async_nats::Message) -> Reply {
                 .and_then(|headers| headers.get("Nats-Pending-Messages"))
                 .and_then(|left| left.as_str().parse().ok());
             Reply::Ended {
+                subject: reply.subject,
                 left,
                 cut: status == StatusCode::REQUEST_TERMINATED,
             }
@@ -326,4 +494,110 @@ fn split(message: jetstream::Message) -> Option<(Message, u32, Acker)> {
             sequence,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INBOX: &str = "_INBOX.test";
+
+    /// The subject request `id` is answered on.
+    fn at(id: u64) -> String {
+        format!("{INBOX}.{id}")
+    }
+
+    #[test]
+    fn each_request_is_answered_on_its_own_subject_and_served_in_order() {
+        let now = Instant::now();
+        let mut requests = Requests::new(INBOX.to_owned());
+        assert_eq!(requests.sent(3, now).as_str(), "_INBOX.test.0");
+        assert_eq!(requests.sent(2, now).as_str(), "_INBOX.test.1");
+        assert_eq!(requests.asked(), 5);
+        for _ in 0..3 {
+            requests.delivered();
+        }
+        assert_eq!(requests.asked(), 2);
+        assert_eq!(
+            requests.queue.len(),
+            1,
+            "the first, served in full, is done"
+        );
+        requests.delivered();
+        requests.delivered();
+        assert!(requests.is_empty());
+        requests.delivered();
+        assert_eq!(
+            requests.asked(),
+            0,
+            "a delivery nobody counted on is no debt"
+        );
+    }
+
+    #[test]
+    fn a_request_whose_end_is_never_heard_stops_counting_and_the_others_keep_theirs() {
+        let now = Instant::now();
+        let mut requests = Requests::new(INBOX.to_owned());
+        requests.sent(4, now); // lost in a reconnect: no reply ever
+        let later = now + Duration::from_millis(1500);
+        requests.sent(2, later);
+        assert_eq!(requests.expire(now + PULL_EXPIRES), 0);
+        assert_eq!(requests.asked(), 6);
+        assert_eq!(requests.expire(now + PULL_EXPIRES + PULL_GRACE), 1);
+        assert_eq!(requests.asked(), 2, "the live request still counts");
+        assert_eq!(
+            requests.next_gone_at(),
+            Some(later + PULL_EXPIRES + PULL_GRACE)
+        );
+    }
+
+    #[test]
+    fn an_end_without_a_count_ends_only_its_own_request() {
+        let now = Instant::now();
+        let mut requests = Requests::new(INBOX.to_owned());
+        requests.sent(4, now);
+        requests.sent(4, now);
+        let second = at(1);
+        requests.ended(&second, None, now);
+        assert_eq!(requests.asked(), 4);
+        requests.ended("_INBOX.other.0", None, now);
+        requests.ended(&second, Some(0), now);
+        assert_eq!(
+            requests.asked(),
+            4,
+            "unknown and repeated ends change nothing"
+        );
+    }
+
+    #[test]
+    fn deliveries_the_server_made_in_turn_are_moved_to_the_request_that_had_them() {
+        let now = Instant::now();
+        let mut requests = Requests::new(INBOX.to_owned());
+        requests.sent(4, now);
+        requests.sent(4, now);
+        // The server sent two to each; all four were counted on the first.
+        for _ in 0..4 {
+            requests.delivered();
+        }
+        assert_eq!(requests.asked(), 4);
+        // The first expires saying 2 of its 4 never came: the second got
+        // two and has 2 left, not 4.
+        requests.ended(&at(0), Some(2), now);
+        assert_eq!(requests.asked(), 2);
+        requests.ended(&at(1), Some(2), now);
+        assert_eq!(requests.asked(), 0);
+
+        requests.sent(4, now);
+        requests.sent(4, now);
+        for _ in 0..4 {
+            requests.delivered();
+        }
+        // The first request was taken as served; the server says the
+        // second got three of them, so the first has three still coming,
+        // until it expires.
+        requests.ended(&at(3), Some(1), now);
+        assert_eq!(requests.asked(), 3);
+        assert_eq!(requests.expire(now + PULL_EXPIRES + PULL_GRACE), 1);
+        assert_eq!(requests.asked(), 0);
+    }
 }

@@ -231,3 +231,80 @@ async fn a_durable_consumer_resumes_after_it_is_deleted_and_after_a_server_resta
     .await;
     node.shutdown().await.unwrap();
 }
+
+/// What the durable consumer's pull bookkeeping relies on, checked against
+/// the real server: pull requests answered on subjects of their own under
+/// one wildcard subscription each end with a status on their own subject
+/// that says how many of their messages never came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_pull_request_ends_on_its_own_subject_with_what_it_did_not_get() {
+    use async_nats::jetstream::consumer::pull::{BatchConfig, Config as PullConfig};
+
+    let server = NatsServer::start().await;
+    let js = server.jetstream().await;
+    let stream = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "PULLS".to_owned(),
+            subjects: vec!["pulls.>".to_owned()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let consumer = stream
+        .create_consumer(PullConfig {
+            durable_name: Some("probe".to_owned()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(format!("{inbox}.*")).await.unwrap();
+    for (id, batch) in [(0, 3), (1, 2)] {
+        let request = BatchConfig {
+            batch,
+            expires: Some(Duration::from_millis(300)),
+            ..BatchConfig::default()
+        };
+        consumer
+            .request_batch(request, format!("{inbox}.{id}").into())
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    js.publish("pulls.one", "1".into()).await.unwrap().await.unwrap();
+
+    let mut deliveries = 0;
+    let mut ends = Vec::new();
+    while ends.len() < 2 {
+        let reply = tokio::time::timeout(Duration::from_secs(5), replies.next())
+            .await
+            .expect("both requests end within 5 s")
+            .unwrap();
+        match reply.status {
+            None => {
+                assert_eq!(reply.subject.as_str(), "pulls.one");
+                deliveries += 1;
+            }
+            Some(status) => {
+                assert_eq!(status, async_nats::StatusCode::TIMEOUT);
+                let left: u32 = reply
+                    .headers
+                    .unwrap()
+                    .get("Nats-Pending-Messages")
+                    .unwrap()
+                    .as_str()
+                    .parse()
+                    .unwrap();
+                ends.push((reply.subject.to_string(), left));
+            }
+        }
+    }
+    ends.sort();
+    assert_eq!(deliveries, 1);
+    assert_eq!(
+        ends,
+        [(format!("{inbox}.0"), 2), (format!("{inbox}.1"), 2)],
+        "the first request got the message"
+    );
+}
