@@ -272,7 +272,11 @@ async fn each_pull_request_ends_on_its_own_subject_with_what_it_did_not_get() {
             .unwrap();
     }
     client.flush().await.unwrap();
-    js.publish("pulls.one", "1".into()).await.unwrap().await.unwrap();
+    js.publish("pulls.one", "1".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
 
     let mut deliveries = 0;
     let mut ends = Vec::new();

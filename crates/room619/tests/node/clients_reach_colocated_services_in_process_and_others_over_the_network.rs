@@ -115,3 +115,43 @@ async fn an_unreachable_instance_fails_with_unavailable() {
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     caller.shutdown().await.unwrap();
 }
+
+/// A colocated client follows the node: made before its service is removed
+/// from the node, it goes to another instance afterwards (over the network)
+/// instead of being refused as "being removed" for ever, on both protocols.
+#[tokio::test]
+async fn clients_made_before_their_service_leaves_the_node_go_to_another_instance() {
+    let elsewhere = support::start_named("elsewhere", &[], Some(support::echo_service())).await;
+    let node = support::start_named(
+        "here",
+        &[("echo", "1.0.0", elsewhere.local_addr())],
+        Some(support::echo_service()),
+    )
+    .await;
+    let handle = node.handle();
+    let channel = handle.channel("echo", "^1").unwrap();
+    let mut grpc = EchoClient::new(channel.clone());
+    let http = handle.http_client("echo", "^1").unwrap();
+    assert!(channel.is_colocated() && http.is_colocated());
+    let reply = grpc.echo(hello()).await.unwrap();
+    assert_eq!(reply.metadata().get("x-transport").unwrap(), "in-process");
+    let whoami: serde_json::Value = http.get_json("/whoami").await.unwrap();
+    assert_eq!(whoami["node"], "here");
+
+    handle.remove_service("echo", "1.0.0").await.unwrap();
+
+    assert!(!channel.is_colocated() && !http.is_colocated());
+    let reply = grpc.echo(hello()).await.unwrap();
+    assert_eq!(reply.metadata().get("x-transport").unwrap(), "remote");
+    assert_eq!(reply.into_inner().message, "hello");
+    let whoami: serde_json::Value = http.get_json("/whoami").await.unwrap();
+    assert_eq!(
+        (&whoami["node"], &whoami["transport"]),
+        (
+            &serde_json::json!("elsewhere"),
+            &serde_json::json!("remote")
+        )
+    );
+    node.shutdown().await.unwrap();
+    elsewhere.shutdown().await.unwrap();
+}

@@ -6,14 +6,13 @@ use std::{
     task::{Context, Poll},
 };
 
-use axum::Router;
 use futures_util::future::BoxFuture;
 use http::{Request, Response, uri::PathAndQuery};
 use tonic::{Status, body::Body};
 use tower::{ServiceExt as _, util::BoxCloneSyncService};
 use tracing::Instrument as _;
 
-use super::Colocated;
+use super::{Colocated, Colocation};
 use crate::{
     error::BoxError,
     observability::{
@@ -40,6 +39,10 @@ pub(crate) type RemoteGrpc = BoxCloneSyncService<Request<Body>, Response<Body>, 
 /// call carries the remaining time of the [current deadline](Deadline::current)
 /// (or the caller's own `grpc-timeout`, whichever is earlier) and fails with
 /// `DEADLINE_EXCEEDED`, unsent, when that has already passed.
+///
+/// A colocated channel follows the node: when services are added or
+/// removed it is resolved again, so once its service leaves the node its
+/// calls go to another instance.
 #[derive(Clone)]
 pub struct RpcChannel {
     target: Arc<str>,
@@ -49,7 +52,7 @@ pub struct RpcChannel {
 
 #[derive(Clone)]
 enum Transport {
-    Local(Router),
+    Local(Colocation),
     Remote {
         service: RemoteGrpc,
         instances: usize,
@@ -57,8 +60,8 @@ enum Transport {
 }
 
 impl RpcChannel {
-    pub(crate) fn local(target: &str, router: Router) -> Self {
-        Self::new(target, Transport::Local(router))
+    pub(crate) fn local(target: &str, colocation: Colocation) -> Self {
+        Self::new(target, Transport::Local(colocation))
     }
 
     pub(crate) fn remote(target: &str, service: RemoteGrpc, instances: usize) -> Self {
@@ -89,7 +92,28 @@ impl RpcChannel {
     /// Whether calls stay in this process.
     #[must_use]
     pub fn is_colocated(&self) -> bool {
-        matches!(self.transport, Transport::Local(_))
+        match self.moved() {
+            Some(fresh) => fresh.is_colocated(),
+            None => matches!(self.transport, Transport::Local(_)),
+        }
+    }
+
+    /// The channel resolved again, when this one is colocated through
+    /// routers the node no longer serves with (services were added or
+    /// removed) and resolving again works; `None` otherwise.
+    fn moved(&self) -> Option<Self> {
+        let Transport::Local(local) = &self.transport else {
+            return None;
+        };
+        let clients = local.moved()?;
+        match clients.channel(&self.target, local.requirement()) {
+            Ok(fresh) => Some(fresh),
+            Err(err) => {
+                // The old routers answer: the service is being removed.
+                tracing::debug!(target = %self.target, error = %err, "cannot resolve a colocated channel again");
+                None
+            }
+        }
     }
 }
 
@@ -112,6 +136,9 @@ impl tower::Service<Request<Body>> for RpcChannel {
     type Future = BoxFuture<'static, Result<Response<Body>, BoxError>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if let Some(fresh) = self.moved() {
+            *self = fresh;
+        }
         match &mut self.transport {
             Transport::Local(_) => Poll::Ready(Ok(())),
             // The layers around the balancer are ready at once: readiness of
@@ -149,7 +176,7 @@ impl tower::Service<Request<Body>> for RpcChannel {
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let span = self.observer.grpc_span(
             path.path(),
-            if self.is_colocated() {
+            if matches!(self.transport, Transport::Local(_)) {
                 "in-process"
             } else {
                 "remote"
@@ -158,8 +185,8 @@ impl tower::Service<Request<Body>> for RpcChannel {
         );
         let target = Arc::clone(&self.target);
         let call: BoxFuture<'static, Result<Response<Body>, BoxError>> = match &mut self.transport {
-            Transport::Local(router) => {
-                let router = router.clone();
+            Transport::Local(local) => {
+                let router = local.grpc().clone();
                 request.extensions_mut().insert(Colocated);
                 Box::pin(async move {
                     let response = router.oneshot(request).await?;

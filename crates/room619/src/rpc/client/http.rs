@@ -1,12 +1,13 @@
 //! [`HttpClient`]: calls a REST service by name, in-process or balanced.
 
 use std::{
+    borrow::Cow,
     fmt,
     sync::Arc,
     task::{Context, Poll},
 };
 
-use axum::{Router, body::Body};
+use axum::body::Body;
 use futures_util::future::BoxFuture;
 use http::{
     HeaderValue, Method, Request, Response, StatusCode, Uri, header,
@@ -18,7 +19,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use tower::ServiceExt as _;
 use tracing::Instrument as _;
 
-use super::Colocated;
+use super::{Colocated, Colocation};
 use crate::{
     Error, ErrorKind, Result,
     error::{BoxError, Problem},
@@ -57,13 +58,13 @@ pub struct HttpClient {
 
 #[derive(Clone)]
 enum Transport {
-    Local(Router),
+    Local(Colocation),
     Remote(RemoteHttp),
 }
 
 impl HttpClient {
-    pub(crate) fn local(target: &str, router: Router) -> Self {
-        Self::new(target, Transport::Local(router))
+    pub(crate) fn local(target: &str, colocation: Colocation) -> Self {
+        Self::new(target, Transport::Local(colocation))
     }
 
     pub(crate) fn remote(target: &str, service: RemoteHttp) -> Self {
@@ -88,7 +89,26 @@ impl HttpClient {
     /// Whether requests stay in this process.
     #[must_use]
     pub fn is_colocated(&self) -> bool {
-        matches!(self.transport, Transport::Local(_))
+        matches!(*self.transport(), Transport::Local(_))
+    }
+
+    /// What a request goes through now: a colocated client follows the
+    /// node, as [`RpcChannel`](super::RpcChannel) does; when services were
+    /// added or removed it is resolved again, and once its service left the
+    /// node its requests go to another instance.
+    fn transport(&self) -> Cow<'_, Transport> {
+        if let Transport::Local(local) = &self.transport
+            && let Some(clients) = local.moved()
+        {
+            match clients.http(&self.target, local.requirement()) {
+                Ok(fresh) => return Cow::Owned(fresh.transport),
+                Err(err) => {
+                    // The old routers answer: the service is being removed.
+                    tracing::debug!(target = %self.target, error = %err, "cannot resolve a colocated client again");
+                }
+            }
+        }
+        Cow::Borrowed(&self.transport)
     }
 
     /// Sends a request whose URI is a path (and query), such as `/v1/users?page=2`.
@@ -112,7 +132,8 @@ impl HttpClient {
                 .insert(HTTP_TIMEOUT, encode_timeout(deadline.remaining()));
         }
         let method = request.method().clone();
-        let kind = if self.is_colocated() {
+        let transport = self.transport();
+        let kind = if matches!(*transport, Transport::Local(_)) {
             "in-process"
         } else {
             "remote"
@@ -121,20 +142,20 @@ impl HttpClient {
             .observer
             .http_span(&method, kind, request.headers_mut());
         let started = std::time::Instant::now();
-        let call: BoxFuture<'static, Result<Response<Body>, BoxError>> =
-            match self.transport.clone() {
-                Transport::Local(router) => {
-                    request.extensions_mut().insert(Colocated);
-                    Box::pin(async move { Ok(router.oneshot(request).await?) })
+        let call: BoxFuture<'static, Result<Response<Body>, BoxError>> = match &*transport {
+            Transport::Local(local) => {
+                request.extensions_mut().insert(Colocated);
+                let router = local.http().clone();
+                Box::pin(async move { Ok(router.oneshot(request).await?) })
+            }
+            Transport::Remote(service) => {
+                // For the retry and hedge layers (see `RpcChannel`).
+                if let Some(deadline) = deadline {
+                    request.extensions_mut().insert(deadline);
                 }
-                Transport::Remote(service) => {
-                    // For the retry and hedge layers (see `RpcChannel`).
-                    if let Some(deadline) = deadline {
-                        request.extensions_mut().insert(deadline);
-                    }
-                    Box::pin(service.oneshot(request))
-                }
-            };
+                Box::pin(service.clone().oneshot(request))
+            }
+        };
         let call = call.instrument(span.clone());
         let result = match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline.instant(), call).await,

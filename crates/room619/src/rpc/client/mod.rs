@@ -33,7 +33,7 @@ mod resolve;
 
 pub use channel::RpcChannel;
 pub use http::HttpClient;
-pub(crate) use resolve::{Clients, LocalRouters};
+pub(crate) use resolve::{Clients, Colocation, LocalRouters};
 
 /// Request extension marking a call made in-process by a colocated client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

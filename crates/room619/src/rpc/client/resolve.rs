@@ -3,7 +3,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex, PoisonError, Weak},
     time::Duration,
 };
 
@@ -63,6 +63,51 @@ impl LocalRouters {
     }
 }
 
+/// What a colocated client calls through: the node's routers when it was
+/// made, while they are still the node's current ones. When services are
+/// added or removed the node has new routers, and the client is resolved
+/// again: in process through the new ones while they still route its
+/// service, else to another instance (a client made before a
+/// `remove_service` fails over instead of being refused for ever).
+#[derive(Clone)]
+pub(crate) struct Colocation {
+    routers: Arc<LocalRouters>,
+    /// The node's current routers.
+    current: Arc<ArcSwapOption<LocalRouters>>,
+    /// To resolve again; weak, so a client kept past the node holds none of it.
+    clients: Weak<Inner>,
+    requirement: Arc<str>,
+}
+
+impl Colocation {
+    pub(crate) fn grpc(&self) -> &Router {
+        &self.routers.grpc
+    }
+
+    pub(crate) fn http(&self) -> &Router {
+        &self.routers.http
+    }
+
+    /// The requirement the client was made with.
+    pub(crate) fn requirement(&self) -> &str {
+        &self.requirement
+    }
+
+    /// `None` while the routers are the node's current ones; else the
+    /// clients to resolve again with (`None` too once the node is gone:
+    /// the routers then answer for themselves).
+    pub(crate) fn moved(&self) -> Option<Clients> {
+        let current = self.current.load();
+        if current
+            .as_ref()
+            .is_some_and(|current| Arc::ptr_eq(current, &self.routers))
+        {
+            return None;
+        }
+        self.clients.upgrade().map(|inner| Clients { inner })
+    }
+}
+
 /// Hands out clients of services by name and version requirement.
 #[derive(Clone)]
 pub(crate) struct Clients {
@@ -70,7 +115,7 @@ pub(crate) struct Clients {
 }
 
 struct Inner {
-    local: ArcSwapOption<LocalRouters>,
+    local: Arc<ArcSwapOption<LocalRouters>>,
     discovery: Arc<dyn Discovery>,
     /// The policies new remote stacks are built with; replaced on reload.
     resilience: ArcSwap<ResilienceConfig>,
@@ -95,7 +140,7 @@ impl Clients {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                local: ArcSwapOption::empty(),
+                local: Arc::new(ArcSwapOption::empty()),
                 discovery,
                 resilience: ArcSwap::from_pointee(resilience),
                 shutdown,
@@ -150,9 +195,11 @@ impl Clients {
 
     pub(crate) fn channel(&self, name: &str, requirement: &str) -> Result<RpcChannel> {
         match self.resolve(name, requirement)? {
-            Resolved::Local(routers) => {
-                Ok(RpcChannel::local(name, routers.grpc).observed(self.metrics()))
-            }
+            Resolved::Local(routers) => Ok(RpcChannel::local(
+                name,
+                self.colocation(routers, requirement),
+            )
+            .observed(self.metrics())),
             Resolved::Remote(remote) => {
                 let mut cache = self
                     .inner
@@ -207,9 +254,11 @@ impl Clients {
 
     pub(crate) fn http(&self, name: &str, requirement: &str) -> Result<HttpClient> {
         match self.resolve(name, requirement)? {
-            Resolved::Local(routers) => {
-                Ok(HttpClient::local(name, routers.http).observed(self.metrics()))
-            }
+            Resolved::Local(routers) => Ok(HttpClient::local(
+                name,
+                self.colocation(routers, requirement),
+            )
+            .observed(self.metrics())),
             Resolved::Remote(remote) => {
                 let mut cache = self
                     .inner
@@ -255,6 +304,16 @@ impl Clients {
                 );
                 Ok(HttpClient::remote(name, service).observed(self.metrics()))
             }
+        }
+    }
+
+    /// The way of a client colocated through `routers`.
+    fn colocation(&self, routers: Arc<LocalRouters>, requirement: &str) -> Colocation {
+        Colocation {
+            routers,
+            current: Arc::clone(&self.inner.local),
+            clients: Arc::downgrade(&self.inner),
+            requirement: requirement.into(),
         }
     }
 
@@ -312,7 +371,7 @@ impl Clients {
         if let Some(routers) = self.inner.local.load_full()
             && routers.route(name, &parsed)
         {
-            return Ok(Resolved::Local(LocalRouters::clone(&routers)));
+            return Ok(Resolved::Local(routers));
         }
         let instances = self.inner.discovery.resolve(name, &parsed);
         if instances.is_empty() {
@@ -385,7 +444,7 @@ fn protect(
 }
 
 enum Resolved {
-    Local(LocalRouters),
+    Local(Arc<LocalRouters>),
     Remote(Remote),
 }
 
