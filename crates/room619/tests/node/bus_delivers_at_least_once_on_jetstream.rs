@@ -241,7 +241,10 @@ async fn each_pull_request_ends_on_its_own_subject_with_what_it_did_not_get() {
     use async_nats::jetstream::consumer::pull::{BatchConfig, Config as PullConfig};
 
     let server = NatsServer::start().await;
-    let js = server.jetstream().await;
+    // One connection for all, as the consumer has: its subscription is
+    // there before its requests.
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
     let stream = js
         .create_stream(async_nats::jetstream::stream::Config {
             name: "PULLS".to_owned(),
@@ -257,7 +260,6 @@ async fn each_pull_request_ends_on_its_own_subject_with_what_it_did_not_get() {
         })
         .await
         .unwrap();
-    let client = async_nats::connect(server.url()).await.unwrap();
     let inbox = client.new_inbox();
     let mut replies = client.subscribe(format!("{inbox}.*")).await.unwrap();
     for (id, batch) in [(0, 3), (1, 2)] {
@@ -271,7 +273,6 @@ async fn each_pull_request_ends_on_its_own_subject_with_what_it_did_not_get() {
             .await
             .unwrap();
     }
-    client.flush().await.unwrap();
     js.publish("pulls.one", "1".into())
         .await
         .unwrap()
@@ -283,7 +284,9 @@ async fn each_pull_request_ends_on_its_own_subject_with_what_it_did_not_get() {
     while ends.len() < 2 {
         let reply = tokio::time::timeout(Duration::from_secs(5), replies.next())
             .await
-            .expect("both requests end within 5 s")
+            .unwrap_or_else(|_elapsed| {
+                panic!("both requests end within 5 s; so far {deliveries} delivered, ends {ends:?}")
+            })
             .unwrap();
         match reply.status {
             None => {
