@@ -112,6 +112,13 @@ impl ProductStore {
             created_at: timestamp(),
             updated_at: String::new(),
         };
+        let mut tx = self.db.pool().begin().await.map_err(db_error)?;
+        if claim_owner(&mut tx, &row.owner_id, false).await? {
+            return Err(Error::permission_denied(format!(
+                "user {} was deleted: it can no longer create products",
+                row.owner_id
+            )));
+        }
         sqlx::query(
             "INSERT INTO products (id, owner_id, name, name_folded, description, price_cents, \
              archived, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7)",
@@ -123,9 +130,10 @@ impl ProductStore {
         .bind(&row.description)
         .bind(row.price_cents)
         .bind(&row.created_at)
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await
         .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
         Ok(ProductRow {
             updated_at: row.created_at.clone(),
             ..row
@@ -249,19 +257,45 @@ impl ProductStore {
         }
     }
 
-    /// Archives every product of `owner_id`; the count archived (0 when they
-    /// were archived already).
+    /// Archives every product of `owner_id`, whose user was deleted, and
+    /// refuses it new ones; the count archived (0 when they were archived
+    /// already).
     pub(crate) async fn archive_owned_by(&self, owner_id: &str) -> room619::Result<u64> {
+        let mut tx = self.db.pool().begin().await.map_err(db_error)?;
+        claim_owner(&mut tx, owner_id, true).await?;
         let archived = sqlx::query(
             "UPDATE products SET archived = 1, updated_at = $2 WHERE owner_id = $1 AND archived = 0",
         )
         .bind(owner_id)
         .bind(timestamp())
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await
         .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
         Ok(archived.rows_affected())
     }
+}
+
+/// Writes the row of `owner_id` in `products_owners` (marking it deleted
+/// when `deleted`), which holds it until `tx` ends: a creation and an archive
+/// of the same owner go one after the other. Whether the owner is deleted.
+async fn claim_owner(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    owner_id: &str,
+    deleted: bool,
+) -> room619::Result<bool> {
+    let deleted: i64 = sqlx::query_scalar(
+        "INSERT INTO products_owners (owner_id, deleted) VALUES ($1, $2) \
+         ON CONFLICT (owner_id) DO UPDATE SET deleted = \
+         CASE WHEN $2 = 1 THEN 1 ELSE products_owners.deleted END \
+         RETURNING deleted",
+    )
+    .bind(owner_id)
+    .bind(i64::from(deleted))
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    Ok(deleted != 0)
 }
 
 /// The `SELECT` of a listing (at most `limit` rows) and its arguments, in

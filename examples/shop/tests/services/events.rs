@@ -3,7 +3,8 @@
 
 use shop_proto::{
     products::v1::{
-        GetProductRequest, ListProductsRequest, Product, products_client::ProductsClient,
+        CreateProductRequest, GetProductRequest, ListProductsRequest, Product,
+        products_client::ProductsClient,
     },
     users::v1::{self, UserEvent},
 };
@@ -143,6 +144,22 @@ async fn archived_on_owner_deletion(kind: Kind) {
         list(&products, "", false).await,
         std::slice::from_ref(&kept)
     );
+    // Alice's token is still valid, but she is gone: no new products.
+    let refused = c
+        .products
+        .create_product(authed(
+            &alice,
+            CreateProductRequest {
+                name: "Lamp".into(),
+                description: "After the deletion".into(),
+                price_cents: 5,
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert!(refused.message().contains("was deleted"), "{refused:?}");
+    assert_eq!(list(&products, "alice", true).await.len(), 2);
 
     // Handling the event again changes nothing (idempotent); then bob goes.
     let bus = node.handle().bus().clone();
@@ -169,6 +186,48 @@ async fn archived_on_owner_deletion(kind: Kind) {
 both!(
     deleting_a_user_archives_their_products,
     super::archived_on_owner_deletion
+);
+
+/// Creations racing the deletion of their owner: each is refused, or made
+/// in time to be archived; none stays listed.
+async fn creations_race_their_owners_deletion(kind: Kind) {
+    let test = TestDb::new(kind).await;
+    let node = start_node(&test.db).await;
+    let mut c = clients(&node).await;
+    create_users(&mut c, &service_token(), &["carol"]).await;
+    node.handle()
+        .bus()
+        .publish("users.deleted", &about("", "carol").1)
+        .await
+        .unwrap();
+    let carol = token("carol", "");
+    let mut made = 0;
+    let refused = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let request = CreateProductRequest {
+                name: format!("Racing {made}"),
+                description: "Made while carol goes".into(),
+                price_cents: 1,
+            };
+            match c.products.create_product(authed(&carol, request)).await {
+                Ok(_) => made += 1,
+                Err(status) => break status,
+            }
+        }
+    })
+    .await
+    .expect("creations are refused once carol is deleted");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    let products = c.products.clone();
+    assert!(list(&products, "carol", false).await.is_empty());
+    assert_eq!(list(&products, "carol", true).await.len(), made);
+    node.shutdown().await.unwrap();
+    test.finish().await;
+}
+
+both!(
+    creations_racing_their_owners_deletion_stay_unlisted,
+    super::creations_race_their_owners_deletion
 );
 
 async fn queue(test: &TestDb, id: &str, user_id: &str, claimed_until: i64) {
