@@ -428,11 +428,18 @@ mod tests {
             let _entered = span.enter();
             tracing::info!(what = ?Chatty, "outer");
         });
-        // `tracing` does not dispatch an event raised inside the subscriber
-        // (the nested `formatting` lines go nowhere); nothing deadlocks on
-        // the span's extensions, and the line is whole.
-        let [outer] = logged.as_slice() else {
-            panic!("one line expected: {text}");
+        // Nothing deadlocks on the span's extensions, and the line is whole.
+        // Whether a nested `formatting` event is logged is `tracing`'s call:
+        // inside an event it goes nowhere, inside `Span::record` (called on
+        // the span's own dispatcher, past the re-entrancy guard) it may be
+        // logged, as a whole line of its own, depending on the callsite's
+        // cached interest, which the tests running beside this one change.
+        let outer: Vec<&Value> = logged
+            .iter()
+            .filter(|line| line["message"] != "formatting")
+            .collect();
+        let [outer] = outer.as_slice() else {
+            panic!("one line besides the nested ones expected: {text}");
         };
         assert_eq!(outer["what"], "chatty");
         assert_eq!(outer["span"]["who"], "chatty");
