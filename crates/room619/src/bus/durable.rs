@@ -14,7 +14,10 @@
 //! status that ends it (expired, cut short) names it, and each expires after
 //! `PULL_EXPIRES`: one the server forgot (it restarted, the connection was
 //! replaced) stops counting a little after that, with no word from the
-//! server, and the others keep theirs.
+//! server, and the others keep theirs; the consumer then asks again on a
+//! fresh inbox, so a request that reaches the server late (sent as the
+//! connection went down) finds nobody listening and is dropped. No request
+//! is sent while the connection is down.
 
 use std::{
     collections::VecDeque,
@@ -24,6 +27,7 @@ use std::{
 
 use async_nats::{
     StatusCode, Subject, Subscriber,
+    connection::State,
     jetstream::{self, AckKind, consumer::PullConsumer, consumer::pull::BatchConfig},
 };
 use futures_util::{FutureExt as _, StreamExt as _};
@@ -39,7 +43,11 @@ const FIRST_RETRY_WAIT: Duration = Duration::from_millis(20);
 const PULL_EXPIRES: Duration = Duration::from_secs(2);
 /// How long after `PULL_EXPIRES` a request with no word of its end stops
 /// counting: the server forgot it, or its end was lost.
-const PULL_GRACE: Duration = Duration::from_secs(1);
+const PULL_GRACE: Duration = Duration::from_secs(2);
+/// How often a consumer whose connection is down checks it again before
+/// asking for messages (a request sent then would wait in the client's
+/// buffer and reach the server, with a fresh expiry, after the reconnect).
+const RECONNECT_POLL: Duration = Duration::from_millis(100);
 
 /// The deliveries of a durable consumer. When pulling keeps failing (the
 /// consumer was deleted, the server lost it), the consumer is created again
@@ -236,10 +244,14 @@ impl Requests {
         }
     }
 
-    /// Drops the requests that stop counting by `now`; says how many.
+    /// Drops the requests that stop counting by `now`; says how many of
+    /// them were sent (not counting deliveries taken as still coming).
     fn expire(&mut self, now: Instant) -> usize {
-        let before = self.queue.len();
-        while self.queue.front().is_some_and(|pull| pull.gone_at <= now) {
+        let mut gone = 0;
+        while let Some(pull) = self.queue.front()
+            && pull.gone_at <= now
+        {
+            gone += usize::from(pull.id != UNNAMED);
             self.queue.pop_front();
         }
         while self
@@ -249,7 +261,7 @@ impl Requests {
         {
             self.served.pop_front();
         }
-        before - self.queue.len()
+        gone
     }
 
     /// When the oldest request stops counting.
@@ -347,6 +359,10 @@ impl DurableSource {
             let asked = pulls.requests.asked();
             let wanted = free.saturating_sub(asked);
             if wanted > 0 && (asked == 0 || wanted >= self.policy.max_in_flight.div_ceil(4)) {
+                if self.bus.context().client().connection_state() != State::Connected {
+                    tokio::time::sleep(RECONNECT_POLL).await;
+                    continue;
+                }
                 let request = BatchConfig {
                     batch: wanted,
                     expires: Some(PULL_EXPIRES),
@@ -370,7 +386,14 @@ impl DurableSource {
                 () = &mut pulls.expiry => {
                     let gone = pulls.expire();
                     if gone > 0 {
-                        tracing::debug!(durable = %self.durable, gone, "pull requests ended unheard; asking again");
+                        // The server forgot them, or they are yet to reach
+                        // it (sent as the connection went down): on a fresh
+                        // inbox, any that arrive late find nobody listening,
+                        // and the server drops them.
+                        tracing::debug!(durable = %self.durable, gone, "pull requests ended unheard; asking again on a fresh inbox");
+                        if let Some(old) = self.pulls.take() {
+                            self.hand_back(old).await;
+                        }
                     }
                     continue;
                 }
@@ -434,9 +457,14 @@ impl DurableSource {
     /// Hands back (nak, no delay) what arrived but was not taken, so another
     /// instance gets it at once instead of after `ack_wait`.
     pub(crate) async fn release(mut self) {
-        let Some(mut pulls) = self.pulls.take() else {
-            return;
-        };
+        if let Some(pulls) = self.pulls.take() {
+            self.hand_back(pulls).await;
+        }
+    }
+
+    /// Hands back (nak, no delay) the deliveries `pulls` holds, and drops
+    /// them.
+    async fn hand_back(&self, mut pulls: Pulls) {
         while let Some(Some(reply)) = pulls.replies.next().now_or_never() {
             if let Reply::Delivery(message) = classify(reply)
                 && let Some((_, _, acker)) = self.delivery(message)
@@ -597,7 +625,11 @@ mod tests {
         // until it expires.
         requests.ended(&at(3), Some(1), now);
         assert_eq!(requests.asked(), 3);
-        assert_eq!(requests.expire(now + PULL_EXPIRES + PULL_GRACE), 1);
+        assert_eq!(
+            requests.expire(now + PULL_EXPIRES + PULL_GRACE),
+            0,
+            "no request of ours went unheard"
+        );
         assert_eq!(requests.asked(), 0);
     }
 }

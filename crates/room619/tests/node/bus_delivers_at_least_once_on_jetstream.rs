@@ -140,25 +140,57 @@ fn every_message_is_processed_at_least_once_when_the_consumer_is_killed_mid_stre
 /// `ack_wait`, and waiting one more handler's time passes it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_waiting_for_free_handlers_is_not_delivered_twice() {
-    const BACKLOG: u32 = 8;
     let server = NatsServer::start().await;
-    let config = server.config(
-        "jetstream",
-        r#"
-[bus.streams.EVENTS]
-subjects = ["events.>"]
-[bus.consumers.slow]
-ack_wait = "1s"
-max_in_flight = 2
-"#,
-    );
+    let config = server.config("jetstream", SLOW);
     let publisher = MessageBus::connect(&config.bus).await.unwrap();
     for n in 0..BACKLOG {
         publisher.publish("events.job", &Json(n)).await.unwrap();
     }
     let calls = Arc::new(Mutex::new(Vec::new()));
-    let seen = Arc::clone(&calls);
-    let slow = ServiceBuilder::new("slow", "1.0.0")
+    let node = support::start_with(config, slow_service(&calls)).await;
+    each_handled_once(node, &calls).await;
+}
+
+/// While the connection is down, the consumer asks for nothing: requests
+/// sent then would wait in the client's buffer and all reach the server at
+/// the reconnect, each with a fresh expiry, for many more messages than
+/// there are handlers, which would wait past their `ack_wait` and be
+/// delivered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_does_not_make_the_consumer_ask_for_more_than_its_handlers() {
+    let mut server = NatsServer::start().await;
+    let config = server.config("jetstream", SLOW);
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let node = support::start_with(config.clone(), slow_service(&calls)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.kill();
+    // Long enough for requests to expire unheard, more than once.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    server.restart().await;
+    let publisher = MessageBus::connect(&config.bus).await.unwrap();
+    for n in 0..BACKLOG {
+        publisher.publish("events.job", &Json(n)).await.unwrap();
+    }
+    each_handled_once(node, &calls).await;
+}
+
+/// A backlog larger than [`SLOW`]'s handlers.
+const BACKLOG: u32 = 8;
+
+/// Two handlers, each taking 0.7 of `ack_wait`.
+const SLOW: &str = r#"
+[bus.streams.EVENTS]
+subjects = ["events.>"]
+[bus.consumers.slow]
+ack_wait = "1s"
+max_in_flight = 2
+"#;
+
+/// The durable consumer `slow` of `events.>`: each message takes 700 ms,
+/// then goes into `calls`.
+fn slow_service(calls: &Arc<Mutex<Vec<u32>>>) -> room619::service::BuiltService {
+    let seen = Arc::clone(calls);
+    ServiceBuilder::new("slow", "1.0.0")
         .unwrap()
         .durable_subscribe("events.>", "slow", move |_ctx, event: Event<Json<u32>>| {
             let seen = Arc::clone(&seen);
@@ -169,9 +201,13 @@ max_in_flight = 2
             }
         })
         .build()
-        .unwrap();
-    let node = support::start_with(config, slow).await;
-    wait_until("the backlog was handled", Duration::from_secs(20), || {
+        .unwrap()
+}
+
+/// Waits until the backlog was handled, a little more for redeliveries to
+/// show, stops `node`, and checks each message was handled once.
+async fn each_handled_once(node: RunningNode, calls: &Arc<Mutex<Vec<u32>>>) {
+    wait_until("the backlog was handled", Duration::from_secs(30), || {
         calls.lock().unwrap().len() >= BACKLOG as usize
     })
     .await;
