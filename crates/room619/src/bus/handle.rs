@@ -224,18 +224,24 @@ impl MessageBus {
     }
 
     /// Publishes a message given up to the dead-letter subject. On JetStream
-    /// with no stream storing that subject now (asked at each dead letter: a
-    /// stream can be made or deleted at run time), it goes out on NATS core
-    /// (at most once): JetStream would refuse it, and the message it stands
-    /// for would be delivered and given up again for ever.
+    /// with no stream storing that subject now (as the server said within
+    /// the last seconds: a stream can be made or deleted at run time), it
+    /// goes out on NATS core (at most once): JetStream would refuse it, and
+    /// the message it stands for would be delivered and given up again for
+    /// ever.
     pub(crate) async fn publish_dead_letter(&self, letter: OutgoingMessage) -> Result<()> {
         #[cfg(feature = "nats")]
-        if let Backend::JetStream(bus) = &self.inner.backend
-            && !bus.stores(letter.subject()).await
-        {
-            let core = Backend::Nats(bus.core().clone());
-            let prepared = publish::prepare(&core, letter);
-            return publish::publish(prepared, &self.inner.metrics, self.system()).await;
+        if let Backend::JetStream(bus) = &self.inner.backend {
+            if !bus.stores_dead_letters(letter.subject()).await {
+                let core = Backend::Nats(bus.core().clone());
+                let prepared = publish::prepare(&core, letter);
+                return publish::publish(prepared, &self.inner.metrics, self.system()).await;
+            }
+            let sent = self.publish_message(letter).await;
+            if sent.is_err() {
+                bus.forget_dead_letter_route();
+            }
+            return sent;
         }
         self.publish_message(letter).await
     }

@@ -15,7 +15,10 @@
 //!   Core subscriptions (`subscribe`, `queue_subscribe`, request/reply) go
 //!   through NATS core.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
 
 use async_nats::jetstream::{
     self, Context,
@@ -48,7 +51,16 @@ pub(crate) struct JetStreamBus {
     admin: Context,
     publish_timeout: Duration,
     streams: Vec<(String, Vec<Pattern>)>,
+    /// Whether a stream stores the dead letters, and when the server said
+    /// so: asked again after `DEAD_LETTER_ROUTE_TTL`, or after a dead letter
+    /// failed.
+    dead_letter_route: Arc<Mutex<Option<(Instant, bool)>>>,
 }
+
+/// How long the server's answer to "does a stream store the dead letters?"
+/// is used before asking again (a stream can be made or deleted at run
+/// time; a burst of dead letters asks once).
+const DEAD_LETTER_ROUTE_TTL: Duration = Duration::from_secs(1);
 
 impl JetStreamBus {
     /// Wraps a connected client and creates or updates the configured
@@ -111,8 +123,9 @@ impl JetStreamBus {
             admin,
             publish_timeout: config.publish_timeout,
             streams,
+            dead_letter_route: Arc::default(),
         };
-        if !bus.stores(&config.dead_letter_subject).await {
+        if !bus.stores_dead_letters(&config.dead_letter_subject).await {
             tracing::info!(
                 subject = %config.dead_letter_subject,
                 "no JetStream stream stores the dead letters for now: they are published on \
@@ -122,15 +135,39 @@ impl JetStreamBus {
         Ok(bus)
     }
 
-    /// Whether a stream stores `subject` now, as the server says (a stream
-    /// can be made or deleted while the node runs). When the server cannot
-    /// say, the answer is yes: a publish then takes the JetStream path, which
+    /// Whether a stream stores the dead letters, on `subject`, as the
+    /// server said at most `DEAD_LETTER_ROUTE_TTL` ago (a stream can be made
+    /// or deleted while the node runs). When the server cannot say, the
+    /// answer is yes: the dead letter then takes the JetStream path, which
     /// retries.
-    pub(crate) async fn stores(&self, subject: &str) -> bool {
-        match self.admin.stream_by_subject(subject).await {
+    pub(crate) async fn stores_dead_letters(&self, subject: &str) -> bool {
+        let known = *self
+            .dead_letter_route
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((at, stored)) = known
+            && at.elapsed() < DEAD_LETTER_ROUTE_TTL
+        {
+            return stored;
+        }
+        let stored = match self.admin.stream_by_subject(subject).await {
             Ok(_) => true,
             Err(err) => err.kind() != GetStreamByNameErrorKind::NotFound,
-        }
+        };
+        *self
+            .dead_letter_route
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), stored));
+        stored
+    }
+
+    /// A dead letter failed on the route last found: the next one asks the
+    /// server again.
+    pub(crate) fn forget_dead_letter_route(&self) {
+        *self
+            .dead_letter_route
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     /// The JetStream context of the API calls (and of acks).

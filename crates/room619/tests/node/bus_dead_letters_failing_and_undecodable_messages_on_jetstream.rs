@@ -165,8 +165,9 @@ async fn without_a_dead_letter_stream_dead_letters_go_out_on_nats_core_and_the_m
     node.shutdown().await.unwrap();
 }
 
-/// Where a dead letter goes is decided when it is sent, not when the node
-/// connected: after the dead-letter stream is deleted, dead letters go out on
+/// Where a dead letter goes is decided when it is sent (as the server said
+/// within the last second), not when the node connected: after the
+/// dead-letter stream is deleted, dead letters go out on
 /// NATS core (JetStream would refuse them, and the message would loop), and
 /// a stream made later for the subject stores them again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,6 +186,9 @@ async fn dead_letters_follow_the_streams_made_and_deleted_while_the_node_runs() 
     let node = support::start_with(server.config("jetstream", BUS), runner).await;
     let js = server.jetstream().await;
     js.delete_stream("DEAD_LETTERS").await.unwrap();
+    // The node asks again where dead letters go at most a second after it
+    // last asked.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
     let watcher = async_nats::connect(server.url()).await.unwrap();
     let mut letters = watcher.subscribe("room619.dead-letter").await.unwrap();
     watcher.flush().await.unwrap();
@@ -212,6 +216,7 @@ async fn dead_letters_follow_the_streams_made_and_deleted_while_the_node_runs() 
         })
         .await
         .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
     bus.publish("jobs.charge", &Json(2)).await.unwrap();
     let stored = tokio::time::timeout(Duration::from_secs(10), async {
         while late.get_info().await.unwrap().state.messages < 1 {
