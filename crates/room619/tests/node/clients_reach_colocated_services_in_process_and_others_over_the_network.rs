@@ -118,7 +118,8 @@ async fn an_unreachable_instance_fails_with_unavailable() {
 
 /// A colocated client follows the node: made before its service is removed
 /// from the node, it goes to another instance afterwards (over the network)
-/// instead of being refused as "being removed" for ever, on both protocols.
+/// instead of being refused as "being removed" for ever, and back in process
+/// when the service is added again, on both protocols.
 #[tokio::test]
 async fn clients_made_before_their_service_leaves_the_node_go_to_another_instance() {
     let elsewhere = support::start_named("elsewhere", &[], Some(support::echo_service())).await;
@@ -152,6 +153,14 @@ async fn clients_made_before_their_service_leaves_the_node_go_to_another_instanc
             &serde_json::json!("remote")
         )
     );
+
+    // Back on the node: back in process, clones of the client too.
+    handle.add_service(support::echo_service()).await.unwrap();
+    assert!(channel.is_colocated() && http.is_colocated());
+    let reply = grpc.clone().echo(hello()).await.unwrap();
+    assert_eq!(reply.metadata().get("x-transport").unwrap(), "in-process");
+    let whoami: serde_json::Value = http.get_json("/whoami").await.unwrap();
+    assert_eq!(whoami["node"], "here");
     node.shutdown().await.unwrap();
     elsewhere.shutdown().await.unwrap();
 }

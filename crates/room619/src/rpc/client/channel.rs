@@ -42,17 +42,32 @@ pub(crate) type RemoteGrpc = BoxCloneSyncService<Request<Body>, Response<Body>, 
 ///
 /// A colocated channel follows the node: when services are added or
 /// removed it is resolved again, so once its service leaves the node its
-/// calls go to another instance.
-#[derive(Clone)]
+/// calls go to another instance, and come back in process if it returns.
 pub struct RpcChannel {
     target: Arc<str>,
     transport: Transport,
     observer: ClientObserver,
+    /// The channel resolved again that `poll_ready` made ready, for `call`
+    /// (a colocated channel whose node changed its routers).
+    ready: Option<Box<RpcChannel>>,
+}
+
+impl Clone for RpcChannel {
+    /// A clone is not ready (tower's contract), so it has nothing of
+    /// `poll_ready`'s.
+    fn clone(&self) -> Self {
+        Self {
+            target: Arc::clone(&self.target),
+            transport: self.transport.clone(),
+            observer: self.observer.clone(),
+            ready: None,
+        }
+    }
 }
 
 #[derive(Clone)]
 enum Transport {
-    Local(Colocation),
+    Local(Colocation<RpcChannel>),
     Remote {
         service: RemoteGrpc,
         instances: usize,
@@ -60,7 +75,7 @@ enum Transport {
 }
 
 impl RpcChannel {
-    pub(crate) fn local(target: &str, colocation: Colocation) -> Self {
+    pub(crate) fn local(target: &str, colocation: Colocation<Self>) -> Self {
         Self::new(target, Transport::Local(colocation))
     }
 
@@ -74,6 +89,7 @@ impl RpcChannel {
             observer: ClientObserver::new(&target, None),
             target,
             transport,
+            ready: None,
         }
     }
 
@@ -105,15 +121,9 @@ impl RpcChannel {
         let Transport::Local(local) = &self.transport else {
             return None;
         };
-        let clients = local.moved()?;
-        match clients.channel(&self.target, local.requirement()) {
-            Ok(fresh) => Some(fresh),
-            Err(err) => {
-                // The old routers answer: the service is being removed.
-                tracing::debug!(target = %self.target, error = %err, "cannot resolve a colocated channel again");
-                None
-            }
-        }
+        local.moved(&self.target, |clients, requirement| {
+            clients.channel(&self.target, requirement)
+        })
     }
 }
 
@@ -136,8 +146,11 @@ impl tower::Service<Request<Body>> for RpcChannel {
     type Future = BoxFuture<'static, Result<Response<Body>, BoxError>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if let Some(fresh) = self.moved() {
-            *self = fresh;
+        if self.ready.is_none() {
+            self.ready = self.moved().map(Box::new);
+        }
+        if let Some(ready) = &mut self.ready {
+            return ready.poll_ready(cx);
         }
         match &mut self.transport {
             Transport::Local(_) => Poll::Ready(Ok(())),
@@ -150,6 +163,9 @@ impl tower::Service<Request<Body>> for RpcChannel {
     }
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        if let Some(mut ready) = self.ready.take() {
+            return ready.call(request);
+        }
         let stated = request
             .headers()
             .get(&GRPC_TIMEOUT)

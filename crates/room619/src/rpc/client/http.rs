@@ -58,12 +58,12 @@ pub struct HttpClient {
 
 #[derive(Clone)]
 enum Transport {
-    Local(Colocation),
+    Local(Colocation<HttpClient>),
     Remote(RemoteHttp),
 }
 
 impl HttpClient {
-    pub(crate) fn local(target: &str, colocation: Colocation) -> Self {
+    pub(crate) fn local(target: &str, colocation: Colocation<Self>) -> Self {
         Self::new(target, Transport::Local(colocation))
     }
 
@@ -98,15 +98,11 @@ impl HttpClient {
     /// node its requests go to another instance.
     fn transport(&self) -> Cow<'_, Transport> {
         if let Transport::Local(local) = &self.transport
-            && let Some(clients) = local.moved()
+            && let Some(fresh) = local.moved(&self.target, |clients, requirement| {
+                clients.http(&self.target, requirement)
+            })
         {
-            match clients.http(&self.target, local.requirement()) {
-                Ok(fresh) => return Cow::Owned(fresh.transport),
-                Err(err) => {
-                    // The old routers answer: the service is being removed.
-                    tracing::debug!(target = %self.target, error = %err, "cannot resolve a colocated client again");
-                }
-            }
+            return Cow::Owned(fresh.transport);
         }
         Cow::Borrowed(&self.transport)
     }

@@ -63,23 +63,48 @@ impl LocalRouters {
     }
 }
 
-/// What a colocated client calls through: the node's routers when it was
-/// made, while they are still the node's current ones. When services are
-/// added or removed the node has new routers, and the client is resolved
-/// again: in process through the new ones while they still route its
-/// service, else to another instance (a client made before a
-/// `remove_service` fails over instead of being refused for ever).
-#[derive(Clone)]
-pub(crate) struct Colocation {
+/// What a colocated client (`C`: an [`RpcChannel`] or an [`HttpClient`])
+/// calls through: the node's routers when it was made, while they are still
+/// the node's current ones (one atomic load a call). When services are added
+/// or removed the node has new routers, and the client is resolved again,
+/// once per change for all its clones: in process through the new routers
+/// while they still route its service, else to another instance (a client
+/// made before a `remove_service` fails over instead of being refused for
+/// ever), and back in process if the service returns.
+///
+/// Like the routers it calls, a client kept after its node stopped keeps the
+/// node's last routers, and the services' state, until it is dropped.
+pub(crate) struct Colocation<C> {
     routers: Arc<LocalRouters>,
     /// The node's current routers.
     current: Arc<ArcSwapOption<LocalRouters>>,
-    /// To resolve again; weak, so a client kept past the node holds none of it.
+    /// To resolve again; weak, so a client does not keep the clients' caches.
     clients: Weak<Inner>,
     requirement: Arc<str>,
+    /// Shared by the clones: the client resolved again, and the routers it
+    /// was resolved under.
+    moved: Arc<ArcSwapOption<Moved<C>>>,
 }
 
-impl Colocation {
+/// A colocated client resolved again under the node's routers `under`.
+struct Moved<C> {
+    under: Arc<LocalRouters>,
+    client: C,
+}
+
+impl<C> Clone for Colocation<C> {
+    fn clone(&self) -> Self {
+        Self {
+            routers: Arc::clone(&self.routers),
+            current: Arc::clone(&self.current),
+            clients: Weak::clone(&self.clients),
+            requirement: Arc::clone(&self.requirement),
+            moved: Arc::clone(&self.moved),
+        }
+    }
+}
+
+impl<C: Clone> Colocation<C> {
     pub(crate) fn grpc(&self) -> &Router {
         &self.routers.grpc
     }
@@ -88,23 +113,42 @@ impl Colocation {
         &self.routers.http
     }
 
-    /// The requirement the client was made with.
-    pub(crate) fn requirement(&self) -> &str {
-        &self.requirement
-    }
-
-    /// `None` while the routers are the node's current ones; else the
-    /// clients to resolve again with (`None` too once the node is gone:
-    /// the routers then answer for themselves).
-    pub(crate) fn moved(&self) -> Option<Clients> {
+    /// `None` while the node serves through the routers this client was made
+    /// with. Otherwise the client to call through instead, resolved by
+    /// `resolve` (given the clients and the requirement) once per change of
+    /// the node's routers; `None` too when that fails (the old routers then
+    /// answer, refusing a service being removed) or the node is gone.
+    pub(crate) fn moved(
+        &self,
+        target: &str,
+        resolve: impl FnOnce(&Clients, &str) -> Result<C>,
+    ) -> Option<C> {
         let current = self.current.load();
-        if current
-            .as_ref()
-            .is_some_and(|current| Arc::ptr_eq(current, &self.routers))
-        {
+        let current = current.as_ref()?;
+        if Arc::ptr_eq(current, &self.routers) {
             return None;
         }
-        self.clients.upgrade().map(|inner| Clients { inner })
+        if let Some(moved) = self.moved.load().as_ref()
+            && Arc::ptr_eq(&moved.under, current)
+        {
+            return Some(moved.client.clone());
+        }
+        let clients = Clients {
+            inner: self.clients.upgrade()?,
+        };
+        match resolve(&clients, &self.requirement) {
+            Ok(client) => {
+                self.moved.store(Some(Arc::new(Moved {
+                    under: Arc::clone(current),
+                    client: client.clone(),
+                })));
+                Some(client)
+            }
+            Err(err) => {
+                tracing::debug!(target, error = %err, "cannot resolve a colocated client again");
+                None
+            }
+        }
     }
 }
 
@@ -308,12 +352,13 @@ impl Clients {
     }
 
     /// The way of a client colocated through `routers`.
-    fn colocation(&self, routers: Arc<LocalRouters>, requirement: &str) -> Colocation {
+    fn colocation<C>(&self, routers: Arc<LocalRouters>, requirement: &str) -> Colocation<C> {
         Colocation {
             routers,
             current: Arc::clone(&self.inner.local),
             clients: Arc::downgrade(&self.inner),
             requirement: requirement.into(),
+            moved: Arc::new(ArcSwapOption::empty()),
         }
     }
 
