@@ -115,15 +115,7 @@ async fn without_a_dead_letter_stream_dead_letters_go_out_on_nats_core_and_the_m
 {
     let server = NatsServer::start().await;
     let calls = Arc::new(AtomicU32::new(0));
-    let counted = Arc::clone(&calls);
-    let runner = ServiceBuilder::new("runner", "1.0.0")
-        .unwrap()
-        .durable_subscribe("jobs.>", "runner", move |_ctx, _event: Event<Json<u32>>| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            async { Err(Error::unavailable("the payment service is down")) }
-        })
-        .build()
-        .unwrap();
+    let runner = always_failing(&calls);
     let config = server.config("jetstream", &format!("dead_letter_stream = \"\"\n{BUS}"));
     let watcher = async_nats::connect(server.url()).await.unwrap();
     let mut letters = watcher.subscribe("room619.dead-letter").await.unwrap();
@@ -174,15 +166,7 @@ async fn without_a_dead_letter_stream_dead_letters_go_out_on_nats_core_and_the_m
 async fn dead_letters_follow_the_streams_made_and_deleted_while_the_node_runs() {
     let server = NatsServer::start().await;
     let calls = Arc::new(AtomicU32::new(0));
-    let counted = Arc::clone(&calls);
-    let runner = ServiceBuilder::new("runner", "1.0.0")
-        .unwrap()
-        .durable_subscribe("jobs.>", "runner", move |_ctx, _event: Event<Json<u32>>| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            async { Err(Error::unavailable("the payment service is down")) }
-        })
-        .build()
-        .unwrap();
+    let runner = always_failing(&calls);
     let node = support::start_with(server.config("jetstream", BUS), runner).await;
     let js = server.jetstream().await;
     js.delete_stream("DEAD_LETTERS").await.unwrap();
@@ -231,6 +215,20 @@ async fn dead_letters_follow_the_streams_made_and_deleted_while_the_node_runs() 
     settled(&consumer).await;
     assert_eq!(calls.load(Ordering::SeqCst), 6);
     node.shutdown().await.unwrap();
+}
+
+/// The durable consumer `runner` of `jobs.>`, whose handler counts its calls
+/// in `calls` and always fails.
+fn always_failing(calls: &Arc<AtomicU32>) -> room619::service::BuiltService {
+    let counted = Arc::clone(calls);
+    ServiceBuilder::new("runner", "1.0.0")
+        .unwrap()
+        .durable_subscribe("jobs.>", "runner", move |_ctx, _event: Event<Json<u32>>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { Err(Error::unavailable("the payment service is down")) }
+        })
+        .build()
+        .unwrap()
 }
 
 /// Waits (up to 5 s) until `consumer` has nothing pending or unacked.
