@@ -12,12 +12,13 @@
 //!
 //! Each request is answered on a subject of its own under one inbox, so the
 //! status that ends it (expired, cut short) names it, and each expires after
-//! `PULL_EXPIRES`: one the server forgot (it restarted, the connection was
-//! replaced) stops counting a little after that, with no word from the
-//! server, and the others keep theirs; the consumer then asks again on a
-//! fresh inbox, so a request that reaches the server late (sent as the
-//! connection went down) finds nobody listening and is dropped. No request
-//! is sent while the connection is down.
+//! `PULL_EXPIRES`. When the connection is lost, the consumer starts over on a
+//! fresh inbox: the requests the server may still hold, or may yet receive
+//! (sent as the connection went down), find nobody listening on the old one
+//! after the reconnect, and the server drops them; what had arrived and was
+//! not taken is handed back. No request is sent while the connection is
+//! down. A request the server forgot with no outage stops counting a little
+//! after its expiry, and the consumer asks again on a fresh inbox too.
 
 use std::{
     collections::VecDeque,
@@ -31,7 +32,7 @@ use async_nats::{
     jetstream::{self, AckKind, consumer::PullConsumer, consumer::pull::BatchConfig},
 };
 use futures_util::{FutureExt as _, StreamExt as _};
-use tokio::time::Sleep;
+use tokio::{sync::watch, time::Sleep};
 
 use super::{DeliveryPolicy, Message, jetstream::JetStreamBus, nats::from_nats};
 use crate::Result;
@@ -63,6 +64,8 @@ pub(crate) struct DurableSource {
     pulls: Option<Pulls>,
     /// Failures in a row.
     failures: u32,
+    /// Changes when the connection is lost.
+    outages: watch::Receiver<u64>,
 }
 
 /// Pull requests under way and the inbox they are answered on.
@@ -335,6 +338,7 @@ impl DurableSource {
             consumer,
             pulls: None,
             failures: 0,
+            outages: bus.core().outages(),
         })
     }
 
@@ -344,6 +348,9 @@ impl DurableSource {
     pub(crate) async fn next(&mut self, free: usize) -> (Message, u32, Acker) {
         loop {
             if self.pulls.is_none() {
+                // The requests of the inbox opened now are sent on the
+                // connection as it is now: only a later loss ends them.
+                self.outages.mark_unchanged();
                 match Pulls::open(&self.bus.context().client()).await {
                     Ok(pulls) => self.pulls = Some(pulls),
                     Err(err) => {
@@ -358,11 +365,12 @@ impl DurableSource {
             };
             let asked = pulls.requests.asked();
             let wanted = free.saturating_sub(asked);
-            if wanted > 0 && (asked == 0 || wanted >= self.policy.max_in_flight.div_ceil(4)) {
-                if self.bus.context().client().connection_state() != State::Connected {
-                    tokio::time::sleep(RECONNECT_POLL).await;
-                    continue;
-                }
+            let due = wanted > 0 && (asked == 0 || wanted >= self.policy.max_in_flight.div_ceil(4));
+            // Sent now, a request would wait in the client's buffer and reach
+            // the server after the reconnect: ask then, and take what arrived
+            // meanwhile.
+            let offline = due && self.bus.context().client().connection_state() != State::Connected;
+            if due && !offline {
                 let request = BatchConfig {
                     batch: wanted,
                     expires: Some(PULL_EXPIRES),
@@ -397,6 +405,14 @@ impl DurableSource {
                     }
                     continue;
                 }
+                Ok(()) = self.outages.changed() => {
+                    tracing::debug!(durable = %self.durable, "connection lost; asking again on a fresh inbox");
+                    if let Some(old) = self.pulls.take() {
+                        self.hand_back(old).await;
+                    }
+                    continue;
+                }
+                () = tokio::time::sleep(RECONNECT_POLL), if offline => continue,
             };
             match reply {
                 Reply::Delivery(message) => {

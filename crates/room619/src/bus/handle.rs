@@ -105,17 +105,14 @@ impl MessageBus {
         Self::check(config)?;
         let bus = match config.backend {
             BusBackend::Memory => Self::memory(config),
-            BusBackend::Nats => {
-                let client = nats::connect(config, name).await?;
-                Self::with(
-                    Backend::Nats(nats::NatsBus::new(client)),
-                    BusBackend::Nats,
-                    config,
-                )
-            }
+            BusBackend::Nats => Self::with(
+                Backend::Nats(nats::connect(config, name).await?),
+                BusBackend::Nats,
+                config,
+            ),
             BusBackend::JetStream => {
-                let client = nats::connect(config, name).await?;
-                let js = jetstream::JetStreamBus::new(nats::NatsBus::new(client), config).await?;
+                let js = jetstream::JetStreamBus::new(nats::connect(config, name).await?, config)
+                    .await?;
                 Self::with(
                     Backend::JetStream(Box::new(js)),
                     BusBackend::JetStream,

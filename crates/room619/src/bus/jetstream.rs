@@ -51,10 +51,18 @@ pub(crate) struct JetStreamBus {
     admin: Context,
     publish_timeout: Duration,
     streams: Vec<(String, Vec<Pattern>)>,
-    /// Whether a stream stores the dead letters, and when the server said
-    /// so: asked again after `DEAD_LETTER_ROUTE_TTL`, or after a dead letter
-    /// failed.
-    dead_letter_route: Arc<Mutex<Option<(Instant, bool)>>>,
+    /// Whether a stream stores the dead letters, as the server last said.
+    dead_letter_route: Arc<Mutex<DeadLetterRoute>>,
+}
+
+/// Whether a stream stores the dead letters, and when the server said so:
+/// asked again after `DEAD_LETTER_ROUTE_TTL`, or after a dead letter failed.
+#[derive(Debug, Default)]
+struct DeadLetterRoute {
+    known: Option<(Instant, bool)>,
+    /// Counts the answers forgotten, so that one asked for before is not
+    /// kept.
+    forgotten: u64,
 }
 
 /// How long the server's answer to "does a stream store the dead letters?"
@@ -141,33 +149,38 @@ impl JetStreamBus {
     /// answer is yes: the dead letter then takes the JetStream path, which
     /// retries.
     pub(crate) async fn stores_dead_letters(&self, subject: &str) -> bool {
-        let known = *self
-            .dead_letter_route
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some((at, stored)) = known
-            && at.elapsed() < DEAD_LETTER_ROUTE_TTL
-        {
-            return stored;
-        }
+        let forgotten = {
+            let route = self.route();
+            if let Some((at, stored)) = route.known
+                && at.elapsed() < DEAD_LETTER_ROUTE_TTL
+            {
+                return stored;
+            }
+            route.forgotten
+        };
         let stored = match self.admin.stream_by_subject(subject).await {
             Ok(_) => true,
             Err(err) => err.kind() != GetStreamByNameErrorKind::NotFound,
         };
-        *self
-            .dead_letter_route
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), stored));
+        let mut route = self.route();
+        if route.forgotten == forgotten {
+            route.known = Some((Instant::now(), stored));
+        }
         stored
+    }
+
+    fn route(&self) -> std::sync::MutexGuard<'_, DeadLetterRoute> {
+        self.dead_letter_route
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A dead letter failed on the route last found: the next one asks the
     /// server again.
     pub(crate) fn forget_dead_letter_route(&self) {
-        *self
-            .dead_letter_route
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = None;
+        let mut route = self.route();
+        route.known = None;
+        route.forgotten += 1;
     }
 
     /// The JetStream context of the API calls (and of acks).

@@ -13,6 +13,7 @@ use async_nats::{
 };
 use bytes::Bytes;
 use futures_util::StreamExt as _;
+use tokio::sync::watch;
 
 use super::{BusConfig, Headers, Message, OutgoingMessage, Subscription, subject};
 use crate::{Error, Result};
@@ -25,29 +26,17 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
 /// # Errors
 ///
 /// `Unavailable` naming the URL and the `bus.url` key when no server answers.
-pub(crate) async fn connect(config: &BusConfig, name: &str) -> Result<Client> {
-    options(name, config.publish_timeout)
+pub(crate) async fn connect(config: &BusConfig, name: &str) -> Result<NatsBus> {
+    let (outage, outages) = watch::channel(0_u64);
+    let client = options(name, config.publish_timeout)
         // Every subject is checked by the bus before it reaches the client.
         .skip_subject_validation(true)
         .client_capacity(config.publish_queue)
         // A subscriber that does not keep up: what the client drops once
         // it holds 65 536 messages for it is said, not silent.
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::SlowConsumer(subscription) => tracing::warn!(
-                    subscription,
-                    "a bus subscriber does not keep up: NATS messages for it were dropped"
-                ),
-                async_nats::Event::ServerError(err) => {
-                    tracing::warn!(error = %err, "the NATS server reported an error");
-                }
-                async_nats::Event::LameDuckMode => {
-                    tracing::warn!(
-                        "the NATS server is going away (lame duck mode); reconnecting elsewhere"
-                    );
-                }
-                _ => {}
-            }
+        .event_callback(move |event| {
+            let outage = outage.clone();
+            async move { on_event(event, &outage) }
         })
         .connect(config.url.as_str())
         .await
@@ -57,7 +46,31 @@ pub(crate) async fn connect(config: &BusConfig, name: &str) -> Result<Client> {
                 config.url
             ))
             .with_source(err)
-        })
+        })?;
+    Ok(NatsBus { client, outages })
+}
+
+/// Says what the client reports that an operator should see, and counts the
+/// connection's losses in `outage`.
+fn on_event(event: async_nats::Event, outage: &watch::Sender<u64>) {
+    match event {
+        async_nats::Event::Disconnected => {
+            outage.send_modify(|count| *count += 1);
+        }
+        async_nats::Event::SlowConsumer(subscription) => tracing::warn!(
+            subscription,
+            "a bus subscriber does not keep up: NATS messages for it were dropped"
+        ),
+        async_nats::Event::ServerError(err) => {
+            tracing::warn!(error = %err, "the NATS server reported an error");
+        }
+        async_nats::Event::LameDuckMode => {
+            tracing::warn!(
+                "the NATS server is going away (lame duck mode); reconnecting elsewhere"
+            );
+        }
+        _ => {}
+    }
 }
 
 /// The options every NATS connection of a node shares: the client `name`,
@@ -80,15 +93,19 @@ pub(crate) fn options(name: &str, connect_timeout: Duration) -> async_nats::Conn
 #[derive(Clone, Debug)]
 pub(crate) struct NatsBus {
     client: Client,
+    /// How many times the connection was lost so far.
+    outages: watch::Receiver<u64>,
 }
 
 impl NatsBus {
-    pub(crate) fn new(client: Client) -> Self {
-        Self { client }
-    }
-
     pub(crate) fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// Changes each time the connection is lost (before the client
+    /// reconnects and subscribes again).
+    pub(crate) fn outages(&self) -> watch::Receiver<u64> {
+        self.outages.clone()
     }
 
     pub(crate) async fn publish(&self, message: OutgoingMessage) -> Result<()> {

@@ -19,7 +19,11 @@ use room619::{
     rpc::codec::Format,
 };
 
-use crate::support::{self, nats::NatsServer};
+use crate::support::{
+    self,
+    fault_proxy::{Fault, FaultProxy},
+    nats::NatsServer,
+};
 
 const TOTAL: u32 = 10_000;
 
@@ -172,6 +176,92 @@ async fn an_outage_does_not_make_the_consumer_ask_for_more_than_its_handlers() {
         publisher.publish("events.job", &Json(n)).await.unwrap();
     }
     each_handled_once(node, &calls).await;
+}
+
+/// A connection lost for a moment while the server keeps running does not
+/// stall the consumer: the requests it had sent ended with the connection
+/// (or, if the server still holds them, would answer on an inbox nobody
+/// listens on), and once reconnected it asks again at once, instead of
+/// waiting for them to expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_brief_connection_loss_the_consumer_pulls_again_at_once() {
+    let server = NatsServer::start().await;
+    let proxy = FaultProxy::start(server.addr()).await;
+    let config = support::config(&format!(
+        "[bus]\nbackend = \"jetstream\"\nurl = \"nats://{}\"\n{BUS}",
+        proxy.addr()
+    ));
+    let tally = Tally::default();
+    let node = start_consumer(config, tally.clone()).await;
+    let publisher = MessageBus::connect(&server.config("jetstream", BUS).bus)
+        .await
+        .unwrap();
+    let handled = |n: u32| {
+        let seen = Arc::clone(&tally.seen);
+        move || seen.lock().unwrap().contains(&n)
+    };
+    publisher.publish("events.tick", &Json(1)).await.unwrap();
+    wait_until("message 1 was handled", Duration::from_secs(5), handled(1)).await;
+
+    // The consumer's requests are under way when the connection drops.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.set(Fault::Reset);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.set(Fault::Pass);
+    // Reconnect attempts are at most 0.64 s apart by then.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    publisher.publish("events.tick", &Json(2)).await.unwrap();
+    // Well under the 2 s a server-side expiry takes, and the 4 s of a
+    // request the consumer would wait to hear of.
+    wait_until(
+        "message 2 was handled soon after the reconnect",
+        Duration::from_secs(1),
+        handled(2),
+    )
+    .await;
+    node.shutdown().await.unwrap();
+}
+
+/// A server restart forgets the consumer's pull requests without a word;
+/// the consumer does not wait for them to expire (4 s after they were sent)
+/// but asks again as soon as it is reconnected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_server_restart_the_consumer_pulls_again_at_once() {
+    let mut server = NatsServer::start().await;
+    let config = server.config("jetstream", BUS);
+    let tally = Tally::default();
+    let node = start_consumer(config.clone(), tally.clone()).await;
+    let handled = |n: u32| {
+        let seen = Arc::clone(&tally.seen);
+        move || seen.lock().unwrap().contains(&n)
+    };
+    let publisher = MessageBus::connect(&config.bus).await.unwrap();
+    publisher.publish("events.tick", &Json(1)).await.unwrap();
+    wait_until("message 1 was handled", Duration::from_secs(5), handled(1)).await;
+
+    // Killed right after the consumer renews its request (each lasts 2 s).
+    let probe = server.client().await;
+    let mut requests = probe
+        .subscribe("$JS.API.CONSUMER.MSG.NEXT.EVENTS.counter")
+        .await
+        .unwrap();
+    probe.flush().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), requests.next())
+        .await
+        .expect("the consumer renews its pull request within 5 s")
+        .unwrap();
+    let sent = std::time::Instant::now();
+    server.kill();
+    server.restart().await;
+    publisher.publish("events.tick", &Json(2)).await.unwrap();
+    let limit = Duration::from_secs(3).saturating_sub(sent.elapsed());
+    wait_until(
+        "message 2 was handled less than 3 s after the last request before the restart",
+        limit,
+        handled(2),
+    )
+    .await;
+    node.shutdown().await.unwrap();
 }
 
 /// A backlog larger than [`SLOW`]'s handlers.

@@ -150,7 +150,12 @@ impl tower::Service<Request<Body>> for RpcChannel {
             self.ready = self.moved().map(Box::new);
         }
         if let Some(ready) = &mut self.ready {
-            return ready.poll_ready(cx);
+            let polled = ready.poll_ready(cx);
+            if matches!(polled, Poll::Ready(Err(_))) {
+                // Not kept: the next call resolves again.
+                self.ready = None;
+            }
+            return polled;
         }
         match &mut self.transport {
             Transport::Local(_) => Poll::Ready(Ok(())),
