@@ -1,7 +1,7 @@
 //! [`ClientPolicy`] and [`ResilienceConfig`]: the resilience settings of the
 //! clients of each downstream service.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -150,6 +150,12 @@ impl ClientPolicy {
                     "must be longer than zero".to_owned(),
                 );
             }
+            for (field, wait) in [
+                ("open_duration", breaker.open_duration),
+                ("slow_call_duration", breaker.slow_call_duration),
+            ] {
+                check_wait(wait).or_else(|problem| fail(&format!("{key}.{field}"), problem))?;
+            }
             for (index, name) in breaker.failures.grpc_codes.iter().enumerate() {
                 if super::code_from_name(name).is_none() {
                     return fail(
@@ -162,6 +168,32 @@ impl ClientPolicy {
         let retry = &self.retry;
         if retry.max_attempts == 0 {
             return fail("retry.max_attempts", "must be at least 1".to_owned());
+        }
+        for (field, wait) in [
+            ("initial_backoff", Some(retry.initial_backoff)),
+            ("max_backoff", Some(retry.max_backoff)),
+            ("attempt_timeout", retry.attempt_timeout),
+            ("budget.ttl", Some(retry.budget.ttl)),
+        ] {
+            if let Some(wait) = wait {
+                check_wait(wait).or_else(|problem| fail(&format!("retry.{field}"), problem))?;
+            }
+        }
+        for (list, patterns) in [
+            ("retry.idempotent", &retry.idempotent),
+            ("hedge.methods", &self.hedge.methods),
+        ] {
+            for (index, pattern) in patterns.iter().enumerate() {
+                if !pattern.starts_with('/') {
+                    return fail(
+                        &format!("{list}.{index}"),
+                        format!(
+                            "`{pattern}` must be a gRPC path such as `/users.v1.Users/GetUser` \
+                             or a prefix ending in `*` such as `/users.v1.Users/*`"
+                        ),
+                    );
+                }
+            }
         }
         if retry.max_backoff < retry.initial_backoff {
             return fail(
@@ -183,11 +215,43 @@ impl ClientPolicy {
         if self.bulkhead.max_concurrent == 0 {
             return fail("bulkhead.max_concurrent", "must be at least 1".to_owned());
         }
+        for (field, size) in [
+            ("max_concurrent", self.bulkhead.max_concurrent),
+            ("max_queued", self.bulkhead.max_queued),
+        ] {
+            if size > MAX_BULKHEAD {
+                return fail(
+                    &format!("bulkhead.{field}"),
+                    format!("must be at most {MAX_BULKHEAD} (got {size})"),
+                );
+            }
+        }
+        for (field, wait) in [
+            ("min_delay", self.hedge.min_delay),
+            ("max_delay", self.hedge.max_delay),
+        ] {
+            check_wait(wait).or_else(|problem| fail(&format!("hedge.{field}"), problem))?;
+        }
         if let Err((field, problem)) = self.hedge.check() {
             return fail(&format!("hedge.{field}"), problem);
         }
         Ok(())
     }
+}
+
+/// The longest wait a policy may set (a breaker's open period, a backoff, a
+/// timeout): longer is a typo, and would overflow the clock.
+const MAX_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The largest bulkhead.
+const MAX_BULKHEAD: usize = 1 << 24;
+
+/// A wait no longer than [`MAX_WAIT`]; else what is wrong with it.
+fn check_wait(wait: Duration) -> Result<(), String> {
+    if wait > MAX_WAIT {
+        return Err(format!("must be at most 24h (got {}s)", wait.as_secs()));
+    }
+    Ok(())
 }
 
 impl Default for ClientPolicy {
@@ -257,6 +321,40 @@ mod tests {
         );
         Config::from_toml_str(
             "[resilience.defaults.breaker]\nwindow = { count = 10 }\nminimum_calls = 10",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn sizes_and_waits_past_their_bounds_and_paths_without_a_slash_are_refused() {
+        for (toml, key) in [
+            (
+                "[resilience.defaults.bulkhead]\nmax_concurrent = 3000000000000000000",
+                "resilience.defaults.bulkhead.max_concurrent",
+            ),
+            (
+                "[resilience.services.users.breaker]\nopen_duration = \"300000000000y\"",
+                "resilience.services.users.breaker.open_duration",
+            ),
+            (
+                "[resilience.defaults.retry]\nattempt_timeout = \"2days\"",
+                "resilience.defaults.retry.attempt_timeout",
+            ),
+            (
+                "[resilience.defaults.retry]\nidempotent = [\"/users.v1.Users/Get*\", \"users.v1.Users/List\"]",
+                "resilience.defaults.retry.idempotent.1",
+            ),
+            (
+                "[resilience.defaults.hedge]\nmethods = [\"users.v1.Users/*\"]",
+                "resilience.defaults.hedge.methods.0",
+            ),
+        ] {
+            let err = Config::from_toml_str(toml).unwrap_err();
+            assert_eq!(err.key(), key, "{toml}: {err}");
+        }
+        Config::from_toml_str(
+            "[resilience.defaults.breaker]\nopen_duration = \"24h\"\n\
+             [resilience.defaults.retry]\nidempotent = [\"/users.v1.Users/Get*\"]",
         )
         .unwrap();
     }

@@ -168,3 +168,52 @@ async fn a_client_made_before_the_reload_still_follows_discovery() {
     two.shutdown().await.unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A reload that changes another service's policy leaves this service's
+/// protection as it was: clients made after it share the bulkhead (and the
+/// breakers and budget) of the clients made before, so an edit elsewhere
+/// neither closes an open breaker nor doubles the calls let through.
+#[tokio::test]
+async fn an_edit_of_another_services_policy_keeps_this_ones_state() {
+    let upstream = support::start(support::config("")).await;
+    let dir = std::env::temp_dir().join(format!("room619-keep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("room619.toml");
+    let toml = |other_attempts: u32| {
+        format!(
+            "{}[resilience.services.other.retry]\nmax_attempts = {other_attempts}\n",
+            toml(upstream.local_addr(), 1)
+        )
+    };
+    std::fs::write(&path, toml(2)).unwrap();
+    let caller = watching(&path).await;
+    let handle = caller.handle();
+    let slow = |handle: room619::node::NodeHandle| async move {
+        let mut client = handle
+            .client::<EchoClient<RpcChannel>>("echo", "^1")
+            .unwrap();
+        let request = EchoRequest {
+            message: "slow".into(),
+            delay_ms: 1_500,
+            ..EchoRequest::default()
+        };
+        client
+            .echo(request)
+            .await
+            .map_or_else(|status| status.code(), |_| Code::Ok)
+    };
+    let before = tokio::spawn(slow(handle.clone()));
+    // The call made before the reload holds the bulkhead's one slot.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rewrite(&path, &toml(3), &handle).await;
+    assert_eq!(
+        slow(handle.clone()).await,
+        Code::ResourceExhausted,
+        "a client made after the reload got a bulkhead of its own"
+    );
+    assert_eq!(before.await.unwrap(), Code::Ok);
+
+    caller.shutdown().await.unwrap();
+    upstream.shutdown().await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -69,7 +69,9 @@ impl BulkheadLayer {
         Self {
             shared: Arc::new(Shared {
                 name: name.into(),
-                slots: Arc::new(Semaphore::new(policy.max_concurrent.max(1))),
+                slots: Arc::new(Semaphore::new(
+                    policy.max_concurrent.clamp(1, Semaphore::MAX_PERMITS),
+                )),
                 queued: AtomicUsize::new(0),
                 policy,
                 metrics: None,

@@ -64,6 +64,10 @@ impl<S> Layer<S> for CircuitBreakerLayer {
             shared: Arc::new(Shared {
                 name: Arc::clone(&self.name),
                 failures: self.policy.failures.clone(),
+                counts_deadlines: self
+                    .policy
+                    .failures
+                    .is_failure_code(tonic::Code::DeadlineExceeded),
                 breaker: Mutex::new(Breaker::new(self.policy.clone())),
                 metrics,
             }),

@@ -13,10 +13,14 @@
 //!
 //! What counts as a failure is a [`FailurePolicy`]. A call that never
 //! finishes counts too: one cut at its attempt's timeout (the retry layer
-//! above marks each attempt with its [`AttemptDeadline`]) is a failure, one
-//! dropped after running for `slow_call_duration` a slow call; so a hung
-//! instance trips its breaker. A call dropped sooner (its caller gave up,
-//! another hedge answered) counts for nothing.
+//! above marks each attempt with its [`AttemptDeadline`]) is a failure, and
+//! so is one cut at its caller's deadline (the [`Deadline`] in its
+//! extensions) when `DEADLINE_EXCEEDED` is one; one dropped after running
+//! for `slow_call_duration` is a slow call; so a hung instance trips its
+//! breaker. A call dropped sooner (its caller gave up, another hedge
+//! answered) counts for nothing. A half-open breaker whose probes are all
+//! out, one of them for `slow_call_duration`, reopens: a hung probe is a
+//! slow one.
 //!
 //! A breaker in front of a whole service rejects calls ([`Mode::Reject`]). A
 //! breaker per instance under a balancer instead reports itself *not ready*
@@ -59,6 +63,7 @@ use super::{FailurePolicy, Rejection, retry::AttemptDeadline};
 use crate::{
     error::BoxError,
     observability::metrics::{ResilienceMetrics, labels::BreakerLabels},
+    rpc::deadline::Deadline,
 };
 
 /// The window a breaker counts outcomes over.
@@ -130,6 +135,9 @@ pub(crate) struct Shared {
     pub(crate) name: Arc<str>,
     pub(crate) breaker: Mutex<Breaker>,
     pub(crate) failures: FailurePolicy,
+    /// Whether `DEADLINE_EXCEEDED` is a failure, and so is a call cut at
+    /// its caller's deadline.
+    pub(crate) counts_deadlines: bool,
     pub(crate) metrics: Option<Observed>,
 }
 
@@ -235,10 +243,19 @@ where
         let (permit, transition) = self.shared.lock().try_acquire(Instant::now());
         self.shared.report(transition);
         if let Some(permit) = permit {
-            let cut_at = request
+            let attempt = request
                 .extensions()
                 .get::<AttemptDeadline>()
                 .map(AttemptDeadline::instant);
+            // room619's clients drop a call at its caller's deadline: cut
+            // there, it is the backend not answering in time, as a
+            // `DEADLINE_EXCEEDED` answer would be.
+            let deadline = request
+                .extensions()
+                .get::<Deadline>()
+                .filter(|_| self.shared.counts_deadlines)
+                .map(|deadline| deadline.instant());
+            let cut_at = attempt.into_iter().chain(deadline).min();
             ResponseFuture::admitted(
                 self.inner.call(request),
                 permit,

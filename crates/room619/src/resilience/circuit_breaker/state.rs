@@ -9,6 +9,9 @@ use super::{BreakerPolicy, Window};
 
 /// How many buckets a time window is cut into.
 const TIME_BUCKETS: u32 = 10;
+/// The longest open period, whatever the policy says (a clock overflow
+/// would panic).
+const LONGEST_OPEN: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// How often a half-open breaker with every probe out looks again.
 const PROBE_RECHECK: Duration = Duration::from_millis(10);
 
@@ -56,6 +59,11 @@ enum State {
         issued: u32,
         succeeded: u32,
         period: u64,
+        /// Since when every probe is out. One of them has run at least
+        /// that long: past `slow_call_duration` it is a slow probe, and the
+        /// breaker reopens (a probe that hangs must not keep it half-open
+        /// for ever).
+        full_since: Option<Instant>,
     },
 }
 
@@ -83,12 +91,13 @@ impl Breaker {
         }
     }
 
-    /// The current state (an open breaker whose time is up reads as half-open).
+    /// The current state (an open breaker whose time is up reads as
+    /// half-open; a half-open one whose probes overran, as open).
     #[must_use]
     pub fn state(&self, now: Instant) -> BreakerState {
         match self.state {
             State::Closed => BreakerState::Closed,
-            State::Open { until } if now < until => BreakerState::Open,
+            _ if self.open_until(now).is_some() => BreakerState::Open,
             State::Open { .. } | State::HalfOpen { .. } => BreakerState::HalfOpen,
         }
     }
@@ -96,10 +105,12 @@ impl Breaker {
     /// Until when it rejects every call, if it is open.
     #[must_use]
     pub fn open_until(&self, now: Instant) -> Option<Instant> {
-        match self.state {
-            State::Open { until } if now < until => Some(until),
-            _ => None,
-        }
+        let until = match self.state {
+            State::Open { until } => until,
+            State::HalfOpen { .. } => self.reopened_until(now)?,
+            State::Closed => return None,
+        };
+        (now < until).then_some(until)
     }
 
     /// When a call would next be admitted: `None` now, or the instant to look
@@ -107,27 +118,61 @@ impl Breaker {
     /// probe out).
     #[must_use]
     pub fn next_admission(&self, now: Instant) -> Option<Instant> {
+        if let Some(until) = self.open_until(now) {
+            return Some(until);
+        }
         match self.state {
-            State::Open { until } if now < until => Some(until),
-            State::HalfOpen { issued, .. } if issued >= self.policy.half_open_probes => {
+            State::HalfOpen { issued, .. }
+                if issued >= self.policy.half_open_probes && self.reopened_until(now).is_none() =>
+            {
                 Some(now + PROBE_RECHECK)
             }
             _ => None,
         }
     }
 
+    /// When half-open with a probe out for `slow_call_duration`: the end of
+    /// the open period that probe's slowness began.
+    fn reopened_until(&self, now: Instant) -> Option<Instant> {
+        let State::HalfOpen {
+            full_since: Some(since),
+            ..
+        } = self.state
+        else {
+            return None;
+        };
+        let slow_at = since.checked_add(self.policy.slow_call_duration)?;
+        (now >= slow_at).then(|| {
+            slow_at
+                .checked_add(self.policy.open_duration)
+                .unwrap_or(slow_at)
+        })
+    }
+
+    /// Reopens a half-open breaker whose probes overran (see
+    /// [`reopened_until`](Self::reopened_until)).
+    fn settle(&mut self, now: Instant) -> Option<Transition> {
+        let until = self.reopened_until(now)?;
+        self.state = State::Open { until };
+        Some(Transition {
+            from: BreakerState::HalfOpen,
+            to: BreakerState::Open,
+        })
+    }
+
     /// Asks to make a call; `None` means reject it.
     pub fn try_acquire(&mut self, now: Instant) -> (Option<Permit>, Option<Transition>) {
-        let mut transition = None;
+        let mut transition = self.settle(now);
         if let State::Open { until } = self.state {
             if now < until {
-                return (None, None);
+                return (None, transition);
             }
             self.periods += 1;
             self.state = State::HalfOpen {
                 issued: 0,
                 succeeded: 0,
                 period: self.periods,
+                full_since: None,
             };
             transition = Some(Transition {
                 from: BreakerState::Open,
@@ -136,8 +181,16 @@ impl Breaker {
         }
         let permit = match &mut self.state {
             State::Closed => Some(Permit::Closed),
-            State::HalfOpen { issued, period, .. } if *issued < self.policy.half_open_probes => {
+            State::HalfOpen {
+                issued,
+                period,
+                full_since,
+                ..
+            } if *issued < self.policy.half_open_probes => {
                 *issued += 1;
+                if *issued >= self.policy.half_open_probes {
+                    *full_since = Some(now);
+                }
                 Some(Permit::Probe { period: *period })
             }
             State::HalfOpen { .. } | State::Open { .. } => None,
@@ -152,12 +205,14 @@ impl Breaker {
             State::HalfOpen {
                 issued,
                 period: current,
+                full_since,
                 ..
             },
         ) = (permit, &mut self.state)
             && period == *current
         {
             *issued = issued.saturating_sub(1);
+            *full_since = None;
         }
     }
 
@@ -189,6 +244,10 @@ impl Breaker {
         failed: bool,
         elapsed: Duration,
     ) -> Option<Transition> {
+        if let Some(reopened) = self.settle(now) {
+            // Whatever the call was, its period is over.
+            return Some(reopened);
+        }
         let slow = elapsed >= self.policy.slow_call_duration;
         match (permit, &mut self.state) {
             (Permit::Closed, State::Closed) => {
@@ -247,7 +306,7 @@ impl Breaker {
 
     fn open(&mut self, now: Instant, from: BreakerState) -> Transition {
         self.state = State::Open {
-            until: now + self.policy.open_duration,
+            until: now + self.policy.open_duration.min(LONGEST_OPEN),
         };
         Transition {
             from,

@@ -372,6 +372,109 @@ async fn attempts_cut_by_the_retry_layer_open_the_breaker_below_it() {
     );
 }
 
+/// A hung backend behind callers with deadlines and no attempt timeout:
+/// room619's clients drop each call at its deadline, and those cuts open the
+/// breaker as `DEADLINE_EXCEEDED` answers would; unless the policy does not
+/// count that code.
+#[tokio::test(start_paused = true)]
+async fn calls_cut_at_their_callers_deadline_open_the_breaker() {
+    use crate::rpc::deadline::Deadline;
+
+    for (counted, expected) in [(true, BreakerState::Open), (false, BreakerState::Closed)] {
+        let hung = tower::service_fn(|_: Request<()>| {
+            std::future::pending::<Result<Response<()>, BoxError>>()
+        });
+        let mut failures = FailurePolicy::default();
+        if !counted {
+            failures
+                .grpc_codes
+                .retain(|code| code != "DEADLINE_EXCEEDED");
+        }
+        let mut service = CircuitBreakerLayer::new(
+            "users",
+            BreakerPolicy {
+                consecutive_failures: 3,
+                failures,
+                ..policy()
+            },
+        )
+        .layer(hung);
+        for _ in 0..3 {
+            let deadline = Deadline::after(Duration::from_millis(100));
+            let mut request = Request::new(());
+            request.extensions_mut().insert(deadline);
+            let call = service.ready().await.unwrap().call(request);
+            let cut = tokio::time::timeout_at(deadline.instant(), call).await;
+            assert!(cut.is_err(), "the hung call answered");
+        }
+        assert_eq!(
+            service.state(),
+            expected,
+            "DEADLINE_EXCEEDED counted: {counted}"
+        );
+    }
+}
+
+/// A probe that never ends (no deadline, no attempt timeout) does not keep
+/// the breaker half-open for ever: once every probe is out and one has run
+/// for `slow_call_duration`, that probe is slow, and the breaker reopens;
+/// after `open_duration` a new period probes again.
+#[tokio::test(start_paused = true)]
+async fn a_probe_that_never_ends_reopens_the_breaker_once_it_is_slow() {
+    let policy = BreakerPolicy {
+        slow_call_duration: Duration::from_secs(5),
+        ..policy()
+    };
+    let mut breaker = Breaker::new(policy);
+    for _ in 0..5 {
+        call(&mut breaker, true);
+    }
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let now = Instant::now();
+    let hung = breaker.try_acquire(now).0.expect("first probe");
+    let done = breaker.try_acquire(now).0.expect("second probe");
+    assert_eq!(
+        breaker.record(now, done, false, Duration::from_millis(1)),
+        None
+    );
+    assert_eq!(breaker.try_acquire(now).0, None, "both probes are out");
+
+    tokio::time::advance(Duration::from_millis(4_900)).await;
+    let now = Instant::now();
+    assert_eq!(breaker.state(now), BreakerState::HalfOpen);
+    assert!(
+        breaker
+            .next_admission(now)
+            .is_some_and(|at| at < now + Duration::from_secs(1))
+    );
+
+    tokio::time::advance(Duration::from_millis(100)).await;
+    let now = Instant::now();
+    assert_eq!(breaker.state(now), BreakerState::Open);
+    let reopened_until = now + Duration::from_secs(10);
+    assert_eq!(breaker.next_admission(now), Some(reopened_until));
+    assert_eq!(
+        breaker.try_acquire(now),
+        (
+            None,
+            Some(Transition {
+                from: BreakerState::HalfOpen,
+                to: BreakerState::Open
+            })
+        )
+    );
+    // The hung probe ending now says nothing of the next period.
+    assert_eq!(
+        breaker.record(now, hung, false, Duration::from_secs(5)),
+        None
+    );
+
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let (probe, transition) = breaker.try_acquire(Instant::now());
+    assert_eq!(probe, Some(Permit::Probe { period: 2 }));
+    assert_eq!(transition.map(|t| t.to), Some(BreakerState::HalfOpen));
+}
+
 /// The breaker's series in `/metrics`: one per name and protocol, shared
 /// while several breakers of that name live (a client made before a reload
 /// and one after), gone with the last of them (an instance that left

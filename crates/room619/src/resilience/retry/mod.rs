@@ -66,6 +66,10 @@ use crate::{
     rpc::deadline::{Deadline, GRPC_TIMEOUT, HTTP_TIMEOUT, encode_timeout},
 };
 
+/// The least time a retry is sent with, after its backoff: with less left
+/// before the deadline, the call ends with the last attempt's outcome.
+const MIN_ATTEMPT: Duration = Duration::from_millis(10);
+
 /// When and how calls are retried; the defaults are safe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -171,13 +175,15 @@ impl RetryPolicy {
                 None => self.retryable_http.contains(&response.status().as_u16()),
             },
             // An attempt cut by its own timeout is retried: the overall
-            // deadline, checked before each retry, may still leave time.
-            Err(error) => {
-                error
-                    .downcast_ref::<Rejection>()
-                    .is_some_and(|rejection| rejection.kind() == RejectionKind::AttemptTimeout)
-                    || status_in(error).is_none_or(code_retryable)
-            }
+            // deadline, checked before each retry, may still leave time. A
+            // breaker that is open (the service's, or every instance's) is
+            // not: it rejects again at once, and each such retry would spend
+            // the budget the real ones need once it half-opens.
+            Err(error) => match error.downcast_ref::<Rejection>().map(Rejection::kind) {
+                Some(RejectionKind::AttemptTimeout) => true,
+                Some(RejectionKind::BreakerOpen) => false,
+                _ => status_in(error).is_none_or(code_retryable),
+            },
         }
     }
 
@@ -285,8 +291,11 @@ where
             break;
         }
         let backoff = policy.backoff(retry);
-        // Time for the backoff and, when attempts have a timeout, for one.
-        let needed = backoff + policy.attempt_timeout.unwrap_or_default();
+        // Time for the backoff and a little for the attempt, which the
+        // deadline cuts short if it must (not a whole `attempt_timeout`:
+        // deadlines shrink down a chain of calls, and the hops deep in it
+        // would never retry).
+        let needed = backoff.saturating_add(MIN_ATTEMPT);
         let deadline = Deadline::earliest(Deadline::current(), request.deadline());
         if deadline.is_some_and(|deadline| deadline.remaining() <= needed) {
             tracing::debug!(target_service = %shared.name, "no time left for a retry");
@@ -327,7 +336,8 @@ where
         restate_timeout(&mut request, None);
         return service.call(request).await.map_err(Into::into);
     };
-    let cut_at = Instant::now() + timeout;
+    // At most a year away: later would overflow the clock.
+    let cut_at = Instant::now() + timeout.min(Duration::from_secs(365 * 24 * 60 * 60));
     request.extensions_mut().insert(AttemptDeadline(cut_at));
     restate_timeout(&mut request, Some(timeout));
     match tokio::time::timeout_at(cut_at, service.call(request)).await {

@@ -285,3 +285,66 @@ async fn each_attempt_states_the_time_left_not_the_first_attempts() {
         "the retry stated {second:?}"
     );
 }
+
+/// Attempts with a timeout as long as the whole deadline are still retried
+/// while the deadline leaves time (the retry is cut at the deadline, not
+/// refused for want of a whole `attempt_timeout`).
+#[tokio::test(start_paused = true)]
+async fn a_deadline_shorter_than_the_attempt_timeout_still_leaves_room_for_retries() {
+    use crate::rpc::deadline::Deadline;
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut service = RetryLayer::new(
+        "users",
+        RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(5),
+            attempt_timeout: Some(Duration::from_secs(1)),
+            ..policy()
+        },
+    )
+    .layer(backend(Arc::clone(&calls), 14));
+    let mut request = crate::resilience::testing::grpc("/users.v1.Users/GetUser");
+    request
+        .extensions_mut()
+        .insert(Deadline::after(Duration::from_secs(1)));
+    let response = service.ready().await.unwrap().call(request).await.unwrap();
+    assert_eq!(response.headers()["grpc-status"], "14");
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "every attempt was made");
+
+    // With less than the backoff and a little more left, none is.
+    calls.store(0, Ordering::SeqCst);
+    let mut request = crate::resilience::testing::grpc("/users.v1.Users/GetUser");
+    request
+        .extensions_mut()
+        .insert(Deadline::after(Duration::from_millis(8)));
+    service.ready().await.unwrap().call(request).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "a retry with no time left");
+}
+
+/// A call an open breaker refused is not retried: the breaker would refuse
+/// again at once, and the retries would spend the budget for nothing.
+#[tokio::test(start_paused = true)]
+async fn a_call_refused_by_an_open_breaker_is_not_retried() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let refusing = tower::service_fn(move |_: Request<Body>| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move { Err::<Response<()>, BoxError>(Box::new(Rejection::instances_open("users", 3))) }
+    });
+    let mut service = RetryLayer::new("users", policy()).layer(refusing);
+    let request = crate::resilience::testing::grpc("/users.v1.Users/GetUser");
+    let error = service
+        .ready()
+        .await
+        .unwrap()
+        .call(request)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.downcast_ref::<Rejection>().map(Rejection::kind),
+        Some(RejectionKind::BreakerOpen)
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}

@@ -174,6 +174,16 @@ struct Inner {
 /// client, or the cache, holds the stack, and until the node shuts down).
 struct Cached<T> {
     stack: T,
+    /// The service it calls, and the policy it was made with.
+    service: String,
+    policy: ClientPolicy,
+}
+
+impl<T> Cached<T> {
+    /// Whether `resilience` protects its service as its stack does.
+    fn is_current(&self, resilience: &ResilienceConfig) -> bool {
+        *resilience.for_service(&self.service) == self.policy
+    }
 }
 
 impl Clients {
@@ -209,26 +219,25 @@ impl Clients {
     }
 
     /// Replaces the resilience policies (a configuration reload). Stacks
-    /// made from now on use them: the cached remote stacks are dropped (their
-    /// breakers start closed again), and a client already handed out keeps
-    /// the policy it was made with, and keeps following discovery (its
-    /// follower ends once no client uses its balancer).
+    /// made from now on use them: the cached remote stacks of the services
+    /// whose policy changed are dropped (their breakers start closed again,
+    /// with the new settings); the others keep theirs, open breakers and
+    /// spent budgets included. A client already handed out keeps the policy
+    /// it was made with, and keeps following discovery (its follower ends
+    /// once no client uses its balancer).
     pub(crate) fn set_resilience(&self, resilience: ResilienceConfig) {
-        self.inner.resilience.store(Arc::new(resilience));
-        let _dropped = std::mem::take(
-            &mut *self
-                .inner
-                .grpc
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        let _dropped = std::mem::take(
-            &mut *self
-                .inner
-                .http
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let resilience = Arc::new(resilience);
+        self.inner.resilience.store(Arc::clone(&resilience));
+        self.inner
+            .grpc
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, cached| cached.is_current(&resilience));
+        self.inner
+            .http
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, cached| cached.is_current(&resilience));
     }
 
     /// Makes colocated services reachable in-process (once routes exist,
@@ -289,6 +298,8 @@ impl Clients {
                     remote.key,
                     Cached {
                         stack: (service.clone(), count),
+                        service: remote.name,
+                        policy: resilience.for_service(name).clone(),
                     },
                 );
                 Ok(RpcChannel::remote(name, service, count).observed(self.metrics()))
@@ -344,6 +355,8 @@ impl Clients {
                     remote.key,
                     Cached {
                         stack: service.clone(),
+                        service: remote.name,
+                        policy: resilience.for_service(name).clone(),
                     },
                 );
                 Ok(HttpClient::remote(name, service).observed(self.metrics()))
