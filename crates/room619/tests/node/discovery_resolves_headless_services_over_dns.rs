@@ -5,16 +5,23 @@
 use std::{
     collections::BTreeSet,
     net::{Ipv4Addr, Ipv6Addr, SocketAddr},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
-use hickory_proto::rr::{
-    LowerName, Name, RData, Record,
-    rdata::{A, AAAA, SOA, SRV},
+use hickory_proto::{
+    op::ResponseCode,
+    rr::{
+        LowerName, Name, RData, Record,
+        rdata::{A, AAAA, SOA, SRV},
+    },
 };
 use hickory_server::{
     ServerFuture,
-    authority::{Catalog, ZoneType},
+    authority::{Catalog, MessageResponseBuilder, ZoneType},
+    server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
     store::in_memory::InMemoryAuthority,
 };
 use room619::discovery::{Discovery as _, DnsDiscovery, DnsDiscoveryConfig, DnsServiceConfig};
@@ -32,6 +39,35 @@ async fn dns_server() -> SocketAddr {
 
 /// [`dns_server`], and its zone, to change records while it serves.
 async fn dns_server_with_zone() -> (SocketAddr, Arc<InMemoryAuthority>) {
+    let (address, zone, _) = failing_dns_server().await;
+    (address, zone)
+}
+
+/// Answers from its catalog, or `SERVFAIL` to every query while `failing`
+/// (an upstream the cluster's DNS lost).
+struct Flaky {
+    catalog: Catalog,
+    failing: Arc<AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Flaky {
+    async fn handle_request<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        if !self.failing.load(Ordering::SeqCst) {
+            return self.catalog.handle_request(request, response_handle).await;
+        }
+        let response = MessageResponseBuilder::from_message_request(request)
+            .error_msg(request.header(), ResponseCode::ServFail);
+        response_handle.send_response(response).await.unwrap()
+    }
+}
+
+/// [`dns_server_with_zone`], and the switch that makes it fail.
+async fn failing_dns_server() -> (SocketAddr, Arc<InMemoryAuthority>, Arc<AtomicBool>) {
     let origin = name("cluster.local.");
     let mut zone = InMemoryAuthority::empty(origin.clone(), ZoneType::Primary, false);
     let soa = SOA::new(
@@ -73,10 +109,14 @@ async fn dns_server_with_zone() -> (SocketAddr, Arc<InMemoryAuthority>) {
     catalog.upsert(origin.into(), vec![Arc::clone(&zone) as _]);
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let address = socket.local_addr().unwrap();
-    let mut server = ServerFuture::new(catalog);
+    let failing = Arc::new(AtomicBool::new(false));
+    let mut server = ServerFuture::new(Flaky {
+        catalog,
+        failing: Arc::clone(&failing),
+    });
     server.register_socket(socket);
     tokio::spawn(async move { server.block_until_done().await });
-    (address, zone)
+    (address, zone, failing)
 }
 
 fn addresses(dns: &DnsDiscovery, service: &str, requirement: &str) -> BTreeSet<String> {
@@ -179,7 +219,7 @@ async fn a_name_without_records_has_no_instances_and_a_dead_srv_target_is_skippe
     zone.records_mut()
         .await
         .retain(|key, _| key.name != users && key.name != orders_1);
-    // The records had a TTL of 5 s: the resolver's cache keeps them that long.
+    // The resolver caches nothing: a round (every 100 ms) sees the change.
     tokio::time::timeout(std::time::Duration::from_secs(30), async {
         while !addresses(&dns, "users", "^1").is_empty()
             || addresses(&dns, "orders", "^2").len() != 1
@@ -206,6 +246,51 @@ async fn a_name_without_records_has_no_instances_and_a_dead_srv_target_is_skippe
                 "{reason}"
             );
             assert!(reason.contains("no records"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A server that fails (`SERVFAIL`) is not a name without records: the last
+/// known instances stay, and the status says the lookups fail.
+#[tokio::test]
+async fn a_failing_dns_server_keeps_the_last_known_instances() {
+    let (server, _zone, failing) = failing_dns_server().await;
+    let config = DnsDiscoveryConfig {
+        nameserver: Some(server),
+        interval: std::time::Duration::from_millis(100),
+        services: users_and_orders(),
+    };
+    let dns = DnsDiscovery::start(&config, &[], CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(addresses(&dns, "users", "^1").len(), 4);
+    assert_eq!(addresses(&dns, "orders", "^2").len(), 2);
+
+    failing.store(true, Ordering::SeqCst);
+    // The resolver caches nothing: each round asks the server.
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while dns.status() == room619::discovery::DiscoveryStatus::Ok {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the failing server never showed in the status");
+    // A few more rounds of failures.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        addresses(&dns, "users", "^1").len(),
+        4,
+        "users were dropped"
+    );
+    assert_eq!(
+        addresses(&dns, "orders", "^2").len(),
+        2,
+        "orders were dropped"
+    );
+    match dns.status() {
+        room619::discovery::DiscoveryStatus::Degraded(reason) => {
+            assert!(reason.contains("answered Server Failure"), "{reason}");
         }
         other => panic!("{other:?}"),
     }

@@ -22,6 +22,7 @@ use hickory_resolver::{
     Resolver, TokioResolver,
     config::{LookupIpStrategy, NameServerConfigGroup, ResolverConfig, ResolverOpts},
     name_server::TokioConnectionProvider,
+    proto::{ProtoErrorKind, op::ResponseCode},
 };
 use semver::VersionReq;
 use tokio_util::sync::CancellationToken;
@@ -82,12 +83,34 @@ enum Lookup {
 
 impl From<hickory_resolver::ResolveError> for Lookup {
     fn from(err: hickory_resolver::ResolveError) -> Self {
-        if err.is_nx_domain() || err.is_no_records_found() {
-            Self::NoRecords(format!("no records: {err}"))
-        } else {
-            Self::Failed(err.to_string())
+        match answer_without_records(&err) {
+            Some(ResponseCode::NXDomain | ResponseCode::NoError) => {
+                Self::NoRecords(format!("no records: {err}"))
+            }
+            Some(code) => Self::Failed(format!("the DNS server answered {code}")),
+            None => Self::Failed(err.to_string()),
         }
     }
+}
+
+/// The code of an answer without records. hickory reports a server's
+/// failure (`SERVFAIL`, `REFUSED`, ...) as "no records found" too, with that
+/// code: only `NXDOMAIN` and an empty `NOERROR` say the name has no such
+/// records; the others are failed lookups, after which the last known
+/// instances stay.
+fn answer_without_records(err: &hickory_resolver::ResolveError) -> Option<ResponseCode> {
+    match err.proto()?.kind() {
+        ProtoErrorKind::NoRecordsFound { response_code, .. } => Some(*response_code),
+        _ => None,
+    }
+}
+
+/// Whether `err` says the name has no such records.
+fn has_no_records(err: &hickory_resolver::ResolveError) -> bool {
+    matches!(
+        answer_without_records(err),
+        Some(ResponseCode::NXDomain | ResponseCode::NoError)
+    )
 }
 
 impl DnsDiscovery {
@@ -202,7 +225,7 @@ impl DnsDiscovery {
                     }
                     // A target without an address (its pod is going) is
                     // left out; the others still serve.
-                    Err(err) if err.is_nx_domain() || err.is_no_records_found() => {
+                    Err(err) if has_no_records(&err) => {
                         tracing::debug!(target = %record.target(), "SRV target has no address; skipped");
                     }
                     Err(err) => {
