@@ -42,8 +42,11 @@ pub(crate) struct Catalog {
     inner: Arc<Inner>,
 }
 
+/// The instances by id, with where each came from.
+type Entries = HashMap<String, (Source, Instance)>;
+
 struct Inner {
-    entries: RwLock<HashMap<String, (Source, Instance)>>,
+    entries: RwLock<Entries>,
     changes: broadcast::Sender<Change>,
 }
 
@@ -61,7 +64,39 @@ impl Default for Catalog {
 impl Catalog {
     /// Adds or updates an instance; watchers see `Up` when anything changed.
     pub(crate) fn upsert(&self, source: Source, instance: Instance) {
+        self.upsert_in(&mut self.write(), source, instance);
+    }
+
+    /// Removes the instance with `id`; watchers see `Down` when it was known.
+    pub(crate) fn remove(&self, id: &str) -> Option<Instance> {
+        self.remove_in(&mut self.write(), id)
+    }
+
+    /// Makes `instances` the whole set of entries from `source`: new ones are
+    /// added, changed ones updated, missing ones removed, all at once.
+    pub(crate) fn replace(&self, source: Source, instances: Vec<Instance>) {
         let mut entries = self.write();
+        let gone: Vec<String> = entries
+            .iter()
+            .filter(|(id, (from, _))| {
+                *from == source && !instances.iter().any(|new| new.id() == id.as_str())
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            self.remove_in(&mut entries, &id);
+        }
+        for instance in instances {
+            self.upsert_in(&mut entries, source, instance);
+        }
+    }
+
+    /// [`upsert`](Self::upsert) with the entries locked. Changes are sent
+    /// under the lock, so watchers see them in the order they were made: a
+    /// `Down` sent after the lock was let go could follow the `Up` of the
+    /// same instance added again meanwhile, and leave it out of every
+    /// balancer while the catalog holds it.
+    fn upsert_in(&self, entries: &mut Entries, source: Source, instance: Instance) {
         let changed = entries
             .get(instance.id())
             .is_none_or(|(_, old)| *old != instance);
@@ -71,34 +106,13 @@ impl Catalog {
         }
     }
 
-    /// Removes the instance with `id`; watchers see `Down` when it was known.
-    pub(crate) fn remove(&self, id: &str) -> Option<Instance> {
-        let removed = self.write().remove(id).map(|(_, instance)| instance);
+    /// [`remove`](Self::remove) with the entries locked.
+    fn remove_in(&self, entries: &mut Entries, id: &str) -> Option<Instance> {
+        let removed = entries.remove(id).map(|(_, instance)| instance);
         if let Some(instance) = &removed {
             self.send(Change::Down(instance.clone()));
         }
         removed
-    }
-
-    /// Makes `instances` the whole set of entries from `source`: new ones are
-    /// added, changed ones updated, missing ones removed.
-    pub(crate) fn replace(&self, source: Source, instances: Vec<Instance>) {
-        let gone: Vec<String> = {
-            let entries = self.read();
-            entries
-                .iter()
-                .filter(|(id, (from, _))| {
-                    *from == source && !instances.iter().any(|new| new.id() == id.as_str())
-                })
-                .map(|(id, _)| id.clone())
-                .collect()
-        };
-        for id in gone {
-            self.remove(&id);
-        }
-        for instance in instances {
-            self.upsert(source, instance);
-        }
     }
 
     /// Serving instances of `name` whose version matches `requirement`,
@@ -178,14 +192,14 @@ impl Catalog {
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, (Source, Instance)>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Entries> {
         self.inner
             .entries
             .read()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, (Source, Instance)>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Entries> {
         self.inner
             .entries
             .write()

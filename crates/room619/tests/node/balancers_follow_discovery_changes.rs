@@ -117,3 +117,24 @@ async fn instances_join_and_leave_the_balancer_through_the_watch() {
     one.shutdown().await.unwrap();
     two.shutdown().await.unwrap();
 }
+
+/// An instance registered again under its id at another address (a pod of
+/// a stateful set restarted with a new IP) is called at the new address:
+/// the balancer does not keep the old one.
+#[tokio::test]
+async fn an_instance_back_under_its_id_at_a_new_address_is_called_there() {
+    let one = support::start_named("one", &[], Some(support::echo_service())).await;
+    let two = support::start_named("two", &[], Some(support::echo_service())).await;
+    let caller = support::start_named("caller", &[], None).await;
+    let discovery = caller.handle().discovery().clone();
+    discovery.register(echo_at(&one, "echo-0")).await.unwrap();
+    let channel = caller.handle().channel("echo", "^1").unwrap();
+    until(&channel, &["one"]).await;
+
+    discovery.register(echo_at(&two, "echo-0")).await.unwrap();
+    until(&channel, &["two"]).await;
+
+    caller.shutdown().await.unwrap();
+    one.shutdown().await.unwrap();
+    two.shutdown().await.unwrap();
+}

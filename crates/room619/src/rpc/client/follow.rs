@@ -2,7 +2,7 @@
 //! that appear (serving, with a matching version) are added, those that go
 //! away or stop serving are dropped.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use futures_util::StreamExt as _;
 use semver::VersionReq;
@@ -19,13 +19,15 @@ use crate::{
 /// until no client uses the balancer any more (it holds it weakly: a client
 /// handed out before a reload of the resilience policies keeps following
 /// discovery for as long as it is used). `known` holds the ids already in
-/// the balancer; `make` builds the service of a new instance (`None` when
-/// its address is unusable).
+/// the balancer with their addresses; `make` builds the service of a new
+/// instance (`None` when its address is unusable). An instance back under
+/// the same id at another address (a restarted pod of a stateful set) has
+/// its service made again.
 pub(super) fn follow<S, Req, F>(
     balanced: Balanced<S, Req>,
     mut watch: Watch,
     requirement: VersionReq,
-    known: HashSet<String>,
+    known: HashMap<String, String>,
     make: F,
     shutdown: CancellationToken,
 ) where
@@ -58,30 +60,19 @@ pub(super) fn follow<S, Req, F>(
                         .filter(|instance| eligible(instance))
                         .map(|instance| (instance.id().to_owned(), instance))
                         .collect();
-                    for id in known.iter().filter(|id| !wanted.contains_key(*id)) {
+                    for id in known.keys().filter(|id| !wanted.contains_key(*id)) {
                         balanced.remove(id);
                     }
-                    known.retain(|id| wanted.contains_key(id));
-                    for (id, instance) in wanted {
-                        if !known.contains(&id)
-                            && let Some(service) = make(&instance)
-                        {
-                            balanced.insert(id.clone(), service);
-                            known.insert(id);
-                        }
+                    known.retain(|id, _| wanted.contains_key(id));
+                    for instance in wanted.values() {
+                        add(&balanced, &mut known, &make, instance);
                     }
                 }
                 Change::Up(instance) if eligible(&instance) => {
-                    if !known.contains(instance.id())
-                        && let Some(service) = make(&instance)
-                    {
-                        tracing::debug!(?instance, "instance added to the balancer");
-                        balanced.insert(instance.id().to_owned(), service);
-                        known.insert(instance.id().to_owned());
-                    }
+                    add(&balanced, &mut known, &make, &instance);
                 }
                 Change::Up(instance) | Change::Down(instance) => {
-                    if known.remove(instance.id()) {
+                    if known.remove(instance.id()).is_some() {
                         tracing::debug!(?instance, "instance dropped from the balancer");
                         balanced.remove(instance.id());
                     }
@@ -89,4 +80,31 @@ pub(super) fn follow<S, Req, F>(
             }
         }
     });
+}
+
+/// Adds `instance` to `balanced` (and to `known`), or replaces it if its
+/// address changed; drops it if its new address is unusable.
+fn add<S, Req, F>(
+    balanced: &Balanced<S, Req>,
+    known: &mut HashMap<String, String>,
+    make: &F,
+    instance: &Instance,
+) where
+    S: Service<Req> + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    Req: Send + 'static,
+    F: Fn(&Instance) -> Option<S>,
+{
+    let id = instance.id();
+    if known.get(id).map(String::as_str) == Some(instance.address()) {
+        return;
+    }
+    if let Some(service) = make(instance) {
+        tracing::debug!(?instance, "instance added to the balancer");
+        balanced.insert(id.to_owned(), service);
+        known.insert(id.to_owned(), instance.address().to_owned());
+    } else if known.remove(id).is_some() {
+        balanced.remove(id);
+    }
 }

@@ -2,7 +2,7 @@
 //! colocated or remote transport, and caches remote ones.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{Arc, Mutex, PoisonError, Weak},
     time::Duration,
 };
@@ -390,11 +390,11 @@ impl Clients {
         Req: Send + 'static,
         F: Fn(&Instance) -> Option<S> + Send + 'static,
     {
-        let mut known = HashSet::new();
+        let mut known = HashMap::new();
         let mut services = Vec::with_capacity(remote.instances.len());
         for instance in &remote.instances {
             if let Some(service) = make(instance) {
-                known.insert(instance.id().to_owned());
+                known.insert(instance.id().to_owned(), instance.address().to_owned());
                 services.push((instance.id().to_owned(), service));
             }
         }
