@@ -16,6 +16,9 @@ pub enum RejectionKind {
     BulkheadFull,
     /// An attempt took longer than its timeout.
     AttemptTimeout,
+    /// No instance of the service is left to call (every one left
+    /// discovery, or stopped serving).
+    NoInstances,
 }
 
 /// A call refused by a resilience layer. Its source is the [`tonic::Status`]
@@ -48,6 +51,18 @@ impl Rejection {
             kind: RejectionKind::BreakerOpen,
             status: Status::unavailable(format!(
                 "the circuit breaker of every instance of `{target}` ({instances}) is open; \
+                 the call was not sent"
+            )),
+        }
+    }
+
+    /// No instance of `target` is left in its balancer.
+    #[must_use]
+    pub fn no_instances(target: &str) -> Self {
+        Self {
+            kind: RejectionKind::NoInstances,
+            status: Status::unavailable(format!(
+                "no instance of `{target}` is left: every one left discovery or stopped serving; \
                  the call was not sent"
             )),
         }
@@ -103,7 +118,7 @@ impl std::error::Error for Rejection {
 impl From<Rejection> for Error {
     fn from(rejection: Rejection) -> Self {
         let kind = match rejection.kind {
-            RejectionKind::BreakerOpen => ErrorKind::Unavailable,
+            RejectionKind::BreakerOpen | RejectionKind::NoInstances => ErrorKind::Unavailable,
             RejectionKind::BulkheadFull => ErrorKind::ResourceExhausted,
             RejectionKind::AttemptTimeout => ErrorKind::DeadlineExceeded,
         };

@@ -197,8 +197,9 @@ impl<S, Req> Balanced<S, Req> {
 impl<S: Admission> Instances<S> {
     /// The index of a ready instance: the less loaded of two random ones
     /// when it is ready, else the other, else any. Instances whose readiness
-    /// fails are dropped, as tower's balancer does. `None` when there are
-    /// instances, none is ready and every one refuses calls.
+    /// fails are dropped, as tower's balancer does. `None` when there is no
+    /// instance (none is waited for: a call without a deadline would wait
+    /// for ever), or none is ready and every one refuses calls.
     fn pick<Req>(&mut self, cx: &mut Context<'_>, avoid: &[String]) -> Poll<Option<usize>>
     where
         S: Service<Req>,
@@ -207,7 +208,7 @@ impl<S: Admission> Instances<S> {
         loop {
             let count = self.list.len();
             let (first, second) = match count {
-                0 => return self.wait(cx),
+                0 => return Poll::Ready(None),
                 1 => (0, 0),
                 _ => {
                     let a = fastrand::usize(..count);
@@ -310,7 +311,10 @@ where
                 let index = match picked {
                     Poll::Ready(Some(index)) => index,
                     Poll::Ready(None) => {
-                        let rejection = Rejection::instances_open(&target, instances.list.len());
+                        let rejection = match instances.list.len() {
+                            0 => Rejection::no_instances(&target),
+                            count => Rejection::instances_open(&target, count),
+                        };
                         return Poll::Ready(Err(BoxError::from(rejection)));
                     }
                     Poll::Pending => {
@@ -520,5 +524,34 @@ mod tests {
         // After the open duration the instances take calls again (probes).
         tokio::time::advance(Duration::from_secs(10)).await;
         refused_by_backend().await;
+    }
+
+    /// With no instance left (every one left discovery), a call fails at
+    /// once with `UNAVAILABLE` saying so: one without a deadline would
+    /// otherwise wait for ever.
+    #[tokio::test]
+    async fn with_no_instance_left_a_call_fails_at_once() {
+        use std::time::Duration;
+
+        use crate::resilience::{Rejection, RejectionKind};
+
+        let balanced = Balanced::new("users", [("a".to_owned(), Named("a"))]);
+        balanced.remove("a");
+        let error = tokio::time::timeout(
+            Duration::from_secs(1),
+            balanced.clone().oneshot(http::Request::new(())),
+        )
+        .await
+        .expect("the call waited for an instance")
+        .unwrap_err();
+        let rejection = error.downcast_ref::<Rejection>().unwrap();
+        assert_eq!(rejection.kind(), RejectionKind::NoInstances);
+        assert_eq!(rejection.status().code(), tonic::Code::Unavailable);
+        assert!(
+            rejection
+                .to_string()
+                .contains("no instance of `users` is left"),
+            "{rejection}"
+        );
     }
 }
