@@ -77,9 +77,13 @@ impl NodeHandle {
     /// `AlreadyExists` when a service with the same name and major version
     /// is hosted; `InvalidArgument` when its routes conflict with hosted ones
     /// or it has bus subscribers; the start hook's error; `Unavailable` once
-    /// the node is shutting down. The node is unchanged after an error.
+    /// the node is shutting down. The node is unchanged after an error. The
+    /// addition runs to its end even if the caller stops waiting; the node
+    /// stays ready meanwhile (its other services serve).
     pub async fn add_service(&self, service: impl Service) -> Result<()> {
-        self.hosting().add(Arc::new(service)).await
+        let hosting = Arc::clone(self.hosting());
+        let service: Arc<dyn Service> = Arc::new(service);
+        to_the_end(async move { hosting.add(service).await }).await
     }
 
     /// Removes the service `name` at exactly `version` from the running
@@ -94,10 +98,24 @@ impl NodeHandle {
     ///
     /// `InvalidArgument` when `version` is not semver; `NotFound` when no
     /// such service is hosted; the stop hook's error (the service is removed
-    /// anyway).
+    /// anyway). The removal runs to its end even if the caller stops
+    /// waiting; the node stays ready meanwhile.
     pub async fn remove_service(&self, name: &str, version: &str) -> Result<()> {
-        self.hosting().remove(name, version).await
+        let hosting = Arc::clone(self.hosting());
+        let (name, version) = (name.to_owned(), version.to_owned());
+        to_the_end(async move { hosting.remove(&name, &version).await }).await
     }
+}
+
+/// Runs `change` (an addition or a removal) to its end on a task of its own:
+/// a caller that stops waiting (a timeout, an admin request cut short) must
+/// not leave a service half added or half removed.
+async fn to_the_end(change: impl Future<Output = Result<()>> + Send + 'static) -> Result<()> {
+    tokio::spawn(change).await.unwrap_or_else(|err| {
+        Err(Error::internal(format!(
+            "the change of services on the node did not finish: {err}"
+        )))
+    })
 }
 
 /// What the node hosts, changeable while it runs.

@@ -197,9 +197,18 @@ impl Readiness {
                 let dependencies = dependencies.unwrap_or_default();
                 let all = health.iter().chain(dependencies.iter().map(|d| &d.health));
                 degraded |= all.clone().any(|h| matches!(h, Health::Degraded(_)));
-                ready &= status.state == ServiceState::Running
-                    && health.is_some()
-                    && all.into_iter().all(Health::is_serving);
+                ready &= match status.state {
+                    ServiceState::Running => {
+                        health.is_some() && all.into_iter().all(Health::is_serving)
+                    }
+                    // On a running node, a service being added or removed
+                    // (`add_service`, `remove_service`) takes no traffic
+                    // yet, or no more: the others keep the node in rotation.
+                    ServiceState::Registered | ServiceState::Starting | ServiceState::Stopping => {
+                        phase == Phase::Running
+                    }
+                    ServiceState::Stopped | ServiceState::Failed => false,
+                };
                 ServiceReport {
                     name: status.descriptor.name().to_owned(),
                     version: status.descriptor.version().to_string(),

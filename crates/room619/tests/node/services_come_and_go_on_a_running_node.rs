@@ -313,3 +313,66 @@ async fn users_answer(client: &room619::rpc::client::HttpClient) -> String {
         .unwrap();
     String::from_utf8(body.to_vec()).unwrap()
 }
+
+/// `users` 1.0.0 whose start hook waits for `go`, answering `GET /v1/users`.
+fn waiting_to_start(go: Arc<tokio::sync::Notify>) -> BuiltService {
+    ServiceBuilder::new("users", "1.0.0")
+        .unwrap()
+        .route("/v1/users", get(|| async { "1.0.0" }))
+        .on_start(move |_| {
+            let go = Arc::clone(&go);
+            async move {
+                go.notified().await;
+                Ok(())
+            }
+        })
+        .build()
+        .unwrap()
+}
+
+/// An addition whose caller stops waiting (a timeout, an admin request cut
+/// short) still runs to its end; while its start hook runs the node stays
+/// ready, its other services serving; after it the service serves and can
+/// be removed.
+#[tokio::test]
+async fn an_addition_its_caller_gave_up_on_completes_and_the_node_stays_ready() {
+    let node = support::start(support::config("")).await;
+    let handle = node.handle().clone();
+    let base = format!("http://{}", node.local_addr());
+    let http = support::http1();
+    let go = Arc::new(tokio::sync::Notify::new());
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(100),
+        handle.add_service(waiting_to_start(Arc::clone(&go))),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the start hook had not run yet");
+    let ready = http
+        .get(format!("{base}/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
+
+    go.notify_one();
+    let serving = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let reply = http.get(format!("{base}/v1/users")).send().await.unwrap();
+            if reply.status() == 200 {
+                return reply.text().await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the addition given up on never completed");
+    assert_eq!(serving, "1.0.0");
+    let ready = http
+        .get(format!("{base}/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    handle.remove_service("users", "1.0.0").await.unwrap();
+    node.shutdown().await.unwrap();
+}
