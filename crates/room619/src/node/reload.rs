@@ -18,12 +18,15 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::{Config, ConfigLoader, LiveConfig, Overrides},
+    config::{Config, ConfigError, ConfigLoader, LiveConfig, Overrides},
     discovery::Discovery,
     middleware::rate_limit::RateLimiter,
     observability::{logging, metrics::Metrics},
     rpc::client::Clients,
 };
+
+/// How long a changed file must stay the same before it is loaded.
+const SETTLE: Duration = Duration::from_millis(50);
 
 /// What a reload changes besides the [`LiveConfig`], and where it is counted.
 pub(super) struct Targets {
@@ -66,16 +69,40 @@ async fn run(
         if now == last {
             continue;
         }
-        last = now;
-        let loaded = ConfigLoader::new()
-            .file(&source.path)
-            .overrides(source.overrides.clone())
-            .load();
+        // A file being written in place (an editor saving, `cat >`, `scp`)
+        // can be read half written: it is loaded once two reads agree, and
+        // from the bytes read, not from a third read.
+        tokio::time::sleep(SETTLE).await;
+        if tokio::fs::read(&source.path).await.ok() != now {
+            continue;
+        }
+        last.clone_from(&now);
+        let sources = ConfigLoader::new().overrides(source.overrides.clone());
+        let loaded = match now.as_deref().map(std::str::from_utf8) {
+            // Unreadable: the loader says why.
+            None => sources.file(&source.path).load(),
+            Some(Ok("")) => Err(ConfigError::new(
+                "",
+                "the file is empty (truncated?); an empty file is not taken to mean the defaults",
+            )),
+            Some(Ok(text)) => sources.toml_str(text).load(),
+            Some(Err(err)) => Err(ConfigError::new(
+                "",
+                format!("the file is not UTF-8: {err}"),
+            )),
+        }
+        .map_err(|err| err.with_source_name(source.path.display().to_string()));
         let applied = match loaded {
+            // Validation checked the rules as the table holds them; should
+            // the table still refuse them, nothing of the file applies.
+            Ok(config) if let Err(err) = targets.rate_limiter.update(&config.rate_limit) => {
+                live.reject(
+                    &ConfigError::new("rate_limit.rules", err.message().to_owned())
+                        .with_source_name(source.path.display().to_string()),
+                );
+                false
+            }
             Ok(config) => {
-                if let Err(err) = targets.rate_limiter.update(&config.rate_limit) {
-                    tracing::warn!(error = ?err, "the rate limits could not change");
-                }
                 if config.resilience != live.current().resilience {
                     targets.clients.set_resilience(config.resilience.clone());
                     tracing::info!(
@@ -86,7 +113,7 @@ async fn run(
                 true
             }
             Err(err) => {
-                live.reject(&err.with_source_name(source.path.display().to_string()));
+                live.reject(&err);
                 false
             }
         };

@@ -114,3 +114,60 @@ async fn a_config_edit_applies_live_and_a_broken_one_is_rejected() {
     node.shutdown().await.unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An edit written in place (an editor saving, `cat >`): the poller may see
+/// the file truncated, or half written; it loads the file only once two
+/// reads a moment apart agree, and never takes an empty file for the
+/// defaults (which would drop every listed instance).
+#[tokio::test]
+async fn an_edit_written_in_place_is_loaded_whole_or_not_at_all() {
+    let dir = std::env::temp_dir().join(format!("room619-in-place-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("room619.toml");
+    write(&path, &toml("error", "127.0.0.1:1"));
+    let config = ConfigLoader::new()
+        .file(&path)
+        .without_env()
+        .load()
+        .unwrap();
+    let node = room619::Node::builder()
+        .config(config)
+        .watch_config(&path, Overrides::new())
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let handle = node.handle();
+    let live = handle.live_config().clone();
+    let users = || {
+        handle
+            .discovery()
+            .resolve("users", &"^1".parse().unwrap())
+            .iter()
+            .map(|i| i.address().to_owned())
+            .collect::<Vec<_>>()
+    };
+
+    // Truncated, then written a little later, as `cat > file` does.
+    for address in ["127.0.0.1:2", "127.0.0.1:3"] {
+        let file = std::fs::File::create(&path).unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        std::io::Write::write_all(&mut &file, toml("error", address).as_bytes()).unwrap();
+        drop(file);
+        wait_for("the edit", || users() == [address]).await;
+    }
+    // Long enough for any late reload to show.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(live.reloads(), 2, "a half-written file was loaded");
+    assert_eq!(live.reloads_failed(), 0);
+
+    // Left empty, it is refused: the running configuration stays.
+    drop(std::fs::File::create(&path).unwrap());
+    wait_for("the rejection", || live.reloads_failed() == 1).await;
+    assert_eq!(users(), ["127.0.0.1:3"]);
+    assert_eq!(live.reloads(), 2);
+
+    node.shutdown().await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

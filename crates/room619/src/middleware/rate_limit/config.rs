@@ -135,6 +135,23 @@ impl RateLimitConfig {
                 ));
             }
         }
+        // The routes as the limiter's table will hold them: a syntax error
+        // or two routes that conflict (`/users/{id}` and `/users/{name}`)
+        // are this file's error, not a reload that half applies.
+        let mut routes = matchit::Router::new();
+        let mut added: Vec<&str> = Vec::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            if added.contains(&rule.route.as_str()) {
+                continue;
+            }
+            added.push(&rule.route);
+            if let Err(err) = routes.insert(rule.route.as_str(), ()) {
+                return Err((
+                    format!("rules.{i}.route"),
+                    format!("`{}` cannot be matched: {err}", rule.route),
+                ));
+            }
+        }
         for (i, entry) in self.trusted_proxies.iter().enumerate() {
             if parse_net(entry).is_none() {
                 return Err((
@@ -155,5 +172,39 @@ impl RateLimitConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn routes_the_limiter_cannot_match_are_refused_by_key() {
+        for (routes, key, problem) in [
+            (
+                ["/users/{id}", "/users/{name}"],
+                "rate_limit.rules.1.route",
+                "conflict",
+            ),
+            (
+                ["/users", "/orders/{id"],
+                "rate_limit.rules.1.route",
+                "cannot be matched",
+            ),
+        ] {
+            let toml = routes.iter().fold(String::new(), |toml, route| {
+                toml + "[[rate_limit.rules]]\nroute = \"" + route + "\"\nlimit = 5\n"
+            });
+            let err = Config::from_toml_str(&toml).unwrap_err();
+            assert_eq!(err.key(), key, "{err}");
+            assert!(err.problem().contains(problem), "{err}");
+        }
+        // One route for two methods is one entry of the table.
+        Config::from_toml_str(
+            "[[rate_limit.rules]]\nroute = \"/users/{id}\"\nmethod = \"GET\"\nlimit = 5\n\
+             [[rate_limit.rules]]\nroute = \"/users/{id}\"\nmethod = \"POST\"\nlimit = 1\n",
+        )
+        .unwrap();
     }
 }
