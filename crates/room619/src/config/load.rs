@@ -271,6 +271,23 @@ fn from_figment(err: &figment::Error) -> ConfigError {
                 expected.join(", ")
             )
         }
+        // What was found is named by its kind, never quoted: the value may
+        // be a secret, and this error is logged (a reload rejected).
+        figment::error::Kind::InvalidType(actual, expected) => {
+            format!(
+                "invalid type: found {}, expected {expected}",
+                unquoted(actual)
+            )
+        }
+        figment::error::Kind::InvalidValue(actual, expected) => {
+            format!(
+                "invalid value: found {}, expected {expected}",
+                unquoted(actual)
+            )
+        }
+        // The TOML parser's message shows the line it failed on: say where,
+        // not what.
+        figment::error::Kind::Message(message) => without_source_lines(message),
         kind => kind.to_string(),
     };
     let mut config_err = ConfigError::new(path.join("."), problem);
@@ -282,6 +299,36 @@ fn from_figment(err: &figment::Error) -> ConfigError {
         config_err = config_err.with_source_name(source);
     }
     config_err
+}
+
+/// A value found in the configuration, named by its kind when it is text.
+fn unquoted(actual: &figment::error::Actual) -> String {
+    use figment::error::Actual;
+
+    match actual {
+        Actual::Str(_) => "a string".to_owned(),
+        Actual::Char(_) => "a character".to_owned(),
+        Actual::Bytes(_) => "bytes".to_owned(),
+        Actual::Other(_) => "a value of another kind".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// `message` without the lines that quote the source (`3 | secret = "..."`
+/// and the caret line under it), as the TOML parser writes them.
+fn without_source_lines(message: &str) -> String {
+    message
+        .lines()
+        .filter(|line| {
+            let rest = line
+                .trim_start()
+                .trim_start_matches(|c: char| c.is_ascii_digit());
+            !rest.trim_start().starts_with('|')
+        })
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 fn shown(path: &Path) -> String {
@@ -371,5 +418,38 @@ mod tests {
         let path = dir.join(name);
         let file = std::fs::File::create(&path).unwrap();
         (path, file)
+    }
+
+    /// Configuration errors are logged (a rejected reload): a value, which
+    /// may be a secret, is never quoted in them, nor is the line it is on.
+    #[test]
+    fn errors_never_quote_the_values_or_lines_they_are_about() {
+        const CANARY: &str = "canary-7f3e9";
+        for toml in [
+            format!("[node]\nname = \"x\"\nsecret = \"{CANARY}\\q\"\n"),
+            format!("[limits]\nhttp_body_limit = \"{CANARY}\""),
+            format!("[node\nname = \"{CANARY}\""),
+        ] {
+            let err = ConfigLoader::new()
+                .toml_str(toml.clone())
+                .without_env()
+                .load()
+                .unwrap_err();
+            let shown = err.to_string();
+            assert!(!shown.contains(CANARY), "{toml}: {shown}");
+        }
+        let err = ConfigLoader::new()
+            .toml_str(format!("[limits]\nhttp_body_limit = \"{CANARY}\""))
+            .without_env()
+            .load()
+            .unwrap_err();
+        assert_eq!(err.key(), "limits.http_body_limit");
+        assert!(err.problem().contains("found a string"), "{err}");
+        let err = ConfigLoader::new()
+            .toml_str("[node]\nname = \"x\\q\"\n")
+            .without_env()
+            .load()
+            .unwrap_err();
+        assert!(err.problem().contains("line 2"), "{err}");
     }
 }
