@@ -121,7 +121,8 @@ impl ServiceBuilder {
     }
 
     /// Runs `hook` during shutdown, after in-flight requests drained; hooks
-    /// run in the reverse of the order they were added.
+    /// run in the reverse of the order they were added, every one of them
+    /// even when one fails (the first failure is the stop's error).
     pub fn on_stop<F, Fut>(mut self, hook: F) -> Self
     where
         F: Fn(ServiceContext) -> Fut + Send + Sync + 'static,
@@ -264,7 +265,8 @@ impl ServiceBuilder {
     /// `InvalidArgument` when an HTTP path does not start with `/`, a path or
     /// a gRPC service appears twice, two routes conflict, a subscriber's
     /// subject, queue group or durable name is malformed, or a durable name
-    /// is used twice.
+    /// is used twice, or the sunset of [`deprecated`](Self::deprecated) is
+    /// not between 1970 and 9999.
     pub fn build(self) -> Result<BuiltService> {
         let name = self.descriptor.name();
         let mut durables = HashSet::new();
@@ -290,6 +292,13 @@ impl ServiceBuilder {
             }
         }
         crate::rpc::http::check_routes(name, &self.routes)?;
+        if let Some(deprecation) = self.descriptor.deprecation()
+            && !deprecation.is_valid()
+        {
+            return Err(Error::invalid_argument(format!(
+                "service `{name}`: the sunset must be between 1970 and 9999 (an HTTP date)"
+            )));
+        }
         Ok(BuiltService {
             descriptor: self.descriptor,
             routes: self.routes,
@@ -347,10 +356,16 @@ impl Service for BuiltService {
     fn stop(&self, ctx: ServiceContext) -> BoxFuture<'static, Result<()>> {
         let hooks = self.on_stop.clone();
         Box::pin(async move {
+            // Every hook runs, whatever the others do (each releases its own
+            // resources); the first failure is the answer.
+            let mut first_failure = None;
             for hook in hooks.iter().rev() {
-                hook(ctx.clone()).await?;
+                if let Err(err) = hook(ctx.clone()).await {
+                    tracing::error!(service = %ctx.descriptor(), error = ?err, "a stop hook failed");
+                    first_failure.get_or_insert(err);
+                }
             }
-            Ok(())
+            first_failure.map_or(Ok(()), Err)
         })
     }
 

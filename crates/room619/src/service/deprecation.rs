@@ -33,13 +33,18 @@ pub struct Deprecation {
 
 impl Deprecation {
     pub(crate) fn new(sunset: Option<SystemTime>) -> Self {
-        let sunset_header =
-            sunset.and_then(|at| HeaderValue::from_str(&httpdate::fmt_http_date(at)).ok());
+        let sunset_header = sunset.and_then(http_date);
         Self {
             sunset,
             sunset_header,
             last_warned: AtomicU64::new(0),
         }
+    }
+
+    /// Whether the sunset, if any, can be sent as an HTTP date (1970 to
+    /// 9999).
+    pub(crate) fn is_valid(&self) -> bool {
+        self.sunset.is_none() || self.sunset_header.is_some()
     }
 
     /// When the version goes away, if announced.
@@ -78,5 +83,46 @@ impl fmt::Debug for Deprecation {
         f.debug_struct("Deprecation")
             .field("sunset", &self.sunset_header)
             .finish_non_exhaustive()
+    }
+}
+
+/// `at` as an HTTP date; `None` before 1970 or after 9999, which
+/// `httpdate` cannot write (it panics).
+fn http_date(at: SystemTime) -> Option<HeaderValue> {
+    /// 10000-01-01T00:00:00Z.
+    const YEAR_10000: u64 = 253_402_300_800;
+    let since = at.duration_since(UNIX_EPOCH).ok()?;
+    if since.as_secs() >= YEAR_10000 {
+        return None;
+    }
+    HeaderValue::from_str(&httpdate::fmt_http_date(at)).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use crate::ServiceBuilder;
+
+    #[test]
+    fn a_sunset_no_http_date_can_carry_is_refused_by_build_not_a_panic() {
+        let year_10000 = UNIX_EPOCH + Duration::from_secs(253_402_300_800);
+        let before_1970 = UNIX_EPOCH.checked_sub(Duration::from_secs(1)).unwrap();
+        for sunset in [year_10000, before_1970] {
+            let err = ServiceBuilder::new("users", "1.0.0")
+                .unwrap()
+                .deprecated(Some(sunset))
+                .build()
+                .unwrap_err();
+            assert!(err.message().contains("between 1970 and 9999"), "{err}");
+        }
+        let last = year_10000 - Duration::from_secs(1);
+        for sunset in [UNIX_EPOCH, last, SystemTime::now()] {
+            ServiceBuilder::new("users", "1.0.0")
+                .unwrap()
+                .deprecated(Some(sunset))
+                .build()
+                .unwrap();
+        }
     }
 }

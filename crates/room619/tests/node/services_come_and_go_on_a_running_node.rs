@@ -376,3 +376,39 @@ async fn an_addition_its_caller_gave_up_on_completes_and_the_node_stays_ready() 
     handle.remove_service("users", "1.0.0").await.unwrap();
     node.shutdown().await.unwrap();
 }
+
+/// Every stop hook of a service runs, the failing ones included (each
+/// releases what it holds), the last added first; the removal answers the
+/// first failure.
+#[tokio::test]
+async fn every_stop_hook_runs_when_one_fails() {
+    let node = support::start(support::config("")).await;
+    let handle = node.handle().clone();
+    let ran = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let hook = |n: u32, fails: bool| {
+        let ran = Arc::clone(&ran);
+        move |_| {
+            let ran = Arc::clone(&ran);
+            async move {
+                ran.lock().unwrap().push(n);
+                if fails {
+                    Err(room619::Error::internal(format!("hook {n} failed")))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    };
+    let service = ServiceBuilder::new("users", "1.0.0")
+        .unwrap()
+        .on_stop(hook(1, false))
+        .on_stop(hook(2, true))
+        .on_stop(hook(3, true))
+        .build()
+        .unwrap();
+    handle.add_service(service).await.unwrap();
+    let err = handle.remove_service("users", "1.0.0").await.unwrap_err();
+    assert_eq!(err.message(), "hook 3 failed");
+    assert_eq!(*ran.lock().unwrap(), [3, 2, 1]);
+    node.shutdown().await.unwrap();
+}
