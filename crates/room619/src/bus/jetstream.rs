@@ -200,7 +200,7 @@ impl JetStreamBus {
             headers.insert(MESSAGE_ID, super::unique_id());
         }
         let headers = to_nats(&headers)?;
-        let deadline = Instant::now() + self.publish_timeout;
+        let deadline = crate::rpc::deadline::after(self.publish_timeout).into_std();
         let mut wait = FIRST_RETRY_WAIT;
         loop {
             let attempt = async {

@@ -29,7 +29,7 @@ use std::{
 };
 
 use futures_util::task::AtomicWaker;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::{live::Activity, serve::Signals};
@@ -105,7 +105,9 @@ impl QuietWatch {
                 self.seen = counts;
                 self.quiet_looks = 0;
             }
-            self.sleep.as_mut().reset(Instant::now() + self.period);
+            self.sleep
+                .as_mut()
+                .reset(crate::rpc::deadline::after(self.period));
         }
         false
     }
@@ -172,6 +174,8 @@ impl Future for ShutdownWatch {
 
 #[cfg(test)]
 mod tests {
+    use tokio::time::Instant;
+
     use super::*;
 
     #[tokio::test]

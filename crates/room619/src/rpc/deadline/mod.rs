@@ -47,15 +47,22 @@ tokio::task_local! {
     static CURRENT: Deadline;
 }
 
+/// The instant `wait` from now, or a century from now if that is later: an
+/// absurd setting (`"300000000000y"`) must not overflow the clock and panic.
+pub(crate) fn after(wait: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+    Instant::now() + wait.min(CENTURY)
+}
+
 /// The instant by which a request must be answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Deadline(Instant);
 
 impl Deadline {
-    /// A deadline `timeout` from now.
+    /// A deadline `timeout` from now (at most a century away).
     #[must_use]
     pub fn after(timeout: Duration) -> Self {
-        Self(Instant::now() + timeout)
+        Self(after(timeout))
     }
 
     /// A deadline at `instant`.
@@ -102,5 +109,21 @@ impl Deadline {
     pub async fn scope<F: Future>(self, future: F) -> F::Output {
         let effective = Deadline::earliest(Some(self), Self::current()).unwrap_or(self);
         CURRENT.scope(effective, future).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A configured wait of any length (`"300000000000y"`) makes an instant,
+    /// not a clock overflow and a panic.
+    #[test]
+    fn an_absurdly_long_wait_is_a_century_not_a_panic() {
+        let far = after(Duration::MAX);
+        assert!(far > Instant::now() + Duration::from_secs(99 * 365 * 24 * 60 * 60));
+        assert!(Deadline::after(Duration::MAX).remaining() > Duration::from_secs(3600));
+        let soon = after(Duration::from_millis(5));
+        assert!(soon <= Instant::now() + Duration::from_millis(5));
     }
 }

@@ -10,7 +10,7 @@ use std::{
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 use crate::error::BoxError;
 
@@ -78,7 +78,7 @@ where
                 if !*this.waiting {
                     // The first wait since data last came: (re)arm the timer.
                     *this.waiting = true;
-                    let deadline = Instant::now() + *this.timeout;
+                    let deadline = crate::rpc::deadline::after(*this.timeout);
                     match this.sleep {
                         Some(sleep) => sleep.as_mut().reset(deadline),
                         None => *this.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
