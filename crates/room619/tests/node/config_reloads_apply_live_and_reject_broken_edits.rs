@@ -29,6 +29,31 @@ fn write(path: &Path, text: &str) {
     std::fs::rename(&next, path).unwrap();
 }
 
+/// A node with the echo service, configured from the file at `path` and
+/// watching it.
+async fn watching(path: &Path) -> room619::RunningNode {
+    let config = ConfigLoader::new().file(path).without_env().load().unwrap();
+    room619::Node::builder()
+        .config(config)
+        .watch_config(path, Overrides::new())
+        .service(crate::support::echo_service())
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap()
+}
+
+/// The addresses of the `users` instances the node behind `handle` knows.
+fn users(handle: &room619::node::NodeHandle) -> Vec<String> {
+    handle
+        .discovery()
+        .resolve("users", &"^1".parse().unwrap())
+        .iter()
+        .map(|i| i.address().to_owned())
+        .collect()
+}
+
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let waited = tokio::time::timeout(GUARD, async {
         while !done() {
@@ -57,38 +82,18 @@ async fn a_config_edit_applies_live_and_a_broken_one_is_rejected() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("room619.toml");
     write(&path, &toml("error", "127.0.0.1:1"));
-    let config = ConfigLoader::new()
-        .file(&path)
-        .without_env()
-        .load()
-        .unwrap();
-    let node = room619::Node::builder()
-        .config(config)
-        .watch_config(&path, Overrides::new())
-        .service(crate::support::echo_service())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let node = watching(&path).await;
     let handle = node.handle();
     let live = handle.live_config().clone();
-    let users = |discovery: &dyn room619::discovery::Discovery| {
-        discovery
-            .resolve("users", &"^1".parse().unwrap())
-            .iter()
-            .map(|i| i.address().to_owned())
-            .collect::<Vec<_>>()
-    };
     assert!(!tracing::enabled!(Level::DEBUG));
-    assert_eq!(users(handle.discovery().as_ref()), ["127.0.0.1:1"]);
+    assert_eq!(users(&handle), ["127.0.0.1:1"]);
 
     // A valid edit: the log level and the listed instances change live.
     write(&path, &toml("debug", "127.0.0.1:2"));
     wait_for("the reload", || live.reloads() == 1).await;
     assert_eq!(live.current().log.level, "debug");
     assert!(tracing::enabled!(Level::DEBUG));
-    assert_eq!(users(handle.discovery().as_ref()), ["127.0.0.1:2"]);
+    assert_eq!(users(&handle), ["127.0.0.1:2"]);
 
     // Broken edits: a bad value, then bad TOML. Both are counted; nothing changes.
     write(
@@ -104,7 +109,7 @@ async fn a_config_edit_applies_live_and_a_broken_one_is_rejected() {
     assert_eq!(live.reloads(), 1);
     assert_eq!(live.current().log.level, "debug");
     assert!(tracing::enabled!(Level::DEBUG));
-    assert_eq!(users(handle.discovery().as_ref()), ["127.0.0.1:2"]);
+    assert_eq!(users(&handle), ["127.0.0.1:2"]);
 
     // A valid edit again is applied.
     write(&path, &toml("error", "127.0.0.1:2"));
@@ -125,29 +130,9 @@ async fn an_edit_written_in_place_is_loaded_whole_or_not_at_all() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("room619.toml");
     write(&path, &toml("error", "127.0.0.1:1"));
-    let config = ConfigLoader::new()
-        .file(&path)
-        .without_env()
-        .load()
-        .unwrap();
-    let node = room619::Node::builder()
-        .config(config)
-        .watch_config(&path, Overrides::new())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let node = watching(&path).await;
     let handle = node.handle();
     let live = handle.live_config().clone();
-    let users = || {
-        handle
-            .discovery()
-            .resolve("users", &"^1".parse().unwrap())
-            .iter()
-            .map(|i| i.address().to_owned())
-            .collect::<Vec<_>>()
-    };
 
     // Truncated, then written a little later, as `cat > file` does.
     for address in ["127.0.0.1:2", "127.0.0.1:3"] {
@@ -155,7 +140,7 @@ async fn an_edit_written_in_place_is_loaded_whole_or_not_at_all() {
         tokio::time::sleep(Duration::from_millis(30)).await;
         std::io::Write::write_all(&mut &file, toml("error", address).as_bytes()).unwrap();
         drop(file);
-        wait_for("the edit", || users() == [address]).await;
+        wait_for("the edit", || users(&handle) == [address]).await;
     }
     // Long enough for any late reload to show.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -165,7 +150,7 @@ async fn an_edit_written_in_place_is_loaded_whole_or_not_at_all() {
     // Left empty, it is refused: the running configuration stays.
     drop(std::fs::File::create(&path).unwrap());
     wait_for("the rejection", || live.reloads_failed() == 1).await;
-    assert_eq!(users(), ["127.0.0.1:3"]);
+    assert_eq!(users(&handle), ["127.0.0.1:3"]);
     assert_eq!(live.reloads(), 2);
 
     node.shutdown().await.unwrap();

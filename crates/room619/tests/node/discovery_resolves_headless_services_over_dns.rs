@@ -197,12 +197,9 @@ async fn a_node_with_dns_discovery_reports_a_failing_name_as_degraded() {
     node.shutdown().await.unwrap();
 }
 
-/// A headless service scaled to zero answers NXDOMAIN: its old addresses
-/// go (another pod may get them), and an SRV target that lost its address
-/// is left out while the others stay.
-#[tokio::test]
-async fn a_name_without_records_has_no_instances_and_a_dead_srv_target_is_skipped() {
-    let (server, zone) = dns_server_with_zone().await;
+/// DNS discovery of `users` and `orders` at `server`, looking them up every
+/// 100 ms, once it found all of them.
+async fn polling(server: SocketAddr) -> DnsDiscovery {
     let config = DnsDiscoveryConfig {
         nameserver: Some(server),
         interval: std::time::Duration::from_millis(100),
@@ -213,6 +210,16 @@ async fn a_name_without_records_has_no_instances_and_a_dead_srv_target_is_skippe
         .unwrap();
     assert_eq!(addresses(&dns, "users", "^1").len(), 4);
     assert_eq!(addresses(&dns, "orders", "^2").len(), 2);
+    dns
+}
+
+/// A headless service scaled to zero answers NXDOMAIN: its old addresses
+/// go (another pod may get them), and an SRV target that lost its address
+/// is left out while the others stay.
+#[tokio::test]
+async fn a_name_without_records_has_no_instances_and_a_dead_srv_target_is_skipped() {
+    let (server, zone) = dns_server_with_zone().await;
+    let dns = polling(server).await;
 
     let users = LowerName::from(name("users.default.svc.cluster.local."));
     let orders_1 = LowerName::from(name("orders-1.orders.default.svc.cluster.local."));
@@ -256,16 +263,7 @@ async fn a_name_without_records_has_no_instances_and_a_dead_srv_target_is_skippe
 #[tokio::test]
 async fn a_failing_dns_server_keeps_the_last_known_instances() {
     let (server, _zone, failing) = failing_dns_server().await;
-    let config = DnsDiscoveryConfig {
-        nameserver: Some(server),
-        interval: std::time::Duration::from_millis(100),
-        services: users_and_orders(),
-    };
-    let dns = DnsDiscovery::start(&config, &[], CancellationToken::new())
-        .await
-        .unwrap();
-    assert_eq!(addresses(&dns, "users", "^1").len(), 4);
-    assert_eq!(addresses(&dns, "orders", "^2").len(), 2);
+    let dns = polling(server).await;
 
     failing.store(true, Ordering::SeqCst);
     // The resolver caches nothing: each round asks the server.
