@@ -21,6 +21,7 @@ use std::{
     time::Duration,
 };
 
+use futures_util::FutureExt as _;
 use semver::Version;
 use tokio_util::sync::CancellationToken;
 
@@ -203,7 +204,18 @@ impl Hosting {
             }
         };
         self.registry.set_state(&descriptor, ServiceState::Starting);
-        if let Err(err) = host.service.start(host.ctx.clone()).await {
+        // A start hook that panics fails the addition like one that errs:
+        // the service leaves the registry (left `starting`, it would be
+        // ignored by readiness for good).
+        let started = std::panic::AssertUnwindSafe(host.service.start(host.ctx.clone()))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::internal(format!(
+                    "the start hook of {descriptor} panicked"
+                )))
+            });
+        if let Err(err) = started {
             tracing::error!(service = %descriptor, error = ?err, "start hook failed");
             self.registry.remove(&descriptor);
             return Err(err);

@@ -91,17 +91,21 @@ async fn run(
                 format!("the file is not UTF-8: {err}"),
             )),
         }
-        .map_err(|err| err.with_source_name(source.path.display().to_string()));
+        .map_err(|err| err.with_source_name(source.path.display().to_string()))
+        // Validation checked the rate-limit rules as the limiter's table
+        // holds them; should the table still refuse them, nothing of the
+        // file applies.
+        .and_then(|config| {
+            targets
+                .rate_limiter
+                .update(&config.rate_limit)
+                .map(|()| config)
+                .map_err(|err| {
+                    ConfigError::new("rate_limit.rules", err.message().to_owned())
+                        .with_source_name(source.path.display().to_string())
+                })
+        });
         let applied = match loaded {
-            // Validation checked the rules as the table holds them; should
-            // the table still refuse them, nothing of the file applies.
-            Ok(config) if let Err(err) = targets.rate_limiter.update(&config.rate_limit) => {
-                live.reject(
-                    &ConfigError::new("rate_limit.rules", err.message().to_owned())
-                        .with_source_name(source.path.display().to_string()),
-                );
-                false
-            }
             Ok(config) => {
                 if config.resilience != live.current().resilience {
                     targets.clients.set_resilience(config.resilience.clone());

@@ -184,12 +184,13 @@ impl ClientPolicy {
             ("hedge.methods", &self.hedge.methods),
         ] {
             for (index, pattern) in patterns.iter().enumerate() {
-                if !pattern.starts_with('/') {
+                if pattern != "*" && !pattern.starts_with('/') {
                     return fail(
                         &format!("{list}.{index}"),
                         format!(
-                            "`{pattern}` must be a gRPC path such as `/users.v1.Users/GetUser` \
-                             or a prefix ending in `*` such as `/users.v1.Users/*`"
+                            "`{pattern}` must be a gRPC path such as `/users.v1.Users/GetUser`, \
+                             a prefix ending in `*` such as `/users.v1.Users/*`, or `*` (every \
+                             method)"
                         ),
                     );
                 }
@@ -354,7 +355,8 @@ mod tests {
         }
         Config::from_toml_str(
             "[resilience.defaults.breaker]\nopen_duration = \"24h\"\n\
-             [resilience.defaults.retry]\nidempotent = [\"/users.v1.Users/Get*\"]",
+             [resilience.defaults.retry]\nidempotent = [\"/users.v1.Users/Get*\", \"*\"]\n\
+             [resilience.defaults.hedge]\nmethods = [\"*\"]",
         )
         .unwrap();
     }

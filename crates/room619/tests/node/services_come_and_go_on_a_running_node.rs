@@ -412,3 +412,31 @@ async fn every_stop_hook_runs_when_one_fails() {
     assert_eq!(*ran.lock().unwrap(), [3, 2, 1]);
     node.shutdown().await.unwrap();
 }
+
+/// A start hook that panics fails the addition like one that errs: the
+/// service is not left `starting` (which readiness would ignore for good),
+/// and it can be added again.
+#[tokio::test]
+async fn a_start_hook_that_panics_fails_the_addition_and_leaves_nothing_behind() {
+    let node = support::start(support::config("")).await;
+    let handle = node.handle().clone();
+    let panicking = ServiceBuilder::new("users", "1.0.0")
+        .unwrap()
+        .on_start(|_| async { panic!("the start hook's own bug") })
+        .build()
+        .unwrap();
+    let err = handle.add_service(panicking).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Internal, "{err}");
+    assert!(err.message().contains("panicked"), "{err}");
+    handle
+        .add_service(users("1.0.0", Arc::new(AtomicBool::new(false))))
+        .await
+        .unwrap();
+    let ready = support::http1()
+        .get(format!("http://{}/health/ready", node.local_addr()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
+    node.shutdown().await.unwrap();
+}

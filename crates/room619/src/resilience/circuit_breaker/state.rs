@@ -142,11 +142,7 @@ impl Breaker {
             return None;
         };
         let slow_at = since.checked_add(self.policy.slow_call_duration)?;
-        (now >= slow_at).then(|| {
-            slow_at
-                .checked_add(self.policy.open_duration)
-                .unwrap_or(slow_at)
-        })
+        (now >= slow_at).then(|| slow_at + self.policy.open_duration.min(LONGEST_OPEN))
     }
 
     /// Reopens a half-open breaker whose probes overran (see

@@ -85,8 +85,10 @@ pub struct RetryPolicy {
     /// A timeout for each attempt, within the overall deadline. Default: none.
     #[serde(with = "humantime_serde")]
     pub attempt_timeout: Option<Duration>,
-    /// gRPC methods safe to retry: `/package.Service/Method` or
-    /// `/package.Service/*`. Default: none.
+    /// gRPC methods safe to retry: `/package.Service/Method`,
+    /// `/package.Service/*`, or `*` for every method. Default: none. Any
+    /// other pattern (one without the leading `/`) is a configuration
+    /// error.
     pub idempotent: Vec<String>,
     /// gRPC codes worth retrying, by name. Default: `UNAVAILABLE`.
     pub retryable_codes: Vec<String>,
