@@ -32,7 +32,8 @@ const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum Phase {
     /// Binding and running start hooks; not ready.
     Starting,
-    /// Serving; ready when every service is running and healthy.
+    /// Serving; ready when every service is running and healthy (one being
+    /// added or removed at run time is left out).
     Running,
     /// Shutting down: not ready, finishing in-flight work.
     Draining,

@@ -29,6 +29,16 @@ fn write(path: &Path, text: &str) {
     std::fs::rename(&next, path).unwrap();
 }
 
+/// A fresh directory named after `name` and the process, and in it
+/// `room619.toml` holding `text`.
+fn config_file(name: &str, text: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("room619-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("room619.toml");
+    write(&path, text);
+    (dir, path)
+}
+
 /// A node with the echo service, configured from the file at `path` and
 /// watching it.
 async fn watching(path: &Path) -> room619::RunningNode {
@@ -78,10 +88,7 @@ async fn a_config_edit_applies_live_and_a_broken_one_is_rejected() {
         // Another test installed it first: start from the same filter.
         logging::set_filter("error").unwrap();
     }
-    let dir = std::env::temp_dir().join(format!("room619-reload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("room619.toml");
-    write(&path, &toml("error", "127.0.0.1:1"));
+    let (dir, path) = config_file("reload", &toml("error", "127.0.0.1:1"));
     let node = watching(&path).await;
     let handle = node.handle();
     let live = handle.live_config().clone();
@@ -126,10 +133,7 @@ async fn a_config_edit_applies_live_and_a_broken_one_is_rejected() {
 /// defaults (which would drop every listed instance).
 #[tokio::test]
 async fn an_edit_written_in_place_is_loaded_whole_or_not_at_all() {
-    let dir = std::env::temp_dir().join(format!("room619-in-place-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("room619.toml");
-    write(&path, &toml("error", "127.0.0.1:1"));
+    let (dir, path) = config_file("in-place", &toml("error", "127.0.0.1:1"));
     let node = watching(&path).await;
     let handle = node.handle();
     let live = handle.live_config().clone();
