@@ -8,10 +8,12 @@
 //! registered in discovery.
 //!
 //! **Remove**: the service is withdrawn from discovery, the routes without
-//! it are swapped in (new requests get `404` / `UNIMPLEMENTED`), requests
-//! already in flight finish on the routes they started with (waited for, at
-//! most `node.drain_timeout`), then its stop hook runs and it leaves the
-//! registry.
+//! it are swapped in (new requests get `404` / `UNIMPLEMENTED`), its
+//! [shutdown signal](crate::ServiceContext::shutdown_signal) fires so its
+//! streams end, requests already in flight finish on the routes they
+//! started with, each until its response body has been sent (waited for,
+//! at most `node.drain_timeout`), then its stop hook runs and it leaves
+//! the registry.
 //!
 //! Services with bus subscribers cannot be added at run time yet.
 
@@ -89,8 +91,9 @@ impl NodeHandle {
 
     /// Removes the service `name` at exactly `version` from the running
     /// node: it leaves discovery, its routes stop answering new requests,
-    /// requests in flight finish (for at most `node.drain_timeout`), then its
-    /// stop hook runs. A request routed to it just before, that reaches it
+    /// its [shutdown signal](crate::ServiceContext::shutdown_signal) fires,
+    /// requests in flight finish and streams end (for at most
+    /// `node.drain_timeout`), then its stop hook runs. A request routed to it just before, that reaches it
     /// only after that wait (an HTTP/2 stream's task starting late), is
     /// answered `503` / `UNAVAILABLE` rather than served by a stopping
     /// service.
@@ -182,7 +185,7 @@ impl Hosting {
             descriptor.clone(),
             self.live_config.clone(),
             self.registry.clone(),
-            self.shutdown.clone(),
+            &self.shutdown,
             self.clients.clone(),
             self.bus.clone(),
             self.metrics.clone(),
@@ -307,6 +310,9 @@ impl Hosting {
         let timeout = self.config.node.drain_timeout;
         let in_flight = host.ctx.in_flight();
         in_flight.close();
+        // Its streams end (they select on the service's shutdown signal),
+        // and each counts as in flight until its body has ended.
+        host.ctx.signal_stop();
         if tokio::time::timeout(timeout, in_flight.wait())
             .await
             .is_err()

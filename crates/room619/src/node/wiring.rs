@@ -82,7 +82,7 @@ pub(super) fn host_all(
                 status.descriptor,
                 live_config.clone(),
                 registry.clone(),
-                shutdown.clone(),
+                shutdown,
                 clients.clone(),
                 bus.clone(),
                 metrics.clone(),

@@ -6,6 +6,7 @@
 //! routes of all hosted services (plus gRPC health and reflection); everything
 //! else goes to the axum router of all HTTP routes. See [`ProtocolSplit`].
 //!
+//! - [`body`]: response bodies that hold a permit or token until they end.
 //! - [`client`]: typed gRPC clients and HTTP clients of other services,
 //!   in-process when the service is colocated, balanced over instances when not.
 //! - [`deadline`]: deadlines from `grpc-timeout` / `x-request-timeout`,
@@ -16,6 +17,7 @@
 //! - [`shed`]: load shedding, a per-node limit on concurrent requests that
 //!   refuses at once (`503` / `RESOURCE_EXHAUSTED`) instead of queueing.
 
+pub mod body;
 pub mod client;
 pub mod codec;
 pub mod deadline;

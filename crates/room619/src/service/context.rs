@@ -21,6 +21,7 @@ use crate::{
     bus::MessageBus,
     config::{Config, LiveConfig},
     observability::metrics::Metrics,
+    rpc::body::Hold,
     rpc::client::{Clients, GrpcClient, HttpClient, RpcChannel},
 };
 
@@ -51,7 +52,7 @@ impl ServiceContext {
         descriptor: ServiceDescriptor,
         live: LiveConfig,
         registry: Registry,
-        shutdown: CancellationToken,
+        shutdown: &CancellationToken,
         clients: Clients,
         bus: MessageBus,
         metrics: Metrics,
@@ -63,7 +64,9 @@ impl ServiceContext {
                 config: live.current(),
                 live,
                 registry,
-                shutdown,
+                // The service's own: cancelled with the node's, or alone
+                // when the service is removed from the running node.
+                shutdown: shutdown.child_token(),
                 clients,
                 bus,
                 metrics,
@@ -200,16 +203,38 @@ impl ServiceContext {
         &self.inner.bus
     }
 
-    /// Whether the node has begun shutting down.
+    /// Whether the service is stopping: the node has begun shutting down,
+    /// or the service is being removed from it
+    /// ([`NodeHandle::remove_service`](crate::NodeHandle::remove_service)).
     #[must_use]
     pub fn is_shutting_down(&self) -> bool {
         self.inner.shutdown.is_cancelled()
     }
 
-    /// Completes when the node begins shutting down; long-running work
-    /// (streams, background loops) selects on it to finish early.
+    /// Completes when the service begins stopping (see
+    /// [`is_shutting_down`](Self::is_shutting_down)); long-running work
+    /// (streams, background loops) selects on it to finish early. The
+    /// node waits for open streams to end, for at most
+    /// `node.drain_timeout`, before it runs the service's stop hook.
+    ///
+    /// ```
+    /// # async fn demo(ctx: room619::ServiceContext) {
+    /// use futures_util::StreamExt as _;
+    ///
+    /// let ticks = futures_util::stream::repeat("tick");
+    /// // Ends, and lets the stream's response finish, when the service stops.
+    /// let stream = ticks.take_until(ctx.shutdown_signal());
+    /// # drop(stream);
+    /// # }
+    /// ```
     pub fn shutdown_signal(&self) -> WaitForCancellationFuture<'_> {
         self.inner.shutdown.cancelled()
+    }
+
+    /// Tells the service's long-running work that it is being removed
+    /// (its [`shutdown_signal`](Self::shutdown_signal) completes).
+    pub(crate) fn signal_stop(&self) {
+        self.inner.shutdown.cancel();
     }
 }
 
@@ -243,7 +268,7 @@ impl<S: NamedService> NamedService for WithContext<S> {
 impl<S, B, RB> tower::Service<http::Request<B>> for WithContext<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
-    RB: Default,
+    RB: Default + Hold,
 {
     type Response = S::Response;
     type Error = S::Error;

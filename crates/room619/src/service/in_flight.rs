@@ -13,11 +13,12 @@ use pin_project_lite::pin_project;
 use tokio_util::task::{TaskTracker, task_tracker::TaskTrackerToken};
 
 use super::ServiceDescriptor;
-use crate::Error;
+use crate::{Error, rpc::body::Hold};
 
 pin_project! {
-    /// A response future that counts as in flight until it completes, and
-    /// marks the response of a deprecated service.
+    /// A response future that counts as in flight until its response body
+    /// has been sent (a stream for as long as it runs), and marks the
+    /// response of a deprecated service.
     pub(crate) struct Tracked<F, R> {
         #[pin]
         state: State<F, R>,
@@ -31,7 +32,8 @@ pin_project! {
         Admitted {
             #[pin]
             inner: F,
-            token: TaskTrackerToken,
+            // Moves into the response body.
+            token: Option<TaskTrackerToken>,
         },
         // The service was being removed when the request reached it.
         Refused {
@@ -45,7 +47,7 @@ impl<F, R> Tracked<F, R> {
         Self {
             state: State::Admitted {
                 inner,
-                token: tracker.token(),
+                token: Some(tracker.token()),
             },
             deprecated: service.deprecation().is_some().then(|| service.clone()),
         }
@@ -65,13 +67,20 @@ impl<F, R> Tracked<F, R> {
 impl<F, B, E> Future for Tracked<F, Response<B>>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    B: Hold,
 {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut output = match this.state.project() {
-            StateProj::Admitted { inner, .. } => std::task::ready!(inner.poll(cx)),
+            StateProj::Admitted { inner, token } => {
+                let output = std::task::ready!(inner.poll(cx));
+                match token.take() {
+                    Some(token) => output.map(|response| response.hold(token)),
+                    None => output,
+                }
+            }
             StateProj::Refused { response } => {
                 return match response.take() {
                     Some(response) => Poll::Ready(Ok(response)),
@@ -90,7 +99,7 @@ where
 }
 
 /// Counts every request to the wrapped HTTP routes of a service in its
-/// in-flight tracker, and marks its responses when it is deprecated.
+/// in-flight tracker until its response body has been sent, and marks its responses when it is deprecated.
 #[derive(Clone)]
 pub(crate) struct TrackLayer {
     tracker: TaskTracker,

@@ -5,13 +5,15 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
-use axum::routing::get;
-use room619::{ErrorKind, ServiceBuilder, service::BuiltService};
+use axum::{Extension, routing::get};
+use futures_util::StreamExt as _;
+use room619::{ErrorKind, ServiceBuilder, ServiceContext, service::BuiltService};
+use shop_proto::echo::v1::{EchoRequest, echo_client::EchoClient};
 
 use crate::support;
 
@@ -438,5 +440,118 @@ async fn a_start_hook_that_panics_fails_the_addition_and_leaves_nothing_behind()
         .await
         .unwrap();
     assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
+    node.shutdown().await.unwrap();
+}
+
+/// Counts down when dropped: one open stream.
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// `GET /ticks`: a tick every 10 ms until the service stops; `open` counts
+/// the streams still running.
+async fn ticks(
+    Extension(ctx): Extension<ServiceContext>,
+    Extension(open): Extension<Arc<AtomicUsize>>,
+) -> axum::body::Body {
+    open.fetch_add(1, Ordering::SeqCst);
+    let stopping = async move { ctx.shutdown_signal().await };
+    let ticks = futures_util::stream::unfold(Open(open), |open| async move {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let tick = bytes::Bytes::from_static(b"tick\n");
+        Some((Ok::<_, std::io::Error>(tick), open))
+    });
+    axum::body::Body::from_stream(ticks.take_until(stopping))
+}
+
+/// Streams open when their service is removed end (its shutdown signal
+/// fires), and its stop hook runs only once they have ended: a response
+/// counts as in flight until its body has been sent.
+#[tokio::test]
+async fn streams_open_at_a_removal_end_before_the_stop_hook_runs() {
+    let node = support::start_all(support::config(""), []).await;
+    let handle = node.handle().clone();
+    let fixture = support::EchoFixture::default();
+    let open = Arc::new(AtomicUsize::new(0));
+    // What the stop hook saw: messages produced, streams still open.
+    let produced_at_stop = Arc::new(AtomicU64::new(u64::MAX));
+    let open_at_stop = Arc::new(AtomicUsize::new(usize::MAX));
+    let echo = fixture
+        .builder()
+        .route("/ticks", get(ticks).layer(Extension(Arc::clone(&open))))
+        .on_stop({
+            let (produced, open) = (Arc::clone(&fixture.produced), Arc::clone(&open));
+            let (produced_at_stop, open_at_stop) =
+                (Arc::clone(&produced_at_stop), Arc::clone(&open_at_stop));
+            move |_| {
+                produced_at_stop.store(produced.load(Ordering::SeqCst), Ordering::SeqCst);
+                open_at_stop.store(open.load(Ordering::SeqCst), Ordering::SeqCst);
+                async { Ok(()) }
+            }
+        })
+        .build()
+        .unwrap();
+    handle.add_service(echo).await.unwrap();
+
+    // An endless gRPC server stream and an endless HTTP body, read as they come.
+    let mut client = EchoClient::new(support::channel(node.local_addr()).await);
+    let mut grpc = client
+        .echo_stream(EchoRequest {
+            message: "on".into(),
+            repeat: u32::MAX,
+            ..EchoRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(grpc.message().await.unwrap().is_some());
+    let grpc = tokio::spawn(async move {
+        while grpc.message().await?.is_some() {}
+        Ok::<_, tonic::Status>(())
+    });
+    let mut http = support::http1()
+        .get(format!("http://{}/ticks", node.local_addr()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(http.status(), 200);
+    assert!(http.chunk().await.unwrap().is_some());
+    let http = tokio::spawn(async move {
+        while http.chunk().await?.is_some() {}
+        Ok::<_, reqwest::Error>(())
+    });
+
+    tokio::time::timeout(
+        Duration::from_secs(4),
+        handle.remove_service("echo", "1.0.0"),
+    )
+    .await
+    .expect("the removal waits for the streams to end, not for the 5 s drain timeout")
+    .unwrap();
+    let ended = Duration::from_secs(1);
+    tokio::time::timeout(ended, grpc)
+        .await
+        .expect("the gRPC stream ended")
+        .unwrap()
+        .expect("cleanly, with status OK");
+    tokio::time::timeout(ended, http)
+        .await
+        .expect("the HTTP body ended")
+        .unwrap()
+        .expect("cleanly");
+    assert_eq!(
+        open_at_stop.load(Ordering::SeqCst),
+        0,
+        "no stream open at the stop hook"
+    );
+    assert_eq!(
+        produced_at_stop.load(Ordering::SeqCst),
+        fixture.produced.load(Ordering::SeqCst),
+        "nothing streamed after the stop hook"
+    );
     node.shutdown().await.unwrap();
 }

@@ -195,3 +195,45 @@ methods = ["/shop.echo.v1.Echo/*"]
     caller.shutdown().await.unwrap();
     server.shutdown().await.unwrap();
 }
+
+/// A remote server stream holds its slot of the client's bulkhead for as
+/// long as it is open, not only until its headers: with one slot, a second
+/// call is refused while the first stream runs and admitted once it ended.
+#[tokio::test]
+async fn an_open_remote_stream_holds_its_bulkhead_slot() {
+    let server = support::start_named("server", &[], Some(support::echo_service())).await;
+    let mut config = support::config(
+        "[resilience.services.echo.bulkhead]\nmax_concurrent = 1\nmax_queued = 0\n",
+    );
+    config.node.name = "caller".to_owned();
+    config.discovery.instances = vec![room619::config::InstanceConfig {
+        name: "echo".to_owned(),
+        version: "1.0.0".to_owned(),
+        address: server.local_addr().to_string(),
+    }];
+    let caller = support::start_all(config, None).await;
+    let mut client = EchoClient::new(caller.handle().channel("echo", "^1").unwrap());
+
+    let mut stream = client
+        .echo_stream(EchoRequest {
+            repeat: 3,
+            ..request("held")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    stream.message().await.unwrap().unwrap();
+    let refused = client.echo(request("second")).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(refused.message().contains("bulkhead"), "{refused:?}");
+
+    while stream.message().await.unwrap().is_some() {}
+    let admitted = client.echo(request("third")).await.unwrap().into_inner();
+    assert_eq!(admitted.message, "third", "the ended stream left its slot");
+    caller.shutdown().await.unwrap();
+    server.shutdown().await.unwrap();
+}

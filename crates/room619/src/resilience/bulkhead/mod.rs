@@ -2,6 +2,10 @@
 //! behind them, and an immediate `RESOURCE_EXHAUSTED` beyond that, so one slow
 //! dependency cannot take every task and socket of the caller.
 //!
+//! A call holds its slot until its response has been read: an HTTP or gRPC
+//! response until its body has ended or been dropped (see
+//! [`Hold`]), so a stream counts for as long as it is open.
+//!
 //! ```
 //! use room619::resilience::bulkhead::{BulkheadLayer, BulkheadPolicy};
 //!
@@ -27,6 +31,7 @@ use tower::{Layer, Service};
 
 use super::Rejection;
 use crate::error::BoxError;
+pub use crate::rpc::body::Hold;
 
 /// A bulkhead's size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,7 +138,7 @@ where
     S: Service<Req> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
-    S::Response: Send + 'static,
+    S::Response: Hold + Send + 'static,
     Req: Send + 'static,
 {
     type Response = S::Response;
@@ -157,7 +162,7 @@ where
         let ready = self.inner.clone();
         let mut service = std::mem::replace(&mut self.inner, ready);
         Either::Right(Box::pin(async move {
-            let _permit = {
+            let permit = {
                 let queued = shared.queued.fetch_add(1, Ordering::AcqRel);
                 let _leave = QueueSlot(&shared.queued);
                 if queued >= shared.policy.max_queued {
@@ -176,14 +181,15 @@ where
                     .await
                     .map_err(|err| Box::new(err) as BoxError)?
             };
-            service.call(request).await.map_err(Into::into)
+            let response = service.call(request).await.map_err(Into::into)?;
+            Ok(response.hold(permit))
         }))
     }
 }
 
 pin_project! {
     /// A call that took a free slot at once; it holds the slot until it
-    /// finishes.
+    /// finishes, then its response holds it (see [`Hold`]).
     pub struct Admitted<F> {
         #[pin]
         inner: F,
@@ -200,6 +206,7 @@ impl<F> fmt::Debug for Admitted<F> {
 impl<F, T, E> Future for Admitted<F>
 where
     F: Future<Output = Result<T, E>>,
+    T: Hold,
     E: Into<BoxError>,
 {
     type Output = Result<T, BoxError>;
@@ -207,8 +214,11 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
-        this.permit.take();
-        Poll::Ready(result.map_err(Into::into))
+        let permit = this.permit.take();
+        Poll::Ready(match (result, permit) {
+            (Ok(response), Some(permit)) => Ok(response.hold(permit)),
+            (result, _) => result.map_err(Into::into),
+        })
     }
 }
 
@@ -218,5 +228,78 @@ struct QueueSlot<'a>(&'a AtomicUsize);
 impl Drop for QueueSlot<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use bytes::Bytes;
+    use http::Response;
+    use http_body_util::BodyExt as _;
+    use tower::{Layer as _, ServiceExt as _};
+
+    use super::*;
+
+    type Sender = tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>;
+
+    /// A bulkhead of one slot and no queue around a backend answering each
+    /// call with a streamed body; the senders of the bodies come out of
+    /// `streams`.
+    fn one_slot() -> (
+        impl Service<(), Response = Response<Body>, Error = BoxError, Future: Send> + Clone,
+        tokio::sync::mpsc::UnboundedReceiver<Sender>,
+    ) {
+        let (streams, opened) = tokio::sync::mpsc::unbounded_channel();
+        let backend = tower::service_fn(move |()| {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let sent = streams.send(tx);
+            async move {
+                sent.map_err(|_| "the test is gone")?;
+                let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+                Ok::<_, BoxError>(Response::new(body))
+            }
+        });
+        let policy = BulkheadPolicy {
+            max_concurrent: 1,
+            max_queued: 0,
+        };
+        (BulkheadLayer::new("feed", policy).layer(backend), opened)
+    }
+
+    #[tokio::test]
+    async fn a_streamed_answer_holds_its_slot_until_its_body_ends() {
+        let (bulkhead, mut opened) = one_slot();
+        let mut first = bulkhead.clone().oneshot(()).await.unwrap().into_body();
+        let sender = opened.recv().await.unwrap();
+
+        let refused = bulkhead.clone().oneshot(()).await.unwrap_err();
+        let refused = refused.downcast_ref::<Rejection>().unwrap();
+        assert_eq!(
+            refused.kind(),
+            crate::resilience::RejectionKind::BulkheadFull
+        );
+
+        sender.send(Ok(Bytes::from_static(b"tick"))).await.unwrap();
+        let frame = first.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "tick");
+        assert!(
+            bulkhead.clone().oneshot(()).await.is_err(),
+            "still streaming: still in the slot"
+        );
+
+        drop(sender);
+        assert!(first.frame().await.is_none(), "the stream ended");
+        let second = bulkhead.clone().oneshot(()).await;
+        assert!(second.is_ok(), "the ended stream left its slot");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_answer_leaves_its_slot() {
+        let (bulkhead, _opened) = one_slot();
+        let first = bulkhead.clone().oneshot(()).await.unwrap();
+        assert!(bulkhead.clone().oneshot(()).await.is_err());
+        drop(first);
+        assert!(bulkhead.clone().oneshot(()).await.is_ok());
     }
 }

@@ -29,7 +29,6 @@
 //! assert_eq!(shed.in_flight(), 0);
 //! ```
 
-mod body;
 mod future;
 mod layer;
 #[cfg(test)]
@@ -45,7 +44,6 @@ use std::{
 };
 
 use axum::{body::Body, response::IntoResponse};
-pub use body::PermitBody;
 pub use future::ShedFuture;
 use http::{HeaderValue, Request, Response, header};
 pub use layer::LoadShedLayer;
@@ -98,7 +96,11 @@ impl Permits {
 
 /// One admitted request's place; given back when dropped.
 #[derive(Debug)]
-pub(crate) struct Permit(Arc<Permits>);
+pub struct Permit(Arc<Permits>);
+
+/// A response body holding its request's [`Permit`]: the request counts as
+/// in flight until the body has ended or been dropped.
+pub type PermitBody = crate::rpc::body::HoldingBody<Body, Permit>;
 
 impl Drop for Permit {
     fn drop(&mut self) {
