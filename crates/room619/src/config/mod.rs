@@ -136,6 +136,11 @@ pub struct NodeConfig {
     /// The services to run, by name; empty runs every registered service.
     /// Default: empty.
     pub services: Vec<String>,
+    /// How long a service's start hooks may take, together, before the
+    /// start (or `add_service`) fails with `DEADLINE_EXCEEDED` and the
+    /// services already started are stopped. Default: `60s`.
+    #[serde(with = "humantime_serde")]
+    pub start_timeout: Duration,
     /// How long in-flight requests may take to finish after shutdown starts.
     /// Default: `30s`.
     #[serde(with = "humantime_serde")]
@@ -160,6 +165,7 @@ impl Default for NodeConfig {
             admin_listen: None,
             advertise: None,
             services: Vec::new(),
+            start_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
             shutdown_delay: Duration::ZERO,
             config_poll_interval: Duration::from_secs(1),

@@ -152,6 +152,7 @@ fn discovery(config: &Config) -> Result<(), ConfigError> {
 /// The node's and the connections' timeouts.
 fn timeouts(config: &Config) -> Result<(), ConfigError> {
     let limits = &config.limits;
+    positive("node.start_timeout", config.node.start_timeout)?;
     positive("node.drain_timeout", config.node.drain_timeout)?;
     positive("limits.first_byte_timeout", limits.first_byte_timeout)?;
     positive("limits.header_read_timeout", limits.header_read_timeout)?;
@@ -276,10 +277,13 @@ mod tests {
     }
 
     #[test]
-    fn zero_drain_timeout_is_rejected() {
+    fn zero_start_and_drain_timeouts_are_rejected() {
         let mut config = Config::default();
         config.node.drain_timeout = Duration::ZERO;
         assert_eq!(validate(&config).unwrap_err().key(), "node.drain_timeout");
+        let mut config = Config::default();
+        config.node.start_timeout = Duration::ZERO;
+        assert_eq!(validate(&config).unwrap_err().key(), "node.start_timeout");
     }
 
     #[test]

@@ -23,7 +23,6 @@ use std::{
     time::Duration,
 };
 
-use futures_util::FutureExt as _;
 use semver::Version;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +31,7 @@ use super::{
     app::{self, Hosted},
     health::Readiness,
     live::LiveSplit,
+    start,
 };
 use crate::{
     Error, Result,
@@ -79,7 +79,8 @@ impl NodeHandle {
     ///
     /// `AlreadyExists` when a service with the same name and major version
     /// is hosted; `InvalidArgument` when its routes conflict with hosted ones
-    /// or it has bus subscribers; the start hook's error; `Unavailable` once
+    /// or it has bus subscribers; the start hook's error (`Internal` when
+    /// it panics, `DeadlineExceeded` past `node.start_timeout`); `Unavailable` once
     /// the node is shutting down. The node is unchanged after an error. The
     /// addition runs to its end even if the caller stops waiting; the node
     /// stays ready meanwhile (its other services serve).
@@ -207,18 +208,10 @@ impl Hosting {
             }
         };
         self.registry.set_state(&descriptor, ServiceState::Starting);
-        // A start hook that panics fails the addition like one that errs:
-        // the service leaves the registry (left `starting`, it would be
-        // ignored by readiness for good).
-        let started = std::panic::AssertUnwindSafe(host.service.start(host.ctx.clone()))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| {
-                Err(Error::internal(format!(
-                    "the start hook of {descriptor} panicked"
-                )))
-            });
-        if let Err(err) = started {
+        // A start hook that panics or overruns `node.start_timeout` fails
+        // the addition like one that errs: the service leaves the registry
+        // (left `starting`, it would be ignored by readiness for good).
+        if let Err(err) = start::run_start_hooks(&host, self.config.node.start_timeout).await {
             tracing::error!(service = %descriptor, error = ?err, "start hook failed");
             self.registry.remove(&descriptor);
             return Err(err);

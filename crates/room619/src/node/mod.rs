@@ -21,7 +21,8 @@
 //!
 //! **Start** ([`Node::start`]): bind the listeners → assemble routes (gRPC
 //! services, health, reflection; HTTP routes and admin endpoints) → run each
-//! service's start hook in order → mark running: readiness answers `200` and
+//! service's start hooks in order (each service's bounded by
+//! `node.start_timeout`) → mark running: readiness answers `200` and
 //! the gRPC health service `SERVING` → accept connections.
 //!
 //! **Stop** (a signal, or [`NodeHandle::shutdown`]): readiness `503` and gRPC
@@ -104,7 +105,8 @@ impl Node {
     /// # Errors
     ///
     /// When a listener cannot bind, routes cannot be assembled (conflicting
-    /// routes, a gRPC service hosted twice) or a start hook fails; services
+    /// routes, a gRPC service hosted twice) or a start hook fails, panics
+    /// or overruns `node.start_timeout` (`DeadlineExceeded`); services
     /// started before the failure are stopped again.
     pub async fn start(self) -> Result<RunningNode> {
         let listener = bind(self.config.node.listen, "node.listen").await?;

@@ -6,6 +6,7 @@ use std::{
     time::Duration,
 };
 
+use futures_util::FutureExt as _;
 use tokio::net::TcpListener;
 use tokio_util::{
     sync::{CancellationToken, DropGuard},
@@ -24,7 +25,7 @@ use super::{
     wiring,
 };
 use crate::{
-    Result,
+    Error, Result,
     bus::{MessageBus, Subscribers},
     config::{Config, LiveConfig},
     service::{Registry, ServiceState},
@@ -155,7 +156,7 @@ async fn start_services(
     let timeout = config.node.drain_timeout;
     for (index, host) in hosted.iter().enumerate() {
         registry.set_state(host.ctx.descriptor(), ServiceState::Starting);
-        if let Err(err) = host.service.start(host.ctx.clone()).await {
+        if let Err(err) = run_start_hooks(host, config.node.start_timeout).await {
             tracing::error!(service = %host.ctx.descriptor(), error = ?err, "start hook failed");
             registry.set_state(host.ctx.descriptor(), ServiceState::Failed);
             undo_start(registry, &hosted[..index], timeout).await;
@@ -170,6 +171,22 @@ async fn start_services(
         return Err(err);
     }
     Ok(())
+}
+
+/// Runs the start hooks of `host`, bounded by `timeout` (`node.start_timeout`);
+/// one that panics fails like one that errs.
+pub(super) async fn run_start_hooks(host: &Hosted, timeout: Duration) -> Result<()> {
+    let descriptor = host.ctx.descriptor();
+    let started = std::panic::AssertUnwindSafe(host.service.start(host.ctx.clone())).catch_unwind();
+    match tokio::time::timeout(timeout, started).await {
+        Ok(Ok(started)) => started,
+        Ok(Err(_)) => Err(Error::internal(format!(
+            "the start hook of {descriptor} panicked"
+        ))),
+        Err(_) => Err(Error::deadline_exceeded(format!(
+            "the start hooks of {descriptor} took longer than node.start_timeout ({timeout:?})"
+        ))),
+    }
 }
 
 /// Stops the services started before a failed start, in reverse.

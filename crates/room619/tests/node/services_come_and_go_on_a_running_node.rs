@@ -415,12 +415,12 @@ async fn every_stop_hook_runs_when_one_fails() {
     node.shutdown().await.unwrap();
 }
 
-/// A start hook that panics fails the addition like one that errs: the
-/// service is not left `starting` (which readiness would ignore for good),
-/// and it can be added again.
+/// A start hook that panics, or overruns `node.start_timeout`, fails the
+/// addition like one that errs: the service is not left `starting` (which
+/// readiness would ignore for good), and it can be added again.
 #[tokio::test]
 async fn a_start_hook_that_panics_fails_the_addition_and_leaves_nothing_behind() {
-    let node = support::start(support::config("")).await;
+    let node = support::start(support::config("start_timeout = \"300ms\"")).await;
     let handle = node.handle().clone();
     let panicking = ServiceBuilder::new("users", "1.0.0")
         .unwrap()
@@ -430,6 +430,16 @@ async fn a_start_hook_that_panics_fails_the_addition_and_leaves_nothing_behind()
     let err = handle.add_service(panicking).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Internal, "{err}");
     assert!(err.message().contains("panicked"), "{err}");
+    let hung = ServiceBuilder::new("users", "1.0.0")
+        .unwrap()
+        .on_start(|_| std::future::pending())
+        .build()
+        .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(5), handle.add_service(hung))
+        .await
+        .expect("the addition did not hang")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DeadlineExceeded, "{err}");
     handle
         .add_service(users("1.0.0", Arc::new(AtomicBool::new(false))))
         .await

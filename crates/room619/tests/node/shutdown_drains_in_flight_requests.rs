@@ -136,8 +136,16 @@ async fn stop_hooks_run_in_reverse_start_order() {
     );
 }
 
-#[tokio::test]
-async fn a_failing_start_hook_stops_the_services_already_started() {
+/// A node whose second service's start hook is `bad` fails to start with
+/// its error, after stopping the first service: the error, and the stop
+/// hooks that ran.
+async fn start_failing_with<F>(config: &str, bad: F) -> (room619::Error, Vec<&'static str>)
+where
+    F: Fn(room619::ServiceContext) -> futures_util::future::BoxFuture<'static, room619::Result<()>>
+        + Send
+        + Sync
+        + 'static,
+{
     let stopped = Arc::new(Mutex::new(Vec::new()));
     let recorder = Arc::clone(&stopped);
     let good = ServiceBuilder::new("good", "1.0.0")
@@ -150,12 +158,48 @@ async fn a_failing_start_hook_stops_the_services_already_started() {
         .unwrap();
     let bad = ServiceBuilder::new("bad", "1.0.0")
         .unwrap()
-        .on_start(|_| async { Err(room619::Error::unavailable("no database")) })
+        .on_start(bad)
         .build()
         .unwrap();
-    let err = support::start_fails(support::config(""), [good, bad]).await;
+    let started = support::start_fails(support::config(config), [good, bad]);
+    let err = tokio::time::timeout(Duration::from_secs(10), started)
+        .await
+        .expect("the start did not hang");
+    let stopped = stopped.lock().unwrap().clone();
+    (err, stopped)
+}
+
+#[tokio::test]
+async fn a_failing_start_hook_stops_the_services_already_started() {
+    let (err, stopped) = start_failing_with("", |_| {
+        Box::pin(async { Err(room619::Error::unavailable("no database")) })
+    })
+    .await;
     assert_eq!(err.message(), "no database");
-    assert_eq!(*stopped.lock().unwrap(), ["good"]);
+    assert_eq!(stopped, ["good"]);
+}
+
+/// A start hook that never finishes fails the start at
+/// `node.start_timeout`; one that panics fails it as well. Either way the
+/// services already started are stopped.
+#[tokio::test]
+async fn a_hung_or_panicking_start_hook_fails_the_start() {
+    let (err, stopped) = start_failing_with("start_timeout = \"300ms\"", |_| {
+        Box::pin(std::future::pending())
+    })
+    .await;
+    assert_eq!(err.kind(), room619::ErrorKind::DeadlineExceeded, "{err}");
+    assert!(err.message().contains("node.start_timeout"), "{err}");
+    assert!(err.message().contains("bad@1.0.0"), "{err}");
+    assert_eq!(stopped, ["good"]);
+
+    let (err, stopped) = start_failing_with("", |_| {
+        Box::pin(async { panic!("the start hook's own bug") })
+    })
+    .await;
+    assert_eq!(err.kind(), room619::ErrorKind::Internal, "{err}");
+    assert!(err.message().contains("panicked"), "{err}");
+    assert_eq!(stopped, ["good"]);
 }
 
 /// A start that fails after discovery connected (here a start hook) ends the
