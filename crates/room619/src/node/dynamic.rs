@@ -241,18 +241,7 @@ impl Hosting {
     /// the heartbeat stopped when the deregistration began) instead of
     /// waiting for its timeout once per service.
     pub(super) async fn withdraw(&self, instances: &[Instance]) {
-        let all = futures_util::future::join_all(instances.iter().map(|instance| async move {
-            if let Err(err) = self.discovery.deregister(instance).await {
-                tracing::warn!(?instance, error = ?err, "cannot deregister");
-            }
-        }));
-        if tokio::time::timeout(DEREGISTER_TIMEOUT, all).await.is_err() {
-            tracing::warn!(
-                instances = instances.len(),
-                timeout = ?DEREGISTER_TIMEOUT,
-                "discovery did not confirm the deregistrations in time; going on (the records expire with the registry's TTL)"
-            );
-        }
+        withdraw(self.discovery.as_ref(), instances).await;
     }
 
     pub(super) async fn remove(&self, name: &str, version: &str) -> Result<()> {
@@ -366,8 +355,28 @@ pub(super) async fn register(
     let mut instances = Vec::with_capacity(hosted.len());
     for host in hosted {
         let instance = own_instance(config, host.ctx.descriptor(), address);
-        discovery.register(instance.clone()).await?;
+        if let Err(err) = discovery.register(instance.clone()).await {
+            // The start fails: nothing of it stays registered.
+            withdraw(discovery, &instances).await;
+            return Err(err);
+        }
         instances.push(instance);
     }
     Ok(instances)
+}
+
+/// Takes `instances` out of `discovery`; see [`Hosting::withdraw`].
+async fn withdraw(discovery: &dyn Discovery, instances: &[Instance]) {
+    let all = futures_util::future::join_all(instances.iter().map(|instance| async move {
+        if let Err(err) = discovery.deregister(instance).await {
+            tracing::warn!(?instance, error = ?err, "cannot deregister");
+        }
+    }));
+    if tokio::time::timeout(DEREGISTER_TIMEOUT, all).await.is_err() {
+        tracing::warn!(
+            instances = instances.len(),
+            timeout = ?DEREGISTER_TIMEOUT,
+            "discovery did not confirm the deregistrations in time; going on (the records expire with the registry's TTL)"
+        );
+    }
 }

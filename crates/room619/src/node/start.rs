@@ -85,6 +85,7 @@ pub(super) async fn start(
     {
         Ok(instances) => instances,
         Err(err) => {
+            readiness.set_phase(Phase::Stopped).await;
             for token in [&shutdown, &signals.drain, &discovery_shutdown] {
                 token.cancel();
             }
