@@ -58,15 +58,19 @@ pub(crate) struct Assembled {
     pub(crate) readiness: Readiness,
     /// Auth and rate limiting: started with the node, updatable at run time.
     pub(crate) middleware: NodeMiddleware,
+    /// The node's one load-shedding limit over its network routers.
+    pub(crate) shed: LoadShedLayer,
 }
 
 /// What a re-assembly keeps of a running node (services added or removed):
-/// its readiness, whose gRPC health statuses are kept, and its middleware,
-/// whose keys and rate-limit state are kept.
+/// its readiness, whose gRPC health statuses are kept, its middleware,
+/// whose keys and rate-limit state are kept, and its load-shedding permits,
+/// which the requests in flight on the routers it replaces still hold.
 #[derive(Clone, Copy)]
 pub(crate) struct Existing<'a> {
     pub(crate) readiness: &'a Readiness,
     pub(crate) middleware: &'a NodeMiddleware,
+    pub(crate) shed: &'a LoadShedLayer,
 }
 
 /// Assembles the routes of `hosted`; `existing` is what the node keeps when
@@ -149,7 +153,10 @@ pub(crate) fn assemble(
     // The network path sheds load (one per-node limit over both routers);
     // colocated clients call the same stack without it: an in-process call
     // is part of a request already admitted.
-    let shed = LoadShedLayer::new(limits.max_concurrent_requests);
+    let shed = existing.map_or_else(
+        || LoadShedLayer::new(limits.max_concurrent_requests),
+        |e| e.shed.clone(),
+    );
     let unshed = LoadShedLayer::new(usize::MAX);
     let shared_admin = (!separate_admin).then(admin_router);
     let http_with = |shed| HttpLayers {
@@ -178,6 +185,7 @@ pub(crate) fn assemble(
         admin,
         readiness,
         middleware,
+        shed,
     })
 }
 

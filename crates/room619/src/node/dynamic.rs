@@ -40,7 +40,7 @@ use crate::{
     discovery::{Discovery, Instance},
     middleware::NodeMiddleware,
     observability::metrics::Metrics,
-    rpc::client::Clients,
+    rpc::{client::Clients, shed::LoadShedLayer},
     service::{Registry, Service, ServiceContext, ServiceDescriptor, ServiceState},
 };
 
@@ -136,6 +136,8 @@ pub(super) struct Hosting {
     /// The middleware the node started with: its keys and rate limits are
     /// kept when services come and go.
     pub(super) middleware: NodeMiddleware,
+    /// The node's load-shedding permits, kept when services come and go.
+    pub(super) shed: LoadShedLayer,
     pub(super) metrics: Metrics,
     pub(super) clients: Clients,
     pub(super) discovery: Arc<dyn Discovery>,
@@ -153,6 +155,7 @@ impl Hosting {
         app::Existing {
             readiness: &self.readiness,
             middleware: &self.middleware,
+            shed: &self.shed,
         }
     }
 

@@ -104,6 +104,7 @@ pub(super) async fn start(
         live,
         readiness: readiness.clone(),
         middleware: assembled.middleware.clone(),
+        shed: assembled.shed,
         metrics: metrics.clone(),
         clients: clients.clone(),
         discovery: Arc::clone(&discovery),

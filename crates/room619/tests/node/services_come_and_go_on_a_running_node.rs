@@ -565,3 +565,33 @@ async fn streams_open_at_a_removal_end_before_the_stop_hook_runs() {
     );
     node.shutdown().await.unwrap();
 }
+
+/// The node's concurrency limit holds across a change of its services: a
+/// request in flight on the routes before the change still counts against
+/// the limit after it.
+#[tokio::test]
+async fn the_load_shedding_limit_holds_across_an_addition() {
+    let node = support::start(support::config("[limits]\nmax_concurrent_requests = 1")).await;
+    let base = format!("http://{}", node.local_addr());
+    let http = support::http1();
+    let slow = tokio::spawn({
+        let (http, url) = (http.clone(), format!("{base}/slow?ms=600"));
+        async move { http.get(&url).send().await.unwrap().status() }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    node.handle()
+        .add_service(users("1.0.0", Arc::new(AtomicBool::new(false))))
+        .await
+        .unwrap();
+
+    let during = http.get(format!("{base}/v1/users")).send().await.unwrap();
+    assert_eq!(
+        during.status(),
+        503,
+        "the slow request still holds the one slot"
+    );
+    assert_eq!(slow.await.unwrap(), 200);
+    let after = http.get(format!("{base}/v1/users")).send().await.unwrap();
+    assert_eq!(after.status(), 200);
+    node.shutdown().await.unwrap();
+}
