@@ -17,7 +17,7 @@ use super::{
     app::{self, Hosted},
     dynamic::{self, Hosting},
     handle::{HandleInner, NodeHandle, RunningNode},
-    health::Phase,
+    health::{Phase, Readiness},
     live::LiveSplit,
     reload::{self, ReloadSource},
     serve::Signals,
@@ -85,11 +85,15 @@ pub(super) async fn start(
     {
         Ok(instances) => instances,
         Err(err) => {
-            readiness.set_phase(Phase::Stopped).await;
-            for token in [&shutdown, &signals.drain, &discovery_shutdown] {
-                token.cancel();
-            }
-            undo_start(&registry, &hosted, config.node.drain_timeout).await;
+            let tokens = [&shutdown, &signals.drain, &discovery_shutdown];
+            undo_serving(
+                &readiness,
+                tokens,
+                &registry,
+                &hosted,
+                config.node.drain_timeout,
+            )
+            .await;
             return Err(err);
         }
     };
@@ -189,6 +193,22 @@ pub(super) async fn run_start_hooks(host: &Hosted, timeout: Duration) -> Result<
             "the start hooks of {descriptor} took longer than node.start_timeout ({timeout:?})"
         ))),
     }
+}
+
+/// Undoes a start that failed once serving: not ready, no longer accepting
+/// (the `tokens` cancelled), background work ended, services stopped.
+async fn undo_serving(
+    readiness: &Readiness,
+    tokens: [&CancellationToken; 3],
+    registry: &Registry,
+    started: &[Hosted],
+    timeout: Duration,
+) {
+    readiness.set_phase(Phase::Stopped).await;
+    for token in tokens {
+        token.cancel();
+    }
+    undo_start(registry, started, timeout).await;
 }
 
 /// Stops the services started before a failed start, in reverse.
