@@ -90,6 +90,29 @@ pub(super) struct HandleInner {
 }
 
 impl NodeHandle {
+    /// The handle of the node that `hosting` runs, listening at `local_addr`
+    /// (and `admin_addr`).
+    pub(super) fn new(
+        local_addr: SocketAddr,
+        admin_addr: Option<SocketAddr>,
+        hosting: Arc<Hosting>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(HandleInner {
+                local_addr,
+                admin_addr,
+                shutdown: hosting.shutdown.clone(),
+                readiness: hosting.readiness.clone(),
+                registry: hosting.registry.clone(),
+                clients: hosting.clients.clone(),
+                bus: hosting.bus.clone(),
+                rate_limiter: hosting.middleware.rate_limiter(),
+                metrics: hosting.metrics.clone(),
+                hosting,
+            }),
+        }
+    }
+
     /// A typed gRPC client of service `name` matching semver `requirement`;
     /// see [`ServiceContext::client`](crate::ServiceContext::client).
     ///

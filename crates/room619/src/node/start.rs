@@ -16,7 +16,7 @@ use tokio_util::{
 use super::{
     app::{self, Hosted},
     dynamic::{self, Hosting},
-    handle::{HandleInner, NodeHandle, RunningNode},
+    handle::{NodeHandle, RunningNode},
     health::{Phase, Readiness},
     live::LiveSplit,
     reload::{self, ReloadSource},
@@ -117,20 +117,7 @@ pub(super) async fn start(
         advertised,
         changing: tokio::sync::Mutex::new(()),
     });
-    let handle = NodeHandle {
-        inner: Arc::new(HandleInner {
-            local_addr,
-            admin_addr,
-            shutdown: shutdown.clone(),
-            readiness: readiness.clone(),
-            registry: registry.clone(),
-            clients,
-            bus: bus.clone(),
-            rate_limiter: assembled.middleware.rate_limiter(),
-            metrics,
-            hosting: Arc::clone(&hosting),
-        }),
-    };
+    let handle = NodeHandle::new(local_addr, admin_addr, Arc::clone(&hosting));
     let stop = Stop {
         hosting,
         discovery_shutdown,
