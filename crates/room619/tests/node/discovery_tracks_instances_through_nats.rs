@@ -555,3 +555,93 @@ async fn nodes_with_different_ttls_keep_each_others_instances() {
     );
     drop(slow);
 }
+
+/// Connected and heartbeats going through, but the bucket cannot be
+/// watched (here its watch consumers are deleted and the stream takes no
+/// new one): no other node's heartbeat can be heard, so nothing expires and
+/// the registry says why; once it can watch again it follows the bucket.
+#[tokio::test]
+async fn a_bucket_that_cannot_be_watched_expires_nobody() {
+    use async_nats::jetstream::consumer::pull;
+
+    let nats = NatsServer::start().await;
+    // The bucket as room619 makes it, but taking two consumers at most.
+    let js = nats.jetstream().await;
+    let bucket = "room619_instances";
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_age: TTL,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: async_nats::jetstream::stream::DiscardPolicy::New,
+        max_consumers: 2,
+        ..async_nats::jetstream::stream::Config::default()
+    })
+    .await
+    .unwrap();
+    let a = registry(&nats.url()).await;
+    let b = registry(&nats.url()).await;
+    let on_b =
+        Instance::new("echo", "1.0.0".parse().unwrap(), "127.0.0.1:6").with_metadata("node", "b");
+    b.register(on_b).await.unwrap();
+    let only_b = BTreeSet::from(["b".to_owned()]);
+    tokio::time::timeout(GUARD, async {
+        while nodes(&a) != only_b {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+
+    // The watches' consumers go; two others take the stream's only places.
+    let stream = js.get_stream(format!("KV_{bucket}")).await.unwrap();
+    let watches: Vec<String> = stream.consumer_names().map(Result::unwrap).collect().await;
+    assert_eq!(watches.len(), 2, "{watches:?}");
+    for name in &watches {
+        stream.delete_consumer(name).await.unwrap();
+    }
+    for filler in ["filler-1", "filler-2"] {
+        stream
+            .create_consumer(pull::Config {
+                durable_name: Some(filler.to_owned()),
+                ..pull::Config::default()
+            })
+            .await
+            .unwrap();
+    }
+
+    let degraded = tokio::time::timeout(GUARD, async {
+        loop {
+            if let room619::discovery::DiscoveryStatus::Degraded(reason) = a.status() {
+                return reason;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the registry did not notice it no longer watches");
+    assert!(degraded.contains("watch"), "{degraded}");
+    let until = Instant::now() + TTL * 3;
+    while Instant::now() < until {
+        assert_eq!(nodes(&a), only_b, "a forgot b's instance while deaf");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    for filler in ["filler-1", "filler-2"] {
+        stream.delete_consumer(filler).await.unwrap();
+    }
+    let on_b2 =
+        Instance::new("echo", "1.0.0".parse().unwrap(), "127.0.0.1:7").with_metadata("node", "b2");
+    b.register(on_b2).await.unwrap();
+    let both = BTreeSet::from(["b".to_owned(), "b2".to_owned()]);
+    tokio::time::timeout(GUARD, async {
+        while nodes(&a) != both || a.status() != room619::discovery::DiscoveryStatus::Ok {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a follows the bucket again");
+}

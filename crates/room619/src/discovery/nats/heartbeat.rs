@@ -1,18 +1,20 @@
 //! Re-puts this process's instances every `ttl / 3`, forgets instances not
 //! refreshed within `ttl`, and tracks whether the server is reachable.
 
-use std::time::Duration;
+use std::{sync::atomic::Ordering, time::Duration};
 
 use async_nats::connection::State;
 use futures_util::future::join_all;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::NatsDiscovery;
+use super::{NatsDiscovery, Seen};
 use crate::discovery::DiscoveryStatus;
 
 /// The shortest tick of the heartbeat loop.
 const MIN_TICK: Duration = Duration::from_millis(50);
+/// How long the watch may take to deliver the bucket's last revision.
+const GRACE: Duration = Duration::from_millis(500);
 
 pub(super) async fn run(discovery: NatsDiscovery, shutdown: CancellationToken) {
     let ttl = discovery.inner.ttl;
@@ -72,8 +74,11 @@ pub(super) async fn run(discovery: NatsDiscovery, shutdown: CancellationToken) {
             }
             writable = wrote;
         }
-        if writable {
-            expire(&discovery);
+        // Nothing expires while no heartbeat can be heard (ours still go
+        // out, so other nodes keep this one's instances).
+        let deaf = discovery.unwatched().is_some();
+        if writable && !deaf {
+            expire(&discovery).await;
         }
     }
 }
@@ -89,7 +94,7 @@ async fn beat_once(discovery: &NatsDiscovery) -> bool {
         let problem = match discovery.kv().stream.get_info().await {
             Ok(info) if info.config.sealed => "sealed".to_owned(),
             Ok(_) => {
-                discovery.set_status(DiscoveryStatus::Ok);
+                discovery.set_ok_unless_deaf();
                 return true;
             }
             Err(err) => err.to_string(),
@@ -116,17 +121,55 @@ async fn beat_once(discovery: &NatsDiscovery) -> bool {
         )));
         return false;
     }
-    discovery.set_status(DiscoveryStatus::Ok);
+    discovery.set_ok_unless_deaf();
     true
 }
 
-/// Forgets the instances whose key was not refreshed within their TTL.
-fn expire(discovery: &NatsDiscovery) {
+/// Whether the watch delivers what the bucket holds: the bucket's last
+/// revision is heard within [`GRACE`]. A watch whose consumer is gone
+/// (deleted, or lost by the server) goes silent, and async-nats notices
+/// only at its idle heartbeat, seconds later: long enough for every
+/// instance to expire here though all are alive. So before any instance
+/// expires, the bucket is asked; when the watch lags behind it, the bucket
+/// counts as not watched (nothing expires) and the watch starts over.
+/// (An instance whose heartbeats stopped put nothing since: its expiry
+/// finds the watch level with the bucket.)
+async fn hearing(discovery: &NatsDiscovery) -> bool {
+    let Ok(info) = discovery.kv().stream.get_info().await else {
+        // Cannot tell: the heartbeat finds out what is wrong.
+        return false;
+    };
+    let last = info.state.last_sequence;
+    let deadline = Instant::now() + GRACE;
+    while info.state.messages > 0 && discovery.inner.heard.load(Ordering::Relaxed) < last {
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                last,
+                heard = discovery.inner.heard.load(Ordering::Relaxed),
+                "the discovery watch stopped delivering the bucket's changes; watching again"
+            );
+            *discovery.unwatched() =
+                Some("the watch stopped delivering the bucket's changes".to_owned());
+            discovery.inner.rewatch.notify_one();
+            return false;
+        }
+        tokio::time::sleep(MIN_TICK / 5).await;
+    }
+    true
+}
+
+/// Forgets the instances whose key was not refreshed within their TTL, once
+/// the watch is known to hear the bucket.
+async fn expire(discovery: &NatsDiscovery) {
+    let due = |seen: &Seen| seen.at.elapsed() > seen.ttl;
+    if !discovery.seen().values().any(due) || !hearing(discovery).await {
+        return;
+    }
     let expired: Vec<(String, Duration)> = {
         let mut seen = discovery.seen();
         let expired: Vec<_> = seen
             .iter()
-            .filter(|(_, seen)| seen.at.elapsed() > seen.ttl)
+            .filter(|(_, seen)| due(seen))
             .map(|(id, seen)| (id.clone(), seen.ttl))
             .collect();
         for (id, _) in &expired {

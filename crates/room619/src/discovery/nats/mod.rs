@@ -13,9 +13,10 @@
 //! longer TTL beats within that `max_age` (and warns).
 //!
 //! A malformed record is logged and skipped; the watcher goes on. While the
-//! server cannot be reached, or JetStream does not take this process's
+//! server cannot be reached, JetStream does not take this process's
 //! heartbeat (the bucket's stream unavailable during a server restart, or
-//! full), the last known instances are kept (nothing expires: no other
+//! full), or the bucket cannot be watched (the watch is made again with a
+//! backoff of up to 5 s), the last known instances are kept (nothing expires: no other
 //! node's heartbeat could arrive either), [`status`](super::Discovery::status)
 //! reports `Degraded`, and everything is refreshed when heartbeats go
 //! through again; a server that came back without its store gets the bucket
@@ -29,7 +30,10 @@ mod watcher;
 use std::{
     collections::HashMap,
     fmt,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -84,6 +88,12 @@ struct Inner {
     status: StatusCell,
     /// Asks the watcher to start over (after a reconnect).
     rewatch: Notify,
+    /// Why the bucket is not watched now, if it is not: no other node's
+    /// heartbeat can be heard then, so nothing expires.
+    unwatched: Mutex<Option<String>>,
+    /// The highest bucket revision the watch delivered (see
+    /// `heartbeat::hearing`).
+    heard: AtomicU64,
 }
 
 /// The metadata key, in the records this registry puts, that says in
@@ -162,6 +172,8 @@ impl NatsDiscovery {
                 seen: Mutex::new(HashMap::new()),
                 status: StatusCell::default(),
                 rewatch: Notify::new(),
+                unwatched: Mutex::new(None),
+                heard: AtomicU64::new(0),
             }),
         };
         discovery
@@ -208,6 +220,8 @@ impl NatsDiscovery {
     async fn reopen(&self) -> std::result::Result<(), String> {
         let kv = bucket::ensure(&self.inner.js, &self.inner.bucket, self.inner.ttl).await?;
         self.inner.kv.store(Arc::new(kv));
+        // Its revisions may start over.
+        self.inner.heard.store(0, Ordering::Relaxed);
         self.inner.rewatch.notify_one();
         Ok(())
     }
@@ -215,6 +229,25 @@ impl NatsDiscovery {
     fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<String, Seen>> {
         self.inner
             .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `Ok`, unless the bucket is not watched now (see the watcher).
+    fn set_ok_unless_deaf(&self) {
+        let unwatched = self.unwatched().clone();
+        self.set_status(match unwatched {
+            None => DiscoveryStatus::Ok,
+            Some(problem) => DiscoveryStatus::Degraded(format!(
+                "{problem}; answering from the {} last known instances",
+                self.seen().len()
+            )),
+        });
+    }
+
+    fn unwatched(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.inner
+            .unwatched
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }

@@ -10,8 +10,11 @@ use tokio_util::sync::CancellationToken;
 use super::{NatsDiscovery, Seen, TTL_METADATA};
 use crate::discovery::{Instance, catalog::Source};
 
-/// The pause before watching again after the watch failed.
+/// The first pause before watching again after the watch failed; it
+/// doubles with each failure in a row, up to [`MAX_RETRY`].
 const RETRY: Duration = Duration::from_millis(250);
+/// The longest pause between attempts to watch.
+const MAX_RETRY: Duration = Duration::from_secs(5);
 /// During the initial load, a silence this long means nothing is left.
 const LOAD_SILENCE: Duration = Duration::from_secs(1);
 /// Every key of the bucket.
@@ -53,42 +56,69 @@ pub(super) async fn load(discovery: &NatsDiscovery) -> Result<Watch, String> {
 }
 
 /// Follows `initial`, then new watches after each failure, until `shutdown`.
+/// While no watch runs, the heartbeat expires nobody (see
+/// [`watched_again`]).
 pub(super) async fn run(discovery: NatsDiscovery, initial: Watch, shutdown: CancellationToken) {
     let mut initial = Some(initial);
+    let mut retry = RETRY;
     loop {
         let watch = match initial.take() {
             Some(watch) => Ok(watch),
             None => watch(&discovery).await,
         };
-        match watch {
-            Ok(mut watch) => loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = discovery.inner.rewatch.notified() => {
-                        tracing::debug!("restarting the discovery watch");
-                        break;
-                    }
-                    entry = watch.next() => match entry {
-                        Some(Ok(entry)) => apply(&discovery, &entry),
-                        Some(Err(err)) => {
-                            tracing::warn!(error = %err, "the discovery watch failed; watching again");
-                            break;
+        let stopped = match watch {
+            Ok(mut watch) => {
+                watched_again(&discovery);
+                retry = RETRY;
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = discovery.inner.rewatch.notified() => {
+                            tracing::debug!("restarting the discovery watch");
+                            break "the watch is starting over".to_owned();
                         }
-                        None => break,
-                    },
+                        entry = watch.next() => match entry {
+                            Some(Ok(entry)) => apply(&discovery, &entry),
+                            Some(Err(err)) => {
+                                tracing::warn!(error = %err, "the discovery watch failed; watching again");
+                                break format!("the watch failed: {err}");
+                            }
+                            None => break "the watch ended".to_owned(),
+                        },
+                    }
                 }
-            },
-            Err(err) => tracing::warn!(error = %err, "cannot watch the discovery bucket"),
-        }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, ?retry, "cannot watch the discovery bucket; trying again");
+                let problem = format!("cannot watch the bucket: {err}");
+                retry = (retry * 2).min(MAX_RETRY);
+                problem
+            }
+        };
+        *discovery.unwatched() = Some(stopped);
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(RETRY) => {}
+            () = tokio::time::sleep(retry) => {}
         }
+    }
+}
+
+/// A watch runs (again): heartbeats can be heard. Every known instance
+/// gets a whole TTL from now, as after a reconnect: those put while
+/// nobody watched arrive with the replay, and none expires before it.
+fn watched_again(discovery: &NatsDiscovery) {
+    if discovery.unwatched().take().is_some() {
+        let now = tokio::time::Instant::now();
+        discovery.seen().values_mut().for_each(|seen| seen.at = now);
     }
 }
 
 /// Applies one bucket entry; a malformed record is logged and skipped.
 pub(super) fn apply(discovery: &NatsDiscovery, entry: &Entry) {
+    discovery
+        .inner
+        .heard
+        .fetch_max(entry.revision, std::sync::atomic::Ordering::Relaxed);
     let catalog = &discovery.inner.catalog;
     match entry.operation {
         Operation::Put => {
