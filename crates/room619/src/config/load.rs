@@ -106,29 +106,37 @@ impl ConfigLoader {
     /// file is missing or does not parse, a key is unknown, a value has the
     /// wrong type, or validation fails.
     pub fn load(self) -> Result<Config, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(path) = &self.file {
-            if !path.is_file() {
-                return Err(ConfigError::new(
-                    "",
-                    format!("config file {} does not exist", path.display()),
-                ));
-            }
-            figment = figment.merge(Toml::file_exact(path));
+        if let Some(path) = &self.file
+            && !path.is_file()
+        {
+            return Err(ConfigError::new(
+                "",
+                format!("config file {} does not exist", path.display()),
+            ));
         }
-        if let Some(toml) = &self.toml {
-            figment = figment.merge(Toml::string(toml));
-        }
-        let env = match self.env {
-            EnvSource::Process => Some(EnvVars::from_vars(std::env::vars_os())),
-            EnvSource::Vars(vars) => Some(EnvVars::from_vars(vars)),
+        let mut env = match self.env {
+            EnvSource::Process => Some(EnvVars::from_vars(std::env::vars_os())?),
+            EnvSource::Vars(vars) => Some(EnvVars::from_vars(vars)?),
             EnvSource::Off => None,
         };
-        if let Some(env) = env {
-            figment = figment.merge(env?);
-        }
-        figment = figment.merge(self.overrides);
-        let config: Config = figment.extract().map_err(|err| from_figment(&err))?;
+        let config = loop {
+            let mut figment = Figment::from(Serialized::defaults(Config::default()));
+            if let Some(path) = &self.file {
+                figment = figment.merge(Toml::file_exact(path));
+            }
+            if let Some(toml) = &self.toml {
+                figment = figment.merge(Toml::string(toml));
+            }
+            if let Some(env) = &env {
+                figment = figment.merge(env.clone());
+            }
+            match figment.merge(self.overrides.clone()).extract::<Config>() {
+                Ok(config) => break config,
+                // `ROOM619_NODE__NAME=007` is the name "007", not the number 7.
+                Err(err) if env.as_mut().is_some_and(|env| env.as_text(&err)) => {}
+                Err(err) => return Err(from_figment(&err)),
+            }
+        };
         config.validate()?;
         Ok(config)
     }
@@ -185,9 +193,12 @@ impl Provider for Overrides {
 
 /// `ROOM619_SECTION__KEY=value` variables as a figment provider whose errors
 /// name the variable.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct EnvVars {
     dict: Dict,
+    /// Each variable's text by key path, for values read as another type
+    /// than the one their key takes (see [`EnvVars::as_text`]).
+    text: Vec<(Vec<String>, String)>,
 }
 
 impl EnvVars {
@@ -195,6 +206,7 @@ impl EnvVars {
         vars: impl IntoIterator<Item = (OsString, OsString)>,
     ) -> Result<Self, ConfigError> {
         let mut dict = Dict::new();
+        let mut text = Vec::new();
         for (name, value) in vars {
             let Some(name) = name.to_str() else { continue };
             let Some(key) = name.strip_prefix(ENV_PREFIX) else {
@@ -211,13 +223,35 @@ impl EnvVars {
                 .split(ENV_SEPARATOR)
                 .map(str::to_ascii_lowercase)
                 .collect();
-            let path: Vec<&str> = path.iter().map(String::as_str).collect();
-            let value = value
+            let keys: Vec<&str> = path.iter().map(String::as_str).collect();
+            let typed = value
                 .parse::<Value>()
                 .unwrap_or_else(|never| match never {});
-            insert(&mut dict, &path, value);
+            insert(&mut dict, &keys, typed);
+            text.push((path, value.to_owned()));
         }
-        Ok(Self { dict })
+        Ok(Self { dict, text })
+    }
+
+    /// Takes the variable that `err` is about as text, when `err` says a
+    /// value read as a number, a boolean or a list is at a key that takes
+    /// a string; whether it did (each variable is taken so once at most).
+    /// A variable's value is typed by its look (`1024`, `true`,
+    /// `[a, b]`); its key decides in the end.
+    fn as_text(&mut self, err: &figment::Error) -> bool {
+        let figment::error::Kind::InvalidType(found, expected) = &err.kind else {
+            return false;
+        };
+        if expected != "a string" || matches!(found, figment::error::Actual::Str(_)) {
+            return false;
+        }
+        let Some(position) = self.text.iter().position(|(path, _)| *path == err.path) else {
+            return false;
+        };
+        let (path, text) = self.text.swap_remove(position);
+        let keys: Vec<&str> = path.iter().map(String::as_str).collect();
+        insert(&mut self.dict, &keys, Value::from(text));
+        true
     }
 }
 
@@ -370,6 +404,32 @@ mod tests {
         assert_eq!(config.limits.http_body_limit, 1024);
         assert_eq!(config.node.services, ["echo", "users"]);
         assert_eq!(config.node.drain_timeout.as_secs(), 5);
+    }
+
+    #[test]
+    fn env_values_that_look_typed_stay_text_where_a_key_takes_text() {
+        let config = ConfigLoader::new()
+            .env_vars([
+                ("ROOM619_NODE__NAME", "007"),
+                ("ROOM619_DISCOVERY__NATS__BUCKET", "true"),
+                ("ROOM619_LOG__LEVEL", "[warn]"),
+                ("ROOM619_LIMITS__HTTP_BODY_LIMIT", "2048"),
+            ])
+            .load()
+            .unwrap();
+        assert_eq!(config.node.name, "007", "not the number 7");
+        assert_eq!(config.discovery.nats.bucket, "true");
+        assert_eq!(config.log.level, "[warn]");
+        assert_eq!(
+            config.limits.http_body_limit, 2048,
+            "a number where one is wanted"
+        );
+
+        let err = ConfigLoader::new()
+            .env_vars([("ROOM619_LIMITS__HTTP_BODY_LIMIT", "true")])
+            .load()
+            .unwrap_err();
+        assert_eq!(err.key(), "limits.http_body_limit", "{err}");
     }
 
     #[test]
