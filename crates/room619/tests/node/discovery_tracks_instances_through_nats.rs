@@ -556,6 +556,32 @@ async fn nodes_with_different_ttls_keep_each_others_instances() {
     drop(slow);
 }
 
+/// Makes the registry's bucket as room619 does, but keeping records for
+/// `max_age` and taking `max_consumers` at most (-1: any number); the name
+/// of its stream.
+async fn make_bucket(
+    js: &async_nats::jetstream::Context,
+    max_age: Duration,
+    max_consumers: i32,
+) -> &'static str {
+    let bucket = "room619_instances";
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_age,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: async_nats::jetstream::stream::DiscardPolicy::New,
+        max_consumers,
+        ..async_nats::jetstream::stream::Config::default()
+    })
+    .await
+    .unwrap();
+    "KV_room619_instances"
+}
+
 /// Connected and heartbeats going through, but the bucket cannot be
 /// watched (here its watch consumers are deleted and the stream takes no
 /// new one): no other node's heartbeat can be heard, so nothing expires and
@@ -567,21 +593,7 @@ async fn a_bucket_that_cannot_be_watched_expires_nobody() {
     let nats = NatsServer::start().await;
     // The bucket as room619 makes it, but taking two consumers at most.
     let js = nats.jetstream().await;
-    let bucket = "room619_instances";
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: format!("KV_{bucket}"),
-        subjects: vec![format!("$KV.{bucket}.>")],
-        max_messages_per_subject: 1,
-        max_age: TTL,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: async_nats::jetstream::stream::DiscardPolicy::New,
-        max_consumers: 2,
-        ..async_nats::jetstream::stream::Config::default()
-    })
-    .await
-    .unwrap();
+    let bucket = make_bucket(&js, TTL, 2).await;
     let a = registry(&nats.url()).await;
     let b = registry(&nats.url()).await;
     let on_b =
@@ -597,7 +609,7 @@ async fn a_bucket_that_cannot_be_watched_expires_nobody() {
     .unwrap();
 
     // The watches' consumers go; two others take the stream's only places.
-    let stream = js.get_stream(format!("KV_{bucket}")).await.unwrap();
+    let stream = js.get_stream(bucket).await.unwrap();
     let watches: Vec<String> = stream.consumer_names().map(Result::unwrap).collect().await;
     assert_eq!(watches.len(), 2, "{watches:?}");
     for name in &watches {
@@ -644,4 +656,63 @@ async fn a_bucket_that_cannot_be_watched_expires_nobody() {
     })
     .await
     .expect("a follows the bucket again");
+}
+
+/// A watch that starts over (here after a server restart) replays the last
+/// record of every key the bucket keeps, and the bucket may keep one longer
+/// than the TTL its node states: an instance that expired here does not
+/// come back with it, and a node starting then never sees it.
+#[tokio::test]
+async fn an_expired_instance_does_not_come_back_with_a_replay() {
+    let mut nats = NatsServer::start().await;
+    // The bucket keeps records 30 s; `b` states a 1 s TTL.
+    make_bucket(&nats.jetstream().await, Duration::from_secs(30), -1).await;
+    let a = registry(&nats.url()).await;
+    let stop_b = CancellationToken::new();
+    let b = registry_with_ttl(&nats.url(), Duration::from_secs(1), stop_b.clone()).await;
+    let on_b =
+        Instance::new("echo", "1.0.0".parse().unwrap(), "127.0.0.1:6").with_metadata("node", "b");
+    let key = format!("echo.{}", on_b.id());
+    b.register(on_b).await.unwrap();
+    let only_b = BTreeSet::from(["b".to_owned()]);
+    tokio::time::timeout(GUARD, async {
+        while nodes(&a) != only_b {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+
+    // `b` stops beating without deregistering: its record stays stored.
+    stop_b.cancel();
+    tokio::time::timeout(GUARD, async {
+        while !nodes(&a).is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("b's instance expires at a");
+
+    nats.kill();
+    tokio::time::timeout(GUARD, async {
+        while a.status() == room619::discovery::DiscoveryStatus::Ok {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a notices the server is gone");
+    nats.restart().await;
+    let stored = bucket(&nats).await.get(&key).await.unwrap();
+    assert!(stored.is_some(), "the bucket still keeps b's record");
+    let c = registry(&nats.url()).await;
+    assert!(nodes(&c).is_empty(), "c, starting now, loaded b's record");
+    // `a` is back (its watch made again, the bucket replayed), and stays
+    // without b.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until || a.status() != room619::discovery::DiscoveryStatus::Ok {
+        assert!(nodes(&a).is_empty(), "a's new watch brought b back");
+        assert!(nodes(&c).is_empty(), "c's watch brought b back");
+        assert!(Instant::now() < until + GUARD, "a did not reconnect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -1,7 +1,10 @@
 //! Follows the whole bucket and applies every put and delete to the
 //! catalog; starts over after an error or a reconnect.
 
-use std::time::Duration;
+use std::{
+    collections::hash_map,
+    time::{Duration, SystemTime},
+};
 
 use async_nats::jetstream::kv::{Entry, Operation, Watch};
 use futures_util::StreamExt as _;
@@ -113,6 +116,14 @@ fn watched_again(discovery: &NatsDiscovery) {
     }
 }
 
+/// How long ago the server stored `entry` (by this machine's clock; zero
+/// for one stored "later", the clocks apart).
+fn age(entry: &Entry) -> Duration {
+    SystemTime::now()
+        .duration_since(SystemTime::from(entry.created))
+        .unwrap_or_default()
+}
+
 /// Applies one bucket entry; a malformed record is logged and skipped.
 pub(super) fn apply(discovery: &NatsDiscovery, entry: &Entry) {
     discovery
@@ -137,19 +148,33 @@ pub(super) fn apply(discovery: &NatsDiscovery, entry: &Entry) {
                 .take_metadata(TTL_METADATA)
                 .and_then(|millis| millis.parse().ok())
                 .map_or(discovery.inner.ttl, Duration::from_millis);
-            discovery
-                .seen()
-                .entry(instance.id().to_owned())
-                .and_modify(|seen| {
-                    // A replayed record (the watch started again) is no
-                    // new heartbeat: it keeps the time it was first seen.
-                    // (A lower revision is a new put too: the stream was
-                    // made again, its sequence started over.)
-                    if entry.revision != seen.revision {
-                        *seen = Seen::now(entry.revision, ttl);
+            match discovery.seen().entry(instance.id().to_owned()) {
+                // A replayed record (the watch started again) is no new
+                // heartbeat: it keeps the time it was first seen. (A lower
+                // revision is a new put too: the stream was made again, its
+                // sequence started over.)
+                hash_map::Entry::Occupied(mut seen) => {
+                    if entry.revision != seen.get().revision {
+                        *seen.get_mut() = Seen::now(entry.revision, ttl);
                     }
-                })
-                .or_insert_with(|| Seen::now(entry.revision, ttl));
+                }
+                hash_map::Entry::Vacant(unknown) => {
+                    // Known from here on as of its put, not of now: a
+                    // replay (a node starting, a watch started over) brings
+                    // the last record of every key the bucket keeps, and
+                    // the bucket may keep one longer than the TTL its node
+                    // states. One older than that is an instance whose
+                    // heartbeats stopped (one that expired here already).
+                    let age = age(entry);
+                    if age > ttl {
+                        tracing::debug!(key = %entry.key, ?age, ?ttl, "skipping a record older than its TTL");
+                        return;
+                    }
+                    let mut seen = Seen::now(entry.revision, ttl);
+                    seen.at = seen.at.checked_sub(age).unwrap_or(seen.at);
+                    unknown.insert(seen);
+                }
+            }
             catalog.upsert(Source::Registered, instance);
         }
         Operation::Delete | Operation::Purge => {
