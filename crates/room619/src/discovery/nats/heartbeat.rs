@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{NatsDiscovery, Seen};
 use crate::discovery::DiscoveryStatus;
+use crate::discovery::Instance;
 
 /// The shortest tick of the heartbeat loop.
 const MIN_TICK: Duration = Duration::from_millis(50);
@@ -111,6 +112,19 @@ async fn beat_once(discovery: &NatsDiscovery) -> bool {
         match discovery.reopen().await {
             Ok(()) => failed = put_all().await.into_iter().find_map(Result::err),
             Err(problem) => tracing::debug!(%problem, "cannot reopen the discovery bucket"),
+        }
+    }
+    // An instance deregistered while its heartbeat was under way may have
+    // been put again after its deletion: delete it once more.
+    let gone: Vec<&Instance> = {
+        let registered = discovery.registered();
+        mine.iter()
+            .filter(|instance| !registered.contains_key(instance.id()))
+            .collect()
+    };
+    for instance in gone {
+        if let Err(err) = discovery.delete(instance).await {
+            tracing::debug!(?instance, error = %err, "cannot delete a deregistered instance again");
         }
     }
     if let Some(err) = failed {

@@ -259,6 +259,17 @@ impl NatsDiscovery {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Deletes the key of `instance`.
+    async fn delete(&self, instance: &Instance) -> Result<()> {
+        self.kv().delete(Self::key(instance)).await.map_err(|err| {
+            Error::unavailable(format!(
+                "cannot deregister {instance:?} at {}: {err}",
+                self.inner.url
+            ))
+            .with_source(err)
+        })
+    }
+
     async fn put(&self, instance: &Instance) -> Result<()> {
         let record = serde_json::to_vec(instance)
             .map_err(|err| Error::internal(format!("cannot encode {instance:?}: {err}")))?;
@@ -329,13 +340,7 @@ impl Discovery for NatsDiscovery {
             self.registered().remove(instance.id());
             self.seen().remove(instance.id());
             self.inner.catalog.remove(instance.id());
-            self.kv().delete(Self::key(instance)).await.map_err(|err| {
-                Error::unavailable(format!(
-                    "cannot deregister {instance:?} at {}: {err}",
-                    self.inner.url
-                ))
-                .with_source(err)
-            })
+            self.delete(instance).await
         })
     }
 
