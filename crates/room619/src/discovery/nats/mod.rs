@@ -10,7 +10,9 @@
 //! disappears within its TTL, and nodes configured with different TTLs keep
 //! each other's instances. The bucket's `max_age` is the TTL of the node
 //! that created it, so the stored record expires as well; a node with a
-//! longer TTL beats within that `max_age` (and warns).
+//! longer TTL beats within that `max_age` (and warns). A record first seen
+//! in a replay (a node starting, a watch made again) counts from its put,
+//! so one the bucket keeps past its own TTL is skipped, not brought back.
 //!
 //! A malformed record is logged and skipped; the watcher goes on. While the
 //! server cannot be reached, JetStream does not take this process's
