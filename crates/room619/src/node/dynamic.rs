@@ -216,6 +216,8 @@ impl Hosting {
         // (left `starting`, it would be ignored by readiness for good).
         if let Err(err) = start::run_start_hooks(&host, self.config.node.start_timeout).await {
             tracing::error!(service = %descriptor, error = ?err, "start hook failed");
+            // What its hooks began before failing is told to stop.
+            host.ctx.signal_stop();
             self.registry.remove(&descriptor);
             return Err(err);
         }
@@ -359,7 +361,9 @@ pub(super) async fn register(
     for host in hosted {
         let instance = own_instance(config, host.ctx.descriptor(), address);
         if let Err(err) = discovery.register(instance.clone()).await {
-            // The start fails: nothing of it stays registered.
+            // The start fails: nothing of it stays registered (a backend
+            // with a heartbeat keeps even the failed one for its next beat).
+            instances.push(instance);
             withdraw(discovery, &instances).await;
             return Err(err);
         }

@@ -213,9 +213,10 @@ impl ServiceContext {
 
     /// Completes when the service begins stopping (see
     /// [`is_shutting_down`](Self::is_shutting_down)); long-running work
-    /// (streams, background loops) selects on it to finish early. The
-    /// node waits for open streams to end, for at most
-    /// `node.drain_timeout`, before it runs the service's stop hook.
+    /// (streams, background loops) selects on it to finish early. Before
+    /// it runs the service's stop hook, for at most `node.drain_timeout`,
+    /// the node waits for the service's responses still being sent (on
+    /// removal) or for its open connections (on shutdown).
     ///
     /// ```
     /// # async fn demo(ctx: room619::ServiceContext) {

@@ -575,10 +575,24 @@ async fn the_load_shedding_limit_holds_across_an_addition() {
     let base = format!("http://{}", node.local_addr());
     let http = support::http1();
     let slow = tokio::spawn({
-        let (http, url) = (http.clone(), format!("{base}/slow?ms=600"));
+        let (http, url) = (http.clone(), format!("{base}/slow?ms=3000"));
         async move { http.get(&url).send().await.unwrap().status() }
     });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Until the slow request holds the one slot.
+    tokio::time::timeout(Duration::from_secs(2), async {
+        while http
+            .post(format!("{base}/echo"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            != 503
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the slow request was admitted");
     node.handle()
         .add_service(users("1.0.0", Arc::new(AtomicBool::new(false))))
         .await

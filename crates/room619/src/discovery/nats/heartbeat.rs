@@ -9,13 +9,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{NatsDiscovery, Seen};
-use crate::discovery::DiscoveryStatus;
 use crate::discovery::Instance;
 
 /// The shortest tick of the heartbeat loop.
 const MIN_TICK: Duration = Duration::from_millis(50);
-/// How long the watch may take to deliver the bucket's last revision.
-const GRACE: Duration = Duration::from_millis(500);
+/// How long the watch may take to deliver the bucket's last revision: a
+/// tenth of the TTL, from 500 ms to 5 s.
+fn grace(ttl: Duration) -> Duration {
+    (ttl / 10).clamp(Duration::from_millis(500), Duration::from_secs(5))
+}
 
 pub(super) async fn run(discovery: NatsDiscovery, shutdown: CancellationToken) {
     let ttl = discovery.inner.ttl;
@@ -48,11 +50,8 @@ pub(super) async fn run(discovery: NatsDiscovery, shutdown: CancellationToken) {
         }
         if discovery.inner.client.connection_state() != State::Connected {
             // Keep what we know: nothing expires while we cannot hear.
-            let known = discovery.seen().len();
-            discovery.set_status(DiscoveryStatus::Degraded(format!(
-                "NATS at {} is unreachable; answering from the {known} last known instances",
-                discovery.inner.url
-            )));
+            let problem = format!("NATS at {} is unreachable", discovery.inner.url);
+            discovery.report_beat(Some(problem));
             was_down = true;
             continue;
         }
@@ -95,14 +94,13 @@ async fn beat_once(discovery: &NatsDiscovery) -> bool {
         let problem = match discovery.kv().stream.get_info().await {
             Ok(info) if info.config.sealed => "sealed".to_owned(),
             Ok(_) => {
-                discovery.set_ok_unless_deaf();
+                discovery.report_beat(None);
                 return true;
             }
             Err(err) => err.to_string(),
         };
-        discovery.set_status(DiscoveryStatus::Degraded(format!(
-            "the discovery bucket is unavailable ({problem}); answering from the {} last known instances",
-            discovery.seen().len()
+        discovery.report_beat(Some(format!(
+            "the discovery bucket is unavailable ({problem})"
         )));
         return false;
     }
@@ -127,20 +125,13 @@ async fn beat_once(discovery: &NatsDiscovery) -> bool {
             tracing::debug!(?instance, error = %err, "cannot delete a deregistered instance again");
         }
     }
-    if let Some(err) = failed {
-        discovery.set_status(DiscoveryStatus::Degraded(format!(
-            "{}; answering from the {} last known instances",
-            err.message(),
-            discovery.seen().len()
-        )));
-        return false;
-    }
-    discovery.set_ok_unless_deaf();
-    true
+    let wrote = failed.is_none();
+    discovery.report_beat(failed.map(|err| err.message().to_owned()));
+    wrote
 }
 
 /// Whether the watch delivers what the bucket holds: the bucket's last
-/// revision is heard within [`GRACE`]. A watch whose consumer is gone
+/// revision is heard within [`grace`]. A watch whose consumer is gone
 /// (deleted, or lost by the server) goes silent, and async-nats notices
 /// only at its idle heartbeat, seconds later: long enough for every
 /// instance to expire here though all are alive. So before any instance
@@ -154,7 +145,13 @@ async fn hearing(discovery: &NatsDiscovery) -> bool {
         return false;
     };
     let last = info.state.last_sequence;
-    let deadline = Instant::now() + GRACE;
+    if discovery.inner.heard.load(Ordering::Relaxed) > last {
+        // The bucket was made again (by another node, its server back
+        // without its store) under this watch: watch the new one.
+        discovery.unwatch("the bucket was made again; watching it anew".to_owned());
+        return false;
+    }
+    let deadline = Instant::now() + grace(discovery.inner.ttl);
     while info.state.messages > 0 && discovery.inner.heard.load(Ordering::Relaxed) < last {
         if Instant::now() >= deadline {
             tracing::warn!(
@@ -162,9 +159,7 @@ async fn hearing(discovery: &NatsDiscovery) -> bool {
                 heard = discovery.inner.heard.load(Ordering::Relaxed),
                 "the discovery watch stopped delivering the bucket's changes; watching again"
             );
-            *discovery.unwatched() =
-                Some("the watch stopped delivering the bucket's changes".to_owned());
-            discovery.inner.rewatch.notify_one();
+            discovery.unwatch("the watch stopped delivering the bucket's changes".to_owned());
             return false;
         }
         tokio::time::sleep(MIN_TICK / 5).await;

@@ -93,6 +93,8 @@ struct Inner {
     /// Why the bucket is not watched now, if it is not: no other node's
     /// heartbeat can be heard then, so nothing expires.
     unwatched: Mutex<Option<String>>,
+    /// What the last heartbeat found wrong, if anything.
+    beat_problem: Mutex<Option<String>>,
     /// The highest bucket revision the watch delivered (see
     /// `heartbeat::hearing`).
     heard: AtomicU64,
@@ -175,6 +177,7 @@ impl NatsDiscovery {
                 status: StatusCell::default(),
                 rewatch: Notify::new(),
                 unwatched: Mutex::new(None),
+                beat_problem: Mutex::new(None),
                 heard: AtomicU64::new(0),
             }),
         };
@@ -235,10 +238,35 @@ impl NatsDiscovery {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// `Ok`, unless the bucket is not watched now (see the watcher).
-    fn set_ok_unless_deaf(&self) {
-        let unwatched = self.unwatched().clone();
-        self.set_status(match unwatched {
+    /// What the last heartbeat found wrong (`None`: nothing), for the
+    /// status.
+    fn report_beat(&self, problem: Option<String>) {
+        *self
+            .inner
+            .beat_problem
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = problem;
+        self.refresh_status();
+    }
+
+    /// The bucket is not watched now, for `problem`: nothing expires, and
+    /// the watch starts over.
+    fn unwatch(&self, problem: String) {
+        *self.unwatched() = Some(problem);
+        self.refresh_status();
+        self.inner.rewatch.notify_one();
+    }
+
+    /// `Ok` unless the last heartbeat failed or the bucket is not watched.
+    fn refresh_status(&self) {
+        let beat = self
+            .inner
+            .beat_problem
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let problem = beat.or_else(|| self.unwatched().clone());
+        self.set_status(match problem {
             None => DiscoveryStatus::Ok,
             Some(problem) => DiscoveryStatus::Degraded(format!(
                 "{problem}; answering from the {} last known instances",

@@ -3,6 +3,7 @@
 
 use std::{
     collections::hash_map,
+    sync::atomic::Ordering,
     time::{Duration, SystemTime},
 };
 
@@ -28,40 +29,79 @@ const ALL_KEYS: &str = ">";
 /// `watch_all` delivers changes only: a node starting, or watching again
 /// after a reconnect, would miss what was registered before (until its
 /// next heartbeat) and what was deleted meanwhile.
-async fn watch(discovery: &NatsDiscovery) -> Result<Watch, async_nats::jetstream::kv::WatchError> {
-    discovery.kv().watch_with_history(ALL_KEYS).await
+async fn watch(discovery: &NatsDiscovery) -> Result<(Watch, Replay), String> {
+    let kv = discovery.kv();
+    let state = kv
+        .stream
+        .get_info()
+        .await
+        .map_err(|err| format!("cannot read the bucket: {err}"))?
+        .state;
+    // What the watch delivers from here on is all it heard.
+    discovery.inner.heard.store(0, Ordering::Relaxed);
+    let watch = kv
+        .watch_with_history(ALL_KEYS)
+        .await
+        .map_err(|err| format!("cannot watch the bucket: {err}"))?;
+    let replay = Replay {
+        until: state.last_sequence,
+        at: SystemTime::from(state.last_timestamp),
+        stored: state.messages,
+    };
+    Ok((watch, replay))
+}
+
+/// What the bucket held as a watch began: its records up to `until` come
+/// first, as a replay of what is stored.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Replay {
+    /// The bucket's last revision then.
+    until: u64,
+    /// When the server stored that revision, by the server's clock: a
+    /// replayed record's age is taken from it (never from this machine's
+    /// clock, which may be apart from the server's).
+    at: SystemTime,
+    /// How many records the bucket held.
+    stored: u64,
+}
+
+impl Replay {
+    /// How long before the replay's last record `entry` was stored, when it
+    /// comes with the replay.
+    fn age_of(&self, entry: &Entry) -> Option<Duration> {
+        (entry.revision <= self.until).then(|| {
+            self.at
+                .duration_since(SystemTime::from(entry.created))
+                .unwrap_or_default()
+        })
+    }
 }
 
 /// Starts watching and applies the records already stored, so the catalog
 /// is complete when the backend is handed out.
-pub(super) async fn load(discovery: &NatsDiscovery) -> Result<Watch, String> {
-    let kv = discovery.kv();
-    let read_error = |err: &dyn std::fmt::Display| format!("cannot read the bucket: {err}");
+pub(super) async fn load(discovery: &NatsDiscovery) -> Result<(Watch, Replay), String> {
+    let (mut watch, replay) = watch(discovery).await?;
     // One message a key (history 1): as many entries as stored messages.
-    let mut stored = kv
-        .stream
-        .clone()
-        .info()
-        .await
-        .map_err(|err| read_error(&err))?
-        .state
-        .messages;
-    let mut watch = watch(discovery).await.map_err(|err| read_error(&err))?;
+    let mut stored = replay.stored;
     // A key may expire in between, so a silence ends the wait as well.
     while stored > 0
         && let Ok(Some(entry)) = tokio::time::timeout(LOAD_SILENCE, watch.next()).await
     {
-        let entry = entry.map_err(|err| read_error(&err))?;
-        apply(discovery, &entry);
+        let entry = entry.map_err(|err| format!("cannot read the bucket: {err}"))?;
+        apply(discovery, &entry, &replay);
         stored -= 1;
     }
-    Ok(watch)
+    Ok((watch, replay))
 }
 
 /// Follows `initial`, then new watches after each failure, until `shutdown`.
 /// While no watch runs, the heartbeat expires nobody (see
 /// [`watched_again`]).
-pub(super) async fn run(discovery: NatsDiscovery, initial: Watch, shutdown: CancellationToken) {
+pub(super) async fn run(
+    discovery: NatsDiscovery,
+    initial: (Watch, Replay),
+    shutdown: CancellationToken,
+) {
     let mut initial = Some(initial);
     let mut retry = RETRY;
     loop {
@@ -70,66 +110,62 @@ pub(super) async fn run(discovery: NatsDiscovery, initial: Watch, shutdown: Canc
             None => watch(&discovery).await,
         };
         let stopped = match watch {
-            Ok(mut watch) => {
+            Ok((mut watch, replay)) => {
                 watched_again(&discovery);
                 retry = RETRY;
                 loop {
                     tokio::select! {
                         () = shutdown.cancelled() => return,
                         () = discovery.inner.rewatch.notified() => {
+                            // Asked for (a reconnect, the bucket made
+                            // again): at once, and not reported.
                             tracing::debug!("restarting the discovery watch");
-                            break "the watch is starting over".to_owned();
+                            *discovery.unwatched() = Some("the watch is starting over".to_owned());
+                            break None;
                         }
                         entry = watch.next() => match entry {
-                            Some(Ok(entry)) => apply(&discovery, &entry),
+                            Some(Ok(entry)) => apply(&discovery, &entry, &replay),
                             Some(Err(err)) => {
                                 tracing::warn!(error = %err, "the discovery watch failed; watching again");
-                                break format!("the watch failed: {err}");
+                                break Some(format!("the watch failed: {err}"));
                             }
-                            None => break "the watch ended".to_owned(),
+                            None => break Some("the watch ended".to_owned()),
                         },
                     }
                 }
             }
-            Err(err) => {
-                tracing::warn!(error = %err, ?retry, "cannot watch the discovery bucket; trying again");
-                let problem = format!("cannot watch the bucket: {err}");
+            Err(problem) => {
+                tracing::warn!(%problem, ?retry, "cannot watch the discovery bucket; trying again");
                 retry = (retry * 2).min(MAX_RETRY);
-                problem
+                Some(problem)
             }
         };
-        *discovery.unwatched() = Some(stopped);
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(retry) => {}
+        if let Some(problem) = stopped {
+            *discovery.unwatched() = Some(problem);
+            discovery.refresh_status();
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(retry) => {}
+            }
         }
     }
 }
 
-/// A watch runs (again): heartbeats can be heard. Every known instance
-/// gets a whole TTL from now, as after a reconnect: those put while
-/// nobody watched arrive with the replay, and none expires before it.
+/// A watch runs (again): heartbeats can be heard. Nothing expires before
+/// it has delivered the bucket's last revision (see `heartbeat::hearing`),
+/// so instances put while nobody watched arrive with the replay first.
 fn watched_again(discovery: &NatsDiscovery) {
     if discovery.unwatched().take().is_some() {
-        let now = tokio::time::Instant::now();
-        discovery.seen().values_mut().for_each(|seen| seen.at = now);
+        discovery.refresh_status();
     }
 }
 
-/// How long ago the server stored `entry` (by this machine's clock; zero
-/// for one stored "later", the clocks apart).
-fn age(entry: &Entry) -> Duration {
-    SystemTime::now()
-        .duration_since(SystemTime::from(entry.created))
-        .unwrap_or_default()
-}
-
 /// Applies one bucket entry; a malformed record is logged and skipped.
-pub(super) fn apply(discovery: &NatsDiscovery, entry: &Entry) {
+pub(super) fn apply(discovery: &NatsDiscovery, entry: &Entry, replay: &Replay) {
     discovery
         .inner
         .heard
-        .fetch_max(entry.revision, std::sync::atomic::Ordering::Relaxed);
+        .fetch_max(entry.revision, Ordering::Relaxed);
     let catalog = &discovery.inner.catalog;
     match entry.operation {
         Operation::Put => {
@@ -159,20 +195,18 @@ pub(super) fn apply(discovery: &NatsDiscovery, entry: &Entry) {
                     }
                 }
                 hash_map::Entry::Vacant(unknown) => {
-                    // Known from here on as of its put, not of now: a
-                    // replay (a node starting, a watch started over) brings
-                    // the last record of every key the bucket keeps, and
-                    // the bucket may keep one longer than the TTL its node
-                    // states. One older than that is an instance whose
+                    // A replay (a node starting, a watch started over)
+                    // brings the last record of every key the bucket keeps,
+                    // and the bucket may keep one longer than the TTL its
+                    // node states: one older than that is an instance whose
                     // heartbeats stopped (one that expired here already).
-                    let age = age(entry);
-                    if age > ttl {
-                        tracing::debug!(key = %entry.key, ?age, ?ttl, "skipping a record older than its TTL");
+                    if let Some(age) = replay.age_of(entry)
+                        && age > ttl
+                    {
+                        tracing::debug!(key = %entry.key, ?age, ?ttl, "skipping a replayed record older than its TTL");
                         return;
                     }
-                    let mut seen = Seen::now(entry.revision, ttl);
-                    seen.at = seen.at.checked_sub(age).unwrap_or(seen.at);
-                    unknown.insert(seen);
+                    unknown.insert(Seen::now(entry.revision, ttl));
                 }
             }
             catalog.upsert(Source::Registered, instance);

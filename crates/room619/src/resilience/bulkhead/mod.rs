@@ -61,7 +61,9 @@ struct Shared {
 }
 
 /// Limits concurrency in front of a service; services made by one layer
-/// share its slots.
+/// share its slots. The service's response must implement [`Hold`] (HTTP
+/// responses with axum or tonic bodies do, and `()`; implement it for a
+/// response type of your own) so that it can keep its slot until read.
 #[derive(Clone)]
 pub struct BulkheadLayer {
     shared: Arc<Shared>,
