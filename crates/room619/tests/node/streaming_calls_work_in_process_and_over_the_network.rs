@@ -164,22 +164,11 @@ async fn an_endless_stream_ends_cleanly_when_the_node_shuts_down() {
     assert_eq!(handle.phase(), room619::node::Phase::Stopped);
 }
 
-/// Every Echo method listed as idempotent and hedged: a ping-pong bidi call's
-/// request stream has no end while it waits for answers, so the retry and
-/// hedge layers send it at once (once) instead of waiting to buffer it; the
-/// four kinds work as without the policy.
-#[tokio::test]
-async fn streams_listed_as_idempotent_and_hedged_are_sent_at_once() {
+/// A node serving echo, and a caller configured with `extra` that knows it
+/// as its one instance.
+async fn server_and_caller(extra: &str) -> (room619::RunningNode, room619::RunningNode) {
     let server = support::start_named("server", &[], Some(support::echo_service())).await;
-    let mut config = support::config(
-        r#"
-[resilience.services.echo.retry]
-max_attempts = 3
-idempotent = ["/shop.echo.v1.Echo/*"]
-[resilience.services.echo.hedge]
-methods = ["/shop.echo.v1.Echo/*"]
-"#,
-    );
+    let mut config = support::config(extra);
     config.node.name = "caller".to_owned();
     config.discovery.instances = vec![room619::config::InstanceConfig {
         name: "echo".to_owned(),
@@ -187,6 +176,25 @@ methods = ["/shop.echo.v1.Echo/*"]
         address: server.local_addr().to_string(),
     }];
     let caller = support::start_all(config, None).await;
+    (server, caller)
+}
+
+/// Every Echo method listed as idempotent and hedged: a ping-pong bidi call's
+/// request stream has no end while it waits for answers, so the retry and
+/// hedge layers send it at once (once) instead of waiting to buffer it; the
+/// four kinds work as without the policy.
+#[tokio::test]
+async fn streams_listed_as_idempotent_and_hedged_are_sent_at_once() {
+    let (server, caller) = server_and_caller(
+        r#"
+[resilience.services.echo.retry]
+max_attempts = 3
+idempotent = ["/shop.echo.v1.Echo/*"]
+[resilience.services.echo.hedge]
+methods = ["/shop.echo.v1.Echo/*"]
+"#,
+    )
+    .await;
     let channel = caller.handle().channel("echo", "^1").unwrap();
     assert!(!channel.is_colocated());
     tokio::time::timeout(Duration::from_secs(10), all_four_kinds(channel))
@@ -201,17 +209,10 @@ methods = ["/shop.echo.v1.Echo/*"]
 /// call is refused while the first stream runs and admitted once it ended.
 #[tokio::test]
 async fn an_open_remote_stream_holds_its_bulkhead_slot() {
-    let server = support::start_named("server", &[], Some(support::echo_service())).await;
-    let mut config = support::config(
+    let (server, caller) = server_and_caller(
         "[resilience.services.echo.bulkhead]\nmax_concurrent = 1\nmax_queued = 0\n",
-    );
-    config.node.name = "caller".to_owned();
-    config.discovery.instances = vec![room619::config::InstanceConfig {
-        name: "echo".to_owned(),
-        version: "1.0.0".to_owned(),
-        address: server.local_addr().to_string(),
-    }];
-    let caller = support::start_all(config, None).await;
+    )
+    .await;
     let mut client = EchoClient::new(caller.handle().channel("echo", "^1").unwrap());
 
     let mut stream = client
