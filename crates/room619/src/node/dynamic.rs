@@ -80,10 +80,11 @@ impl NodeHandle {
     /// `AlreadyExists` when a service with the same name and major version
     /// is hosted; `InvalidArgument` when its routes conflict with hosted ones
     /// or it has bus subscribers; the start hook's error (`Internal` when
-    /// it panics, `DeadlineExceeded` past `node.start_timeout`); `Unavailable` once
-    /// the node is shutting down. The node is unchanged after an error. The
-    /// addition runs to its end even if the caller stops waiting; the node
-    /// stays ready meanwhile (its other services serve).
+    /// it panics, `DeadlineExceeded` past `node.start_timeout`);
+    /// `Unavailable` once the node is shutting down. The node is unchanged
+    /// after an error. The addition runs to its end even if the caller
+    /// stops waiting; the node stays ready meanwhile (its other services
+    /// serve).
     pub async fn add_service(&self, service: impl Service) -> Result<()> {
         let hosting = Arc::clone(self.hosting());
         let service: Arc<dyn Service> = Arc::new(service);
@@ -94,10 +95,10 @@ impl NodeHandle {
     /// node: it leaves discovery, its routes stop answering new requests,
     /// its [shutdown signal](crate::ServiceContext::shutdown_signal) fires,
     /// requests in flight finish and streams end (for at most
-    /// `node.drain_timeout`), then its stop hook runs. A request routed to it just before, that reaches it
-    /// only after that wait (an HTTP/2 stream's task starting late), is
-    /// answered `503` / `UNAVAILABLE` rather than served by a stopping
-    /// service.
+    /// `node.drain_timeout`), then its stop hook runs. A request routed to
+    /// it just before, that reaches it only after that wait (an HTTP/2
+    /// stream's task starting late), is answered `503` / `UNAVAILABLE`
+    /// rather than served by a stopping service.
     ///
     /// # Errors
     ///

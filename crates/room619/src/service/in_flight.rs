@@ -99,7 +99,8 @@ where
 }
 
 /// Counts every request to the wrapped HTTP routes of a service in its
-/// in-flight tracker until its response body has been sent, and marks its responses when it is deprecated.
+/// in-flight tracker until its response body has been sent, and marks its
+/// responses when it is deprecated.
 #[derive(Clone)]
 pub(crate) struct TrackLayer {
     tracker: TaskTracker,

@@ -18,12 +18,13 @@
 //! server cannot be reached, JetStream does not take this process's
 //! heartbeat (the bucket's stream unavailable during a server restart, or
 //! full), or the bucket cannot be watched (the watch is made again with a
-//! backoff of up to 5 s), the last known instances are kept (nothing expires: no other
-//! node's heartbeat could arrive either), [`status`](super::Discovery::status)
-//! reports `Degraded`, and everything is refreshed when heartbeats go
-//! through again; a server that came back without its store gets the bucket
-//! created again by the next heartbeat. An instance registered while the
-//! server is away is put by the heartbeat once it is back.
+//! backoff of up to 5 s), the last known instances are kept (nothing
+//! expires: no other node's heartbeat could arrive either),
+//! [`status`](super::Discovery::status) reports `Degraded`, and everything
+//! is refreshed when heartbeats go through again; a server that came back
+//! without its store gets the bucket created again by the next heartbeat.
+//! An instance registered while the server is away is put by the heartbeat
+//! once it is back.
 
 mod bucket;
 mod heartbeat;
@@ -32,10 +33,7 @@ mod watcher;
 use std::{
     collections::HashMap,
     fmt,
-    sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex, PoisonError, atomic::AtomicU64},
     time::Duration,
 };
 
@@ -225,8 +223,7 @@ impl NatsDiscovery {
     async fn reopen(&self) -> std::result::Result<(), String> {
         let kv = bucket::ensure(&self.inner.js, &self.inner.bucket, self.inner.ttl).await?;
         self.inner.kv.store(Arc::new(kv));
-        // Its revisions may start over.
-        self.inner.heard.store(0, Ordering::Relaxed);
+        // The new watch counts the revisions it hears afresh.
         self.inner.rewatch.notify_one();
         Ok(())
     }
