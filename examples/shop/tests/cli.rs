@@ -587,3 +587,51 @@ async fn serve_applies_a_changed_config_file_without_a_restart() {
     assert_eq!(users_address().as_deref(), Some("10.0.0.2:8080"));
     assert_exit(&room619(&["health", &node.addr]), 0);
 }
+
+/// The shop adds rate limits of its own when the file sets none (the
+/// gateway's sign-up and login: 10 a minute, a burst of 10, per client IP).
+/// A reload of the file must keep them: it loads the file again, and the
+/// shop makes its changes again.
+#[tokio::test]
+async fn a_reload_keeps_the_shops_own_rate_limits() {
+    let listed = |address: &str| {
+        format!(
+            "[node]\nconfig_poll_interval = \"100ms\"\n\
+             [[discovery.instances]]\nname = \"users\"\nversion = \"9.0.0\"\naddress = \"{address}\"\n"
+        )
+    };
+    let config = temp_file("limits.toml", &listed("10.0.0.1:8080"));
+    let node = serve(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--services",
+            "auth,gateway",
+        ],
+        &[],
+    );
+    std::fs::write(&config, listed("10.0.0.2:8080")).unwrap();
+    let reloaded = || {
+        let output = room619(&["registry", "list", "--addr", &node.addr, "--json"]);
+        String::from_utf8_lossy(&output.stdout).contains("10.0.0.2:8080")
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !reloaded() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reloaded(), "the edit was never applied");
+
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..25 {
+        let response = client
+            .post(format!("http://{}/v1/auth/login", node.addr))
+            .json(&serde_json::json!({"email": "a@b.c", "password": "wrong password"}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses.first(), Some(&401), "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+}

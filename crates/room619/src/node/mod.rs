@@ -148,6 +148,7 @@ pub struct NodeBuilder {
     config: Config,
     services: Vec<Arc<dyn Service>>,
     reload: Option<reload::ReloadSource>,
+    adjust: Option<reload::Adjust>,
 }
 
 impl NodeBuilder {
@@ -162,7 +163,11 @@ impl NodeBuilder {
     /// sources as at start (the file, the `ROOM619_*` environment, then
     /// `overrides`) and applied live; an invalid one is logged and counted
     /// (see [`LiveConfig`](crate::config::LiveConfig)) and the running
-    /// configuration stays. Default: no file is watched.
+    /// configuration stays. A change is a difference from the file as it is
+    /// when this is called, so an edit made while the node starts is applied
+    /// once it runs; changes the application makes in code to the loaded
+    /// configuration belong in [`adjust_reloads`](Self::adjust_reloads).
+    /// Default: no file is watched.
     ///
     /// ```no_run
     /// use room619::{Node, config::{ConfigLoader, Overrides}};
@@ -182,10 +187,49 @@ impl NodeBuilder {
         path: impl Into<std::path::PathBuf>,
         overrides: crate::config::Overrides,
     ) -> Self {
+        let path = path.into();
+        // Changes are measured against the file as it is now: an edit made
+        // while the node starts is not missed.
+        let baseline = std::fs::read(&path).ok();
         self.reload = Some(reload::ReloadSource {
-            path: path.into(),
+            path,
             overrides,
+            baseline,
+            adjust: None,
         });
+        self
+    }
+
+    /// Adjusts each configuration a reload ([`watch_config`](Self::watch_config))
+    /// loads, before it is checked and applied: `adjust` makes again the
+    /// changes the application made in code to the configuration it started
+    /// with (keys it trusts, defaults of its own), which the file does not
+    /// hold and a reload would otherwise drop. Default: none.
+    ///
+    /// ```no_run
+    /// use room619::{Node, config::{Config, ConfigLoader, Overrides}};
+    ///
+    /// /// Rate limits of the application's own, unless the file sets some.
+    /// fn own_defaults(config: &mut Config) {
+    ///     if config.rate_limit.rules.is_empty() {
+    ///         // config.rate_limit.rules = ...;
+    ///     }
+    /// }
+    ///
+    /// # async fn demo() -> room619::Result<()> {
+    /// let mut config = ConfigLoader::new().file("room619.toml").load()?;
+    /// own_defaults(&mut config);
+    /// Node::builder()
+    ///     .config(config)
+    ///     .watch_config("room619.toml", Overrides::new())
+    ///     .adjust_reloads(own_defaults)
+    ///     .build()?
+    ///     .run()
+    ///     .await
+    /// # }
+    /// ```
+    pub fn adjust_reloads(mut self, adjust: impl Fn(&mut Config) + Send + Sync + 'static) -> Self {
+        self.adjust = Some(reload::Adjust::new(adjust));
         self
     }
 
@@ -246,10 +290,14 @@ impl NodeBuilder {
                 registry.register(service)?;
             }
         }
+        let reload = self.reload.map(|source| reload::ReloadSource {
+            adjust: self.adjust,
+            ..source
+        });
         Ok(Node {
             config: Arc::new(self.config),
             registry,
-            reload: self.reload,
+            reload,
         })
     }
 }
@@ -267,6 +315,7 @@ impl fmt::Debug for NodeBuilder {
                     .collect::<Vec<_>>(),
             )
             .field("reload", &self.reload)
+            .field("adjust", &self.adjust)
             .finish()
     }
 }

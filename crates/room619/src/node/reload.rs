@@ -38,26 +38,43 @@ pub(super) struct Targets {
 }
 
 /// Where the configuration is reloaded from: the file (watched) plus the
-/// process environment plus `overrides`, the same sources as at start.
+/// process environment plus `overrides`, the same sources as at start, then
+/// `adjust`.
 #[derive(Debug, Clone)]
 pub(crate) struct ReloadSource {
     pub(crate) path: PathBuf,
     pub(crate) overrides: Overrides,
+    /// The file as it was when the watch was asked for (`None`: unreadable):
+    /// what changes are measured against.
+    pub(crate) baseline: Option<Vec<u8>>,
+    pub(crate) adjust: Option<Adjust>,
+}
+
+/// The application's own changes to a loaded configuration
+/// ([`NodeBuilder::adjust_reloads`](super::NodeBuilder::adjust_reloads)).
+#[derive(Clone)]
+pub(crate) struct Adjust(Arc<dyn Fn(&mut Config) + Send + Sync>);
+
+impl Adjust {
+    pub(crate) fn new(adjust: impl Fn(&mut Config) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(adjust))
+    }
+}
+
+impl std::fmt::Debug for Adjust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Adjust(..)")
+    }
 }
 
 /// Starts polling the file every `node.config_poll_interval`, until
-/// `shutdown`; changes are measured against the file as it is now.
-pub(super) async fn spawn(source: ReloadSource, targets: Targets, shutdown: CancellationToken) {
-    let first = tokio::fs::read(&source.path).await.ok();
-    tokio::spawn(run(source, first, targets, shutdown));
+/// `shutdown`; the first change is measured against the source's baseline.
+pub(super) fn spawn(source: ReloadSource, targets: Targets, shutdown: CancellationToken) {
+    tokio::spawn(run(source, targets, shutdown));
 }
 
-async fn run(
-    source: ReloadSource,
-    mut last: Option<Vec<u8>>,
-    targets: Targets,
-    shutdown: CancellationToken,
-) {
+async fn run(mut source: ReloadSource, targets: Targets, shutdown: CancellationToken) {
+    let mut last = source.baseline.take();
     let live = &targets.live;
     loop {
         let interval = live.current().node.config_poll_interval;
@@ -91,6 +108,13 @@ async fn run(
                 format!("the file is not UTF-8: {err}"),
             )),
         }
+        .and_then(|mut config| match &source.adjust {
+            Some(Adjust(adjust)) => {
+                adjust(&mut config);
+                config.validate().map(|()| config)
+            }
+            None => Ok(config),
+        })
         .map_err(|err| err.with_source_name(source.path.display().to_string()))
         // Validation checked the rate-limit rules as the limiter's table
         // holds them; should the table still refuse them, nothing of the

@@ -62,7 +62,7 @@ pub(super) async fn start(
         clients: clients.clone(),
         metrics: observed,
     };
-    wiring::follow_changes(reload, targets, &shutdown).await;
+    wiring::follow_changes(reload, targets, &shutdown);
 
     let subscribers = Subscribers::new(shutdown.child_token());
     start_services(&registry, &hosted, &bus, &config, &subscribers).await?;

@@ -36,7 +36,7 @@ pub(super) fn metrics(config: &Config, bus: &MessageBus) -> (Metrics, Option<Met
 
 /// Counts rate-limited requests, and when the configuration file is
 /// watched, starts reloading it into `targets` until `shutdown`.
-pub(super) async fn follow_changes(
+pub(super) fn follow_changes(
     reload: Option<ReloadSource>,
     targets: reload::Targets,
     shutdown: &CancellationToken,
@@ -45,7 +45,7 @@ pub(super) async fn follow_changes(
         (targets.rate_limiter).on_limited(move |name| metrics.record_rate_limited(name));
     }
     if let Some(source) = reload {
-        reload::spawn(source, targets, shutdown.clone()).await;
+        reload::spawn(source, targets, shutdown.clone());
     }
 }
 

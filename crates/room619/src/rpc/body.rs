@@ -28,10 +28,13 @@ use pin_project_lite::pin_project;
 pin_project! {
     /// A body that holds `guard` until it has ended (its last frame, its
     /// trailers or an error polled) or been dropped, whichever comes first.
+    /// At its end the inner body is dropped before the guard, so what the
+    /// body kept (a handler's stream and its state) is gone by the time the
+    /// guard lets go.
     #[derive(Debug)]
     pub struct HoldingBody<B, G> {
         #[pin]
-        body: B,
+        body: Option<B>,
         guard: Option<G>,
     }
 }
@@ -39,7 +42,10 @@ pin_project! {
 impl<B, G> HoldingBody<B, G> {
     /// `body`, holding `guard` (if any) until it ends.
     pub fn new(body: B, guard: Option<G>) -> Self {
-        Self { body, guard }
+        Self {
+            body: Some(body),
+            guard,
+        }
     }
 }
 
@@ -52,27 +58,34 @@ impl<B: Body, G> Body for HoldingBody<B, G> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
-        let polled = this.body.as_mut().poll_frame(cx);
+        let Some(mut body) = this.body.as_mut().as_pin_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = body.as_mut().poll_frame(cx);
         let ended = match &polled {
             Poll::Ready(None | Some(Err(_))) => true,
             // Trailers are the last frame; a reader (tonic's `Streaming`)
             // may stop at them without polling for the end.
-            Poll::Ready(Some(Ok(frame))) => frame.is_trailers() || this.body.is_end_stream(),
+            Poll::Ready(Some(Ok(frame))) => frame.is_trailers() || body.is_end_stream(),
             Poll::Pending => false,
         };
         if ended {
-            // Let go without waiting for the drop.
+            // Let go without waiting for the drop: the body first, then what
+            // it was held for.
+            this.body.set(None);
             this.guard.take();
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.body.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        self.body
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
 
@@ -121,6 +134,7 @@ mod tests {
     use std::sync::Arc;
 
     use bytes::Bytes;
+    use futures_util::StreamExt as _;
     use http_body_util::BodyExt as _;
 
     use super::*;
@@ -144,6 +158,46 @@ mod tests {
             1,
             "let go at the end, not the drop"
         );
+    }
+
+    /// A body whose drop records what its guard says then.
+    struct Watched {
+        guard: Arc<()>,
+        seen_at_drop: Arc<std::sync::Mutex<Option<usize>>>,
+    }
+
+    impl Drop for Watched {
+        fn drop(&mut self) {
+            *self.seen_at_drop.lock().unwrap() = Some(Arc::strong_count(&self.guard));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_inner_body_is_dropped_before_the_guard_lets_go() {
+        let guard = Arc::new(());
+        let seen_at_drop = Arc::new(std::sync::Mutex::new(None));
+        let watched = Watched {
+            guard: Arc::clone(&guard),
+            seen_at_drop: Arc::clone(&seen_at_drop),
+        };
+        let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(
+            b"x",
+        ))])
+        .map(move |frame| {
+            let _kept = &watched;
+            frame
+        });
+        let mut body = axum::body::Body::from_stream(stream).hold(Arc::clone(&guard));
+        assert!(body.frame().await.unwrap().unwrap().is_data());
+        assert!(body.frame().await.is_none());
+        // The stream saw the body's guard (and its own clone, and ours).
+        assert_eq!(
+            *seen_at_drop.lock().unwrap(),
+            Some(3),
+            "dropped at the end, guard still held"
+        );
+        assert_eq!(Arc::strong_count(&guard), 1);
+        assert!(body.frame().await.is_none(), "an ended body stays ended");
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ use futures_util::future::BoxFuture;
 use super::{
     DependencyHealth, GrpcServer, GrpcService, Health, Service, ServiceContext, ServiceDescriptor,
     ServiceRoutes, Subscriber,
+    hooks::{Hook, Hooks},
 };
 use crate::{
     Error, Result,
@@ -15,7 +16,6 @@ use crate::{
     middleware::auth::{AccessPolicy, Requirement},
 };
 
-type Hook = Arc<dyn Fn(ServiceContext) -> BoxFuture<'static, Result<()>> + Send + Sync>;
 type HealthCheck = Arc<dyn Fn() -> BoxFuture<'static, Health> + Send + Sync>;
 type Dependencies = Vec<(String, super::dependency::DependencyCheck)>;
 
@@ -31,8 +31,7 @@ type Dependencies = Vec<(String, super::dependency::DependencyCheck)>;
 pub struct ServiceBuilder {
     descriptor: ServiceDescriptor,
     routes: ServiceRoutes,
-    on_start: Vec<Hook>,
-    on_stop: Vec<Hook>,
+    hooks: Hooks,
     health: Option<HealthCheck>,
     subscribers: Vec<Subscriber>,
     access: AccessPolicy,
@@ -50,8 +49,7 @@ impl ServiceBuilder {
         Ok(Self {
             descriptor: ServiceDescriptor::new(name, version)?,
             routes: ServiceRoutes::default(),
-            on_start: Vec::new(),
-            on_stop: Vec::new(),
+            hooks: Hooks::default(),
             health: None,
             subscribers: Vec::new(),
             access: AccessPolicy::default(),
@@ -110,13 +108,16 @@ impl ServiceBuilder {
     }
 
     /// Runs `hook` before the service takes traffic; hooks run in the order
-    /// they were added and an error aborts the node's start.
+    /// they were added and an error (or a panic) aborts the node's start, or
+    /// the [`add_service`](crate::node::NodeHandle::add_service) call. What a
+    /// hook set up that must be released if a later hook fails belongs in
+    /// [`lifecycle`](Self::lifecycle).
     pub fn on_start<F, Fut>(mut self, hook: F) -> Self
     where
         F: Fn(ServiceContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<()>> + Send + 'static,
     {
-        self.on_start.push(Arc::new(move |ctx| Box::pin(hook(ctx))));
+        self.hooks.on_start(hook_of(hook));
         self
     }
 
@@ -128,7 +129,41 @@ impl ServiceBuilder {
         F: Fn(ServiceContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<()>> + Send + 'static,
     {
-        self.on_stop.push(Arc::new(move |ctx| Box::pin(hook(ctx))));
+        self.hooks.on_stop(hook_of(hook));
+        self
+    }
+
+    /// A start hook and the stop hook that undoes it. `start` runs in order
+    /// with the [`on_start`](Self::on_start) hooks, `stop` in reverse with
+    /// the [`on_stop`](Self::on_stop) hooks; and when a start hook added
+    /// after this one fails, panics or outlasts `node.start_timeout`, `stop`
+    /// runs then (after the stops of the pairs started later), so what
+    /// `start` set up is released whichever way the start ends. `stop` never
+    /// runs when `start` itself failed.
+    ///
+    /// ```
+    /// use room619::ServiceBuilder;
+    ///
+    /// # fn main() -> room619::Result<()> {
+    /// let service = ServiceBuilder::new("catalog", "1.0.0")?
+    ///     .lifecycle(
+    ///         |_ctx| async { /* open a connection pool */ Ok(()) },
+    ///         |_ctx| async { /* close it: at shutdown, or if the next hook fails */ Ok(()) },
+    ///     )
+    ///     .on_start(|_ctx| async { /* warm a cache from the pool */ Ok(()) })
+    ///     .build()?;
+    /// # drop(service);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn lifecycle<S, SFut, T, TFut>(mut self, start: S, stop: T) -> Self
+    where
+        S: Fn(ServiceContext) -> SFut + Send + Sync + 'static,
+        SFut: Future<Output = Result<()>> + Send + 'static,
+        T: Fn(ServiceContext) -> TFut + Send + Sync + 'static,
+        TFut: Future<Output = Result<()>> + Send + 'static,
+    {
+        self.hooks.paired(hook_of(start), hook_of(stop));
         self
     }
 
@@ -302,8 +337,7 @@ impl ServiceBuilder {
         Ok(BuiltService {
             descriptor: self.descriptor,
             routes: self.routes,
-            on_start: self.on_start,
-            on_stop: self.on_stop,
+            hooks: self.hooks,
             health: self.health,
             subscribers: self.subscribers,
             access: self.access,
@@ -326,8 +360,7 @@ impl fmt::Debug for ServiceBuilder {
 pub struct BuiltService {
     descriptor: ServiceDescriptor,
     routes: ServiceRoutes,
-    on_start: Vec<Hook>,
-    on_stop: Vec<Hook>,
+    hooks: Hooks,
     health: Option<HealthCheck>,
     subscribers: Vec<Subscriber>,
     access: AccessPolicy,
@@ -344,29 +377,11 @@ impl Service for BuiltService {
     }
 
     fn start(&self, ctx: ServiceContext) -> BoxFuture<'static, Result<()>> {
-        let hooks = self.on_start.clone();
-        Box::pin(async move {
-            for hook in hooks {
-                hook(ctx.clone()).await?;
-            }
-            Ok(())
-        })
+        self.hooks.start(ctx)
     }
 
     fn stop(&self, ctx: ServiceContext) -> BoxFuture<'static, Result<()>> {
-        let hooks = self.on_stop.clone();
-        Box::pin(async move {
-            // Every hook runs, whatever the others do (each releases its own
-            // resources); the first failure is the answer.
-            let mut first_failure = None;
-            for hook in hooks.iter().rev() {
-                if let Err(err) = hook(ctx.clone()).await {
-                    tracing::error!(service = %ctx.descriptor(), error = ?err, "a stop hook failed");
-                    first_failure.get_or_insert(err);
-                }
-            }
-            first_failure.map_or(Ok(()), Err)
-        })
+        self.hooks.stop(ctx)
     }
 
     fn subscribers(&self) -> Vec<Subscriber> {
@@ -397,4 +412,13 @@ impl fmt::Debug for BuiltService {
             .field("subscribers", &self.subscribers)
             .finish_non_exhaustive()
     }
+}
+
+/// A hook closure as the builder keeps it.
+fn hook_of<F, Fut>(hook: F) -> Hook
+where
+    F: Fn(ServiceContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<()>> + Send + 'static,
+{
+    Arc::new(move |ctx| Box::pin(hook(ctx)))
 }

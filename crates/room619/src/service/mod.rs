@@ -32,6 +32,7 @@ mod dependency;
 pub mod deprecation;
 mod descriptor;
 mod health;
+mod hooks;
 mod in_flight;
 mod registry;
 mod routes;

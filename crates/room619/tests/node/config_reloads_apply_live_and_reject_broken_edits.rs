@@ -160,3 +160,45 @@ async fn an_edit_written_in_place_is_loaded_whole_or_not_at_all() {
     node.shutdown().await.unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An edit made after the watch was asked for but before the node polls
+/// (while it starts) is a change like any other; and each reloaded
+/// configuration gets the application's own adjustments, as the one it
+/// started with did.
+#[tokio::test]
+async fn an_edit_made_while_the_node_starts_is_applied_with_the_apps_adjustments() {
+    let (dir, path) = config_file("starting", &toml("error", "127.0.0.1:1"));
+    let adjust = |config: &mut room619::config::Config| {
+        config
+            .app
+            .insert("adjusted".into(), serde_json::Value::Bool(true));
+    };
+    let mut config = ConfigLoader::new()
+        .file(&path)
+        .without_env()
+        .load()
+        .unwrap();
+    adjust(&mut config);
+    let node = room619::Node::builder()
+        .config(config)
+        .watch_config(&path, Overrides::new())
+        .adjust_reloads(adjust)
+        .service(crate::support::echo_service())
+        .build()
+        .unwrap();
+    write(&path, &toml("error", "127.0.0.1:2"));
+    let node = node.start().await.unwrap();
+    let handle = node.handle();
+    let live = handle.live_config().clone();
+
+    wait_for("the edit", || users(&handle) == ["127.0.0.1:2"]).await;
+    assert_eq!(live.reloads(), 1);
+    assert_eq!(
+        live.current().app.get("adjusted"),
+        Some(&serde_json::Value::Bool(true)),
+        "the reloaded configuration lost the application's adjustment"
+    );
+
+    node.shutdown().await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

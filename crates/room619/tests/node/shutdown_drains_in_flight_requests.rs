@@ -138,7 +138,8 @@ async fn stop_hooks_run_in_reverse_start_order() {
 
 /// A node whose second service's start hook is `bad` fails to start with
 /// its error, after stopping the first service: the error, and the stop
-/// hooks that ran.
+/// hooks that ran. The second service opens a "pool" before `bad` runs
+/// (a start hook paired with its stop hook), which the failed start closes.
 async fn start_failing_with<F>(config: &str, bad: F) -> (room619::Error, Vec<&'static str>)
 where
     F: Fn(room619::ServiceContext) -> futures_util::future::BoxFuture<'static, room619::Result<()>>
@@ -156,16 +157,44 @@ where
         })
         .build()
         .unwrap();
+    let recorder = Arc::clone(&stopped);
+    let never = Arc::clone(&stopped);
     let bad = ServiceBuilder::new("bad", "1.0.0")
         .unwrap()
+        .lifecycle(
+            |_| async { Ok(()) },
+            move |_| {
+                recorder.lock().unwrap().push("bad's pool");
+                async { Ok(()) }
+            },
+        )
         .on_start(bad)
+        .lifecycle(
+            |_| async { Ok(()) },
+            move |_| {
+                never.lock().unwrap().push("a pair never started");
+                async { Ok(()) }
+            },
+        )
         .build()
         .unwrap();
     let started = support::start_fails(support::config(config), [good, bad]);
     let err = tokio::time::timeout(Duration::from_secs(10), started)
         .await
         .expect("the start did not hang");
-    let stopped = stopped.lock().unwrap().clone();
+    // An abandoned start (the timeout) undoes on a task of its own.
+    let undone = tokio::time::timeout(Duration::from_secs(5), async {
+        while !stopped.lock().unwrap().contains(&"bad's pool") {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let mut stopped = stopped.lock().unwrap().clone();
+    assert!(
+        undone.is_ok(),
+        "the failed service's pool was never closed: {stopped:?}"
+    );
+    stopped.sort_unstable();
     (err, stopped)
 }
 
@@ -176,12 +205,13 @@ async fn a_failing_start_hook_stops_the_services_already_started() {
     })
     .await;
     assert_eq!(err.message(), "no database");
-    assert_eq!(stopped, ["good"]);
+    assert_eq!(stopped, ["bad's pool", "good"]);
 }
 
 /// A start hook that never finishes fails the start at
 /// `node.start_timeout`; one that panics fails it as well. Either way the
-/// services already started are stopped.
+/// services already started are stopped, and so is what the failing
+/// service's earlier hooks set up.
 #[tokio::test]
 async fn a_hung_or_panicking_start_hook_fails_the_start() {
     let (err, stopped) = start_failing_with("start_timeout = \"300ms\"", |_| {
@@ -191,7 +221,7 @@ async fn a_hung_or_panicking_start_hook_fails_the_start() {
     assert_eq!(err.kind(), room619::ErrorKind::DeadlineExceeded, "{err}");
     assert!(err.message().contains("node.start_timeout"), "{err}");
     assert!(err.message().contains("bad@1.0.0"), "{err}");
-    assert_eq!(stopped, ["good"]);
+    assert_eq!(stopped, ["bad's pool", "good"]);
 
     let (err, stopped) = start_failing_with("", |_| {
         Box::pin(async { panic!("the start hook's own bug") })
@@ -199,7 +229,8 @@ async fn a_hung_or_panicking_start_hook_fails_the_start() {
     .await;
     assert_eq!(err.kind(), room619::ErrorKind::Internal, "{err}");
     assert!(err.message().contains("panicked"), "{err}");
-    assert_eq!(stopped, ["good"]);
+    assert!(err.message().contains("bad@1.0.0"), "{err}");
+    assert_eq!(stopped, ["bad's pool", "good"]);
 }
 
 /// A start that fails after discovery connected (here a start hook) ends the

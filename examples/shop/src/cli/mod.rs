@@ -14,10 +14,7 @@ mod target;
 use std::{future::Future, io::Write as _, pin::Pin, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use room619::{
-    config::{Config, ConfigArgs},
-    service::BuiltService,
-};
+use room619::config::{Config, ConfigArgs};
 
 /// Exit status for an invalid command line or configuration.
 const EXIT_USAGE: u8 = 2;
@@ -98,7 +95,7 @@ type Work = Pin<Box<dyn Future<Output = Result<ExitCode, Failure>>>>;
 /// Runs the command line; `services` builds every service `serve` may host
 /// (`node.services` picks the ones that run).
 pub(crate) fn main(
-    services: impl AsyncFnOnce(&mut Config) -> room619::Result<Vec<BuiltService>>,
+    services: impl AsyncFnOnce(&mut Config) -> room619::Result<shop::Shop>,
 ) -> ExitCode {
     let cli = Cli::parse();
     let work: Work = match cli.command {

@@ -9,7 +9,6 @@ use room619::{
     Node,
     config::{Config, ConfigArgs},
     observability::logging,
-    service::BuiltService,
 };
 
 use super::{EXIT_USAGE, announce, report};
@@ -19,7 +18,7 @@ use super::{EXIT_USAGE, announce, report};
 /// `node.services` included), `1` for any other failure.
 pub(super) fn run(
     args: &ConfigArgs,
-    services: impl AsyncFnOnce(&mut Config) -> room619::Result<Vec<BuiltService>>,
+    services: impl AsyncFnOnce(&mut Config) -> room619::Result<shop::Shop>,
 ) -> ExitCode {
     let config = match args.load() {
         Ok(config) => config,
@@ -70,17 +69,21 @@ pub(super) fn run(
 async fn serve(
     config: Config,
     args: &ConfigArgs,
-    services: impl AsyncFnOnce(&mut Config) -> room619::Result<Vec<BuiltService>>,
+    services: impl AsyncFnOnce(&mut Config) -> room619::Result<shop::Shop>,
 ) -> room619::Result<()> {
     let mut config = config;
-    let services = services(&mut config).await?;
+    let shop = services(&mut config).await?;
     let mut builder = Node::builder().config(config);
     // A changed file is applied live (log filter, rate limits, listed
-    // instances...); an invalid one is logged and the running one stays.
+    // instances...), with the shop's own changes made again; an invalid one
+    // is logged and the running one stays.
     if let Some(path) = &args.config {
-        builder = builder.watch_config(path, args.overrides());
+        builder = builder
+            .watch_config(path, args.overrides())
+            .adjust_reloads(shop.adjuster());
     }
-    let running = services
+    let running = shop
+        .services
         .into_iter()
         .fold(builder, room619::NodeBuilder::service)
         .build()?
