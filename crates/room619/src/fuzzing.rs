@@ -67,16 +67,19 @@ pub fn hs256_sign(message: &[u8], secret: &[u8]) -> Option<String> {
     jsonwebtoken::crypto::sign(message, &key, jsonwebtoken::Algorithm::HS256).ok()
 }
 
-/// The client IP the rate limiter derives for a request from `peer` with
+/// The client IPs the rate limiter derives for a request from `peer` with
 /// these raw `X-Forwarded-For` and `Forwarded` values, trusting the proxies
-/// in `trusted` (CIDRs; unparsable ones are skipped).
+/// in `trusted` (CIDRs; unparsable ones are skipped): when the proxies
+/// write `X-Forwarded-For`, and when they write `Forwarded`.
 #[must_use]
 pub fn client_ip(
     peer: std::net::IpAddr,
     x_forwarded_for: &[u8],
     forwarded: &[u8],
     trusted: &[&str],
-) -> std::net::IpAddr {
+) -> [std::net::IpAddr; 2] {
+    use crate::middleware::rate_limit::{ForwardedHeader, client_ip};
+
     let mut headers = http::HeaderMap::new();
     for (name, value) in [
         ("x-forwarded-for", x_forwarded_for),
@@ -87,5 +90,11 @@ pub fn client_ip(
         }
     }
     let trusted: Vec<ipnet::IpNet> = trusted.iter().filter_map(|net| net.parse().ok()).collect();
-    crate::middleware::rate_limit::client_ip::client_ip(peer, &headers, &trusted)
+    [ForwardedHeader::XForwardedFor, ForwardedHeader::Forwarded].map(|header| {
+        let proxies = client_ip::Proxies {
+            trusted: trusted.clone(),
+            header,
+        };
+        client_ip::client_ip(peer, &headers, &proxies)
+    })
 }

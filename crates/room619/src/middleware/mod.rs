@@ -166,3 +166,31 @@ impl NodeMiddleware {
         self.limiter.connect().await
     }
 }
+
+/// Of the rules of one path (method-specific ones and catch-alls, `None`),
+/// the one for `method`: its own, else for `HEAD` the `GET` one (axum
+/// answers `HEAD` with the `GET` handler, so it must be guarded and counted
+/// as one), else the catch-all.
+pub(crate) fn for_method<'a, T>(
+    rules: &'a [(Option<::http::Method>, T)],
+    method: &::http::Method,
+) -> Option<&'a T> {
+    let only = |wanted: &::http::Method| {
+        rules
+            .iter()
+            .find(|(m, _)| m.as_ref() == Some(wanted))
+            .map(|(_, rule)| rule)
+    };
+    only(method)
+        .or_else(|| {
+            (method == ::http::Method::HEAD)
+                .then(|| only(&::http::Method::GET))
+                .flatten()
+        })
+        .or_else(|| {
+            rules
+                .iter()
+                .find(|(m, _)| m.is_none())
+                .map(|(_, rule)| rule)
+        })
+}

@@ -172,6 +172,7 @@ fn restart_bound(old: &Config, new: &Config) -> Vec<&'static str> {
     let rate_limit = crate::middleware::rate_limit::RateLimitConfig {
         rules: new.rate_limit.rules.clone(),
         trusted_proxies: new.rate_limit.trusted_proxies.clone(),
+        forwarded_header: new.rate_limit.forwarded_header,
         ..old.rate_limit.clone()
     };
     [
@@ -227,6 +228,8 @@ mod tests {
         live.log.level = "debug".into();
         live.node.config_poll_interval = Duration::from_millis(250);
         live.rate_limit.trusted_proxies = vec!["10.0.0.0/8".into()];
+        live.rate_limit.forwarded_header =
+            crate::middleware::rate_limit::ForwardedHeader::Forwarded;
         live.resilience.defaults.retry.max_attempts = 5;
         live.app.insert("shop".into(), serde_json::json!({"x": 1}));
         assert!(

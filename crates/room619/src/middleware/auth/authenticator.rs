@@ -81,9 +81,27 @@ struct Claims {
     #[serde(default)]
     scope: Option<String>,
     #[serde(default)]
-    scp: Option<Vec<String>>,
+    scp: Option<Words>,
     #[serde(default)]
-    roles: Option<Vec<String>>,
+    roles: Option<Words>,
+}
+
+/// A claim written as a list of strings, or as one string of
+/// space-separated words (Azure AD's `scp`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Words {
+    List(Vec<String>),
+    Text(String),
+}
+
+impl Words {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::List(words) => words,
+            Self::Text(text) => text.split_whitespace().map(str::to_owned).collect(),
+        }
+    }
 }
 
 impl Claims {
@@ -133,11 +151,16 @@ impl Authenticator {
 
     /// Replaces the JWKS keys (forgetting every verified token); returns
     /// how many keys were usable.
-    pub(crate) fn set_jwks(&self, set: &jsonwebtoken::jwk::JwkSet) -> usize {
-        let count = self.keys.set_jwks(set);
+    ///
+    /// # Errors
+    ///
+    /// `Unavailable` when the document has no usable key while keys loaded
+    /// before do: those stay.
+    pub(crate) fn set_jwks(&self, set: &jsonwebtoken::jwk::JwkSet) -> Result<usize> {
+        let count = self.keys.set_jwks(set)?;
         self.verified.clear();
         self.jwks_pending.store(false, Ordering::Release);
-        count
+        Ok(count)
     }
 
     /// Whether a configured JWKS has not been loaded yet (its URL did not
@@ -149,10 +172,17 @@ impl Authenticator {
     /// The principal of a request with these headers: `Ok(None)` when it
     /// carries no credentials, `Err` when they are invalid.
     pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Principal>, Refused> {
+        let api_key = headers.get(API_KEY_HEADER);
         if let Some(value) = headers.get(AUTHORIZATION) {
-            return self.verify_jwt(bearer_token(value.as_bytes())?).map(Some);
+            match bearer_token(value.as_bytes()) {
+                Ok(token) => return self.verify_jwt(token).map(Some),
+                // Another scheme (a staging site's `Basic` gate) is not for
+                // this service: an API key beside it still is.
+                Err(_) if api_key.is_some() && !names_bearer(value.as_bytes()) => {}
+                Err(refused) => return Err(refused),
+            }
         }
-        if let Some(value) = headers.get(API_KEY_HEADER) {
+        if let Some(value) = api_key {
             return self.verify_api_key(value.as_bytes()).map(Some);
         }
         Ok(None)
@@ -182,9 +212,9 @@ impl Authenticator {
             validation.set_issuer(&[issuer]);
             required.push("iss");
         }
-        if self.audience.is_empty() {
-            validation.validate_aud = false;
-        } else {
+        // With no audience configured a token naming one is refused (RFC
+        // 7519 §4.1.3: this service cannot be among those it names).
+        if !self.audience.is_empty() {
             validation.set_audience(&self.audience);
             required.push("aud");
         }
@@ -201,11 +231,11 @@ impl Authenticator {
             .iter()
             .flat_map(|s| s.split_whitespace().map(str::to_owned))
             .collect();
-        scopes.extend(claims.scp.unwrap_or_default());
+        scopes.extend(claims.scp.map(Words::into_vec).unwrap_or_default());
         let principal = Principal::new(
             claims.sub,
             scopes,
-            claims.roles.unwrap_or_default(),
+            claims.roles.map(Words::into_vec).unwrap_or_default(),
             Credential::Jwt { kid: key.kid },
         );
         if until > cache::now() {
@@ -255,6 +285,16 @@ fn bearer_token(value: &[u8]) -> Result<&[u8], Refused> {
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(SCHEME))
         .map(|(_, token)| token.trim_ascii())
         .ok_or_else(|| Refused::new("authorization scheme is not Bearer"))
+}
+
+/// Whether an `Authorization` value's scheme is `Bearer` (with a token or
+/// not).
+fn names_bearer(value: &[u8]) -> bool {
+    let scheme = value
+        .split(u8::is_ascii_whitespace)
+        .next()
+        .unwrap_or_default();
+    scheme.eq_ignore_ascii_case(b"bearer")
 }
 
 /// RFC 7519 §7.2: a JWT's header and claims are UTF-8 JSON. serde skips the
@@ -357,5 +397,81 @@ mod tests {
         assert!(auth.verify_jwt(token.as_bytes()).is_ok());
         let token = hs256(claims("1", "8204889600E999999").as_bytes());
         assert!(auth.verify_jwt(token.as_bytes()).is_err());
+    }
+
+    fn without_audience() -> Authenticator {
+        let sha = hex(&Sha256::digest(b"the-api-key"));
+        let config = Config::from_toml_str(&format!(
+            "[auth]\n[[auth.keys]]\nkid = \"hs\"\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\n\
+             [[auth.api_keys]]\nname = \"ci\"\nsha256 = \"{sha}\"\n"
+        ))
+        .unwrap();
+        Authenticator::new(&config.auth).unwrap()
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().fold(String::new(), |mut hex, byte| {
+            std::fmt::Write::write_fmt(&mut hex, format_args!("{byte:02x}")).unwrap();
+            hex
+        })
+    }
+
+    /// RFC 7519 §4.1.3: a service that names no audience is not among those
+    /// a token names, so it refuses such a token (as `AuthConfig` says).
+    #[test]
+    fn without_an_audience_a_token_naming_one_is_refused() {
+        let auth = without_audience();
+        let plain = hs256(br#"{"sub":"alice","exp":8204889600}"#);
+        assert!(auth.verify_jwt(plain.as_bytes()).is_ok());
+        for aud in [r#""billing""#, r#"["billing"]"#, "[]"] {
+            let claims = format!(r#"{{"sub":"alice","exp":8204889600,"aud":{aud}}}"#);
+            let refused = auth.verify_jwt(hs256(claims.as_bytes()).as_bytes());
+            assert!(refused.is_err(), "aud {aud} was accepted");
+        }
+    }
+
+    /// Azure AD writes `scp` as one space-separated string.
+    #[test]
+    fn scopes_and_roles_are_read_as_lists_or_as_space_separated_text() {
+        let auth = authenticator();
+        let claims = br#"{"sub":"alice","exp":8204889600,"iss":"https://issuer.test","aud":"shop","scp":"User.Read Mail.Read","roles":["admin"],"scope":"a"}"#;
+        let principal = auth.verify_jwt(hs256(claims).as_bytes()).unwrap();
+        for scope in ["User.Read", "Mail.Read", "a"] {
+            assert!(principal.has_scope(scope), "{scope}");
+        }
+        assert!(principal.has_role("admin"));
+        let claims = br#"{"sub":"alice","exp":8204889600,"iss":"https://issuer.test","aud":"shop","scp":["x"],"roles":"admin ops"}"#;
+        let principal = auth.verify_jwt(hs256(claims).as_bytes()).unwrap();
+        assert!(principal.has_scope("x"));
+        assert!(principal.has_role("ops"));
+        let claims =
+            br#"{"sub":"alice","exp":8204889600,"iss":"https://issuer.test","aud":"shop","scp":7}"#;
+        assert!(
+            auth.verify_jwt(hs256(claims).as_bytes()).is_err(),
+            "a number is no scope"
+        );
+    }
+
+    /// An `Authorization` of another scheme (a staging site's `Basic` gate)
+    /// does not hide the API key beside it; a bad bearer token still fails.
+    #[test]
+    fn an_api_key_counts_beside_an_authorization_of_another_scheme() {
+        let auth = without_audience();
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, "Basic c3RhZ2luZzpzZWNyZXQ=".parse().unwrap());
+        headers.insert(API_KEY_HEADER, "the-api-key".parse().unwrap());
+        let principal = auth.authenticate(&headers).unwrap().unwrap();
+        assert_eq!(principal.subject(), "ci");
+        headers.insert(AUTHORIZATION, "Bearer not-a-token".parse().unwrap());
+        assert!(
+            auth.authenticate(&headers).is_err(),
+            "a bearer token is checked first"
+        );
+        headers.remove(API_KEY_HEADER);
+        headers.insert(AUTHORIZATION, "Basic c3RhZ2luZzpzZWNyZXQ=".parse().unwrap());
+        assert!(
+            auth.authenticate(&headers).is_err(),
+            "no API key: the scheme is refused"
+        );
     }
 }

@@ -38,7 +38,7 @@ pub(crate) async fn load(auth: &Authenticator, config: &JwksConfig) -> Result<us
     };
     let set: JwkSet = serde_json::from_slice(&bytes)
         .map_err(|err| Error::config(format!("auth.jwks: not a JWKS document: {err}")))?;
-    Ok(auth.set_jwks(&set))
+    auth.set_jwks(&set)
 }
 
 async fn fetch(url: &str) -> Result<Vec<u8>> {

@@ -35,14 +35,30 @@ impl KeyRing {
         })
     }
 
-    /// Replaces the JWKS keys; returns how many were usable.
-    pub(crate) fn set_jwks(&self, set: &JwkSet) -> usize {
+    /// Replaces the JWKS keys; returns how many were usable. A document
+    /// with no usable key (an empty set, a half-deployed one) does not
+    /// replace keys that were: every token would be refused until the next
+    /// good document.
+    ///
+    /// # Errors
+    ///
+    /// `Unavailable` when the document has no usable key and the ring has
+    /// some, which it keeps.
+    pub(crate) fn set_jwks(&self, set: &JwkSet) -> Result<usize> {
         let keys: Vec<VerifyKey> = set.keys.iter().filter_map(jwk_key).collect();
         let count = keys.len();
-        if let Ok(mut slot) = self.jwks.write() {
-            *slot = Arc::new(keys);
+        let Ok(mut slot) = self.jwks.write() else {
+            return Ok(count);
+        };
+        if count == 0 && !slot.is_empty() {
+            return Err(Error::unavailable(format!(
+                "the JWKS document has no usable key ({} listed); the {} keys loaded before stay",
+                set.keys.len(),
+                slot.len()
+            )));
         }
-        count
+        *slot = Arc::new(keys);
+        Ok(count)
     }
 
     /// The key for a token's header: by `kid` when it names one, otherwise

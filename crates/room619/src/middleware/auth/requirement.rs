@@ -197,18 +197,14 @@ impl AccessTable {
         })
     }
 
-    /// The requirement for `method` on `path`.
+    /// The requirement for `method` on `path`; `HEAD` (which axum answers
+    /// with the `GET` handler) is under the `GET` rules unless it has its
+    /// own.
     pub(crate) fn lookup(&self, method: &Method, path: &str) -> &Requirement {
         self.router
             .at(path)
             .ok()
-            .and_then(|found| {
-                found
-                    .value
-                    .iter()
-                    .find(|(m, _)| m.as_ref().is_none_or(|m| m == method))
-                    .map(|(_, requirement)| requirement)
-            })
+            .and_then(|found| crate::middleware::for_method(found.value, method))
             .unwrap_or(&self.fallback)
     }
 }
@@ -273,5 +269,20 @@ mod tests {
             table.lookup(&Method::GET, "/other"),
             &Requirement::authenticated()
         );
+    }
+
+    /// axum answers `HEAD` with the `GET` handler: a `GET`-only rule guards
+    /// it too (status and headers would leak otherwise).
+    #[test]
+    fn head_is_guarded_by_the_get_rule() {
+        let policy = AccessPolicy::default()
+            .require("/v1/reports", Requirement::public())
+            .require_method(Method::GET, "/v1/reports", Requirement::roles(["admin"]));
+        let table = AccessTable::new([("reports", &policy)]).unwrap();
+        assert_eq!(
+            table.lookup(&Method::HEAD, "/v1/reports"),
+            &Requirement::roles(["admin"])
+        );
+        assert!(table.lookup(&Method::POST, "/v1/reports").is_public());
     }
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 /// ```toml
 /// [rate_limit]
 /// trusted_proxies = ["10.0.0.0/8"]   # only these may set X-Forwarded-For
+/// forwarded_header = "x-forwarded-for"  # or "forwarded" (RFC 7239): what they write
 /// backend = "redis"                  # or "local" (default)
 /// redis_url = "redis://127.0.0.1:6379"
 ///
@@ -27,10 +28,14 @@ use serde::{Deserialize, Serialize};
 pub struct RateLimitConfig {
     /// The limits. Default: none.
     pub rules: Vec<RateLimitRule>,
-    /// Peers (IP addresses or CIDR blocks) whose `X-Forwarded-For` /
-    /// `Forwarded` headers are believed. Default: none (the TCP peer is the
+    /// Peers (IP addresses or CIDR blocks) whose forwarding header
+    /// (`forwarded_header`) is believed. Default: none (the TCP peer is the
     /// client).
     pub trusted_proxies: Vec<String>,
+    /// The header the trusted proxies write the client's address in; the
+    /// other one is never read (a client could send it through a proxy that
+    /// passes it on). Default: `x-forwarded-for`.
+    pub forwarded_header: ForwardedHeader,
     /// Where the counters live. Default: `local`.
     pub backend: RateLimitBackend,
     /// The Redis server of the `redis` backend. Default: `redis://127.0.0.1:6379`.
@@ -45,9 +50,34 @@ impl Default for RateLimitConfig {
         Self {
             rules: Vec::new(),
             trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
             backend: RateLimitBackend::Local,
             redis_url: "redis://127.0.0.1:6379".to_owned(),
             redis_prefix: "room619:ratelimit:".to_owned(),
+        }
+    }
+}
+
+/// The header trusted proxies write the client's address in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For`, as `nginx`, Envoy, `HAProxy` and the cloud load
+    /// balancers write it.
+    #[default]
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239), its `for=` parameters.
+    Forwarded,
+}
+
+impl ForwardedHeader {
+    /// The header's name.
+    #[must_use]
+    pub fn name(self) -> http::HeaderName {
+        match self {
+            Self::XForwardedFor => http::HeaderName::from_static("x-forwarded-for"),
+            Self::Forwarded => http::header::FORWARDED,
         }
     }
 }

@@ -22,7 +22,7 @@ pub(crate) enum By<'a> {
     Subject(&'a str),
     /// The subject of the API key that authenticated the request.
     ApiKey(&'a str),
-    /// The client's address.
+    /// The client's address; an IPv6 one is counted by its `/64`.
     Ip(IpAddr),
     /// A colocated client's in-process call.
     InProcess,
@@ -44,8 +44,8 @@ impl Counter<'_> {
     /// The counter's name, built with one allocation of the right size and
     /// without the formatting machinery (but for an address).
     pub(crate) fn key(&self) -> String {
-        // An IPv6 address is at most 39 characters (45 with an IPv4 tail).
-        let address = if matches!(self.by, By::Ip(_)) { 45 } else { 0 };
+        // An IPv6 prefix is at most 39 characters and its `/64`.
+        let address = if matches!(self.by, By::Ip(_)) { 42 } else { 0 };
         let subject = match self.by {
             By::Subject(subject) | By::ApiKey(subject) => subject.len(),
             By::Ip(_) | By::InProcess => 0,
@@ -63,7 +63,7 @@ impl Counter<'_> {
         match self.by {
             By::Subject(subject) | By::ApiKey(subject) => key.push_str(subject),
             By::Ip(ip) => {
-                if write!(key, "{ip}").is_err() {
+                if write!(key, "{}", Counted(ip)).is_err() {
                     // Writing into a `String` does not fail; should it, the
                     // counter is the rule's "unknown address" one.
                     key.push('?');
@@ -80,8 +80,25 @@ impl fmt::Display for Counter<'_> {
         write!(f, "{}{prefix}", self.rule)?;
         match self.by {
             By::Subject(subject) | By::ApiKey(subject) => f.write_str(subject),
-            By::Ip(ip) => write!(f, "{ip}"),
+            By::Ip(ip) => write!(f, "{}", Counted(ip)),
             By::InProcess => Ok(()),
+        }
+    }
+}
+
+/// An address as it is counted: an IPv4 one whole, an IPv6 one by its
+/// `/64`, the prefix one host (one customer line) gets, so that it cannot
+/// take a fresh counter with each of its addresses.
+struct Counted(IpAddr);
+
+impl fmt::Display for Counted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            IpAddr::V4(ip) => write!(f, "{ip}"),
+            IpAddr::V6(ip) => {
+                let prefix = u128::from(ip) & !(u128::from(u64::MAX));
+                write!(f, "{}/64", std::net::Ipv6Addr::from(prefix))
+            }
         }
     }
 }
@@ -98,8 +115,8 @@ mod tests {
             (By::ApiKey("ci-bot"), "GET /v1/orders|key:ci-bot"),
             (By::Ip([10, 0, 0, 7].into()), "GET /v1/orders|ip:10.0.0.7"),
             (
-                By::Ip("2001:db8::ffff:1.2.3.4".parse().unwrap()),
-                "GET /v1/orders|ip:2001:db8::ffff:102:304",
+                By::Ip("2001:db8:0:7:ffff:ffff:1.2.3.4".parse().unwrap()),
+                "GET /v1/orders|ip:2001:db8:0:7::/64",
             ),
             (By::InProcess, "GET /v1/orders|in-process"),
         ] {

@@ -43,7 +43,9 @@ impl Gcra {
     }
 }
 
-/// The number of keys after which expired ones are swept.
+/// The number of keys after which expired ones are first swept; the next
+/// sweep waits until the map has doubled since, so that sweeping stays a
+/// constant cost a request however many keys are live.
 const SWEEP_AT: usize = 10_000;
 
 /// TATs of every key, in this process.
@@ -62,6 +64,8 @@ pub(crate) struct LocalStore {
 struct Tats {
     by_key: HashMap<String, u64>,
     key: String,
+    /// The size at which the next sweep runs (0: `SWEEP_AT`).
+    sweep_at: usize,
 }
 
 impl Default for LocalStore {
@@ -91,7 +95,11 @@ impl LocalStore {
             // A poisoned map means a bug elsewhere; let traffic through.
             return Ok(());
         };
-        let Tats { by_key, key } = &mut *tats;
+        let Tats {
+            by_key,
+            key,
+            sweep_at,
+        } = &mut *tats;
         key.clear();
         name(key);
         if let Some(tat) = by_key.get_mut(key.as_str()) {
@@ -99,9 +107,10 @@ impl LocalStore {
             return Ok(());
         }
         let tat = gcra.decide(None, now)?;
-        if by_key.len() >= SWEEP_AT {
+        if by_key.len() >= (*sweep_at).max(SWEEP_AT) {
             // A TAT in the past is the same as no TAT.
             by_key.retain(|_, tat| *tat > now);
+            *sweep_at = by_key.len().saturating_mul(2);
         }
         by_key.insert(key.clone(), tat);
         Ok(())
@@ -129,6 +138,24 @@ mod tests {
         assert!(
             gcra.decide(tat, wait.as_nanos().try_into().unwrap())
                 .is_ok()
+        );
+    }
+
+    /// Past `SWEEP_AT` live keys, a new key does not sweep the whole map
+    /// again each time: the next sweep waits until the map has doubled.
+    #[test]
+    fn sweeps_of_live_keys_are_spaced_out() {
+        let store = LocalStore::default();
+        let gcra = Gcra::new(1, Duration::from_secs(3600), 0);
+        for n in 0..=SWEEP_AT {
+            assert!(store.check_key(&n.to_string(), gcra).is_ok());
+        }
+        let tats = store.tats.lock().unwrap();
+        assert_eq!(tats.by_key.len(), SWEEP_AT + 1, "nothing had expired");
+        assert_eq!(
+            tats.sweep_at,
+            2 * SWEEP_AT,
+            "the next sweep at twice the size"
         );
     }
 

@@ -13,7 +13,7 @@ use tower::{Layer, Service};
 
 use super::{
     RateLimitKey, RateLimiter,
-    client_ip::client_ip,
+    client_ip::{Proxies, client_ip},
     counter::{By, Counter},
     table::Rule,
 };
@@ -86,7 +86,7 @@ where
         let Some(rule) = rule else {
             return Either::Left(Either::Right(self.inner.call(request)));
         };
-        let counter = counter_of(&request, rule, &table.trusted);
+        let counter = counter_of(&request, rule, &table.proxies);
         if !self.limiter.is_remote() {
             let decision = self.limiter.local.check(&counter, rule.gcra);
             return Either::Left(match decision {
@@ -104,7 +104,7 @@ where
                 Ok(()) => inner.call(request).await,
                 Err(wait) => {
                     let table = this.limiter.table.load();
-                    let counter = counter_of(&request, &rule, &table.trusted);
+                    let counter = counter_of(&request, &rule, &table.proxies);
                     Ok(this.refuse(&request, &rule, &counter, wait))
                 }
             }
@@ -131,11 +131,7 @@ impl<S> RateLimit<S> {
 }
 
 /// What the request is counted as under `rule`.
-fn counter_of<'a, B>(
-    request: &'a Request<B>,
-    rule: &'a Rule,
-    trusted: &[ipnet::IpNet],
-) -> Counter<'a> {
+fn counter_of<'a, B>(request: &'a Request<B>, rule: &'a Rule, proxies: &Proxies) -> Counter<'a> {
     let principal = request.extensions().get::<Principal>();
     let by = match (rule.key, principal) {
         (RateLimitKey::Principal, Some(principal)) => By::Subject(principal.subject()),
@@ -145,7 +141,7 @@ fn counter_of<'a, B>(
             By::ApiKey(principal.subject())
         }
         _ => match request.extensions().get::<PeerAddr>() {
-            Some(PeerAddr(peer)) => By::Ip(client_ip(peer.ip(), request.headers(), trusted)),
+            Some(PeerAddr(peer)) => By::Ip(client_ip(peer.ip(), request.headers(), proxies)),
             None => By::InProcess,
         },
     };

@@ -6,9 +6,11 @@
 //! `Retry-After` (problem+json) or gRPC `RESOURCE_EXHAUSTED`.
 //!
 //! **Client IP.** The TCP peer, unless it is in `trusted_proxies`; only then
-//! are `X-Forwarded-For` (or `Forwarded`) read, and the right-most hop that
-//! is not a trusted proxy is the client. A client cannot escape its limit by
-//! inventing forwarding headers.
+//! is the header those proxies write read (`forwarded_header`:
+//! `X-Forwarded-For`, or `Forwarded`; never the other), and the right-most
+//! hop that is not a trusted proxy is the client. A client cannot escape its
+//! limit by inventing forwarding headers. IPv4-mapped IPv6 addresses count
+//! as IPv4, and an IPv6 client is counted by its `/64` (one host's prefix).
 //!
 //! **Run-time changes.** [`RateLimiter::update`] swaps the rules (and trusted
 //! proxies) of a running node; counters of unchanged rules carry over. The
@@ -55,7 +57,7 @@ use std::{
 use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
 
-pub use config::{RateLimitBackend, RateLimitConfig, RateLimitKey, RateLimitRule};
+pub use config::{ForwardedHeader, RateLimitBackend, RateLimitConfig, RateLimitKey, RateLimitRule};
 pub use layer::{RateLimit, RateLimitLayer};
 
 use self::{counter::Counter, gcra::LocalStore, table::Table};

@@ -1,9 +1,12 @@
 //! The Redis backend: the GCRA in one atomic script, on Redis's clock.
 
-use std::time::Duration;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
+use arc_swap::ArcSwapOption;
 use redis::{Client, Script, aio::MultiplexedConnection};
-use tokio::sync::OnceCell;
 
 use futures_util::future::BoxFuture;
 
@@ -27,9 +30,22 @@ redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_ta
 return {1, 0}
 ";
 
+/// How long a connection, or a decision, may take before Redis counts as
+/// unreachable (and the request is let through).
+const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long after a failed connection attempt the next one is made;
+/// meanwhile requests are let through at once.
+const RECONNECT_WAIT: Duration = Duration::from_secs(1);
+
+/// The counters in Redis, over one multiplexed connection. A connection
+/// that breaks (Redis restarted, failed over, or dropped it) is let go, and
+/// the next decision connects again: redis-rs's multiplexed connection does
+/// not reconnect by itself.
 pub(crate) struct RedisStore {
     client: Client,
-    connection: OnceCell<MultiplexedConnection>,
+    connection: ArcSwapOption<MultiplexedConnection>,
+    /// Held while connecting; when the last attempt failed.
+    connecting: tokio::sync::Mutex<Option<Instant>>,
     script: Script,
     prefix: String,
 }
@@ -40,39 +56,84 @@ impl RedisStore {
             .map_err(|err| Error::config(format!("rate_limit.redis_url: {err}")))?;
         Ok(Self {
             client,
-            connection: OnceCell::new(),
+            connection: ArcSwapOption::empty(),
+            connecting: tokio::sync::Mutex::new(None),
             script: Script::new(GCRA_SCRIPT),
             prefix: prefix.to_owned(),
         })
     }
 
-    pub(crate) async fn connection(&self) -> Result<MultiplexedConnection> {
-        self.connection
-            .get_or_try_init(|| async {
-                self.client
-                    .get_multiplexed_async_connection()
-                    .await
-                    .map_err(|err| {
-                        Error::unavailable(format!("cannot reach Redis: {err}")).with_source(err)
-                    })
-            })
-            .await
-            .cloned()
+    /// The connection, made now if there is none (one attempt at a time,
+    /// at most one a `RECONNECT_WAIT` after a failure).
+    pub(crate) async fn connection(&self) -> Result<Arc<MultiplexedConnection>> {
+        if let Some(connection) = self.connection.load_full() {
+            return Ok(connection);
+        }
+        let mut failed_at = self.connecting.lock().await;
+        if let Some(connection) = self.connection.load_full() {
+            return Ok(connection);
+        }
+        if let Some(at) = *failed_at
+            && at.elapsed() < RECONNECT_WAIT
+        {
+            return Err(Error::unavailable(
+                "Redis is unreachable; connecting again shortly",
+            ));
+        }
+        let connected = tokio::time::timeout(
+            REDIS_TIMEOUT,
+            self.client.get_multiplexed_async_connection(),
+        )
+        .await;
+        match connected {
+            Ok(Ok(connection)) => {
+                *failed_at = None;
+                let connection = Arc::new(connection);
+                self.connection.store(Some(Arc::clone(&connection)));
+                Ok(connection)
+            }
+            Ok(Err(err)) => {
+                *failed_at = Some(Instant::now());
+                Err(Error::unavailable(format!("cannot reach Redis: {err}")).with_source(err))
+            }
+            Err(_) => {
+                *failed_at = Some(Instant::now());
+                Err(Error::unavailable(format!(
+                    "cannot reach Redis: no connection within {REDIS_TIMEOUT:?}"
+                )))
+            }
+        }
     }
 
-    /// The decision for `counter`; `Err` when Redis fails.
+    /// The decision for `counter`; `Err` when Redis fails (a broken
+    /// connection is let go, for the next decision to connect again).
     async fn decide(&self, counter: &str, gcra: Gcra) -> Result<Result<(), Duration>> {
-        let mut connection = self.connection().await?;
-        let (allowed, wait_us): (i64, i64) = self
-            .script
-            .key(format!("{}{counter}", self.prefix))
+        let shared = self.connection().await?;
+        let mut connection = MultiplexedConnection::clone(&shared);
+        let mut invocation = self.script.key(format!("{}{counter}", self.prefix));
+        invocation
             .arg((gcra.interval / 1000).max(1))
-            .arg(gcra.tolerance / 1000)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(|err| {
-                Error::unavailable(format!("Redis rate limit script: {err}")).with_source(err)
-            })?;
+            .arg(gcra.tolerance / 1000);
+        let decided =
+            tokio::time::timeout(REDIS_TIMEOUT, invocation.invoke_async(&mut connection)).await;
+        let (allowed, wait_us): (i64, i64) = match decided {
+            Ok(Ok(decision)) => decision,
+            Ok(Err(err)) => {
+                if err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error()
+                {
+                    self.forget(&shared);
+                }
+                return Err(
+                    Error::unavailable(format!("Redis rate limit script: {err}")).with_source(err),
+                );
+            }
+            Err(_) => {
+                self.forget(&shared);
+                return Err(Error::unavailable(format!(
+                    "Redis rate limit script: no answer within {REDIS_TIMEOUT:?}"
+                )));
+            }
+        };
         if allowed == 1 {
             Ok(Ok(()))
         } else {
@@ -80,6 +141,13 @@ impl RedisStore {
                 u64::try_from(wait_us).unwrap_or_default(),
             )))
         }
+    }
+
+    /// Lets go of `broken`, unless another connection replaced it already.
+    fn forget(&self, broken: &Arc<MultiplexedConnection>) {
+        let _previous = self
+            .connection
+            .compare_and_swap(broken, None::<Arc<MultiplexedConnection>>);
     }
 }
 

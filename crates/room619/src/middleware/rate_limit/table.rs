@@ -2,9 +2,7 @@
 
 use std::sync::Arc;
 
-use ipnet::IpNet;
-
-use super::{RateLimitConfig, RateLimitKey, config::parse_net, gcra::Gcra};
+use super::{RateLimitConfig, RateLimitKey, client_ip::Proxies, config::parse_net, gcra::Gcra};
 use crate::{Error, Result};
 
 /// One rule, ready to apply.
@@ -22,7 +20,7 @@ type Rules = Vec<(Option<http::Method>, Rule)>;
 /// The compiled `[rate_limit]` section.
 pub(crate) struct Table {
     router: matchit::Router<Rules>,
-    pub(crate) trusted: Vec<IpNet>,
+    pub(crate) proxies: Proxies,
     pub(crate) empty: bool,
 }
 
@@ -63,22 +61,56 @@ impl Table {
         }
         Ok(Self {
             router,
-            trusted: config
-                .trusted_proxies
-                .iter()
-                .filter_map(|e| parse_net(e))
-                .collect(),
+            proxies: Proxies {
+                trusted: config
+                    .trusted_proxies
+                    .iter()
+                    .filter_map(|e| parse_net(e))
+                    .collect(),
+                header: config.forwarded_header,
+            },
             empty: config.rules.is_empty(),
         })
     }
 
-    /// The rule for `method` on `path`, if any.
+    /// The rule for `method` on `path`, if any. `HEAD` (which axum answers
+    /// with the `GET` handler) falls under the `GET` rules unless it has its
+    /// own.
     pub(crate) fn lookup(&self, method: &http::Method, path: &str) -> Option<&Rule> {
-        let found = self.router.at(path).ok()?;
-        found
-            .value
-            .iter()
-            .find(|(m, _)| m.as_ref().is_none_or(|m| m == method))
-            .map(|(_, rule)| rule)
+        crate::middleware::for_method(self.router.at(path).ok()?.value, method)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn head_falls_under_the_get_rules_unless_it_has_its_own() {
+        let config = Config::from_toml_str(
+            "[[rate_limit.rules]]\nroute = \"/v1/reports\"\nmethod = \"GET\"\nlimit = 1\n\
+             [[rate_limit.rules]]\nroute = \"/v1/reports\"\nlimit = 9\n\
+             [[rate_limit.rules]]\nroute = \"/v1/items\"\nmethod = \"GET\"\nlimit = 1\n\
+             [[rate_limit.rules]]\nroute = \"/v1/items\"\nmethod = \"HEAD\"\nlimit = 5\n",
+        )
+        .unwrap();
+        let table = Table::new(&config.rate_limit).unwrap();
+        let id = |method: http::Method, path| {
+            table.lookup(&method, path).map(|rule| rule.id.to_string())
+        };
+        assert_eq!(
+            id(http::Method::HEAD, "/v1/reports").as_deref(),
+            Some("GET /v1/reports")
+        );
+        assert_eq!(
+            id(http::Method::POST, "/v1/reports").as_deref(),
+            Some("* /v1/reports")
+        );
+        assert_eq!(
+            id(http::Method::HEAD, "/v1/items").as_deref(),
+            Some("HEAD /v1/items")
+        );
+        assert_eq!(id(http::Method::POST, "/v1/items"), None);
     }
 }
