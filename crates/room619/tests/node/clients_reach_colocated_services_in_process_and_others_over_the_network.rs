@@ -164,3 +164,64 @@ async fn clients_made_before_their_service_leaves_the_node_go_to_another_instanc
     node.shutdown().await.unwrap();
     elsewhere.shutdown().await.unwrap();
 }
+
+/// A colocated call is a fresh request for the callee, as one over the
+/// network is: the caller's request extensions (axum's path parameters and
+/// matched path, a principal, a peer address) do not reach it. A gateway
+/// route that forwards its own request used to hand the callee its path
+/// parameters too, and axum answered 500 "Wrong number of path arguments".
+#[tokio::test]
+async fn a_forwarded_request_reaches_a_colocated_route_as_a_fresh_one() {
+    use axum::{
+        extract::{Path, Request},
+        routing::get,
+    };
+    use room619::{ServiceBuilder, ServiceContext};
+
+    let items = ServiceBuilder::new("items", "1.0.0")
+        .unwrap()
+        .route(
+            "/v1/items/{id}",
+            get(|Path(id): Path<String>, request: Request| async move {
+                let leaked = request.extensions().get::<Marker>().is_some();
+                format!("{id} leaked={leaked}")
+            }),
+        )
+        .build()
+        .unwrap();
+    let gateway = ServiceBuilder::new("gateway", "1.0.0")
+        .unwrap()
+        .route(
+            "/gw/{*rest}",
+            get(
+                |axum::Extension(ctx): axum::Extension<ServiceContext>,
+                 Path(rest): Path<String>,
+                 mut request: Request| async move {
+                    *request.uri_mut() = format!("/{rest}").parse().unwrap();
+                    request.extensions_mut().insert(Marker);
+                    let items = ctx.http_client("items", "^1").unwrap();
+                    let response = items.send(request).await.unwrap();
+                    let status = response.status();
+                    let body = axum::body::to_bytes(response.into_body(), 1024)
+                        .await
+                        .unwrap();
+                    (status, body)
+                },
+            ),
+        )
+        .build()
+        .unwrap();
+    let node = support::start_all(support::config(""), [items, gateway]).await;
+    let response = support::http1()
+        .get(format!("http://{}/gw/v1/items/7", node.local_addr()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "7 leaked=false");
+    node.shutdown().await.unwrap();
+}
+
+/// An extension only the caller put in its request.
+#[derive(Clone)]
+struct Marker;

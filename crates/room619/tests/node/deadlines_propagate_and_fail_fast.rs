@@ -220,3 +220,47 @@ async fn http_clients_send_the_remaining_time() {
     caller.shutdown().await.unwrap();
     server.shutdown().await.unwrap();
 }
+
+/// A request that states a tighter `x-request-timeout` than the caller's
+/// deadline keeps it: the client waits no longer, and the server is told so.
+#[tokio::test]
+async fn an_http_request_keeps_its_own_tighter_timeout() {
+    let server = support::start_named("server", &[], Some(support::echo_service())).await;
+    let caller =
+        support::start_named("caller", &[("echo", "1.0.0", server.local_addr())], None).await;
+    let http = caller.handle().http_client("echo", "^1").unwrap();
+    let request = || {
+        axum::http::Request::get("/whoami")
+            .header("x-request-timeout", "700m")
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    let response = Deadline::after(Duration::from_secs(5))
+        .scope(http.send(request()))
+        .await
+        .unwrap();
+    let body = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .unwrap();
+    let whoami: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let sent = parse_timeout(whoami["timeout"].as_str().unwrap().as_bytes()).unwrap();
+    assert!(sent <= Duration::from_millis(700), "{sent:?}");
+
+    // And it bounds the wait.
+    let slow = axum::http::Request::get("/slow?ms=3000")
+        .header("x-request-timeout", "200m")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let started = std::time::Instant::now();
+    let result = Deadline::after(Duration::from_secs(5))
+        .scope(http.send(slow))
+        .await;
+    let waited = started.elapsed();
+    match result {
+        Err(err) => assert_eq!(err.kind(), room619::ErrorKind::DeadlineExceeded, "{err}"),
+        Ok(response) => assert_eq!(response.status(), 504),
+    }
+    assert!(waited < Duration::from_secs(2), "{waited:?}");
+    caller.shutdown().await.unwrap();
+    server.shutdown().await.unwrap();
+}

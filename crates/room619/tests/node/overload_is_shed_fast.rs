@@ -77,9 +77,7 @@ async fn five_times_the_sustainable_rate_is_refused_fast_and_admitted_requests_k
                 let took = started.elapsed();
                 match result {
                     Ok(_) => Outcome::Admitted(took),
-                    Err(status) if status.code() == Code::ResourceExhausted => {
-                        Outcome::Refused(took)
-                    }
+                    Err(status) if status.code() == Code::Unavailable => Outcome::Refused(took),
                     Err(status) => panic!("unexpected status {status:?}"),
                 }
             });

@@ -208,6 +208,9 @@ impl tower::Service<Request<Body>> for RpcChannel {
         let call: BoxFuture<'static, Result<Response<Body>, BoxError>> = match &mut self.transport {
             Transport::Local(local) => {
                 let router = local.grpc().clone();
+                // None of the caller's extensions reach the callee, as over
+                // the network (see `HttpClient::send`).
+                *request.extensions_mut() = http::Extensions::new();
                 request.extensions_mut().insert(Colocated);
                 Box::pin(async move {
                     let response = router.oneshot(request).await?;

@@ -24,7 +24,7 @@ use crate::{
     Error, ErrorKind, Result,
     error::{BoxError, Problem},
     observability::{client::ClientObserver, metrics::Metrics},
-    rpc::deadline::{Deadline, HTTP_TIMEOUT, encode_timeout},
+    rpc::deadline::{Deadline, HTTP_TIMEOUT, encode_timeout, parse_timeout},
 };
 
 /// The largest answer body the JSON helpers read.
@@ -115,7 +115,13 @@ impl HttpClient {
     /// while waiting), `Unavailable` when no instance is known or reachable.
     /// Error statuses from the service are answers, not errors, here.
     pub async fn send(&self, mut request: Request<Body>) -> Result<Response<Body>> {
-        let deadline = Deadline::current();
+        // A timeout the request states itself counts when it is the tighter.
+        let own = request
+            .headers()
+            .get(HTTP_TIMEOUT)
+            .and_then(|value| parse_timeout(value.as_bytes()).ok())
+            .map(Deadline::after);
+        let deadline = Deadline::earliest(Deadline::current(), own);
         if let Some(deadline) = deadline {
             if deadline.is_expired() {
                 return Err(Error::deadline_exceeded(format!(
@@ -140,6 +146,10 @@ impl HttpClient {
         let started = std::time::Instant::now();
         let call: BoxFuture<'static, Result<Response<Body>, BoxError>> = match &*transport {
             Transport::Local(local) => {
+                // A fresh request for the callee, as over the network: none
+                // of the caller's extensions (a forwarded request's path
+                // parameters, its principal, its peer).
+                *request.extensions_mut() = http::Extensions::new();
                 request.extensions_mut().insert(Colocated);
                 let router = local.http().clone();
                 Box::pin(async move { Ok(router.oneshot(request).await?) })
@@ -206,9 +216,20 @@ impl HttpClient {
     async fn json<T: DeserializeOwned>(&self, request: Request<Body>) -> Result<T> {
         let response = self.send(request).await?;
         let status = response.status();
-        let bytes = Limited::new(response.into_body(), MAX_ANSWER)
-            .collect()
-            .await
+        let read = Limited::new(response.into_body(), MAX_ANSWER).collect();
+        // The deadline bounds the whole call, the answer's body included.
+        let read = match Deadline::current() {
+            Some(deadline) => tokio::time::timeout_at(deadline.instant(), read)
+                .await
+                .map_err(|_elapsed| {
+                    Error::deadline_exceeded(format!(
+                        "deadline passed while reading the answer of `{}`",
+                        self.target
+                    ))
+                })?,
+            None => read.await,
+        };
+        let bytes = read
             .map_err(|err| {
                 Error::unavailable(format!(
                     "reading the answer of `{}` failed: {err}",

@@ -47,9 +47,12 @@ impl Format {
         }
     }
 
-    /// The format to answer in for an `Accept` header: the supported media
-    /// range with the highest quality, JSON on a tie or when the header is
-    /// absent.
+    /// The format to answer in for an `Accept` header, as RFC 9110 §12.5.1
+    /// has it: each format takes the quality of the most specific range that
+    /// matches it (its own media type, then `application/*`, then `*/*`),
+    /// so `application/json;q=0, */*` refuses JSON; the higher quality wins,
+    /// JSON on a tie or when the header is absent. A range with a malformed
+    /// weight is ignored.
     ///
     /// # Errors
     ///
@@ -59,32 +62,46 @@ impl Format {
             return Ok(Self::Json);
         };
         let text = accept.to_str().unwrap_or_default();
-        let mut best: Option<(Self, u16)> = None;
+        // Per format: (specificity, quality) of the best-matching range.
+        let mut json: Option<(u8, u16)> = None;
+        let mut protobuf: Option<(u8, u16)> = None;
         for range in text.split(',') {
             let mut parts = range.split(';');
             let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
-            let quality = parts
-                .filter_map(|param| param.trim().strip_prefix("q="))
-                .find_map(parse_quality)
-                .unwrap_or(1000);
-            if quality == 0 {
-                continue;
+            let mut quality = Some(1000);
+            for param in parts {
+                if let Some((name, value)) = param.split_once('=')
+                    && name.trim().eq_ignore_ascii_case("q")
+                {
+                    quality = parse_quality(value);
+                }
             }
-            let format = match media.as_str() {
-                "*/*" | "application/*" => Some(Self::Json),
-                other => Self::from_media_type(other),
+            let Some(quality) = quality else {
+                continue;
             };
-            if let Some(format) = format
-                && best.is_none_or(|(_, q)| quality > q)
-            {
-                best = Some((format, quality));
+            let (matches_json, matches_protobuf, specificity) = match media.as_str() {
+                "*/*" => (true, true, 1),
+                "application/*" => (true, true, 2),
+                other => match Self::from_media_type(other) {
+                    Some(Self::Json) => (true, false, 3),
+                    Some(Self::Protobuf) => (false, true, 3),
+                    None => (false, false, 0),
+                },
+            };
+            for (matched, best) in [(matches_json, &mut json), (matches_protobuf, &mut protobuf)] {
+                if matched && best.is_none_or(|(s, q)| (specificity, quality) > (s, q)) {
+                    *best = Some((specificity, quality));
+                }
             }
         }
-        best.map(|(format, _)| format).ok_or_else(|| {
-            Error::not_acceptable(
+        let quality = |best: Option<(u8, u16)>| best.map_or(0, |(_, q)| q);
+        match (quality(json), quality(protobuf)) {
+            (0, 0) => Err(Error::not_acceptable(
                 "this route answers application/json or application/x-protobuf; the Accept header allows neither",
-            )
-        })
+            )),
+            (json, protobuf) if protobuf > json => Ok(Self::Protobuf),
+            _ => Ok(Self::Json),
+        }
     }
 
     /// Encodes `value`.
@@ -132,7 +149,8 @@ impl Format {
     }
 }
 
-/// `q=0.5` → 500; at most three decimals, as RFC 9110 allows.
+/// `q=0.5` → 500; at most three decimals, as RFC 9110 allows; `None` for
+/// anything else (`2`, `0.0001`, `high`).
 fn parse_quality(value: &str) -> Option<u16> {
     let value = value.trim();
     if let Some(rest) = value.strip_prefix("1") {
@@ -172,6 +190,45 @@ mod tests {
         );
         assert_eq!(accept("*/*").unwrap(), Format::Json);
         assert_eq!(Format::from_accept(None).unwrap(), Format::Json);
+    }
+
+    /// RFC 9110 §12.5.1: the most specific range decides a format's
+    /// quality, and `q=0` refuses it whatever a wildcard says.
+    #[test]
+    fn the_most_specific_range_decides_and_q0_refuses() {
+        assert_eq!(
+            accept("application/json;q=0, */*").unwrap(),
+            Format::Protobuf
+        );
+        assert_eq!(
+            accept("application/json;q=0.1, */*").unwrap(),
+            Format::Protobuf
+        );
+        assert_eq!(
+            accept("application/json;Q=0, application/*").unwrap(),
+            Format::Protobuf,
+            "parameter names are case-insensitive"
+        );
+        assert_eq!(
+            accept("application/x-protobuf, application/json").unwrap(),
+            Format::Json,
+            "JSON on a tie"
+        );
+        assert_eq!(
+            accept("application/x-protobuf;q=2, application/json;q=0.5").unwrap(),
+            Format::Json,
+            "a malformed weight ignores its range"
+        );
+        assert_eq!(
+            accept("application/x-protobuf;q=0.0001")
+                .unwrap_err()
+                .kind(),
+            crate::ErrorKind::NotAcceptable
+        );
+        assert_eq!(
+            accept("*/*;q=0.5, application/x-protobuf;q=0").unwrap(),
+            Format::Json
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! the request is refused on the spot, before any of it is read:
 //!
 //! - gRPC (`content-type: application/grpc*`): a trailers-only answer, HTTP
-//!   `200` with `grpc-status: 8` (`RESOURCE_EXHAUSTED`) and a `grpc-message`;
+//!   `200` with `grpc-status: 14` (`UNAVAILABLE`, as the HTTP side's `503`:
+//!   a transient refusal that clients retry elsewhere, unlike a quota's
+//!   `RESOURCE_EXHAUSTED`) and a `grpc-message`;
 //! - HTTP: `503 Service Unavailable` as `application/problem+json`, with
 //!   `Retry-After: 1`.
 //!
@@ -146,7 +148,7 @@ fn refusal<B>(request: &Request<B>, limit: usize) -> Response<Body> {
     let message =
         format!("the node is serving its limit of {limit} concurrent requests; retry later");
     if is_grpc(request) {
-        return tonic::Status::resource_exhausted(message).into_http::<Body>();
+        return tonic::Status::unavailable(message).into_http::<Body>();
     }
     let mut response = Error::unavailable(message).into_response();
     response

@@ -55,7 +55,7 @@ async fn a_full_node_answers_503_at_once_and_health_still_passes() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn grpc_requests_are_refused_trailers_only_with_resource_exhausted() {
+async fn grpc_requests_are_refused_trailers_only_with_unavailable() {
     let shed = LoadShedLayer::new(1);
     let app = router(&shed);
     let _busy = tokio::spawn(app.clone().oneshot(get_request("/slow")));
@@ -66,7 +66,7 @@ async fn grpc_requests_are_refused_trailers_only_with_resource_exhausted() {
         .unwrap();
     let refused = app.oneshot(request).await.unwrap();
     assert_eq!(refused.status(), StatusCode::OK);
-    assert_eq!(refused.headers()["grpc-status"], "8");
+    assert_eq!(refused.headers()["grpc-status"], "14");
     assert_eq!(refused.headers()["content-type"], "application/grpc");
     // grpc-message is percent-encoded on the wire.
     let message = refused.headers()["grpc-message"].to_str().unwrap();
