@@ -157,6 +157,9 @@ impl ClientObserver {
     /// Records a finished gRPC call.
     pub(crate) fn grpc_done(&self, span: &Span, path: &str, code: i32, elapsed: Duration) {
         trace_context::set_attribute(span, "rpc.grpc.status_code", code.into());
+        if code != 0 {
+            trace_context::set_error(span);
+        }
         let Some(metrics) = &self.metrics else {
             return;
         };
@@ -180,6 +183,10 @@ impl ClientObserver {
     pub(crate) fn http_done(&self, span: &Span, method: &Method, status: u16, elapsed: Duration) {
         if status != 0 {
             trace_context::set_attribute(span, "http.response.status_code", status.into());
+        }
+        // No answer, or a 4xx / 5xx one: a failed call, for its caller.
+        if status == 0 || status >= 400 {
+            trace_context::set_error(span);
         }
         if let Some(metrics) = &self.metrics {
             metrics.http(

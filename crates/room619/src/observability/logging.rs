@@ -18,7 +18,9 @@ use crate::{
 };
 
 /// Installs the global `tracing` subscriber: the filter is `RUST_LOG` when set,
-/// `log.level` otherwise; the format is `log.format` (`auto` picks pretty on a
+/// `log.level` otherwise (it picks the events that are logged; room619's
+/// request spans, which carry the trace and log context, are recorded at
+/// every level); the format is `log.format` (`auto` picks pretty on a
 /// terminal and JSON elsewhere). Logs go to standard error. With feature
 /// `otel`, spans also go to the provider
 /// [`Telemetry::install`](super::tracing::Telemetry::install) installed.
@@ -41,6 +43,7 @@ pub fn init(config: &LogConfig) -> Result<()> {
         .parse(&filter)
         .map_err(|err| Error::config(format!("invalid log filter `{filter}`: {err}")))?;
     let (filter, handle) = reload::Layer::new(filter);
+    let filter = RequestSpans(filter);
     let json = match config.format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,
@@ -68,6 +71,134 @@ pub fn init(config: &LogConfig) -> Result<()> {
         tracing::debug!("the log filter handle was already set");
     }
     Ok(())
+}
+
+/// A log filter that lets room619's request spans through whatever level it
+/// sets (`rpc.server`, `http.server`, `rpc.client`, `http.client`,
+/// `bus.process`): they carry a request's trace context and its log context
+/// (service, method, request id, trace and span ids). The filter decides
+/// which events are logged; it must not decide, as a side effect, that a
+/// `warn` line in a handler has no request context, that no span is
+/// exported, or that the trace stops at this node.
+struct RequestSpans<L>(L);
+
+/// Whether `metadata` is one of room619's request spans.
+fn is_request_span(metadata: &tracing::Metadata<'_>) -> bool {
+    metadata.is_span()
+        && metadata.target().starts_with("room619::")
+        && matches!(
+            metadata.name(),
+            "rpc.server" | "http.server" | "rpc.client" | "http.client" | "bus.process"
+        )
+}
+
+impl<S: tracing::Subscriber, L: tracing_subscriber::Layer<S>> tracing_subscriber::Layer<S>
+    for RequestSpans<L>
+{
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        self.0.on_register_dispatch(subscriber);
+    }
+
+    fn on_layer(&mut self, subscriber: &mut S) {
+        self.0.on_layer(subscriber);
+    }
+
+    fn register_callsite(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        // Asked first all the same: it keeps what it needs of every callsite.
+        let interest = self.0.register_callsite(metadata);
+        if is_request_span(metadata) {
+            tracing::subscriber::Interest::always()
+        } else {
+            interest
+        }
+    }
+
+    fn enabled(
+        &self,
+        metadata: &tracing::Metadata<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        is_request_span(metadata) || self.0.enabled(metadata, ctx)
+    }
+
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        self.0.event_enabled(event, ctx)
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        // The request spans are `INFO`: a lower hint would turn them off
+        // before any callsite is asked.
+        self.0
+            .max_level_hint()
+            .map(|level| level.max(tracing::level_filters::LevelFilter::INFO))
+    }
+
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.0.on_new_span(attrs, id, ctx);
+    }
+
+    fn on_record(
+        &self,
+        span: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.0.on_record(span, values, ctx);
+    }
+
+    fn on_follows_from(
+        &self,
+        span: &tracing::span::Id,
+        follows: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.0.on_follows_from(span, follows, ctx);
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        self.0.on_event(event, ctx);
+    }
+
+    fn on_enter(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        self.0.on_enter(id, ctx);
+    }
+
+    fn on_exit(&self, id: &tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        self.0.on_exit(id, ctx);
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        self.0.on_close(id, ctx);
+    }
+
+    fn on_id_change(
+        &self,
+        old: &tracing::span::Id,
+        new: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.0.on_id_change(old, new, ctx);
+    }
+}
+
+/// [`init`]'s filter as a layer over `filter`, for the tests.
+#[cfg(test)]
+pub(crate) fn log_filter<S: tracing::Subscriber>(
+    filter: EnvFilter,
+) -> impl tracing_subscriber::Layer<S> {
+    RequestSpans(filter)
 }
 
 /// The handle that swaps the filter of the subscriber [`init`] installed.

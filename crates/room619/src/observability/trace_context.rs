@@ -21,11 +21,45 @@ const TRACEPARENT_HEADER: http::HeaderName = http::HeaderName::from_static(TRACE
 /// disabled span, with no subscriber recording it, has no trace to join).
 pub(crate) fn continue_from_http(span: &Span, headers: &HeaderMap) {
     #[cfg(feature = "otel")]
-    if !span.is_disabled() && crate::rpc::find_header(headers, &TRACEPARENT_HEADER).is_some() {
+    if !span.is_disabled()
+        && crate::rpc::find_header(headers, &TRACEPARENT_HEADER)
+            .is_some_and(|value| is_traceparent(value.as_bytes()))
+    {
         otel::set_parent(span, &otel::HttpHeaders(headers));
     }
     #[cfg(not(feature = "otel"))]
     let _ = (span, headers);
+}
+
+/// Whether `value` is a `traceparent` as W3C Trace Context writes it:
+/// `version-traceid-parentid-flags`, lowercase hex of exactly 2, 32, 16 and
+/// 2 digits, version `ff` invalid, version `00` exactly 55 characters (a
+/// later version may add fields after a `-`); ids of all zeros are refused
+/// by the propagator. A malformed one is ignored, and the request starts a
+/// trace of its own.
+#[cfg(feature = "otel")]
+fn is_traceparent(value: &[u8]) -> bool {
+    let hex = |field: &[u8]| {
+        field
+            .iter()
+            .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(byte))
+    };
+    let Some(head) = value.get(..55) else {
+        return false;
+    };
+    let version = &head[..2];
+    let fits = match version {
+        b"00" => value.len() == 55,
+        b"ff" => false,
+        _ => value.len() == 55 || value[55] == b'-',
+    };
+    fits && hex(version)
+        && head[2] == b'-'
+        && hex(&head[3..35])
+        && head[35] == b'-'
+        && hex(&head[36..52])
+        && head[52] == b'-'
+        && hex(&head[53..55])
 }
 
 /// Writes the trace context of `span` into outgoing `headers`.
@@ -39,7 +73,10 @@ pub(crate) fn inject_http(span: &Span, headers: &mut HeaderMap) {
 /// Makes `span` a child of the publisher's span named in message `headers`.
 pub(crate) fn continue_from_bus(span: &Span, headers: &Headers) {
     #[cfg(feature = "otel")]
-    if headers.get(TRACEPARENT).is_some() {
+    if headers
+        .get(TRACEPARENT)
+        .is_some_and(|value| is_traceparent(value.as_bytes()))
+    {
         otel::set_parent(span, &otel::BusHeaders(headers));
     }
     #[cfg(not(feature = "otel"))]
@@ -77,11 +114,21 @@ pub(crate) fn set_attribute(span: &Span, key: &'static str, value: i64) {
 /// Sets a sampled server span's last attribute (its status code) and ends
 /// it now, when the answer is finished: not later, when the last clone of
 /// the span or a child that outlived the request lets it close.
-pub(crate) fn finish_server(span: &Span, key: &'static str, value: i64) {
+/// When `failed`, the span's status is `Error` (the semantic conventions:
+/// a 5xx answer, a gRPC code that says the server failed).
+pub(crate) fn finish_server(span: &Span, key: &'static str, value: i64, failed: bool) {
     #[cfg(feature = "otel")]
-    otel::finish_server(span, key, value);
+    otel::finish_server(span, key, value, failed);
     #[cfg(not(feature = "otel"))]
-    let _ = (span, key, value);
+    let _ = (span, key, value, failed);
+}
+
+/// Marks `span` failed (OpenTelemetry status `Error`).
+pub(crate) fn set_error(span: &Span) {
+    #[cfg(feature = "otel")]
+    otel::set_error(span);
+    #[cfg(not(feature = "otel"))]
+    let _ = span;
 }
 
 /// Keeps `scope` with `span` for the log lines written inside it, with the
@@ -191,16 +238,85 @@ mod otel {
 
     pub(super) fn set_parent(span: &Span, carrier: &dyn Extractor) {
         let parent = PROPAGATOR.extract(carrier);
-        if layer::with_span(span, |otel| otel.set_parent(parent)) == Some(false) {
-            tracing::debug!("the caller's trace context came after the span started");
-        }
+        request_scope::with_extensions(span, |extensions| {
+            match extensions.get_mut::<OtelSpan>() {
+                Some(otel) => {
+                    if !otel.set_parent(parent) {
+                        tracing::debug!("the caller's trace context came after the span started");
+                    }
+                }
+                // No OpenTelemetry layer (no exporter): the trace goes on
+                // all the same, through a span of ids only.
+                None => {
+                    if let Some(propagated) = Propagated::child_of(&parent) {
+                        extensions.replace(propagated);
+                    }
+                }
+            }
+        });
     }
 
     pub(super) fn inject(span: &Span, carrier: &mut dyn Injector) {
-        if let Some(context) = layer::with_span(span, |otel| otel.context().clone())
-            && context.span().span_context().is_valid()
-        {
+        let context = match layer::with_span(span, |otel| otel.context().clone()) {
+            Some(context) => context,
+            None => match Propagated::nearest(span) {
+                Some(context) => context,
+                None => return,
+            },
+        };
+        if context.span().span_context().is_valid() {
             PROPAGATOR.inject_context(&context, carrier);
+        }
+    }
+
+    /// Without an OpenTelemetry layer, the trace context of a request whose
+    /// caller sent one: the caller's trace, a span id of this node's own,
+    /// the caller's sampling decision, trace state and baggage. Nothing is
+    /// recorded or exported; log lines carry the ids, and calls made while
+    /// serving the request carry the context on (W3C: a participant that
+    /// records nothing still passes the trace through).
+    pub(super) struct Propagated(opentelemetry::Context);
+
+    impl Propagated {
+        /// A span of `parent`'s trace, if `parent` names one.
+        fn child_of(parent: &opentelemetry::Context) -> Option<Self> {
+            let caller = parent.span().span_context().clone();
+            if !caller.is_valid() {
+                return None;
+            }
+            let own = opentelemetry::trace::SpanContext::new(
+                caller.trace_id(),
+                opentelemetry::trace::SpanId::from(fastrand::u64(1..)),
+                caller.trace_flags(),
+                false,
+                caller.trace_state().clone(),
+            );
+            Some(Self(parent.with_remote_span_context(own)))
+        }
+
+        /// The ids a log line inside the span shows.
+        pub(super) fn ids(&self) -> TraceIds {
+            let span = self.0.span();
+            let context = span.span_context();
+            TraceIds {
+                trace_id: context.trace_id(),
+                span_id: context.span_id(),
+            }
+        }
+
+        /// The context of the nearest span, `span` or a parent, that has one.
+        fn nearest(span: &Span) -> Option<opentelemetry::Context> {
+            span.with_subscriber(|(id, dispatch)| {
+                let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+                tracing_subscriber::registry::LookupSpan::span(registry, id)?
+                    .scope()
+                    .find_map(|span| {
+                        span.extensions()
+                            .get::<Self>()
+                            .map(|propagated| propagated.0.clone())
+                    })
+            })
+            .flatten()
         }
     }
 
@@ -208,11 +324,18 @@ mod otel {
         layer::with_span(span, |otel| otel.set_attribute(KeyValue::new(key, value)));
     }
 
-    pub(super) fn finish_server(span: &Span, key: &'static str, value: i64) {
+    pub(super) fn finish_server(span: &Span, key: &'static str, value: i64, failed: bool) {
         layer::with_span(span, |otel| {
             otel.set_attribute(KeyValue::new(key, value));
+            if failed {
+                otel.set_error();
+            }
             otel.end();
         });
+    }
+
+    pub(super) fn set_error(span: &Span) {
+        layer::with_span(span, OtelSpan::set_error);
     }
 
     /// Starts the span (a server span when `server_name` is given), keeps
@@ -226,7 +349,9 @@ mod otel {
     ) -> bool {
         request_scope::with_extensions(span, |extensions| {
             let Some(otel) = extensions.get_mut::<OtelSpan>() else {
-                // No OpenTelemetry layer: the scope is an extension of its own.
+                // No OpenTelemetry layer: the scope is an extension of its
+                // own, with the ids of the caller's trace, if it sent one.
+                scope.ids = extensions.get_mut::<Propagated>().map(|p| p.ids());
                 extensions.replace(scope);
                 return false;
             };
@@ -349,7 +474,11 @@ mod tests {
     use super::*;
     use crate::{
         bus::Headers,
-        observability::tracing::layer::{OtelLayer, tests::Exported, with_span},
+        observability::{
+            logging,
+            test_lines::Lines,
+            tracing::layer::{OtelLayer, tests::Exported, with_span},
+        },
     };
 
     const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -408,6 +537,92 @@ mod tests {
         });
     }
 
+    /// With no exporter (no OpenTelemetry layer), a node in the middle of a
+    /// call chain still passes the trace on, and its log lines carry it.
+    #[test]
+    fn without_an_exporter_the_callers_trace_goes_on_and_into_the_logs() {
+        let lines = Lines::default();
+        let subscriber =
+            tracing_subscriber::registry().with(logging::json_layer(lines.make_writer()));
+        tracing::subscriber::with_default(subscriber, || {
+            let server = tracing::info_span!("http.server");
+            continue_from_http(&server, &incoming());
+            let service: std::sync::Arc<str> = "shop.Users".into();
+            assert!(!start_server(
+                &server,
+                "GET /users",
+                &[],
+                RequestScope::new(&service, &"Get".into(), None)
+            ));
+            let call = tracing::info_span!(parent: &server, "client");
+            let mut outgoing = HeaderMap::new();
+            inject_http(&call, &mut outgoing);
+            let sent = outgoing["traceparent"].to_str().unwrap().to_owned();
+            assert!(sent.starts_with(&format!("00-{TRACE_ID}-")), "{sent}");
+            assert!(sent.ends_with("-01"), "sampled as the caller said: {sent}");
+            assert!(
+                !sent.contains("00f067aa0ba902b7"),
+                "a span id of its own: {sent}"
+            );
+            assert_eq!(outgoing["tracestate"], "vendor=opaque");
+            assert_eq!(outgoing["baggage"], "tenant=acme");
+
+            let _entered = call.enter();
+            let mut message = Headers::new();
+            inject_bus(&mut message);
+            assert_eq!(message.get("traceparent"), Some(sent.as_str()));
+            tracing::info!("inside");
+            let text = lines.text();
+            assert!(
+                text.contains(&format!(r#""trace_id":"{TRACE_ID}""#)),
+                "{text}"
+            );
+            let span_id = &sent[36..52];
+            assert!(
+                text.contains(&format!(r#""span_id":"{span_id}""#)),
+                "{text}"
+            );
+        });
+    }
+
+    #[test]
+    fn only_well_formed_traceparents_are_followed() {
+        let good = format!("00-{TRACE_ID}-00f067aa0ba902b7-01");
+        assert!(is_traceparent(good.as_bytes()));
+        assert!(is_traceparent(
+            format!("01-{TRACE_ID}-00f067aa0ba902b7-01-more").as_bytes()
+        ));
+        for bad in [
+            "00-1-1-01".to_owned(),
+            format!("{good}-"),
+            format!("ff-{TRACE_ID}-00f067aa0ba902b7-01"),
+            format!("00-{}-00f067aa0ba902b7-01", TRACE_ID.to_uppercase()),
+            format!("0-{TRACE_ID}-00f067aa0ba902b7-001"),
+            format!("01-{TRACE_ID}-00f067aa0ba902b7-01x"),
+            good[..54].to_owned(),
+        ] {
+            assert!(!is_traceparent(bad.as_bytes()), "{bad}");
+        }
+        // Followed only when well formed.
+        traced(|| {
+            let server = tracing::info_span!("http.server");
+            let mut headers = incoming();
+            headers.insert("traceparent", HeaderValue::from_static("00-1-1-01"));
+            continue_from_http(&server, &headers);
+            let mut outgoing = HeaderMap::new();
+            inject_http(&server, &mut outgoing);
+            let sent = outgoing["traceparent"].to_str().unwrap();
+            assert!(
+                !sent.starts_with("00-0000000000000000000000000000000"),
+                "{sent}"
+            );
+            assert!(
+                sent.ends_with("-00"),
+                "a trace of its own, sampled out: {sent}"
+            );
+        });
+    }
+
     #[test]
     fn a_request_without_a_caller_starts_a_trace_of_its_own() {
         traced(|| {
@@ -448,7 +663,9 @@ mod tests {
                     ("request_id", AttributeValue::Borrowed("r-1")),
                 ];
                 assert!(start_server(&span, name, &attributes, scope));
-                finish_server(&span, "rpc.grpc.status_code", 0);
+                // The early one fails (INTERNAL, 13): its status says so.
+                let code = if early { 13 } else { 0 };
+                finish_server(&span, "rpc.grpc.status_code", code, early);
             }
         });
         let spans = exported.0.lock().unwrap();
@@ -456,7 +673,13 @@ mod tests {
         assert_eq!(names, ["fresh", "early"]);
         // A span's kind is fixed when it starts.
         assert_eq!(spans[0].span_kind, opentelemetry::trace::SpanKind::Server);
-        for span in spans.iter() {
+        assert_eq!(spans[0].status, opentelemetry::trace::Status::Unset);
+        assert!(
+            matches!(spans[1].status, opentelemetry::trace::Status::Error { .. }),
+            "{:?}",
+            spans[1].status
+        );
+        for (span, code) in spans.iter().zip(["0", "13"]) {
             let attributes: Vec<_> = span
                 .attributes
                 .iter()
@@ -468,7 +691,7 @@ mod tests {
                     ("rpc.system", "grpc".to_owned()),
                     ("rpc.service", "shop.Users".to_owned()),
                     ("request_id", "r-1".to_owned()),
-                    ("rpc.grpc.status_code", "0".to_owned()),
+                    ("rpc.grpc.status_code", code.to_owned()),
                 ],
                 "{}",
                 span.name

@@ -242,3 +242,41 @@ async fn metrics_move_to_the_admin_listener_when_there_is_one() {
     assert_eq!(on_main.status(), 404);
     node.shutdown().await.unwrap();
 }
+
+/// A handler that panics is a server failure: counted `500`, not the `499`
+/// of a caller that went away.
+#[tokio::test]
+async fn a_panicking_handler_is_counted_as_a_500() {
+    let service = ServiceBuilder::new("fragile", "1.0.0")
+        .unwrap()
+        .route(
+            "/boom",
+            get(|| async {
+                assert!(!std::hint::black_box(true), "the handler's own bug");
+                "never"
+            }),
+        )
+        .build()
+        .unwrap();
+    let node = support::start_with(support::config(""), service).await;
+    let addr = node.local_addr();
+    let http = support::http1();
+    // The connection is dropped: no answer to read.
+    let _no_answer = http.get(format!("http://{addr}/boom")).send().await;
+    let text = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = |status: u16| {
+        format!(
+            "http_server_requests_total{{http_request_method=\"GET\",http_route=\"/boom\",http_response_status_code=\"{status}\"}}"
+        )
+    };
+    assert_eq!(sample(&text, &series(500)), 1, "{text}");
+    assert!(!text.contains(&series(499)), "{text}");
+    node.shutdown().await.unwrap();
+}

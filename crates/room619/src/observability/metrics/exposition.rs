@@ -79,13 +79,28 @@ pub(super) fn prometheus_text(openmetrics: &str) -> String {
             out.push('\n');
             continue;
         }
-        out.push_str(line);
+        out.push_str(without_exemplar(line));
         out.push('\n');
     }
     if let Some(pending) = help {
         push_help(&mut out, pending, "");
     }
     out
+}
+
+/// A sample line without its OpenMetrics exemplar (` # {labels} value
+/// [timestamp]`, always last), which Prometheus text 0.0.4 has no room for.
+fn without_exemplar(line: &str) -> &str {
+    line.rfind(" # {")
+        .filter(|&at| {
+            let exemplar = &line[at + 3..];
+            exemplar.rfind("} ").is_some_and(|end| {
+                exemplar[end + 2..]
+                    .split(' ')
+                    .all(|number| number.parse::<f64>().is_ok())
+            })
+        })
+        .map_or(line, |at| &line[..at])
 }
 
 /// Writes `# HELP name<suffix> text`.

@@ -18,6 +18,30 @@ fn counters_are_named_with_total_in_prometheus_text() {
     assert!(metrics.render_openmetrics().ends_with("# EOF\n"));
 }
 
+/// An application's counter with exemplars: OpenMetrics shows them,
+/// Prometheus text 0.0.4 (which has no room for them) does not.
+#[test]
+fn exemplars_stay_out_of_prometheus_text() {
+    use prometheus_client::metrics::exemplar::CounterWithExemplar;
+
+    let metrics = Metrics::new("n");
+    let counter: CounterWithExemplar<Vec<(String, String)>> = CounterWithExemplar::default();
+    metrics.register("app_orders", "Orders", counter.clone());
+    counter.inc_by(
+        2,
+        Some(vec![("trace_id".to_owned(), "abc".to_owned())]),
+        None,
+    );
+    let openmetrics = metrics.render_openmetrics();
+    assert!(
+        openmetrics.contains(r#"app_orders_total 2 # {trace_id="abc"}"#),
+        "{openmetrics}"
+    );
+    let text = metrics.render();
+    assert!(text.contains("app_orders_total 2\n"), "{text}");
+    assert!(!text.contains(" # {"), "{text}");
+}
+
 #[test]
 fn server_calls_are_counted_by_code_and_timed() {
     let metrics = Metrics::new("n");

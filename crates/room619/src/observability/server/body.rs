@@ -31,6 +31,10 @@ const GRPC_CANCELLED: i32 = 1;
 const GRPC_UNKNOWN: i32 = 2;
 /// What a dropped HTTP request is counted as (the caller closed first).
 const HTTP_CLIENT_CLOSED: u16 = 499;
+/// What a request whose handler panicked is counted as.
+const HTTP_INTERNAL_ERROR: u16 = 500;
+/// gRPC `INTERNAL`, the code of a call whose handler panicked.
+const GRPC_INTERNAL: i32 = 13;
 
 /// A request in flight, with its server span (the one handle of it: the
 /// span ends when the request is finished); dropping it unfinished counts
@@ -119,7 +123,16 @@ impl Pending {
         match route {
             Route::Grpc(route) => {
                 if sampled {
-                    trace_context::finish_server(&span, "rpc.grpc.status_code", grpc_code.into());
+                    // UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
+                    // UNAVAILABLE, DATA_LOSS: the server failed (the RPC
+                    // semantic conventions); the others are the caller's.
+                    let failed = matches!(grpc_code, 2 | 4 | 12 | 13 | 14 | 15);
+                    trace_context::finish_server(
+                        &span,
+                        "rpc.grpc.status_code",
+                        grpc_code.into(),
+                        failed,
+                    );
                 }
                 if let Some(metrics) = &shared.metrics {
                     metrics.grpc_finished(&route.labels, &route.metrics, grpc_code, elapsed);
@@ -127,7 +140,12 @@ impl Pending {
             }
             Route::Http(route) => {
                 if sampled {
-                    trace_context::finish_server(&span, "http.response.status_code", status.into());
+                    trace_context::finish_server(
+                        &span,
+                        "http.response.status_code",
+                        status.into(),
+                        status >= 500,
+                    );
                 }
                 if let Some(metrics) = &shared.metrics {
                     metrics.http_finished(&route.labels, &route.metrics, status, elapsed);
@@ -139,7 +157,13 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        self.finish(HTTP_CLIENT_CLOSED, GRPC_CANCELLED);
+        if std::thread::panicking() {
+            // The handler panicked while its answer was being made or sent:
+            // the server failed, the caller did not go away.
+            self.finish(HTTP_INTERNAL_ERROR, GRPC_INTERNAL);
+        } else {
+            self.finish(HTTP_CLIENT_CLOSED, GRPC_CANCELLED);
+        }
     }
 }
 

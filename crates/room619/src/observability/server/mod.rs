@@ -307,6 +307,42 @@ mod tests {
         assert!(called[1].contains(r#""request_id":"second""#), "{text}");
     }
 
+    /// A log level above `info` picks the lines logged; it does not take
+    /// the request context (and the trace) off the `warn` lines of a
+    /// handler.
+    #[tokio::test]
+    async fn a_warn_level_log_filter_keeps_the_request_context() {
+        let lines = Lines::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(logging::log_filter(tracing_subscriber::EnvFilter::new(
+                "warn",
+            )))
+            .with(logging::json_layer(lines.make_writer()));
+        let _default = tracing::subscriber::set_default(subscriber);
+        let warns = tower::service_fn(|_: Request<Body>| {
+            tracing::info!("not logged");
+            tracing::warn!("careful");
+            std::future::ready(Ok::<_, Infallible>(Response::new(Body::empty())))
+        });
+        let layer =
+            ObserveLayer::http(HttpOwners::new("node", Arc::new(Interner::default())), None)
+                .for_route("/items");
+        let answer = layer
+            .layer(warns)
+            .call_once(request("fourth"))
+            .await
+            .unwrap();
+        assert_eq!(answer.headers()["x-request-id"], "fourth");
+        let text = lines.text();
+        assert!(!text.contains("not logged"), "{text}");
+        let careful: Vec<&str> = text
+            .lines()
+            .filter(|line| line.contains("careful"))
+            .collect();
+        assert_eq!(careful.len(), 1, "{text}");
+        assert!(careful[0].contains(r#""request_id":"fourth""#), "{text}");
+    }
+
     #[tokio::test]
     async fn without_a_subscriber_the_inner_service_is_called_at_once() {
         // Another test of this process may have installed a global one.

@@ -192,6 +192,23 @@ impl OtelSpan {
     }
 
     /// Sets an attribute, unless the span started unsampled.
+    /// Marks the span failed (status `Error`), unless it already has a
+    /// status: an error event's description is kept.
+    pub(crate) fn set_error(&mut self) {
+        if let Some(pending) = &mut self.pending {
+            if pending.status == Status::Unset {
+                pending.status = Status::error("");
+            }
+        } else {
+            let span = self.cx.span();
+            if span.is_recording() {
+                // The SDK keeps the greater status: an `Error` with a
+                // description is not replaced by this one.
+                span.set_status(Status::error(""));
+            }
+        }
+    }
+
     pub(crate) fn set_attribute(&mut self, attribute: KeyValue) {
         if let Some(pending) = &mut self.pending {
             pending
