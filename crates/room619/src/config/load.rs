@@ -432,6 +432,21 @@ mod tests {
         assert_eq!(err.key(), "limits.http_body_limit", "{err}");
     }
 
+    /// The node's name is a metric label value, which Prometheus text
+    /// cannot hold a raw quote, backslash or newline in.
+    #[test]
+    fn node_names_that_would_break_the_metrics_are_refused() {
+        for name in ["a\"b", "a\\b", "a\nb"] {
+            let mut config = Config::default();
+            config.node.name = name.to_owned();
+            let err = config.validate().unwrap_err();
+            assert_eq!(err.key(), "node.name", "{err}");
+        }
+        let mut config = Config::default();
+        config.node.name = "shop-eu-1.pod_7".to_owned();
+        assert!(config.validate().is_ok());
+    }
+
     #[test]
     fn unknown_keys_are_rejected_by_name() {
         let err = Config::from_toml_str("[node]\nlisten_addr = \"127.0.0.1:1\"").unwrap_err();

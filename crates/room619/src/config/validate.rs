@@ -13,12 +13,28 @@ const MAX_KEEP_ALIVE: Duration = Duration::from_secs(32_767);
 /// The gRPC length prefix is a `u32`.
 const MAX_GRPC_MESSAGE: usize = u32::MAX as usize;
 
+/// The node's name: not empty, and fit to be a metric label value
+/// (`build_info{node=..}`, written as it is).
+fn node_name(name: &str) -> Result<(), ConfigError> {
+    if name.trim().is_empty() {
+        return Err(ConfigError::new("node.name", "must not be empty"));
+    }
+    if name
+        .chars()
+        .any(|c| c.is_control() || c == '"' || c == '\\')
+    {
+        return Err(ConfigError::new(
+            "node.name",
+            format!("must not hold quotes, backslashes or control characters (got {name:?})"),
+        ));
+    }
+    Ok(())
+}
+
 pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
     let node = &config.node;
     let limits = &config.limits;
-    if node.name.trim().is_empty() {
-        return Err(ConfigError::new("node.name", "must not be empty"));
-    }
+    node_name(&node.name)?;
     if node
         .admin_listen
         .is_some_and(|admin| admin == node.listen && admin.port() != 0)

@@ -154,7 +154,7 @@ where
             None => None,
         };
         if let Some(current) = current {
-            write_span(line, &current);
+            write_span(line, &current, metadata.fields());
         }
         line.push_str("}\n");
         let mut writer = self.make_writer.make_writer_for(metadata);
@@ -165,8 +165,9 @@ where
 }
 
 /// The `span` member (the span's fields and name), then the scope of the
-/// request the span belongs to, if it does.
-fn write_span<R>(line: &mut String, span: &SpanRef<'_, R>)
+/// request the span belongs to, if it does (but for the keys the event's
+/// own `fields` took).
+fn write_span<R>(line: &mut String, span: &SpanRef<'_, R>, fields: &tracing::field::FieldSet)
 where
     R: for<'span> LookupSpan<'span>,
 {
@@ -179,7 +180,9 @@ where
     line.push('}');
     if let Some(scope) = RequestScope::nearest(span.scope()) {
         // A `String` takes every write.
-        scope.write_json(line).unwrap_or_default();
+        scope
+            .write_json(line, |key| fields.field(key).is_some())
+            .unwrap_or_default();
     }
 }
 
@@ -297,6 +300,31 @@ mod tests {
             .map(|line| serde_json::from_str(line).unwrap())
             .collect();
         (text, parsed)
+    }
+
+    /// An event's own field named as a scope key (`method`) is the line's
+    /// one `method`: no key twice in an object.
+    #[test]
+    fn an_events_own_field_is_not_repeated_by_the_request_scope() {
+        let (text, logged) = logged(|| {
+            let span = tracing::info_span!("http.server");
+            let service: std::sync::Arc<str> = "users".into();
+            crate::observability::trace_context::scope(
+                &span,
+                RequestScope::new(&service, &"GET /users".into(), None),
+            );
+            let _entered = span.enter();
+            tracing::info!(method = "PATCH", "changed");
+            tracing::info!("plain");
+        });
+        let [own, plain] = logged.as_slice() else {
+            panic!("two lines expected: {text}");
+        };
+        let first = text.lines().next().unwrap();
+        assert_eq!(first.matches("\"method\":").count(), 1, "{first}");
+        assert_eq!(own["method"], "PATCH");
+        assert_eq!(own["service"], "users");
+        assert_eq!(plain["method"], "GET /users");
     }
 
     #[test]

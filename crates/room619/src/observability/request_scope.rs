@@ -92,9 +92,15 @@ impl RequestScope {
         })
     }
 
-    /// `"key":"value"` pairs, each preceded by a comma.
-    pub(super) fn write_json(&self, out: &mut impl fmt::Write) -> fmt::Result {
-        for (key, value) in self.pairs() {
+    /// `"key":"value"` pairs, each preceded by a comma, but for the keys
+    /// `taken` says the line already has (an event's own `method` field,
+    /// say: a JSON object with a key twice is refused by strict parsers).
+    pub(super) fn write_json(
+        &self,
+        out: &mut impl fmt::Write,
+        taken: impl Fn(&str) -> bool,
+    ) -> fmt::Result {
+        for (key, value) in self.pairs().filter(|(key, _)| !taken(key)) {
             write!(out, ",\"{key}\":")?;
             match value {
                 Value::Text(text) => write_string(out, text)?,

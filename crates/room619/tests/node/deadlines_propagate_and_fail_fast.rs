@@ -264,3 +264,52 @@ async fn an_http_request_keeps_its_own_tighter_timeout() {
     caller.shutdown().await.unwrap();
     server.shutdown().await.unwrap();
 }
+
+/// A deadline bounds the whole call: a server stream still running when it
+/// passes ends with `DEADLINE_EXCEEDED`, over the network and in process.
+#[tokio::test]
+async fn a_server_stream_ends_at_its_deadline() {
+    let node = support::start(support::config("")).await;
+    let mut remote = support::echo_client(node.local_addr()).await;
+    let mut colocated = node
+        .handle()
+        .client::<EchoClient<RpcChannel>>("echo", "^1")
+        .unwrap();
+    let request = || {
+        let mut request = Request::new(EchoRequest {
+            message: "forever".into(),
+            repeat: u32::MAX,
+            ..EchoRequest::default()
+        });
+        request.set_timeout(Duration::from_millis(400));
+        request
+    };
+    let started = Instant::now();
+    let streams = [
+        (
+            "remote",
+            remote.echo_stream(request()).await.unwrap().into_inner(),
+        ),
+        (
+            "colocated",
+            colocated.echo_stream(request()).await.unwrap().into_inner(),
+        ),
+    ];
+    for (name, mut stream) in streams {
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match stream.message().await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => return None,
+                    Err(status) => return Some(status),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{name}: the stream outlived its deadline by seconds"));
+        let status = ended.unwrap_or_else(|| panic!("{name}: the stream ended as if complete"));
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{name}: {status:?}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(3));
+    node.shutdown().await.unwrap();
+}

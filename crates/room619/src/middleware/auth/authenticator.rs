@@ -197,6 +197,9 @@ impl Authenticator {
             .map_err(|_| Refused::new("authorization header is not text"))?;
         let header =
             decode_header(token).map_err(|err| Refused::new(format!("bad token header: {err}")))?;
+        // Read before the keys: a token verified with keys a JWKS reload
+        // retires meanwhile is not remembered.
+        let generation = self.verified.generation();
         let key = self
             .keys
             .find(header.kid.as_deref(), header.alg)
@@ -239,7 +242,8 @@ impl Authenticator {
             Credential::Jwt { kid: key.kid },
         );
         if until > cache::now() {
-            self.verified.insert(token, principal.clone(), until);
+            self.verified
+                .insert(token, principal.clone(), until, generation);
         }
         Ok(principal)
     }

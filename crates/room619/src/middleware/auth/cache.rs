@@ -24,7 +24,15 @@ const HASHED_TAIL: usize = 16;
 
 #[derive(Debug, Default)]
 pub(crate) struct TokenCache {
-    entries: RwLock<Entries>,
+    entries: RwLock<Generation>,
+}
+
+/// The entries, and how many times the cache was cleared: a token verified
+/// with keys read before a clear is not remembered after it.
+#[derive(Debug, Default)]
+struct Generation {
+    number: u64,
+    entries: Entries,
 }
 
 /// Verified tokens (their bytes: a lookup needs no UTF-8 check), with their
@@ -73,16 +81,28 @@ pub(crate) fn now() -> u64 {
 impl TokenCache {
     /// The principal of `token` if it was verified and is still valid.
     pub(crate) fn get(&self, token: &[u8]) -> Option<Principal> {
-        let entries = self.entries.read().ok()?;
-        let (principal, until) = entries.get(token)?;
+        let cache = self.entries.read().ok()?;
+        let (principal, until) = cache.entries.get(token)?;
         (now() <= *until).then(|| principal.clone())
     }
 
-    /// Remembers a verified token, valid until `until` (seconds since the epoch).
-    pub(crate) fn insert(&self, token: &str, principal: Principal, until: u64) {
-        let Ok(mut entries) = self.entries.write() else {
+    /// The cache's generation: read it before reading the keys a token is
+    /// verified with, and hand it to [`insert`](Self::insert).
+    pub(crate) fn generation(&self) -> u64 {
+        self.entries.read().map_or(0, |cache| cache.number)
+    }
+
+    /// Remembers a verified token, valid until `until` (seconds since the
+    /// epoch), unless the cache was cleared since `generation` (the keys it
+    /// was verified with may be gone).
+    pub(crate) fn insert(&self, token: &str, principal: Principal, until: u64, generation: u64) {
+        let Ok(mut cache) = self.entries.write() else {
             return;
         };
+        if cache.number != generation {
+            return;
+        }
+        let entries = &mut cache.entries;
         if entries.len() >= MAX_ENTRIES {
             let now = now();
             entries.retain(|_, (_, until)| *until >= now);
@@ -95,8 +115,9 @@ impl TokenCache {
 
     /// Forgets every token (the keys changed).
     pub(crate) fn clear(&self) {
-        if let Ok(mut entries) = self.entries.write() {
-            entries.clear();
+        if let Ok(mut cache) = self.entries.write() {
+            cache.number += 1;
+            cache.entries.clear();
         }
     }
 }
@@ -113,8 +134,8 @@ mod tests {
     #[test]
     fn expired_entries_are_not_answered() {
         let cache = TokenCache::default();
-        cache.insert("live", alice(), now() + 60);
-        cache.insert("dead", alice(), now() - 1);
+        cache.insert("live", alice(), now() + 60, 0);
+        cache.insert("dead", alice(), now() - 1, 0);
         assert!(cache.get("live".as_bytes()).is_some());
         assert!(cache.get("dead".as_bytes()).is_none());
         cache.clear();
@@ -125,7 +146,7 @@ mod tests {
     fn tokens_are_told_apart_whole_not_by_their_hashed_tail() {
         let cache = TokenCache::default();
         let token = "header.alice.0123456789abcdefghij";
-        cache.insert(token, alice(), now() + 60);
+        cache.insert(token, alice(), now() + 60, 0);
         assert!(cache.get(token.as_bytes()).is_some());
         assert!(
             cache
@@ -144,8 +165,21 @@ mod tests {
     fn the_cache_stays_bounded() {
         let cache = TokenCache::default();
         for i in 0..=MAX_ENTRIES {
-            cache.insert(&i.to_string(), alice(), now() + 60);
+            cache.insert(&i.to_string(), alice(), now() + 60, 0);
         }
-        assert!(cache.entries.read().unwrap().len() <= MAX_ENTRIES);
+        assert!(cache.entries.read().unwrap().entries.len() <= MAX_ENTRIES);
+    }
+
+    /// A token verified with keys read before a clear (a JWKS reload that
+    /// retired them) is not remembered after it.
+    #[test]
+    fn a_token_verified_before_a_clear_is_not_remembered() {
+        let cache = TokenCache::default();
+        let before = cache.generation();
+        cache.clear();
+        cache.insert("stale", alice(), now() + 60, before);
+        assert!(cache.get(b"stale").is_none());
+        cache.insert("fresh", alice(), now() + 60, cache.generation());
+        assert!(cache.get(b"fresh").is_some());
     }
 }

@@ -119,6 +119,11 @@ impl Metrics {
     /// Registers an application metric (any `prometheus-client` metric:
     /// counter, gauge, histogram, family) under `name`; keep a clone to
     /// update it. A counter's name gets `_total` appended.
+    ///
+    /// `prometheus-client` writes label values and `help` as they are: a
+    /// value holding a quote, a backslash or a newline makes the whole
+    /// scrape invalid, so keep such values (raw user input, say) out of
+    /// labels, as the unbounded values they usually are.
     pub fn register(
         &self,
         name: &str,

@@ -8,13 +8,17 @@ use std::{
     time::Duration,
 };
 
-use axum::response::{IntoResponse, Response};
+use axum::{
+    body::Body,
+    response::{IntoResponse, Response},
+};
 use http::Request;
+use http_body::Body as _;
 use pin_project_lite::pin_project;
 use tokio::{task::futures::TaskLocalFuture, time::Timeout};
 use tower::{Layer, Service};
 
-use super::{CURRENT, Deadline, GRPC_TIMEOUT, HTTP_TIMEOUT, parse_timeout};
+use super::{CURRENT, Deadline, GRPC_TIMEOUT, HTTP_TIMEOUT, body::DeadlineBody, parse_timeout};
 use crate::{Error, rpc::find_header};
 
 /// Which protocol's header and error answers a [`DeadlineLayer`] uses.
@@ -122,6 +126,7 @@ where
             inner: CURRENT.scope(deadline, inner),
             protocol: self.protocol,
             timeout,
+            deadline,
         }
     }
 }
@@ -138,6 +143,7 @@ pin_project! {
             inner: TaskLocalFuture<Deadline, Timeout<F>>,
             protocol: Protocol,
             timeout: Duration,
+            deadline: Deadline,
         },
         /// Answered without calling the handler.
         Rejected { response: Option<Response> },
@@ -157,9 +163,19 @@ where
                 inner,
                 protocol,
                 timeout,
+                deadline,
             } => match inner.poll(cx) {
                 Poll::Pending => Poll::Pending,
-                Poll::Ready(Ok(result)) => Poll::Ready(result),
+                // The deadline bounds the answer's body too (a stream).
+                Poll::Ready(Ok(result)) => Poll::Ready(result.map(|response| {
+                    response.map(|body| {
+                        if body.is_end_stream() {
+                            body
+                        } else {
+                            Body::new(DeadlineBody::new(body, *deadline, *protocol, *timeout))
+                        }
+                    })
+                })),
                 Poll::Ready(Err(_elapsed)) => {
                     Poll::Ready(Ok(respond(*protocol, expired(*timeout))))
                 }

@@ -9,8 +9,10 @@
 //!   too).
 //!
 //! [`DeadlineLayer`] turns it into a [`Deadline`], bounds the handler with it
-//! (`DEADLINE_EXCEEDED` / `504` when it passes) and makes it the task's
-//! [current deadline](Deadline::current) while the handler runs. room619's
+//! (`DEADLINE_EXCEEDED` / `504` when it passes) and its answer's body (a
+//! stream still running then ends with `DEADLINE_EXCEEDED` trailers; an HTTP
+//! body is cut), and makes it the task's [current deadline](Deadline::current)
+//! while the handler runs and while the body is produced. room619's
 //! clients ([`RpcChannel`](crate::rpc::client::RpcChannel),
 //! [`HttpClient`](crate::rpc::client::HttpClient)) read the current deadline
 //! and send the remaining time; a call whose deadline has already passed fails
@@ -34,6 +36,7 @@
 //! # }
 //! ```
 
+mod body;
 mod layer;
 mod timeout;
 

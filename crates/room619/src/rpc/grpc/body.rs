@@ -110,7 +110,7 @@ where
             }
             Direction::Response => {
                 tracing::warn!(%message, "grpc response message over the encode limit");
-                let trailers = resource_exhausted_trailers(&message);
+                let trailers = status_trailers(tonic::Code::ResourceExhausted, &message);
                 let Ok(mut data) = frame.into_data() else {
                     return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
                 };
@@ -141,13 +141,15 @@ where
     }
 }
 
-/// Trailers that end a call with `RESOURCE_EXHAUSTED` and `message`.
-fn resource_exhausted_trailers(message: &str) -> HeaderMap {
+/// Trailers that end a call with `code` and `message` (ASCII without `%`,
+/// which needs no percent-encoding; another is left out).
+pub(crate) fn status_trailers(code: tonic::Code, message: &str) -> HeaderMap {
     let mut trailers = HeaderMap::with_capacity(2);
-    let code = tonic::Code::ResourceExhausted as i32;
-    trailers.insert("grpc-status", HeaderValue::from(code));
-    // The message is ASCII without `%`, so it needs no percent-encoding.
-    if let Ok(value) = HeaderValue::from_str(message) {
+    trailers.insert("grpc-status", HeaderValue::from(code as i32));
+    if message.is_ascii()
+        && !message.contains('%')
+        && let Ok(value) = HeaderValue::from_str(message)
+    {
         trailers.insert("grpc-message", value);
     }
     trailers

@@ -25,6 +25,7 @@ use std::{
     task::{Context, Poll, ready},
 };
 
+pub(crate) use body::status_trailers;
 pub use body::{Direction, LimitedMessages};
 use http::{Request, Response};
 pub(crate) use mount::GrpcLayers;
