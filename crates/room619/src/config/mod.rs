@@ -228,7 +228,7 @@ pub struct Limits {
     /// The largest HTTP request body in bytes; larger answers 413. Default: 2 MiB.
     pub http_body_limit: usize,
     /// Requests the node serves at once, over all connections and both
-    /// protocols; one more is refused at once (`503` / `RESOURCE_EXHAUSTED`)
+    /// protocols; one more is refused at once (`503` / `UNAVAILABLE`)
     /// rather than queued, so overload costs the client a retry instead of
     /// costing the node memory and every caller its latency. A server stream
     /// counts until it ends. Health checks are never refused. Default: `10000`.

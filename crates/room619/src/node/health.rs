@@ -24,6 +24,10 @@ pub const LIVE_PATH: &str = "/health/live";
 pub const READY_PATH: &str = "/health/ready";
 /// A health check that takes longer than this counts as failing.
 const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How much longer than one check all of a service's dependency checks may
+/// take (each of a built service's is bounded by `HEALTH_CHECK_TIMEOUT`;
+/// they run together).
+const DEPENDENCIES_GRACE: Duration = Duration::from_secs(1);
 
 /// Where the node is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -179,11 +183,26 @@ impl Readiness {
                     return None;
                 }
                 let own = tokio::time::timeout(HEALTH_CHECK_TIMEOUT, service.health());
-                let (health, dependencies) = futures_util::join!(own, service.dependencies());
+                // Bounded here too: a `Service` of the application's own
+                // may check its dependencies without a timeout.
+                let others = tokio::time::timeout(
+                    HEALTH_CHECK_TIMEOUT + DEPENDENCIES_GRACE,
+                    service.dependencies(),
+                );
+                let (health, dependencies) = futures_util::join!(own, others);
                 let health = health.unwrap_or_else(|_| {
                     Health::Unhealthy(format!(
                         "health check timed out after {HEALTH_CHECK_TIMEOUT:?}"
                     ))
+                });
+                let dependencies = dependencies.unwrap_or_else(|_| {
+                    vec![DependencyHealth {
+                        name: "dependencies".to_owned(),
+                        health: Health::Unhealthy(format!(
+                            "the dependency checks took longer than {:?}",
+                            HEALTH_CHECK_TIMEOUT + DEPENDENCIES_GRACE
+                        )),
+                    }]
                 });
                 Some((health, dependencies))
             });

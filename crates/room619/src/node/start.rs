@@ -167,8 +167,24 @@ async fn start_services(
 }
 
 /// Runs the start hooks of `host`, bounded by `timeout` (`node.start_timeout`);
-/// one that panics fails like one that errs.
+/// one that panics fails like one that errs. When they fail, what undoes
+/// them (a built service's paired stop hooks, run on a task of their own
+/// when the start was cut short) has ended, or had `timeout` more, by the
+/// time this returns: before the services started earlier are stopped, and
+/// before a caller may try again.
 pub(super) async fn run_start_hooks(host: &Hosted, timeout: Duration) -> Result<()> {
+    let outcome = start_within(host, timeout).await;
+    if outcome.is_err() {
+        let undoing = host.ctx.undoing();
+        undoing.close();
+        if tokio::time::timeout(timeout, undoing.wait()).await.is_err() {
+            tracing::warn!(service = %host.ctx.descriptor(), ?timeout, "undoing the failed start took too long; going on without it");
+        }
+    }
+    outcome
+}
+
+async fn start_within(host: &Hosted, timeout: Duration) -> Result<()> {
     let descriptor = host.ctx.descriptor();
     let started = std::panic::AssertUnwindSafe(host.service.start(host.ctx.clone())).catch_unwind();
     match tokio::time::timeout(timeout, started).await {

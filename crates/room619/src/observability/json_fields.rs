@@ -72,13 +72,21 @@ impl<S: Sink> Pairs<S> {
     }
 }
 
-/// An event's fields, written into its line: `,"name":value` each.
+/// An event's fields, written into its line: `,"name":value` each; a field
+/// named as one of the line's own members (`timestamp`, `level`, `target`,
+/// `span`) as `fields.<name>`, so that no key is in the line twice.
 pub(super) struct Line<'a>(pub(super) &'a mut String);
 
 impl Sink for Line<'_> {
     fn value(&mut self, name: &'static str) -> &mut String {
         self.0.push(',');
-        push_string(self.0, name);
+        if matches!(name, "timestamp" | "level" | "target" | "span") {
+            self.0.push_str("\"fields.");
+            self.0.push_str(name);
+            self.0.push('"');
+        } else {
+            push_string(self.0, name);
+        }
         self.0.push(':');
         self.0
     }

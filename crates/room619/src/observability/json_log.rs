@@ -314,7 +314,7 @@ mod tests {
                 RequestScope::new(&service, &"GET /users".into(), None),
             );
             let _entered = span.enter();
-            tracing::info!(method = "PATCH", "changed");
+            tracing::info!(method = "PATCH", level = 3_u64, "changed");
             tracing::info!("plain");
         });
         let [own, plain] = logged.as_slice() else {
@@ -322,6 +322,9 @@ mod tests {
         };
         let first = text.lines().next().unwrap();
         assert_eq!(first.matches("\"method\":").count(), 1, "{first}");
+        assert_eq!(first.matches("\"level\":").count(), 1, "{first}");
+        assert_eq!(own["level"], "INFO");
+        assert_eq!(own["fields.level"], 3);
         assert_eq!(own["method"], "PATCH");
         assert_eq!(own["service"], "users");
         assert_eq!(plain["method"], "GET /users");

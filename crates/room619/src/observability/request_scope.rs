@@ -201,9 +201,7 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         // The event's span: its explicit parent, or the current span.
-        let Some(scope) = RequestScope::nearest(ctx.event_scope().into_iter().flatten()) else {
-            return self.format.format_event(ctx, writer, event);
-        };
+        let scope = RequestScope::nearest(ctx.event_scope().into_iter().flatten());
         let format = if writer.has_ansi_escapes() {
             &self.colored
         } else {
@@ -211,8 +209,22 @@ where
         };
         let mut line = String::new();
         format.format_event(ctx, Writer::new(&mut line), event)?;
-        writer.write_str(line.trim_end_matches('\n'))?;
-        scope.write_text(&mut writer)?;
+        // One event, one line: a line break in a value (a message built
+        // from user input) must not forge a line of its own.
+        for (index, part) in line.trim_end_matches('\n').split('\n').enumerate() {
+            if index > 0 {
+                writer.write_str("\\n")?;
+            }
+            let mut pieces = part.split('\r');
+            writer.write_str(pieces.next().unwrap_or_default())?;
+            for piece in pieces {
+                writer.write_str("\\r")?;
+                writer.write_str(piece)?;
+            }
+        }
+        if let Some(scope) = scope {
+            scope.write_text(&mut writer)?;
+        }
         writer.write_char('\n')
     }
 }
@@ -292,6 +304,30 @@ mod tests {
             "{inside}"
         );
         assert!(inside.contains(r#"db.query{table="users"}"#), "{inside}");
+    }
+
+    /// A line break in a logged value cannot forge a line: one event, one
+    /// line, in a request or not.
+    #[test]
+    fn text_lines_escape_line_breaks() {
+        let lines = Lines::default();
+        let subscriber = tracing_subscriber::registry().with(
+            fmt::layer()
+                .event_format(WithRequestScope::text())
+                .with_ansi(false)
+                .with_writer(lines.make_writer()),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("user said {}", "hi\nERROR forged\r line");
+            let span = tracing::info_span!("http.server");
+            trace_context::scope(&span, scope("users", None));
+            let _entered = span.enter();
+            tracing::info!(name = "a\nb", "inside");
+        });
+        let text = lines.text();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.contains(r"hi\nERROR forged\r line"), "{text}");
+        assert!(text.contains(r#"service="users""#), "{text}");
     }
 
     #[test]

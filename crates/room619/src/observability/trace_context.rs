@@ -249,6 +249,7 @@ mod otel {
                 // all the same, through a span of ids only.
                 None => {
                     if let Some(propagated) = Propagated::child_of(&parent) {
+                        PROPAGATING.store(true, std::sync::atomic::Ordering::Relaxed);
                         extensions.replace(propagated);
                     }
                 }
@@ -259,6 +260,8 @@ mod otel {
     pub(super) fn inject(span: &Span, carrier: &mut dyn Injector) {
         let context = match layer::with_span(span, |otel| otel.context().clone()) {
             Some(context) => context,
+            // No caller ever sent a context: nothing to look for.
+            None if !PROPAGATING.load(std::sync::atomic::Ordering::Relaxed) => return,
             None => match Propagated::nearest(span) {
                 Some(context) => context,
                 None => return,
@@ -276,6 +279,10 @@ mod otel {
     /// serving the request carry the context on (W3C: a participant that
     /// records nothing still passes the trace through).
     pub(super) struct Propagated(opentelemetry::Context);
+
+    /// Set once a [`Propagated`] context was made: until then, a call made
+    /// without an OpenTelemetry layer has no context to look for.
+    static PROPAGATING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
     impl Propagated {
         /// A span of `parent`'s trace, if `parent` names one.

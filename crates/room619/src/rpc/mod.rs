@@ -15,7 +15,7 @@
 //! - [`http`]: route checks, problem+json error answers and body limits.
 //! - [`codec`]: protobuf and JSON codecs (filled by the RPC-layer issue).
 //! - [`shed`]: load shedding, a per-node limit on concurrent requests that
-//!   refuses at once (`503` / `RESOURCE_EXHAUSTED`) instead of queueing.
+//!   refuses at once (`503` / `UNAVAILABLE`) instead of queueing.
 
 pub mod body;
 pub mod client;

@@ -45,6 +45,9 @@ struct Inner {
     metrics: Metrics,
     /// The service's requests in flight (see `node::dynamic`).
     in_flight: TaskTracker,
+    /// The undoing of a start that was abandoned half way (its paired stop
+    /// hooks), which the node waits for.
+    undoing: TaskTracker,
 }
 
 impl ServiceContext {
@@ -71,6 +74,7 @@ impl ServiceContext {
                 bus,
                 metrics,
                 in_flight: TaskTracker::new(),
+                undoing: TaskTracker::new(),
             }),
         }
     }
@@ -110,6 +114,11 @@ impl ServiceContext {
     /// The service's requests in flight.
     pub(crate) fn in_flight(&self) -> &TaskTracker {
         &self.inner.in_flight
+    }
+
+    /// The undoing of an abandoned start (see `service::hooks`).
+    pub(crate) fn undoing(&self) -> &TaskTracker {
+        &self.inner.undoing
     }
 
     /// The service's descriptor.

@@ -43,7 +43,8 @@ impl Hooks {
     /// Runs the start hooks in order. When one fails or panics, the stop
     /// hooks paired with those that succeeded run (in reverse) before the
     /// error is returned; when the start is dropped half way (the node's
-    /// `start_timeout`), they run on a task of their own.
+    /// `start_timeout`), they run on a task of their own, tracked by the
+    /// context's `undoing` tracker, which the node waits for.
     pub(super) fn start(&self, ctx: ServiceContext) -> BoxFuture<'static, Result<()>> {
         let steps = self.0.clone();
         Box::pin(async move {
@@ -57,15 +58,21 @@ impl Hooks {
                     Step::Paired { start, stop } => (start, Some(stop)),
                     Step::Stop(_) => continue,
                 };
-                let started = AssertUnwindSafe(start(ctx.clone()))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(Error::internal(format!(
-                            "a start hook of {} panicked",
-                            ctx.descriptor()
-                        )))
-                    });
+                let panicked = || {
+                    Err(Error::internal(format!(
+                        "a start hook of {} panicked",
+                        ctx.descriptor()
+                    )))
+                };
+                // A hook may panic making its future, or running it.
+                let started =
+                    match std::panic::catch_unwind(AssertUnwindSafe(|| start(ctx.clone()))) {
+                        Ok(future) => AssertUnwindSafe(future)
+                            .catch_unwind()
+                            .await
+                            .unwrap_or_else(|_| panicked()),
+                        Err(_) => panicked(),
+                    };
                 if let Err(err) = started {
                     undo.run().await;
                     return Err(err);
@@ -103,15 +110,19 @@ impl Hooks {
 
 /// Runs one stop hook; a failure or a panic is logged and returned.
 async fn run_stop(stop: &Hook, ctx: &ServiceContext) -> Result<()> {
-    let outcome = AssertUnwindSafe(stop(ctx.clone()))
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|_| {
-            Err(Error::internal(format!(
-                "a stop hook of {} panicked",
-                ctx.descriptor()
-            )))
-        });
+    let panicked = || {
+        Err(Error::internal(format!(
+            "a stop hook of {} panicked",
+            ctx.descriptor()
+        )))
+    };
+    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| stop(ctx.clone()))) {
+        Ok(future) => AssertUnwindSafe(future)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| panicked()),
+        Err(_) => panicked(),
+    };
     if let Err(err) = &outcome {
         tracing::error!(service = %ctx.descriptor(), error = ?err, "a stop hook failed");
     }
@@ -146,7 +157,8 @@ impl Drop for Undo {
         };
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             tracing::warn!(service = %undo.ctx.descriptor(), "the start was abandoned; undoing the start hooks that ran");
-            runtime.spawn(async move { undo.run().await });
+            let undoing = undo.ctx.undoing().clone();
+            undoing.spawn_on(async move { undo.run().await }, &runtime);
         } else {
             undo.stops.clear();
             tracing::error!(service = %undo.ctx.descriptor(), "the start was abandoned outside a runtime; its stop hooks cannot run");

@@ -60,3 +60,54 @@ async fn degraded_dependencies_keep_readiness_and_failing_ones_take_it_away() {
     );
     node.shutdown().await.unwrap();
 }
+
+/// A service of the application's own whose dependency checks never
+/// answer: readiness still answers, in about six seconds, not ready.
+#[tokio::test]
+async fn dependency_checks_that_never_answer_fail_readiness_in_bounded_time() {
+    struct Stuck(room619::service::ServiceDescriptor);
+
+    impl room619::service::Service for Stuck {
+        fn descriptor(&self) -> &room619::service::ServiceDescriptor {
+            &self.0
+        }
+
+        fn routes(&self) -> room619::service::ServiceRoutes {
+            room619::service::ServiceRoutes::default()
+        }
+
+        fn dependencies(
+            &self,
+        ) -> futures_util::future::BoxFuture<'static, Vec<room619::service::DependencyHealth>>
+        {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    let descriptor = room619::service::ServiceDescriptor::new("stuck", "1.0.0").unwrap();
+    let node = room619::Node::builder()
+        .config(support::config(""))
+        .service(Stuck(descriptor))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let url = format!("http://{}/health/ready", node.local_addr());
+    let started = std::time::Instant::now();
+    let response = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        support::http1().get(&url).send(),
+    )
+    .await
+    .expect("readiness hung on a dependency check")
+    .unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(response.status(), 503);
+    let report: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        report["services"][0]["dependencies"][0]["status"], "unhealthy",
+        "{report}"
+    );
+    node.shutdown().await.unwrap();
+}

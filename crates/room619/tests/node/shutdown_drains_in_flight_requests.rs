@@ -182,19 +182,10 @@ where
     let err = tokio::time::timeout(Duration::from_secs(10), started)
         .await
         .expect("the start did not hang");
-    // An abandoned start (the timeout) undoes on a task of its own.
-    let undone = tokio::time::timeout(Duration::from_secs(5), async {
-        while !stopped.lock().unwrap().contains(&"bad's pool") {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-    let mut stopped = stopped.lock().unwrap().clone();
-    assert!(
-        undone.is_ok(),
-        "the failed service's pool was never closed: {stopped:?}"
-    );
-    stopped.sort_unstable();
+    // Undone by the time the start fails (an abandoned start too, whose
+    // undoing runs on a task of its own), and before the services started
+    // earlier are stopped.
+    let stopped = stopped.lock().unwrap().clone();
     (err, stopped)
 }
 

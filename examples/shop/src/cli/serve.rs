@@ -72,16 +72,16 @@ async fn serve(
     services: impl AsyncFnOnce(&mut Config) -> room619::Result<shop::Shop>,
 ) -> room619::Result<()> {
     let mut config = config;
-    let shop = services(&mut config).await?;
-    let mut builder = Node::builder().config(config);
     // A changed file is applied live (log filter, rate limits, listed
     // instances...), with the shop's own changes made again; an invalid one
-    // is logged and the running one stays.
+    // is logged and the running one stays. Watched from here, before the
+    // services open their database: an edit made meanwhile is applied.
+    let mut builder = Node::builder();
     if let Some(path) = &args.config {
-        builder = builder
-            .watch_config(path, args.overrides())
-            .adjust_reloads(shop.adjuster());
+        builder = builder.watch_config(path, args.overrides());
     }
+    let shop = services(&mut config).await?;
+    builder = builder.config(config).adjust_reloads(shop.adjuster());
     let running = shop
         .services
         .into_iter()

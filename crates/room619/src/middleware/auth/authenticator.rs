@@ -172,17 +172,23 @@ impl Authenticator {
     /// The principal of a request with these headers: `Ok(None)` when it
     /// carries no credentials, `Err` when they are invalid.
     pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Principal>, Refused> {
-        let api_key = headers.get(API_KEY_HEADER);
         if let Some(value) = headers.get(AUTHORIZATION) {
             match bearer_token(value.as_bytes()) {
                 Ok(token) => return self.verify_jwt(token).map(Some),
                 // Another scheme (a staging site's `Basic` gate) is not for
                 // this service: an API key beside it still is.
-                Err(_) if api_key.is_some() && !names_bearer(value.as_bytes()) => {}
-                Err(refused) => return Err(refused),
+                Err(refused) => {
+                    if names_bearer(value.as_bytes()) {
+                        return Err(refused);
+                    }
+                    return match headers.get(API_KEY_HEADER) {
+                        Some(key) => self.verify_api_key(key.as_bytes()).map(Some),
+                        None => Err(refused),
+                    };
+                }
             }
         }
-        if let Some(value) = api_key {
+        if let Some(value) = headers.get(API_KEY_HEADER) {
             return self.verify_api_key(value.as_bytes()).map(Some);
         }
         Ok(None)

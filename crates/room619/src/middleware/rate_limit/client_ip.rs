@@ -38,6 +38,9 @@ pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &Proxies) ->
         .iter()
         .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
         .collect();
+    if hops.is_empty() {
+        warn_of_the_other_header(headers, proxies.header);
+    }
     let mut client = peer;
     for hop in hops.into_iter().rev() {
         let address = match proxies.header {
@@ -54,6 +57,28 @@ pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &Proxies) ->
         }
     }
     client
+}
+
+/// Says once (a setting to fix, not an event) that a trusted proxy sent the
+/// header `forwarded_header` does not name and none of the one it does:
+/// every client behind it is counted as the proxy.
+fn warn_of_the_other_header(headers: &HeaderMap, header: ForwardedHeader) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let other = match header {
+        ForwardedHeader::XForwardedFor => ForwardedHeader::Forwarded,
+        ForwardedHeader::Forwarded => ForwardedHeader::XForwardedFor,
+    };
+    if headers.contains_key(other.name())
+        && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        tracing::warn!(
+            target: super::RATE_LIMIT_TARGET,
+            sent = %other.name(),
+            read = %header.name(),
+            "a trusted proxy sends a forwarding header rate_limit.forwarded_header does not name; \
+             its clients are all counted as the proxy (set forwarded_header to the one it writes)"
+        );
+    }
 }
 
 /// The `for=` parameter of one `Forwarded` element.

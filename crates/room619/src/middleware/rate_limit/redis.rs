@@ -64,12 +64,15 @@ impl RedisStore {
     }
 
     /// The connection, made now if there is none (one attempt at a time,
-    /// at most one a `RECONNECT_WAIT` after a failure).
+    /// at most one a `RECONNECT_WAIT` after a failure). While another
+    /// request connects, this one does not wait for it: it is let through.
     pub(crate) async fn connection(&self) -> Result<Arc<MultiplexedConnection>> {
         if let Some(connection) = self.connection.load_full() {
             return Ok(connection);
         }
-        let mut failed_at = self.connecting.lock().await;
+        let Ok(mut failed_at) = self.connecting.try_lock() else {
+            return Err(Error::unavailable("connecting to Redis"));
+        };
         if let Some(connection) = self.connection.load_full() {
             return Ok(connection);
         }

@@ -42,6 +42,10 @@ const GRPC_INTERNAL: i32 = 13;
 pub(super) struct Pending {
     started: Option<Started>,
     span: Span,
+    /// Set while the request's own handler (its future, or its answer's
+    /// body) is polled: a panic that drops the request then is its
+    /// handler's, not one elsewhere in the task (a colocated caller's).
+    polling: bool,
 }
 
 struct Started {
@@ -77,7 +81,13 @@ impl Pending {
                 sampled: false,
             }),
             span: Span::none(),
+            polling: false,
         }
+    }
+
+    /// Marks the request's handler as being polled (or no longer).
+    pub(super) fn set_polling(&mut self, polling: bool) {
+        self.polling = polling;
     }
 
     /// Keeps `span` open until the request is finished; a `sampled` span
@@ -157,7 +167,7 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if self.polling && std::thread::panicking() {
             // The handler panicked while its answer was being made or sent:
             // the server failed, the caller did not go away.
             self.finish(HTTP_INTERNAL_ERROR, GRPC_INTERNAL);
@@ -198,7 +208,9 @@ impl http_body::Body for GrpcBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.project();
+        this.pending.set_polling(true);
         let polled = this.inner.poll_frame(cx);
+        this.pending.set_polling(false);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(code) = frame.trailers_ref().and_then(grpc_status) {

@@ -91,7 +91,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let result = {
+        if let Some(pending) = this.pending.as_mut() {
+            pending.set_polling(true);
+        }
+        let polled = {
             let _entered = this.pending.as_ref().map(|pending| pending.span().enter());
             if let StateProj::Deferred { service, request } = this.state.as_mut().project() {
                 // `request` is taken only here, and the state changes at once.
@@ -101,11 +104,15 @@ where
                 }
             }
             match this.state.project() {
-                StateProj::Called { future } => ready!(future.poll(cx)),
+                StateProj::Called { future } => future.poll(cx),
                 // Never: the state is `Called` once the request is taken.
-                StateProj::Deferred { .. } => return Poll::Pending,
+                StateProj::Deferred { .. } => Poll::Pending,
             }
         };
+        if let Some(pending) = this.pending.as_mut() {
+            pending.set_polling(false);
+        }
+        let result = ready!(polled);
         let Some(mut pending) = this.pending.take() else {
             return Poll::Ready(result.map(|response| response.map(Body::new)));
         };

@@ -191,7 +191,6 @@ impl OtelSpan {
         }
     }
 
-    /// Sets an attribute, unless the span started unsampled.
     /// Marks the span failed (status `Error`), unless it already has a
     /// status: an error event's description is kept.
     pub(crate) fn set_error(&mut self) {
@@ -209,6 +208,7 @@ impl OtelSpan {
         }
     }
 
+    /// Sets an attribute, unless the span started unsampled.
     pub(crate) fn set_attribute(&mut self, attribute: KeyValue) {
         if let Some(pending) = &mut self.pending {
             pending

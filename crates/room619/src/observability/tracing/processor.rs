@@ -403,6 +403,19 @@ fn export_loop(shared: &Shared, exporter: &OtlpExporter) {
                 .map_err(|err| err.to_string())
         };
         next = Instant::now().checked_add(schedule.delay);
+        spans.clear();
+        let mut state = shared.lock();
+        state.spare = Some(spans);
+        if let Err(failed) = &outcome {
+            // Flushes asked for while this export ran: it held spans that
+            // ended before they asked, so its failure is theirs too. Marked
+            // before anyone is answered: a flush asked after an answer is
+            // not told of a failure it came after.
+            for flush in &mut state.flushes {
+                flush.earlier.get_or_insert_with(|| failed.clone());
+            }
+        }
+        drop(state);
         for flush in flushes {
             let outcome = match flush.earlier {
                 Some(earlier) => Err(earlier),
@@ -416,16 +429,6 @@ fn export_loop(shared: &Shared, exporter: &OtlpExporter) {
             && stopped_by.try_send(outcome.clone()).is_err()
         {
             // The caller stopped waiting: nothing to tell.
-        }
-        spans.clear();
-        let mut state = shared.lock();
-        state.spare = Some(spans);
-        if let Err(failed) = &outcome {
-            // Flushes asked for while this export ran: it held spans that
-            // ended before they asked, so its failure is theirs too.
-            for flush in &mut state.flushes {
-                flush.earlier.get_or_insert_with(|| failed.clone());
-            }
         }
         if stopping {
             return;

@@ -30,6 +30,9 @@ pin_project! {
         protocol: Protocol,
         timeout: Duration,
         sleep: Option<Pin<Box<Sleep>>>,
+        // A frame was sent: from now on a passed deadline ends the body
+        // before the next one is asked for.
+        started: bool,
         ended: bool,
     }
 }
@@ -42,6 +45,7 @@ impl<B> DeadlineBody<B> {
             protocol,
             timeout,
             sleep: None,
+            started: false,
             ended: false,
         }
     }
@@ -63,11 +67,16 @@ where
             return Poll::Ready(None);
         }
         let deadline = *this.deadline;
-        if !deadline.is_expired() {
+        // The first frame is always asked for: an answer the handler made in
+        // time is sent, even if the deadline passes before it is written.
+        if !*this.started || !deadline.is_expired() {
             let inner = this.inner;
             match CURRENT.sync_scope(deadline, || inner.poll_frame(cx)) {
                 Poll::Pending => {}
-                ready @ Poll::Ready(_) => return ready,
+                ready @ Poll::Ready(_) => {
+                    *this.started = true;
+                    return ready;
+                }
             }
             let sleep = this
                 .sleep

@@ -169,7 +169,9 @@ where
                 // The deadline bounds the answer's body too (a stream).
                 Poll::Ready(Ok(result)) => Poll::Ready(result.map(|response| {
                     response.map(|body| {
-                        if body.is_end_stream() {
+                        // An answer of a known length (a whole body) is sent
+                        // at once: nothing to bound.
+                        if body.is_end_stream() || body.size_hint().exact().is_some() {
                             body
                         } else {
                             Body::new(DeadlineBody::new(body, *deadline, *protocol, *timeout))
