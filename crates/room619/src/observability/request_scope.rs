@@ -284,8 +284,8 @@ mod tests {
         assert_eq!(text.lines().count(), 2);
     }
 
-    #[test]
-    fn text_lines_inside_a_request_end_with_its_scope() {
+    /// A subscriber writing text lines (no colours) into `Lines`.
+    fn text_subscriber() -> (Lines, impl tracing::Subscriber + Send + Sync) {
         let lines = Lines::default();
         let subscriber = tracing_subscriber::registry().with(
             fmt::layer()
@@ -293,6 +293,12 @@ mod tests {
                 .with_ansi(false)
                 .with_writer(lines.make_writer()),
         );
+        (lines, subscriber)
+    }
+
+    #[test]
+    fn text_lines_inside_a_request_end_with_its_scope() {
+        let (lines, subscriber) = text_subscriber();
         log_with(subscriber, scope("users", None));
         let text = lines.text();
         let [outside, inside] = text.lines().collect::<Vec<_>>()[..] else {
@@ -310,13 +316,7 @@ mod tests {
     /// line, in a request or not.
     #[test]
     fn text_lines_escape_line_breaks() {
-        let lines = Lines::default();
-        let subscriber = tracing_subscriber::registry().with(
-            fmt::layer()
-                .event_format(WithRequestScope::text())
-                .with_ansi(false)
-                .with_writer(lines.make_writer()),
-        );
+        let (lines, subscriber) = text_subscriber();
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!("user said {}", "hi\nERROR forged\r line");
             let span = tracing::info_span!("http.server");
@@ -358,9 +358,13 @@ mod tests {
 
     #[test]
     fn a_span_nobody_records_keeps_nothing() {
-        // No subscriber: the span is disabled and attaching is a no-op.
-        let span = tracing::info_span!("http.server");
-        trace_context::scope(&span, scope("users", Some("req-1")));
-        assert!(span.is_disabled());
+        // No subscriber: attaching is a no-op. (Whether the span is disabled
+        // depends on what other tests' subscribers said of its callsite
+        // first: the interest is shared by the process.)
+        tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+            let span = tracing::info_span!("http.server");
+            trace_context::scope(&span, scope("users", Some("req-1")));
+            assert!(with_extensions(&span, |_| ()).is_none());
+        });
     }
 }

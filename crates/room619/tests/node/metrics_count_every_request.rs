@@ -263,14 +263,7 @@ async fn a_panicking_handler_is_counted_as_a_500() {
     let http = support::http1();
     // The connection is dropped: no answer to read.
     let _no_answer = http.get(format!("http://{addr}/boom")).send().await;
-    let text = http
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = support::metrics_text(addr).await;
     let series = |status: u16| {
         format!(
             "http_server_requests_total{{http_request_method=\"GET\",http_route=\"/boom\",http_response_status_code=\"{status}\"}}"
