@@ -49,7 +49,6 @@ impl Shop {
     }
 
     /// [`adjust`](Self::adjust) as a closure of its own.
-    #[must_use]
     pub fn adjuster(&self) -> impl Fn(&mut Config) + Send + Sync + 'static {
         let adjust = Arc::clone(&self.adjust);
         move |config| adjust(config)
