@@ -313,3 +313,45 @@ async fn a_server_stream_ends_at_its_deadline() {
     assert!(started.elapsed() < Duration::from_secs(3));
     node.shutdown().await.unwrap();
 }
+
+/// A call that waited for a bulkhead slot tells the server the time left
+/// when it goes out, not the time left when it was made.
+#[tokio::test]
+async fn a_call_queued_in_the_bulkhead_sends_the_time_left_when_it_goes() {
+    let server = support::start_named("server", &[], Some(support::echo_service())).await;
+    let mut config = support::config(
+        "[resilience.services.echo.bulkhead]\nmax_concurrent = 1\nmax_queued = 1\n",
+    );
+    config.node.name = "caller".to_owned();
+    config.discovery.instances = vec![room619::config::InstanceConfig {
+        name: "echo".to_owned(),
+        version: "1.0.0".to_owned(),
+        address: server.local_addr().to_string(),
+    }];
+    let caller = support::start_named_with_config(config).await;
+    let client = caller
+        .handle()
+        .client::<EchoClient<RpcChannel>>("echo", "^1")
+        .unwrap();
+    let mut busy = client.clone();
+    let holding = tokio::spawn(async move {
+        busy.echo(EchoRequest {
+            delay_ms: 1000,
+            ..EchoRequest::default()
+        })
+        .await
+    });
+    // The first call has the one slot; the second waits about 700 ms.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut queued = client.clone();
+    let reply = Deadline::after(Duration::from_secs(2))
+        .scope(queued.echo(EchoRequest::default()))
+        .await
+        .unwrap();
+    let received = reply.metadata().get("x-received-timeout").unwrap();
+    let received = parse_timeout(received.as_bytes()).unwrap();
+    assert!(received <= Duration::from_millis(1600), "{received:?}");
+    holding.await.unwrap().unwrap();
+    caller.shutdown().await.unwrap();
+    server.shutdown().await.unwrap();
+}

@@ -249,13 +249,15 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         self.shared.budget.deposit();
         let policy = &self.shared.policy;
         if policy.attempt_timeout.is_none()
             && (policy.max_attempts <= 1 || !policy.is_idempotent(&request))
         {
-            // Sent once, as it is: no buffering, no task of its own.
+            // Sent once: no buffering, no task of its own; with the time
+            // left now, after the wait for a bulkhead slot.
+            restate_timeout(&mut request, None);
             return Either::Left(self.inner.call(request).err_into());
         }
         // The ready service takes the first attempt; a clone takes the rest.
