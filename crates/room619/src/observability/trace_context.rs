@@ -238,23 +238,22 @@ mod otel {
 
     pub(super) fn set_parent(span: &Span, carrier: &dyn Extractor) {
         let parent = PROPAGATOR.extract(carrier);
-        request_scope::with_extensions(span, |extensions| {
-            match extensions.get_mut::<OtelSpan>() {
-                Some(otel) => {
-                    if !otel.set_parent(parent) {
-                        tracing::debug!("the caller's trace context came after the span started");
-                    }
-                }
-                // No OpenTelemetry layer (no exporter): the trace goes on
-                // all the same, through a span of ids only.
-                None => {
-                    if let Some(propagated) = Propagated::child_of(&parent) {
-                        PROPAGATING.store(true, std::sync::atomic::Ordering::Relaxed);
-                        extensions.replace(propagated);
-                    }
-                }
+        let late = request_scope::with_extensions(span, |extensions| {
+            if let Some(otel) = extensions.get_mut::<OtelSpan>() {
+                return !otel.set_parent(parent);
             }
+            // No OpenTelemetry layer (no exporter): the trace goes on all
+            // the same, through a span of ids only.
+            if let Some(propagated) = Propagated::child_of(&parent) {
+                PROPAGATING.store(true, std::sync::atomic::Ordering::Relaxed);
+                extensions.replace(propagated);
+            }
+            false
         });
+        // Logged with the span's extensions let go (a log layer reads them).
+        if late == Some(true) {
+            tracing::debug!("the caller's trace context came after the span started");
+        }
     }
 
     pub(super) fn inject(span: &Span, carrier: &mut dyn Injector) {

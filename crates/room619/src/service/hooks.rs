@@ -58,22 +58,7 @@ impl Hooks {
                     Step::Paired { start, stop } => (start, Some(stop)),
                     Step::Stop(_) => continue,
                 };
-                let panicked = || {
-                    Err(Error::internal(format!(
-                        "a start hook of {} panicked",
-                        ctx.descriptor()
-                    )))
-                };
-                // A hook may panic making its future, or running it.
-                let started =
-                    match std::panic::catch_unwind(AssertUnwindSafe(|| start(ctx.clone()))) {
-                        Ok(future) => AssertUnwindSafe(future)
-                            .catch_unwind()
-                            .await
-                            .unwrap_or_else(|_| panicked()),
-                        Err(_) => panicked(),
-                    };
-                if let Err(err) = started {
+                if let Err(err) = run_hook(&start, &ctx, "start").await {
                     undo.run().await;
                     return Err(err);
                 }
@@ -108,21 +93,27 @@ impl Hooks {
     }
 }
 
-/// Runs one stop hook; a failure or a panic is logged and returned.
-async fn run_stop(stop: &Hook, ctx: &ServiceContext) -> Result<()> {
+/// Runs one hook (`kind`: start or stop); a panic, making its future or
+/// running it, is an `Internal` error.
+async fn run_hook(hook: &Hook, ctx: &ServiceContext, kind: &str) -> Result<()> {
     let panicked = || {
         Err(Error::internal(format!(
-            "a stop hook of {} panicked",
+            "a {kind} hook of {} panicked",
             ctx.descriptor()
         )))
     };
-    let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| stop(ctx.clone()))) {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| hook(ctx.clone()))) {
         Ok(future) => AssertUnwindSafe(future)
             .catch_unwind()
             .await
             .unwrap_or_else(|_| panicked()),
         Err(_) => panicked(),
-    };
+    }
+}
+
+/// Runs one stop hook; a failure or a panic is logged and returned.
+async fn run_stop(stop: &Hook, ctx: &ServiceContext) -> Result<()> {
+    let outcome = run_hook(stop, ctx, "stop").await;
     if let Err(err) = &outcome {
         tracing::error!(service = %ctx.descriptor(), error = ?err, "a stop hook failed");
     }

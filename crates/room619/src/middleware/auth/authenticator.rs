@@ -177,10 +177,8 @@ impl Authenticator {
                 Ok(token) => return self.verify_jwt(token).map(Some),
                 // Another scheme (a staging site's `Basic` gate) is not for
                 // this service: an API key beside it still is.
+                Err(refused) if names_bearer(value.as_bytes()) => return Err(refused),
                 Err(refused) => {
-                    if names_bearer(value.as_bytes()) {
-                        return Err(refused);
-                    }
                     return match headers.get(API_KEY_HEADER) {
                         Some(key) => self.verify_api_key(key.as_bytes()).map(Some),
                         None => Err(refused),
