@@ -24,6 +24,11 @@ const ENV_RESERVED: &[&str] = &["CONFIG"];
 /// Builds a [`Config`] from its sources, in increasing precedence: defaults,
 /// TOML file or text, `ROOM619_*` environment, [`Overrides`].
 ///
+/// A variable `ROOM619_SECTION__KEY` sets `section.key`; another with the
+/// prefix is an error (an unknown key), except `ROOM619_CONFIG` and the
+/// service links Kubernetes adds for a Service named `room619` or
+/// `room619-<name>` (`ROOM619_SERVICE_HOST`, `ROOM619_PORT_8080_TCP`...).
+///
 /// ```
 /// use room619::config::{ConfigLoader, Overrides};
 ///
@@ -212,7 +217,7 @@ impl EnvVars {
             let Some(key) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
-            if key.is_empty() || ENV_RESERVED.contains(&key) {
+            if key.is_empty() || ENV_RESERVED.contains(&key) || is_service_link(key) {
                 continue;
             }
             let Some(value) = value.to_str() else {
@@ -253,6 +258,31 @@ impl EnvVars {
         insert(&mut self.dict, &keys, Value::from(text));
         true
     }
+}
+
+/// Whether `key` (a variable's name after [`ENV_PREFIX`]) is one of the
+/// variables Kubernetes gives a pod for every Service of its namespace,
+/// which a Service named `room619` or `room619-<name>` puts under the
+/// prefix: `ROOM619_SERVICE_HOST`, `ROOM619_<NAME>_SERVICE_PORT_<PORT>`,
+/// `ROOM619_PORT`, `ROOM619_<NAME>_PORT_8080_TCP_ADDR`... No configuration
+/// key has those names (every key has a section, `__`), and failing the
+/// start on them would stop every node of the namespace.
+fn is_service_link(key: &str) -> bool {
+    if key.contains(ENV_SEPARATOR) {
+        return false;
+    }
+    let parts: Vec<&str> = key.split('_').collect();
+    parts
+        .iter()
+        .enumerate()
+        .any(|(at, part)| match (*part, &parts[at + 1..]) {
+            ("SERVICE", ["HOST" | "PORT", ..]) | ("PORT", []) => true,
+            ("PORT", [port, "TCP" | "UDP" | "SCTP", rest @ ..]) => {
+                port.bytes().all(|b| b.is_ascii_digit())
+                    && matches!(rest, [] | ["PROTO" | "PORT" | "ADDR"])
+            }
+            _ => false,
+        })
 }
 
 fn env_key(key: &str) -> String {
@@ -404,6 +434,33 @@ mod tests {
         assert_eq!(config.limits.http_body_limit, 1024);
         assert_eq!(config.node.services, ["echo", "users"]);
         assert_eq!(config.node.drain_timeout.as_secs(), 5);
+    }
+
+    #[test]
+    fn kubernetes_service_links_are_not_taken_for_keys() {
+        let links = [
+            ("ROOM619_SERVICE_HOST", "10.0.0.11"),
+            ("ROOM619_SERVICE_PORT", "8080"),
+            ("ROOM619_SERVICE_PORT_HTTP", "8080"),
+            ("ROOM619_PORT", "tcp://10.0.0.11:8080"),
+            ("ROOM619_PORT_8080_TCP", "tcp://10.0.0.11:8080"),
+            ("ROOM619_PORT_8080_TCP_PROTO", "tcp"),
+            ("ROOM619_PORT_8080_TCP_PORT", "8080"),
+            ("ROOM619_PORT_8080_TCP_ADDR", "10.0.0.11"),
+            ("ROOM619_GATEWAY_SERVICE_HOST", "10.0.0.12"),
+            ("ROOM619_GATEWAY_PORT_9090_UDP_ADDR", "10.0.0.12"),
+            ("ROOM619_NODE__NAME", "pod-1"),
+        ];
+        let config = ConfigLoader::new().env_vars(links).load().unwrap();
+        assert_eq!(config.node.name, "pod-1");
+
+        for typo in ["ROOM619_NODE_NAME", "ROOM619_PORTS", "ROOM619_PORT_X_TCP"] {
+            let err = ConfigLoader::new()
+                .env_vars([(typo, "x")])
+                .load()
+                .unwrap_err();
+            assert!(err.to_string().contains(typo), "{typo}: {err}");
+        }
     }
 
     #[test]

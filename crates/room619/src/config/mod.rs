@@ -125,8 +125,8 @@ pub struct NodeConfig {
     pub name: String,
     /// The address serving gRPC and HTTP on one port. Default: `0.0.0.0:8080`.
     pub listen: SocketAddr,
-    /// A separate address for the admin endpoints (`/health/*`, `/metrics`); when unset
-    /// they are served on `listen`. Default: unset.
+    /// A separate address for the admin endpoints (`/health/*`, `/metrics`,
+    /// `/registry`); when unset they are served on `listen`. Default: unset.
     pub admin_listen: Option<SocketAddr>,
     /// The `host:port` other nodes reach this node at, as registered in
     /// discovery. Default: the bound listen address, with an unspecified IP
@@ -185,9 +185,20 @@ pub struct Limits {
     /// for this long is closed, within a quarter of it more: a request head
     /// must arrive completely within it (slowloris defence), and an idle
     /// keep-alive connection is let go. A request in flight (a slow handler,
-    /// a long streamed answer) keeps its connection. Default: `10s`.
+    /// a long streamed answer) keeps its connection, and so does an answer
+    /// still being written to a slow reader (up to
+    /// [`write_stall_timeout`](Self::write_stall_timeout)). Default: `10s`.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// An HTTP/1 connection whose answer has waited this long for room in
+    /// the socket with nothing written (its client stopped reading, or
+    /// reads a trickle) is closed, so a client cannot hold an answer's
+    /// buffer for ever; looked at every quarter of
+    /// [`header_read_timeout`](Self::header_read_timeout). A slow but
+    /// steady reader writes something every few seconds and keeps its
+    /// connection. Default: `60s`.
+    #[serde(with = "humantime_serde")]
+    pub write_stall_timeout: Duration,
     /// The largest HTTP/1 request head in bytes; larger answers 431. At least
     /// 8192. Default: `16384`.
     pub max_header_bytes: usize,
@@ -216,7 +227,8 @@ pub struct Limits {
     /// of the connection (about 2,000 instructions per unary gRPC call), and
     /// [`tcp_keep_alive`](Self::tcp_keep_alive) already finds dead and stuck
     /// peers. Turn it on where a proxy between client and node keeps the TCP
-    /// connection alive while the peer behind it is gone. Default: `0s`.
+    /// connection alive while the peer behind it is gone. At least `1s`
+    /// when on. Default: `0s`.
     #[serde(with = "humantime_serde")]
     pub http2_keep_alive_interval: Duration,
     /// The largest gRPC request message in bytes; larger fails with
@@ -264,6 +276,7 @@ impl Default for Limits {
         Self {
             first_byte_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
+            write_stall_timeout: Duration::from_secs(60),
             max_header_bytes: 16 * 1024,
             http2_max_concurrent_streams: 256,
             http2_max_header_list_size: 16 * 1024,

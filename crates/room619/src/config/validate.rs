@@ -149,11 +149,13 @@ fn discovery(config: &Config) -> Result<(), ConfigError> {
     if let Some(advertise) = &config.node.advertise
         && advertise
             .parse::<http::uri::Authority>()
-            .map_or(true, |authority| authority.port_u16().is_none())
+            .map_or(true, |authority| {
+                matches!(authority.port_u16(), None | Some(0))
+            })
     {
         return Err(ConfigError::new(
             "node.advertise",
-            format!("`{advertise}` is not a host:port address"),
+            format!("`{advertise}` is not a host:port address with a port other peers can reach"),
         ));
     }
     if let Err((key, problem)) = config.discovery.nats.validate() {
@@ -171,7 +173,20 @@ fn timeouts(config: &Config) -> Result<(), ConfigError> {
     positive("node.start_timeout", config.node.start_timeout)?;
     positive("node.drain_timeout", config.node.drain_timeout)?;
     positive("limits.first_byte_timeout", limits.first_byte_timeout)?;
-    positive("limits.header_read_timeout", limits.header_read_timeout)?;
+    at_least(
+        "limits.header_read_timeout",
+        limits.header_read_timeout,
+        Duration::from_millis(1),
+    )?;
+    positive("limits.write_stall_timeout", limits.write_stall_timeout)?;
+    let ping = limits.http2_keep_alive_interval;
+    if !ping.is_zero() {
+        at_least(
+            "limits.http2_keep_alive_interval",
+            ping,
+            Duration::from_secs(1),
+        )?;
+    }
     let keep_alive = limits.tcp_keep_alive;
     if !keep_alive.is_zero()
         && (!(MIN_KEEP_ALIVE..=MAX_KEEP_ALIVE).contains(&keep_alive)
@@ -183,6 +198,16 @@ fn timeouts(config: &Config) -> Result<(), ConfigError> {
                 "must be 0s (off) or whole seconds from 1s to 32767s, the kernel's range for \
                  the first probe (got {keep_alive:?})"
             ),
+        ));
+    }
+    Ok(())
+}
+
+fn at_least(key: &str, value: Duration, least: Duration) -> Result<(), ConfigError> {
+    if value < least {
+        return Err(ConfigError::new(
+            key,
+            format!("must be at least {least:?} (got {value:?})"),
         ));
     }
     Ok(())
@@ -262,7 +287,16 @@ mod tests {
     #[test]
     fn overload_and_http2_limits_name_their_keys() {
         type Breaks = fn(&mut Config);
-        let cases: [(&str, Breaks); 7] = [
+        let cases: [(&str, Breaks); 10] = [
+            ("limits.http2_keep_alive_interval", |c| {
+                c.limits.http2_keep_alive_interval = Duration::from_millis(1);
+            }),
+            ("limits.header_read_timeout", |c| {
+                c.limits.header_read_timeout = Duration::from_nanos(3);
+            }),
+            ("node.advertise", |c| {
+                c.node.advertise = Some("10.0.0.7:0".to_owned());
+            }),
             ("limits.tcp_keep_alive", |c| {
                 c.limits.tcp_keep_alive = Duration::from_millis(500);
             }),

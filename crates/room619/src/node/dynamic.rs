@@ -143,7 +143,11 @@ pub(super) struct Hosting {
     pub(super) clients: Clients,
     pub(super) discovery: Arc<dyn Discovery>,
     pub(super) bus: MessageBus,
+    /// The node's shutdown: it has begun.
     pub(super) shutdown: CancellationToken,
+    /// The parent of the services' stop signals: the node drains (after
+    /// `node.shutdown_delay`).
+    pub(super) draining: CancellationToken,
     /// The address registered in discovery.
     pub(super) advertised: String,
     /// One change at a time.
@@ -190,7 +194,7 @@ impl Hosting {
             descriptor.clone(),
             self.live_config.clone(),
             self.registry.clone(),
-            &self.shutdown,
+            &self.draining,
             self.clients.clone(),
             self.bus.clone(),
             self.metrics.clone(),
@@ -296,15 +300,11 @@ impl Hosting {
         self.readiness.refresh().await;
 
         let timeout = self.config.node.drain_timeout;
-        let in_flight = host.ctx.in_flight();
-        in_flight.close();
         // Its streams end (they select on the service's shutdown signal),
         // and each counts as in flight until its body has ended.
         host.ctx.signal_stop();
-        if tokio::time::timeout(timeout, in_flight.wait())
-            .await
-            .is_err()
-        {
+        let in_flight = host.ctx.in_flight();
+        if !in_flight.drain(timeout).await {
             tracing::warn!(service = %descriptor, ?timeout, open = in_flight.len(), "requests still in flight at the drain timeout");
         }
         let stopped = match tokio::time::timeout(timeout, host.service.stop(host.ctx.clone())).await

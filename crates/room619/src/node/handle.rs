@@ -51,6 +51,45 @@ impl RunningNode {
             .map_err(|err| Error::internal("the node's lifecycle task failed").with_source(err))?
     }
 
+    /// Serves until Ctrl-C or SIGTERM ([`shutdown_signal`]), then shuts
+    /// down gracefully and waits for it to finish. A second signal during
+    /// the shutdown cuts it short: this returns at once, leaving what was
+    /// still stopping to end with the runtime (an operator pressing Ctrl-C
+    /// twice, a supervisor's second SIGTERM). A runtime dropped still waits
+    /// for the `spawn_blocking` work under way; a binary that must not wait
+    /// exits the process itself.
+    ///
+    /// ```no_run
+    /// # async fn demo(node: room619::Node) -> room619::Result<()> {
+    /// let running = node.start().await?;
+    /// println!("serving on {}", running.local_addr());
+    /// running.stop_on_signal().await
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`wait`](Self::wait); `Unavailable` when a second signal cut the
+    /// shutdown short.
+    ///
+    /// [`shutdown_signal`]: super::shutdown_signal
+    pub async fn stop_on_signal(self) -> Result<()> {
+        let handle = self.handle();
+        let stopped = self.wait();
+        tokio::pin!(stopped);
+        tokio::select! {
+            result = &mut stopped => return result,
+            () = super::shutdown_signal() => handle.shutdown(),
+        }
+        tokio::select! {
+            result = stopped => result,
+            () = super::shutdown_signal() => {
+                tracing::warn!("a second stop signal: leaving the shutdown unfinished");
+                Err(Error::unavailable("the shutdown was cut short by a second stop signal"))
+            }
+        }
+    }
+
     /// Starts a graceful shutdown and waits for it to finish.
     ///
     /// # Errors

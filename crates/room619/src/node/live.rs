@@ -7,17 +7,18 @@
 //!
 //! On an HTTP/1 connection each request is also counted in the connection's
 //! [`Activity`] (started, and finished when its answer's body is sent or
-//! dropped), which the connection's watch reads to close a connection that
-//! has gone quiet: see [`ShutdownWatch`](super::watch::ShutdownWatch).
+//! dropped), and so is each write to its socket ([`CountingIo`]), which the
+//! connection's watch reads to close a connection that has gone quiet: see [`ShutdownWatch`](super::watch::ShutdownWatch).
 
 use std::{
     convert::Infallible,
     future::Future,
+    io,
     net::SocketAddr,
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll, ready},
 };
@@ -28,6 +29,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::rpc::{ProtocolSplit, SplitFuture};
 
@@ -61,21 +63,72 @@ impl LiveSplit {
 }
 
 /// The requests of one connection so far: how many started and how many
-/// finished. Both only grow; the connection is quiet while they are equal
-/// and do not move.
+/// finished; how many writes to its socket made progress, and whether the
+/// last one waits for room in the socket. The counts only grow; the
+/// connection is quiet while the requests started and finished are equal,
+/// no write waits and nothing moves.
+///
+/// The writes count because a request is finished when hyper drops its
+/// answer's body, which it does as soon as it has taken the last bytes into
+/// its write buffer: a large answer (a `Json` or `Bytes` body of some
+/// megabytes) to a slow reader is then still being sent, and must keep its
+/// connection. The kernel wakes a writer only once a third of the socket's
+/// send buffer (up to megabytes) is free again, so a slow reader can leave
+/// a write waiting longer than the timeout: a waiting write counts as work
+/// in flight, until nothing has been written for the write stall timeout
+/// ([`Limits::write_stall_timeout`](crate::config::Limits::write_stall_timeout)).
 #[derive(Debug, Default)]
 pub(crate) struct Activity {
     started: AtomicU64,
     finished: AtomicU64,
+    written: AtomicU64,
+    waiting: AtomicBool,
+}
+
+/// What an [`Activity`] counted, at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    started: u64,
+    finished: u64,
+    written: u64,
+    waiting: bool,
+}
+
+impl Counts {
+    /// Whether nothing is in flight: no request, no write waiting.
+    pub(crate) fn idle(self) -> bool {
+        self.started == self.finished && !self.waiting
+    }
+
+    /// Whether the last write waits for room in the socket.
+    pub(crate) fn waiting(self) -> bool {
+        self.waiting
+    }
 }
 
 impl Activity {
-    /// `(started, finished)` now.
-    pub(crate) fn counts(&self) -> (u64, u64) {
-        (
-            self.started.load(Ordering::Relaxed),
-            self.finished.load(Ordering::Relaxed),
-        )
+    /// The counts now.
+    pub(crate) fn counts(&self) -> Counts {
+        Counts {
+            started: self.started.load(Ordering::Relaxed),
+            finished: self.finished.load(Ordering::Relaxed),
+            written: self.written.load(Ordering::Relaxed),
+            waiting: self.waiting.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts a write that made progress. Only the connection's own task
+    /// writes, so a load and a store do (no locked instruction per write).
+    pub(super) fn wrote(&self) {
+        let written = self.written.load(Ordering::Relaxed);
+        self.written
+            .store(written.wrapping_add(1), Ordering::Relaxed);
+        self.waiting.store(false, Ordering::Relaxed);
+    }
+
+    /// Notes a write waiting for room in the socket.
+    pub(super) fn waits(&self) {
+        self.waiting.store(true, Ordering::Relaxed);
     }
 
     pub(super) fn start(self: &Arc<Self>) -> InFlight {
@@ -91,6 +144,80 @@ pub(super) struct InFlight(Arc<Activity>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.finished.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pin_project! {
+    /// A connection's socket, its writes counted in the connection's
+    /// [`Activity`] when it has one.
+    pub(crate) struct CountingIo<T> {
+        #[pin]
+        io: T,
+        activity: Option<Arc<Activity>>,
+    }
+}
+
+impl<T> CountingIo<T> {
+    pub(crate) fn new(io: T, activity: Option<Arc<Activity>>) -> Self {
+        Self { io, activity }
+    }
+
+    /// Counts `written` if it made progress or waits, and hands it on.
+    fn count(
+        activity: Option<&Arc<Activity>>,
+        written: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match (activity, &written) {
+            (Some(activity), Poll::Ready(Ok(1..))) => activity.wrote(),
+            (Some(activity), Poll::Pending) => activity.waits(),
+            _ => {}
+        }
+        written
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for CountingIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.project().io.poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for CountingIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        Self::count(this.activity.as_ref(), this.io.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        Self::count(
+            this.activity.as_ref(),
+            this.io.poll_write_vectored(cx, bufs),
+        )
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
     }
 }
 
@@ -186,6 +313,38 @@ mod tests {
 
     use super::*;
 
+    fn requests(activity: &Activity) -> (u64, u64) {
+        let counts = activity.counts();
+        (counts.started, counts.finished)
+    }
+
+    #[tokio::test]
+    async fn writes_that_make_progress_are_counted() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+        let activity = Arc::new(Activity::default());
+        let (near, mut far) = tokio::io::duplex(4);
+        let mut io = CountingIo::new(near, Some(Arc::clone(&activity)));
+        // The duplex takes four bytes at a time, as the far end reads.
+        let mut read = [0_u8; 8];
+        let (wrote, got) = tokio::join!(io.write_all(b"12345678"), far.read_exact(&mut read));
+        wrote.unwrap();
+        got.unwrap();
+        assert_eq!(&read, b"12345678");
+        let counts = activity.counts();
+        assert!(counts.written >= 2, "{counts:?}");
+        assert!(counts.idle(), "the last write made progress: {counts:?}");
+
+        // A write the far end has no room for waits, and counts as busy.
+        let written = futures_util::poll!(std::pin::pin!(io.write_all(b"123456")));
+        assert!(written.is_pending());
+        assert!(activity.counts().waiting && !activity.counts().idle());
+        let mut read = [0_u8; 4];
+        far.read_exact(&mut read).await.unwrap();
+        io.write_all(b"56").await.unwrap();
+        assert!(activity.counts().idle(), "{:?}", activity.counts());
+    }
+
     #[tokio::test]
     async fn a_request_is_finished_once_its_answers_body_is_dropped() {
         let activity = Arc::new(Activity::default());
@@ -193,11 +352,11 @@ mod tests {
             in_flight: Some(activity.start()),
             inner: ready(Ok::<_, Infallible>(Response::new(Body::from("hi")))),
         };
-        assert_eq!(activity.counts(), (1, 0));
+        assert_eq!(requests(&activity), (1, 0));
         let Ok(response) = counted.await;
-        assert_eq!(activity.counts(), (1, 0), "its body is still to be sent");
+        assert_eq!(requests(&activity), (1, 0), "its body is still to be sent");
         drop(response);
-        assert_eq!(activity.counts(), (1, 1));
+        assert_eq!(requests(&activity), (1, 1));
     }
 
     #[test]
@@ -207,8 +366,8 @@ mod tests {
             in_flight: Some(activity.start()),
             inner: pending::<Result<Response<Body>, Infallible>>(),
         };
-        assert_eq!(activity.counts(), (1, 0));
+        assert_eq!(requests(&activity), (1, 0));
         drop(counted);
-        assert_eq!(activity.counts(), (1, 1));
+        assert_eq!(requests(&activity), (1, 1));
     }
 }

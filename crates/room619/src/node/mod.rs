@@ -83,20 +83,16 @@ impl Node {
     }
 
     /// Starts the node and serves until Ctrl-C or SIGTERM, then shuts down
-    /// gracefully.
+    /// gracefully; a second signal cuts the shutdown short
+    /// ([`RunningNode::stop_on_signal`]).
     ///
     /// # Errors
     ///
     /// When a listener cannot bind, routes cannot be assembled, a start hook
-    /// fails, or a stop hook fails during shutdown.
+    /// fails, a stop hook fails during shutdown, or a second signal cut the
+    /// shutdown short.
     pub async fn run(self) -> Result<()> {
-        let running = self.start().await?;
-        let handle = running.handle();
-        tokio::spawn(async move {
-            signal::shutdown_signal().await;
-            handle.shutdown();
-        });
-        running.wait().await
+        self.start().await?.stop_on_signal().await
     }
 
     /// Binds, starts every service and begins serving; returns a

@@ -11,8 +11,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
-    live::{Activity, LiveSplit},
-    watch::{ShutdownWatch, Signal},
+    live::{Activity, CountingIo, LiveSplit},
+    watch::{Idleness, ShutdownWatch, Signal},
 };
 use crate::config::Limits;
 
@@ -37,6 +37,8 @@ pub(crate) struct Timeouts {
     /// HTTP/1: with no request started, finished or in flight (a head that
     /// never ends, an idle keep-alive connection).
     pub(crate) quiet: Duration,
+    /// HTTP/1: with an answer's write waiting and nothing written.
+    pub(crate) write_stall: Duration,
     /// TCP keep-alive and user timeout ([`Limits::tcp_keep_alive`]).
     pub(crate) tcp_keep_alive: Duration,
 }
@@ -46,6 +48,7 @@ impl Timeouts {
         Self {
             first_byte: limits.first_byte_timeout,
             quiet: limits.header_read_timeout,
+            write_stall: limits.write_stall_timeout,
             tcp_keep_alive: limits.tcp_keep_alive,
         }
     }
@@ -188,6 +191,29 @@ fn is_per_connection(err: &io::Error) -> bool {
     )
 }
 
+/// Whether the connection speaks HTTP/2 (it begins with the client
+/// preface), by the first bytes it sent, left unread; `None` when it closed
+/// or failed first. A first segment shorter than [`HTTP2_PREFACE_START`]
+/// that could still begin it (`P`, `PR`, `PRI`) is looked at again a little
+/// later, so that HTTP/2 split early is not served as HTTP/1.
+async fn is_http2(stream: &TcpStream) -> Option<bool> {
+    /// The waits between looks at a short first segment (peeking again at
+    /// once would find the same bytes, in a busy loop): about a third of a
+    /// second in all, after which the guess is HTTP/1 (which only decides
+    /// the connection's quiet watch: hyper reads the preface itself).
+    const LOOK_AGAIN: [u64; 6] = [5, 10, 20, 40, 80, 160];
+    let mut probe = [0_u8; HTTP2_PREFACE_START.len()];
+    let mut waits = LOOK_AGAIN.iter();
+    loop {
+        let n = stream.peek(&mut probe).await.ok().filter(|&n| n > 0)?;
+        let decided = n == probe.len() || !HTTP2_PREFACE_START.starts_with(&probe[..n]);
+        match waits.next() {
+            Some(&ms) if !decided => tokio::time::sleep(Duration::from_millis(ms)).await,
+            _ => return Some(probe[..n] == *HTTP2_PREFACE_START),
+        }
+    }
+}
+
 async fn serve_connection(
     (stream, peer): (TcpStream, SocketAddr),
     app: LiveSplit,
@@ -197,15 +223,14 @@ async fn serve_connection(
 ) {
     // A connection costs a task and a socket until it says something; one that
     // says nothing within the first-byte timeout is closed.
-    let mut probe = [0_u8; HTTP2_PREFACE_START.len()];
     let first = tokio::select! {
         biased;
-        first = tokio::time::timeout(timeouts.first_byte, stream.peek(&mut probe)) => first,
+        first = tokio::time::timeout(timeouts.first_byte, is_http2(&stream)) => first,
         () = signals.drain.cancelled() => return,
     };
     let http2 = match first {
-        Ok(Ok(n)) if n > 0 => probe[..n] == *HTTP2_PREFACE_START,
-        Ok(Ok(_) | Err(_)) => return,
+        Ok(Some(http2)) => http2,
+        Ok(None) => return,
         Err(_elapsed) => {
             tracing::debug!(timeout = ?timeouts.first_byte, "closing a connection that sent nothing");
             return;
@@ -215,13 +240,16 @@ async fn serve_connection(
     // HTTP/2 has stream limits (and TCP keep-alive finds dead peers), and an idle
     // HTTP/2 connection (a client's channel between calls) stays open.
     let activity = (!http2).then(Arc::<Activity>::default);
-    let quiet = activity
-        .as_ref()
-        .map(|activity| (Arc::clone(activity), timeouts.quiet));
+    let idleness = activity.as_ref().map(|activity| Idleness {
+        activity: Arc::clone(activity),
+        quiet: timeouts.quiet,
+        stall: timeouts.write_stall,
+    });
+    let io = TokioIo::new(CountingIo::new(stream, activity.clone()));
     let service = TowerToHyperService::new(app.for_peer(peer, activity));
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
-    let mut shutdown = ShutdownWatch::new(&signals, quiet);
+    let mut shutdown = ShutdownWatch::new(&signals, idleness);
     loop {
         tokio::select! {
             biased;
@@ -237,6 +265,10 @@ async fn serve_connection(
                     // Nothing is in flight, so closing loses nothing; a
                     // graceful shutdown would wait for a half-sent head.
                     tracing::debug!(timeout = ?timeouts.quiet, "closing a quiet HTTP/1 connection");
+                    return;
+                }
+                Signal::Stalled => {
+                    tracing::debug!(timeout = ?timeouts.write_stall, "closing an HTTP/1 connection whose client stopped reading");
                     return;
                 }
                 Signal::ForceClose => {

@@ -42,13 +42,17 @@ pub(super) async fn start(
     let bus = MessageBus::connect_as(&config.bus, &config.node.name).await?;
     let (metrics, observed) = wiring::metrics(&config, &bus);
     let shutdown = CancellationToken::new();
+    // The services' stop signal: it fires when the node drains, after
+    // `node.shutdown_delay`, during which they still serve as usual.
+    let draining = CancellationToken::new();
     let (discovery, discovery_shutdown, clients) =
         wiring::connect_clients(&config, observed.clone()).await?;
     // A start that fails from here ends what it began (discovery's watcher
     // and heartbeat, the reload follower, key refreshes, subscribers): both
     // tokens are cancelled on the way out unless the start completes.
-    let on_failure = [&shutdown, &discovery_shutdown].map(|token| token.clone().drop_guard());
-    let hosted = wiring::host_all(&registry, &live_config, &shutdown, &clients, &bus, &metrics);
+    let on_failure =
+        [&shutdown, &draining, &discovery_shutdown].map(|token| token.clone().drop_guard());
+    let hosted = wiring::host_all(&registry, &live_config, &draining, &clients, &bus, &metrics);
     let assembled = app::assemble(&config, &registry, &hosted, &metrics, None)?;
     clients.set_local(assembled.local);
     let readiness = assembled.readiness;
@@ -85,7 +89,7 @@ pub(super) async fn start(
     {
         Ok(instances) => instances,
         Err(err) => {
-            let tokens = [&shutdown, &signals.drain, &discovery_shutdown];
+            let tokens = [&shutdown, &draining, &signals.drain, &discovery_shutdown];
             undo_serving(
                 &readiness,
                 tokens,
@@ -114,6 +118,7 @@ pub(super) async fn start(
         discovery: Arc::clone(&discovery),
         bus: bus.clone(),
         shutdown: shutdown.clone(),
+        draining,
         advertised,
         changing: tokio::sync::Mutex::new(()),
     });
@@ -202,7 +207,7 @@ async fn start_within(host: &Hosted, timeout: Duration) -> Result<()> {
 /// (the `tokens` cancelled), background work ended, services stopped.
 async fn undo_serving(
     readiness: &Readiness,
-    tokens: [&CancellationToken; 3],
+    tokens: [&CancellationToken; 4],
     registry: &Registry,
     started: &[Hosted],
     timeout: Duration,

@@ -48,13 +48,22 @@ impl Stop {
             tokio::time::sleep(node.shutdown_delay).await;
         }
         tracing::info!("no longer accepting connections or messages; draining in-flight work");
+        // The services' long-running work (streams, loops) ends from here.
+        self.hosting.draining.cancel();
         tokio::join!(
             self.drain_connections(),
             self.subscribers.drain(node.drain_timeout)
         );
         let result = stop_services(&self.registry, hosted.iter().rev(), node.drain_timeout).await;
-        if let Err(err) = self.bus.flush().await {
-            tracing::warn!(error = ?err, "the message bus could not flush");
+        // NATS holds a flush until it has reconnected, which it may never.
+        match tokio::time::timeout(node.drain_timeout, self.bus.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = ?err, "the message bus could not flush"),
+            Err(_) => tracing::warn!(
+                timeout = ?node.drain_timeout,
+                "the message bus did not flush within the drain timeout; messages published \
+                 since the connection was lost are not sent"
+            ),
         }
         self.discovery_shutdown.cancel();
         #[cfg(feature = "otel")]

@@ -9,8 +9,8 @@
 //! task.
 //!
 //! On an HTTP/1 connection the watch also closes the connection once it has
-//! been quiet for the header read timeout: no request started or finished
-//! and none in flight (the connection's [`Activity`]). That is hyper's
+//! been quiet for the header read timeout: no request started or finished,
+//! none in flight and nothing written (the connection's [`Activity`]). That is hyper's
 //! `header_read_timeout` (a head trickled for ever is cut; an idle
 //! keep-alive connection is closed) without its cost: hyper arms a timer
 //! for every request head and drops it when the head is read, about 2.5k
@@ -32,7 +32,10 @@ use futures_util::task::AtomicWaker;
 use tokio::time::Sleep;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::{live::Activity, serve::Signals};
+use super::{
+    live::{Activity, Counts},
+    serve::Signals,
+};
 
 /// How many looks, a quarter of the timeout apart, must find a connection
 /// quiet before it is closed: it is closed between the timeout and 1.25
@@ -49,10 +52,14 @@ pub(crate) enum Signal {
     /// The connection has been quiet for the header read timeout: nothing
     /// is in flight (it is idle, or a head never ended); close it now.
     Quiet,
+    /// An answer's write has waited for room in the socket, with nothing
+    /// written, for the write stall timeout: the client stopped reading.
+    Stalled,
 }
 
 /// Resolves to [`Signal::Drain`] once, then to [`Signal::ForceClose`]; to
-/// [`Signal::Quiet`] once, when it watches the connection's activity.
+/// [`Signal::Quiet`] or [`Signal::Stalled`] once, when it watches the
+/// connection's activity.
 pub(crate) struct ShutdownWatch {
     drain: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     force_close: Pin<Box<WaitForCancellationFutureOwned>>,
@@ -86,37 +93,60 @@ struct QuietWatch {
     period: Duration,
     sleep: Pin<Box<Sleep>>,
     /// The counts at the last look.
-    seen: (u64, u64),
+    seen: Counts,
     /// Looks in a row that found nothing started, finished or in flight.
     quiet_looks: u32,
+    /// Looks in a row that found a write waiting and nothing written.
+    stalled_looks: u32,
+    /// How many such looks close the connection.
+    stall_limit: u32,
 }
 
 impl QuietWatch {
-    /// Whether the connection has now been quiet for [`QUIET_LOOKS`] looks.
-    fn poll_quiet(&mut self, cx: &mut Context<'_>) -> bool {
+    /// Whether the connection has now been quiet for [`QUIET_LOOKS`] looks,
+    /// or its writing stalled for `stall_limit` looks.
+    fn poll_quiet(&mut self, cx: &mut Context<'_>) -> Option<Signal> {
         while self.sleep.as_mut().poll(cx).is_ready() {
             let counts = self.activity.counts();
-            if counts == self.seen && counts.0 == counts.1 {
-                self.quiet_looks += 1;
-                if self.quiet_looks >= QUIET_LOOKS {
-                    return true;
-                }
+            let still = counts == self.seen;
+            self.seen = counts;
+            self.quiet_looks = if still && counts.idle() {
+                self.quiet_looks + 1
             } else {
-                self.seen = counts;
-                self.quiet_looks = 0;
+                0
+            };
+            self.stalled_looks = if still && counts.waiting() {
+                self.stalled_looks + 1
+            } else {
+                0
+            };
+            if self.quiet_looks >= QUIET_LOOKS {
+                return Some(Signal::Quiet);
+            }
+            if self.stalled_looks >= self.stall_limit {
+                return Some(Signal::Stalled);
             }
             self.sleep
                 .as_mut()
                 .reset(crate::rpc::deadline::after(self.period));
         }
-        false
+        None
     }
 }
 
+/// What an HTTP/1 connection's watch looks for: its [`Activity`], quiet
+/// for `quiet` (the header read timeout), or its writing stalled for
+/// `stall` (the write stall timeout).
+pub(crate) struct Idleness {
+    pub(crate) activity: Arc<Activity>,
+    pub(crate) quiet: Duration,
+    pub(crate) stall: Duration,
+}
+
 impl ShutdownWatch {
-    /// Watches the listener's `signals` and, when given an activity and a
-    /// timeout, whether the connection stays quiet for that long.
-    pub(crate) fn new(signals: &Signals, quiet: Option<(Arc<Activity>, Duration)>) -> Self {
+    /// Watches the listener's `signals` and, when given an [`Idleness`],
+    /// whether the connection stays quiet or its writing stalls.
+    pub(crate) fn new(signals: &Signals, idleness: Option<Idleness>) -> Self {
         // Set, so the first poll registers the signals' waker.
         let woken = Arc::new(Woken {
             flag: AtomicBool::new(true),
@@ -125,14 +155,17 @@ impl ShutdownWatch {
         Self {
             drain: Some(Box::pin(signals.drain.clone().cancelled_owned())),
             force_close: Box::pin(signals.force_close.clone().cancelled_owned()),
-            quiet: quiet.map(|(activity, timeout)| {
-                let period = timeout / QUIET_LOOKS;
+            quiet: idleness.map(|idleness| {
+                let period = idleness.quiet / QUIET_LOOKS;
+                let stall_looks = idleness.stall.as_nanos().div_ceil(period.as_nanos().max(1));
                 QuietWatch {
-                    activity,
+                    activity: idleness.activity,
                     period,
                     sleep: Box::pin(tokio::time::sleep(period)),
-                    seen: (0, 0),
+                    seen: Counts::default(),
                     quiet_looks: 0,
+                    stalled_looks: 0,
+                    stall_limit: u32::try_from(stall_looks).unwrap_or(u32::MAX).max(1),
                 }
             }),
             waker: Waker::from(Arc::clone(&woken)),
@@ -163,10 +196,10 @@ impl Future for ShutdownWatch {
             return Poll::Ready(Signal::ForceClose);
         }
         if let Some(quiet) = &mut this.quiet
-            && quiet.poll_quiet(&mut signals)
+            && let Some(signal) = quiet.poll_quiet(&mut signals)
         {
             this.quiet = None;
-            return Poll::Ready(Signal::Quiet);
+            return Poll::Ready(signal);
         }
         Poll::Pending
     }
@@ -177,6 +210,15 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
+
+    /// Watching `activity` for `quiet`, with a stall timeout far off.
+    fn idleness(activity: &Arc<Activity>, quiet: Duration) -> Idleness {
+        Idleness {
+            activity: Arc::clone(activity),
+            quiet,
+            stall: Duration::from_secs(3600),
+        }
+    }
 
     #[tokio::test]
     async fn drain_then_force_close_each_wake_the_watch_once() {
@@ -210,8 +252,7 @@ mod tests {
         let timeout = Duration::from_secs(8);
         let activity = Arc::new(Activity::default());
         let started = Instant::now();
-        let mut watch =
-            ShutdownWatch::new(&Signals::default(), Some((Arc::clone(&activity), timeout)));
+        let mut watch = ShutdownWatch::new(&Signals::default(), Some(idleness(&activity, timeout)));
         // Nothing ever asked: quiet from the start.
         let early = tokio::time::timeout(Duration::from_millis(7_900), &mut watch).await;
         assert!(early.is_err(), "signalled before the timeout");
@@ -219,8 +260,7 @@ mod tests {
         assert!(started.elapsed() <= timeout + timeout / QUIET_LOOKS);
 
         // A request in flight for four timeouts keeps the connection busy.
-        let mut watch =
-            ShutdownWatch::new(&Signals::default(), Some((Arc::clone(&activity), timeout)));
+        let mut watch = ShutdownWatch::new(&Signals::default(), Some(idleness(&activity, timeout)));
         let in_flight = activity.start();
         let busy = tokio::time::timeout(4 * timeout, &mut watch).await;
         assert!(busy.is_err(), "signalled while a request was in flight");
@@ -237,6 +277,40 @@ mod tests {
         // The watch signals a quiet connection once.
         let again = tokio::time::timeout(4 * timeout, &mut watch).await;
         assert!(again.is_err(), "signalled twice");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_waiting_with_nothing_written_is_signalled_at_the_stall_timeout() {
+        let timeout = Duration::from_secs(8);
+        let stall = Duration::from_secs(60);
+        let activity = Arc::new(Activity::default());
+        let watching = Idleness {
+            activity: Arc::clone(&activity),
+            quiet: timeout,
+            stall,
+        };
+        let mut watch = ShutdownWatch::new(&Signals::default(), Some(watching));
+        // An answer written slowly but steadily keeps its connection.
+        activity.waits();
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            activity.wrote();
+            activity.waits();
+            let polled = futures_util::poll!(&mut watch);
+            assert!(polled.is_pending(), "a slow reader was cut");
+        }
+        // Nothing written for the stall timeout: the reader stopped.
+        let stalled_at = Instant::now();
+        assert_eq!((&mut watch).await, Signal::Stalled);
+        let stalled_for = stalled_at.elapsed();
+        assert!(
+            stalled_for >= stall.checked_sub(timeout / QUIET_LOOKS).unwrap(),
+            "{stalled_for:?}"
+        );
+        assert!(
+            stalled_for <= stall + timeout / QUIET_LOOKS,
+            "{stalled_for:?}"
+        );
     }
 
     #[tokio::test]

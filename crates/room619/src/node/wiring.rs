@@ -69,7 +69,7 @@ pub(super) fn announce(
 pub(super) fn host_all(
     registry: &Registry,
     live_config: &LiveConfig,
-    shutdown: &CancellationToken,
+    draining: &CancellationToken,
     clients: &Clients,
     bus: &MessageBus,
     metrics: &Metrics,
@@ -82,7 +82,7 @@ pub(super) fn host_all(
                 status.descriptor,
                 live_config.clone(),
                 registry.clone(),
-                shutdown,
+                draining,
                 clients.clone(),
                 bus.clone(),
                 metrics.clone(),

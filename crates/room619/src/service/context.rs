@@ -14,7 +14,7 @@ use tonic::server::NamedService;
 
 use super::{
     Registry, ServiceDescriptor,
-    in_flight::{Tracked, refuse_grpc},
+    in_flight::{Admission, Tracked, refuse_grpc},
 };
 use crate::{
     Result,
@@ -44,7 +44,7 @@ struct Inner {
     bus: MessageBus,
     metrics: Metrics,
     /// The service's requests in flight (see `node::dynamic`).
-    in_flight: TaskTracker,
+    in_flight: Admission,
     /// The undoing of a start that was abandoned half way (its paired stop
     /// hooks), which the node waits for.
     undoing: TaskTracker,
@@ -73,7 +73,7 @@ impl ServiceContext {
                 clients,
                 bus,
                 metrics,
-                in_flight: TaskTracker::new(),
+                in_flight: Admission::default(),
                 undoing: TaskTracker::new(),
             }),
         }
@@ -112,7 +112,7 @@ impl ServiceContext {
     }
 
     /// The service's requests in flight.
-    pub(crate) fn in_flight(&self) -> &TaskTracker {
+    pub(crate) fn in_flight(&self) -> &Admission {
         &self.inner.in_flight
     }
 
@@ -212,8 +212,9 @@ impl ServiceContext {
         &self.inner.bus
     }
 
-    /// Whether the service is stopping: the node has begun shutting down,
-    /// or the service is being removed from it
+    /// Whether the service is stopping: the node is draining (shutting
+    /// down, after `node.shutdown_delay`, during which it still serves as
+    /// usual), or the service is being removed from it
     /// ([`NodeHandle::remove_service`](crate::NodeHandle::remove_service)).
     #[must_use]
     pub fn is_shutting_down(&self) -> bool {
@@ -289,14 +290,10 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        if let Some(refused) = refuse_grpc(self.ctx.in_flight(), self.ctx.descriptor()) {
-            return Tracked::refused(refused);
-        }
+        let Some(token) = self.ctx.in_flight().admit() else {
+            return Tracked::refused(refuse_grpc(self.ctx.descriptor()));
+        };
         request.extensions_mut().insert(self.ctx.clone());
-        Tracked::new(
-            self.inner.call(request),
-            self.ctx.in_flight(),
-            self.ctx.descriptor(),
-        )
+        Tracked::new(self.inner.call(request), token, self.ctx.descriptor())
     }
 }

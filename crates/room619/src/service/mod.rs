@@ -55,8 +55,11 @@ use crate::Result;
 
 /// A service that a [`Node`](crate::node::Node) can host.
 ///
-/// The node calls [`routes`](Service::routes) once when it starts the service,
-/// then [`start`](Service::start), then subscribes its
+/// The node calls [`routes`](Service::routes) when it assembles what it
+/// serves (at start, and again whenever a service is added or removed, once
+/// for its gRPC services and once for its HTTP routes: build shared state
+/// outside it, in the service, and hand out clones), then
+/// [`start`](Service::start), then subscribes its
 /// [`subscribers`](Service::subscribers); it calls [`stop`](Service::stop)
 /// during shutdown after in-flight requests and messages have drained, and
 /// [`health`](Service::health) whenever readiness is asked.

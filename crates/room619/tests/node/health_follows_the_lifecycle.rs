@@ -138,3 +138,46 @@ async fn a_separate_admin_listener_serves_health_and_the_main_one_does_not() {
     assert_eq!(main.status(), 404);
     node.shutdown().await.unwrap();
 }
+
+/// During `node.shutdown_delay` the node still serves as usual, so its
+/// services are not told to stop yet (a stream begun then would end at
+/// once); they are when it drains.
+#[tokio::test]
+async fn services_are_told_to_stop_when_the_node_drains_not_before() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+
+    use axum::{Extension, routing::get};
+    use room619::{ServiceBuilder, ServiceContext};
+
+    let stopping_at_stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&stopping_at_stop);
+    let service = ServiceBuilder::new("stopper", "1.0.0")
+        .unwrap()
+        .route(
+            "/stopping",
+            get(|Extension(ctx): Extension<ServiceContext>| async move {
+                ctx.is_shutting_down().to_string()
+            }),
+        )
+        .on_stop(move |ctx: ServiceContext| {
+            seen.store(ctx.is_shutting_down(), Ordering::SeqCst);
+            async { Ok(()) }
+        })
+        .build()
+        .unwrap();
+    let node = support::start_with(support::config("shutdown_delay = \"600ms\""), service).await;
+    let addr = node.local_addr();
+    let stopping = || support::get_text(addr, "/stopping");
+    assert_eq!(stopping().await, "false");
+    node.handle().shutdown();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(stopping().await, "false", "told to stop during the delay");
+    node.wait().await.unwrap();
+    assert!(
+        stopping_at_stop.load(Ordering::SeqCst),
+        "not told by the stop hook"
+    );
+}

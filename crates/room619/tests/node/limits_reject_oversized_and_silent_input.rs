@@ -248,6 +248,136 @@ async fn a_connection_that_keeps_asking_or_waits_on_a_slow_answer_stays_open() {
     node.shutdown().await.unwrap();
 }
 
+/// A connection with a small receive window, so that an answer cannot sit
+/// in the kernel's buffers, that has asked `/echo` for `len` bytes.
+async fn echo_of(addr: std::net::SocketAddr, len: usize) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let head = format!("POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: {len}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&vec![b'a'; len]).await.unwrap();
+    stream
+}
+
+#[tokio::test]
+async fn a_large_answer_to_a_slow_reader_is_sent_whole() {
+    // hyper takes a whole-body answer into its write buffer and drops the
+    // body at once: the request is finished while megabytes are still to go.
+    const LEN: usize = 12 * 1024 * 1024;
+    let node = support::start(support::config(&format!(
+        "[limits]\nheader_read_timeout = \"300ms\"\nhttp_body_limit = {LEN}"
+    )))
+    .await;
+    let mut stream = echo_of(node.local_addr(), LEN).await;
+    // Read it a window at a time, a few milliseconds apart: over a second,
+    // several header read timeouts.
+    let started = Instant::now();
+    let mut received = Vec::with_capacity(LEN + 1024);
+    let mut buf = vec![0_u8; 64 * 1024];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("the answer came")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        received.extend_from_slice(&buf[..n]);
+        if received.len() >= LEN && received.ends_with(b"a") {
+            let text = String::from_utf8_lossy(&received[..received.len().min(512)]);
+            if let Some((head, _)) = text.split_once("\r\n\r\n")
+                && received.len() == head.len() + 4 + LEN
+            {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(4)).await;
+    }
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&received[..received.len().min(512)]).into_owned();
+    let (head, _) = text.split_once("\r\n\r\n").expect("an answer head");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(
+        received.len() - head.len() - 4,
+        LEN,
+        "the answer was cut after {took:?}"
+    );
+    assert!(
+        took > Duration::from_millis(600),
+        "read too fast to test: {took:?}"
+    );
+    node.shutdown().await.unwrap();
+}
+
+/// A client that asks for a large answer and stops reading does not hold
+/// it for ever: its connection is closed at the write stall timeout, with
+/// TCP keep-alive off (which would otherwise be the only bound).
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_at_the_write_stall_timeout() {
+    const LEN: usize = 12 * 1024 * 1024;
+    let node = support::start(support::config(&format!(
+        "[limits]\nheader_read_timeout = \"200ms\"\nwrite_stall_timeout = \"600ms\"\n\
+         tcp_keep_alive = \"0s\"\nhttp_body_limit = {LEN}"
+    )))
+    .await;
+    let mut stream = echo_of(node.local_addr(), LEN).await;
+    // Not a byte read for two stall timeouts, then whatever is there.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let received = read_until_closed(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("the connection of a client that stopped reading was kept");
+    assert!(received.starts_with(b"HTTP/1.1 200"), "no answer began");
+    assert!(
+        received.len() < LEN,
+        "all of it was sent: {}",
+        received.len()
+    );
+    node.shutdown().await.unwrap();
+}
+
+/// An HTTP/2 client whose preface arrives in pieces, the first shorter
+/// than the four bytes the node looks at, is taken for HTTP/2: its idle
+/// connection is kept like any HTTP/2 one, not closed as a quiet HTTP/1 one.
+#[tokio::test]
+async fn an_http2_preface_split_early_is_taken_for_http2() {
+    let node = support::start(support::config("[limits]\nheader_read_timeout = \"300ms\"")).await;
+    let mut stream = TcpStream::connect(node.local_addr()).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream.write_all(b"PR").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stream
+        .write_all(b"I * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    // An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+    stream
+        .write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    let mut head = [0_u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut head))
+        .await
+        .expect("the node answered")
+        .unwrap();
+    assert_eq!(head[3], 4, "not an HTTP/2 SETTINGS frame: {head:?}");
+    // Its SETTINGS acknowledged, the connection idles for three timeouts.
+    stream
+        .write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    let idle_until = Instant::now() + Duration::from_millis(900);
+    let mut buf = [0_u8; 1024];
+    while let Some(left) = idle_until.checked_duration_since(Instant::now()) {
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Err(_) => break,
+            Ok(Ok(0) | Err(_)) => panic!("the idle HTTP/2 connection was closed"),
+            Ok(Ok(_)) => {}
+        }
+    }
+    node.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn an_idle_http2_connection_outlives_the_header_read_timeout() {
     let node = support::start(support::config("[limits]\nheader_read_timeout = \"300ms\"")).await;

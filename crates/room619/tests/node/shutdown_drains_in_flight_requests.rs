@@ -224,6 +224,24 @@ async fn a_hung_or_panicking_start_hook_fails_the_start() {
     assert_eq!(stopped, ["bad's pool", "good"]);
 }
 
+/// With NATS gone, the bus's flush would wait for a reconnection that may
+/// never come: the drain timeout bounds it, and the node stops.
+#[cfg(feature = "nats")]
+#[tokio::test]
+async fn shutdown_ends_while_the_bus_cannot_reach_nats() {
+    let mut nats = support::nats::NatsServer::start().await;
+    let mut config = nats.config("nats", "");
+    config.node.drain_timeout = Duration::from_millis(300);
+    let node = support::start(config).await;
+    nats.kill();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), node.shutdown()).await;
+    let took = started.elapsed();
+    assert!(stopped.is_ok(), "shutdown still waiting after {took:?}");
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+}
+
 /// A start that fails after discovery connected (here a start hook) ends the
 /// background work it began: discovery's watcher and heartbeat, and with
 /// them the NATS connection's tasks. Nothing is left running.

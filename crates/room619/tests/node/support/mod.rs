@@ -304,8 +304,13 @@ pub fn http1() -> reqwest::Client {
 
 /// The `/metrics` text of the node at `addr`.
 pub async fn metrics_text(addr: std::net::SocketAddr) -> String {
+    get_text(addr, "/metrics").await
+}
+
+/// The body of `GET path` from the node at `addr`, as text.
+pub async fn get_text(addr: std::net::SocketAddr, path: &str) -> String {
     http1()
-        .get(format!("http://{addr}/metrics"))
+        .get(format!("http://{addr}{path}"))
         .send()
         .await
         .unwrap()
