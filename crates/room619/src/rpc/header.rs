@@ -31,6 +31,19 @@ pub(crate) fn find<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a 
         .find_map(|(key, value)| (key == name).then_some(value))
 }
 
+/// Whether `headers` hold more than one value of `name`, looked for as
+/// [`find`] does.
+pub(crate) fn repeated(headers: &HeaderMap, name: &HeaderName) -> bool {
+    if headers.len() > SEARCHED_IN_ORDER {
+        return headers.get_all(name).iter().nth(1).is_some();
+    }
+    headers
+        .iter()
+        .filter(|(key, _)| *key == name)
+        .nth(1)
+        .is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,6 +65,8 @@ mod tests {
             ("x-request-id", "second"),
         ]);
         assert_eq!(find(&small, &wanted), small.get(&wanted));
+        assert!(repeated(&small, &wanted));
+        assert!(!repeated(&small, &http::header::CONTENT_TYPE));
         assert_eq!(find(&small, &wanted).unwrap(), "first");
         assert_eq!(
             find(&small, &http::header::CONTENT_TYPE).unwrap(),
@@ -67,6 +82,9 @@ mod tests {
             );
         }
         assert_eq!(find(&large, &wanted).unwrap(), "id");
+        assert!(!repeated(&large, &wanted));
+        large.append(wanted.clone(), HeaderValue::from_static("again"));
+        assert!(repeated(&large, &wanted));
         assert_eq!(find(&large, &HeaderName::from_static("grpc-timeout")), None);
         assert_eq!(find(&HeaderMap::new(), &wanted), None);
 

@@ -13,7 +13,8 @@
 //!   enforced on handlers and propagated to outgoing calls.
 //! - [`grpc`]: gRPC message size limits as a tower layer.
 //! - [`http`]: route checks, problem+json error answers and body limits.
-//! - [`codec`]: protobuf and JSON codecs (filled by the RPC-layer issue).
+//! - [`codec`]: protobuf and JSON for REST routes, by `Content-Type` and
+//!   `Accept` (`415` / `406` problem+json for the others).
 //! - [`shed`]: load shedding, a per-node limit on concurrent requests that
 //!   refuses at once (`503` / `UNAVAILABLE`) instead of queueing.
 
@@ -27,5 +28,5 @@ pub mod http;
 pub mod shed;
 mod split;
 
-pub(crate) use header::find as find_header;
+pub(crate) use header::{find as find_header, repeated as repeated_header};
 pub use split::{ProtocolSplit, SplitFuture, is_grpc};

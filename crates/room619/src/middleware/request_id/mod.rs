@@ -24,7 +24,7 @@ use std::fmt;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
-use crate::rpc::find_header;
+use crate::rpc::{find_header, repeated_header};
 
 pub use layer::{RequestIdLayer, RequestIdService, ResponseFuture};
 
@@ -61,26 +61,31 @@ impl RequestId {
         )
     }
 
-    /// The id of `request`, put in its extensions: the caller's when sane
-    /// ([`from_header`]), a new one otherwise. A header that is not sane is
-    /// replaced by the new id, so a handler reading the header never sees
-    /// what the logs and the answer do not carry; a request without one is
-    /// not given one (the extension is where handlers read it, and every
-    /// header added is hashed and stored once more per request).
+    /// The id of `request`, put in its extensions: the caller's first one
+    /// when sane ([`from_header`]), a new one otherwise. A header that is
+    /// not sane is replaced by the new id, and further values after the
+    /// first are dropped, so a handler reading (or passing on) the header
+    /// never sees what the logs and the answer do not carry; a request
+    /// without one is not given one (the extension is where handlers read
+    /// it, and every header added is hashed and stored once more per
+    /// request).
     ///
     /// [`from_header`]: Self::from_header
     pub(crate) fn assign<B>(request: &mut http::Request<B>) -> Self {
         let id = match find_header(request.headers(), &REQUEST_ID) {
             None => Self::generate(),
             Some(given) => {
-                if let Some(sane) = Self::from_header(given) {
-                    sane
-                } else {
-                    let made = Self::generate();
-                    request
-                        .headers_mut()
-                        .insert(REQUEST_ID, made.header_value().clone());
-                    made
+                let sane = Self::from_header(given);
+                let repeated = repeated_header(request.headers(), &REQUEST_ID);
+                match sane {
+                    Some(sane) if !repeated => sane,
+                    sane => {
+                        let id = sane.unwrap_or_else(Self::generate);
+                        request
+                            .headers_mut()
+                            .insert(REQUEST_ID, id.header_value().clone());
+                        id
+                    }
                 }
             }
         };
@@ -205,6 +210,32 @@ mod tests {
         assert_eq!(replaced.as_str().len(), 32);
         assert_eq!(hostile.headers()["x-request-id"], replaced.as_str());
         assert_eq!(hostile.extensions().get::<RequestId>(), Some(&replaced));
+    }
+
+    #[test]
+    fn a_repeated_header_keeps_only_the_id_the_logs_carry() {
+        let mut twice = http::Request::builder()
+            .header("x-request-id", "req-7")
+            .header("x-request-id", "a b")
+            .body(())
+            .unwrap();
+        assert_eq!(RequestId::assign(&mut twice).as_str(), "req-7");
+        let values: Vec<_> = twice.headers().get_all("x-request-id").iter().collect();
+        assert_eq!(values, ["req-7"]);
+
+        let mut hostile_first = http::Request::builder()
+            .header("x-request-id", "a b")
+            .header("x-request-id", "req-8")
+            .body(())
+            .unwrap();
+        let made = RequestId::assign(&mut hostile_first);
+        assert_eq!(made.as_str().len(), 32);
+        let values: Vec<_> = hostile_first
+            .headers()
+            .get_all("x-request-id")
+            .iter()
+            .collect();
+        assert_eq!(values, [made.as_str()]);
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //!   `tonic_types::StatusExt::get_details_bad_request`);
 //! - HTTP: `422` problem+json with an `errors` array of `{field, detail}`.
 //!
+//! An answer lists at most [`MAX_LISTED`] violations and about 4 KiB of
+//! their text (gRPC peers refuse trailers past 8 KiB by default); its
+//! message says how many failed in all and how many are listed.
+//!
 //! A body that is not JSON, or JSON of the wrong shape, answers `400` with a
 //! generic detail that never quotes the input.
 //!
@@ -56,6 +60,17 @@ pub struct FieldViolation {
     /// What is wrong with it.
     pub detail: String,
 }
+
+/// The most violations an answer lists.
+pub const MAX_LISTED: usize = 50;
+
+/// The most bytes of field paths and details an answer lists, so that a
+/// gRPC status's details stay inside the 8 KiB of metadata peers accept.
+const LISTED_BYTES: usize = 4096;
+
+/// The longest field path or detail listed, in bytes; longer ones (a path
+/// through a map with long keys) are cut at a character boundary.
+const LISTED_TEXT: usize = 256;
 
 /// A request that failed validation: every field violation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,21 +126,59 @@ impl Invalid {
         &self.violations
     }
 
-    fn summary(&self) -> String {
-        match self.violations.len() {
-            1 => "1 field failed validation".to_owned(),
-            n => format!("{n} fields failed validation"),
+    /// The violations an answer lists: the first ones, up to [`MAX_LISTED`]
+    /// and [`LISTED_BYTES`] of text, each path and detail cut at
+    /// [`LISTED_TEXT`] bytes.
+    fn listed(&self) -> Vec<FieldViolation> {
+        let mut budget = LISTED_BYTES;
+        let mut listed = Vec::new();
+        for violation in self.violations.iter().take(MAX_LISTED) {
+            let field = cut(&violation.field);
+            let detail = cut(&violation.detail);
+            let Some(left) = budget.checked_sub(field.len() + detail.len()) else {
+                break;
+            };
+            budget = left;
+            listed.push(FieldViolation {
+                field: field.to_owned(),
+                detail: detail.to_owned(),
+            });
+        }
+        listed
+    }
+
+    fn summary(&self, listed: usize) -> String {
+        match (self.violations.len(), listed) {
+            (1, _) => "1 field failed validation".to_owned(),
+            (total, listed) if listed == total => format!("{total} fields failed validation"),
+            (total, listed) => {
+                format!("{total} fields failed validation; the first {listed} are listed")
+            }
         }
     }
 }
 
+/// `text` up to [`LISTED_TEXT`] bytes, cut at a character boundary.
+fn cut(text: &str) -> &str {
+    let mut end = text.len().min(LISTED_TEXT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 impl From<Invalid> for tonic::Status {
     fn from(invalid: Invalid) -> Self {
+        let listed = invalid.listed();
         let mut details = ErrorDetails::new();
-        for violation in &invalid.violations {
+        for violation in &listed {
             details.add_bad_request_violation(&violation.field, &violation.detail);
         }
-        tonic::Status::with_error_details(tonic::Code::InvalidArgument, invalid.summary(), details)
+        tonic::Status::with_error_details(
+            tonic::Code::InvalidArgument,
+            invalid.summary(listed.len()),
+            details,
+        )
     }
 }
 
@@ -138,9 +191,10 @@ struct ValidationProblem<'a> {
 
 impl IntoResponse for Invalid {
     fn into_response(self) -> Response {
+        let listed = self.listed();
         let body = ValidationProblem {
-            problem: Problem::new(StatusCode::UNPROCESSABLE_ENTITY, self.summary()),
-            errors: &self.violations,
+            problem: Problem::new(StatusCode::UNPROCESSABLE_ENTITY, self.summary(listed.len())),
+            errors: &listed,
         };
         let mut response = (
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -215,5 +269,78 @@ mod tests {
             details.details().to_vec().into(),
         );
         assert_eq!(Invalid::from_status(&other), None);
+    }
+
+    fn many(count: usize, detail: &str) -> Invalid {
+        Invalid::new(
+            (0..count)
+                .map(|i| FieldViolation {
+                    field: format!("items[{i}].sku"),
+                    detail: detail.to_owned(),
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn an_answer_lists_a_bounded_number_of_violations_and_says_how_many_failed() {
+        let invalid = many(10_000, "length is lower than 1");
+        assert_eq!(
+            invalid.violations().len(),
+            10_000,
+            "the value keeps them all"
+        );
+
+        let status = tonic::Status::from(invalid.clone());
+        let listed = Invalid::from_status(&status).map(|i| i.violations().len());
+        assert_eq!(listed, Some(MAX_LISTED));
+        assert_eq!(
+            status.message(),
+            format!("10000 fields failed validation; the first {MAX_LISTED} are listed")
+        );
+        assert!(
+            status.details().len() < 8 * 1024 * 3 / 4,
+            "{}",
+            status.details().len()
+        );
+
+        let response = invalid.into_response();
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+
+    #[test]
+    fn long_details_are_listed_within_the_byte_budget_cut_at_a_character_boundary() {
+        let invalid = many(40, &"é".repeat(1000));
+        let status = tonic::Status::from(invalid);
+        let listed = Invalid::from_status(&status).map(|i| i.violations().to_vec());
+        let listed = listed.unwrap_or_default();
+        assert!(!listed.is_empty() && listed.len() < 40, "{}", listed.len());
+        for violation in &listed {
+            assert!(
+                violation.detail.len() <= LISTED_TEXT,
+                "{}",
+                violation.detail.len()
+            );
+            assert!(violation.detail.chars().all(|c| c == 'é'));
+        }
+        let text: usize = listed.iter().map(|v| v.field.len() + v.detail.len()).sum();
+        assert!(text <= LISTED_BYTES, "{text}");
+        assert_eq!(
+            status.message(),
+            format!(
+                "40 fields failed validation; the first {} are listed",
+                listed.len()
+            )
+        );
+    }
+
+    #[test]
+    fn a_short_list_is_answered_whole() {
+        let status = tonic::Status::from(many(3, "bad"));
+        assert_eq!(status.message(), "3 fields failed validation");
+        assert_eq!(
+            Invalid::from_status(&status).map(|i| i.violations().len()),
+            Some(3)
+        );
     }
 }

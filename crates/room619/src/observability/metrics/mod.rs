@@ -15,7 +15,7 @@
 //! |---|---|---|
 //! | `rpc_server_requests_total` | counter | `rpc_system`, `rpc_service`, `rpc_method`, `rpc_grpc_status_code` |
 //! | `rpc_server_call_duration_seconds` | histogram | as above |
-//! | `rpc_server_active_requests` | gauge | `rpc_service`, `rpc_method` |
+//! | `rpc_server_active_requests` | gauge | `rpc_system`, `rpc_service`, `rpc_method` |
 //! | `http_server_requests_total` | counter | `http_request_method`, `http_route`, `http_response_status_code` |
 //! | `http_server_request_duration_seconds` | histogram | as above |
 //! | `http_server_active_requests` | gauge | `http_request_method`, `http_route` |
