@@ -5,6 +5,11 @@
 //! - REST `POST /v1/echo` with an `EchoRequest` as JSON
 //!   (`{"message": "...", "delay_ms": 0}`) or protobuf, answered in the format
 //!   the `Accept` header asks for.
+//!
+//! It is the demo's hello-world and the load harness's target, public and
+//! unlimited; the deployment manifests do not host it. A caller that goes
+//! silent in `EchoCollect` or `EchoChat` for [`IDLE_TIMEOUT`] is answered
+//! `DEADLINE_EXCEEDED`, so idle streams do not hold the node's request slots.
 
 use std::{pin::Pin, time::Duration};
 
@@ -24,6 +29,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 /// The longest delay a caller may ask for.
 const MAX_DELAY_MS: u32 = 60_000;
+/// How long a client stream may go without a message.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The most messages a stream may repeat.
 const MAX_REPEAT: u32 = 1_000;
 
@@ -102,7 +110,10 @@ impl Echo for EchoService {
         // The answer joins them: what it could not send (over tonic's 4 MiB
         // message limit) is refused as it arrives, not kept.
         let mut bytes = 0usize;
-        while let Some(message) = stream.message().await? {
+        while let Some(message) = tokio::time::timeout(IDLE_TIMEOUT, stream.message())
+            .await
+            .map_err(|_| idle())??
+        {
             if words.len() == MAX_REPEAT as usize {
                 return Err(Status::resource_exhausted(format!(
                     "at most {MAX_REPEAT} messages per call"
@@ -131,8 +142,10 @@ impl Echo for EchoService {
     ) -> Result<Response<Self::EchoChatStream>, Status> {
         let ctx = request.extensions().get::<ServiceContext>().cloned();
         let node = node_name(ctx.as_ref());
-        let answers = request.into_inner().map(move |message| {
-            message.map(|message| EchoResponse {
+        // The first error (the caller's, or its silence) ends the stream.
+        let messages = tokio_stream::StreamExt::timeout(request.into_inner(), IDLE_TIMEOUT);
+        let answers = messages.map(move |message| {
+            message.map_err(|_| idle())?.map(|message| EchoResponse {
                 message: message.message,
                 node: node.clone(),
                 payload: message.payload,
@@ -146,6 +159,14 @@ impl Echo for EchoService {
         };
         Ok(Response::new(Box::pin(answers.take_until(shutdown))))
     }
+}
+
+/// The end of a client stream silent for [`IDLE_TIMEOUT`].
+fn idle() -> Status {
+    Status::deadline_exceeded(format!(
+        "no message for {}s; the stream is closed",
+        IDLE_TIMEOUT.as_secs()
+    ))
 }
 
 /// `POST /v1/echo`: the gRPC contract's messages over REST, JSON or protobuf.

@@ -11,7 +11,7 @@ use std::{
     path::PathBuf,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU32, Ordering},
+        atomic::{AtomicBool, AtomicU32, Ordering},
     },
     time::Duration,
 };
@@ -54,6 +54,9 @@ struct FakeUsers {
     fail_with: Option<Code>,
     /// How long `CreateUser` takes.
     delay: Duration,
+    /// Set: the next `CreateUser` creates the user, then answers
+    /// `DEADLINE_EXCEEDED` as if its answer were lost.
+    lose_an_answer: Arc<AtomicBool>,
 }
 
 #[tonic::async_trait]
@@ -68,13 +71,24 @@ impl Users for FakeUsers {
             return Err(Status::new(code, "the fake users service refuses"));
         }
         let request = request.into_inner();
-        self.created.lock().unwrap().push((
-            request.id.clone(),
-            request.email.clone(),
-            request.name.clone(),
-            principal.subject().to_owned(),
-            principal.scopes().iter().cloned().collect(),
-        ));
+        let mut created = self.created.lock().unwrap();
+        // Asked again for a user it has, it answers that user.
+        if !created
+            .iter()
+            .any(|(id, email, ..)| *id == request.id && *email == request.email)
+        {
+            created.push((
+                request.id.clone(),
+                request.email.clone(),
+                request.name.clone(),
+                principal.subject().to_owned(),
+                principal.scopes().iter().cloned().collect(),
+            ));
+        }
+        drop(created);
+        if self.lose_an_answer.swap(false, Ordering::SeqCst) {
+            return Err(Status::deadline_exceeded("the answer was lost"));
+        }
         Ok(Response::new(User {
             id: request.id,
             email: request.email,
@@ -161,6 +175,16 @@ async fn start(settings: ShopSettings, fail_with: Option<Code>) -> Shop {
 
 /// [`start`], with a users service that takes `delay` to create a user.
 async fn start_with(settings: ShopSettings, fail_with: Option<Code>, delay: Duration) -> Shop {
+    let users = FakeUsers {
+        fail_with,
+        delay,
+        ..FakeUsers::default()
+    };
+    start_with_users(settings, users).await
+}
+
+/// [`start`], with `users` as the users service.
+async fn start_with_users(settings: ShopSettings, users: FakeUsers) -> Shop {
     let db = Db::connect(&settings).await.unwrap();
     let keys = Keys::load_or_create(&settings).unwrap();
     let mut config = ConfigLoader::new()
@@ -171,11 +195,6 @@ async fn start_with(settings: ShopSettings, fail_with: Option<Code>, delay: Dura
         .load()
         .unwrap();
     keys.trust(&mut config.auth, &settings.auth);
-    let users = FakeUsers {
-        fail_with,
-        delay,
-        ..FakeUsers::default()
-    };
     let users_service = ServiceBuilder::new("users", "1.0.0")
         .unwrap()
         .grpc(UsersServer::new(users.clone()))
@@ -614,6 +633,36 @@ async fn a_sign_up_whose_caller_goes_away_is_not_cut_in_half() {
     shop.stop().await;
 }
 
+/// Users created the user but its answer was lost (a deadline passing as it
+/// committed): the sign-up asks again rather than removing the account and
+/// leaving a user whose email could never sign up again.
+#[tokio::test]
+async fn a_lost_answer_from_users_is_asked_again_not_undone() {
+    let users = FakeUsers::default();
+    users.lose_an_answer.store(true, Ordering::SeqCst);
+    let shop = start_with_users(fresh_settings().await, users).await;
+    let mut client = shop.client().await;
+    let signed = sign_up(&mut client, "lost@example.com").await;
+    assert!(
+        !shop.users.lose_an_answer.load(Ordering::SeqCst),
+        "no answer was lost"
+    );
+    let created = shop.users.created.lock().unwrap().clone();
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(created[0].0, signed.user_id);
+    assert_eq!(
+        shop.count(
+            "SELECT COUNT(*) FROM auth_accounts WHERE email = $1",
+            "lost@example.com"
+        )
+        .await,
+        1
+    );
+    let tokens = login(&mut client, "lost@example.com", "correct horse battery").await;
+    assert!(tokens.is_ok(), "{tokens:?}");
+    shop.stop().await;
+}
+
 #[tokio::test]
 async fn a_failing_create_user_leaves_no_account_behind() {
     let shop = start(fresh_settings().await, Some(Code::FailedPrecondition)).await;
@@ -754,8 +803,11 @@ async fn the_signing_key_is_made_once_kept_private_and_reloaded() {
         ..ShopSettings::default()
     };
     remove_dir(&settings.data_dir);
-    let made = Keys::load_or_create(&settings).unwrap();
+    // A draft a crash left behind, half-written: never taken for the key.
     let path: PathBuf = settings.data_dir.join("auth").join("ed25519.pem");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path.with_extension("pem.1234.5678.tmp"), "-----BEGIN PRIV").unwrap();
+    let made = Keys::load_or_create(&settings).unwrap();
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -765,6 +817,13 @@ async fn the_signing_key_is_made_once_kept_private_and_reloaded() {
     let again = Keys::load_or_create(&settings).unwrap();
     assert_eq!(made.kid(), again.kid());
     assert_eq!(made.jwks(), again.jwks());
+    // The key took its name whole; no draft is left beside it, the crash's
+    // neither.
+    let beside: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(beside, ["ed25519.pem"]);
 
     // An explicit key file is used as is, and must exist.
     let explicit = ShopSettings {

@@ -80,6 +80,35 @@ impl AuthService {
     }
 }
 
+/// How long a sign-up asks users again whether it created a user, after a
+/// first answer that did not say.
+const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Whether a call that failed with `code` may have taken effect all the
+/// same: its answer was lost or cut short, not a refusal.
+fn outcome_unknown(code: tonic::Code) -> bool {
+    use tonic::Code;
+    matches!(
+        code,
+        Code::DeadlineExceeded
+            | Code::Unavailable
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::Internal
+            | Code::Aborted
+    )
+}
+
+impl AuthService {
+    /// Removes the account of a sign-up whose user was not created: nothing
+    /// half-written, no account without its user.
+    async fn undo_account(&self, id: &str) {
+        if let Err(err) = self.accounts.delete(id).await {
+            tracing::error!(account = id, error = %err, "could not remove the account of a failed sign-up");
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Auth for AuthService {
     async fn sign_up(
@@ -97,33 +126,50 @@ impl Auth for AuthService {
         // The account, its user and the clean-up of a failed half run as a
         // task of their own: a request cancelled (its deadline passed, its
         // client gone) in between cannot leave an account without its user.
-        // The deadline still bounds the call to users, which then fails and
-        // is cleaned up.
+        // The deadline still bounds the first call to users.
         let service = self.clone();
-        let account = {
+        let deadline = room619::rpc::deadline::Deadline::current();
+        let account = tokio::spawn({
             let id = id.clone();
             let email = sign_up.email.clone();
             async move {
                 if !service.accounts.create(&id, &email, &hash).await? {
                     return Ok(false);
                 }
-                if let Err(status) = service
-                    .create_user(ctx.as_ref(), &id, &email, &sign_up.name)
-                    .await
-                {
-                    // Nothing half-written: no account without its user.
-                    if let Err(err) = service.accounts.delete(&id).await {
-                        tracing::error!(account = id, error = %err, "could not remove the account of a failed sign-up");
+                let create = || service.create_user(ctx.as_ref(), &id, &email, &sign_up.name);
+                let first = match deadline {
+                    // The caller gave up already: nothing is sent, so there
+                    // is nothing to ask again about.
+                    Some(deadline) if deadline.is_expired() => {
+                        let passed = "the deadline passed before the user was created";
+                        service.undo_account(&id).await;
+                        return Err(Status::deadline_exceeded(passed));
                     }
+                    Some(deadline) => deadline.scope(create()).await,
+                    None => create().await,
+                };
+                let created = match first {
+                    // Users may have created the user all the same (the
+                    // deadline passed as it committed, its answer was lost):
+                    // ask again, with the same id, outside the caller's
+                    // deadline; users answers with the user it has. (Asked
+                    // again and still unsure, the account goes: most likely
+                    // users is down and made nothing.)
+                    Err(status) if outcome_unknown(status.code()) => {
+                        tracing::warn!(account = id, error = %status.message(), "asking users again whether the user of a sign-up exists");
+                        room619::rpc::deadline::Deadline::after(CONFIRM_TIMEOUT)
+                            .scope(create())
+                            .await
+                    }
+                    settled => settled,
+                };
+                if let Err(status) = created {
+                    service.undo_account(&id).await;
                     return Err(status);
                 }
                 Ok::<_, Status>(true)
             }
-        };
-        let account = match room619::rpc::deadline::Deadline::current() {
-            Some(deadline) => tokio::spawn(deadline.scope(account)),
-            None => tokio::spawn(account),
-        };
+        });
         let created = account
             .await
             .map_err(|err| Status::internal(format!("the sign-up task failed: {err}")))??;

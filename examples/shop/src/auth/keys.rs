@@ -247,15 +247,41 @@ fn pem(label: &str, der: &[u8]) -> String {
     text
 }
 
-/// Writes a new file readable by its owner only (its directory too).
+/// Writes a new file readable by its owner only (its directory too), whole
+/// or not at all: the contents go to a draft of their own, synced, which
+/// then takes the name with a hard link, failing (`AlreadyExists`) rather
+/// than replacing a file another process made meanwhile. A crash or a full
+/// disk part-way leaves no half-written key at `path` to fail every later
+/// start; drafts a crash left behind are removed the next time. Where the
+/// file system has no hard links, the file is written in place.
 fn write_new_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder.create(dir)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    remove_drafts(dir, &name);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    let draft = dir.join(format!("{name}.{}.{now}.tmp", std::process::id()));
+    let linked = write_private(&draft, contents).and_then(|()| std::fs::hard_link(&draft, path));
+    // The draft goes either way; the key, if linked, stays under `path`.
+    let _gone = std::fs::remove_file(&draft);
+    match linked {
+        Err(err) if err.kind() != std::io::ErrorKind::AlreadyExists && !path.exists() => {
+            tracing::debug!(error = %err, "no hard link for the signing key; writing it in place");
+            write_private(path, contents)
+        }
+        linked => linked,
     }
+}
+
+/// Writes `contents` to a new file at `path`, readable by its owner only,
+/// and syncs it.
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -263,4 +289,19 @@ fn write_new_private(path: &Path, contents: &str) -> std::io::Result<()> {
     let mut file = options.open(path)?;
     file.write_all(contents.as_bytes())?;
     file.sync_all()
+}
+
+/// Removes the drafts of `name` left in `dir` by a crash.
+fn remove_drafts(dir: &Path, name: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!("{name}.");
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let file = file.to_string_lossy();
+        if file.starts_with(&prefix) && file.ends_with(".tmp") {
+            let _gone = std::fs::remove_file(entry.path());
+        }
+    }
 }

@@ -28,7 +28,8 @@ pub(super) struct ListArgs {
     /// Print the node's JSON answer as it is, for scripts.
     #[arg(long)]
     json: bool,
-    /// A bearer token, needed on the main listener when the node has `[auth]`.
+    /// A bearer token, for a proxy of your own that guards the endpoint
+    /// (room619 serves `/registry` without one, like health and metrics).
     #[arg(long, value_name = "T")]
     token: Option<String>,
     /// Give up after this long.
@@ -96,7 +97,7 @@ pub(super) async fn run(command: RegistryCommand) -> Result<ExitCode, Failure> {
         .map_err(|err| target::unreachable(&url, &err))?;
     if status != 200 {
         let hint = match status.as_u16() {
-            401 | 403 => " (the node has [auth]: pass --token, or ask its admin listener)",
+            401 | 403 => " (something in front of the node wants credentials: pass --token)",
             404 => " (with an admin listener, ask its address)",
             _ => "",
         };

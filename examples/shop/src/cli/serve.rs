@@ -104,12 +104,8 @@ async fn serve(
          shop API     http://{addr}/v1/products ...  (OpenAPI: http://{addr}/openapi.json)\n  \
          health       http://{admin}/health/ready  (room619 health {admin})\n  \
          registry     http://{admin}/registry  (room619 registry list --addr {admin})\n  \
-         Ctrl-C stops it gracefully.",
+         Ctrl-C stops it gracefully (twice: at once).",
         services = services.join(", ")
     ));
-    tokio::spawn(async move {
-        room619::node::shutdown_signal().await;
-        handle.shutdown();
-    });
-    running.wait().await
+    running.stop_on_signal().await
 }

@@ -13,7 +13,8 @@ use super::{
 };
 
 fn client(ctx: &ServiceContext) -> Result<AuthClient<RpcChannel>, ApiError> {
-    Ok(ctx.client::<AuthClient<RpcChannel>>(AUTH, REQUIREMENT)?)
+    ctx.client::<AuthClient<RpcChannel>>(AUTH, REQUIREMENT)
+        .map_err(|err| ApiError::reaching(AUTH, err))
 }
 
 /// Creates an account (and its user), then logs it in.
@@ -41,10 +42,16 @@ pub(crate) async fn sign_up(
         .await
         .map_err(|status| ApiError::from_status(AUTH, status))?
         .into_inner();
+    let tokens = reply.tokens.ok_or_else(|| {
+        ApiError::reaching(
+            AUTH,
+            room619::Error::internal("a sign-up answered without tokens"),
+        )
+    })?;
     let location = format!("/v1/users/{}", reply.user_id);
     let reply = SignUpReply {
         user_id: reply.user_id,
-        tokens: reply.tokens.unwrap_or_default().into(),
+        tokens: tokens.into(),
     };
     Ok(reply::created(&location, &reply))
 }

@@ -24,19 +24,22 @@ pub(crate) enum ApiError {
 impl ApiError {
     /// The answer to `status` from the service called `service`.
     ///
-    /// Unexpected failures (`INTERNAL`, `UNKNOWN`, `DATA_LOSS`) are logged
-    /// with the peer's message and answered with a generic one, so internal
-    /// details do not reach the caller.
+    /// Unexpected failures (`INTERNAL`, `UNKNOWN`, `DATA_LOSS`), a service
+    /// out of reach (`UNAVAILABLE`: no instance, its breaker open, its
+    /// database down) and one too slow (`DEADLINE_EXCEEDED`) are logged with
+    /// the peer's message and answered with a generic one, so that what is
+    /// behind the gateway (addresses, discovery, databases) does not reach
+    /// the caller.
     pub(crate) fn from_status(service: &str, status: tonic::Status) -> Self {
         if let Some(invalid) = Invalid::from_status(&status) {
             return Self::Invalid(invalid);
         }
-        let error = Error::from(status);
-        if error.kind() == ErrorKind::Internal {
-            tracing::error!(service, error = ?error, "a service failed");
-            return Self::Error(Error::internal(format!("the {service} service failed")));
-        }
-        Self::Error(error)
+        Self::Error(generic(Some(service), Error::from(status)))
+    }
+
+    /// The answer to `error` in reaching the service called `service`.
+    pub(crate) fn reaching(service: &str, error: Error) -> Self {
+        Self::Error(generic(Some(service), error))
     }
 
     /// A `400` for input that could not be read.
@@ -51,8 +54,37 @@ impl ApiError {
 }
 
 impl From<Error> for ApiError {
+    /// The gateway's own errors: reaching a service (`UNAVAILABLE`) and the
+    /// unexpected are answered generically, as in [`ApiError::from_status`].
     fn from(error: Error) -> Self {
-        Self::Error(error)
+        Self::Error(generic(None, error))
+    }
+}
+
+/// `error` from `service` (the gateway's own with none), with a message of
+/// its own when its message is for operators, not callers (logged).
+fn generic(service: Option<&str>, error: Error) -> Error {
+    let what = service.map_or_else(
+        || "a service the gateway needs".to_owned(),
+        |service| format!("the {service} service"),
+    );
+    match error.kind() {
+        ErrorKind::Internal => {
+            tracing::error!(service, error = ?error, "a call failed");
+            Error::internal(match service {
+                None => "the gateway failed".to_owned(),
+                Some(_) => format!("{what} failed"),
+            })
+        }
+        ErrorKind::Unavailable => {
+            tracing::warn!(service, error = ?error, "a service is unavailable");
+            Error::unavailable(format!("{what} is unavailable; retry shortly"))
+        }
+        ErrorKind::DeadlineExceeded => {
+            tracing::warn!(service, error = ?error, "a service missed the deadline");
+            Error::deadline_exceeded(format!("{what} did not answer in time"))
+        }
+        _ => error,
     }
 }
 

@@ -20,7 +20,9 @@
 //! for malformed input, `401` (with `WWW-Authenticate: Bearer`), `403`,
 //! `404`, `409`, `413`, `415`, `422` with the field errors (the gateway's
 //! validation or a service's `google.rpc.BadRequest`), `429`, `503` when a
-//! service is unavailable and `504` when it misses the deadline. Rate limits
+//! service is unavailable and `504` when it misses the deadline: the
+//! client's (`x-request-timeout`), or else [`DEFAULT_TIMEOUT`], so a
+//! service that is up but stuck cannot hold the gateway's requests. Rate limits
 //! are per route in `[rate_limit]`, for example:
 //!
 //! ```toml
@@ -41,10 +43,10 @@ mod users;
 
 use axum::{
     response::IntoResponse as _,
-    routing::{get, post},
+    routing::{MethodRouter, get, post},
 };
 use http::{HeaderValue, header::CONTENT_TYPE};
-use room619::{ServiceBuilder, service::BuiltService};
+use room619::{ServiceBuilder, rpc::deadline::Deadline, service::BuiltService};
 
 /// The registry name of the auth service.
 const AUTH: &str = "auth";
@@ -56,6 +58,24 @@ const PRODUCTS: &str = "products";
 const REQUIREMENT: &str = "^1";
 /// Where the OpenAPI document is served.
 pub const OPENAPI_PATH: &str = "/openapi.json";
+/// The deadline of a request whose client sent none.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `route` with a deadline of [`DEFAULT_TIMEOUT`] when its request has
+/// none, which its calls to the services carry and obey.
+fn bounded(route: MethodRouter) -> MethodRouter {
+    route.layer(axum::middleware::from_fn(
+        |request: axum::extract::Request, next: axum::middleware::Next| async move {
+            if Deadline::current().is_some() {
+                next.run(request).await
+            } else {
+                Deadline::after(DEFAULT_TIMEOUT)
+                    .scope(next.run(request))
+                    .await
+            }
+        },
+    ))
+}
 
 /// Builds the gateway service: the REST routes and `GET /openapi.json`, with
 /// the auth routes and the document public.
@@ -77,20 +97,25 @@ pub fn service() -> room619::Result<BuiltService> {
     });
     ServiceBuilder::new("gateway", "1.0.0")?
         .description("The shop's REST/JSON API in front of auth, users and products")
-        .route("/v1/auth/signup", post(auth::sign_up))
-        .route("/v1/auth/login", post(auth::login))
-        .route("/v1/auth/refresh", post(auth::refresh))
-        .route("/v1/users", get(users::list))
+        .route("/v1/auth/signup", bounded(post(auth::sign_up)))
+        .route("/v1/auth/login", bounded(post(auth::login)))
+        .route("/v1/auth/refresh", bounded(post(auth::refresh)))
+        .route("/v1/users", bounded(get(users::list)))
         .route(
             "/v1/users/{id}",
-            get(users::get).patch(users::update).delete(users::delete),
+            bounded(get(users::get).patch(users::update).delete(users::delete)),
         )
-        .route("/v1/products", get(products::list).post(products::create))
+        .route(
+            "/v1/products",
+            bounded(get(products::list).post(products::create)),
+        )
         .route(
             "/v1/products/{id}",
-            get(products::get)
-                .patch(products::update)
-                .delete(products::delete),
+            bounded(
+                get(products::get)
+                    .patch(products::update)
+                    .delete(products::delete),
+            ),
         )
         .route(OPENAPI_PATH, openapi)
         .public("/v1/auth/signup")
@@ -162,4 +187,49 @@ pub fn default_rate_limits() -> Vec<room619::middleware::rate_limit::RateLimitRu
         key: room619::middleware::rate_limit::RateLimitKey::Ip,
     })
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::{Router, body::Body};
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    /// The time left that a bounded route's handler sees.
+    async fn left(scoped: Option<Duration>) -> Duration {
+        let route = bounded(get(|| async {
+            Deadline::current()
+                .map_or(0, |deadline| deadline.remaining().as_millis())
+                .to_string()
+        }));
+        let app = Router::new().route("/", route);
+        let call = app.oneshot(http::Request::new(Body::empty()));
+        let answer = match scoped {
+            Some(timeout) => Deadline::after(timeout).scope(call).await,
+            None => call.await,
+        }
+        .unwrap();
+        let body = axum::body::to_bytes(answer.into_body(), 64).await.unwrap();
+        Duration::from_millis(std::str::from_utf8(&body).unwrap().parse().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_request_without_a_deadline_gets_the_default_one_and_keeps_its_own() {
+        let default = left(None).await;
+        assert!(
+            default > DEFAULT_TIMEOUT.checked_sub(Duration::from_secs(1)).unwrap(),
+            "{default:?}"
+        );
+        assert!(default <= DEFAULT_TIMEOUT, "{default:?}");
+        let own = left(Some(Duration::from_secs(2))).await;
+        assert!(own <= Duration::from_secs(2), "{own:?}");
+        let longer = left(Some(Duration::from_secs(60))).await;
+        assert!(
+            longer > DEFAULT_TIMEOUT,
+            "a client's longer deadline is its own: {longer:?}"
+        );
+    }
 }

@@ -17,7 +17,8 @@ use super::{
 };
 
 fn client(ctx: &ServiceContext) -> Result<ProductsClient<RpcChannel>, ApiError> {
-    Ok(ctx.client::<ProductsClient<RpcChannel>>(PRODUCTS, REQUIREMENT)?)
+    ctx.client::<ProductsClient<RpcChannel>>(PRODUCTS, REQUIREMENT)
+        .map_err(|err| ApiError::reaching(PRODUCTS, err))
 }
 
 fn failed(status: tonic::Status) -> ApiError {

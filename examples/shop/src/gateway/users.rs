@@ -17,7 +17,8 @@ use super::{
 };
 
 fn client(ctx: &ServiceContext) -> Result<UsersClient<RpcChannel>, ApiError> {
-    Ok(ctx.client::<UsersClient<RpcChannel>>(USERS, REQUIREMENT)?)
+    ctx.client::<UsersClient<RpcChannel>>(USERS, REQUIREMENT)
+        .map_err(|err| ApiError::reaching(USERS, err))
 }
 
 fn failed(status: tonic::Status) -> ApiError {

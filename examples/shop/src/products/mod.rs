@@ -10,8 +10,9 @@
 //!   [`USERS_DELETED_CONSUMER`] and archives that user's products: they stay
 //!   readable with `GetProduct` but leave listings unless `include_archived`.
 //!   From then on the user's tokens, still valid until they expire, create
-//!   no product (`PERMISSION_DENIED`); a creation racing the archive waits
-//!   for it or is archived by it (both write the owner's row first).
+//!   no product and change or delete no archived one (`PERMISSION_DENIED`);
+//!   a creation racing the archive waits for it or is archived by it (both
+//!   write the owner's row first).
 
 mod repo;
 

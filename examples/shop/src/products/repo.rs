@@ -207,7 +207,7 @@ impl ProductStore {
         let row = sqlx::query(&format!(
             "UPDATE products SET name = COALESCE($3, name), name_folded = COALESCE($4, name_folded), \
              description = COALESCE($5, description), price_cents = COALESCE($6, price_cents), \
-             updated_at = $7 WHERE id = $1 AND owner_id = $2 RETURNING {COLUMNS}"
+             updated_at = $7 WHERE id = $1 AND owner_id = $2 AND archived = 0 RETURNING {COLUMNS}"
         ))
         .bind(id)
         .bind(caller.subject())
@@ -221,34 +221,40 @@ impl ProductStore {
         .map_err(db_error)?;
         match row {
             Some(row) => ProductRow::from_row(&row).map_err(db_error),
-            None => Err(self.refusal(id, "change").await),
+            None => Err(self.refusal(caller, id, "change").await),
         }
     }
 
     /// Deletes the caller's own product.
     pub(crate) async fn delete(&self, caller: &Principal, id: &str) -> room619::Result<()> {
         let id = crate::access::required("id", id)?;
-        let deleted = sqlx::query("DELETE FROM products WHERE id = $1 AND owner_id = $2")
-            .bind(id)
-            .bind(caller.subject())
-            .execute(self.db.pool())
-            .await
-            .map_err(db_error)?;
+        let deleted =
+            sqlx::query("DELETE FROM products WHERE id = $1 AND owner_id = $2 AND archived = 0")
+                .bind(id)
+                .bind(caller.subject())
+                .execute(self.db.pool())
+                .await
+                .map_err(db_error)?;
         if deleted.rows_affected() == 0 {
-            return Err(self.refusal(id, "delete").await);
+            return Err(self.refusal(caller, id, "delete").await);
         }
         Ok(())
     }
 
-    /// Why a change of product `id` by its owner touched nothing: it does not
-    /// exist (`NotFound`) or belongs to someone else (`PermissionDenied`).
-    async fn refusal(&self, id: &str, what: &str) -> Error {
+    /// Why a change of product `id` by `caller` touched nothing: it does
+    /// not exist (`NotFound`), belongs to someone else, or was archived with
+    /// its owner's deletion (`PermissionDenied`: the departed owner's tokens
+    /// live on until they expire).
+    async fn refusal(&self, caller: &Principal, id: &str, what: &str) -> Error {
         let owner: Result<Option<String>, _> =
             sqlx::query_scalar("SELECT owner_id FROM products WHERE id = $1")
                 .bind(id)
                 .fetch_optional(self.db.pool())
                 .await;
         match owner {
+            Ok(Some(owner)) if owner == caller.subject() => Error::permission_denied(format!(
+                "product {id} was archived when its owner was deleted: no one may {what} it"
+            )),
             Ok(Some(_)) => {
                 Error::permission_denied(format!("only the owner of product {id} may {what} it"))
             }
@@ -358,7 +364,7 @@ fn check_name(name: &str) -> room619::Result<String> {
     }
 }
 
-/// At most 5 000 characters; line breaks and tabs allowed, other control
+/// At most 2 000 characters; line breaks and tabs allowed, other control
 /// characters (NUL, which PostgreSQL cannot store, escapes) not.
 fn check_description(description: &str) -> room619::Result<()> {
     let length = description.chars().count();

@@ -2,8 +2,11 @@
 //! tokens.
 //!
 //! A page token is the base64url of the last row's key, `(created_at, id)`;
-//! the next page is the rows after that key, so a page never repeats or skips
-//! a row when rows are added or removed in between.
+//! the next page is the rows after that key, so a page never repeats a row
+//! and skips none that was there when the first page was read, whatever is
+//! added or removed in between. A row committed meanwhile may be missed by a
+//! pager already past its key: `created_at` is taken before the row commits,
+//! so one slow to commit can land behind rows committed before it.
 //!
 //! ```
 //! use shop::store::page::Cursor;

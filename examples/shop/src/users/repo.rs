@@ -81,7 +81,9 @@ impl UserStore {
         &self.outbox
     }
 
-    /// Creates a user and queues `users.created`, in one transaction.
+    /// Creates a user and queues `users.created`, in one transaction. Asked
+    /// again with the id, email and name of a user it has, answers that
+    /// user: a caller whose first answer was lost can ask again safely.
     pub(crate) async fn create(
         &self,
         caller: &Principal,
@@ -115,11 +117,18 @@ impl UserStore {
         if let Err(err) = inserted {
             let err = db_error(err);
             drop(tx);
-            return Err(if err.kind() == ErrorKind::AlreadyExists {
-                self.which_exists(&id, &email).await
-            } else {
-                err
-            });
+            if err.kind() != ErrorKind::AlreadyExists {
+                return Err(err);
+            }
+            // Asked again for a user it has (the caller lost the first
+            // answer, or its deadline passed as this committed): the user.
+            if let Ok(existing) = self.get(&id).await
+                && existing.email == email
+                && existing.name == name
+            {
+                return Ok(existing);
+            }
+            return Err(self.which_exists(&id, &email).await);
         }
         outbox::enqueue(&mut tx, outbox::CREATED, &id, &email).await?;
         tx.commit().await.map_err(db_error)?;

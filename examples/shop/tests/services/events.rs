@@ -3,8 +3,8 @@
 
 use shop_proto::{
     products::v1::{
-        CreateProductRequest, GetProductRequest, ListProductsRequest, Product,
-        products_client::ProductsClient,
+        CreateProductRequest, DeleteProductRequest, GetProductRequest, ListProductsRequest,
+        Product, UpdateProductRequest, products_client::ProductsClient,
     },
     users::v1::{self, UserEvent},
 };
@@ -86,6 +86,38 @@ async fn list(
         .products
 }
 
+/// The departed owner `token` can neither change nor delete `archived`
+/// products.
+async fn archived_stay_put(
+    products: &mut ProductsClient<Channel>,
+    token: &str,
+    archived: &[Product],
+) {
+    let repriced = products
+        .update_product(authed(
+            token,
+            UpdateProductRequest {
+                id: archived[0].id.clone(),
+                price_cents: Some(1),
+                ..UpdateProductRequest::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(repriced.code(), tonic::Code::PermissionDenied);
+    assert!(repriced.message().contains("archived"), "{repriced:?}");
+    let deleted = products
+        .delete_product(authed(
+            token,
+            DeleteProductRequest {
+                id: archived[1].id.clone(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(deleted.code(), tonic::Code::PermissionDenied);
+}
+
 async fn archived_on_owner_deletion(kind: Kind) {
     let test = TestDb::new(kind).await;
     let node = start_node(&test.db).await;
@@ -160,6 +192,9 @@ async fn archived_on_owner_deletion(kind: Kind) {
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
     assert!(refused.message().contains("was deleted"), "{refused:?}");
     assert_eq!(list(&products, "alice", true).await.len(), 2);
+    // Nor changes or deletes her archived ones.
+    archived_stay_put(&mut c.products, &alice, &mine).await;
+    assert_eq!(list(&products, "alice", true).await, archived);
 
     // Handling the event again changes nothing (idempotent); then bob goes.
     let bus = node.handle().bus().clone();

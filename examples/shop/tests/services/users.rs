@@ -330,6 +330,24 @@ async fn refusals(kind: Kind) {
         ))
         .await;
     refused(taken, Code::AlreadyExists, "id alice");
+    let taken =
+        c.v1.create_user(authed(
+            &auth,
+            create_v1("alice", "alice@example.com", "Other"),
+        ))
+        .await;
+    refused(taken, Code::AlreadyExists, "email alice@example.com");
+    // The same user asked for again (a caller whose answer was lost): the
+    // user, not an error, and no second user or event.
+    let again =
+        c.v1.create_user(authed(
+            &auth,
+            create_v1("alice", "alice@example.com", "Alice"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((again.id.as_str(), again.name.as_str()), ("alice", "Alice"));
 
     bad_fields(&mut c, &auth, &alice_token).await;
 
