@@ -32,18 +32,13 @@ async fn main() -> room619::Result<()> {
         builder = builder.service(service);
     }
     let running = builder.build()?.start().await?;
-    let handle = running.handle();
-    let base = format!("http://{}", handle.local_addr());
+    let base = format!("http://{}", running.local_addr());
     let (user, token) = sign_up(&base).await?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "base={base}\nuser={user}\ntoken={token}")?;
     stdout.flush()?;
     drop(stdout);
-    tokio::spawn(async move {
-        room619::node::shutdown_signal().await;
-        handle.shutdown();
-    });
-    running.wait().await
+    running.stop_on_signal().await
 }
 
 /// Signs the tester up through the gateway; their id and access token.

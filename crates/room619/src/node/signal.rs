@@ -1,8 +1,10 @@
 //! Waiting for the process's stop signals.
 
 /// Completes on Ctrl-C (SIGINT) or, on Unix, SIGTERM: the signals that stop a
-/// node. [`Node::run`](super::Node::run) waits for it; a binary that uses
-/// [`Node::start`](super::Node::start) can too.
+/// node. [`Node::run`](super::Node::run) and
+/// [`RunningNode::stop_on_signal`](super::RunningNode::stop_on_signal) wait
+/// for it (and for a second one, which cuts the shutdown short); a binary
+/// that stops its node its own way can too:
 ///
 /// ```no_run
 /// # async fn demo(running: room619::RunningNode) -> room619::Result<()> {
