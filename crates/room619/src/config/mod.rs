@@ -177,8 +177,9 @@ impl Default for NodeConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// A new connection that sends no byte within this time is closed.
-    /// Default: `10s`.
+    /// A new connection that sends no byte within this time is closed, and
+    /// so is an HTTP/2 one whose client preface (24 bytes) has not all
+    /// arrived by then. Default: `10s`.
     #[serde(with = "humantime_serde")]
     pub first_byte_timeout: Duration,
     /// An HTTP/1 connection with no request started, finished or in flight
@@ -196,9 +197,25 @@ pub struct Limits {
     /// buffer for ever; looked at every quarter of
     /// [`header_read_timeout`](Self::header_read_timeout). A slow but
     /// steady reader writes something every few seconds and keeps its
-    /// connection. Default: `60s`.
+    /// connection. The same holds on HTTP/2. Default: `60s`.
     #[serde(with = "humantime_serde")]
     pub write_stall_timeout: Duration,
+    /// An HTTP/2 connection with no stream open, nothing written and
+    /// nothing left to write for this long is sent `GOAWAY` (looked at
+    /// every quarter of the shorter of it and
+    /// [`write_stall_timeout`](Self::write_stall_timeout): 15 s with the
+    /// defaults); a client that has not closed its end after as long again is
+    /// dropped. A gRPC channel idle for longer connects again on its next
+    /// call, which `GOAWAY` makes safe: no call is lost. The connection's
+    /// own PING answers and other frames the node writes count as activity.
+    /// `0s` keeps idle HTTP/2 connections for ever. Default: `5m`.
+    #[serde(with = "humantime_serde")]
+    pub http2_idle_timeout: Duration,
+    /// Connections each listener holds at once; one more is closed as soon
+    /// as it is accepted (counted in `room619_server_refused_connections_total`),
+    /// so many idle or slow clients cannot exhaust the process's file
+    /// descriptors and memory. At least `1`. Default: `10000`.
+    pub max_connections: usize,
     /// The largest HTTP/1 request head in bytes; larger answers 431. At least
     /// 8192. Default: `16384`.
     pub max_header_bytes: usize,
@@ -277,6 +294,8 @@ impl Default for Limits {
             first_byte_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             write_stall_timeout: Duration::from_secs(60),
+            http2_idle_timeout: Duration::from_secs(300),
+            max_connections: 10_000,
             max_header_bytes: 16 * 1024,
             http2_max_concurrent_streams: 256,
             http2_max_header_list_size: 16 * 1024,

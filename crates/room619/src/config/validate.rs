@@ -179,6 +179,13 @@ fn timeouts(config: &Config) -> Result<(), ConfigError> {
         Duration::from_millis(1),
     )?;
     positive("limits.write_stall_timeout", limits.write_stall_timeout)?;
+    if !limits.http2_idle_timeout.is_zero() {
+        at_least(
+            "limits.http2_idle_timeout",
+            limits.http2_idle_timeout,
+            Duration::from_millis(1),
+        )?;
+    }
     let ping = limits.http2_keep_alive_interval;
     if !ping.is_zero() {
         at_least(
@@ -232,6 +239,7 @@ fn overload_limits(limits: &super::Limits) -> Result<(), ConfigError> {
             limits.max_concurrent_requests,
         ),
         ("limits.http1_max_headers", limits.http1_max_headers),
+        ("limits.max_connections", limits.max_connections),
         (
             "limits.http2_max_pending_accept_reset_streams",
             limits.http2_max_pending_accept_reset_streams,
@@ -287,7 +295,13 @@ mod tests {
     #[test]
     fn overload_and_http2_limits_name_their_keys() {
         type Breaks = fn(&mut Config);
-        let cases: [(&str, Breaks); 10] = [
+        let cases: [(&str, Breaks); 12] = [
+            ("limits.http2_idle_timeout", |c| {
+                c.limits.http2_idle_timeout = Duration::from_micros(500);
+            }),
+            ("limits.max_connections", |c| {
+                c.limits.max_connections = 0;
+            }),
             ("limits.http2_keep_alive_interval", |c| {
                 c.limits.http2_keep_alive_interval = Duration::from_millis(1);
             }),
@@ -324,6 +338,13 @@ mod tests {
             break_it(&mut config);
             assert_eq!(validate(&config).unwrap_err().key(), key);
         }
+    }
+
+    #[test]
+    fn an_http2_idle_timeout_of_zero_turns_it_off() {
+        let mut config = Config::default();
+        config.limits.http2_idle_timeout = Duration::ZERO;
+        validate(&config).unwrap();
     }
 
     #[test]

@@ -5,10 +5,12 @@
 //! served by it to the end; a swap affects only requests that arrive later,
 //! so in-flight requests to a removed service finish.
 //!
-//! On an HTTP/1 connection each request is also counted in the connection's
-//! [`Activity`] (started, and finished when its answer's body is sent or
-//! dropped), and so is each write to its socket ([`CountingIo`]), which the
-//! connection's watch reads to close a connection that has gone quiet: see [`ShutdownWatch`](super::watch::ShutdownWatch).
+//! Each request (an HTTP/2 stream too, unless the idle timeout is off) is
+//! also counted in its connection's [`Activity`] (started, and finished
+//! when its answer's body is sent or dropped), and so is each write to its
+//! socket ([`CountingIo`]), which the connection's watch reads to close a
+//! connection that has gone quiet: see
+//! [`ShutdownWatch`](super::watch::ShutdownWatch).
 
 use std::{
     convert::Infallible,
@@ -31,6 +33,7 @@ use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::serve::Slot;
 use crate::rpc::{ProtocolSplit, SplitFuture};
 
 /// The current routes of a listener; clones share them.
@@ -149,17 +152,25 @@ impl Drop for InFlight {
 
 pin_project! {
     /// A connection's socket, its writes counted in the connection's
-    /// [`Activity`] when it has one.
+    /// [`Activity`] when it has one. It holds the connection's place in its
+    /// listener ([`Slot`]), which goes with the socket: a connection
+    /// upgraded (a WebSocket, say) and handed to a handler keeps it until
+    /// the handler drops the socket.
     pub(crate) struct CountingIo<T> {
         #[pin]
         io: T,
         activity: Option<Arc<Activity>>,
+        _slot: Option<Slot>,
     }
 }
 
 impl<T> CountingIo<T> {
-    pub(crate) fn new(io: T, activity: Option<Arc<Activity>>) -> Self {
-        Self { io, activity }
+    pub(crate) fn new(io: T, activity: Option<Arc<Activity>>, slot: Option<Slot>) -> Self {
+        Self {
+            io,
+            activity,
+            _slot: slot,
+        }
     }
 
     /// Counts `written` if it made progress or waits, and hands it on.
@@ -324,7 +335,7 @@ mod tests {
 
         let activity = Arc::new(Activity::default());
         let (near, mut far) = tokio::io::duplex(4);
-        let mut io = CountingIo::new(near, Some(Arc::clone(&activity)));
+        let mut io = CountingIo::new(near, Some(Arc::clone(&activity)), None);
         // The duplex takes four bytes at a time, as the far end reads.
         let mut read = [0_u8; 8];
         let (wrote, got) = tokio::join!(io.write_all(b"12345678"), far.read_exact(&mut read));

@@ -1,20 +1,29 @@
 //! The accept loop and per-connection serving, with the hardening limits.
 
-use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    io,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
     service::TowerToHyperService,
 };
-use tokio::net::{TcpListener, TcpStream};
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore},
+};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
     live::{Activity, CountingIo, LiveSplit},
     watch::{Idleness, ShutdownWatch, Signal},
 };
-use crate::config::Limits;
+use crate::{config::Limits, observability::metrics::ListenerMetrics};
 
 /// How long the accept loop pauses after an accept error (e.g. out of file
 /// descriptors) before trying again.
@@ -27,7 +36,10 @@ const HYPER_MAX_HEADERS: usize = 100;
 
 /// How an HTTP/2 connection begins (the client preface); anything else is
 /// served as HTTP/1.
-const HTTP2_PREFACE_START: &[u8; 4] = b"PRI ";
+const HTTP2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How often, at most, the accept loop warns that it refuses connections.
+const REFUSAL_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 /// How long a connection may stay silent.
 #[derive(Clone, Copy, Debug)]
@@ -37,8 +49,10 @@ pub(crate) struct Timeouts {
     /// HTTP/1: with no request started, finished or in flight (a head that
     /// never ends, an idle keep-alive connection).
     pub(crate) quiet: Duration,
-    /// HTTP/1: with an answer's write waiting and nothing written.
+    /// With an answer's write waiting and nothing written.
     pub(crate) write_stall: Duration,
+    /// HTTP/2: with no stream open and nothing written; zero for never.
+    pub(crate) http2_idle: Duration,
     /// TCP keep-alive and user timeout ([`Limits::tcp_keep_alive`]).
     pub(crate) tcp_keep_alive: Duration,
 }
@@ -49,6 +63,7 @@ impl Timeouts {
             first_byte: limits.first_byte_timeout,
             quiet: limits.header_read_timeout,
             write_stall: limits.write_stall_timeout,
+            http2_idle: limits.http2_idle_timeout,
             tcp_keep_alive: limits.tcp_keep_alive,
         }
     }
@@ -61,6 +76,92 @@ pub(crate) struct Signals {
     pub(crate) drain: CancellationToken,
     /// Close every connection now (the drain timeout passed).
     pub(crate) force_close: CancellationToken,
+}
+
+/// The connections a listener may hold at once
+/// ([`Limits::max_connections`]), and its connection metrics.
+#[derive(Clone)]
+pub(crate) struct ConnectionSlots {
+    free: Arc<Semaphore>,
+    limit: usize,
+    metrics: Option<ListenerMetrics>,
+}
+
+/// One connection's place in its listener, given back when dropped.
+pub(super) struct Slot {
+    _permit: OwnedSemaphorePermit,
+    open: Option<Gauge>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(open) = &self.open {
+            open.dec();
+        }
+    }
+}
+
+impl ConnectionSlots {
+    /// `limit` places (at most tokio's largest semaphore), counted in
+    /// `metrics` when given.
+    pub(crate) fn new(limit: usize, metrics: Option<ListenerMetrics>) -> Self {
+        let limit = limit.min(Semaphore::MAX_PERMITS);
+        Self {
+            free: Arc::new(Semaphore::new(limit)),
+            limit,
+            metrics,
+        }
+    }
+
+    /// A place for one more connection, or `None` (counted) when they are
+    /// all taken.
+    fn take(&self) -> Option<Slot> {
+        let Ok(permit) = Arc::clone(&self.free).try_acquire_owned() else {
+            if let Some(metrics) = &self.metrics {
+                metrics.refused.inc();
+            }
+            return None;
+        };
+        let open = self.metrics.as_ref().map(|metrics| metrics.open.clone());
+        if let Some(open) = &open {
+            open.inc();
+        }
+        Some(Slot {
+            _permit: permit,
+            open,
+        })
+    }
+}
+
+/// Connections refused since the accept loop last warned of them.
+#[derive(Default)]
+struct Refusals {
+    unreported: u64,
+    warned_at: Option<Instant>,
+}
+
+impl Refusals {
+    /// Counts one, and warns when none was reported in the last
+    /// [`REFUSAL_WARNING_EVERY`], so a flood costs a log line every ten
+    /// seconds and not one a connection.
+    fn note(&mut self, peer: SocketAddr, limit: usize) {
+        self.unreported += 1;
+        let now = Instant::now();
+        let due = self.warned_at.is_none_or(|at| {
+            now.checked_duration_since(at)
+                .is_some_and(|since| since >= REFUSAL_WARNING_EVERY)
+        });
+        if due {
+            tracing::warn!(
+                %peer,
+                refused = self.unreported,
+                max_connections = limit,
+                "refusing connections: the listener holds limits.max_connections"
+            );
+            self.unreported = 0;
+            self.warned_at = Some(now);
+        }
+    }
 }
 
 /// The hyper connection builder, configured from the limits. HTTP/1 has no
@@ -94,15 +195,17 @@ pub(crate) fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor
 }
 
 /// Accepts connections until `signals.drain` fires, then drops the listener
-/// so that new connections are refused.
+/// so that new connections are refused. A connection accepted while the
+/// listener holds as many as `slots` allows is closed at once.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     app: LiveSplit,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    timeouts: Timeouts,
+    (builder, timeouts): (Arc<auto::Builder<TokioExecutor>>, Timeouts),
+    slots: ConnectionSlots,
     signals: Signals,
     tracker: TaskTracker,
 ) {
+    let mut refusals = Refusals::default();
     loop {
         let accepted = tokio::select! {
             biased;
@@ -118,9 +221,14 @@ pub(crate) async fn accept_loop(
                 continue;
             }
         };
+        let Some(slot) = slots.take() else {
+            refusals.note(peer, slots.limit);
+            drop(stream);
+            continue;
+        };
         set_socket_options(&stream, peer, timeouts.tcp_keep_alive);
         tracker.spawn(serve_connection(
-            (stream, peer),
+            (stream, peer, slot),
             app.clone(),
             Arc::clone(&builder),
             timeouts,
@@ -191,38 +299,42 @@ fn is_per_connection(err: &io::Error) -> bool {
     )
 }
 
-/// Whether the connection speaks HTTP/2 (it begins with the client
+/// Whether the connection speaks HTTP/2 (it begins with the whole client
 /// preface), by the first bytes it sent, left unread; `None` when it closed
-/// or failed first. A first segment shorter than [`HTTP2_PREFACE_START`]
-/// that could still begin it (`P`, `PR`, `PRI`) is looked at again a little
-/// later, so that HTTP/2 split early is not served as HTTP/1.
+/// or failed first. While the bytes so far could still begin the preface
+/// they are looked at again a little later, until the preface is whole or
+/// the bytes differ from it: an HTTP/2 client that stops inside its preface
+/// waits here until the caller's first-byte timeout closes it (hyper's
+/// HTTP/2 server would wait for the preface for ever).
 async fn is_http2(stream: &TcpStream) -> Option<bool> {
-    /// The waits between looks at a short first segment (peeking again at
-    /// once would find the same bytes, in a busy loop): about a third of a
-    /// second in all, after which the guess is HTTP/1 (which only decides
-    /// the connection's quiet watch: hyper reads the preface itself).
+    /// The first waits between looks, in milliseconds (peeking again at
+    /// once would find the same bytes, in a busy loop); then [`EVERY`].
     const LOOK_AGAIN: [u64; 6] = [5, 10, 20, 40, 80, 160];
-    let mut probe = [0_u8; HTTP2_PREFACE_START.len()];
-    let mut waits = LOOK_AGAIN.iter();
+    const EVERY: u64 = 250;
+    let mut probe = [0_u8; HTTP2_PREFACE.len()];
+    let mut looks = 0_usize;
     loop {
         let n = stream.peek(&mut probe).await.ok().filter(|&n| n > 0)?;
-        let decided = n == probe.len() || !HTTP2_PREFACE_START.starts_with(&probe[..n]);
-        match waits.next() {
-            Some(&ms) if !decided => tokio::time::sleep(Duration::from_millis(ms)).await,
-            _ => return Some(probe[..n] == *HTTP2_PREFACE_START),
+        let seen = probe.get(..n)?;
+        if n == probe.len() || !HTTP2_PREFACE.starts_with(seen) {
+            return Some(seen == HTTP2_PREFACE);
         }
+        let wait = LOOK_AGAIN.get(looks).copied().unwrap_or(EVERY);
+        looks = looks.saturating_add(1);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
     }
 }
 
 async fn serve_connection(
-    (stream, peer): (TcpStream, SocketAddr),
+    (stream, peer, slot): (TcpStream, SocketAddr, Slot),
     app: LiveSplit,
     builder: Arc<auto::Builder<TokioExecutor>>,
     timeouts: Timeouts,
     signals: Signals,
 ) {
     // A connection costs a task and a socket until it says something; one that
-    // says nothing within the first-byte timeout is closed.
+    // says nothing (or not its whole HTTP/2 preface) within the first-byte
+    // timeout is closed.
     let first = tokio::select! {
         biased;
         first = tokio::time::timeout(timeouts.first_byte, is_http2(&stream)) => first,
@@ -232,24 +344,31 @@ async fn serve_connection(
         Ok(Some(http2)) => http2,
         Ok(None) => return,
         Err(_elapsed) => {
-            tracing::debug!(timeout = ?timeouts.first_byte, "closing a connection that sent nothing");
+            tracing::debug!(timeout = ?timeouts.first_byte, "closing a connection that sent nothing, or not its whole HTTP/2 preface");
             return;
         }
     };
-    // HTTP/1 requests are counted so that a quiet connection is closed;
-    // HTTP/2 has stream limits (and TCP keep-alive finds dead peers), and an idle
-    // HTTP/2 connection (a client's channel between calls) stays open.
-    let activity = (!http2).then(Arc::<Activity>::default);
+    // Requests are counted so that a quiet connection is closed: an HTTP/1
+    // one after the header read timeout, an HTTP/2 one (a client's channel
+    // between calls) after the idle timeout, unless that is off.
+    let quiet = if http2 {
+        timeouts.http2_idle
+    } else {
+        timeouts.quiet
+    };
+    let activity = (!quiet.is_zero()).then(Arc::<Activity>::default);
     let idleness = activity.as_ref().map(|activity| Idleness {
         activity: Arc::clone(activity),
-        quiet: timeouts.quiet,
+        quiet,
         stall: timeouts.write_stall,
     });
-    let io = TokioIo::new(CountingIo::new(stream, activity.clone()));
+    let io = TokioIo::new(CountingIo::new(stream, activity.clone(), Some(slot)));
     let service = TowerToHyperService::new(app.for_peer(peer, activity));
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     let mut shutdown = ShutdownWatch::new(&signals, idleness);
+    // Whether the connection was asked to finish (HTTP/2: sent GOAWAY).
+    let mut finishing = false;
     loop {
         tokio::select! {
             biased;
@@ -260,15 +379,27 @@ async fn serve_connection(
                 return;
             }
             signal = &mut shutdown => match signal {
-                Signal::Drain => conn.as_mut().graceful_shutdown(),
+                Signal::Drain => {
+                    finishing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                Signal::Quiet if http2 && !finishing => {
+                    // GOAWAY: the client opens no new stream here and
+                    // closes once it has the answers it waits for, so a
+                    // call racing the close is not lost.
+                    tracing::debug!(timeout = ?quiet, "asking an idle HTTP/2 connection to close");
+                    finishing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
                 Signal::Quiet => {
                     // Nothing is in flight, so closing loses nothing; a
-                    // graceful shutdown would wait for a half-sent head.
-                    tracing::debug!(timeout = ?timeouts.quiet, "closing a quiet HTTP/1 connection");
+                    // graceful shutdown would wait for a half-sent head (or,
+                    // on HTTP/2, for a client that ignores GOAWAY).
+                    tracing::debug!(timeout = ?quiet, http2, "closing a quiet connection");
                     return;
                 }
                 Signal::Stalled => {
-                    tracing::debug!(timeout = ?timeouts.write_stall, "closing an HTTP/1 connection whose client stopped reading");
+                    tracing::debug!(timeout = ?timeouts.write_stall, "closing a connection whose client stopped reading");
                     return;
                 }
                 Signal::ForceClose => {

@@ -64,7 +64,7 @@ pub(super) async fn start(
         discovery: Arc::clone(&discovery),
         rate_limiter: assembled.middleware.rate_limiter(),
         clients: clients.clone(),
-        metrics: observed,
+        metrics: observed.clone(),
     };
     wiring::follow_changes(reload, targets, &shutdown);
 
@@ -80,7 +80,7 @@ pub(super) async fn start(
         &config,
         (listener, live.clone()),
         admin.zip(assembled.admin),
-        &signals,
+        (&signals, observed.as_ref()),
         &tracker,
     );
     readiness.set_phase(Phase::Running).await;

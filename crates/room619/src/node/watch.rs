@@ -8,14 +8,16 @@
 //! task: they are given a waker of their own that sets a flag and wakes the
 //! task.
 //!
-//! On an HTTP/1 connection the watch also closes the connection once it has
-//! been quiet for the header read timeout: no request started or finished,
-//! none in flight and nothing written (the connection's [`Activity`]). That is hyper's
+//! The watch also tells when a connection has been quiet for its timeout:
+//! no request started or finished, none in flight and nothing written (the
+//! connection's [`Activity`]). On HTTP/1 that is hyper's
 //! `header_read_timeout` (a head trickled for ever is cut; an idle
 //! keep-alive connection is closed) without its cost: hyper arms a timer
 //! for every request head and drops it when the head is read, about 2.5k
-//! instructions a request (docs/PERFORMANCE.md); the watch has one timer
-//! per connection, looked at every quarter of the timeout.
+//! instructions a request (docs/PERFORMANCE.md). On HTTP/2 it is the idle
+//! timeout hyper's server does not have. The watch has one timer per
+//! connection, looked at every quarter of the shorter of the quiet and
+//! write stall timeouts.
 
 use std::{
     future::Future,
@@ -37,10 +39,10 @@ use super::{
     serve::Signals,
 };
 
-/// How many looks, a quarter of the timeout apart, must find a connection
-/// quiet before it is closed: it is closed between the timeout and 1.25
-/// times the timeout after it went quiet.
-const QUIET_LOOKS: u32 = 4;
+/// How many looks the shorter of the quiet and stall timeouts is divided
+/// into: a connection is closed between its timeout and a quarter of the
+/// shorter one after it went quiet (or stalled).
+const LOOKS: u32 = 4;
 
 /// What the listener asked of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,8 +51,10 @@ pub(crate) enum Signal {
     Drain,
     /// Close now (`Signals::force_close`).
     ForceClose,
-    /// The connection has been quiet for the header read timeout: nothing
-    /// is in flight (it is idle, or a head never ended); close it now.
+    /// The connection has been quiet for its timeout (HTTP/1: the header
+    /// read timeout; HTTP/2: the idle timeout): nothing is in flight (it is
+    /// idle, or a head never ended). Signalled again each time it stays
+    /// quiet as long again.
     Quiet,
     /// An answer's write has waited for room in the socket, with nothing
     /// written, for the write stall timeout: the client stopped reading.
@@ -58,7 +62,7 @@ pub(crate) enum Signal {
 }
 
 /// Resolves to [`Signal::Drain`] once, then to [`Signal::ForceClose`]; to
-/// [`Signal::Quiet`] or [`Signal::Stalled`] once, when it watches the
+/// [`Signal::Quiet`] or [`Signal::Stalled`] when it watches the
 /// connection's activity.
 pub(crate) struct ShutdownWatch {
     drain: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
@@ -96,6 +100,8 @@ struct QuietWatch {
     seen: Counts,
     /// Looks in a row that found nothing started, finished or in flight.
     quiet_looks: u32,
+    /// How many such looks make the connection quiet.
+    quiet_limit: u32,
     /// Looks in a row that found a write waiting and nothing written.
     stalled_looks: u32,
     /// How many such looks close the connection.
@@ -103,9 +109,29 @@ struct QuietWatch {
 }
 
 impl QuietWatch {
-    /// Whether the connection has now been quiet for [`QUIET_LOOKS`] looks,
-    /// or its writing stalled for `stall_limit` looks.
+    fn new(idleness: Idleness) -> Self {
+        let period = idleness.quiet.min(idleness.stall) / LOOKS;
+        let looks = |timeout: Duration| {
+            let looks = timeout.as_nanos().div_ceil(period.as_nanos().max(1));
+            u32::try_from(looks).unwrap_or(u32::MAX).max(1)
+        };
+        Self {
+            activity: idleness.activity,
+            period,
+            sleep: Box::pin(tokio::time::sleep(period)),
+            seen: Counts::default(),
+            quiet_looks: 0,
+            quiet_limit: looks(idleness.quiet),
+            stalled_looks: 0,
+            stall_limit: looks(idleness.stall),
+        }
+    }
+
+    /// Whether the connection has now been quiet for `quiet_limit` looks,
+    /// or its writing stalled for `stall_limit` looks; the count starts
+    /// again after each signal.
     fn poll_quiet(&mut self, cx: &mut Context<'_>) -> Option<Signal> {
+        let mut signal = None;
         while self.sleep.as_mut().poll(cx).is_ready() {
             let counts = self.activity.counts();
             let still = counts == self.seen;
@@ -120,23 +146,26 @@ impl QuietWatch {
             } else {
                 0
             };
-            if self.quiet_looks >= QUIET_LOOKS {
-                return Some(Signal::Quiet);
+            if self.quiet_looks >= self.quiet_limit {
+                self.quiet_looks = 0;
+                signal = Some(Signal::Quiet);
+            } else if self.stalled_looks >= self.stall_limit {
+                self.stalled_looks = 0;
+                signal = Some(Signal::Stalled);
             }
-            if self.stalled_looks >= self.stall_limit {
-                return Some(Signal::Stalled);
-            }
+            // Polled again at the top of the loop, so the new deadline
+            // registers the watch's waker.
             self.sleep
                 .as_mut()
                 .reset(crate::rpc::deadline::after(self.period));
         }
-        None
+        signal
     }
 }
 
-/// What an HTTP/1 connection's watch looks for: its [`Activity`], quiet
-/// for `quiet` (the header read timeout), or its writing stalled for
-/// `stall` (the write stall timeout).
+/// What a connection's watch looks for: its [`Activity`], quiet for
+/// `quiet` (HTTP/1: the header read timeout; HTTP/2: the idle timeout), or
+/// its writing stalled for `stall` (the write stall timeout).
 pub(crate) struct Idleness {
     pub(crate) activity: Arc<Activity>,
     pub(crate) quiet: Duration,
@@ -155,19 +184,7 @@ impl ShutdownWatch {
         Self {
             drain: Some(Box::pin(signals.drain.clone().cancelled_owned())),
             force_close: Box::pin(signals.force_close.clone().cancelled_owned()),
-            quiet: idleness.map(|idleness| {
-                let period = idleness.quiet / QUIET_LOOKS;
-                let stall_looks = idleness.stall.as_nanos().div_ceil(period.as_nanos().max(1));
-                QuietWatch {
-                    activity: idleness.activity,
-                    period,
-                    sleep: Box::pin(tokio::time::sleep(period)),
-                    seen: Counts::default(),
-                    quiet_looks: 0,
-                    stalled_looks: 0,
-                    stall_limit: u32::try_from(stall_looks).unwrap_or(u32::MAX).max(1),
-                }
-            }),
+            quiet: idleness.map(QuietWatch::new),
             waker: Waker::from(Arc::clone(&woken)),
             woken,
         }
@@ -198,7 +215,6 @@ impl Future for ShutdownWatch {
         if let Some(quiet) = &mut this.quiet
             && let Some(signal) = quiet.poll_quiet(&mut signals)
         {
-            this.quiet = None;
             return Poll::Ready(signal);
         }
         Poll::Pending
@@ -257,7 +273,7 @@ mod tests {
         let early = tokio::time::timeout(Duration::from_millis(7_900), &mut watch).await;
         assert!(early.is_err(), "signalled before the timeout");
         assert_eq!((&mut watch).await, Signal::Quiet);
-        assert!(started.elapsed() <= timeout + timeout / QUIET_LOOKS);
+        assert!(started.elapsed() <= timeout + timeout / LOOKS);
 
         // A request in flight for four timeouts keeps the connection busy.
         let mut watch = ShutdownWatch::new(&Signals::default(), Some(idleness(&activity, timeout)));
@@ -269,14 +285,20 @@ mod tests {
         assert_eq!((&mut watch).await, Signal::Quiet);
         let quiet_for = finished.elapsed();
         assert!(quiet_for >= timeout, "{quiet_for:?}");
-        assert!(
-            quiet_for <= timeout + timeout / QUIET_LOOKS,
-            "{quiet_for:?}"
-        );
+        assert!(quiet_for <= timeout + timeout / LOOKS, "{quiet_for:?}");
 
-        // The watch signals a quiet connection once.
-        let again = tokio::time::timeout(4 * timeout, &mut watch).await;
-        assert!(again.is_err(), "signalled twice");
+        // Signalled again only once it stays quiet as long again.
+        let again_at = Instant::now();
+        let early = tokio::time::timeout(
+            timeout.checked_sub(Duration::from_millis(100)).unwrap(),
+            &mut watch,
+        )
+        .await;
+        assert!(early.is_err(), "signalled again too soon");
+        assert_eq!((&mut watch).await, Signal::Quiet);
+        let again_after = again_at.elapsed();
+        assert!(again_after >= timeout, "{again_after:?}");
+        assert!(again_after <= timeout + timeout / LOOKS, "{again_after:?}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -304,13 +326,38 @@ mod tests {
         assert_eq!((&mut watch).await, Signal::Stalled);
         let stalled_for = stalled_at.elapsed();
         assert!(
-            stalled_for >= stall.checked_sub(timeout / QUIET_LOOKS).unwrap(),
+            stalled_for >= stall.checked_sub(timeout / LOOKS).unwrap(),
             "{stalled_for:?}"
         );
-        assert!(
-            stalled_for <= stall + timeout / QUIET_LOOKS,
-            "{stalled_for:?}"
-        );
+        assert!(stalled_for <= stall + timeout / LOOKS, "{stalled_for:?}");
+    }
+
+    /// HTTP/2's defaults: idle for five minutes, stalled for one; looked at
+    /// every quarter of the shorter.
+    #[tokio::test(start_paused = true)]
+    async fn a_long_quiet_timeout_is_looked_at_every_quarter_of_the_stall_timeout() {
+        let quiet = Duration::from_secs(300);
+        let stall = Duration::from_secs(60);
+        let activity = Arc::new(Activity::default());
+        let watching = || Idleness {
+            activity: Arc::clone(&activity),
+            quiet,
+            stall,
+        };
+        let started = Instant::now();
+        let mut watch = ShutdownWatch::new(&Signals::default(), Some(watching()));
+        assert_eq!((&mut watch).await, Signal::Quiet);
+        let idle_for = started.elapsed();
+        assert!(idle_for >= quiet, "{idle_for:?}");
+        assert!(idle_for <= quiet + stall / LOOKS, "{idle_for:?}");
+
+        let mut watch = ShutdownWatch::new(&Signals::default(), Some(watching()));
+        let stalled_at = Instant::now();
+        activity.waits();
+        assert_eq!((&mut watch).await, Signal::Stalled);
+        let stalled_for = stalled_at.elapsed();
+        assert!(stalled_for >= stall, "{stalled_for:?}");
+        assert!(stalled_for <= stall + stall / LOOKS, "{stalled_for:?}");
     }
 
     #[tokio::test]

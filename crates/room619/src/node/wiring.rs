@@ -10,7 +10,7 @@ use super::{
     app::Hosted,
     live::LiveSplit,
     reload::{self, ReloadSource},
-    serve::{self, Signals},
+    serve::{self, ConnectionSlots, Signals},
 };
 use crate::{
     Result,
@@ -93,21 +93,25 @@ pub(super) fn host_all(
 }
 
 /// Starts accepting on the main listener and, when it has its own, the
-/// admin listener.
+/// admin listener; their connections are counted in `metrics` when given.
 pub(super) fn spawn_listeners(
     config: &Config,
     (listener, live): (TcpListener, LiveSplit),
     admin: Option<(TcpListener, crate::rpc::ProtocolSplit)>,
-    signals: &Signals,
+    (signals, metrics): (&Signals, Option<&Metrics>),
     tracker: &TaskTracker,
 ) {
     let builder = Arc::new(serve::connection_builder(&config.limits));
     let timeouts = serve::Timeouts::new(&config.limits);
+    let slots = |listener| {
+        let metrics = metrics.map(|metrics| metrics.connections().listener(listener));
+        ConnectionSlots::new(config.limits.max_connections, metrics)
+    };
     tracker.spawn(serve::accept_loop(
         listener,
         live,
-        Arc::clone(&builder),
-        timeouts,
+        (Arc::clone(&builder), timeouts),
+        slots("main"),
         signals.clone(),
         tracker.clone(),
     ));
@@ -115,8 +119,8 @@ pub(super) fn spawn_listeners(
         tracker.spawn(serve::accept_loop(
             admin,
             LiveSplit::new(app),
-            builder,
-            timeouts,
+            (builder, timeouts),
+            slots("admin"),
             signals.clone(),
             tracker.clone(),
         ));

@@ -336,9 +336,9 @@ async fn a_client_that_stops_reading_is_cut_at_the_write_stall_timeout() {
     node.shutdown().await.unwrap();
 }
 
-/// An HTTP/2 client whose preface arrives in pieces, the first shorter
-/// than the four bytes the node looks at, is taken for HTTP/2: its idle
-/// connection is kept like any HTTP/2 one, not closed as a quiet HTTP/1 one.
+/// An HTTP/2 client whose preface arrives in pieces, the first only two
+/// bytes, is taken for HTTP/2: its idle connection is kept like any HTTP/2
+/// one (for the HTTP/2 idle timeout), not closed as a quiet HTTP/1 one.
 #[tokio::test]
 async fn an_http2_preface_split_early_is_taken_for_http2() {
     let node = support::start(support::config("[limits]\nheader_read_timeout = \"300ms\"")).await;

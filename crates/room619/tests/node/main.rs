@@ -23,6 +23,7 @@ mod clients_reach_colocated_services_in_process_and_others_over_the_network;
 mod clients_survive_failing_and_slow_instances;
 mod config_errors_name_the_key;
 mod config_reloads_apply_live_and_reject_broken_edits;
+mod connections_are_bounded_in_number_and_idle_time;
 mod cors_and_compression_are_opt_in;
 mod deadlines_propagate_and_fail_fast;
 mod deprecated_versions_announce_their_sunset;

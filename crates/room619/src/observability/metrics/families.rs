@@ -14,8 +14,8 @@ use prometheus_client::{
 use super::kept::KeptMetrics;
 use super::labels::{
     BreakerLabels, BuildLabels, BusLabels, BusSystemLabels, HttpClientLabels, HttpLabels,
-    HttpRouteLabels, Interner, PeerLabels, RpcClientLabels, RpcLabels, RpcRouteLabels,
-    TransitionLabels,
+    HttpRouteLabels, Interner, ListenerLabels, PeerLabels, RpcClientLabels, RpcLabels,
+    RpcRouteLabels, TransitionLabels,
 };
 use crate::{observability::client::KeptByPeer, resilience::circuit_breaker::BreakerState};
 
@@ -442,6 +442,49 @@ impl BusMetrics {
 
     pub(crate) fn dead_lettered(&self, labels: &BusLabels) {
         self.dead_lettered.get_or_create(labels).inc();
+    }
+}
+
+/// What the listeners record about their connections.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionMetrics {
+    open: Family<ListenerLabels, Gauge>,
+    refused: Family<ListenerLabels, Counter>,
+}
+
+/// One listener's connection gauge and refusal counter.
+#[derive(Debug, Clone)]
+pub(crate) struct ListenerMetrics {
+    pub(crate) open: Gauge,
+    pub(crate) refused: Counter,
+}
+
+impl ConnectionMetrics {
+    pub(super) fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            open: Family::default(),
+            refused: Family::default(),
+        };
+        registry.register(
+            "room619_server_open_connections",
+            "Connections a listener holds",
+            metrics.open.clone(),
+        );
+        registry.register(
+            "room619_server_refused_connections",
+            "Connections closed as soon as accepted: the listener held limits.max_connections",
+            metrics.refused.clone(),
+        );
+        metrics
+    }
+
+    /// The gauge and counter of `listener` (`main` or `admin`).
+    pub(crate) fn listener(&self, listener: &'static str) -> ListenerMetrics {
+        let labels = ListenerLabels { listener };
+        ListenerMetrics {
+            open: self.open.get_or_create(&labels).clone(),
+            refused: self.refused.get_or_create(&labels).clone(),
+        }
     }
 }
 

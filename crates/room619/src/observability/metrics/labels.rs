@@ -108,6 +108,12 @@ pub(crate) struct PeerLabels {
     pub(crate) peer_service: Arc<str>,
 }
 
+/// A listener: `main`, or `admin` for the admin listener.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ListenerLabels {
+    pub(crate) listener: &'static str,
+}
+
 /// A bus backend.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct BusSystemLabels {

@@ -29,6 +29,8 @@
 //! | `messaging_published_messages_total` | counter | `messaging_system` |
 //! | `messaging_consumed_messages_total`, `messaging_redelivered_messages_total`, `messaging_dead_lettered_messages_total` | counter | `messaging_system`, `messaging_destination`, `service` |
 //! | `room619_config_reloads_total` | counter | `result` (`ok`, `failed`) |
+//! | `room619_server_open_connections` | gauge | `listener` (`main`, `admin`) |
+//! | `room619_server_refused_connections_total` | counter (closed at once: the listener held `limits.max_connections`) | `listener` |
 //! | `room619_build_info` | gauge (1) | `version`, `node` |
 //!
 //! # Your own metrics
@@ -59,7 +61,9 @@ use std::{
 
 pub use exposition::METRICS_PATH;
 pub(crate) use exposition::router;
-pub(crate) use families::{BusMetrics, ClientMetrics, ResilienceMetrics, ServerMetrics};
+pub(crate) use families::{
+    BusMetrics, ClientMetrics, ConnectionMetrics, ListenerMetrics, ResilienceMetrics, ServerMetrics,
+};
 use prometheus_client::{metrics::family::Family, registry::Registry};
 
 use self::labels::{LimiterLabels, ReloadLabels};
@@ -77,6 +81,7 @@ struct Inner {
     client: ClientMetrics,
     resilience: ResilienceMetrics,
     bus: BusMetrics,
+    connections: ConnectionMetrics,
     rate_limited: Family<LimiterLabels, prometheus_client::metrics::counter::Counter>,
     config_reloads: Family<ReloadLabels, prometheus_client::metrics::counter::Counter>,
 }
@@ -90,6 +95,7 @@ impl Metrics {
         let client = ClientMetrics::register(&mut registry);
         let resilience = ResilienceMetrics::register(&mut registry);
         let bus = BusMetrics::register(&mut registry);
+        let connections = ConnectionMetrics::register(&mut registry);
         let rate_limited = Family::default();
         registry.register(
             "room619_rate_limited_requests",
@@ -110,6 +116,7 @@ impl Metrics {
                 client,
                 resilience,
                 bus,
+                connections,
                 rate_limited,
                 config_reloads,
             }),
@@ -194,6 +201,10 @@ impl Metrics {
 
     pub(crate) fn bus(&self) -> &BusMetrics {
         &self.inner.bus
+    }
+
+    pub(crate) fn connections(&self) -> &ConnectionMetrics {
+        &self.inner.connections
     }
 }
 

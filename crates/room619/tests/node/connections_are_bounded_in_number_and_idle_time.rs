@@ -1,0 +1,312 @@
+//! A listener holds at most `limits.max_connections`; an HTTP/2 connection
+//! that never finishes its preface is closed at the first-byte timeout, and
+//! one left idle is sent GOAWAY at the idle timeout, then dropped if its
+//! client ignores that.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use shop_proto::echo::v1::{EchoRequest, echo_client::EchoClient};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use crate::support::{self, raw};
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+const SETTINGS: [u8; 9] = [0, 0, 0, 4, 0, 0, 0, 0, 0];
+const SETTINGS_ACK: [u8; 9] = [0, 0, 0, 4, 1, 0, 0, 0, 0];
+const GOAWAY: u8 = 7;
+
+/// One HTTP/2 frame's type and flags, or `None` once the server closed.
+async fn read_frame(stream: &mut TcpStream) -> Option<(u8, u8)> {
+    let mut head = [0_u8; 9];
+    stream.read_exact(&mut head).await.ok()?;
+    let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+    let mut payload = vec![0_u8; len];
+    stream.read_exact(&mut payload).await.ok()?;
+    Some((head[3], head[4]))
+}
+
+#[tokio::test]
+async fn an_http2_preface_that_stops_halfway_is_closed_at_the_first_byte_timeout() {
+    let node = support::start(support::config("[limits]\nfirst_byte_timeout = \"300ms\"")).await;
+    let mut stream = TcpStream::connect(node.local_addr()).await.unwrap();
+    let started = Instant::now();
+    stream.write_all(&PREFACE[..16]).await.unwrap();
+    let exchange = raw::read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    let took = started.elapsed();
+    assert!(exchange.closed, "a half preface held its connection");
+    assert!(exchange.received.is_empty(), "{}", exchange.text());
+    assert!(
+        took >= Duration::from_millis(250),
+        "closed too early: {took:?}"
+    );
+
+    // A whole preface in pieces, within the timeout, is served.
+    let mut stream = TcpStream::connect(node.local_addr()).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    for piece in PREFACE.chunks(5) {
+        stream.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stream.write_all(&SETTINGS).await.unwrap();
+    let (kind, _) = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut stream))
+        .await
+        .expect("the node answered")
+        .expect("the node kept the connection");
+    assert_eq!(kind, 4, "not an HTTP/2 SETTINGS frame");
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_sent_goaway_then_dropped_if_it_stays() {
+    let node = support::start(support::config("[limits]\nhttp2_idle_timeout = \"400ms\"")).await;
+    let mut stream = TcpStream::connect(node.local_addr()).await.unwrap();
+    stream.write_all(PREFACE).await.unwrap();
+    stream.write_all(&SETTINGS).await.unwrap();
+    let mut last_frame = Instant::now();
+    let goaway_at = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut stream))
+            .await
+            .expect("no GOAWAY within 5 s")
+            .expect("closed before any GOAWAY");
+        match frame {
+            (GOAWAY, _) => break Instant::now(),
+            (4, 0) => stream.write_all(&SETTINGS_ACK).await.unwrap(),
+            _ => {}
+        }
+        last_frame = Instant::now();
+    };
+    let idle = goaway_at.duration_since(last_frame);
+    assert!(
+        idle >= Duration::from_millis(390),
+        "GOAWAY too early: {idle:?}"
+    );
+    assert!(idle < Duration::from_secs(3), "GOAWAY too late: {idle:?}");
+
+    // This client ignores the GOAWAY (and the PING after it): after as long
+    // again, the node drops the connection.
+    let exchange = raw::read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    let held = goaway_at.elapsed();
+    assert!(
+        exchange.closed,
+        "a client ignoring GOAWAY kept its connection"
+    );
+    assert!(
+        held >= Duration::from_millis(390),
+        "dropped too early: {held:?}"
+    );
+    node.shutdown().await.unwrap();
+}
+
+/// A gRPC channel whose connections are counted.
+async fn counted_channel(
+    addr: SocketAddr,
+) -> (EchoClient<tonic::transport::Channel>, Arc<AtomicUsize>) {
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&connections);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_uri: http::Uri| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                TcpStream::connect(addr)
+                    .await
+                    .map(hyper_util::rt::TokioIo::new)
+            }
+        }))
+        .await
+        .unwrap();
+    (EchoClient::new(channel), connections)
+}
+
+#[tokio::test]
+async fn a_grpc_channel_outlives_the_idle_timeout_without_a_failed_call() {
+    let node = support::start(support::config("[limits]\nhttp2_idle_timeout = \"300ms\"")).await;
+    let (mut client, connections) = counted_channel(node.local_addr()).await;
+    // A call longer than the idle timeout keeps its connection.
+    let slow = EchoRequest {
+        message: "slow".to_owned(),
+        delay_ms: 1_000,
+        ..EchoRequest::default()
+    };
+    let answer = client.echo(slow).await.unwrap().into_inner();
+    assert_eq!(answer.message, "slow");
+    assert_eq!(connections.load(Ordering::SeqCst), 1, "cut mid-call");
+    // Idle past the timeout: the node says GOAWAY, and the channel's next
+    // calls connect again, none of them failing.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    for _ in 0..3 {
+        let answer = client.echo(EchoRequest::default()).await.unwrap();
+        assert_eq!(answer.into_inner().message, "");
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_idle_timeout_of_zero_keeps_idle_http2_connections() {
+    let node = support::start(support::config(
+        "[limits]\nhttp2_idle_timeout = \"0s\"\nheader_read_timeout = \"100ms\"",
+    ))
+    .await;
+    let (mut client, connections) = counted_channel(node.local_addr()).await;
+    client.echo(EchoRequest::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    client.echo(EchoRequest::default()).await.unwrap();
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+    node.shutdown().await.unwrap();
+}
+
+const LIVE: &[u8] = b"GET /health/live HTTP/1.1\r\nhost: t\r\n\r\n";
+
+/// A kept-alive HTTP/1 connection that has been answered once.
+async fn answered_connection(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(LIVE).await.unwrap();
+    let mut buf = [0_u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .expect("no answer")
+        .unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    stream
+}
+
+#[tokio::test]
+async fn connections_past_max_connections_are_closed_at_once_and_counted() {
+    let node = support::start(support::config("[limits]\nmax_connections = 2")).await;
+    let addr = node.local_addr();
+    let first = answered_connection(addr).await;
+    let second = answered_connection(addr).await;
+
+    let started = Instant::now();
+    let refused = raw::exchange(addr, LIVE, Duration::from_secs(5)).await;
+    assert!(refused.closed, "a third connection was held");
+    assert!(refused.received.is_empty(), "{}", refused.text());
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "refused slowly: {took:?}");
+
+    // A connection that closes gives its place back.
+    drop(first);
+    let mut served = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let exchange = raw::exchange(addr, LIVE, Duration::from_millis(300)).await;
+        if exchange.status_line() == "HTTP/1.1 200 OK" {
+            served = Some(exchange);
+            break;
+        }
+    }
+    assert!(
+        served.is_some(),
+        "the freed place was not given to a new connection"
+    );
+
+    drop(second);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let metrics = support::metrics_text(addr).await;
+    let refused_total = metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("room619_server_refused_connections_total{listener=\"main\"} ")
+        })
+        .expect("no refused connections counter")
+        .parse::<u64>()
+        .unwrap();
+    assert!(refused_total >= 1, "{metrics}");
+    assert!(
+        metrics.contains("room619_server_open_connections{listener=\"main\"} 1"),
+        "the metrics request's own connection is the one open: {metrics}"
+    );
+    node.shutdown().await.unwrap();
+}
+
+/// `GET /upgrade`: switches to a protocol that echoes bytes until closed.
+async fn upgrade(mut request: axum::extract::Request) -> axum::response::Response {
+    let upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let mut io = hyper_util::rt::TokioIo::new(upgrade.await.unwrap());
+        let mut buf = [0_u8; 64];
+        while let Ok(n @ 1..) = io.read(&mut buf).await {
+            if io.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    });
+    axum::response::Response::builder()
+        .status(http::StatusCode::SWITCHING_PROTOCOLS)
+        .header(http::header::CONNECTION, "upgrade")
+        .header(http::header::UPGRADE, "echo")
+        .body(axum::body::Body::empty())
+        .unwrap()
+}
+
+/// An upgraded connection (a WebSocket, say) left the listener's count
+/// when hyper handed it to the handler; it now holds its place until the
+/// handler drops it.
+#[tokio::test]
+async fn an_upgraded_connection_keeps_its_place_until_it_closes() {
+    let service = support::echo_builder()
+        .route("/upgrade", axum::routing::get(upgrade))
+        .build()
+        .unwrap();
+    let node = support::start_with(support::config("[limits]\nmax_connections = 1"), service).await;
+    let addr = node.local_addr();
+    let mut upgraded = TcpStream::connect(addr).await.unwrap();
+    upgraded
+        .write_all(
+            b"GET /upgrade HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0_u8; 1];
+        upgraded.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    upgraded.write_all(b"ping").await.unwrap();
+    let mut echoed = [0_u8; 4];
+    upgraded.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"ping");
+
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let refused = raw::exchange(addr, LIVE, Duration::from_secs(5)).await;
+    assert!(
+        refused.closed && refused.received.is_empty(),
+        "served beside the upgraded connection: {}",
+        refused.text()
+    );
+
+    drop(upgraded);
+    let mut served = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let exchange = raw::exchange(addr, LIVE, Duration::from_millis(300)).await;
+        if exchange.status_line() == "HTTP/1.1 200 OK" {
+            served = true;
+            break;
+        }
+    }
+    assert!(served, "the upgraded connection's place was not given back");
+    node.shutdown().await.unwrap();
+}
