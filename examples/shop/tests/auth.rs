@@ -593,6 +593,66 @@ async fn an_expired_refresh_token_is_refused() {
     shop.stop().await;
 }
 
+/// A login ends `session_ttl` after it was made, however often its tokens
+/// are rotated; the stored tokens of ended logins are removed (here by the
+/// next auth node to start on the database).
+#[tokio::test]
+async fn a_login_ends_at_its_session_ttl_however_often_it_is_refreshed() {
+    let mut settings = fresh_settings().await;
+    settings.auth.session_ttl = Duration::from_secs(2);
+    let shop = start(settings.clone(), None).await;
+    let mut client = shop.client().await;
+    let signed = sign_up(&mut client, "grace@example.com").await;
+    let mut token = signed.tokens.unwrap().refresh_token;
+    let started = std::time::Instant::now();
+    let (status, lasted) = loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        match refresh(&mut client, &token).await {
+            Ok(pair) => token = pair.refresh_token,
+            Err(status) => break (status, started.elapsed()),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the login never ended"
+        );
+    };
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    // Whole seconds: a 2 s session lasts more than one second.
+    assert!(
+        lasted >= Duration::from_millis(900),
+        "ended early: {lasted:?}"
+    );
+    assert_eq!(
+        shop.count(
+            "SELECT COUNT(*) FROM auth_refresh_tokens \
+             WHERE account_id = $1 AND (family_expires_at IS NULL OR expires_at > family_expires_at)",
+            &signed.user_id
+        )
+        .await,
+        0,
+        "a token outlives its family"
+    );
+    // Logging in again starts a new session.
+    let fresh = login(&mut client, "grace@example.com", "correct horse battery")
+        .await
+        .unwrap();
+    refresh(&mut client, &fresh.refresh_token).await.unwrap();
+
+    let rows = "SELECT COUNT(*) FROM auth_refresh_tokens WHERE account_id = $1";
+    assert!(shop.count(rows, &signed.user_id).await >= 3);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let next = start(settings, None).await;
+    let removed = tokio::time::timeout(Duration::from_secs(10), async {
+        while next.count(rows, &signed.user_id).await > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(removed.is_ok(), "the ended logins' tokens were kept");
+    next.node.shutdown().await.unwrap();
+    shop.stop().await;
+}
+
 /// The caller goes away while users is still creating the user: the
 /// sign-up is not cut in half (an account without its user could log in,
 /// had no profile, and blocked signing up again). It finishes: the account

@@ -106,14 +106,32 @@ impl Accounts {
         family_id: &str,
         token: &NewRefresh,
     ) -> Result<()> {
-        insert_refresh(self.db.pool(), account_id, family_id, token)
+        let stored = Stored {
+            account_id,
+            family_id,
+            hash: &token.hash,
+            expires_at: token.expires_at,
+            family_expires_at: token.family_expires_at,
+        };
+        insert_refresh(self.db.pool(), &stored)
             .await
             .map_err(failed("storing a refresh token"))
     }
 
+    /// Removes the tokens of families that have ended; how many.
+    pub(crate) async fn remove_ended_families(&self) -> Result<u64> {
+        sqlx::query("DELETE FROM auth_refresh_tokens WHERE family_expires_at <= $1")
+            .bind(now())
+            .execute(self.db.pool())
+            .await
+            .map(|done| done.rows_affected())
+            .map_err(failed("removing ended token families"))
+    }
+
     /// Uses the refresh token whose hash is `presented`: marks it used and
-    /// stores `next` in its family, or says why it cannot be used (revoking
-    /// the family when it was used before).
+    /// stores `next` in its family (expiring no later than the family
+    /// does), or says why it cannot be used (revoking the family when it
+    /// was used before).
     pub(crate) async fn rotate(&self, presented: &str, next: &NewRefresh) -> Result<Rotation> {
         let at = now();
         let mut tx = self
@@ -135,19 +153,27 @@ impl Accounts {
         .map_err(failed("rotating a refresh token"))?
         .rows_affected()
             == 1;
-        let row: Option<(String, String, Option<i64>, Option<i64>)> = sqlx::query_as(
-            "SELECT account_id, family_id, used_at, revoked_at \
+        let row: Option<TokenRow> = sqlx::query_as(
+            "SELECT account_id, family_id, used_at, revoked_at, family_expires_at \
              FROM auth_refresh_tokens WHERE token_hash = $1",
         )
         .bind(presented)
         .fetch_optional(&mut *tx)
         .await
         .map_err(failed("rotating a refresh token"))?;
-        let Some((account_id, family_id, used_at, revoked_at)) = row else {
+        let Some((account_id, family_id, used_at, revoked_at, family_end)) = row else {
             return Ok(Rotation::Unknown);
         };
         let rotation = if claimed {
-            insert_refresh(&mut *tx, &account_id, &family_id, next)
+            let family_expires_at = family_end.unwrap_or(next.family_expires_at);
+            let stored = Stored {
+                account_id: &account_id,
+                family_id: &family_id,
+                hash: &next.hash,
+                expires_at: next.expires_at.min(family_expires_at),
+                family_expires_at,
+            };
+            insert_refresh(&mut *tx, &stored)
                 .await
                 .map_err(failed("storing a refresh token"))?;
             Rotation::Rotated { account_id }
@@ -173,23 +199,33 @@ impl Accounts {
     }
 }
 
-async fn insert_refresh<'e, E>(
-    executor: E,
-    account_id: &str,
-    family_id: &str,
-    token: &NewRefresh,
-) -> Result<(), sqlx::Error>
+/// A presented token's row: account, family, when used, when revoked, when
+/// its family ends (unset only for rows from before families ended).
+type TokenRow = (String, String, Option<i64>, Option<i64>, Option<i64>);
+
+/// A refresh token's row.
+struct Stored<'a> {
+    account_id: &'a str,
+    family_id: &'a str,
+    hash: &'a str,
+    expires_at: i64,
+    family_expires_at: i64,
+}
+
+async fn insert_refresh<'e, E>(executor: E, token: &Stored<'_>) -> Result<(), sqlx::Error>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
     sqlx::query(
-        "INSERT INTO auth_refresh_tokens (token_hash, account_id, family_id, expires_at) \
-         VALUES ($1, $2, $3, $4)",
+        "INSERT INTO auth_refresh_tokens \
+         (token_hash, account_id, family_id, expires_at, family_expires_at) \
+         VALUES ($1, $2, $3, $4, $5)",
     )
-    .bind(&token.hash)
-    .bind(account_id)
-    .bind(family_id)
+    .bind(token.hash)
+    .bind(token.account_id)
+    .bind(token.family_id)
     .bind(token.expires_at)
+    .bind(token.family_expires_at)
     .execute(executor)
     .await
     .map(|_| ())

@@ -3,7 +3,9 @@
 //! - Accounts (email, argon2id password hash) live in the shop database
 //!   (`auth_accounts`); refresh tokens are stored as SHA-256 digests only
 //!   (`auth_refresh_tokens`), are single use (Refresh rotates them) and a
-//!   reused one revokes its whole family, as OAuth 2.1 recommends.
+//!   reused one revokes its whole family, as OAuth 2.1 recommends. A
+//!   family (one login) ends `session_ttl` after the login however often
+//!   it was rotated; the rows of ended families are removed.
 //! - Access tokens are `EdDSA` JWTs signed with the service's Ed25519 key
 //!   ([`Keys`]); the public keys are served as a JWKS document at
 //!   `GET /.well-known/jwks.json`, which other nodes name in
@@ -24,7 +26,7 @@ mod validate;
 use std::{path::PathBuf, time::Duration};
 
 use axum::{Json, http::header::CACHE_CONTROL, routing::get};
-use room619::{ServiceBuilder, bus::Event, service::BuiltService};
+use room619::{ServiceBuilder, ServiceContext, bus::Event, service::BuiltService};
 use serde::{Deserialize, Serialize};
 use shop_proto::{auth::v1::auth_server::AuthServer, users::v1::UserEvent};
 
@@ -47,6 +49,7 @@ pub const USERS_DELETED_CONSUMER: &str = "auth-users-deleted";
 /// audience = "room619-shop"
 /// access_token_ttl = "15m"
 /// refresh_token_ttl = "30days"
+/// session_ttl = "90days"
 /// scope = "shop"
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +68,13 @@ pub struct AuthSettings {
     /// How long a refresh token is valid. Default: `30days`.
     #[serde(with = "humantime_serde")]
     pub refresh_token_ttl: Duration,
+    /// How long a login lasts: its refresh tokens, however often rotated,
+    /// stop working this long after the login, which must then be made
+    /// again, so a stolen token family cannot be kept alive for ever. The
+    /// stored tokens of ended logins are removed (at start, then hourly).
+    /// Default: `90days`.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
     /// The `scope` of the users' access tokens (space-separated).
     /// Default: `shop`.
     pub scope: String,
@@ -78,7 +88,31 @@ impl Default for AuthSettings {
             audience: "room619-shop".to_owned(),
             access_token_ttl: Duration::from_secs(15 * 60),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
+            session_ttl: Duration::from_secs(90 * 24 * 3600),
             scope: "shop".to_owned(),
+        }
+    }
+}
+
+/// How often the stored tokens of ended logins are removed.
+const REMOVE_ENDED_EVERY: Duration = Duration::from_secs(3600);
+
+/// Removes the stored tokens of ended logins now, then every
+/// [`REMOVE_ENDED_EVERY`], until the service stops.
+async fn remove_ended_families(accounts: accounts::Accounts, ctx: ServiceContext) {
+    let mut every = tokio::time::interval(REMOVE_ENDED_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = ctx.shutdown_signal() => return,
+            _ = every.tick() => {}
+        }
+        match accounts.remove_ended_families().await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "removed the refresh tokens of ended logins"),
+            Err(err) => {
+                tracing::warn!(error = %err, "could not remove the refresh tokens of ended logins");
+            }
         }
     }
 }
@@ -98,6 +132,7 @@ pub fn service(db: Db, keys: Keys, settings: &ShopSettings) -> room619::Result<B
     let passwords = password::Passwords::default();
     let warm = passwords.clone();
     let deleted = accounts.clone();
+    let ended = accounts.clone();
     ServiceBuilder::new("auth", "1.0.0")?
         .description("Signs people up, logs them in and issues their tokens")
         .grpc(AuthServer::new(grpc::AuthService::new(
@@ -108,6 +143,10 @@ pub fn service(db: Db, keys: Keys, settings: &ShopSettings) -> room619::Result<B
         .on_start(move |_ctx| {
             let warm = warm.clone();
             async move { warm.warm().await }
+        })
+        .on_start(move |ctx| {
+            tokio::spawn(remove_ended_families(ended.clone(), ctx));
+            async { Ok(()) }
         })
         .file_descriptor_set(shop_proto::FILE_DESCRIPTOR_SET)
         .public("/auth.v1.Auth/{*method}")

@@ -51,6 +51,7 @@ pub(crate) struct Issuer {
     scope: String,
     access_ttl: Duration,
     refresh_ttl: Duration,
+    session_ttl: Duration,
 }
 
 /// A new refresh token: what the client gets, and what is stored.
@@ -58,6 +59,9 @@ pub(crate) struct NewRefresh {
     pub(crate) token: String,
     pub(crate) hash: String,
     pub(crate) expires_at: i64,
+    /// When its family ends, if it starts one (a token rotated in keeps
+    /// its family's end, and never outlives it).
+    pub(crate) family_expires_at: i64,
 }
 
 impl Issuer {
@@ -68,6 +72,7 @@ impl Issuer {
         for (key, ttl) in [
             ("access_token_ttl", settings.access_token_ttl),
             ("refresh_token_ttl", settings.refresh_token_ttl),
+            ("session_ttl", settings.session_ttl),
         ] {
             if ttl < Duration::from_secs(1) || ttl > MAX_TTL {
                 return Err(Error::config(format!(
@@ -82,6 +87,7 @@ impl Issuer {
             scope: settings.scope.clone(),
             access_ttl: settings.access_token_ttl,
             refresh_ttl: settings.refresh_token_ttl,
+            session_ttl: settings.session_ttl,
         })
     }
 
@@ -116,11 +122,16 @@ impl Issuer {
             .fill(&mut bytes)
             .map_err(|_| Error::internal("the system random source failed"))?;
         let token = URL_SAFE_NO_PAD.encode(bytes);
-        let ttl = i64::try_from(self.refresh_ttl.as_secs()).unwrap_or(i64::MAX);
+        let seconds = |ttl: Duration| i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+        let now = now();
+        let family_expires_at = now.saturating_add(seconds(self.session_ttl));
         Ok(NewRefresh {
             hash: refresh_hash(&token),
             token,
-            expires_at: now().saturating_add(ttl),
+            expires_at: now
+                .saturating_add(seconds(self.refresh_ttl))
+                .min(family_expires_at),
+            family_expires_at,
         })
     }
 
