@@ -191,30 +191,37 @@ pub struct Limits {
     /// [`write_stall_timeout`](Self::write_stall_timeout)). Default: `10s`.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
-    /// An HTTP/1 connection whose answer has waited this long for room in
-    /// the socket with nothing written (its client stopped reading, or
-    /// reads a trickle) is closed, so a client cannot hold an answer's
-    /// buffer for ever; looked at every quarter of
-    /// [`header_read_timeout`](Self::header_read_timeout). A slow but
-    /// steady reader writes something every few seconds and keeps its
-    /// connection. The same holds on HTTP/2. Default: `60s`.
+    /// A connection whose answers have waited this long to be sent with
+    /// none moving is closed, so a client that stops reading (or reads a
+    /// trickle) cannot hold an answer and its buffers for ever: on HTTP/1 a
+    /// write waiting for room in the socket with nothing written; on HTTP/2
+    /// also an answer waiting for the client's flow-control window (a
+    /// client that announced a window of zero, or stopped taking data).
+    /// Looked at every quarter of the shorter of it and the connection's
+    /// quiet timeout ([`header_read_timeout`](Self::header_read_timeout),
+    /// [`http2_idle_timeout`](Self::http2_idle_timeout)). A slow but steady
+    /// reader makes progress every few seconds and keeps its connection.
+    /// At least `1ms`. Default: `60s`.
     #[serde(with = "humantime_serde")]
     pub write_stall_timeout: Duration,
-    /// An HTTP/2 connection with no stream open, nothing written and
-    /// nothing left to write for this long is sent `GOAWAY` (looked at
-    /// every quarter of the shorter of it and
+    /// An HTTP/2 connection with no stream open for this long is sent
+    /// `GOAWAY` (looked at every quarter of the shorter of it and
     /// [`write_stall_timeout`](Self::write_stall_timeout): 15 s with the
-    /// defaults); a client that has not closed its end after as long again is
-    /// dropped. A gRPC channel idle for longer connects again on its next
-    /// call, which `GOAWAY` makes safe: no call is lost. The connection's
-    /// own PING answers and other frames the node writes count as activity.
-    /// `0s` keeps idle HTTP/2 connections for ever. Default: `5m`.
+    /// defaults); a client that has not closed its end after as long again
+    /// is dropped. Only streams count: PINGs (the node's keep-alive or the
+    /// client's) do not keep an idle connection. A gRPC channel idle for
+    /// longer connects again for its next call; `GOAWAY` lets the calls in
+    /// flight finish, though a call sent at the very moment it arrives may
+    /// fail with `UNAVAILABLE` (retry policies take care of it). `0s` keeps
+    /// idle HTTP/2 connections for ever. Default: `5m`.
     #[serde(with = "humantime_serde")]
     pub http2_idle_timeout: Duration,
     /// Connections each listener holds at once; one more is closed as soon
     /// as it is accepted (counted in `room619_server_refused_connections_total`),
-    /// so many idle or slow clients cannot exhaust the process's file
-    /// descriptors and memory. At least `1`. Default: `10000`.
+    /// so many idle or slow clients cannot take all of the process's file
+    /// descriptors and memory. Keep it under the process's open-file limit
+    /// (`ulimit -n`; the node warns at start on Linux when it is not). At
+    /// least `1`. Default: `10000`.
     pub max_connections: usize,
     /// The largest HTTP/1 request head in bytes; larger answers 431. At least
     /// 8192. Default: `16384`.

@@ -178,7 +178,11 @@ fn timeouts(config: &Config) -> Result<(), ConfigError> {
         limits.header_read_timeout,
         Duration::from_millis(1),
     )?;
-    positive("limits.write_stall_timeout", limits.write_stall_timeout)?;
+    at_least(
+        "limits.write_stall_timeout",
+        limits.write_stall_timeout,
+        Duration::from_millis(1),
+    )?;
     if !limits.http2_idle_timeout.is_zero() {
         at_least(
             "limits.http2_idle_timeout",

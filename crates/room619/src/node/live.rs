@@ -80,12 +80,21 @@ impl LiveSplit {
 /// a write waiting longer than the timeout: a waiting write counts as work
 /// in flight, until nothing has been written for the write stall timeout
 /// ([`Limits::write_stall_timeout`](crate::config::Limits::write_stall_timeout)).
+///
+/// On HTTP/2 the peer's flow-control window, not the socket, holds back an
+/// answer: hyper polls an answer's body only when the stream has room to
+/// send, so a body made, or that gave a data frame, and is not polled again
+/// waits for the peer. Each such wait is counted when it begins (`held`) and
+/// when it ends (`taken`: polled again, or dropped); a wait that does not
+/// end within the write stall timeout is a client that stopped reading.
 #[derive(Debug, Default)]
 pub(crate) struct Activity {
     started: AtomicU64,
     finished: AtomicU64,
     written: AtomicU64,
     waiting: AtomicBool,
+    held: AtomicU64,
+    taken: AtomicU64,
 }
 
 /// What an [`Activity`] counted, at one moment.
@@ -95,17 +104,29 @@ pub(crate) struct Counts {
     finished: u64,
     written: u64,
     waiting: bool,
+    held: u64,
+    taken: u64,
 }
 
 impl Counts {
     /// Whether nothing is in flight: no request, no write waiting.
     pub(crate) fn idle(self) -> bool {
-        self.started == self.finished && !self.waiting
+        self.started == self.finished && !self.waiting && self.held == self.taken
     }
 
-    /// Whether the last write waits for room in the socket.
-    pub(crate) fn waiting(self) -> bool {
-        self.waiting
+    /// Whether no request started or finished between `earlier` and these.
+    pub(crate) fn same_requests(self, earlier: Self) -> bool {
+        (self.started, self.finished) == (earlier.started, earlier.finished)
+    }
+
+    /// Whether, since `earlier`, answers have waited to be sent and none
+    /// moved: the last write waits for room in the socket and nothing was
+    /// written, or an HTTP/2 answer waits for the peer's window and none
+    /// was taken up again.
+    pub(crate) fn stalled_since(self, earlier: Self) -> bool {
+        let socket = self.waiting && self.written == earlier.written;
+        let window = self.held != self.taken && self.taken == earlier.taken;
+        socket || window
     }
 }
 
@@ -117,6 +138,8 @@ impl Activity {
             finished: self.finished.load(Ordering::Relaxed),
             written: self.written.load(Ordering::Relaxed),
             waiting: self.waiting.load(Ordering::Relaxed),
+            held: self.held.load(Ordering::Relaxed),
+            taken: self.taken.load(Ordering::Relaxed),
         }
     }
 
@@ -134,19 +157,51 @@ impl Activity {
         self.waiting.store(true, Ordering::Relaxed);
     }
 
-    pub(super) fn start(self: &Arc<Self>) -> InFlight {
+    /// Counts a request started; `http2` to also count its answer's body's
+    /// waits for the peer's window.
+    pub(super) fn start(self: &Arc<Self>, http2: bool) -> InFlight {
         self.started.fetch_add(1, Ordering::Relaxed);
-        InFlight(Arc::clone(self))
+        InFlight {
+            activity: Arc::clone(self),
+            http2,
+            held: false,
+        }
     }
 }
 
 /// One request in flight; counted finished when dropped (with its answer's
-/// body, or with the request when it is abandoned unanswered).
-pub(super) struct InFlight(Arc<Activity>);
+/// body, or with the request when it is abandoned unanswered). On HTTP/2
+/// it also counts its answer's body's waits for the peer's window.
+pub(super) struct InFlight {
+    activity: Arc<Activity>,
+    http2: bool,
+    /// Whether the body waits to be polled (a wait counted in `held`).
+    held: bool,
+}
+
+impl InFlight {
+    /// HTTP/2: the body now waits for hyper to poll it (it was made, or
+    /// gave a data frame).
+    pub(super) fn hold(&mut self) {
+        if self.http2 && !self.held {
+            self.held = true;
+            self.activity.held.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The body is polled: a wait, if any, ended.
+    pub(super) fn take(&mut self) {
+        if self.held {
+            self.held = false;
+            self.activity.taken.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.finished.fetch_add(1, Ordering::Relaxed);
+        self.take();
+        self.activity.finished.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -255,8 +310,9 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        let http2 = request.version() == http::Version::HTTP_2;
         Counted {
-            in_flight: self.activity.as_ref().map(Activity::start),
+            in_flight: self.activity.as_ref().map(|activity| activity.start(http2)),
             inner: self.current.load().call_from(self.peer, request),
         }
     }
@@ -281,11 +337,11 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Ok(response) = ready!(this.inner.poll(cx));
-        let in_flight = this.in_flight.take();
-        Poll::Ready(Ok(response.map(|body| CountedBody {
-            body,
-            _in_flight: in_flight,
-        })))
+        let mut in_flight = this.in_flight.take();
+        if let Some(in_flight) = &mut in_flight {
+            in_flight.hold();
+        }
+        Poll::Ready(Ok(response.map(|body| CountedBody { body, in_flight })))
     }
 }
 
@@ -294,7 +350,7 @@ pin_project! {
     pub(crate) struct CountedBody {
         #[pin]
         body: Body,
-        _in_flight: Option<InFlight>,
+        in_flight: Option<InFlight>,
     }
 }
 
@@ -306,7 +362,19 @@ impl http_body::Body for CountedBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        self.project().body.poll_frame(cx)
+        let this = self.project();
+        let Some(in_flight) = this.in_flight else {
+            return this.body.poll_frame(cx);
+        };
+        in_flight.take();
+        let polled = this.body.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && frame.is_data()
+        {
+            // Trailers end the stream (and need no window).
+            in_flight.hold();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -360,7 +428,7 @@ mod tests {
     async fn a_request_is_finished_once_its_answers_body_is_dropped() {
         let activity = Arc::new(Activity::default());
         let counted = Counted {
-            in_flight: Some(activity.start()),
+            in_flight: Some(activity.start(false)),
             inner: ready(Ok::<_, Infallible>(Response::new(Body::from("hi")))),
         };
         assert_eq!(requests(&activity), (1, 0));
@@ -370,11 +438,45 @@ mod tests {
         assert_eq!(requests(&activity), (1, 1));
     }
 
+    /// HTTP/2: a body made, or that gave a data frame, waits for hyper to
+    /// poll it (for the peer's window); that wait ends when it is polled.
+    #[tokio::test]
+    async fn an_http2_body_waiting_for_the_peers_window_is_counted() {
+        use http_body_util::BodyExt as _;
+
+        let activity = Arc::new(Activity::default());
+        let counted = Counted {
+            in_flight: Some(activity.start(true)),
+            inner: ready(Ok::<_, Infallible>(Response::new(Body::from("hi")))),
+        };
+        let Ok(response) = counted.await;
+        let made = activity.counts();
+        assert!(!made.idle());
+        assert!(
+            made.stalled_since(made),
+            "a body never polled waits: {made:?}"
+        );
+        let mut body = response.into_body();
+        let frame = body.frame().await.unwrap().unwrap();
+        assert!(frame.is_data());
+        let gave = activity.counts();
+        assert!(
+            gave.stalled_since(gave) && !gave.stalled_since(made),
+            "polled, then waits again after its frame: {gave:?}"
+        );
+        assert!(body.frame().await.is_none());
+        let ended = activity.counts();
+        assert!(!ended.stalled_since(ended), "{ended:?}");
+        drop(body);
+        assert!(activity.counts().idle(), "{:?}", activity.counts());
+        assert_eq!(requests(&activity), (1, 1));
+    }
+
     #[test]
     fn a_request_abandoned_unanswered_is_finished() {
         let activity = Arc::new(Activity::default());
         let counted = Counted {
-            in_flight: Some(activity.start()),
+            in_flight: Some(activity.start(false)),
             inner: pending::<Result<Response<Body>, Infallible>>(),
         };
         assert_eq!(requests(&activity), (1, 0));

@@ -133,6 +133,40 @@ impl ConnectionSlots {
     }
 }
 
+/// Warns when `max_connections` on each of `listeners` listeners adds up
+/// to more than the process may have files open (Linux: the soft limit in
+/// `/proc/self/limits`): `accept` would then fail before the limit refuses
+/// anyone, and so would the node's own outgoing connections.
+pub(crate) fn warn_if_over_open_files(max_connections: usize, listeners: usize) {
+    #[cfg(target_os = "linux")]
+    if let Some(open_files) = open_files_limit() {
+        let wanted = u64::try_from(max_connections.saturating_mul(listeners)).unwrap_or(u64::MAX);
+        if wanted > open_files {
+            tracing::warn!(
+                max_connections,
+                listeners,
+                open_files,
+                "limits.max_connections is above the process's open-file limit (ulimit -n): \
+                 connections would fail for want of descriptors first; raise the limit or \
+                 lower limits.max_connections"
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (max_connections, listeners);
+}
+
+/// The soft limit on open files, when the process has one.
+#[cfg(target_os = "linux")]
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    // "Max open files  <soft>  <hard>  files"; "unlimited" is no limit.
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
 /// Connections refused since the accept loop last warned of them.
 #[derive(Default)]
 struct Refusals {
@@ -299,14 +333,25 @@ fn is_per_connection(err: &io::Error) -> bool {
     )
 }
 
-/// Whether the connection speaks HTTP/2 (it begins with the whole client
-/// preface), by the first bytes it sent, left unread; `None` when it closed
-/// or failed first. While the bytes so far could still begin the preface
-/// they are looked at again a little later, until the preface is whole or
-/// the bytes differ from it: an HTTP/2 client that stops inside its preface
-/// waits here until the caller's first-byte timeout closes it (hyper's
-/// HTTP/2 server would wait for the preface for ever).
-async fn is_http2(stream: &TcpStream) -> Option<bool> {
+/// What a connection's first bytes say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    Http1,
+    /// The whole HTTP/2 client preface.
+    Http2,
+    /// Nothing, or only part of the HTTP/2 preface, by the deadline.
+    Silent,
+    /// Closed or failed first.
+    Closed,
+}
+
+/// What the connection speaks, by the first bytes it sent, left unread: HTTP/2
+/// once its whole client preface has arrived, HTTP/1 as soon as the bytes
+/// differ from it. While they could still begin the preface they are looked
+/// at again a little later, until `deadline`: an HTTP/2 client that stops
+/// inside its preface is then [`Opening::Silent`] (hyper's HTTP/2 server
+/// would wait for the rest for ever).
+async fn opening(stream: &TcpStream, deadline: tokio::time::Instant) -> Opening {
     /// The first waits between looks, in milliseconds (peeking again at
     /// once would find the same bytes, in a busy loop); then [`EVERY`].
     const LOOK_AGAIN: [u64; 6] = [5, 10, 20, 40, 80, 160];
@@ -314,14 +359,29 @@ async fn is_http2(stream: &TcpStream) -> Option<bool> {
     let mut probe = [0_u8; HTTP2_PREFACE.len()];
     let mut looks = 0_usize;
     loop {
-        let n = stream.peek(&mut probe).await.ok().filter(|&n| n > 0)?;
-        let seen = probe.get(..n)?;
-        if n == probe.len() || !HTTP2_PREFACE.starts_with(seen) {
-            return Some(seen == HTTP2_PREFACE);
+        // A peek that finds bytes answers even at the deadline: the
+        // timeout looks at the peek first.
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut probe)).await {
+            Err(_elapsed) => return Opening::Silent,
+            Ok(Ok(0) | Err(_)) => return Opening::Closed,
+            Ok(Ok(n)) => n,
+        };
+        let Some(seen) = probe.get(..n) else {
+            return Opening::Closed;
+        };
+        if seen == HTTP2_PREFACE {
+            return Opening::Http2;
         }
-        let wait = LOOK_AGAIN.get(looks).copied().unwrap_or(EVERY);
+        if !HTTP2_PREFACE.starts_with(seen) {
+            return Opening::Http1;
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Opening::Silent;
+        }
+        let wait = Duration::from_millis(LOOK_AGAIN.get(looks).copied().unwrap_or(EVERY));
         looks = looks.saturating_add(1);
-        tokio::time::sleep(Duration::from_millis(wait)).await;
+        tokio::time::sleep_until(now.checked_add(wait).unwrap_or(deadline).min(deadline)).await;
     }
 }
 
@@ -335,38 +395,43 @@ async fn serve_connection(
     // A connection costs a task and a socket until it says something; one that
     // says nothing (or not its whole HTTP/2 preface) within the first-byte
     // timeout is closed.
-    let first = tokio::select! {
+    let deadline = crate::rpc::deadline::after(timeouts.first_byte);
+    let opening = tokio::select! {
         biased;
-        first = tokio::time::timeout(timeouts.first_byte, is_http2(&stream)) => first,
+        opening = self::opening(&stream, deadline) => opening,
         () = signals.drain.cancelled() => return,
     };
-    let http2 = match first {
-        Ok(Some(http2)) => http2,
-        Ok(None) => return,
-        Err(_elapsed) => {
+    let http2 = match opening {
+        Opening::Http1 => false,
+        Opening::Http2 => true,
+        Opening::Closed => return,
+        Opening::Silent => {
             tracing::debug!(timeout = ?timeouts.first_byte, "closing a connection that sent nothing, or not its whole HTTP/2 preface");
             return;
         }
     };
-    // Requests are counted so that a quiet connection is closed: an HTTP/1
-    // one after the header read timeout, an HTTP/2 one (a client's channel
-    // between calls) after the idle timeout, unless that is off.
+    // Requests are counted so that a quiet connection is closed (an HTTP/1
+    // one after the header read timeout, an HTTP/2 one, a client's channel
+    // between calls, after the idle timeout unless that is off), and so
+    // that an answer its client stopped reading is cut.
     let quiet = if http2 {
-        timeouts.http2_idle
+        (!timeouts.http2_idle.is_zero()).then_some(timeouts.http2_idle)
     } else {
-        timeouts.quiet
+        Some(timeouts.quiet)
     };
-    let activity = (!quiet.is_zero()).then(Arc::<Activity>::default);
-    let idleness = activity.as_ref().map(|activity| Idleness {
-        activity: Arc::clone(activity),
+    let activity = Arc::<Activity>::default();
+    let idleness = Idleness {
+        activity: Arc::clone(&activity),
         quiet,
+        writes_count: !http2,
         stall: timeouts.write_stall,
-    });
+    };
+    let activity = Some(activity);
     let io = TokioIo::new(CountingIo::new(stream, activity.clone(), Some(slot)));
     let service = TowerToHyperService::new(app.for_peer(peer, activity));
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
-    let mut shutdown = ShutdownWatch::new(&signals, idleness);
+    let mut shutdown = ShutdownWatch::new(&signals, Some(idleness));
     // Whether the connection was asked to finish (HTTP/2: sent GOAWAY).
     let mut finishing = false;
     loop {
@@ -408,5 +473,46 @@ async fn serve_connection(
                 }
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_open_file_limit_is_read_from_proc() {
+        let limit = open_files_limit().expect("a soft limit on open files");
+        assert!(limit >= 64, "{limit}");
+    }
+
+    #[tokio::test]
+    async fn an_opening_is_decided_by_the_whole_preface_or_the_first_difference() {
+        use tokio::io::AsyncWriteExt as _;
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let listener = &listener;
+        let open = |sent: &'static [u8], wait: Duration| async move {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            client.write_all(sent).await.unwrap();
+            let opening = opening(&server, crate::rpc::deadline::after(wait)).await;
+            (opening, client)
+        };
+        assert_eq!(
+            open(HTTP2_PREFACE, Duration::from_secs(5)).await.0,
+            Opening::Http2
+        );
+        assert_eq!(
+            open(b"PRI * HTTP/1.1\r\n", Duration::from_secs(5)).await.0,
+            Opening::Http1
+        );
+        assert_eq!(open(b"PO", Duration::from_secs(5)).await.0, Opening::Http1);
+        let started = tokio::time::Instant::now();
+        let (half, _client) = open(b"PRI * HTTP/2.0\r\n", Duration::from_millis(300)).await;
+        assert_eq!(half, Opening::Silent);
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 }

@@ -44,6 +44,9 @@ use super::{
 /// shorter one after it went quiet (or stalled).
 const LOOKS: u32 = 4;
 
+/// The shortest time between looks (tokio's timer counts milliseconds).
+const MIN_PERIOD: Duration = Duration::from_millis(1);
+
 /// What the listener asked of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Signal {
@@ -100,9 +103,11 @@ struct QuietWatch {
     seen: Counts,
     /// Looks in a row that found nothing started, finished or in flight.
     quiet_looks: u32,
-    /// How many such looks make the connection quiet.
-    quiet_limit: u32,
-    /// Looks in a row that found a write waiting and nothing written.
+    /// How many such looks make the connection quiet; `None`: never.
+    quiet_limit: Option<u32>,
+    /// Whether a write keeps the connection from being quiet.
+    writes_count: bool,
+    /// Looks in a row that found answers waiting to be sent and none moving.
     stalled_looks: u32,
     /// How many such looks close the connection.
     stall_limit: u32,
@@ -110,9 +115,13 @@ struct QuietWatch {
 
 impl QuietWatch {
     fn new(idleness: Idleness) -> Self {
-        let period = idleness.quiet.min(idleness.stall) / LOOKS;
+        let shorter = idleness
+            .quiet
+            .map_or(idleness.stall, |quiet| quiet.min(idleness.stall));
+        // tokio's timer counts whole milliseconds.
+        let period = (shorter / LOOKS).max(MIN_PERIOD);
         let looks = |timeout: Duration| {
-            let looks = timeout.as_nanos().div_ceil(period.as_nanos().max(1));
+            let looks = timeout.as_nanos().div_ceil(period.as_nanos());
             u32::try_from(looks).unwrap_or(u32::MAX).max(1)
         };
         Self {
@@ -121,7 +130,8 @@ impl QuietWatch {
             sleep: Box::pin(tokio::time::sleep(period)),
             seen: Counts::default(),
             quiet_looks: 0,
-            quiet_limit: looks(idleness.quiet),
+            quiet_limit: idleness.quiet.map(looks),
+            writes_count: idleness.writes_count,
             stalled_looks: 0,
             stall_limit: looks(idleness.stall),
         }
@@ -134,19 +144,20 @@ impl QuietWatch {
         let mut signal = None;
         while self.sleep.as_mut().poll(cx).is_ready() {
             let counts = self.activity.counts();
-            let still = counts == self.seen;
+            let still = if self.writes_count {
+                counts == self.seen
+            } else {
+                counts.same_requests(self.seen)
+            };
+            let quiet = still && counts.idle();
+            let stalled = counts.stalled_since(self.seen);
             self.seen = counts;
-            self.quiet_looks = if still && counts.idle() {
-                self.quiet_looks + 1
-            } else {
-                0
-            };
-            self.stalled_looks = if still && counts.waiting() {
-                self.stalled_looks + 1
-            } else {
-                0
-            };
-            if self.quiet_looks >= self.quiet_limit {
+            self.quiet_looks = if quiet { self.quiet_looks + 1 } else { 0 };
+            self.stalled_looks = if stalled { self.stalled_looks + 1 } else { 0 };
+            if self
+                .quiet_limit
+                .is_some_and(|limit| self.quiet_looks >= limit)
+            {
                 self.quiet_looks = 0;
                 signal = Some(Signal::Quiet);
             } else if self.stalled_looks >= self.stall_limit {
@@ -164,11 +175,17 @@ impl QuietWatch {
 }
 
 /// What a connection's watch looks for: its [`Activity`], quiet for
-/// `quiet` (HTTP/1: the header read timeout; HTTP/2: the idle timeout), or
-/// its writing stalled for `stall` (the write stall timeout).
+/// `quiet` (HTTP/1: the header read timeout; HTTP/2: the idle timeout, or
+/// `None` when that is off), or its answers stalled for `stall` (the write
+/// stall timeout).
 pub(crate) struct Idleness {
     pub(crate) activity: Arc<Activity>,
-    pub(crate) quiet: Duration,
+    pub(crate) quiet: Option<Duration>,
+    /// Whether a write keeps the connection from being quiet: on HTTP/1 an
+    /// answer is still being sent; on HTTP/2 only streams count, so that
+    /// PINGs (the node's keep-alive or the client's) do not keep an idle
+    /// connection open.
+    pub(crate) writes_count: bool,
     pub(crate) stall: Duration,
 }
 
@@ -231,7 +248,8 @@ mod tests {
     fn idleness(activity: &Arc<Activity>, quiet: Duration) -> Idleness {
         Idleness {
             activity: Arc::clone(activity),
-            quiet,
+            quiet: Some(quiet),
+            writes_count: true,
             stall: Duration::from_secs(3600),
         }
     }
@@ -277,7 +295,7 @@ mod tests {
 
         // A request in flight for four timeouts keeps the connection busy.
         let mut watch = ShutdownWatch::new(&Signals::default(), Some(idleness(&activity, timeout)));
-        let in_flight = activity.start();
+        let in_flight = activity.start(false);
         let busy = tokio::time::timeout(4 * timeout, &mut watch).await;
         assert!(busy.is_err(), "signalled while a request was in flight");
         drop(in_flight);
@@ -308,7 +326,8 @@ mod tests {
         let activity = Arc::new(Activity::default());
         let watching = Idleness {
             activity: Arc::clone(&activity),
-            quiet: timeout,
+            quiet: Some(timeout),
+            writes_count: true,
             stall,
         };
         let mut watch = ShutdownWatch::new(&Signals::default(), Some(watching));
@@ -341,15 +360,44 @@ mod tests {
         let activity = Arc::new(Activity::default());
         let watching = || Idleness {
             activity: Arc::clone(&activity),
-            quiet,
+            quiet: Some(quiet),
+            writes_count: false,
             stall,
         };
         let started = Instant::now();
         let mut watch = ShutdownWatch::new(&Signals::default(), Some(watching()));
-        assert_eq!((&mut watch).await, Signal::Quiet);
+        // PINGs answered every 10 s are writes, not streams: still idle.
+        let pinging = async {
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                activity.wrote();
+            }
+        };
+        let signal = tokio::select! {
+            signal = &mut watch => signal,
+            () = pinging => unreachable!(),
+        };
+        assert_eq!(signal, Signal::Quiet);
         let idle_for = started.elapsed();
         assert!(idle_for >= quiet, "{idle_for:?}");
         assert!(idle_for <= quiet + stall / LOOKS, "{idle_for:?}");
+
+        // A stream open as long keeps it; its answer waiting for the peer's
+        // window as long is a stall.
+        let mut watch = ShutdownWatch::new(&Signals::default(), Some(watching()));
+        let mut stream = activity.start(true);
+        let busy = tokio::time::timeout(2 * quiet, &mut watch).await;
+        assert!(busy.is_err(), "signalled while a stream was open");
+        stream.hold();
+        let held_at = Instant::now();
+        assert_eq!((&mut watch).await, Signal::Stalled);
+        let held_for = held_at.elapsed();
+        assert!(
+            held_for >= stall.checked_sub(stall / LOOKS).unwrap(),
+            "{held_for:?}"
+        );
+        assert!(held_for <= stall + stall / LOOKS, "{held_for:?}");
+        drop(stream);
 
         let mut watch = ShutdownWatch::new(&Signals::default(), Some(watching()));
         let stalled_at = Instant::now();

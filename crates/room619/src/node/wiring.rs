@@ -103,6 +103,10 @@ pub(super) fn spawn_listeners(
 ) {
     let builder = Arc::new(serve::connection_builder(&config.limits));
     let timeouts = serve::Timeouts::new(&config.limits);
+    serve::warn_if_over_open_files(
+        config.limits.max_connections,
+        1 + usize::from(admin.is_some()),
+    );
     let slots = |listener| {
         let metrics = metrics.map(|metrics| metrics.connections().listener(listener));
         ConnectionSlots::new(config.limits.max_connections, metrics)
