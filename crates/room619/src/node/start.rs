@@ -89,13 +89,12 @@ pub(super) async fn start(
     {
         Ok(instances) => instances,
         Err(err) => {
-            let tokens = [&shutdown, &draining, &signals.drain, &discovery_shutdown];
             undo_serving(
                 &readiness,
-                tokens,
+                (&signals, &tracker),
+                ([&shutdown, &draining], &discovery_shutdown),
                 &registry,
-                &hosted,
-                config.node.drain_timeout,
+                (&hosted, config.node.drain_timeout),
             )
             .await;
             return Err(err);
@@ -203,20 +202,25 @@ async fn start_within(host: &Hosted, timeout: Duration) -> Result<()> {
     }
 }
 
-/// Undoes a start that failed once serving: not ready, no longer accepting
-/// (the `tokens` cancelled), background work ended, services stopped.
+/// Undoes a start that failed once serving, in the order of a shutdown:
+/// not ready; the services' long-running work and the node's background
+/// work told to end (`background`); no longer accepting, the requests
+/// already taken finished (for at most `timeout`); services stopped;
+/// discovery's work ended last, since stopping services may call out.
 async fn undo_serving(
     readiness: &Readiness,
-    tokens: [&CancellationToken; 4],
+    (signals, tracker): (&Signals, &TaskTracker),
+    (background, discovery_shutdown): ([&CancellationToken; 2], &CancellationToken),
     registry: &Registry,
-    started: &[Hosted],
-    timeout: Duration,
+    (started, timeout): (&[Hosted], Duration),
 ) {
     readiness.set_phase(Phase::Stopped).await;
-    for token in tokens {
+    for token in background {
         token.cancel();
     }
+    super::stop::drain_connections(signals, tracker, timeout).await;
     undo_start(registry, started, timeout).await;
+    discovery_shutdown.cancel();
 }
 
 /// Stops the services started before a failed start, in reverse.

@@ -51,7 +51,7 @@ impl Stop {
         // The services' long-running work (streams, loops) ends from here.
         self.hosting.draining.cancel();
         tokio::join!(
-            self.drain_connections(),
+            drain_connections(&self.signals, &self.tracker, node.drain_timeout),
             self.subscribers.drain(node.drain_timeout)
         );
         let result = stop_services(&self.registry, hosted.iter().rev(), node.drain_timeout).await;
@@ -74,25 +74,19 @@ impl Stop {
     }
 }
 
-impl Stop {
-    /// Stops accepting and lets open connections finish, for at most
-    /// `node.drain_timeout`, then closes the rest.
-    async fn drain_connections(&self) {
-        let node = &self.config.node;
-        self.signals.drain.cancel();
-        self.tracker.close();
-        if tokio::time::timeout(node.drain_timeout, self.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                timeout = ?node.drain_timeout,
-                open = self.tracker.len(),
-                "drain timeout passed; closing the connections still open"
-            );
-            self.signals.force_close.cancel();
-            self.tracker.wait().await;
-        }
+/// Stops accepting and lets open connections (the `tracker`'s tasks)
+/// finish, for at most `timeout`, then closes the rest.
+pub(super) async fn drain_connections(signals: &Signals, tracker: &TaskTracker, timeout: Duration) {
+    signals.drain.cancel();
+    tracker.close();
+    if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            ?timeout,
+            open = tracker.len(),
+            "drain timeout passed; closing the connections still open"
+        );
+        signals.force_close.cancel();
+        tracker.wait().await;
     }
 }
 
