@@ -284,7 +284,8 @@ pub struct Limits {
     pub http2_max_local_error_reset_streams: usize,
     /// The most response bytes buffered per HTTP/2 stream for a client that
     /// does not read; past it the handler waits (backpressure) instead of the
-    /// node buffering a large answer. Default: 400 KiB.
+    /// node buffering a large answer (the node hands data on in pieces of
+    /// at most 16 KiB, so at most that much more). Default: 400 KiB.
     pub http2_max_send_buf_size: usize,
     /// An HTTP request body that sends no data for this long fails (`400`),
     /// so a client trickling or withholding a body it announced cannot hold a

@@ -5,12 +5,12 @@
 //! served by it to the end; a swap affects only requests that arrive later,
 //! so in-flight requests to a removed service finish.
 //!
-//! Each request (an HTTP/2 stream too, unless the idle timeout is off) is
-//! also counted in its connection's [`Activity`] (started, and finished
-//! when its answer's body is sent or dropped), and so is each write to its
-//! socket ([`CountingIo`]), which the connection's watch reads to close a
-//! connection that has gone quiet: see
-//! [`ShutdownWatch`](super::watch::ShutdownWatch).
+//! Each request (an HTTP/2 stream too) is also counted in its connection's
+//! [`Activity`] (started, and finished when its answer's body is sent or
+//! dropped), and so is each write to its socket ([`CountingIo`]) and, on
+//! HTTP/2, each wait of an answer for room in its stream; the connection's
+//! watch reads them to close a connection that has gone quiet or whose
+//! client stopped reading: see [`ShutdownWatch`](super::watch::ShutdownWatch).
 
 use std::{
     convert::Infallible,
@@ -81,21 +81,33 @@ impl LiveSplit {
 /// in flight, until nothing has been written for the write stall timeout
 /// ([`Limits::write_stall_timeout`](crate::config::Limits::write_stall_timeout)).
 ///
-/// On HTTP/2 the peer's flow-control window, not the socket, holds back an
-/// answer: hyper polls an answer's body only when the stream has room to
-/// send, so a body made, or that gave a data frame, and is not polled again
-/// waits for the peer. Each such wait is counted when it begins (`held`) and
-/// when it ends (`taken`: polled again, or dropped); a wait that does not
-/// end within the write stall timeout is a client that stopped reading.
+/// On HTTP/2 the stream's flow-control window and h2's send buffer hold an
+/// answer back before the socket does: hyper polls an answer's body for its
+/// next frame only once the last data frame found room in the stream
+/// ([`CountedBody`] hands data on in pieces of at most [`PIECE`], so that
+/// h2 never takes in much more than that). A body that gave a data frame
+/// and is not polled again waits for the client. `holds` counts such waits:
+/// the low 32 bits those waiting now (at most one a stream), the high 32
+/// bits how many ended (wrapping); a wait that does not end within the
+/// write stall timeout is a client that stopped reading.
 #[derive(Debug, Default)]
 pub(crate) struct Activity {
     started: AtomicU64,
     finished: AtomicU64,
     written: AtomicU64,
     waiting: AtomicBool,
-    held: AtomicU64,
-    taken: AtomicU64,
+    holds: AtomicU64,
 }
+
+/// One wait begun, in [`Activity::holds`].
+const HOLD: u64 = 1;
+/// One wait ended: one fewer waiting, one more ended.
+const TAKE: u64 = (1 << 32) - 1;
+/// One wait ended and the next begun (a poll that gave a data frame).
+const TAKE_AND_HOLD: u64 = 1 << 32;
+
+/// The largest piece of an HTTP/2 answer's data handed to hyper at once.
+pub(crate) const PIECE: usize = 16 * 1024;
 
 /// What an [`Activity`] counted, at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -104,14 +116,23 @@ pub(crate) struct Counts {
     finished: u64,
     written: u64,
     waiting: bool,
-    held: u64,
-    taken: u64,
+    holds: u64,
 }
 
 impl Counts {
     /// Whether nothing is in flight: no request, no write waiting.
     pub(crate) fn idle(self) -> bool {
-        self.started == self.finished && !self.waiting && self.held == self.taken
+        self.started == self.finished && !self.waiting && self.held() == 0
+    }
+
+    /// HTTP/2 answers waiting for the client now.
+    fn held(self) -> u64 {
+        self.holds & u64::from(u32::MAX)
+    }
+
+    /// HTTP/2 waits ended so far (wrapping).
+    fn taken(self) -> u64 {
+        self.holds >> 32
     }
 
     /// Whether no request started or finished between `earlier` and these.
@@ -125,7 +146,7 @@ impl Counts {
     /// was taken up again.
     pub(crate) fn stalled_since(self, earlier: Self) -> bool {
         let socket = self.waiting && self.written == earlier.written;
-        let window = self.held != self.taken && self.taken == earlier.taken;
+        let window = self.held() > 0 && self.taken() == earlier.taken();
         socket || window
     }
 }
@@ -138,8 +159,7 @@ impl Activity {
             finished: self.finished.load(Ordering::Relaxed),
             written: self.written.load(Ordering::Relaxed),
             waiting: self.waiting.load(Ordering::Relaxed),
-            held: self.held.load(Ordering::Relaxed),
-            taken: self.taken.load(Ordering::Relaxed),
+            holds: self.holds.load(Ordering::Relaxed),
         }
     }
 
@@ -180,27 +200,27 @@ pub(super) struct InFlight {
 }
 
 impl InFlight {
-    /// HTTP/2: the body now waits for hyper to poll it (it was made, or
-    /// gave a data frame).
-    pub(super) fn hold(&mut self) {
-        if self.http2 && !self.held {
-            self.held = true;
-            self.activity.held.fetch_add(1, Ordering::Relaxed);
+    /// A poll of the body ended: with a data frame (`gave_data`), after
+    /// which hyper polls again only once the stream has room, or without.
+    /// On HTTP/2 the wait for that poll is counted (one atomic add).
+    pub(super) fn polled(&mut self, gave_data: bool) {
+        if !self.http2 {
+            return;
         }
-    }
-
-    /// The body is polled: a wait, if any, ended.
-    pub(super) fn take(&mut self) {
-        if self.held {
-            self.held = false;
-            self.activity.taken.fetch_add(1, Ordering::Relaxed);
-        }
+        let change = match (self.held, gave_data) {
+            (false, false) => return,
+            (false, true) => HOLD,
+            (true, false) => TAKE,
+            (true, true) => TAKE_AND_HOLD,
+        };
+        self.held = gave_data;
+        self.activity.holds.fetch_add(change, Ordering::Relaxed);
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.take();
+        self.polled(false);
         self.activity.finished.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -337,20 +357,24 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Ok(response) = ready!(this.inner.poll(cx));
-        let mut in_flight = this.in_flight.take();
-        if let Some(in_flight) = &mut in_flight {
-            in_flight.hold();
-        }
-        Poll::Ready(Ok(response.map(|body| CountedBody { body, in_flight })))
+        let in_flight = this.in_flight.take();
+        Poll::Ready(Ok(response.map(|body| CountedBody {
+            body,
+            in_flight,
+            rest: Bytes::new(),
+        })))
     }
 }
 
 pin_project! {
-    /// An answer's body; its request is finished when it is dropped.
+    /// An answer's body; its request is finished when it is dropped. On
+    /// HTTP/2 its data goes out in pieces of at most [`PIECE`] bytes.
     pub(crate) struct CountedBody {
         #[pin]
         body: Body,
         in_flight: Option<InFlight>,
+        // What is left of a data frame larger than a piece.
+        rest: Bytes,
     }
 }
 
@@ -366,23 +390,46 @@ impl http_body::Body for CountedBody {
         let Some(in_flight) = this.in_flight else {
             return this.body.poll_frame(cx);
         };
-        in_flight.take();
-        let polled = this.body.poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && frame.is_data()
-        {
-            // Trailers end the stream (and need no window).
-            in_flight.hold();
+        if !this.rest.is_empty() {
+            in_flight.polled(true);
+            let piece = this.rest.split_to(this.rest.len().min(PIECE));
+            return Poll::Ready(Some(Ok(Frame::data(piece))));
         }
-        polled
+        let polled = this.body.poll_frame(cx);
+        let Poll::Ready(Some(Ok(frame))) = polled else {
+            in_flight.polled(false);
+            return polled;
+        };
+        let frame = match frame.into_data() {
+            Ok(mut data) => {
+                if in_flight.http2 && data.len() > PIECE {
+                    *this.rest = data.split_off(PIECE);
+                }
+                in_flight.polled(true);
+                Frame::data(data)
+            }
+            Err(frame) => {
+                // Trailers end the stream (and need no room in it).
+                in_flight.polled(false);
+                frame
+            }
+        };
+        Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.rest.is_empty() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        let inner = self.body.size_hint();
+        let rest = u64::try_from(self.rest.len()).unwrap_or(u64::MAX);
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower().saturating_add(rest));
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper.saturating_add(rest));
+        }
+        hint
     }
 }
 
@@ -438,38 +485,76 @@ mod tests {
         assert_eq!(requests(&activity), (1, 1));
     }
 
-    /// HTTP/2: a body made, or that gave a data frame, waits for hyper to
-    /// poll it (for the peer's window); that wait ends when it is polled.
+    /// A counted answer to `http2` or HTTP/1 with `body`.
+    async fn answer(activity: &Arc<Activity>, http2: bool, body: Body) -> CountedBody {
+        let counted = Counted {
+            in_flight: Some(activity.start(http2)),
+            inner: ready(Ok::<_, Infallible>(Response::new(body))),
+        };
+        let Ok(response) = counted.await;
+        response.into_body()
+    }
+
+    /// HTTP/2: a body that gave a data frame waits for hyper to poll it
+    /// again (for room in the stream); that wait ends when it is polled.
     #[tokio::test]
-    async fn an_http2_body_waiting_for_the_peers_window_is_counted() {
+    async fn an_http2_body_waiting_for_room_in_its_stream_is_counted() {
         use http_body_util::BodyExt as _;
 
         let activity = Arc::new(Activity::default());
-        let counted = Counted {
-            in_flight: Some(activity.start(true)),
-            inner: ready(Ok::<_, Infallible>(Response::new(Body::from("hi")))),
-        };
-        let Ok(response) = counted.await;
+        let mut body = answer(&activity, true, Body::from("hi")).await;
         let made = activity.counts();
-        assert!(!made.idle());
-        assert!(
-            made.stalled_since(made),
-            "a body never polled waits: {made:?}"
-        );
-        let mut body = response.into_body();
+        assert!(!made.idle() && !made.stalled_since(made), "{made:?}");
         let frame = body.frame().await.unwrap().unwrap();
         assert!(frame.is_data());
         let gave = activity.counts();
-        assert!(
-            gave.stalled_since(gave) && !gave.stalled_since(made),
-            "polled, then waits again after its frame: {gave:?}"
-        );
+        assert!(gave.stalled_since(gave), "waits after its frame: {gave:?}");
         assert!(body.frame().await.is_none());
         let ended = activity.counts();
-        assert!(!ended.stalled_since(ended), "{ended:?}");
+        assert!(
+            !ended.stalled_since(ended) && !ended.stalled_since(gave),
+            "{ended:?}"
+        );
         drop(body);
         assert!(activity.counts().idle(), "{:?}", activity.counts());
         assert_eq!(requests(&activity), (1, 1));
+
+        // Dropped while waiting: the wait ends with it.
+        let mut body = answer(&activity, true, Body::from("hi")).await;
+        body.frame().await.unwrap().unwrap();
+        drop(body);
+        assert!(activity.counts().idle(), "{:?}", activity.counts());
+    }
+
+    /// HTTP/2 answers go out in pieces, so that h2 takes in no more than a
+    /// piece beyond the stream's room; HTTP/1 ones whole.
+    #[tokio::test]
+    async fn http2_data_is_handed_on_in_pieces() {
+        use http_body::Body as _;
+        use http_body_util::BodyExt as _;
+
+        let activity = Arc::new(Activity::default());
+        let data = vec![7_u8; 2 * PIECE + 100];
+        let mut body = answer(&activity, true, Body::from(data.clone())).await;
+        assert_eq!(body.size_hint().exact(), Some(data.len() as u64));
+        let mut sizes = Vec::new();
+        let mut received = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let piece = frame.unwrap().into_data().unwrap();
+            sizes.push(piece.len());
+            received.extend_from_slice(&piece);
+            assert_eq!(
+                body.is_end_stream(),
+                received.len() == data.len(),
+                "{sizes:?}"
+            );
+        }
+        assert_eq!(sizes, [PIECE, PIECE, 100]);
+        assert_eq!(received, data);
+
+        let mut body = answer(&activity, false, Body::from(data.clone())).await;
+        let whole = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(whole.len(), data.len());
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub(crate) struct Timeouts {
     pub(crate) quiet: Duration,
     /// With an answer's write waiting and nothing written.
     pub(crate) write_stall: Duration,
-    /// HTTP/2: with no stream open and nothing written; zero for never.
+    /// HTTP/2: with no stream open; zero for never.
     pub(crate) http2_idle: Duration,
     /// TCP keep-alive and user timeout ([`Limits::tcp_keep_alive`]).
     pub(crate) tcp_keep_alive: Duration,
@@ -463,8 +463,15 @@ async fn serve_connection(
                     tracing::debug!(timeout = ?quiet, http2, "closing a quiet connection");
                     return;
                 }
+                Signal::Stalled if http2 && !finishing => {
+                    // Other streams may be moving: GOAWAY lets them finish;
+                    // stalled as long again, the connection is dropped.
+                    tracing::debug!(timeout = ?timeouts.write_stall, "asking an HTTP/2 connection whose client stopped reading to close");
+                    finishing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
                 Signal::Stalled => {
-                    tracing::debug!(timeout = ?timeouts.write_stall, "closing a connection whose client stopped reading");
+                    tracing::debug!(timeout = ?timeouts.write_stall, http2, "closing a connection whose client stopped reading");
                     return;
                 }
                 Signal::ForceClose => {

@@ -59,8 +59,10 @@ pub(crate) enum Signal {
     /// idle, or a head never ended). Signalled again each time it stays
     /// quiet as long again.
     Quiet,
-    /// An answer's write has waited for room in the socket, with nothing
-    /// written, for the write stall timeout: the client stopped reading.
+    /// Answers have waited to be sent, with none moving, for the write
+    /// stall timeout (a write for room in the socket, an HTTP/2 answer for
+    /// room in its stream): the client stopped reading. On HTTP/2,
+    /// signalled again each time it stays so as long again.
     Stalled,
 }
 
@@ -382,13 +384,13 @@ mod tests {
         assert!(idle_for >= quiet, "{idle_for:?}");
         assert!(idle_for <= quiet + stall / LOOKS, "{idle_for:?}");
 
-        // A stream open as long keeps it; its answer waiting for the peer's
-        // window as long is a stall.
+        // A stream open as long keeps it; its answer waiting for room in
+        // the stream as long is a stall.
         let mut watch = ShutdownWatch::new(&Signals::default(), Some(watching()));
         let mut stream = activity.start(true);
         let busy = tokio::time::timeout(2 * quiet, &mut watch).await;
         assert!(busy.is_err(), "signalled while a stream was open");
-        stream.hold();
+        stream.polled(true);
         let held_at = Instant::now();
         assert_eq!((&mut watch).await, Signal::Stalled);
         let held_for = held_at.elapsed();

@@ -194,6 +194,65 @@ async fn an_http2_answer_held_back_by_a_zero_window_is_cut_at_the_write_stall_ti
     node.shutdown().await.unwrap();
 }
 
+/// A client that keeps the default window (64 KiB) and never opens it
+/// again, asking for an answer of a mebibyte in one chunk: the node hands
+/// data to h2 in pieces, so the answer waits in the node, not in h2's
+/// buffer, and the connection is cut at the write stall timeout.
+#[tokio::test]
+async fn a_large_http2_answer_whose_window_is_never_opened_again_is_cut() {
+    let service = support::echo_builder()
+        .route(
+            "/big",
+            axum::routing::get(|| async { vec![b'x'; 1024 * 1024] }),
+        )
+        .build()
+        .unwrap();
+    let node = support::start_with(
+        support::config("[limits]\nwrite_stall_timeout = \"600ms\""),
+        service,
+    )
+    .await;
+    let mut stream = TcpStream::connect(node.local_addr()).await.unwrap();
+    stream.write_all(PREFACE).await.unwrap();
+    stream.write_all(&SETTINGS).await.unwrap();
+    let mut block = vec![0x82, 0x86, 0x04, 4];
+    block.extend_from_slice(b"/big");
+    block.extend_from_slice(&[0x01, 1, b't']);
+    let mut headers = vec![0, 0, u8::try_from(block.len()).unwrap(), 1, 0x5, 0, 0, 0, 1];
+    headers.extend_from_slice(&block);
+    stream.write_all(&headers).await.unwrap();
+    let mut data = 0_usize;
+    let mut kinds = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let mut head = [0_u8; 9];
+            if stream.read_exact(&mut head).await.is_err() {
+                return;
+            }
+            let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+            let mut payload = vec![0_u8; len];
+            if stream.read_exact(&mut payload).await.is_err() {
+                return;
+            }
+            match head[3] {
+                0 => data += len,
+                4 if head[4] == 0 => stream.write_all(&SETTINGS_ACK).await.unwrap(),
+                _ => {}
+            }
+            kinds.push(head[3]);
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the held-back answer kept its connection: {kinds:?}"
+    );
+    assert!(data <= 65_535, "more than the window was sent: {data}");
+    assert!(data > 0, "nothing was sent");
+    assert!(kinds.contains(&GOAWAY), "closed without GOAWAY: {kinds:?}");
+    node.shutdown().await.unwrap();
+}
+
 /// A gRPC channel whose connections are counted.
 async fn counted_channel(
     addr: SocketAddr,
