@@ -27,14 +27,49 @@ const SETTINGS_ACK: [u8; 9] = [0, 0, 0, 4, 1, 0, 0, 0, 0];
 const PING: u8 = 6;
 const GOAWAY: u8 = 7;
 
-/// One HTTP/2 frame's type and flags, or `None` once the server closed.
-async fn read_frame(stream: &mut TcpStream) -> Option<(u8, u8)> {
+/// One HTTP/2 frame's type, flags and payload length, or `None` once the
+/// server closed.
+async fn read_frame(stream: &mut TcpStream) -> Option<(u8, u8, usize)> {
     let mut head = [0_u8; 9];
     stream.read_exact(&mut head).await.ok()?;
     let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
     let mut payload = vec![0_u8; len];
     stream.read_exact(&mut payload).await.ok()?;
-    Some((head[3], head[4]))
+    Some((head[3], head[4], len))
+}
+
+/// A HEADERS frame asking `GET path` on stream 1, the whole request (HPACK
+/// without Huffman: `:method GET` and `:scheme http` from the static
+/// table, `:path` and `:authority` as literals).
+fn get_frame(path: &str) -> Vec<u8> {
+    let mut block = vec![0x82, 0x86, 0x04, u8::try_from(path.len()).unwrap()];
+    block.extend_from_slice(path.as_bytes());
+    block.extend_from_slice(&[0x01, 1, b't']);
+    // END_STREAM | END_HEADERS.
+    let mut frame = vec![0, 0, u8::try_from(block.len()).unwrap(), 1, 0x5, 0, 0, 0, 1];
+    frame.extend_from_slice(&block);
+    frame
+}
+
+/// Reads frames, acknowledging the server's SETTINGS, until it closes or
+/// `limit` passes; the frames' types and the DATA bytes received, or
+/// `None` when the connection stayed open.
+async fn frames_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<(Vec<u8>, usize)> {
+    let mut kinds = Vec::new();
+    let mut data = 0;
+    tokio::time::timeout(limit, async {
+        while let Some((kind, flags, len)) = read_frame(stream).await {
+            match (kind, flags) {
+                (0, _) => data += len,
+                (4, 0) => stream.write_all(&SETTINGS_ACK).await.unwrap(),
+                _ => {}
+            }
+            kinds.push(kind);
+        }
+    })
+    .await
+    .ok()?;
+    Some((kinds, data))
 }
 
 #[tokio::test]
@@ -62,7 +97,7 @@ async fn an_http2_preface_that_stops_halfway_is_closed_at_the_first_byte_timeout
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stream.write_all(&SETTINGS).await.unwrap();
-    let (kind, _) = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut stream))
+    let (kind, ..) = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut stream))
         .await
         .expect("the node answered")
         .expect("the node kept the connection");
@@ -83,8 +118,8 @@ async fn an_idle_http2_connection_is_sent_goaway_then_dropped_if_it_stays() {
             .expect("no GOAWAY within 5 s")
             .expect("closed before any GOAWAY");
         match frame {
-            (GOAWAY, _) => break Instant::now(),
-            (4, 0) => stream.write_all(&SETTINGS_ACK).await.unwrap(),
+            (GOAWAY, ..) => break Instant::now(),
+            (4, 0, _) => stream.write_all(&SETTINGS_ACK).await.unwrap(),
             _ => {}
         }
         last_frame = Instant::now();
@@ -129,9 +164,9 @@ async fn keep_alive_pings_do_not_keep_an_idle_http2_connection() {
             .expect("no GOAWAY within 10 s")
             .expect("closed before any GOAWAY");
         match frame {
-            (GOAWAY, _) => break,
-            (4, 0) => stream.write_all(&SETTINGS_ACK).await.unwrap(),
-            (PING, 0) => pings += 1,
+            (GOAWAY, ..) => break,
+            (4, 0, _) => stream.write_all(&SETTINGS_ACK).await.unwrap(),
+            (PING, 0, _) => pings += 1,
             _ => {}
         }
     }
@@ -158,35 +193,13 @@ async fn an_http2_answer_held_back_by_a_zero_window_is_cut_at_the_write_stall_ti
         .write_all(&[0, 0, 6, 4, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0])
         .await
         .unwrap();
-    // GET /health/live on stream 1, HPACK without Huffman: :method GET
-    // (static 2), :scheme http (6), :path and :authority as literals.
-    let mut block = vec![0x82, 0x86, 0x04, 12];
-    block.extend_from_slice(b"/health/live");
-    block.extend_from_slice(&[0x01, 1, b't']);
-    let mut headers = vec![0, 0, u8::try_from(block.len()).unwrap(), 1, 0x5, 0, 0, 0, 1];
-    headers.extend_from_slice(&block);
-    stream.write_all(&headers).await.unwrap();
+    stream.write_all(&get_frame("/health/live")).await.unwrap();
     let asked = Instant::now();
-    let mut frames = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some((kind, flags)) = read_frame(&mut stream).await {
-            if kind == 4 && flags == 0 {
-                stream.write_all(&SETTINGS_ACK).await.unwrap();
-            }
-            frames.push(kind);
-        }
-    })
-    .await;
+    let closed = frames_until_closed(&mut stream, Duration::from_secs(10)).await;
     let held = asked.elapsed();
-    assert!(
-        closed.is_ok(),
-        "the held-back answer kept its connection: {frames:?}"
-    );
-    assert!(frames.contains(&1), "no answer head came: {frames:?}");
-    assert!(
-        !frames.contains(&0),
-        "DATA sent into a zero window: {frames:?}"
-    );
+    let (kinds, data) = closed.expect("the held-back answer kept its connection");
+    assert!(kinds.contains(&1), "no answer head came: {kinds:?}");
+    assert_eq!(data, 0, "DATA sent into a zero window: {kinds:?}");
     assert!(
         held >= Duration::from_millis(400),
         "cut too early: {held:?}"
@@ -215,38 +228,9 @@ async fn a_large_http2_answer_whose_window_is_never_opened_again_is_cut() {
     let mut stream = TcpStream::connect(node.local_addr()).await.unwrap();
     stream.write_all(PREFACE).await.unwrap();
     stream.write_all(&SETTINGS).await.unwrap();
-    let mut block = vec![0x82, 0x86, 0x04, 4];
-    block.extend_from_slice(b"/big");
-    block.extend_from_slice(&[0x01, 1, b't']);
-    let mut headers = vec![0, 0, u8::try_from(block.len()).unwrap(), 1, 0x5, 0, 0, 0, 1];
-    headers.extend_from_slice(&block);
-    stream.write_all(&headers).await.unwrap();
-    let mut data = 0_usize;
-    let mut kinds = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let mut head = [0_u8; 9];
-            if stream.read_exact(&mut head).await.is_err() {
-                return;
-            }
-            let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
-            let mut payload = vec![0_u8; len];
-            if stream.read_exact(&mut payload).await.is_err() {
-                return;
-            }
-            match head[3] {
-                0 => data += len,
-                4 if head[4] == 0 => stream.write_all(&SETTINGS_ACK).await.unwrap(),
-                _ => {}
-            }
-            kinds.push(head[3]);
-        }
-    })
-    .await;
-    assert!(
-        closed.is_ok(),
-        "the held-back answer kept its connection: {kinds:?}"
-    );
+    stream.write_all(&get_frame("/big")).await.unwrap();
+    let closed = frames_until_closed(&mut stream, Duration::from_secs(10)).await;
+    let (kinds, data) = closed.expect("the held-back answer kept its connection");
     assert!(data <= 65_535, "more than the window was sent: {data}");
     assert!(data > 0, "nothing was sent");
     assert!(kinds.contains(&GOAWAY), "closed without GOAWAY: {kinds:?}");
