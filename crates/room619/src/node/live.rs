@@ -55,8 +55,8 @@ impl LiveSplit {
     }
 
     /// The service of one connection from `peer`; its requests are counted
-    /// in `activity` when there is one.
-    pub(crate) fn for_peer(&self, peer: SocketAddr, activity: Option<Arc<Activity>>) -> PeerSplit {
+    /// in `activity`.
+    pub(crate) fn for_peer(&self, peer: SocketAddr, activity: Arc<Activity>) -> PeerSplit {
         PeerSplit {
             current: Arc::clone(&self.current),
             peer,
@@ -227,20 +227,20 @@ impl Drop for InFlight {
 
 pin_project! {
     /// A connection's socket, its writes counted in the connection's
-    /// [`Activity`] when it has one. It holds the connection's place in its
+    /// [`Activity`]. It holds the connection's place in its
     /// listener ([`Slot`]), which goes with the socket: a connection
     /// upgraded (a WebSocket, say) and handed to a handler keeps it until
     /// the handler drops the socket.
     pub(crate) struct CountingIo<T> {
         #[pin]
         io: T,
-        activity: Option<Arc<Activity>>,
+        activity: Arc<Activity>,
         _slot: Option<Slot>,
     }
 }
 
 impl<T> CountingIo<T> {
-    pub(crate) fn new(io: T, activity: Option<Arc<Activity>>, slot: Option<Slot>) -> Self {
+    pub(crate) fn new(io: T, activity: Arc<Activity>, slot: Option<Slot>) -> Self {
         Self {
             io,
             activity,
@@ -249,14 +249,11 @@ impl<T> CountingIo<T> {
     }
 
     /// Counts `written` if it made progress or waits, and hands it on.
-    fn count(
-        activity: Option<&Arc<Activity>>,
-        written: Poll<io::Result<usize>>,
-    ) -> Poll<io::Result<usize>> {
-        match (activity, &written) {
-            (Some(activity), Poll::Ready(Ok(1..))) => activity.wrote(),
-            (Some(activity), Poll::Pending) => activity.waits(),
-            _ => {}
+    fn count(activity: &Activity, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        match &written {
+            Poll::Ready(Ok(1..)) => activity.wrote(),
+            Poll::Pending => activity.waits(),
+            Poll::Ready(_) => {}
         }
         written
     }
@@ -279,7 +276,7 @@ impl<T: AsyncWrite> AsyncWrite for CountingIo<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        Self::count(this.activity.as_ref(), this.io.poll_write(cx, buf))
+        Self::count(this.activity, this.io.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -288,10 +285,7 @@ impl<T: AsyncWrite> AsyncWrite for CountingIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        Self::count(
-            this.activity.as_ref(),
-            this.io.poll_write_vectored(cx, bufs),
-        )
+        Self::count(this.activity, this.io.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -312,7 +306,7 @@ impl<T: AsyncWrite> AsyncWrite for CountingIo<T> {
 pub(crate) struct PeerSplit {
     current: Arc<ArcSwap<ProtocolSplit>>,
     peer: SocketAddr,
-    activity: Option<Arc<Activity>>,
+    activity: Arc<Activity>,
 }
 
 impl<B> tower::Service<Request<B>> for PeerSplit
@@ -332,7 +326,7 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let http2 = request.version() == http::Version::HTTP_2;
         Counted {
-            in_flight: self.activity.as_ref().map(|activity| activity.start(http2)),
+            in_flight: Some(self.activity.start(http2)),
             inner: self.current.load().call_from(self.peer, request),
         }
     }
@@ -450,7 +444,7 @@ mod tests {
 
         let activity = Arc::new(Activity::default());
         let (near, mut far) = tokio::io::duplex(4);
-        let mut io = CountingIo::new(near, Some(Arc::clone(&activity)), None);
+        let mut io = CountingIo::new(near, Arc::clone(&activity), None);
         // The duplex takes four bytes at a time, as the far end reads.
         let mut read = [0_u8; 8];
         let (wrote, got) = tokio::join!(io.write_all(b"12345678"), far.read_exact(&mut read));

@@ -426,7 +426,6 @@ async fn serve_connection(
         writes_count: !http2,
         stall: timeouts.write_stall,
     };
-    let activity = Some(activity);
     let io = TokioIo::new(CountingIo::new(stream, activity.clone(), Some(slot)));
     let service = TowerToHyperService::new(app.for_peer(peer, activity));
     let conn = builder.serve_connection_with_upgrades(io, service);
