@@ -30,7 +30,7 @@ use shop::{
 };
 use shop_proto::{
     auth::v1::{
-        LoginRequest, RefreshRequest, SignUpRequest, SignUpResponse, TokenPair,
+        LoginRequest, LogoutRequest, RefreshRequest, SignUpRequest, SignUpResponse, TokenPair,
         auth_client::AuthClient,
     },
     users::v1::{
@@ -572,6 +572,143 @@ async fn refresh_rotates_and_a_reused_token_revokes_its_family() {
     for garbage in ["", "not-a-token", &"x".repeat(10_000)] {
         let status = refresh(&mut client, garbage).await.unwrap_err();
         assert_eq!(status.code(), Code::Unauthenticated, "{garbage:.20}");
+    }
+    shop.stop().await;
+}
+
+async fn logout(
+    client: &mut AuthClient<Channel>,
+    token: &str,
+    everywhere: bool,
+) -> Result<u32, Status> {
+    client
+        .logout(LogoutRequest {
+            refresh_token: token.to_owned(),
+            everywhere,
+        })
+        .await
+        .map(|response| response.into_inner().ended)
+}
+
+#[tokio::test]
+async fn logout_ends_its_login_and_everywhere_ends_every_login() {
+    let shop = start(fresh_settings().await, None).await;
+    let mut client = shop.client().await;
+    let signed = sign_up(&mut client, "hedy@example.com").await;
+    let first = signed.tokens.unwrap();
+    let password = "correct horse battery";
+    let second = login(&mut client, "hedy@example.com", password)
+        .await
+        .unwrap();
+    let third = login(&mut client, "hedy@example.com", password)
+        .await
+        .unwrap();
+
+    // One login ends; the others go on.
+    assert_eq!(
+        logout(&mut client, &first.refresh_token, false)
+            .await
+            .unwrap(),
+        1
+    );
+    let ended = refresh(&mut client, &first.refresh_token)
+        .await
+        .unwrap_err();
+    assert_eq!(ended.code(), Code::Unauthenticated);
+    let second_next = refresh(&mut client, &second.refresh_token).await.unwrap();
+    // Ended already, unknown: nothing to end, not an error.
+    assert_eq!(
+        logout(&mut client, &first.refresh_token, false)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(logout(&mut client, "not-a-token", false).await.unwrap(), 0);
+    let empty = logout(&mut client, "", false).await.unwrap_err();
+    assert_eq!(empty.code(), Code::InvalidArgument);
+    assert!(empty.message().contains("refresh_token"), "{empty:?}");
+
+    // Every login needs a token that could still be refreshed: a used one
+    // (or an unknown one) changes nothing.
+    for dead in [&second.refresh_token, "not-a-token"] {
+        let refused = logout(&mut client, dead, true).await.unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated, "{dead:.20}");
+    }
+    let second_last = refresh(&mut client, &second_next.refresh_token)
+        .await
+        .unwrap();
+    assert_eq!(
+        logout(&mut client, &second_last.refresh_token, true)
+            .await
+            .unwrap(),
+        2
+    );
+    for token in [&second_last.refresh_token, &third.refresh_token] {
+        let refused = refresh(&mut client, token).await.unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated);
+    }
+    assert_eq!(
+        shop.count(
+            "SELECT COUNT(*) FROM auth_refresh_tokens WHERE account_id = $1 AND revoked_at IS NULL",
+            &signed.user_id
+        )
+        .await,
+        0
+    );
+
+    // The password still logs in: a new login.
+    let fresh = login(&mut client, "hedy@example.com", password)
+        .await
+        .unwrap();
+    refresh(&mut client, &fresh.refresh_token).await.unwrap();
+    shop.stop().await;
+}
+
+/// A login's family revoked (a used token presented again, or every login
+/// ended) while one of the account's tokens is being rotated: the token
+/// rotated in is revoked too. Without the account's row lock, PostgreSQL
+/// let the rotation's new token, inserted after the revocation's snapshot,
+/// live on.
+#[tokio::test]
+async fn a_revocation_racing_a_rotation_leaves_no_token_alive() {
+    let shop = start(fresh_settings().await, None).await;
+    let mut client = shop.client().await;
+    let email = "frances@example.com";
+    let password = "correct horse battery";
+    let signed = sign_up(&mut client, email).await;
+    let first = signed.tokens.unwrap().refresh_token;
+    assert_eq!(logout(&mut client, &first, false).await.unwrap(), 1);
+    let live = "SELECT COUNT(*) FROM auth_refresh_tokens \
+                WHERE account_id = $1 AND used_at IS NULL AND revoked_at IS NULL";
+    for round in 0..25 {
+        // A used token presented again while its successor is rotated.
+        let used = login(&mut client, email, password).await.unwrap();
+        let current = refresh(&mut client, &used.refresh_token).await.unwrap();
+        let (mut a, mut b) = (client.clone(), client.clone());
+        let (rotated, used_again) = tokio::join!(
+            refresh(&mut a, &current.refresh_token),
+            refresh(&mut b, &used.refresh_token),
+        );
+        assert_eq!(used_again.unwrap_err().code(), Code::Unauthenticated);
+        if let Ok(next) = rotated {
+            let next_status = refresh(&mut client, &next.refresh_token).await.unwrap_err();
+            assert_eq!(next_status.code(), Code::Unauthenticated, "round {round}");
+        }
+        assert_eq!(shop.count(live, &signed.user_id).await, 0, "round {round}");
+
+        // Every login ended while another login is rotated.
+        let ending = login(&mut client, email, password).await.unwrap();
+        let other = login(&mut client, email, password).await.unwrap();
+        let (rotated, ended) = tokio::join!(
+            refresh(&mut a, &other.refresh_token),
+            logout(&mut b, &ending.refresh_token, true),
+        );
+        ended.unwrap();
+        if let Ok(next) = rotated {
+            let next_status = refresh(&mut client, &next.refresh_token).await.unwrap_err();
+            assert_eq!(next_status.code(), Code::Unauthenticated, "round {round}");
+        }
+        assert_eq!(shop.count(live, &signed.user_id).await, 0, "round {round}");
     }
     shop.stop().await;
 }

@@ -191,6 +191,64 @@ async fn sign_up_login_and_refresh_are_public_and_map_their_errors() {
 }
 
 #[tokio::test]
+async fn logout_is_public_answers_what_it_ended_and_maps_its_errors() {
+    let shop = Shop::start().await;
+    let body = json!({"email": "joan@example.com", "password": "long enough", "name": "Joan"});
+    let signed = json_ok(
+        shop.call(Method::POST, "/v1/auth/signup", None, Some(body))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let token = signed["tokens"]["refresh_token"].clone();
+    let logout = |body: Value| shop.call(Method::POST, "/v1/auth/logout", None, Some(body));
+
+    let ended = json_ok(
+        logout(json!({"refresh_token": token})).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(ended, json!({"ended": 1}));
+    // Its login has ended: nothing more to end, and not an error.
+    let again = json_ok(
+        logout(json!({"refresh_token": token})).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(again, json!({"ended": 0}));
+    let refreshed = shop
+        .call(
+            Method::POST,
+            "/v1/auth/refresh",
+            None,
+            Some(json!({"refresh_token": token})),
+        )
+        .await;
+    problem(refreshed, 401).await;
+
+    // Every login needs a token that could still be refreshed.
+    let everywhere = logout(json!({"refresh_token": token, "everywhere": true})).await;
+    problem(everywhere, 401).await;
+    let seen = shop.fakes.seen();
+    let forwarded = seen.iter().rev().find(|s| s.rpc == "Logout").unwrap();
+    assert_eq!(forwarded.authorization, None);
+
+    // Bad bodies: a missing or empty token, an unknown field, a wrong type.
+    for bad in [
+        json!({}),
+        json!({"refresh_token": ""}),
+        json!({"refresh_token": "x", "all": true}),
+        json!({"refresh_token": "x", "everywhere": "yes"}),
+    ] {
+        let status = logout(bad.clone()).await.status();
+        assert!(status == 400 || status == 422, "{bad}: {status}");
+    }
+    let empty = logout(json!({"refresh_token": ""})).await;
+    let detail = problem(empty, 422).await;
+    assert!(detail.to_string().contains("refresh_token"), "{detail}");
+}
+
+#[tokio::test]
 async fn the_callers_token_reaches_the_services_as_grpc_metadata() {
     let shop = Shop::start().await;
     let (id, token) = shop.sign_up("grace@example.com").await;
@@ -777,6 +835,7 @@ async fn the_openapi_document_is_public_and_describes_every_route() {
         "POST /v1/auth/signup",
         "POST /v1/auth/login",
         "POST /v1/auth/refresh",
+        "POST /v1/auth/logout",
         "GET /v1/users",
         "GET /v1/users/{id}",
         "PATCH /v1/users/{id}",

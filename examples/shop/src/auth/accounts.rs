@@ -85,16 +85,18 @@ impl Accounts {
             .begin()
             .await
             .map_err(failed("deleting an account"))?;
-        sqlx::query("DELETE FROM auth_refresh_tokens WHERE account_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(failed("deleting refresh tokens"))?;
+        // The account first: its row is the lock every change to its tokens
+        // takes first (see `lock_account`), so this cannot deadlock with one.
         let deleted = sqlx::query("DELETE FROM auth_accounts WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await
             .map_err(failed("deleting an account"))?;
+        sqlx::query("DELETE FROM auth_refresh_tokens WHERE account_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed("deleting refresh tokens"))?;
         tx.commit().await.map_err(failed("deleting an account"))?;
         Ok(deleted.rows_affected() > 0)
     }
@@ -140,8 +142,10 @@ impl Accounts {
             .begin()
             .await
             .map_err(failed("rotating a refresh token"))?;
-        // Writing first takes the write lock at once (SQLite) and lets only
-        // one of two concurrent uses claim the token (PostgreSQL).
+        if !lock_account(&mut tx, presented).await? {
+            return Ok(Rotation::Unknown);
+        }
+        // Only one of two concurrent uses claims the token.
         let claimed = sqlx::query(
             "UPDATE auth_refresh_tokens SET used_at = $1 \
              WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1",
@@ -153,15 +157,17 @@ impl Accounts {
         .map_err(failed("rotating a refresh token"))?
         .rows_affected()
             == 1;
-        let row: Option<TokenRow> = sqlx::query_as(
-            "SELECT account_id, family_id, used_at, revoked_at, family_expires_at \
-             FROM auth_refresh_tokens WHERE token_hash = $1",
-        )
-        .bind(presented)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(failed("rotating a refresh token"))?;
-        let Some((account_id, family_id, used_at, revoked_at, family_end)) = row else {
+        let Some(TokenRow {
+            account_id,
+            family_id,
+            used_at,
+            revoked_at,
+            family_end,
+            ..
+        }) = token_row(&mut tx, presented)
+            .await
+            .map_err(failed("rotating a refresh token"))?
+        else {
             return Ok(Rotation::Unknown);
         };
         let rotation = if claimed {
@@ -180,14 +186,7 @@ impl Accounts {
         } else if revoked_at.is_some() {
             Rotation::Revoked
         } else if used_at.is_some() {
-            sqlx::query(
-                "UPDATE auth_refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
-            )
-            .bind(at)
-            .bind(&family_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(failed("revoking a token family"))?;
+            revoke(&mut tx, Ended::Family(&family_id), at).await?;
             Rotation::Reused { account_id }
         } else {
             Rotation::Expired
@@ -197,11 +196,160 @@ impl Accounts {
             .map_err(failed("rotating a refresh token"))?;
         Ok(rotation)
     }
+
+    /// Ends the login the refresh token whose hash is `presented` belongs
+    /// to (its family is revoked, whether the token was used or not), or
+    /// with `everywhere` every login of its account, which only a token that
+    /// could still be refreshed may ask.
+    pub(crate) async fn log_out(&self, presented: &str, everywhere: bool) -> Result<Logout> {
+        let at = now();
+        let mut tx = self
+            .db
+            .pool()
+            .begin()
+            .await
+            .map_err(failed("ending a login"))?;
+        let row = if lock_account(&mut tx, presented).await? {
+            token_row(&mut tx, presented)
+                .await
+                .map_err(failed("ending a login"))?
+        } else {
+            None
+        };
+        let Some(row) = row else {
+            return Ok(if everywhere {
+                Logout::NotLive
+            } else {
+                Logout::Ended(0)
+            });
+        };
+        let live = row.used_at.is_none() && row.revoked_at.is_none() && row.expires_at > at;
+        let ended = if everywhere {
+            if !live {
+                return Ok(Logout::NotLive);
+            }
+            Ended::Account(&row.account_id)
+        } else {
+            Ended::Family(&row.family_id)
+        };
+        let count = revoke(&mut tx, ended, at).await?;
+        tx.commit().await.map_err(failed("ending a login"))?;
+        Ok(Logout::Ended(count))
+    }
 }
 
-/// A presented token's row: account, family, when used, when revoked, when
-/// its family ends (unset only for rows from before families ended).
-type TokenRow = (String, String, Option<i64>, Option<i64>, Option<i64>);
+/// What a logout did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Logout {
+    /// This many logins that could still be refreshed ended (0: the token
+    /// was unknown, or its login had ended already).
+    Ended(u32),
+    /// Every login was asked to end with a token that could not be
+    /// refreshed: nothing changed.
+    NotLive,
+}
+
+/// The logins a revocation ends.
+#[derive(Debug, Clone, Copy)]
+enum Ended<'a> {
+    /// One login: the token family with this id.
+    Family(&'a str),
+    /// Every login of the account with this id.
+    Account(&'a str),
+}
+
+/// Takes the row lock of the account the refresh token whose hash is
+/// `presented` belongs to, for the rest of `tx`: `false` when there is no
+/// such token (or account). Rotations and logouts take it first (and an
+/// account's deletion by deleting the row first), so that they change an
+/// account's tokens one after the other. Without it, a family revoked on
+/// PostgreSQL while one of its tokens was being rotated kept the token
+/// rotated in alive: it was inserted after the revocation's snapshot. It is
+/// a write that changes nothing, made first in `tx`, so that on SQLite it
+/// takes the database's write lock at once (a transaction that read first
+/// cannot write once another one has).
+async fn lock_account(tx: &mut sqlx::Transaction<'_, sqlx::Any>, presented: &str) -> Result<bool> {
+    let locked = sqlx::query(
+        "UPDATE auth_accounts SET id = id \
+         WHERE id = (SELECT account_id FROM auth_refresh_tokens WHERE token_hash = $1)",
+    )
+    .bind(presented)
+    .execute(&mut **tx)
+    .await
+    .map_err(failed("locking an account"))?
+    .rows_affected();
+    Ok(locked == 1)
+}
+
+/// The row of the refresh token whose hash is `presented`.
+async fn token_row(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    presented: &str,
+) -> Result<Option<TokenRow>, sqlx::Error> {
+    let row: Option<Columns> = sqlx::query_as(
+        "SELECT account_id, family_id, expires_at, used_at, revoked_at, family_expires_at \
+             FROM auth_refresh_tokens WHERE token_hash = $1",
+    )
+    .bind(presented)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(row.map(
+        |(account_id, family_id, expires_at, used_at, revoked_at, family_end)| TokenRow {
+            account_id,
+            family_id,
+            expires_at,
+            used_at,
+            revoked_at,
+            family_end,
+        },
+    ))
+}
+
+/// Revokes the tokens of the logins `ended` at `at`; how many of those
+/// logins could still be refreshed until then.
+async fn revoke(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    ended: Ended<'_>,
+    at: i64,
+) -> Result<u32> {
+    let (column, id) = match ended {
+        Ended::Family(id) => ("family_id", id),
+        Ended::Account(id) => ("account_id", id),
+    };
+    let (live,): (i64,) = sqlx::query_as(&format!(
+        "SELECT COUNT(DISTINCT family_id) FROM auth_refresh_tokens \
+         WHERE {column} = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $2"
+    ))
+    .bind(id)
+    .bind(at)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(failed("counting logins"))?;
+    sqlx::query(&format!(
+        "UPDATE auth_refresh_tokens SET revoked_at = $1 WHERE {column} = $2 AND revoked_at IS NULL"
+    ))
+    .bind(at)
+    .bind(id)
+    .execute(&mut **tx)
+    .await
+    .map_err(failed("revoking refresh tokens"))?;
+    Ok(u32::try_from(live).unwrap_or(u32::MAX))
+}
+
+/// The columns [`token_row`] reads, in [`TokenRow`]'s order.
+type Columns = (String, String, i64, Option<i64>, Option<i64>, Option<i64>);
+
+/// A presented refresh token's row.
+struct TokenRow {
+    account_id: String,
+    family_id: String,
+    expires_at: i64,
+    used_at: Option<i64>,
+    revoked_at: Option<i64>,
+    /// When its family ends (unset only for rows from before families
+    /// ended).
+    family_end: Option<i64>,
+}
 
 /// A refresh token's row.
 struct Stored<'a> {

@@ -3,14 +3,15 @@
 use room619::{ServiceContext, rpc::client::RpcChannel};
 use shop_proto::{
     auth::v1::{
-        LoginRequest, RefreshRequest, SignUpRequest, SignUpResponse, TokenPair, auth_server::Auth,
+        LoginRequest, LogoutRequest, LogoutResponse, RefreshRequest, SignUpRequest, SignUpResponse,
+        TokenPair, auth_server::Auth,
     },
     users::v1::{CreateUserRequest, users_client::UsersClient},
 };
 use tonic::{Request, Response, Status, metadata::MetadataValue};
 
 use super::{
-    accounts::{Accounts, Rotation},
+    accounts::{Accounts, Logout, Rotation},
     password::Passwords,
     tokens::{Issuer, random_id, refresh_hash},
     validate::{self, PASSWORD_CHARS},
@@ -234,6 +235,34 @@ impl Auth for AuthService {
             Rotation::Unknown | Rotation::Expired | Rotation::Revoked => {
                 Err(Status::unauthenticated(BAD_REFRESH))
             }
+        }
+    }
+
+    async fn logout(
+        &self,
+        request: Request<LogoutRequest>,
+    ) -> Result<Response<LogoutResponse>, Status> {
+        let LogoutRequest {
+            refresh_token,
+            everywhere,
+        } = request.into_inner();
+        if refresh_token.is_empty() {
+            return Err(Status::invalid_argument(
+                "refresh_token: the refresh token of the login to end is required",
+            ));
+        }
+        match self
+            .accounts
+            .log_out(&refresh_hash(&refresh_token), everywhere)
+            .await?
+        {
+            Logout::Ended(ended) => {
+                if ended > 0 {
+                    tracing::info!(ended, everywhere, "logins ended");
+                }
+                Ok(Response::new(LogoutResponse { ended }))
+            }
+            Logout::NotLive => Err(Status::unauthenticated(BAD_REFRESH)),
         }
     }
 }

@@ -1,13 +1,18 @@
-//! `/v1/auth/*`: sign-up, login and refresh, forwarded to `auth.v1.Auth`.
+//! `/v1/auth/*`: sign-up, login, refresh and logout, forwarded to
+//! `auth.v1.Auth`.
 //! Public: these routes need no token.
 
 use axum::{Extension, response::Response};
 use room619::{ServiceContext, middleware::validation::Valid, rpc::client::RpcChannel};
-use shop_proto::auth::v1::{LoginRequest, RefreshRequest, SignUpRequest, auth_client::AuthClient};
+use shop_proto::auth::v1::{
+    LoginRequest, LogoutRequest, RefreshRequest, SignUpRequest, auth_client::AuthClient,
+};
 
 use super::{
     AUTH, REQUIREMENT,
-    dto::{LoginBody, RefreshBody, SignUpBody, SignUpReply, TokenPairBody},
+    dto::{
+        LoginBody, LogoutBody, LogoutReply, RefreshBody, SignUpBody, SignUpReply, TokenPairBody,
+    },
     error::ApiError,
     reply,
 };
@@ -105,4 +110,32 @@ pub(crate) async fn refresh(
         .map_err(|status| ApiError::from_status(AUTH, status))?
         .into_inner();
     Ok(reply::ok(&TokenPairBody::from(pair)))
+}
+
+/// Ends the login a refresh token belongs to, or with `everywhere` every
+/// login of its account. An unknown token is not an error. Access tokens
+/// already issued stay valid until they expire.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/logout",
+    tag = "auth",
+    operation_id = "logout",
+    request_body = LogoutBody,
+    responses(
+        (status = 200, description = "The login (or every login) ended", body = LogoutReply),
+    )
+)]
+pub(crate) async fn logout(
+    Extension(ctx): Extension<ServiceContext>,
+    Valid(body): Valid<LogoutBody>,
+) -> Result<Response, ApiError> {
+    let reply = client(&ctx)?
+        .logout(LogoutRequest {
+            refresh_token: body.refresh_token,
+            everywhere: body.everywhere,
+        })
+        .await
+        .map_err(|status| ApiError::from_status(AUTH, status))?
+        .into_inner();
+    Ok(reply::ok(&LogoutReply { ended: reply.ended }))
 }

@@ -160,6 +160,29 @@ pub(crate) struct RefreshBody {
     pub refresh_token: String,
 }
 
+/// `POST /v1/auth/logout`: the refresh token of the login to end.
+#[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LogoutBody {
+    /// A refresh token of the login (any one of it, used or not).
+    #[garde(length(chars, min = 1, max = 4096))]
+    #[schema(min_length = 1, max_length = 4096)]
+    pub refresh_token: String,
+    /// End every login of the account, not only this one; the token must
+    /// then be one that could still be refreshed.
+    #[serde(default)]
+    #[garde(skip)]
+    pub everywhere: bool,
+}
+
+/// What a logout ended.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct LogoutReply {
+    /// How many logins ended (0 when the token was unknown or its login had
+    /// ended already).
+    pub ended: u32,
+}
+
 /// An access token and its refresh token.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub(crate) struct TokenPairBody {

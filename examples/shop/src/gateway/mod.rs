@@ -3,7 +3,7 @@
 //!
 //! | route | forwards to |
 //! |---|---|
-//! | `POST /v1/auth/signup`, `/login`, `/refresh` (public) | `auth.v1.Auth` |
+//! | `POST /v1/auth/signup`, `/login`, `/refresh`, `/logout` (public) | `auth.v1.Auth` |
 //! | `GET /v1/users`, `GET`/`PATCH`/`DELETE /v1/users/{id}` | `users.v1.Users` |
 //! | `GET`/`POST /v1/products`, `GET`/`PATCH`/`DELETE /v1/products/{id}` | `products.v1.Products` |
 //! | `GET /openapi.json` (public) | the OpenAPI 3.1 document of all of the above |
@@ -100,6 +100,7 @@ pub fn service() -> room619::Result<BuiltService> {
         .route("/v1/auth/signup", bounded(post(auth::sign_up)))
         .route("/v1/auth/login", bounded(post(auth::login)))
         .route("/v1/auth/refresh", bounded(post(auth::refresh)))
+        .route("/v1/auth/logout", bounded(post(auth::logout)))
         .route("/v1/users", bounded(get(users::list)))
         .route(
             "/v1/users/{id}",
@@ -121,6 +122,7 @@ pub fn service() -> room619::Result<BuiltService> {
         .public("/v1/auth/signup")
         .public("/v1/auth/login")
         .public("/v1/auth/refresh")
+        .public("/v1/auth/logout")
         .public(OPENAPI_PATH)
         .build()
 }
@@ -160,7 +162,7 @@ mod reply {
 }
 
 /// The gateway's default rate limits, applied when the node's
-/// `[rate_limit]` lists no rules: sign-up, login and refresh take at most 10
+/// `[rate_limit]` lists no rules: sign-up, login, refresh and logout take at most 10
 /// requests a minute (plus a burst of 10) per client IP, which stops
 /// password guessing without getting in a person's way. They hold on both
 /// protocols the node's port speaks: the gateway's REST routes and the auth
@@ -173,9 +175,11 @@ pub fn default_rate_limits() -> Vec<room619::middleware::rate_limit::RateLimitRu
         "/v1/auth/signup",
         "/v1/auth/login",
         "/v1/auth/refresh",
+        "/v1/auth/logout",
         "/auth.v1.Auth/SignUp",
         "/auth.v1.Auth/Login",
         "/auth.v1.Auth/Refresh",
+        "/auth.v1.Auth/Logout",
     ]
     .into_iter()
     .map(|route| room619::middleware::rate_limit::RateLimitRule {

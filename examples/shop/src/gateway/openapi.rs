@@ -36,6 +36,7 @@ const PROBLEM_JSON: &str = room619::error::PROBLEM_JSON;
         auth::sign_up,
         auth::login,
         auth::refresh,
+        auth::logout,
         users::list,
         users::get,
         users::update,
@@ -247,7 +248,7 @@ fn add_errors(operation: &mut Operation) {
     }
     match operation.operation_id.as_deref() {
         Some("signUp") => statuses.push("409"),
-        Some("login" | "refresh") => statuses.push("401"),
+        Some("login" | "refresh" | "logout") => statuses.push("401"),
         _ => {}
     }
     for status in statuses {

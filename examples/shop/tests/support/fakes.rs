@@ -311,6 +311,41 @@ impl auth::auth_server::Auth for Fakes {
         let (_, id) = state.refresh_tokens.remove(index);
         Ok(Response::new(state.pair(&id)))
     }
+
+    async fn logout(
+        &self,
+        request: Request<auth::LogoutRequest>,
+    ) -> Result<Response<auth::LogoutResponse>, Status> {
+        self.enter("Logout", &request, None)?;
+        let request = request.into_inner();
+        if request.refresh_token.is_empty() {
+            return Err(invalid("refresh_token", "required"));
+        }
+        let mut state = self.lock();
+        let account = state
+            .refresh_tokens
+            .iter()
+            .find(|(token, _)| *token == request.refresh_token)
+            .map(|(_, id)| id.clone());
+        let ended = match (account, request.everywhere) {
+            (None, true) => {
+                return Err(Status::unauthenticated("unknown or used refresh token"));
+            }
+            (None, false) => 0,
+            (Some(id), everywhere) => {
+                let before = state.refresh_tokens.len();
+                state.refresh_tokens.retain(|(token, owner)| {
+                    if everywhere {
+                        *owner != id
+                    } else {
+                        *token != request.refresh_token
+                    }
+                });
+                u32::try_from(before - state.refresh_tokens.len()).unwrap_or(u32::MAX)
+            }
+        };
+        Ok(Response::new(auth::LogoutResponse { ended }))
+    }
 }
 
 #[tonic::async_trait]
