@@ -17,7 +17,10 @@ use tokio::{
     net::{TcpListener, TcpStream},
     sync::{OwnedSemaphorePermit, Semaphore},
 };
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::{
+    sync::CancellationToken,
+    task::{TaskTracker, task_tracker::TaskTrackerToken},
+};
 
 use super::{
     live::{Activity, CountingIo, LiveSplit},
@@ -87,9 +90,13 @@ pub(crate) struct ConnectionSlots {
     metrics: Option<ListenerMetrics>,
 }
 
-/// One connection's place in its listener, given back when dropped.
+/// One connection's place in its listener, given back when dropped. It
+/// counts as one of the node's open connections in its tracker, so that a
+/// shutdown waits for it (for at most the drain timeout) also once the
+/// connection is upgraded and handed to a handler.
 pub(super) struct Slot {
     _permit: OwnedSemaphorePermit,
+    _tracked: TaskTrackerToken,
     open: Option<Gauge>,
 }
 
@@ -113,9 +120,9 @@ impl ConnectionSlots {
         }
     }
 
-    /// A place for one more connection, or `None` (counted) when they are
-    /// all taken.
-    fn take(&self) -> Option<Slot> {
+    /// A place for one more connection, counted in `tracker`, or `None`
+    /// (counted as refused) when they are all taken.
+    fn take(&self, tracker: &TaskTracker) -> Option<Slot> {
         let Ok(permit) = Arc::clone(&self.free).try_acquire_owned() else {
             if let Some(metrics) = &self.metrics {
                 metrics.refused.inc();
@@ -128,6 +135,7 @@ impl ConnectionSlots {
         }
         Some(Slot {
             _permit: permit,
+            _tracked: tracker.token(),
             open,
         })
     }
@@ -255,7 +263,7 @@ pub(crate) async fn accept_loop(
                 continue;
             }
         };
-        let Some(slot) = slots.take() else {
+        let Some(slot) = slots.take(&tracker) else {
             refusals.note(peer, slots.limit);
             drop(stream);
             continue;

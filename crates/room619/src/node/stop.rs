@@ -74,8 +74,15 @@ impl Stop {
     }
 }
 
-/// Stops accepting and lets open connections (the `tracker`'s tasks)
-/// finish, for at most `timeout`, then closes the rest.
+/// How long connections are given to close once told to at the drain
+/// timeout: the node's own close at once; one upgraded and handed to a
+/// handler (a WebSocket) closes only when its handler drops it.
+const FORCE_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Stops accepting and lets open connections (the `tracker`'s tasks, and
+/// the connections upgraded and handed to handlers) finish, for at most
+/// `timeout`, then closes the rest. Connections still open after that
+/// belong to handlers, and are left to them.
 pub(super) async fn drain_connections(signals: &Signals, tracker: &TaskTracker, timeout: Duration) {
     signals.drain.cancel();
     tracker.close();
@@ -86,7 +93,16 @@ pub(super) async fn drain_connections(signals: &Signals, tracker: &TaskTracker, 
             "drain timeout passed; closing the connections still open"
         );
         signals.force_close.cancel();
-        tracker.wait().await;
+        if tokio::time::timeout(FORCE_CLOSE_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = tracker.len(),
+                "connections upgraded and handed to handlers (WebSockets, say) are still open; \
+                 they close when their handlers drop them (end them on `ServiceContext::shutdown_signal`)"
+            );
+        }
     }
 }
 

@@ -454,3 +454,77 @@ async fn an_upgraded_connection_keeps_its_place_until_it_closes() {
     assert!(served, "the upgraded connection's place was not given back");
     node.shutdown().await.unwrap();
 }
+
+/// A node hosting `/upgrade` with `drain_timeout`, and a connection
+/// upgraded on it that echoes.
+async fn node_with_an_upgraded_connection(
+    drain_timeout: Duration,
+) -> (room619::RunningNode, TcpStream) {
+    let service = support::echo_builder()
+        .route("/upgrade", axum::routing::get(upgrade))
+        .build()
+        .unwrap();
+    let mut config = support::config("");
+    config.node.drain_timeout = drain_timeout;
+    let node = support::start_with(config, service).await;
+    let mut upgraded = TcpStream::connect(node.local_addr()).await.unwrap();
+    upgraded
+        .write_all(
+            b"GET /upgrade HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0_u8; 1];
+        upgraded.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    echoes(&mut upgraded, b"ping").await;
+    (node, upgraded)
+}
+
+async fn echoes(upgraded: &mut TcpStream, bytes: &[u8]) {
+    upgraded.write_all(bytes).await.unwrap();
+    let mut echoed = vec![0_u8; bytes.len()];
+    upgraded.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(echoed, bytes);
+}
+
+/// A shutdown drains an upgraded connection (a WebSocket, say) as it drains
+/// requests: it goes on working, and the node stops once its handler
+/// dropped it.
+#[tokio::test]
+async fn a_shutdown_waits_for_upgraded_connections_to_close() {
+    let (node, mut upgraded) = node_with_an_upgraded_connection(Duration::from_secs(5)).await;
+    let started = Instant::now();
+    let shutdown = tokio::spawn(node.shutdown());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !shutdown.is_finished(),
+        "the node stopped beside an open upgraded connection"
+    );
+    echoes(&mut upgraded, b"still here").await;
+    drop(upgraded);
+    tokio::time::timeout(Duration::from_secs(3), shutdown)
+        .await
+        .expect("the node did not stop once the upgraded connection closed")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+/// An upgraded connection its handler never closes holds a shutdown for
+/// the drain timeout (and a short grace), not for ever.
+#[tokio::test]
+async fn an_upgraded_connection_holds_a_shutdown_only_for_the_drain_timeout() {
+    let (node, _upgraded) = node_with_an_upgraded_connection(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), node.shutdown())
+        .await
+        .expect("an upgraded connection held the shutdown")
+        .unwrap();
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+}
