@@ -229,19 +229,15 @@ async fn logout_is_public_answers_what_it_ended_and_maps_its_errors() {
     // Every login needs a token that could still be refreshed.
     let everywhere = logout(json!({"refresh_token": token, "everywhere": true})).await;
     problem(everywhere, 401).await;
-    let seen = shop.fakes.seen();
-    let forwarded = seen.iter().rev().find(|s| s.rpc == "Logout").unwrap();
-    assert_eq!(forwarded.authorization, None);
 
-    // Bad bodies: a missing or empty token, an unknown field, a wrong type.
-    for bad in [
-        json!({}),
-        json!({"refresh_token": ""}),
-        json!({"refresh_token": "x", "all": true}),
-        json!({"refresh_token": "x", "everywhere": "yes"}),
+    // Bad bodies: not of the shape (400), or a token that breaks its rules (422).
+    for (bad, status) in [
+        (json!({}), 400),
+        (json!({"refresh_token": "x", "all": true}), 400),
+        (json!({"refresh_token": "x", "everywhere": "yes"}), 400),
+        (json!({"refresh_token": "x".repeat(4097)}), 422),
     ] {
-        let status = logout(bad.clone()).await.status();
-        assert!(status == 400 || status == 422, "{bad}: {status}");
+        problem(logout(bad).await, status).await;
     }
     let empty = logout(json!({"refresh_token": ""})).await;
     let detail = problem(empty, 422).await;

@@ -200,7 +200,8 @@ impl Accounts {
     /// Ends the login the refresh token whose hash is `presented` belongs
     /// to (its family is revoked, whether the token was used or not), or
     /// with `everywhere` every login of its account, which only a token that
-    /// could still be refreshed may ask.
+    /// could still be refreshed may ask (a used one still ends its own
+    /// login: it may have been stolen and used first).
     pub(crate) async fn log_out(&self, presented: &str, everywhere: bool) -> Result<Logout> {
         let at = now();
         let mut tx = self
@@ -217,36 +218,48 @@ impl Accounts {
             None
         };
         let Some(row) = row else {
-            return Ok(if everywhere {
-                Logout::NotLive
-            } else {
-                Logout::Ended(0)
-            });
+            return Ok(Logout::Unknown);
         };
         let live = row.used_at.is_none() && row.revoked_at.is_none() && row.expires_at > at;
-        let ended = if everywhere {
-            if !live {
-                return Ok(Logout::NotLive);
-            }
+        let ended = if everywhere && live {
             Ended::Account(&row.account_id)
         } else {
             Ended::Family(&row.family_id)
         };
-        let count = revoke(&mut tx, ended, at).await?;
+        let logins = revoke(&mut tx, ended, at).await?;
         tx.commit().await.map_err(failed("ending a login"))?;
-        Ok(Logout::Ended(count))
+        Ok(if everywhere && !live {
+            Logout::NotLive {
+                account_id: row.account_id,
+            }
+        } else {
+            Logout::Ended {
+                logins,
+                account_id: row.account_id,
+            }
+        })
     }
 }
 
 /// What a logout did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Logout {
-    /// This many logins that could still be refreshed ended (0: the token
-    /// was unknown, or its login had ended already).
-    Ended(u32),
+    /// No such token: nothing changed.
+    Unknown,
+    /// This many logins of the account that could still be refreshed ended
+    /// (0: the token's login had ended already).
+    Ended {
+        /// How many.
+        logins: u32,
+        /// The account they belong to.
+        account_id: String,
+    },
     /// Every login was asked to end with a token that could not be
-    /// refreshed: nothing changed.
-    NotLive,
+    /// refreshed: only the token's own login ended.
+    NotLive {
+        /// The account it belongs to.
+        account_id: String,
+    },
 }
 
 /// The logins a revocation ends.
@@ -260,14 +273,16 @@ enum Ended<'a> {
 
 /// Takes the row lock of the account the refresh token whose hash is
 /// `presented` belongs to, for the rest of `tx`: `false` when there is no
-/// such token (or account). Rotations and logouts take it first (and an
-/// account's deletion by deleting the row first), so that they change an
+/// such token (or account). Rotations and logouts take it first, and an
+/// account's deletion deletes the row first, so that these change an
 /// account's tokens one after the other. Without it, a family revoked on
 /// PostgreSQL while one of its tokens was being rotated kept the token
-/// rotated in alive: it was inserted after the revocation's snapshot. It is
-/// a write that changes nothing, made first in `tx`, so that on SQLite it
-/// takes the database's write lock at once (a transaction that read first
-/// cannot write once another one has).
+/// rotated in alive: it was inserted after the revocation's snapshot. A new
+/// login does not wait for it (a login made while every login is ended may
+/// live on: it was made with the password). It is a write that changes
+/// nothing, made first in `tx`, so that on SQLite it takes the database's
+/// write lock at once (a transaction that read first cannot write once
+/// another one has).
 async fn lock_account(tx: &mut sqlx::Transaction<'_, sqlx::Any>, presented: &str) -> Result<bool> {
     let locked = sqlx::query(
         "UPDATE auth_accounts SET id = id \
@@ -306,7 +321,9 @@ async fn token_row(
 }
 
 /// Revokes the tokens of the logins `ended` at `at`; how many of those
-/// logins could still be refreshed until then.
+/// logins could still be refreshed until then. Families that have ended are
+/// left to [`Accounts::remove_ended_families`] (not locking its rows keeps
+/// the two from waiting on each other).
 async fn revoke(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     ended: Ended<'_>,
@@ -316,24 +333,22 @@ async fn revoke(
         Ended::Family(id) => ("family_id", id),
         Ended::Account(id) => ("account_id", id),
     };
-    let (live,): (i64,) = sqlx::query_as(&format!(
-        "SELECT COUNT(DISTINCT family_id) FROM auth_refresh_tokens \
-         WHERE {column} = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $2"
-    ))
-    .bind(id)
-    .bind(at)
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(failed("counting logins"))?;
-    sqlx::query(&format!(
-        "UPDATE auth_refresh_tokens SET revoked_at = $1 WHERE {column} = $2 AND revoked_at IS NULL"
+    let revoked: Vec<(String, Option<i64>, i64)> = sqlx::query_as(&format!(
+        "UPDATE auth_refresh_tokens SET revoked_at = $1 \
+         WHERE {column} = $2 AND revoked_at IS NULL AND family_expires_at > $1 \
+         RETURNING family_id, used_at, expires_at"
     ))
     .bind(at)
     .bind(id)
-    .execute(&mut **tx)
+    .fetch_all(&mut **tx)
     .await
     .map_err(failed("revoking refresh tokens"))?;
-    Ok(u32::try_from(live).unwrap_or(u32::MAX))
+    let live: std::collections::HashSet<&str> = revoked
+        .iter()
+        .filter(|(_, used_at, expires_at)| used_at.is_none() && *expires_at > at)
+        .map(|(family, _, _)| family.as_str())
+        .collect();
+    Ok(u32::try_from(live.len()).unwrap_or(u32::MAX))
 }
 
 /// The columns [`token_row`] reads, in [`TokenRow`]'s order.

@@ -9,6 +9,7 @@ use shop_proto::{
     users::v1::{CreateUserRequest, users_client::UsersClient},
 };
 use tonic::{Request, Response, Status, metadata::MetadataValue};
+use tonic_types::StatusExt as _;
 
 use super::{
     accounts::{Accounts, Logout, Rotation},
@@ -17,7 +18,8 @@ use super::{
     validate::{self, PASSWORD_CHARS},
 };
 
-/// What a failed login or refresh tells the caller (and nothing more).
+/// What a failed login, refresh or logout tells the caller (and nothing
+/// more).
 const BAD_LOGIN: &str = "wrong email or password";
 const BAD_REFRESH: &str = "the refresh token is unknown, used, revoked or expired";
 
@@ -247,8 +249,12 @@ impl Auth for AuthService {
             everywhere,
         } = request.into_inner();
         if refresh_token.is_empty() {
-            return Err(Status::invalid_argument(
+            let mut details = tonic_types::ErrorDetails::new();
+            details.add_bad_request_violation("refresh_token", "required");
+            return Err(Status::with_error_details(
+                tonic::Code::InvalidArgument,
                 "refresh_token: the refresh token of the login to end is required",
+                details,
             ));
         }
         match self
@@ -256,13 +262,25 @@ impl Auth for AuthService {
             .log_out(&refresh_hash(&refresh_token), everywhere)
             .await?
         {
-            Logout::Ended(ended) => {
-                if ended > 0 {
-                    tracing::info!(ended, everywhere, "logins ended");
-                }
-                Ok(Response::new(LogoutResponse { ended }))
+            Logout::Unknown if everywhere => Err(Status::unauthenticated(BAD_REFRESH)),
+            Logout::Unknown => Ok(Response::new(LogoutResponse { ended: 0 })),
+            Logout::Ended { logins, account_id } => {
+                tracing::info!(
+                    account = account_id,
+                    ended = logins,
+                    everywhere,
+                    "logged out"
+                );
+                Ok(Response::new(LogoutResponse { ended: logins }))
             }
-            Logout::NotLive => Err(Status::unauthenticated(BAD_REFRESH)),
+            Logout::NotLive { account_id } => {
+                tracing::warn!(
+                    account = account_id,
+                    "every login was asked to end with a used, revoked or expired refresh token: \
+                     only its own login ended"
+                );
+                Err(Status::unauthenticated(BAD_REFRESH))
+            }
         }
     }
 }

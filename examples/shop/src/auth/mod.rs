@@ -5,7 +5,9 @@
 //!   (`auth_refresh_tokens`), are single use (Refresh rotates them) and a
 //!   reused one revokes its whole family, as OAuth 2.1 recommends. A
 //!   family (one login) ends `session_ttl` after the login however often
-//!   it was rotated; the rows of ended families are removed.
+//!   it was rotated; the rows of ended families are removed. `Logout`
+//!   revokes a family (or every family of the account); rotations and
+//!   logouts of one account are serialized on its row.
 //! - Access tokens are `EdDSA` JWTs signed with the service's Ed25519 key
 //!   ([`Keys`]); the public keys are served as a JWKS document at
 //!   `GET /.well-known/jwks.json`, which other nodes name in

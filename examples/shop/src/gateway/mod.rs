@@ -220,6 +220,23 @@ mod tests {
         Duration::from_millis(std::str::from_utf8(&body).unwrap().parse().unwrap())
     }
 
+    #[test]
+    fn the_default_rate_limits_cover_every_auth_route_on_both_protocols() {
+        let routes: Vec<String> = default_rate_limits()
+            .into_iter()
+            .map(|rule| rule.route)
+            .collect();
+        for (rest, grpc) in [
+            ("signup", "SignUp"),
+            ("login", "Login"),
+            ("refresh", "Refresh"),
+            ("logout", "Logout"),
+        ] {
+            assert!(routes.contains(&format!("/v1/auth/{rest}")), "{rest}");
+            assert!(routes.contains(&format!("/auth.v1.Auth/{grpc}")), "{grpc}");
+        }
+    }
+
     #[tokio::test]
     async fn a_request_without_a_deadline_gets_the_default_one_and_keeps_its_own() {
         let default = left(None).await;
