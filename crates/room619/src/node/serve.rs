@@ -72,13 +72,18 @@ impl Timeouts {
     }
 }
 
-/// The signals a listener obeys during shutdown.
+/// The signals a listener obeys during shutdown, and what it tells the
+/// shutdown back.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Signals {
     /// Stop accepting; ask open connections to finish what they have.
     pub(crate) drain: CancellationToken,
     /// Close every connection now (the drain timeout passed).
     pub(crate) force_close: CancellationToken,
+    /// Every accepted connection's socket until it is dropped: one upgraded
+    /// and handed to a handler (a WebSocket, say) stays here after its
+    /// connection task has ended, until the handler drops it.
+    pub(crate) sockets: TaskTracker,
 }
 
 /// The connections a listener may hold at once
@@ -91,9 +96,9 @@ pub(crate) struct ConnectionSlots {
 }
 
 /// One connection's place in its listener, given back when dropped. It
-/// counts as one of the node's open connections in its tracker, so that a
-/// shutdown waits for it (for at most the drain timeout) also once the
-/// connection is upgraded and handed to a handler.
+/// counts among the listener's [`Signals::sockets`], so that a shutdown
+/// waits for it (for at most the drain timeout) also once the connection is
+/// upgraded and handed to a handler.
 pub(super) struct Slot {
     _permit: OwnedSemaphorePermit,
     _tracked: TaskTrackerToken,
@@ -120,9 +125,9 @@ impl ConnectionSlots {
         }
     }
 
-    /// A place for one more connection, counted in `tracker`, or `None`
+    /// A place for one more connection, counted in `sockets`, or `None`
     /// (counted as refused) when they are all taken.
-    fn take(&self, tracker: &TaskTracker) -> Option<Slot> {
+    fn take(&self, sockets: &TaskTracker) -> Option<Slot> {
         let Ok(permit) = Arc::clone(&self.free).try_acquire_owned() else {
             if let Some(metrics) = &self.metrics {
                 metrics.refused.inc();
@@ -135,7 +140,7 @@ impl ConnectionSlots {
         }
         Some(Slot {
             _permit: permit,
-            _tracked: tracker.token(),
+            _tracked: sockets.token(),
             open,
         })
     }
@@ -263,7 +268,7 @@ pub(crate) async fn accept_loop(
                 continue;
             }
         };
-        let Some(slot) = slots.take(&tracker) else {
+        let Some(slot) = slots.take(&signals.sockets) else {
             refusals.note(peer, slots.limit);
             drop(stream);
             continue;

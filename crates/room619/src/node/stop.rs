@@ -74,35 +74,48 @@ impl Stop {
     }
 }
 
-/// How long connections are given to close once told to at the drain
-/// timeout: the node's own close at once; one upgraded and handed to a
-/// handler (a WebSocket) closes only when its handler drops it.
-const FORCE_CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How long the sockets of upgraded connections are waited for once the
+/// drain timeout passed: they belong to their handlers, which the node
+/// cannot close.
+const UPGRADED_GRACE: Duration = Duration::from_secs(1);
 
 /// Stops accepting and lets open connections (the `tracker`'s tasks, and
-/// the connections upgraded and handed to handlers) finish, for at most
-/// `timeout`, then closes the rest. Connections still open after that
-/// belong to handlers, and are left to them.
+/// the sockets of connections upgraded and handed to handlers) finish, for
+/// at most `timeout`, then closes the node's own. Upgraded connections
+/// still open then are waited for [`UPGRADED_GRACE`] more (at most
+/// `timeout`), then left to their handlers.
 pub(super) async fn drain_connections(signals: &Signals, tracker: &TaskTracker, timeout: Duration) {
     signals.drain.cancel();
     tracker.close();
-    if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
+    signals.sockets.close();
+    let drained = tokio::time::timeout(timeout, async {
+        tracker.wait().await;
+        signals.sockets.wait().await;
+    })
+    .await;
+    if drained.is_ok() {
+        return;
+    }
+    if !tracker.is_empty() {
         tracing::warn!(
             ?timeout,
-            open = tracker.len(),
+            open = signals.sockets.len(),
             "drain timeout passed; closing the connections still open"
         );
         signals.force_close.cancel();
-        if tokio::time::timeout(FORCE_CLOSE_GRACE, tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                open = tracker.len(),
-                "connections upgraded and handed to handlers (WebSockets, say) are still open; \
-                 they close when their handlers drop them (end them on `ServiceContext::shutdown_signal`)"
-            );
-        }
+        // The node's own connections close at once.
+        tracker.wait().await;
+    }
+    let grace = UPGRADED_GRACE.min(timeout);
+    if tokio::time::timeout(grace, signals.sockets.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = signals.sockets.len(),
+            "upgraded connections (WebSockets, say) are still open after the drain timeout; \
+             they close when their handlers drop them (end them on `ServiceContext::shutdown_signal`)"
+        );
     }
 }
 

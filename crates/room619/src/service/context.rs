@@ -226,11 +226,12 @@ impl ServiceContext {
     /// (streams, background loops) selects on it to finish early. Before
     /// it runs the service's stop hook, for at most `node.drain_timeout`,
     /// the node waits for the service's responses still being sent (on
-    /// removal) or for its open connections (on shutdown). Connections
-    /// upgraded and handed to a handler (a WebSocket, say) count among
-    /// them: the handler should close its socket on this signal. One still
-    /// open a second after the drain timeout is left to its handler, and
-    /// the shutdown goes on.
+    /// removal) or for every open connection of the node (on shutdown).
+    /// On shutdown, connections upgraded and handed to a handler (a
+    /// WebSocket, say) count among them: the handler should close its
+    /// socket on this signal. One still open a second after the drain
+    /// timeout is left to its handler, and the stop hooks run while it is
+    /// open. A removal does not wait for upgraded connections.
     ///
     /// ```
     /// # async fn demo(ctx: room619::ServiceContext) {
