@@ -404,34 +404,9 @@ async fn upgrade(mut request: axum::extract::Request) -> axum::response::Respons
 /// handler drops it.
 #[tokio::test]
 async fn an_upgraded_connection_keeps_its_place_until_it_closes() {
-    let service = support::echo_builder()
-        .route("/upgrade", axum::routing::get(upgrade))
-        .build()
-        .unwrap();
-    let node = support::start_with(support::config("[limits]\nmax_connections = 1"), service).await;
+    let node = node_with_upgrades(support::config("[limits]\nmax_connections = 1")).await;
     let addr = node.local_addr();
-    let mut upgraded = TcpStream::connect(addr).await.unwrap();
-    upgraded
-        .write_all(
-            b"GET /upgrade HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0_u8; 1];
-        upgraded.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    upgraded.write_all(b"ping").await.unwrap();
-    let mut echoed = [0_u8; 4];
-    upgraded.read_exact(&mut echoed).await.unwrap();
-    assert_eq!(&echoed, b"ping");
+    let upgraded = upgraded_connection(addr).await;
 
     tokio::time::sleep(Duration::from_millis(100)).await;
     let refused = raw::exchange(addr, LIVE, Duration::from_secs(5)).await;
@@ -455,19 +430,18 @@ async fn an_upgraded_connection_keeps_its_place_until_it_closes() {
     node.shutdown().await.unwrap();
 }
 
-/// A node hosting `/upgrade` with `drain_timeout`, and a connection
-/// upgraded on it that echoes.
-async fn node_with_an_upgraded_connection(
-    drain_timeout: Duration,
-) -> (room619::RunningNode, TcpStream) {
+/// A node hosting `/upgrade` with `config`.
+async fn node_with_upgrades(config: room619::config::Config) -> room619::RunningNode {
     let service = support::echo_builder()
         .route("/upgrade", axum::routing::get(upgrade))
         .build()
         .unwrap();
-    let mut config = support::config("");
-    config.node.drain_timeout = drain_timeout;
-    let node = support::start_with(config, service).await;
-    let mut upgraded = TcpStream::connect(node.local_addr()).await.unwrap();
+    support::start_with(config, service).await
+}
+
+/// A connection upgraded on the node at `addr`, checked to echo.
+async fn upgraded_connection(addr: SocketAddr) -> TcpStream {
+    let mut upgraded = TcpStream::connect(addr).await.unwrap();
     upgraded
         .write_all(
             b"GET /upgrade HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
@@ -480,8 +454,24 @@ async fn node_with_an_upgraded_connection(
         upgraded.read_exact(&mut byte).await.unwrap();
         head.push(byte[0]);
     }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
     echoes(&mut upgraded, b"ping").await;
+    upgraded
+}
+
+/// A node hosting `/upgrade` with `drain_timeout`, and a connection
+/// upgraded on it.
+async fn node_with_an_upgraded_connection(
+    drain_timeout: Duration,
+) -> (room619::RunningNode, TcpStream) {
+    let mut config = support::config("");
+    config.node.drain_timeout = drain_timeout;
+    let node = node_with_upgrades(config).await;
+    let upgraded = upgraded_connection(node.local_addr()).await;
     (node, upgraded)
 }
 
