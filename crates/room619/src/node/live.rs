@@ -32,6 +32,7 @@ use http::{Request, Response};
 use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::serve::Slot;
 use crate::rpc::{ProtocolSplit, SplitFuture};
@@ -97,6 +98,9 @@ pub(crate) struct Activity {
     written: AtomicU64,
     waiting: AtomicBool,
     holds: AtomicU64,
+    /// Whether a request was answered `101 Switching Protocols`: hyper then
+    /// hands the socket to the request's handler.
+    upgraded: AtomicBool,
 }
 
 /// One wait begun, in [`Activity::holds`].
@@ -177,6 +181,18 @@ impl Activity {
         self.waiting.store(true, Ordering::Relaxed);
     }
 
+    /// Notes that the connection switches protocols: its socket goes to a
+    /// handler. Relaxed is enough: hyper hands the socket over through a
+    /// channel, after the answer was made.
+    fn upgrades(&self) {
+        self.upgraded.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the socket was handed to a handler.
+    fn upgraded(&self) -> bool {
+        self.upgraded.load(Ordering::Relaxed)
+    }
+
     /// Counts a request started; `http2` to also count its answer's body's
     /// waits for the peer's window.
     pub(super) fn start(self: &Arc<Self>, http2: bool) -> InFlight {
@@ -230,12 +246,15 @@ pin_project! {
     /// [`Activity`]. It holds the connection's place in its
     /// listener ([`Slot`]), which goes with the socket: a connection
     /// upgraded (a WebSocket, say) and handed to a handler keeps it until
-    /// the handler drops the socket.
+    /// the handler drops the socket. Once upgraded, its reads and writes
+    /// fail when the node's drain timeout passes (the slot's force close),
+    /// so that a handler waiting on the socket ends even if it ignores the
+    /// service's shutdown signal.
     pub(crate) struct CountingIo<T> {
         #[pin]
         io: T,
         activity: Arc<Activity>,
-        _slot: Option<Slot>,
+        closing: Closing,
     }
 }
 
@@ -244,7 +263,11 @@ impl<T> CountingIo<T> {
         Self {
             io,
             activity,
-            _slot: slot,
+            closing: Closing {
+                slot,
+                reads: None,
+                writes: None,
+            },
         }
     }
 
@@ -259,13 +282,61 @@ impl<T> CountingIo<T> {
     }
 }
 
+/// An upgraded socket's watch for the node's force close; reads and writes
+/// each wait with a waker of their own, since a handler may read and write
+/// from two tasks.
+struct Closing {
+    slot: Option<Slot>,
+    reads: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    writes: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+}
+
+/// Which of a socket's directions polls.
+#[derive(Clone, Copy)]
+enum Direction {
+    Read,
+    Write,
+}
+
+impl Closing {
+    /// The error of a read or write of an upgraded socket once the node
+    /// closed it; otherwise `None`, with `cx` woken when it does. A socket
+    /// hyper still serves costs one load.
+    fn closed(
+        &mut self,
+        activity: &Activity,
+        direction: Direction,
+        cx: &mut Context<'_>,
+    ) -> Option<io::Error> {
+        if !activity.upgraded() {
+            return None;
+        }
+        let force_close = &self.slot.as_ref()?.force_close;
+        let wait = match direction {
+            Direction::Read => &mut self.reads,
+            Direction::Write => &mut self.writes,
+        };
+        let wait = wait.get_or_insert_with(|| Box::pin(force_close.clone().cancelled_owned()));
+        wait.as_mut().poll(cx).is_ready().then(|| {
+            io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the node closed this upgraded connection: its drain timeout passed",
+            )
+        })
+    }
+}
+
 impl<T: AsyncRead> AsyncRead for CountingIo<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.project().io.poll_read(cx, buf)
+        let this = self.project();
+        if let Some(closed) = this.closing.closed(this.activity, Direction::Read, cx) {
+            return Poll::Ready(Err(closed));
+        }
+        this.io.poll_read(cx, buf)
     }
 }
 
@@ -276,6 +347,9 @@ impl<T: AsyncWrite> AsyncWrite for CountingIo<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
+        if let Some(closed) = this.closing.closed(this.activity, Direction::Write, cx) {
+            return Poll::Ready(Err(closed));
+        }
         Self::count(this.activity, this.io.poll_write(cx, buf))
     }
 
@@ -285,6 +359,9 @@ impl<T: AsyncWrite> AsyncWrite for CountingIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
+        if let Some(closed) = this.closing.closed(this.activity, Direction::Write, cx) {
+            return Poll::Ready(Err(closed));
+        }
         Self::count(this.activity, this.io.poll_write_vectored(cx, bufs))
     }
 
@@ -293,7 +370,11 @@ impl<T: AsyncWrite> AsyncWrite for CountingIo<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_flush(cx)
+        let this = self.project();
+        if let Some(closed) = this.closing.closed(this.activity, Direction::Write, cx) {
+            return Poll::Ready(Err(closed));
+        }
+        this.io.poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -352,6 +433,11 @@ where
         let this = self.project();
         let Ok(response) = ready!(this.inner.poll(cx));
         let in_flight = this.in_flight.take();
+        if response.status() == http::StatusCode::SWITCHING_PROTOCOLS
+            && let Some(in_flight) = &in_flight
+        {
+            in_flight.activity.upgrades();
+        }
         Poll::Ready(Ok(response.map(|body| CountedBody {
             body,
             in_flight,

@@ -98,10 +98,13 @@ pub(crate) struct ConnectionSlots {
 /// One connection's place in its listener, given back when dropped. It
 /// counts among the listener's [`Signals::sockets`], so that a shutdown
 /// waits for it (for at most the drain timeout) also once the connection is
-/// upgraded and handed to a handler.
+/// upgraded and handed to a handler, and it hears the shutdown's
+/// [`Signals::force_close`], which ends such a connection's reads and
+/// writes.
 pub(super) struct Slot {
     _permit: OwnedSemaphorePermit,
     _tracked: TaskTrackerToken,
+    pub(super) force_close: CancellationToken,
     open: Option<Gauge>,
 }
 
@@ -125,9 +128,9 @@ impl ConnectionSlots {
         }
     }
 
-    /// A place for one more connection, counted in `sockets`, or `None`
-    /// (counted as refused) when they are all taken.
-    fn take(&self, sockets: &TaskTracker) -> Option<Slot> {
+    /// A place for one more connection, counted in the `signals`' sockets,
+    /// or `None` (counted as refused) when they are all taken.
+    fn take(&self, signals: &Signals) -> Option<Slot> {
         let Ok(permit) = Arc::clone(&self.free).try_acquire_owned() else {
             if let Some(metrics) = &self.metrics {
                 metrics.refused.inc();
@@ -140,7 +143,8 @@ impl ConnectionSlots {
         }
         Some(Slot {
             _permit: permit,
-            _tracked: sockets.token(),
+            _tracked: signals.sockets.token(),
+            force_close: signals.force_close.clone(),
             open,
         })
     }
@@ -268,7 +272,7 @@ pub(crate) async fn accept_loop(
                 continue;
             }
         };
-        let Some(slot) = slots.take(&signals.sockets) else {
+        let Some(slot) = slots.take(&signals) else {
             refusals.note(peer, slots.limit);
             drop(stream);
             continue;

@@ -75,15 +75,16 @@ impl Stop {
 }
 
 /// How long the sockets of upgraded connections are waited for once the
-/// drain timeout passed: they belong to their handlers, which the node
-/// cannot close.
+/// drain timeout passed and their reads and writes fail: they belong to
+/// their handlers, which the node cannot make drop them.
 const UPGRADED_GRACE: Duration = Duration::from_secs(1);
 
 /// Stops accepting and lets open connections (the `tracker`'s tasks, and
 /// the sockets of connections upgraded and handed to handlers) finish, for
-/// at most `timeout`, then closes the node's own. Upgraded connections
-/// still open then are waited for [`UPGRADED_GRACE`] more (at most
-/// `timeout`), then left to their handlers.
+/// at most `timeout`, then closes the node's own and makes every read and
+/// write of an upgraded one fail. Upgraded connections still open then are
+/// waited for [`UPGRADED_GRACE`] more (at most `timeout`), then left to
+/// their handlers.
 pub(super) async fn drain_connections(signals: &Signals, tracker: &TaskTracker, timeout: Duration) {
     signals.drain.cancel();
     tracker.close();
@@ -96,16 +97,14 @@ pub(super) async fn drain_connections(signals: &Signals, tracker: &TaskTracker, 
     if drained.is_ok() {
         return;
     }
-    if !tracker.is_empty() {
-        tracing::warn!(
-            ?timeout,
-            open = signals.sockets.len(),
-            "drain timeout passed; closing the connections still open"
-        );
-        signals.force_close.cancel();
-        // The node's own connections close at once.
-        tracker.wait().await;
-    }
+    tracing::warn!(
+        ?timeout,
+        open = signals.sockets.len(),
+        "drain timeout passed; closing the connections still open"
+    );
+    signals.force_close.cancel();
+    // The node's own connections close at once.
+    tracker.wait().await;
     let grace = UPGRADED_GRACE.min(timeout);
     if tokio::time::timeout(grace, signals.sockets.wait())
         .await
@@ -114,7 +113,8 @@ pub(super) async fn drain_connections(signals: &Signals, tracker: &TaskTracker, 
         tracing::warn!(
             open = signals.sockets.len(),
             "upgraded connections (WebSockets, say) are still open after the drain timeout; \
-             they close when their handlers drop them (end them on `ServiceContext::shutdown_signal`)"
+             their reads and writes fail, and they close when their handlers drop them \
+             (end them on `ServiceContext::shutdown_signal`)"
         );
     }
 }

@@ -229,8 +229,9 @@ impl ServiceContext {
     /// removal) or for every open connection of the node (on shutdown).
     /// On shutdown, connections upgraded and handed to a handler (a
     /// WebSocket, say) count among them: the handler should close its
-    /// socket on this signal. One still open a second after the drain
-    /// timeout is left to its handler, and the stop hooks run while it is
+    /// socket on this signal (a WebSocket with a close frame). At the drain
+    /// timeout the socket's reads and writes fail; one still open a second
+    /// later is left to its handler, and the stop hooks run while it is
     /// open. A removal does not wait for upgraded connections.
     ///
     /// ```

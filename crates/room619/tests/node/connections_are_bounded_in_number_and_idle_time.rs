@@ -391,6 +391,22 @@ async fn upgrade(mut request: axum::extract::Request) -> axum::response::Respons
             }
         }
     });
+    switching_protocols()
+}
+
+/// `GET /hold`: switches protocols, then holds the socket for a minute
+/// without reading or writing.
+async fn upgrade_and_hold(mut request: axum::extract::Request) -> axum::response::Response {
+    let upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let io = upgrade.await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(io);
+    });
+    switching_protocols()
+}
+
+fn switching_protocols() -> axum::response::Response {
     axum::response::Response::builder()
         .status(http::StatusCode::SWITCHING_PROTOCOLS)
         .header(http::header::CONNECTION, "upgrade")
@@ -434,6 +450,7 @@ async fn an_upgraded_connection_keeps_its_place_until_it_closes() {
 async fn node_with_upgrades(config: room619::config::Config) -> room619::RunningNode {
     let service = support::echo_builder()
         .route("/upgrade", axum::routing::get(upgrade))
+        .route("/hold", axum::routing::get(upgrade_and_hold))
         .build()
         .unwrap();
     support::start_with(config, service).await
@@ -441,13 +458,17 @@ async fn node_with_upgrades(config: room619::config::Config) -> room619::Running
 
 /// A connection upgraded on the node at `addr`, checked to echo.
 async fn upgraded_connection(addr: SocketAddr) -> TcpStream {
-    let mut upgraded = TcpStream::connect(addr).await.unwrap();
+    let mut upgraded = switched(addr, "/upgrade").await;
+    echoes(&mut upgraded, b"ping").await;
     upgraded
-        .write_all(
-            b"GET /upgrade HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
-        )
-        .await
-        .unwrap();
+}
+
+/// A connection to `addr` whose request for `path` switched protocols.
+async fn switched(addr: SocketAddr, path: &str) -> TcpStream {
+    let mut upgraded = TcpStream::connect(addr).await.unwrap();
+    let head =
+        format!("GET {path} HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n");
+    upgraded.write_all(head.as_bytes()).await.unwrap();
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut byte = [0_u8; 1];
@@ -459,7 +480,6 @@ async fn upgraded_connection(addr: SocketAddr) -> TcpStream {
         "{}",
         String::from_utf8_lossy(&head)
     );
-    echoes(&mut upgraded, b"ping").await;
     upgraded
 }
 
@@ -505,12 +525,12 @@ async fn a_shutdown_waits_for_upgraded_connections_to_close() {
     assert!(started.elapsed() < Duration::from_secs(4));
 }
 
-/// An upgraded connection its handler never closes holds a shutdown for
-/// the drain timeout and a second's grace, not for ever.
+/// An upgraded connection whose handler ignores the shutdown is ended at
+/// the drain timeout: the handler's wait for the next read fails, and the
+/// client sees the connection close.
 #[tokio::test]
-async fn an_upgraded_connection_holds_a_shutdown_only_for_the_drain_timeout() {
+async fn an_upgraded_connection_is_closed_at_the_drain_timeout() {
     let (node, mut upgraded) = node_with_an_upgraded_connection(Duration::from_millis(300)).await;
-    let started = Instant::now();
     let shutdown = tokio::spawn(node.shutdown());
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!shutdown.is_finished(), "the node stopped at once");
@@ -519,6 +539,27 @@ async fn an_upgraded_connection_holds_a_shutdown_only_for_the_drain_timeout() {
         .await
         .expect("an upgraded connection held the shutdown")
         .unwrap()
+        .unwrap();
+    let mut rest = [0_u8; 8];
+    let read = tokio::time::timeout(Duration::from_secs(5), upgraded.read(&mut rest))
+        .await
+        .expect("the upgraded connection is still open after the shutdown");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
+/// An upgraded connection its handler holds without reading or writing
+/// holds a shutdown for the drain timeout and a grace of at most a second,
+/// not for ever.
+#[tokio::test]
+async fn an_upgraded_connection_holds_a_shutdown_only_for_the_drain_timeout() {
+    let mut config = support::config("");
+    config.node.drain_timeout = Duration::from_millis(300);
+    let node = node_with_upgrades(config).await;
+    let _held = switched(node.local_addr(), "/hold").await;
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), node.shutdown())
+        .await
+        .expect("an upgraded connection held the shutdown")
         .unwrap();
     let took = started.elapsed();
     // 300 ms of drain, then 300 ms of grace (at most the drain timeout),
