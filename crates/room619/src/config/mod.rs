@@ -256,7 +256,11 @@ pub struct Limits {
     #[serde(with = "humantime_serde")]
     pub http2_keep_alive_interval: Duration,
     /// The largest gRPC request message in bytes; larger fails with
-    /// `RESOURCE_EXHAUSTED`. Default: 4 MiB.
+    /// `RESOURCE_EXHAUSTED`. Default: 4 MiB. A generated tonic server keeps
+    /// its own limit, 4 MiB unless raised: to accept larger messages, also
+    /// set it on the server
+    /// (`FooServer::new(svc).max_decoding_message_size(usize::MAX)`, since
+    /// the node checks this one first).
     pub grpc_max_decode_message_size: usize,
     /// The largest gRPC response message in bytes; larger fails with
     /// `RESOURCE_EXHAUSTED`. Default: 4 MiB.

@@ -172,24 +172,79 @@ async fn clients_made_before_their_service_leaves_the_node_go_to_another_instanc
 /// parameters too, and axum answered 500 "Wrong number of path arguments".
 #[tokio::test]
 async fn a_forwarded_request_reaches_a_colocated_route_as_a_fresh_one() {
+    let node = support::start_all(support::config(""), [items(), gateway()]).await;
+    let response = support::http1()
+        .get(format!("http://{}/gw/v1/items/7", node.local_addr()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    assert!(text.starts_with("7 leaked=false "), "{text}");
+    node.shutdown().await.unwrap();
+}
+
+/// A request that reached the gateway over HTTP/2 is forwarded to a remote
+/// instance over HTTP/1.1 (hyper refused to send it as HTTP/2 on an HTTP/1
+/// connection, and the call failed with 503 while the same call in process
+/// worked), with the `Host` of the instance, not the gateway's.
+#[tokio::test]
+async fn a_request_forwarded_from_http2_reaches_a_remote_route() {
+    let elsewhere = support::start_all(support::config(""), [items()]).await;
+    let items_at = elsewhere.local_addr();
+    let node = support::start_named("here", &[("items", "1.0.0", items_at)], Some(gateway())).await;
+    for client in [support::h2c(), support::http1()] {
+        let response = client
+            .get(format!("http://{}/gw/v1/items/7", node.local_addr()))
+            .header("host", "gateway.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.text().await.unwrap(),
+            format!("7 leaked=false host={items_at}")
+        );
+    }
+    node.shutdown().await.unwrap();
+    elsewhere.shutdown().await.unwrap();
+}
+
+/// `items`: `GET /v1/items/{id}` answers the id, whether the caller's
+/// [`Marker`] reached it, and the `Host` it was sent with.
+fn items() -> room619::service::BuiltService {
     use axum::{
         extract::{Path, Request},
         routing::get,
     };
-    use room619::{ServiceBuilder, ServiceContext};
 
-    let items = ServiceBuilder::new("items", "1.0.0")
+    room619::ServiceBuilder::new("items", "1.0.0")
         .unwrap()
         .route(
             "/v1/items/{id}",
             get(|Path(id): Path<String>, request: Request| async move {
                 let leaked = request.extensions().get::<Marker>().is_some();
-                format!("{id} leaked={leaked}")
+                let host = request
+                    .headers()
+                    .get("host")
+                    .map_or("none".to_owned(), |host| host.to_str().unwrap().to_owned());
+                format!("{id} leaked={leaked} host={host}")
             }),
         )
         .build()
-        .unwrap();
-    let gateway = ServiceBuilder::new("gateway", "1.0.0")
+        .unwrap()
+}
+
+/// `gateway`: `GET /gw/{*rest}` forwards its own request, marked with a
+/// [`Marker`], to `items` at `/{rest}`.
+fn gateway() -> room619::service::BuiltService {
+    use axum::{
+        extract::{Path, Request},
+        routing::get,
+    };
+    use room619::ServiceContext;
+
+    room619::ServiceBuilder::new("gateway", "1.0.0")
         .unwrap()
         .route(
             "/gw/{*rest}",
@@ -210,16 +265,7 @@ async fn a_forwarded_request_reaches_a_colocated_route_as_a_fresh_one() {
             ),
         )
         .build()
-        .unwrap();
-    let node = support::start_all(support::config(""), [items, gateway]).await;
-    let response = support::http1()
-        .get(format!("http://{}/gw/v1/items/7", node.local_addr()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.text().await.unwrap(), "7 leaked=false");
-    node.shutdown().await.unwrap();
+        .unwrap()
 }
 
 /// An extension only the caller put in its request.

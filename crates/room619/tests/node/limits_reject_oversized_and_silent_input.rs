@@ -62,6 +62,22 @@ async fn the_default_grpc_limit_is_four_mebibytes() {
     node.shutdown().await.unwrap();
 }
 
+/// A node limit above 4 MiB leaves the generated server's own 4 MiB limit,
+/// which answers as the node's does: `RESOURCE_EXHAUSTED`, not tonic's
+/// `OUT_OF_RANGE`.
+#[tokio::test]
+async fn a_message_over_the_servers_own_limit_is_resource_exhausted() {
+    let node = support::start(support::config(
+        "[limits]\ngrpc_max_decode_message_size = 16777216\nhttp_body_limit = 16777216",
+    ))
+    .await;
+    let mut client = support::echo_client(node.local_addr()).await;
+    let status = client.echo(carrying(5 * 1024 * 1024)).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("too large"), "{status:?}");
+    node.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn oversized_grpc_responses_are_resource_exhausted() {
     let node = support::start(support::config(

@@ -12,7 +12,8 @@ use crate::Error;
 
 /// An axum extractor: the JSON body as a `T`, validated with garde.
 ///
-/// Rejections: `415` without a JSON content type, `400` for a body that is
+/// Rejections: `415` without a JSON content type, or with a
+/// `Content-Encoding` or a charset other than UTF-8, `400` for a body that is
 /// not JSON or not a `T` (never quoting the input), `413` over the body
 /// limit, `422` with every field error when validation fails.
 #[derive(Debug, Clone, Copy, Default)]
@@ -27,6 +28,11 @@ where
     type Rejection = Response;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(unreadable) =
+            crate::rpc::codec::unreadable_body(request.headers(), crate::rpc::codec::Format::Json)
+        {
+            return Err(unreadable.into_response());
+        }
         let Json(value) = Json::<T>::from_request(request, state)
             .await
             .map_err(|rejection| malformed(&rejection).into_response())?;

@@ -31,7 +31,10 @@ use futures_util::{FutureExt as _, future::BoxFuture};
 use tokio::time::Sleep;
 use tower::Service;
 
-use crate::{error::BoxError, resilience::Rejection};
+use crate::{
+    error::BoxError,
+    resilience::{Rejection, retry::AttemptDeadline},
+};
 
 /// What a balancer asks an instance besides readiness.
 pub(crate) trait Admission {
@@ -65,11 +68,23 @@ impl Tried {
 /// A request that may carry the [`Tried`] instances of its call.
 pub(crate) trait Attempted {
     fn tried(&self) -> Option<&Tried>;
+
+    /// States again, in its timeout header, the time its call has left:
+    /// it waited for an instance since the header was written.
+    fn restate_timeout(&mut self);
 }
 
 impl<B> Attempted for http::Request<B> {
     fn tried(&self) -> Option<&Tried> {
         self.extensions().get::<Tried>()
+    }
+
+    fn restate_timeout(&mut self) {
+        let attempt = self.extensions().get::<AttemptDeadline>().map(|cut| {
+            cut.instant()
+                .saturating_duration_since(tokio::time::Instant::now())
+        });
+        crate::resilience::retry::restate_timeout(self, attempt);
     }
 }
 
@@ -301,6 +316,8 @@ where
             // ready (every breaker open), each waiter also looks again on its
             // own every `RECHECK` (a timer made only then).
             let mut recheck: Option<Pin<Box<Sleep>>> = None;
+            // Whether the call waited for an instance.
+            let mut waited = false;
             let (response, _in_flight) = poll_fn(|cx| {
                 let mut instances = shared.lock().unwrap_or_else(PoisonError::into_inner);
                 let mut tried_keys = tried.as_ref().map(Tried::keys);
@@ -318,6 +335,7 @@ where
                         return Poll::Ready(Err(BoxError::from(rejection)));
                     }
                     Poll::Pending => {
+                        waited = true;
                         drop(instances);
                         let recheck =
                             recheck.get_or_insert_with(|| Box::pin(tokio::time::sleep(RECHECK)));
@@ -329,9 +347,13 @@ where
                         return Poll::Pending;
                     }
                 };
-                let Some(request) = request.take() else {
+                let Some(mut request) = request.take() else {
                     return Poll::Ready(Err(BoxError::from("the request was already sent")));
                 };
+                if waited {
+                    // Its timeout header says the time left before the wait.
+                    request.restate_timeout();
+                }
                 let instance = &mut instances.list[index];
                 if let Some(keys) = &mut tried_keys
                     && !keys.contains(&instance.key)
@@ -524,6 +546,78 @@ mod tests {
         // After the open duration the instances take calls again (probes).
         tokio::time::advance(Duration::from_secs(10)).await;
         refused_by_backend().await;
+    }
+
+    /// A call that waited for an instance is sent stating the time it has
+    /// left then, not the time it had when its header was written.
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_waited_for_an_instance_states_the_time_left() {
+        use std::{
+            sync::{
+                Arc,
+                atomic::{AtomicBool, Ordering},
+            },
+            time::Duration,
+        };
+
+        use crate::rpc::deadline::{Deadline, GRPC_TIMEOUT, encode_timeout, parse_timeout};
+
+        /// Ready once `open`; answers the `grpc-timeout` it was sent.
+        #[derive(Clone)]
+        struct Gated(Arc<AtomicBool>);
+
+        impl Service<http::Request<()>> for Gated {
+            type Response = String;
+            type Error = Infallible;
+            type Future = Ready<Result<String, Infallible>>;
+
+            fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+                if self.0.load(Ordering::Relaxed) {
+                    Poll::Ready(Ok(()))
+                } else {
+                    Poll::Pending
+                }
+            }
+
+            fn call(&mut self, request: http::Request<()>) -> Self::Future {
+                let sent = request.headers()[GRPC_TIMEOUT].to_str().unwrap().to_owned();
+                ready(Ok(sent))
+            }
+        }
+
+        impl Admission for Gated {
+            fn refusing(&self) -> bool {
+                false
+            }
+        }
+
+        let open = Arc::new(AtomicBool::new(false));
+        let balanced = Balanced::new("gated", [("a".to_owned(), Gated(Arc::clone(&open)))]);
+        let call = |open_first: bool| {
+            let deadline = Deadline::after(Duration::from_secs(3));
+            let mut request = http::Request::new(());
+            request
+                .headers_mut()
+                .insert(GRPC_TIMEOUT, encode_timeout(deadline.remaining()));
+            request.extensions_mut().insert(deadline);
+            open.store(open_first, Ordering::Relaxed);
+            tokio::spawn(balanced.clone().oneshot(request))
+        };
+        let waiting = call(false);
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        open.store(true, Ordering::Relaxed);
+        let sent = waiting.await.unwrap().unwrap();
+        let stated = parse_timeout(sent.as_bytes()).unwrap();
+        assert!(
+            stated <= Duration::from_millis(500) && stated >= Duration::from_millis(400),
+            "{sent}"
+        );
+        // Not waiting, it keeps the header it was given.
+        let sent = call(true).await.unwrap().unwrap();
+        assert_eq!(
+            parse_timeout(sent.as_bytes()).unwrap(),
+            Duration::from_secs(3)
+        );
     }
 
     /// With no instance left (every one left discovery), a call fails at

@@ -227,34 +227,33 @@ impl tower::Service<Request<Body>> for RpcChannel {
                 service.call(request)
             }
         };
-        let call = observed(call, self.observer.clone(), path, span.clone());
-        Box::pin(
-            async move {
-                let Some(deadline) = deadline else {
-                    return call.await;
-                };
-                let expired = || -> BoxError {
-                    Status::deadline_exceeded(format!("deadline passed while calling `{target}`"))
-                        .into()
-                };
-                match tokio::time::timeout_at(deadline.instant(), call).await {
-                    // The transport enforces `grpc-timeout` too and reports it
-                    // as its own error; past the deadline, any failure is the
-                    // deadline's.
-                    Ok(Err(_)) if deadline.is_expired() => Err(expired()),
-                    Ok(result) => result,
-                    Err(_elapsed) => Err(expired()),
-                }
+        let bounded = async move {
+            let Some(deadline) = deadline else {
+                return call.await;
+            };
+            let expired = || -> BoxError {
+                Status::deadline_exceeded(format!("deadline passed while calling `{target}`"))
+                    .into()
+            };
+            match tokio::time::timeout_at(deadline.instant(), call).await {
+                // The transport enforces `grpc-timeout` too and reports it
+                // as its own error; past the deadline, any failure is the
+                // deadline's.
+                Ok(Err(_)) if deadline.is_expired() => Err(expired()),
+                Ok(result) => result,
+                Err(_elapsed) => Err(expired()),
             }
-            .instrument(span),
-        )
+        };
+        // Observed with its deadline: a call cut by it is recorded (as
+        // `DEADLINE_EXCEEDED`) like any other.
+        Box::pin(observed(bounded, self.observer.clone(), path, span.clone()).instrument(span))
     }
 }
 
 /// Records the call's outcome: the status an error answer carries in its
 /// headers (trailers-only), `OK` for an answer, the error's code otherwise.
 async fn observed(
-    call: BoxFuture<'static, Result<Response<Body>, BoxError>>,
+    call: impl Future<Output = Result<Response<Body>, BoxError>>,
     observer: ClientObserver,
     path: PathAndQuery,
     span: tracing::Span,

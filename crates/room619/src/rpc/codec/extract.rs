@@ -12,6 +12,11 @@ use super::Format;
 use crate::Error;
 
 /// Extracts a message decoded from the body by its `Content-Type`.
+///
+/// Rejections: `415` for a content type other than JSON or protobuf, a
+/// `Content-Encoding` (the body is read as sent) or a JSON charset other
+/// than UTF-8; `400` for a body that is not a valid message (never quoting
+/// it); `413` over the body limit.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Decoded<T>(pub T);
 
@@ -40,6 +45,9 @@ where
             ))
             .into_response());
         };
+        if let Some(unreadable) = super::format::unreadable_body(request.headers(), format) {
+            return Err(unreadable.into_response());
+        }
         let body = Bytes::from_request(request, state)
             .await
             .map_err(IntoResponse::into_response)?;
@@ -95,10 +103,14 @@ impl<T: Serialize + prost::Message> IntoResponse for Encoded<T> {
         match self.format.encode(&self.value) {
             Ok(body) => {
                 let mut response = (self.status, body).into_response();
-                response.headers_mut().insert(
+                let headers = response.headers_mut();
+                headers.insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static(self.format.media_type()),
                 );
+                // The format was chosen by `Accept`: caches must not serve
+                // this answer to a request that accepts another.
+                headers.append(header::VARY, HeaderValue::from_static("accept"));
                 response
             }
             Err(err) => err.into_response(),

@@ -49,10 +49,14 @@ impl Format {
 
     /// The format to answer in for an `Accept` header, as RFC 9110 §12.5.1
     /// has it: each format takes the quality of the most specific range that
-    /// matches it (its own media type, then `application/*`, then `*/*`),
+    /// matches the media type it is sent with (that type itself, then, for
+    /// protobuf, its other names `application/protobuf` and
+    /// `application/vnd.google.protobuf`, then `application/*`, then `*/*`),
     /// so `application/json;q=0, */*` refuses JSON; the higher quality wins,
-    /// JSON on a tie or when the header is absent. A range with a malformed
-    /// weight is ignored.
+    /// JSON on a tie or when the header is absent. Other JSON types
+    /// (`application/problem+json`, `application/vnd.api+json`) do not
+    /// match: the answer is plain `application/json`. A range with a
+    /// malformed weight is ignored.
     ///
     /// # Errors
     ///
@@ -82,11 +86,10 @@ impl Format {
             let (matches_json, matches_protobuf, specificity) = match media.as_str() {
                 "*/*" => (true, true, 1),
                 "application/*" => (true, true, 2),
-                other => match Self::from_media_type(other) {
-                    Some(Self::Json) => (true, false, 3),
-                    Some(Self::Protobuf) => (false, true, 3),
-                    None => (false, false, 0),
-                },
+                "application/protobuf" | "application/vnd.google.protobuf" => (false, true, 3),
+                "application/json" => (true, false, 4),
+                "application/x-protobuf" => (false, true, 4),
+                _ => (false, false, 0),
             };
             for (matched, best) in [(matches_json, &mut json), (matches_protobuf, &mut protobuf)] {
                 if matched && best.is_none_or(|(s, q)| (specificity, quality) > (s, q)) {
@@ -149,24 +152,61 @@ impl Format {
     }
 }
 
-/// `q=0.5` → 500; at most three decimals, as RFC 9110 allows; `None` for
-/// anything else (`2`, `0.0001`, `high`).
-fn parse_quality(value: &str) -> Option<u16> {
-    let value = value.trim();
-    if let Some(rest) = value.strip_prefix("1") {
-        return rest
-            .trim_start_matches('.')
-            .chars()
-            .all(|c| c == '0')
-            .then_some(1000);
+/// Why a request body with these headers cannot be read as it is, if it
+/// cannot: a `Content-Encoding` other than `identity` (the node does not
+/// inflate request bodies), or a JSON body in a charset other than UTF-8.
+/// A `415` saying which, without quoting the header.
+pub(crate) fn unreadable_body(headers: &http::HeaderMap, format: Format) -> Option<Error> {
+    let encoded = headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|value| value.to_str().unwrap_or("?").split(','))
+        .any(|coding| !coding.trim().eq_ignore_ascii_case("identity"));
+    if encoded {
+        return Some(Error::unsupported_media_type(
+            "request bodies are read as sent: a Content-Encoding (gzip, say) is not accepted; send the body uncompressed",
+        ));
     }
-    let decimals = value.strip_prefix("0")?;
-    let decimals = decimals.strip_prefix('.').unwrap_or(decimals);
-    if decimals.len() > 3 || !decimals.chars().all(|c| c.is_ascii_digit()) {
+    if format != Format::Json {
         return None;
     }
-    let padded = format!("{decimals:0<3}");
-    padded.parse().ok()
+    let content_type = headers.get(http::header::CONTENT_TYPE)?.to_str().ok()?;
+    let charset = content_type.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| value.trim().trim_matches('"'))
+    })?;
+    (!charset.eq_ignore_ascii_case("utf-8") && !charset.eq_ignore_ascii_case("utf8")).then(|| {
+        Error::unsupported_media_type(
+            "JSON bodies are read as UTF-8; the request names another charset",
+        )
+    })
+}
+
+/// `q=0.5` → 500: `1` or `0`, then at most three decimals (only zeros
+/// after `1`), as RFC 9110 §12.4.2 has it; `None` for anything else (`2`,
+/// `10`, `05`, `0.0001`, `high`).
+fn parse_quality(value: &str) -> Option<u16> {
+    let value = value.trim();
+    let (whole, decimals) = match value.split_once('.') {
+        Some((whole, decimals)) => (whole, decimals),
+        None => (value, ""),
+    };
+    if decimals.len() > 3 || !decimals.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match whole {
+        "1" if decimals.bytes().all(|b| b == b'0') => Some(1000),
+        "0" => decimals
+            .bytes()
+            .chain(std::iter::repeat(b'0'))
+            .take(3)
+            .try_fold(0_u16, |quality, digit| {
+                Some(quality * 10 + u16::from(digit - b'0'))
+            }),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -231,6 +271,35 @@ mod tests {
         );
     }
 
+    /// Only the type an answer is sent with (and protobuf's other names)
+    /// matches a format: other JSON types name formats room619 does not
+    /// answer in, and the exact type outranks an alias.
+    #[test]
+    fn a_range_matches_the_type_an_answer_is_sent_with() {
+        for refused in [
+            "application/json;q=0, application/vnd.api+json",
+            "application/problem+json",
+            "application/x-protobuf;q=0, application/protobuf",
+        ] {
+            assert_eq!(
+                accept(refused).unwrap_err().kind(),
+                crate::ErrorKind::NotAcceptable,
+                "{refused}"
+            );
+        }
+        assert_eq!(accept("application/protobuf").unwrap(), Format::Protobuf);
+        assert_eq!(
+            accept("application/vnd.google.protobuf, application/json;q=0.5").unwrap(),
+            Format::Protobuf
+        );
+        assert_eq!(
+            accept("application/x-protobuf;q=0.5, application/protobuf, application/json;q=0.7")
+                .unwrap(),
+            Format::Json,
+            "the exact type's quality decides"
+        );
+    }
+
     #[test]
     fn unacceptable_accept_headers_are_406() {
         let err = accept("text/html, application/json;q=0").unwrap_err();
@@ -255,13 +324,67 @@ mod tests {
     }
 
     #[test]
+    fn encoded_bodies_and_other_charsets_are_unreadable() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut headers = http::HeaderMap::new();
+            for (name, value) in pairs {
+                headers.append(*name, HeaderValue::from_static(value));
+            }
+            headers
+        };
+        let readable = [
+            headers(&[("content-type", "application/json")]),
+            headers(&[("content-type", "application/json; charset=UTF-8")]),
+            headers(&[("content-type", "application/json;charset=\"utf-8\"")]),
+            headers(&[
+                ("content-type", "application/json"),
+                ("content-encoding", "identity"),
+            ]),
+            headers(&[("content-type", "application/x-protobuf; charset=latin1")]),
+        ];
+        for headers in readable {
+            let format =
+                Format::from_media_type(headers["content-type"].to_str().unwrap()).unwrap();
+            assert!(unreadable_body(&headers, format).is_none(), "{headers:?}");
+        }
+        let unreadable = [
+            headers(&[
+                ("content-type", "application/json"),
+                ("content-encoding", "gzip"),
+            ]),
+            headers(&[
+                ("content-type", "application/x-protobuf"),
+                ("content-encoding", "identity, br"),
+            ]),
+            headers(&[("content-type", "application/json; charset=utf-16")]),
+        ];
+        for headers in unreadable {
+            let format =
+                Format::from_media_type(headers["content-type"].to_str().unwrap()).unwrap();
+            let err = unreadable_body(&headers, format).expect("unreadable");
+            assert_eq!(
+                err.kind(),
+                crate::ErrorKind::UnsupportedMediaType,
+                "{headers:?}"
+            );
+        }
+    }
+
+    #[test]
     fn qualities_parse_like_rfc_9110() {
         assert_eq!(parse_quality("1"), Some(1000));
         assert_eq!(parse_quality("1.000"), Some(1000));
         assert_eq!(parse_quality("0.5"), Some(500));
         assert_eq!(parse_quality("0.05"), Some(50));
         assert_eq!(parse_quality("0"), Some(0));
+        assert_eq!(parse_quality("0."), Some(0));
+        assert_eq!(parse_quality(" 0.123 "), Some(123));
         assert_eq!(parse_quality("0.1234"), None);
         assert_eq!(parse_quality("x"), None);
+        for malformed in [
+            "10", "1000", "1.0000", "1..", "1.5", "05", "0500", "0.-1", ".5", "", "0.5x",
+        ] {
+            assert_eq!(parse_quality(malformed), None, "{malformed:?}");
+        }
     }
 }

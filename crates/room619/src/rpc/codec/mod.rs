@@ -37,3 +37,4 @@ mod format;
 
 pub use extract::{Accepted, Decoded, Encoded};
 pub use format::Format;
+pub(crate) use format::unreadable_body;

@@ -212,24 +212,171 @@ fn needs_problem(response: &Response) -> bool {
     }
 }
 
-/// The same answer as `application/problem+json`; its text becomes the detail.
+/// The same answer as `application/problem+json`; its text (its first
+/// [`MAX_DETAIL`] bytes, without the input an axum rejection quotes)
+/// becomes the detail.
 async fn as_problem(response: Response, path: String) -> Response {
     let status = response.status();
-    let (mut parts, body) = response.into_parts();
-    let text = match Limited::new(body, MAX_DETAIL).collect().await {
-        Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
-        Err(_) => String::new(),
-    };
+    let (mut parts, mut body) = response.into_parts();
+    let mut bytes = Vec::new();
+    while bytes.len() < MAX_DETAIL {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            Some(Err(_)) | None => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let text = without_input(truncate(&text, MAX_DETAIL));
     let detail = if text.trim().is_empty() {
-        Cow::Borrowed(status.canonical_reason().unwrap_or("error"))
+        status.canonical_reason().unwrap_or("error")
     } else {
-        Cow::Owned(text)
+        text
     };
-    let problem = Problem::new(status, detail).with_instance(truncate(&path, MAX_QUOTED_PATH));
+    let problem = Problem::new(status, Cow::Owned(detail.to_owned()))
+        .with_instance(truncate(&path, MAX_QUOTED_PATH));
     let body = serde_json::to_vec(&problem).unwrap_or_default();
     parts
         .headers
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(body))
+}
+
+/// axum's rejections whose text goes on, after `": "`, with what failed to
+/// deserialize, which may quote the request (a JSON value, a form or query
+/// parameter's value). Its other rejections say where the input is
+/// malformed (JSON syntax, UTF-8) or why the body could not be read, and
+/// are kept.
+const QUOTING_REJECTIONS: [&str; 4] = [
+    "Failed to deserialize the JSON body into the target type",
+    "Failed to deserialize form body",
+    "Failed to deserialize form",
+    "Failed to deserialize query string",
+];
+
+/// `text` without the part of an axum rejection's text that may quote the
+/// request: a client's input (a password in a JSON field, a token in a
+/// path) must not come back in an error, where it would be logged and
+/// shown. A handler's own text is kept.
+fn without_input(text: &str) -> &str {
+    if text.starts_with("Invalid URL: ") {
+        return "Invalid URL: a path parameter does not have the form this route expects";
+    }
+    QUOTING_REJECTIONS
+        .iter()
+        .find(|rejection| {
+            text.strip_prefix(**rejection)
+                .is_some_and(|rest| rest.starts_with(": "))
+        })
+        .map_or(text, |rejection| rejection)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{Json, Router, extract::Path, routing::get};
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    async fn problem(
+        router: Router,
+        request: Request<Body>,
+    ) -> (http::StatusCode, serde_json::Value) {
+        let response = router
+            .layer(HttpEdgeLayer::new(1 << 20))
+            .oneshot(request)
+            .await
+            .unwrap();
+        let status = response.status();
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    /// axum's rejections quote what failed to parse; the problem keeps
+    /// what kind of failure it was and leaves the input out.
+    #[tokio::test]
+    async fn rejections_do_not_quote_the_request() {
+        #[derive(serde::Deserialize)]
+        struct Person {
+            #[serde(rename = "age")]
+            _age: u32,
+        }
+        let router = Router::new()
+            .route(
+                "/users/{id}",
+                get(|Path(id): Path<u64>| async move { id.to_string() }),
+            )
+            .route(
+                "/people",
+                axum::routing::post(|Json(_): Json<Person>| async { "ok" }),
+            );
+        let (status, body) = problem(
+            router.clone(),
+            Request::get("/users/hunter2").body(Body::empty()).unwrap(),
+        )
+        .await;
+        assert_eq!(status, http::StatusCode::BAD_REQUEST);
+        let detail = body["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with("Invalid URL") && !detail.contains("hunter2"),
+            "{body}"
+        );
+
+        let (status, body) = problem(
+            router,
+            Request::post("/people")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(r#"{"age":"SECRET-CANARY"}"#))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, http::StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(!body.to_string().contains("SECRET-CANARY"), "{body}");
+        assert_eq!(
+            body["detail"],
+            "Failed to deserialize the JSON body into the target type"
+        );
+    }
+
+    /// A handler's own long text is cut at the limit, not dropped.
+    #[tokio::test]
+    async fn a_long_error_text_is_cut_not_dropped() {
+        let long = "é".repeat(MAX_DETAIL);
+        let text = long.clone();
+        let router = Router::new().route(
+            "/",
+            get(move || async move { (http::StatusCode::BAD_REQUEST, text) }),
+        );
+        let (status, body) = problem(router, Request::get("/").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, http::StatusCode::BAD_REQUEST);
+        let detail = body["detail"].as_str().unwrap();
+        assert_eq!(detail, truncate(&long, MAX_DETAIL));
+        assert_eq!(detail.len(), MAX_DETAIL);
+    }
+
+    #[test]
+    fn only_the_quoting_part_of_a_rejection_is_left_out() {
+        assert_eq!(
+            without_input("Failed to deserialize form body: secret=x"),
+            "Failed to deserialize form body"
+        );
+        assert_eq!(
+            without_input("Failed to deserialize form: secret=x"),
+            "Failed to deserialize form"
+        );
+        assert_eq!(
+            without_input("the name is too long"),
+            "the name is too long"
+        );
+        assert_eq!(
+            without_input("Failed to deserialize the JSON body into the target type"),
+            "Failed to deserialize the JSON body into the target type"
+        );
+    }
 }
