@@ -244,8 +244,9 @@ fn connect_error(backend: Backend, err: sqlx::Error) -> Error {
 
 /// The one mapping of database errors to [`room619::Error`]: a unique
 /// violation is `AlreadyExists`, a foreign-key one `FailedPrecondition`, a
-/// not-null or check one `InvalidArgument`, no row `NotFound`, an unreachable
-/// or saturated database `Unavailable`, anything else `Internal`. The message
+/// not-null or check one `InvalidArgument`, no row `NotFound`, an unreachable,
+/// busy, restarting or saturated database `Unavailable`, a transaction lost
+/// to a conflict `Aborted`, anything else `Internal`. The message
 /// is generic (the caller sees it); the cause is kept as the source for the
 /// logs. Callers that know better reword it (see [`db_error_with`]).
 #[must_use]
@@ -267,7 +268,11 @@ pub fn db_error(err: sqlx::Error) -> Error {
                 ErrorKind::InvalidArgument,
                 "the text holds a character the database cannot store (NUL)",
             ),
-            _ => (ErrorKind::Internal, "the database failed"),
+            _ => db
+                .code()
+                .as_deref()
+                .and_then(passing_failure)
+                .unwrap_or((ErrorKind::Internal, "the database failed")),
         },
         sqlx::Error::RowNotFound => (ErrorKind::NotFound, "no such record"),
         sqlx::Error::PoolTimedOut
@@ -281,6 +286,36 @@ pub fn db_error(err: sqlx::Error) -> Error {
         tracing::error!(error = %err, "database error");
     }
     Error::new(kind, message).with_source(err)
+}
+
+/// A database error that says nothing of the request, by its code: the
+/// database busy, restarting or out of connections (`Unavailable`, worth a
+/// retry elsewhere or later), or a transaction given up to a conflict with
+/// another (`Aborted`, worth a retry of the whole call). PostgreSQL's codes
+/// are SQLSTATEs of five characters; SQLite's are numbers, extended codes
+/// keeping the primary one in their low byte.
+fn passing_failure(code: &str) -> Option<(ErrorKind, &'static str)> {
+    const UNAVAILABLE: (ErrorKind, &str) = (ErrorKind::Unavailable, "the database is unavailable");
+    const CONFLICT: (ErrorKind, &str) = (
+        ErrorKind::Aborted,
+        "the change conflicted with another one; try again",
+    );
+    if code.len() == 5 {
+        return match code {
+            // serialization_failure, deadlock_detected
+            "40001" | "40P01" => Some(CONFLICT),
+            // query_canceled (a statement timeout), admin_shutdown,
+            // crash_shutdown, cannot_connect_now
+            "57014" | "57P01" | "57P02" | "57P03" => Some(UNAVAILABLE),
+            // connection exceptions, insufficient resources (too many
+            // connections, out of memory or disk)
+            _ if code.starts_with("08") || code.starts_with("53") => Some(UNAVAILABLE),
+            _ => None,
+        };
+    }
+    // SQLITE_BUSY and SQLITE_LOCKED, with their extended codes.
+    let primary = code.parse::<u32>().ok()? & 0xff;
+    matches!(primary, 5 | 6).then_some(UNAVAILABLE)
 }
 
 /// As [`db_error`], with `message` for the caller when the error is of
@@ -316,4 +351,24 @@ pub fn unix_millis() -> i64 {
 #[must_use]
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passing_failures_are_told_by_their_code() {
+        for code in ["57014", "57P01", "08006", "53300", "5", "517", "6", "262"] {
+            let (kind, _) = passing_failure(code).unwrap();
+            assert_eq!(kind, ErrorKind::Unavailable, "{code}");
+        }
+        for code in ["40001", "40P01"] {
+            let (kind, _) = passing_failure(code).unwrap();
+            assert_eq!(kind, ErrorKind::Aborted, "{code}");
+        }
+        for code in ["42601", "23505", "1", "19", "2067", "", "x"] {
+            assert!(passing_failure(code).is_none(), "{code}");
+        }
+    }
 }

@@ -1,19 +1,23 @@
 //! The transactional outbox of the users service.
 //!
 //! A change and the event announcing it are written in one transaction
-//! ([`enqueue`]): the event row exists exactly when the change does. The
-//! relay ([`run`]) claims pending rows, publishes them on the bus with the
-//! row id as message id (JetStream drops a republished duplicate), and
-//! deletes each row once the bus accepted it. A crash between publishing and
-//! deleting republishes (at least once); a crash before publishing loses
-//! nothing. Claims expire, so the rows of a relay that died are taken over.
+//! ([`enqueue`]): the event row exists exactly when the change does. Each
+//! event takes the next number of a counter row in that transaction, whose
+//! lock the transaction holds to its commit: numbers follow the order of the
+//! commits, and a number is visible only once every smaller one is. The
+//! relay ([`run`]) publishes the rows by number on the bus, with the row id
+//! as message id (JetStream drops a republished duplicate), and deletes each
+//! once the bus accepted it. A crash, or a failed publish or delete, stops
+//! the pass; the next one starts again from the lowest number, so events
+//! go out at least once and in order. Nothing is lost before publishing.
 //!
-//! Several relays share the table (both API versions, several instances),
-//! and events go out in the order they were written: a pass runs only while
-//! its relay holds the one lease row of `users_outbox_relay`. The relays of
-//! one process take turns on a lock and share one lease holder id, so a relay
-//! woken while the other passes runs right after it; another instance's relay
-//! finds the lease taken and looks again at its next poll.
+//! Several relays share the table (both API versions, several instances):
+//! a pass runs only while its relay holds the one lease row of
+//! `users_outbox_relay`, and stops publishing once half the lease is used,
+//! so that no other relay takes the lease while it publishes. The relays of
+//! one process take turns on a lock and share one lease holder id, so a
+//! relay woken while the other passes runs right after it; another
+//! instance's relay finds the lease taken and looks again at its next poll.
 
 use std::{sync::Arc, time::Duration};
 
@@ -34,9 +38,11 @@ pub const DELETED: &str = "users.deleted";
 
 /// The most rows one relay pass publishes.
 const BATCH: i64 = 100;
-/// How long a claim (of the lease or of a row) lasts before another relay
-/// may take it.
-const CLAIM_MS: i64 = 30_000;
+/// How long the lease lasts before another relay may take it.
+const LEASE_MS: i64 = 30_000;
+/// How much of the lease a pass leaves unused: it publishes no more once
+/// less than this is left, well before another relay may take the lease.
+const LEASE_SPARE_MS: i64 = LEASE_MS / 2;
 /// How often the relay looks for rows nobody woke it for (written by other
 /// instances, left by a crash, or after the bus failed).
 const POLL: Duration = Duration::from_secs(1);
@@ -72,22 +78,31 @@ impl Outbox {
 }
 
 /// Queues the event `subject` about `user_id` inside the caller's
-/// transaction.
+/// transaction, as its last write.
 pub(crate) async fn enqueue(
     tx: &mut Transaction<'static, Any>,
     subject: &str,
     user_id: &str,
     email: &str,
 ) -> room619::Result<()> {
+    // The counter row stays locked until the transaction ends: the caller
+    // writes nothing after this.
+    let seq: i64 = sqlx::query_scalar(
+        "UPDATE users_outbox_sequence SET last = last + 1 WHERE name = 'users' RETURNING last",
+    )
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(db_error)?;
     sqlx::query(
-        "INSERT INTO users_outbox (id, subject, user_id, email, created_at, claimed_until) \
-         VALUES ($1, $2, $3, $4, $5, 0)",
+        "INSERT INTO users_outbox (id, subject, user_id, email, created_at, seq) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(new_id())
     .bind(subject)
     .bind(user_id)
     .bind(email)
     .bind(timestamp())
+    .bind(seq)
     .execute(&mut **tx)
     .await
     .map_err(db_error)?;
@@ -98,7 +113,6 @@ pub(crate) async fn enqueue(
 struct Pending {
     id: String,
     subject: String,
-    created_at: String,
     event: UserEvent,
 }
 
@@ -107,7 +121,6 @@ impl Pending {
         Ok(Self {
             id: row.try_get("id")?,
             subject: row.try_get("subject")?,
-            created_at: row.try_get("created_at")?,
             event: UserEvent {
                 user_id: row.try_get("user_id")?,
                 email: row.try_get("email")?,
@@ -171,6 +184,7 @@ pub(crate) async fn final_pass(bus: &MessageBus, db: &Db, outbox: &Outbox) {
 pub(crate) async fn pass(bus: &MessageBus, db: &Db, outbox: &Outbox) -> room619::Result<i64> {
     let _turn = outbox.turn.lock().await;
     let now = unix_millis();
+    let lease_until = now + LEASE_MS;
     // One row, so PostgreSQL serialises two relays on its lock and checks
     // `held_until` again on the row the first one wrote: one of them wins.
     let taken = sqlx::query(
@@ -178,7 +192,7 @@ pub(crate) async fn pass(bus: &MessageBus, db: &Db, outbox: &Outbox) -> room619:
          WHERE name = 'users' AND (held_until < $3 OR holder = $1)",
     )
     .bind(&outbox.holder)
-    .bind(now + CLAIM_MS)
+    .bind(lease_until)
     .bind(now)
     .execute(db.pool())
     .await
@@ -186,7 +200,7 @@ pub(crate) async fn pass(bus: &MessageBus, db: &Db, outbox: &Outbox) -> room619:
     if taken.rows_affected() == 0 {
         return Ok(0);
     }
-    let published = publish_batch(bus, db).await;
+    let published = publish_batch(bus, db, lease_until).await;
     if let Err(err) = sqlx::query(
         "UPDATE users_outbox_relay SET held_until = 0 WHERE name = 'users' AND holder = $1",
     )
@@ -199,42 +213,31 @@ pub(crate) async fn pass(bus: &MessageBus, db: &Db, outbox: &Outbox) -> room619:
     published
 }
 
-/// Claims up to [`BATCH`] free rows, publishes them in order and deletes
-/// each once the bus accepted it; the count published.
+/// Publishes up to [`BATCH`] rows, lowest number first, and deletes each
+/// once the bus accepted it, while the lease (held until `lease_until`) has
+/// more than [`LEASE_SPARE_MS`] left; the count published.
 ///
 /// # Errors
 ///
-/// The database's or the bus's error; the rows not published are released
-/// for the next pass.
-async fn publish_batch(bus: &MessageBus, db: &Db) -> room619::Result<i64> {
-    let now = unix_millis();
-    // The outer `claimed_until < $2` is checked again on the row as it is
-    // when the lock is granted (PostgreSQL re-reads a row another relay
-    // changed meanwhile), so two relays never both claim one row, even one
-    // whose lease ran out mid-pass; SQLite runs one writer at a time anyway.
+/// The database's or the bus's error, which ends the pass: the next one
+/// starts again at the row that failed (republishing it if only its delete
+/// failed), so no event goes out before one written earlier.
+async fn publish_batch(bus: &MessageBus, db: &Db, lease_until: i64) -> room619::Result<i64> {
     let rows = sqlx::query(&format!(
-        "UPDATE users_outbox SET claimed_until = $1 WHERE claimed_until < $2 AND id IN \
-         (SELECT id FROM users_outbox WHERE claimed_until < $2 ORDER BY created_at, id LIMIT {BATCH}) \
-         RETURNING id, subject, user_id, email, created_at"
+        "SELECT id, subject, user_id, email FROM users_outbox \
+         ORDER BY seq, created_at, id LIMIT {BATCH}"
     ))
-    .bind(now + CLAIM_MS)
-    .bind(now)
     .fetch_all(db.pool())
     .await
     .map_err(db_error)?;
-    let mut pending = rows
-        .iter()
-        .map(Pending::from_row)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(db_error)?;
-    pending.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
     let mut published = 0;
-    let mut rows = pending.into_iter();
-    while let Some(row) = rows.next() {
-        if let Err(err) = publish(bus, &row).await {
-            release(db, std::iter::once(row).chain(rows)).await;
-            return Err(err);
+    for row in &rows {
+        if unix_millis() > lease_until - LEASE_SPARE_MS {
+            // The rest waits for the next pass, under a fresh lease.
+            break;
         }
+        let row = Pending::from_row(row).map_err(db_error)?;
+        publish(bus, &row).await?;
         sqlx::query("DELETE FROM users_outbox WHERE id = $1")
             .bind(&row.id)
             .execute(db.pool())
@@ -249,17 +252,4 @@ async fn publish(bus: &MessageBus, row: &Pending) -> room619::Result<()> {
     let message = OutgoingMessage::encode(row.subject.clone(), &row.event, bus.format())?
         .message_id(row.id.clone());
     bus.publish_message(message).await
-}
-
-/// Frees the claims of `rows` so the next pass retries them.
-async fn release(db: &Db, rows: impl Iterator<Item = Pending>) {
-    for row in rows {
-        if let Err(err) = sqlx::query("UPDATE users_outbox SET claimed_until = 0 WHERE id = $1")
-            .bind(&row.id)
-            .execute(db.pool())
-            .await
-        {
-            tracing::debug!(error = %err, "an outbox claim stays until it expires");
-        }
-    }
 }

@@ -106,6 +106,46 @@ async fn errors_map_to_kinds(kind: Kind) {
         "no SQL details for callers"
     );
 
+    // A database too busy to answer now says nothing of the request:
+    // unavailable (503), not a server error.
+    let mut holder = db.pool().acquire().await.unwrap();
+    let mut waiter = db.pool().acquire().await.unwrap();
+    let busy = match kind {
+        Kind::Sqlite => {
+            // Another connection holds the write lock, and this one does
+            // not wait for it: SQLITE_BUSY.
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut *holder)
+                .await
+                .unwrap();
+            sqlx::query("PRAGMA busy_timeout = 0")
+                .execute(&mut *waiter)
+                .await
+                .unwrap();
+            sqlx::query("DELETE FROM users WHERE id = 'nobody'")
+                .execute(&mut *waiter)
+                .await
+                .unwrap_err()
+        }
+        Kind::Postgres => {
+            // A statement cut by its timeout (57014).
+            sqlx::query("SET statement_timeout = 50")
+                .execute(&mut *waiter)
+                .await
+                .unwrap();
+            sqlx::query("SELECT pg_sleep(5)")
+                .execute(&mut *waiter)
+                .await
+                .unwrap_err()
+        }
+    };
+    let busy = db_error(busy);
+    assert_eq!(busy.kind(), ErrorKind::Unavailable, "{busy:?}");
+    assert_eq!(busy.message(), "the database is unavailable");
+    // Neither connection goes back to the pool with its change.
+    holder.close().await.unwrap();
+    waiter.close().await.unwrap();
+
     // A transaction dropped before commit leaves nothing.
     let mut tx = db.pool().begin().await.unwrap();
     sqlx::query(INSERT_USER)
