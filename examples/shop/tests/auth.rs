@@ -57,6 +57,8 @@ struct FakeUsers {
     /// Set: the next `CreateUser` creates the user, then answers
     /// `DEADLINE_EXCEEDED` as if its answer were lost.
     lose_an_answer: Arc<AtomicBool>,
+    /// Every `CreateUser` creates the user and loses its answer.
+    lose_every_answer: bool,
 }
 
 #[tonic::async_trait]
@@ -86,7 +88,7 @@ impl Users for FakeUsers {
             ));
         }
         drop(created);
-        if self.lose_an_answer.swap(false, Ordering::SeqCst) {
+        if self.lose_an_answer.swap(false, Ordering::SeqCst) || self.lose_every_answer {
             return Err(Status::deadline_exceeded("the answer was lost"));
         }
         Ok(Response::new(User {
@@ -112,11 +114,21 @@ impl Users for FakeUsers {
         Err(Status::unimplemented("test scaffolding"))
     }
 
+    /// Deletes a user it created, for a caller with the service's scope.
     async fn delete_user(
         &self,
-        _: Request<DeleteUserRequest>,
+        request: Request<DeleteUserRequest>,
     ) -> Result<Response<DeleteUserResponse>, Status> {
-        Err(Status::unimplemented("test scaffolding"))
+        let principal = Principal::of(request.extensions()).cloned().unwrap();
+        assert!(principal.has_scope(auth::SERVICE_SCOPE), "{principal:?}");
+        let id = request.into_inner().id;
+        let mut created = self.created.lock().unwrap();
+        let before = created.len();
+        created.retain(|(created_id, ..)| *created_id != id);
+        if created.len() == before {
+            return Err(Status::not_found(format!("no user {id}")));
+        }
+        Ok(Response::new(DeleteUserResponse {}))
     }
 }
 
@@ -880,6 +892,40 @@ async fn a_lost_answer_from_users_is_asked_again_not_undone() {
     );
     let tokens = login(&mut client, "lost@example.com", "correct horse battery").await;
     assert!(tokens.is_ok(), "{tokens:?}");
+    shop.stop().await;
+}
+
+/// Users made the user but lost its answer twice (asked again, still no
+/// answer): the sign-up fails, and removes the user along with the account,
+/// so that no profile without an account holds the email against every
+/// later sign-up.
+#[tokio::test]
+async fn a_sign_up_whose_answers_are_all_lost_leaves_no_user_behind() {
+    let users = FakeUsers {
+        lose_every_answer: true,
+        ..FakeUsers::default()
+    };
+    let shop = start_with_users(fresh_settings().await, users).await;
+    let mut client = shop.client().await;
+    let failed = client
+        .sign_up(sign_up_request(
+            "unlucky@example.com",
+            "correct horse battery",
+            "Unlucky",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(failed.code(), Code::DeadlineExceeded, "{failed:?}");
+    let created = shop.users.created.lock().unwrap().clone();
+    assert!(created.is_empty(), "a user was left behind: {created:?}");
+    assert_eq!(
+        shop.count(
+            "SELECT COUNT(*) FROM auth_accounts WHERE email = $1",
+            "unlucky@example.com"
+        )
+        .await,
+        0
+    );
     shop.stop().await;
 }
 

@@ -6,7 +6,7 @@ use shop_proto::{
         LoginRequest, LogoutRequest, LogoutResponse, RefreshRequest, SignUpRequest, SignUpResponse,
         TokenPair, auth_server::Auth,
     },
-    users::v1::{CreateUserRequest, users_client::UsersClient},
+    users::v1::{CreateUserRequest, DeleteUserRequest, users_client::UsersClient},
 };
 use tonic::{Request, Response, Status, metadata::MetadataValue};
 use tonic_types::StatusExt as _;
@@ -50,6 +50,22 @@ impl AuthService {
     }
 
     /// Creates the `users.v1.User` of a new account, as the auth service.
+    /// A client of `users` 1, and a request carrying `message` with the
+    /// service's own token.
+    fn users_call<T>(
+        &self,
+        ctx: Option<&ServiceContext>,
+        message: T,
+    ) -> Result<(UsersClient<RpcChannel>, Request<T>), Status> {
+        let ctx = ctx.ok_or_else(|| Status::internal("the service context is missing"))?;
+        let users = ctx.client::<UsersClient<RpcChannel>>("users", "^1")?;
+        let bearer = MetadataValue::try_from(format!("Bearer {}", self.issuer.service_token()?))
+            .map_err(|_| Status::internal("a service token is not a header value"))?;
+        let mut request = Request::new(message);
+        request.metadata_mut().insert("authorization", bearer);
+        Ok((users, request))
+    }
+
     async fn create_user(
         &self,
         ctx: Option<&ServiceContext>,
@@ -57,16 +73,14 @@ impl AuthService {
         email: &str,
         name: &str,
     ) -> Result<(), Status> {
-        let ctx = ctx.ok_or_else(|| Status::internal("the service context is missing"))?;
-        let mut users = ctx.client::<UsersClient<RpcChannel>>("users", "^1")?;
-        let bearer = MetadataValue::try_from(format!("Bearer {}", self.issuer.service_token()?))
-            .map_err(|_| Status::internal("a service token is not a header value"))?;
-        let mut request = Request::new(CreateUserRequest {
-            id: id.to_owned(),
-            email: email.to_owned(),
-            name: name.to_owned(),
-        });
-        request.metadata_mut().insert("authorization", bearer);
+        let (mut users, request) = self.users_call(
+            ctx,
+            CreateUserRequest {
+                id: id.to_owned(),
+                email: email.to_owned(),
+                name: name.to_owned(),
+            },
+        )?;
         users
             .create_user(request)
             .await
@@ -110,6 +124,31 @@ impl AuthService {
             tracing::error!(account = id, error = %err, "could not remove the account of a failed sign-up");
         }
     }
+
+    /// Removes the user `users` may have made for the failed sign-up of
+    /// account `id` (its answers were lost), so that no profile is left
+    /// without an account, holding its email against every later sign-up.
+    async fn undo_user(&self, ctx: Option<&ServiceContext>, id: &str) {
+        let removed = async {
+            let (mut users, request) =
+                self.users_call(ctx, DeleteUserRequest { id: id.to_owned() })?;
+            match users.delete_user(request).await {
+                Ok(_) => Ok(()),
+                Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
+                Err(status) => Err(status),
+            }
+        };
+        let removed = room619::rpc::deadline::Deadline::after(CONFIRM_TIMEOUT)
+            .scope(removed)
+            .await;
+        if let Err(status) = removed {
+            tracing::error!(
+                account = id,
+                error = %status.message(),
+                "a failed sign-up may have left a user without an account; delete it with the users service"
+            );
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -151,15 +190,17 @@ impl Auth for AuthService {
                     Some(deadline) => deadline.scope(create()).await,
                     None => create().await,
                 };
+                let mut unsure = false;
                 let created = match first {
                     // Users may have created the user all the same (the
                     // deadline passed as it committed, its answer was lost):
                     // ask again, with the same id, outside the caller's
                     // deadline; users answers with the user it has. (Asked
-                    // again and still unsure, the account goes: most likely
-                    // users is down and made nothing.)
+                    // again and still unsure, the account goes, and the
+                    // user users may have made with it.)
                     Err(status) if outcome_unknown(status.code()) => {
                         tracing::warn!(account = id, error = %status.message(), "asking users again whether the user of a sign-up exists");
+                        unsure = true;
                         room619::rpc::deadline::Deadline::after(CONFIRM_TIMEOUT)
                             .scope(create())
                             .await
@@ -168,6 +209,9 @@ impl Auth for AuthService {
                 };
                 if let Err(status) = created {
                     service.undo_account(&id).await;
+                    if unsure {
+                        service.undo_user(ctx.as_ref(), &id).await;
+                    }
                     return Err(status);
                 }
                 Ok::<_, Status>(true)

@@ -7,7 +7,9 @@
 //! - Every method needs an authenticated caller; `CreateUser` needs the
 //!   scope `users:create` (the auth service's own token); a caller may update
 //!   or delete only the profile whose id is their token's subject
-//!   (`PERMISSION_DENIED` otherwise).
+//!   (`PERMISSION_DENIED` otherwise), but for that token, which may delete
+//!   any (auth removes the user of a sign-up that failed after users may
+//!   have made it).
 //! - `users.created` and `users.deleted` (a `users.v1.UserEvent`) are
 //!   published through a transactional outbox (the `outbox` module): the
 //!   change and its event commit together, a relay started with the service

@@ -13,7 +13,8 @@ use crate::store::{
     timestamp,
 };
 
-/// The scope `CreateUser` needs (the auth service's token has it).
+/// The scope `CreateUser` needs (the auth service's token has it); it also
+/// lets its holder delete any user (auth undoing a failed sign-up).
 pub(crate) const CREATE_SCOPE: &str = "users:create";
 /// The longest name, in characters.
 const MAX_NAME: usize = 100;
@@ -226,10 +227,15 @@ impl UserStore {
         }
     }
 
-    /// Deletes the caller's own profile and queues `users.deleted`, in one
-    /// transaction.
+    /// Deletes the caller's own profile (or, for the auth service's token,
+    /// the one a failed sign-up may have left) and queues `users.deleted`,
+    /// in one transaction.
     pub(crate) async fn delete(&self, caller: &Principal, id: &str) -> room619::Result<()> {
-        let id = own(caller, id, "delete")?;
+        let id = if caller.has_scope(CREATE_SCOPE) {
+            crate::access::required("id", id)?
+        } else {
+            own(caller, id, "delete")?
+        };
         let mut tx = self.db.pool().begin().await.map_err(db_error)?;
         let email: Option<String> =
             sqlx::query_scalar("DELETE FROM users WHERE id = $1 RETURNING email")

@@ -146,6 +146,19 @@ async fn crud_across_versions(kind: Kind) {
     strangers_and_the_departed(&mut c, &alice_token, &bob.id).await;
     assert_eq!(test.count("users").await, 1);
 
+    // The auth service's token deletes any user (the user of a sign-up
+    // that failed after users made it); a user's own token may not.
+    c.v1.delete_user(authed(&auth, v1::DeleteUserRequest { id: bob.id.clone() }))
+        .await
+        .unwrap();
+    assert_eq!(test.count("users").await, 0);
+    refused(
+        c.v1.delete_user(authed(&auth, v1::DeleteUserRequest { id: bob.id.clone() }))
+            .await,
+        Code::NotFound,
+        &bob.id,
+    );
+
     node.shutdown().await.unwrap();
     test.finish().await;
 }
