@@ -36,7 +36,7 @@ pub fn email_problem(email: &str) -> Option<String> {
             EMAIL_CHARS.end()
         ));
     }
-    if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if email.chars().any(|c| is_space(c) || c.is_control()) {
         return Some("must not contain spaces or control characters".to_owned());
     }
     let well_formed = email.split_once('@').is_some_and(|(local, domain)| {
@@ -59,9 +59,20 @@ pub fn name_problem(name: &str, max: usize) -> Option<String> {
             "must be 1 to {max} characters long, not counting surrounding spaces (got {chars})"
         ));
     }
+    if name.chars().all(is_space) {
+        return Some("must contain a character that is not a space".to_owned());
+    }
     name.chars()
         .any(char::is_control)
         .then(|| "must not contain control characters".to_owned())
+}
+
+/// Whether `c` is a space as the patterns' `\s` has it (ECMAScript's,
+/// which readers of the OpenAPI document use): Unicode's white space and
+/// U+FEFF, which Rust's `char::is_whitespace` (and so `trim`) leaves out.
+#[must_use]
+pub fn is_space(c: char) -> bool {
+    c.is_whitespace() || c == '\u{feff}'
 }
 
 #[cfg(test)]
@@ -91,6 +102,7 @@ mod tests {
             "a@@b.c",
             "a b@c.d",
             "a@b.c\u{7}",
+            "a\u{feff}@b.c",
             &long,
         ] {
             assert!(email_problem(bad).is_some(), "{bad}");
@@ -103,5 +115,9 @@ mod tests {
         assert!(name_problem("", 100).is_some());
         assert!(name_problem(&"x".repeat(101), 100).is_some());
         assert!(name_problem("A\u{1d}da", 100).is_some());
+        // Spaces as the OpenAPI pattern's `\s` counts them.
+        assert!(name_problem("\u{feff}", 100).is_some());
+        assert!(name_problem("\u{feff} \u{3000}", 100).is_some());
+        assert_eq!(name_problem("Ada\u{feff}", 100), None);
     }
 }

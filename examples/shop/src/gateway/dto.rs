@@ -28,7 +28,7 @@ fn display_name<C>(value: &str, _context: &C) -> garde::Result {
 /// A product's name besides its length (checked on its own): not only
 /// spaces, no control characters (the products service's rule).
 fn product_name<C>(value: &str, _context: &C) -> garde::Result {
-    if value.trim().is_empty() {
+    if value.chars().all(crate::rules::is_space) {
         return Err(garde::Error::new("must not be only spaces"));
     }
     single_line(Some(value))

@@ -74,13 +74,18 @@ impl Cursor {
             .and_then(|bytes| String::from_utf8(bytes).ok())
             .and_then(|text| {
                 let (created_at, id) = text.split_once(' ')?;
-                humantime::parse_rfc3339(created_at).ok()?;
+                // Written again as the rows store it (microseconds, fixed
+                // width): the query compares the text, and a forged
+                // `05:00:00Z` would sort after `05:00:00.1Z` of that second.
+                let created_at =
+                    humantime::format_rfc3339_micros(humantime::parse_rfc3339(created_at).ok()?)
+                        .to_string();
                 // Ids have neither spaces nor control characters (a NUL
                 // would fail in PostgreSQL, not as a bad token).
                 let usable = !id.is_empty()
                     && !id.chars().any(|c| c.is_whitespace() || c.is_control());
                 usable.then(|| Self {
-                    created_at: created_at.to_owned(),
+                    created_at,
                     id: id.to_owned(),
                 })
             })
@@ -145,6 +150,18 @@ mod tests {
             let err = Cursor::decode(bad).unwrap_err();
             assert_eq!(err.kind(), room619::ErrorKind::InvalidArgument, "{bad}");
         }
+    }
+
+    /// A forged time is read as the rows store it, so it sorts among them
+    /// as the time it names.
+    #[test]
+    fn a_forged_time_is_written_as_stored() {
+        let forged = URL_SAFE_NO_PAD.encode("2026-11-26T05:00:00Z u1");
+        let cursor = Cursor::decode(&forged).unwrap().unwrap();
+        assert_eq!(cursor.created_at, "2026-11-26T05:00:00.000000Z");
+        let precise = URL_SAFE_NO_PAD.encode("2026-11-26T05:00:00.1234567Z u1");
+        let cursor = Cursor::decode(&precise).unwrap().unwrap();
+        assert_eq!(cursor.created_at, "2026-11-26T05:00:00.123456Z");
     }
 
     #[test]
