@@ -98,8 +98,9 @@ pub(crate) struct Activity {
     written: AtomicU64,
     waiting: AtomicBool,
     holds: AtomicU64,
-    /// Whether a request was answered `101 Switching Protocols`: hyper then
-    /// hands the socket to the request's handler.
+    /// Whether an HTTP/1 request was answered `101 Switching Protocols` (or
+    /// a `CONNECT` with a success): hyper then hands the socket to the
+    /// request's handler.
     upgraded: AtomicBool,
 }
 
@@ -408,6 +409,7 @@ where
         let http2 = request.version() == http::Version::HTTP_2;
         Counted {
             in_flight: Some(self.activity.start(http2)),
+            tunnel: !http2 && request.method() == http::Method::CONNECT,
             inner: self.current.load().call_from(self.peer, request),
         }
     }
@@ -420,6 +422,8 @@ pin_project! {
         #[pin]
         inner: F,
         in_flight: Option<InFlight>,
+        // An HTTP/1 `CONNECT`: a success hands the socket to the handler.
+        tunnel: bool,
     }
 }
 
@@ -433,8 +437,14 @@ where
         let this = self.project();
         let Ok(response) = ready!(this.inner.poll(cx));
         let in_flight = this.in_flight.take();
-        if response.status() == http::StatusCode::SWITCHING_PROTOCOLS
+        // hyper hands an HTTP/1 socket to the handler after a `101`, and
+        // after any success to a `CONNECT`.
+        let status = response.status();
+        let upgraded = status == http::StatusCode::SWITCHING_PROTOCOLS
+            || (*this.tunnel && status.is_success());
+        if upgraded
             && let Some(in_flight) = &in_flight
+            && !in_flight.http2
         {
             in_flight.activity.upgrades();
         }
@@ -555,6 +565,7 @@ mod tests {
     async fn a_request_is_finished_once_its_answers_body_is_dropped() {
         let activity = Arc::new(Activity::default());
         let counted = Counted {
+            tunnel: false,
             in_flight: Some(activity.start(false)),
             inner: ready(Ok::<_, Infallible>(Response::new(Body::from("hi")))),
         };
@@ -568,6 +579,7 @@ mod tests {
     /// A counted answer to `http2` or HTTP/1 with `body`.
     async fn answer(activity: &Arc<Activity>, http2: bool, body: Body) -> CountedBody {
         let counted = Counted {
+            tunnel: false,
             in_flight: Some(activity.start(http2)),
             inner: ready(Ok::<_, Infallible>(Response::new(body))),
         };
@@ -641,6 +653,7 @@ mod tests {
     fn a_request_abandoned_unanswered_is_finished() {
         let activity = Arc::new(Activity::default());
         let counted = Counted {
+            tunnel: false,
             in_flight: Some(activity.start(false)),
             inner: pending::<Result<Response<Body>, Infallible>>(),
         };

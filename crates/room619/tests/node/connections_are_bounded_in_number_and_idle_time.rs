@@ -381,7 +381,19 @@ async fn connections_past_max_connections_are_closed_at_once_and_counted() {
 
 /// `GET /upgrade`: switches to a protocol that echoes bytes until closed.
 async fn upgrade(mut request: axum::extract::Request) -> axum::response::Response {
-    let upgrade = hyper::upgrade::on(&mut request);
+    echo_once_handed(&mut request);
+    switching_protocols()
+}
+
+/// `CONNECT /tunnel`: a tunnel that echoes bytes until closed.
+async fn tunnel(mut request: axum::extract::Request) -> axum::response::Response {
+    echo_once_handed(&mut request);
+    axum::response::Response::new(axum::body::Body::empty())
+}
+
+/// Echoes what comes through `request`'s socket once hyper hands it over.
+fn echo_once_handed(request: &mut axum::extract::Request) {
+    let upgrade = hyper::upgrade::on(request);
     tokio::spawn(async move {
         let mut io = hyper_util::rt::TokioIo::new(upgrade.await.unwrap());
         let mut buf = [0_u8; 64];
@@ -391,7 +403,6 @@ async fn upgrade(mut request: axum::extract::Request) -> axum::response::Respons
             }
         }
     });
-    switching_protocols()
 }
 
 /// `GET /hold`: switches protocols, then holds the socket for a minute
@@ -451,6 +462,7 @@ async fn node_with_upgrades(config: room619::config::Config) -> room619::Running
     let service = support::echo_builder()
         .route("/upgrade", axum::routing::get(upgrade))
         .route("/hold", axum::routing::get(upgrade_and_hold))
+        .route("/tunnel", axum::routing::connect(tunnel))
         .build()
         .unwrap();
     support::start_with(config, service).await
@@ -465,9 +477,15 @@ async fn upgraded_connection(addr: SocketAddr) -> TcpStream {
 
 /// A connection to `addr` whose request for `path` switched protocols.
 async fn switched(addr: SocketAddr, path: &str) -> TcpStream {
-    let mut upgraded = TcpStream::connect(addr).await.unwrap();
     let head =
         format!("GET {path} HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n");
+    handed_over(addr, &head, b"HTTP/1.1 101").await
+}
+
+/// A connection to `addr` whose request `head` was answered with `status`
+/// (a status line's start), the rest of it handed to the handler.
+async fn handed_over(addr: SocketAddr, head: &str, status: &[u8]) -> TcpStream {
+    let mut upgraded = TcpStream::connect(addr).await.unwrap();
     upgraded.write_all(head.as_bytes()).await.unwrap();
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
@@ -476,7 +494,7 @@ async fn switched(addr: SocketAddr, path: &str) -> TcpStream {
         head.push(byte[0]);
     }
     assert!(
-        head.starts_with(b"HTTP/1.1 101"),
+        head.starts_with(status),
         "{}",
         String::from_utf8_lossy(&head)
     );
@@ -525,26 +543,37 @@ async fn a_shutdown_waits_for_upgraded_connections_to_close() {
     assert!(started.elapsed() < Duration::from_secs(4));
 }
 
-/// An upgraded connection whose handler ignores the shutdown is ended at
-/// the drain timeout: the handler's wait for the next read fails, and the
-/// client sees the connection close.
+/// An upgraded connection (or a `CONNECT` tunnel) whose handler ignores
+/// the shutdown is ended at the drain timeout: the handler's wait for the
+/// next read fails, and the client sees the connection close.
 #[tokio::test]
 async fn an_upgraded_connection_is_closed_at_the_drain_timeout() {
-    let (node, mut upgraded) = node_with_an_upgraded_connection(Duration::from_millis(300)).await;
-    let shutdown = tokio::spawn(node.shutdown());
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!shutdown.is_finished(), "the node stopped at once");
-    echoes(&mut upgraded, b"held").await;
-    tokio::time::timeout(Duration::from_secs(10), shutdown)
-        .await
-        .expect("an upgraded connection held the shutdown")
-        .unwrap()
-        .unwrap();
-    let mut rest = [0_u8; 8];
-    let read = tokio::time::timeout(Duration::from_secs(5), upgraded.read(&mut rest))
-        .await
-        .expect("the upgraded connection is still open after the shutdown");
-    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    for tunnel in [false, true] {
+        let mut config = support::config("");
+        config.node.drain_timeout = Duration::from_secs(1);
+        let node = node_with_upgrades(config).await;
+        let mut upgraded = if tunnel {
+            let head = "CONNECT /tunnel HTTP/1.1\r\nhost: t\r\n\r\n";
+            handed_over(node.local_addr(), head, b"HTTP/1.1 200").await
+        } else {
+            switched(node.local_addr(), "/upgrade").await
+        };
+        echoes(&mut upgraded, b"ping").await;
+        let shutdown = tokio::spawn(node.shutdown());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!shutdown.is_finished(), "the node stopped at once");
+        echoes(&mut upgraded, b"held").await;
+        tokio::time::timeout(Duration::from_secs(10), shutdown)
+            .await
+            .expect("an upgraded connection held the shutdown")
+            .unwrap()
+            .unwrap();
+        let mut rest = [0_u8; 8];
+        let read = tokio::time::timeout(Duration::from_secs(5), upgraded.read(&mut rest))
+            .await
+            .unwrap_or_else(|_| panic!("still open after the shutdown (tunnel: {tunnel})"));
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
 }
 
 /// An upgraded connection its handler holds without reading or writing

@@ -49,7 +49,6 @@ impl AuthService {
         Ok(self.issuer.pair(account_id, refresh)?)
     }
 
-    /// Creates the `users.v1.User` of a new account, as the auth service.
     /// A client of `users` 1, and a request carrying `message` with the
     /// service's own token.
     fn users_call<T>(
@@ -66,6 +65,7 @@ impl AuthService {
         Ok((users, request))
     }
 
+    /// Creates the `users.v1.User` of a new account, as the auth service.
     async fn create_user(
         &self,
         ctx: Option<&ServiceContext>,
@@ -128,6 +128,8 @@ impl AuthService {
     /// Removes the user `users` may have made for the failed sign-up of
     /// account `id` (its answers were lost), so that no profile is left
     /// without an account, holding its email against every later sign-up.
+    /// Best effort: a create still running at users when this delete finds
+    /// nothing can commit after it (both are bounded by their deadlines).
     async fn undo_user(&self, ctx: Option<&ServiceContext>, id: &str) {
         let removed = async {
             let (mut users, request) =

@@ -28,8 +28,18 @@ where
     type Rejection = Response;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(unreadable) =
-            crate::rpc::codec::unreadable_body(request.headers(), crate::rpc::codec::Format::Json)
+        let json = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(crate::rpc::codec::Format::from_media_type)
+            == Some(crate::rpc::codec::Format::Json);
+        // Another content type is axum's rejection, which says so.
+        if json
+            && let Some(unreadable) = crate::rpc::codec::unreadable_body(
+                request.headers(),
+                crate::rpc::codec::Format::Json,
+            )
         {
             return Err(unreadable.into_response());
         }

@@ -320,10 +320,11 @@ impl tower::Service<Request<Body>> for HttpInstance {
         if uri.path_and_query.is_none() {
             uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
         }
-        // A forwarded request keeps the version and `Host` it arrived with;
-        // the instance is called over HTTP/1.1 (hyper refuses to send an
-        // HTTP/2 request on it), with the `Host` of the instance's address,
-        // which hyper sets from the URI.
+        // The instance is called over HTTP/1.1 (hyper refuses to send an
+        // HTTP/2 request on it, such as one a gateway forwards as it came),
+        // with the `Host` of the instance's address, which hyper sets from
+        // the URI: a `Host` in the request (a forwarded one's, say) names
+        // another server.
         parts.version = http::Version::HTTP_11;
         parts.headers.remove(http::header::HOST);
         let client = self.client.clone();

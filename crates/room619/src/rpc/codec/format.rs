@@ -161,7 +161,8 @@ pub(crate) fn unreadable_body(headers: &http::HeaderMap, format: Format) -> Opti
         .get_all(http::header::CONTENT_ENCODING)
         .iter()
         .flat_map(|value| value.to_str().unwrap_or("?").split(','))
-        .any(|coding| !coding.trim().eq_ignore_ascii_case("identity"));
+        .map(str::trim)
+        .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"));
     if encoded {
         return Some(Error::unsupported_media_type(
             "request bodies are read as sent: a Content-Encoding (gzip, say) is not accepted; send the body uncompressed",
@@ -339,6 +340,10 @@ mod tests {
             headers(&[
                 ("content-type", "application/json"),
                 ("content-encoding", "identity"),
+            ]),
+            headers(&[
+                ("content-type", "application/json"),
+                ("content-encoding", ""),
             ]),
             headers(&[("content-type", "application/x-protobuf; charset=latin1")]),
         ];
