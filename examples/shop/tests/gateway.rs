@@ -691,6 +691,148 @@ async fn only_owners_change_or_delete_and_deleted_things_are_gone() {
     .await;
 }
 
+/// A product's URL and its owner's token, on a [`Shop`].
+struct Product<'a> {
+    shop: &'a Shop,
+    path: String,
+    token: String,
+}
+
+impl Product<'_> {
+    /// `method` on the product with the header `name: value` and a JSON
+    /// `body` (`price_cents` set to it, if any).
+    async fn send(
+        &self,
+        method: Method,
+        (name, value): (&str, &str),
+        price: Option<i64>,
+    ) -> Response {
+        let mut request = self
+            .shop
+            .http
+            .request(method, self.shop.url(&self.path))
+            .bearer_auth(&self.token)
+            .header(name, value);
+        if let Some(price) = price {
+            request = request.json(&json!({ "price_cents": price }));
+        }
+        request.send().await.unwrap()
+    }
+
+    /// `If-Match: value` on a `PATCH` of the price.
+    async fn patch(&self, value: &str, price: i64) -> Response {
+        self.send(Method::PATCH, ("if-match", value), Some(price))
+            .await
+    }
+
+    /// The product now.
+    async fn read(&self) -> Value {
+        let response = self
+            .shop
+            .call(Method::GET, &self.path, Some(&self.token), None);
+        json_ok(response.await, StatusCode::OK).await
+    }
+}
+
+#[tokio::test]
+async fn a_products_version_is_its_etag_and_if_match_guards_changes() {
+    let shop = Shop::start().await;
+    let (_, token) = shop.sign_up("ada@example.com").await;
+    let body = json!({"name": "Teapot", "price_cents": 1250});
+    let created = shop
+        .call(Method::POST, "/v1/products", Some(&token), Some(body))
+        .await;
+    assert_eq!(created.headers()["etag"], "\"1\"");
+    let created = json_ok(created, StatusCode::CREATED).await;
+    assert_eq!(created["version"], 1);
+    let product = Product {
+        shop: &shop,
+        path: format!("/v1/products/{}", created["id"].as_str().unwrap()),
+        token,
+    };
+    reads_answer_304_while_unchanged(&product, &created).await;
+    edits_from_a_stale_read_are_refused(&product).await;
+    malformed_conditions_are_400(&product).await;
+
+    let stale = product
+        .send(Method::DELETE, ("if-match", "\"2\""), None)
+        .await;
+    problem(stale, 412).await;
+    let any = product.send(Method::DELETE, ("if-match", "*"), None).await;
+    assert_eq!(any.status(), StatusCode::NO_CONTENT);
+    let gone = shop.call(Method::GET, &product.path, Some(&product.token), None);
+    problem(gone.await, 404).await;
+}
+
+async fn reads_answer_304_while_unchanged(product: &Product<'_>, created: &Value) {
+    let read = product.send(Method::GET, ("if-none-match", ""), None).await;
+    assert_eq!(read.headers()["etag"], "\"1\"");
+    assert_eq!(&json_ok(read, StatusCode::OK).await, created);
+    for unchanged in ["\"1\"", "W/\"1\"", "\"7\", \"1\"", "*"] {
+        let response = product
+            .send(Method::GET, ("if-none-match", unchanged), None)
+            .await;
+        assert_eq!(response.status(), StatusCode::NOT_MODIFIED, "{unchanged}");
+        assert_eq!(response.headers()["etag"], "\"1\"");
+        assert!(response.bytes().await.unwrap().is_empty());
+    }
+    let changed = product
+        .send(Method::GET, ("if-none-match", "\"2\""), None)
+        .await;
+    assert_eq!(&json_ok(changed, StatusCode::OK).await, created);
+}
+
+/// Two edits from the read of version 1: the second is refused; a list
+/// naming the current version applies at it; weak tags and tags the gateway
+/// never issued name none.
+async fn edits_from_a_stale_read_are_refused(product: &Product<'_>) {
+    let first = product.patch("\"1\"", 999).await;
+    assert_eq!(first.headers()["etag"], "\"2\"");
+    assert_eq!(json_ok(first, StatusCode::OK).await["version"], 2);
+    let body = problem(product.patch("\"1\"", 5).await, 412).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("version 2"),
+        "{body}"
+    );
+    let now = product.read().await;
+    assert_eq!(
+        (now["price_cents"].as_i64(), now["version"].as_i64()),
+        (Some(999), Some(2))
+    );
+
+    let listed = product.patch("\"1\", \"2\"", 7).await;
+    assert_eq!(json_ok(listed, StatusCode::OK).await["version"], 3);
+    for never in ["W/\"3\"", "\"abc\", \"1\"", "\"03\""] {
+        let body = problem(product.patch(never, 8).await, 412).await;
+        assert!(
+            body["detail"].as_str().unwrap().contains("version 3"),
+            "{never}: {body}"
+        );
+    }
+    let missing = Product {
+        shop: product.shop,
+        path: "/v1/products/nope".to_owned(),
+        token: product.token.clone(),
+    };
+    problem(missing.patch("\"1\", \"2\"", 8).await, 404).await;
+}
+
+async fn malformed_conditions_are_400(product: &Product<'_>) {
+    for malformed in ["3", "\"3", "*, \"3\"", "\"3\" \"4\"", ","] {
+        for method in [Method::PATCH, Method::DELETE] {
+            let response = product.send(method, ("if-match", malformed), Some(8)).await;
+            let body = problem(response, 400).await;
+            let detail = body["detail"].as_str().unwrap();
+            assert!(detail.contains("If-Match"), "{malformed}: {body}");
+        }
+        let response = product
+            .send(Method::GET, ("if-none-match", malformed), None)
+            .await;
+        problem(response, 400).await;
+    }
+    assert_eq!(product.read().await["version"], 3, "nothing changed");
+}
+
 #[tokio::test]
 async fn services_that_are_not_there_answer_503() {
     // No `[auth]` on this node: the gateway still insists on a bearer token.
@@ -889,6 +1031,35 @@ async fn the_openapi_document_is_public_and_describes_every_route() {
         (&json!(1), &json!(100))
     );
     check_links(&doc);
+    let product = &doc["paths"]["/v1/products/{id}"];
+    for (method, header, status) in [
+        ("get", "If-None-Match", "304"),
+        ("patch", "If-Match", "412"),
+        ("delete", "If-Match", "412"),
+    ] {
+        let op = &product[method];
+        let condition = op["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == header);
+        let condition = condition.unwrap_or_else(|| panic!("{method} lacks {header}"));
+        assert_eq!(condition["in"], "header");
+        assert_ne!(condition["required"], true);
+        assert!(
+            op["responses"][status].is_object(),
+            "{method} lacks {status}"
+        );
+    }
+    for (method, status) in [("get", "200"), ("patch", "200"), ("post", "201")] {
+        let path = if method == "post" {
+            "/v1/products"
+        } else {
+            "/v1/products/{id}"
+        };
+        let headers = &doc["paths"][path][method]["responses"][status]["headers"];
+        assert!(headers["ETag"].is_object(), "{method} {status}: {headers}");
+    }
     let signup = resolve(&doc, "#/components/schemas/SignUpBody");
     assert_eq!(signup["additionalProperties"], false);
     assert_eq!(signup["properties"]["password"]["minLength"], 8);
@@ -969,7 +1140,7 @@ fn check_operation(doc: &Value, path: &str, method: &str, op: &Value) {
             None => response,
         };
         assert!(response["description"].is_string());
-        if status == "204" {
+        if status == "204" || status == "304" {
             assert!(response.get("content").is_none());
         } else if status.starts_with('2') {
             assert!(response["content"]["application/json"]["schema"].is_object());

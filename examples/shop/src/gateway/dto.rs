@@ -308,6 +308,10 @@ pub(crate) struct ProductBody {
     pub created_at: String,
     /// When it last changed (RFC 3339, UTC).
     pub updated_at: String,
+    /// 1 when created, one more with every change: its `ETag` is this
+    /// number quoted, such as `"3"`.
+    #[schema(minimum = 1)]
+    pub version: i64,
 }
 
 impl From<products::Product> for ProductBody {
@@ -321,6 +325,7 @@ impl From<products::Product> for ProductBody {
             archived: product.archived,
             created_at: product.created_at,
             updated_at: product.updated_at,
+            version: product.version,
         }
     }
 }

@@ -15,10 +15,15 @@
 //! reached with the framework's typed clients (`ctx.client`), in-process when
 //! they share the node, over the network otherwise.
 //!
+//! A product's version is its `ETag` (`"3"`): `GET /v1/products/{id}`
+//! answers `304` to an `If-None-Match` naming it, and `PATCH` or `DELETE`
+//! with `If-Match` apply only while the product is at a version named (`412`
+//! otherwise), so two edits from one read cannot both land.
+//!
 //! Bodies are JSON with unknown fields refused and validated by the rules of
 //! the `.proto` comments. Every error is `application/problem+json`: `400`
 //! for malformed input, `401` (with `WWW-Authenticate: Bearer`), `403`,
-//! `404`, `409`, `413`, `415`, `422` with the field errors (the gateway's
+//! `404`, `409`, `412`, `413`, `415`, `422` with the field errors (the gateway's
 //! validation or a service's `google.rpc.BadRequest`), `429`, `503` when a
 //! service is unavailable and `504` when it misses the deadline: the
 //! client's (`x-request-timeout`), or else [`DEFAULT_TIMEOUT`], so a
@@ -34,6 +39,7 @@
 //! ```
 
 mod auth;
+mod conditional;
 mod dto;
 mod error;
 mod extract;

@@ -130,6 +130,11 @@ const ERRORS: &[(&str, &str, &str)] = &[
     ("NotFound", "404", "No such resource"),
     ("Conflict", "409", "The resource exists already"),
     (
+        "PreconditionFailed",
+        "412",
+        "`If-Match` names no version the resource is at: it changed since it was read",
+    ),
+    (
         "PayloadTooLarge",
         "413",
         "The body is larger than the node's limit",
@@ -245,6 +250,12 @@ fn add_errors(operation: &mut Operation) {
     }
     if operation.security.is_some() {
         statuses.extend(["401", "403"]);
+    }
+    if parameters.iter().any(|p| {
+        matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Header)
+            && p.name.eq_ignore_ascii_case("if-match")
+    }) {
+        statuses.push("412");
     }
     match operation.operation_id.as_deref() {
         Some("signUp") => statuses.push("409"),

@@ -1,7 +1,12 @@
 //! `/v1/products`: the catalog, forwarded to `products.v1.Products` with the
-//! caller's token (only a product's owner may change or delete it).
+//! caller's token (only a product's owner may change or delete it). A
+//! product's version is its `ETag`; see [`conditional`](super::conditional).
 
-use axum::{Extension, response::Response};
+use axum::{
+    Extension,
+    response::{IntoResponse as _, Response},
+};
+use http::{StatusCode, header::ETAG};
 use room619::{ServiceContext, middleware::validation::Valid, rpc::client::RpcChannel};
 use shop_proto::products::v1::{
     CreateProductRequest, DeleteProductRequest, GetProductRequest, ListProductsRequest,
@@ -10,6 +15,7 @@ use shop_proto::products::v1::{
 
 use super::{
     PRODUCTS, REQUIREMENT,
+    conditional::{IfMatch, IfNoneMatch, etag},
     dto::{CreateProductBody, ListProductsQuery, ProductBody, ProductPage, UpdateProductBody},
     error::ApiError,
     extract::{Bearer, Id, Params},
@@ -23,6 +29,45 @@ fn client(ctx: &ServiceContext) -> Result<ProductsClient<RpcChannel>, ApiError> 
 
 fn failed(status: tonic::Status) -> ApiError {
     ApiError::from_status(PRODUCTS, status)
+}
+
+/// `response` with the `ETag` of a product at `version`.
+fn tagged(mut response: Response, version: i64) -> Response {
+    response.headers_mut().insert(ETAG, etag(version));
+    response
+}
+
+/// The version a change must find product `id` at, from `If-Match`: the one
+/// it names, or, when it names several or none the gateway issued, the
+/// product's current version if listed (`412` if not, `404` if there is no
+/// product).
+async fn expected_version(
+    client: &mut ProductsClient<RpcChannel>,
+    bearer: &Bearer,
+    id: &str,
+    condition: IfMatch,
+) -> Result<Option<i64>, ApiError> {
+    let listed = match condition {
+        IfMatch::Any => return Ok(None),
+        IfMatch::Versions(versions) if versions.len() == 1 => return Ok(versions.first().copied()),
+        IfMatch::Versions(versions) => versions,
+        IfMatch::Never => Vec::new(),
+    };
+    let current = client
+        .get_product(bearer.request(GetProductRequest { id: id.to_owned() }))
+        .await
+        .map_err(failed)?
+        .into_inner()
+        .version;
+    if listed.contains(&current) {
+        Ok(Some(current))
+    } else {
+        Err(room619::Error::failed_precondition(format!(
+            "product {id} is at version {current} (`ETag: \"{current}\"`), which `If-Match` does \
+             not name: read it again before you change it"
+        ))
+        .into())
+    }
 }
 
 /// Products in creation order, a page at a time, optionally searched by
@@ -67,7 +112,10 @@ pub(crate) async fn list(
     request_body = CreateProductBody,
     security(("bearer" = [])),
     responses((status = 201, description = "The new product", body = ProductBody,
-        headers(("Location" = String, description = "The new product's URL"))))
+        headers(
+            ("Location" = String, description = "The new product's URL"),
+            ("ETag" = String, description = "Its version as an entity tag, `\"1\"`")
+        )))
 )]
 pub(crate) async fn create(
     Extension(ctx): Extension<ServiceContext>,
@@ -84,7 +132,11 @@ pub(crate) async fn create(
         .map_err(failed)?
         .into_inner();
     let location = format!("/v1/products/{}", product.id);
-    Ok(reply::created(&location, &ProductBody::from(product)))
+    let version = product.version;
+    Ok(tagged(
+        reply::created(&location, &ProductBody::from(product)),
+        version,
+    ))
 }
 
 /// One product (archived ones too).
@@ -93,21 +145,36 @@ pub(crate) async fn create(
     path = "/v1/products/{id}",
     tag = "products",
     operation_id = "getProduct",
-    params(("id" = String, Path, description = "The product's id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    params(
+        ("id" = String, Path, description = "The product's id", pattern = "^[A-Za-z0-9_-]{1,64}$"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, pattern = r##"^(\*|(W/)?"[!#-~]*"( ?, ?(W/)?"[!#-~]*")*)?$"##,
+            description = "`304` instead of the product when it is at a version listed (its \
+                           `ETag`, weak or strong) or the value is `*`")
+    ),
     security(("bearer" = [])),
-    responses((status = 200, description = "The product", body = ProductBody))
+    responses(
+        (status = 200, description = "The product", body = ProductBody,
+            headers(("ETag" = String, description = "Its version as an entity tag, such as `\"3\"`"))),
+        (status = 304, description = "Not modified: the product is at a version `If-None-Match` names",
+            headers(("ETag" = String, description = "Its version as an entity tag")))
+    )
 )]
 pub(crate) async fn get(
     Extension(ctx): Extension<ServiceContext>,
     bearer: Bearer,
     Id(id): Id,
+    unless: IfNoneMatch,
 ) -> Result<Response, ApiError> {
     let product = client(&ctx)?
         .get_product(bearer.request(GetProductRequest { id }))
         .await
         .map_err(failed)?
         .into_inner();
-    Ok(reply::ok(&ProductBody::from(product)))
+    let version = product.version;
+    if unless.matches(version) {
+        return Ok(tagged(StatusCode::NOT_MODIFIED.into_response(), version));
+    }
+    Ok(tagged(reply::ok(&ProductBody::from(product)), version))
 }
 
 /// Changes the fields that are given; only the owner may.
@@ -116,28 +183,39 @@ pub(crate) async fn get(
     path = "/v1/products/{id}",
     tag = "products",
     operation_id = "updateProduct",
-    params(("id" = String, Path, description = "The product's id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    params(
+        ("id" = String, Path, description = "The product's id", pattern = "^[A-Za-z0-9_-]{1,64}$"),
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r##"^(\*|(W/)?"[!#-~]*"( ?, ?(W/)?"[!#-~]*")*)?$"##,
+            description = "Change it only while it is at a version listed (its `ETag`): `412` \
+                           otherwise")
+    ),
     request_body = UpdateProductBody,
     security(("bearer" = [])),
-    responses((status = 200, description = "The changed product", body = ProductBody))
+    responses((status = 200, description = "The changed product", body = ProductBody,
+        headers(("ETag" = String, description = "Its new version as an entity tag"))))
 )]
 pub(crate) async fn update(
     Extension(ctx): Extension<ServiceContext>,
     bearer: Bearer,
     Id(id): Id,
+    condition: IfMatch,
     Valid(body): Valid<UpdateProductBody>,
 ) -> Result<Response, ApiError> {
-    let product = client(&ctx)?
+    let mut client = client(&ctx)?;
+    let expected_version = expected_version(&mut client, &bearer, &id, condition).await?;
+    let product = client
         .update_product(bearer.request(UpdateProductRequest {
             id,
             name: body.name,
             description: body.description,
             price_cents: body.price_cents,
+            expected_version,
         }))
         .await
         .map_err(failed)?
         .into_inner();
-    Ok(reply::ok(&ProductBody::from(product)))
+    let version = product.version;
+    Ok(tagged(reply::ok(&ProductBody::from(product)), version))
 }
 
 /// Deletes a product; only the owner may.
@@ -146,7 +224,12 @@ pub(crate) async fn update(
     path = "/v1/products/{id}",
     tag = "products",
     operation_id = "deleteProduct",
-    params(("id" = String, Path, description = "The product's id", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    params(
+        ("id" = String, Path, description = "The product's id", pattern = "^[A-Za-z0-9_-]{1,64}$"),
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r##"^(\*|(W/)?"[!#-~]*"( ?, ?(W/)?"[!#-~]*")*)?$"##,
+            description = "Delete it only while it is at a version listed (its `ETag`): `412` \
+                           otherwise")
+    ),
     security(("bearer" = [])),
     responses((status = 204, description = "The product is deleted"))
 )]
@@ -154,9 +237,15 @@ pub(crate) async fn delete(
     Extension(ctx): Extension<ServiceContext>,
     bearer: Bearer,
     Id(id): Id,
+    condition: IfMatch,
 ) -> Result<Response, ApiError> {
-    client(&ctx)?
-        .delete_product(bearer.request(DeleteProductRequest { id }))
+    let mut client = client(&ctx)?;
+    let expected_version = expected_version(&mut client, &bearer, &id, condition).await?;
+    client
+        .delete_product(bearer.request(DeleteProductRequest {
+            id,
+            expected_version,
+        }))
         .await
         .map_err(failed)?;
     Ok(reply::no_content())

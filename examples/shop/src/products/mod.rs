@@ -4,6 +4,10 @@
 //! - Every method needs an authenticated caller; a product belongs to the
 //!   caller who created it (its token's subject) and only they may update or
 //!   delete it (`PERMISSION_DENIED` otherwise).
+//! - Each product has a version, 1 when created and one more with every
+//!   change; an update or delete that names an `expected_version` applies
+//!   only at that version (`FAILED_PRECONDITION` otherwise), so an edit
+//!   made from a stale read does not silently undo the newer one.
 //! - `ListProducts` pages in creation order and filters by owner and by a
 //!   case-insensitive substring of the name (`%` and `_` match themselves).
 //! - It consumes `users.deleted` through the durable consumer
@@ -84,6 +88,7 @@ fn product(row: ProductRow) -> Product {
         archived: row.archived,
         created_at: row.created_at,
         updated_at: row.updated_at,
+        version: row.version,
     }
 }
 
@@ -152,6 +157,7 @@ impl Products for Api {
             name: request.name,
             description: request.description,
             price_cents: request.price_cents,
+            expected_version: request.expected_version,
         };
         let row = self.0.update(&caller, &request.id, changes).await?;
         Ok(Response::new(product(row)))
@@ -162,7 +168,10 @@ impl Products for Api {
         request: Request<DeleteProductRequest>,
     ) -> Result<Response<DeleteProductResponse>, Status> {
         let caller = caller(request.extensions())?;
-        self.0.delete(&caller, &request.get_ref().id).await?;
+        let request = request.get_ref();
+        self.0
+            .delete(&caller, &request.id, request.expected_version)
+            .await?;
         Ok(Response::new(DeleteProductResponse {}))
     }
 }

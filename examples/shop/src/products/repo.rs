@@ -1,6 +1,6 @@
 //! The products table: validation and queries.
 
-use room619::{Error, middleware::auth::Principal};
+use room619::{Error, ErrorKind, middleware::auth::Principal};
 
 use crate::rules;
 use sqlx::{Row as _, any::AnyRow};
@@ -21,7 +21,7 @@ const MAX_PRICE_CENTS: i64 = 10_000_000_000;
 const MAX_QUERY: usize = 200;
 
 const COLUMNS: &str =
-    "id, owner_id, name, description, price_cents, archived, created_at, updated_at";
+    "id, owner_id, name, description, price_cents, archived, created_at, updated_at, version";
 
 /// One product, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +34,8 @@ pub(crate) struct ProductRow {
     pub(crate) archived: bool,
     pub(crate) created_at: String,
     pub(crate) updated_at: String,
+    /// 1 when created, one more with every change.
+    pub(crate) version: i64,
 }
 
 impl ProductRow {
@@ -47,6 +49,7 @@ impl ProductRow {
             archived: row.try_get::<i64, _>("archived")? != 0,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
+            version: row.try_get("version")?,
         })
     }
 
@@ -74,6 +77,8 @@ pub(crate) struct Changes {
     pub(crate) name: Option<String>,
     pub(crate) description: Option<String>,
     pub(crate) price_cents: Option<i64>,
+    /// The version the product must still be at, if any.
+    pub(crate) expected_version: Option<i64>,
 }
 
 /// The catalog's data.
@@ -111,6 +116,7 @@ impl ProductStore {
             archived: false,
             created_at: timestamp(),
             updated_at: String::new(),
+            version: 1,
         };
         let mut tx = self.db.pool().begin().await.map_err(db_error)?;
         if claim_owner(&mut tx, &row.owner_id, false).await? {
@@ -121,7 +127,7 @@ impl ProductStore {
         }
         sqlx::query(
             "INSERT INTO products (id, owner_id, name, name_folded, description, price_cents, \
-             archived, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7)",
+             archived, created_at, updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7, 1)",
         )
         .bind(&row.id)
         .bind(&row.owner_id)
@@ -188,7 +194,8 @@ impl ProductStore {
         Ok(page::split(rows, size, ProductRow::cursor))
     }
 
-    /// Sets the `changes` of the caller's own product.
+    /// Sets the `changes` of the caller's own product, if it is still at
+    /// their expected version.
     pub(crate) async fn update(
         &self,
         caller: &Principal,
@@ -203,11 +210,14 @@ impl ProductStore {
         if let Some(price_cents) = changes.price_cents {
             check_price(price_cents)?;
         }
+        check_version(changes.expected_version)?;
         let folded = name.as_ref().map(|name| name.to_lowercase());
         let row = sqlx::query(&format!(
             "UPDATE products SET name = COALESCE($3, name), name_folded = COALESCE($4, name_folded), \
              description = COALESCE($5, description), price_cents = COALESCE($6, price_cents), \
-             updated_at = $7 WHERE id = $1 AND owner_id = $2 AND archived = 0 RETURNING {COLUMNS}"
+             updated_at = $7, version = version + 1 \
+             WHERE id = $1 AND owner_id = $2 AND archived = 0 AND version = COALESCE($8, version) \
+             RETURNING {COLUMNS}"
         ))
         .bind(id)
         .bind(caller.subject())
@@ -216,27 +226,40 @@ impl ProductStore {
         .bind(changes.description)
         .bind(changes.price_cents)
         .bind(timestamp())
+        .bind(changes.expected_version)
         .fetch_optional(self.db.pool())
         .await
         .map_err(db_error)?;
         match row {
             Some(row) => ProductRow::from_row(&row).map_err(db_error),
-            None => Err(self.refusal(caller, id, "change").await),
+            None => Err(self
+                .refusal(caller, id, "change", changes.expected_version)
+                .await),
         }
     }
 
-    /// Deletes the caller's own product.
-    pub(crate) async fn delete(&self, caller: &Principal, id: &str) -> room619::Result<()> {
+    /// Deletes the caller's own product, if it is at `expected_version`
+    /// (when given).
+    pub(crate) async fn delete(
+        &self,
+        caller: &Principal,
+        id: &str,
+        expected_version: Option<i64>,
+    ) -> room619::Result<()> {
         let id = crate::access::required("id", id)?;
-        let deleted =
-            sqlx::query("DELETE FROM products WHERE id = $1 AND owner_id = $2 AND archived = 0")
-                .bind(id)
-                .bind(caller.subject())
-                .execute(self.db.pool())
-                .await
-                .map_err(db_error)?;
+        check_version(expected_version)?;
+        let deleted = sqlx::query(
+            "DELETE FROM products WHERE id = $1 AND owner_id = $2 AND archived = 0 \
+             AND version = COALESCE($3, version)",
+        )
+        .bind(id)
+        .bind(caller.subject())
+        .bind(expected_version)
+        .execute(self.db.pool())
+        .await
+        .map_err(db_error)?;
         if deleted.rows_affected() == 0 {
-            return Err(self.refusal(caller, id, "delete").await);
+            return Err(self.refusal(caller, id, "delete", expected_version).await);
         }
         Ok(())
     }
@@ -244,20 +267,48 @@ impl ProductStore {
     /// Why a change of product `id` by `caller` touched nothing: it does
     /// not exist (`NotFound`), belongs to someone else, or was archived with
     /// its owner's deletion (`PermissionDenied`: the departed owner's tokens
-    /// live on until they expire).
-    async fn refusal(&self, caller: &Principal, id: &str, what: &str) -> Error {
-        let owner: Result<Option<String>, _> =
-            sqlx::query_scalar("SELECT owner_id FROM products WHERE id = $1")
-                .bind(id)
-                .fetch_optional(self.db.pool())
-                .await;
-        match owner {
-            Ok(Some(owner)) if owner == caller.subject() => Error::permission_denied(format!(
-                "product {id} was archived when its owner was deleted: no one may {what} it"
-            )),
-            Ok(Some(_)) => {
+    /// live on until they expire), or is no longer at the version expected
+    /// (`FailedPrecondition`).
+    async fn refusal(
+        &self,
+        caller: &Principal,
+        id: &str,
+        what: &str,
+        expected_version: Option<i64>,
+    ) -> Error {
+        let found = sqlx::query("SELECT owner_id, archived, version FROM products WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await
+            .and_then(|row| {
+                row.map(|row| {
+                    Ok::<_, sqlx::Error>((
+                        row.try_get::<String, _>("owner_id")?,
+                        row.try_get::<i64, _>("archived")? != 0,
+                        row.try_get::<i64, _>("version")?,
+                    ))
+                })
+                .transpose()
+            });
+        match found {
+            Ok(Some((owner, _, _))) if owner != caller.subject() => {
                 Error::permission_denied(format!("only the owner of product {id} may {what} it"))
             }
+            Ok(Some((_, true, _))) => Error::permission_denied(format!(
+                "product {id} was archived when its owner was deleted: no one may {what} it"
+            )),
+            Ok(Some((_, false, version))) => match expected_version {
+                Some(expected) if expected != version => Error::failed_precondition(format!(
+                    "product {id} is at version {version}, not {expected}: it changed since it \
+                     was read; read it again before you {what} it"
+                )),
+                // It matched by the time it was read again: it changed
+                // between the two statements.
+                _ => Error::new(
+                    ErrorKind::Aborted,
+                    format!("product {id} changed while this {what} ran; try again"),
+                ),
+            },
             Ok(None) => not_found(id),
             Err(err) => db_error(err),
         }
@@ -270,7 +321,8 @@ impl ProductStore {
         let mut tx = self.db.pool().begin().await.map_err(db_error)?;
         claim_owner(&mut tx, owner_id, true).await?;
         let archived = sqlx::query(
-            "UPDATE products SET archived = 1, updated_at = $2 WHERE owner_id = $1 AND archived = 0",
+            "UPDATE products SET archived = 1, updated_at = $2, version = version + 1 \
+             WHERE owner_id = $1 AND archived = 0",
         )
         .bind(owner_id)
         .bind(timestamp())
@@ -382,6 +434,15 @@ fn check_description(description: &str) -> room619::Result<()> {
         ));
     }
     Ok(())
+}
+
+fn check_version(expected_version: Option<i64>) -> room619::Result<()> {
+    match expected_version {
+        Some(version) if version < 1 => Err(Error::invalid_argument(format!(
+            "expected_version must be 1 or more (got {version}); leave it unset for no check"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn check_price(price_cents: i64) -> room619::Result<()> {

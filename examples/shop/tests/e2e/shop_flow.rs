@@ -121,6 +121,45 @@ async fn catalog(shop: &Shop, alice: &User) -> Value {
     assert_eq!(status, StatusCode::OK, "{updated}");
     assert_eq!(updated["price_cents"], 1_999);
     assert_eq!(updated["name"], "Desk lamp", "fields not sent are kept");
+    assert_eq!(
+        (&lamp["version"], &updated["version"]),
+        (&json!(1), &json!(2))
+    );
+    // An edit made from the first read (version 1) would undo the one above.
+    let (status, problem) = shop
+        .call_with(
+            Method::PATCH,
+            &path,
+            token,
+            &[("if-match", "\"1\"")],
+            Some(json!({"price_cents": 2_100})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{problem}");
+    let (status, updated) = shop
+        .call_with(
+            Method::PATCH,
+            &path,
+            token,
+            &[("if-match", "\"2\"")],
+            Some(json!({"price_cents": 2_100})),
+        )
+        .await;
+    assert_eq!(
+        (status, &updated["version"]),
+        (StatusCode::OK, &json!(3)),
+        "{updated}"
+    );
+    let (status, _) = shop
+        .call_with(
+            Method::GET,
+            &path,
+            token,
+            &[("if-none-match", "\"3\"")],
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
 
     let kettle_path = format!("/v1/products/{}", kettle["id"].as_str().unwrap());
     let (status, _) = shop.call(Method::DELETE, &kettle_path, token, None).await;

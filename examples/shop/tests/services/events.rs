@@ -111,6 +111,7 @@ async fn archived_stay_put(
             token,
             DeleteProductRequest {
                 id: archived[1].id.clone(),
+                ..DeleteProductRequest::default()
             },
         ))
         .await
@@ -158,6 +159,7 @@ async fn archived_on_owner_deletion(kind: Kind) {
             (&now.id, &now.name, now.price_cents),
             (&before.id, &before.name, before.price_cents)
         );
+        assert_eq!(now.version, before.version + 1, "archiving is a change");
     }
     let one = c
         .products

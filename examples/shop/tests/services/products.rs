@@ -55,6 +55,7 @@ async fn partial_updates(
     );
     assert_eq!(cheaper.description, widget.description);
     assert!(cheaper.updated_at > widget.updated_at);
+    assert_eq!(cheaper.version, widget.version + 1);
     let renamed = UpdateProductRequest {
         id: widget.id.clone(),
         name: Some("Green Widget".into()),
@@ -136,6 +137,7 @@ async fn ownership(kind: Kind) {
     );
     assert!(!widget.archived);
     assert_eq!(widget.created_at, widget.updated_at);
+    assert_eq!(widget.version, 1);
 
     let seen = c
         .get_product(authed(
@@ -160,6 +162,7 @@ async fn ownership(kind: Kind) {
     );
     let steal = DeleteProductRequest {
         id: widget.id.clone(),
+        expected_version: Some(widget.version),
     };
     refused(
         c.delete_product(authed(&bob, steal)).await,
@@ -174,6 +177,7 @@ async fn ownership(kind: Kind) {
         &alice,
         DeleteProductRequest {
             id: widget.id.clone(),
+            ..Default::default()
         },
     ))
     .await
@@ -190,8 +194,14 @@ async fn ownership(kind: Kind) {
         &widget.id,
     );
     refused(
-        c.delete_product(authed(&alice, DeleteProductRequest { id: widget.id }))
-            .await,
+        c.delete_product(authed(
+            &alice,
+            DeleteProductRequest {
+                id: widget.id,
+                ..Default::default()
+            },
+        ))
+        .await,
         Code::NotFound,
         "no product",
     );
@@ -200,6 +210,110 @@ async fn ownership(kind: Kind) {
     test.finish().await;
 }
 both!(products_belong_to_their_creator, super::ownership);
+
+/// `UpdateProduct` of `id` setting its price, expecting `expected`.
+fn reprice(
+    token: &str,
+    id: &str,
+    price_cents: i64,
+    expected: Option<i64>,
+) -> tonic::Request<UpdateProductRequest> {
+    authed(
+        token,
+        UpdateProductRequest {
+            id: id.to_owned(),
+            price_cents: Some(price_cents),
+            expected_version: expected,
+            ..Default::default()
+        },
+    )
+}
+
+/// A change that names the version it was made from applies only at that
+/// version: of two edits from one read, the second is refused, not lost.
+async fn versions(kind: Kind) {
+    let test = TestDb::new(kind).await;
+    let node = start_node(&test.db).await;
+    let mut c = clients(&node).await.products;
+    let (alice, bob) = (token("alice", ""), token("bob", ""));
+    let widget = create(&mut c, "alice", "Widget", 100).await;
+    let get = |id: &str| authed(&alice, GetProductRequest { id: id.to_owned() });
+
+    let first = c
+        .update_product(reprice(&alice, &widget.id, 200, Some(1)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((first.version, first.price_cents), (2, 200));
+    refused(
+        c.update_product(reprice(&alice, &widget.id, 300, Some(1)))
+            .await,
+        Code::FailedPrecondition,
+        "is at version 2, not 1",
+    );
+    let now = c.get_product(get(&widget.id)).await.unwrap().into_inner();
+    assert_eq!(now, first, "the refused edit changed nothing");
+
+    // No expectation: applies at any version.
+    let second = c
+        .update_product(reprice(&alice, &widget.id, 400, None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((second.version, second.price_cents), (3, 400));
+    for bad in [0, -1, i64::MIN] {
+        refused(
+            c.update_product(reprice(&alice, &widget.id, 1, Some(bad)))
+                .await,
+            Code::InvalidArgument,
+            "expected_version must be 1 or more",
+        );
+    }
+    // Ownership is checked before the version.
+    refused(
+        c.update_product(reprice(&bob, &widget.id, 1, Some(1)))
+            .await,
+        Code::PermissionDenied,
+        "owner",
+    );
+    refused(
+        c.update_product(reprice(&alice, "nope", 1, Some(1))).await,
+        Code::NotFound,
+        "nope",
+    );
+
+    let delete = |expected| {
+        authed(
+            &alice,
+            DeleteProductRequest {
+                id: widget.id.clone(),
+                expected_version: expected,
+            },
+        )
+    };
+    refused(
+        c.delete_product(delete(Some(2))).await,
+        Code::FailedPrecondition,
+        "is at version 3, not 2",
+    );
+    assert_eq!(
+        c.get_product(get(&widget.id)).await.unwrap().into_inner(),
+        second
+    );
+    c.delete_product(delete(Some(3))).await.unwrap();
+    refused(
+        c.delete_product(delete(Some(3))).await,
+        Code::NotFound,
+        "no product",
+    );
+
+    node.shutdown().await.unwrap();
+    test.finish().await;
+}
+both!(
+    changes_apply_only_at_the_version_they_expect,
+    super::versions
+);
 
 /// `CreateProduct` as the holder of `token`.
 fn create_request(

@@ -451,10 +451,12 @@ impl users::users_server::Users for Fakes {
 impl Fakes {
     /// The product `id`, owned by `caller`: `NOT_FOUND` or
     /// `PERMISSION_DENIED` otherwise.
+    /// The caller's product `id`, if at `expected` (when given).
     fn owned<'a>(
         state: &'a mut State,
         id: &str,
         caller: &str,
+        expected: Option<i64>,
     ) -> Result<&'a mut products::Product, Status> {
         let product = state
             .products
@@ -463,6 +465,12 @@ impl Fakes {
             .ok_or_else(|| Status::not_found(format!("no product {id}")))?;
         if product.owner_id != caller {
             return Err(Status::permission_denied("only the owner may"));
+        }
+        if expected.is_some_and(|expected| expected != product.version) {
+            return Err(Status::failed_precondition(format!(
+                "product {id} is at version {}",
+                product.version
+            )));
         }
         Ok(product)
     }
@@ -487,6 +495,7 @@ impl products::products_server::Products for Fakes {
             archived: false,
             created_at: now(),
             updated_at: now(),
+            version: 1,
         };
         state.products.push(product.clone());
         Ok(Response::new(product))
@@ -539,7 +548,7 @@ impl products::products_server::Products for Fakes {
         let caller = self.caller("UpdateProduct", &request, None)?;
         let request = request.into_inner();
         let mut state = self.lock();
-        let product = Self::owned(&mut state, &request.id, &caller)?;
+        let product = Self::owned(&mut state, &request.id, &caller, request.expected_version)?;
         if let Some(name) = request.name {
             product.name = name;
         }
@@ -550,6 +559,7 @@ impl products::products_server::Products for Fakes {
             product.price_cents = price;
         }
         product.updated_at = now();
+        product.version += 1;
         Ok(Response::new(product.clone()))
     }
 
@@ -558,9 +568,10 @@ impl products::products_server::Products for Fakes {
         request: Request<products::DeleteProductRequest>,
     ) -> Result<Response<products::DeleteProductResponse>, Status> {
         let caller = self.caller("DeleteProduct", &request, None)?;
-        let id = request.into_inner().id;
+        let request = request.into_inner();
+        let id = request.id;
         let mut state = self.lock();
-        Self::owned(&mut state, &id, &caller)?;
+        Self::owned(&mut state, &id, &caller, request.expected_version)?;
         state.products.retain(|p| p.id != id);
         Ok(Response::new(products::DeleteProductResponse {}))
     }
