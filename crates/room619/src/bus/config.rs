@@ -45,8 +45,10 @@ pub struct BusConfig {
     /// `2048`, docs/PERFORMANCE.md); each queued message holds its payload
     /// until written. Default: `16384`.
     pub publish_queue: usize,
-    /// How long `publish` may take: waiting for room in memory, or for the
-    /// JetStream server's ack (retrying through a reconnect). Default: `5s`.
+    /// How long `publish` may take: waiting for room in memory or in the
+    /// NATS connection's queue (full while the server is away), or for the
+    /// JetStream server's ack (retrying through a reconnect). Also bounds a
+    /// subscription's round trip to the server. Default: `5s`.
     #[serde(with = "humantime_serde")]
     pub publish_timeout: Duration,
     /// How `publish` encodes typed messages. Default: `json`.
@@ -140,7 +142,9 @@ pub struct DeliveryPolicy {
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
     /// JetStream: a delivery not acked within this time is delivered again
-    /// (the handler is presumed dead). Default: `30s`.
+    /// (the process handling it is presumed dead). A handler that runs
+    /// longer keeps its message: the subscriber tells the server every half
+    /// `ack_wait` that it is still in progress. Default: `30s`.
     #[serde(with = "humantime_serde")]
     pub ack_wait: Duration,
     /// Handlers running at once per subscriber. On JetStream, messages are
@@ -261,13 +265,13 @@ impl BusConfig {
             return fail("dead_letter_subject", err.message().to_owned());
         }
         if !self.dead_letter_stream.is_empty()
-            && let Err(err) = subject::check_name("stream name", &self.dead_letter_stream)
+            && let Err(err) = subject::check_stored_name("stream name", &self.dead_letter_stream)
         {
             return fail("dead_letter_stream", err.message().to_owned());
         }
         self.delivery.validate("delivery")?;
         for (name, policy) in &self.consumers {
-            if let Err(err) = subject::check_name("durable consumer name", name) {
+            if let Err(err) = subject::check_stored_name("durable consumer name", name) {
                 return fail(&format!("consumers.{name}"), err.message().to_owned());
             }
             policy.validate(&format!("consumers.{name}"))?;
@@ -302,7 +306,7 @@ impl StreamConfig {
     fn validate(&self, name: &str) -> Result<(), (String, String)> {
         let at = format!("streams.{name}");
         let fail = |key: &str, problem: String| Err((format!("{at}{key}"), problem));
-        if let Err(err) = subject::check_name("stream name", name) {
+        if let Err(err) = subject::check_stored_name("stream name", name) {
             return fail("", err.message().to_owned());
         }
         if self.subjects.is_empty() {

@@ -294,13 +294,25 @@ pub(crate) struct Acker {
     inner: jetstream::message::Acker,
     pub(crate) stream: String,
     pub(crate) sequence: u64,
+    /// How long the server waits for it: an ack that cannot be handed to
+    /// the connection in this time (the server away, the client's queue
+    /// full) is given up.
+    ack_wait: Duration,
 }
 
 impl Acker {
-    /// Sends `kind`; a lost ack only means one more delivery.
+    /// Sends `kind`; a lost ack only means one more delivery. Bounded by
+    /// `ack_wait`: past it the server delivers the message again anyway, and
+    /// a handler's slot is not held for the length of an outage.
     pub(crate) async fn send(&self, kind: AckKind) {
-        if let Err(err) = self.inner.ack_with(kind).await {
-            tracing::warn!(stream = %self.stream, sequence = self.sequence, ?kind, error = %err, "ack not sent");
+        match tokio::time::timeout(self.ack_wait, self.inner.ack_with(kind)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(stream = %self.stream, sequence = self.sequence, ?kind, error = %err, "ack not sent");
+            }
+            Err(_) => {
+                tracing::warn!(stream = %self.stream, sequence = self.sequence, ?kind, ack_wait = ?self.ack_wait, "ack not sent: the connection took nothing within ack_wait");
+            }
         }
     }
 
@@ -314,6 +326,12 @@ impl Acker {
 
     pub(crate) async fn term(&self) {
         self.send(AckKind::Term).await;
+    }
+
+    /// Tells the server the handler is still at it: its `ack_wait` starts
+    /// again, so the message is not delivered to another handler meanwhile.
+    pub(crate) async fn progress(&self) {
+        self.send(AckKind::Progress).await;
     }
 }
 
@@ -464,10 +482,13 @@ impl DurableSource {
 
     /// A message from the consumer, with what acks it.
     fn delivery(&self, message: async_nats::Message) -> Option<(Message, u32, Acker)> {
-        split(jetstream::Message {
-            message,
-            context: self.bus.context().clone(),
-        })
+        split(
+            jetstream::Message {
+                message,
+                context: self.bus.context().clone(),
+            },
+            self.policy.ack_wait,
+        )
     }
 
     /// Hands back (nak, no delay) what arrived but was not taken, so another
@@ -519,7 +540,7 @@ fn classify(reply: async_nats::Message) -> Reply {
     }
 }
 
-fn split(message: jetstream::Message) -> Option<(Message, u32, Acker)> {
+fn split(message: jetstream::Message, ack_wait: Duration) -> Option<(Message, u32, Acker)> {
     let (stream, sequence, delivered) = match message.info() {
         Ok(info) => (info.stream.to_owned(), info.stream_sequence, info.delivered),
         Err(err) => {
@@ -536,6 +557,7 @@ fn split(message: jetstream::Message) -> Option<(Message, u32, Acker)> {
             inner,
             stream,
             sequence,
+            ack_wait,
         },
     ))
 }

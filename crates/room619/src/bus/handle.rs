@@ -202,7 +202,9 @@ impl MessageBus {
     /// Publishes a message built with its headers (message id, traceparent).
     ///
     /// In memory it waits while a subscriber's queue is full, for at most
-    /// `bus.publish_timeout`. On JetStream it returns once the server acked
+    /// `bus.publish_timeout`; on NATS core while the connection's queue
+    /// (`bus.publish_queue`) is full, as when the server is away, for as
+    /// long. On JetStream it returns once the server acked
     /// (stored) the message, sending it again with the same message id
     /// through a reconnect for at most `bus.publish_timeout`.
     ///

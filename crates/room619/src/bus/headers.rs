@@ -8,6 +8,10 @@ use crate::{Error, Result};
 /// The W3C trace context of the publisher; copied onto every message derived
 /// from this one (replies, dead letters).
 pub const TRACEPARENT: &str = "traceparent";
+/// The W3C trace state that goes with [`TRACEPARENT`]; copied with it.
+pub const TRACESTATE: &str = "tracestate";
+/// W3C baggage: the caller's key-value pairs; copied with [`TRACEPARENT`].
+pub const BAGGAGE: &str = "baggage";
 /// The message's id: JetStream drops a second message with the same id within
 /// a stream's duplicate window.
 pub const MESSAGE_ID: &str = "Nats-Msg-Id";

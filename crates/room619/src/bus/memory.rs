@@ -179,18 +179,26 @@ impl MemoryBus {
         let inbox = format!("_INBOX.{}", super::unique_id());
         let mut replies = self.subscribe(&inbox, None)?;
         let subject = message.subject().to_owned();
-        if self.deliver(message, Some(inbox)).await? == 0 {
-            return Err(Error::unavailable(format!(
-                "no subscriber answers requests on `{subject}`"
-            )));
-        }
-        match tokio::time::timeout(timeout, replies.next()).await {
-            Ok(Some(reply)) => Ok(reply),
-            Ok(None) => Err(Error::unavailable("the bus closed before the reply came")),
-            Err(_) => Err(Error::deadline_exceeded(format!(
-                "no reply on `{subject}` within {timeout:?}"
-            ))),
-        }
+        // One timeout for the delivery too: a responder whose queue is full
+        // would otherwise hold the request up to `publish_timeout` first.
+        let exchange = async {
+            if self.deliver(message, Some(inbox)).await? == 0 {
+                return Err(Error::unavailable(format!(
+                    "no subscriber answers requests on `{subject}`"
+                )));
+            }
+            replies
+                .next()
+                .await
+                .ok_or_else(|| Error::unavailable("the bus closed before the reply came"))
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::deadline_exceeded(format!(
+                    "no reply on `{subject}` within {timeout:?}"
+                )))
+            })
     }
 
     pub(crate) async fn reply(&self, to: &str, payload: Bytes, headers: Headers) -> Result<()> {
@@ -320,6 +328,31 @@ mod tests {
         assert_eq!(bus.targets("a").len(), 1);
         drop(subscription);
         assert!(bus.targets("a").is_empty());
+    }
+
+    /// A responder whose queue is full: the request's own timeout holds,
+    /// not the publish timeout before it (here 5 s).
+    #[tokio::test]
+    async fn a_request_to_a_busy_responder_ends_at_its_own_timeout() {
+        let bus = MemoryBus::new(1, Duration::from_secs(5));
+        let _busy = bus.subscribe("questions", None).unwrap();
+        bus.publish(OutgoingMessage::new("questions", "fills the queue"))
+            .await
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        let err = bus
+            .request(
+                OutgoingMessage::new("questions", "?"),
+                Duration::from_millis(100),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::DeadlineExceeded, "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]

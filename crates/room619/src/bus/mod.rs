@@ -94,7 +94,7 @@ pub(crate) fn check_subscriber(subject: &str, mode: &Mode) -> Result<()> {
     match mode {
         Mode::Every => Ok(()),
         Mode::Queue(group) => subject::check_name("queue group", group),
-        Mode::Durable(name) => subject::check_name("durable consumer name", name),
+        Mode::Durable(name) => subject::check_stored_name("durable consumer name", name),
     }
 }
 

@@ -47,7 +47,11 @@ pub(crate) async fn connect(config: &BusConfig, name: &str) -> Result<NatsBus> {
             ))
             .with_source(err)
         })?;
-    Ok(NatsBus { client, outages })
+    Ok(NatsBus {
+        client,
+        outages,
+        publish_timeout: config.publish_timeout,
+    })
 }
 
 /// Says what the client reports that an operator should see, and counts the
@@ -95,11 +99,19 @@ pub(crate) struct NatsBus {
     client: Client,
     /// How many times the connection was lost so far.
     outages: watch::Receiver<u64>,
+    /// The longest a message may wait for room in the client's queue
+    /// (`bus.publish_timeout`): while the server is away nothing drains it.
+    publish_timeout: Duration,
 }
 
 impl NatsBus {
     pub(crate) fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// `bus.publish_timeout`.
+    pub(crate) fn publish_timeout(&self) -> Duration {
+        self.publish_timeout
     }
 
     /// Changes each time the connection is lost (before the client
@@ -109,10 +121,11 @@ impl NatsBus {
     }
 
     pub(crate) async fn publish(&self, message: OutgoingMessage) -> Result<()> {
-        self.client
-            .publish_message(prepare(message)?)
-            .await
-            .map_err(publish_error)
+        let publish = self.client.publish_message(prepare(message)?);
+        match tokio::time::timeout(self.publish_timeout, publish).await {
+            Ok(published) => published.map_err(publish_error),
+            Err(_) => Err(queue_full(self.publish_timeout)),
+        }
     }
 
     pub(crate) async fn subscribe(
@@ -121,17 +134,29 @@ impl NatsBus {
         group: Option<&str>,
     ) -> Result<Subscription> {
         subject::check_pattern(pattern)?;
-        let subscriber = match group {
-            None => self.client.subscribe(pattern.to_owned()).await,
-            Some(group) => {
-                self.client
-                    .queue_subscribe(pattern.to_owned(), group.to_owned())
-                    .await
+        let subscribe = async {
+            match group {
+                None => self.client.subscribe(pattern.to_owned()).await,
+                Some(group) => {
+                    self.client
+                        .queue_subscribe(pattern.to_owned(), group.to_owned())
+                        .await
+                }
             }
-        }
-        .map_err(|err| {
-            Error::unavailable(format!("cannot subscribe to `{pattern}`: {err}")).with_source(err)
-        })?;
+        };
+        let subscriber = tokio::time::timeout(self.publish_timeout, subscribe)
+            .await
+            .map_err(|_| {
+                Error::unavailable(format!(
+                    "cannot subscribe to `{pattern}`: the NATS connection took nothing within \
+                     {:?} (`bus.publish_timeout`)",
+                    self.publish_timeout
+                ))
+            })?
+            .map_err(|err| {
+                Error::unavailable(format!("cannot subscribe to `{pattern}`: {err}"))
+                    .with_source(err)
+            })?;
         // A round trip, so the server has the subscription before this returns.
         self.flush().await?;
         Ok(Subscription::new(pattern, subscriber.map(from_nats)))
@@ -149,11 +174,22 @@ impl NatsBus {
         if !headers.is_empty() {
             request = request.headers(to_nats(&headers)?);
         }
-        match self
-            .client
-            .send_request(to_subject(subject.clone()), request)
-            .await
-        {
+        // The client's own timeout starts once the request is queued, and
+        // the queue does not drain while the server is away: one bound for
+        // both.
+        let sent = tokio::time::timeout(
+            timeout,
+            self.client
+                .send_request(to_subject(subject.clone()), request),
+        )
+        .await
+        .map_err(|_| {
+            Error::deadline_exceeded(format!(
+                "no reply on `{subject}` within {timeout:?} (the connection to NATS took \
+                 nothing: the server may be unreachable)"
+            ))
+        })?;
+        match sent {
             Ok(reply) => Ok(from_nats(reply)),
             Err(err) => Err(match err.kind() {
                 RequestErrorKind::TimedOut => {
@@ -182,10 +218,25 @@ impl NatsBus {
     }
 
     pub(crate) async fn flush(&self) -> Result<()> {
-        self.client.flush().await.map_err(|err| {
-            Error::unavailable(format!("cannot flush the bus: {err}")).with_source(err)
-        })
+        match tokio::time::timeout(self.publish_timeout, self.client.flush()).await {
+            Ok(flushed) => flushed.map_err(|err| {
+                Error::unavailable(format!("cannot flush the bus: {err}")).with_source(err)
+            }),
+            Err(_) => Err(Error::unavailable(format!(
+                "cannot flush the bus: no answer from NATS within {:?} (`bus.publish_timeout`)",
+                self.publish_timeout
+            ))),
+        }
     }
+}
+
+/// A message the client's queue had no room for in `publish_timeout`: it
+/// sends nothing while the server is away, and the queue is full.
+pub(crate) fn queue_full(publish_timeout: Duration) -> Error {
+    Error::unavailable(format!(
+        "cannot publish: the NATS connection took nothing within {publish_timeout:?} \
+         (`bus.publish_timeout`); the server is unreachable and `bus.publish_queue` is full"
+    ))
 }
 
 /// A message in the client's terms (no headers when it has none: the

@@ -19,7 +19,10 @@ use crate::{Result, observability::metrics::BusMetrics, observability::trace_con
 pub(super) enum Prepared<'a> {
     Memory(&'a super::memory::MemoryBus, OutgoingMessage),
     #[cfg(feature = "nats")]
-    Nats(&'a async_nats::Client, async_nats::message::OutboundMessage),
+    Nats(
+        &'a super::nats::NatsBus,
+        async_nats::message::OutboundMessage,
+    ),
     /// Boxed: the retrying JetStream publish is a large future the other
     /// backends should not carry.
     #[cfg(feature = "nats")]
@@ -39,7 +42,7 @@ pub(super) fn prepare(backend: &Backend, mut message: OutgoingMessage) -> Prepar
         Backend::Memory(bus) => Prepared::Memory(bus, message),
         #[cfg(feature = "nats")]
         Backend::Nats(bus) => match super::nats::prepare(message) {
-            Ok(message) => Prepared::Nats(bus.client(), message),
+            Ok(message) => Prepared::Nats(bus, message),
             Err(error) => Prepared::Refused(error),
         },
         #[cfg(feature = "nats")]
@@ -77,24 +80,31 @@ pub(super) fn publish<'a>(
 ) -> impl std::future::Future<Output = Result<()>> + Send + 'a {
     use async_nats::message::OutboundMessage;
 
+    let mut timeout = std::time::Duration::ZERO;
     let state = match prepared {
-        Prepared::Nats(client, message) => match message {
+        Prepared::Nats(bus, message) => match message {
             OutboundMessage {
                 subject,
                 payload,
                 headers: None,
                 ..
-            } => State::Nats {
-                publish: client.publish(subject, payload),
-            },
+            } => {
+                timeout = bus.publish_timeout();
+                State::Nats {
+                    publish: bus.client().publish(subject, payload),
+                }
+            }
             OutboundMessage {
                 subject,
                 payload,
                 headers: Some(headers),
                 ..
-            } => State::NatsWithHeaders {
-                publish: client.publish_with_headers(subject, headers, payload),
-            },
+            } => {
+                timeout = bus.publish_timeout();
+                State::NatsWithHeaders {
+                    publish: bus.client().publish_with_headers(subject, headers, payload),
+                }
+            }
         },
         Prepared::Memory(bus, message) => State::Memory {
             publish: bus.publish(message),
@@ -106,6 +116,8 @@ pub(super) fn publish<'a>(
         state,
         metrics,
         system,
+        timeout,
+        waiting: None,
     }
 }
 
@@ -141,6 +153,7 @@ mod future {
         pin::Pin,
         sync::OnceLock,
         task::{Context, Poll, ready},
+        time::Duration,
     };
 
     use futures_util::future::BoxFuture;
@@ -156,6 +169,11 @@ mod future {
             pub(super) state: State<'a, N, H, M>,
             pub(super) metrics: &'a OnceLock<BusMetrics>,
             pub(super) system: &'static str,
+            // NATS core: how long the message may wait for room in the
+            // client's queue (which nothing drains while the server is
+            // away), timed only once it had to wait.
+            pub(super) timeout: Duration,
+            pub(super) waiting: Option<Pin<Box<tokio::time::Sleep>>>,
         }
     }
 
@@ -189,10 +207,14 @@ mod future {
 
             let this = self.project();
             let result = match this.state.project() {
-                StateProj::Nats { publish } => ready!(publish.poll(cx)).map_err(publish_error),
-                StateProj::NatsWithHeaders { publish } => {
-                    ready!(publish.poll(cx)).map_err(publish_error)
-                }
+                StateProj::Nats { publish } => match publish.poll(cx) {
+                    Poll::Ready(published) => published.map_err(publish_error),
+                    Poll::Pending => return waited(this.waiting, *this.timeout, cx),
+                },
+                StateProj::NatsWithHeaders { publish } => match publish.poll(cx) {
+                    Poll::Ready(published) => published.map_err(publish_error),
+                    Poll::Pending => return waited(this.waiting, *this.timeout, cx),
+                },
                 StateProj::Memory { publish } => ready!(publish.poll(cx)),
                 StateProj::JetStream { publish } => ready!(publish.as_mut().poll(cx)),
                 StateProj::Refused { error } => Err(error.take().unwrap_or_else(|| {
@@ -204,5 +226,17 @@ mod future {
             }
             Poll::Ready(result)
         }
+    }
+
+    /// A NATS publish that found the client's queue full: pending until
+    /// `timeout` after it first did, then refused.
+    fn waited(
+        waiting: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+        timeout: Duration,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<()>> {
+        let sleep = waiting.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        ready!(sleep.as_mut().poll(cx));
+        Poll::Ready(Err(crate::bus::nats::queue_full(timeout)))
     }
 }

@@ -11,7 +11,7 @@ use super::{
     headers::{ERROR_CODE, ERROR_MESSAGE},
     subject,
 };
-use crate::{Error, ErrorKind, Result};
+use crate::{Error, ErrorKind, Result, observability::trace_context};
 
 impl MessageBus {
     /// Sends a request and waits for the reply, at most `timeout`.
@@ -58,9 +58,11 @@ impl MessageBus {
     /// As [`request`](Self::request), except decoding.
     pub async fn request_message(
         &self,
-        message: OutgoingMessage,
+        mut message: OutgoingMessage,
         timeout: Duration,
     ) -> Result<Message> {
+        // The responder's `bus.process` span continues the caller's trace.
+        trace_context::inject_bus(message.headers_mut());
         subject::check_publish(message.subject())?;
         message.headers().check()?;
         let reply = match self.transport() {

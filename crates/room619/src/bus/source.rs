@@ -1,6 +1,8 @@
 //! Where a subscriber's messages come from ([`Source`]: a core subscription
 //! or a JetStream durable consumer) and how each delivery is settled.
 
+use std::time::Duration;
+
 use super::{Message, Subscription};
 
 /// Where a subscriber's messages come from.
@@ -49,6 +51,39 @@ impl Source {
     pub(super) fn release(self) -> std::future::Ready<()> {
         drop(self);
         std::future::ready(())
+    }
+}
+
+/// Runs `work`, the handling of the delivery `ack`, telling JetStream every
+/// half `ack_wait` that it is still in progress: a handler slower than
+/// `ack_wait` keeps its message instead of having it delivered to a second
+/// handler beside it (and, after `max_deliver` such deliveries, sent to the
+/// dead letters while the first still runs). Memory and NATS core
+/// deliveries have no `ack_wait`.
+pub(super) async fn in_progress<F: Future>(ack: &Ack, ack_wait: Duration, work: F) -> F::Output {
+    match ack {
+        Ack::Local => work.await,
+        #[cfg(feature = "nats")]
+        Ack::JetStream(acker) => {
+            // Polled beside `work`, in the same task: a slow send (the
+            // connection away) never holds the handler up.
+            tokio::select! {
+                biased;
+                output = work => output,
+                never = remind(acker, ack_wait) => match never {},
+            }
+        }
+    }
+}
+
+/// Tells the server every half `ack_wait` that `acker`'s delivery is in
+/// progress, for ever.
+#[cfg(feature = "nats")]
+async fn remind(acker: &super::durable::Acker, ack_wait: Duration) -> std::convert::Infallible {
+    let period = (ack_wait / 2).max(Duration::from_millis(10));
+    loop {
+        tokio::time::sleep(period).await;
+        acker.progress().await;
     }
 }
 

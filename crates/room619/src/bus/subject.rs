@@ -168,6 +168,22 @@ pub(crate) fn check_name(what: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks a stream or durable consumer name: as [`check_name`], and without
+/// `/` or `\`, which JetStream refuses in the names it stores as files.
+///
+/// # Errors
+///
+/// `InvalidArgument` saying what `what` may not contain.
+pub(crate) fn check_stored_name(what: &str, name: &str) -> Result<()> {
+    check_name(what, name)?;
+    if name.contains(['/', '\\']) {
+        return Err(Error::invalid_argument(format!(
+            "`{name}` is not a valid {what}: JetStream refuses `/` and `\\` in it"
+        )));
+    }
+    Ok(())
+}
+
 fn check_tokens(
     subject: &str,
     mut token_rule: impl FnMut(&str) -> Result<(), &'static str>,
@@ -421,6 +437,12 @@ mod tests {
         let leaked: &'static str = Box::leak(long.into_boxed_str());
         assert!(check_static_publish(leaked).is_err());
         check_name("durable", &"d".repeat(MAX_NAME_BYTES)).unwrap();
+        check_name("queue group", "a/b").unwrap();
+        for stored in ["a/b", "a\\b"] {
+            let err = check_stored_name("stream name", stored).unwrap_err();
+            assert!(err.message().contains("JetStream refuses"), "{err}");
+        }
+        check_stored_name("stream name", "ORDERS_v2-eu").unwrap();
         let err = check_name("durable", &"é".repeat(MAX_NAME_BYTES)).unwrap_err();
         assert!(err.to_string().contains("at most 255"), "{err}");
     }

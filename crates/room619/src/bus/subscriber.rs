@@ -30,10 +30,10 @@ use super::headers::{ORIGINAL_SEQUENCE, ORIGINAL_STREAM};
 use super::{
     DeliveryPolicy, Headers, Message, MessageBus, OutgoingMessage,
     headers::{
-        DEAD_LETTER_REASON, DELIVERIES, ERROR_CODE, ERROR_MESSAGE, MESSAGE_ID, ORIGINAL_SUBJECT,
-        TRACEPARENT,
+        BAGGAGE, DEAD_LETTER_REASON, DELIVERIES, ERROR_CODE, ERROR_MESSAGE, MESSAGE_ID,
+        ORIGINAL_SUBJECT, TRACEPARENT, TRACESTATE,
     },
-    source::{Ack, Settle, Source, settle},
+    source::{Ack, Settle, Source, in_progress, settle},
 };
 use crate::{
     Error,
@@ -125,11 +125,15 @@ pub(crate) async fn run(
         );
         while in_flight.try_join_next().is_some() {}
     }
-    source.release().await;
+    // Handing back what arrived untaken sends naks: bounded by the drain
+    // too (the connection may be away).
     let finished = tokio::select! {
         biased;
         () = force.cancelled() => false,
-        () = join_all(&mut in_flight) => true,
+        () = async {
+            source.release().await;
+            join_all(&mut in_flight).await;
+        } => true,
     };
     if !finished {
         tracing::warn!(
@@ -189,8 +193,8 @@ async fn process(
             );
             return dead_letter(bus, spec, labels, &message, delivered, &reason, &ack).await;
         }
-        let outcome = AssertUnwindSafe(handler(message.clone(), delivered))
-            .catch_unwind()
+        let attempt = AssertUnwindSafe(handler(message.clone(), delivered)).catch_unwind();
+        let outcome = in_progress(&ack, policy.ack_wait, attempt)
             .await
             .unwrap_or_else(|_| Outcome::Failed(Error::internal("the handler panicked")));
         match outcome {
@@ -327,9 +331,12 @@ fn one_line(text: &str) -> String {
     text.replace(['\r', '\n'], " ")
 }
 
-/// Continues the publisher's trace on a derived message.
+/// Continues the publisher's trace on a derived message: its W3C trace
+/// context and baggage.
 pub(crate) fn copy_trace(from: &Message, to: &mut Headers) {
-    if let Some(traceparent) = from.headers().get(TRACEPARENT) {
-        to.insert(TRACEPARENT, traceparent);
+    for name in [TRACEPARENT, TRACESTATE, BAGGAGE] {
+        if let Some(value) = from.headers().get(name) {
+            to.insert(name, value);
+        }
     }
 }

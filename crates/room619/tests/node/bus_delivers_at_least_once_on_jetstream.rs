@@ -155,6 +155,65 @@ async fn a_backlog_waiting_for_free_handlers_is_not_delivered_twice() {
     each_handled_once(node, &calls).await;
 }
 
+/// A handler that runs longer than `ack_wait` keeps its message: the
+/// subscriber tells the server it is still in progress, so no second copy is
+/// handed to another handler beside it (nor, after `max_deliver` such
+/// deliveries, sent to the dead letters while the first still runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_slower_than_ack_wait_keeps_its_message() {
+    let server = NatsServer::start().await;
+    let config = server.config(
+        "jetstream",
+        r#"
+[bus.streams.EVENTS]
+subjects = ["events.>"]
+[bus.consumers.slow]
+ack_wait = "1s"
+max_deliver = 2
+max_in_flight = 4
+"#,
+    );
+    let publisher = MessageBus::connect(&config.bus).await.unwrap();
+    let mut dead = publisher.subscribe("room619.dead-letter").await.unwrap();
+    let started = Arc::new(Mutex::new(Vec::new()));
+    let done = Arc::new(AtomicU64::new(0));
+    let (seen, finished) = (Arc::clone(&started), Arc::clone(&done));
+    let service = ServiceBuilder::new("slow", "1.0.0")
+        .unwrap()
+        .durable_subscribe("events.>", "slow", move |_ctx, event: Event<Json<u32>>| {
+            let (seen, finished) = (Arc::clone(&seen), Arc::clone(&finished));
+            async move {
+                seen.lock().unwrap().push(event.into_body().0);
+                // Two and a half times `ack_wait`.
+                tokio::time::sleep(Duration::from_millis(2_500)).await;
+                finished.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+        .build()
+        .unwrap();
+    let node = support::start_with(config, service).await;
+    for n in 0..2 {
+        publisher.publish("events.job", &Json(n)).await.unwrap();
+    }
+    wait_until("both were handled", Duration::from_secs(20), || {
+        done.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    // Long enough for a redelivery after the ack to show.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    node.shutdown().await.unwrap();
+    let mut started = started.lock().unwrap().clone();
+    started.sort_unstable();
+    assert_eq!(
+        started,
+        [0, 1],
+        "each message handled once, never beside itself"
+    );
+    let letter = tokio::time::timeout(Duration::from_millis(200), dead.next()).await;
+    assert!(letter.is_err(), "nothing was dead-lettered: {letter:?}");
+}
+
 /// While the connection is down, the consumer asks for nothing: requests
 /// sent then would wait in the client's buffer and all reach the server at
 /// the reconnect, each with a fresh expiry, for many more messages than

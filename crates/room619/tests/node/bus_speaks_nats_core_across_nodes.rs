@@ -202,3 +202,49 @@ async fn a_message_larger_than_the_server_takes_is_payload_too_large() {
         .await
         .unwrap();
 }
+
+/// While the server is away nothing drains the connection's queue: once it
+/// is full, a publish, a request and a subscription each end within their
+/// bound with a clear error instead of waiting for the server's return.
+#[tokio::test]
+async fn with_the_server_gone_a_full_queue_fails_publishes_within_the_publish_timeout() {
+    let mut server = NatsServer::start().await;
+    let bus = MessageBus::connect(
+        &server
+            .config("nats", "publish_queue = 4\npublish_timeout = \"300ms\"")
+            .bus,
+    )
+    .await
+    .unwrap();
+    server.kill();
+    let started = std::time::Instant::now();
+    let mut refused = None;
+    for n in 0..64_u32 {
+        if let Err(err) = bus.publish("outage.count", &Json(n)).await {
+            refused = Some(err);
+            break;
+        }
+    }
+    let refused = refused.expect("a full queue refuses a publish");
+    assert_eq!(refused.kind(), ErrorKind::Unavailable, "{refused}");
+    assert!(refused.message().contains("publish_timeout"), "{refused}");
+    let request = tokio::time::timeout(
+        Duration::from_secs(5),
+        bus.request::<_, Json<u32>>("outage.ask", &Json(1_u32), Duration::from_millis(300)),
+    )
+    .await
+    .expect("a request ends at its own timeout");
+    assert_eq!(request.unwrap_err().kind(), ErrorKind::DeadlineExceeded);
+    let subscription = tokio::time::timeout(Duration::from_secs(5), bus.subscribe("outage.>"))
+        .await
+        .expect("a subscription ends at the publish timeout");
+    assert_eq!(
+        subscription.err().map(|err| err.kind()),
+        Some(ErrorKind::Unavailable)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
