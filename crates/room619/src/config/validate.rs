@@ -146,17 +146,38 @@ fn discovery(config: &Config) -> Result<(), ConfigError> {
         "node.config_poll_interval",
         config.node.config_poll_interval,
     )?;
-    if let Some(advertise) = &config.node.advertise
-        && advertise
-            .parse::<http::uri::Authority>()
-            .map_or(true, |authority| {
-                matches!(authority.port_u16(), None | Some(0))
-            })
-    {
-        return Err(ConfigError::new(
-            "node.advertise",
-            format!("`{advertise}` is not a host:port address with a port other peers can reach"),
-        ));
+    if let Some(advertise) = &config.node.advertise {
+        let authority = advertise.parse::<http::uri::Authority>().ok();
+        if authority
+            .as_ref()
+            .is_none_or(|authority| matches!(authority.port_u16(), None | Some(0)))
+        {
+            return Err(ConfigError::new(
+                "node.advertise",
+                format!(
+                    "`{advertise}` is not a host:port address with a port other peers can reach"
+                ),
+            ));
+        }
+        // `0.0.0.0` and `[::]` are for binding: a peer connecting to them
+        // reaches itself (on Linux), never this node.
+        let unspecified = authority.is_some_and(|authority| {
+            authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_unspecified())
+        });
+        if unspecified {
+            return Err(ConfigError::new(
+                "node.advertise",
+                format!(
+                    "`{advertise}` is the unspecified address: peers connecting to it reach \
+                     themselves; advertise this node's own IP or DNS name"
+                ),
+            ));
+        }
     }
     if let Err((key, problem)) = config.discovery.nats.validate() {
         return Err(ConfigError::new(format!("discovery.nats.{key}"), problem));
@@ -285,6 +306,22 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         validate(&Config::default()).unwrap();
+    }
+
+    #[test]
+    fn an_unspecified_advertised_address_is_refused() {
+        for unspecified in ["0.0.0.0:8080", "[::]:8080", "[0:0::0]:8080"] {
+            let mut config = Config::default();
+            config.node.advertise = Some(unspecified.to_owned());
+            let err = validate(&config).unwrap_err();
+            assert_eq!(err.key(), "node.advertise", "{unspecified}");
+            assert!(err.problem().contains("unspecified"), "{err}");
+        }
+        for reachable in ["10.0.0.7:8080", "[fd00::7]:8080", "users-0.users:8080"] {
+            let mut config = Config::default();
+            config.node.advertise = Some(reachable.to_owned());
+            validate(&config).unwrap();
+        }
     }
 
     #[test]

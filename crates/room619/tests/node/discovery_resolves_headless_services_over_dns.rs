@@ -12,9 +12,9 @@ use std::{
 };
 
 use hickory_proto::{
-    op::ResponseCode,
+    op::{Header, LowerQuery, ResponseCode},
     rr::{
-        LowerName, Name, RData, Record,
+        LowerName, Name, RData, Record, RecordType,
         rdata::{A, AAAA, SOA, SRV},
     },
 };
@@ -43,11 +43,14 @@ async fn dns_server_with_zone() -> (SocketAddr, Arc<InMemoryAuthority>) {
     (address, zone)
 }
 
-/// Answers from its catalog, or `SERVFAIL` to every query while `failing`
-/// (an upstream the cluster's DNS lost).
+/// Answers from its catalog; while `failing`, `SERVFAIL` to every query (an
+/// upstream the cluster's DNS lost); while `ipv4_failing`, an empty answer
+/// to AAAA queries and, a moment later, `SERVFAIL` to A queries (an
+/// IPv4-only cluster whose upstream fails: the empty answer comes first).
 struct Flaky {
     catalog: Catalog,
     failing: Arc<AtomicBool>,
+    ipv4_failing: Arc<AtomicBool>,
 }
 
 #[async_trait::async_trait]
@@ -57,6 +60,23 @@ impl RequestHandler for Flaky {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
+        let query_type = request.queries().first().map(LowerQuery::query_type);
+        if self.ipv4_failing.load(Ordering::SeqCst) {
+            match query_type {
+                Some(RecordType::AAAA) => {
+                    let response = MessageResponseBuilder::from_message_request(request)
+                        .build_no_records(Header::response_from_request(request.header()));
+                    return response_handle.send_response(response).await.unwrap();
+                }
+                Some(RecordType::A) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    let response = MessageResponseBuilder::from_message_request(request)
+                        .error_msg(request.header(), ResponseCode::ServFail);
+                    return response_handle.send_response(response).await.unwrap();
+                }
+                _ => {}
+            }
+        }
         if !self.failing.load(Ordering::SeqCst) {
             return self.catalog.handle_request(request, response_handle).await;
         }
@@ -68,6 +88,17 @@ impl RequestHandler for Flaky {
 
 /// [`dns_server_with_zone`], and the switch that makes it fail.
 async fn failing_dns_server() -> (SocketAddr, Arc<InMemoryAuthority>, Arc<AtomicBool>) {
+    let (address, zone, failing, _) = ipv4_failing_dns_server().await;
+    (address, zone, failing)
+}
+
+/// [`failing_dns_server`], and the switch that makes its A lookups fail.
+async fn ipv4_failing_dns_server() -> (
+    SocketAddr,
+    Arc<InMemoryAuthority>,
+    Arc<AtomicBool>,
+    Arc<AtomicBool>,
+) {
     let origin = name("cluster.local.");
     let mut zone = InMemoryAuthority::empty(origin.clone(), ZoneType::Primary, false);
     let soa = SOA::new(
@@ -110,13 +141,15 @@ async fn failing_dns_server() -> (SocketAddr, Arc<InMemoryAuthority>, Arc<Atomic
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let address = socket.local_addr().unwrap();
     let failing = Arc::new(AtomicBool::new(false));
+    let ipv4_failing = Arc::new(AtomicBool::new(false));
     let mut server = ServerFuture::new(Flaky {
         catalog,
         failing: Arc::clone(&failing),
+        ipv4_failing: Arc::clone(&ipv4_failing),
     });
     server.register_socket(socket);
     tokio::spawn(async move { server.block_until_done().await });
-    (address, zone, failing)
+    (address, zone, failing, ipv4_failing)
 }
 
 fn addresses(dns: &DnsDiscovery, service: &str, requirement: &str) -> BTreeSet<String> {
@@ -289,6 +322,44 @@ async fn a_failing_dns_server_keeps_the_last_known_instances() {
     match dns.status() {
         room619::discovery::DiscoveryStatus::Degraded(reason) => {
             assert!(reason.contains("answered Server Failure"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// On an IPv4-only cluster whose server fails A lookups, the empty AAAA
+/// answer is not "no records": the names (and the SRV targets) keep their
+/// last known instances, and the status says the A lookups fail.
+#[tokio::test]
+async fn a_failed_a_lookup_beside_an_empty_aaaa_answer_keeps_the_last_known_instances() {
+    let (server, _zone, _failing, ipv4_failing) = ipv4_failing_dns_server().await;
+    let dns = polling(server).await;
+
+    ipv4_failing.store(true, Ordering::SeqCst);
+    // The resolver caches nothing: each round asks the server.
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while dns.status() == room619::discovery::DiscoveryStatus::Ok {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the failing A lookups never showed in the status");
+    // A few more rounds of failures.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert_eq!(
+        addresses(&dns, "users", "^1").len(),
+        4,
+        "users were dropped"
+    );
+    assert_eq!(
+        addresses(&dns, "orders", "^2").len(),
+        2,
+        "orders were dropped"
+    );
+    match dns.status() {
+        room619::discovery::DiscoveryStatus::Degraded(reason) => {
+            assert!(reason.contains("answered Server Failure"), "{reason}");
+            assert!(!reason.contains("no records"), "{reason}");
         }
         other => panic!("{other:?}"),
     }

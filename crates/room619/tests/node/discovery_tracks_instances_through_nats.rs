@@ -727,3 +727,59 @@ async fn an_expired_instance_does_not_come_back_with_a_replay() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A node starting after an instance stopped beating counts that
+/// instance's TTL from its last put, as the nodes watching all along do:
+/// it does not keep the instance for up to a TTL more.
+#[tokio::test]
+async fn a_starting_registry_expires_a_stopped_instance_a_ttl_after_its_last_put() {
+    let nats = NatsServer::start().await;
+    // `b` first: the bucket keeps records for the TTL of the node that made it.
+    let stop_b = CancellationToken::new();
+    let b = registry_with_ttl(&nats.url(), Duration::from_secs(3), stop_b.clone()).await;
+    // `a` beats every 200 ms: a record's age is read against the bucket's
+    // last put (the server's clock), as in any registry with live nodes.
+    let a = registry_with_ttl(
+        &nats.url(),
+        Duration::from_millis(600),
+        CancellationToken::new(),
+    )
+    .await;
+    let on_a =
+        Instance::new("echo", "1.0.0".parse().unwrap(), "127.0.0.1:5").with_metadata("node", "a");
+    a.register(on_a).await.unwrap();
+    let on_b =
+        Instance::new("echo", "1.0.0".parse().unwrap(), "127.0.0.1:6").with_metadata("node", "b");
+    b.register(on_b).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // `b` stops beating without deregistering; its last put is now 2 to
+    // 3 s old (it beat every second).
+    stop_b.cancel();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // `c` looks every 200 ms; `b`'s record states its own TTL of 3 s.
+    let c = registry_with_ttl(
+        &nats.url(),
+        Duration::from_millis(600),
+        CancellationToken::new(),
+    )
+    .await;
+    let started = Instant::now();
+    assert!(
+        nodes(&c).contains("b"),
+        "c loaded b's record, still within its TTL: {:?}",
+        nodes(&c)
+    );
+    tokio::time::timeout(GUARD, async {
+        while nodes(&c).contains("b") {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("b's instance expires at c");
+    // Counted from c's start it would take 3 s and more.
+    assert!(
+        started.elapsed() < Duration::from_millis(1_600),
+        "b expired {:?} after c started",
+        started.elapsed()
+    );
+}

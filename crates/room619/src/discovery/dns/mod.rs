@@ -1,26 +1,32 @@
 //! [`DnsDiscovery`]: instances from DNS, for Kubernetes headless services.
 //!
-//! Every `interval`, each configured name is resolved: A and AAAA records
-//! give one instance per address at the configured port; SRV records give
-//! their targets (resolved in turn, a target without an address left out)
-//! at their ports. Changes show on the watch. A name that does not exist or
-//! has no records (NXDOMAIN, an empty answer: a headless service scaled to
-//! zero) has no instances, and the backend reports it degraded; a lookup
-//! that fails (timeout, server failure) keeps that name's last known
-//! instances and reports the backend degraded until a lookup succeeds
-//! again.
+//! Every `interval`, the configured names are resolved, all at once: A and
+//! AAAA records give one instance per address at the configured port; SRV
+//! records give their targets (resolved all at once, a target without an
+//! address left out) at their ports. Changes show on the watch. A name that
+//! does not exist or has no records (NXDOMAIN, an empty answer: a headless
+//! service scaled to zero) has no instances, and the backend reports it
+//! degraded; a lookup that fails (timeout, server failure) keeps that name's
+//! last known instances and reports the backend degraded until a lookup
+//! succeeds again.
+//!
+//! A and AAAA are asked apart: a name has no addresses only when both
+//! answers say so, and either lookup failing fails the name (an empty AAAA
+//! answer on an IPv4-only cluster does not hide a failed A lookup). So does
+//! an SRV target whose lookup fails: the name keeps its last known
+//! instances rather than losing that target's.
 
 use std::{
     collections::HashMap,
     fmt,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::{Arc, PoisonError, RwLock},
 };
 
-use futures_util::future::BoxFuture;
+use futures_util::future::{self, BoxFuture};
 use hickory_resolver::{
-    Resolver, TokioResolver,
-    config::{LookupIpStrategy, NameServerConfigGroup, ResolverConfig, ResolverOpts},
+    Name, Resolver, TokioResolver,
+    config::{NameServerConfigGroup, ResolverConfig},
     name_server::TokioConnectionProvider,
     proto::{ProtoErrorKind, op::ResponseCode},
 };
@@ -73,6 +79,7 @@ struct Inner {
 }
 
 /// Why a lookup found no addresses.
+#[derive(Debug, PartialEq, Eq)]
 enum Lookup {
     /// The name does not exist, or has no address records: no instances.
     NoRecords(String),
@@ -105,12 +112,27 @@ fn answer_without_records(err: &hickory_resolver::ResolveError) -> Option<Respon
     }
 }
 
-/// Whether `err` says the name has no such records.
-fn has_no_records(err: &hickory_resolver::ResolveError) -> bool {
-    matches!(
-        answer_without_records(err),
-        Some(ResponseCode::NXDomain | ResponseCode::NoError)
-    )
+/// A name's addresses from its A and AAAA lookups: none only when both say
+/// the name has no such records; a failed lookup fails the name even when
+/// the other found addresses (they may be only some of the name's).
+fn both(
+    ipv4: std::result::Result<Vec<IpAddr>, Lookup>,
+    ipv6: std::result::Result<Vec<IpAddr>, Lookup>,
+) -> std::result::Result<Vec<IpAddr>, Lookup> {
+    match (ipv4, ipv6) {
+        (Err(Lookup::Failed(problem)), _) => Err(Lookup::Failed(format!("A lookup: {problem}"))),
+        (_, Err(Lookup::Failed(problem))) => Err(Lookup::Failed(format!("AAAA lookup: {problem}"))),
+        (Err(Lookup::NoRecords(problem)), Err(Lookup::NoRecords(_))) => {
+            Err(Lookup::NoRecords(problem))
+        }
+        (Ok(mut found), Ok(more)) => {
+            found.extend(more);
+            Ok(found)
+        }
+        (Ok(found), Err(Lookup::NoRecords(_))) | (Err(Lookup::NoRecords(_)), Ok(found)) => {
+            Ok(found)
+        }
+    }
 }
 
 impl DnsDiscovery {
@@ -126,11 +148,7 @@ impl DnsDiscovery {
         listed: &[InstanceConfig],
         shutdown: CancellationToken,
     ) -> Result<Self> {
-        let mut options = ResolverOpts::default();
-        // Every round asks the server: answers are not cached between rounds.
-        options.cache_size = 0;
-        options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-        let builder = match config.nameserver {
+        let mut builder = match config.nameserver {
             Some(server) => {
                 let servers = NameServerConfigGroup::from_ips_clear(&[server.ip()], server.port(), true);
                 Resolver::builder_with_config(
@@ -144,9 +162,12 @@ impl DnsDiscovery {
                 ))
             })?,
         };
+        // Every round asks the server: answers are not cached between rounds.
+        // The system's other options (ndots, timeout, attempts) stay.
+        builder.options_mut().cache_size = 0;
         let discovery = Self {
             inner: Arc::new(Inner {
-                resolver: builder.with_options(options).build(),
+                resolver: builder.build(),
                 services: config.services.clone(),
                 catalog: Catalog::default(),
                 found: RwLock::new(HashMap::new()),
@@ -171,11 +192,19 @@ impl DnsDiscovery {
         Ok(discovery)
     }
 
-    /// One round: every name looked up, the catalog updated.
+    /// One round: every name looked up (all at once: an unreachable server
+    /// costs one timeout, not one per name), the catalog updated.
     async fn refresh(&self) {
+        let lookups = future::join_all(
+            self.inner
+                .services
+                .iter()
+                .map(|service| self.lookup(service)),
+        )
+        .await;
         let mut failures = Vec::new();
-        for (index, service) in self.inner.services.iter().enumerate() {
-            match self.lookup(service).await {
+        for (index, (service, lookup)) in self.inner.services.iter().zip(lookups).enumerate() {
+            match lookup {
                 Ok(instances) => {
                     self.found().insert(index, instances);
                 }
@@ -218,32 +247,39 @@ impl DnsDiscovery {
                 .srv_lookup(service.host.as_str())
                 .await
                 .map_err(Lookup::from)?;
-            for record in records.iter() {
-                match self.inner.resolver.lookup_ip(record.target().clone()).await {
+            let targets = future::join_all(records.iter().map(|record| async move {
+                (record, self.addresses(record.target().clone()).await)
+            }))
+            .await;
+            for (record, found) in targets {
+                match found {
                     Ok(ips) => {
-                        addresses.extend(ips.iter().map(|ip| SocketAddr::new(ip, record.port())));
+                        addresses
+                            .extend(ips.into_iter().map(|ip| SocketAddr::new(ip, record.port())));
                     }
                     // A target without an address (its pod is going) is
                     // left out; the others still serve.
-                    Err(err) if has_no_records(&err) => {
+                    Err(Lookup::NoRecords(_)) => {
                         tracing::debug!(target = %record.target(), "SRV target has no address; skipped");
                     }
-                    Err(err) => {
+                    // A target whose lookup failed may still serve: the
+                    // name keeps its last known instances.
+                    Err(Lookup::Failed(problem)) => {
                         return Err(Lookup::Failed(format!(
-                            "SRV target {}: {err}",
+                            "SRV target {}: {problem}",
                             record.target()
                         )));
                     }
                 }
             }
+        } else if let Ok(ip) = service.host.parse::<IpAddr>() {
+            // An address for a name: nothing to ask.
+            addresses.push(SocketAddr::new(ip, service.port));
         } else {
-            let ips = self
-                .inner
-                .resolver
-                .lookup_ip(service.host.as_str())
-                .await
-                .map_err(Lookup::from)?;
-            addresses.extend(ips.iter().map(|ip| SocketAddr::new(ip, service.port)));
+            let host = Name::from_utf8(&service.host)
+                .map_err(|err| Lookup::Failed(format!("not a DNS name: {err}")))?;
+            let ips = self.addresses(host).await?;
+            addresses.extend(ips.into_iter().map(|ip| SocketAddr::new(ip, service.port)));
         }
         addresses.sort_unstable();
         addresses.dedup();
@@ -256,6 +292,30 @@ impl DnsDiscovery {
                     .with_metadata("dns", service.host.clone())
             })
             .collect())
+    }
+
+    /// The addresses of `name`: its A and AAAA records, asked apart and at
+    /// once. Asked together, hickory reports the error of whichever lookup
+    /// ended first when both fail, so an empty AAAA answer could hide a
+    /// failed A lookup; [`both`] tells them apart.
+    async fn addresses(&self, name: Name) -> std::result::Result<Vec<IpAddr>, Lookup> {
+        let resolver = &self.inner.resolver;
+        let (ipv4, ipv6) = future::join(
+            resolver.ipv4_lookup(name.clone()),
+            resolver.ipv6_lookup(name),
+        )
+        .await;
+        both(
+            ipv4.map(|found| found.iter().map(|a| IpAddr::V4(a.0)).collect::<Vec<_>>())
+                .map_err(Lookup::from),
+            ipv6.map(|found| {
+                found
+                    .iter()
+                    .map(|aaaa| IpAddr::V6(aaaa.0))
+                    .collect::<Vec<_>>()
+            })
+            .map_err(Lookup::from),
+        )
     }
 
     fn found(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<usize, Vec<Instance>>> {
@@ -309,5 +369,74 @@ impl fmt::Debug for DnsDiscovery {
         f.debug_struct("DnsDiscovery")
             .field("services", &self.inner.services)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::*;
+
+    fn v4(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, last))
+    }
+
+    fn no_records() -> std::result::Result<Vec<IpAddr>, Lookup> {
+        Err(Lookup::NoRecords("no records".to_owned()))
+    }
+
+    fn failed() -> std::result::Result<Vec<IpAddr>, Lookup> {
+        Err(Lookup::Failed(
+            "the DNS server answered Server Failure".to_owned(),
+        ))
+    }
+
+    #[test]
+    fn a_failed_a_lookup_is_not_hidden_by_an_empty_aaaa_answer() {
+        assert_eq!(
+            both(failed(), no_records()),
+            Err(Lookup::Failed(
+                "A lookup: the DNS server answered Server Failure".to_owned()
+            ))
+        );
+        assert_eq!(
+            both(no_records(), failed()),
+            Err(Lookup::Failed(
+                "AAAA lookup: the DNS server answered Server Failure".to_owned()
+            ))
+        );
+    }
+
+    #[test]
+    fn a_failed_lookup_fails_the_name_even_when_the_other_found_addresses() {
+        assert!(matches!(
+            both(failed(), Ok(vec![IpAddr::V6(Ipv6Addr::LOCALHOST)])),
+            Err(Lookup::Failed(_))
+        ));
+        assert!(matches!(
+            both(Ok(vec![v4(5)]), failed()),
+            Err(Lookup::Failed(_))
+        ));
+    }
+
+    #[test]
+    fn a_name_has_no_addresses_only_when_both_lookups_say_so() {
+        assert_eq!(
+            both(no_records(), no_records()),
+            Err(Lookup::NoRecords("no records".to_owned()))
+        );
+        assert_eq!(both(Ok(vec![v4(5)]), no_records()), Ok(vec![v4(5)]));
+        assert_eq!(
+            both(no_records(), Ok(vec![IpAddr::V6(Ipv6Addr::LOCALHOST)])),
+            Ok(vec![IpAddr::V6(Ipv6Addr::LOCALHOST)])
+        );
+        assert_eq!(
+            both(
+                Ok(vec![v4(5), v4(6)]),
+                Ok(vec![IpAddr::V6(Ipv6Addr::LOCALHOST)])
+            ),
+            Ok(vec![v4(5), v4(6), IpAddr::V6(Ipv6Addr::LOCALHOST)])
+        );
     }
 }

@@ -121,8 +121,15 @@ struct Seen {
 
 impl Seen {
     fn now(revision: u64, ttl: Duration) -> Self {
+        Self::aged(revision, ttl, Duration::ZERO)
+    }
+
+    /// A put made `age` ago: it expires a TTL after the put, not after it
+    /// was first seen here.
+    fn aged(revision: u64, ttl: Duration, age: Duration) -> Self {
+        let now = Instant::now();
         Self {
-            at: Instant::now(),
+            at: now.checked_sub(age).unwrap_or(now),
             revision,
             ttl,
         }

@@ -191,7 +191,8 @@ pub(super) fn apply(discovery: &NatsDiscovery, entry: &Entry, replay: &Replay) {
                 // sequence started over.)
                 hash_map::Entry::Occupied(mut seen) => {
                     if entry.revision != seen.get().revision {
-                        *seen.get_mut() = Seen::now(entry.revision, ttl);
+                        let age = replay.age_of(entry).unwrap_or_default();
+                        *seen.get_mut() = Seen::aged(entry.revision, ttl, age);
                     }
                 }
                 hash_map::Entry::Vacant(unknown) => {
@@ -200,13 +201,14 @@ pub(super) fn apply(discovery: &NatsDiscovery, entry: &Entry, replay: &Replay) {
                     // and the bucket may keep one longer than the TTL its
                     // node states: one older than that is an instance whose
                     // heartbeats stopped (one that expired here already).
-                    if let Some(age) = replay.age_of(entry)
-                        && age > ttl
-                    {
+                    // A younger one counts from its put, as it would
+                    // have had this node watched all along.
+                    let age = replay.age_of(entry).unwrap_or_default();
+                    if age > ttl {
                         tracing::debug!(key = %entry.key, ?age, ?ttl, "skipping a replayed record older than its TTL");
                         return;
                     }
-                    unknown.insert(Seen::now(entry.revision, ttl));
+                    unknown.insert(Seen::aged(entry.revision, ttl, age));
                 }
             }
             catalog.upsert(Source::Registered, instance);
