@@ -14,7 +14,7 @@ use tower::{
 
 use super::{
     fast::FastRoutes,
-    health::{LIVE_PATH, READY_PATH, Readiness},
+    health::{GrpcName, LIVE_PATH, READY_PATH, Readiness},
     registry::REGISTRY_PATH,
 };
 use crate::{
@@ -103,16 +103,8 @@ pub(crate) fn assemble(
 
     // HTTP: every hosted route, checked for conflicts before axum sees it.
     let readiness = match existing {
-        Some(Existing { readiness, .. }) => {
-            readiness.set_grpc_names(grpc_names);
-            readiness.clone()
-        }
-        None => Readiness::new(
-            config.node.name.clone(),
-            registry.clone(),
-            reporter,
-            grpc_names,
-        ),
+        Some(Existing { readiness, .. }) => readiness.clone(),
+        None => Readiness::new(config.node.name.clone(), registry.clone(), reporter),
     };
     let mut table = RouteTable::default();
     let route_names = measured.map_or_else(Default::default, |m| m.server().routes.clone());
@@ -179,6 +171,8 @@ pub(crate) fn assemble(
             .collect(),
     };
     let main = http_with(&shed).split(grpc_with(&shed), &hosted_routes, shared_admin);
+    // Only once nothing can fail: an assembly refused changes nothing.
+    readiness.set_grpc_names(grpc_names);
     Ok(Assembled {
         main,
         local,
@@ -369,8 +363,8 @@ impl HttpLayers<'_> {
 /// The gRPC side of a node, before its layers.
 struct GrpcAssembly {
     services: GrpcServices,
-    /// What gRPC health answers for.
-    names: Vec<String>,
+    /// What gRPC health answers for, each with its service.
+    names: Vec<GrpcName>,
     descriptor_sets: Vec<&'static [u8]>,
 }
 
@@ -383,7 +377,7 @@ fn grpc_routes(
     owners: &mut Vec<(String, String)>,
 ) -> Result<GrpcAssembly> {
     let mut services = Vec::new();
-    let mut grpc_names: Vec<String> = Vec::new();
+    let mut grpc_names: Vec<GrpcName> = Vec::new();
     let mut seen: HashSet<&str> = HashSet::new();
     let mut descriptor_sets = vec![tonic_health::pb::FILE_DESCRIPTOR_SET];
     for Hosted { service, ctx } in hosted {
@@ -397,11 +391,11 @@ fn grpc_routes(
                 )));
             }
             owners.push((grpc_service.name().to_owned(), ctx.name().to_owned()));
-            grpc_names.push(grpc_service.name().to_owned());
+            grpc_names.push((grpc_service.name().to_owned(), ctx.descriptor().clone()));
             services.push((grpc_service, Some(ctx.clone())));
         }
         descriptor_sets.extend(routes.file_descriptor_sets);
-        grpc_names.push(ctx.name().to_owned());
+        grpc_names.push((ctx.name().to_owned(), ctx.descriptor().clone()));
     }
     let reflection_v1 = reflection(&descriptor_sets)
         .build_v1()

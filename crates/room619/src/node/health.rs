@@ -1,8 +1,21 @@
 //! Liveness and readiness: `GET /health/live`, `GET /health/ready` and the
-//! standard gRPC health service, all driven by the node's [`Phase`].
+//! standard gRPC health service, all driven by the node's [`Phase`] and the
+//! services' health checks.
+//!
+//! The gRPC health service gives the verdict of `/health/ready`: `""` is
+//! `SERVING` when the node is ready, and each name of a service (its
+//! room619 name, the names of its gRPC services) when that service runs and
+//! its checks and dependencies pass. The checks run when the node starts
+//! running, when a service is added or removed, on each `/health/ready`
+//! call, and every `CHECK_INTERVAL` (5 s) in between; only a status that
+//! changes is published, so `Watch` streams see changes only.
 
 use std::{
-    sync::{Arc, OnceLock},
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -11,11 +24,12 @@ use futures_util::future::join_all;
 use http::StatusCode;
 use serde::Serialize;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     discovery::{Discovery, DiscoveryStatus},
-    service::{DependencyHealth, Health, Registry, ServiceState},
+    service::{DependencyHealth, Health, Registry, ServiceDescriptor, ServiceState},
 };
 
 /// The path of the liveness endpoint.
@@ -28,6 +42,10 @@ const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// take (each of a built service's is bounded by `HEALTH_CHECK_TIMEOUT`;
 /// they run together).
 const DEPENDENCIES_GRACE: Duration = Duration::from_secs(1);
+/// How long the node waits, after a round of checks has ended, before it
+/// checks again for the gRPC health service (one round at a time: a round
+/// lasts at most `HEALTH_CHECK_TIMEOUT + DEPENDENCIES_GRACE`).
+const CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Where the node is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -45,6 +63,10 @@ pub enum Phase {
     Stopped,
 }
 
+/// A name the gRPC health service answers for besides `""` (a hosted gRPC
+/// service's, or a room619 service's own), and the service behind it.
+pub(crate) type GrpcName = (String, ServiceDescriptor);
+
 /// The node's readiness, shared by the HTTP endpoints, the gRPC health
 /// service and the lifecycle.
 #[derive(Clone)]
@@ -58,25 +80,74 @@ struct Inner {
     registry: Registry,
     grpc: HealthReporter,
     /// The names the gRPC health service answers for, besides `""`.
-    grpc_names: std::sync::Mutex<Vec<String>>,
+    grpc_names: std::sync::Mutex<Vec<GrpcName>>,
+    /// What the gRPC health service was told; held while telling it, so
+    /// verdicts are published one at a time.
+    published: tokio::sync::Mutex<Published>,
+    /// Numbers the verdicts in the order they began (from 1), so an older
+    /// one finishing late does not overwrite a newer one.
+    rounds: AtomicU64,
     /// The node's discovery, whose status readiness reports.
     discovery: OnceLock<Arc<dyn Discovery>>,
 }
 
+/// The statuses the gRPC health service holds, as this node set them.
+#[derive(Default)]
+struct Published {
+    statuses: HashMap<String, ServingStatus>,
+    /// The newest verdict published.
+    round: u64,
+}
+
+/// What one round of checks (or a phase other than running) tells the gRPC
+/// health service.
+struct Verdict {
+    /// Its number: see `Inner::rounds`.
+    round: u64,
+    /// The phase it was made in.
+    phase: Phase,
+    /// Whether the node is ready (as `/health/ready` answers).
+    ready: bool,
+    /// Whether each service serves: `None` for one being added or removed
+    /// on a running node, which is left out, as from readiness.
+    services: Vec<(ServiceDescriptor, Option<bool>)>,
+}
+
+impl Verdict {
+    /// The status of a name whose services are `owners` (one name may stand
+    /// for several major versions): `SERVING` when one of them serves and
+    /// none that counts does not. A service no longer known does not serve.
+    fn status<'a>(&self, owners: impl Iterator<Item = &'a ServiceDescriptor>) -> ServingStatus {
+        let mut serving = false;
+        for owner in owners {
+            let known = self.services.iter().find(|(service, _)| service == owner);
+            match known.map_or(Some(false), |(_, serves)| *serves) {
+                Some(true) => serving = true,
+                Some(false) => return ServingStatus::NotServing,
+                None => {}
+            }
+        }
+        if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        }
+    }
+}
+
 impl Readiness {
-    pub(crate) fn new(
-        node: String,
-        registry: Registry,
-        grpc: HealthReporter,
-        grpc_names: Vec<String>,
-    ) -> Self {
+    /// Readiness for `node`'s `registry`, telling `grpc`; it answers for
+    /// `""` only until [`set_grpc_names`](Self::set_grpc_names).
+    pub(crate) fn new(node: String, registry: Registry, grpc: HealthReporter) -> Self {
         Self {
             inner: Arc::new(Inner {
                 node,
                 phase: watch::Sender::new(Phase::Starting),
                 registry,
                 grpc,
-                grpc_names: std::sync::Mutex::new(grpc_names),
+                grpc_names: std::sync::Mutex::new(Vec::new()),
+                published: tokio::sync::Mutex::new(Published::default()),
+                rounds: AtomicU64::new(0),
                 discovery: OnceLock::new(),
             }),
         }
@@ -108,24 +179,21 @@ impl Readiness {
         *self.inner.phase.borrow()
     }
 
-    /// Moves to `phase` and tells the gRPC health service: `SERVING` while
-    /// running, `NOT_SERVING` otherwise.
+    /// Moves to `phase` and tells the gRPC health service: while running,
+    /// the verdict of a round of checks run now (bounded like those of
+    /// `/health/ready`); `NOT_SERVING` for every name otherwise.
     pub(crate) async fn set_phase(&self, phase: Phase) {
         self.inner.phase.send_replace(phase);
-        let status = if phase == Phase::Running {
-            ServingStatus::Serving
+        if phase == Phase::Running {
+            self.check().await;
         } else {
-            ServingStatus::NotServing
-        };
-        self.inner.grpc.set_service_status("", status).await;
-        let names = self
-            .inner
-            .grpc_names
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        for name in &names {
-            self.inner.grpc.set_service_status(name, status).await;
+            let verdict = Verdict {
+                round: self.next_round(),
+                phase,
+                ready: false,
+                services: Vec::new(),
+            };
+            self.publish(&verdict).await;
         }
     }
 
@@ -137,41 +205,128 @@ impl Readiness {
     /// Replaces the names the gRPC health service answers for; names no
     /// longer served answer `NOT_SERVING`. Call [`refresh`](Self::refresh)
     /// after, to publish the statuses of new names.
-    pub(crate) fn set_grpc_names(&self, names: Vec<String>) {
-        let old = std::mem::replace(
-            &mut *self
-                .inner
-                .grpc_names
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-            names,
-        );
-        let current = self
-            .inner
-            .grpc_names
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let reporter = self.inner.grpc.clone();
-        let gone: Vec<String> = old.into_iter().filter(|n| !current.contains(n)).collect();
-        if !gone.is_empty() {
-            tokio::spawn(async move {
-                for name in gone {
-                    reporter
-                        .set_service_status(&name, ServingStatus::NotServing)
-                        .await;
-                }
-            });
+    pub(crate) fn set_grpc_names(&self, names: Vec<GrpcName>) {
+        let old = std::mem::replace(&mut *self.grpc_names_lock(), names);
+        let current: HashSet<String> = self.grpc_names().into_iter().map(|(n, _)| n).collect();
+        if old.iter().any(|(name, _)| !current.contains(name)) {
+            let readiness = self.clone();
+            tokio::spawn(async move { readiness.publish_gone().await });
         }
     }
 
-    /// Publishes the current phase's status for every name again.
+    /// Publishes the current phase's statuses for every name again (while
+    /// running, from a round of checks run now).
     pub(crate) async fn refresh(&self) {
         self.set_phase(self.phase()).await;
     }
 
-    /// Checks every service and reports whether the node is ready.
-    async fn report(&self) -> (bool, ReadinessReport) {
+    /// Runs a round of checks every `CHECK_INTERVAL`, one at a time, and
+    /// tells the gRPC health service what changed, until `shutdown`.
+    pub(crate) fn spawn_checks(&self, shutdown: CancellationToken) {
+        let readiness = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(CHECK_INTERVAL) => {}
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = readiness.check() => {}
+                }
+            }
+        });
+    }
+
+    /// Runs a round of checks and tells the gRPC health service its verdict.
+    async fn check(&self) {
+        let (verdict, _) = self.report().await;
+        self.publish(&verdict).await;
+    }
+
+    /// A number for a verdict begun now.
+    fn next_round(&self) -> u64 {
+        self.inner.rounds.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    fn grpc_names_lock(&self) -> std::sync::MutexGuard<'_, Vec<GrpcName>> {
+        self.inner
+            .grpc_names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The names the gRPC health service answers for now.
+    fn grpc_names(&self) -> Vec<GrpcName> {
+        self.grpc_names_lock().clone()
+    }
+
+    /// Tells the gRPC health service `verdict`: `""` and each name, and
+    /// `NOT_SERVING` for names no longer served. A stale verdict is
+    /// dropped: one made in a phase the node has left (the change of phase
+    /// publishes its own), or older than one published already.
+    async fn publish(&self, verdict: &Verdict) {
+        let mut published = self.inner.published.lock().await;
+        if verdict.round <= published.round || verdict.phase != self.phase() {
+            return;
+        }
+        published.round = verdict.round;
+        let names = self.grpc_names();
+        let overall = if verdict.ready {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        let mut statuses = vec![(String::new(), overall)];
+        let mut seen: HashSet<&str> = HashSet::new();
+        for (name, _) in &names {
+            if seen.insert(name.as_str()) {
+                let owners = names
+                    .iter()
+                    .filter(|(other, _)| other == name)
+                    .map(|(_, owner)| owner);
+                statuses.push((name.clone(), verdict.status(owners)));
+            }
+        }
+        statuses.extend(
+            published
+                .statuses
+                .keys()
+                .filter(|name| !name.is_empty() && !seen.contains(name.as_str()))
+                .map(|name| (name.clone(), ServingStatus::NotServing)),
+        );
+        self.send(&mut published, statuses).await;
+    }
+
+    /// Tells the gRPC health service that the names no longer served are
+    /// `NOT_SERVING`.
+    async fn publish_gone(&self) {
+        let mut published = self.inner.published.lock().await;
+        let current: HashSet<String> = self.grpc_names().into_iter().map(|(n, _)| n).collect();
+        let gone: Vec<_> = published
+            .statuses
+            .keys()
+            .filter(|name| !name.is_empty() && !current.contains(*name))
+            .map(|name| (name.clone(), ServingStatus::NotServing))
+            .collect();
+        self.send(&mut published, gone).await;
+    }
+
+    /// Sets each of `statuses` that differs from what was published.
+    async fn send(&self, published: &mut Published, statuses: Vec<(String, ServingStatus)>) {
+        for (name, status) in statuses {
+            if published.statuses.get(&name) != Some(&status) {
+                self.inner.grpc.set_service_status(&name, status).await;
+                // Recorded once set: a call dropped half way is set again.
+                published.statuses.insert(name, status);
+            }
+        }
+    }
+
+    /// Checks every service and reports whether the node is ready, and
+    /// whether each service serves.
+    async fn report(&self) -> (Verdict, ReadinessReport) {
+        let round = self.next_round();
         let phase = self.phase();
         let (services, statuses): (Vec<_>, Vec<_>) =
             self.inner.registry.snapshot().into_iter().unzip();
@@ -209,6 +364,7 @@ impl Readiness {
         let healths = join_all(checks).await;
         let mut ready = phase == Phase::Running;
         let mut degraded = false;
+        let mut serving = Vec::with_capacity(statuses.len());
         let services = statuses
             .into_iter()
             .zip(healths)
@@ -217,18 +373,21 @@ impl Readiness {
                 let dependencies = dependencies.unwrap_or_default();
                 let all = health.iter().chain(dependencies.iter().map(|d| &d.health));
                 degraded |= all.clone().any(|h| matches!(h, Health::Degraded(_)));
-                ready &= match status.state {
+                let serves = match status.state {
                     ServiceState::Running => {
-                        health.is_some() && all.into_iter().all(Health::is_serving)
+                        Some(health.is_some() && all.into_iter().all(Health::is_serving))
                     }
                     // On a running node, a service being added or removed
                     // (`add_service`, `remove_service`) takes no traffic
-                    // yet, or no more: the others keep the node in rotation.
+                    // yet, or no more: it is left out, and the others keep
+                    // the node in rotation.
                     ServiceState::Registered | ServiceState::Starting | ServiceState::Stopping => {
-                        phase == Phase::Running
+                        (phase != Phase::Running).then_some(false)
                     }
-                    ServiceState::Stopped | ServiceState::Failed => false,
+                    ServiceState::Stopped | ServiceState::Failed => Some(false),
                 };
+                ready &= serves.unwrap_or(true);
+                serving.push((status.descriptor.clone(), serves));
                 ServiceReport {
                     name: status.descriptor.name().to_owned(),
                     version: status.descriptor.version().to_string(),
@@ -250,7 +409,13 @@ impl Readiness {
             services,
             discovery,
         };
-        (ready, report)
+        let verdict = Verdict {
+            round,
+            phase,
+            ready,
+            services: serving,
+        };
+        (verdict, report)
     }
 
     /// The admin routes: `/health/live`, `/health/ready` and `/registry`.
@@ -304,8 +469,10 @@ async fn live(State(readiness): State<Readiness>) -> impl IntoResponse {
 }
 
 async fn ready(State(readiness): State<Readiness>) -> impl IntoResponse {
-    let (ready, report) = readiness.report().await;
-    let status = if ready {
+    let (verdict, report) = readiness.report().await;
+    // The gRPC health service gives the same answer.
+    readiness.publish(&verdict).await;
+    let status = if verdict.ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -84,6 +84,8 @@ pub(super) async fn start(
         &tracker,
     );
     readiness.set_phase(Phase::Running).await;
+    // The gRPC health service follows the services' checks from here on.
+    readiness.spawn_checks(shutdown.clone());
     let advertised = dynamic::advertised(&config, local_addr);
     let instances = match dynamic::register(&config, discovery.as_ref(), &hosted, &advertised).await
     {

@@ -261,7 +261,8 @@ impl ServiceBuilder {
         self.require(path, Requirement::public())
     }
 
-    /// Checks the service's health when readiness is asked (default: healthy).
+    /// Checks the service's health when readiness is asked, and every few
+    /// seconds for gRPC health (default: healthy).
     pub fn health_check<F, Fut>(mut self, check: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,

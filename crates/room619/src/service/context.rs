@@ -83,9 +83,10 @@ impl ServiceContext {
     /// with (they are served at `/metrics` beside the built-in ones).
     ///
     /// ```
-    /// # fn demo(ctx: room619::ServiceContext) {
+    /// # fn demo(ctx: room619::ServiceContext) -> room619::Result<()> {
     /// let placed = prometheus_client::metrics::counter::Counter::<u64>::default();
-    /// ctx.metrics().register("shop_orders_placed", "Orders placed", placed.clone());
+    /// ctx.metrics().register("shop_orders_placed", "Orders placed", placed.clone())?;
+    /// # Ok(())
     /// # }
     /// ```
     #[must_use]

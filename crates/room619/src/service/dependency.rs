@@ -1,5 +1,6 @@
 //! [`DependencyHealth`]: the named health of something a service depends on
-//! (a database, NATS, a cache), checked whenever readiness is asked.
+//! (a database, NATS, a cache), checked whenever readiness is asked and
+//! every few seconds for gRPC health.
 
 use std::{sync::Arc, time::Duration};
 

@@ -62,7 +62,8 @@ use crate::Result;
 /// [`start`](Service::start), then subscribes its
 /// [`subscribers`](Service::subscribers); it calls [`stop`](Service::stop)
 /// during shutdown after in-flight requests and messages have drained, and
-/// [`health`](Service::health) whenever readiness is asked.
+/// [`health`](Service::health) whenever readiness is asked (and every few
+/// seconds, for gRPC health).
 pub trait Service: Send + Sync + 'static {
     /// The service's name and version.
     fn descriptor(&self) -> &ServiceDescriptor;

@@ -52,6 +52,19 @@ async fn an_unhealthy_service_makes_the_node_not_ready() {
         body["services"][0]["health"]["detail"],
         "database unreachable"
     );
+    // gRPC health says the same, for the node and for each of the
+    // service's names.
+    let mut health = HealthClient::new(support::channel(node.local_addr()).await);
+    for service in ["", "echo", "shop.echo.v1.Echo"] {
+        let answer = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(answer.status(), ServingStatus::NotServing, "{service:?}");
+    }
     node.shutdown().await.unwrap();
 }
 

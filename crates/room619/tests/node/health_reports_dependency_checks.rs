@@ -1,13 +1,20 @@
 //! Readiness lists each service's named dependency checks: a degraded
 //! dependency is reported and keeps the node ready, a failing one makes it
-//! not ready.
+//! not ready, over HTTP and gRPC health alike.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
 };
 
 use room619::{ServiceBuilder, service::Health};
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 use crate::support;
 
@@ -110,4 +117,109 @@ async fn dependency_checks_that_never_answer_fail_readiness_in_bounded_time() {
         "{report}"
     );
     node.shutdown().await.unwrap();
+}
+
+/// gRPC health gives the verdict of `/health/ready`, without anyone asking
+/// it: a failing dependency takes the node (`""`) and the failing service's
+/// names out of `SERVING` within one round of the background checks, and
+/// leaves a healthy service's name alone; once the dependency recovers, a
+/// `/health/ready` call and gRPC health agree at once.
+#[tokio::test]
+async fn grpc_health_follows_a_failing_dependency_and_its_recovery() {
+    let database_up = Arc::new(AtomicBool::new(true));
+    let up = Arc::clone(&database_up);
+    let echo = support::echo_builder()
+        .dependency("postgres", move || {
+            let up = up.load(Ordering::SeqCst);
+            async move {
+                if up {
+                    Health::Healthy
+                } else {
+                    Health::Unhealthy("connection refused".into())
+                }
+            }
+        })
+        .build()
+        .unwrap();
+    let orders = ServiceBuilder::new("orders", "1.0.0")
+        .unwrap()
+        .build()
+        .unwrap();
+    let node = support::start_all(support::config(""), [echo, orders]).await;
+    let mut health = HealthClient::new(support::channel(node.local_addr()).await);
+    for service in ["", "echo", "shop.echo.v1.Echo", "orders"] {
+        assert_eq!(
+            check(&mut health, service).await,
+            ServingStatus::Serving,
+            "{service:?}"
+        );
+    }
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "echo".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
+
+    // Nobody asks `/health/ready`: the background checks notice (every 5 s).
+    database_up.store(false, Ordering::SeqCst);
+    let changed = tokio::time::timeout(Duration::from_secs(15), watch.message())
+        .await
+        .expect("gRPC health kept answering SERVING with a failing dependency")
+        .unwrap()
+        .unwrap();
+    // Only changes are sent: the rounds in between repeated nothing.
+    assert_eq!(changed.status(), ServingStatus::NotServing);
+    for service in ["", "echo", "shop.echo.v1.Echo"] {
+        assert_eq!(
+            check(&mut health, service).await,
+            ServingStatus::NotServing,
+            "{service:?}"
+        );
+    }
+    assert_eq!(
+        check(&mut health, "orders").await,
+        ServingStatus::Serving,
+        "a healthy service's own name"
+    );
+
+    // Recovered: the readiness call publishes its verdict before answering.
+    database_up.store(true, Ordering::SeqCst);
+    let ready = support::http1()
+        .get(format!("http://{}/health/ready", node.local_addr()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    for service in ["", "echo", "shop.echo.v1.Echo", "orders"] {
+        assert_eq!(
+            check(&mut health, service).await,
+            ServingStatus::Serving,
+            "{service:?}"
+        );
+    }
+    let back = tokio::time::timeout(Duration::from_secs(2), watch.message())
+        .await
+        .expect("the watch saw no recovery")
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.status(), ServingStatus::Serving);
+    drop(watch);
+    node.shutdown().await.unwrap();
+}
+
+async fn check(health: &mut HealthClient<Channel>, service: &str) -> ServingStatus {
+    health
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status()
 }
