@@ -98,10 +98,17 @@ impl Sink for Line<'_> {
 pub(super) struct Values(pub(super) Vec<(&'static str, String)>);
 
 impl Values {
-    /// The values as the members of a JSON object, each followed by a comma.
+    /// The values as the members of a JSON object, each followed by a comma;
+    /// a field called `name` as `fields.name`, since the span's own name
+    /// follows under that key (a key twice in one object is refused by
+    /// strict parsers).
     pub(super) fn write_members(&self, out: &mut String) {
         for (name, value) in &self.0 {
-            push_string(out, name);
+            if *name == "name" {
+                out.push_str("\"fields.name\"");
+            } else {
+                push_string(out, name);
+            }
             out.push(':');
             out.push_str(value);
             out.push(',');

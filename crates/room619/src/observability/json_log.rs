@@ -511,6 +511,24 @@ mod tests {
     }
 
     #[test]
+    fn a_span_field_called_name_does_not_repeat_the_key() {
+        let (text, logged) = logged(|| {
+            let span = tracing::info_span!("load", name = "alice");
+            let _entered = span.enter();
+            tracing::info!("loaded");
+        });
+        // Counted in the text: a JSON parser keeps only one of two keys.
+        assert_eq!(text.matches("\"name\":").count(), 1, "{text}");
+        let [line] = logged.as_slice() else {
+            panic!("one line expected: {text}");
+        };
+        assert_eq!(
+            line["span"],
+            serde_json::json!({"fields.name": "alice", "name": "load"})
+        );
+    }
+
+    #[test]
     fn a_span_without_fields_keeps_nothing() {
         let lines = Lines::default();
         let subscriber = tracing_subscriber::registry().with(JsonLog::new(lines.make_writer()));

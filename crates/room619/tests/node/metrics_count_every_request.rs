@@ -216,7 +216,8 @@ async fn services_register_their_own_metrics_in_the_node_registry() {
     let orders = prometheus_client::metrics::counter::Counter::<u64>::default();
     handle
         .metrics()
-        .register("shop_orders_placed", "Orders placed", orders.clone());
+        .register("shop_orders_placed", "Orders placed", orders.clone())
+        .unwrap();
     orders.inc_by(4);
     let text = support::metrics_text(node.local_addr()).await;
     assert_eq!(sample(&text, "shop_orders_placed_total"), 4);

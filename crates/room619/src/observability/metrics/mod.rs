@@ -41,9 +41,10 @@
 //!
 //! let metrics = Metrics::new("my-node");
 //! let orders: Counter = Counter::default();
-//! metrics.register("shop_orders_placed", "Orders placed", orders.clone());
+//! metrics.register("shop_orders_placed", "Orders placed", orders.clone())?;
 //! orders.inc();
 //! assert!(metrics.render().contains("shop_orders_placed_total 1"));
+//! # Ok::<(), room619::Error>(())
 //! ```
 //!
 //! A service reaches its node's registry with
@@ -77,6 +78,9 @@ pub struct Metrics {
 
 struct Inner {
     registry: RwLock<Registry>,
+    /// The names the application registered: a second family under one
+    /// name would make the scrape invalid.
+    names: std::sync::Mutex<std::collections::HashSet<String>>,
     server: ServerMetrics,
     client: ClientMetrics,
     resilience: ResilienceMetrics,
@@ -112,6 +116,7 @@ impl Metrics {
         Self {
             inner: Arc::new(Inner {
                 registry: RwLock::new(registry),
+                names: std::sync::Mutex::default(),
                 server,
                 client,
                 resilience,
@@ -131,17 +136,53 @@ impl Metrics {
     /// value holding a quote, a backslash or a newline makes the whole
     /// scrape invalid, so keep such values (raw user input, say) out of
     /// labels, as the unbounded values they usually are.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidArgument` for a name Prometheus cannot read (it must match
+    /// `[a-zA-Z_][a-zA-Z0-9_]*`) or one under room619's own `room619_`
+    /// prefix; `AlreadyExists` for a name registered before (a service
+    /// added again registering in its start hook, say): a second family of
+    /// one name would make the whole scrape invalid, so keep the first
+    /// metric (a clone of it) instead.
     pub fn register(
         &self,
         name: &str,
         help: &str,
         metric: impl prometheus_client::registry::Metric,
-    ) {
+    ) -> crate::Result<()> {
+        let readable = name
+            .bytes()
+            .next()
+            .is_some_and(|first| first.is_ascii_alphabetic() || first == b'_')
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !readable {
+            return Err(crate::Error::invalid_argument(format!(
+                "`{name}` is not a metric name Prometheus reads: use letters, digits and `_`, \
+                 not starting with a digit"
+            )));
+        }
+        if name.starts_with("room619_") {
+            return Err(crate::Error::invalid_argument(format!(
+                "`{name}`: the `room619_` prefix is the framework's own"
+            )));
+        }
+        let mut names = self
+            .inner
+            .names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !names.insert(name.to_owned()) {
+            return Err(crate::Error::already_exists(format!(
+                "a metric named `{name}` is registered already: keep a clone of the first"
+            )));
+        }
         self.inner
             .registry
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .register(name, help, metric);
+        Ok(())
     }
 
     /// Counts a request a rate limiter rejected (`room619_rate_limited_requests_total`).

@@ -8,7 +8,9 @@ use super::{Metrics, labels::RpcRouteLabels};
 fn counters_are_named_with_total_in_prometheus_text() {
     let metrics = Metrics::new("n");
     let counter: Counter = Counter::default();
-    metrics.register("app_things", "Things", counter.clone());
+    metrics
+        .register("app_things", "Things", counter.clone())
+        .unwrap();
     counter.inc_by(3);
     let text = metrics.render();
     assert!(text.contains("# HELP app_things_total Things.\n"), "{text}");
@@ -26,7 +28,9 @@ fn exemplars_stay_out_of_prometheus_text() {
 
     let metrics = Metrics::new("n");
     let counter: CounterWithExemplar<Vec<(String, String)>> = CounterWithExemplar::default();
-    metrics.register("app_orders", "Orders", counter.clone());
+    metrics
+        .register("app_orders", "Orders", counter.clone())
+        .unwrap();
     counter.inc_by(
         2,
         Some(vec![("trace_id".to_owned(), "abc".to_owned())]),
@@ -40,6 +44,44 @@ fn exemplars_stay_out_of_prometheus_text() {
     let text = metrics.render();
     assert!(text.contains("app_orders_total 2\n"), "{text}");
     assert!(!text.contains(" # {"), "{text}");
+}
+
+/// A second family under one name, a name Prometheus cannot read or one
+/// of room619's own would make the whole scrape invalid: refused.
+#[test]
+fn duplicate_and_unreadable_names_are_refused() {
+    let metrics = Metrics::new("n");
+    let first: Counter = Counter::default();
+    metrics.register("app_x", "X", first.clone()).unwrap();
+    let err = metrics
+        .register("app_x", "X again", Counter::<u64>::default())
+        .unwrap_err();
+    assert_eq!(err.kind(), crate::ErrorKind::AlreadyExists, "{err}");
+    for bad in [
+        "",
+        "9lives",
+        "app-x",
+        "app x",
+        "app_\u{e9}",
+        "room619_requests",
+    ] {
+        let err = metrics
+            .register(bad, "Bad", Counter::<u64>::default())
+            .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            crate::ErrorKind::InvalidArgument,
+            "{bad}: {err}"
+        );
+    }
+    first.inc();
+    let text = metrics.render();
+    assert_eq!(
+        text.matches("# TYPE app_x_total counter").count(),
+        1,
+        "{text}"
+    );
+    assert!(text.contains("app_x_total 1\n"), "{text}");
 }
 
 #[test]

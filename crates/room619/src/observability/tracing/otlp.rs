@@ -49,7 +49,18 @@ const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/
 pub(crate) struct OtlpExporter {
     grpc: Grpc<Channel>,
     failures: Arc<Failures>,
+    /// The runtime the channel runs on, whose timers the waits between
+    /// attempts use (exports run on a thread of their own).
+    runtime: tokio::runtime::Handle,
 }
+
+/// Attempts of one request when the collector is unavailable for now.
+const ATTEMPTS: u32 = 3;
+/// The wait before the second attempt; it quadruples after.
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// HTTP/2 pings on a connection to the collector: a collector gone without
+/// closing (a node lost) is noticed in this, plus the export timeout.
+const KEEP_ALIVE: Duration = Duration::from_secs(30);
 
 impl fmt::Debug for OtlpExporter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -59,13 +70,16 @@ impl fmt::Debug for OtlpExporter {
 
 impl OtlpExporter {
     /// An exporter to the collector at `endpoint` (`http://host:4317`),
-    /// connecting on the first export; each export may take `timeout`. Call
-    /// it inside a tokio runtime: the channel's connection runs there.
+    /// connecting on the first export; connecting and each request may take
+    /// `timeout` (a collector that drops packets costs that, not the
+    /// system's TCP connect timeout). Call it inside a tokio runtime: the
+    /// channel's connection runs there.
     ///
     /// # Errors
     ///
     /// `Config` when `endpoint` is not a URI, or asks for TLS (`https`),
-    /// which this exporter does not speak.
+    /// which this exporter does not speak; `Internal` outside a tokio
+    /// runtime.
     pub(crate) fn new(endpoint: &str, timeout: Duration) -> Result<Self> {
         let invalid = |why: &dyn fmt::Display| {
             Error::config(format!("telemetry.otlp_endpoint `{endpoint}`: {why}"))
@@ -81,17 +95,29 @@ impl OtlpExporter {
             }
             _ => return Err(invalid(&"the endpoint must be an `http://host:port` URL")),
         }
-        let channel = endpoint_uri.timeout(timeout).connect_lazy();
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::internal("the OTLP exporter must be made inside a tokio runtime")
+        })?;
+        let channel = endpoint_uri
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .http2_keep_alive_interval(KEEP_ALIVE)
+            .keep_alive_timeout(timeout)
+            .keep_alive_while_idle(true)
+            .connect_lazy();
         Ok(Self {
             grpc: Grpc::new(channel),
             failures: Arc::new(Failures::default()),
+            runtime,
         })
     }
 
     /// Sends `spans` with `resource`, in requests of at most `max_spans`
     /// spans and [`MAX_REQUEST`] bytes, each written as it is sent. A
-    /// request that fails loses its spans (an export is not retried), not
-    /// the next requests'.
+    /// request the collector cannot take for now (`UNAVAILABLE`, as while it
+    /// restarts or cannot be reached, or `ABORTED`) is sent again, [`ATTEMPTS`]
+    /// times in all with a backoff, as the OTLP specification asks; one that fails
+    /// otherwise, or every time, loses its spans, not the next requests'.
     ///
     /// # Errors
     ///
@@ -105,7 +131,9 @@ impl OtlpExporter {
     ) -> OTelSdkResult {
         let mut outcome = Ok(());
         for parts in spans.plan(resource, max_spans, MAX_REQUEST) {
-            let sent = self.send(spans.request(resource, &parts)).await;
+            let sent = self
+                .send(bytes::Bytes::from(spans.request(resource, &parts)))
+                .await;
             if outcome.is_ok() {
                 outcome = sent;
             }
@@ -113,28 +141,42 @@ impl OtlpExporter {
         outcome
     }
 
-    /// Sends one request; a refusal fails it.
-    async fn send(&self, request: Vec<u8>) -> OTelSdkResult {
-        let mut grpc = self.grpc.clone();
-        grpc.ready().await.map_err(|err| {
-            self.failures
-                .failed(format!("the collector is not reachable: {err}"))
-        })?;
-        let response = grpc
-            .unary(
-                tonic::Request::new(request),
-                PathAndQuery::from_static(EXPORT_PATH),
-                ExportCodec,
-            )
-            .await
-            .map_err(|status| {
-                self.failures.failed(format!(
-                    "the collector answered {:?}: {}",
+    /// Sends one request, again while the collector is unavailable for now;
+    /// a refusal fails it.
+    async fn send(&self, request: bytes::Bytes) -> OTelSdkResult {
+        let mut backoff = RETRY_BACKOFF;
+        let mut attempt = 1;
+        let response = loop {
+            let status = match self.attempt(request.clone()).await {
+                Ok(response) => break response,
+                Err(status) => status,
+            };
+            // The codes OTLP calls retryable that fail fast (not a
+            // `DEADLINE_EXCEEDED` after the whole timeout); a collector's
+            // `RESOURCE_EXHAUSTED` asks for a wait this exporter cannot
+            // read (`RetryInfo`): not retried.
+            let passing = matches!(
+                status.code(),
+                tonic::Code::Unavailable | tonic::Code::Aborted
+            );
+            if !passing || attempt == ATTEMPTS {
+                return Err(self.failures.failed(format!(
+                    "the collector answered {:?} (attempt {attempt} of at most {ATTEMPTS}): {}",
                     status.code(),
                     status.message()
-                ))
-            })?;
-        if let Some(partial) = response.into_inner().partial_success
+                )));
+            }
+            attempt += 1;
+            // Made in the runtime's context (this thread has none); its
+            // timer runs there.
+            let pause = {
+                let _runtime = self.runtime.enter();
+                tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64()))
+            };
+            pause.await;
+            backoff = backoff.saturating_mul(4);
+        };
+        if let Some(partial) = response.partial_success
             && (partial.rejected_spans > 0 || !partial.error_message.is_empty())
         {
             tracing::warn!(
@@ -144,6 +186,24 @@ impl OtlpExporter {
             );
         }
         Ok(())
+    }
+
+    async fn attempt(
+        &self,
+        request: bytes::Bytes,
+    ) -> std::result::Result<ExportResponse, tonic::Status> {
+        let mut grpc = self.grpc.clone();
+        grpc.ready().await.map_err(|err| {
+            tonic::Status::unavailable(format!("the collector is not reachable: {err}"))
+        })?;
+        let response = grpc
+            .unary(
+                tonic::Request::new(request),
+                PathAndQuery::from_static(EXPORT_PATH),
+                ExportCodec,
+            )
+            .await?;
+        Ok(response.into_inner())
     }
 }
 
@@ -845,7 +905,7 @@ struct PartialSuccess {
 struct ExportCodec;
 
 impl Codec for ExportCodec {
-    type Encode = Vec<u8>;
+    type Encode = bytes::Bytes;
     type Decode = ExportResponse;
     type Encoder = ExportCodec;
     type Decoder = ExportCodec;
@@ -860,10 +920,14 @@ impl Codec for ExportCodec {
 }
 
 impl Encoder for ExportCodec {
-    type Item = Vec<u8>;
+    type Item = bytes::Bytes;
     type Error = tonic::Status;
 
-    fn encode(&mut self, request: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+    fn encode(
+        &mut self,
+        request: bytes::Bytes,
+        buf: &mut EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
         // Written whole beforehand ([`Encoded::request`]): a byte put
         // through tonic's buffer takes a generic `BufMut` path, and a span
         // is written a few bytes at a time.

@@ -304,6 +304,8 @@ pub(in crate::observability::tracing) struct Collector {
     pub(in crate::observability::tracing) arrived: Arc<std::sync::atomic::AtomicUsize>,
     /// How long to wait before answering.
     pub(in crate::observability::tracing) delay: Duration,
+    /// Requests still to answer `UNAVAILABLE` (as a restarting collector).
+    pub(in crate::observability::tracing) unavailable: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[tonic::async_trait]
@@ -315,6 +317,14 @@ impl TraceService for Collector {
         self.arrived
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         tokio::time::sleep(self.delay).await;
+        let unavailable = self.unavailable.fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |left| left.checked_sub(1),
+        );
+        if unavailable.is_ok() {
+            return Err(tonic::Status::unavailable("restarting"));
+        }
         if self.rejected < 0 {
             return Err(tonic::Status::resource_exhausted("the collector is full"));
         }
@@ -404,6 +414,82 @@ async fn a_partial_success_is_a_success_and_a_refusal_an_error() {
         .err()
         .unwrap_or_else(|| panic!("a refused export is an error"));
     assert!(err.to_string().contains("ResourceExhausted"), "{err}");
+}
+
+/// A collector restarting (`UNAVAILABLE`) gets the request again after a
+/// backoff; one still unavailable after every attempt fails the export.
+#[tokio::test]
+async fn an_unavailable_collector_is_sent_the_request_again() {
+    let restarting = Collector {
+        unavailable: Arc::new(2.into()),
+        ..Collector::default()
+    };
+    let exporter = OtlpExporter::new(&serve(restarting.clone()).await, Duration::from_secs(5))
+        .unwrap_or_else(|err| panic!("{err}"));
+    let resource = EncodedResource::new(&resource());
+    exporter
+        .export(&queue(&batch()), &resource, 512)
+        .await
+        .unwrap_or_else(|err| panic!("export failed: {err}"));
+    let arrived = restarting.arrived.load(std::sync::atomic::Ordering::SeqCst);
+    let received = restarting
+        .received
+        .lock()
+        .unwrap_or_else(|err| panic!("{err}"))
+        .len();
+    assert_eq!((arrived, received), (3, 1));
+
+    let down = Collector {
+        unavailable: Arc::new(usize::MAX.into()),
+        ..Collector::default()
+    };
+    let exporter = OtlpExporter::new(&serve(down.clone()).await, Duration::from_secs(5))
+        .unwrap_or_else(|err| panic!("{err}"));
+    let err = exporter
+        .export(&queue(&batch()), &resource, 512)
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("a collector always unavailable fails the export"));
+    assert!(err.to_string().contains("attempt 3 of at most 3"), "{err}");
+    assert_eq!(down.arrived.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+/// A collector whose packets are dropped (no answer to the connection at
+/// all) costs the export timeout, not the system's TCP connect timeout.
+#[tokio::test]
+async fn a_collector_that_never_answers_the_connection_costs_the_timeout() {
+    // A listener whose backlog is full: further connections get no SYN-ACK.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|err| panic!("{err}"));
+    let addr = listener.local_addr().unwrap_or_else(|err| panic!("{err}"));
+    let _held: Vec<std::net::TcpStream> = (0..512)
+        .map_while(|_| {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+            socket.set_nonblocking(true).ok()?;
+            // Non-blocking: "in progress" is the expected answer.
+            let _in_progress = socket.connect(&addr.into());
+            Some(socket.into())
+        })
+        .collect();
+    let exporter = OtlpExporter::new(&format!("http://{addr}"), Duration::from_millis(500))
+        .unwrap_or_else(|err| panic!("{err}"));
+    let resource = EncodedResource::new(&resource());
+    let spans = queue(&batch());
+    let started = std::time::Instant::now();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(20),
+        exporter.export(&spans, &resource, 512),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the export hung"));
+    assert!(outcome.is_err());
+    // Three attempts of 500 ms and two backoffs, far below Linux's ~2 min.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(listener);
 }
 
 #[tokio::test]
