@@ -9,10 +9,14 @@ use crate::error::BoxError;
 
 /// Which outcomes count as failures.
 ///
-/// Default: gRPC `UNAVAILABLE`, `DEADLINE_EXCEEDED`, `INTERNAL`,
-/// `RESOURCE_EXHAUSTED`; every HTTP 5xx; every transport error. Never
-/// `INVALID_ARGUMENT` or a 4xx: those are the caller's fault, and a backend
-/// that rejects bad input is healthy.
+/// Default: gRPC `UNAVAILABLE`, `DEADLINE_EXCEEDED`, `INTERNAL`; every HTTP
+/// 5xx; every transport error. Never `INVALID_ARGUMENT` or a 4xx: those are
+/// the caller's fault, and a backend that rejects bad input is healthy. Nor
+/// `RESOURCE_EXHAUSTED`: servers answer it to one caller's excess (a rate
+/// limit per user or IP, a message over the size limit; over HTTP the same
+/// are 429 and 413), and counting it would let one caller open the breaker
+/// for every other; a room619 server sheds load with `UNAVAILABLE`. Add it to
+/// `grpc_codes` for a backend that answers overload with it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FailurePolicy {
@@ -25,14 +29,9 @@ pub struct FailurePolicy {
 impl Default for FailurePolicy {
     fn default() -> Self {
         Self {
-            grpc_codes: [
-                "UNAVAILABLE",
-                "DEADLINE_EXCEEDED",
-                "INTERNAL",
-                "RESOURCE_EXHAUSTED",
-            ]
-            .map(str::to_owned)
-            .to_vec(),
+            grpc_codes: ["UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL"]
+                .map(str::to_owned)
+                .to_vec(),
             http_5xx: true,
         }
     }
@@ -153,6 +152,11 @@ mod tests {
         );
         assert_eq!(
             policy.classify_response(&grpc(Code::InvalidArgument)),
+            Outcome::Success
+        );
+        // One caller's rate limit or oversized message: not the backend's fault.
+        assert_eq!(
+            policy.classify_response(&grpc(Code::ResourceExhausted)),
             Outcome::Success
         );
         assert_eq!(policy.classify_response(&grpc(Code::Ok)), Outcome::Success);

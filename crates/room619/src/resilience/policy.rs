@@ -144,16 +144,15 @@ impl ClientPolicy {
                     "must be at least 1".to_owned(),
                 );
             }
-            if breaker.open_duration.is_zero() {
-                return fail(
-                    &format!("{key}.open_duration"),
-                    "must be longer than zero".to_owned(),
-                );
-            }
+            // A zero slow-call duration makes every call slow: the breaker
+            // would open on successes and never close again.
             for (field, wait) in [
                 ("open_duration", breaker.open_duration),
                 ("slow_call_duration", breaker.slow_call_duration),
             ] {
+                if wait.is_zero() {
+                    return fail(&format!("{key}.{field}"), "must be longer than zero".into());
+                }
                 check_wait(wait).or_else(|problem| fail(&format!("{key}.{field}"), problem))?;
             }
             for (index, name) in breaker.failures.grpc_codes.iter().enumerate() {
@@ -176,6 +175,13 @@ impl ClientPolicy {
             ("budget.ttl", Some(retry.budget.ttl)),
         ] {
             if let Some(wait) = wait {
+                // Zero would cut every attempt as it starts.
+                if field == "attempt_timeout" && wait.is_zero() {
+                    return fail(
+                        "retry.attempt_timeout",
+                        "must be longer than zero (leave it out for no per-attempt timeout)".into(),
+                    );
+                }
                 check_wait(wait).or_else(|problem| fail(&format!("retry.{field}"), problem))?;
             }
         }
@@ -348,6 +354,19 @@ mod tests {
             (
                 "[resilience.defaults.hedge]\nmethods = [\"users.v1.Users/*\"]",
                 "resilience.defaults.hedge.methods.0",
+            ),
+            // Every call would be slow, or cut as it starts.
+            (
+                "[resilience.defaults.breaker]\nslow_call_duration = \"0s\"",
+                "resilience.defaults.breaker.slow_call_duration",
+            ),
+            (
+                "[resilience.services.users.instance_breaker]\nslow_call_duration = \"0s\"",
+                "resilience.services.users.instance_breaker.slow_call_duration",
+            ),
+            (
+                "[resilience.defaults.retry]\nattempt_timeout = \"0s\"",
+                "resilience.defaults.retry.attempt_timeout",
             ),
         ] {
             let err = Config::from_toml_str(toml).unwrap_err();

@@ -180,7 +180,9 @@ impl RetryPolicy {
             // deadline, checked before each retry, may still leave time. A
             // breaker that is open (the service's, or every instance's) is
             // not: it rejects again at once, and each such retry would spend
-            // the budget the real ones need once it half-opens.
+            // the budget the real ones need once it half-opens. No instance
+            // at all is retried: a discovery gap (the one replica being
+            // replaced) may close within the backoff.
             Err(error) => match error.downcast_ref::<Rejection>().map(Rejection::kind) {
                 Some(RejectionKind::AttemptTimeout) => true,
                 Some(RejectionKind::BreakerOpen) => false,
