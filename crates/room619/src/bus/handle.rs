@@ -312,8 +312,27 @@ impl MessageBus {
     }
 
     /// Opens the source of a declared subscriber.
+    ///
+    /// # Errors
+    ///
+    /// `FailedPrecondition` for a responder on a subject a configured
+    /// JetStream stream stores: the stream would answer each request with its
+    /// store receipt before the responder could, and keep the request as an
+    /// event; `Unavailable` when the backend cannot subscribe.
     pub(crate) async fn open(&self, spec: &Spec) -> Result<Source> {
         subject::check_pattern(&spec.subject)?;
+        #[cfg(feature = "nats")]
+        if spec.responder
+            && let Backend::JetStream(bus) = &self.inner.backend
+            && let Some(stream) = bus.stream_storing(&spec.subject)?
+        {
+            return Err(crate::Error::failed_precondition(format!(
+                "the responder of `{}` ({}) listens on a subject stream `{stream}` stores: \
+                 the stream would answer every request with its receipt; answer requests on \
+                 subjects outside `bus.streams`",
+                spec.subject, spec.owner
+            )));
+        }
         let group = match &spec.mode {
             Mode::Every => None,
             Mode::Queue(group) => Some(group.as_str()),

@@ -21,6 +21,9 @@ pub const MESSAGE_ID: &str = "Nats-Msg-Id";
 pub const CONTENT_TYPE: &str = "Content-Type";
 /// On a dead letter: why the message was given up.
 pub const DEAD_LETTER_REASON: &str = "Room619-Dead-Letter-Reason";
+/// On a dead letter sent without its payload (too large to send again with
+/// these headers): why; on JetStream the original stays in its stream.
+pub const DEAD_LETTER_PAYLOAD: &str = "Room619-Dead-Letter-Payload";
 /// On a dead letter: the subject the message was published to.
 pub const ORIGINAL_SUBJECT: &str = "Room619-Original-Subject";
 /// On a dead letter: how many times the message was delivered.

@@ -248,6 +248,21 @@ impl JetStreamBus {
         }
     }
 
+    /// The configured stream (`bus.streams`, the dead letters') that stores
+    /// every subject `pattern` matches, if one does.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidArgument` when `pattern` is not a subject pattern.
+    pub(crate) fn stream_storing(&self, pattern: &str) -> Result<Option<String>> {
+        let pattern = Pattern::new(pattern)?;
+        Ok(self
+            .streams
+            .iter()
+            .find(|(_, subjects)| subjects.iter().any(|wide| pattern.is_covered_by(wide)))
+            .map(|(name, _)| name.clone()))
+    }
+
     /// Creates or updates the durable pull consumer `durable` filtering
     /// `subject` on the stream that stores it.
     ///
@@ -261,12 +276,7 @@ impl JetStreamBus {
         filter: &str,
         policy: &DeliveryPolicy,
     ) -> Result<PullConsumer> {
-        let pattern = Pattern::new(filter)?;
-        let configured = self
-            .streams
-            .iter()
-            .find(|(_, subjects)| subjects.iter().any(|wide| pattern.is_covered_by(wide)))
-            .map(|(name, _)| name.clone());
+        let configured = self.stream_storing(filter)?;
         let stream = match configured {
             Some(name) => name,
             None => self.admin.stream_by_subject(filter).await.map_err(|err| {

@@ -30,13 +30,13 @@ use super::headers::{ORIGINAL_SEQUENCE, ORIGINAL_STREAM};
 use super::{
     DeliveryPolicy, Headers, Message, MessageBus, OutgoingMessage,
     headers::{
-        BAGGAGE, DEAD_LETTER_REASON, DELIVERIES, ERROR_CODE, ERROR_MESSAGE, MESSAGE_ID,
-        ORIGINAL_SUBJECT, TRACEPARENT, TRACESTATE,
+        BAGGAGE, DEAD_LETTER_PAYLOAD, DEAD_LETTER_REASON, DELIVERIES, ERROR_CODE, ERROR_MESSAGE,
+        MESSAGE_ID, ORIGINAL_SUBJECT, TRACEPARENT, TRACESTATE,
     },
     source::{Ack, Settle, Source, in_progress, settle},
 };
 use crate::{
-    Error,
+    Error, ErrorKind,
     observability::{metrics::labels::BusLabels, request_scope::RequestScope, trace_context},
 };
 
@@ -276,7 +276,7 @@ async fn dead_letter(
 ) {
     let mut headers = message.headers().clone();
     headers.remove(MESSAGE_ID);
-    headers.insert(DEAD_LETTER_REASON, one_line(reason));
+    headers.insert(DEAD_LETTER_REASON, short(&one_line(reason)));
     headers.insert(ORIGINAL_SUBJECT, message.subject());
     headers.insert(DELIVERIES, delivered.to_string());
     #[cfg(feature = "nats")]
@@ -292,8 +292,27 @@ async fn dead_letter(
         bus.dead_letter_subject().to_owned(),
         message.payload().clone(),
     )
-    .with_headers(headers);
-    match bus.publish_dead_letter(letter).await {
+    .with_headers(headers.clone());
+    let mut sent = bus.publish_dead_letter(letter).await;
+    // A letter the server can never take (the payload and our headers over
+    // its `max_payload`) would be refused on every delivery, for ever: it
+    // goes without the payload, which stays in its stream (named in the
+    // headers) on JetStream.
+    if let Err(err) = &sent
+        && matches!(
+            err.kind(),
+            ErrorKind::PayloadTooLarge | ErrorKind::InvalidArgument
+        )
+    {
+        headers.insert(
+            DEAD_LETTER_PAYLOAD,
+            format!("dropped: {}", short(err.message())),
+        );
+        let bare = OutgoingMessage::new(bus.dead_letter_subject().to_owned(), Bytes::new())
+            .with_headers(headers);
+        sent = bus.publish_dead_letter(bare).await;
+    }
+    match sent {
         Ok(()) => {
             if let Some(metrics) = bus.metrics() {
                 metrics.dead_lettered(labels);
@@ -331,6 +350,21 @@ fn one_line(text: &str) -> String {
     text.replace(['\r', '\n'], " ")
 }
 
+/// The longest reason written into a dead letter's headers, in bytes.
+const MAX_REASON: usize = 1024;
+
+/// `text` cut to [`MAX_REASON`] bytes (at a character boundary).
+fn short(text: &str) -> String {
+    if text.len() <= MAX_REASON {
+        return text.to_owned();
+    }
+    let mut end = MAX_REASON;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// Continues the publisher's trace on a derived message: its W3C trace
 /// context and baggage.
 pub(crate) fn copy_trace(from: &Message, to: &mut Headers) {
@@ -338,5 +372,21 @@ pub(crate) fn copy_trace(from: &Message, to: &mut Headers) {
         if let Some(value) = from.headers().get(name) {
             to.insert(name, value);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_REASON, one_line, short};
+
+    #[test]
+    fn reasons_are_one_short_line() {
+        assert_eq!(one_line("a\r\nb\nc"), "a  b c");
+        assert_eq!(short("fine"), "fine");
+        let long = "é".repeat(MAX_REASON);
+        let cut = short(&long);
+        assert!(cut.len() <= MAX_REASON + '…'.len_utf8(), "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert!(cut.starts_with("éé"));
     }
 }

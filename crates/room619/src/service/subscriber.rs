@@ -152,9 +152,17 @@ impl Subscriber {
         }
     }
 
-    /// Checks the subject and names.
+    /// Checks the subject and names; a responder cannot be durable.
     pub(crate) fn check(&self) -> Result<()> {
-        crate::bus::check_subscriber(&self.subject, &self.mode)
+        crate::bus::check_subscriber(&self.subject, &self.mode)?;
+        if self.responder && self.durable_name().is_some() {
+            return Err(crate::Error::invalid_argument(format!(
+                "the responder of `{}` cannot be durable: a JetStream delivery carries no \
+                 reply subject, so its replies would be lost (use a queue group)",
+                self.subject
+            )));
+        }
+        Ok(())
     }
 
     /// The subscriber of service `ctx` with its delivery policy from `config`.

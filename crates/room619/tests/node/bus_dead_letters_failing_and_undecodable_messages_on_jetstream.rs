@@ -261,3 +261,98 @@ async fn runner_consumer(
         .await
         .unwrap()
 }
+
+/// Request/reply runs over core subjects: a stream storing the subject
+/// would answer each request with its store receipt (and keep the request
+/// as an event), and a JetStream delivery has no reply subject. Both are
+/// refused with an error naming the subject, never left to fail silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responders_on_stored_subjects_or_durable_ones_are_refused() {
+    let server = NatsServer::start().await;
+    let config = server.config(
+        "jetstream",
+        "[bus.streams.ORDERS]\nsubjects = [\"orders.>\"]",
+    );
+    let answering = ServiceBuilder::new("orders", "1.0.0")
+        .unwrap()
+        .respond("orders.get", |_ctx, event: Event<Json<u32>>| async move {
+            Ok(Json(event.into_body().0))
+        })
+        .build()
+        .unwrap();
+    let err = support::start_fails(config, [answering]).await;
+    assert_eq!(err.kind(), room619::ErrorKind::FailedPrecondition, "{err}");
+    assert!(err.message().contains("orders.get"), "{err}");
+    assert!(err.message().contains("ORDERS"), "{err}");
+
+    let durable = room619::service::Subscriber::responder(
+        "questions.get",
+        |_ctx, event: Event<Json<u32>>| async move { Ok(Json(event.into_body().0)) },
+    )
+    .durable("questions");
+    let err = ServiceBuilder::new("questions", "1.0.0")
+        .unwrap()
+        .subscriber(durable)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), room619::ErrorKind::InvalidArgument, "{err}");
+    assert!(err.message().contains("cannot be durable"), "{err}");
+}
+
+/// A message close to the server's `max_payload` (1 MiB) no longer fits
+/// once the dead letter's headers are added: it would be refused on every
+/// delivery, for ever. It goes to the dead letters without its payload
+/// (which stays in its stream, named in the headers), and is settled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_too_large_for_its_dead_letter_goes_without_its_payload() {
+    let server = NatsServer::start().await;
+    let runner = ServiceBuilder::new("runner", "1.0.0")
+        .unwrap()
+        .durable_subscribe(
+            "jobs.>",
+            "runner",
+            |_ctx, _event: Event<Json<String>>| async {
+                Err(Error::unavailable(format!("down: {}", "why ".repeat(300))))
+            },
+        )
+        .build()
+        .unwrap();
+    let node = support::start_with(server.config("jetstream", BUS), runner).await;
+    let bus = node.handle().bus().clone();
+    let big = Json("x".repeat(1024 * 1024 - 400));
+    bus.publish("jobs.big", &big).await.unwrap();
+
+    let js = server.jetstream().await;
+    let dead = js.get_stream("DEAD_LETTERS").await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(10), async {
+        while dead.get_info().await.unwrap().state.messages < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "a dead letter within 10 s");
+    let letter = dead.get_raw_message(1).await.unwrap();
+    let get = |name: &str| letter.headers.get(name).map(|v| v.as_str().to_owned());
+    assert!(letter.payload.is_empty());
+    let dropped = get(headers::DEAD_LETTER_PAYLOAD).unwrap_or_default();
+    assert!(dropped.starts_with("dropped"), "{dropped}");
+    assert_eq!(get(headers::ORIGINAL_STREAM).as_deref(), Some("JOBS"));
+    assert_eq!(get(headers::ORIGINAL_SEQUENCE).as_deref(), Some("1"));
+    let reason = get(headers::DEAD_LETTER_REASON).unwrap_or_default();
+    assert!(
+        reason.len() <= 1100 && reason.starts_with("down: why"),
+        "{reason}"
+    );
+    let settled = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let info = runner_consumer(&js).await.get_info().await.unwrap();
+            if (info.num_pending, info.num_ack_pending) == (0, 0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(settled.is_ok(), "the message is settled");
+    node.shutdown().await.unwrap();
+}
