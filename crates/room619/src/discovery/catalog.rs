@@ -8,7 +8,7 @@ use std::{
 };
 
 use futures_util::{Stream, stream};
-use semver::VersionReq;
+use semver::{Comparator, Op, Version, VersionReq};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{Change, Instance};
@@ -21,6 +21,50 @@ const WATCH_BUFFER: usize = 1024;
 /// [`Discovery::watch`](super::Discovery::watch) returns; it starts with a
 /// [`Change::Reset`] holding the current set.
 pub type Watch = Pin<Box<dyn Stream<Item = Change> + Send>>;
+
+/// The versions of the serving instances of `name` among `instances` that
+/// `requirement` leaves out only for their pre-release tag, newest first,
+/// each once. As in Cargo, a pre-release (`2.0.0-rc.1`) matches only a
+/// requirement with a comparator naming a pre-release of the same
+/// `major.minor.patch` (`>=2.0.0-rc.1`): never `^2`, `>=1` or `*`. This
+/// names them when resolving found nothing, which would otherwise look
+/// like an unknown service.
+pub(crate) fn prereleases_left_out(
+    instances: &[Instance],
+    name: &str,
+    requirement: &VersionReq,
+) -> Vec<Version> {
+    let mut left_out: Vec<Version> = instances
+        .iter()
+        .filter(|i| i.name() == name && i.is_serving())
+        .map(Instance::version)
+        .filter(|version| matches_but_for_pre_release(requirement, version))
+        .cloned()
+        .collect();
+    left_out.sort_unstable();
+    left_out.dedup();
+    left_out.reverse();
+    left_out
+}
+
+/// Whether `requirement` refuses `version` only because it is a
+/// pre-release. Semver lets a pre-release match when every comparator
+/// accepts it and one of them names a pre-release of its `major.minor.patch`:
+/// `=version` added to the comparators is such a one, and accepts it.
+fn matches_but_for_pre_release(requirement: &VersionReq, version: &Version) -> bool {
+    if version.pre.is_empty() || requirement.matches(version) {
+        return false;
+    }
+    let mut widened = requirement.clone();
+    widened.comparators.push(Comparator {
+        op: Op::Exact,
+        major: version.major,
+        minor: Some(version.minor),
+        patch: Some(version.patch),
+        pre: version.pre.clone(),
+    });
+    widened.matches(version)
+}
 
 /// Where a catalog entry came from; a refresh of one source replaces only
 /// its own entries.

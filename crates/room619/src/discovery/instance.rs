@@ -11,7 +11,11 @@ const DEFAULT_PROTOCOLS: [&str; 2] = ["grpc", "http"];
 
 /// One running instance of a service: who it is, where it listens and
 /// whether it takes traffic. This is also the JSON record stored in the NATS
-/// key-value bucket.
+/// key-value bucket, read leniently so that nodes of different room619
+/// versions share a bucket through a rolling upgrade: fields it does not
+/// know are ignored, and a health it does not know reads as
+/// [`NotServing`](InstanceHealth::NotServing) (the instance is kept, and
+/// sent nothing).
 ///
 /// ```
 /// use room619::discovery::Instance;
@@ -22,7 +26,6 @@ const DEFAULT_PROTOCOLS: [&str; 2] = ["grpc", "http"];
 /// assert!(users.is_serving());
 /// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Instance {
     id: String,
     name: String,
@@ -37,8 +40,10 @@ pub struct Instance {
 }
 
 /// Whether an instance takes traffic; clients never pick one that does not.
+/// Read from a record, a value this version does not know (one a newer
+/// room619 added) is [`NotServing`](Self::NotServing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", from = "HealthRecord")]
 #[non_exhaustive]
 pub enum InstanceHealth {
     /// Taking traffic.
@@ -46,6 +51,26 @@ pub enum InstanceHealth {
     Serving,
     /// Registered but not taking traffic (starting, draining, failing).
     NotServing,
+}
+
+/// [`InstanceHealth`] as a record states it, any value a newer room619 may
+/// write included.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum HealthRecord {
+    Serving,
+    NotServing,
+    #[serde(other)]
+    Unknown,
+}
+
+impl From<HealthRecord> for InstanceHealth {
+    fn from(health: HealthRecord) -> Self {
+        match health {
+            HealthRecord::Serving => Self::Serving,
+            HealthRecord::NotServing | HealthRecord::Unknown => Self::NotServing,
+        }
+    }
 }
 
 /// What a [`watch`](super::Discovery::watch) reports about the instances of

@@ -53,6 +53,7 @@ use semver::VersionReq;
 use serde::Serialize;
 
 pub use catalog::Watch;
+pub(crate) use catalog::prereleases_left_out;
 pub use config::{DiscoveryBackend, DnsDiscoveryConfig, DnsServiceConfig, NatsDiscoveryConfig};
 #[cfg(feature = "dns")]
 pub use dns::DnsDiscovery;
@@ -76,8 +77,8 @@ pub trait Discovery: Send + Sync + 'static {
     ///
     /// # Errors
     ///
-    /// `InvalidArgument` for an id the backend cannot store; `Unavailable`
-    /// when the shared registry cannot be reached.
+    /// `InvalidArgument` for an id or a service name the backend cannot
+    /// store; `Unavailable` when the shared registry cannot be reached.
     fn register(&self, instance: Instance) -> BoxFuture<'_, Result<()>>;
 
     /// Withdraws an instance registered by this process.
@@ -89,6 +90,11 @@ pub trait Discovery: Send + Sync + 'static {
 
     /// The serving instances of `name` whose version matches `requirement`,
     /// newest version first.
+    ///
+    /// Matching is semver's, as in Cargo: a pre-release version
+    /// (`2.0.0-rc.1`) matches only a requirement naming a pre-release of the
+    /// same `major.minor.patch` (`>=2.0.0-rc.1`, `=2.0.0-rc.1`), never an
+    /// ordinary one such as `^2`, `>=1` or `*`.
     fn resolve(&self, name: &str, requirement: &VersionReq) -> Vec<Instance>;
 
     /// Changes to the instances of `name` (any version, any health),

@@ -2,7 +2,7 @@ use futures_util::StreamExt as _;
 
 use super::{
     Change, Discovery as _, Instance, InstanceHealth, LocalDiscovery,
-    catalog::{Catalog, Source},
+    catalog::{Catalog, Source, prereleases_left_out},
 };
 use crate::config::{Config, InstanceConfig};
 
@@ -26,6 +26,58 @@ fn a_requirement_resolves_only_compatible_versions_newest_first() {
     assert_eq!(v2.len(), 1);
     assert_eq!(v2[0].address(), "c:1");
     assert!(catalog.resolve("orders", &"*".parse().unwrap()).is_empty());
+}
+
+/// A pre-release matches only a requirement naming a pre-release of its
+/// `major.minor.patch`; the ones a requirement leaves out only for that are
+/// named, for the error that says nothing matched.
+#[test]
+fn pre_releases_match_only_requirements_naming_one_and_are_named_when_left_out() {
+    let catalog = Catalog::default();
+    catalog.upsert(Source::Registered, users("1.4.0", "a:1"));
+    catalog.upsert(Source::Registered, users("2.0.0-rc.1", "b:1"));
+    catalog.upsert(Source::Registered, users("2.0.0-rc.1", "c:1"));
+    catalog.upsert(Source::Registered, users("2.0.0-rc.2", "d:1"));
+    catalog.upsert(
+        Source::Registered,
+        users("2.1.0-beta", "e:1").with_health(InstanceHealth::NotServing),
+    );
+    catalog.upsert(Source::Registered, users("3.0.0-alpha", "f:1"));
+    let versions = |requirement: &str| -> Vec<String> {
+        catalog
+            .resolve("users", &requirement.parse().unwrap())
+            .iter()
+            .map(|i| i.version().to_string())
+            .collect()
+    };
+    assert_eq!(versions("*"), ["1.4.0"]);
+    assert_eq!(versions(">=1"), ["1.4.0"]);
+    assert!(versions("^2").is_empty());
+    assert_eq!(versions(">=2.0.0-rc.2"), ["2.0.0-rc.2"]);
+    assert_eq!(
+        versions("^2.0.0-rc.1"),
+        ["2.0.0-rc.2", "2.0.0-rc.1", "2.0.0-rc.1"]
+    );
+
+    let all = catalog.all();
+    let left_out = |name: &str, requirement: &str| -> Vec<String> {
+        prereleases_left_out(&all, name, &requirement.parse().unwrap())
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    // Serving ones only, newest first, each once.
+    assert_eq!(left_out("users", "^2"), ["2.0.0-rc.2", "2.0.0-rc.1"]);
+    assert_eq!(
+        left_out("users", "*"),
+        ["3.0.0-alpha", "2.0.0-rc.2", "2.0.0-rc.1"]
+    );
+    // Not those the requirement refuses anyway: 2.0.0-rc.1 is older than
+    // 2.0.0.
+    assert_eq!(left_out("users", ">=2"), ["3.0.0-alpha"]);
+    assert!(left_out("users", "=2.0.0").is_empty());
+    assert!(left_out("users", "^4").is_empty());
+    assert!(left_out("orders", "*").is_empty());
 }
 
 #[test]
@@ -91,6 +143,33 @@ fn instance_records_round_trip_as_json() {
     let json = serde_json::to_string(&instance).unwrap();
     assert_eq!(serde_json::from_str::<Instance>(&json).unwrap(), instance);
     assert!(serde_json::from_str::<Instance>("{\"name\":\"users\"}").is_err());
+}
+
+/// Records are read leniently, for nodes of an older room619 during a
+/// rolling upgrade: a field it does not know is ignored, a health it does
+/// not know is not serving. The configuration's listed instances stay
+/// strict.
+#[test]
+fn records_of_a_newer_room619_are_read_and_listed_instances_stay_strict() {
+    let record = r#"{"id":"a1","name":"users","version":"1.4.0","address":"a:1","weight":3}"#;
+    let instance: Instance = serde_json::from_str(record).unwrap();
+    assert_eq!(instance.id(), "a1");
+    assert!(instance.is_serving());
+    let draining =
+        r#"{"id":"a2","name":"users","version":"1.4.0","address":"a:1","health":"draining"}"#;
+    let instance: Instance = serde_json::from_str(draining).unwrap();
+    assert_eq!(instance.health(), InstanceHealth::NotServing);
+    assert!(!instance.is_serving());
+    let known = users("1.4.0", "a:1").with_health(InstanceHealth::NotServing);
+    let json = serde_json::to_string(&known).unwrap();
+    assert!(json.contains(r#""health":"not_serving""#), "{json}");
+    assert_eq!(serde_json::from_str::<Instance>(&json).unwrap(), known);
+
+    let listed = "[[discovery.instances]]\nname = \"users\"\nversion = \"1.4.0\"\n\
+                  address = \"10.0.0.5:8080\"\nweight = 3\n";
+    let err = Config::from_toml_str(listed).unwrap_err();
+    assert!(err.key().starts_with("discovery.instances"), "{err}");
+    assert!(err.problem().contains("unknown key `weight`"), "{err}");
 }
 
 /// Removals and additions of one instance racing on two threads: replaying

@@ -1,7 +1,8 @@
 //! NATS JetStream KV discovery: separate processes register, a killed one
 //! expires within the TTL, a new one appears through the watch, clients
-//! follow; malformed records are skipped; NATS down at start is a clear
-//! error, NATS down at run time keeps the last known instances.
+//! follow; malformed records are skipped; an instance NATS cannot key is
+//! refused; NATS down at start is a clear error, NATS down at run time keeps
+//! the last known instances.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -271,6 +272,54 @@ async fn malformed_records_are_skipped_and_the_watch_goes_on() {
     .await
     .unwrap();
     assert_eq!(late.resolve("echo", &"*".parse().unwrap()), [valid]);
+}
+
+/// A service name NATS cannot take as a key (`users v2`) is refused at
+/// registration with `INVALID_ARGUMENT`, not kept for a heartbeat whose every
+/// put would fail: that counted as JetStream refusing heartbeats, and no
+/// instance expired on the node again.
+#[tokio::test]
+async fn an_instance_nats_cannot_key_is_refused_and_expiry_goes_on() {
+    let nats = NatsServer::start().await;
+    let discovery = registry(&nats.url()).await;
+    let unkeyable = Instance::new("users v2", "1.0.0".parse().unwrap(), "127.0.0.1:7");
+    let err = discovery.register(unkeyable.clone()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(err.message().contains("`users v2`"), "{err}");
+    assert!(discovery.instances().is_empty());
+    discovery.deregister(&unkeyable).await.unwrap();
+
+    // A record no heartbeat refreshes still expires within its TTL.
+    let kv = bucket(&nats).await;
+    let stale = Instance::new("echo", "1.0.0".parse().unwrap(), "127.0.0.1:8")
+        .with_metadata("node", "stale");
+    kv.put(
+        format!("echo.{}", stale.id()),
+        serde_json::to_vec(&stale).unwrap().into(),
+    )
+    .await
+    .unwrap();
+    tokio::time::timeout(GUARD, async {
+        while nodes(&discovery) != BTreeSet::from(["stale".to_owned()]) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let seen = Instant::now();
+    tokio::time::timeout(GUARD, async {
+        while !nodes(&discovery).is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        seen.elapsed() <= TTL * 3,
+        "expired after {:?}",
+        seen.elapsed()
+    );
+    assert_eq!(discovery.status(), room619::discovery::DiscoveryStatus::Ok);
 }
 
 /// A registry starting up loads what the bucket holds before it is handed

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{NatsDiscovery, Seen};
-use crate::discovery::Instance;
+use crate::{Error, ErrorKind, discovery::Instance};
 
 /// The shortest tick of the heartbeat loop.
 const MIN_TICK: Duration = Duration::from_millis(50);
@@ -87,7 +87,7 @@ pub(super) async fn run(discovery: NatsDiscovery, shutdown: CancellationToken) {
 /// (or creates) the bucket again and tries once more. A process with none
 /// asks for the bucket's state instead. Whether JetStream took it.
 async fn beat_once(discovery: &NatsDiscovery) -> bool {
-    let mine: Vec<_> = discovery.registered().values().cloned().collect();
+    let mut mine: Vec<_> = discovery.registered().values().cloned().collect();
     if mine.is_empty() {
         // Asked of the server (the store's `status` is what it cached when
         // opened): a sealed bucket takes no other node's heartbeat either.
@@ -104,11 +104,10 @@ async fn beat_once(discovery: &NatsDiscovery) -> bool {
         )));
         return false;
     }
-    let put_all = || join_all(mine.iter().map(|instance| discovery.put(instance)));
-    let mut failed = put_all().await.into_iter().find_map(Result::err);
+    let mut failed = put_all(discovery, &mut mine).await;
     if failed.is_some() {
         match discovery.reopen().await {
-            Ok(()) => failed = put_all().await.into_iter().find_map(Result::err),
+            Ok(()) => failed = put_all(discovery, &mut mine).await,
             Err(problem) => tracing::debug!(%problem, "cannot reopen the discovery bucket"),
         }
     }
@@ -128,6 +127,41 @@ async fn beat_once(discovery: &NatsDiscovery) -> bool {
     let wrote = failed.is_none();
     discovery.report_beat(failed.map(|err| err.message().to_owned()));
     wrote
+}
+
+/// Puts the records of `mine`, all at once; the first failure that says
+/// JetStream did not take one, if any. A record that cannot be stored at
+/// all (a key NATS refuses; `register` checks keys, so none should be) says
+/// nothing of JetStream: it is logged, taken out of `mine` and out of the
+/// heartbeat, and its instance expires here as it never reached the bucket.
+async fn put_all(discovery: &NatsDiscovery, mine: &mut Vec<Instance>) -> Option<Error> {
+    let puts = join_all(mine.iter().map(|instance| discovery.put(instance))).await;
+    let mut failed = None;
+    let mut unstorable = Vec::new();
+    for (instance, put) in mine.iter().zip(puts) {
+        match put {
+            Ok(()) => {}
+            Err(err) if err.kind() == ErrorKind::Unavailable => {
+                failed.get_or_insert(err);
+            }
+            Err(err) => {
+                tracing::warn!(?instance, error = %err, "an instance record NATS cannot store; left out of the heartbeat");
+                unstorable.push(instance.clone());
+            }
+        }
+    }
+    if !unstorable.is_empty() {
+        let mut registered = discovery.registered();
+        for instance in &unstorable {
+            // Unless registered again meanwhile, as another record.
+            if registered.get(instance.id()) == Some(instance) {
+                registered.remove(instance.id());
+            }
+        }
+        drop(registered);
+        mine.retain(|instance| !unstorable.contains(instance));
+    }
+    failed
 }
 
 /// Whether the watch delivers what the bucket holds: the bucket's last

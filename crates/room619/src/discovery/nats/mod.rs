@@ -14,7 +14,11 @@
 //! in a replay (a node starting, a watch made again) counts from its put,
 //! so one the bucket keeps past its own TTL is skipped, not brought back.
 //!
-//! A malformed record is logged and skipped; the watcher goes on. While the
+//! Records are read leniently (see [`Instance`]), so nodes of different
+//! room619 versions share the bucket through a rolling upgrade; a malformed
+//! record is logged and skipped, and the watcher goes on. An instance whose
+//! key NATS cannot store (a service name such as `users v2`) is refused at
+//! [`register`](super::Discovery::register) with `InvalidArgument`. While the
 //! server cannot be reached, JetStream does not take this process's
 //! heartbeat (the bucket's stream unavailable during a server restart, or
 //! full), or the bucket cannot be watched (the watch is made again with a
@@ -28,6 +32,7 @@
 
 mod bucket;
 mod heartbeat;
+mod key;
 mod watcher;
 
 use std::{
@@ -206,10 +211,6 @@ impl NatsDiscovery {
         Ok(discovery)
     }
 
-    fn key(instance: &Instance) -> String {
-        format!("{}.{}", instance.name(), instance.id())
-    }
-
     fn set_status(&self, status: DiscoveryStatus) {
         self.inner.status.set(status, |status| match status {
             DiscoveryStatus::Ok => {
@@ -295,7 +296,7 @@ impl NatsDiscovery {
 
     /// Deletes the key of `instance`.
     async fn delete(&self, instance: &Instance) -> Result<()> {
-        self.kv().delete(Self::key(instance)).await.map_err(|err| {
+        self.kv().delete(key::of(instance)).await.map_err(|err| {
             Error::unavailable(format!(
                 "cannot deregister {instance:?} at {}: {err}",
                 self.inner.url
@@ -304,18 +305,23 @@ impl NatsDiscovery {
         })
     }
 
+    /// Puts the record of `instance`. `Unavailable` when JetStream did not
+    /// take it; another kind when the record itself cannot be stored (its
+    /// key refused: `InvalidArgument`), which no retry mends.
     async fn put(&self, instance: &Instance) -> Result<()> {
         let record = serde_json::to_vec(instance)
             .map_err(|err| Error::internal(format!("cannot encode {instance:?}: {err}")))?;
         self.kv()
-            .put(Self::key(instance), record.into())
+            .put(key::of(instance), record.into())
             .await
             .map_err(|err| {
-                Error::unavailable(format!(
-                    "cannot register {instance:?} at {}: {err}",
-                    self.inner.url
-                ))
-                .with_source(err)
+                let problem = format!("cannot register {instance:?} at {}: {err}", self.inner.url);
+                let refused = if err.kind() == kv::PutErrorKind::InvalidKey {
+                    Error::invalid_argument(problem)
+                } else {
+                    Error::unavailable(problem)
+                };
+                refused.with_source(err)
             })?;
         Ok(())
     }
@@ -342,17 +348,9 @@ impl Discovery for NatsDiscovery {
 
     fn register(&self, instance: Instance) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            let valid_id = !instance.id().is_empty()
-                && instance
-                    .id()
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
-            if !valid_id {
-                return Err(Error::invalid_argument(format!(
-                    "instance id `{}` must be letters, digits, `-` or `_` for NATS discovery",
-                    instance.id()
-                )));
-            }
+            // Checked before the instance is kept for the heartbeat: a key
+            // NATS refuses is refused at every beat.
+            key::check(&instance)?;
             let ttl = self.inner.ttl;
             let record = instance
                 .clone()
@@ -374,6 +372,10 @@ impl Discovery for NatsDiscovery {
             self.registered().remove(instance.id());
             self.seen().remove(instance.id());
             self.inner.catalog.remove(instance.id());
+            if key::check(instance).is_err() {
+                // Refused at registration: never stored.
+                return Ok(());
+            }
             self.delete(instance).await
         })
     }

@@ -11,7 +11,7 @@ use async_nats::jetstream::kv::{Entry, Operation, Watch};
 use futures_util::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
-use super::{NatsDiscovery, Seen, TTL_METADATA};
+use super::{NatsDiscovery, Seen, TTL_METADATA, key};
 use crate::discovery::{Instance, catalog::Source};
 
 /// The first pause before watching again after the watch failed; it
@@ -170,7 +170,7 @@ pub(super) fn apply(discovery: &NatsDiscovery, entry: &Entry, replay: &Replay) {
     match entry.operation {
         Operation::Put => {
             let mut instance = match serde_json::from_slice::<Instance>(&entry.value) {
-                Ok(instance) if NatsDiscovery::key(&instance) == entry.key => instance,
+                Ok(instance) if key::of(&instance) == entry.key => instance,
                 Ok(instance) => {
                     tracing::warn!(key = %entry.key, ?instance, "skipping an instance record stored under another key");
                     return;

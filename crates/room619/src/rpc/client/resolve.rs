@@ -32,7 +32,7 @@ use super::{
 };
 use crate::{
     Error, Result,
-    discovery::{Discovery, Instance},
+    discovery::{self, Discovery, Instance},
     error::BoxError,
     observability::metrics::Metrics,
     resilience::{
@@ -433,10 +433,28 @@ impl Clients {
         }
         let instances = self.inner.discovery.resolve(name, &parsed);
         if instances.is_empty() {
+            let backend = self.inner.discovery.backend();
+            // Pre-releases the requirement leaves out would otherwise look
+            // like a service discovery does not know (`GET /registry`
+            // lists them).
+            let left_out =
+                discovery::prereleases_left_out(&self.inner.discovery.instances(), name, &parsed);
+            let known = match left_out.first() {
+                None => format!("{backend} discovery knows none (see discovery.instances)"),
+                Some(newest) => format!(
+                    "the only instances {backend} discovery knows that `{requirement}` would \
+                     otherwise match are pre-releases ({}): a requirement matches a pre-release \
+                     only when it names one of the same major.minor.patch, such as `>={newest}`",
+                    left_out
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
             return Err(Error::unavailable(format!(
                 "no instance of service `{name}` matching `{requirement}`: it is not hosted on this \
-                 node and {} discovery knows none (see discovery.instances)",
-                self.inner.discovery.backend()
+                 node and {known}"
             )));
         }
         Ok(Resolved::Remote(Remote {
