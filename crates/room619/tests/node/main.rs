@@ -53,6 +53,7 @@ mod rest_routes_speak_json_and_protobuf;
 mod secrets_never_reach_the_logs;
 mod services_come_and_go_on_a_running_node;
 mod shutdown_drains_in_flight_requests;
+mod streamed_answers_run_inside_their_request_span;
 mod streaming_calls_work_in_process_and_over_the_network;
 mod stuck_clients_lose_their_connection;
 mod the_registry_endpoint_lists_hosted_services_and_known_instances;

@@ -1,6 +1,7 @@
 //! [`Pending`]: a request not yet measured, finished exactly once (at the
 //! answer, at the end of a gRPC body, or when dropped); [`GrpcBody`]: the
-//! body that finishes a gRPC call at its trailers.
+//! body that finishes a gRPC call at its trailers; [`InSpan`]: an HTTP
+//! answer's body made as it is sent, polled inside its request's span.
 
 use std::{
     pin::Pin,
@@ -115,8 +116,28 @@ impl Pending {
         )
     }
 
+    /// Whether the request is a gRPC call answered with a stream, whose
+    /// handler runs as the answer's body is polled.
+    pub(super) fn streams(&self) -> bool {
+        matches!(
+            &self.started,
+            Some(Started {
+                route: Route::Grpc(route),
+                ..
+            }) if route.streams
+        )
+    }
+
     /// Finishes with an HTTP status, or a gRPC code.
     pub(super) fn finish(&mut self, status: u16, grpc_code: i32) {
+        // The span closes here, with its status on it.
+        drop(self.finish_keeping_span(status, grpc_code));
+    }
+
+    /// Finishes as [`finish`](Self::finish) does, and hands the span over
+    /// (open, none when the request was finished already): an answer's
+    /// body made as it is sent is polled inside it.
+    pub(super) fn finish_keeping_span(&mut self, status: u16, grpc_code: i32) -> Span {
         let Some(Started {
             shared,
             route,
@@ -124,10 +145,11 @@ impl Pending {
             sampled,
         }) = self.started.take()
         else {
-            return;
+            return Span::none();
         };
         // The span ends here, once the status is on it (a sampled one;
-        // an unsampled one has nothing to end).
+        // an unsampled one has nothing to end). Its `tracing` side closes
+        // when the last handle of it is dropped.
         let span = std::mem::replace(&mut self.span, Span::none());
         let elapsed = since.elapsed();
         match route {
@@ -162,6 +184,7 @@ impl Pending {
                 }
             }
         }
+        span
     }
 }
 
@@ -185,17 +208,29 @@ pub(super) fn grpc_status(headers: &HeaderMap) -> Option<i32> {
 
 pin_project! {
     /// A gRPC answer's body: the call is finished with the trailers'
-    /// status, when the body ends, or when it is dropped.
+    /// status, when the body ends, or when it is dropped. The body of a
+    /// streamed answer is polled inside the call's span: the handler's
+    /// stream runs then, and its log lines and the calls it makes belong to
+    /// the call.
     pub(super) struct GrpcBody {
         #[pin]
         inner: Body,
         pending: Pending,
+        // Whether the span is entered around each poll: a unary answer's
+        // body runs none of the handler's code, and a span nothing records
+        // is not worth entering.
+        in_span: bool,
     }
 }
 
 impl GrpcBody {
     pub(super) fn new(inner: Body, pending: Pending) -> Self {
-        Self { inner, pending }
+        let in_span = pending.streams() && !pending.span().is_disabled();
+        Self {
+            inner,
+            pending,
+            in_span,
+        }
     }
 }
 
@@ -209,7 +244,12 @@ impl http_body::Body for GrpcBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.project();
         this.pending.set_polling(true);
-        let polled = this.inner.poll_frame(cx);
+        let polled = if *this.in_span {
+            let _entered = this.pending.span().enter();
+            this.inner.poll_frame(cx)
+        } else {
+            this.inner.poll_frame(cx)
+        };
         this.pending.set_polling(false);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -221,6 +261,54 @@ impl http_body::Body for GrpcBody {
             Poll::Pending => {}
         }
         polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Whether `body` is made as it is sent (a stream, its length unknown), and
+/// so may run the handler's code when polled; a body already made (a
+/// buffer: empty, or of a known length) runs none.
+pub(super) fn made_as_sent<B: http_body::Body>(body: &B) -> bool {
+    !body.is_end_stream() && body.size_hint().exact().is_none()
+}
+
+pin_project! {
+    /// An HTTP answer's body made as it is sent (`Body::from_stream`,
+    /// server-sent events), polled inside its request's span: the request
+    /// is finished (measured, its span's status set) at the answer's head,
+    /// but what the handler's stream logs or calls as it runs belongs to
+    /// the request. The span closes when the body is dropped.
+    pub(super) struct InSpan<B> {
+        #[pin]
+        inner: B,
+        span: Span,
+    }
+}
+
+impl<B> InSpan<B> {
+    pub(super) fn new(inner: B, span: Span) -> Self {
+        Self { inner, span }
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for InSpan<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        this.inner.poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {

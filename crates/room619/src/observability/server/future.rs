@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 
 use super::{
     REQUEST_ID,
-    body::{GrpcBody, Pending, grpc_status},
+    body::{GrpcBody, InSpan, Pending, grpc_status, made_as_sent},
 };
 use crate::middleware::{RequestId, sensitive::mark_sensitive};
 
@@ -23,6 +23,8 @@ pin_project! {
     /// Resolves to the inner answer with `x-request-id` set and the
     /// credential headers marked sensitive; the request is finished here
     /// (HTTP, or gRPC with the status in the headers) or by the body (gRPC).
+    /// An answer's body made as it is sent (a gRPC stream, an HTTP stream)
+    /// is polled inside the request's span as this future is.
     pub(crate) struct ResponseFuture<S, F> {
         #[pin]
         state: State<S, F>,
@@ -128,8 +130,13 @@ where
         }
         mark_sensitive(response.headers_mut());
         if !pending.is_grpc() {
-            pending.finish(response.status().as_u16(), 0);
-            return Poll::Ready(Ok(response.map(Body::new)));
+            let span = pending.finish_keeping_span(response.status().as_u16(), 0);
+            if span.is_disabled() || !made_as_sent(response.body()) {
+                // The span closes here, with the request.
+                return Poll::Ready(Ok(response.map(Body::new)));
+            }
+            // A stream: the handler's code runs as it is sent, in the span.
+            return Poll::Ready(Ok(response.map(|body| Body::new(InSpan::new(body, span)))));
         }
         if let Some(code) = grpc_status(response.headers()) {
             // Trailers-only answer: the status is already known.

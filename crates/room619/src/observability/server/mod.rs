@@ -17,6 +17,12 @@
 //! its last body frame (the status is in the trailers); an HTTP request
 //! with its response head. Header values are never recorded.
 //!
+//! The span is entered while the answer is made and, for an answer made as
+//! it is sent (a gRPC server stream, an HTTP stream or server-sent events),
+//! while its body is polled: the handler's stream runs then, and its log
+//! lines and the calls it makes belong to the request. A unary gRPC answer
+//! or an HTTP body already made runs no handler code and is not entered.
+//!
 //! The request id and the sensitive headers are done here rather than by
 //! their own layers outside: each layer is one more call and one more future
 //! that the request and its answer are moved through.
@@ -341,6 +347,78 @@ mod tests {
             .collect();
         assert_eq!(careful.len(), 1, "{text}");
         assert!(careful[0].contains(r#""request_id":"fourth""#), "{text}");
+    }
+
+    /// A service answering with a body made from a stream whose two items
+    /// log `streamed` as they are made.
+    fn streams() -> impl tower::Service<
+        Request<Body>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future = impl Future<Output = Result<Response<Body>, Infallible>>,
+    > + Clone {
+        tower::service_fn(|_: Request<Body>| {
+            use futures_util::StreamExt as _;
+            let items = futures_util::stream::iter(0..2).map(|item| {
+                tracing::info!(item, "streamed");
+                Ok::<_, Infallible>(bytes::Bytes::from_static(b"item"))
+            });
+            std::future::ready(Ok::<_, Infallible>(Response::new(Body::from_stream(items))))
+        })
+    }
+
+    /// Reads `answer`'s body to its end; the `streamed` lines of `lines`.
+    async fn streamed_lines(answer: Response<Body>, lines: &Lines) -> Vec<String> {
+        let body = axum::body::to_bytes(answer.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(&body[..], b"itemitem");
+        lines
+            .text()
+            .lines()
+            .filter(|line| line.contains("streamed"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// A body made as it is sent runs the handler's code after the answer's
+    /// head: its polls are inside the request's span too.
+    #[tokio::test]
+    async fn a_streamed_body_is_polled_inside_the_request_span() {
+        let lines = Lines::default();
+        let subscriber =
+            tracing_subscriber::registry().with(logging::json_layer(lines.make_writer()));
+        let _default = tracing::subscriber::set_default(subscriber);
+        // A second dispatcher: a callsite a parallel test (with no
+        // subscriber) hits first is then not cached as never enabled.
+        let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+
+        let http = ObserveLayer::http(HttpOwners::new("node", Arc::new(Interner::default())), None)
+            .for_route("/items");
+        let answer = http
+            .layer(streams())
+            .call_once(request("http-stream"))
+            .await
+            .unwrap();
+        let streamed = streamed_lines(answer, &lines).await;
+        assert_eq!(streamed.len(), 2, "{streamed:?}");
+        for line in &streamed {
+            assert!(line.contains(r#""request_id":"http-stream""#), "{line}");
+        }
+
+        // A gRPC method no descriptor lists may stream its answer.
+        let grpc = ObserveLayer::grpc(GrpcRoutes::new(&[], &[]), None);
+        let call = Request::builder()
+            .uri("/pkg.Items/List")
+            .header("x-request-id", "grpc-stream")
+            .body(Body::empty())
+            .unwrap();
+        let answer = grpc.layer(streams()).call_once(call).await.unwrap();
+        let streamed = streamed_lines(answer, &lines).await;
+        assert_eq!(streamed.len(), 4, "{streamed:?}");
+        for line in &streamed[2..] {
+            assert!(line.contains(r#""request_id":"grpc-stream""#), "{line}");
+        }
     }
 
     #[tokio::test]

@@ -27,6 +27,10 @@ pub(crate) struct GrpcRoute {
     pub(crate) name: Arc<str>,
     /// The room619 service serving it.
     pub(crate) owner: Arc<str>,
+    /// Whether the method answers with a stream (server streaming or
+    /// bidirectional; any method no descriptor lists may): the handler's
+    /// code then runs as the answer's body is sent.
+    pub(crate) streams: bool,
     pub(crate) metrics: KeptMetrics,
 }
 
@@ -47,7 +51,7 @@ impl GrpcRoutes {
         let mut routes = Self {
             methods: FnvHashMap::default(),
             services: FnvHashMap::default(),
-            other: route(&other_name, &other_name, &other_name),
+            other: route(&other_name, &other_name, &other_name, true),
         };
         let owners: HashMap<&str, Arc<str>> = services
             .iter()
@@ -57,7 +61,7 @@ impl GrpcRoutes {
             let service: Arc<str> = Arc::from(*name);
             routes
                 .services
-                .insert((*name).into(), route(&service, &other_name, owner));
+                .insert((*name).into(), route(&service, &other_name, owner, true));
         }
         for encoded in descriptor_sets {
             let Ok(set) = prost_types::FileDescriptorSet::decode(*encoded) else {
@@ -80,7 +84,12 @@ impl GrpcRoutes {
                         let method_name: Arc<str> = Arc::from(method.name());
                         routes.methods.insert(
                             format!("/{full}/{}", method.name()).into(),
-                            route(&service_name, &method_name, owner),
+                            route(
+                                &service_name,
+                                &method_name,
+                                owner,
+                                method.server_streaming(),
+                            ),
                         );
                     }
                 }
@@ -105,7 +114,7 @@ impl GrpcRoutes {
     }
 }
 
-fn route(service: &Arc<str>, method: &Arc<str>, owner: &Arc<str>) -> Arc<GrpcRoute> {
+fn route(service: &Arc<str>, method: &Arc<str>, owner: &Arc<str>, streams: bool) -> Arc<GrpcRoute> {
     Arc::new(GrpcRoute {
         labels: RpcRouteLabels {
             system: "grpc",
@@ -114,6 +123,7 @@ fn route(service: &Arc<str>, method: &Arc<str>, owner: &Arc<str>) -> Arc<GrpcRou
         },
         name: Arc::from(format!("{service}/{method}")),
         owner: Arc::clone(owner),
+        streams,
         metrics: KeptMetrics::default(),
     })
 }
