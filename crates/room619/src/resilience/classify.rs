@@ -5,6 +5,7 @@ use http::Response;
 use serde::{Deserialize, Serialize};
 use tonic::Code;
 
+use super::{Rejection, RejectionKind};
 use crate::error::BoxError;
 
 /// Which outcomes count as failures.
@@ -63,12 +64,7 @@ impl FailurePolicy {
     /// here; it counts as a success.
     #[must_use]
     pub fn classify_response<B>(&self, response: &Response<B>) -> Outcome {
-        if let Some(status) = response.headers().get(crate::rpc::grpc::GRPC_STATUS) {
-            let code = status
-                .to_str()
-                .ok()
-                .and_then(|s| s.parse::<i32>().ok())
-                .map_or(Code::Unknown, Code::from_i32);
+        if let Some(code) = grpc_code(response) {
             return if code != Code::Ok && self.is_failure_code(code) {
                 Outcome::Failure(Some(code))
             } else {
@@ -91,6 +87,53 @@ impl FailurePolicy {
             code => Outcome::Failure(code),
         }
     }
+}
+
+/// The gRPC code in a response's headers (a trailers-only answer), if it has
+/// one; `UNKNOWN` when it cannot be read.
+fn grpc_code<B>(response: &Response<B>) -> Option<Code> {
+    let status = response.headers().get(crate::rpc::grpc::GRPC_STATUS)?;
+    Some(
+        status
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse::<i32>().ok())
+            .map_or(Code::Unknown, Code::from_i32),
+    )
+}
+
+/// Whether a call's outcome says it ran out of its caller's time: a
+/// `DEADLINE_EXCEEDED` answer or an HTTP 504, or an error carrying
+/// `DEADLINE_EXCEEDED` or tonic's own `grpc-timeout` expiry. Not an attempt
+/// cut by the retry layer's `attempt_timeout`: that bound is the policy's,
+/// not the caller's.
+pub(crate) fn ran_out_of_time<B>(result: &Result<Response<B>, BoxError>) -> bool {
+    match result {
+        Ok(response) => match grpc_code(response) {
+            Some(code) => code == Code::DeadlineExceeded,
+            None => response.status() == http::StatusCode::GATEWAY_TIMEOUT,
+        },
+        Err(error) => {
+            let attempt_timeout = error
+                .downcast_ref::<Rejection>()
+                .is_some_and(|rejection| rejection.kind() == RejectionKind::AttemptTimeout);
+            !attempt_timeout
+                && (status_in(error) == Some(Code::DeadlineExceeded) || timeout_expired_in(error))
+        }
+    }
+}
+
+/// Whether tonic's channel cut the call at its `grpc-timeout`
+/// (`tonic::TimeoutExpired` in the error's chain).
+fn timeout_expired_in(error: &BoxError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
+    while let Some(err) = source {
+        if err.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// The gRPC code of the first `tonic::Status` in an error's chain.
@@ -177,6 +220,27 @@ mod tests {
         assert_eq!(policy.classify_error(&refused), Outcome::Failure(None));
         let invalid: BoxError = Box::new(tonic::Status::invalid_argument("bad"));
         assert_eq!(policy.classify_error(&invalid), Outcome::Success);
+    }
+
+    #[test]
+    fn running_out_of_time_is_told_apart_from_other_failures() {
+        let answered = |response: Response<()>| ran_out_of_time(&Ok(response));
+        assert!(answered(grpc(Code::DeadlineExceeded)));
+        assert!(!answered(grpc(Code::Unavailable)));
+        assert!(answered(Response::builder().status(504).body(()).unwrap()));
+        assert!(!answered(Response::builder().status(503).body(()).unwrap()));
+        let failed = |error: BoxError| ran_out_of_time::<()>(&Err(error));
+        assert!(failed(Box::new(tonic::Status::deadline_exceeded("late"))));
+        assert!(failed(Box::new(tonic::TimeoutExpired(()))));
+        assert!(!failed(Box::new(tonic::Status::unavailable("down"))));
+        assert!(!failed(Box::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused
+        ))));
+        // The retry layer's own attempt timeout is the policy's bound.
+        assert!(!failed(Box::new(Rejection::attempt_timeout(
+            "users",
+            std::time::Duration::from_millis(100)
+        ))));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::{Permit, Shared};
 use crate::{
     error::BoxError,
-    resilience::{Outcome, Rejection},
+    resilience::{Outcome, Rejection, classify::ran_out_of_time},
 };
 
 pin_project! {
@@ -27,12 +27,14 @@ pin_project! {
 
     impl<F> PinnedDrop for ResponseFuture<F> {
         fn drop(this: Pin<&mut Self>) {
-            // A call dropped before it finished: cut at its attempt's
-            // timeout it failed, running for a slow call's time it was
+            // A call dropped before it finished: cut at a bound that blames
+            // its backend it failed, running for a slow call's time it was
             // slow; else it tells nothing (see `Breaker::dropped`).
             if let Some(admitted) = this.project().admitted.take() {
                 let now = Instant::now();
-                let timed_out = admitted.cut_at.is_some_and(|cut_at| now >= cut_at);
+                let timed_out = admitted
+                    .bounds
+                    .blames_cut(now, admitted.shared.counts_deadlines);
                 let transition = admitted.shared.lock().dropped(
                     now,
                     admitted.permit,
@@ -45,28 +47,59 @@ pin_project! {
     }
 }
 
+/// The instants an admitted call is cut at, as its request carried them.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Bounds {
+    /// When the attempt this call is gets cut, if it has a timeout
+    /// (`AttemptDeadline`).
+    pub(super) attempt: Option<Instant>,
+    /// Its caller's deadline (`Deadline`), and whether it left the call less
+    /// than `DEADLINE_FLOOR` (or `slow_call_duration`, if shorter) when
+    /// admitted: running out of so little time says nothing about the
+    /// backend.
+    pub(super) deadline: Option<(Instant, bool)>,
+}
+
+impl Bounds {
+    /// Whether a call dropped at `now` was cut at a bound that blames its
+    /// backend: its attempt's timeout, or its caller's deadline when
+    /// `DEADLINE_EXCEEDED` counts (`counts_deadlines`) and that deadline
+    /// left it time enough. Past both, the earlier one cut it.
+    fn blames_cut(&self, now: Instant, counts_deadlines: bool) -> bool {
+        let attempt = self.attempt.filter(|at| now >= *at);
+        match self.deadline.filter(|(at, _)| now >= *at) {
+            Some((at, short)) if attempt.is_none_or(|cut| at < cut) => counts_deadlines && !short,
+            _ => attempt.is_some(),
+        }
+    }
+
+    /// Whether a failed call only ran out of a caller's deadline too short to
+    /// blame the backend: it answered `DEADLINE_EXCEEDED` or 504, or failed
+    /// once that deadline had passed (room619's clients read any failure
+    /// then as the deadline's, and so does this).
+    fn short_of_time<B>(&self, now: Instant, result: &Result<http::Response<B>, BoxError>) -> bool {
+        let Some((at, true)) = self.deadline else {
+            return false;
+        };
+        ran_out_of_time(result) || (result.is_err() && now >= at)
+    }
+}
+
 struct Admitted {
     permit: Permit,
     started: Instant,
-    /// When the attempt this call is gets cut, if it has a timeout
-    /// (`AttemptDeadline`).
-    cut_at: Option<Instant>,
+    bounds: Bounds,
     shared: Arc<Shared>,
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn admitted(
-        inner: F,
-        permit: Permit,
-        cut_at: Option<Instant>,
-        shared: Arc<Shared>,
-    ) -> Self {
+    pub(super) fn admitted(inner: F, permit: Permit, bounds: Bounds, shared: Arc<Shared>) -> Self {
         Self {
             inner: Some(inner),
             admitted: Some(Admitted {
                 permit,
                 started: Instant::now(),
-                cut_at,
+                bounds,
                 shared,
             }),
             rejection: None,
@@ -107,12 +140,18 @@ where
                 Err(error) => policy.classify_error(error),
             };
             let failed = matches!(outcome, Outcome::Failure(_));
-            let transition = admitted.shared.lock().record(
-                now,
-                admitted.permit,
-                failed,
-                now.duration_since(admitted.started),
-            );
+            let elapsed = now.duration_since(admitted.started);
+            let transition = if failed && admitted.bounds.short_of_time(now, &result) {
+                admitted
+                    .shared
+                    .lock()
+                    .ignored(now, admitted.permit, elapsed)
+            } else {
+                admitted
+                    .shared
+                    .lock()
+                    .record(now, admitted.permit, failed, elapsed)
+            };
             admitted.shared.report(transition);
         }
         Poll::Ready(result)

@@ -68,6 +68,7 @@ impl<S> Layer<S> for CircuitBreakerLayer {
                     .policy
                     .failures
                     .is_failure_code(tonic::Code::DeadlineExceeded),
+                slow_call_duration: self.policy.slow_call_duration,
                 breaker: Mutex::new(Breaker::new(self.policy.clone())),
                 metrics,
             }),

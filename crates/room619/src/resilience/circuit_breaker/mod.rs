@@ -22,6 +22,16 @@
 //! out, one of them for `slow_call_duration`, reopens: a hung probe is a
 //! slow one.
 //!
+//! Running out of the caller's time blames the backend only when the caller
+//! gave it time enough: a call whose deadline left it less than
+//! [`DEADLINE_FLOOR`] (100 ms), or less than `slow_call_duration` if that is
+//! shorter, when it was admitted, then cut at that deadline, or answered
+//! `DEADLINE_EXCEEDED` or 504, or failed once the deadline had passed,
+//! counts for nothing, neither success nor failure (a probe's slot is given
+//! back). Else a caller running late (an upstream that slowed, leaving its
+//! handlers a few milliseconds) would open the breaker of a healthy backend
+//! for every caller.
+//!
 //! A breaker in front of a whole service rejects calls ([`Mode::Reject`]). A
 //! breaker per instance under a balancer instead reports itself *not ready*
 //! while open, or half-open with every probe out ([`Mode::Unready`]), so the
@@ -51,7 +61,15 @@ use std::{
     time::Duration,
 };
 
+use future::Bounds;
 pub use future::ResponseFuture;
+
+/// The least time a caller's deadline must leave a call for the call to be
+/// blamed on the backend when it runs out of it: a caller that sends a call
+/// with a few milliseconds left (an upstream running late) says nothing of
+/// the backend, while a backend that hangs is still caught by callers
+/// giving it the usual tenths of a second and more.
+pub const DEADLINE_FLOOR: Duration = Duration::from_millis(100);
 use http::Request;
 pub use layer::CircuitBreakerLayer;
 use serde::{Deserialize, Serialize};
@@ -89,7 +107,10 @@ pub struct BreakerPolicy {
     /// Slow-call rate (0–1) that opens the breaker. Default: 1.0 (only when
     /// every call is slow).
     pub slow_call_rate: f64,
-    /// A call at least this long is slow. Default: `5s`.
+    /// A call at least this long is slow. Default: `5s`. A call whose
+    /// caller's deadline left it less than this (or less than 100 ms, if
+    /// this is longer) counts for nothing when it runs out of that time (see
+    /// the [module](crate::resilience::circuit_breaker)).
     #[serde(with = "humantime_serde")]
     pub slow_call_duration: Duration,
     /// Failures in a row that open the breaker regardless of rates; 0 turns
@@ -138,6 +159,10 @@ pub(crate) struct Shared {
     /// Whether `DEADLINE_EXCEEDED` is a failure, and so is a call cut at
     /// its caller's deadline.
     pub(crate) counts_deadlines: bool,
+    /// A call given less time than this by its caller's deadline is not
+    /// blamed for running out of it: the policy's `slow_call_duration`, at
+    /// most [`DEADLINE_FLOOR`].
+    pub(crate) slow_call_duration: Duration,
     pub(crate) metrics: Option<Observed>,
 }
 
@@ -249,17 +274,17 @@ where
                 .map(AttemptDeadline::instant);
             // room619's clients drop a call at its caller's deadline: cut
             // there, it is the backend not answering in time, as a
-            // `DEADLINE_EXCEEDED` answer would be.
-            let deadline = request
-                .extensions()
-                .get::<Deadline>()
-                .filter(|_| self.shared.counts_deadlines)
-                .map(|deadline| deadline.instant());
-            let cut_at = attempt.into_iter().chain(deadline).min();
+            // `DEADLINE_EXCEEDED` answer would be; unless the caller left it
+            // less time than a backend may take without being slow.
+            let deadline = request.extensions().get::<Deadline>().map(|deadline| {
+                let short =
+                    deadline.remaining() < self.shared.slow_call_duration.min(DEADLINE_FLOOR);
+                (deadline.instant(), short)
+            });
             ResponseFuture::admitted(
                 self.inner.call(request),
                 permit,
-                cut_at,
+                Bounds { attempt, deadline },
                 Arc::clone(&self.shared),
             )
         } else {

@@ -213,11 +213,11 @@ impl Breaker {
     }
 
     /// A permitted call was dropped before it finished, `elapsed` after it
-    /// started. Cut at its attempt's timeout (`timed_out`) it failed; left
-    /// running as long as a slow call it was one (a hung instance's calls
-    /// are cut, never finished, and must still count); dropped sooner (its
-    /// caller went away, another hedge answered) it says nothing, and a
-    /// probe's slot is given back.
+    /// started. Cut at its attempt's timeout, or at a deadline that blames
+    /// the backend (`timed_out`), it failed; left running as long as a slow
+    /// call it was one (a hung instance's calls are cut, never finished, and
+    /// must still count); dropped sooner (its caller went away, another
+    /// hedge answered) it says nothing, as [`ignored`](Self::ignored).
     pub fn dropped(
         &mut self,
         now: Instant,
@@ -225,11 +225,31 @@ impl Breaker {
         timed_out: bool,
         elapsed: Duration,
     ) -> Option<Transition> {
-        if timed_out || elapsed >= self.policy.slow_call_duration {
-            return self.record(now, permit, timed_out, elapsed);
+        if timed_out {
+            return self.record(now, permit, true, elapsed);
         }
+        self.ignored(now, permit, elapsed)
+    }
+
+    /// A permitted call ended, `elapsed` after it started, in a way that
+    /// says nothing about the backend (it ran out of a deadline too short
+    /// to blame it): neither a success nor a failure. Nothing is recorded
+    /// and a probe's slot is given back, unless the call ran as long as a
+    /// slow call: then it was one.
+    pub fn ignored(
+        &mut self,
+        now: Instant,
+        permit: Permit,
+        elapsed: Duration,
+    ) -> Option<Transition> {
+        if elapsed >= self.policy.slow_call_duration {
+            return self.record(now, permit, false, elapsed);
+        }
+        // A half-open breaker whose probes overran reopens first: the slot
+        // given back must not hide that.
+        let reopened = self.settle(now);
         self.release(permit);
-        None
+        reopened
     }
 
     /// Records the outcome of a permitted call that took `elapsed`.

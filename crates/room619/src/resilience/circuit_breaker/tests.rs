@@ -375,7 +375,8 @@ async fn attempts_cut_by_the_retry_layer_open_the_breaker_below_it() {
 /// A hung backend behind callers with deadlines and no attempt timeout:
 /// room619's clients drop each call at its deadline, and those cuts open the
 /// breaker as `DEADLINE_EXCEEDED` answers would; unless the policy does not
-/// count that code.
+/// count that code. (The deadlines, 100 ms, are longer than the slow-call
+/// duration: shorter, they would not blame the backend.)
 #[tokio::test(start_paused = true)]
 async fn calls_cut_at_their_callers_deadline_open_the_breaker() {
     use crate::rpc::deadline::Deadline;
@@ -394,6 +395,7 @@ async fn calls_cut_at_their_callers_deadline_open_the_breaker() {
             "users",
             BreakerPolicy {
                 consecutive_failures: 3,
+                slow_call_duration: Duration::from_millis(50),
                 failures,
                 ..policy()
             },
@@ -413,6 +415,153 @@ async fn calls_cut_at_their_callers_deadline_open_the_breaker() {
             "DEADLINE_EXCEEDED counted: {counted}"
         );
     }
+}
+
+/// A backend answering OK after 20 ms, behind a service breaker that opens
+/// after 3 failures in a row and calls 10 ms slow.
+fn answering_after_20ms()
+-> CircuitBreaker<impl Service<Request<()>, Response = Response<()>, Error = BoxError>> {
+    let backend = tower::service_fn(|_: Request<()>| async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok::<_, BoxError>(
+            Response::builder()
+                .header("grpc-status", "0")
+                .body(())
+                .unwrap(),
+        )
+    });
+    CircuitBreakerLayer::new(
+        "users",
+        BreakerPolicy {
+            consecutive_failures: 3,
+            slow_call_duration: Duration::from_millis(10),
+            ..policy()
+        },
+    )
+    .layer(backend)
+}
+
+/// Calls `service` with a request carrying `deadline`, dropping the call
+/// there as room619's clients do; whether it answered in time.
+async fn call_within<S>(service: &mut S, deadline: crate::rpc::deadline::Deadline) -> bool
+where
+    S: Service<Request<()>, Response = Response<()>>,
+    S::Error: std::fmt::Debug,
+{
+    let mut request = Request::new(());
+    request.extensions_mut().insert(deadline);
+    let call = service.ready().await.unwrap().call(request);
+    tokio::time::timeout_at(deadline.instant(), call)
+        .await
+        .is_ok()
+}
+
+/// An upstream slowed, so its handlers reach `users` with 5 ms left: their
+/// calls, cut at that deadline, say nothing about `users` (a backend may take
+/// a slow call's 10 ms without being slow) and leave its breaker closed.
+/// Given 15 ms, as much as a slow call and more, the same cuts do open it.
+#[tokio::test(start_paused = true)]
+async fn calls_cut_at_a_deadline_shorter_than_a_slow_call_count_for_nothing() {
+    use crate::rpc::deadline::Deadline;
+
+    for (left, expected) in [
+        (Duration::from_millis(5), BreakerState::Closed),
+        (Duration::from_millis(15), BreakerState::Open),
+    ] {
+        let mut service = answering_after_20ms();
+        for _ in 0..3 {
+            let answered = call_within(&mut service, Deadline::after(left)).await;
+            assert!(!answered, "answered within {left:?}");
+        }
+        assert_eq!(service.state(), expected, "deadlines of {left:?}");
+    }
+    // Ignored calls leave the count of failures in a row as it was: with
+    // short cuts between them, three long ones still open it.
+    let mut service = answering_after_20ms();
+    for left in [15, 5, 15, 5, 5, 15] {
+        call_within(&mut service, Deadline::after(Duration::from_millis(left))).await;
+    }
+    assert_eq!(service.state(), BreakerState::Open);
+}
+
+/// `DEADLINE_EXCEEDED` answers (gRPC) and 504s (HTTP) to calls whose
+/// deadline left them less than a slow call's time count for nothing; with
+/// time enough they are failures, as before.
+#[tokio::test(start_paused = true)]
+async fn deadline_answers_to_calls_given_too_little_time_count_for_nothing() {
+    use crate::rpc::deadline::Deadline;
+
+    let deadline_exceeded = || {
+        Response::builder()
+            .header("grpc-status", "4")
+            .body(())
+            .unwrap()
+    };
+    let gateway_timeout = || Response::builder().status(504).body(()).unwrap();
+    let answers: [fn() -> Response<()>; 2] = [deadline_exceeded, gateway_timeout];
+    for answer in answers {
+        for (left, expected) in [
+            (Duration::from_millis(5), BreakerState::Closed),
+            (Duration::from_secs(1), BreakerState::Open),
+        ] {
+            let mut service = CircuitBreakerLayer::new(
+                "users",
+                BreakerPolicy {
+                    consecutive_failures: 3,
+                    slow_call_duration: Duration::from_millis(10),
+                    ..policy()
+                },
+            )
+            .layer(tower::service_fn(move |_: Request<()>| async move {
+                Ok::<_, BoxError>(answer())
+            }));
+            for _ in 0..3 {
+                assert!(call_within(&mut service, Deadline::after(left)).await);
+            }
+            assert_eq!(service.state(), expected, "deadlines of {left:?}");
+        }
+    }
+}
+
+/// An ignored call is neither a success nor a failure: failures in a row go
+/// on counting across it, and a half-open probe ignored hands back its slot.
+#[tokio::test(start_paused = true)]
+async fn an_ignored_call_counts_for_nothing_and_hands_back_its_probe() {
+    let mut breaker = Breaker::new(BreakerPolicy {
+        consecutive_failures: 3,
+        minimum_calls: 100,
+        ..policy()
+    });
+    let now = Instant::now();
+    call(&mut breaker, true);
+    call(&mut breaker, true);
+    let (permit, _) = breaker.try_acquire(now);
+    assert_eq!(
+        breaker.ignored(now, permit.unwrap(), Duration::from_millis(1)),
+        None
+    );
+    assert_eq!(breaker.state(now), BreakerState::Closed);
+    assert!(
+        call(&mut breaker, true).is_some(),
+        "the third failure in a row"
+    );
+
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let now = Instant::now();
+    let first = breaker.try_acquire(now).0.expect("first probe");
+    let second = breaker.try_acquire(now).0.expect("second probe");
+    assert_eq!(breaker.try_acquire(now).0, None, "both probes are out");
+    assert_eq!(breaker.ignored(now, first, Duration::from_millis(1)), None);
+    let third = breaker.try_acquire(now).0;
+    assert_eq!(
+        third,
+        Some(Permit::Probe { period: 1 }),
+        "the slot came back"
+    );
+    for probe in [second, third.unwrap()] {
+        breaker.record(now, probe, false, Duration::from_millis(1));
+    }
+    assert_eq!(breaker.state(now), BreakerState::Closed);
 }
 
 /// A probe that never ends (no deadline, no attempt timeout) does not keep

@@ -14,7 +14,9 @@
 //! - the hedge budget allows it: hedges may add at most
 //!   [`HedgePolicy::max_ratio`] (default 10 %) of hedged calls, so a slow
 //!   backend never sees its load doubled;
-//! - the deadline, if any, has time left.
+//! - the deadline, if any (the earlier of the task's and the one room619's
+//!   clients keep in the request), leaves more than the least time a retry
+//!   is sent with (10 ms).
 //!
 //! The first usable answer wins and the other attempt is cancelled; a
 //! failure (a transport error, `UNAVAILABLE`, `RESOURCE_EXHAUSTED` or a 5xx)
@@ -55,7 +57,7 @@ use tower::{
 
 use super::{
     budget::tps_budget,
-    retry::{ReplayBody, Replayable},
+    retry::{MIN_ATTEMPT, ReplayBody, Replayable},
 };
 use crate::{error::BoxError, rpc::deadline::Deadline};
 
@@ -304,7 +306,10 @@ where
         }
         () = tokio::time::sleep(delay) => {}
     }
-    if Deadline::current().is_some_and(|deadline| deadline.remaining().is_zero())
+    // As a retry: a hedge with next to no time left would only load the
+    // backend with a call cut at once.
+    let deadline = Deadline::earliest(Deadline::current(), request.deadline());
+    if deadline.is_some_and(|deadline| deadline.remaining() <= MIN_ATTEMPT)
         || !shared.budget.withdraw()
     {
         tracing::debug!(target_service = %shared.name, "no hedge: budget or deadline exhausted");

@@ -161,3 +161,42 @@ async fn the_budget_caps_hedges_at_the_ratio() {
     // 10 % of the 110 calls deposited: 11 hedges at most, and some were sent.
     assert!((1..=11).contains(&hedges), "{hedges} hedges");
 }
+
+/// A hedge needs the time a retry needs: when the delay is up with 5 ms left
+/// of the deadline (the one room619's clients keep in the request, or the
+/// task's), the slow call is not hedged; with 80 ms left it is.
+#[tokio::test(start_paused = true)]
+async fn no_hedge_goes_out_with_next_to_no_time_left() {
+    // (deadline, kept in the request rather than the task's, hedged)
+    for (left, in_request, hedged) in [
+        (Duration::from_millis(25), true, false),
+        (Duration::from_millis(25), false, false),
+        (Duration::from_millis(100), true, true),
+    ] {
+        // Calls 0..10 take 20 ms (a delay of 20 ms); call 10 takes 200 ms.
+        let backend = Backend::new(|n| match n {
+            10 => (Duration::from_millis(200), 0),
+            _ => (Duration::from_millis(20), 0),
+        });
+        let mut service = HedgeLayer::new("users", policy()).layer(backend.clone());
+        warm(&mut service, 10).await;
+        let deadline = Deadline::after(left);
+        let mut request = crate::resilience::testing::grpc("/users.v1.Users/GetUser");
+        if in_request {
+            request.extensions_mut().insert(deadline);
+        }
+        let pending = service.ready().await.unwrap().call(request);
+        let answered = if in_request {
+            pending.await
+        } else {
+            deadline.scope(pending).await
+        };
+        let (calls, answer) = if hedged { (12, "11") } else { (11, "10") };
+        assert_eq!(
+            backend.calls(),
+            calls,
+            "{left:?} left, in the request: {in_request}"
+        );
+        assert_eq!(answered.unwrap().headers()["call"], answer);
+    }
+}

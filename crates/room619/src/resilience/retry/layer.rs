@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tower::Layer;
 
-use super::{Retry, RetryPolicy, Shared};
+use super::{EXHAUSTED_WARNING_EVERY, Retry, RetryPolicy, Shared, Throttle};
 
 /// Retries calls as [`RetryPolicy`] allows. Services made by one layer share
 /// one retry budget.
@@ -25,6 +25,7 @@ impl RetryLayer {
                 name: name.into(),
                 policy,
                 budget,
+                exhausted: Throttle::new(EXHAUSTED_WARNING_EVERY),
                 metrics: None,
             }),
         }

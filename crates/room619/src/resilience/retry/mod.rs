@@ -37,6 +37,7 @@ mod body;
 mod layer;
 #[cfg(test)]
 mod tests;
+mod throttle;
 
 use std::{
     fmt,
@@ -54,6 +55,7 @@ use futures_util::{
 use http::{Method, Request, Response};
 pub use layer::RetryLayer;
 use serde::{Deserialize, Serialize};
+use throttle::Throttle;
 use tokio::time::Instant;
 use tower::{
     Service, ServiceExt as _,
@@ -66,9 +68,13 @@ use crate::{
     rpc::deadline::{Deadline, GRPC_TIMEOUT, HTTP_TIMEOUT, encode_timeout},
 };
 
-/// The least time a retry is sent with, after its backoff: with less left
-/// before the deadline, the call ends with the last attempt's outcome.
-const MIN_ATTEMPT: Duration = Duration::from_millis(10);
+/// The least time a retry (or a hedge) is sent with, after its backoff:
+/// with less left before the deadline, the call ends with the last
+/// attempt's outcome.
+pub(crate) const MIN_ATTEMPT: Duration = Duration::from_millis(10);
+/// How often a layer warns at most that its retry budget is exhausted (during
+/// an outage it is, on every failed call).
+const EXHAUSTED_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 /// When and how calls are retried; the defaults are safe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -207,6 +213,8 @@ struct Shared {
     name: Arc<str>,
     policy: RetryPolicy,
     budget: TpsBudget,
+    /// When the budget's exhaustion is logged.
+    exhausted: Throttle,
     metrics: Option<crate::observability::metrics::ResilienceMetrics>,
 }
 
@@ -311,7 +319,13 @@ where
             if let Some(metrics) = &shared.metrics {
                 metrics.budget_exhausted(&shared.name);
             }
-            tracing::warn!(target_service = %shared.name, "retry budget exhausted; not retrying");
+            if let Some(suppressed) = shared.exhausted.admit(Instant::now()) {
+                tracing::warn!(
+                    target_service = %shared.name,
+                    suppressed_since_last_warning = suppressed,
+                    "retry budget exhausted; not retrying"
+                );
+            }
             break;
         }
         tracing::debug!(target_service = %shared.name, retry, ?backoff, "retrying");
