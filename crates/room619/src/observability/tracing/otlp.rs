@@ -117,7 +117,9 @@ impl OtlpExporter {
     /// request the collector cannot take for now (`UNAVAILABLE`, as while it
     /// restarts or cannot be reached, or `ABORTED`) is sent again, [`ATTEMPTS`]
     /// times in all with a backoff, as the OTLP specification asks; one that fails
-    /// otherwise, or every time, loses its spans, not the next requests'.
+    /// otherwise loses its spans, not the next requests'. One still
+    /// unavailable after every attempt ends the export: the requests after it
+    /// would wait as long for the same answer while spans pile up.
     ///
     /// # Errors
     ///
@@ -131,19 +133,25 @@ impl OtlpExporter {
     ) -> OTelSdkResult {
         let mut outcome = Ok(());
         for parts in spans.plan(resource, max_spans, MAX_REQUEST) {
-            let sent = self
-                .send(bytes::Bytes::from(spans.request(resource, &parts)))
-                .await;
+            let request = bytes::Bytes::from(spans.request(resource, &parts));
+            let (sent, unavailable) = match self.send(request).await {
+                Ok(()) => (Ok(()), false),
+                Err((error, unavailable)) => (Err(error), unavailable),
+            };
             if outcome.is_ok() {
                 outcome = sent;
+            }
+            if unavailable {
+                break;
             }
         }
         outcome
     }
 
     /// Sends one request, again while the collector is unavailable for now;
-    /// a refusal fails it.
-    async fn send(&self, request: bytes::Bytes) -> OTelSdkResult {
+    /// a refusal fails it (with whether the collector was unavailable to the
+    /// last).
+    async fn send(&self, request: bytes::Bytes) -> Result<(), (OTelSdkError, bool)> {
         let mut backoff = RETRY_BACKOFF;
         let mut attempt = 1;
         let response = loop {
@@ -160,20 +168,27 @@ impl OtlpExporter {
                 tonic::Code::Unavailable | tonic::Code::Aborted
             );
             if !passing || attempt == ATTEMPTS {
-                return Err(self.failures.failed(format!(
+                let error = self.failures.failed(format!(
                     "the collector answered {:?} (attempt {attempt} of at most {ATTEMPTS}): {}",
                     status.code(),
                     status.message()
-                )));
+                ));
+                return Err((error, passing));
             }
             attempt += 1;
-            // Made in the runtime's context (this thread has none); its
-            // timer runs there.
-            let pause = {
-                let _runtime = self.runtime.enter();
-                tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64()))
-            };
-            pause.await;
+            // On the runtime, whose timers this thread cannot drive; a
+            // runtime shut down meanwhile ends the wait (and the retries).
+            let pause = self
+                .runtime
+                .spawn(tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64())));
+            if pause.await.is_err() {
+                let error = self.failures.failed(format!(
+                    "the collector answered {:?} and the runtime shut down: {}",
+                    status.code(),
+                    status.message()
+                ));
+                return Err((error, true));
+            }
             backoff = backoff.saturating_mul(4);
         };
         if let Some(partial) = response.partial_success
