@@ -144,7 +144,8 @@ pub struct DeliveryPolicy {
     /// JetStream: a delivery not acked within this time is delivered again
     /// (the process handling it is presumed dead). A handler that runs
     /// longer keeps its message: the subscriber tells the server every half
-    /// `ack_wait` that it is still in progress. Default: `30s`.
+    /// `ack_wait` that it is still in progress, for up to `max_deliver` times
+    /// `ack_wait` (a handler that hangs lets its message go). Default: `30s`.
     #[serde(with = "humantime_serde")]
     pub ack_wait: Duration,
     /// Handlers running at once per subscriber. On JetStream, messages are

@@ -210,7 +210,9 @@ impl MessageBus {
     ///
     /// # Errors
     ///
-    /// `InvalidArgument` for a subject with wildcards or a bad header;
+    /// `InvalidArgument` for a subject with wildcards or a bad header (or a
+    /// JetStream publish expectation that does not hold); `PayloadTooLarge`
+    /// for a message over the NATS server's `max_payload`;
     /// `ResourceExhausted` when an in-memory subscriber stays full;
     /// `Unavailable` when NATS is unreachable or JetStream did not confirm.
     #[inline]

@@ -219,11 +219,15 @@ impl JetStreamBus {
                 Err(err) => err,
             };
             let kind = err.kind();
+            if kind == PublishErrorKind::MaxPayloadExceeded {
+                return Err(Error::payload_too_large(format!(
+                    "JetStream refused the message on `{subject}`: {err}"
+                ))
+                .with_source(err));
+            }
             if matches!(
                 kind,
-                PublishErrorKind::MaxPayloadExceeded
-                    | PublishErrorKind::WrongLastMessageId
-                    | PublishErrorKind::WrongLastSequence
+                PublishErrorKind::WrongLastMessageId | PublishErrorKind::WrongLastSequence
             ) {
                 return Err(Error::invalid_argument(format!(
                     "JetStream refused the message on `{subject}`: {err}"

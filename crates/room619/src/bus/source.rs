@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{Message, Subscription};
+use super::{DeliveryPolicy, Message, Subscription};
 
 /// Where a subscriber's messages come from.
 pub(crate) enum Source {
@@ -58,30 +58,50 @@ impl Source {
 /// half `ack_wait` that it is still in progress: a handler slower than
 /// `ack_wait` keeps its message instead of having it delivered to a second
 /// handler beside it (and, after `max_deliver` such deliveries, sent to the
-/// dead letters while the first still runs). Memory and NATS core
+/// dead letters while the first still runs). Only for `max_deliver` times
+/// `ack_wait` in all, the longest the message could have taken without
+/// them: a handler that hangs lets its message go to the server again (and
+/// in the end to the dead letters), as before. Memory and NATS core
 /// deliveries have no `ack_wait`.
-pub(super) async fn in_progress<F: Future>(ack: &Ack, ack_wait: Duration, work: F) -> F::Output {
+pub(super) async fn in_progress<F: Future>(
+    ack: &Ack,
+    policy: &DeliveryPolicy,
+    work: F,
+) -> F::Output {
+    #[cfg(not(feature = "nats"))]
+    let _ = policy;
     match ack {
         Ack::Local => work.await,
         #[cfg(feature = "nats")]
         Ack::JetStream(acker) => {
+            let mut work = std::pin::pin!(work);
             // Polled beside `work`, in the same task: a slow send (the
             // connection away) never holds the handler up.
             tokio::select! {
                 biased;
-                output = work => output,
-                never = remind(acker, ack_wait) => match never {},
+                output = &mut work => return output,
+                () = remind(acker, policy) => {}
             }
+            tracing::warn!(
+                stream = %acker.stream,
+                sequence = acker.sequence,
+                ack_wait = ?policy.ack_wait,
+                max_deliver = policy.max_deliver,
+                "a handler has run for max_deliver × ack_wait: no longer kept in progress, \
+                 the server will deliver the message again"
+            );
+            work.await
         }
     }
 }
 
 /// Tells the server every half `ack_wait` that `acker`'s delivery is in
-/// progress, for ever.
+/// progress, until `max_deliver` times `ack_wait` have passed.
 #[cfg(feature = "nats")]
-async fn remind(acker: &super::durable::Acker, ack_wait: Duration) -> std::convert::Infallible {
-    let period = (ack_wait / 2).max(Duration::from_millis(10));
-    loop {
+async fn remind(acker: &super::durable::Acker, policy: &DeliveryPolicy) {
+    let period = (policy.ack_wait / 2).max(Duration::from_millis(10));
+    let reminders = policy.max_deliver.saturating_mul(2).saturating_sub(1);
+    for _ in 0..reminders {
         tokio::time::sleep(period).await;
         acker.progress().await;
     }

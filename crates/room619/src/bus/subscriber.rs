@@ -194,7 +194,7 @@ async fn process(
             return dead_letter(bus, spec, labels, &message, delivered, &reason, &ack).await;
         }
         let attempt = AssertUnwindSafe(handler(message.clone(), delivered)).catch_unwind();
-        let outcome = in_progress(&ack, policy.ack_wait, attempt)
+        let outcome = in_progress(&ack, policy, attempt)
             .await
             .unwrap_or_else(|_| Outcome::Failed(Error::internal("the handler panicked")));
         match outcome {
@@ -276,6 +276,11 @@ async fn dead_letter(
 ) {
     let mut headers = message.headers().clone();
     headers.remove(MESSAGE_ID);
+    // A publisher's expectations of its own stream would make the dead
+    // letters' stream refuse the letter, on every delivery.
+    for expectation in EXPECTATIONS {
+        headers.remove(expectation);
+    }
     headers.insert(DEAD_LETTER_REASON, short(&one_line(reason)));
     headers.insert(ORIGINAL_SUBJECT, message.subject());
     headers.insert(DELIVERIES, delivered.to_string());
@@ -299,10 +304,7 @@ async fn dead_letter(
     // goes without the payload, which stays in its stream (named in the
     // headers) on JetStream.
     if let Err(err) = &sent
-        && matches!(
-            err.kind(),
-            ErrorKind::PayloadTooLarge | ErrorKind::InvalidArgument
-        )
+        && err.kind() == ErrorKind::PayloadTooLarge
     {
         headers.insert(
             DEAD_LETTER_PAYLOAD,
@@ -349,6 +351,15 @@ async fn dead_letter(
 fn one_line(text: &str) -> String {
     text.replace(['\r', '\n'], " ")
 }
+
+/// JetStream's publish expectations (optimistic concurrency on the stream a
+/// message was published to), which a dead letter must not carry.
+const EXPECTATIONS: [&str; 4] = [
+    "Nats-Expected-Stream",
+    "Nats-Expected-Last-Msg-Id",
+    "Nats-Expected-Last-Sequence",
+    "Nats-Expected-Last-Subject-Sequence",
+];
 
 /// The longest reason written into a dead letter's headers, in bytes.
 const MAX_REASON: usize = 1024;

@@ -37,4 +37,5 @@ mod format;
 
 pub use extract::{Accepted, Decoded, Encoded};
 pub use format::Format;
+#[cfg(feature = "validate")]
 pub(crate) use format::unreadable_body;
