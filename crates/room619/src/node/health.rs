@@ -180,12 +180,16 @@ impl Readiness {
     }
 
     /// Moves to `phase` and tells the gRPC health service: while running,
-    /// the verdict of a round of checks run now (bounded like those of
-    /// `/health/ready`); `NOT_SERVING` for every name otherwise.
+    /// the services' states at once (a running service taken to serve), then
+    /// the verdict of a round of checks run beside, so a slow check holds
+    /// up neither a start nor `add_service`; `NOT_SERVING` for every name
+    /// otherwise.
     pub(crate) async fn set_phase(&self, phase: Phase) {
         self.inner.phase.send_replace(phase);
         if phase == Phase::Running {
-            self.check().await;
+            self.publish(&self.by_states()).await;
+            let readiness = self.clone();
+            tokio::spawn(async move { readiness.check().await });
         } else {
             let verdict = Verdict {
                 round: self.next_round(),
@@ -323,6 +327,28 @@ impl Readiness {
         }
     }
 
+    /// A verdict from the services' states alone, before their checks run:
+    /// a running service is taken to serve (the round that follows says).
+    fn by_states(&self) -> Verdict {
+        let round = self.next_round();
+        let phase = self.phase();
+        let services: Vec<_> = self
+            .inner
+            .registry
+            .snapshot()
+            .into_iter()
+            .map(|(_, status)| (status.descriptor, serves(status.state, phase, true)))
+            .collect();
+        let ready =
+            phase == Phase::Running && services.iter().all(|(_, serves)| serves.unwrap_or(true));
+        Verdict {
+            round,
+            phase,
+            ready,
+            services,
+        }
+    }
+
     /// Checks every service and reports whether the node is ready, and
     /// whether each service serves.
     async fn report(&self) -> (Verdict, ReadinessReport) {
@@ -373,19 +399,8 @@ impl Readiness {
                 let dependencies = dependencies.unwrap_or_default();
                 let all = health.iter().chain(dependencies.iter().map(|d| &d.health));
                 degraded |= all.clone().any(|h| matches!(h, Health::Degraded(_)));
-                let serves = match status.state {
-                    ServiceState::Running => {
-                        Some(health.is_some() && all.into_iter().all(Health::is_serving))
-                    }
-                    // On a running node, a service being added or removed
-                    // (`add_service`, `remove_service`) takes no traffic
-                    // yet, or no more: it is left out, and the others keep
-                    // the node in rotation.
-                    ServiceState::Registered | ServiceState::Starting | ServiceState::Stopping => {
-                        (phase != Phase::Running).then_some(false)
-                    }
-                    ServiceState::Stopped | ServiceState::Failed => Some(false),
-                };
+                let passing = health.is_some() && all.into_iter().all(Health::is_serving);
+                let serves = serves(status.state, phase, passing);
                 ready &= serves.unwrap_or(true);
                 serving.push((status.descriptor.clone(), serves));
                 ServiceReport {
@@ -458,6 +473,20 @@ struct ServiceReport {
     health: Option<Health>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     dependencies: Vec<DependencyHealth>,
+}
+
+/// Whether a service in `state` serves, on a node in `phase`, its checks
+/// `healthy`: `None` for one being added or removed on a running node
+/// (`add_service`, `remove_service`), which takes no traffic yet, or no
+/// more, and is left out (the others keep the node in rotation).
+fn serves(state: ServiceState, phase: Phase, healthy: bool) -> Option<bool> {
+    match state {
+        ServiceState::Running => Some(healthy),
+        ServiceState::Registered | ServiceState::Starting | ServiceState::Stopping => {
+            (phase != Phase::Running).then_some(false)
+        }
+        ServiceState::Stopped | ServiceState::Failed => Some(false),
+    }
 }
 
 async fn live(State(readiness): State<Readiness>) -> impl IntoResponse {

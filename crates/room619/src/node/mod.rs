@@ -23,9 +23,9 @@
 //! services, health, reflection; HTTP routes and admin endpoints) → run each
 //! service's start hooks in order (each service's bounded by
 //! `node.start_timeout`) → mark running: readiness answers `200` and
-//! the gRPC health service `SERVING` while the services' health checks
-//! pass (gRPC health follows them from then on, checked every 5 s and on
-//! each `/health/ready` call) → accept connections.
+//! the gRPC health service `SERVING` for the running services, then as
+//! their health checks say (a round run beside the start, then every 5 s
+//! and on each `/health/ready` call) → accept connections.
 //!
 //! **Stop** (a signal, or [`NodeHandle::shutdown`]): readiness `503` and gRPC
 //! health `NOT_SERVING` at once → keep accepting for `node.shutdown_delay`
