@@ -93,12 +93,18 @@ struct Admitted {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn admitted(inner: F, permit: Permit, bounds: Bounds, shared: Arc<Shared>) -> Self {
+    pub(super) fn admitted(
+        inner: F,
+        permit: Permit,
+        started: Instant,
+        bounds: Bounds,
+        shared: Arc<Shared>,
+    ) -> Self {
         Self {
             inner: Some(inner),
             admitted: Some(Admitted {
                 permit,
-                started: Instant::now(),
+                started,
                 bounds,
                 shared,
             }),

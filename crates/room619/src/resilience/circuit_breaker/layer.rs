@@ -68,7 +68,7 @@ impl<S> Layer<S> for CircuitBreakerLayer {
                     .policy
                     .failures
                     .is_failure_code(tonic::Code::DeadlineExceeded),
-                slow_call_duration: self.policy.slow_call_duration,
+                deadline_floor: self.policy.slow_call_duration.min(super::DEADLINE_FLOOR),
                 breaker: Mutex::new(Breaker::new(self.policy.clone())),
                 metrics,
             }),

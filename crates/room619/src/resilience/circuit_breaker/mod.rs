@@ -162,7 +162,7 @@ pub(crate) struct Shared {
     /// A call given less time than this by its caller's deadline is not
     /// blamed for running out of it: the policy's `slow_call_duration`, at
     /// most [`DEADLINE_FLOOR`].
-    pub(crate) slow_call_duration: Duration,
+    pub(crate) deadline_floor: Duration,
     pub(crate) metrics: Option<Observed>,
 }
 
@@ -265,7 +265,10 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let (permit, transition) = self.shared.lock().try_acquire(Instant::now());
+        // One reading of the clock for the admission, the deadline's
+        // judgement and the call's start.
+        let now = Instant::now();
+        let (permit, transition) = self.shared.lock().try_acquire(now);
         self.shared.report(transition);
         if let Some(permit) = permit {
             let attempt = request
@@ -277,13 +280,13 @@ where
             // `DEADLINE_EXCEEDED` answer would be; unless the caller left it
             // less time than a backend may take without being slow.
             let deadline = request.extensions().get::<Deadline>().map(|deadline| {
-                let short =
-                    deadline.remaining() < self.shared.slow_call_duration.min(DEADLINE_FLOOR);
-                (deadline.instant(), short)
+                let left = deadline.instant().saturating_duration_since(now);
+                (deadline.instant(), left < self.shared.deadline_floor)
             });
             ResponseFuture::admitted(
                 self.inner.call(request),
                 permit,
+                now,
                 Bounds { attempt, deadline },
                 Arc::clone(&self.shared),
             )
