@@ -753,6 +753,19 @@ async fn a_products_version_is_its_etag_and_if_match_guards_changes() {
     reads_answer_304_while_unchanged(&product, &created).await;
     edits_from_a_stale_read_are_refused(&product).await;
     malformed_conditions_are_400(&product).await;
+    // A stranger is refused as one (403), whatever `If-Match` names: a
+    // precondition counts only for a change that could otherwise be made.
+    let (_, stranger) = shop.sign_up("bob@example.com").await;
+    let strangers = Product {
+        shop: &shop,
+        path: product.path.clone(),
+        token: stranger,
+    };
+    for condition in ["\"3\"", "\"1\", \"2\"", "W/\"3\""] {
+        problem(strangers.patch(condition, 1).await, 403).await;
+        let deleted = strangers.send(Method::DELETE, ("if-match", condition), None);
+        problem(deleted.await, 403).await;
+    }
 
     let stale = product
         .send(Method::DELETE, ("if-match", "\"2\""), None)

@@ -37,19 +37,52 @@ fn tagged(mut response: Response, version: i64) -> Response {
     response
 }
 
-/// The version a change must find product `id` at, from `If-Match`: the one
-/// it names, or, when it names several or none the gateway issued, the
-/// product's current version if listed (`412` if not, `404` if there is no
-/// product).
+/// What a change of a product asks the service to expect, from `If-Match`.
+struct Expected {
+    /// The version to send as `expected_version`.
+    version: Option<i64>,
+    /// The product's version when `If-Match` named none it was at: the
+    /// change is sent expecting a version no product reaches, so that the
+    /// service still refuses it for what comes first (not the owner, the
+    /// product archived), and its `FAILED_PRECONDITION` is told in these
+    /// terms.
+    unlisted: Option<i64>,
+}
+
+impl Expected {
+    /// The answer to the service's refusal `status` of a change of `id`.
+    fn refused(&self, id: &str, status: tonic::Status) -> ApiError {
+        match self.unlisted {
+            Some(current) if status.code() == tonic::Code::FailedPrecondition => {
+                room619::Error::failed_precondition(format!(
+                    "product {id} is at version {current} (`ETag: \"{current}\"`), which \
+                     `If-Match` does not name: read it again before you change it"
+                ))
+                .into()
+            }
+            _ => failed(status),
+        }
+    }
+}
+
+/// What a change must find product `id` at, from `If-Match`: the version it
+/// names, or, when it names several or none the gateway issued, the
+/// product's current version if listed (`404` if there is no product).
 async fn expected_version(
     client: &mut ProductsClient<RpcChannel>,
     bearer: &Bearer,
     id: &str,
     condition: IfMatch,
-) -> Result<Option<i64>, ApiError> {
+) -> Result<Expected, ApiError> {
+    let exactly = |version: Option<i64>| Expected {
+        version,
+        unlisted: None,
+    };
     let listed = match condition {
-        IfMatch::Any => return Ok(None),
-        IfMatch::Versions(versions) if versions.len() == 1 => return Ok(versions.first().copied()),
+        IfMatch::Any => return Ok(exactly(None)),
+        IfMatch::Versions(versions) if versions.len() == 1 => {
+            return Ok(exactly(versions.first().copied()));
+        }
         IfMatch::Versions(versions) => versions,
         IfMatch::Never => Vec::new(),
     };
@@ -59,15 +92,14 @@ async fn expected_version(
         .map_err(failed)?
         .into_inner()
         .version;
-    if listed.contains(&current) {
-        Ok(Some(current))
+    Ok(if listed.contains(&current) {
+        exactly(Some(current))
     } else {
-        Err(room619::Error::failed_precondition(format!(
-            "product {id} is at version {current} (`ETag: \"{current}\"`), which `If-Match` does \
-             not name: read it again before you change it"
-        ))
-        .into())
-    }
+        Expected {
+            version: Some(i64::MAX),
+            unlisted: Some(current),
+        }
+    })
 }
 
 /// Products in creation order, a page at a time, optionally searched by
@@ -202,17 +234,17 @@ pub(crate) async fn update(
     Valid(body): Valid<UpdateProductBody>,
 ) -> Result<Response, ApiError> {
     let mut client = client(&ctx)?;
-    let expected_version = expected_version(&mut client, &bearer, &id, condition).await?;
+    let expected = expected_version(&mut client, &bearer, &id, condition).await?;
     let product = client
         .update_product(bearer.request(UpdateProductRequest {
-            id,
+            id: id.clone(),
             name: body.name,
             description: body.description,
             price_cents: body.price_cents,
-            expected_version,
+            expected_version: expected.version,
         }))
         .await
-        .map_err(failed)?
+        .map_err(|status| expected.refused(&id, status))?
         .into_inner();
     let version = product.version;
     Ok(tagged(reply::ok(&ProductBody::from(product)), version))
@@ -240,13 +272,13 @@ pub(crate) async fn delete(
     condition: IfMatch,
 ) -> Result<Response, ApiError> {
     let mut client = client(&ctx)?;
-    let expected_version = expected_version(&mut client, &bearer, &id, condition).await?;
+    let expected = expected_version(&mut client, &bearer, &id, condition).await?;
     client
         .delete_product(bearer.request(DeleteProductRequest {
-            id,
-            expected_version,
+            id: id.clone(),
+            expected_version: expected.version,
         }))
         .await
-        .map_err(failed)?;
+        .map_err(|status| expected.refused(&id, status))?;
     Ok(reply::no_content())
 }
