@@ -50,13 +50,10 @@ use http::{Method, Request, Response};
 use latency::LatencyWindow;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-use tower::{
-    Layer, Service, ServiceExt as _,
-    retry::budget::{Budget as _, TpsBudget},
-};
+use tower::{Layer, Service, ServiceExt as _, retry::budget::Budget as _};
 
 use super::{
-    budget::tps_budget,
+    budget::{TpsBudget, tps_budget},
     retry::{MIN_ATTEMPT, ReplayBody, Replayable},
 };
 use crate::{error::BoxError, rpc::deadline::Deadline};

@@ -57,12 +57,9 @@ pub use layer::RetryLayer;
 use serde::{Deserialize, Serialize};
 use throttle::Throttle;
 use tokio::time::Instant;
-use tower::{
-    Service, ServiceExt as _,
-    retry::budget::{Budget as _, TpsBudget},
-};
+use tower::{Service, ServiceExt as _, retry::budget::Budget as _};
 
-use super::{Rejection, RejectionKind, code_from_name, status_in};
+use super::{Rejection, RejectionKind, budget::TpsBudget, code_from_name, status_in};
 use crate::{
     error::BoxError,
     rpc::deadline::{Deadline, GRPC_TIMEOUT, HTTP_TIMEOUT, encode_timeout},
