@@ -76,7 +76,10 @@ impl TpsBudget {
             // `Duration`: a float to an integer without a lossy cast).
             let withdraw = Duration::try_from_secs_f64(1e6 / f64::from(ratio) + 0.5)
                 .map_or(u64::MAX, |whole| whole.as_secs());
-            (DEPOSIT, isize::try_from(withdraw).unwrap_or(isize::MAX).max(1))
+            (
+                DEPOSIT,
+                isize::try_from(withdraw).unwrap_or(isize::MAX).max(1),
+            )
         };
         let reserve = isize::try_from(min_per_second)
             .unwrap_or(isize::MAX)

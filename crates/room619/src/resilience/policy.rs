@@ -233,6 +233,14 @@ impl ClientPolicy {
                 );
             }
         }
+        let queue_wait = self.bulkhead.max_queue_wait;
+        if queue_wait.is_zero() {
+            return fail(
+                "bulkhead.max_queue_wait",
+                "must be longer than zero (max_queued = 0 for no queue)".to_owned(),
+            );
+        }
+        check_wait(queue_wait).or_else(|problem| fail("bulkhead.max_queue_wait", problem))?;
         for (field, wait) in [
             ("min_delay", self.hedge.min_delay),
             ("max_delay", self.hedge.max_delay),
@@ -367,6 +375,10 @@ mod tests {
             (
                 "[resilience.defaults.retry]\nattempt_timeout = \"0s\"",
                 "resilience.defaults.retry.attempt_timeout",
+            ),
+            (
+                "[resilience.defaults.bulkhead]\nmax_queue_wait = \"0s\"",
+                "resilience.defaults.bulkhead.max_queue_wait",
             ),
         ] {
             let err = Config::from_toml_str(toml).unwrap_err();

@@ -79,6 +79,19 @@ impl Rejection {
         }
     }
 
+    /// No slot of `target`'s bulkhead (`limit` calls in flight) came free
+    /// within `waited`.
+    #[must_use]
+    pub fn bulkhead_waited(target: &str, limit: usize, waited: std::time::Duration) -> Self {
+        Self {
+            kind: RejectionKind::BulkheadFull,
+            status: Status::resource_exhausted(format!(
+                "bulkhead for `{target}` is full ({limit} calls in flight): no slot came free \
+                 within {waited:?} (max_queue_wait)"
+            )),
+        }
+    }
+
     /// An attempt at `target` took longer than `timeout`.
     #[must_use]
     pub fn attempt_timeout(target: &str, timeout: std::time::Duration) -> Self {

@@ -146,6 +146,7 @@ async fn bulkhead_rejections_are_counted() {
     let policy = BulkheadPolicy {
         max_concurrent: 1,
         max_queued: 0,
+        ..BulkheadPolicy::default()
     };
     let (release, held) = tokio::sync::oneshot::channel::<()>();
     let held = Arc::new(tokio::sync::Mutex::new(Some(held)));

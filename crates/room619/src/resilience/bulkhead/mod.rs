@@ -9,7 +9,8 @@
 //! ```
 //! use room619::resilience::bulkhead::{BulkheadLayer, BulkheadPolicy};
 //!
-//! let layer = BulkheadLayer::new("payments", BulkheadPolicy { max_concurrent: 32, max_queued: 64 });
+//! let policy = BulkheadPolicy { max_concurrent: 32, max_queued: 64, ..BulkheadPolicy::default() };
+//! let layer = BulkheadLayer::new("payments", policy);
 //! ```
 
 use std::{
@@ -21,6 +22,7 @@ use std::{
         atomic::{AtomicUsize, Ordering},
     },
     task::{Context, Poll, ready},
+    time::Duration,
 };
 
 use futures_util::future::{BoxFuture, Either};
@@ -41,6 +43,12 @@ pub struct BulkheadPolicy {
     pub max_concurrent: usize,
     /// Calls waiting for a slot; more are rejected at once. Default: 256.
     pub max_queued: usize,
+    /// The longest a call waits in the queue for a slot; then it is
+    /// rejected (`RESOURCE_EXHAUSTED`) as when the queue is full. A call
+    /// with a deadline is cut at its deadline if that comes first; this
+    /// bounds the wait of a call with none. Default: `1s`.
+    #[serde(with = "humantime_serde")]
+    pub max_queue_wait: Duration,
 }
 
 impl Default for BulkheadPolicy {
@@ -48,6 +56,7 @@ impl Default for BulkheadPolicy {
         Self {
             max_concurrent: 256,
             max_queued: 256,
+            max_queue_wait: Duration::from_secs(1),
         }
     }
 }
@@ -178,10 +187,23 @@ where
                         shared.policy.max_queued,
                     )) as BoxError);
                 }
-                Arc::clone(&shared.slots)
-                    .acquire_owned()
-                    .await
-                    .map_err(|err| Box::new(err) as BoxError)?
+                let waited = tokio::time::timeout(
+                    shared.policy.max_queue_wait,
+                    Arc::clone(&shared.slots).acquire_owned(),
+                )
+                .await;
+                let Ok(acquired) = waited else {
+                    tracing::debug!(target_service = %shared.name, "no bulkhead slot within max_queue_wait; rejecting");
+                    if let Some(metrics) = &shared.metrics {
+                        metrics.bulkhead_rejected(&shared.name);
+                    }
+                    return Err(Box::new(Rejection::bulkhead_waited(
+                        &shared.name,
+                        shared.policy.max_concurrent,
+                        shared.policy.max_queue_wait,
+                    )) as BoxError);
+                };
+                acquired.map_err(|err| Box::new(err) as BoxError)?
             };
             let response = service.call(request).await.map_err(Into::into)?;
             Ok(response.hold(permit))
@@ -265,6 +287,7 @@ mod tests {
         let policy = BulkheadPolicy {
             max_concurrent: 1,
             max_queued: 0,
+            ..BulkheadPolicy::default()
         };
         (BulkheadLayer::new("feed", policy).layer(backend), opened)
     }
@@ -303,5 +326,32 @@ mod tests {
         assert!(bulkhead.clone().oneshot(()).await.is_err());
         drop(first);
         assert!(bulkhead.clone().oneshot(()).await.is_ok());
+    }
+
+    /// A call queued behind a slot that does not come free is rejected at
+    /// `max_queue_wait`, as when the queue is full, not held for ever (a
+    /// call with no deadline had no other bound).
+    #[tokio::test(start_paused = true)]
+    async fn a_queued_call_waits_at_most_max_queue_wait() {
+        let backend = tower::service_fn(|(): ()| async {
+            std::future::pending::<()>().await;
+            Ok::<_, BoxError>(Response::new(Body::empty()))
+        });
+        let policy = BulkheadPolicy {
+            max_concurrent: 1,
+            max_queued: 1,
+            max_queue_wait: std::time::Duration::from_millis(100),
+        };
+        let bulkhead = BulkheadLayer::new("stuck", policy).layer(backend);
+        let _held = tokio::spawn(bulkhead.clone().oneshot(()));
+        tokio::task::yield_now().await;
+        let started = tokio::time::Instant::now();
+        let refused = bulkhead.clone().oneshot(()).await.unwrap_err();
+        let refused = refused.downcast_ref::<Rejection>().unwrap();
+        assert_eq!(
+            refused.kind(),
+            crate::resilience::RejectionKind::BulkheadFull
+        );
+        assert_eq!(started.elapsed(), std::time::Duration::from_millis(100));
     }
 }
