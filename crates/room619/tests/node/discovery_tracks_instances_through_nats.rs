@@ -832,3 +832,39 @@ async fn a_starting_registry_expires_a_stopped_instance_a_ttl_after_its_last_put
         started.elapsed()
     );
 }
+
+/// A deregistration that fails because NATS is away is not forgotten: the
+/// heartbeat deletes the record once the server is back, so other nodes
+/// stop routing to the instance at once instead of after its TTL.
+#[tokio::test]
+async fn a_deregistration_made_while_nats_is_away_is_done_once_it_is_back() {
+    let mut nats = NatsServer::start().await;
+    // A TTL far beyond the test: only a deletion can take the record away.
+    let long = Duration::from_secs(120);
+    let discovery = registry_with_ttl(&nats.url(), long, CancellationToken::new()).await;
+    let instance = Instance::new("echo", "1.0.0".parse().unwrap(), "127.0.0.1:9")
+        .with_metadata("node", "leaving");
+    discovery.register(instance.clone()).await.unwrap();
+    let key = format!("echo.{}", instance.id());
+    assert!(bucket(&nats).await.get(&key).await.unwrap().is_some());
+
+    nats.kill();
+    let err = discovery.deregister(&instance).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(discovery.instances().is_empty());
+    nats.restart().await;
+
+    let kv = bucket(&nats).await;
+    tokio::time::timeout(GUARD, async {
+        while kv.get(&key).await.unwrap().is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the record was not deleted once NATS was back");
+    // And it stays deleted: no heartbeat puts it again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(kv.get(&key).await.unwrap().is_none());
+    let observer = registry(&nats.url()).await;
+    assert!(nodes(&observer).is_empty(), "{:?}", nodes(&observer));
+}

@@ -62,6 +62,9 @@ pub(super) async fn run(discovery: NatsDiscovery, shutdown: CancellationToken) {
             discovery.inner.rewatch.notify_one();
             last_beat = now - beat;
         }
+        if !discovery.undeleted().is_empty() {
+            delete_again(&discovery).await;
+        }
         if last_beat.elapsed() >= beat {
             last_beat = Instant::now();
             let wrote = beat_once(&discovery).await;
@@ -120,6 +123,7 @@ async fn beat_once(discovery: &NatsDiscovery) -> bool {
             .collect()
     };
     for instance in gone {
+        // A failure is kept for `delete_again`.
         if let Err(err) = discovery.delete(instance).await {
             tracing::debug!(?instance, error = %err, "cannot delete a deregistered instance again");
         }
@@ -127,6 +131,45 @@ async fn beat_once(discovery: &NatsDiscovery) -> bool {
     let wrote = failed.is_none();
     discovery.report_beat(failed.map(|err| err.message().to_owned()));
     wrote
+}
+
+/// Deletes the keys of the instances whose deregistration JetStream did
+/// not confirm (NATS was away), all at once: other nodes drop them then,
+/// not a TTL later. Those deleted are forgotten; the others stay for the
+/// next tick. One registered again meanwhile is left alone (`register`
+/// takes it out of the list; a deletion under way when it did is mended
+/// by the next heartbeat's put).
+async fn delete_again(discovery: &NatsDiscovery) {
+    let pending: Vec<Instance> = {
+        let registered = discovery.registered();
+        discovery
+            .undeleted()
+            .values()
+            .filter(|instance| !registered.contains_key(instance.id()))
+            .cloned()
+            .collect()
+    };
+    let kv = discovery.kv();
+    let deletions = join_all(
+        pending
+            .iter()
+            .map(|instance| kv.delete(super::key::of(instance))),
+    )
+    .await;
+    let mut undeleted = discovery.undeleted();
+    for (instance, deletion) in pending.iter().zip(deletions) {
+        match deletion {
+            Ok(()) => {
+                if undeleted.get(instance.id()) == Some(instance) {
+                    undeleted.remove(instance.id());
+                }
+                tracing::info!(?instance, "deregistered once NATS was back");
+            }
+            Err(err) => {
+                tracing::debug!(?instance, error = %err, "cannot delete a deregistered instance yet");
+            }
+        }
+    }
 }
 
 /// Puts the records of `mine`, all at once; the first failure that says

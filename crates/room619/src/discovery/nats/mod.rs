@@ -88,6 +88,9 @@ struct Inner {
     catalog: Catalog,
     /// The instances this process registered, by id.
     registered: Mutex<HashMap<String, Instance>>,
+    /// The instances this process deregistered whose key could not be
+    /// deleted (NATS away), by id: the heartbeat deletes them once it can.
+    undeleted: Mutex<HashMap<String, Instance>>,
     /// When each known instance's key was last seen put, by id.
     seen: Mutex<HashMap<String, Seen>>,
     status: StatusCell,
@@ -183,6 +186,7 @@ impl NatsDiscovery {
                 kv: ArcSwap::from_pointee(kv),
                 catalog: Catalog::default(),
                 registered: Mutex::new(HashMap::new()),
+                undeleted: Mutex::new(HashMap::new()),
                 seen: Mutex::new(HashMap::new()),
                 status: StatusCell::default(),
                 rewatch: Notify::new(),
@@ -294,15 +298,30 @@ impl NatsDiscovery {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Deletes the key of `instance`.
+    fn undeleted(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instance>> {
+        self.inner
+            .undeleted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Deletes the key of `instance`. When JetStream does not confirm it,
+    /// the heartbeat tries again until it does (unless the instance is
+    /// registered again meanwhile).
     async fn delete(&self, instance: &Instance) -> Result<()> {
-        self.kv().delete(key::of(instance)).await.map_err(|err| {
-            Error::unavailable(format!(
-                "cannot deregister {instance:?} at {}: {err}",
-                self.inner.url
-            ))
-            .with_source(err)
-        })
+        match self.kv().delete(key::of(instance)).await {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                self.undeleted()
+                    .insert(instance.id().to_owned(), instance.clone());
+                Err(Error::unavailable(format!(
+                    "cannot deregister {instance:?} at {}: {err}; \
+                     the deletion is tried again with the heartbeat",
+                    self.inner.url
+                ))
+                .with_source(err))
+            }
+        }
     }
 
     /// Puts the record of `instance`. `Unavailable` when JetStream did not
@@ -358,6 +377,7 @@ impl Discovery for NatsDiscovery {
             // Kept for the heartbeat before the first put: a put that fails
             // (NATS away) is tried again with the next heartbeat, so the
             // instance appears once the server is back.
+            self.undeleted().remove(instance.id());
             self.registered()
                 .insert(instance.id().to_owned(), record.clone());
             self.seen()
