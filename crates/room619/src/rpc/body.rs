@@ -129,6 +129,74 @@ impl Hold for () {
     fn hold<G: Send + 'static>(self, _guard: G) -> Self {}
 }
 
+pin_project! {
+    /// The body of a colocated call's answer, polled on the caller's task: a
+    /// panic in the callee's stream ends the body with an `INTERNAL` error
+    /// instead of unwinding into the caller, as a callee across the network
+    /// would fail its stream, not its caller.
+    pub(crate) struct Unwinding<B> {
+        #[pin]
+        body: B,
+        // What to name in the error: the called service.
+        target: std::sync::Arc<str>,
+        panicked: bool,
+    }
+}
+
+impl<B> Unwinding<B> {
+    pub(crate) fn new(body: B, target: std::sync::Arc<str>) -> Self {
+        Self {
+            body,
+            target,
+            panicked: false,
+        }
+    }
+}
+
+impl<B> Body for Unwinding<B>
+where
+    B: Body,
+    B::Error: Into<crate::error::BoxError>,
+{
+    type Data = B::Data;
+    type Error = crate::error::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        if *this.panicked {
+            return Poll::Ready(None);
+        }
+        let body = this.body;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body.poll_frame(cx))) {
+            Ok(polled) => polled.map(|frame| frame.map(|frame| frame.map_err(Into::into))),
+            Err(_panic) => {
+                *this.panicked = true;
+                Poll::Ready(Some(Err(panicked(this.target).into())))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.panicked || self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.panicked {
+            SizeHint::with_exact(0)
+        } else {
+            self.body.size_hint()
+        }
+    }
+}
+
+/// The status of a colocated call whose callee panicked.
+pub(crate) fn panicked(target: &str) -> tonic::Status {
+    tonic::Status::internal(format!("the colocated `{target}` panicked"))
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

@@ -271,3 +271,139 @@ fn gateway() -> room619::service::BuiltService {
 /// An extension only the caller put in its request.
 #[derive(Clone)]
 struct Marker;
+
+/// A colocated callee runs on its caller's task: its panic fails the call
+/// with `INTERNAL` (as a callee across the network fails its stream), and
+/// does not unwind into the caller, whose next call goes through.
+#[tokio::test]
+async fn a_panicking_colocated_callee_fails_the_call_not_the_caller() {
+    let node = support::start(support::config("")).await;
+    let handle = node.handle();
+    let mut client = handle
+        .client::<EchoClient<RpcChannel>>("echo", "^1")
+        .unwrap();
+    let panic = EchoRequest {
+        message: "panic".into(),
+        ..EchoRequest::default()
+    };
+    let status = client.echo(panic.clone()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+    assert!(status.message().contains("panicked"), "{status:?}");
+    assert_eq!(
+        client.echo(hello()).await.unwrap().into_inner().message,
+        "hello"
+    );
+
+    // A stream that panics after its first message ends with INTERNAL
+    // (tonic may encode the first message and meet the panic in one poll).
+    let mut stream = client
+        .echo_stream(EchoRequest { repeat: 3, ..panic })
+        .await
+        .unwrap()
+        .into_inner();
+    let status = loop {
+        match stream.message().await {
+            Ok(Some(message)) => assert_eq!(message.message, "panic"),
+            Ok(None) => panic!("the stream ended without its panic"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+
+    let http = handle.http_client("echo", "^1").unwrap();
+    let err = http
+        .send(
+            http::Request::get("/panic")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Internal, "{err}");
+    let whoami: serde_json::Value = http.get_json("/whoami").await.unwrap();
+    assert_eq!(whoami["transport"], "in-process");
+    node.shutdown().await.unwrap();
+}
+
+/// A success with no body decodes as JSON `null`, in process and over the
+/// network.
+#[tokio::test]
+async fn an_answer_without_a_body_decodes_as_null() {
+    let node = support::start_named("server", &[], Some(support::echo_service())).await;
+    let caller =
+        support::start_named("caller", &[("echo", "1.0.0", node.local_addr())], None).await;
+    assert!(
+        !caller
+            .handle()
+            .http_client("echo", "^1")
+            .unwrap()
+            .is_colocated()
+    );
+    for http in [
+        node.handle().http_client("echo", "^1").unwrap(),
+        caller.handle().http_client("echo", "^1").unwrap(),
+    ] {
+        let unit: () = http.post_json("/nothing", &()).await.unwrap();
+        let absent: Option<u32> = http.post_json("/nothing", &()).await.unwrap();
+        assert_eq!((unit, absent), ((), None));
+    }
+    caller.shutdown().await.unwrap();
+    node.shutdown().await.unwrap();
+}
+
+/// A colocated caller that keeps a `Content-Length` over a body of another
+/// size (a stream it put in place of the original) still meets the body
+/// limit: only a body that holds to its declared length skips the cap.
+#[tokio::test]
+async fn a_colocated_body_longer_than_its_content_length_meets_the_limit() {
+    let node = support::start(support::config("[limits]\nhttp_body_limit = 1024\n")).await;
+    let http = node.handle().http_client("echo", "^1").unwrap();
+    assert!(http.is_colocated());
+    let chunks = (0..8).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'x'; 512])));
+    let request = http::Request::post("/echo")
+        .header(http::header::CONTENT_LENGTH, "10")
+        .body(axum::body::Body::from_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .unwrap();
+    let response = http.send(request).await.unwrap();
+    assert_eq!(response.status(), http::StatusCode::PAYLOAD_TOO_LARGE);
+    node.shutdown().await.unwrap();
+}
+
+/// A request forwarded whole from a task with no deadline of its own keeps
+/// the deadline it arrived with (its extension), not its timeout header
+/// read anew at each hop.
+#[tokio::test]
+async fn a_forwarded_request_keeps_the_deadline_it_arrived_with() {
+    let server = support::start_named("server", &[], Some(support::echo_service())).await;
+    let caller =
+        support::start_named("caller", &[("echo", "1.0.0", server.local_addr())], None).await;
+    let http = caller.handle().http_client("echo", "^1").unwrap();
+    let mut request = http::Request::get("/whoami")
+        .header("x-request-timeout", "10S")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(room619::rpc::deadline::Deadline::after(
+            std::time::Duration::from_millis(800),
+        ));
+    let response = tokio::spawn(async move { http.send(request).await })
+        .await
+        .unwrap()
+        .unwrap();
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let whoami: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let sent = whoami["timeout"].as_str().unwrap();
+    let timeout = room619::rpc::deadline::parse_timeout(sent.as_bytes()).unwrap();
+    assert!(
+        timeout <= std::time::Duration::from_millis(800),
+        "sent `{sent}`"
+    );
+    caller.shutdown().await.unwrap();
+    server.shutdown().await.unwrap();
+}

@@ -34,6 +34,7 @@ use tower::Service;
 use crate::{
     error::BoxError,
     resilience::{Rejection, retry::AttemptDeadline},
+    rpc::body::Hold,
 };
 
 /// What a balancer asks an instance besides readiness.
@@ -140,6 +141,12 @@ where
         instances.list.retain(|instance| instance.key != key);
         self.instances
             .store(instances.list.len(), Ordering::Relaxed);
+    }
+
+    /// Whether an instance is balanced over under `key` (one whose
+    /// readiness failed was dropped by the balancer itself).
+    pub(crate) fn contains(&self, key: &str) -> bool {
+        self.lock().list.iter().any(|instance| instance.key == key)
     }
 
     /// Adds (or replaces) the instance under `key`.
@@ -292,7 +299,7 @@ where
     S: Service<Req> + Admission + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
-    S::Response: Send + 'static,
+    S::Response: Hold + Send + 'static,
     Req: Attempted + Send + 'static,
 {
     type Response = S::Response;
@@ -318,7 +325,7 @@ where
             let mut recheck: Option<Pin<Box<Sleep>>> = None;
             // Whether the call waited for an instance.
             let mut waited = false;
-            let (response, _in_flight) = poll_fn(|cx| {
+            let (response, in_flight) = poll_fn(|cx| {
                 let mut instances = shared.lock().unwrap_or_else(PoisonError::into_inner);
                 let mut tried_keys = tried.as_ref().map(Tried::keys);
                 let avoid = tried_keys.as_deref().map_or(&[][..], Vec::as_slice);
@@ -364,7 +371,10 @@ where
                 Poll::Ready(Ok((instance.service.call(request), in_flight)))
             })
             .await?;
-            response.await.map_err(Into::into)
+            // A stream counts on its instance until its body ends, not only
+            // until its head: an instance busy with long streams is not idle.
+            let response = response.await.map_err(Into::into)?;
+            Ok(response.hold(in_flight))
         })
     }
 }
@@ -431,6 +441,19 @@ mod tests {
 
         fn call(&mut self, _: http::Request<()>) -> Self::Future {
             ready(Ok(self.0))
+        }
+    }
+
+    // The answers of the test instances: nothing to read after them.
+    impl crate::rpc::body::Hold for &'static str {
+        fn hold<G: Send + 'static>(self, _guard: G) -> Self {
+            self
+        }
+    }
+
+    impl crate::rpc::body::Hold for String {
+        fn hold<G: Send + 'static>(self, _guard: G) -> Self {
+            self
         }
     }
 
@@ -647,5 +670,80 @@ mod tests {
                 .contains("no instance of `users` is left"),
             "{rejection}"
         );
+    }
+
+    /// An instance that fails its readiness while its flag is set.
+    #[derive(Clone)]
+    struct Failing(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+    impl Service<http::Request<()>> for Failing {
+        type Response = &'static str;
+        type Error = crate::error::BoxError;
+        type Future = Ready<Result<&'static str, crate::error::BoxError>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            if self.0.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                Poll::Ready(Err("its worker is gone".into()))
+            } else {
+                Poll::Ready(Ok(()))
+            }
+        }
+
+        fn call(&mut self, _: http::Request<()>) -> Self::Future {
+            ready(Ok("back"))
+        }
+    }
+
+    impl Admission for Failing {
+        fn refusing(&self) -> bool {
+            false
+        }
+    }
+
+    /// The balancer drops an instance whose readiness fails; discovery
+    /// announcing it again (same id, same address) brings it back.
+    #[tokio::test]
+    async fn an_instance_dropped_for_its_readiness_comes_back_with_discovery() {
+        use std::{
+            collections::HashMap,
+            sync::{Arc, atomic::AtomicBool},
+            time::Duration,
+        };
+
+        use crate::discovery::{Change, Instance};
+
+        let failing = Arc::new(AtomicBool::new(true));
+        let instance = Instance::new("named", "1.0.0".parse().unwrap(), "127.0.0.1:9");
+        let id = instance.id().to_owned();
+        let balanced = Balanced::new("named", [(id.clone(), Failing(Arc::clone(&failing)))]);
+        let (changes, watch) = tokio::sync::mpsc::channel(4);
+        let made = Arc::clone(&failing);
+        super::super::follow::follow(
+            balanced.clone(),
+            Box::pin(tokio_stream::wrappers::ReceiverStream::new(watch)),
+            semver::VersionReq::STAR,
+            HashMap::from([(id.clone(), instance.address().to_owned())]),
+            move |_: &Instance| Some(Failing(Arc::clone(&made))),
+            tokio_util::sync::CancellationToken::new(),
+        );
+
+        let refused = balanced.clone().oneshot(http::Request::new(())).await;
+        assert!(refused.is_err(), "the instance failed its readiness");
+        assert!(!balanced.contains(&id), "dropped by the balancer");
+
+        changes.send(Change::Up(instance)).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !balanced.contains(&id) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("discovery's announcement did not bring the instance back");
+        let answer = balanced
+            .clone()
+            .oneshot(http::Request::new(()))
+            .await
+            .unwrap();
+        assert_eq!(answer, "back");
     }
 }

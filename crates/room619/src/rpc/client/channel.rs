@@ -2,11 +2,12 @@
 
 use std::{
     fmt,
+    panic::AssertUnwindSafe,
     sync::Arc,
     task::{Context, Poll},
 };
 
-use futures_util::future::BoxFuture;
+use futures_util::{FutureExt as _, future::BoxFuture};
 use http::{Request, Response, uri::PathAndQuery};
 use tonic::{Status, body::Body};
 use tower::{ServiceExt as _, util::BoxCloneSyncService};
@@ -20,6 +21,7 @@ use crate::{
         metrics::Metrics,
     },
     rpc::{
+        body::{Unwinding, panicked},
         deadline::{Deadline, GRPC_TIMEOUT, encode_timeout, parse_timeout},
         grpc::GRPC_STATUS,
     },
@@ -176,7 +178,10 @@ impl tower::Service<Request<Body>> for RpcChannel {
             .get(&GRPC_TIMEOUT)
             .and_then(|value| parse_timeout(value.as_bytes()).ok())
             .map(Deadline::after);
-        let deadline = Deadline::earliest(Deadline::current(), stated);
+        // A request forwarded whole (from a task with no deadline of its
+        // own) keeps the one it arrived with, not its header read anew.
+        let carried = request.extensions().get::<Deadline>().copied();
+        let deadline = Deadline::earliest(Deadline::earliest(Deadline::current(), carried), stated);
         if let Some(deadline) = deadline {
             if deadline.is_expired() {
                 let status = Status::deadline_exceeded(format!(
@@ -212,9 +217,16 @@ impl tower::Service<Request<Body>> for RpcChannel {
                 // the network (see `HttpClient::send`).
                 *request.extensions_mut() = http::Extensions::new();
                 request.extensions_mut().insert(Colocated);
+                let target = Arc::clone(&target);
                 Box::pin(async move {
-                    let response = router.oneshot(request).await?;
-                    Ok(response.map(Body::new))
+                    // The callee runs on this task: its panic fails the
+                    // call, as a callee's across the network fails its
+                    // stream, and does not unwind into the caller.
+                    let response = AssertUnwindSafe(router.oneshot(request))
+                        .catch_unwind()
+                        .await
+                        .map_err(|_panic| panicked(&target))??;
+                    Ok(response.map(|body| Body::new(Unwinding::new(body, target))))
                 })
             }
             // Made ready by `poll_ready`.

@@ -97,7 +97,9 @@ fn add<S, Req, F>(
     F: Fn(&Instance) -> Option<S>,
 {
     let id = instance.id();
-    if known.get(id).map(String::as_str) == Some(instance.address()) {
+    // Unless the balancer dropped it meanwhile (its readiness failed): then
+    // it is made again.
+    if known.get(id).map(String::as_str) == Some(instance.address()) && balanced.contains(id) {
         return;
     }
     if let Some(service) = make(instance) {

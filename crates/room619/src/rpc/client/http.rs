@@ -3,12 +3,13 @@
 use std::{
     borrow::Cow,
     fmt,
+    panic::AssertUnwindSafe,
     sync::Arc,
     task::{Context, Poll},
 };
 
 use axum::body::Body;
-use futures_util::future::BoxFuture;
+use futures_util::{FutureExt as _, future::BoxFuture};
 use http::{
     HeaderValue, Method, Request, Response, StatusCode, Uri, header,
     uri::{Authority, Scheme},
@@ -24,7 +25,10 @@ use crate::{
     Error, ErrorKind, Result,
     error::{BoxError, Problem},
     observability::{client::ClientObserver, metrics::Metrics},
-    rpc::deadline::{Deadline, HTTP_TIMEOUT, encode_timeout, parse_timeout},
+    rpc::{
+        body::{Unwinding, panicked},
+        deadline::{Deadline, HTTP_TIMEOUT, encode_timeout, parse_timeout},
+    },
 };
 
 /// The largest answer body the JSON helpers read.
@@ -121,7 +125,10 @@ impl HttpClient {
             .get(HTTP_TIMEOUT)
             .and_then(|value| parse_timeout(value.as_bytes()).ok())
             .map(Deadline::after);
-        let deadline = Deadline::earliest(Deadline::current(), own);
+        // A request forwarded whole (from a task with no deadline of its
+        // own) keeps the one it arrived with, not its header read anew.
+        let carried = request.extensions().get::<Deadline>().copied();
+        let deadline = Deadline::earliest(Deadline::earliest(Deadline::current(), carried), own);
         if let Some(deadline) = deadline {
             if deadline.is_expired() {
                 return Err(Error::deadline_exceeded(format!(
@@ -152,7 +159,15 @@ impl HttpClient {
                 *request.extensions_mut() = http::Extensions::new();
                 request.extensions_mut().insert(Colocated);
                 let router = local.http().clone();
-                Box::pin(async move { Ok(router.oneshot(request).await?) })
+                let target = Arc::clone(&self.target);
+                Box::pin(async move {
+                    // As `RpcChannel`: the callee's panic fails the call.
+                    let response = AssertUnwindSafe(router.oneshot(request))
+                        .catch_unwind()
+                        .await
+                        .map_err(|_panic| panicked(&target))??;
+                    Ok(response.map(|body| Body::new(Unwinding::new(body, target))))
+                })
             }
             Transport::Remote(service) => {
                 // For the retry and hedge layers (see `RpcChannel`).
@@ -177,6 +192,15 @@ impl HttpClient {
             Error::deadline_exceeded(format!("deadline passed while calling `{}`", self.target))
         })?;
         result.map_err(|err| {
+            if deadline.is_some_and(Deadline::is_expired) {
+                // Past the deadline, any failure is the deadline's (as for
+                // `RpcChannel`): an upstream closing at its own timeout.
+                return Error::deadline_exceeded(format!(
+                    "deadline passed while calling `{}`: {err}",
+                    self.target
+                ))
+                .with_source(err);
+            }
             let kind = crate::resilience::status_in(&err)
                 .map_or(ErrorKind::Unavailable, ErrorKind::from_grpc_code);
             Error::new(kind, format!("calling `{}` failed: {err}", self.target)).with_source(err)
@@ -240,6 +264,13 @@ impl HttpClient {
         if !status.is_success() {
             return Err(answer_error(status, &bytes));
         }
+        // A success with no body (`204 No Content`, a bare `202`) reads as
+        // JSON `null`: `()`, `Option::None`.
+        let bytes = if bytes.is_empty() {
+            bytes::Bytes::from_static(b"null")
+        } else {
+            bytes
+        };
         serde_json::from_slice(&bytes).map_err(|err| {
             Error::internal(format!(
                 "`{}` answered JSON that does not decode: {err}",

@@ -66,7 +66,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Accepted {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Format::from_accept(parts.headers.get(header::ACCEPT))
+        Format::from_headers(&parts.headers)
             .map(Accepted)
             .map_err(IntoResponse::into_response)
     }

@@ -62,13 +62,57 @@ impl Format {
     ///
     /// `NotAcceptable` when the header allows neither format.
     pub fn from_accept(accept: Option<&HeaderValue>) -> Result<Self> {
-        let Some(accept) = accept else {
+        match accept {
+            None => Ok(Self::Json),
+            Some(accept) => Self::negotiate(std::iter::once(accept)),
+        }
+    }
+
+    /// As [`from_accept`](Self::from_accept), for every `Accept` line of
+    /// `headers` read as one list (RFC 9110 §5.3). Bytes that are not
+    /// UTF-8 (in a parameter, say) do not hide the ranges beside them.
+    ///
+    /// # Errors
+    ///
+    /// `NotAcceptable` when the headers allow neither format.
+    ///
+    /// ```
+    /// use room619::rpc::codec::Format;
+    ///
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.append(http::header::ACCEPT, "text/html".parse().unwrap());
+    /// headers.append(http::header::ACCEPT, "application/x-protobuf".parse().unwrap());
+    /// assert_eq!(Format::from_headers(&headers).unwrap(), Format::Protobuf);
+    /// ```
+    pub fn from_headers(headers: &http::HeaderMap) -> Result<Self> {
+        let mut lines = headers.get_all(http::header::ACCEPT).iter().peekable();
+        if lines.peek().is_none() {
             return Ok(Self::Json);
-        };
-        let text = accept.to_str().unwrap_or_default();
+        }
+        Self::negotiate(lines)
+    }
+
+    fn negotiate<'a>(lines: impl Iterator<Item = &'a HeaderValue>) -> Result<Self> {
         // Per format: (specificity, quality) of the best-matching range.
         let mut json: Option<(u8, u16)> = None;
         let mut protobuf: Option<(u8, u16)> = None;
+        for line in lines {
+            let text = String::from_utf8_lossy(line.as_bytes());
+            Self::weigh(&text, &mut json, &mut protobuf);
+        }
+        let quality = |best: Option<(u8, u16)>| best.map_or(0, |(_, q)| q);
+        match (quality(json), quality(protobuf)) {
+            (0, 0) => Err(Error::not_acceptable(
+                "this route answers application/json or application/x-protobuf; the Accept header allows neither",
+            )),
+            (json, protobuf) if protobuf > json => Ok(Self::Protobuf),
+            _ => Ok(Self::Json),
+        }
+    }
+
+    /// Keeps, per format, the (specificity, quality) of the most specific
+    /// range of `text` that matches it.
+    fn weigh(text: &str, json: &mut Option<(u8, u16)>, protobuf: &mut Option<(u8, u16)>) {
         for range in text.split(',') {
             let mut parts = range.split(';');
             let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
@@ -91,19 +135,14 @@ impl Format {
                 "application/x-protobuf" => (false, true, 4),
                 _ => (false, false, 0),
             };
-            for (matched, best) in [(matches_json, &mut json), (matches_protobuf, &mut protobuf)] {
+            for (matched, best) in [
+                (matches_json, &mut *json),
+                (matches_protobuf, &mut *protobuf),
+            ] {
                 if matched && best.is_none_or(|(s, q)| (specificity, quality) > (s, q)) {
                     *best = Some((specificity, quality));
                 }
             }
-        }
-        let quality = |best: Option<(u8, u16)>| best.map_or(0, |(_, q)| q);
-        match (quality(json), quality(protobuf)) {
-            (0, 0) => Err(Error::not_acceptable(
-                "this route answers application/json or application/x-protobuf; the Accept header allows neither",
-            )),
-            (json, protobuf) if protobuf > json => Ok(Self::Protobuf),
-            _ => Ok(Self::Json),
         }
     }
 
@@ -216,6 +255,28 @@ mod tests {
 
     fn accept(value: &str) -> Result<Format> {
         Format::from_accept(Some(&HeaderValue::from_str(value).unwrap()))
+    }
+
+    #[test]
+    fn accept_reads_every_line_and_skips_bytes_that_are_not_utf8() {
+        let mut headers = http::HeaderMap::new();
+        headers.append(http::header::ACCEPT, HeaderValue::from_static("text/html"));
+        headers.append(
+            http::header::ACCEPT,
+            HeaderValue::from_static("application/x-protobuf"),
+        );
+        assert_eq!(Format::from_headers(&headers).unwrap(), Format::Protobuf);
+
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::ACCEPT,
+            HeaderValue::from_bytes(b"text/html; x=\"\xe9\", application/x-protobuf").unwrap(),
+        );
+        assert_eq!(Format::from_headers(&headers).unwrap(), Format::Protobuf);
+        assert_eq!(
+            Format::from_headers(&http::HeaderMap::new()).unwrap(),
+            Format::Json
+        );
     }
 
     #[test]

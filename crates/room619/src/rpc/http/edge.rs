@@ -140,9 +140,13 @@ where
                 };
             }
             _ if request.body().is_end_stream() => request,
-            // hyper holds a body with a declared length to that length.
-            Some(_) => request.map(|body| Body::new(IdleTimeoutBody::new(body, idle))),
-            None => {
+            // hyper holds a body with a declared length to that length, and
+            // says so in its size hint; a body that does not (a colocated
+            // caller's stream under a `Content-Length` it kept) is capped.
+            Some(length) if request.body().size_hint().upper() == Some(length) => {
+                request.map(|body| Body::new(IdleTimeoutBody::new(body, idle)))
+            }
+            _ => {
                 request.map(|body| Body::new(IdleTimeoutBody::new(Limited::new(body, limit), idle)))
             }
         };

@@ -126,7 +126,14 @@ impl EchoFixture {
             .route("/slow", get(slow))
             .route("/whoami", get(whoami))
             .route("/me", get(me))
+            .route("/panic", get(panics))
+            .route("/nothing", post(|| async { http::StatusCode::NO_CONTENT }))
     }
+}
+
+/// `GET /panic`: panics.
+async fn panics() -> &'static str {
+    panic!("the /panic route panics")
 }
 
 /// `GET /me`: the principal's subject (`401` without one).
@@ -192,6 +199,7 @@ impl Echo for TestEcho {
     /// (the `grpc-timeout` it was called with).
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
         self.fixture.calls.fetch_add(1, Ordering::SeqCst);
+        assert_ne!(request.get_ref().message, "panic", "asked to panic");
         let node = ctx_of(&request)
             .map(|ctx| ctx.node_name().to_owned())
             .unwrap_or_default();
@@ -238,7 +246,11 @@ impl Echo for TestEcho {
         } else {
             u64::from(request.repeat)
         };
-        let items = futures_util::stream::iter(0..limit).map(move |_| {
+        let items = futures_util::stream::iter(0..limit).map(move |index| {
+            assert!(
+                index == 0 || request.message != "panic",
+                "asked to panic after the first message"
+            );
             produced.fetch_add(1, Ordering::SeqCst);
             Ok(EchoResponse {
                 message: request.message.clone(),
