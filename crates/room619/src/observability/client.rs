@@ -158,7 +158,8 @@ impl ClientObserver {
     pub(crate) fn grpc_done(&self, span: &Span, path: &str, code: i32, elapsed: Duration) {
         trace_context::set_attribute(span, "rpc.grpc.status_code", code.into());
         if code != 0 {
-            trace_context::set_error(span);
+            let name = crate::resilience::code_name(code.into());
+            trace_context::set_error(span, name.into());
         }
         let Some(metrics) = &self.metrics else {
             return;
@@ -185,8 +186,10 @@ impl ClientObserver {
             trace_context::set_attribute(span, "http.response.status_code", status.into());
         }
         // No answer, or a 4xx / 5xx one: a failed call, for its caller.
-        if status == 0 || status >= 400 {
-            trace_context::set_error(span);
+        if status == 0 {
+            trace_context::set_error(span, "_OTHER".into());
+        } else if status >= 400 {
+            trace_context::set_error(span, status.to_string().into());
         }
         if let Some(metrics) = &self.metrics {
             metrics.http(

@@ -123,12 +123,13 @@ pub(crate) fn finish_server(span: &Span, key: &'static str, value: i64, failed: 
     let _ = (span, key, value, failed);
 }
 
-/// Marks `span` failed (OpenTelemetry status `Error`).
-pub(crate) fn set_error(span: &Span) {
+/// Marks `span` failed (OpenTelemetry status `Error`), with its
+/// `error.type` (the status code, or `_OTHER` when there was none).
+pub(crate) fn set_error(span: &Span, error_type: std::borrow::Cow<'static, str>) {
     #[cfg(feature = "otel")]
-    otel::set_error(span);
+    otel::set_error(span, error_type);
     #[cfg(not(feature = "otel"))]
-    let _ = span;
+    let _ = (span, error_type);
 }
 
 /// Keeps `scope` with `span` for the log lines written inside it, with the
@@ -334,14 +335,28 @@ mod otel {
         layer::with_span(span, |otel| {
             otel.set_attribute(KeyValue::new(key, value));
             if failed {
+                // The semantic conventions' class of error: the status
+                // code, by its name for gRPC.
+                let class: opentelemetry::StringValue = if key == "rpc.grpc.status_code" {
+                    crate::resilience::code_name(value).into()
+                } else {
+                    value.to_string().into()
+                };
+                otel.set_attribute(KeyValue::new(
+                    "error.type",
+                    opentelemetry::Value::String(class),
+                ));
                 otel.set_error();
             }
             otel.end();
         });
     }
 
-    pub(super) fn set_error(span: &Span) {
-        layer::with_span(span, OtelSpan::set_error);
+    pub(super) fn set_error(span: &Span, error_type: Cow<'static, str>) {
+        layer::with_span(span, |otel| {
+            otel.set_attribute(KeyValue::new("error.type", error_type));
+            otel.set_error();
+        });
     }
 
     /// Starts the span (a server span when `server_name` is given), keeps
@@ -691,17 +706,17 @@ mod tests {
                 .iter()
                 .map(|kv| (kv.key.as_str(), kv.value.to_string()))
                 .collect();
-            assert_eq!(
-                attributes,
-                [
-                    ("rpc.system", "grpc".to_owned()),
-                    ("rpc.service", "shop.Users".to_owned()),
-                    ("request_id", "r-1".to_owned()),
-                    ("rpc.grpc.status_code", code.to_owned()),
-                ],
-                "{}",
-                span.name
-            );
+            let mut expected = vec![
+                ("rpc.system", "grpc".to_owned()),
+                ("rpc.service", "shop.Users".to_owned()),
+                ("request_id", "r-1".to_owned()),
+                ("rpc.grpc.status_code", code.to_owned()),
+            ];
+            if code == "13" {
+                // A failed span names its class of error.
+                expected.push(("error.type", "INTERNAL".to_owned()));
+            }
+            assert_eq!(attributes, expected, "{}", span.name);
         }
     }
 }

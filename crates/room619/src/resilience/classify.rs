@@ -149,30 +149,49 @@ pub fn status_in(error: &BoxError) -> Option<Code> {
     None
 }
 
+/// The gRPC codes by their canonical names, in code order.
+const CODE_NAMES: [(&str, Code); 17] = [
+    ("OK", Code::Ok),
+    ("CANCELLED", Code::Cancelled),
+    ("UNKNOWN", Code::Unknown),
+    ("INVALID_ARGUMENT", Code::InvalidArgument),
+    ("DEADLINE_EXCEEDED", Code::DeadlineExceeded),
+    ("NOT_FOUND", Code::NotFound),
+    ("ALREADY_EXISTS", Code::AlreadyExists),
+    ("PERMISSION_DENIED", Code::PermissionDenied),
+    ("RESOURCE_EXHAUSTED", Code::ResourceExhausted),
+    ("FAILED_PRECONDITION", Code::FailedPrecondition),
+    ("ABORTED", Code::Aborted),
+    ("OUT_OF_RANGE", Code::OutOfRange),
+    ("UNIMPLEMENTED", Code::Unimplemented),
+    ("INTERNAL", Code::Internal),
+    ("UNAVAILABLE", Code::Unavailable),
+    ("DATA_LOSS", Code::DataLoss),
+    ("UNAUTHENTICATED", Code::Unauthenticated),
+];
+
 /// The code for a canonical name such as `UNAVAILABLE` (case-insensitive).
 #[must_use]
 pub fn code_from_name(name: &str) -> Option<Code> {
-    let code = match name.to_ascii_uppercase().as_str() {
-        "OK" => Code::Ok,
-        "CANCELLED" => Code::Cancelled,
-        "UNKNOWN" => Code::Unknown,
-        "INVALID_ARGUMENT" => Code::InvalidArgument,
-        "DEADLINE_EXCEEDED" => Code::DeadlineExceeded,
-        "NOT_FOUND" => Code::NotFound,
-        "ALREADY_EXISTS" => Code::AlreadyExists,
-        "PERMISSION_DENIED" => Code::PermissionDenied,
-        "RESOURCE_EXHAUSTED" => Code::ResourceExhausted,
-        "FAILED_PRECONDITION" => Code::FailedPrecondition,
-        "ABORTED" => Code::Aborted,
-        "OUT_OF_RANGE" => Code::OutOfRange,
-        "UNIMPLEMENTED" => Code::Unimplemented,
-        "INTERNAL" => Code::Internal,
-        "UNAVAILABLE" => Code::Unavailable,
-        "DATA_LOSS" => Code::DataLoss,
-        "UNAUTHENTICATED" => Code::Unauthenticated,
-        _ => return None,
-    };
-    Some(code)
+    CODE_NAMES
+        .iter()
+        .find(|(known, _)| known.eq_ignore_ascii_case(name))
+        .map(|(_, code)| *code)
+}
+
+/// The canonical name of a gRPC code number (`14` → `UNAVAILABLE`);
+/// `UNKNOWN` for a number no code has.
+///
+/// ```
+/// assert_eq!(room619::resilience::code_name(14), "UNAVAILABLE");
+/// assert_eq!(room619::resilience::code_name(99), "UNKNOWN");
+/// ```
+#[must_use]
+pub fn code_name(code: i64) -> &'static str {
+    usize::try_from(code)
+        .ok()
+        .and_then(|index| CODE_NAMES.get(index))
+        .map_or("UNKNOWN", |(name, _)| name)
 }
 
 #[cfg(test)]
@@ -184,6 +203,17 @@ mod tests {
             .header("grpc-status", (code as i32).to_string())
             .body(())
             .unwrap()
+    }
+
+    #[test]
+    fn code_names_are_in_code_order() {
+        for (index, (name, code)) in CODE_NAMES.iter().enumerate() {
+            assert_eq!(*code as usize, index, "{name}");
+            assert_eq!(code_from_name(&name.to_ascii_lowercase()), Some(*code));
+            assert_eq!(code_name(*code as i64), *name);
+        }
+        assert_eq!(code_name(-1), "UNKNOWN");
+        assert_eq!(code_from_name("NOPE"), None);
     }
 
     #[test]

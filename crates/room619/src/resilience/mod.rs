@@ -34,6 +34,6 @@ pub mod retry;
 #[cfg(test)]
 mod testing;
 
-pub use classify::{FailurePolicy, Outcome, code_from_name, status_in};
+pub use classify::{FailurePolicy, Outcome, code_from_name, code_name, status_in};
 pub use policy::{ClientPolicy, ResilienceConfig};
 pub use rejection::{Rejection, RejectionKind};

@@ -342,6 +342,13 @@ fn assert_one_trace(spans: &[Span]) -> String {
         attribute(http_server, "http.response.status_code"),
         Some(&Value::IntValue(200))
     );
+    assert_eq!(
+        attribute(http_server, "url.scheme"),
+        Some(&Value::StringValue("http".into()))
+    );
+    for span in chain {
+        assert_eq!(attribute(span, "error.type"), None, "{span:#?}");
+    }
 
     hex(&root.trace_id)
 }

@@ -218,6 +218,8 @@ fn http_span(route: &HttpRoute, request_id: &RequestId, headers: &HeaderMap) -> 
                 "http.route",
                 AttributeValue::Shared(&route.labels.http_route),
             ),
+            // The node speaks plain HTTP (TLS ends before it).
+            ("url.scheme", AttributeValue::Static("http")),
             (
                 REQUEST_ID_ATTRIBUTE,
                 AttributeValue::Borrowed(request_id.as_str()),
