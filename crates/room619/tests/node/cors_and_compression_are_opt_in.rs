@@ -108,4 +108,12 @@ fn cors_config_errors_name_the_key() {
         room619::config::Config::from_toml_str("[http.cors]\nallow_origins = [\"not an origin\"]")
             .unwrap_err();
     assert_eq!(err.key(), "http.cors.allow_origins.0");
+    // `tower-http` panics on these when the layer is applied: refused here.
+    for list in ["allow_methods", "allow_headers", "expose_headers"] {
+        let err = room619::config::Config::from_toml_str(&format!(
+            "[http.cors]\nallow_origins = [\"{ORIGIN}\"]\nallow_credentials = true\n{list} = [\"*\"]"
+        ))
+        .unwrap_err();
+        assert_eq!(err.key(), format!("http.cors.{list}.0"), "{err}");
+    }
 }

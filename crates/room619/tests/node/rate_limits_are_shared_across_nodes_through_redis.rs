@@ -1,7 +1,40 @@
 //! Two nodes with the Redis backend and the same key prefix enforce one
-//! combined limit (Redis on 127.0.0.1:6379, as on every test machine).
+//! combined limit (Redis on 127.0.0.1:6379, as on every test machine); a
+//! node that loses Redis keeps its own limit; a rule loosened at run time
+//! does not keep the wait of the old one.
 
-use crate::support;
+use std::time::Duration;
+
+use room619::RunningNode;
+
+use crate::support::{
+    self,
+    fault_proxy::{Fault, FaultProxy},
+};
+
+/// A fresh key prefix, so runs and tests do not share counters.
+fn prefix() -> String {
+    format!("room619-test:{}:{}:", std::process::id(), fastrand::u64(..))
+}
+
+/// POSTs `/echo` on `node`.
+async fn post(client: &reqwest::Client, node: &RunningNode) -> reqwest::Response {
+    client
+        .post(format!("http://{}/echo", node.local_addr()))
+        .body("x")
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The seconds of a 429's `Retry-After`.
+fn retry_after(response: &reqwest::Response) -> u64 {
+    response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
 
 #[tokio::test]
 async fn two_nodes_sharing_redis_enforce_one_combined_limit() {
@@ -131,13 +164,88 @@ async fn the_limit_holds_again_after_redis_dropped_the_connection() {
             break;
         }
     }
-    // The request that finds the connection broken is let through (and
-    // logged); the next one is decided on a new connection.
+    // The request that finds the connection broken is decided by the
+    // node's own counter (new, so it passes); the next one is decided on a
+    // new connection.
     assert_eq!(
         after.last(),
         Some(&429),
         "the limit never held again: {after:?}"
     );
     assert!(after.len() <= 2, "{after:?}");
+    node.shutdown().await.unwrap();
+}
+
+/// Redis going away used to let every request through, each with a warning
+/// (fail open: an attacker who can slow Redis lifts every limit). The node
+/// now counts by its own counters meanwhile: of 3N requests at once, N pass,
+/// whether Redis drops connections or swallows commands (each then waits at
+/// most the 1 s timeout).
+#[tokio::test]
+async fn a_node_whose_redis_goes_away_still_holds_its_own_limit() {
+    for fault in [Fault::Reset, Fault::BlackHole] {
+        let proxy = FaultProxy::start("127.0.0.1:6379".parse().unwrap()).await;
+        let extra = format!(
+            "[rate_limit]\nbackend = \"redis\"\nredis_url = \"redis://{}\"\nredis_prefix = \"{}\"\n\
+             [[rate_limit.rules]]\nroute = \"/echo\"\nlimit = 3\nperiod = \"1h\"\n",
+            proxy.addr(),
+            prefix()
+        );
+        // Started through the proxy: connected to Redis, nothing counted yet.
+        let node = support::start(support::config(&extra)).await;
+        proxy.set(fault);
+        let client = support::http1();
+        let responses = futures_util::future::join_all((0..9).map(|_| post(&client, &node))).await;
+        let mut passed = 0;
+        for response in &responses {
+            match response.status().as_u16() {
+                200 => passed += 1,
+                429 => assert!(retry_after(response) >= 1),
+                other => panic!("{fault:?}: unexpected status {other}"),
+            }
+        }
+        assert_eq!(passed, 3, "{fault:?}: the node's own limit");
+        let later = post(&client, &node).await;
+        assert_eq!(later.status(), 429, "{fault:?}: and it keeps holding");
+        node.shutdown().await.unwrap();
+    }
+}
+
+/// A counter's TAT a day ahead (`1 per day`) used to be kept as it was
+/// after an update to `1000 per minute`: the client stayed refused for a
+/// day. It is now read under the new rule (at most a minute ahead): the
+/// client waits one interval, 60 ms.
+#[tokio::test]
+async fn a_rule_loosened_at_run_time_does_not_keep_the_wait_of_the_old_one() {
+    let backend = format!(
+        "[rate_limit]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"\nredis_prefix = \"{}\"\n",
+        prefix()
+    );
+    let rule = |limit: u32, period: &str| {
+        format!("[[rate_limit.rules]]\nroute = \"/echo\"\nlimit = {limit}\nperiod = \"{period}\"\n")
+    };
+    let node = support::start(support::config(&(backend.clone() + &rule(1, "1d")))).await;
+    let client = support::http1();
+    assert_eq!(post(&client, &node).await.status(), 200);
+    let refused = post(&client, &node).await;
+    assert_eq!(refused.status(), 429);
+    assert!(retry_after(&refused) > 86_000, "{}", retry_after(&refused));
+
+    let loosened = support::config(&(backend + &rule(1000, "1m")));
+    node.handle()
+        .rate_limiter()
+        .update(&loosened.rate_limit)
+        .unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let response = post(&client, &node).await;
+        statuses.push(response.status().as_u16());
+        if response.status() == 200 {
+            break;
+        }
+        assert_eq!(retry_after(&response), 1, "one interval of the new rule");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(statuses.last(), Some(&200), "{statuses:?}");
     node.shutdown().await.unwrap();
 }

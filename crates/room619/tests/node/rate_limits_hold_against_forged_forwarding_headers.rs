@@ -1,7 +1,8 @@
 //! Local rate limits: exactly `limit + burst` of a quick run pass, whatever
 //! `X-Forwarded-For` an untrusted client invents; behind a trusted proxy
 //! each forwarded client has its own limit; limits by principal count
-//! callers apart; the rules change at run time.
+//! callers apart; the rules change at run time, and a loosened rule does not
+//! keep the wait of the old one.
 
 use std::net::SocketAddr;
 
@@ -161,5 +162,49 @@ async fn limits_by_principal_count_callers_apart_and_change_at_run_time() {
     let mut bad = RateLimitConfig::default();
     bad.trusted_proxies.push("not-a-net".into());
     assert!(node.handle().rate_limiter().update(&bad).is_err());
+    node.shutdown().await.unwrap();
+}
+
+/// A counter's TAT a day ahead (`1 per day`) used to be kept as it was after
+/// an update to `1000 per minute`: the client stayed refused for a day. It
+/// is now read under the new rule (at most a minute ahead): the client waits
+/// one interval, 60 ms.
+#[tokio::test]
+async fn a_rule_loosened_at_run_time_does_not_keep_the_wait_of_the_old_one() {
+    let rule = |limit: u32, period: &str| {
+        support::config(&format!(
+            "[[rate_limit.rules]]\nroute = \"/echo\"\nlimit = {limit}\nperiod = \"{period}\"\n"
+        ))
+    };
+    let node = support::start(rule(1, "1d")).await;
+    let addr = node.local_addr();
+    let client = support::http1();
+    let retry_after = |response: &reqwest::Response| -> u64 {
+        response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(post(&client, addr, "").await.status(), 200);
+    let refused = post(&client, addr, "").await;
+    assert_eq!(refused.status(), 429);
+    assert!(retry_after(&refused) > 86_000, "{}", retry_after(&refused));
+
+    node.handle()
+        .rate_limiter()
+        .update(&rule(1000, "1m").rate_limit)
+        .unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let response = post(&client, addr, "").await;
+        statuses.push(response.status().as_u16());
+        if response.status() == 200 {
+            break;
+        }
+        assert_eq!(retry_after(&response), 1, "one interval of the new rule");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(statuses.last(), Some(&200), "{statuses:?}");
     node.shutdown().await.unwrap();
 }

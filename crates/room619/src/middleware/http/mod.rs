@@ -6,12 +6,14 @@
 //! [http]
 //! compression = true                 # gzip when the client accepts it
 //! [http.cors]
-//! allow_origins = ["https://app.example.com"]   # or ["*"]
+//! allow_origins = ["https://app.example.com"]   # or ["*"], not with credentials
 //! allow_credentials = true
 //! ```
 //!
 //! CORS runs outside authentication, so preflight requests (which carry no
-//! credentials) are answered.
+//! credentials) are answered. With `allow_credentials`, no list may hold
+//! `*` (browsers read it as a name then): such a configuration is refused,
+//! naming the entry.
 
 mod cors;
 

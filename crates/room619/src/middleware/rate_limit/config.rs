@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// [[rate_limit.rules]]
 /// route = "/v1/echo"                 # an HTTP route or a gRPC method path
-/// method = "POST"                    # optional: this HTTP method only
+/// method = "POST"                    # optional: this HTTP method only; one rule per route and method
 /// limit = 100                        # requests per period...
 /// period = "1m"
 /// burst = 20                         # ...plus this many at once
@@ -116,7 +116,9 @@ pub struct RateLimitRule {
     /// An HTTP route (axum syntax) or a gRPC method path, or a whole gRPC
     /// service as `/pkg.Service/{*method}`.
     pub route: String,
-    /// The HTTP method this rule is for. Default: every method.
+    /// The HTTP method this rule is for (case matters: `GET`, not `get`).
+    /// Default: every method, also written `"*"`. A route has at most one
+    /// rule per method, and one for every method.
     #[serde(default)]
     pub method: Option<String>,
     /// Requests allowed per `period`, at least 1.
@@ -134,6 +136,18 @@ pub struct RateLimitRule {
 
 fn default_period() -> Duration {
     Duration::from_secs(60)
+}
+
+impl RateLimitRule {
+    /// The method this rule is for: `None` for every method (no `method`,
+    /// or `"*"`), and for one that is not an HTTP method (which `validate`
+    /// refuses).
+    pub(crate) fn http_method(&self) -> Option<http::Method> {
+        match self.method.as_deref() {
+            None | Some("*") => None,
+            Some(method) => http::Method::from_bytes(method.as_bytes()).ok(),
+        }
+    }
 }
 
 /// Parses a trusted proxy entry: an IP address or a CIDR block.
@@ -164,6 +178,26 @@ impl RateLimitConfig {
                     format!("`{method}` is not an HTTP method"),
                 ));
             }
+        }
+        // One rule per route and method: a second one would never apply.
+        let mut seen: Vec<(&str, Option<http::Method>)> = Vec::with_capacity(self.rules.len());
+        for (i, rule) in self.rules.iter().enumerate() {
+            let method = rule.http_method();
+            if let Some(first) = seen
+                .iter()
+                .position(|(route, m)| *route == rule.route && *m == method)
+            {
+                let method = method.as_ref().map_or("every method", http::Method::as_str);
+                return Err((
+                    format!("rules.{i}"),
+                    format!(
+                        "repeats the route and method of rate_limit.rules.{first} \
+                         (`{}`, {method}); merge them into one rule",
+                        rule.route
+                    ),
+                ));
+            }
+            seen.push((rule.route.as_str(), method));
         }
         // The routes as the limiter's table will hold them: a syntax error
         // or two routes that conflict (`/users/{id}` and `/users/{name}`)
@@ -236,5 +270,38 @@ mod tests {
              [[rate_limit.rules]]\nroute = \"/users/{id}\"\nmethod = \"POST\"\nlimit = 1\n",
         )
         .unwrap();
+    }
+
+    /// A second rule for the same route and method used to be accepted and
+    /// never applied (the table finds the first).
+    #[test]
+    fn a_second_rule_for_the_same_route_and_method_is_refused_by_key() {
+        let rule = |method: Option<&str>, limit: u32| {
+            let method = method.map_or_else(String::new, |m| format!("method = \"{m}\"\n"));
+            format!("[[rate_limit.rules]]\nroute = \"/v1/echo\"\n{method}limit = {limit}\n")
+        };
+        for (first, second) in [
+            (Some("GET"), Some("GET")),
+            (None, None),
+            (None, Some("*")),
+            (Some("*"), None),
+        ] {
+            let toml = rule(Some("POST"), 1) + &rule(first, 5) + &rule(second, 9);
+            let err = Config::from_toml_str(&toml).unwrap_err();
+            assert_eq!(
+                err.key(),
+                "rate_limit.rules.2",
+                "{first:?} {second:?}: {err}"
+            );
+            assert!(
+                err.problem().contains("rate_limit.rules.1"),
+                "names the first: {err}"
+            );
+        }
+        // Different methods, or one method and every method, are one rule each.
+        for (first, second) in [(Some("GET"), Some("HEAD")), (Some("GET"), None)] {
+            let toml = rule(first, 5) + &rule(second, 9);
+            Config::from_toml_str(&toml).unwrap();
+        }
     }
 }

@@ -1,7 +1,10 @@
 //! GCRA (the generic cell rate algorithm): one timestamp per key, the
 //! "theoretical arrival time" (TAT). A request is allowed when the TAT is at
 //! most `tolerance` ahead of now; each allowed request moves it on by
-//! `interval`. The Redis backend runs the same arithmetic in a script.
+//! `interval`. A TAT is read as at most `tolerance + interval` ahead, the
+//! farthest the rule itself moves it, so that a rule an update loosened is
+//! not held to the TATs of the stricter one ([`Gcra::bound`]). The Redis
+//! backend runs the same arithmetic in a script.
 
 use std::{
     collections::HashMap,
@@ -32,10 +35,21 @@ impl Gcra {
         }
     }
 
+    /// `tat` as this rule sees it at `now`: at most `tolerance + interval`
+    /// ahead, the farthest the rule itself moves a TAT. One farther ahead
+    /// was set under a stricter rule that an update replaced (1 a day, now
+    /// 1000 a minute); kept, it would hold the client to the old limit.
+    pub(crate) fn bound(self, tat: u64, now: u64) -> u64 {
+        tat.min(
+            now.saturating_add(self.tolerance)
+                .saturating_add(self.interval),
+        )
+    }
+
     /// The decision at `now` for a key whose TAT is `tat`: the new TAT, or
     /// how long to wait.
     pub(crate) fn decide(self, tat: Option<u64>, now: u64) -> Result<u64, Duration> {
-        let tat = tat.unwrap_or(now).max(now);
+        let tat = self.bound(tat.unwrap_or(now).max(now), now);
         if tat - now > self.tolerance {
             return Err(Duration::from_nanos(tat - self.tolerance - now));
         }
@@ -103,6 +117,10 @@ impl LocalStore {
         key.clear();
         name(key);
         if let Some(tat) = by_key.get_mut(key.as_str()) {
+            // Bounded before deciding, and kept bounded when refused: a
+            // refusal leaves the TAT as it is, and a TAT bounded only on
+            // reading would stay `tolerance + interval` ahead for good.
+            *tat = gcra.bound(*tat, now);
             *tat = gcra.decide(Some(*tat), now)?;
             return Ok(());
         }
@@ -139,6 +157,51 @@ mod tests {
             gcra.decide(tat, wait.as_nanos().try_into().unwrap())
                 .is_ok()
         );
+    }
+
+    /// Under an unchanged rule the bound never binds: the TAT an allowed
+    /// request leaves is at most `tolerance + interval` ahead.
+    #[test]
+    fn the_bound_leaves_the_decisions_of_an_unchanged_rule_alone() {
+        let gcra = Gcra::new(5, Duration::from_secs(60), 2);
+        let mut tat = None;
+        for now in (0..600_000_000_000_u64).step_by(1_000_000_000) {
+            for _ in 0..3 {
+                if let Ok(next) = gcra.decide(tat, now) {
+                    assert_eq!(gcra.bound(next, now), next);
+                    tat = Some(next);
+                }
+            }
+        }
+    }
+
+    /// A TAT a day ahead, left by `1 per day`, is read under `1000 per
+    /// minute` as at most a minute ahead: the client waits one interval
+    /// (60 ms), not a day.
+    #[test]
+    fn a_tat_set_under_a_stricter_rule_is_bounded_by_the_current_one() {
+        let old = Gcra::new(1, Duration::from_secs(86_400), 0);
+        let new = Gcra::new(1000, Duration::from_secs(60), 0);
+        let tat = old.decide(None, 0).unwrap();
+        assert_eq!(old.decide(Some(tat), 0), Err(Duration::from_secs(86_400)));
+        assert_eq!(new.decide(Some(tat), 0), Err(Duration::from_millis(60)));
+        assert!(new.decide(Some(new.bound(tat, 0)), 60_000_000).is_ok());
+    }
+
+    /// Through the store: the bounded TAT is kept when the request is
+    /// refused, so the client passes once the new interval has gone by
+    /// (bounding on reading alone would refuse it for good).
+    #[tokio::test]
+    async fn the_store_keeps_a_bounded_tat_so_a_loosened_rule_lets_the_client_through() {
+        let store = LocalStore::default();
+        let old = Gcra::new(1, Duration::from_secs(86_400), 0);
+        let new = Gcra::new(1000, Duration::from_secs(60), 0);
+        assert!(store.check_key("k", old).is_ok());
+        assert!(store.check_key("k", old).unwrap_err() > Duration::from_secs(86_000));
+        let wait = store.check_key("k", new).unwrap_err();
+        assert!(wait <= Duration::from_millis(60), "{wait:?}");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(store.check_key("k", new).is_ok());
     }
 
     /// Past `SWEEP_AT` live keys, a new key does not sweep the whole map

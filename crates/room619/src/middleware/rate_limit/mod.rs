@@ -13,14 +13,20 @@
 //! as IPv4, and an IPv6 client is counted by its `/64` (one host's prefix).
 //!
 //! **Run-time changes.** [`RateLimiter::update`] swaps the rules (and trusted
-//! proxies) of a running node; counters of unchanged rules carry over. The
-//! backend is chosen at start.
+//! proxies) of a running node; counters of unchanged rules carry over. A
+//! rule whose limit or period changed keeps its counters too, but read under
+//! the new rule: a client held back a day by `1 per day` waits at most one
+//! interval of its replacement. The backend is chosen at start.
 //!
 //! **Backends.** `local` keeps counters in the process. `redis` (feature
 //! `redis`) runs the same GCRA atomically in a Redis script with Redis's
 //! clock, so every node with the same `redis_prefix` enforces one combined
-//! limit. If Redis cannot be reached the request is let through and a
-//! warning is logged (a limiter outage does not become a service outage).
+//! limit. When Redis cannot decide (unreachable, a broken connection being
+//! made again, no answer within 1 s) the request is counted by this node's
+//! own counter for the rule and key instead: each node then enforces the
+//! limit on its own (with N nodes, at most N times the limit passes in all,
+//! never everything), and a warning is logged at most once every 10 s. A
+//! limiter outage neither becomes a service outage nor lifts the limits.
 //!
 //! **Observing.** Every refusal emits a debug event with target
 //! [`RATE_LIMIT_TARGET`] and calls the observer set with
@@ -61,10 +67,14 @@ pub use config::{ForwardedHeader, RateLimitBackend, RateLimitConfig, RateLimitKe
 pub use layer::{RateLimit, RateLimitLayer};
 
 use self::{counter::Counter, gcra::LocalStore, table::Table};
-use crate::Result;
+use crate::{Result, resilience::retry::throttle::Throttle};
 
 /// The tracing target of rate-limit refusals.
 pub const RATE_LIMIT_TARGET: &str = "room619::rate_limit";
+
+/// How often the limiter warns at most that its shared store cannot decide
+/// (during an outage it cannot, on every request).
+const BACKEND_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 type Observer = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -73,19 +83,23 @@ trait RemoteStore: Send + Sync {
     /// Connects now.
     fn connect(&self) -> BoxFuture<'_, Result<()>>;
     /// The decision for `counter`; `Err` when the store fails.
-    fn check(
-        &self,
-        counter: String,
+    fn check<'a>(
+        &'a self,
+        counter: &'a str,
         gcra: gcra::Gcra,
-    ) -> BoxFuture<'_, Result<Result<(), Duration>>>;
+    ) -> BoxFuture<'a, Result<Result<(), Duration>>>;
 }
 
 /// The rules and counters of a node; shared by its [`RateLimitLayer`]s.
 pub struct RateLimiter {
     /// Read on every request, replaced on updates.
     table: ArcSwap<Table>,
+    /// The counters of the `local` backend, and of the `redis` one while
+    /// Redis cannot decide.
     local: LocalStore,
     remote: Option<Box<dyn RemoteStore>>,
+    /// Spaces out the warnings that the remote store cannot decide.
+    unreachable: Throttle,
     observer: RwLock<Option<Observer>>,
 }
 
@@ -101,6 +115,7 @@ impl RateLimiter {
             table: ArcSwap::from_pointee(Table::new(config)?),
             local: LocalStore::default(),
             remote: remote_store(config)?,
+            unreachable: Throttle::new(BACKEND_WARNING_EVERY),
             observer: RwLock::new(None),
         })
     }
@@ -143,19 +158,30 @@ impl RateLimiter {
     }
 
     /// Whether a request under `rule` counted as `counter` may pass now,
-    /// through the remote store: `Err` holds how long to wait. (Without one,
-    /// the layer asks the local store itself, without a future.)
+    /// through the remote store: `Err` holds how long to wait. When the
+    /// store cannot decide, this node's own counter does. (Without a remote
+    /// store, the layer asks the local store itself, without a future.)
     async fn check_remote(&self, rule: &table::Rule, counter: String) -> Result<(), Duration> {
         if let Some(remote) = &self.remote {
-            return match remote.check(counter, rule.gcra).await {
-                Ok(decision) => decision,
-                Err(err) => {
-                    tracing::warn!(target: RATE_LIMIT_TARGET, error = %err, "rate limit backend unreachable; letting the request through");
-                    Ok(())
-                }
-            };
+            match remote.check(&counter, rule.gcra).await {
+                Ok(decision) => return decision,
+                Err(err) => self.remote_failed(&err),
+            }
         }
         self.local.check_key(&counter, rule.gcra)
+    }
+
+    /// Warns that the remote store could not decide, at most once every
+    /// [`BACKEND_WARNING_EVERY`] (an outage fails every request).
+    fn remote_failed(&self, err: &crate::Error) {
+        if let Some(suppressed) = self.unreachable.admit(tokio::time::Instant::now()) {
+            tracing::warn!(
+                target: RATE_LIMIT_TARGET,
+                error = %err,
+                suppressed_since_last_warning = suppressed,
+                "rate limit backend cannot decide; limiting on this node's own counters meanwhile"
+            );
+        }
     }
 
     /// Whether decisions need the async backend.
@@ -185,5 +211,97 @@ impl std::fmt::Debug for RateLimiter {
         f.debug_struct("RateLimiter")
             .field("remote", &self.is_remote())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+#[cfg(feature = "redis")]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::future::join_all;
+    use tokio::time::Instant;
+
+    use super::{BACKEND_WARNING_EVERY, RateLimiter, table::Rule};
+    use crate::config::Config;
+
+    const COUNTER: &str = "* /v1/echo|ip:192.0.2.7";
+
+    /// A limiter on the `redis` backend at `url` with one rule, 3 an hour on
+    /// `/v1/echo`; and that rule.
+    fn limiter(url: &str) -> (RateLimiter, Rule) {
+        let config = Config::from_toml_str(&format!(
+            "[rate_limit]\nbackend = \"redis\"\nredis_url = \"{url}\"\n\
+             [[rate_limit.rules]]\nroute = \"/v1/echo\"\nlimit = 3\nperiod = \"1h\"\n"
+        ))
+        .unwrap();
+        let limiter = RateLimiter::new(&config.rate_limit).unwrap();
+        let rule = limiter
+            .table
+            .load()
+            .lookup(&http::Method::POST, "/v1/echo")
+            .unwrap()
+            .clone();
+        (limiter, rule)
+    }
+
+    /// How many of 9 requests at once, then of 9 one after the other (a
+    /// second client), pass.
+    async fn passed(limiter: &RateLimiter, rule: &Rule) -> (usize, usize) {
+        let at_once = join_all((0..9).map(|_| limiter.check_remote(rule, COUNTER.to_owned())))
+            .await
+            .iter()
+            .filter(|decision| decision.is_ok())
+            .count();
+        let mut in_turn = 0;
+        for _ in 0..9 {
+            let counter = COUNTER.replace("192.0.2.7", "192.0.2.8");
+            if limiter.check_remote(rule, counter).await.is_ok() {
+                in_turn += 1;
+            }
+        }
+        (at_once, in_turn)
+    }
+
+    /// Redis unreachable used to let every request through (and log each);
+    /// now the node's own counters decide, and one warning a 10 s is logged.
+    #[tokio::test(start_paused = true)]
+    async fn with_redis_unreachable_the_node_still_holds_its_own_limit() {
+        let (limiter, rule) = limiter("redis://127.0.0.1:1");
+        assert_eq!(passed(&limiter, &rule).await, (3, 3));
+        assert_eq!(
+            limiter.unreachable.admit(Instant::now()),
+            None,
+            "one warning so far"
+        );
+        tokio::time::advance(BACKEND_WARNING_EVERY).await;
+        assert_eq!(
+            limiter.unreachable.admit(Instant::now()),
+            Some(18),
+            "the 17 failures after the first, and the probe above, were held back"
+        );
+    }
+
+    /// A Redis that accepts connections and never answers: each request
+    /// waits at most the 1 s timeout, then the node's own counters decide.
+    #[tokio::test]
+    async fn with_redis_silent_the_node_still_holds_its_own_limit() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        let accepting = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = silent.accept().await {
+                open.push(stream);
+            }
+        });
+        let (limiter, rule) = limiter(&format!("redis://{addr}"));
+        let started = Instant::now();
+        assert_eq!(passed(&limiter, &rule).await, (3, 3));
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        accepting.abort();
     }
 }

@@ -14,7 +14,9 @@ use super::{RemoteStore, gcra::Gcra};
 use crate::{Error, Result};
 
 /// KEYS[1]: the counter; ARGV: interval and tolerance in microseconds.
-/// Returns `{1, 0}` when allowed, `{0, wait_us}` when not.
+/// Returns `{1, 0}` when allowed, `{0, wait_us}` when not. A TAT more than
+/// `tolerance + interval` ahead (left by a stricter rule an update replaced)
+/// is bounded to that and kept so, as [`Gcra::bound`] does in this process.
 const GCRA_SCRIPT: &str = r"
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
@@ -22,6 +24,11 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
+local bound = now + tolerance + interval
+if tat > bound then
+  tat = bound
+  redis.call('SET', KEYS[1], string.format('%d', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+end
 if tat - now > tolerance then
   return {0, tat - tolerance - now}
 end
@@ -31,10 +38,10 @@ return {1, 0}
 ";
 
 /// How long a connection, or a decision, may take before Redis counts as
-/// unreachable (and the request is let through).
+/// unreachable (and the request is decided by the node's own counters).
 const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long after a failed connection attempt the next one is made;
-/// meanwhile requests are let through at once.
+/// meanwhile requests are decided by the node's own counters at once.
 const RECONNECT_WAIT: Duration = Duration::from_secs(1);
 
 /// The counters in Redis, over one multiplexed connection. A connection
@@ -65,7 +72,8 @@ impl RedisStore {
 
     /// The connection, made now if there is none (one attempt at a time,
     /// at most one a `RECONNECT_WAIT` after a failure). While another
-    /// request connects, this one does not wait for it: it is let through.
+    /// request connects, this one does not wait for it: it gets `Err`, and
+    /// the node's own counters decide it.
     pub(crate) async fn connection(&self) -> Result<Arc<MultiplexedConnection>> {
         if let Some(connection) = self.connection.load_full() {
             return Ok(connection);
@@ -159,7 +167,11 @@ impl RemoteStore for RedisStore {
         Box::pin(async move { self.connection().await.map(drop) })
     }
 
-    fn check(&self, counter: String, gcra: Gcra) -> BoxFuture<'_, Result<Result<(), Duration>>> {
-        Box::pin(async move { self.decide(&counter, gcra).await })
+    fn check<'a>(
+        &'a self,
+        counter: &'a str,
+        gcra: Gcra,
+    ) -> BoxFuture<'a, Result<Result<(), Duration>>> {
+        Box::pin(self.decide(counter, gcra))
     }
 }

@@ -8,7 +8,10 @@ use crate::{Error, Result};
 /// One rule, ready to apply.
 #[derive(Debug, Clone)]
 pub(crate) struct Rule {
-    /// Names the rule in counter keys: `METHOD route`, the same on every node.
+    /// Names the rule in counter keys: `METHOD route` (`*` for every
+    /// method), the same on every node and across updates: a rule whose
+    /// limit changes keeps its counters, bounded by the new limit when read
+    /// (see [`Gcra::bound`]).
     pub(crate) id: Arc<str>,
     pub(crate) gcra: Gcra,
     pub(crate) key: RateLimitKey,
@@ -31,10 +34,8 @@ impl Table {
             .map_err(|(key, problem)| Error::config(format!("rate_limit.{key}: {problem}")))?;
         let mut grouped: Vec<(String, Rules)> = Vec::new();
         for rule in &config.rules {
-            let method = rule
-                .method
-                .as_deref()
-                .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok());
+            // Validated: one rule per route and method, so none is shadowed.
+            let method = rule.http_method();
             let compiled = Rule {
                 id: format!(
                     "{} {}",
@@ -112,5 +113,22 @@ mod tests {
             Some("HEAD /v1/items")
         );
         assert_eq!(id(http::Method::POST, "/v1/items"), None);
+    }
+
+    #[test]
+    fn a_rule_for_the_method_star_is_the_rule_for_every_method() {
+        let config = Config::from_toml_str(
+            "[[rate_limit.rules]]\nroute = \"/v1/items\"\nmethod = \"*\"\nlimit = 9\n\
+             [[rate_limit.rules]]\nroute = \"/v1/items\"\nmethod = \"GET\"\nlimit = 1\n",
+        )
+        .unwrap();
+        let table = Table::new(&config.rate_limit).unwrap();
+        let id = |method: http::Method| {
+            table
+                .lookup(&method, "/v1/items")
+                .map(|rule| rule.id.to_string())
+        };
+        assert_eq!(id(http::Method::POST).as_deref(), Some("* /v1/items"));
+        assert_eq!(id(http::Method::GET).as_deref(), Some("GET /v1/items"));
     }
 }

@@ -37,7 +37,7 @@ mod body;
 mod layer;
 #[cfg(test)]
 mod tests;
-mod throttle;
+pub(crate) mod throttle;
 
 use std::{
     fmt,

@@ -11,14 +11,14 @@ use tokio::time::Instant;
 /// Decides when a repeated warning is logged: the first time, then at most
 /// once every `every`; the ones between are counted, not logged.
 #[derive(Debug)]
-pub(super) struct Throttle {
+pub(crate) struct Throttle {
     every: Duration,
     /// When the last warning was logged, and how many were held back since.
     last: Mutex<Option<(Instant, u64)>>,
 }
 
 impl Throttle {
-    pub(super) fn new(every: Duration) -> Self {
+    pub(crate) fn new(every: Duration) -> Self {
         Self {
             every,
             last: Mutex::new(None),
@@ -27,7 +27,7 @@ impl Throttle {
 
     /// Whether to log the warning at `now`: `Some(held back since the last
     /// one)`, or `None` to hold it back.
-    pub(super) fn admit(&self, now: Instant) -> Option<u64> {
+    pub(crate) fn admit(&self, now: Instant) -> Option<u64> {
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
         match *last {
             Some((at, held)) if now.saturating_duration_since(at) < self.every => {
