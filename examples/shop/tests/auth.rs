@@ -929,45 +929,70 @@ async fn a_sign_up_whose_answers_are_all_lost_leaves_no_user_behind() {
     shop.stop().await;
 }
 
+/// Users refuses to create the user: no account is left behind, and the
+/// anonymous caller learns what is theirs to know (a taken email, a refused
+/// field) and nothing of what is between the services: users not trusting
+/// auth's token (`UNAUTHENTICATED`, which would be a `401` asking a public
+/// sign-up for a token), a scope missing, a bulkhead full, a state of its
+/// own are all `UNAVAILABLE`, worth a retry.
 #[tokio::test]
 async fn a_failing_create_user_leaves_no_account_behind() {
-    let shop = start(fresh_settings().await, Some(Code::FailedPrecondition)).await;
-    let mut client = shop.client().await;
-    let failed = client
-        .sign_up(sign_up_request(
-            "ken@example.com",
-            "correct horse battery",
-            "Ken",
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(failed.code(), Code::FailedPrecondition, "{failed:?}");
-    assert!(
-        failed.message().contains("the fake users service refuses"),
-        "{}",
-        failed.message()
-    );
-    assert_eq!(
-        shop.count(
-            "SELECT COUNT(*) FROM auth_accounts WHERE email = $1",
-            "ken@example.com"
-        )
-        .await,
-        0
-    );
-    assert_eq!(
-        shop.count(
-            "SELECT COUNT(*) FROM auth_refresh_tokens WHERE token_hash <> $1",
-            ""
-        )
-        .await,
-        0
-    );
-    let status = login(&mut client, "ken@example.com", "correct horse battery")
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::Unauthenticated);
-    shop.stop().await;
+    for (refusal, answer) in [
+        (Code::FailedPrecondition, Code::Unavailable),
+        (Code::Unauthenticated, Code::Unavailable),
+        (Code::PermissionDenied, Code::Unavailable),
+        (Code::ResourceExhausted, Code::Unavailable),
+        (Code::AlreadyExists, Code::AlreadyExists),
+        (Code::InvalidArgument, Code::InvalidArgument),
+    ] {
+        let shop = start(fresh_settings().await, Some(refusal)).await;
+        let mut client = shop.client().await;
+        let failed = client
+            .sign_up(sign_up_request(
+                "ken@example.com",
+                "correct horse battery",
+                "Ken",
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(failed.code(), answer, "{refusal:?}: {failed:?}");
+        if answer == Code::Unavailable {
+            assert_eq!(
+                failed.message(),
+                "the users service refused the sign-up; retry shortly",
+                "{refusal:?}"
+            );
+        } else {
+            assert!(
+                failed.message().contains("the fake users service refuses"),
+                "{refusal:?}: {}",
+                failed.message()
+            );
+        }
+        assert_eq!(
+            shop.count(
+                "SELECT COUNT(*) FROM auth_accounts WHERE email = $1",
+                "ken@example.com"
+            )
+            .await,
+            0,
+            "{refusal:?}"
+        );
+        assert_eq!(
+            shop.count(
+                "SELECT COUNT(*) FROM auth_refresh_tokens WHERE token_hash <> $1",
+                ""
+            )
+            .await,
+            0,
+            "{refusal:?}"
+        );
+        let status = login(&mut client, "ken@example.com", "correct horse battery")
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{refusal:?}");
+        shop.stop().await;
+    }
 
     // With no users service at all, the same: its error, no account.
     let settings = fresh_settings().await;

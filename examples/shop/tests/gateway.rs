@@ -128,6 +128,16 @@ async fn json_ok(response: Response, status: StatusCode) -> Value {
     response.json().await.unwrap()
 }
 
+/// An answer carrying tokens is kept by no cache.
+fn not_to_be_cached(response: &Response) {
+    assert_eq!(
+        response.headers()["cache-control"],
+        "no-store",
+        "{response:?}"
+    );
+    assert_eq!(response.headers()["pragma"], "no-cache", "{response:?}");
+}
+
 #[tokio::test]
 async fn sign_up_login_and_refresh_are_public_and_map_their_errors() {
     let shop = Shop::start().await;
@@ -135,6 +145,7 @@ async fn sign_up_login_and_refresh_are_public_and_map_their_errors() {
     let response = shop
         .call(Method::POST, "/v1/auth/signup", None, Some(body.clone()))
         .await;
+    not_to_be_cached(&response);
     let location = response.headers()["location"].to_str().unwrap().to_owned();
     let reply = json_ok(response, StatusCode::CREATED).await;
     let user_id = reply["user_id"].as_str().unwrap();
@@ -165,24 +176,22 @@ async fn sign_up_login_and_refresh_are_public_and_map_their_errors() {
     problem(response, 401).await;
 
     let right = json!({"email": "ada@example.com", "password": "long enough"});
-    let pair = json_ok(
-        shop.call(Method::POST, "/v1/auth/login", None, Some(right))
-            .await,
-        StatusCode::OK,
-    )
-    .await;
+    let response = shop
+        .call(Method::POST, "/v1/auth/login", None, Some(right))
+        .await;
+    not_to_be_cached(&response);
+    let pair = json_ok(response, StatusCode::OK).await;
     let refresh = json!({"refresh_token": pair["refresh_token"]});
-    let renewed = json_ok(
-        shop.call(
+    let response = shop
+        .call(
             Method::POST,
             "/v1/auth/refresh",
             None,
             Some(refresh.clone()),
         )
-        .await,
-        StatusCode::OK,
-    )
-    .await;
+        .await;
+    not_to_be_cached(&response);
+    let renewed = json_ok(response, StatusCode::OK).await;
     assert_ne!(renewed["refresh_token"], pair["refresh_token"]);
     let reused = shop
         .call(Method::POST, "/v1/auth/refresh", None, Some(refresh))
@@ -307,13 +316,23 @@ async fn grpc_codes_become_http_statuses_with_problem_documents() {
         field: "name".to_owned(),
         detail: "must not be rude".to_owned(),
     }]));
+    // A service's rate limit says when to retry; a full bulkhead does not.
+    let mut limited = Status::resource_exhausted("rate limit exceeded; retry in 7s");
+    limited
+        .metadata_mut()
+        .insert("retry-after", "7".parse().unwrap());
+    let bulkhead = room619::resilience::Rejection::bulkhead_full("products", 256, 0);
     let cases = [
         (Status::invalid_argument("page_token is stale"), 400),
         (Status::unauthenticated("token revoked"), 401),
         (Status::permission_denied("not yours"), 403),
         (Status::not_found("no such product"), 404),
         (Status::already_exists("exists"), 409),
-        (Status::resource_exhausted("quota"), 429),
+        (Status::failed_precondition("at version 3"), 412),
+        (limited, 429),
+        (bulkhead.status().clone(), 503),
+        (Status::resource_exhausted("queue of 1000 full"), 503),
+        (Status::cancelled("the upstream went away"), 503),
         (Status::unavailable("database down"), 503),
         (Status::deadline_exceeded("too slow"), 504),
         (Status::internal("SELECT secret FROM db failed"), 500),
@@ -328,6 +347,10 @@ async fn grpc_codes_become_http_statuses_with_problem_documents() {
             response.headers().contains_key("www-authenticate"),
             expected == 401
         );
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|value| value.to_str().unwrap().to_owned());
         let body = problem(response, expected).await;
         let detail = body["detail"].as_str().unwrap();
         // What is behind the gateway stays behind it.
@@ -335,8 +358,15 @@ async fn grpc_codes_become_http_statuses_with_problem_documents() {
             500 => assert_eq!(detail, "the products service failed"),
             503 => assert_eq!(detail, "the products service is unavailable; retry shortly"),
             504 => assert_eq!(detail, "the products service did not answer in time"),
+            429 => assert_eq!(detail, "rate limit exceeded; retry in 7s"),
             _ => assert_eq!(detail, message),
         }
+        let waits = match expected {
+            429 => Some("7"),
+            503 => Some("1"),
+            _ => None,
+        };
+        assert_eq!(retry_after.as_deref(), waits, "{message}");
     }
     shop.fakes.fail_next(violations);
     let body = json!({"name": "Rude", "price_cents": 1});
@@ -351,7 +381,7 @@ async fn grpc_codes_become_http_statuses_with_problem_documents() {
 }
 
 #[tokio::test]
-async fn invalid_bodies_list_every_field_error() {
+async fn invalid_sign_ups_list_every_field_error() {
     let shop = Shop::start().await;
     let bad = json!({"email": "no-at-sign", "password": "short", "name": ""});
     let response = shop
@@ -365,7 +395,39 @@ async fn invalid_bodies_list_every_field_error() {
         .map(|e| e["field"].as_str().unwrap())
         .collect();
     assert_eq!(fields, BTreeSet::from(["email", "name", "password"]));
+    // An address or a name with invisible format characters, which would
+    // look like another's (or empty).
+    let invisible = json!({
+        "email": "ad\u{200b}a@example.com",
+        "password": "long enough",
+        "name": "A\u{2060}da",
+    });
+    let response = shop
+        .call(Method::POST, "/v1/auth/signup", None, Some(invisible))
+        .await;
+    let body = problem(response, 422).await;
+    let errors = body["errors"].as_array().unwrap();
+    let fields: BTreeSet<&str> = errors
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, BTreeSet::from(["email", "name"]), "{body}");
+    assert!(
+        errors.iter().all(|e| e["detail"]
+            .as_str()
+            .unwrap()
+            .contains("invisible format characters")),
+        "{body}"
+    );
+    assert!(
+        shop.fakes.seen().is_empty(),
+        "invalid sign-ups never reach the services"
+    );
+}
 
+#[tokio::test]
+async fn invalid_bodies_list_every_field_error() {
+    let shop = Shop::start().await;
     let (_, token) = shop.sign_up("fields@example.com").await;
     let bad = json!({"name": "x".repeat(201), "price_cents": -1, "description": "d"});
     let response = shop
@@ -409,6 +471,22 @@ async fn invalid_bodies_list_every_field_error() {
             json!({"name": " \t "}),
             "name",
         ),
+        // Invisible format characters: a name that looks empty, or like
+        // another's, or reverses what follows it.
+        (
+            Method::POST,
+            "/v1/products",
+            json!({"name": "\u{200b}", "price_cents": 1}),
+            "name",
+        ),
+        (
+            Method::PATCH,
+            "/v1/products/p1",
+            json!({"name": "Pot \u{202e}gnirts"}),
+            "name",
+        ),
+        // A change that names nothing to change: the body as a whole.
+        (Method::PATCH, "/v1/products/p1", json!({}), ""),
     ] {
         let response = shop
             .call(method, path, Some(&token), Some(body.clone()))
@@ -701,18 +779,25 @@ struct Product<'a> {
 impl Product<'_> {
     /// `method` on the product with the header `name: value` and a JSON
     /// `body` (`price_cents` set to it, if any).
-    async fn send(
+    async fn send(&self, method: Method, header: (&str, &str), price: Option<i64>) -> Response {
+        self.send_all(method, &[header], price).await
+    }
+
+    /// [`send`](Self::send) with every header of `headers`.
+    async fn send_all(
         &self,
         method: Method,
-        (name, value): (&str, &str),
+        headers: &[(&str, &str)],
         price: Option<i64>,
     ) -> Response {
         let mut request = self
             .shop
             .http
             .request(method, self.shop.url(&self.path))
-            .bearer_auth(&self.token)
-            .header(name, value);
+            .bearer_auth(&self.token);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(price) = price {
             request = request.json(&json!({ "price_cents": price }));
         }
@@ -775,6 +860,73 @@ async fn a_products_version_is_its_etag_and_if_match_guards_changes() {
     assert_eq!(any.status(), StatusCode::NO_CONTENT);
     let gone = shop.call(Method::GET, &product.path, Some(&product.token), None);
     problem(gone.await, 404).await;
+}
+
+/// RFC 9110 §13.1.2: a change with an `If-None-Match` naming the version
+/// the product is at (weakly), or `*`, is refused with `412`, after the
+/// refusals that come first (a stranger's `403`); one naming other versions
+/// applies, and only at the version it was checked against.
+#[tokio::test]
+async fn if_none_match_naming_the_current_version_refuses_changes() {
+    let shop = Shop::start().await;
+    let (_, token) = shop.sign_up("ada@example.com").await;
+    let body = json!({"name": "Teapot", "price_cents": 1250});
+    let created = shop
+        .call(Method::POST, "/v1/products", Some(&token), Some(body))
+        .await;
+    let created = json_ok(created, StatusCode::CREATED).await;
+    let product = Product {
+        shop: &shop,
+        path: format!("/v1/products/{}", created["id"].as_str().unwrap()),
+        token,
+    };
+    let (_, stranger) = shop.sign_up("bob@example.com").await;
+    let strangers = Product {
+        shop: &shop,
+        path: product.path.clone(),
+        token: stranger,
+    };
+    for current in ["\"1\"", "W/\"1\"", "\"7\", \"1\"", "*"] {
+        for method in [Method::PATCH, Method::DELETE] {
+            let condition = ("if-none-match", current);
+            let refused = product.send(method.clone(), condition, Some(5)).await;
+            let body = problem(refused, 412).await;
+            let detail = body["detail"].as_str().unwrap();
+            assert!(
+                detail.contains("If-None-Match") && detail.contains("version 1"),
+                "{current}: {body}"
+            );
+            let stranger = strangers.send(method, condition, Some(5)).await;
+            problem(stranger, 403).await;
+        }
+    }
+    // `If-Match` naming the version does not lift it.
+    let both = [("if-match", "\"1\""), ("if-none-match", "\"1\"")];
+    problem(product.send_all(Method::PATCH, &both, Some(5)).await, 412).await;
+    assert_eq!(product.read().await["version"], 1, "nothing changed");
+
+    let changed = product
+        .send(Method::PATCH, ("if-none-match", "\"2\", W/\"3\""), Some(5))
+        .await;
+    assert_eq!(changed.headers()["etag"], "\"2\"");
+    assert_eq!(json_ok(changed, StatusCode::OK).await["price_cents"], 5);
+    let now = product
+        .send(Method::DELETE, ("if-none-match", "W/\"2\""), None)
+        .await;
+    problem(now, 412).await;
+    let malformed = product
+        .send(Method::DELETE, ("if-none-match", "2"), None)
+        .await;
+    problem(malformed, 400).await;
+    let stale = product
+        .send(Method::DELETE, ("if-none-match", "\"1\""), None)
+        .await;
+    assert_eq!(stale.status(), StatusCode::NO_CONTENT);
+    // Nothing there: `*` holds, and the change finds nothing.
+    let gone = product
+        .send(Method::DELETE, ("if-none-match", "*"), None)
+        .await;
+    problem(gone, 404).await;
 }
 
 async fn reads_answer_304_while_unchanged(product: &Product<'_>, created: &Value) {
@@ -844,6 +996,43 @@ async fn malformed_conditions_are_400(product: &Product<'_>) {
         problem(response, 400).await;
     }
     assert_eq!(product.read().await["version"], 3, "nothing changed");
+}
+
+/// The deadline the services see: the client's, but no further than the
+/// gateway's maximum (`99999999H` is eleven thousand years), or the
+/// default without one.
+#[tokio::test]
+async fn a_clients_deadline_reaches_the_services_no_further_than_the_maximum() {
+    use std::time::Duration;
+
+    use shop::gateway::{DEFAULT_TIMEOUT, MAX_TIMEOUT};
+
+    let shop = Shop::start().await;
+    let (_, token) = shop.sign_up("deadline@example.com").await;
+    for (asked, most) in [
+        (None, DEFAULT_TIMEOUT),
+        (Some("99999999H"), MAX_TIMEOUT),
+        (Some("120S"), MAX_TIMEOUT),
+        (Some("20S"), Duration::from_secs(20)),
+        (Some("2S"), Duration::from_secs(2)),
+    ] {
+        let mut request = shop
+            .http
+            .get(shop.url("/v1/products/p1"))
+            .bearer_auth(&token);
+        if let Some(asked) = asked {
+            request = request.header("x-request-timeout", asked);
+        }
+        problem(request.send().await.unwrap(), 404).await;
+        let seen = shop.fakes.seen();
+        let get = seen.iter().rev().find(|s| s.rpc == "GetProduct").unwrap();
+        let left = get.timeout.expect("the call carries a deadline");
+        assert!(left <= most, "{asked:?}: {left:?}");
+        assert!(
+            left > most.checked_sub(Duration::from_secs(2)).unwrap(),
+            "{asked:?}: {left:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -1045,10 +1234,14 @@ async fn the_openapi_document_is_public_and_describes_every_route() {
     );
     check_links(&doc);
     let product = &doc["paths"]["/v1/products/{id}"];
+    // A read that is not modified is `304`, never `412`.
+    assert!(product["get"]["responses"]["412"].is_null());
     for (method, header, status) in [
         ("get", "If-None-Match", "304"),
         ("patch", "If-Match", "412"),
+        ("patch", "If-None-Match", "412"),
         ("delete", "If-Match", "412"),
+        ("delete", "If-None-Match", "412"),
     ] {
         let op = &product[method];
         let condition = op["parameters"]

@@ -4,7 +4,7 @@
 use room619::{Error, Result};
 
 use super::tokens::{NewRefresh, now};
-use crate::store::Db;
+use crate::store::{Db, db_error};
 
 /// The accounts of the shop's database.
 #[derive(Debug, Clone)]
@@ -33,12 +33,16 @@ pub(crate) enum Rotation {
     },
 }
 
-/// A database failure, logged with its cause; the caller learns only that
-/// the store failed.
+/// A database failure, mapped as every one of the shop's is
+/// ([`db_error`]: the database busy or out of reach `UNAVAILABLE`, a
+/// transaction lost to another `ABORTED`, a constraint its own kind, such as
+/// `FAILED_PRECONDITION` for a foreign key naming an account deleted
+/// meanwhile; anything else `INTERNAL`), and logged with `what` failed.
 fn failed(what: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
     move |err| {
-        tracing::error!(error = %err, "auth store: {what} failed");
-        Error::unavailable(format!("the account store failed ({what})")).with_source(err)
+        let error = db_error(err);
+        tracing::warn!(kind = ?error.kind(), error = ?error, "auth store: {what} failed");
+        error
     }
 }
 
@@ -392,4 +396,61 @@ where
     .execute(executor)
     .await
     .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use room619::ErrorKind;
+
+    use super::*;
+
+    /// A token for an account that is gone (its user deleted between a
+    /// login's password check and this insert) breaks the foreign key: a
+    /// refusal of the request, not a database out of reach.
+    #[tokio::test]
+    async fn a_family_of_an_account_deleted_meanwhile_is_a_failed_precondition() {
+        let dir = std::env::temp_dir().join(format!("shop-accounts-{}", crate::store::new_id()));
+        let db = Db::open_sqlite(&dir.join("shop.db")).await.unwrap();
+        let accounts = Accounts::new(db.clone());
+        let token = |hash: &str| NewRefresh {
+            token: format!("token-{hash}"),
+            hash: hash.to_owned(),
+            expires_at: now() + 60,
+            family_expires_at: now() + 60,
+        };
+        assert!(
+            accounts
+                .create("a1", "ada@example.com", "hash")
+                .await
+                .unwrap()
+        );
+        accounts
+            .start_family("a1", "f1", &token("h1"))
+            .await
+            .unwrap();
+        assert!(accounts.delete("a1").await.unwrap());
+        let gone = accounts
+            .start_family("a1", "f2", &token("h2"))
+            .await
+            .unwrap_err();
+        assert_eq!(gone.kind(), ErrorKind::FailedPrecondition, "{gone:?}");
+        // A duplicate is a conflict, not an outage either.
+        assert!(
+            accounts
+                .create("a2", "bob@example.com", "hash")
+                .await
+                .unwrap()
+        );
+        accounts
+            .start_family("a2", "f3", &token("h3"))
+            .await
+            .unwrap();
+        let twice = accounts
+            .start_family("a2", "f4", &token("h3"))
+            .await
+            .unwrap_err();
+        assert_eq!(twice.kind(), ErrorKind::AlreadyExists, "{twice:?}");
+        db.close().await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

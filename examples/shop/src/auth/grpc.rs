@@ -1,6 +1,6 @@
 //! `auth.v1.Auth` over gRPC.
 
-use room619::{ServiceContext, rpc::client::RpcChannel};
+use room619::{Error, ErrorKind, ServiceContext, rpc::client::RpcChannel};
 use shop_proto::{
     auth::v1::{
         LoginRequest, LogoutRequest, LogoutResponse, RefreshRequest, SignUpRequest, SignUpResponse,
@@ -22,6 +22,9 @@ use super::{
 /// more).
 const BAD_LOGIN: &str = "wrong email or password";
 const BAD_REFRESH: &str = "the refresh token is unknown, used, revoked or expired";
+/// What a sign-up tells its caller when the users service refused it for a
+/// reason that is not the caller's (see [`for_the_caller`]).
+const USERS_REFUSED: &str = "the users service refused the sign-up; retry shortly";
 
 /// The gRPC service.
 #[derive(Debug, Clone)]
@@ -45,7 +48,8 @@ impl AuthService {
         let refresh = self.issuer.new_refresh()?;
         self.accounts
             .start_family(account_id, &random_id()?, &refresh)
-            .await?;
+            .await
+            .map_err(login_refused)?;
         Ok(self.issuer.pair(account_id, refresh)?)
     }
 
@@ -94,6 +98,43 @@ impl AuthService {
                     ),
                 )
             })
+    }
+}
+
+/// The answer to a login whose token family could not be stored: the
+/// account deleted meanwhile (its user's `users.deleted` handled between the
+/// password check and the insert, which its foreign key then refuses) is a
+/// wrong login, as it would be a moment later; any other failure is itself.
+fn login_refused(error: Error) -> Status {
+    if error.kind() == ErrorKind::FailedPrecondition {
+        tracing::info!(error = ?error, "a login's account was deleted as it logged in");
+        Status::unauthenticated(BAD_LOGIN)
+    } else {
+        error.into()
+    }
+}
+
+/// What a sign-up tells its caller, who is anonymous, of the users service's
+/// refusal `status`: an email users has already (`ALREADY_EXISTS`), a field
+/// it refuses (`INVALID_ARGUMENT`) and a deadline that passed
+/// (`DEADLINE_EXCEEDED`, the caller's own or that of asking again) are the
+/// caller's to know. Any other code is between the two services (users not
+/// trusting the auth service's token yet, its key rotated, clocks apart, a
+/// scope missing, a bulkhead full, users down) and would mislead as it is (a
+/// `401` asking a public sign-up for a token, a `403`, a `429`, a `412`): it
+/// is logged, and answered `UNAVAILABLE`, which a retry may get past.
+fn for_the_caller(status: Status) -> Status {
+    use tonic::Code;
+    match status.code() {
+        Code::AlreadyExists | Code::InvalidArgument | Code::DeadlineExceeded => status,
+        code => {
+            tracing::warn!(
+                ?code,
+                error = %status.message(),
+                "the users service refused a sign-up"
+            );
+            Status::unavailable(USERS_REFUSED)
+        }
     }
 }
 
@@ -214,7 +255,7 @@ impl Auth for AuthService {
                     if unsure {
                         service.undo_user(ctx.as_ref(), &id).await;
                     }
-                    return Err(status);
+                    return Err(for_the_caller(status));
                 }
                 Ok::<_, Status>(true)
             }
@@ -328,5 +369,56 @@ impl Auth for AuthService {
                 Err(Status::unauthenticated(BAD_REFRESH))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn only_the_callers_own_refusals_reach_a_sign_up() {
+        for code in [
+            Code::AlreadyExists,
+            Code::InvalidArgument,
+            Code::DeadlineExceeded,
+        ] {
+            let answer = for_the_caller(Status::new(code, "users says"));
+            assert_eq!(
+                (answer.code(), answer.message()),
+                (code, "users says"),
+                "{code:?}"
+            );
+        }
+        for code in [
+            Code::Unauthenticated,
+            Code::PermissionDenied,
+            Code::ResourceExhausted,
+            Code::FailedPrecondition,
+            Code::Unavailable,
+            Code::Internal,
+            Code::Unimplemented,
+            Code::NotFound,
+        ] {
+            let answer = for_the_caller(Status::new(code, "the JWKS is not loaded"));
+            assert_eq!(
+                (answer.code(), answer.message()),
+                (Code::Unavailable, USERS_REFUSED),
+                "{code:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_login_whose_account_went_away_is_a_wrong_login() {
+        let gone = login_refused(Error::failed_precondition("the foreign key"));
+        assert_eq!(
+            (gone.code(), gone.message()),
+            (Code::Unauthenticated, BAD_LOGIN)
+        );
+        let down = login_refused(Error::unavailable("the database is unavailable"));
+        assert_eq!(down.code(), Code::Unavailable);
     }
 }

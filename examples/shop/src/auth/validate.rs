@@ -111,4 +111,29 @@ mod tests {
         assert!(sign_up(request("a@b.c", &"p".repeat(128), &"n".repeat(100))).is_ok());
         assert!(sign_up(request("a@b.c", "12345678", &"n".repeat(101))).is_err());
     }
+
+    /// An address or a name with an invisible format character would look
+    /// like another's (`ada@example.com`, `Ada`) and be another account.
+    #[test]
+    fn invisible_format_characters_are_refused() {
+        let status = sign_up(request(
+            "ad\u{200b}a@example.com",
+            "correct horse",
+            "A\u{200d}da",
+        ))
+        .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let violations = status.get_details_bad_request().unwrap().field_violations;
+        let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["email", "name"]);
+        assert!(
+            violations
+                .iter()
+                .all(|v| v.description.contains("invisible format characters")),
+            "{violations:?}"
+        );
+        // Trimming does not take them away: they are not spaces.
+        assert!(sign_up(request("ada@example.com\u{feff}", "correct horse", "Ada")).is_err());
+        assert!(sign_up(request("ada@example.com", "correct horse", "\u{2060}Ada")).is_err());
+    }
 }

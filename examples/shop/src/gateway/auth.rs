@@ -1,6 +1,7 @@
 //! `/v1/auth/*`: sign-up, login, refresh and logout, forwarded to
 //! `auth.v1.Auth`.
-//! Public: these routes need no token.
+//! Public: these routes need no token. Their answers that carry tokens say
+//! `Cache-Control: no-store` and `Pragma: no-cache`.
 
 use axum::{Extension, response::Response};
 use room619::{ServiceContext, middleware::validation::Valid, rpc::client::RpcChannel};
@@ -31,7 +32,11 @@ fn client(ctx: &ServiceContext) -> Result<AuthClient<RpcChannel>, ApiError> {
     request_body = SignUpBody,
     responses(
         (status = 201, description = "The account exists and is logged in", body = SignUpReply,
-            headers(("Location" = String, description = "The new user's profile"))),
+            headers(
+                ("Location" = String, description = "The new user's profile"),
+                ("Cache-Control" = String, description = "`no-store`: it carries tokens"),
+                ("Pragma" = String, description = "`no-cache`, for HTTP/1.0 caches")
+            )),
     )
 )]
 pub(crate) async fn sign_up(
@@ -58,7 +63,7 @@ pub(crate) async fn sign_up(
         user_id: reply.user_id,
         tokens: tokens.into(),
     };
-    Ok(reply::created(&location, &reply))
+    Ok(reply::uncached(reply::created(&location, &reply)))
 }
 
 /// Exchanges an email and password for tokens.
@@ -69,7 +74,11 @@ pub(crate) async fn sign_up(
     operation_id = "login",
     request_body = LoginBody,
     responses(
-        (status = 200, description = "Logged in", body = TokenPairBody),
+        (status = 200, description = "Logged in", body = TokenPairBody,
+            headers(
+                ("Cache-Control" = String, description = "`no-store`: it carries tokens"),
+                ("Pragma" = String, description = "`no-cache`, for HTTP/1.0 caches")
+            )),
     )
 )]
 pub(crate) async fn login(
@@ -84,7 +93,7 @@ pub(crate) async fn login(
         .await
         .map_err(|status| ApiError::from_status(AUTH, status))?
         .into_inner();
-    Ok(reply::ok(&TokenPairBody::from(pair)))
+    Ok(reply::uncached(reply::ok(&TokenPairBody::from(pair))))
 }
 
 /// Exchanges a refresh token for a new pair; the old one stops working.
@@ -95,7 +104,11 @@ pub(crate) async fn login(
     operation_id = "refresh",
     request_body = RefreshBody,
     responses(
-        (status = 200, description = "A new token pair", body = TokenPairBody),
+        (status = 200, description = "A new token pair", body = TokenPairBody,
+            headers(
+                ("Cache-Control" = String, description = "`no-store`: it carries tokens"),
+                ("Pragma" = String, description = "`no-cache`, for HTTP/1.0 caches")
+            )),
     )
 )]
 pub(crate) async fn refresh(
@@ -109,7 +122,7 @@ pub(crate) async fn refresh(
         .await
         .map_err(|status| ApiError::from_status(AUTH, status))?
         .into_inner();
-    Ok(reply::ok(&TokenPairBody::from(pair)))
+    Ok(reply::uncached(reply::ok(&TokenPairBody::from(pair))))
 }
 
 /// Ends the login a refresh token belongs to, or with `everywhere` every

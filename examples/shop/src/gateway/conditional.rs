@@ -1,8 +1,11 @@
 //! Conditional requests on products (RFC 9110 §13): a product's version is
 //! its strong entity tag, `ETag: "3"`. `GET` answers `304 Not Modified` to
 //! an `If-None-Match` naming it; `PATCH` and `DELETE` with `If-Match` apply
-//! only while the product is at a version it names (`412` otherwise), so an
-//! edit made from a stale read does not silently undo a newer one.
+//! only while the product is at a version it names, and with
+//! `If-None-Match` only while it is at none it names (`*`: never, since the
+//! product exists); `412` otherwise (§13.1.2: a false `If-None-Match` on a
+//! method other than `GET` or `HEAD`), so an edit made from a stale read does
+//! not silently undo a newer one.
 
 use axum::extract::FromRequestParts;
 use http::{
@@ -63,11 +66,17 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
     }
 }
 
-/// A request's `If-None-Match`, for a read.
+/// A request's `If-None-Match`: for a read, whether to answer `304`; for a
+/// change, whether to refuse it (`412`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct IfNoneMatch(Option<Tags>);
 
 impl IfNoneMatch {
+    /// Whether the request has none (or only empty ones): no condition.
+    pub(crate) fn is_absent(&self) -> bool {
+        self.0.is_none()
+    }
+
     /// Whether a product at `version` is what the client has already: `*`,
     /// or a tag naming `version`, weak or strong (the weak comparison RFC 9110
     /// asks of `If-None-Match`).
@@ -282,6 +291,9 @@ mod tests {
 
     #[test]
     fn if_none_match_compares_weakly() {
+        assert!(if_none_match(&[]).unwrap().is_absent());
+        assert!(if_none_match(&["", " "]).unwrap().is_absent());
+        assert!(!if_none_match(&["*"]).unwrap().is_absent());
         assert!(!if_none_match(&[]).unwrap().matches(3));
         assert!(if_none_match(&["*"]).unwrap().matches(3));
         assert!(if_none_match(&["\"3\""]).unwrap().matches(3));

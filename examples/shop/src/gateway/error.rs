@@ -4,12 +4,20 @@
 //! gRPC codes from the services become HTTP statuses through the framework's
 //! [`ErrorKind`] table (`INVALID_ARGUMENT` 400, `UNAUTHENTICATED` 401,
 //! `PERMISSION_DENIED` 403, `NOT_FOUND` 404, `ALREADY_EXISTS` 409,
-//! `RESOURCE_EXHAUSTED` 429, `UNAVAILABLE` 503, `DEADLINE_EXCEEDED` 504);
+//! `FAILED_PRECONDITION` 412, `UNAVAILABLE` 503, `DEADLINE_EXCEEDED` 504);
 //! an `INVALID_ARGUMENT` carrying a `google.rpc.BadRequest` becomes `422`
 //! with its field errors, and every `401` says `WWW-Authenticate: Bearer`.
+//! A `RESOURCE_EXHAUSTED` is `429` only when it is a rate limit's, which
+//! says when to retry (`retry-after`); any other (a client bulkhead full, a
+//! service out of room) is the gateway's trouble, not the caller's, and is
+//! `503` as is a `CANCELLED` from a service. Every `503` says
+//! `Retry-After: 1`.
 
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, header::WWW_AUTHENTICATE};
+use http::{
+    HeaderValue,
+    header::{RETRY_AFTER, WWW_AUTHENTICATE},
+};
 use room619::{Error, ErrorKind, middleware::validation::Invalid};
 
 /// A failed gateway call.
@@ -19,6 +27,8 @@ pub(crate) enum ApiError {
     Error(Error),
     /// Field errors: `422` with an `errors` list.
     Invalid(Invalid),
+    /// A service's rate limit: `429` with `Retry-After` in this many seconds.
+    Limited(u64),
 }
 
 impl ApiError {
@@ -26,13 +36,17 @@ impl ApiError {
     ///
     /// Unexpected failures (`INTERNAL`, `UNKNOWN`, `DATA_LOSS`), a service
     /// out of reach (`UNAVAILABLE`: no instance, its breaker open, its
-    /// database down) and one too slow (`DEADLINE_EXCEEDED`) are logged with
-    /// the peer's message and answered with a generic one, so that what is
-    /// behind the gateway (addresses, discovery, databases) does not reach
-    /// the caller.
+    /// database down; or `RESOURCE_EXHAUSTED` other than a rate limit's, such
+    /// as the framework's client bulkhead full; or `CANCELLED`) and one too
+    /// slow (`DEADLINE_EXCEEDED`) are logged with the peer's message and
+    /// answered with a generic one, so that what is behind the gateway
+    /// (addresses, discovery, databases, limits) does not reach the caller.
     pub(crate) fn from_status(service: &str, status: tonic::Status) -> Self {
         if let Some(invalid) = Invalid::from_status(&status) {
             return Self::Invalid(invalid);
+        }
+        if let Some(seconds) = rate_limited(&status) {
+            return Self::Limited(seconds);
         }
         Self::Error(generic(Some(service), Error::from(status)))
     }
@@ -61,6 +75,22 @@ impl From<Error> for ApiError {
     }
 }
 
+/// The seconds to wait of a `RESOURCE_EXHAUSTED` that is a rate limit's: the
+/// framework's rate limits answer with a `retry-after` (whole seconds), for
+/// a caller (their token, their address) over their share; other
+/// exhaustions (a bulkhead, a queue) say nothing of when to come back.
+fn rate_limited(status: &tonic::Status) -> Option<u64> {
+    if status.code() != tonic::Code::ResourceExhausted {
+        return None;
+    }
+    let seconds = status.metadata().get("retry-after")?.to_str().ok()?;
+    seconds
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|seconds| seconds.max(1))
+}
+
 /// `error` from `service` (the gateway's own with none), with a message of
 /// its own when its message is for operators, not callers (logged).
 fn generic(service: Option<&str>, error: Error) -> Error {
@@ -76,7 +106,10 @@ fn generic(service: Option<&str>, error: Error) -> Error {
                 Some(_) => format!("{what} failed"),
             })
         }
-        ErrorKind::Unavailable => {
+        // A bulkhead full, a service out of room (not a rate limit of the
+        // caller's: see `rate_limited`), or a call cut short: for the
+        // caller, a service that cannot take the call now.
+        ErrorKind::Unavailable | ErrorKind::ResourceExhausted | ErrorKind::Cancelled => {
             tracing::warn!(service, error = ?error, "a service is unavailable");
             Error::unavailable(format!("{what} is unavailable; retry shortly"))
         }
@@ -98,14 +131,30 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
             Self::Invalid(invalid) => invalid.into_response(),
-            Self::Error(error) => {
-                let unauthenticated = error.kind() == ErrorKind::Unauthenticated;
+            Self::Limited(seconds) => {
+                let error =
+                    Error::resource_exhausted(format!("rate limit exceeded; retry in {seconds}s"));
                 let mut response = error.into_response();
-                if unauthenticated {
-                    response.headers_mut().insert(
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(seconds));
+                response
+            }
+            Self::Error(error) => {
+                let kind = error.kind();
+                let mut response = error.into_response();
+                let header = match kind {
+                    ErrorKind::Unauthenticated => Some((
                         WWW_AUTHENTICATE,
                         HeaderValue::from_static("Bearer realm=\"shop\""),
-                    );
+                    )),
+                    // Soon: what is unavailable is so for a moment (a
+                    // restart, a breaker's cool-down, a full bulkhead).
+                    ErrorKind::Unavailable => Some((RETRY_AFTER, HeaderValue::from_static("1"))),
+                    _ => None,
+                };
+                if let Some((name, value)) = header {
+                    response.headers_mut().insert(name, value);
                 }
                 response
             }
@@ -133,9 +182,14 @@ mod tests {
             (tonic::Code::NotFound, StatusCode::NOT_FOUND),
             (tonic::Code::AlreadyExists, StatusCode::CONFLICT),
             (
-                tonic::Code::ResourceExhausted,
-                StatusCode::TOO_MANY_REQUESTS,
+                tonic::Code::FailedPrecondition,
+                StatusCode::PRECONDITION_FAILED,
             ),
+            (
+                tonic::Code::ResourceExhausted,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (tonic::Code::Cancelled, StatusCode::SERVICE_UNAVAILABLE),
             (tonic::Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
             (tonic::Code::DeadlineExceeded, StatusCode::GATEWAY_TIMEOUT),
             (tonic::Code::Internal, StatusCode::INTERNAL_SERVER_ERROR),
@@ -151,7 +205,55 @@ mod tests {
                 response.headers().contains_key(WWW_AUTHENTICATE),
                 expected == StatusCode::UNAUTHORIZED
             );
+            assert_eq!(
+                response
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .map(HeaderValue::as_bytes),
+                (expected == StatusCode::SERVICE_UNAVAILABLE).then_some(b"1".as_slice()),
+                "{code:?}"
+            );
         }
+    }
+
+    /// The framework's client bulkhead refuses with `RESOURCE_EXHAUSTED`
+    /// naming the service and its limits: the caller gets a `503` that says
+    /// neither, as for any service out of reach.
+    #[tokio::test]
+    async fn a_full_bulkhead_is_a_service_unavailable_not_the_callers_limit() {
+        let bulkhead = room619::resilience::Rejection::bulkhead_full("products", 256, 0);
+        let response = answer(bulkhead.status().clone());
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[RETRY_AFTER], "1");
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(
+            body.contains("the users service is unavailable; retry shortly"),
+            "{body}"
+        );
+        assert!(
+            !body.contains("bulkhead") && !body.contains("256"),
+            "{body}"
+        );
+    }
+
+    /// A service's rate limit (its `RESOURCE_EXHAUSTED` says when to retry)
+    /// is the caller's: `429` with that `Retry-After`.
+    #[test]
+    fn a_services_rate_limit_stays_429_with_its_retry_after() {
+        let mut limited = tonic::Status::resource_exhausted("rate limit exceeded; retry in 7s");
+        limited
+            .metadata_mut()
+            .insert("retry-after", tonic::metadata::MetadataValue::from(7_u64));
+        let response = answer(limited);
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[RETRY_AFTER], "7");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
     }
 
     #[test]

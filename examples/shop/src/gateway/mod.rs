@@ -17,18 +17,25 @@
 //!
 //! A product's version is its `ETag` (`"3"`): `GET /v1/products/{id}`
 //! answers `304` to an `If-None-Match` naming it, and `PATCH` or `DELETE`
-//! with `If-Match` apply only while the product is at a version named (`412`
-//! otherwise), so two edits from one read cannot both land.
+//! with `If-Match` apply only while the product is at a version named, with
+//! `If-None-Match` only while it is not at one named (`*`: never, as the
+//! product exists); `412` otherwise, so two edits from one read cannot both
+//! land.
+//!
+//! Answers carrying tokens (sign-up, login, refresh) say
+//! `Cache-Control: no-store` and `Pragma: no-cache`: no cache keeps them.
 //!
 //! Bodies are JSON with unknown fields refused and validated by the rules of
 //! the `.proto` comments. Every error is `application/problem+json`: `400`
 //! for malformed input, `401` (with `WWW-Authenticate: Bearer`), `403`,
 //! `404`, `409`, `412`, `413`, `415`, `422` with the field errors (the gateway's
-//! validation or a service's `google.rpc.BadRequest`), `429`, `503` when a
-//! service is unavailable and `504` when it misses the deadline: the
-//! client's (`x-request-timeout`), or else [`DEFAULT_TIMEOUT`], so a
-//! service that is up but stuck cannot hold the gateway's requests. Rate limits
-//! are per route in `[rate_limit]`, for example:
+//! validation or a service's `google.rpc.BadRequest`), `429` (with
+//! `Retry-After`), `503` (with `Retry-After: 1`) when a service is
+//! unavailable or cannot take the call now, and `504` when it misses the
+//! deadline: the client's (`x-request-timeout`) but at most
+//! [`MAX_TIMEOUT`] away, or else [`DEFAULT_TIMEOUT`], so a service that is
+//! up but stuck cannot hold the gateway's requests, and no client can make
+//! it wait longer. Rate limits are per route in `[rate_limit]`, for example:
 //!
 //! ```toml
 //! [[rate_limit.rules]]
@@ -66,19 +73,25 @@ const REQUIREMENT: &str = "^1";
 pub const OPENAPI_PATH: &str = "/openapi.json";
 /// The deadline of a request whose client sent none.
 pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The furthest deadline a request keeps: a client's longer
+/// `x-request-timeout` (up to `99999999H`, eleven thousand years) is cut to
+/// it, so that no client holds the gateway's calls to the services, and
+/// theirs to the databases, open longer.
+pub const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// `route` with a deadline of [`DEFAULT_TIMEOUT`] when its request has
-/// none, which its calls to the services carry and obey.
+/// `route` with a deadline, which its calls to the services carry and obey:
+/// its request's own, at most [`MAX_TIMEOUT`] away, or [`DEFAULT_TIMEOUT`]
+/// when it has none.
 fn bounded(route: MethodRouter) -> MethodRouter {
     route.layer(axum::middleware::from_fn(
         |request: axum::extract::Request, next: axum::middleware::Next| async move {
-            if Deadline::current().is_some() {
-                next.run(request).await
+            let limit = if Deadline::current().is_some() {
+                MAX_TIMEOUT
             } else {
-                Deadline::after(DEFAULT_TIMEOUT)
-                    .scope(next.run(request))
-                    .await
-            }
+                DEFAULT_TIMEOUT
+            };
+            // The earlier of the two: a request's nearer deadline is kept.
+            Deadline::after(limit).scope(next.run(request)).await
         },
     ))
 }
@@ -139,12 +152,25 @@ mod reply {
         Json,
         response::{IntoResponse as _, Response},
     };
-    use http::{HeaderValue, StatusCode, header::LOCATION};
+    use http::{
+        HeaderValue, StatusCode,
+        header::{CACHE_CONTROL, LOCATION, PRAGMA},
+    };
     use serde::Serialize;
 
     /// `200` with `body`.
     pub(crate) fn ok<T: Serialize>(body: &T) -> Response {
         Json(body).into_response()
+    }
+
+    /// `response`, which carries tokens, marked for no cache to keep:
+    /// `Cache-Control: no-store` (RFC 6749 §5.1), and `Pragma: no-cache` for
+    /// older caches.
+    pub(crate) fn uncached(mut response: Response) -> Response {
+        let headers = response.headers_mut();
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+        response
     }
 
     /// `201` with `body` and `Location: location`.
@@ -253,10 +279,26 @@ mod tests {
         assert!(default <= DEFAULT_TIMEOUT, "{default:?}");
         let own = left(Some(Duration::from_secs(2))).await;
         assert!(own <= Duration::from_secs(2), "{own:?}");
-        let longer = left(Some(Duration::from_secs(60))).await;
+        assert!(own > Duration::from_secs(1), "{own:?}");
+        let longer = left(Some(Duration::from_secs(20))).await;
         assert!(
-            longer > DEFAULT_TIMEOUT,
-            "a client's longer deadline is its own: {longer:?}"
+            longer > DEFAULT_TIMEOUT && longer <= Duration::from_secs(20),
+            "a client's longer deadline within the maximum is its own: {longer:?}"
         );
+    }
+
+    /// `x-request-timeout: 99999999H` does not hold the gateway (and the
+    /// services behind it) for eleven thousand years: the maximum does.
+    #[tokio::test]
+    async fn a_deadline_further_than_the_maximum_is_cut_to_it() {
+        let floor = MAX_TIMEOUT.checked_sub(Duration::from_secs(1)).unwrap();
+        for asked in [
+            Duration::from_secs(60),
+            Duration::from_secs(99_999_999 * 60 * 60),
+        ] {
+            let left = left(Some(asked)).await;
+            assert!(left <= MAX_TIMEOUT, "{asked:?}: {left:?}");
+            assert!(left > floor, "{asked:?}: {left:?}");
+        }
     }
 }

@@ -5,7 +5,9 @@
 //! which follow from what an operation takes (a body, path or query
 //! parameters, a token), are added by [`Errors`] so that every operation
 //! lists every status the node can answer it with, each an
-//! `application/problem+json` [`Problem`](room619::error::Problem).
+//! `application/problem+json` [`Problem`](room619::error::Problem). The
+//! patterns of emails and names are [`crate::rules`]' own, set by
+//! [`add_rules`].
 
 use utoipa::{
     Modify, OpenApi,
@@ -18,6 +20,7 @@ use utoipa::{
 };
 
 use super::{auth, products, users};
+use crate::rules::{EMAIL_PATTERN, NAME_PATTERN};
 
 /// The media type of every error body.
 const PROBLEM_JSON: &str = room619::error::PROBLEM_JSON;
@@ -56,7 +59,8 @@ const PROBLEM_JSON: &str = room619::error::PROBLEM_JSON;
 )]
 pub(crate) struct ApiDoc;
 
-/// The document as JSON, with the [`LINKS`] between operations.
+/// The document as JSON, with the [`LINKS`] between operations and the
+/// rules [`add_rules`] sets.
 ///
 /// # Errors
 ///
@@ -65,7 +69,39 @@ pub(crate) fn document() -> room619::Result<String> {
     let failed = |err| room619::Error::internal("the OpenAPI document").with_source(err);
     let mut document = serde_json::to_value(ApiDoc::openapi()).map_err(failed)?;
     add_links(&mut document);
+    add_rules(&mut document);
     serde_json::to_string(&document).map_err(failed)
+}
+
+/// The fields [`crate::rules`] checks and their patterns: (schema, field,
+/// pattern).
+const PATTERNS: &[(&str, &str, &str)] = &[
+    ("SignUpBody", "email", EMAIL_PATTERN),
+    ("SignUpBody", "name", NAME_PATTERN),
+    ("UpdateUserBody", "name", NAME_PATTERN),
+    ("CreateProductBody", "name", NAME_PATTERN),
+    ("UpdateProductBody", "name", NAME_PATTERN),
+];
+
+/// Sets the [`PATTERNS`] (made of constants, which utoipa's attributes do
+/// not take), and the `minProperties: 1` of `UpdateProductBody`, a change
+/// that must name something to change (utoipa 5's `min_properties` writes
+/// `maxProperties`).
+fn add_rules(document: &mut serde_json::Value) {
+    for (schema, field, pattern) in PATTERNS {
+        if let Some(property) = document
+            .pointer_mut(&format!("/components/schemas/{schema}/properties/{field}"))
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            property.insert("pattern".to_owned(), (*pattern).into());
+        }
+    }
+    if let Some(update) = document
+        .pointer_mut("/components/schemas/UpdateProductBody")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        update.insert("minProperties".to_owned(), 1.into());
+    }
 }
 
 /// Adds [`LINKS`] to the serialized document (utoipa 5 writes a link's
@@ -132,7 +168,8 @@ const ERRORS: &[(&str, &str, &str)] = &[
     (
         "PreconditionFailed",
         "412",
-        "`If-Match` names no version the resource is at: it changed since it was read",
+        "`If-Match` names no version the resource is at (it changed since it was read), or \
+         `If-None-Match` names the one it is at (or is `*`)",
     ),
     (
         "PayloadTooLarge",
@@ -158,7 +195,7 @@ const ERRORS: &[(&str, &str, &str)] = &[
     (
         "Unavailable",
         "503",
-        "A service is unavailable; retry later",
+        "A service is unavailable or cannot take the call now; retry after `Retry-After` seconds",
     ),
     (
         "GatewayTimeout",
@@ -214,23 +251,23 @@ impl Modify for Errors {
             );
         }
         for item in openapi.paths.paths.values_mut() {
-            for operation in [
-                &mut item.get,
-                &mut item.post,
-                &mut item.patch,
-                &mut item.delete,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                add_errors(operation);
+            for (operation, read) in [
+                (&mut item.get, true),
+                (&mut item.post, false),
+                (&mut item.patch, false),
+                (&mut item.delete, false),
+            ] {
+                if let Some(operation) = operation.as_mut() {
+                    add_errors(operation, read);
+                }
             }
         }
     }
 }
 
-/// The statuses an operation can fail with, from what it takes.
-fn add_errors(operation: &mut Operation) {
+/// The statuses an operation can fail with, from what it takes; `read` for
+/// a `GET` (whose `If-None-Match` is answered `304`, not `412`).
+fn add_errors(operation: &mut Operation, read: bool) {
     let mut statuses = vec!["400", "429", "500", "503", "504"];
     let parameters = operation.parameters.as_deref().unwrap_or_default();
     if operation.request_body.is_some() {
@@ -253,7 +290,8 @@ fn add_errors(operation: &mut Operation) {
     }
     if parameters.iter().any(|p| {
         matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Header)
-            && p.name.eq_ignore_ascii_case("if-match")
+            && (p.name.eq_ignore_ascii_case("if-match")
+                || (!read && p.name.eq_ignore_ascii_case("if-none-match")))
     }) {
         statuses.push("412");
     }
@@ -290,7 +328,7 @@ fn problem_response(status: &str, description: &str) -> Response {
                     .build(),
             );
         }
-        "429" => {
+        "429" | "503" => {
             response = response.header(
                 "Retry-After",
                 HeaderBuilder::new()
@@ -367,17 +405,21 @@ mod tests {
         let document: serde_json::Value =
             serde_json::from_str(&super::document().unwrap()).unwrap();
         let schemas = &document["components"]["schemas"];
-        assert_eq!(
-            schemas["SignUpBody"]["properties"]["email"]["pattern"],
-            EMAIL_PATTERN
-        );
-        assert_eq!(
-            schemas["SignUpBody"]["properties"]["name"]["pattern"],
-            NAME_PATTERN
-        );
-        assert_eq!(
-            schemas["UpdateUserBody"]["properties"]["name"]["pattern"],
-            NAME_PATTERN
-        );
+        for (schema, field, pattern) in [
+            ("SignUpBody", "email", EMAIL_PATTERN),
+            ("SignUpBody", "name", NAME_PATTERN),
+            ("UpdateUserBody", "name", NAME_PATTERN),
+            ("CreateProductBody", "name", NAME_PATTERN),
+            ("UpdateProductBody", "name", NAME_PATTERN),
+        ] {
+            let property = &schemas[schema]["properties"][field];
+            assert_eq!(property["pattern"], pattern, "{schema}.{field}");
+            assert_eq!(property["type"], "string", "{schema}.{field}");
+        }
+        // A change names at least one field; no more is required.
+        let update = &schemas["UpdateProductBody"];
+        assert_eq!(update["minProperties"], 1);
+        assert!(update.get("maxProperties").is_none(), "{update}");
+        assert!(update.get("required").is_none(), "{update}");
     }
 }

@@ -37,54 +37,75 @@ fn tagged(mut response: Response, version: i64) -> Response {
     response
 }
 
-/// What a change of a product asks the service to expect, from `If-Match`.
+/// What a change of a product asks the service to expect, from `If-Match`
+/// and `If-None-Match`.
 struct Expected {
     /// The version to send as `expected_version`.
     version: Option<i64>,
-    /// The product's version when `If-Match` named none it was at: the
-    /// change is sent expecting a version no product reaches, so that the
-    /// service still refuses it for what comes first (not the owner, the
+    /// The condition that is false at the product's version, when one is:
+    /// the change is sent expecting a version no product reaches, so that
+    /// the service still refuses it for what comes first (not the owner, the
     /// product archived), and its `FAILED_PRECONDITION` is told in these
     /// terms.
-    unlisted: Option<i64>,
+    unmet: Option<Unmet>,
+}
+
+/// A condition of a change that is false at the product's current version.
+#[derive(Debug, Clone, Copy)]
+enum Unmet {
+    /// `If-Match` names no version the product is at (this one).
+    Unlisted(i64),
+    /// `If-None-Match` names the version the product is at (this one), or
+    /// is `*`.
+    Listed(i64),
 }
 
 impl Expected {
     /// The answer to the service's refusal `status` of a change of `id`.
     fn refused(&self, id: &str, status: tonic::Status) -> ApiError {
-        match self.unlisted {
-            Some(current) if status.code() == tonic::Code::FailedPrecondition => {
-                room619::Error::failed_precondition(format!(
-                    "product {id} is at version {current} (`ETag: \"{current}\"`), which \
-                     `If-Match` does not name: read it again before you change it"
-                ))
-                .into()
-            }
-            _ => failed(status),
-        }
+        let unmet = self
+            .unmet
+            .filter(|_| status.code() == tonic::Code::FailedPrecondition);
+        let detail = match unmet {
+            Some(Unmet::Unlisted(current)) => format!(
+                "product {id} is at version {current} (`ETag: \"{current}\"`), which \
+                 `If-Match` does not name: read it again before you change it"
+            ),
+            Some(Unmet::Listed(current)) => format!(
+                "product {id} is at version {current} (`ETag: \"{current}\"`), which \
+                 `If-None-Match` names (or it is `*`): it is left as it is"
+            ),
+            None => return failed(status),
+        };
+        room619::Error::failed_precondition(detail).into()
     }
 }
 
-/// What a change must find product `id` at, from `If-Match`: the version it
-/// names, or, when it names several or none the gateway issued, the
-/// product's current version if listed (`404` if there is no product).
+/// What a change must find product `id` at, from `If-Match` and
+/// `If-None-Match`: no version without either; the version `If-Match`
+/// names when it names one and there is no `If-None-Match`; otherwise the
+/// product's current version (`404` if there is no product), read first,
+/// when both conditions hold at it, so that they still hold when the change
+/// applies.
 async fn expected_version(
     client: &mut ProductsClient<RpcChannel>,
     bearer: &Bearer,
     id: &str,
     condition: IfMatch,
+    unless: &IfNoneMatch,
 ) -> Result<Expected, ApiError> {
     let exactly = |version: Option<i64>| Expected {
         version,
-        unlisted: None,
+        unmet: None,
     };
     let listed = match condition {
-        IfMatch::Any => return Ok(exactly(None)),
-        IfMatch::Versions(versions) if versions.len() == 1 => {
+        IfMatch::Any if unless.is_absent() => return Ok(exactly(None)),
+        IfMatch::Versions(versions) if versions.len() == 1 && unless.is_absent() => {
             return Ok(exactly(versions.first().copied()));
         }
-        IfMatch::Versions(versions) => versions,
-        IfMatch::Never => Vec::new(),
+        IfMatch::Any => None,
+        IfMatch::Versions(versions) => Some(versions),
+        IfMatch::Never => Some(Vec::new()),
     };
     let current = client
         .get_product(bearer.request(GetProductRequest { id: id.to_owned() }))
@@ -92,13 +113,17 @@ async fn expected_version(
         .map_err(failed)?
         .into_inner()
         .version;
-    Ok(if listed.contains(&current) {
-        exactly(Some(current))
+    // RFC 9110 §13.2.2: `If-Match` first, then `If-None-Match`.
+    let unmet = if listed.is_some_and(|listed| !listed.contains(&current)) {
+        Some(Unmet::Unlisted(current))
+    } else if unless.matches(current) {
+        Some(Unmet::Listed(current))
     } else {
-        Expected {
-            version: Some(i64::MAX),
-            unlisted: Some(current),
-        }
+        None
+    };
+    Ok(Expected {
+        version: Some(if unmet.is_some() { i64::MAX } else { current }),
+        unmet,
     })
 }
 
@@ -209,7 +234,7 @@ pub(crate) async fn get(
     Ok(tagged(reply::ok(&ProductBody::from(product)), version))
 }
 
-/// Changes the fields that are given; only the owner may.
+/// Changes the fields that are given (one at least); only the owner may.
 #[utoipa::path(
     patch,
     path = "/v1/products/{id}",
@@ -219,7 +244,10 @@ pub(crate) async fn get(
         ("id" = String, Path, description = "The product's id", pattern = "^[A-Za-z0-9_-]{1,64}$"),
         ("If-Match" = Option<String>, Header, nullable = false, pattern = r##"^(\*|(W/)?"[!#-~]*"( ?, ?(W/)?"[!#-~]*")*)?$"##,
             description = "Change it only while it is at a version listed (its `ETag`): `412` \
-                           otherwise")
+                           otherwise"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, pattern = r##"^(\*|(W/)?"[!#-~]*"( ?, ?(W/)?"[!#-~]*")*)?$"##,
+            description = "Change it only while it is at no version listed (its `ETag`, weak or \
+                           strong; `*`: never): `412` otherwise")
     ),
     request_body = UpdateProductBody,
     security(("bearer" = [])),
@@ -231,10 +259,11 @@ pub(crate) async fn update(
     bearer: Bearer,
     Id(id): Id,
     condition: IfMatch,
+    unless: IfNoneMatch,
     Valid(body): Valid<UpdateProductBody>,
 ) -> Result<Response, ApiError> {
     let mut client = client(&ctx)?;
-    let expected = expected_version(&mut client, &bearer, &id, condition).await?;
+    let expected = expected_version(&mut client, &bearer, &id, condition, &unless).await?;
     let product = client
         .update_product(bearer.request(UpdateProductRequest {
             id: id.clone(),
@@ -260,7 +289,10 @@ pub(crate) async fn update(
         ("id" = String, Path, description = "The product's id", pattern = "^[A-Za-z0-9_-]{1,64}$"),
         ("If-Match" = Option<String>, Header, nullable = false, pattern = r##"^(\*|(W/)?"[!#-~]*"( ?, ?(W/)?"[!#-~]*")*)?$"##,
             description = "Delete it only while it is at a version listed (its `ETag`): `412` \
-                           otherwise")
+                           otherwise"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, pattern = r##"^(\*|(W/)?"[!#-~]*"( ?, ?(W/)?"[!#-~]*")*)?$"##,
+            description = "Delete it only while it is at no version listed (its `ETag`, weak or \
+                           strong; `*`: never): `412` otherwise")
     ),
     security(("bearer" = [])),
     responses((status = 204, description = "The product is deleted"))
@@ -270,9 +302,10 @@ pub(crate) async fn delete(
     bearer: Bearer,
     Id(id): Id,
     condition: IfMatch,
+    unless: IfNoneMatch,
 ) -> Result<Response, ApiError> {
     let mut client = client(&ctx)?;
-    let expected = expected_version(&mut client, &bearer, &id, condition).await?;
+    let expected = expected_version(&mut client, &bearer, &id, condition, &unless).await?;
     client
         .delete_product(bearer.request(DeleteProductRequest {
             id: id.clone(),

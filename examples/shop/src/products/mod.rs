@@ -7,7 +7,9 @@
 //! - Each product has a version, 1 when created and one more with every
 //!   change; an update or delete that names an `expected_version` applies
 //!   only at that version (`FAILED_PRECONDITION` otherwise), so an edit
-//!   made from a stale read does not silently undo the newer one.
+//!   made from a stale read does not silently undo the newer one. An update
+//!   that sets no field is refused (`INVALID_ARGUMENT`) rather than make a
+//!   new version of the same product.
 //! - `ListProducts` pages in creation order and filters by owner and by a
 //!   case-insensitive substring of the name (`%` and `_` match themselves).
 //! - It consumes `users.deleted` through the durable consumer

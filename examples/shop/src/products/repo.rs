@@ -195,7 +195,9 @@ impl ProductStore {
     }
 
     /// Sets the `changes` of the caller's own product, if it is still at
-    /// their expected version.
+    /// their expected version. Changes that set nothing are refused
+    /// (`INVALID_ARGUMENT`): they would make a new version of the same
+    /// product.
     pub(crate) async fn update(
         &self,
         caller: &Principal,
@@ -203,6 +205,12 @@ impl ProductStore {
         changes: Changes,
     ) -> room619::Result<ProductRow> {
         let id = crate::access::required("id", id)?;
+        if changes.name.is_none() && changes.description.is_none() && changes.price_cents.is_none()
+        {
+            return Err(Error::invalid_argument(
+                "nothing to change: set at least one of name, description and price_cents",
+            ));
+        }
         let name = changes.name.as_deref().map(check_name).transpose()?;
         if let Some(description) = &changes.description {
             check_description(description)?;
@@ -375,10 +383,9 @@ fn listing_sql(filter: &Filter<'_>, cursor: Option<Cursor>, limit: i64) -> (Stri
     if let Some(cursor) = cursor {
         args.push(cursor.created_at);
         args.push(cursor.id);
-        let (at, id) = (args.len() - 1, args.len());
-        conditions.push(format!(
-            "(created_at > ${at} OR (created_at = ${at} AND id > ${id}))"
-        ));
+        // A range of `products_by_creation`, or of `products_by_owner`
+        // after its `owner_id`.
+        conditions.push(page::after(args.len() - 1, args.len()));
     }
     let filter = if conditions.is_empty() {
         String::new()
@@ -457,6 +464,42 @@ fn check_price(price_cents: i64) -> room619::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A later page starts where the cursor is in the index, after the
+    /// other conditions: `(created_at, id) > (..)`, not an `OR` that makes
+    /// the database read every row before it.
+    #[test]
+    fn a_later_page_is_a_range_of_the_index() {
+        let cursor = || {
+            Some(Cursor {
+                created_at: "2026-11-26T05:00:00.000000Z".to_owned(),
+                id: "p1".to_owned(),
+            })
+        };
+        let filter = Filter {
+            owner_id: "ada",
+            query: "pot",
+            ..Filter::default()
+        };
+        let (sql, args) = listing_sql(&filter, cursor(), 21);
+        assert!(
+            sql.ends_with(
+                " FROM products WHERE archived = 0 AND owner_id = $1 AND name_folded LIKE $2 \
+                 ESCAPE '\\' AND (created_at, id) > ($3, $4) ORDER BY created_at, id LIMIT 21"
+            ),
+            "{sql}"
+        );
+        assert_eq!(args, ["ada", "%pot%", "2026-11-26T05:00:00.000000Z", "p1"]);
+        let (sql, args) = listing_sql(&Filter::default(), cursor(), 3);
+        assert!(
+            sql.ends_with(
+                " WHERE archived = 0 AND (created_at, id) > ($1, $2) ORDER BY created_at, id LIMIT 3"
+            ),
+            "{sql}"
+        );
+        assert_eq!(args.len(), 2);
+        assert!(!sql.contains(" OR "), "{sql}");
+    }
 
     #[test]
     fn like_wildcards_are_escaped() {

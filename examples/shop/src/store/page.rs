@@ -98,6 +98,23 @@ impl Cursor {
     }
 }
 
+/// The SQL condition of the rows after a cursor whose `created_at` and id
+/// are the placeholders `$at` and `$id`: `(created_at, id) > ($at, $id)`.
+/// A row-value comparison, which PostgreSQL and SQLite (3.15 and later; the
+/// bundled one is 3.46) read as where a range of an index on
+/// `(created_at, id)` starts, so a deep page costs what the first does. Its
+/// spelled-out equivalent, `created_at > $at OR (created_at = $at AND
+/// id > $id)`, is no range: PostgreSQL reads the index from its start and
+/// filters every row before the cursor.
+///
+/// ```
+/// assert_eq!(shop::store::page::after(2, 3), "(created_at, id) > ($2, $3)");
+/// ```
+#[must_use]
+pub fn after(at: usize, id: usize) -> String {
+    format!("(created_at, id) > (${at}, ${id})")
+}
+
 /// Splits `rows`, fetched as `size + 1` rows in key order, into the page and
 /// the next page's token (empty when this is the last page).
 pub fn split<T>(mut rows: Vec<T>, size: i64, key: impl Fn(&T) -> Cursor) -> (Vec<T>, String) {

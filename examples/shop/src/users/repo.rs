@@ -184,8 +184,8 @@ impl UserStore {
         let sql = match &cursor {
             None => format!("SELECT {COLUMNS} FROM users ORDER BY created_at, id LIMIT {limit}"),
             Some(_) => format!(
-                "SELECT {COLUMNS} FROM users WHERE created_at > $1 OR (created_at = $1 AND id > $2) \
-                 ORDER BY created_at, id LIMIT {limit}"
+                "SELECT {COLUMNS} FROM users WHERE {after} ORDER BY created_at, id LIMIT {limit}",
+                after = page::after(1, 2),
             ),
         };
         let mut query = sqlx::query(&sql);

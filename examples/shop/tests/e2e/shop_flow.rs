@@ -72,14 +72,8 @@ async fn logins(shop: &Shop) {
     );
 }
 
-/// Creates, pages, searches, updates and deletes; the lamp it keeps.
-async fn catalog(shop: &Shop, alice: &User) -> Value {
-    let lamp = shop.create_product(alice, "Desk lamp", 2_500).await;
-    shop.create_product(alice, "Floor LAMP", 8_900).await;
-    let kettle = shop.create_product(alice, "Kettle", 3_000).await;
-    assert_eq!(lamp["owner_id"], alice.id.as_str());
-
-    let token = Some(alice.token.as_str());
+/// Pages through the three products two at a time, and searches them.
+async fn pages_and_search(shop: &Shop, token: Option<&str>) {
     let (status, first) = shop
         .call(Method::GET, "/v1/products?page_size=2", token, None)
         .await;
@@ -108,6 +102,17 @@ async fn catalog(shop: &Shop, alice: &User) -> Value {
         ["Desk lamp", "Floor LAMP"],
         "search ignores case"
     );
+}
+
+/// Creates, pages, searches, updates and deletes; the lamp it keeps.
+async fn catalog(shop: &Shop, alice: &User) -> Value {
+    let lamp = shop.create_product(alice, "Desk lamp", 2_500).await;
+    shop.create_product(alice, "Floor LAMP", 8_900).await;
+    let kettle = shop.create_product(alice, "Kettle", 3_000).await;
+    assert_eq!(lamp["owner_id"], alice.id.as_str());
+
+    let token = Some(alice.token.as_str());
+    pages_and_search(shop, token).await;
 
     let path = format!("/v1/products/{}", lamp["id"].as_str().unwrap());
     let (status, updated) = shop
@@ -160,6 +165,22 @@ async fn catalog(shop: &Shop, alice: &User) -> Value {
         )
         .await;
     assert_eq!(status, StatusCode::NOT_MODIFIED);
+    // A change only if it changed since version 3: it did not.
+    let (status, problem) = shop
+        .call_with(
+            Method::PATCH,
+            &path,
+            token,
+            &[("if-none-match", "\"3\"")],
+            Some(json!({"price_cents": 2_200})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{problem}");
+    // A change of nothing: no new version of the same product.
+    let (status, problem) = shop
+        .call(Method::PATCH, &path, token, Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
 
     let kettle_path = format!("/v1/products/{}", kettle["id"].as_str().unwrap());
     let (status, _) = shop.call(Method::DELETE, &kettle_path, token, None).await;

@@ -32,13 +32,37 @@ pub async fn create(
         .into_inner()
 }
 
-/// Only the fields that are set change.
+/// Only the fields that are set change; a change that sets none is
+/// refused, and leaves the product as it was (no new version).
 async fn partial_updates(
     c: &mut ProductsClient<Channel>,
     widget: &Product,
     alice: &str,
     bob: &str,
 ) {
+    for expected_version in [None, Some(widget.version)] {
+        let nothing = UpdateProductRequest {
+            id: widget.id.clone(),
+            expected_version,
+            ..Default::default()
+        };
+        refused(
+            c.update_product(authed(alice, nothing)).await,
+            Code::InvalidArgument,
+            "nothing to change",
+        );
+    }
+    let unchanged = c
+        .get_product(authed(
+            alice,
+            GetProductRequest {
+                id: widget.id.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(&unchanged, widget);
     let cheaper = UpdateProductRequest {
         id: widget.id.clone(),
         price_cents: Some(0),
@@ -428,6 +452,20 @@ async fn control_characters(kind: Kind) {
         Code::InvalidArgument,
         "name must not contain control characters",
     );
+    // Invisible format characters: a name that looks empty, or like
+    // another's, or reverses what follows it.
+    for name in [
+        "\u{200b}",
+        "Tea\u{ad}pot",
+        "Teapot \u{202e}gnirts",
+        "Tea\u{e0020}pot",
+    ] {
+        refused(
+            c.create_product(request(name, "", 1)).await,
+            Code::InvalidArgument,
+            "name must not contain invisible format characters",
+        );
+    }
     refused(
         c.create_product(request("N", "a\0b", 1)).await,
         Code::InvalidArgument,

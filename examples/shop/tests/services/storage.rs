@@ -3,7 +3,7 @@
 use room619::ErrorKind;
 use shop::{
     settings::ShopSettings,
-    store::{Backend, Db, db_error},
+    store::{Backend, Db, db_error, page},
 };
 use sqlx::Row as _;
 
@@ -293,5 +293,74 @@ async fn the_database_url_variable_wins_over_the_configuration() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("1 passed"), "{stdout}");
+    test.finish().await;
+}
+
+/// A later page is a range of its index, starting at the cursor: with the
+/// planner held to index scans (the empty tables would not make it pick one
+/// on its own), the cursor's condition is the index scan's, not a filter of
+/// every row before it.
+#[tokio::test]
+async fn a_later_page_starts_at_its_cursor_in_the_index_on_postgres() {
+    let test = TestDb::new(Kind::Postgres).await;
+    let mut conn = test.db.pool().acquire().await.unwrap();
+    for setting in ["enable_seqscan", "enable_bitmapscan", "enable_sort"] {
+        sqlx::query(&format!("SET {setting} = off"))
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    let at = "2026-11-26T05:00:00.000000Z";
+    let listings = [
+        (
+            format!(
+                "SELECT id FROM users WHERE {} ORDER BY created_at, id LIMIT 21",
+                page::after(1, 2)
+            ),
+            vec![at, "u1"],
+            "users_by_creation",
+        ),
+        (
+            format!(
+                "SELECT id FROM products WHERE archived = 0 AND {} ORDER BY created_at, id LIMIT 21",
+                page::after(1, 2)
+            ),
+            vec![at, "p1"],
+            "products_by_creation",
+        ),
+        (
+            format!(
+                "SELECT id FROM products WHERE archived = 0 AND owner_id = $1 AND {} \
+                 ORDER BY created_at, id LIMIT 21",
+                page::after(2, 3)
+            ),
+            vec!["ada", at, "p1"],
+            "products_by_owner",
+        ),
+    ];
+    for (sql, args, index) in listings {
+        let explain = format!("EXPLAIN {sql}");
+        let query = args
+            .iter()
+            .fold(sqlx::query_scalar::<_, String>(&explain), |query, arg| {
+                query.bind(*arg)
+            });
+        let plan = query.fetch_all(&mut *conn).await.unwrap().join("\n");
+        assert!(plan.contains(&format!("Scan using {index} ")), "{plan}");
+        let range = plan
+            .lines()
+            .find(|line| line.trim_start().starts_with("Index Cond:"));
+        assert!(
+            range.is_some_and(|line| line.contains("ROW(created_at, id) > ROW(")),
+            "{plan}"
+        );
+        assert!(
+            !plan
+                .lines()
+                .any(|line| line.contains("Filter:") && line.contains("created_at")),
+            "{plan}"
+        );
+    }
+    drop(conn);
     test.finish().await;
 }

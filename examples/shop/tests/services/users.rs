@@ -281,6 +281,20 @@ async fn bad_fields(c: &mut Clients, auth: &str, alice_token: &str) {
             "display_name must be 1 to 100 characters",
         );
     }
+    // Invisible format characters: an address or a name that looks like
+    // another's, or empty.
+    for (email, name) in [
+        ("ad\u{200b}a@example.com", "Ada"),
+        ("ada@example.com\u{2060}", "Ada"),
+        ("f@example.com", "\u{200b}"),
+        ("f@example.com", "Ada\u{202e}nimda"),
+        ("f@example.com", "A\u{ad}da"),
+    ] {
+        let bad =
+            c.v1.create_user(authed(auth, create_v1("", email, name)))
+                .await;
+        refused(bad, Code::InvalidArgument, "invisible format characters");
+    }
     let bad =
         c.v1.create_user(authed(auth, create_v1("has space", "s@example.com", "S")))
             .await;
@@ -473,3 +487,56 @@ async fn pagination(kind: Kind) {
     test.finish().await;
 }
 both!(users_are_listed_page_by_page, super::pagination);
+
+/// Users created in the same microsecond are told apart by their ids: pages
+/// of them neither repeat nor skip one.
+async fn pagination_through_ties(kind: Kind) {
+    let test = TestDb::new(kind).await;
+    let same = "2026-11-26T05:00:00.000000Z";
+    for (id, created_at) in [
+        ("a0", "2026-11-26T04:59:59.999999Z"),
+        ("b3", same),
+        ("b1", same),
+        ("b2", same),
+        ("c0", "2026-11-26T05:00:00.000001Z"),
+    ] {
+        sqlx::query(
+            "INSERT INTO users (id, email, name, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $4)",
+        )
+        .bind(id)
+        .bind(format!("{id}@example.com"))
+        .bind("Tied")
+        .bind(created_at)
+        .execute(test.db.pool())
+        .await
+        .unwrap();
+    }
+    let node = start_node(&test.db).await;
+    let mut c = clients(&node).await;
+    let reader = token("reader", "");
+    let (mut listed, mut page_token) = (Vec::new(), String::new());
+    loop {
+        let request = v1::ListUsersRequest {
+            page_size: 2,
+            page_token,
+        };
+        let page =
+            c.v1.list_users(authed(&reader, request))
+                .await
+                .unwrap()
+                .into_inner();
+        listed.extend(page.users.into_iter().map(|user| user.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(listed, ["a0", "b1", "b2", "b3", "c0"]);
+    node.shutdown().await.unwrap();
+    test.finish().await;
+}
+both!(
+    users_created_at_once_are_paged_by_id,
+    super::pagination_through_ties
+);

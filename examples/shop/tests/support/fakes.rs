@@ -72,6 +72,8 @@ pub struct Seen {
     pub subject: Option<String>,
     /// The request's page size, query and owner filter (list calls).
     pub list: Option<(u32, String, String)>,
+    /// The time it had left, from its `grpc-timeout`.
+    pub timeout: Option<std::time::Duration>,
 }
 
 #[derive(Default)]
@@ -152,11 +154,16 @@ impl Fakes {
                 .get("authorization")
                 .and_then(|value| value.to_str().ok())
                 .map(str::to_owned);
+            let timeout = request
+                .metadata()
+                .get("grpc-timeout")
+                .and_then(|value| room619::rpc::deadline::parse_timeout(value.as_bytes()).ok());
             state.seen.push(Seen {
                 rpc,
                 authorization,
                 subject: subject.clone(),
                 list,
+                timeout,
             });
         }
         #[cfg(not(test))]
