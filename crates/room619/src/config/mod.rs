@@ -138,7 +138,8 @@ pub struct NodeConfig {
     pub services: Vec<String>,
     /// How long a service's start hooks may take, together, before the
     /// start (or `add_service`) fails with `DEADLINE_EXCEEDED` and the
-    /// services already started are stopped. Default: `60s`.
+    /// services already started are stopped. Like every duration of
+    /// `[node]` and `[limits]`, at most a day. Default: `60s`.
     #[serde(with = "humantime_serde")]
     pub start_timeout: Duration,
     /// How long in-flight requests may take to finish after shutdown starts.
@@ -174,6 +175,7 @@ impl Default for NodeConfig {
 }
 
 /// Server hardening limits; the defaults are safe for the open internet.
+/// Every duration here is at most a day.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
@@ -223,13 +225,14 @@ pub struct Limits {
     /// (`ulimit -n`; the node warns at start on Linux when it is not). At
     /// least `1`. Default: `10000`.
     pub max_connections: usize,
-    /// The largest HTTP/1 request head in bytes; larger answers 431. At least
-    /// 8192. Default: `16384`.
+    /// The largest HTTP/1 request head in bytes; larger answers 431. From
+    /// 8192 to 1 MiB. Default: `16384`.
     pub max_header_bytes: usize,
     /// HTTP/2 streams a client may have open at once on one connection.
     /// Default: `256`.
     pub http2_max_concurrent_streams: u32,
-    /// The largest HTTP/2 header list in bytes (decoded). Default: `16384`.
+    /// The largest HTTP/2 header list in bytes (decoded); at most 1 MiB.
+    /// Default: `16384`.
     pub http2_max_header_list_size: u32,
     /// How long a connection may be silent before the kernel probes its
     /// peer (TCP keep-alive, then every quarter of it, four times): a dead
@@ -274,8 +277,10 @@ pub struct Limits {
     /// counts until it ends. Health checks are never refused. Default: `10000`.
     pub max_concurrent_requests: usize,
     /// The most header fields in one HTTP/1 request; more answers 431, so a
-    /// head of many tiny headers cannot cost more than a normal one.
-    /// Default: `100`.
+    /// head of many tiny headers cannot cost more than a normal one. hyper
+    /// makes room for this many on every request: at most 10000, and at most
+    /// a quarter of [`max_header_bytes`](Self::max_header_bytes) (a header
+    /// line takes 4 bytes at least). Default: `100`.
     pub http1_max_headers: usize,
     /// HTTP/2 streams a client may open and reset before the server has
     /// accepted them, at once; more closes the connection with

@@ -12,6 +12,21 @@ const MIN_KEEP_ALIVE: Duration = Duration::from_secs(1);
 const MAX_KEEP_ALIVE: Duration = Duration::from_secs(32_767);
 /// The gRPC length prefix is a `u32`.
 const MAX_GRPC_MESSAGE: usize = u32::MAX as usize;
+/// The largest request head a node may be told to take, on either protocol
+/// (`limits.max_header_bytes`, `limits.http2_max_header_list_size`): 1 MiB,
+/// sixty-four times the default.
+const MAX_HEADER_BYTES: usize = 1024 * 1024;
+/// The most header fields an HTTP/1 request may be allowed
+/// (`limits.http1_max_headers`): hyper makes room for that many on every
+/// request it reads. Fewer still when `limits.max_header_bytes` cannot hold
+/// them: a header line takes at least [`MIN_HEADER_LINE`] bytes.
+const MAX_HTTP1_HEADERS: usize = 10_000;
+/// The shortest header line, `a:b` and its line end.
+const MIN_HEADER_LINE: usize = 4;
+/// The longest a `node.*` or `limits.*` duration may be: a day. Longer is
+/// a mistake (`"30d"` for `"30s"`), and past the clock's range it would
+/// overflow it.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The node's name: not empty, and fit to be a metric label value
 /// (`build_info{node=..}`, written as it is).
@@ -51,22 +66,10 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
         ));
     }
     timeouts(config)?;
-    if limits.max_header_bytes < MIN_HEADER_BYTES {
-        return Err(ConfigError::new(
-            "limits.max_header_bytes",
-            format!(
-                "must be at least {MIN_HEADER_BYTES} (got {})",
-                limits.max_header_bytes
-            ),
-        ));
-    }
+    header_limits(limits)?;
     at_least_one(
         "limits.http2_max_concurrent_streams",
         limits.http2_max_concurrent_streams as usize,
-    )?;
-    at_least_one(
-        "limits.http2_max_header_list_size",
-        limits.http2_max_header_list_size as usize,
     )?;
     at_least_one("limits.http_body_limit", limits.http_body_limit)?;
     overload_limits(limits)?;
@@ -188,9 +191,77 @@ fn discovery(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The sizes of request heads: each bounded, so that neither a parse nor a
+/// client's head can cost more than a sane amount of memory.
+fn header_limits(limits: &super::Limits) -> Result<(), ConfigError> {
+    if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&limits.max_header_bytes) {
+        return Err(ConfigError::new(
+            "limits.max_header_bytes",
+            format!(
+                "must be from {MIN_HEADER_BYTES} to {MAX_HEADER_BYTES} (got {})",
+                limits.max_header_bytes
+            ),
+        ));
+    }
+    let list_size = limits.http2_max_header_list_size as usize;
+    if !(1..=MAX_HEADER_BYTES).contains(&list_size) {
+        return Err(ConfigError::new(
+            "limits.http2_max_header_list_size",
+            format!("must be from 1 to {MAX_HEADER_BYTES} (got {list_size})"),
+        ));
+    }
+    let headers = limits.http1_max_headers;
+    let most = (limits.max_header_bytes / MIN_HEADER_LINE).min(MAX_HTTP1_HEADERS);
+    if !(1..=most).contains(&headers) {
+        return Err(ConfigError::new(
+            "limits.http1_max_headers",
+            format!(
+                "must be from 1 to {most} (got {headers}): hyper makes room for this many \
+                 headers on every request it reads, so at most {MAX_HTTP1_HEADERS}, or as many \
+                 header lines ({MIN_HEADER_LINE} bytes at least) as limits.max_header_bytes \
+                 holds when fewer"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Every `node.*` and `limits.*` duration is at most [`MAX_DURATION`]
+/// (`limits.tcp_keep_alive` has a range of its own, shorter).
+fn durations(config: &Config) -> Result<(), ConfigError> {
+    let (node, limits) = (&config.node, &config.limits);
+    for (key, value) in [
+        ("node.start_timeout", node.start_timeout),
+        ("node.drain_timeout", node.drain_timeout),
+        ("node.shutdown_delay", node.shutdown_delay),
+        ("node.config_poll_interval", node.config_poll_interval),
+        ("limits.first_byte_timeout", limits.first_byte_timeout),
+        ("limits.header_read_timeout", limits.header_read_timeout),
+        ("limits.write_stall_timeout", limits.write_stall_timeout),
+        ("limits.http2_idle_timeout", limits.http2_idle_timeout),
+        (
+            "limits.http2_keep_alive_interval",
+            limits.http2_keep_alive_interval,
+        ),
+        (
+            "limits.http_body_idle_timeout",
+            limits.http_body_idle_timeout,
+        ),
+    ] {
+        if value > MAX_DURATION {
+            return Err(ConfigError::new(
+                key,
+                format!("must be at most a day, {MAX_DURATION:?} (got {value:?})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The node's and the connections' timeouts.
 fn timeouts(config: &Config) -> Result<(), ConfigError> {
     let limits = &config.limits;
+    durations(config)?;
     positive("node.start_timeout", config.node.start_timeout)?;
     positive("node.drain_timeout", config.node.drain_timeout)?;
     positive("limits.first_byte_timeout", limits.first_byte_timeout)?;
@@ -263,7 +334,6 @@ fn overload_limits(limits: &super::Limits) -> Result<(), ConfigError> {
             "limits.max_concurrent_requests",
             limits.max_concurrent_requests,
         ),
-        ("limits.http1_max_headers", limits.http1_max_headers),
         ("limits.max_connections", limits.max_connections),
         (
             "limits.http2_max_pending_accept_reset_streams",
@@ -378,6 +448,85 @@ mod tests {
             let mut config = Config::default();
             break_it(&mut config);
             assert_eq!(validate(&config).unwrap_err().key(), key);
+        }
+    }
+
+    #[test]
+    fn header_limits_have_ceilings_that_name_their_keys() {
+        type Breaks = fn(&mut Config);
+        let cases: [(&str, Breaks); 5] = [
+            ("limits.http1_max_headers", |c| {
+                c.limits.http1_max_headers = usize::MAX;
+            }),
+            ("limits.http1_max_headers", |c| {
+                c.limits.http1_max_headers = 10_001;
+            }),
+            // 8192 bytes hold at most 2048 header lines.
+            ("limits.http1_max_headers", |c| {
+                c.limits.max_header_bytes = 8192;
+                c.limits.http1_max_headers = 2049;
+            }),
+            ("limits.max_header_bytes", |c| {
+                c.limits.max_header_bytes = usize::MAX;
+            }),
+            ("limits.http2_max_header_list_size", |c| {
+                c.limits.http2_max_header_list_size = u32::MAX;
+            }),
+        ];
+        for (key, break_it) in cases {
+            let mut config = Config::default();
+            break_it(&mut config);
+            assert_eq!(validate(&config).unwrap_err().key(), key);
+        }
+        let mut config = Config::default();
+        config.limits.max_header_bytes = MAX_HEADER_BYTES;
+        config.limits.http2_max_header_list_size = 1024 * 1024;
+        config.limits.http1_max_headers = MAX_HTTP1_HEADERS;
+        validate(&config).unwrap();
+        config.limits.max_header_bytes = 8192;
+        config.limits.http1_max_headers = 2048;
+        validate(&config).unwrap();
+    }
+
+    #[test]
+    fn node_and_limits_durations_are_at_most_a_day() {
+        type Sets = fn(&mut Config, Duration);
+        let keys: [(&str, Sets); 10] = [
+            ("node.start_timeout", |c, d| c.node.start_timeout = d),
+            ("node.drain_timeout", |c, d| c.node.drain_timeout = d),
+            ("node.shutdown_delay", |c, d| c.node.shutdown_delay = d),
+            ("node.config_poll_interval", |c, d| {
+                c.node.config_poll_interval = d;
+            }),
+            ("limits.first_byte_timeout", |c, d| {
+                c.limits.first_byte_timeout = d;
+            }),
+            ("limits.header_read_timeout", |c, d| {
+                c.limits.header_read_timeout = d;
+            }),
+            ("limits.write_stall_timeout", |c, d| {
+                c.limits.write_stall_timeout = d;
+            }),
+            ("limits.http2_idle_timeout", |c, d| {
+                c.limits.http2_idle_timeout = d;
+            }),
+            ("limits.http2_keep_alive_interval", |c, d| {
+                c.limits.http2_keep_alive_interval = d;
+            }),
+            ("limits.http_body_idle_timeout", |c, d| {
+                c.limits.http_body_idle_timeout = d;
+            }),
+        ];
+        for (key, set) in keys {
+            let mut config = Config::default();
+            set(&mut config, MAX_DURATION);
+            validate(&config).unwrap();
+            for absurd in [MAX_DURATION + Duration::from_secs(1), Duration::MAX] {
+                set(&mut config, absurd);
+                let err = validate(&config).unwrap_err();
+                assert_eq!(err.key(), key);
+                assert!(err.problem().contains("a day"), "{err}");
+            }
         }
     }
 

@@ -57,7 +57,7 @@ pub(crate) type GuardLayers = tower::layer::util::Stack<
 pub use sensitive::SensitiveHeadersLayer;
 
 use self::{
-    auth::{AccessPolicy, AccessTable, AuthLayer, Authenticator, JwksConfig},
+    auth::{AccessPolicy, AccessTable, AuthLayer, Authenticator, JwksConfig, ServedPaths},
     rate_limit::{RateLimitLayer, RateLimiter},
 };
 use crate::{Error, Result, config::Config};
@@ -82,14 +82,17 @@ fn no_requirements(policies: &[(&str, &AccessPolicy)]) -> Result<()> {
 }
 
 impl NodeMiddleware {
+    /// The middleware of `config` for services with `policies`, serving
+    /// `served` (every pattern the access table must know).
     pub(crate) fn new<'a>(
         config: &Config,
         policies: impl IntoIterator<Item = (&'a str, &'a AccessPolicy)>,
+        served: &ServedPaths,
     ) -> Result<Self> {
         let policies: Vec<_> = policies.into_iter().collect();
         let auth = if config.auth.enabled() {
             let authenticator = Arc::new(Authenticator::new(&config.auth)?);
-            let table = AccessTable::new(policies)?;
+            let table = AccessTable::new(policies, served)?;
             Some((authenticator, table, config.auth.jwks.clone()))
         } else {
             no_requirements(&policies)?;
@@ -112,10 +115,11 @@ impl NodeMiddleware {
     pub(crate) fn rebuilt<'a>(
         &self,
         policies: impl IntoIterator<Item = (&'a str, &'a AccessPolicy)>,
+        served: &ServedPaths,
     ) -> Result<Self> {
         let policies: Vec<_> = policies.into_iter().collect();
         let auth = if let Some((authenticator, _, jwks)) = &self.auth {
-            let table = AccessTable::new(policies)?;
+            let table = AccessTable::new(policies, served)?;
             Some((Arc::clone(authenticator), table, jwks.clone()))
         } else {
             no_requirements(&policies)?;
@@ -165,6 +169,17 @@ impl NodeMiddleware {
         }
         self.limiter.connect().await
     }
+}
+
+/// The path `request` was sent to, as access and rate-limit rules name it:
+/// inside a nested router axum strips the prefix from the URI and keeps the
+/// original in [`OriginalUri`](axum::extract::OriginalUri) (set by the
+/// outermost router, before any layer of a route runs).
+pub(crate) fn request_path<B>(request: &::http::Request<B>) -> &str {
+    request
+        .extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map_or_else(|| request.uri().path(), |original| original.0.path())
 }
 
 /// Of the rules of one path (method-specific ones and catch-alls, `None`),

@@ -3,10 +3,6 @@
 use std::{collections::HashSet, sync::Arc};
 
 use axum::{Extension, Router, handler::Handler as _};
-use tonic_health::{
-    pb::health_server::HealthServer,
-    server::{HealthReporter, HealthService},
-};
 use tower::{
     ServiceBuilder,
     layer::util::{Identity, Stack},
@@ -14,13 +10,13 @@ use tower::{
 
 use super::{
     fast::FastRoutes,
-    health::{GrpcName, LIVE_PATH, READY_PATH, Readiness},
+    health::{GrpcHealthServer, GrpcName, LIVE_PATH, READY_PATH, Readiness},
     registry::REGISTRY_PATH,
 };
 use crate::{
     Error, Result,
     config::{Config, Limits},
-    middleware::{GuardLayers, NodeMiddleware},
+    middleware::{GuardLayers, NodeMiddleware, auth::ServedPaths},
     observability::{
         metrics::{self, METRICS_PATH, Metrics},
         server::{GrpcRoutes, HttpOwners, ObserveLayer},
@@ -56,6 +52,10 @@ pub(crate) struct Assembled {
     /// The admin router when it has a listener of its own.
     pub(crate) admin: Option<ProtocolSplit>,
     pub(crate) readiness: Readiness,
+    /// What gRPC health answers for, each with its service: handed to
+    /// [`Readiness::set_grpc_names`] once the change of services is made
+    /// (an addition whose start hook fails leaves the names as they were).
+    pub(crate) grpc_names: Vec<GrpcName>,
     /// Auth and rate limiting: started with the node, updatable at run time.
     pub(crate) middleware: NodeMiddleware,
     /// The node's one load-shedding limit over its network routers.
@@ -89,23 +89,21 @@ pub(crate) fn assemble(
     let mut grpc_owners = builtin_grpc_owners(node_name);
     let separate_admin = config.node.admin_listen.is_some();
     let middleware = middleware_for(config, hosted, existing.map(|e| e.middleware))?;
-    let reporter = existing.map_or_else(HealthReporter::new, |e| e.readiness.reporter());
-    let health_service = HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
+    let readiness = match existing {
+        Some(Existing { readiness, .. }) => readiness.clone(),
+        None => Readiness::new(config.node.name.clone(), registry.clone()),
+    };
 
     let GrpcAssembly {
         services: grpc,
         names: grpc_names,
         descriptor_sets,
-    } = grpc_routes(hosted, health_service, &mut grpc_owners)?;
+    } = grpc_routes(hosted, readiness.grpc_service(), &mut grpc_owners)?;
     let limits = &config.limits;
     let grpc_observe =
         ObserveLayer::grpc(GrpcRoutes::new(&grpc_owners, &descriptor_sets), measured);
 
     // HTTP: every hosted route, checked for conflicts before axum sees it.
-    let readiness = match existing {
-        Some(Existing { readiness, .. }) => readiness.clone(),
-        None => Readiness::new(config.node.name.clone(), registry.clone(), reporter),
-    };
     let mut table = RouteTable::default();
     let route_names = measured.map_or_else(Default::default, |m| m.server().routes.clone());
     let mut owners = HttpOwners::new(node_name, route_names.clone());
@@ -171,19 +169,20 @@ pub(crate) fn assemble(
             .collect(),
     };
     let main = http_with(&shed).split(grpc_with(&shed), &hosted_routes, shared_admin);
-    // Only once nothing can fail: an assembly refused changes nothing.
-    readiness.set_grpc_names(grpc_names);
     Ok(Assembled {
         main,
         local,
         admin,
         readiness,
+        grpc_names,
         middleware,
         shed,
     })
 }
 
-/// Auth and rate limiting for the hosted services' access rules.
+/// Auth and rate limiting for the hosted services' access rules, and for
+/// everything the main listener serves (the access table finds a path
+/// under the pattern the router routes it by).
 fn middleware_for(
     config: &Config,
     hosted: &[Hosted],
@@ -196,9 +195,22 @@ fn middleware_for(
     let policies = policies
         .iter()
         .map(|(name, policy)| (name.as_str(), policy));
+    let mut served = ServedPaths::default();
+    // The admin endpoints the main listener serves (`/metrics` only when
+    // metrics are on): public unless a service rule names them.
+    if config.node.admin_listen.is_none() {
+        for path in ADMIN_PATHS {
+            if config.telemetry.metrics || path != METRICS_PATH {
+                served.admin(path);
+            }
+        }
+    }
+    for host in hosted {
+        served.add(&host.service.routes());
+    }
     match existing {
-        Some(running) => running.rebuilt(policies),
-        None => NodeMiddleware::new(config, policies),
+        Some(running) => running.rebuilt(policies, &served),
+        None => NodeMiddleware::new(config, policies, &served),
     }
 }
 
@@ -373,7 +385,7 @@ struct GrpcAssembly {
 /// gRPC service and its room619 owner to `owners`.
 fn grpc_routes(
     hosted: &[Hosted],
-    health_service: HealthServer<HealthService>,
+    health_service: GrpcHealthServer,
     owners: &mut Vec<(String, String)>,
 ) -> Result<GrpcAssembly> {
     let mut services = Vec::new();

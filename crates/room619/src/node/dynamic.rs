@@ -13,7 +13,8 @@
 //! streams end, requests already in flight finish on the routes they
 //! started with, each until its response body has been sent (waited for,
 //! at most `node.drain_timeout`), then its stop hook runs and it leaves
-//! the registry.
+//! the registry, even when the hook fails, panics or overruns (it can be
+//! added again).
 //!
 //! Services with bus subscribers cannot be added at run time yet.
 
@@ -31,7 +32,7 @@ use super::{
     app::{self, Hosted},
     health::Readiness,
     live::LiveSplit,
-    start,
+    start, stop,
 };
 use crate::{
     Error, Result,
@@ -103,8 +104,9 @@ impl NodeHandle {
     /// # Errors
     ///
     /// `InvalidArgument` when `version` is not semver; `NotFound` when no
-    /// such service is hosted; the stop hook's error (the service is removed
-    /// anyway). The removal runs to its end even if the caller stops
+    /// such service is hosted; the stop hook's error (`Internal` when it
+    /// panics, `DeadlineExceeded` past `node.drain_timeout`; the service is
+    /// removed anyway). The removal runs to its end even if the caller stops
     /// waiting; the node stays ready meanwhile.
     pub async fn remove_service(&self, name: &str, version: &str) -> Result<()> {
         let hosting = Arc::clone(self.hosting());
@@ -228,6 +230,10 @@ impl Hosting {
         }
         self.registry.set_state(&descriptor, ServiceState::Running);
         *self.hosted.lock().unwrap_or_else(PoisonError::into_inner) = all;
+        // The names gRPC health answers for change with the routes, once
+        // the start hook has succeeded: one that failed left them as they
+        // were (its service's name would answer `NOT_SERVING`).
+        self.readiness.set_grpc_names(assembled.grpc_names);
         self.live.store(assembled.main);
         self.clients.set_local(assembled.local);
         self.readiness.refresh().await;
@@ -295,6 +301,7 @@ impl Hosting {
         };
         self.withdraw(&withdrawn).await;
         *self.hosted.lock().unwrap_or_else(PoisonError::into_inner) = all;
+        self.readiness.set_grpc_names(assembled.grpc_names);
         self.live.store(assembled.main);
         self.clients.set_local(assembled.local);
         self.readiness.refresh().await;
@@ -307,13 +314,9 @@ impl Hosting {
         if !in_flight.drain(timeout).await {
             tracing::warn!(service = %descriptor, ?timeout, open = in_flight.len(), "requests still in flight at the drain timeout");
         }
-        let stopped = match tokio::time::timeout(timeout, host.service.stop(host.ctx.clone())).await
-        {
-            Ok(stopped) => stopped,
-            Err(_) => Err(Error::deadline_exceeded(format!(
-                "stop hook of {descriptor} took longer than {timeout:?}"
-            ))),
-        };
+        // A stop hook that fails, panics or overruns still leaves the
+        // registry: the service can be added again.
+        let stopped = stop::stop_within(&host, timeout).await;
         self.registry.remove(&descriptor);
         tracing::info!(service = %descriptor, "service removed");
         stopped

@@ -43,8 +43,9 @@ impl RunningNode {
     ///
     /// # Errors
     ///
-    /// The first failing stop hook's error, or `Internal` if the node's task
-    /// panicked.
+    /// The first failing stop hook's error (`Internal` for one that
+    /// panicked, after the rest of the shutdown ran), or `Internal` if the
+    /// node's task panicked.
     pub async fn wait(self) -> Result<()> {
         self.task
             .await

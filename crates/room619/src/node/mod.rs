@@ -25,13 +25,15 @@
 //! `node.start_timeout`) → mark running: readiness answers `200` and
 //! the gRPC health service `SERVING` for the running services, then as
 //! their health checks say (a round run beside the start, then every 5 s
-//! and on each `/health/ready` call) → accept connections.
+//! and for `/health/ready` calls) → accept connections.
 //!
 //! **Stop** (a signal, or [`NodeHandle::shutdown`]): readiness `503` and gRPC
 //! health `NOT_SERVING` at once → keep accepting for `node.shutdown_delay`
-//! (so load balancers notice) → stop accepting (new connections are refused)
-//! → let in-flight requests finish, for at most `node.drain_timeout`, then
-//! close what is left → run stop hooks in reverse start order → done.
+//! (so load balancers notice) → end open gRPC health `Watch` streams and stop
+//! accepting (new connections are refused) → let in-flight requests finish,
+//! for at most `node.drain_timeout`, then close what is left → run stop
+//! hooks in reverse start order (one that fails or panics does not keep the
+//! others from running) → done.
 //!
 //! # Hardening
 //!

@@ -3,7 +3,9 @@
 //! the listed discovery instances, the rate limits, the resilience policies
 //! of clients made after the reload); an invalid one is logged
 //! with its key and counted (`room619_config_reloads_total{result="failed"}`),
-//! and the running configuration stays.
+//! and the running configuration stays. A file that sets no key (empty, or
+//! only blanks and comments: truncated, being written) is refused too, not
+//! taken for the defaults.
 //!
 //! Everything else is read at start (the `node` section but its poll
 //! interval, `limits`, `auth`, `bus`, `http`, `telemetry`, the discovery
@@ -98,9 +100,10 @@ async fn run(mut source: ReloadSource, targets: Targets, shutdown: CancellationT
         let loaded = match now.as_deref().map(std::str::from_utf8) {
             // Unreadable: the loader says why.
             None => sources.file(&source.path).load(),
-            Some(Ok("")) => Err(ConfigError::new(
+            Some(Ok(text)) if says_nothing(text) => Err(ConfigError::new(
                 "",
-                "the file is empty (truncated?); an empty file is not taken to mean the defaults",
+                "the file sets nothing (empty, truncated, or only blanks and comments); \
+                 it is not taken to mean the defaults",
             )),
             Some(Ok(text)) => sources.toml_str(text).load(),
             Some(Err(err)) => Err(ConfigError::new(
@@ -149,6 +152,21 @@ async fn run(mut source: ReloadSource, targets: Targets, shutdown: CancellationT
             metrics.record_config_reload(applied);
         }
     }
+}
+
+/// Whether `text` is TOML that sets no key: empty, or only whitespace and
+/// comments (a file truncated, or being written). Reloaded, it would put
+/// every setting back to its default live: rate limits and listed instances
+/// would vanish. TOML that does not parse is for the loader to report.
+fn says_nothing(text: &str) -> bool {
+    use figment::{
+        Provider as _,
+        providers::{Format as _, Toml},
+        value::Dict,
+    };
+    Toml::string(text)
+        .data()
+        .is_ok_and(|profiles| profiles.values().all(Dict::is_empty))
 }
 
 /// The sections (or keys) that differ between `old` and `new` and are read
@@ -218,8 +236,23 @@ fn apply(live: &LiveConfig, discovery: &dyn Discovery, config: Config) {
 mod tests {
     use std::time::Duration;
 
-    use super::restart_bound;
+    use super::{restart_bound, says_nothing};
     use crate::config::Config;
+
+    #[test]
+    fn only_a_file_that_sets_no_key_says_nothing() {
+        for nothing in [
+            "",
+            "  \n\t\n",
+            "# all commented out\n# [node]\n",
+            "\r\n# x\r\n",
+        ] {
+            assert!(says_nothing(nothing), "{nothing:?}");
+        }
+        for something in ["[node]\nname = \"x\"\n", "[node]\n", "[node\n"] {
+            assert!(!says_nothing(something), "{something:?}");
+        }
+    }
 
     #[test]
     fn every_setting_read_at_start_is_named_and_live_ones_are_not() {

@@ -56,6 +56,7 @@ pub(super) async fn start(
     let assembled = app::assemble(&config, &registry, &hosted, &metrics, None)?;
     clients.set_local(assembled.local);
     let readiness = assembled.readiness;
+    readiness.set_grpc_names(assembled.grpc_names);
     readiness.set_discovery(Arc::clone(&discovery));
     readiness.set_phase(Phase::Starting).await;
     assembled.middleware.start(&shutdown).await?;
@@ -192,7 +193,10 @@ pub(super) async fn run_start_hooks(host: &Hosted, timeout: Duration) -> Result<
 
 async fn start_within(host: &Hosted, timeout: Duration) -> Result<()> {
     let descriptor = host.ctx.descriptor();
-    let started = std::panic::AssertUnwindSafe(host.service.start(host.ctx.clone())).catch_unwind();
+    // Called inside the guard: a `start` that panics while making its
+    // future fails like one whose future panics.
+    let start = async { host.service.start(host.ctx.clone()).await };
+    let started = std::panic::AssertUnwindSafe(start).catch_unwind();
     match tokio::time::timeout(timeout, started).await {
         Ok(Ok(started)) => started,
         Ok(Err(_)) => Err(Error::internal(format!(

@@ -1,7 +1,8 @@
 //! Stopping a node: not ready, deregistered, drained, stop hooks in reverse.
 
-use std::{sync::Arc, time::Duration};
+use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
+use futures_util::FutureExt as _;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
@@ -48,8 +49,12 @@ impl Stop {
             tokio::time::sleep(node.shutdown_delay).await;
         }
         tracing::info!("no longer accepting connections or messages; draining in-flight work");
-        // The services' long-running work (streams, loops) ends from here.
+        // The services' long-running work (streams, loops) ends from here,
+        // and so do the gRPC health `Watch` streams (`NOT_SERVING` was
+        // sent): open, they would hold their connections to the drain
+        // timeout.
         self.hosting.draining.cancel();
+        self.readiness.end_watches();
         tokio::join!(
             drain_connections(&self.signals, &self.tracker, node.drain_timeout),
             self.subscribers.drain(node.drain_timeout)
@@ -120,7 +125,8 @@ pub(super) async fn drain_connections(signals: &Signals, tracker: &TaskTracker, 
 }
 
 /// Runs stop hooks in the given order, each bounded by `timeout`; every hook
-/// runs even when an earlier one fails, and the first error is returned.
+/// runs even when an earlier one fails or panics, and the first error is
+/// returned.
 pub(super) async fn stop_services<'a>(
     registry: &Registry,
     hosted: impl Iterator<Item = &'a Hosted>,
@@ -129,14 +135,7 @@ pub(super) async fn stop_services<'a>(
     let mut first_error = None;
     for host in hosted {
         let descriptor = host.ctx.descriptor();
-        let outcome = match tokio::time::timeout(timeout, host.service.stop(host.ctx.clone())).await
-        {
-            Ok(outcome) => outcome,
-            Err(_) => Err(Error::deadline_exceeded(format!(
-                "stop hook of {descriptor} took longer than {timeout:?}"
-            ))),
-        };
-        match outcome {
+        match stop_within(host, timeout).await {
             Ok(()) => registry.set_state(descriptor, ServiceState::Stopped),
             Err(err) => {
                 tracing::error!(service = %descriptor, error = ?err, "stop hook failed");
@@ -146,4 +145,22 @@ pub(super) async fn stop_services<'a>(
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// Runs the stop hook of `host`, bounded by `timeout`: one that panics
+/// (making its future or running it) fails with `Internal`, one that
+/// overruns with `DeadlineExceeded`; what comes after it (the other stop
+/// hooks, the bus's flush, leaving the registry) still runs.
+pub(super) async fn stop_within(host: &Hosted, timeout: Duration) -> Result<()> {
+    let descriptor = host.ctx.descriptor();
+    let stop = async { host.service.stop(host.ctx.clone()).await };
+    match tokio::time::timeout(timeout, AssertUnwindSafe(stop).catch_unwind()).await {
+        Ok(Ok(stopped)) => stopped,
+        Ok(Err(_)) => Err(Error::internal(format!(
+            "the stop hook of {descriptor} panicked"
+        ))),
+        Err(_) => Err(Error::deadline_exceeded(format!(
+            "stop hook of {descriptor} took longer than {timeout:?}"
+        ))),
+    }
 }

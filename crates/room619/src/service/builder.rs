@@ -13,7 +13,7 @@ use super::{
 use crate::{
     Error, Result,
     bus::{Event, Payload},
-    middleware::auth::{AccessPolicy, Requirement},
+    middleware::auth::{AccessPolicy, AccessTable, Requirement, ServedPaths},
 };
 
 type HealthCheck = Arc<dyn Fn() -> BoxFuture<'static, Health> + Send + Sync>;
@@ -236,9 +236,12 @@ impl ServiceBuilder {
 
     /// Requires `requirement` of callers of `path`: a gRPC method
     /// (`/users.v1.Users/Delete`), a whole gRPC service
-    /// (`/users.v1.Users/{*method}`) or an HTTP route (`/v1/users/{id}`).
-    /// Default, once `[auth]` is configured: an authenticated caller.
-    /// See [`middleware::auth`](crate::middleware::auth).
+    /// (`/users.v1.Users/{*method}`) or an HTTP route (`/v1/users/{id}`,
+    /// the full path for a route of a nested router). Default, once
+    /// `[auth]` is configured: an authenticated caller. One rule per path
+    /// and method: [`build`](Self::build) refuses a second. See
+    /// [`AccessPolicy`] for how paths match and
+    /// [`middleware::auth`](crate::middleware::auth).
     pub fn require(mut self, path: impl Into<String>, requirement: Requirement) -> Self {
         self.access = self.access.require(path, requirement);
         self
@@ -262,7 +265,8 @@ impl ServiceBuilder {
     }
 
     /// Checks the service's health when readiness is asked, and every few
-    /// seconds for gRPC health (default: healthy).
+    /// seconds for gRPC health (default: healthy); a check that panics, or
+    /// takes longer than 5 s, reports [`Health::Unhealthy`].
     pub fn health_check<F, Fut>(mut self, check: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
@@ -274,7 +278,8 @@ impl ServiceBuilder {
 
     /// Checks a named dependency (`"postgres"`, `"nats"`) whenever readiness
     /// is asked, at most 5 s each: [`Health::Degraded`] is reported and keeps
-    /// the node ready, [`Health::Unhealthy`] (failing) makes it not ready.
+    /// the node ready, [`Health::Unhealthy`] (failing) makes it not ready. A
+    /// check that panics or takes longer is failing.
     ///
     /// ```
     /// use room619::{ServiceBuilder, service::Health};
@@ -299,7 +304,9 @@ impl ServiceBuilder {
     /// # Errors
     ///
     /// `InvalidArgument` when an HTTP path does not start with `/`, a path or
-    /// a gRPC service appears twice, two routes conflict, a subscriber's
+    /// a gRPC service appears twice, two routes conflict, an access rule
+    /// does not parse, is declared twice for the same path and method, or
+    /// overlaps a route in a way the access table cannot hold, a subscriber's
     /// subject, queue group or durable name is malformed, or a durable name
     /// is used twice, or the sunset of [`deprecated`](Self::deprecated) is
     /// not between 1970 and 9999.
@@ -328,6 +335,9 @@ impl ServiceBuilder {
             }
         }
         crate::rpc::http::check_routes(name, &self.routes)?;
+        let mut served = ServedPaths::default();
+        served.add(&self.routes);
+        AccessTable::new([(name, &self.access)], &served)?;
         if let Some(deprecation) = self.descriptor.deprecation()
             && !deprecation.is_valid()
         {

@@ -2,9 +2,12 @@
 //! (a database, NATS, a cache), checked whenever readiness is asked and
 //! every few seconds for gRPC health.
 
-use std::{sync::Arc, time::Duration};
+use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
-use futures_util::future::{BoxFuture, join_all};
+use futures_util::{
+    FutureExt as _,
+    future::{BoxFuture, join_all},
+};
 use serde::Serialize;
 
 use super::Health;
@@ -40,22 +43,56 @@ impl DependencyHealth {
     }
 }
 
-/// Runs every check at once, each bounded by [`CHECK_TIMEOUT`].
+/// Runs every check at once, each bounded by [`CHECK_TIMEOUT`]; one that
+/// panics (making its future or running it) is failing, and the others are
+/// reported as usual.
 pub(crate) fn check_all(
     checks: &[(String, DependencyCheck)],
 ) -> BoxFuture<'static, Vec<DependencyHealth>> {
-    let checks: Vec<(String, BoxFuture<'static, Health>)> = checks
-        .iter()
-        .map(|(name, check)| (name.clone(), check()))
-        .collect();
+    let checks = checks.to_vec();
     Box::pin(join_all(checks.into_iter().map(
         |(name, check)| async move {
-            let health = tokio::time::timeout(CHECK_TIMEOUT, check)
-                .await
-                .unwrap_or_else(|_| {
-                    Health::Unhealthy(format!("check timed out after {CHECK_TIMEOUT:?}"))
-                });
+            let checked = AssertUnwindSafe(async move { check().await }).catch_unwind();
+            let health = match tokio::time::timeout(CHECK_TIMEOUT, checked).await {
+                Ok(Ok(health)) => health,
+                Ok(Err(_)) => Health::Unhealthy("dependency check panicked".to_owned()),
+                Err(_) => Health::Unhealthy(format!("check timed out after {CHECK_TIMEOUT:?}")),
+            };
             DependencyHealth { name, health }
         },
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(health: fn() -> Health) -> DependencyCheck {
+        Arc::new(move || Box::pin(async move { health() }))
+    }
+
+    #[tokio::test]
+    async fn a_panicking_check_fails_and_the_others_are_still_reported() {
+        let panics_making: DependencyCheck =
+            Arc::new(|| -> BoxFuture<'static, Health> { panic!("a bug making the check") });
+        let checks = [
+            ("postgres".to_owned(), check(|| Health::Healthy)),
+            ("cache".to_owned(), check(|| panic!("a bug in the check"))),
+            ("nats".to_owned(), panics_making),
+        ];
+        let reports = check_all(&checks).await;
+        assert_eq!(
+            reports[0],
+            DependencyHealth::new("postgres", Health::Healthy)
+        );
+        for report in &reports[1..] {
+            assert_eq!(
+                report.health,
+                Health::Unhealthy("dependency check panicked".to_owned()),
+                "{}",
+                report.name
+            );
+        }
+        assert_eq!(reports.len(), 3);
+    }
 }

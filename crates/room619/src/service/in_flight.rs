@@ -51,7 +51,8 @@ impl Admission {
     /// are admitted and waited for too), then stops taking new ones and waits
     /// for any admitted meanwhile. Whether they all ended in time.
     pub(crate) async fn drain(&self, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
+        // An absurd timeout must not overflow the clock (and panic).
+        let deadline = crate::rpc::deadline::after(timeout);
         self.tracker.close();
         let ended = tokio::time::timeout_at(deadline, self.tracker.wait()).await;
         self.stopped.store(true, Ordering::Relaxed);
@@ -308,6 +309,13 @@ mod tests {
         let admission = Admission::default();
         let _stuck = admission.admit();
         assert!(!admission.drain(Duration::from_millis(30)).await);
+        assert!(admission.admit().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_absurd_drain_timeout_does_not_overflow_the_clock() {
+        let admission = Admission::default();
+        assert!(admission.drain(Duration::MAX).await);
         assert!(admission.admit().is_none());
     }
 

@@ -71,13 +71,16 @@ pub trait Service: Send + Sync + 'static {
     /// The gRPC services and HTTP routes this service serves.
     fn routes(&self) -> ServiceRoutes;
 
-    /// Runs before the service takes traffic. An error aborts the node's start.
+    /// Runs before the service takes traffic. An error (or a panic) aborts
+    /// the node's start.
     fn start(&self, _ctx: ServiceContext) -> BoxFuture<'static, Result<()>> {
         Box::pin(async { Ok(()) })
     }
 
     /// Runs after the node stopped taking traffic and drained; services stop
-    /// in the reverse of their start order.
+    /// in the reverse of their start order. An error or a panic is logged
+    /// and answered by the shutdown (or `remove_service`), and the rest of
+    /// it goes on.
     fn stop(&self, _ctx: ServiceContext) -> BoxFuture<'static, Result<()>> {
         Box::pin(async { Ok(()) })
     }
@@ -96,14 +99,17 @@ pub trait Service: Send + Sync + 'static {
         crate::middleware::auth::AccessPolicy::default()
     }
 
-    /// Reports the service's health (its dependencies, its own state).
+    /// Reports the service's health (its dependencies, its own state). A
+    /// check that panics, or takes longer than 5 s, reports
+    /// [`Health::Unhealthy`].
     fn health(&self) -> BoxFuture<'static, Health> {
         Box::pin(async { Health::Healthy })
     }
 
     /// Reports the health of each named dependency (database, NATS, ...),
     /// listed in the readiness answer: a degraded one keeps the node ready,
-    /// an unhealthy (failing) one makes it not ready. Default: none.
+    /// an unhealthy (failing) one makes it not ready; checks that panic, or
+    /// take longer than 6 s together, are failing. Default: none.
     fn dependencies(&self) -> BoxFuture<'static, Vec<DependencyHealth>> {
         Box::pin(async { Vec::new() })
     }

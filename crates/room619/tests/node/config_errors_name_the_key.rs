@@ -67,3 +67,35 @@ async fn a_listener_that_cannot_bind_names_its_key() {
     let err = support::start_fails(config, []).await;
     assert!(err.message().contains("node.listen"), "{err}");
 }
+
+/// Absurd values that would make the node allocate gigabytes per request or
+/// overflow its clock are refused at load, naming their key.
+#[test]
+fn absurd_sizes_and_durations_are_refused_naming_their_key() {
+    for (toml, key) in [
+        (
+            "[limits]\nhttp1_max_headers = 100000000",
+            "limits.http1_max_headers",
+        ),
+        (
+            "[limits]\nmax_header_bytes = 10000000000",
+            "limits.max_header_bytes",
+        ),
+        (
+            "[node]\ndrain_timeout = \"300000000000y\"",
+            "node.drain_timeout",
+        ),
+        ("[node]\nshutdown_delay = \"2days\"", "node.shutdown_delay"),
+        (
+            "[limits]\nwrite_stall_timeout = \"1year\"",
+            "limits.write_stall_timeout",
+        ),
+    ] {
+        let err = ConfigLoader::new()
+            .toml_str(toml)
+            .without_env()
+            .load()
+            .unwrap_err();
+        assert_eq!(err.key(), key, "{toml}: {err}");
+    }
+}

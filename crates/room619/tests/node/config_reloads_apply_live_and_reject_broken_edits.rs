@@ -161,6 +161,32 @@ async fn an_edit_written_in_place_is_loaded_whole_or_not_at_all() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A file left with nothing but blank lines and comments (an editor's
+/// template, a file emptied but for its header) sets no key: it is refused
+/// like an empty one, not taken for the defaults, which would drop the
+/// listed instances and the rate limits live.
+#[tokio::test]
+async fn a_file_of_only_blanks_and_comments_is_refused_like_an_empty_one() {
+    let (dir, path) = config_file("comments", &toml("error", "127.0.0.1:1"));
+    let node = watching(&path).await;
+    let handle = node.handle();
+    let live = handle.live_config().clone();
+
+    write(&path, "\n   \n# room619.toml: being rewritten\n\t\n");
+    wait_for("the rejection", || live.reloads_failed() == 1).await;
+    assert_eq!(live.reloads(), 0);
+    assert_eq!(users(&handle), ["127.0.0.1:1"]);
+    assert_eq!(live.current().node.name, "reloading");
+
+    // A real edit after it is applied.
+    write(&path, &toml("error", "127.0.0.1:2"));
+    wait_for("the reload", || live.reloads() == 1).await;
+    assert_eq!(users(&handle), ["127.0.0.1:2"]);
+
+    node.shutdown().await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// An edit made after the watch was asked for but before the node polls
 /// (while it starts) is a change like any other; and each reloaded
 /// configuration gets the application's own adjustments, as the one it

@@ -130,6 +130,52 @@ async fn shutdown_turns_readiness_and_grpc_health_off_before_it_stops_accepting(
     node.wait().await.unwrap();
 }
 
+/// A `Watch` left open (a load balancer's, a client-side health check)
+/// sees `NOT_SERVING`, then ends once the node drains: it does not hold its
+/// connection, and the shutdown, for the whole drain timeout.
+#[tokio::test]
+async fn an_open_health_watch_ends_when_the_node_drains_and_does_not_hold_up_shutdown() {
+    let mut config = support::config("");
+    config.node.drain_timeout = Duration::from_secs(30);
+    let node = support::start(config).await;
+    let mut health = HealthClient::new(support::channel(node.local_addr()).await);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status(), ServingStatus::Serving);
+
+    let started = std::time::Instant::now();
+    node.handle().shutdown();
+    let changed = tokio::time::timeout(Duration::from_secs(2), watch.message())
+        .await
+        .expect("the watch saw no change")
+        .unwrap()
+        .unwrap();
+    assert_eq!(changed.status(), ServingStatus::NotServing);
+    let end = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .expect("the watch stayed open while the node drained");
+    let status = end.expect_err("the watch ends with a status");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+
+    tokio::time::timeout(Duration::from_secs(10), node.wait())
+        .await
+        .expect("the shutdown waited for the drain timeout")
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // The watch is still held here: it did not have to be dropped.
+    drop(watch);
+}
+
 #[tokio::test]
 async fn a_separate_admin_listener_serves_health_and_the_main_one_does_not() {
     let config = support::config("admin_listen = \"127.0.0.1:0\"");

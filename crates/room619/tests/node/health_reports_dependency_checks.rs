@@ -5,7 +5,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -17,6 +17,10 @@ use tonic_health::pb::{
 };
 
 use crate::support;
+
+/// How long a `/health/ready` answer is given again (the node's
+/// `READY_CACHE_AGE`), and a little more.
+const READY_CACHE_AGE: Duration = Duration::from_millis(1100);
 
 #[tokio::test]
 async fn degraded_dependencies_keep_readiness_and_failing_ones_take_it_away() {
@@ -56,7 +60,10 @@ async fn degraded_dependencies_keep_readiness_and_failing_ones_take_it_away() {
         ])
     );
 
+    // The answer is given again for a second; a dependency that fails is
+    // seen once it has passed.
     database_up.store(false, Ordering::SeqCst);
+    tokio::time::sleep(READY_CACHE_AGE).await;
     let response = http.get(&url).send().await.unwrap();
     assert_eq!(response.status(), 503);
     let report: serde_json::Value = response.json().await.unwrap();
@@ -210,6 +217,152 @@ async fn grpc_health_follows_a_failing_dependency_and_its_recovery() {
         .unwrap();
     assert_eq!(back.status(), ServingStatus::Serving);
     drop(watch);
+    node.shutdown().await.unwrap();
+}
+
+/// `/health/ready` is public and may be asked very often: the calls that
+/// arrive while a round of checks runs share its answer, and so do those of
+/// the next second; the checks (the database's) run about once a second
+/// however often readiness is asked, and a change is seen a second later.
+#[tokio::test]
+async fn readiness_calls_share_one_round_of_checks_a_second() {
+    let checks = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&checks);
+    let service = ServiceBuilder::new("orders", "1.0.0")
+        .unwrap()
+        .dependency("postgres", move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Health::Healthy
+            }
+        })
+        .build()
+        .unwrap();
+    let node = support::start_with(support::config(""), service).await;
+    let url = format!("http://{}/health/ready", node.local_addr());
+    let http = support::http1();
+    // The round run beside the start has ended.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let before = checks.load(Ordering::SeqCst);
+
+    let calls = (0..20).map(|_| {
+        let (http, url) = (http.clone(), url.clone());
+        tokio::spawn(async move {
+            let response = http.get(&url).send().await.unwrap();
+            response.status()
+        })
+    });
+    for status in futures_util::future::join_all(calls).await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    for _ in 0..5 {
+        assert_eq!(http.get(&url).send().await.unwrap().status(), 200);
+    }
+    let during = checks.load(Ordering::SeqCst) - before;
+    assert!(
+        (1..=2).contains(&during),
+        "{during} rounds of checks for 25 calls in well under two seconds"
+    );
+
+    // A second later, a call checks again.
+    tokio::time::sleep(READY_CACHE_AGE).await;
+    let again = checks.load(Ordering::SeqCst);
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 200);
+    assert!(
+        checks.load(Ordering::SeqCst) > again,
+        "the answer was not checked again"
+    );
+    node.shutdown().await.unwrap();
+}
+
+/// A health or dependency check with a bug that panics fails, as one that
+/// times out does: `/health/ready` answers `503` naming it (rather than
+/// resetting the connection), and the background checks behind gRPC health
+/// go on (they see the check fail, then recover).
+#[tokio::test]
+async fn a_check_that_panics_fails_and_the_checks_go_on() {
+    let panicking = Arc::new(AtomicBool::new(false));
+    let panics = Arc::clone(&panicking);
+    let echo = support::echo_builder()
+        .health_check(move || {
+            let panics = panics.load(Ordering::SeqCst);
+            async move {
+                assert!(!panics, "the health check's own bug");
+                Health::Healthy
+            }
+        })
+        .build()
+        .unwrap();
+    let orders = ServiceBuilder::new("orders", "1.0.0")
+        .unwrap()
+        .dependency("postgres", || async { Health::Healthy })
+        .dependency("cache", || -> std::future::Ready<Health> {
+            panic!("the dependency check's own bug")
+        })
+        .build()
+        .unwrap();
+    let node = support::start_all(support::config(""), [echo, orders]).await;
+    let mut health = HealthClient::new(support::channel(node.local_addr()).await);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "echo".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // The round run beside the start: `echo` passes.
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
+
+    // Nobody asks `/health/ready`: the background checks see the panic...
+    panicking.store(true, Ordering::SeqCst);
+    let failed = tokio::time::timeout(Duration::from_secs(15), watch.message())
+        .await
+        .expect("the background checks did not see the check panic")
+        .unwrap()
+        .unwrap();
+    assert_eq!(failed.status(), ServingStatus::NotServing);
+    // ...and go on after it: the recovery is seen.
+    panicking.store(false, Ordering::SeqCst);
+    let recovered = tokio::time::timeout(Duration::from_secs(15), watch.message())
+        .await
+        .expect("the background checks stopped at the panic")
+        .unwrap()
+        .unwrap();
+    assert_eq!(recovered.status(), ServingStatus::Serving);
+    drop(watch);
+
+    panicking.store(true, Ordering::SeqCst);
+    let response = support::http1()
+        .get(format!("http://{}/health/ready", node.local_addr()))
+        .send()
+        .await
+        .expect("readiness answers despite the panics");
+    assert_eq!(response.status(), 503);
+    let report: serde_json::Value = response.json().await.unwrap();
+    let service = |name: &str| {
+        report["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        service("echo")["health"],
+        serde_json::json!({ "status": "unhealthy", "detail": "health check panicked" })
+    );
+    assert_eq!(
+        service("orders")["dependencies"],
+        serde_json::json!([
+            { "name": "postgres", "status": "healthy" },
+            { "name": "cache", "status": "unhealthy", "detail": "dependency check panicked" },
+        ])
+    );
     node.shutdown().await.unwrap();
 }
 

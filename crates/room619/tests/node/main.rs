@@ -19,6 +19,7 @@ mod bus_keeps_every_confirmed_publish_on_jetstream;
 mod bus_speaks_nats_core_across_nodes;
 
 mod bad_payloads_get_clear_errors;
+mod broad_public_rules_leave_routes_without_rules_protected;
 mod clients_reach_colocated_services_in_process_and_others_over_the_network;
 mod clients_survive_failing_and_slow_instances;
 mod config_errors_name_the_key;
@@ -43,6 +44,7 @@ mod jwt_auth_rejects_forged_expired_and_malformed_tokens;
 mod limits_reject_oversized_and_silent_input;
 mod malformed_grpc_messages_are_invalid_argument;
 mod metrics_count_every_request;
+mod nested_routers_are_authorized_by_their_full_path;
 mod overload_is_shed_fast;
 #[cfg(feature = "redis")]
 mod rate_limits_are_shared_across_nodes_through_redis;
@@ -59,5 +61,6 @@ mod stuck_clients_lose_their_connection;
 mod the_registry_endpoint_lists_hosted_services_and_known_instances;
 #[cfg(feature = "otel")]
 mod traces_follow_one_request_across_grpc_http_and_the_bus;
+mod unknown_key_ids_fetch_the_jwks_out_of_turn;
 #[cfg(feature = "validate")]
 mod validation_errors_list_every_field_on_both_protocols;

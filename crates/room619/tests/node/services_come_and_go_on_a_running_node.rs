@@ -609,3 +609,193 @@ async fn the_load_shedding_limit_holds_across_an_addition() {
     assert_eq!(after.status(), 200);
     node.shutdown().await.unwrap();
 }
+
+/// A service of the application's own, not built (so no builder checks its
+/// routes): named `users`, with `routes`, and a `start` or `stop` that
+/// panics while making its future when told to.
+struct Custom {
+    descriptor: room619::service::ServiceDescriptor,
+    routes: room619::service::ServiceRoutes,
+    start_panics: bool,
+    stop_panics: bool,
+}
+
+impl Custom {
+    fn new(version: &str) -> Self {
+        Self {
+            descriptor: room619::service::ServiceDescriptor::new("users", version).unwrap(),
+            routes: room619::service::ServiceRoutes::default(),
+            start_panics: false,
+            stop_panics: false,
+        }
+    }
+}
+
+impl room619::service::Service for Custom {
+    fn descriptor(&self) -> &room619::service::ServiceDescriptor {
+        &self.descriptor
+    }
+
+    fn routes(&self) -> room619::service::ServiceRoutes {
+        self.routes.clone()
+    }
+
+    fn start(
+        &self,
+        _ctx: ServiceContext,
+    ) -> futures_util::future::BoxFuture<'static, room619::Result<()>> {
+        assert!(!self.start_panics, "a bug in start, before its future");
+        Box::pin(async { Ok(()) })
+    }
+
+    fn stop(
+        &self,
+        _ctx: ServiceContext,
+    ) -> futures_util::future::BoxFuture<'static, room619::Result<()>> {
+        assert!(!self.stop_panics, "a bug in stop, before its future");
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Whether the node behind `handle` has a `users` service in its registry.
+fn hosts_users(handle: &room619::NodeHandle) -> bool {
+    handle
+        .registry()
+        .list()
+        .iter()
+        .any(|status| status.descriptor.name() == "users")
+}
+
+/// A `start` or `stop` of the application's own that panics (even while
+/// making its future) fails the addition or the removal with `Internal`,
+/// as one that errs does, and leaves nothing behind: the service is not
+/// left in the registry, and can be added again.
+#[tokio::test]
+async fn a_start_or_stop_that_panics_leaves_the_service_addable_again() {
+    let node = support::start(support::config("")).await;
+    let handle = node.handle();
+    let panics_starting = Custom {
+        start_panics: true,
+        ..Custom::new("1.0.0")
+    };
+    let err = handle.add_service(panics_starting).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Internal, "{err}");
+    assert!(
+        err.message().contains("start hook of users@1.0.0 panicked"),
+        "{err}"
+    );
+    assert!(!hosts_users(&handle), "left in the registry");
+
+    let panics_stopping = Custom {
+        stop_panics: true,
+        ..Custom::new("1.0.0")
+    };
+    handle.add_service(panics_stopping).await.unwrap();
+    let err = handle.remove_service("users", "1.0.0").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Internal, "{err}");
+    assert!(
+        err.message().contains("stop hook of users@1.0.0 panicked"),
+        "{err}"
+    );
+    assert!(!hosts_users(&handle), "left in the registry");
+
+    handle.add_service(Custom::new("1.0.0")).await.unwrap();
+    handle.remove_service("users", "1.0.0").await.unwrap();
+    node.shutdown().await.unwrap();
+}
+
+/// Paths in axum 0.7's syntax (`:id`, `*rest`, a nest prefix `/:tenant`),
+/// which axum 0.8 refuses by panicking, are refused with an error saying
+/// how to write them; the node goes on, and the service is left out of the
+/// registry.
+#[tokio::test]
+async fn routes_in_axum_0_7_syntax_are_refused_not_a_panic() {
+    let node = support::start(support::config("")).await;
+    let handle = node.handle();
+    let with_routes = |http: &[&str], nested: &[&str]| Custom {
+        routes: room619::service::ServiceRoutes {
+            http: http
+                .iter()
+                .map(|path| ((*path).to_owned(), get(|| async { "found" })))
+                .collect(),
+            nested: nested
+                .iter()
+                .map(|prefix| {
+                    let router = axum::Router::new().route("/x", get(|| async { "x" }));
+                    ((*prefix).to_owned(), router)
+                })
+                .collect(),
+            ..room619::service::ServiceRoutes::default()
+        },
+        ..Custom::new("1.0.0")
+    };
+    for (service, suggested) in [
+        (with_routes(&["/v1/users/:id"], &[]), "`{id}`"),
+        (with_routes(&["/files/*rest"], &[]), "`{*rest}`"),
+        (with_routes(&[], &["/:tenant"]), "`{tenant}`"),
+    ] {
+        let err = handle.add_service(service).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+        assert!(err.message().contains(suggested), "{err}");
+        assert!(!hosts_users(&handle), "left in the registry");
+    }
+    handle
+        .add_service(with_routes(&["/v1/users/{id}"], &[]))
+        .await
+        .unwrap();
+    assert_eq!(
+        support::get_text(node.local_addr(), "/v1/users/7").await,
+        "found"
+    );
+    node.shutdown().await.unwrap();
+}
+
+/// An addition whose start hook fails leaves gRPC health as it was: the
+/// name it shares with the running version (`users`) keeps answering for
+/// that one, also after a round of checks.
+#[tokio::test]
+async fn a_failed_addition_leaves_grpc_health_of_the_running_version_alone() {
+    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient};
+
+    let node = support::start(support::config("")).await;
+    let handle = node.handle();
+    handle
+        .add_service(users("1.4.0", Arc::new(AtomicBool::new(false))))
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(support::channel(node.local_addr()).await);
+    assert_eq!(users_status(&mut health).await, ServingStatus::Serving);
+
+    let failing = ServiceBuilder::new("users", "2.0.0")
+        .unwrap()
+        .route("/v2/users", get(|| async { "2.0.0" }))
+        .on_start(|_| async { Err(room619::Error::unavailable("the database is down")) })
+        .build()
+        .unwrap();
+    let err = handle.add_service(failing).await.unwrap_err();
+    assert_eq!(err.message(), "the database is down");
+
+    // A readiness call runs a round of checks and publishes its verdict.
+    let ready = support::http1()
+        .get(format!("http://{}/health/ready", node.local_addr()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(users_status(&mut health).await, ServingStatus::Serving);
+    node.shutdown().await.unwrap();
+}
+
+/// What gRPC health answers for `users`.
+async fn users_status(
+    health: &mut tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>,
+) -> tonic_health::pb::health_check_response::ServingStatus {
+    health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "users".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status()
+}

@@ -136,6 +136,88 @@ async fn stop_hooks_run_in_reverse_start_order() {
     );
 }
 
+/// A service of the application's own whose `stop` panics, while making
+/// its future.
+struct PanicsOnStop(room619::service::ServiceDescriptor);
+
+impl room619::service::Service for PanicsOnStop {
+    fn descriptor(&self) -> &room619::service::ServiceDescriptor {
+        &self.0
+    }
+
+    fn routes(&self) -> room619::service::ServiceRoutes {
+        room619::service::ServiceRoutes::default()
+    }
+
+    fn stop(
+        &self,
+        _ctx: room619::ServiceContext,
+    ) -> futures_util::future::BoxFuture<'static, room619::Result<()>> {
+        panic!("a bug in stop, before its future is made")
+    }
+}
+
+/// A stop hook that panics fails the shutdown as one that errs does, with
+/// an error naming it; the rest of the shutdown still runs: the other
+/// services' stop hooks (stopped after it), the bus's flush, the end of
+/// discovery.
+#[tokio::test]
+async fn a_stop_hook_that_panics_fails_the_shutdown_but_the_rest_of_it_runs() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use room619::service::{ServiceDescriptor, ServiceState};
+
+    let stopped = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&stopped);
+    let echo = support::echo_builder()
+        .on_stop(move |_| {
+            seen.store(true, Ordering::SeqCst);
+            async { Ok(()) }
+        })
+        .build()
+        .unwrap();
+    let panics = PanicsOnStop(ServiceDescriptor::new("panics", "1.0.0").unwrap());
+    // Started after `echo`, so stopped before it.
+    let node = room619::Node::builder()
+        .config(support::config(""))
+        .service(echo)
+        .service(panics)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let handle = node.handle();
+    let err = tokio::time::timeout(Duration::from_secs(10), node.shutdown())
+        .await
+        .expect("the shutdown ended")
+        .unwrap_err();
+    assert_eq!(err.kind(), room619::ErrorKind::Internal, "{err}");
+    assert!(
+        err.message().contains("stop hook of panics@1.0.0 panicked"),
+        "{err}"
+    );
+    assert!(
+        stopped.load(Ordering::SeqCst),
+        "the other service's stop hook ran"
+    );
+    // The whole shutdown ran, to its last step.
+    assert_eq!(handle.phase(), room619::node::Phase::Stopped);
+    let states: Vec<_> = handle
+        .registry()
+        .list()
+        .into_iter()
+        .map(|status| (status.descriptor.name().to_owned(), status.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("echo".to_owned(), ServiceState::Stopped),
+            ("panics".to_owned(), ServiceState::Failed),
+        ]
+    );
+}
+
 /// A node whose second service's start hook is `bad` fails to start with
 /// its error, after stopping the first service: the error, and the stop
 /// hooks that ran. The second service opens a "pool" before `bad` runs

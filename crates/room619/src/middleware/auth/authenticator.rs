@@ -8,8 +8,9 @@ use std::{
 };
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use futures_util::future::BoxFuture;
 use http::{HeaderMap, header::AUTHORIZATION};
-use jsonwebtoken::{Validation, decode, decode_header};
+use jsonwebtoken::{Algorithm, Validation, decode, decode_header, errors::ErrorKind};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
@@ -18,6 +19,7 @@ use super::{
     AuthConfig, Credential, Principal,
     cache::{self, TokenCache},
     keys::KeyRing,
+    refetch::Refetch,
 };
 use crate::{Result, middleware::sensitive::API_KEY_HEADER};
 
@@ -28,6 +30,8 @@ use crate::{Result, middleware::sensitive::API_KEY_HEADER};
 pub(crate) struct Refused {
     reason: String,
     keys_pending: bool,
+    /// The token names a key id that no key has.
+    unknown_kid: bool,
 }
 
 impl Refused {
@@ -35,6 +39,7 @@ impl Refused {
         Self {
             reason: reason.into(),
             keys_pending: false,
+            unknown_kid: false,
         }
     }
 
@@ -68,6 +73,9 @@ pub struct Authenticator {
     verified: TokenCache,
     /// Set while a configured JWKS has not been loaded once.
     jwks_pending: AtomicBool,
+    /// Fetches of a JWKS URL out of turn, for tokens naming an unknown key
+    /// id (none without a JWKS URL).
+    refetch: Option<Refetch>,
 }
 
 /// The claims room619 reads. Typed, so a claim of the wrong JSON type (a
@@ -79,15 +87,16 @@ struct Claims {
     #[serde(default, rename = "nbf")]
     _nbf: Option<f64>,
     #[serde(default)]
-    scope: Option<String>,
+    scope: Option<Words>,
     #[serde(default)]
     scp: Option<Words>,
     #[serde(default)]
     roles: Option<Words>,
 }
 
-/// A claim written as a list of strings, or as one string of
-/// space-separated words (Azure AD's `scp`).
+/// A claim written as a list of strings (Spring Authorization Server's
+/// `scope`), or as one string of space-separated words (RFC 8693's `scope`,
+/// Azure AD's `scp`).
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Words {
@@ -146,6 +155,11 @@ impl Authenticator {
             api_keys,
             verified: TokenCache::default(),
             jwks_pending: AtomicBool::new(config.jwks.is_some()),
+            refetch: config
+                .jwks
+                .as_ref()
+                .is_some_and(|jwks| jwks.url.is_some() && jwks.file.is_none())
+                .then(Refetch::new),
         })
     }
 
@@ -154,8 +168,8 @@ impl Authenticator {
     ///
     /// # Errors
     ///
-    /// `Unavailable` when the document has no usable key while keys loaded
-    /// before do: those stay.
+    /// `Unavailable` when the document has no usable key: the keys loaded
+    /// before stay, and a JWKS never loaded is still pending.
     pub(crate) fn set_jwks(&self, set: &jsonwebtoken::jwk::JwkSet) -> Result<usize> {
         let count = self.keys.set_jwks(set)?;
         self.verified.clear();
@@ -167,6 +181,22 @@ impl Authenticator {
     /// answer so far): tokens its keys would verify are refused meanwhile.
     pub(crate) fn jwks_pending(&self) -> bool {
         self.jwks_pending.load(Ordering::Acquire)
+    }
+
+    /// The fetches of the JWKS URL out of turn, for the JWKS task.
+    pub(crate) fn refetch(&self) -> Option<&Refetch> {
+        self.refetch.as_ref()
+    }
+
+    /// For credentials `refused` because the token names a key id no key
+    /// has, with the JWKS loaded from a URL: asks for a fetch of it out of
+    /// turn (at most one per 30 s) and returns what to wait for before
+    /// checking the credentials again. `None`: the refusal stands.
+    pub(crate) fn refetch_for(&self, refused: &Refused) -> Option<BoxFuture<'static, ()>> {
+        if !refused.unknown_kid || refused.keys_pending {
+            return None;
+        }
+        self.refetch.as_ref()?.ask()
     }
 
     /// The principal of a request with these headers: `Ok(None)` when it
@@ -204,14 +234,64 @@ impl Authenticator {
         // Read before the keys: a token verified with keys a JWKS reload
         // retires meanwhile is not remembered.
         let generation = self.verified.generation();
-        let key = self
-            .keys
-            .find(header.kid.as_deref(), header.alg)
-            .ok_or_else(|| Refused {
-                reason: format!("no key for kid {:?} and alg {:?}", header.kid, header.alg),
+        let kid = header.kid.as_deref();
+        let candidates = self.keys.candidates(kid, header.alg);
+        if candidates.is_empty() {
+            return Err(Refused {
+                reason: format!("no key for kid {kid:?} and alg {:?}", header.alg),
                 keys_pending: self.jwks_pending(),
-            })?;
-        let mut validation = Validation::new(key.algorithm);
+                unknown_kid: kid.is_some_and(|kid| !self.keys.knows(kid)),
+            });
+        }
+        let validation = self.validation(header.alg);
+        // Several keys may share a kid (or have none): the first whose
+        // signature matches decides.
+        let mut last_refusal = None;
+        let mut verified = None;
+        for key in candidates {
+            match decode::<Claims>(token, &key.key, &validation) {
+                Ok(data) => {
+                    verified = Some((key.kid, data.claims));
+                    break;
+                }
+                Err(err) if another_key_may_verify(err.kind()) => last_refusal = Some(err),
+                Err(err) => return Err(Refused::new(format!("token rejected: {err}"))),
+            }
+        }
+        let Some((kid, claims)) = verified else {
+            let reason = last_refusal.map_or_else(
+                || "no key verified the token".to_owned(),
+                |err| format!("token rejected: {err}"),
+            );
+            return Err(Refused::new(reason));
+        };
+        if !header_and_claims_are_utf8(token) {
+            return Err(Refused::new("token header or claims are not UTF-8"));
+        }
+        let until = claims.exp_secs().saturating_add(self.leeway);
+        let mut scopes: HashSet<String> = claims
+            .scope
+            .map(Words::into_vec)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        scopes.extend(claims.scp.map(Words::into_vec).unwrap_or_default());
+        let principal = Principal::new(
+            claims.sub,
+            scopes,
+            claims.roles.map(Words::into_vec).unwrap_or_default(),
+            Credential::Jwt { kid },
+        );
+        if until > cache::now() {
+            self.verified
+                .insert(token, principal.clone(), until, generation);
+        }
+        Ok(principal)
+    }
+
+    /// What a token signed with `algorithm` must pass besides its signature.
+    fn validation(&self, algorithm: Algorithm) -> Validation {
+        let mut validation = Validation::new(algorithm);
         validation.leeway = self.leeway;
         validation.validate_nbf = true;
         let mut required = vec!["exp", "sub"];
@@ -226,30 +306,7 @@ impl Authenticator {
             required.push("aud");
         }
         validation.set_required_spec_claims(&required);
-        let data = decode::<Claims>(token, &key.key, &validation)
-            .map_err(|err| Refused::new(format!("token rejected: {err}")))?;
-        if !header_and_claims_are_utf8(token) {
-            return Err(Refused::new("token header or claims are not UTF-8"));
-        }
-        let claims = data.claims;
-        let until = claims.exp_secs().saturating_add(self.leeway);
-        let mut scopes: HashSet<String> = claims
-            .scope
-            .iter()
-            .flat_map(|s| s.split_whitespace().map(str::to_owned))
-            .collect();
-        scopes.extend(claims.scp.map(Words::into_vec).unwrap_or_default());
-        let principal = Principal::new(
-            claims.sub,
-            scopes,
-            claims.roles.map(Words::into_vec).unwrap_or_default(),
-            Credential::Jwt { kid: key.kid },
-        );
-        if until > cache::now() {
-            self.verified
-                .insert(token, principal.clone(), until, generation);
-        }
-        Ok(principal)
+        validation
     }
 
     fn verify_api_key(&self, presented: &[u8]) -> Result<Principal, Refused> {
@@ -282,6 +339,20 @@ impl fmt::Debug for Authenticator {
             .field("api_keys", &self.api_keys.len())
             .finish_non_exhaustive()
     }
+}
+
+/// Whether a token refused with a key with this error may still be verified
+/// by another key: its signature (or the key) did not fit. Any other error
+/// is about the token itself, whichever key signed it.
+fn another_key_may_verify(kind: &ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::InvalidSignature
+            | ErrorKind::InvalidRsaKey(_)
+            | ErrorKind::InvalidEcdsaKey
+            | ErrorKind::InvalidEddsaKey
+            | ErrorKind::InvalidKeyFormat
+    )
 }
 
 /// The token of an `Authorization: Bearer <token>` value (the scheme in any
@@ -357,12 +428,17 @@ mod tests {
     }
 
     fn hs256(claims: &[u8]) -> String {
+        signed(br#"{"alg":"HS256","kid":"hs"}"#, claims, SECRET)
+    }
+
+    /// `header.claims` signed with the HS256 `secret`.
+    fn signed(header: &[u8], claims: &[u8], secret: &str) -> String {
         let input = format!(
             "{}.{}",
-            URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","kid":"hs"}"#),
+            URL_SAFE_NO_PAD.encode(header),
             URL_SAFE_NO_PAD.encode(claims)
         );
-        let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+        let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
         let signature =
             jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::HS256)
                 .unwrap();
@@ -457,6 +533,71 @@ mod tests {
         assert!(
             auth.verify_jwt(hs256(claims).as_bytes()).is_err(),
             "a number is no scope"
+        );
+    }
+
+    /// Spring Authorization Server writes `scope` as a JSON array.
+    #[test]
+    fn a_scope_claim_is_read_as_a_list_too() {
+        let auth = authenticator();
+        let claims = br#"{"sub":"alice","exp":8204889600,"iss":"https://issuer.test","aud":"shop","scope":["orders:read","orders:write"]}"#;
+        let principal = auth.verify_jwt(hs256(claims).as_bytes()).unwrap();
+        assert!(principal.has_scope("orders:read"));
+        assert!(principal.has_scope("orders:write"));
+        let claims = br#"{"sub":"alice","exp":8204889600,"iss":"https://issuer.test","aud":"shop","scope":"a b"}"#;
+        let principal = auth.verify_jwt(hs256(claims).as_bytes()).unwrap();
+        assert!(principal.has_scope("a") && principal.has_scope("b"));
+        let claims = br#"{"sub":"alice","exp":8204889600,"iss":"https://issuer.test","aud":"shop","scope":{"a":1}}"#;
+        assert!(
+            auth.verify_jwt(hs256(claims).as_bytes()).is_err(),
+            "an object is no scope"
+        );
+    }
+
+    /// Two keys without a `kid` for one algorithm (a secret being rotated):
+    /// a token without `kid` is checked with each, not with the first only.
+    #[test]
+    fn a_token_without_kid_is_checked_with_every_key_without_one() {
+        const NEXT: &str = "the-next-secret-the-next-secret-32";
+        let config = Config::from_toml_str(&format!(
+            "[auth]\n[[auth.keys]]\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\n\
+             [[auth.keys]]\nalgorithm = \"HS256\"\nsecret = \"{NEXT}\"\n"
+        ))
+        .unwrap();
+        let auth = Authenticator::new(&config.auth).unwrap();
+        let claims = br#"{"sub":"alice","exp":8204889600}"#;
+        for secret in [SECRET, NEXT] {
+            let token = signed(br#"{"alg":"HS256"}"#, claims, secret);
+            let principal = auth.verify_jwt(token.as_bytes()).unwrap();
+            assert_eq!(principal.subject(), "alice");
+        }
+        let forged = signed(br#"{"alg":"HS256"}"#, claims, &"x".repeat(32));
+        let refused = auth.verify_jwt(forged.as_bytes()).unwrap_err();
+        assert!(!refused.unknown_kid && !refused.keys_pending, "{refused}");
+    }
+
+    /// A JWKS document with no usable key does not count as loaded: tokens
+    /// are still answered as not verifiable yet, and it is fetched again.
+    #[test]
+    fn a_jwks_without_usable_keys_leaves_the_keys_pending() {
+        let config =
+            Config::from_toml_str("[auth]\n[auth.jwks]\nurl = \"http://127.0.0.1:9/jwks.json\"\n")
+                .unwrap();
+        let auth = Authenticator::new(&config.auth).unwrap();
+        assert!(auth.jwks_pending());
+        let empty: jsonwebtoken::jwk::JwkSet = serde_json::from_str(r#"{"keys":[]}"#).unwrap();
+        assert!(auth.set_jwks(&empty).is_err());
+        assert!(auth.jwks_pending(), "still pending");
+        let token = signed(
+            br#"{"alg":"RS256","kid":"later"}"#,
+            br#"{"sub":"alice","exp":8204889600}"#,
+            SECRET,
+        );
+        let refused = auth.verify_jwt(token.as_bytes()).unwrap_err();
+        assert!(refused.keys_pending(), "{refused}");
+        assert!(
+            auth.refetch_for(&refused).is_none(),
+            "the backoff retries fetch it"
         );
     }
 

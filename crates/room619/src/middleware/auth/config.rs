@@ -128,10 +128,14 @@ pub struct JwksConfig {
     pub file: Option<PathBuf>,
     /// An `http://` URL serving the JWKS JSON (put TLS in front, e.g. a
     /// sidecar, for a remote identity provider). When it does not answer as
-    /// the node starts, the node starts anyway and fetches it again after
-    /// 1 s, 2 s, 4 s... (at most `refresh` apart) until it loads; tokens are
-    /// refused as `UNAUTHENTICATED` meanwhile. A `file` must be readable at
-    /// start.
+    /// the node starts, or answers a document with no usable key, the node
+    /// starts anyway and fetches it again after 1 s, 2 s, 4 s... (at most
+    /// `refresh` apart) until it loads; meanwhile a token no configured key
+    /// verifies is answered `503` / `UNAVAILABLE` with `Retry-After: 1`
+    /// (not as an invalid token). Once loaded, a token naming a key id no
+    /// key has makes the node fetch the URL out of turn, at most once per
+    /// 30 s, and wait for it (at most 10 s). A `file` must be readable at
+    /// start (one with no usable key is read again the same way).
     #[serde(default)]
     pub url: Option<String>,
     /// How often the document is loaded again. Default: `5m`.

@@ -1,5 +1,7 @@
 //! Loading a JWKS document from a file or an `http://` URL, and reloading
-//! it on an interval so rotated keys are picked up without a restart.
+//! it on an interval so rotated keys are picked up without a restart (and,
+//! for a URL, out of turn when a token names a key id no key has: see
+//! [`Refetch`]).
 
 use std::{sync::Arc, time::Duration};
 
@@ -8,21 +10,31 @@ use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use jsonwebtoken::jwk::JwkSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{Authenticator, JwksConfig};
+use super::{Authenticator, JwksConfig, refetch::Refetch};
 use crate::{Error, Result};
 
 /// The largest JWKS document read.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
 /// How long a JWKS fetch may take.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Loads the JWKS of `config` into `auth`.
 ///
 /// # Errors
 ///
-/// `Unavailable` when the document cannot be read or fetched,
-/// `Config` when it is not a JWKS.
+/// `Unavailable` when the document cannot be read or fetched, or has no
+/// usable key (the keys loaded before, if any, stay), `Config` when it is
+/// not a JWKS.
 pub(crate) async fn load(auth: &Authenticator, config: &JwksConfig) -> Result<usize> {
+    auth.set_jwks(&document(config).await?)
+}
+
+/// Reads or fetches the JWKS document of `config`.
+///
+/// # Errors
+///
+/// As [`load`], but for a document without a usable key.
+async fn document(config: &JwksConfig) -> Result<JwkSet> {
     let bytes = match (&config.file, &config.url) {
         (Some(path), _) => {
             let owned = path.clone();
@@ -36,9 +48,8 @@ pub(crate) async fn load(auth: &Authenticator, config: &JwksConfig) -> Result<us
         (None, Some(url)) => fetch(url).await?,
         (None, None) => return Err(Error::config("auth.jwks: no file or url")),
     };
-    let set: JwkSet = serde_json::from_slice(&bytes)
-        .map_err(|err| Error::config(format!("auth.jwks: not a JWKS document: {err}")))?;
-    auth.set_jwks(&set)
+    serde_json::from_slice(&bytes)
+        .map_err(|err| Error::config(format!("auth.jwks: not a JWKS document: {err}")))
 }
 
 async fn fetch(url: &str) -> Result<Vec<u8>> {
@@ -79,10 +90,14 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// until `stop` fires.
 ///
 /// A file must be readable now. A URL may not answer yet (in a system of
-/// several processes the identity service may start after this one): the
-/// failure is logged and the fetch retried after 1 s, then 2 s, 4 s... up to
-/// `config.refresh`, until it succeeds; meanwhile tokens its keys would
-/// verify are refused as not verifiable yet.
+/// several processes the identity service may start after this one), and a
+/// document, from either, may have no usable key yet (an identity provider
+/// still setting up): the failure is logged and the document read or
+/// fetched again after 1 s, then 2 s, 4 s... up to `config.refresh`, until
+/// it loads. Meanwhile a token no configured key verifies is answered as
+/// not verifiable yet (`503` / `UNAVAILABLE`). Once loaded, the document is
+/// read again every `config.refresh`, and a URL also when a token names a
+/// key id no key has (see [`Refetch`]).
 ///
 /// # Errors
 ///
@@ -93,27 +108,30 @@ pub(crate) async fn start(
     config: &JwksConfig,
     stop: &CancellationToken,
 ) -> Result<()> {
-    let loaded = match &config.url {
-        Some(url) if config.file.is_none() => {
-            url.parse::<http::Uri>()
-                .map_err(|err| Error::config(format!("auth.jwks.url: {err}")))?;
-            match load(auth, config).await {
-                Ok(keys) => Some(keys),
-                Err(err) => {
-                    tracing::warn!(target: "room619::auth", error = %err, retry_in = ?FIRST_RETRY,
-                        "JWKS not loaded yet; tokens are refused until it is");
-                    None
-                }
-            }
-        }
-        _ => Some(load(auth, config).await?),
-    };
-    if let Some(keys) = loaded {
-        tracing::info!(target: "room619::auth", keys, "JWKS loaded");
+    if let Some(url) = &config.url {
+        url.parse::<http::Uri>()
+            .map_err(|err| Error::config(format!("auth.jwks.url: {err}")))?;
     }
+    let first = match document(config).await {
+        Ok(set) => auth.set_jwks(&set),
+        // A URL may not answer yet; a file must be readable now.
+        Err(err) if config.file.is_none() => Err(err),
+        Err(err) => return Err(err),
+    };
+    let loaded = match first {
+        Ok(keys) => {
+            tracing::info!(target: "room619::auth", keys, "JWKS loaded");
+            true
+        }
+        Err(err) => {
+            tracing::warn!(target: "room619::auth", error = %err, retry_in = ?FIRST_RETRY,
+                "JWKS not loaded yet; tokens no configured key verifies are answered 503 until it is");
+            false
+        }
+    };
     let (auth, config, stop) = (Arc::clone(auth), config.clone(), stop.clone());
     tokio::spawn(async move {
-        if loaded.is_none() && !retry_until_loaded(&auth, &config, &stop).await {
+        if !loaded && !retry_until_loaded(&auth, &config, &stop).await {
             return;
         }
         refresh_loop(auth, config, stop).await;
@@ -121,8 +139,8 @@ pub(crate) async fn start(
     Ok(())
 }
 
-/// Fetches the JWKS with a doubling backoff until it loads (`true`) or
-/// `stop` fires (`false`).
+/// Reads or fetches the JWKS with a doubling backoff until it loads
+/// (`true`) or `stop` fires (`false`).
 async fn retry_until_loaded(
     auth: &Authenticator,
     config: &JwksConfig,
@@ -142,15 +160,17 @@ async fn retry_until_loaded(
             }
             Err(err) => {
                 tracing::warn!(target: "room619::auth", error = %err, retry_in = ?wait,
-                    "JWKS still not loaded; tokens are refused until it is");
+                    "JWKS still not loaded; tokens no configured key verifies are answered 503 until it is");
             }
         }
     }
 }
 
-/// Reloads the JWKS every `config.refresh` until `stop` fires. A failed
-/// reload keeps the previous keys and is logged.
+/// Reloads the JWKS every `config.refresh`, and when a request asks for a
+/// fetch out of turn, until `stop` fires. A failed reload keeps the
+/// previous keys and is logged.
 async fn refresh_loop(auth: Arc<Authenticator>, config: JwksConfig, stop: CancellationToken) {
+    let refetch = auth.refetch();
     let mut interval = tokio::time::interval(config.refresh);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     interval.tick().await;
@@ -158,12 +178,29 @@ async fn refresh_loop(auth: Arc<Authenticator>, config: JwksConfig, stop: Cancel
         tokio::select! {
             () = stop.cancelled() => return,
             _ = interval.tick() => {}
+            () = asked(refetch) => {
+                tracing::debug!(target: "room619::auth",
+                    "a token names a key id no key has; fetching the JWKS out of turn");
+            }
         }
+        let fetch = refetch.map(Refetch::started);
         match load(&auth, &config).await {
             Ok(keys) => tracing::debug!(target: "room619::auth", keys, "JWKS reloaded"),
             Err(err) => {
                 tracing::warn!(target: "room619::auth", error = %err, "JWKS reload failed; keeping the previous keys");
             }
         }
+        if let Some((refetch, fetch)) = refetch.zip(fetch) {
+            refetch.finished(fetch);
+        }
+    }
+}
+
+/// Resolves when a request asks for a fetch out of turn; never without a
+/// [`Refetch`] (a JWKS file).
+async fn asked(refetch: Option<&Refetch>) {
+    match refetch {
+        Some(refetch) => refetch.asked().await,
+        None => std::future::pending::<()>().await,
     }
 }

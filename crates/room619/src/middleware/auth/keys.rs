@@ -36,41 +36,63 @@ impl KeyRing {
     }
 
     /// Replaces the JWKS keys; returns how many were usable. A document
-    /// with no usable key (an empty set, a half-deployed one) does not
-    /// replace keys that were: every token would be refused until the next
-    /// good document.
+    /// with no usable key (an empty set, a half-deployed one) replaces
+    /// nothing: every token would be refused until the next good document.
     ///
     /// # Errors
     ///
-    /// `Unavailable` when the document has no usable key and the ring has
-    /// some, which it keeps.
+    /// `Unavailable` when the document has no usable key (the keys loaded
+    /// before, if any, stay), `Internal` when the key lock is poisoned.
     pub(crate) fn set_jwks(&self, set: &JwkSet) -> Result<usize> {
         let keys: Vec<VerifyKey> = set.keys.iter().filter_map(jwk_key).collect();
         let count = keys.len();
         let Ok(mut slot) = self.jwks.write() else {
-            return Ok(count);
+            return Err(Error::internal("the JWKS key lock is poisoned"));
         };
-        if count == 0 && !slot.is_empty() {
-            return Err(Error::unavailable(format!(
-                "the JWKS document has no usable key ({} listed); the {} keys loaded before stay",
-                set.keys.len(),
-                slot.len()
-            )));
+        if count == 0 {
+            let listed = set.keys.len();
+            return Err(Error::unavailable(if slot.is_empty() {
+                format!("the JWKS document has no usable key ({listed} listed)")
+            } else {
+                format!(
+                    "the JWKS document has no usable key ({listed} listed); the {} keys \
+                     loaded before stay",
+                    slot.len()
+                )
+            }));
         }
         *slot = Arc::new(keys);
         Ok(count)
     }
 
-    /// The key for a token's header: by `kid` when it names one, otherwise
-    /// the only key without a `kid` for its algorithm. The algorithm must be
-    /// the key's own.
-    pub(crate) fn find(&self, kid: Option<&str>, algorithm: Algorithm) -> Option<VerifyKey> {
-        let jwks = self.jwks.read().map(|keys| Arc::clone(&keys)).ok()?;
+    /// The keys that may have signed a token with this header, configured
+    /// ones first: those with its `kid`, or without one the keys that have
+    /// none; each for `algorithm` only (the key's own).
+    pub(crate) fn candidates(&self, kid: Option<&str>, algorithm: Algorithm) -> Vec<VerifyKey> {
+        let jwks = self.jwks();
         self.fixed
             .iter()
             .chain(jwks.iter())
-            .find(|key| key.kid.as_deref() == kid && key.algorithm == algorithm)
+            .filter(|key| key.kid.as_deref() == kid && key.algorithm == algorithm)
             .cloned()
+            .collect()
+    }
+
+    /// Whether some key, of any algorithm, has the id `kid`.
+    pub(crate) fn knows(&self, kid: &str) -> bool {
+        let jwks = self.jwks();
+        self.fixed
+            .iter()
+            .chain(jwks.iter())
+            .any(|key| key.kid.as_deref() == Some(kid))
+    }
+
+    /// The JWKS keys now (none when the lock is poisoned).
+    fn jwks(&self) -> Arc<Vec<VerifyKey>> {
+        self.jwks
+            .read()
+            .map(|keys| Arc::clone(&keys))
+            .unwrap_or_default()
     }
 }
 

@@ -7,15 +7,23 @@ use std::{
 };
 
 use axum::response::Response;
-use futures_util::future::{Either, Ready, ready};
-use http::{HeaderValue, Request, header::WWW_AUTHENTICATE};
+use futures_util::future::{BoxFuture, Either, Ready, ready};
+use http::{
+    HeaderValue, Request,
+    header::{RETRY_AFTER, WWW_AUTHENTICATE},
+};
 use tower::{Layer, Service};
 
 use super::{
-    Authenticator,
-    requirement::{AccessTable, Decision},
+    Authenticator, Principal,
+    authenticator::Refused,
+    requirement::{Decision, Requirement},
+    table::AccessTable,
 };
-use crate::{Error, middleware::reject::Protocol};
+use crate::{
+    Error,
+    middleware::{reject::Protocol, request_path},
+};
 
 /// The tracing target of auth decisions (reasons are logged at debug).
 pub const AUTH_TARGET: &str = "room619::auth";
@@ -23,7 +31,12 @@ pub const AUTH_TARGET: &str = "room619::auth";
 /// Authenticates every request and applies the access rules of the hosted
 /// services: missing or invalid credentials answer `401` /
 /// `UNAUTHENTICATED` with `WWW-Authenticate: Bearer`, insufficient ones `403`
-/// / `PERMISSION_DENIED`.
+/// / `PERMISSION_DENIED`, and a token that cannot be checked because the
+/// JWKS is not loaded yet `503` / `UNAVAILABLE` with `Retry-After: 1`.
+///
+/// Rules are looked up by the request's full path: inside a nested router,
+/// where axum strips the prefix from the URI, by the
+/// [`OriginalUri`](axum::extract::OriginalUri) axum keeps.
 #[derive(Clone, Debug)]
 pub struct AuthLayer {
     authenticator: Arc<Authenticator>,
@@ -36,12 +49,6 @@ impl AuthLayer {
             authenticator,
             table,
         }
-    }
-}
-
-impl std::fmt::Debug for AccessTable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AccessTable")
     }
 }
 
@@ -63,13 +70,21 @@ pub struct Auth<S> {
     layer: AuthLayer,
 }
 
+/// Answered at once, or the inner service's answer.
+type Local<F, E> = Either<Ready<Result<Response, E>>, F>;
+
 impl<S, B> Service<Request<B>> for Auth<S>
 where
-    S: Service<Request<B>, Response = Response>,
+    S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = Either<Ready<Result<Response, S::Error>>, S::Future>;
+    /// Answered at once, or the inner service's answer; boxed only for a
+    /// token that waits for a JWKS fetch its unknown key id asked for.
+    type Future =
+        Either<Local<S::Future, S::Error>, BoxFuture<'static, Result<Response, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -79,57 +94,117 @@ where
         let requirement = self
             .layer
             .table
-            .lookup(request.method(), request.uri().path());
-        let presented = match self.layer.authenticator.authenticate(request.headers()) {
-            Ok(principal) => Ok(principal),
-            Err(_) if requirement.is_public() => Ok(None),
-            Err(reason) => Err(reason),
-        };
-        // The protocol of the answer is only looked up to refuse.
-        let protocol = || Protocol::of(&request);
-        let principal = match presented {
+            .lookup(request.method(), request_path(&request));
+        let principal = match self.layer.authenticator.authenticate(request.headers()) {
             Ok(principal) => principal,
+            Err(_) if requirement.is_public() => None,
             Err(reason) => {
-                tracing::debug!(target: AUTH_TARGET, path = request.uri().path(), %reason, "credentials refused");
-                let error = if reason.keys_pending() {
-                    Error::unauthenticated(
-                        "the signing keys (JWKS) are not loaded yet; retry shortly",
-                    )
-                } else {
-                    Error::unauthenticated("invalid credentials")
+                let Some(fetched) = self.layer.authenticator.refetch_for(&reason) else {
+                    return Either::Left(Either::Left(ready(Ok(refuse(&request, &reason)))));
                 };
-                return Either::Left(ready(Ok(protocol().reject(
-                    error,
-                    &[(
-                        WWW_AUTHENTICATE,
-                        HeaderValue::from_static("Bearer error=\"invalid_token\""),
-                    )],
-                ))));
+                let requirement = requirement.clone();
+                return Either::Right(self.after_refetch(fetched, requirement, request));
             }
         };
-        match requirement.check(principal.as_ref()) {
-            Decision::Allow => {}
-            Decision::Unauthenticated => {
-                tracing::debug!(target: AUTH_TARGET, path = request.uri().path(), "no credentials");
-                return Either::Left(ready(Ok(protocol().reject(
-                    Error::unauthenticated("this call needs credentials"),
-                    &[(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))],
-                ))));
-            }
-            Decision::Forbidden => {
-                tracing::debug!(target: AUTH_TARGET, path = request.uri().path(), "insufficient rights");
-                return Either::Left(ready(Ok(protocol().reject(
-                    Error::permission_denied("the credentials do not allow this call"),
-                    &[(
-                        WWW_AUTHENTICATE,
-                        HeaderValue::from_static("Bearer error=\"insufficient_scope\""),
-                    )],
-                ))));
-            }
+        if let Some(refused) = forbid(requirement, principal.as_ref(), &request) {
+            return Either::Left(Either::Left(ready(Ok(refused))));
         }
         if let Some(principal) = principal {
             request.extensions_mut().insert(principal);
         }
-        Either::Right(self.inner.call(request))
+        Either::Left(Either::Right(self.inner.call(request)))
+    }
+}
+
+impl<S> Auth<S> {
+    /// Checks `request` again once `fetched` (a JWKS fetch its token's
+    /// unknown key id asked for) is done, then calls the inner service.
+    fn after_refetch<B>(
+        &mut self,
+        fetched: BoxFuture<'static, ()>,
+        requirement: Requirement,
+        mut request: Request<B>,
+    ) -> BoxFuture<'static, Result<Response, S::Error>>
+    where
+        S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        B: Send + 'static,
+    {
+        // The service polled ready goes with the request; its clone stays.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let authenticator = Arc::clone(&self.layer.authenticator);
+        Box::pin(async move {
+            fetched.await;
+            let principal = match authenticator.authenticate(request.headers()) {
+                Ok(principal) => principal,
+                Err(reason) => return Ok(refuse(&request, &reason)),
+            };
+            if let Some(refused) = forbid(&requirement, principal.as_ref(), &request) {
+                return Ok(refused);
+            }
+            if let Some(principal) = principal {
+                request.extensions_mut().insert(principal);
+            }
+            inner.call(request).await
+        })
+    }
+}
+
+/// The answer to credentials that were refused: `503` / `UNAVAILABLE` when
+/// the keys that could check them are not loaded yet (an OAuth client
+/// would throw a valid token away on `invalid_token`), else `401` /
+/// `UNAUTHENTICATED` with an `invalid_token` challenge.
+fn refuse<B>(request: &Request<B>, reason: &Refused) -> Response {
+    tracing::debug!(target: AUTH_TARGET, path = request_path(request), %reason, "credentials refused");
+    let protocol = Protocol::of(request);
+    if reason.keys_pending() {
+        let error = Error::unavailable("the signing keys (JWKS) are not loaded yet; retry shortly");
+        let mut response = match protocol {
+            // Not logged as a failed request: the JWKS loader reports why
+            // the keys are missing, once, not once a request.
+            Protocol::Http => axum::response::IntoResponse::into_response(error.to_problem()),
+            Protocol::Grpc => protocol.reject(error, &[]),
+        };
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    }
+    protocol.reject(
+        Error::unauthenticated("invalid credentials"),
+        &[(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        )],
+    )
+}
+
+/// The refusal when `principal` (`None`: no credentials) does not meet
+/// `requirement`; `None` when it does.
+fn forbid<B>(
+    requirement: &Requirement,
+    principal: Option<&Principal>,
+    request: &Request<B>,
+) -> Option<Response> {
+    match requirement.check(principal) {
+        Decision::Allow => None,
+        Decision::Unauthenticated => {
+            tracing::debug!(target: AUTH_TARGET, path = request_path(request), "no credentials");
+            Some(Protocol::of(request).reject(
+                Error::unauthenticated("this call needs credentials"),
+                &[(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))],
+            ))
+        }
+        Decision::Forbidden => {
+            tracing::debug!(target: AUTH_TARGET, path = request_path(request), "insufficient rights");
+            Some(Protocol::of(request).reject(
+                Error::permission_denied("the credentials do not allow this call"),
+                &[(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"insufficient_scope\""),
+                )],
+            ))
+        }
     }
 }

@@ -1,12 +1,9 @@
-//! [`Requirement`], [`AccessPolicy`] (what one service declares) and the
-//! node-wide table the auth layer consults.
-
-use std::sync::Arc;
+//! [`Requirement`] and [`AccessPolicy`]: what one service declares (the
+//! node-wide table the auth layer consults is in `table`).
 
 use http::Method;
 
 use super::Principal;
-use crate::{Error, Result};
 
 /// What a method or route asks of its caller.
 ///
@@ -103,6 +100,18 @@ impl Requirement {
 /// method paths (`/users.v1.Users/Delete`, or a whole service as
 /// `/users.v1.Users/{*method}`) or HTTP routes in axum syntax
 /// (`/v1/users/{id}`), optionally for one HTTP method.
+///
+/// A path is matched as the node's router matches it: against the full path
+/// (a nested router's prefix included), the most specific pattern first,
+/// with the node's own routes and gRPC services among the patterns. So a
+/// broad rule (`/{*path}`) never reaches a served route or gRPC service with
+/// a more specific pattern: those keep the default, an authenticated caller,
+/// unless a rule names their own pattern. Two rules for the same pattern
+/// (whatever its parameters are called) and method are refused when the
+/// service is built, and so is a rule the router cannot hold beside a
+/// route it would decide for (a public `/{*path}` beside a route
+/// `/{page}`); a rule for a built-in path (`/metrics`, `/registry`,
+/// health) replaces its public default.
 #[derive(Debug, Clone, Default)]
 pub struct AccessPolicy {
     pub(crate) rules: Vec<(Option<Method>, String, Requirement)>,
@@ -135,80 +144,6 @@ impl AccessPolicy {
     }
 }
 
-/// Paths every node serves that anyone may call.
-const BUILT_IN_PUBLIC: &[&str] = &[
-    "/grpc.health.v1.Health/{*method}",
-    "/grpc.reflection.v1.ServerReflection/{*method}",
-    "/grpc.reflection.v1alpha.ServerReflection/{*method}",
-    "/health/live",
-    "/health/ready",
-    "/metrics",
-    // Like health and metrics, an operator's endpoint: set
-    // `node.admin_listen` to keep all of them off the public port.
-    "/registry",
-];
-
-type Rules = Vec<(Option<Method>, Requirement)>;
-
-/// The rules of every hosted service, looked up by path and method; a path
-/// with no rule needs an authenticated caller.
-#[derive(Clone)]
-pub(crate) struct AccessTable {
-    router: Arc<matchit::Router<Rules>>,
-    fallback: Arc<Requirement>,
-}
-
-impl AccessTable {
-    /// The table of `policies` (owner name, policy) plus the built-in
-    /// public paths.
-    pub(crate) fn new<'a>(
-        policies: impl IntoIterator<Item = (&'a str, &'a AccessPolicy)>,
-    ) -> Result<Self> {
-        let mut grouped: Vec<(String, Rules)> = BUILT_IN_PUBLIC
-            .iter()
-            .map(|path| ((*path).to_owned(), vec![(None, Requirement::public())]))
-            .collect();
-        for (owner, policy) in policies {
-            for (method, path, requirement) in &policy.rules {
-                if !path.starts_with('/') {
-                    return Err(Error::invalid_argument(format!(
-                        "service `{owner}`: access rule path `{path}` must start with `/`"
-                    )));
-                }
-                match grouped.iter_mut().find(|(p, _)| p == path) {
-                    Some((_, rules)) => rules.push((method.clone(), requirement.clone())),
-                    None => {
-                        grouped.push((path.clone(), vec![(method.clone(), requirement.clone())]));
-                    }
-                }
-            }
-        }
-        let mut router = matchit::Router::new();
-        for (path, mut rules) in grouped {
-            // Method-specific rules first, so they win over catch-alls.
-            rules.sort_by_key(|(method, _)| method.is_none());
-            router.insert(path.clone(), rules).map_err(|err| {
-                Error::invalid_argument(format!("access rule `{path}` cannot be added: {err}"))
-            })?;
-        }
-        Ok(Self {
-            router: Arc::new(router),
-            fallback: Arc::new(Requirement::authenticated()),
-        })
-    }
-
-    /// The requirement for `method` on `path`; `HEAD` (which axum answers
-    /// with the `GET` handler) is under the `GET` rules unless it has its
-    /// own.
-    pub(crate) fn lookup(&self, method: &Method, path: &str) -> &Requirement {
-        self.router
-            .at(path)
-            .ok()
-            .and_then(|found| crate::middleware::for_method(found.value, method))
-            .unwrap_or(&self.fallback)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,55 +169,5 @@ mod tests {
             Decision::Allow
         );
         assert_eq!(Requirement::public().check(None), Decision::Allow);
-    }
-
-    #[test]
-    fn the_table_prefers_method_rules_and_defaults_to_authenticated() {
-        let policy = AccessPolicy::default()
-            .require("/v1/users/{id}", Requirement::roles(["reader"]))
-            .require_method(
-                Method::DELETE,
-                "/v1/users/{id}",
-                Requirement::roles(["admin"]),
-            )
-            .require("/auth.v1.Auth/Login", Requirement::public());
-        let table = AccessTable::new([("users", &policy)]).unwrap();
-        assert_eq!(
-            table.lookup(&Method::DELETE, "/v1/users/7"),
-            &Requirement::roles(["admin"])
-        );
-        assert_eq!(
-            table.lookup(&Method::GET, "/v1/users/7"),
-            &Requirement::roles(["reader"])
-        );
-        assert!(
-            table
-                .lookup(&Method::POST, "/auth.v1.Auth/Login")
-                .is_public()
-        );
-        assert!(
-            table
-                .lookup(&Method::POST, "/grpc.health.v1.Health/Check")
-                .is_public()
-        );
-        assert_eq!(
-            table.lookup(&Method::GET, "/other"),
-            &Requirement::authenticated()
-        );
-    }
-
-    /// axum answers `HEAD` with the `GET` handler: a `GET`-only rule guards
-    /// it too (status and headers would leak otherwise).
-    #[test]
-    fn head_is_guarded_by_the_get_rule() {
-        let policy = AccessPolicy::default()
-            .require("/v1/reports", Requirement::public())
-            .require_method(Method::GET, "/v1/reports", Requirement::roles(["admin"]));
-        let table = AccessTable::new([("reports", &policy)]).unwrap();
-        assert_eq!(
-            table.lookup(&Method::HEAD, "/v1/reports"),
-            &Requirement::roles(["admin"])
-        );
-        assert!(table.lookup(&Method::POST, "/v1/reports").is_public());
     }
 }

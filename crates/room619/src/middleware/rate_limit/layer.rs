@@ -81,7 +81,7 @@ where
         let rule = if table.empty {
             None
         } else {
-            table.lookup(request.method(), request.uri().path())
+            table.lookup(request.method(), crate::middleware::request_path(&request))
         };
         let Some(rule) = rule else {
             return Either::Left(Either::Right(self.inner.call(request)));

@@ -27,7 +27,9 @@ const MAX_QUOTED_PATH: usize = 256;
 ///
 /// # Errors
 ///
-/// `InvalidArgument` naming the path when it does not start with `/`, when two
+/// `InvalidArgument` naming the path when it does not start with `/`, when it
+/// is written in axum 0.7's syntax (a segment starting with `:` or `*`, which
+/// axum 0.8 refuses by panicking: write `{id}` and `{*rest}`), when two
 /// routes are the same or overlap in a way the router cannot tell apart, or
 /// when a nest prefix is `/`, ends with `/` or has parameters.
 pub fn check_routes(owner: &str, routes: &ServiceRoutes) -> Result<()> {
@@ -49,6 +51,7 @@ impl RouteTable {
                 "service `{owner}`: route `{path}` must start with `/`"
             )));
         }
+        old_syntax(owner, "route", path)?;
         self.router.insert(path, owner.to_owned()).map_err(|err| {
             let other = match &err {
                 matchit::InsertError::Conflict { with } => self
@@ -70,6 +73,7 @@ impl RouteTable {
             self.claim(owner, path)?;
         }
         for (prefix, _) in &routes.nested {
+            old_syntax(owner, "nest prefix", prefix)?;
             if prefix.len() < 2 || prefix.ends_with('/') || prefix.contains(['{', '}', '*']) {
                 return Err(Error::invalid_argument(format!(
                     "service `{owner}`: nest prefix `{prefix}` must start with `/`, not be `/`, \
@@ -81,6 +85,30 @@ impl RouteTable {
         }
         Ok(())
     }
+}
+
+/// Refuses `path` (a `kind` of `owner`'s) when a segment starts with `:` or
+/// `*`: axum 0.7's syntax for parameters and wildcards, which `matchit` 0.8
+/// takes for text, and axum 0.8 refuses by panicking when the node
+/// assembles its routes (at start, or in `add_service`).
+fn old_syntax(owner: &str, kind: &str, path: &str) -> Result<()> {
+    let Some(segment) = path
+        .split('/')
+        .find(|segment| segment.starts_with([':', '*']))
+    else {
+        return Ok(());
+    };
+    let name = segment.trim_start_matches([':', '*']);
+    let name = if name.is_empty() { "name" } else { name };
+    let written = if segment.starts_with(':') {
+        format!("{{{name}}}")
+    } else {
+        format!("{{*{name}}}")
+    };
+    Err(Error::invalid_argument(format!(
+        "service `{owner}`: {kind} `{path}` uses axum 0.7's syntax (`{segment}`); \
+         write parameters as `{{id}}` and wildcards as `{{*rest}}`: here `{written}`"
+    )))
 }
 
 /// The fallback handler: `404 Not Found` as a problem document.
@@ -145,6 +173,33 @@ mod tests {
         table.add("users", &routes(&["/v1/users"])).unwrap();
         let err = table.add("accounts", &routes(&["/v1/users"])).unwrap_err();
         assert!(err.message().contains("`users`"), "{err}");
+    }
+
+    #[test]
+    fn axum_0_7_parameters_and_wildcards_are_refused_with_the_new_syntax() {
+        for (path, suggested) in [
+            ("/v1/users/:id", "`{id}`"),
+            ("/files/*rest", "`{*rest}`"),
+            ("/:tenant/orders", "`{tenant}`"),
+        ] {
+            let err = check_routes("users", &routes(&[path])).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument, "{err}");
+            assert!(err.message().contains(path), "{err}");
+            assert!(err.message().contains(suggested), "{err}");
+        }
+        let nested = ServiceRoutes {
+            nested: vec![("/:tenant".to_owned(), axum::Router::new())],
+            ..ServiceRoutes::default()
+        };
+        let err = check_routes("users", &nested).unwrap_err();
+        assert!(err.message().contains("nest prefix `/:tenant`"), "{err}");
+        // A colon or a star inside a segment is text, for both axum and
+        // matchit, and so is the new syntax's own.
+        check_routes(
+            "users",
+            &routes(&["/v1/users/{id}", "/files/{*rest}", "/v1/items:batch"]),
+        )
+        .unwrap();
     }
 
     #[test]

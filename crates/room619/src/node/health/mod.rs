@@ -6,9 +6,23 @@
 //! `SERVING` when the node is ready, and each name of a service (its
 //! room619 name, the names of its gRPC services) when that service runs and
 //! its checks and dependencies pass. The checks run when the node starts
-//! running, when a service is added or removed, on each `/health/ready`
-//! call, and every `CHECK_INTERVAL` (5 s) in between; only a status that
-//! changes is published, so `Watch` streams see changes only.
+//! running, when a service is added or removed, for `/health/ready` calls,
+//! and every `CHECK_INTERVAL` (5 s) in between; only a status that changes
+//! is published, so `Watch` streams see changes only. A check that panics
+//! fails, as one that overruns its timeout does.
+//!
+//! `/health/ready` is public and may be asked often (every probe, every
+//! load balancer): calls that arrive while a round of checks runs for it
+//! wait for that round and share its answer, and an answer is given again
+//! for `READY_CACHE_AGE` (1 s) unless the phase or the services have
+//! changed since, so the checks (a database's, say) run about once a second
+//! however often readiness is asked.
+//!
+//! Once the node drains, open `Watch` streams end ([`grpc`]), after the
+//! `NOT_SERVING` of the shutdown: they do not hold it up.
+
+mod grpc;
+mod report;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -20,32 +34,31 @@ use std::{
 };
 
 use axum::{Json, Router, extract::State, response::IntoResponse, routing::get};
-use futures_util::future::join_all;
 use http::StatusCode;
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::{sync::watch, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
+pub(crate) use grpc::GrpcHealthServer;
+
+use self::report::ReadinessReport;
 use crate::{
-    discovery::{Discovery, DiscoveryStatus},
-    service::{DependencyHealth, Health, Registry, ServiceDescriptor, ServiceState},
+    discovery::Discovery,
+    service::{Registry, ServiceDescriptor, ServiceState},
 };
 
 /// The path of the liveness endpoint.
 pub const LIVE_PATH: &str = "/health/live";
 /// The path of the readiness endpoint.
 pub const READY_PATH: &str = "/health/ready";
-/// A health check that takes longer than this counts as failing.
-const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
-/// How much longer than one check all of a service's dependency checks may
-/// take (each of a built service's is bounded by `HEALTH_CHECK_TIMEOUT`;
-/// they run together).
-const DEPENDENCIES_GRACE: Duration = Duration::from_secs(1);
 /// How long the node waits, after a round of checks has ended, before it
 /// checks again for the gRPC health service (one round at a time: a round
-/// lasts at most `HEALTH_CHECK_TIMEOUT + DEPENDENCIES_GRACE`).
+/// lasts at most 6 s, its checks' timeouts).
 const CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a `/health/ready` answer is given again, from when its round
+/// of checks began, unless the phase or the services change meanwhile.
+const READY_CACHE_AGE: Duration = Duration::from_secs(1);
 
 /// Where the node is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -89,6 +102,28 @@ struct Inner {
     rounds: AtomicU64,
     /// The node's discovery, whose status readiness reports.
     discovery: OnceLock<Arc<dyn Discovery>>,
+    /// Cancelled once the node drains: the gRPC health service's `Watch`
+    /// streams end.
+    watches_end: CancellationToken,
+    /// The last `/health/ready` answer; held while a round of checks runs
+    /// for it, so that the calls arriving meanwhile wait for it.
+    answered: tokio::sync::Mutex<Option<Answered>>,
+    /// Counts the changes of phase and of services: an answer from before
+    /// one is not given again.
+    changes: AtomicU64,
+}
+
+/// A `/health/ready` answer, given again while it is fresh.
+struct Answered {
+    /// When its round of checks began.
+    began: Instant,
+    /// When its round ended: the calls that arrived before, while it ran,
+    /// share it whatever its age.
+    ended: Instant,
+    /// [`Inner::changes`] when its round began.
+    changes: u64,
+    ready: bool,
+    report: ReadinessReport,
 }
 
 /// The statuses the gRPC health service holds, as this node set them.
@@ -136,21 +171,40 @@ impl Verdict {
 }
 
 impl Readiness {
-    /// Readiness for `node`'s `registry`, telling `grpc`; it answers for
-    /// `""` only until [`set_grpc_names`](Self::set_grpc_names).
-    pub(crate) fn new(node: String, registry: Registry, grpc: HealthReporter) -> Self {
+    /// Readiness for `node`'s `registry`; its gRPC health service
+    /// ([`grpc_service`](Self::grpc_service)) answers for `""` only until
+    /// [`set_grpc_names`](Self::set_grpc_names).
+    pub(crate) fn new(node: String, registry: Registry) -> Self {
         Self {
             inner: Arc::new(Inner {
                 node,
                 phase: watch::Sender::new(Phase::Starting),
                 registry,
-                grpc,
+                grpc: HealthReporter::new(),
                 grpc_names: std::sync::Mutex::new(Vec::new()),
                 published: tokio::sync::Mutex::new(Published::default()),
                 rounds: AtomicU64::new(0),
                 discovery: OnceLock::new(),
+                watches_end: CancellationToken::new(),
+                answered: tokio::sync::Mutex::new(None),
+                changes: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// The gRPC health service (`grpc.health.v1.Health`) answering what
+    /// this readiness publishes, whose `Watch` streams end with
+    /// [`end_watches`](Self::end_watches).
+    pub(crate) fn grpc_service(&self) -> GrpcHealthServer {
+        grpc::server(self.inner.grpc.clone(), self.inner.watches_end.clone())
+    }
+
+    /// Ends the open `Watch` streams of the gRPC health service (and those
+    /// begun later, after their first status), once what they wait for has
+    /// been published: the node drains, and they must not hold up its
+    /// connections.
+    pub(crate) fn end_watches(&self) {
+        self.inner.watches_end.cancel();
     }
 
     /// Reports `discovery`'s status with readiness (set once, at start).
@@ -183,9 +237,11 @@ impl Readiness {
     /// the services' states at once (a running service taken to serve), then
     /// the verdict of a round of checks run beside, so a slow check holds
     /// up neither a start nor `add_service`; `NOT_SERVING` for every name
-    /// otherwise.
+    /// otherwise. Once stopped, `Watch` streams end.
     pub(crate) async fn set_phase(&self, phase: Phase) {
         self.inner.phase.send_replace(phase);
+        // `refresh` comes here too: services were added or removed.
+        self.inner.changes.fetch_add(1, Ordering::SeqCst);
         if phase == Phase::Running {
             self.publish(&self.by_states()).await;
             let readiness = self.clone();
@@ -198,12 +254,10 @@ impl Readiness {
                 services: Vec::new(),
             };
             self.publish(&verdict).await;
+            if phase == Phase::Stopped {
+                self.end_watches();
+            }
         }
-    }
-
-    /// The reporter behind the gRPC health service.
-    pub(crate) fn reporter(&self) -> HealthReporter {
-        self.inner.grpc.clone()
     }
 
     /// Replaces the names the gRPC health service answers for; names no
@@ -349,88 +403,33 @@ impl Readiness {
         }
     }
 
-    /// Checks every service and reports whether the node is ready, and
-    /// whether each service serves.
-    async fn report(&self) -> (Verdict, ReadinessReport) {
-        let round = self.next_round();
-        let phase = self.phase();
-        let (services, statuses): (Vec<_>, Vec<_>) =
-            self.inner.registry.snapshot().into_iter().unzip();
-        let checks = services
-            .iter()
-            .zip(&statuses)
-            .map(|(service, status)| async move {
-                if phase != Phase::Running || status.state != ServiceState::Running {
-                    return None;
-                }
-                let own = tokio::time::timeout(HEALTH_CHECK_TIMEOUT, service.health());
-                // Bounded here too: a `Service` of the application's own
-                // may check its dependencies without a timeout.
-                let others = tokio::time::timeout(
-                    HEALTH_CHECK_TIMEOUT + DEPENDENCIES_GRACE,
-                    service.dependencies(),
-                );
-                let (health, dependencies) = futures_util::join!(own, others);
-                let health = health.unwrap_or_else(|_| {
-                    Health::Unhealthy(format!(
-                        "health check timed out after {HEALTH_CHECK_TIMEOUT:?}"
-                    ))
-                });
-                let dependencies = dependencies.unwrap_or_else(|_| {
-                    vec![DependencyHealth {
-                        name: "dependencies".to_owned(),
-                        health: Health::Unhealthy(format!(
-                            "the dependency checks took longer than {:?}",
-                            HEALTH_CHECK_TIMEOUT + DEPENDENCIES_GRACE
-                        )),
-                    }]
-                });
-                Some((health, dependencies))
-            });
-        let healths = join_all(checks).await;
-        let mut ready = phase == Phase::Running;
-        let mut degraded = false;
-        let mut serving = Vec::with_capacity(statuses.len());
-        let services = statuses
-            .into_iter()
-            .zip(healths)
-            .map(|(status, checked)| {
-                let (health, dependencies) = checked.unzip();
-                let dependencies = dependencies.unwrap_or_default();
-                let all = health.iter().chain(dependencies.iter().map(|d| &d.health));
-                degraded |= all.clone().any(|h| matches!(h, Health::Degraded(_)));
-                let passing = health.is_some() && all.into_iter().all(Health::is_serving);
-                let serves = serves(status.state, phase, passing);
-                ready &= serves.unwrap_or(true);
-                serving.push((status.descriptor.clone(), serves));
-                ServiceReport {
-                    name: status.descriptor.name().to_owned(),
-                    version: status.descriptor.version().to_string(),
-                    state: status.state,
-                    health,
-                    dependencies,
-                }
-            })
-            .collect();
-        let discovery = self.inner.discovery.get().map(|discovery| DiscoveryReport {
-            backend: discovery.backend(),
-            status: discovery.status(),
+    /// The answer of `/health/ready`: whether the node is ready, and the
+    /// report. One round of checks at a time: the calls that arrive while
+    /// it runs wait for it and share its answer; so do those of the next
+    /// [`READY_CACHE_AGE`] from when it began, unless the phase or the
+    /// services change meanwhile. Otherwise a round runs, and its verdict
+    /// is published (the gRPC health service gives the same answer).
+    async fn answer(&self) -> (bool, ReadinessReport) {
+        let arrived = Instant::now();
+        let mut answered = self.inner.answered.lock().await;
+        let changes = self.inner.changes.load(Ordering::SeqCst);
+        if let Some(last) = answered.as_ref()
+            && last.changes == changes
+            && (last.ended >= arrived || last.began.elapsed() < READY_CACHE_AGE)
+        {
+            return (last.ready, last.report.clone());
+        }
+        let began = Instant::now();
+        let (verdict, report) = self.report().await;
+        self.publish(&verdict).await;
+        *answered = Some(Answered {
+            began,
+            ended: Instant::now(),
+            changes,
+            ready: verdict.ready,
+            report: report.clone(),
         });
-        let report = ReadinessReport {
-            status: if ready { "ready" } else { "not_ready" },
-            degraded,
-            node: self.inner.node.clone(),
-            phase,
-            services,
-            discovery,
-        };
-        let verdict = Verdict {
-            round,
-            phase,
-            ready,
-            services: serving,
-        };
-        (verdict, report)
+        (verdict.ready, report)
     }
 
     /// The admin routes: `/health/live`, `/health/ready` and `/registry`.
@@ -441,38 +440,6 @@ impl Readiness {
             .route(super::registry::REGISTRY_PATH, get(super::registry::list))
             .with_state(self.clone())
     }
-}
-
-#[derive(Serialize)]
-struct ReadinessReport {
-    status: &'static str,
-    /// A service or dependency is degraded (still ready).
-    degraded: bool,
-    node: String,
-    phase: Phase,
-    services: Vec<ServiceReport>,
-    /// Degraded discovery answers from the last known instances; the node
-    /// stays ready.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    discovery: Option<DiscoveryReport>,
-}
-
-#[derive(Serialize)]
-struct DiscoveryReport {
-    backend: &'static str,
-    #[serde(flatten)]
-    status: DiscoveryStatus,
-}
-
-#[derive(Serialize)]
-struct ServiceReport {
-    name: String,
-    version: String,
-    state: ServiceState,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    health: Option<Health>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    dependencies: Vec<DependencyHealth>,
 }
 
 /// Whether a service in `state` serves, on a node in `phase`, its checks
@@ -498,10 +465,8 @@ async fn live(State(readiness): State<Readiness>) -> impl IntoResponse {
 }
 
 async fn ready(State(readiness): State<Readiness>) -> impl IntoResponse {
-    let (verdict, report) = readiness.report().await;
-    // The gRPC health service gives the same answer.
-    readiness.publish(&verdict).await;
-    let status = if verdict.ready {
+    let (ready, report) = readiness.answer().await;
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
