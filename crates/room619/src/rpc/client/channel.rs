@@ -2,18 +2,17 @@
 
 use std::{
     fmt,
-    panic::AssertUnwindSafe,
     sync::Arc,
     task::{Context, Poll},
 };
 
-use futures_util::{FutureExt as _, future::BoxFuture};
+use futures_util::future::BoxFuture;
 use http::{Request, Response, uri::PathAndQuery};
 use tonic::{Status, body::Body};
-use tower::{ServiceExt as _, util::BoxCloneSyncService};
+use tower::util::BoxCloneSyncService;
 use tracing::Instrument as _;
 
-use super::{Colocated, Colocation};
+use super::Colocation;
 use crate::{
     error::BoxError,
     observability::{
@@ -21,7 +20,6 @@ use crate::{
         metrics::Metrics,
     },
     rpc::{
-        body::{Unwinding, panicked},
         deadline::{Deadline, GRPC_TIMEOUT, encode_timeout, parse_timeout},
         grpc::GRPC_STATUS,
     },
@@ -212,22 +210,9 @@ impl tower::Service<Request<Body>> for RpcChannel {
         let target = Arc::clone(&self.target);
         let call: BoxFuture<'static, Result<Response<Body>, BoxError>> = match &mut self.transport {
             Transport::Local(local) => {
-                let router = local.grpc().clone();
-                // None of the caller's extensions reach the callee, as over
-                // the network (see `HttpClient::send`).
-                *request.extensions_mut() = http::Extensions::new();
-                request.extensions_mut().insert(Colocated);
-                let target = Arc::clone(&target);
-                Box::pin(async move {
-                    // The callee runs on this task: its panic fails the
-                    // call, as a callee's across the network fails its
-                    // stream, and does not unwind into the caller.
-                    let response = AssertUnwindSafe(router.oneshot(request))
-                        .catch_unwind()
-                        .await
-                        .map_err(|_panic| panicked(&target))??;
-                    Ok(response.map(|body| Body::new(Unwinding::new(body, target))))
-                })
+                let call =
+                    super::call_colocated(local.grpc().clone(), request, Arc::clone(&target));
+                Box::pin(async move { Ok(call.await?.map(Body::new)) })
             }
             // Made ready by `poll_ready`.
             Transport::Remote { service, .. } => {

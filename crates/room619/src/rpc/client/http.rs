@@ -3,13 +3,12 @@
 use std::{
     borrow::Cow,
     fmt,
-    panic::AssertUnwindSafe,
     sync::Arc,
     task::{Context, Poll},
 };
 
 use axum::body::Body;
-use futures_util::{FutureExt as _, future::BoxFuture};
+use futures_util::future::BoxFuture;
 use http::{
     HeaderValue, Method, Request, Response, StatusCode, Uri, header,
     uri::{Authority, Scheme},
@@ -20,15 +19,12 @@ use serde::{Serialize, de::DeserializeOwned};
 use tower::ServiceExt as _;
 use tracing::Instrument as _;
 
-use super::{Colocated, Colocation};
+use super::Colocation;
 use crate::{
     Error, ErrorKind, Result,
     error::{BoxError, Problem},
     observability::{client::ClientObserver, metrics::Metrics},
-    rpc::{
-        body::{Unwinding, panicked},
-        deadline::{Deadline, HTTP_TIMEOUT, encode_timeout, parse_timeout},
-    },
+    rpc::deadline::{Deadline, HTTP_TIMEOUT, encode_timeout, parse_timeout},
 };
 
 /// The largest answer body the JSON helpers read.
@@ -153,21 +149,9 @@ impl HttpClient {
         let started = std::time::Instant::now();
         let call: BoxFuture<'static, Result<Response<Body>, BoxError>> = match &*transport {
             Transport::Local(local) => {
-                // A fresh request for the callee, as over the network: none
-                // of the caller's extensions (a forwarded request's path
-                // parameters, its principal, its peer).
-                *request.extensions_mut() = http::Extensions::new();
-                request.extensions_mut().insert(Colocated);
-                let router = local.http().clone();
-                let target = Arc::clone(&self.target);
-                Box::pin(async move {
-                    // As `RpcChannel`: the callee's panic fails the call.
-                    let response = AssertUnwindSafe(router.oneshot(request))
-                        .catch_unwind()
-                        .await
-                        .map_err(|_panic| panicked(&target))??;
-                    Ok(response.map(|body| Body::new(Unwinding::new(body, target))))
-                })
+                let call =
+                    super::call_colocated(local.http().clone(), request, Arc::clone(&self.target));
+                Box::pin(async move { Ok(call.await?.map(Body::new)) })
             }
             Transport::Remote(service) => {
                 // For the retry and hedge layers (see `RpcChannel`).

@@ -39,6 +39,34 @@ pub(crate) use resolve::{Clients, Colocation, LocalRouters};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Colocated;
 
+/// Calls the node's own `router` with `request`, as a colocated client
+/// does: a fresh request for the callee, as over the network (none of the
+/// caller's extensions, such as a forwarded request's path parameters,
+/// principal or peer; [`Colocated`] instead). The callee runs on the
+/// caller's task, so its panic, in its handler or later in its answer's
+/// stream, fails the call with `INTERNAL` (as a callee's across the
+/// network fails its stream) and does not unwind into the caller.
+async fn call_colocated<B>(
+    router: axum::Router,
+    mut request: ::http::Request<B>,
+    target: std::sync::Arc<str>,
+) -> Result<::http::Response<crate::rpc::body::Unwinding<axum::body::Body>>, crate::error::BoxError>
+where
+    B: ::http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<crate::error::BoxError>,
+{
+    use futures_util::FutureExt as _;
+    use tower::ServiceExt as _;
+
+    *request.extensions_mut() = ::http::Extensions::new();
+    request.extensions_mut().insert(Colocated);
+    let response = std::panic::AssertUnwindSafe(router.oneshot(request))
+        .catch_unwind()
+        .await
+        .map_err(|_panic| crate::rpc::body::panicked(&target))??;
+    Ok(response.map(|body| crate::rpc::body::Unwinding::new(body, target)))
+}
+
 /// Request extension with the address of the peer a request came from
 /// (absent for in-process calls).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
