@@ -9,14 +9,21 @@
 //! sends what changed and is not sent yet (the `NOT_SERVING` the drain
 //! published), then ends with `UNAVAILABLE`: the watcher retries, elsewhere
 //! or once the node is back.
+//!
+//! `Watch` is public and never shed (a load balancer must hear a node that
+//! is overloaded), so the streams open at once are capped at
+//! [`MAX_WATCHES`]: one more is refused with `RESOURCE_EXHAUSTED`, so that
+//! clients cannot hold an unbounded number of endless streams.
 
 use std::{
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
 };
 
 use futures_util::Stream;
 use pin_project_lite::pin_project;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::{Request, Response, Status};
 use tonic_health::{
@@ -30,13 +37,13 @@ use tonic_health::{
 /// The node's gRPC health service (`grpc.health.v1.Health`).
 pub(crate) type GrpcHealthServer = HealthServer<NodeHealth>;
 
+/// How many `Watch` streams a node keeps open at once.
+pub(crate) const MAX_WATCHES: usize = 1024;
+
 /// The gRPC health service answering `reporter`'s statuses, whose `Watch`
 /// streams end once `drained` is cancelled.
 pub(super) fn server(reporter: HealthReporter, drained: CancellationToken) -> GrpcHealthServer {
-    HealthServer::new(NodeHealth {
-        statuses: HealthService::from_health_reporter(reporter),
-        drained,
-    })
+    HealthServer::new(NodeHealth::new(reporter, drained, MAX_WATCHES))
 }
 
 /// tonic-health's service, with `Watch` streams that end when the node
@@ -45,6 +52,18 @@ pub(crate) struct NodeHealth {
     statuses: HealthService,
     /// Cancelled once the node drains.
     drained: CancellationToken,
+    /// A permit for each open `Watch` stream.
+    watches: Arc<Semaphore>,
+}
+
+impl NodeHealth {
+    fn new(reporter: HealthReporter, drained: CancellationToken, watches: usize) -> Self {
+        Self {
+            statuses: HealthService::from_health_reporter(reporter),
+            drained,
+            watches: Arc::new(Semaphore::new(watches)),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -62,12 +81,18 @@ impl Health for NodeHealth {
         &self,
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let Ok(permit) = Arc::clone(&self.watches).try_acquire_owned() else {
+            return Err(Status::resource_exhausted(format!(
+                "this node keeps at most {MAX_WATCHES} health watches open; use Check, or watch later"
+            )));
+        };
         let watched = self.statuses.watch(request).await?;
         let drained = self.drained.clone().cancelled_owned();
         Ok(watched.map(|statuses| UntilDrained {
             statuses,
             drained,
             ended: false,
+            _permit: permit,
         }))
     }
 }
@@ -80,6 +105,8 @@ pin_project! {
         #[pin]
         drained: WaitForCancellationFutureOwned,
         ended: bool,
+        // Given back when the stream is dropped.
+        _permit: OwnedSemaphorePermit,
     }
 }
 
@@ -126,10 +153,7 @@ mod tests {
     async fn a_watch_sends_the_last_change_then_ends_once_drained() {
         let reporter = HealthReporter::new();
         let drained = CancellationToken::new();
-        let health = NodeHealth {
-            statuses: HealthService::from_health_reporter(reporter.clone()),
-            drained: drained.clone(),
-        };
+        let health = NodeHealth::new(reporter.clone(), drained.clone(), MAX_WATCHES);
         let mut watch = Box::pin(health.watch(request("")).await.unwrap().into_inner());
         assert_eq!(status(watch.next().await), Wire::Serving);
 
@@ -153,11 +177,19 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_name_is_not_found() {
-        let health = NodeHealth {
-            statuses: HealthService::from_health_reporter(HealthReporter::new()),
-            drained: CancellationToken::new(),
-        };
+        let health = NodeHealth::new(HealthReporter::new(), CancellationToken::new(), MAX_WATCHES);
         let err = health.watch(request("no.such.Service")).await.err();
         assert_eq!(err.map(|err| err.code()), Some(tonic::Code::NotFound));
+    }
+
+    #[tokio::test]
+    async fn watches_past_the_cap_are_refused_until_one_ends() {
+        let health = NodeHealth::new(HealthReporter::new(), CancellationToken::new(), 2);
+        let first = health.watch(request("")).await.unwrap();
+        let _second = health.watch(request("")).await.unwrap();
+        let refused = health.watch(request("")).await.err().expect("a refusal");
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        drop(first);
+        assert!(health.watch(request("")).await.is_ok(), "a slot came free");
     }
 }
