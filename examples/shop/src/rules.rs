@@ -21,6 +21,21 @@ macro_rules! unseen {
     };
 }
 
+/// As [`unseen!`], for names: without the format characters that belong in
+/// written text ([`joins`]: the zero-width non-joiner and joiner, emoji
+/// tags).
+macro_rules! unseen_in_names {
+    () => {
+        concat!(
+            r"\u0000-\u001F\u007F-\u009F",
+            r"\u00AD\u0600-\u0605\u061C\u06DD\u070F\u0890-\u0891\u08E2\u180E\u200B\u200E-\u200F",
+            r"\u202A-\u202E\u2060-\u2064\u2066-\u206F\uFEFF\uFFF9-\uFFFB",
+            "\u{110BD}\u{110CD}\u{13430}-\u{1343F}\u{1BCA0}-\u{1BCA3}\u{1D173}-\u{1D17A}",
+            "\u{E0001}",
+        )
+    };
+}
+
 /// An email: 3 to 254 characters, no spaces, control or format characters,
 /// one `@` between a name and a domain of dot-separated, non-empty labels
 /// with at least one dot. The OpenAPI pattern of [`email_problem`] (its
@@ -36,14 +51,15 @@ pub const EMAIL_PATTERN: &str = concat!(
 );
 
 /// A display name: at least one character that is not a space, and no
-/// control or format characters. The OpenAPI pattern of [`name_problem`].
+/// control or format characters but those of written text ([`joins`]).
+/// The OpenAPI pattern of [`name_problem`].
 pub const NAME_PATTERN: &str = concat!(
     r"^[^",
-    unseen!(),
+    unseen_in_names!(),
     r"]*[^\s",
-    unseen!(),
+    unseen_in_names!(),
     r"][^",
-    unseen!(),
+    unseen_in_names!(),
     r"]*$"
 );
 
@@ -109,10 +125,20 @@ pub fn name_problem(name: &str, max: usize) -> Option<String> {
         return Some("must not contain control characters".to_owned());
     }
     // Invisible, they would make names that look empty or like another's
-    // (or, reversing the text after them, say something else).
+    // (or, reversing the text after them, say something else); the joiners
+    // and emoji tags are part of how some names are written.
     name.chars()
-        .any(is_format)
+        .any(|c| is_format(c) && !joins(c))
         .then(|| FORMAT_PROBLEM.to_owned())
+}
+
+/// Whether `c` is a format character that belongs in written text: the
+/// zero-width non-joiner (U+200C, Persian and Indic spelling), the
+/// zero-width joiner (U+200D, emoji sequences such as a family or a rainbow
+/// flag) and the emoji tags (U+E0020–U+E007F, subdivision flags).
+#[must_use]
+pub fn joins(c: char) -> bool {
+    matches!(c, '\u{200c}' | '\u{200d}' | '\u{e0020}'..='\u{e007f}')
 }
 
 /// Whether `c` is a space as the patterns' `\s` has it (ECMAScript's,
@@ -157,7 +183,7 @@ pub fn is_format(c: char) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{EMAIL_PATTERN, NAME_PATTERN, email_problem, is_format, name_problem};
+    use super::{EMAIL_PATTERN, NAME_PATTERN, email_problem, is_format, joins, name_problem};
 
     #[test]
     fn emails_are_compared_trimmed_lower_cased_and_composed() {
@@ -228,6 +254,15 @@ mod tests {
             name_problem("Jos\u{e9} \u{5f20}\u{4f1f} e\u{301} \u{1f600}", 100),
             None
         );
+        // So are the joiners of written text: a Persian name with its
+        // non-joiner, a family emoji, a subdivision flag.
+        for written in [
+            "\u{645}\u{6cc}\u{200c}\u{62e}\u{648}\u{627}\u{647}\u{645}",
+            "\u{1f468}\u{200d}\u{1f469}\u{200d}\u{1f467}",
+            "\u{1f3f4}\u{e0067}\u{e0062}\u{e0073}\u{e0063}\u{e0074}\u{e007f}",
+        ] {
+            assert_eq!(name_problem(written, 100), None, "{written:?}");
+        }
     }
 
     /// Names that look empty, or like another's, or that reverse the text
@@ -241,7 +276,7 @@ mod tests {
             "A\u{ad}da",
             "Ada \u{202e}nimda",
             "\u{2067}Ada\u{2069}",
-            "Ada\u{e0041}",
+            "Ada\u{e0001}",
         ] {
             let problem = name_problem(invisible, 100);
             assert!(
@@ -311,8 +346,20 @@ mod tests {
                 u32::from(c)
             );
         }
+        let name_ranges = class(unseen_in_names!());
+        for c in '\0'..=char::MAX {
+            let in_class = name_ranges
+                .iter()
+                .any(|(first, last)| (*first..=*last).contains(&c));
+            assert_eq!(
+                in_class,
+                c.is_control() || (is_format(c) && !joins(c)),
+                "U+{:04X} in names",
+                u32::from(c)
+            );
+        }
         assert_eq!(EMAIL_PATTERN.matches(unseen!()).count(), 3);
-        assert_eq!(NAME_PATTERN.matches(unseen!()).count(), 3);
+        assert_eq!(NAME_PATTERN.matches(unseen_in_names!()).count(), 3);
         assert!(EMAIL_PATTERN.starts_with(r"^[^@\s\u0000-\u001F"));
         assert!(NAME_PATTERN.ends_with("]*$"));
     }

@@ -242,8 +242,15 @@ async fn readiness_calls_share_one_round_of_checks_a_second() {
     let node = support::start_with(support::config(""), service).await;
     let url = format!("http://{}/health/ready", node.local_addr());
     let http = support::http1();
-    // The round run beside the start has ended.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The round run beside the start has begun, and ended.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while checks.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let before = checks.load(Ordering::SeqCst);
 
     let calls = (0..20).map(|_| {
@@ -259,10 +266,12 @@ async fn readiness_calls_share_one_round_of_checks_a_second() {
     for _ in 0..5 {
         assert_eq!(http.get(&url).send().await.unwrap().status(), 200);
     }
+    // One round, or two if the calls spanned the cache's second; one more
+    // if a background round (every 5 s) fell among them; never one a call.
     let during = checks.load(Ordering::SeqCst) - before;
     assert!(
-        (1..=2).contains(&during),
-        "{during} rounds of checks for 25 calls in well under two seconds"
+        (1..=4).contains(&during),
+        "{during} rounds of checks for 25 calls"
     );
 
     // A second later, a call checks again.

@@ -26,14 +26,17 @@ fn display_name<C>(value: &str, _context: &C) -> garde::Result {
 }
 
 /// A product's name besides its length (checked on its own): not only
-/// spaces, no control or format characters (the products service's rule,
+/// spaces, no control or format characters but those of written text (the products service's rule,
 /// [`crate::rules::name_problem`]).
 fn product_name<C>(value: &str, _context: &C) -> garde::Result {
     if value.chars().all(crate::rules::is_space) {
         return Err(garde::Error::new("must not be only spaces"));
     }
     single_line(Some(value))?;
-    if value.chars().any(crate::rules::is_format) {
+    if value
+        .chars()
+        .any(|c| crate::rules::is_format(c) && !crate::rules::joins(c))
+    {
         return Err(garde::Error::new(crate::rules::FORMAT_PROBLEM));
     }
     Ok(())

@@ -13,7 +13,8 @@
 //!
 //! `/health/ready` is public and may be asked often (every probe, every
 //! load balancer): calls that arrive while a round of checks runs for it
-//! wait for that round and share its answer, and an answer is given again
+//! (the background rounds are apart, and may run beside it) wait for that
+//! round and share its answer, and an answer is given again
 //! for `READY_CACHE_AGE` (1 s) unless the phase or the services have
 //! changed since, so the checks (a database's, say) run about once a second
 //! however often readiness is asked.
