@@ -168,12 +168,27 @@ impl From<std::io::Error> for Error {
     }
 }
 
+/// The answer is problem+json; a `401` also carries the challenge
+/// `WWW-Authenticate: Bearer` (RFC 9110 §15.5.2 asks one of every `401`),
+/// which a caller may replace with its own (`Bearer error="invalid_token"`,
+/// a realm) by inserting the header afterwards.
 impl axum::response::IntoResponse for Error {
     fn into_response(self) -> axum::response::Response {
         if self.kind.http_status().is_server_error() {
             tracing::error!(error = ?self, "request failed");
         }
-        self.to_problem().into_response()
+        let mut response = axum::response::IntoResponse::into_response(self.to_problem());
+        if response.status() == http::StatusCode::UNAUTHORIZED
+            && !response
+                .headers()
+                .contains_key(http::header::WWW_AUTHENTICATE)
+        {
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }
 
@@ -194,6 +209,30 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Unavailable);
         assert_eq!(err.message(), "down");
         assert!(StdError::source(&err).is_some());
+    }
+
+    /// RFC 9110 §15.5.2: every `401` carries a challenge; no other answer
+    /// does.
+    #[test]
+    fn a_401_answer_carries_a_bearer_challenge() {
+        use axum::response::IntoResponse as _;
+
+        let response = Error::unauthenticated("who are you").into_response();
+        assert_eq!(response.status(), http::StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers()[http::header::WWW_AUTHENTICATE], "Bearer");
+        for err in [
+            Error::permission_denied("not you"),
+            Error::not_found("nothing"),
+        ] {
+            let response = err.into_response();
+            assert!(
+                !response
+                    .headers()
+                    .contains_key(http::header::WWW_AUTHENTICATE),
+                "{}",
+                response.status()
+            );
+        }
     }
 
     #[test]

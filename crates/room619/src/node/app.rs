@@ -16,7 +16,7 @@ use super::{
 use crate::{
     Error, Result,
     config::{Config, Limits},
-    middleware::{GuardLayers, NodeMiddleware, auth::ServedPaths},
+    middleware::{GuardLayers, NodeMiddleware, auth::ServedPaths, rate_limit::RateLimitRule},
     observability::{
         metrics::{self, METRICS_PATH, Metrics},
         server::{GrpcRoutes, HttpOwners, ObserveLayer},
@@ -34,8 +34,9 @@ use crate::{
 /// The owner named when a service's route collides with an admin route.
 const ADMIN_OWNER: &str = "room619 admin endpoints";
 /// The admin paths, served beside the services' routes unless the admin
-/// endpoints have a listener of their own.
-const ADMIN_PATHS: [&str; 4] = [LIVE_PATH, READY_PATH, REGISTRY_PATH, METRICS_PATH];
+/// endpoints have a listener of their own (a service's access rule may name
+/// them).
+pub(crate) const ADMIN_PATHS: [&str; 4] = [LIVE_PATH, READY_PATH, REGISTRY_PATH, METRICS_PATH];
 
 /// A service and the context it runs with.
 #[derive(Clone)]
@@ -208,10 +209,65 @@ fn middleware_for(
     for host in hosted {
         served.add(&host.service.routes());
     }
+    warn_of_unserved_rate_limits(config, &served);
     match existing {
         Some(running) => running.rebuilt(policies, &served),
         None => NodeMiddleware::new(config, policies, &served),
     }
+}
+
+/// Warns of each `[[rate_limit.rules]]` route that matches nothing the main
+/// listener serves (see [`unserved_rate_limits`]): it limits nothing, most
+/// likely a route of a nested router written without its prefix (routes
+/// are matched by the full path of a request). A warning, not an error: the
+/// section is node-wide and reloadable, and may name the routes of a service
+/// added later.
+fn warn_of_unserved_rate_limits(config: &Config, served: &ServedPaths) {
+    for (route, full) in unserved_rate_limits(&config.rate_limit.rules, served) {
+        if full.is_empty() {
+            tracing::warn!(
+                route,
+                "the rate_limit rule for `{route}` matches no route, nested router or gRPC \
+                 service this node serves: it limits nothing"
+            );
+        } else {
+            let full: Vec<String> = full.iter().map(|path| format!("`{path}`")).collect();
+            tracing::warn!(
+                route,
+                "the rate_limit rule for `{route}` matches nothing this node serves: it limits \
+                 nothing; routes are matched by the full path of a request, a nested router's \
+                 prefix included: for a route of a nested router, write {}",
+                full.join(" or ")
+            );
+        }
+    }
+}
+
+/// The routes of `rules` that match nothing `served` holds, as an access
+/// rule's check finds it ([`ServedPaths::patterns`]), once each, with the
+/// full paths they would match under the prefixes of nested routers.
+fn unserved_rate_limits<'a>(
+    rules: &'a [RateLimitRule],
+    served: &ServedPaths,
+) -> Vec<(&'a str, Vec<String>)> {
+    if rules.is_empty() {
+        return Vec::new();
+    }
+    let patterns = served.patterns();
+    let mut unserved: Vec<(&str, Vec<String>)> = Vec::new();
+    for rule in rules {
+        let route = rule.route.as_str();
+        if patterns.names(route) || unserved.iter().any(|(seen, _)| *seen == route) {
+            continue;
+        }
+        let full = patterns
+            .under_nested(route)
+            .into_iter()
+            .map(|(_, full)| full)
+            .collect();
+        unserved.push((route, full));
+    }
+    unserved
 }
 
 /// A hosted service's HTTP routes and nested routers.
@@ -475,4 +531,57 @@ fn reflection<'a>(descriptor_sets: &[&'a [u8]]) -> tonic_reflection::server::Bui
 /// problem+json for bare error answers.
 fn http_edge(limits: &Limits) -> HttpEdgeLayer {
     HttpEdgeLayer::new(limits.http_body_limit).body_idle_timeout(limits.http_body_idle_timeout)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::get;
+
+    use super::*;
+    use crate::service::ServiceBuilder as Builder;
+
+    fn limit(route: &str) -> RateLimitRule {
+        RateLimitRule {
+            route: route.to_owned(),
+            method: None,
+            limit: 10,
+            period: std::time::Duration::from_secs(60),
+            burst: 0,
+            key: crate::middleware::rate_limit::RateLimitKey::Ip,
+        }
+    }
+
+    /// A rate limit written relative to a nested router, as routes were
+    /// before they named the full path, is reported with the full path.
+    #[test]
+    fn rate_limits_matching_nothing_served_are_reported_with_the_full_path() {
+        let service = Builder::new("shop", "1.0.0")
+            .unwrap()
+            .route("/v1/orders/{id}", get(|| async { "order" }))
+            .nest(
+                "/admin",
+                Router::new().route("/users", get(|| async { "users" })),
+            )
+            .build()
+            .unwrap();
+        let mut served = ServedPaths::default();
+        served.add(&service.routes());
+        served.admin(METRICS_PATH);
+        let rules = [
+            limit("/v1/orders/{order}"),
+            limit("/admin/users"),
+            limit("/metrics"),
+            limit("/grpc.health.v1.Health/Check"),
+            limit("/users"),
+            limit("/users"),
+            limit("/v2/orders"),
+        ];
+        assert_eq!(
+            unserved_rate_limits(&rules, &served),
+            vec![
+                ("/users", vec!["/admin/users".to_owned()]),
+                ("/v2/orders", vec!["/admin/v2/orders".to_owned()]),
+            ]
+        );
+    }
 }

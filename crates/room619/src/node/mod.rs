@@ -59,6 +59,7 @@ mod wiring;
 
 use std::{collections::HashSet, fmt, net::SocketAddr, sync::Arc};
 
+pub(crate) use app::ADMIN_PATHS;
 pub use handle::{NodeHandle, RunningNode};
 pub use health::{LIVE_PATH, Phase, READY_PATH};
 pub use registry::REGISTRY_PATH;

@@ -236,18 +236,47 @@ impl ServiceBuilder {
 
     /// Requires `requirement` of callers of `path`: a gRPC method
     /// (`/users.v1.Users/Delete`), a whole gRPC service
-    /// (`/users.v1.Users/{*method}`) or an HTTP route (`/v1/users/{id}`,
-    /// the full path for a route of a nested router). Default, once
-    /// `[auth]` is configured: an authenticated caller. One rule per path
-    /// and method: [`build`](Self::build) refuses a second. See
-    /// [`AccessPolicy`] for how paths match and
+    /// (`/users.v1.Users/{*method}`), an HTTP route (`/v1/users/{id}`), a
+    /// path of a nested router, or a built-in path (`/metrics`,
+    /// `/registry`, `/health/live`, `/health/ready`, gRPC health and
+    /// reflection). Default, once `[auth]` is configured: an authenticated
+    /// caller. [`build`](Self::build) refuses a second rule for the same
+    /// path and method, and a rule that names nothing the service serves.
+    /// See [`AccessPolicy`] for how paths match and
     /// [`middleware::auth`](crate::middleware::auth).
+    ///
+    /// A rule names the full path of a request, a nested router's prefix
+    /// included: `/admin/users` for the route `/users` of a router nested
+    /// at `/admin`. **Upgrading:** such rules used to be written relative to
+    /// the prefix (`/users`); [`build`](Self::build) now refuses them and
+    /// names the full path to write.
+    ///
+    /// ```
+    /// use axum::{Router, routing::get};
+    /// use room619::{ServiceBuilder, middleware::auth::Requirement};
+    ///
+    /// let admin = Router::new().route("/users", get(|| async { "every user" }));
+    /// let service = ServiceBuilder::new("backoffice", "1.0.0")?
+    ///     .nest("/admin", admin.clone())
+    ///     .require("/admin/users", Requirement::roles(["admin"]))
+    ///     .build()?;
+    /// # drop(service);
+    /// let relative = ServiceBuilder::new("backoffice", "1.0.0")?
+    ///     .nest("/admin", admin)
+    ///     .require("/users", Requirement::roles(["admin"]))
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(relative.message().contains("`/admin/users`"));
+    /// # Ok::<(), room619::Error>(())
+    /// ```
     pub fn require(mut self, path: impl Into<String>, requirement: Requirement) -> Self {
         self.access = self.access.require(path, requirement);
         self
     }
 
-    /// As [`require`](Self::require), for one HTTP method of a route only.
+    /// As [`require`](Self::require), for one HTTP method of a route only;
+    /// `path` is the full path too (`/admin/users/{id}` for a router
+    /// nested at `/admin`).
     pub fn require_method(
         mut self,
         method: http::Method,
@@ -259,7 +288,8 @@ impl ServiceBuilder {
     }
 
     /// Lets anyone call `path`, with or without credentials (a login method,
-    /// a public page).
+    /// a public page); `path` is the full path, as for
+    /// [`require`](Self::require).
     pub fn public(self, path: impl Into<String>) -> Self {
         self.require(path, Requirement::public())
     }
@@ -305,11 +335,13 @@ impl ServiceBuilder {
     ///
     /// `InvalidArgument` when an HTTP path does not start with `/`, a path or
     /// a gRPC service appears twice, two routes conflict, an access rule
-    /// does not parse, is declared twice for the same path and method, or
-    /// overlaps a route in a way the access table cannot hold, a subscriber's
-    /// subject, queue group or durable name is malformed, or a durable name
-    /// is used twice, or the sunset of [`deprecated`](Self::deprecated) is
-    /// not between 1970 and 9999.
+    /// does not parse, is declared twice for the same path and method,
+    /// overlaps a route in a way the access table cannot hold, or names
+    /// nothing the service serves nor a built-in path (a rule written
+    /// relative to a nested router's prefix: the error names the full path
+    /// to write), a subscriber's subject, queue group or durable name is
+    /// malformed, or a durable name is used twice, or the sunset of
+    /// [`deprecated`](Self::deprecated) is not between 1970 and 9999.
     pub fn build(self) -> Result<BuiltService> {
         let name = self.descriptor.name();
         let mut durables = HashSet::new();
@@ -337,7 +369,11 @@ impl ServiceBuilder {
         crate::rpc::http::check_routes(name, &self.routes)?;
         let mut served = ServedPaths::default();
         served.add(&self.routes);
+        for path in crate::node::ADMIN_PATHS {
+            served.admin(path);
+        }
         AccessTable::new([(name, &self.access)], &served)?;
+        served.check_rules(name, &self.access)?;
         if let Some(deprecation) = self.descriptor.deprecation()
             && !deprecation.is_valid()
         {
@@ -432,4 +468,97 @@ where
     Fut: Future<Output = Result<()>> + Send + 'static,
 {
     Arc::new(move |ctx| Box::pin(hook(ctx)))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::get;
+    use http::Method;
+
+    use super::*;
+
+    /// A service with the route `/v1/orders/{id}` and a router nested at
+    /// `/admin` serving `/users`.
+    fn shop() -> ServiceBuilder {
+        ServiceBuilder::new("shop", "1.0.0")
+            .unwrap()
+            .route("/v1/orders/{id}", get(|| async { "an order" }))
+            .nest(
+                "/admin",
+                Router::new().route("/users", get(|| async { "users" })),
+            )
+    }
+
+    #[test]
+    fn a_rule_relative_to_a_nested_router_is_refused_naming_the_full_path() {
+        let err = shop()
+            .require("/users", Requirement::roles(["admin"]))
+            .build()
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument);
+        for part in [
+            "service `shop`",
+            "`/users`",
+            "`/admin/users`",
+            "nested at `/admin`",
+        ] {
+            assert!(err.message().contains(part), "{part}: {err}");
+        }
+        assert!(
+            shop()
+                .require("/admin/users", Requirement::roles(["admin"]))
+                .build()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn rules_for_built_in_paths_and_served_patterns_are_accepted() {
+        let service = shop()
+            .require_method(
+                Method::DELETE,
+                "/v1/orders/{order}",
+                Requirement::roles(["ops"]),
+            )
+            .require("/admin/{*rest}", Requirement::roles(["admin"]))
+            .require("/metrics", Requirement::roles(["ops"]))
+            .require("/registry", Requirement::authenticated())
+            .require("/health/live", Requirement::public())
+            .require(
+                "/grpc.health.v1.Health/{*method}",
+                Requirement::authenticated(),
+            )
+            .require(
+                "/grpc.reflection.v1alpha.ServerReflection/{*method}",
+                Requirement::authenticated(),
+            )
+            .build();
+        assert!(service.is_ok(), "{:?}", service.err());
+    }
+
+    #[test]
+    fn a_rule_for_a_grpc_service_not_served_is_refused() {
+        let err = ServiceBuilder::new("catalog", "1.0.0")
+            .unwrap()
+            .route("/v1/items", get(|| async { "items" }))
+            .public("/auth.v1.Auth/Login")
+            .build()
+            .unwrap_err();
+        for part in ["service `catalog`", "`/auth.v1.Auth/Login`", "gRPC method"] {
+            assert!(err.message().contains(part), "{part}: {err}");
+        }
+    }
+
+    /// A full-path rule with a parameter under a nested router's prefix is
+    /// no longer refused for overlapping the router's catch-all.
+    #[test]
+    fn a_rule_with_a_parameter_under_a_nested_prefix_builds() {
+        let users = Router::new().route("/{id}", get(|| async { "a user" }));
+        let service = ServiceBuilder::new("users", "1.0.0")
+            .unwrap()
+            .nest("/users", users)
+            .require_method(Method::DELETE, "/users/{id}", Requirement::roles(["admin"]))
+            .build();
+        assert!(service.is_ok(), "{:?}", service.err());
+    }
 }

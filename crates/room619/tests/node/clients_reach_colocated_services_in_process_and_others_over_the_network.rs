@@ -400,7 +400,10 @@ async fn a_forwarded_request_keeps_the_deadline_it_arrived_with() {
     let whoami: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let sent = whoami["timeout"].as_str().unwrap();
     let timeout = room619::rpc::deadline::parse_timeout(sent.as_bytes()).unwrap();
-    assert!(timeout <= std::time::Duration::from_secs(5), "sent `{sent}`");
+    assert!(
+        timeout <= std::time::Duration::from_secs(5),
+        "sent `{sent}`"
+    );
     caller.shutdown().await.unwrap();
     server.shutdown().await.unwrap();
 }

@@ -119,7 +119,7 @@ mod tests {
         let status = sign_up(request(
             "ad\u{200b}a@example.com",
             "correct horse",
-            "A\u{200d}da",
+            "A\u{2060}da",
         ))
         .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);

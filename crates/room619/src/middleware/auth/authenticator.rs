@@ -163,18 +163,24 @@ impl Authenticator {
         })
     }
 
-    /// Replaces the JWKS keys (forgetting every verified token); returns
-    /// how many keys were usable.
+    /// Replaces the JWKS keys; returns how many were usable. Verified
+    /// tokens are forgotten when the keys changed (one added, removed or
+    /// changed), so a retired key stops working at once; a document with
+    /// the same keys (every periodic reload with no rotation, every fetch
+    /// out of turn for a made-up key id) keeps them, so it costs no client
+    /// a signature check.
     ///
     /// # Errors
     ///
     /// `Unavailable` when the document has no usable key: the keys loaded
     /// before stay, and a JWKS never loaded is still pending.
     pub(crate) fn set_jwks(&self, set: &jsonwebtoken::jwk::JwkSet) -> Result<usize> {
-        let count = self.keys.set_jwks(set)?;
-        self.verified.clear();
+        let loaded = self.keys.set_jwks(set)?;
+        if loaded.changed {
+            self.verified.clear();
+        }
         self.jwks_pending.store(false, Ordering::Release);
-        Ok(count)
+        Ok(loaded.keys)
     }
 
     /// Whether a configured JWKS has not been loaded yet (its URL did not
@@ -191,7 +197,9 @@ impl Authenticator {
     /// For credentials `refused` because the token names a key id no key
     /// has, with the JWKS loaded from a URL: asks for a fetch of it out of
     /// turn (at most one per 30 s) and returns what to wait for before
-    /// checking the credentials again. `None`: the refusal stands.
+    /// checking the credentials again (the fetch, for at most 2 s; it holds
+    /// one of 32 places, given back when it ends or is dropped). `None`: the
+    /// refusal stands, also when 32 requests wait already.
     pub(crate) fn refetch_for(&self, refused: &Refused) -> Option<BoxFuture<'static, ()>> {
         if !refused.unknown_kid || refused.keys_pending {
             return None;
@@ -599,6 +607,50 @@ mod tests {
             auth.refetch_for(&refused).is_none(),
             "the backoff retries fetch it"
         );
+    }
+
+    /// A JWKS loaded again with the same keys (a reload with no rotation, a
+    /// fetch out of turn for a made-up key id) keeps the verified tokens, so
+    /// it costs no client a signature check; one with a key added, removed
+    /// or changed forgets them, so a retired key stops working at once.
+    #[test]
+    fn only_a_jwks_with_other_keys_forgets_the_verified_tokens() {
+        const A: &str = r#"{"kty":"OKP","crv":"Ed25519","kid":"a","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
+        const A_ROTATED: &str = r#"{"kty":"OKP","crv":"Ed25519","kid":"a","x":"33qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
+        const B: &str = r#"{"kty":"OKP","crv":"Ed25519","kid":"b","x":"22qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
+        const UNUSABLE: &str = r#"{"kty":"oct","kid":"o","k":"c2VjcmV0"}"#;
+        fn jwks(keys: &[&str]) -> jsonwebtoken::jwk::JwkSet {
+            serde_json::from_str(&format!(r#"{{"keys":[{}]}}"#, keys.join(","))).unwrap()
+        }
+        let config = Config::from_toml_str(&format!(
+            "[auth]\n[[auth.keys]]\nkid = \"hs\"\nalgorithm = \"HS256\"\nsecret = \"{SECRET}\"\n\
+             [auth.jwks]\nurl = \"http://127.0.0.1:9/jwks.json\"\n"
+        ))
+        .unwrap();
+        let auth = Authenticator::new(&config.auth).unwrap();
+        let token = hs256(br#"{"sub":"alice","exp":8204889600}"#);
+        let verify = || assert!(auth.verify_jwt(token.as_bytes()).is_ok());
+        let cached = || auth.verified.get(token.as_bytes()).is_some();
+
+        assert_eq!(auth.set_jwks(&jwks(&[A])).unwrap(), 1);
+        verify();
+        assert!(cached());
+        assert_eq!(auth.set_jwks(&jwks(&[A])).unwrap(), 1);
+        assert!(cached(), "the same keys: still remembered");
+        auth.set_jwks(&jwks(&[A, UNUSABLE])).unwrap();
+        assert!(cached(), "an unusable key beside them changes nothing");
+
+        auth.set_jwks(&jwks(&[A, B])).unwrap();
+        assert!(!cached(), "a key added");
+        verify();
+        auth.set_jwks(&jwks(&[A])).unwrap();
+        assert!(!cached(), "a key removed");
+        verify();
+        auth.set_jwks(&jwks(&[A_ROTATED])).unwrap();
+        assert!(!cached(), "a key's material changed under its id");
+        verify();
+        assert!(auth.set_jwks(&jwks(&[])).is_err());
+        assert!(cached(), "a document without usable keys replaces nothing");
     }
 
     /// An `Authorization` of another scheme (a staging site's `Basic` gate)

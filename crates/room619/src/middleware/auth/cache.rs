@@ -3,9 +3,12 @@
 //!
 //! Only tokens that passed every check are kept, with the time they stop
 //! being valid (`exp` + leeway); a cached token is answered only before that
-//! time. The cache is emptied whenever the JWKS is reloaded, so a retired key
-//! stops working at once. It is bounded: expired entries are swept when it
-//! is full, and if it is still full it starts over.
+//! time. The cache is emptied whenever a JWKS reload adds, removes or
+//! changes a key, so a retired key stops working at once (a reload with the
+//! same keys keeps it: no rotation, or a fetch out of turn that a made-up
+//! key id asked for, costs no client a signature check). It is bounded:
+//! expired entries are swept when it is full, and if it is still full it
+//! starts over.
 
 use std::{
     collections::HashMap,

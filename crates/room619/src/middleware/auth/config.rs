@@ -134,7 +134,8 @@ pub struct JwksConfig {
     /// verifies is answered `503` / `UNAVAILABLE` with `Retry-After: 1`
     /// (not as an invalid token). Once loaded, a token naming a key id no
     /// key has makes the node fetch the URL out of turn, at most once per
-    /// 30 s, and wait for it (at most 10 s). A `file` must be readable at
+    /// 30 s, and wait for it (at most 2 s, at most 32 requests at once;
+    /// more are refused as invalid tokens). A `file` must be readable at
     /// start (one with no usable key is read again the same way).
     #[serde(default)]
     pub url: Option<String>,

@@ -1,7 +1,10 @@
 //! Loading a JWKS document from a file or an `http://` URL, and reloading
 //! it on an interval so rotated keys are picked up without a restart (and,
 //! for a URL, out of turn when a token names a key id no key has: see
-//! [`Refetch`]).
+//! [`Refetch`]; the request waits for that fetch at most 2 s, at most 32
+//! requests at once, while the fetch itself may take its [`FETCH_TIMEOUT`]).
+//! A document whose usable keys are the ones loaded already changes
+//! nothing: the tokens verified with them stay remembered.
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,7 +18,8 @@ use crate::{Error, Result};
 
 /// The largest JWKS document read.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
-/// How long a JWKS fetch may take.
+/// How long a JWKS fetch may take (a request waiting for a fetch out of
+/// turn gives up sooner: see [`Refetch`]).
 pub(super) const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Loads the JWKS of `config` into `auth`.
@@ -97,7 +101,9 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// it loads. Meanwhile a token no configured key verifies is answered as
 /// not verifiable yet (`503` / `UNAVAILABLE`). Once loaded, the document is
 /// read again every `config.refresh`, and a URL also when a token names a
-/// key id no key has (see [`Refetch`]).
+/// key id no key has (see [`Refetch`]); a document with the same usable
+/// keys keeps the verified tokens, one with a key added, removed or changed
+/// forgets them.
 ///
 /// # Errors
 ///

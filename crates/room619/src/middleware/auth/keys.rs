@@ -19,11 +19,43 @@ pub(crate) struct VerifyKey {
 }
 
 /// The keys in use: the configured ones and the latest JWKS, swapped whole
-/// when the JWKS is reloaded.
+/// when a reloaded JWKS has different keys.
 #[derive(Default)]
 pub(crate) struct KeyRing {
     fixed: Vec<VerifyKey>,
-    jwks: RwLock<Arc<Vec<VerifyKey>>>,
+    jwks: RwLock<JwksKeys>,
+}
+
+/// The keys of the JWKS loaded last, and what each was made of.
+#[derive(Default)]
+struct JwksKeys {
+    keys: Arc<Vec<VerifyKey>>,
+    sources: Vec<KeySource>,
+}
+
+/// What a JWKS key verifies with: its id, its algorithm and its key
+/// material as the document wrote it. Two documents whose usable keys have
+/// equal sources, in the same order, verify exactly the same tokens (a key
+/// is made from these alone); anything else in them (unusable keys, `x5c`,
+/// `key_ops`, members room619 does not read) changes nothing. The material is
+/// compared as written, so the same key written otherwise counts as changed:
+/// the safe way round.
+#[derive(PartialEq, Eq)]
+struct KeySource {
+    kid: Option<String>,
+    algorithm: Algorithm,
+    material: AlgorithmParameters,
+}
+
+/// What [`KeyRing::set_jwks`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct JwksLoaded {
+    /// The usable keys of the document.
+    pub(crate) keys: usize,
+    /// Whether they differ from the keys loaded before (a key added,
+    /// removed or changed, or the first document): tokens verified before
+    /// must be verified again.
+    pub(crate) changed: bool,
 }
 
 impl KeyRing {
@@ -35,34 +67,57 @@ impl KeyRing {
         })
     }
 
-    /// Replaces the JWKS keys; returns how many were usable. A document
-    /// with no usable key (an empty set, a half-deployed one) replaces
-    /// nothing: every token would be refused until the next good document.
+    /// Replaces the JWKS keys, unless the document's usable keys are the
+    /// ones loaded already (see [`KeySource`]): then nothing changes. A
+    /// document with no usable key (an empty set, a half-deployed one)
+    /// replaces nothing: every token would be refused until the next good
+    /// document.
     ///
     /// # Errors
     ///
     /// `Unavailable` when the document has no usable key (the keys loaded
     /// before, if any, stay), `Internal` when the key lock is poisoned.
-    pub(crate) fn set_jwks(&self, set: &JwkSet) -> Result<usize> {
-        let keys: Vec<VerifyKey> = set.keys.iter().filter_map(jwk_key).collect();
+    pub(crate) fn set_jwks(&self, set: &JwkSet) -> Result<JwksLoaded> {
+        let (keys, sources): (Vec<VerifyKey>, Vec<KeySource>) = set
+            .keys
+            .iter()
+            .filter_map(|jwk| {
+                let key = jwk_key(jwk)?;
+                let source = KeySource {
+                    kid: key.kid.clone(),
+                    algorithm: key.algorithm,
+                    material: jwk.algorithm.clone(),
+                };
+                Some((key, source))
+            })
+            .unzip();
         let count = keys.len();
         let Ok(mut slot) = self.jwks.write() else {
             return Err(Error::internal("the JWKS key lock is poisoned"));
         };
         if count == 0 {
             let listed = set.keys.len();
-            return Err(Error::unavailable(if slot.is_empty() {
+            return Err(Error::unavailable(if slot.keys.is_empty() {
                 format!("the JWKS document has no usable key ({listed} listed)")
             } else {
                 format!(
                     "the JWKS document has no usable key ({listed} listed); the {} keys \
                      loaded before stay",
-                    slot.len()
+                    slot.keys.len()
                 )
             }));
         }
-        *slot = Arc::new(keys);
-        Ok(count)
+        let changed = slot.sources != sources;
+        if changed {
+            *slot = JwksKeys {
+                keys: Arc::new(keys),
+                sources,
+            };
+        }
+        Ok(JwksLoaded {
+            keys: count,
+            changed,
+        })
     }
 
     /// The keys that may have signed a token with this header, configured
@@ -91,7 +146,7 @@ impl KeyRing {
     fn jwks(&self) -> Arc<Vec<VerifyKey>> {
         self.jwks
             .read()
-            .map(|keys| Arc::clone(&keys))
+            .map(|loaded| Arc::clone(&loaded.keys))
             .unwrap_or_default()
     }
 }

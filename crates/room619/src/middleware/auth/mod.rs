@@ -9,9 +9,11 @@
 //!   that id, a token without one with every key that has none, each key
 //!   for its own algorithm only. A token naming a `kid` no key has makes a
 //!   JWKS URL be fetched out of turn, at most once per 30 s, and waits for
-//!   that fetch (at most its 10 s timeout), so keys an identity provider
-//!   rotates in work at once; a token arriving while a fetch asked for is
-//!   under way waits for it too, any other is refused at once. Accepted
+//!   that fetch (at most 2 s), so keys an identity provider rotates in work
+//!   at once; a token arriving while a fetch asked for is under way waits
+//!   for it too, any other is refused at once, and so is one past the 32
+//!   already waiting (a token's key id is read before its signature is
+//!   checked, so anyone can send one). Accepted
 //!   algorithms: `HS256`, `RS256`, `ES256`, `EdDSA`. Each key verifies
 //!   exactly one algorithm, so a token cannot pick `alg: none` or use an
 //!   RSA public key as an HMAC secret.
@@ -25,9 +27,10 @@
 //!   meanwhile a token no configured key verifies is answered `503` /
 //!   `UNAVAILABLE` with `Retry-After: 1`, not as an invalid token (an OAuth
 //!   client would throw a valid token away).
-//! - A verified token is remembered until it expires (bounded, emptied on
-//!   every JWKS reload), so a client reusing its token pays for the
-//!   signature check once.
+//! - A verified token is remembered until it expires (bounded, emptied
+//!   when a JWKS reload adds, removes or changes a key, kept when it loads
+//!   the same keys), so a client reusing its token pays for the signature
+//!   check once.
 //! - API keys are configured as SHA-256 hashes and compared in constant time.
 //!
 //! **Authorization** ([`Requirement`], [`AccessPolicy`]): each service
@@ -39,7 +42,14 @@
 //! prefix included), most specific pattern first, the node's own routes and
 //! gRPC services among the patterns: a broad rule such as
 //! `.public("/{*path}")` only covers what no more specific route or rule
-//! claims. A rule declared twice for the same path and method is refused.
+//! claims. A rule declared twice for the same path and method is refused,
+//! and so is one that names nothing its service serves (nor a built-in
+//! path).
+//!
+//! **Upgrading:** a nested router's rules were once written relative to its
+//! prefix (`.nest("/admin", router).require("/users", ..)`); they now name
+//! the full path (`/admin/users`). A relative rule is refused when the
+//! service is built, with the full path to write.
 //!
 //! | outcome | HTTP | gRPC |
 //! |---|---|---|
@@ -50,16 +60,25 @@
 //! The caller only learns a generic reason; the precise one is logged at
 //! debug level under the `room619::auth` target.
 //!
+//! gRPC methods are named by their path (`/users.v1.Users/Delete`, or a
+//! whole service as `/users.v1.Users/{*method}`), HTTP routes by their
+//! template, with a nested router's prefix:
+//!
 //! ```
-//! use axum::routing::delete;
+//! use axum::{
+//!     Router,
+//!     routing::{delete, get, post},
+//! };
 //! use room619::{ServiceBuilder, middleware::auth::Requirement};
 //!
 //! let service = ServiceBuilder::new("users", "1.0.0")
 //!     .unwrap()
 //!     .route("/v1/users/{id}", delete(|| async { "deleted" }))
+//!     .route("/v1/login", post(|| async { "token" }))
+//!     .nest("/v1/admin", Router::new().route("/stats", get(|| async { "stats" })))
 //!     .require("/v1/users/{id}", Requirement::scopes(["users:write"]))
-//!     .require("/users.v1.Users/Delete", Requirement::roles(["admin"]))
-//!     .public("/auth.v1.Auth/Login")
+//!     .require("/v1/admin/stats", Requirement::roles(["admin"]))
+//!     .public("/v1/login")
 //!     .build()
 //!     .unwrap();
 //! # let _ = service;
@@ -74,11 +93,13 @@ mod layer;
 mod principal;
 mod refetch;
 mod requirement;
+mod served;
 mod table;
 
 pub use authenticator::Authenticator;
 pub use config::{ApiKeyConfig, AuthConfig, JwksConfig, JwtAlgorithm, JwtKeyConfig};
 pub use layer::{AUTH_TARGET, Auth, AuthLayer};
-pub use principal::{Credential, Principal, PrincipalRejection};
+pub use principal::{Credential, Principal};
 pub use requirement::{AccessPolicy, Requirement};
-pub(crate) use table::{AccessTable, ServedPaths};
+pub(crate) use served::ServedPaths;
+pub(crate) use table::AccessTable;

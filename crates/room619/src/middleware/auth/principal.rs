@@ -1,12 +1,9 @@
 //! [`Principal`]: who made a request, as the auth layer proved it.
 
-use std::{collections::BTreeSet, fmt, sync::Arc};
+use std::{collections::BTreeSet, sync::Arc};
 
-use axum::{
-    extract::FromRequestParts,
-    response::{IntoResponse, Response},
-};
-use http::{Extensions, HeaderValue, header::WWW_AUTHENTICATE, request::Parts};
+use axum::extract::FromRequestParts;
+use http::{Extensions, request::Parts};
 
 use crate::Error;
 
@@ -29,8 +26,8 @@ pub enum Credential {
 /// The authenticated caller: subject, scopes and roles.
 ///
 /// The auth layer puts it in the request extensions. axum handlers take it
-/// as an extractor (missing, on a public route: `401` with
-/// `WWW-Authenticate: Bearer`, see [`PrincipalRejection`]); tonic handlers read
+/// as an extractor (missing, on a public route: the [`Error`] `401` with
+/// `WWW-Authenticate: Bearer`); tonic handlers read
 /// `request.extensions().get::<Principal>()` or call [`Principal::of`].
 ///
 /// ```
@@ -118,55 +115,22 @@ impl Principal {
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Principal {
-    type Rejection = PrincipalRejection;
+    type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         parts
             .extensions
             .get::<Self>()
             .cloned()
-            .ok_or(PrincipalRejection { _private: () })
-    }
-}
-
-/// The rejection of the [`Principal`] extractor when the request has no
-/// principal (a public route called without credentials): `401`
-/// problem+json with `WWW-Authenticate: Bearer`, as the auth layer answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PrincipalRejection {
-    _private: (),
-}
-
-impl PrincipalRejection {
-    const MESSAGE: &'static str = "this route needs credentials";
-}
-
-impl fmt::Display for PrincipalRejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(Self::MESSAGE)
-    }
-}
-
-impl std::error::Error for PrincipalRejection {}
-
-impl From<PrincipalRejection> for Error {
-    fn from(_: PrincipalRejection) -> Self {
-        Error::unauthenticated(PrincipalRejection::MESSAGE)
-    }
-}
-
-impl IntoResponse for PrincipalRejection {
-    fn into_response(self) -> Response {
-        let mut response = Error::from(self).into_response();
-        response
-            .headers_mut()
-            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        response
+            .ok_or_else(|| Error::unauthenticated("this route needs credentials"))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use axum::response::IntoResponse as _;
+    use http::header::WWW_AUTHENTICATE;
+
     use super::*;
 
     #[tokio::test]
@@ -175,12 +139,19 @@ mod tests {
         let rejection = Principal::from_request_parts(&mut parts, &())
             .await
             .unwrap_err();
+        assert_eq!(rejection.kind(), crate::ErrorKind::Unauthenticated);
         let response = rejection.into_response();
         assert_eq!(response.status(), http::StatusCode::UNAUTHORIZED);
         assert_eq!(response.headers()[WWW_AUTHENTICATE], "Bearer");
-        assert_eq!(
-            Error::from(rejection).kind(),
-            crate::ErrorKind::Unauthenticated
-        );
+    }
+
+    /// axum hands a handler `Result<T, T::Rejection>`: the rejection is
+    /// room619's `Error`, so a handler may take the principal as optional.
+    #[test]
+    fn handlers_take_the_principal_or_the_error() {
+        async fn maybe(principal: Result<Principal, Error>) -> String {
+            principal.map_or_else(|_| "anonymous".to_owned(), |p| p.subject().to_owned())
+        }
+        let _route: axum::routing::MethodRouter = axum::routing::get(maybe);
     }
 }

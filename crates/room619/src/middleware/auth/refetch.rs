@@ -4,13 +4,30 @@
 //!
 //! At most one fetch is asked for per [`MIN_INTERVAL`], so tokens with
 //! made-up key ids cannot make the node hammer its identity provider. The
-//! request that asks, and every request with an unknown key id that arrives
-//! before that fetch is done, waits for it (at most [`MAX_WAIT`]) and is
-//! checked again; any other is refused at once.
+//! request that asks, and a request with an unknown key id that arrives
+//! before that fetch is done, waits for it and is checked again; any other
+//! is refused at once.
+//!
+//! A token's key id is read before its signature is checked, so anyone can
+//! send a token that asks, and a waiting request holds a connection, an
+//! in-flight slot and a load-shedding permit. The waits are bounded for that
+//! reason:
+//!
+//! - a request waits at most [`MAX_WAIT`] (2 s), not the fetch's own 10 s
+//!   timeout: against a slow identity provider the fetch goes on, the
+//!   request is checked again with the keys the node has, and the requests
+//!   after the fetch is done see the new keys;
+//! - at most [`MAX_WAITERS`] (32) requests wait at once; one more is refused
+//!   at once as any token with an unknown key id is (`401` with an
+//!   `invalid_token` challenge, `UNAUTHENTICATED`): its key id is unknown
+//!   now, which is no outage of the node.
+//!
+//! So tokens with made-up key ids hold at most [`MAX_WAITERS`] requests at a
+//! time, and only while a fetch asked for is under way.
 
 use std::{
     sync::{
-        Mutex,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -18,7 +35,7 @@ use std::{
 
 use futures_util::future::BoxFuture;
 use tokio::{
-    sync::{Notify, watch},
+    sync::{Notify, Semaphore, watch},
     time::Instant,
 };
 
@@ -27,8 +44,18 @@ use super::AUTH_TARGET;
 /// The shortest time between two fetches asked for.
 pub(crate) const MIN_INTERVAL: Duration = Duration::from_secs(30);
 
-/// The longest a request waits for the fetch: the fetch's own timeout.
-const MAX_WAIT: Duration = super::jwks::FETCH_TIMEOUT;
+/// The longest a request waits for the fetch it asked for or found under
+/// way; shorter than the fetch's own timeout, so a slow identity provider
+/// holds requests for this long only. A key rotated in reaches clients at
+/// once when the provider answers within it, and in any case with the
+/// first request after the fetch is done.
+const MAX_WAIT: Duration = Duration::from_secs(2);
+
+/// The most requests waiting for a fetch at once. Enough for the clients of
+/// a freshly rotated key arriving together; few beside `max_concurrent_requests`,
+/// so tokens with made-up key ids cannot take the node's load-shedding
+/// permits. A request past it is refused at once, as an unknown key id.
+const MAX_WAITERS: usize = 32;
 
 /// Shared by the authenticator, which asks for fetches, and the JWKS task,
 /// which makes them.
@@ -42,6 +69,9 @@ pub(crate) struct Refetch {
     finished: watch::Sender<u64>,
     /// The last fetch asked for.
     asked: Mutex<Option<Asked>>,
+    /// [`MAX_WAITERS`] places; a waiting request holds one until its wait
+    /// ends or the request is dropped.
+    waiters: Arc<Semaphore>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -58,13 +88,19 @@ impl Refetch {
             started: AtomicU64::new(0),
             finished: watch::Sender::new(0),
             asked: Mutex::new(None),
+            waiters: Arc::new(Semaphore::new(MAX_WAITERS)),
         }
     }
 
     /// Asks for a fetch, for a token whose key id no key has. Returns what
     /// to wait for before checking the token again: a fetch started after
-    /// the ask, done. `None` (refuse the token now) when a fetch was asked
-    /// for less than [`MIN_INTERVAL`] ago and is done already.
+    /// the ask, done, or [`MAX_WAIT`] gone by. `None` (refuse the token now)
+    /// when a fetch was asked for less than [`MIN_INTERVAL`] ago and is done
+    /// already, or when [`MAX_WAITERS`] requests wait already (the fetch is
+    /// still asked for, when it is due).
+    ///
+    /// The future holds the request's place among the waiters, given back
+    /// when it ends or is dropped.
     pub(crate) fn ask(&self) -> Option<BoxFuture<'static, ()>> {
         let now = Instant::now();
         let fetch = {
@@ -85,6 +121,11 @@ impl Refetch {
                 }
             }
         };
+        let Ok(place) = Arc::clone(&self.waiters).try_acquire_owned() else {
+            tracing::debug!(target: AUTH_TARGET, waiting = MAX_WAITERS,
+                "too many requests wait for the JWKS fetch; refused without waiting");
+            return None;
+        };
         let mut finished = self.finished.subscribe();
         Some(Box::pin(async move {
             let done = async {
@@ -96,8 +137,12 @@ impl Refetch {
                 }
             };
             if tokio::time::timeout(MAX_WAIT, done).await.is_err() {
-                tracing::debug!(target: AUTH_TARGET, "the JWKS fetch asked for is not done in time");
+                tracing::debug!(target: AUTH_TARGET,
+                    "the JWKS fetch asked for is not done in time; checking the token with the keys at hand");
             }
+            // Given back here, or with the future if the request is dropped
+            // while it waits.
+            drop(place);
         }))
     }
 
@@ -141,12 +186,56 @@ mod tests {
         assert!(refetch.ask().is_some(), "another interval, another fetch");
     }
 
+    /// Against a slow identity provider a request waits [`MAX_WAIT`], not
+    /// the fetch's timeout; its place is free again, and the fetch is still
+    /// under way for the requests after it.
     #[tokio::test(start_paused = true)]
-    async fn a_fetch_that_never_finishes_is_waited_for_a_bounded_time() {
+    async fn a_waiter_gives_up_after_max_wait_while_the_fetch_goes_on() {
         let refetch = Refetch::new();
         let waiting = refetch.ask().expect("the first ask fetches");
         let started = Instant::now();
         waiting.await;
-        assert!(started.elapsed() >= MAX_WAIT);
+        let waited = started.elapsed();
+        assert!(
+            waited >= MAX_WAIT && waited < MAX_WAIT + Duration::from_millis(10),
+            "waited {waited:?}"
+        );
+        assert_eq!(refetch.waiters.available_permits(), MAX_WAITERS);
+        assert!(refetch.ask().is_some(), "the fetch is not done yet");
+    }
+
+    /// Tokens with made-up key ids cannot hold more than [`MAX_WAITERS`]
+    /// requests (and their load-shedding permits): the 33rd is refused at
+    /// once, and a waiter's place is given back when its request is dropped.
+    #[tokio::test(start_paused = true)]
+    async fn past_max_waiters_a_request_is_refused_at_once() {
+        let refetch = Refetch::new();
+        let mut waiting: Vec<_> = (0..MAX_WAITERS)
+            .map(|i| {
+                refetch
+                    .ask()
+                    .unwrap_or_else(|| panic!("waiter {i} is refused"))
+            })
+            .collect();
+        assert!(
+            refetch.ask().is_none(),
+            "the 33rd waiter is refused at once"
+        );
+        drop(waiting.pop());
+        waiting.push(refetch.ask().expect("a dropped waiter's place is free"));
+        assert!(refetch.ask().is_none(), "full again");
+        refetch.asked().await;
+        let number = refetch.started();
+        refetch.finished(number);
+        let started = Instant::now();
+        for waiter in waiting {
+            waiter.await;
+        }
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "none waited for MAX_WAIT"
+        );
+        assert_eq!(refetch.waiters.available_permits(), MAX_WAITERS);
     }
 }

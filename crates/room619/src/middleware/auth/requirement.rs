@@ -110,8 +110,11 @@ impl Requirement {
 /// (whatever its parameters are called) and method are refused when the
 /// service is built, and so is a rule the router cannot hold beside a
 /// route it would decide for (a public `/{*path}` beside a route
-/// `/{page}`); a rule for a built-in path (`/metrics`, `/registry`,
-/// health) replaces its public default.
+/// `/{page}`), and a rule that names nothing the service serves: a rule
+/// for a nested router's route names its full path (`/admin/users` for
+/// `/users` nested at `/admin`), not the path the router sees. A rule for a
+/// built-in path (`/metrics`, `/registry`, health) replaces its public
+/// default.
 #[derive(Debug, Clone, Default)]
 pub struct AccessPolicy {
     pub(crate) rules: Vec<(Option<Method>, String, Requirement)>,

@@ -19,8 +19,13 @@
 //! One router cannot hold a parameter and a catch-all at the same place
 //! (`/{page}` beside `/{*path}`). When a served pattern meets a rule that
 //! way, the rule decides for the route's paths if it is a catch-all that
-//! does not let anyone in (or a rule for every method of a gRPC service);
-//! otherwise the table is refused, with an error naming the route.
+//! does not let anyone in (or a rule for every method of a gRPC service).
+//! A nested router's `/prefix/{*rest}` meeting a rule under its prefix
+//! (`DELETE /users/{id}` for a router nested at `/users`) is left out: the
+//! router's paths no pattern names then need an authenticated caller (or
+//! what a broader rule asks, which never lets anyone in), unless a public
+//! rule reaches under the prefix from above (`/{*path}`), which would open
+//! them. Otherwise the table is refused, with an error naming the route.
 
 use std::{
     collections::{HashMap, hash_map},
@@ -30,50 +35,11 @@ use std::{
 
 use http::Method;
 
-use super::{AUTH_TARGET, AccessPolicy, Requirement};
-use crate::{Error, Result, service::ServiceRoutes};
-
-/// The gRPC services every node serves that anyone may call.
-const BUILT_IN_PUBLIC: &[&str] = &[
-    "/grpc.health.v1.Health/{*method}",
-    "/grpc.reflection.v1.ServerReflection/{*method}",
-    "/grpc.reflection.v1alpha.ServerReflection/{*method}",
-];
-
-/// What a listener serves besides the access rules, so that the table
-/// finds a path under the pattern the router routes it by.
-#[derive(Debug, Default)]
-pub(crate) struct ServedPaths {
-    /// HTTP route templates and nested routers (`/prefix`,
-    /// `/prefix/{*rest}`) of the hosted services.
-    routes: Vec<String>,
-    /// The full names of the hosted gRPC services.
-    grpc: Vec<String>,
-    /// The admin endpoints served on the same listener: public unless a
-    /// service rule names one. Like health and metrics, an operator's
-    /// endpoints: set `node.admin_listen` to keep all of them off the
-    /// public port.
-    admin: Vec<&'static str>,
-}
-
-impl ServedPaths {
-    /// Adds what `routes` serve.
-    pub(crate) fn add(&mut self, routes: &ServiceRoutes) {
-        self.routes
-            .extend(routes.http.iter().map(|(path, _)| path.clone()));
-        for (prefix, _) in &routes.nested {
-            self.routes.push(prefix.clone());
-            self.routes.push(format!("{prefix}/{{*rest}}"));
-        }
-        self.grpc
-            .extend(routes.grpc.iter().map(|grpc| grpc.name().to_owned()));
-    }
-
-    /// Adds the admin endpoint `path`, served on the same listener.
-    pub(crate) fn admin(&mut self, path: &'static str) {
-        self.admin.push(path);
-    }
-}
+use super::{
+    AUTH_TARGET, AccessPolicy, Requirement,
+    served::{BUILT_IN_PUBLIC, ServedPaths},
+};
+use crate::{Error, Result};
 
 type Rules = Vec<(Option<Method>, Requirement)>;
 
@@ -87,8 +53,12 @@ enum Origin {
     Rule,
     /// A hosted gRPC service that no rule names.
     Grpc,
-    /// A hosted HTTP route or nested router that no rule names.
+    /// A hosted HTTP route, or a nested router's own path (`/prefix`), that
+    /// no rule names.
     Route,
+    /// The rest of a nested router's paths (`/prefix/{*rest}`), when no
+    /// rule names that pattern.
+    Nested,
 }
 
 /// One pattern of the table.
@@ -197,7 +167,8 @@ impl Entries {
     ///
     /// `InvalidArgument` when a rule does not parse or conflicts with
     /// another, or when a served pattern conflicts with a rule that does
-    /// not cover it (see [`covered`]).
+    /// not cover it (see [`covered`]) and is not a nested router's
+    /// catch-all that may be left out (see [`opened_under`]).
     fn into_router(self) -> Result<matchit::Router<Rules>> {
         let mut list = self.list;
         list.sort_by_key(|entry| entry.origin);
@@ -229,6 +200,11 @@ impl Entries {
                 Err(err) if covered(&canonical, origin, &inserted) => {
                     tracing::debug!(target: AUTH_TARGET, path = %path, %err,
                         "a served pattern is looked up under the wider access rule covering it");
+                }
+                Err(err) if origin == Origin::Nested && !opened_under(&canonical, &inserted) => {
+                    tracing::debug!(target: AUTH_TARGET, path = %path, %err,
+                        "a nested router's catch-all is left out beside a rule under its \
+                         prefix: the paths no pattern names need an authenticated caller");
                 }
                 Err(err) => {
                     return Err(Error::invalid_argument(format!(
@@ -264,7 +240,8 @@ impl AccessTable {
     /// served pattern overlap in a way one router cannot hold and the rule
     /// does not cover the route (`/files/{id}` against a route
     /// `/files/{*path}`), or would open it to anyone (a public
-    /// `/files/{*path}` against a route `/files/{id}`).
+    /// `/files/{*path}` against a route `/files/{id}`; a rule under a
+    /// nested router's prefix beside a public `/{*path}`).
     pub(crate) fn new<'a>(
         policies: impl IntoIterator<Item = (&'a str, &'a AccessPolicy)>,
         served: &ServedPaths,
@@ -284,6 +261,14 @@ impl AccessTable {
         for path in &served.routes {
             entries.add(path, Origin::Route, (None, Requirement::authenticated()));
         }
+        for prefix in &served.nested {
+            entries.add(prefix, Origin::Route, (None, Requirement::authenticated()));
+            entries.add(
+                &format!("{prefix}/{{*rest}}"),
+                Origin::Nested,
+                (None, Requirement::authenticated()),
+            );
+        }
         Ok(Self {
             router: Arc::new(entries.into_router()?),
             fallback: Arc::new(Requirement::authenticated()),
@@ -292,7 +277,8 @@ impl AccessTable {
 
     /// The requirement for `method` on `path`; `HEAD` (which axum answers
     /// with the `GET` handler) is under the `GET` rules unless it has its
-    /// own.
+    /// own. A path under no pattern, or under one with no rule for
+    /// `method`, needs an authenticated caller.
     pub(crate) fn lookup(&self, method: &Method, path: &str) -> &Requirement {
         self.router
             .at(path)
@@ -311,7 +297,7 @@ impl fmt::Debug for AccessTable {
 /// `pattern` with its parameters unnamed (`{}`, and `{*}` for a catch-all):
 /// patterns the router cannot tell apart (`/users/{id}`, `/users/{name}`)
 /// have the same form.
-fn canonical(pattern: &str) -> String {
+pub(super) fn canonical(pattern: &str) -> String {
     let mut out = String::with_capacity(pattern.len());
     let mut chars = pattern.chars().peekable();
     while let Some(c) = chars.next() {
@@ -358,15 +344,62 @@ fn covered(canonical: &str, origin: Origin, inserted: &[Inserted]) -> bool {
         .strip_suffix("{*}")
         .filter(|_| origin == Origin::Grpc);
     inserted.iter().any(|other| {
-        let catch_all = other.canonical.strip_suffix("{*}").is_some_and(|prefix| {
-            canonical
-                .strip_prefix(prefix)
-                .is_some_and(|rest| rest.starts_with('{') && !rest.starts_with("{{"))
-        });
         let every_method =
             grpc_service.is_some_and(|service| other.canonical.strip_suffix("{}") == Some(service));
-        (catch_all && !other.open) || every_method
+        (catch_all_over(&other.canonical, canonical) && !other.open) || every_method
     })
+}
+
+/// Whether the pattern `catch_all` (canonical) is a catch-all at the place
+/// of a parameter of the pattern `served` (canonical): `/files/{*}` over
+/// `/files/{}/meta`.
+pub(super) fn catch_all_over(catch_all: &str, served: &str) -> bool {
+    catch_all.strip_suffix("{*}").is_some_and(|prefix| {
+        served
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('{') && !rest.starts_with("{{"))
+    })
+}
+
+/// Whether a public pattern among `inserted` reaches under the prefix of
+/// the nested router whose catch-all is `nested` (canonical,
+/// `/prefix/{*}`) from above (see [`reaches_under`]): leaving that
+/// catch-all out would then open the router's paths no pattern names.
+fn opened_under(nested: &str, inserted: &[Inserted]) -> bool {
+    let prefix = nested.strip_suffix("/{*}").unwrap_or(nested);
+    inserted
+        .iter()
+        .any(|other| other.open && reaches_under(&other.canonical, prefix))
+}
+
+/// Whether the pattern `pattern` (canonical) matches paths under `prefix/`
+/// (a nested router's prefix, which has no parameters) without being
+/// written under it: with a catch-all (`/{*}`) or a parameter (`/{}/{}`)
+/// where the prefix has a segment.
+fn reaches_under(pattern: &str, prefix: &str) -> bool {
+    let mut segments = pattern.split('/');
+    let mut through_parameter = false;
+    for name in prefix.split('/') {
+        let Some(segment) = segments.next() else {
+            return false;
+        };
+        if segment.ends_with("{*}") {
+            return true;
+        }
+        if segment != name {
+            if !has_parameter(segment) {
+                return false;
+            }
+            through_parameter = true;
+        }
+    }
+    through_parameter && segments.next().is_some()
+}
+
+/// Whether the segment `segment` of a canonical pattern has a parameter
+/// (a brace that is not an escaped one).
+fn has_parameter(segment: &str) -> bool {
+    segment.replace("{{", "").replace("}}", "").contains('{')
 }
 
 #[cfg(test)]
@@ -378,8 +411,17 @@ mod tests {
     fn served(routes: &[&str], grpc: &[&str]) -> ServedPaths {
         ServedPaths {
             routes: routes.iter().map(|path| (*path).to_owned()).collect(),
+            nested: Vec::new(),
             grpc: grpc.iter().map(|name| (*name).to_owned()).collect(),
             admin: vec!["/metrics", "/health/ready"],
+        }
+    }
+
+    /// As [`served`], with routers nested at `prefixes`.
+    fn served_nesting(routes: &[&str], prefixes: &[&str]) -> ServedPaths {
+        ServedPaths {
+            nested: prefixes.iter().map(|prefix| (*prefix).to_owned()).collect(),
+            ..served(routes, &[])
         }
     }
 
@@ -478,15 +520,74 @@ mod tests {
     /// the public `/metrics`.
     #[test]
     fn a_nested_router_is_authenticated_under_its_prefix() {
-        let table = table_of(
-            &AccessPolicy::default(),
-            &served(&["/ops", "/ops/{*rest}"], &[]),
-        );
+        let table = table_of(&AccessPolicy::default(), &served_nesting(&[], &["/ops"]));
         assert!(table.lookup(&Method::GET, "/metrics").is_public());
         assert_eq!(
             table.lookup(&Method::GET, "/ops/metrics"),
             &Requirement::authenticated()
         );
+    }
+
+    /// A full-path rule with a parameter under a nested router's prefix
+    /// (`DELETE /users/{id}` for a router nested at `/users`) cannot sit
+    /// beside `/users/{*rest}` in one router: the catch-all is left out, and
+    /// the paths no pattern names need an authenticated caller.
+    #[test]
+    fn a_rule_under_a_nested_prefix_leaves_the_rest_authenticated() {
+        let policy = AccessPolicy::default()
+            .require_method(Method::DELETE, "/users/{id}", Requirement::roles(["admin"]))
+            .require_method(Method::GET, "/users/{id}/avatar", Requirement::public());
+        let table = table_of(&policy, &served_nesting(&[], &["/users"]));
+        assert_eq!(
+            table.lookup(&Method::DELETE, "/users/5"),
+            &Requirement::roles(["admin"])
+        );
+        assert!(table.lookup(&Method::GET, "/users/5/avatar").is_public());
+        for (method, path) in [
+            (Method::GET, "/users/5"),
+            (Method::PATCH, "/users/5"),
+            (Method::GET, "/users/5/orders"),
+            (Method::GET, "/users"),
+            (Method::POST, "/users/5/avatar"),
+        ] {
+            assert_eq!(
+                table.lookup(&method, path),
+                &Requirement::authenticated(),
+                "{method} {path}"
+            );
+        }
+        // A broader rule that lets no one in still decides under it.
+        let ops = policy.require("/{*path}", Requirement::roles(["ops"]));
+        let table = table_of(&ops, &served_nesting(&["/{*path}"], &["/users"]));
+        assert!(!table.lookup(&Method::GET, "/users/5/orders").is_public());
+    }
+
+    /// With a public rule reaching under the prefix from above, leaving the
+    /// nested catch-all out would open the router's other paths: refused.
+    #[test]
+    fn a_rule_under_a_nested_prefix_beside_a_public_catch_all_is_refused() {
+        for (open, route) in [("/{*path}", "/{*path}"), ("/{section}/{id}/{more}", "/x")] {
+            let policy = AccessPolicy::default()
+                .require(open, Requirement::public())
+                .require_method(Method::DELETE, "/users/{id}", Requirement::roles(["admin"]));
+            let err = AccessTable::new([("svc", &policy)], &served_nesting(&[route], &["/users"]))
+                .unwrap_err();
+            assert!(err.message().contains("/users/{*rest}"), "{open}: {err}");
+        }
+    }
+
+    #[test]
+    fn patterns_reach_under_a_prefix_through_catch_alls_and_parameters() {
+        assert!(reaches_under("/{*}", "/users"));
+        assert!(reaches_under("/v1/{*}", "/v1/users"));
+        assert!(reaches_under("/{}/{}", "/users"));
+        assert!(reaches_under("/v1/{}/{}", "/v1/users"));
+        // Written under the prefix, or not reaching below it.
+        assert!(!reaches_under("/users/{}", "/users"));
+        assert!(!reaches_under("/users/{*}", "/users"));
+        assert!(!reaches_under("/{}", "/users"));
+        assert!(!reaches_under("/v2/{*}", "/v1/users"));
+        assert!(!reaches_under("/{{x}}/{}", "/users"));
     }
 
     #[test]
