@@ -299,7 +299,9 @@ pub struct Limits {
     /// An HTTP request body that sends no data for this long fails (`400`),
     /// so a client trickling or withholding a body it announced cannot hold a
     /// request, a task and a buffer for ever. gRPC streams are exempt: their
-    /// pauses are legitimate, and TCP keep-alive finds dead peers.
+    /// pauses are legitimate, and TCP keep-alive finds dead peers. (Except
+    /// the node's own reflection service, which anyone may call: a
+    /// reflection stream that asks nothing for this long fails.)
     /// Default: `30s`.
     #[serde(with = "humantime_serde")]
     pub http_body_idle_timeout: Duration,

@@ -1,6 +1,6 @@
 //! Assembles the routers of all hosted services into what a listener serves.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use axum::{Extension, Router, handler::Handler as _};
 use tower::{
@@ -25,7 +25,7 @@ use crate::{
         ProtocolSplit,
         client::LocalRouters,
         grpc::GrpcLayers,
-        http::{HttpEdgeLayer, RouteTable, not_found},
+        http::{HttpEdgeLayer, IdleRequests, RouteTable, not_found},
         shed::LoadShedLayer,
     },
     service::{GrpcService, Registry, Service, ServiceContext, TrackLayer},
@@ -99,7 +99,12 @@ pub(crate) fn assemble(
         services: grpc,
         names: grpc_names,
         descriptor_sets,
-    } = grpc_routes(hosted, readiness.grpc_service(), &mut grpc_owners)?;
+    } = grpc_routes(
+        hosted,
+        readiness.grpc_service(),
+        &mut grpc_owners,
+        config.limits.http_body_idle_timeout,
+    )?;
     let limits = &config.limits;
     let grpc_observe =
         ObserveLayer::grpc(GrpcRoutes::new(&grpc_owners, &descriptor_sets), measured);
@@ -438,11 +443,13 @@ struct GrpcAssembly {
 
 /// Every hosted tonic service, then health and reflection: the services,
 /// the names gRPC health answers for, and the descriptor sets. Adds each
-/// gRPC service and its room619 owner to `owners`.
+/// gRPC service and its room619 owner to `owners`. A reflection stream that
+/// asks nothing for `idle` fails (see `IdleRequests`).
 fn grpc_routes(
     hosted: &[Hosted],
     health_service: GrpcHealthServer,
     owners: &mut Vec<(String, String)>,
+    idle: Duration,
 ) -> Result<GrpcAssembly> {
     let mut services = Vec::new();
     let mut grpc_names: Vec<GrpcName> = Vec::new();
@@ -473,8 +480,14 @@ fn grpc_routes(
         .map_err(|err| Error::invalid_argument(format!("gRPC reflection: {err}")))?;
     services.extend([
         (GrpcService::new(health_service), None),
-        (GrpcService::new(reflection_v1), None),
-        (GrpcService::new(reflection_v1alpha), None),
+        (
+            GrpcService::new(IdleRequests::new(reflection_v1, idle)),
+            None,
+        ),
+        (
+            GrpcService::new(IdleRequests::new(reflection_v1alpha, idle)),
+            None,
+        ),
     ]);
     Ok(GrpcAssembly {
         services: GrpcServices(services),
@@ -545,7 +558,7 @@ mod tests {
             route: route.to_owned(),
             method: None,
             limit: 10,
-            period: std::time::Duration::from_secs(60),
+            period: Duration::from_secs(60),
             burst: 0,
             key: crate::middleware::rate_limit::RateLimitKey::Ip,
         }

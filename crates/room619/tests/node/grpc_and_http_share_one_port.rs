@@ -165,3 +165,53 @@ async fn conflicting_routes_fail_the_start_instead_of_panicking() {
         "names the first owner: {err}"
     );
 }
+
+/// The node's reflection service is public and its calls are streams: one
+/// opened and never asked anything fails after `limits.http_body_idle_timeout`
+/// instead of holding its request permit for as long as the client likes.
+/// A stream that asks is answered as usual.
+#[tokio::test]
+async fn a_reflection_stream_that_asks_nothing_is_ended_at_the_idle_timeout() {
+    let node = support::start(support::config(
+        "[limits]\nhttp_body_idle_timeout = \"1s\"\n",
+    ))
+    .await;
+    let mut client = ServerReflectionClient::new(support::channel(node.local_addr()).await);
+    let silent = futures_util::stream::pending::<ServerReflectionRequest>();
+    let started = std::time::Instant::now();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        match client.server_reflection_info(silent).await {
+            Err(status) => status,
+            Ok(answers) => {
+                let mut answers = answers.into_inner();
+                loop {
+                    match answers.message().await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => break tonic::Status::ok("ended without a status"),
+                        Err(status) => break status,
+                    }
+                }
+            }
+        }
+    })
+    .await
+    .expect("a silent reflection stream was kept open");
+    // tonic's reflection service ends its answers when its requests fail.
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(900),
+        "{took:?} {ended:?}"
+    );
+
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = client
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answers.message().await.unwrap().is_some());
+    node.shutdown().await.unwrap();
+}

@@ -33,7 +33,7 @@ pub(crate) type RemoteGrpc = BoxCloneSyncService<Request<Body>, Response<Body>, 
 ///
 /// Where the target service is hosted on the same node, a call goes
 /// **in-process**: the node's gRPC router is called directly, with no socket
-/// and no HTTP/2 framing (the request carries the [`Colocated`] extension).
+/// and no HTTP/2 framing (the request carries the [`Colocated`](super::Colocated) extension).
 /// Otherwise it goes to the service's instances over HTTP/2, balanced by
 /// power of two choices over the calls each has in flight. Either way the
 /// call carries the remaining time of the [current deadline](Deadline::current)

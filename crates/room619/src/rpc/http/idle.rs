@@ -1,4 +1,5 @@
-//! [`IdleTimeoutBody`]: a request body that fails when its sender goes quiet.
+//! [`IdleTimeoutBody`]: a request body that fails when its sender goes quiet;
+//! [`IdleRequests`]: a tonic service whose request streams do.
 
 use std::{
     fmt,
@@ -21,7 +22,7 @@ pin_project! {
     ///
     /// The timer exists only while the body waits: a body whose data is
     /// already there (the common case) costs no timer at all.
-    pub(super) struct IdleTimeoutBody<B> {
+    pub(crate) struct IdleTimeoutBody<B> {
         #[pin]
         inner: B,
         sleep: Option<Pin<Box<Sleep>>>,
@@ -32,13 +33,54 @@ pin_project! {
 }
 
 impl<B> IdleTimeoutBody<B> {
-    pub(super) fn new(inner: B, timeout: Duration) -> Self {
+    pub(crate) fn new(inner: B, timeout: Duration) -> Self {
         Self {
             inner,
             sleep: None,
             waiting: false,
             timeout,
         }
+    }
+}
+
+/// A tonic service whose request streams fail when the client sends nothing
+/// for `timeout`. For the node's own reflection service, which anyone may
+/// call: gRPC streams are otherwise exempt from the idle timeout (a pause
+/// in a user's stream is legitimate), and a reflection stream opened and
+/// never asked anything would hold a request permit for as long as its
+/// client keeps it open.
+#[derive(Debug, Clone)]
+pub(crate) struct IdleRequests<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S> IdleRequests<S> {
+    pub(crate) fn new(inner: S, timeout: Duration) -> Self {
+        Self { inner, timeout }
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for IdleRequests<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> tower::Service<http::Request<tonic::body::Body>> for IdleRequests<S>
+where
+    S: tower::Service<http::Request<tonic::body::Body>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let timeout = self.timeout;
+        self.inner
+            .call(request.map(|body| tonic::body::Body::new(IdleTimeoutBody::new(body, timeout))))
     }
 }
 

@@ -11,6 +11,7 @@ mod edge;
 mod idle;
 
 pub use edge::{HttpEdge, HttpEdgeLayer};
+pub(crate) use idle::IdleRequests;
 
 use axum::{
     extract::Request,
