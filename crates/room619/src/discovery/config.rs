@@ -63,6 +63,11 @@ pub struct NatsDiscoveryConfig {
     /// Default: `5s`.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// How many servers of a NATS cluster keep the bucket, when this node
+    /// creates it (1 to 5; an odd number, 3 in production, survives a
+    /// server going away; a single server takes only 1). A bucket that
+    /// exists keeps its own. Default: `1`.
+    pub replicas: usize,
 }
 
 impl Default for NatsDiscoveryConfig {
@@ -72,6 +77,7 @@ impl Default for NatsDiscoveryConfig {
             bucket: "room619_instances".to_owned(),
             ttl: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
+            replicas: 1,
         }
     }
 }
@@ -101,6 +107,15 @@ impl NatsDiscoveryConfig {
         }
         if self.connect_timeout.is_zero() {
             return Err(("connect_timeout", "must be longer than zero".to_owned()));
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return Err((
+                "replicas",
+                format!(
+                    "must be 1 to 5, as JetStream allows (got {})",
+                    self.replicas
+                ),
+            ));
         }
         Ok(())
     }
@@ -193,5 +208,30 @@ impl DnsDiscoveryConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NatsDiscoveryConfig;
+
+    #[test]
+    fn bucket_replicas_are_one_to_five() {
+        for replicas in 1..=5 {
+            let config = NatsDiscoveryConfig {
+                replicas,
+                ..NatsDiscoveryConfig::default()
+            };
+            assert_eq!(config.validate(), Ok(()), "{replicas}");
+        }
+        for replicas in [0, 6] {
+            let config = NatsDiscoveryConfig {
+                replicas,
+                ..NatsDiscoveryConfig::default()
+            };
+            let (key, problem) = config.validate().unwrap_err();
+            assert_eq!(key, "replicas");
+            assert!(problem.contains("1 to 5"), "{problem}");
+        }
     }
 }

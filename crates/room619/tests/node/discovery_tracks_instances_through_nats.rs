@@ -868,3 +868,30 @@ async fn a_deregistration_made_while_nats_is_away_is_done_once_it_is_back() {
     let observer = registry(&nats.url()).await;
     assert!(nodes(&observer).is_empty(), "{:?}", nodes(&observer));
 }
+
+/// The bucket a node creates is kept on `discovery.nats.replicas` servers;
+/// more than a lone server can give fails the start, naming the key.
+#[tokio::test]
+async fn the_bucket_is_made_with_the_configured_replicas() {
+    let nats = NatsServer::start().await;
+    let three = NatsDiscoveryConfig {
+        url: nats.url(),
+        replicas: 3,
+        ..NatsDiscoveryConfig::default()
+    };
+    let err = NatsDiscovery::connect(&three, &[], "observer", CancellationToken::new())
+        .await
+        .err()
+        .expect("a lone server keeps no bucket on three");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.message().contains("`discovery.nats.replicas`"), "{err}");
+
+    let _registry = registry(&nats.url()).await;
+    let stream = nats
+        .jetstream()
+        .await
+        .get_stream("KV_room619_instances")
+        .await
+        .unwrap();
+    assert_eq!(stream.cached_info().config.num_replicas, 1);
+}

@@ -4,12 +4,13 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 
-/// Opens the bucket `name`, creating it (history 1, `max_age` = `ttl`) when
-/// it does not exist.
+/// Opens the bucket `name`, creating it (history 1, `max_age` = `ttl`, on
+/// `replicas` servers) when it does not exist.
 pub(super) async fn ensure(
     js: &jetstream::Context,
     name: &str,
     ttl: Duration,
+    replicas: usize,
 ) -> Result<kv::Store, String> {
     if js.get_key_value(name).await.is_err() {
         // The stream a key-value bucket is, made directly: async-nats's
@@ -27,11 +28,16 @@ pub(super) async fn ensure(
             deny_delete: true,
             allow_direct: true,
             discard: jetstream::stream::DiscardPolicy::New,
-            num_replicas: 1,
+            num_replicas: replicas,
             ..jetstream::stream::Config::default()
         })
         .await
-        .map_err(|err| format!("cannot create the bucket `{name}`: {err}"))?;
+        .map_err(|err| {
+            format!(
+                "cannot create the bucket `{name}` on {replicas} server(s) \
+                 (`discovery.nats.replicas`): {err}"
+            )
+        })?;
     }
     js.get_key_value(name)
         .await

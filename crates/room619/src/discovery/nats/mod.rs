@@ -28,7 +28,9 @@
 //! is refreshed when heartbeats go through again; a server that came back
 //! without its store gets the bucket created again by the next heartbeat.
 //! An instance registered while the server is away is put by the heartbeat
-//! once it is back.
+//! once it is back, and one deregistered then is deleted once it is back.
+//! A bucket this node creates is kept on `discovery.nats.replicas` servers
+//! of the cluster (1 by default; 3 to outlive a server).
 
 mod bucket;
 mod heartbeat;
@@ -83,6 +85,8 @@ struct Inner {
     client: async_nats::Client,
     js: jetstream::Context,
     bucket: String,
+    /// The servers that keep the bucket when this node creates it.
+    replicas: usize,
     /// The bucket; replaced when it had to be created again.
     kv: ArcSwap<kv::Store>,
     catalog: Catalog,
@@ -183,6 +187,7 @@ impl NatsDiscovery {
                 client,
                 js,
                 bucket: config.bucket.clone(),
+                replicas: config.replicas,
                 kv: ArcSwap::from_pointee(kv),
                 catalog: Catalog::default(),
                 registered: Mutex::new(HashMap::new()),
@@ -233,7 +238,13 @@ impl NatsDiscovery {
     /// Opens the bucket again, creating it when it is gone (a server that
     /// came back without its store), and watches it anew.
     async fn reopen(&self) -> std::result::Result<(), String> {
-        let kv = bucket::ensure(&self.inner.js, &self.inner.bucket, self.inner.ttl).await?;
+        let kv = bucket::ensure(
+            &self.inner.js,
+            &self.inner.bucket,
+            self.inner.ttl,
+            self.inner.replicas,
+        )
+        .await?;
         self.inner.kv.store(Arc::new(kv));
         // The new watch counts the revisions it hears afresh.
         self.inner.rewatch.notify_one();
@@ -356,7 +367,7 @@ async fn open(
         .await
         .map_err(|err| err.to_string())?;
     let js = jetstream::new(client.clone());
-    let kv = bucket::ensure(&js, &config.bucket, config.ttl).await?;
+    let kv = bucket::ensure(&js, &config.bucket, config.ttl, config.replicas).await?;
     Ok((client, js, kv))
 }
 
