@@ -881,8 +881,7 @@ async fn the_bucket_is_made_with_the_configured_replicas() {
     };
     let err = NatsDiscovery::connect(&three, &[], "observer", CancellationToken::new())
         .await
-        .err()
-        .expect("a lone server keeps no bucket on three");
+        .expect_err("a lone server keeps no bucket on three");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.message().contains("`discovery.nats.replicas`"), "{err}");
 
