@@ -88,14 +88,19 @@ async fn unknown_grpc_methods_and_services_are_unimplemented() {
     node.shutdown().await.unwrap();
 }
 
+/// A reflection request for the list of services.
+fn list_services() -> ServerReflectionRequest {
+    ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    }
+}
+
 #[tokio::test]
 async fn reflection_lists_hosted_and_builtin_services() {
     let node = support::start(support::config("")).await;
     let mut client = ServerReflectionClient::new(support::channel(node.local_addr()).await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
+    let request = list_services();
     let mut answers = client
         .server_reflection_info(tokio_stream::once(request))
         .await
@@ -203,10 +208,7 @@ async fn a_reflection_stream_that_asks_nothing_is_ended_at_the_idle_timeout() {
         "{took:?} {ended:?}"
     );
 
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
+    let request = list_services();
     let mut answers = client
         .server_reflection_info(tokio_stream::once(request))
         .await

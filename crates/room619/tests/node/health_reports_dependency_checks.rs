@@ -161,13 +161,7 @@ async fn grpc_health_follows_a_failing_dependency_and_its_recovery() {
             "{service:?}"
         );
     }
-    let mut watch = health
-        .watch(HealthCheckRequest {
-            service: "echo".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = watch(&mut health, "echo").await;
     assert_eq!(
         watch.message().await.unwrap().unwrap().status(),
         ServingStatus::Serving
@@ -313,13 +307,7 @@ async fn a_check_that_panics_fails_and_the_checks_go_on() {
         .unwrap();
     let node = support::start_all(support::config(""), [echo, orders]).await;
     let mut health = HealthClient::new(support::channel(node.local_addr()).await);
-    let mut watch = health
-        .watch(HealthCheckRequest {
-            service: "echo".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = watch(&mut health, "echo").await;
     // The round run beside the start: `echo` passes.
     assert_eq!(
         watch.message().await.unwrap().unwrap().status(),
@@ -373,6 +361,20 @@ async fn a_check_that_panics_fails_and_the_checks_go_on() {
         ])
     );
     node.shutdown().await.unwrap();
+}
+
+/// A gRPC health `Watch` of `service`.
+async fn watch(
+    health: &mut HealthClient<Channel>,
+    service: &str,
+) -> tonic::Streaming<tonic_health::pb::HealthCheckResponse> {
+    health
+        .watch(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 async fn check(health: &mut HealthClient<Channel>, service: &str) -> ServingStatus {
