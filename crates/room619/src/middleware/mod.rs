@@ -24,7 +24,9 @@
 //!    `validate`); a gRPC message that does not decode answers
 //!    `INVALID_ARGUMENT` (see [`rpc::grpc`](crate::rpc::grpc)).
 //!
-//! Auth runs before rate limiting so limits can count by principal; both run
+//! Auth runs before rate limiting so limits can count by principal (refused
+//! credentials are counted by client IP in the auth layer, when
+//! `[rate_limit.refused_credentials]` asks for it); both run
 //! on the gRPC and the HTTP side with the same rules and answer in the
 //! caller's protocol. Every part is a plain tower [`Layer`](tower::Layer), so
 //! it can also be put on a bare tonic or axum stack, and users add their own
@@ -136,7 +138,11 @@ impl NodeMiddleware {
     /// other layers.
     pub(crate) fn guard_layers(&self) -> tower::ServiceBuilder<GuardLayers> {
         let auth = self.auth.as_ref().map(|(authenticator, table, _)| {
-            AuthLayer::new(Arc::clone(authenticator), table.clone())
+            AuthLayer::new(
+                Arc::clone(authenticator),
+                table.clone(),
+                Arc::clone(&self.limiter),
+            )
         });
         tower::ServiceBuilder::new()
             .option_layer(auth)

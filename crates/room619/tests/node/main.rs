@@ -49,6 +49,7 @@ mod overload_is_shed_fast;
 #[cfg(feature = "redis")]
 mod rate_limits_are_shared_across_nodes_through_redis;
 mod rate_limits_hold_against_forged_forwarding_headers;
+mod refused_credentials_are_limited_per_client_ip;
 mod request_ids_are_propagated_or_generated;
 mod resilience_policies_change_on_reload;
 mod rest_routes_speak_json_and_protobuf;

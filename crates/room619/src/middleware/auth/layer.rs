@@ -22,7 +22,11 @@ use super::{
 };
 use crate::{
     Error,
-    middleware::{reject::Protocol, request_path},
+    middleware::{
+        rate_limit::{RateLimiter, too_many},
+        reject::Protocol,
+        request_path,
+    },
 };
 
 /// The tracing target of auth decisions (reasons are logged at debug).
@@ -37,17 +41,29 @@ pub const AUTH_TARGET: &str = "room619::auth";
 /// Rules are looked up by the request's full path: inside a nested router,
 /// where axum strips the prefix from the URI, by the
 /// [`OriginalUri`](axum::extract::OriginalUri) axum keeps.
+///
+/// Refused credentials count against their client IP when
+/// `[rate_limit.refused_credentials]` is set; a client that used up its
+/// allowance is answered `429` / `RESOURCE_EXHAUSTED` with `Retry-After`
+/// for every request with credentials, unchecked, until it comes back (see
+/// [`rate_limit`](crate::middleware::rate_limit)).
 #[derive(Clone, Debug)]
 pub struct AuthLayer {
     authenticator: Arc<Authenticator>,
     table: AccessTable,
+    limiter: Arc<RateLimiter>,
 }
 
 impl AuthLayer {
-    pub(crate) fn new(authenticator: Arc<Authenticator>, table: AccessTable) -> Self {
+    pub(crate) fn new(
+        authenticator: Arc<Authenticator>,
+        table: AccessTable,
+        limiter: Arc<RateLimiter>,
+    ) -> Self {
         Self {
             authenticator,
             table,
+            limiter,
         }
     }
 }
@@ -91,6 +107,13 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let limiter = &self.layer.limiter;
+        if let Some(wait) =
+            limiter.credentials_held(&request, || carries_credentials(request.headers()))
+        {
+            let held = too_many(&request, "too many refused credentials", wait);
+            return Either::Left(Either::Left(ready(Ok(held))));
+        }
         let requirement = self
             .layer
             .table
@@ -100,7 +123,8 @@ where
             Err(_) if requirement.is_public() => None,
             Err(reason) => {
                 let Some(fetched) = self.layer.authenticator.refetch_for(&reason) else {
-                    return Either::Left(Either::Left(ready(Ok(refuse(&request, &reason)))));
+                    let refused = refuse(&request, &reason, limiter);
+                    return Either::Left(Either::Left(ready(Ok(refused))));
                 };
                 let requirement = requirement.clone();
                 return Either::Right(self.after_refetch(fetched, requirement, request));
@@ -134,11 +158,12 @@ impl<S> Auth<S> {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let authenticator = Arc::clone(&self.layer.authenticator);
+        let limiter = Arc::clone(&self.layer.limiter);
         Box::pin(async move {
             fetched.await;
             let principal = match authenticator.authenticate(request.headers()) {
                 Ok(principal) => principal,
-                Err(reason) => return Ok(refuse(&request, &reason)),
+                Err(reason) => return Ok(refuse(&request, &reason, &limiter)),
             };
             if let Some(refused) = forbid(&requirement, principal.as_ref(), &request) {
                 return Ok(refused);
@@ -151,11 +176,18 @@ impl<S> Auth<S> {
     }
 }
 
+/// Whether `headers` carry credentials (that would be checked).
+fn carries_credentials(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(http::header::AUTHORIZATION)
+        || headers.contains_key(crate::middleware::sensitive::API_KEY_HEADER)
+}
+
 /// The answer to credentials that were refused: `503` / `UNAVAILABLE` when
 /// the keys that could check them are not loaded yet (an OAuth client
 /// would throw a valid token away on `invalid_token`), else `401` /
-/// `UNAUTHENTICATED` with an `invalid_token` challenge.
-fn refuse<B>(request: &Request<B>, reason: &Refused) -> Response {
+/// `UNAUTHENTICATED` with an `invalid_token` challenge, counted against the
+/// client by `limiter`.
+fn refuse<B>(request: &Request<B>, reason: &Refused, limiter: &RateLimiter) -> Response {
     tracing::debug!(target: AUTH_TARGET, path = request_path(request), %reason, "credentials refused");
     let protocol = Protocol::of(request);
     if reason.keys_pending() {
@@ -171,6 +203,7 @@ fn refuse<B>(request: &Request<B>, reason: &Refused) -> Response {
             .insert(RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     }
+    limiter.credentials_refused(request);
     protocol.reject(
         Error::unauthenticated("invalid credentials"),
         &[(

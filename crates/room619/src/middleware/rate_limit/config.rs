@@ -22,6 +22,11 @@ use serde::{Deserialize, Serialize};
 /// period = "1m"
 /// burst = 20                         # ...plus this many at once
 /// key = "ip"                         # or "principal", "api_key"
+///
+/// [rate_limit.refused_credentials]   # optional: guessing keys and tokens
+/// limit = 20                         # refused credentials per period and client IP...
+/// period = "1m"
+/// burst = 10                         # ...plus this many at once
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -43,6 +48,28 @@ pub struct RateLimitConfig {
     /// The prefix of the Redis keys; nodes sharing a prefix share limits.
     /// Default: `room619:ratelimit:`.
     pub redis_prefix: String,
+    /// How many refused credentials (answered `401` / `UNAUTHENTICATED`) a
+    /// client IP may send before its requests with credentials are answered
+    /// `429` / `RESOURCE_EXHAUSTED` without being checked, until its
+    /// allowance comes back. Counted on each node. Default: unset (no
+    /// limit).
+    pub refused_credentials: Option<RefusedCredentialsLimit>,
+}
+
+/// `[rate_limit.refused_credentials]`: `limit` refused credentials per
+/// `period` and client IP, plus `burst` at once; see
+/// [`RateLimitConfig::refused_credentials`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefusedCredentialsLimit {
+    /// Refusals allowed per `period`, at least 1.
+    pub limit: u32,
+    /// The period of `limit`. Default: `1m`.
+    #[serde(default = "default_period", with = "humantime_serde")]
+    pub period: Duration,
+    /// Extra refusals allowed at once on top of `limit`. Default: `0`.
+    #[serde(default)]
+    pub burst: u32,
 }
 
 impl Default for RateLimitConfig {
@@ -54,6 +81,7 @@ impl Default for RateLimitConfig {
             backend: RateLimitBackend::Local,
             redis_url: "redis://127.0.0.1:6379".to_owned(),
             redis_prefix: "room619:ratelimit:".to_owned(),
+            refused_credentials: None,
         }
     }
 }
@@ -213,6 +241,20 @@ impl RateLimitConfig {
                 return Err((
                     format!("rules.{i}.route"),
                     format!("`{}` cannot be matched: {err}", rule.route),
+                ));
+            }
+        }
+        if let Some(refused) = &self.refused_credentials {
+            if refused.limit == 0 {
+                return Err((
+                    "refused_credentials.limit".to_owned(),
+                    "must be at least 1".to_owned(),
+                ));
+            }
+            if refused.period.is_zero() {
+                return Err((
+                    "refused_credentials.period".to_owned(),
+                    "must be positive".to_owned(),
                 ));
             }
         }

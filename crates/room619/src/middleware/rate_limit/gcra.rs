@@ -95,19 +95,49 @@ impl LocalStore {
     /// Decides for `key` under `gcra` now, recording an allowed request.
     pub(crate) fn check_key(&self, key: &str, gcra: Gcra) -> Result<(), Duration> {
         self.check_with(gcra, |buffer| buffer.push_str(key))
+            .map(drop)
     }
 
     /// Decides for `counter` under `gcra` now, recording an allowed request.
     pub(crate) fn check(&self, counter: &Counter<'_>, gcra: Gcra) -> Result<(), Duration> {
         self.check_with(gcra, |buffer| counter.write_key(buffer))
+            .map(drop)
     }
 
-    /// Decides for the key `name` writes, under `gcra`, now.
-    fn check_with(&self, gcra: Gcra, name: impl FnOnce(&mut String)) -> Result<(), Duration> {
-        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    /// As [`check`](Self::check), with the counter's TAT once the request
+    /// is recorded (in [`now`](Self::now)'s nanoseconds).
+    pub(crate) fn record(&self, counter: &Counter<'_>, gcra: Gcra) -> Result<u64, Duration> {
+        self.check_with(gcra, |buffer| counter.write_key(buffer))
+    }
+
+    /// How long a request counted as `counter` would wait under `gcra` now,
+    /// recording nothing: `Ok` when it would pass.
+    pub(crate) fn peek(&self, counter: &Counter<'_>, gcra: Gcra) -> Result<(), Duration> {
+        let now = self.now();
+        let Ok(mut tats) = self.tats.lock() else {
+            return Ok(());
+        };
+        let Tats { by_key, key, .. } = &mut *tats;
+        key.clear();
+        counter.write_key(key);
+        match by_key.get(key.as_str()) {
+            Some(tat) => gcra.decide(Some(*tat), now).map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// Nanoseconds since the store was made: the clock of its TATs.
+    pub(crate) fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Decides for the key `name` writes, under `gcra`, now: the key's new
+    /// TAT, or how long to wait.
+    fn check_with(&self, gcra: Gcra, name: impl FnOnce(&mut String)) -> Result<u64, Duration> {
+        let now = self.now();
         let Ok(mut tats) = self.tats.lock() else {
             // A poisoned map means a bug elsewhere; let traffic through.
-            return Ok(());
+            return Ok(now);
         };
         let Tats {
             by_key,
@@ -122,7 +152,7 @@ impl LocalStore {
             // reading would stay `tolerance + interval` ahead for good.
             *tat = gcra.bound(*tat, now);
             *tat = gcra.decide(Some(*tat), now)?;
-            return Ok(());
+            return Ok(*tat);
         }
         let tat = gcra.decide(None, now)?;
         if by_key.len() >= (*sweep_at).max(SWEEP_AT) {
@@ -131,7 +161,7 @@ impl LocalStore {
             *sweep_at = by_key.len().saturating_mul(2);
         }
         by_key.insert(key.clone(), tat);
-        Ok(())
+        Ok(tat)
     }
 }
 

@@ -121,13 +121,18 @@ impl<S> RateLimit<S> {
         wait: Duration,
     ) -> Response {
         self.limiter.limited(&rule.id, counter);
-        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let retry_after = HeaderValue::from(seconds.max(1));
-        Protocol::of(request).reject(
-            Error::resource_exhausted(format!("rate limit exceeded; retry in {}s", seconds.max(1))),
-            &[(RETRY_AFTER, retry_after)],
-        )
+        too_many(request, "rate limit exceeded", wait)
     }
+}
+
+/// `429` / `RESOURCE_EXHAUSTED` with `Retry-After`: `what`, and to retry
+/// after `wait` (in whole seconds, at least 1).
+pub(crate) fn too_many<B>(request: &Request<B>, what: &str, wait: Duration) -> Response {
+    let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+    Protocol::of(request).reject(
+        Error::resource_exhausted(format!("{what}; retry in {seconds}s")),
+        &[(RETRY_AFTER, HeaderValue::from(seconds))],
+    )
 }
 
 /// What the request is counted as under `rule`.

@@ -28,6 +28,20 @@
 //! never everything), and a warning is logged at most once every 10 s. A
 //! limiter outage neither becomes a service outage nor lifts the limits.
 //!
+//! **Refused credentials.** With `[rate_limit.refused_credentials]`, each
+//! request whose credentials are refused (`401` / `UNAUTHENTICATED`; a
+//! public route's refused credentials are ignored, not counted) counts
+//! against its client IP. Once a client IP has used up its allowance, its
+//! requests that carry credentials (an `Authorization` or `x-api-key`
+//! header) are answered `429` / `RESOURCE_EXHAUSTED` with `Retry-After`
+//! before their credentials are checked, valid ones too, on every route,
+//! until the allowance comes back: guessing API keys or tokens from one
+//! address is held to the limit, and the answers during the wait say
+//! nothing about the guesses. Requests without credentials still pass, and
+//! in-process calls are never counted. These counters are each node's own
+//! (also with the `redis` backend); a warning names a held-back address
+//! at most once every 10 s.
+//!
 //! **Observing.** Every refusal emits a debug event with target
 //! [`RATE_LIMIT_TARGET`] and calls the observer set with
 //! [`RateLimiter::on_limited`], if any.
@@ -56,18 +70,30 @@ mod redis;
 mod table;
 
 use std::{
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
 use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
 
-pub use config::{ForwardedHeader, RateLimitBackend, RateLimitConfig, RateLimitKey, RateLimitRule};
+pub use config::{
+    ForwardedHeader, RateLimitBackend, RateLimitConfig, RateLimitKey, RateLimitRule,
+    RefusedCredentialsLimit,
+};
+pub(crate) use layer::too_many;
 pub use layer::{RateLimit, RateLimitLayer};
 
-use self::{counter::Counter, gcra::LocalStore, table::Table};
-use crate::{Result, resilience::retry::throttle::Throttle};
+use self::{
+    client_ip::client_ip,
+    counter::{By, Counter},
+    gcra::LocalStore,
+    table::Table,
+};
+use crate::{Result, resilience::retry::throttle::Throttle, rpc::client::PeerAddr};
 
 /// The tracing target of rate-limit refusals.
 pub const RATE_LIMIT_TARGET: &str = "room619::rate_limit";
@@ -75,6 +101,10 @@ pub const RATE_LIMIT_TARGET: &str = "room619::rate_limit";
 /// How often the limiter warns at most that its shared store cannot decide
 /// (during an outage it cannot, on every request).
 const BACKEND_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// The rule id refused credentials are counted and reported under (rule
+/// ids of routes start with a method, so it names no route's rule).
+pub(crate) const REFUSED_CREDENTIALS: &str = "refused credentials";
 
 type Observer = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -100,6 +130,12 @@ pub struct RateLimiter {
     remote: Option<Box<dyn RemoteStore>>,
     /// Spaces out the warnings that the remote store cannot decide.
     unreachable: Throttle,
+    /// Until when (the local store's clock) some client IP may be held back
+    /// for its refused credentials; 0 when none ever was. Before it, each
+    /// request with credentials looks its address up; after, none does.
+    held_until: AtomicU64,
+    /// Spaces out the warnings that a client is held back.
+    held: Throttle,
     observer: RwLock<Option<Observer>>,
 }
 
@@ -116,6 +152,8 @@ impl RateLimiter {
             local: LocalStore::default(),
             remote: remote_store(config)?,
             unreachable: Throttle::new(BACKEND_WARNING_EVERY),
+            held_until: AtomicU64::new(0),
+            held: Throttle::new(BACKEND_WARNING_EVERY),
             observer: RwLock::new(None),
         })
     }
@@ -184,10 +222,69 @@ impl RateLimiter {
         }
     }
 
+    /// How long `request`'s client must wait before credentials it sends
+    /// are checked again, when its refused credentials have used up
+    /// `[rate_limit.refused_credentials]`; `None` when they may be checked
+    /// now, and when it `carries` none (asked only while some client is
+    /// held back). Reported as a refusal of the [`REFUSED_CREDENTIALS`]
+    /// rule.
+    pub(crate) fn credentials_held<B>(
+        &self,
+        request: &http::Request<B>,
+        carries: impl FnOnce() -> bool,
+    ) -> Option<Duration> {
+        let until = self.held_until.load(Ordering::Relaxed);
+        if until == 0 || self.local.now() >= until || !carries() {
+            return None;
+        }
+        let table = self.table.load();
+        let counter = refusals_of(request, &table)?;
+        let wait = self.local.peek(&counter, table.refused?).err()?;
+        self.limited(REFUSED_CREDENTIALS, &counter);
+        Some(wait)
+    }
+
+    /// Counts `request`'s refused credentials against its client.
+    pub(crate) fn credentials_refused<B>(&self, request: &http::Request<B>) {
+        let table = self.table.load();
+        let (Some(gcra), Some(counter)) = (table.refused, refusals_of(request, &table)) else {
+            return;
+        };
+        let Ok(tat) = self.local.record(&counter, gcra) else {
+            return;
+        };
+        // The client's next refusal would wait until `tat - tolerance`: it
+        // is held back until then, if that is still to come.
+        let until = tat.saturating_sub(gcra.tolerance);
+        if until <= self.local.now() {
+            return;
+        }
+        self.held_until.fetch_max(until, Ordering::Relaxed);
+        if let Some(suppressed) = self.held.admit(tokio::time::Instant::now()) {
+            tracing::warn!(
+                target: RATE_LIMIT_TARGET,
+                client = %counter,
+                suppressed_since_last_warning = suppressed,
+                "client held back: too many refused credentials"
+            );
+        }
+    }
+
     /// Whether decisions need the async backend.
     fn is_remote(&self) -> bool {
         self.remote.is_some()
     }
+}
+
+/// What `request`'s refused credentials count as: its client IP; `None`
+/// for an in-process call.
+fn refusals_of<'a, B>(request: &http::Request<B>, table: &Table) -> Option<Counter<'a>> {
+    let PeerAddr(peer) = request.extensions().get::<PeerAddr>()?;
+    let ip = client_ip(peer.ip(), request.headers(), &table.proxies);
+    Some(Counter {
+        rule: REFUSED_CREDENTIALS,
+        by: By::Ip(ip),
+    })
 }
 
 /// The shared store of `config`'s backend, if it has one.

@@ -25,6 +25,8 @@ pub(crate) struct Table {
     router: matchit::Router<Rules>,
     pub(crate) proxies: Proxies,
     pub(crate) empty: bool,
+    /// The allowance of refused credentials per client IP, when limited.
+    pub(crate) refused: Option<Gcra>,
 }
 
 impl Table {
@@ -71,6 +73,9 @@ impl Table {
                 header: config.forwarded_header,
             },
             empty: config.rules.is_empty(),
+            refused: config
+                .refused_credentials
+                .map(|refused| Gcra::new(refused.limit, refused.period, refused.burst)),
         })
     }
 
