@@ -229,6 +229,13 @@ impl EnvVars {
                 .map(str::to_ascii_lowercase)
                 .collect();
             let keys: Vec<&str> = path.iter().map(String::as_str).collect();
+            // The application's keys are not known here: their values stay
+            // text (but lists and tables), read as the number or boolean a
+            // key takes by `Config::app` (`app_section`).
+            if keys.first() == Some(&"app") && !value.starts_with(['[', '{']) {
+                insert(&mut dict, &keys, Value::from(value.to_owned()));
+                continue;
+            }
             let typed = value
                 .parse::<Value>()
                 .unwrap_or_else(|never| match never {});
@@ -325,10 +332,46 @@ fn insert(dict: &mut Dict, path: &[&str], value: Value) {
     }
 }
 
+/// The application's section `name` of the configuration, `section`, as
+/// a `T`. Text is read as the number or boolean a key takes (environment
+/// variables are text: `ROOM619_APP__SHOP__PORT=8080` sets a number,
+/// `ROOM619_APP__SHOP__CODE=007` the text "007").
+pub(super) fn app_section<T>(name: &str, section: &serde_json::Value) -> Result<T, ConfigError>
+where
+    T: serde::de::DeserializeOwned,
+{
+    let key = |path: &[String]| {
+        std::iter::once("app")
+            .chain(std::iter::once(name))
+            .chain(path.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(".")
+    };
+    if !section.is_object() {
+        return Err(ConfigError::new(key(&[]), "must be a table"));
+    }
+    Figment::from(Serialized::defaults(section))
+        .extract_lossy()
+        .map_err(|err| ConfigError::new(key(&err.path), problem(&err.kind)))
+}
+
 /// Turns figment's error into one naming the key and where its value came from.
 fn from_figment(err: &figment::Error) -> ConfigError {
     let path = &err.path;
-    let problem = match &err.kind {
+    let mut config_err = ConfigError::new(path.join("."), problem(&err.kind));
+    if let Some(metadata) = &err.metadata {
+        let source = match &metadata.source {
+            Some(figment::Source::File(file)) => format!("{} {}", metadata.name, shown(file)),
+            _ => metadata.interpolate(&Profile::Default, path),
+        };
+        config_err = config_err.with_source_name(source);
+    }
+    config_err
+}
+
+/// What is wrong, as figment's error `kind` says, without quoting the value.
+fn problem(kind: &figment::error::Kind) -> String {
+    match kind {
         figment::error::Kind::UnknownField(field, expected) => {
             format!(
                 "unknown key `{field}` (expected one of: {})",
@@ -349,23 +392,18 @@ fn from_figment(err: &figment::Error) -> ConfigError {
                 unquoted(actual)
             )
         }
+        figment::error::Kind::UnknownVariant(_, expected) => {
+            format!("unknown value (expected one of: {})", expected.join(", "))
+        }
         // The TOML parser's message shows the line it failed on: say where,
         // not what.
         figment::error::Kind::Message(message) => without_source_lines(message),
         kind => kind.to_string(),
-    };
-    let mut config_err = ConfigError::new(path.join("."), problem);
-    if let Some(metadata) = &err.metadata {
-        let source = match &metadata.source {
-            Some(figment::Source::File(file)) => format!("{} {}", metadata.name, shown(file)),
-            _ => metadata.interpolate(&Profile::Default, path),
-        };
-        config_err = config_err.with_source_name(source);
     }
-    config_err
 }
 
-/// A value found in the configuration, named by its kind when it is text.
+/// A value found in the configuration, named by its kind only (a number
+/// may be a secret too).
 fn unquoted(actual: &figment::error::Actual) -> String {
     use figment::error::Actual;
 
@@ -373,6 +411,9 @@ fn unquoted(actual: &figment::error::Actual) -> String {
         Actual::Str(_) => "a string".to_owned(),
         Actual::Char(_) => "a character".to_owned(),
         Actual::Bytes(_) => "bytes".to_owned(),
+        Actual::Bool(_) => "a boolean".to_owned(),
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer".to_owned(),
+        Actual::Float(_) => "a floating-point number".to_owned(),
         Actual::Other(_) => "a value of another kind".to_owned(),
         other => other.to_string(),
     }
@@ -487,6 +528,75 @@ mod tests {
             .load()
             .unwrap_err();
         assert_eq!(err.key(), "limits.http_body_limit", "{err}");
+    }
+
+    /// `app.*` values from the environment used to be typed by their look:
+    /// `007` became 7, and a `String` key refused it, quoting the value.
+    #[test]
+    fn app_values_from_the_environment_take_the_type_of_their_key() {
+        #[derive(Debug, Default, serde::Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        struct Shop {
+            code: String,
+            port: u16,
+            debug: bool,
+            hosts: Vec<String>,
+            ratio: f64,
+        }
+
+        let config = ConfigLoader::new()
+            .env_vars([
+                ("ROOM619_APP__SHOP__CODE", "007"),
+                ("ROOM619_APP__SHOP__PORT", "8080"),
+                ("ROOM619_APP__SHOP__DEBUG", "true"),
+                ("ROOM619_APP__SHOP__HOSTS", "[a, b]"),
+                ("ROOM619_APP__SHOP__RATIO", "0.5"),
+            ])
+            .load()
+            .unwrap();
+        let shop: Shop = config.app("shop").unwrap();
+        assert_eq!(shop.code, "007");
+        assert_eq!(shop.port, 8080);
+        assert!(shop.debug);
+        assert_eq!(shop.hosts, ["a", "b"]);
+        assert!((shop.ratio - 0.5).abs() < f64::EPSILON);
+
+        for (variable, value, key) in [
+            ("ROOM619_APP__SHOP__PORT", "sk_live_51H8", "app.shop.port"),
+            ("ROOM619_APP__SHOP__PORT", "123456789", "app.shop.port"),
+        ] {
+            let config = ConfigLoader::new()
+                .env_vars([(variable, value)])
+                .load()
+                .unwrap();
+            let err = config.app::<Shop>("shop").unwrap_err();
+            assert_eq!(err.key(), key, "{err}");
+            assert!(!err.to_string().contains(value), "quotes the value: {err}");
+        }
+    }
+
+    /// Numbers are named by their kind in errors, as text is: a secret
+    /// may be all digits.
+    #[test]
+    fn errors_name_numbers_by_kind_not_value() {
+        #[derive(Debug, Default, serde::Deserialize)]
+        struct Keys {
+            #[serde(default)]
+            _secret: String,
+        }
+
+        let err = ConfigLoader::new()
+            .toml_str("[node]\nname = 123456789")
+            .without_env()
+            .load()
+            .unwrap_err();
+        assert_eq!(err.key(), "node.name", "{err}");
+        assert!(!err.to_string().contains("123456789"), "{err}");
+
+        let config = Config::from_toml_str("[app.pay]\n_secret = 987654321").unwrap();
+        let err = config.app::<Keys>("pay").unwrap_err();
+        assert_eq!(err.key(), "app.pay._secret", "{err}");
+        assert!(!err.to_string().contains("987654321"), "{err}");
     }
 
     /// The node's name is a metric label value, which Prometheus text

@@ -398,6 +398,12 @@ impl Config {
     /// the section is absent. Give `T` `#[serde(deny_unknown_fields)]` so a
     /// typo in the section is an error too.
     ///
+    /// Text is read as the number or boolean a key of `T` takes: the
+    /// environment's values are text (`ROOM619_APP__SHOP__PORT=8080` is the
+    /// number 8080 for a `u16`, `ROOM619_APP__SHOP__CODE=007` the text
+    /// `"007"` for a `String`; a value in `[..]` is a list). The error
+    /// names the key and the kind of value found, never the value.
+    ///
     /// ```
     /// use room619::config::Config;
     ///
@@ -413,7 +419,7 @@ impl Config {
     ///
     /// let config = Config::from_toml_str("[app.shop]\ndata_dri = \"x\"").unwrap();
     /// let err = config.app::<Shop>("shop").unwrap_err();
-    /// assert_eq!(err.key(), "app.shop");
+    /// assert_eq!(err.key(), "app.shop.data_dri");
     /// assert!(err.problem().contains("data_dri"));
     /// ```
     ///
@@ -427,8 +433,7 @@ impl Config {
     {
         match self.app.get(name) {
             None => Ok(T::default()),
-            Some(section) => T::deserialize(section)
-                .map_err(|err| ConfigError::new(format!("app.{name}"), err.to_string())),
+            Some(section) => load::app_section(name, section),
         }
     }
 

@@ -93,23 +93,28 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
     }
     for (index, instance) in config.discovery.instances.iter().enumerate() {
         let key = |field: &str| format!("discovery.instances.{index}.{field}");
+        // The name alone first (with a version that parses), so that the
+        // key named is the field the problem is about.
+        if let Err(err) = crate::service::ServiceDescriptor::new(&instance.name, "0.0.0") {
+            return Err(ConfigError::new(key("name"), err.message().to_owned()));
+        }
         if let Err(err) = crate::service::ServiceDescriptor::new(&instance.name, &instance.version)
         {
-            let field = if semver::Version::parse(&instance.version).is_err() {
-                "version"
-            } else {
-                "name"
-            };
-            return Err(ConfigError::new(key(field), err.message().to_owned()));
+            return Err(ConfigError::new(key("version"), err.message().to_owned()));
         }
         if instance
             .address
             .parse::<http::uri::Authority>()
-            .map_or(true, |authority| authority.port_u16().is_none())
+            .map_or(true, |authority| {
+                matches!(authority.port_u16(), None | Some(0))
+            })
         {
             return Err(ConfigError::new(
                 key("address"),
-                format!("`{}` is not a host:port address", instance.address),
+                format!(
+                    "`{}` is not a host:port address with a port other than 0",
+                    instance.address
+                ),
             ));
         }
     }
@@ -571,12 +576,21 @@ mod tests {
             validate(&config).unwrap_err().key(),
             "discovery.instances.1.version"
         );
+        // Both wrong: the key is the field the problem is about.
+        config.discovery.instances[1].name = "Users!".into();
+        let err = validate(&config).unwrap_err();
+        assert_eq!(err.key(), "discovery.instances.1.name", "{err}");
+        assert!(err.problem().contains("service name"), "{err}");
+        config.discovery.instances[1].name = "users".into();
         config.discovery.instances[1].version = "2.0.0".into();
-        config.discovery.instances[1].address = "no-port".into();
-        assert_eq!(
-            validate(&config).unwrap_err().key(),
-            "discovery.instances.1.address"
-        );
+        for address in ["no-port", "127.0.0.1:0"] {
+            config.discovery.instances[1].address = address.into();
+            assert_eq!(
+                validate(&config).unwrap_err().key(),
+                "discovery.instances.1.address",
+                "{address}"
+            );
+        }
     }
 
     #[test]

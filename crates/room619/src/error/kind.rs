@@ -42,7 +42,7 @@ pub enum ErrorKind {
     Unimplemented,
     /// Unexpected server failure: `INTERNAL` / 500.
     Internal,
-    /// Invalid configuration: `INVALID_ARGUMENT` / 500 (a server-side mistake).
+    /// Invalid configuration, a server-side mistake: `INTERNAL` / 500.
     Config,
 }
 
@@ -51,10 +51,9 @@ impl ErrorKind {
     #[must_use]
     pub fn grpc_code(self) -> Code {
         match self {
-            Self::InvalidArgument
-            | Self::Config
-            | Self::UnsupportedMediaType
-            | Self::NotAcceptable => Code::InvalidArgument,
+            Self::InvalidArgument | Self::UnsupportedMediaType | Self::NotAcceptable => {
+                Code::InvalidArgument
+            }
             Self::NotFound => Code::NotFound,
             Self::AlreadyExists => Code::AlreadyExists,
             Self::PermissionDenied => Code::PermissionDenied,
@@ -66,8 +65,17 @@ impl ErrorKind {
             Self::DeadlineExceeded => Code::DeadlineExceeded,
             Self::Cancelled => Code::Cancelled,
             Self::Unimplemented => Code::Unimplemented,
-            Self::Internal => Code::Internal,
+            Self::Internal | Self::Config => Code::Internal,
         }
+    }
+
+    /// Whether an error of this kind is the server's own failure, logged as
+    /// an error where it is answered (`Internal`, `Config`). The other
+    /// server-side kinds (`Unavailable`, `DeadlineExceeded`,
+    /// `Unimplemented`) are answers, often under load, and are not.
+    #[must_use]
+    pub fn is_server_fault(self) -> bool {
+        matches!(self, Self::Internal | Self::Config)
     }
 
     /// The HTTP status this kind is reported with.
@@ -137,24 +145,28 @@ impl ErrorKind {
         }
     }
 
-    /// The kind an HTTP error status stands for.
+    /// The kind an HTTP error status stands for. A `409` is taken as
+    /// `AlreadyExists` (room619 answers `Aborted` with `409` too: the two
+    /// cannot be told apart); a client error without a kind of its own
+    /// (`414`, `418`...) is `InvalidArgument`, the request's fault, and
+    /// only server errors without one are `Internal`.
     #[must_use]
     pub fn from_http_status(status: StatusCode) -> Self {
         match status.as_u16() {
-            400 | 405 | 422 | 431 => Self::InvalidArgument,
             406 => Self::NotAcceptable,
             415 => Self::UnsupportedMediaType,
             401 => Self::Unauthenticated,
-            403 => Self::PermissionDenied,
-            404 => Self::NotFound,
+            403 | 451 => Self::PermissionDenied,
+            404 | 410 => Self::NotFound,
             409 => Self::AlreadyExists,
-            412 => Self::FailedPrecondition,
+            412 | 428 => Self::FailedPrecondition,
             413 => Self::PayloadTooLarge,
             429 => Self::ResourceExhausted,
             499 => Self::Cancelled,
             501 => Self::Unimplemented,
             502..=503 => Self::Unavailable,
             408 | 504 => Self::DeadlineExceeded,
+            400..=499 => Self::InvalidArgument,
             _ => Self::Internal,
         }
     }
@@ -210,6 +222,26 @@ mod tests {
             }
             assert_eq!(ErrorKind::from_grpc_code(kind.grpc_code()), kind);
         }
+    }
+
+    /// A client error without a kind of its own used to be `Internal`
+    /// (logged as the server's failure, answered `500` by a gateway).
+    #[test]
+    fn client_errors_stay_client_errors() {
+        // 408: the peer gave up waiting, read as an exceeded deadline.
+        for status in (400..=499).filter(|status| *status != 408) {
+            let status = StatusCode::from_u16(status).unwrap();
+            let kind = ErrorKind::from_http_status(status);
+            assert!(kind.http_status().is_client_error(), "{status}: {kind:?}");
+        }
+        assert_eq!(
+            ErrorKind::from_http_status(StatusCode::GONE),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            ErrorKind::from_http_status(StatusCode::INTERNAL_SERVER_ERROR),
+            ErrorKind::Internal
+        );
     }
 
     #[test]

@@ -70,6 +70,19 @@ impl Error {
         &self.message
     }
 
+    /// Logs this error where it is answered, if it is the server's own
+    /// failure ([`ErrorKind::is_server_fault`]): as an error with its
+    /// source. A refusal (`Unavailable` from load shedding, an expired
+    /// deadline) is logged at debug only, with its source if it has one:
+    /// under load there is one a request.
+    fn log_answered(&self) {
+        if self.kind.is_server_fault() {
+            tracing::error!(error = ?self, "request failed");
+        } else if self.kind.http_status().is_server_error() {
+            tracing::debug!(error = ?self, "request refused");
+        }
+    }
+
     /// This error as an RFC 9457 problem document.
     #[must_use]
     pub fn to_problem(&self) -> Problem {
@@ -112,6 +125,11 @@ constructors! {
     not_acceptable => NotAcceptable,
     /// The system is not in a state that allows the operation.
     failed_precondition => FailedPrecondition,
+    /// A concurrency conflict (a transaction lost a race); retrying the
+    /// whole operation may succeed.
+    aborted => Aborted,
+    /// The caller gave up on the operation.
+    cancelled => Cancelled,
     /// The service is temporarily unable to answer; retrying may help.
     unavailable => Unavailable,
     /// The deadline passed before the operation finished.
@@ -149,8 +167,12 @@ impl StdError for Error {
     }
 }
 
+/// The status a gRPC handler answers with: the kind's code and the message.
+/// The source is not sent; a server fault is logged with it here, as an
+/// HTTP answer is in `into_response`.
 impl From<Error> for tonic::Status {
     fn from(err: Error) -> Self {
+        err.log_answered();
         tonic::Status::new(err.kind.grpc_code(), err.message)
     }
 }
@@ -174,9 +196,7 @@ impl From<std::io::Error> for Error {
 /// a realm) by inserting the header afterwards.
 impl axum::response::IntoResponse for Error {
     fn into_response(self) -> axum::response::Response {
-        if self.kind.http_status().is_server_error() {
-            tracing::error!(error = ?self, "request failed");
-        }
+        self.log_answered();
         let mut response = axum::response::IntoResponse::into_response(self.to_problem());
         if response.status() == http::StatusCode::UNAUTHORIZED
             && !response
