@@ -48,7 +48,7 @@ impl ShopSettings {
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming `app.shop` for an unknown key or a value of
+    /// A [`ConfigError`] naming the key under `app.shop` for an unknown key or a value of
     /// the wrong type.
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
         config.app("shop")
@@ -93,7 +93,7 @@ mod tests {
 
         let config = Config::from_toml_str("[app.shop]\ndata_dri = \"x\"").unwrap();
         let err = ShopSettings::from_config(&config).unwrap_err();
-        assert_eq!(err.key(), "app.shop");
+        assert_eq!(err.key(), "app.shop.data_dri");
         assert!(err.problem().contains("data_dri"), "{}", err.problem());
     }
 }

@@ -12,24 +12,29 @@ use tokio::sync::watch;
 
 use super::{Config, ConfigError};
 
-/// The node's current configuration, replaced when the watched config file
-/// changes and the new one is valid. Cheap to clone; clones share it.
+/// The node's configuration as its watched file last said it validly.
+/// Cheap to clone; clones share it.
 ///
-/// Layers that read limits or policies per request take them from
-/// [`current`](Self::current) (or follow [`subscribe`](Self::subscribe)), so
-/// a reload reaches them without a restart.
+/// The node applies what a reload may change itself, before it publishes
+/// the new configuration here: the log filter, `discovery.instances`, the
+/// rate-limit rules and the resilience policies. Sections read only at
+/// start (`node`, `limits`, `auth`, `bus`...) are published as the file
+/// says them, with a warning that they apply at the next restart: for
+/// those, [`current`](Self::current) is the file, not what runs. The
+/// application's own `[app.*]` sections are the application's to follow,
+/// with [`subscribe`](Self::subscribe). A [`ServiceContext`]'s
+/// `config()` is a snapshot of `current()`.
+///
+/// [`ServiceContext`]: crate::ServiceContext
 ///
 /// ```
 /// use room619::config::{Config, LiveConfig};
 ///
 /// let live = LiveConfig::new(Config::default());
-/// let mut changes = live.subscribe();
-/// let mut next = Config::default();
-/// next.log.level = "debug".into();
-/// live.publish(next);
-/// assert!(changes.has_changed().unwrap());
-/// assert_eq!(live.current().log.level, "debug");
-/// assert_eq!(live.reloads(), 1);
+/// let changes = live.subscribe();
+/// assert!(!changes.has_changed().unwrap());
+/// assert_eq!(live.current().log.level, Config::default().log.level);
+/// assert_eq!(live.reloads(), 0);
 /// ```
 #[derive(Clone)]
 pub struct LiveConfig {
@@ -71,15 +76,15 @@ impl LiveConfig {
         self.inner.current.subscribe()
     }
 
-    /// Makes `config` the current configuration (it must be valid) and
-    /// counts a successful reload.
-    pub fn publish(&self, config: Config) {
+    /// Makes `config` the current configuration (it must be valid and
+    /// applied already) and counts a successful reload.
+    pub(crate) fn publish(&self, config: Config) {
         self.inner.current.send_replace(Arc::new(config));
         self.inner.reloads.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a failed reload and logs why; the current configuration stays.
-    pub fn reject(&self, err: &ConfigError) {
+    pub(crate) fn reject(&self, err: &ConfigError) {
         self.inner.reloads_failed.fetch_add(1, Ordering::Relaxed);
         tracing::error!(
             key = err.key(),

@@ -140,7 +140,9 @@ impl ServiceContext {
         &self.inner.node_name
     }
 
-    /// The node's configuration.
+    /// The node's configuration when the service was hosted: a snapshot,
+    /// which a hot reload does not change (follow
+    /// [`live_config`](Self::live_config) for that).
     #[must_use]
     pub fn config(&self) -> &Arc<Config> {
         &self.inner.config
@@ -175,8 +177,9 @@ impl ServiceContext {
     /// # Errors
     ///
     /// `InvalidArgument` when `requirement` is not a semver requirement;
-    /// `Unavailable` when the service is neither hosted here nor listed in
-    /// `discovery.instances`; `Internal` outside a tokio runtime.
+    /// `Unavailable` when the service is neither hosted here nor known to
+    /// discovery (its backend, or `discovery.instances`); `Internal` outside
+    /// a tokio runtime.
     pub fn client<C: GrpcClient>(&self, name: &str, requirement: &str) -> Result<C> {
         Ok(C::from_channel(self.channel(name, requirement)?))
     }

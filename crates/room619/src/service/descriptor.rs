@@ -9,8 +9,10 @@ use crate::{Error, Result};
 
 /// Who a service is: its name, its semver version and what it does.
 ///
-/// Names are lowercase ASCII letters, digits, `-`, `_` and `.`, starting with a
-/// letter, so they are safe in URLs, metric labels and DNS names.
+/// Names are 1 to 63 lowercase ASCII letters, digits, `-`, `_` and `.`,
+/// starting with a letter and ending with a letter or digit, with no two
+/// `.` in a row, so they are safe in URLs, metric labels, NATS subjects and
+/// discovery keys (a DNS name needs them without `_`).
 ///
 /// ```
 /// use room619::service::ServiceDescriptor;
@@ -19,6 +21,8 @@ use crate::{Error, Result};
 /// assert_eq!(users.version().major, 1);
 /// assert!(ServiceDescriptor::new("Users!", "1.0.0").is_err());
 /// assert!(ServiceDescriptor::new("users", "one").is_err());
+/// assert!(ServiceDescriptor::new("users.", "1.0.0").is_err());
+/// assert!(ServiceDescriptor::new("shop..users", "1.0.0").is_err());
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct ServiceDescriptor {
@@ -139,12 +143,18 @@ fn validate_name(name: &str) -> Result<()> {
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'));
     let starts_with_letter = name.bytes().next().is_some_and(|b| b.is_ascii_lowercase());
-    if valid_chars && starts_with_letter && name.len() <= 63 {
+    // A NATS subject or discovery key has no empty token: no `.` last or
+    // twice in a row.
+    let ends_well = name
+        .bytes()
+        .last()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if valid_chars && starts_with_letter && ends_well && !name.contains("..") && name.len() <= 63 {
         Ok(())
     } else {
         Err(Error::invalid_argument(format!(
             "service name `{name}` must be 1 to 63 lowercase letters, digits, `-`, `_` or `.`, \
-             starting with a letter"
+             starting with a letter, ending with a letter or digit, with no `..`"
         )))
     }
 }

@@ -61,7 +61,10 @@ struct Entry {
 }
 
 impl Registry {
-    /// Adds a service in state [`ServiceState::Registered`].
+    /// Adds a service in state [`ServiceState::Registered`]. On a running
+    /// node, add services with
+    /// [`NodeHandle::add_service`](crate::NodeHandle::add_service): a service
+    /// registered here directly is listed but never started nor served.
     ///
     /// # Errors
     ///

@@ -440,7 +440,9 @@ impl Clients {
             let left_out =
                 discovery::prereleases_left_out(&self.inner.discovery.instances(), name, &parsed);
             let known = match left_out.first() {
-                None => format!("{backend} discovery knows none (see discovery.instances)"),
+                None => {
+                    format!("{backend} discovery knows none (its registry, or discovery.instances)")
+                }
                 Some(newest) => format!(
                     "the only instances {backend} discovery knows that `{requirement}` would \
                      otherwise match are pre-releases ({}): a requirement matches a pre-release \
