@@ -17,13 +17,22 @@ const TRACEPARENT: &str = "traceparent";
 #[cfg(feature = "otel")]
 const TRACEPARENT_HEADER: http::HeaderName = http::HeaderName::from_static(TRACEPARENT);
 
+/// The W3C baggage header, as a header name (see [`TRACEPARENT_HEADER`]).
+#[cfg(feature = "otel")]
+const BAGGAGE_HEADER: http::HeaderName = http::HeaderName::from_static("baggage");
+
 /// Makes `span` a child of the caller's span named in `headers`, if any (a
 /// disabled span, with no subscriber recording it, has no trace to join).
+/// A caller's `baggage` without a `traceparent` goes on too: the span
+/// starts a trace of its own, which carries it (with an OpenTelemetry
+/// layer; without one, there is no trace to carry it in).
 pub(crate) fn continue_from_http(span: &Span, headers: &HeaderMap) {
     #[cfg(feature = "otel")]
     if !span.is_disabled()
-        && crate::rpc::find_header(headers, &TRACEPARENT_HEADER)
-            .is_some_and(|value| is_traceparent(value.as_bytes()))
+        && match crate::rpc::find_header(headers, &TRACEPARENT_HEADER) {
+            Some(value) => is_traceparent(value.as_bytes()),
+            None => crate::rpc::find_header(headers, &BAGGAGE_HEADER).is_some(),
+        }
     {
         otel::set_parent(span, &otel::HttpHeaders(headers));
     }
@@ -73,10 +82,10 @@ pub(crate) fn inject_http(span: &Span, headers: &mut HeaderMap) {
 /// Makes `span` a child of the publisher's span named in message `headers`.
 pub(crate) fn continue_from_bus(span: &Span, headers: &Headers) {
     #[cfg(feature = "otel")]
-    if headers
-        .get(TRACEPARENT)
-        .is_some_and(|value| is_traceparent(value.as_bytes()))
-    {
+    if match headers.get(TRACEPARENT) {
+        Some(value) => is_traceparent(value.as_bytes()),
+        None => headers.get("baggage").is_some(),
+    } {
         otel::set_parent(span, &otel::BusHeaders(headers));
     }
     #[cfg(not(feature = "otel"))]
@@ -555,6 +564,32 @@ mod tests {
             );
             assert_eq!(message.get("tracestate"), Some("vendor=opaque"));
             assert_eq!(message.get("baggage"), Some("tenant=acme"));
+        });
+    }
+
+    /// A caller's baggage without a trace context used to be dropped: the
+    /// request's own trace now carries it on, to HTTP and the bus.
+    #[test]
+    fn baggage_without_a_traceparent_goes_on_in_a_trace_of_its_own() {
+        traced(|| {
+            let mut headers = HeaderMap::new();
+            headers.insert("baggage", HeaderValue::from_static("tenant=acme"));
+            let server = tracing::info_span!("http.server");
+            continue_from_http(&server, &headers);
+            let call = tracing::info_span!(parent: &server, "client");
+            let mut outgoing = HeaderMap::new();
+            inject_http(&call, &mut outgoing);
+            assert_eq!(outgoing["baggage"], "tenant=acme");
+            assert!(outgoing.contains_key("traceparent"), "{outgoing:?}");
+
+            let mut message = Headers::new();
+            message.insert("baggage", "tenant=acme");
+            let consumer = tracing::info_span!("bus.consume");
+            continue_from_bus(&consumer, &message);
+            let _entered = consumer.enter();
+            let mut onward = Headers::new();
+            inject_bus(&mut onward);
+            assert_eq!(onward.get("baggage"), Some("tenant=acme"));
         });
     }
 
