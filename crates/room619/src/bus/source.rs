@@ -1,8 +1,6 @@
 //! Where a subscriber's messages come from ([`Source`]: a core subscription
 //! or a JetStream durable consumer) and how each delivery is settled.
 
-use std::time::Duration;
-
 use super::{DeliveryPolicy, Message, Subscription};
 
 /// Where a subscriber's messages come from.
@@ -99,7 +97,7 @@ pub(super) async fn in_progress<F: Future>(
 /// progress, until `max_deliver` times `ack_wait` have passed.
 #[cfg(feature = "nats")]
 async fn remind(acker: &super::durable::Acker, policy: &DeliveryPolicy) {
-    let period = (policy.ack_wait / 2).max(Duration::from_millis(10));
+    let period = (policy.ack_wait / 2).max(std::time::Duration::from_millis(10));
     let reminders = policy.max_deliver.saturating_mul(2).saturating_sub(1);
     for _ in 0..reminders {
         tokio::time::sleep(period).await;

@@ -120,6 +120,7 @@ impl Instance {
     }
 
     /// Takes metadata `key` out (a backend's own key, not shown to users).
+    #[cfg(feature = "nats")]
     pub(crate) fn take_metadata(&mut self, key: &str) -> Option<String> {
         self.metadata.remove(key)
     }

@@ -138,7 +138,10 @@ pub(crate) fn set_error(span: &Span, error_type: std::borrow::Cow<'static, str>)
     #[cfg(feature = "otel")]
     otel::set_error(span, error_type);
     #[cfg(not(feature = "otel"))]
-    let _ = (span, error_type);
+    {
+        let _ = span;
+        drop(error_type);
+    }
 }
 
 /// Keeps `scope` with `span` for the log lines written inside it, with the
@@ -186,7 +189,7 @@ fn start(
 /// The string value of a server span's attribute, made an OpenTelemetry
 /// value only when the span is sampled: a `'static` or shared string is then
 /// referred to, not copied.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub(crate) enum AttributeValue<'a> {
     /// A string that lives for the whole program (an HTTP method).
     Static(&'static str),
@@ -194,6 +197,18 @@ pub(crate) enum AttributeValue<'a> {
     Shared(&'a std::sync::Arc<str>),
     /// A string of this request only (its id): copied.
     Borrowed(&'a str),
+}
+
+impl std::fmt::Debug for AttributeValue<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // A `'static` string and a borrowed one are alike but for their
+            // lifetimes, which one arm cannot hold both of.
+            Self::Static(value) => write!(f, "{value:?}"),
+            Self::Shared(value) => std::fmt::Debug::fmt(&***value, f),
+            Self::Borrowed(value) => std::fmt::Debug::fmt(value, f),
+        }
+    }
 }
 
 #[cfg(feature = "otel")]
