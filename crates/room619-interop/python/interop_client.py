@@ -10,6 +10,13 @@ the interop test descriptions of upstream gRPC (doc/interop-test-descriptions.md
 
 Prints one line per case passed; on the first failure prints what was wrong
 to stderr and exits with status 1 (2 for bad arguments or a broken set-up).
+With --hold_channel=true the client keeps its channel open once every case has
+passed, until its stdin closes: a harness can then look at the server side of
+a case (did it notice a cancellation?) while the client is still connected.
+
+The compression cases (client_compressed_unary, server_compressed_unary and
+their streaming forms) are not here: a room619 node accepts no gRPC message
+compression, by design, so they do not apply.
 """
 
 import argparse
@@ -113,6 +120,7 @@ class Cases:
         self.empty = empty
         self.messages = messages
         self.stub = services.TestServiceStub(channel)
+        self.unimplemented_stub = services.UnimplementedServiceStub(channel)
 
     def payload(self, size):
         return self.messages.Payload(body=b"\x00" * size)
@@ -181,6 +189,17 @@ class Cases:
             rest = list(responses)
             check(not rest, f"got {len(rest)} responses after the fourth, expected none")
 
+    def empty_stream(self):
+        with Requests() as requests:
+            responses = self.stub.FullDuplexCall(requests)
+            requests.close()
+            received = list(responses)
+            check(not received, f"got {len(received)} responses, expected none")
+            check(
+                responses.code() == grpc.StatusCode.OK,
+                f"status {responses.code()}, expected OK",
+            )
+
     def status_code_and_message(self):
         self._check_echoed_status(2, "test status message")
 
@@ -211,16 +230,76 @@ class Cases:
         self._check_error(full_duplex, expected, message, "FullDuplexCall")
 
     def _check_error(self, call, code, message, what):
+        error = self._check_code(call, code, what)
+        check(
+            error.details() == message,
+            f"{what}: status message {error.details()!r}, expected {message!r}",
+        )
+
+    def _check_code(self, call, code, what):
+        """Runs `call`, checks it fails with `code`, and returns the error."""
         try:
             result = call()
         except grpc.RpcError as error:
             check(error.code() == code, f"{what}: status {error.code()}, expected {code}")
+            return error
+        raise CaseFailed(f"{what}: succeeded with {result!r}, expected status {code}")
+
+    def unimplemented_method(self):
+        self._check_code(
+            lambda: self.stub.UnimplementedCall(self.empty.Empty()),
+            grpc.StatusCode.UNIMPLEMENTED,
+            "TestService/UnimplementedCall",
+        )
+
+    def unimplemented_service(self):
+        self._check_code(
+            lambda: self.unimplemented_stub.UnimplementedCall(self.empty.Empty()),
+            grpc.StatusCode.UNIMPLEMENTED,
+            "UnimplementedService/UnimplementedCall",
+        )
+
+    def cancel_after_begin(self):
+        with Requests() as requests:
+            # The call starts and waits for requests that never come: the
+            # server cannot answer it before the cancel.
+            call = self.stub.StreamingInputCall.future(requests)
+            check(call.cancel(), "StreamingInputCall: cancel() did not cancel the call")
+            check(call.cancelled(), "StreamingInputCall: the call is not cancelled")
             check(
-                error.details() == message,
-                f"{what}: status message {error.details()!r}, expected {message!r}",
+                call.code() == grpc.StatusCode.CANCELLED,
+                f"StreamingInputCall: status {call.code()}, expected CANCELLED",
             )
-        else:
-            raise CaseFailed(f"{what}: succeeded with {result!r}, expected status {code}")
+
+    def cancel_after_first_response(self):
+        with Requests() as requests:
+            responses = self.stub.FullDuplexCall(requests)
+            requests.send(
+                self.messages.StreamingOutputCallRequest(
+                    response_type=self.messages.COMPRESSABLE,
+                    response_parameters=[self.messages.ResponseParameters(size=31415)],
+                    payload=self.payload(27182),
+                )
+            )
+            response = next(responses, None)
+            check(response is not None, "FullDuplexCall: no response before the cancel")
+            self.check_body(response.payload, 31415, "FullDuplexCall")
+            check(responses.cancel(), "FullDuplexCall: cancel() did not cancel the call")
+            try:
+                response = next(responses)
+            except grpc.RpcError as error:
+                check(
+                    error.code() == grpc.StatusCode.CANCELLED,
+                    f"FullDuplexCall: status {error.code()} after the cancel, expected CANCELLED",
+                )
+            else:
+                raise CaseFailed(
+                    f"FullDuplexCall: got {response!r} after the cancel, expected CANCELLED"
+                )
+            check(
+                responses.code() == grpc.StatusCode.CANCELLED,
+                f"FullDuplexCall: status {responses.code()}, expected CANCELLED",
+            )
 
     def custom_metadata(self):
         metadata = (
@@ -295,6 +374,11 @@ CASES = (
     "special_status_message",
     "custom_metadata",
     "timeout_on_sleeping_server",
+    "empty_stream",
+    "unimplemented_method",
+    "unimplemented_service",
+    "cancel_after_begin",
+    "cancel_after_first_response",
 )
 
 
@@ -312,6 +396,12 @@ def parse_args(argv):
         default="false",
         choices=("false",),
         help="plaintext only (the only mode this client supports)",
+    )
+    parser.add_argument(
+        "--hold_channel",
+        default="false",
+        choices=("false", "true"),
+        help="once every case has passed, keep the channel open until stdin closes",
     )
     parser.add_argument(
         "--proto_path",
@@ -351,6 +441,8 @@ def main(argv):
                     )
                     return 1
                 print(f"PASS {name}", flush=True)
+            if args.hold_channel == "true":
+                sys.stdin.read()
     return 0
 
 
