@@ -152,6 +152,25 @@ pub struct DeliveryPolicy {
     /// pulled only for free handlers, so `ack_wait` is the handler's time,
     /// not time spent waiting in a buffer. Default: `64`.
     pub max_in_flight: usize,
+    /// JetStream: where a durable consumer starts when it is created (its
+    /// first start): `all`, every message its stream holds, or `new`, only
+    /// those published from then on. A consumer that exists keeps its
+    /// place whatever this says. Default: `all`.
+    pub deliver: DeliverFrom,
+}
+
+/// Where a new durable consumer starts reading its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DeliverFrom {
+    /// Every message the stream holds: nothing published before the
+    /// consumer existed is missed.
+    #[default]
+    All,
+    /// Only messages published after the consumer was created: a new
+    /// consumer on a long stream does not replay its history.
+    New,
 }
 
 impl Default for DeliveryPolicy {
@@ -162,6 +181,7 @@ impl Default for DeliveryPolicy {
             max_backoff: Duration::from_secs(60),
             ack_wait: Duration::from_secs(30),
             max_in_flight: 64,
+            deliver: DeliverFrom::All,
         }
     }
 }

@@ -28,7 +28,7 @@ use async_nats::jetstream::{
 };
 
 use super::{
-    BusConfig, DeliveryPolicy, OutgoingMessage, StreamConfig, StreamStorage,
+    BusConfig, DeliverFrom, DeliveryPolicy, OutgoingMessage, StreamConfig, StreamStorage,
     headers::MESSAGE_ID,
     nats::{NatsBus, to_nats, to_subject},
     subject::{self, Pattern},
@@ -268,7 +268,9 @@ impl JetStreamBus {
     }
 
     /// Creates or updates the durable pull consumer `durable` filtering
-    /// `subject` on the stream that stores it.
+    /// `subject` on the stream that stores it. A new consumer starts where
+    /// `policy.deliver` says; one that exists keeps its place (JetStream
+    /// refuses to change where a consumer started).
     ///
     /// # Errors
     ///
@@ -290,11 +292,12 @@ impl JetStreamBus {
                 .with_source(err)
             })?,
         };
+        let deliver_policy = self.deliver_policy(durable, &stream, policy).await?;
         let config = pull::Config {
             durable_name: Some(durable.to_owned()),
             filter_subject: filter.to_owned(),
             ack_policy: AckPolicy::Explicit,
-            deliver_policy: DeliverPolicy::All,
+            deliver_policy,
             ack_wait: policy.ack_wait,
             max_deliver: -1,
             ..pull::Config::default()
@@ -309,6 +312,53 @@ impl JetStreamBus {
                 .with_source(err)
             })
     }
+
+    /// Where the durable consumer `durable` on `stream` starts: its own
+    /// place when it exists, else where `policy` says.
+    async fn deliver_policy(
+        &self,
+        durable: &str,
+        stream: &str,
+        policy: &DeliveryPolicy,
+    ) -> Result<DeliverPolicy> {
+        let configured = match policy.deliver {
+            DeliverFrom::All => DeliverPolicy::All,
+            DeliverFrom::New => DeliverPolicy::New,
+        };
+        match self
+            .admin
+            .get_consumer_from_stream::<pull::Config, _, _>(durable, stream)
+            .await
+        {
+            Ok(existing) => {
+                let kept = existing.cached_info().config.deliver_policy;
+                if kept != configured {
+                    tracing::info!(
+                        durable,
+                        stream,
+                        kept = ?kept,
+                        configured = ?policy.deliver,
+                        "durable consumer exists: it keeps its place, whatever `deliver` says"
+                    );
+                }
+                Ok(kept)
+            }
+            Err(err) if is_not_found(&err) => Ok(configured),
+            Err(err) => Err(Error::unavailable(format!(
+                "cannot read durable consumer `{durable}` on stream `{stream}`: {err}"
+            ))
+            .with_source(err)),
+        }
+    }
+}
+
+/// Whether `err` says the consumer does not exist.
+fn is_not_found(err: &async_nats::jetstream::stream::ConsumerError) -> bool {
+    matches!(
+        err.kind(),
+        async_nats::jetstream::stream::ConsumerErrorKind::JetStream(error)
+            if error.error_code() == async_nats::jetstream::ErrorCode::CONSUMER_NOT_FOUND
+    )
 }
 
 fn stream_config(name: &str, stream: &StreamConfig) -> stream::Config {

@@ -77,7 +77,7 @@ mod subscription;
 use bytes::Bytes;
 
 pub use config::{
-    BusBackend, BusConfig, DeliveryPolicy, MessageFormat, StreamConfig, StreamStorage,
+    BusBackend, BusConfig, DeliverFrom, DeliveryPolicy, MessageFormat, StreamConfig, StreamStorage,
 };
 pub use handle::MessageBus;
 pub use headers::Headers;

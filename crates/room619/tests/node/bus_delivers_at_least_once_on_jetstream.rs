@@ -500,3 +500,78 @@ async fn each_pull_request_ends_on_its_own_subject_with_what_it_did_not_get() {
         "the first request got the message"
     );
 }
+
+/// A durable consumer with `deliver = "new"` does not replay what its
+/// stream held before it was created (it used to: every consumer started at
+/// the stream's first message); started again under `deliver = "all"`, it
+/// keeps its place (JetStream refuses to change where a consumer started,
+/// which used to fail the start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_consumer_can_skip_the_history_and_an_existing_one_keeps_its_place() {
+    fn config(server: &NatsServer, deliver: &str) -> Config {
+        server.config(
+            "jetstream",
+            &format!(
+                "[bus.streams.EVENTS]\nsubjects = [\"events.>\"]\n\
+                 [bus.consumers.fresh]\ndeliver = \"{deliver}\"\n"
+            ),
+        )
+    }
+    async fn start(config: Config, seen: &Arc<Mutex<Vec<u32>>>) -> RunningNode {
+        let seen = Arc::clone(seen);
+        let service = ServiceBuilder::new("fresh", "1.0.0")
+            .unwrap()
+            .durable_subscribe("events.>", "fresh", move |_ctx, event: Event<Json<u32>>| {
+                let seen = Arc::clone(&seen);
+                async move {
+                    seen.lock().unwrap().push(event.into_body().0);
+                    Ok(())
+                }
+            })
+            .build()
+            .unwrap();
+        support::start_with(config, service).await
+    }
+
+    let server = NatsServer::start().await;
+    let publisher = MessageBus::connect(&config(&server, "new").bus)
+        .await
+        .unwrap();
+    for n in 0..3 {
+        publisher.publish("events.old", &Json(n)).await.unwrap();
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let node = start(config(&server, "new"), &seen).await;
+    for n in 3..5 {
+        publisher.publish("events.new", &Json(n)).await.unwrap();
+    }
+    wait_until("3 and 4 were handled", Duration::from_secs(10), || {
+        seen.lock().unwrap().len() >= 2
+    })
+    .await;
+    node.shutdown().await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), [3, 4], "nothing from before");
+
+    publisher.publish("events.new", &Json(5)).await.unwrap();
+    let node = start(config(&server, "all"), &seen).await;
+    wait_until("5 was handled", Duration::from_secs(10), || {
+        seen.lock().unwrap().len() >= 3
+    })
+    .await;
+    // Time for a replay of the history to show, if there were one.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    node.shutdown().await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), [3, 4, 5], "its place kept");
+    let info = server
+        .jetstream()
+        .await
+        .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
+            "fresh", "EVENTS",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        info.cached_info().config.deliver_policy,
+        async_nats::jetstream::consumer::DeliverPolicy::New
+    );
+}
