@@ -1,8 +1,9 @@
 #![cfg(test)]
 //! The auth service on a real node (127.0.0.1:0) with a real database: the
-//! machine's PostgreSQL, a fresh schema per test (`SHOP_TEST_POSTGRES` names
-//! another server; `sqlite` runs them on SQLite in a temporary directory).
-//! The end-to-end tests (`tests/e2e`) run the same flows on SQLite.
+//! PostgreSQL at `SHOP_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`, the machine's, as in
+//! `scripts/test`), a fresh schema per test. The end-to-end tests
+//! (`tests/e2e`) run the same flows on SQLite.
 //!
 //! `SignUp` calls the users service; `FakeUsers` below is TEST SCAFFOLDING
 //! standing in for it (it records the calls and can be told to fail).
@@ -142,13 +143,10 @@ struct Shop {
 
 static SHOPS: AtomicU32 = AtomicU32::new(0);
 
-/// The PostgreSQL of the tests, unless `SHOP_TEST_POSTGRES=sqlite`.
-fn postgres() -> Option<String> {
-    match std::env::var("SHOP_TEST_POSTGRES") {
-        Ok(value) if value == "sqlite" => None,
-        Ok(server) => Some(server),
-        Err(_) => Some("postgres://postgres@127.0.0.1:5432/test".to_owned()),
-    }
+/// The PostgreSQL of the tests: `SHOP_TEST_POSTGRES_URL`, else the machine's.
+fn postgres() -> String {
+    std::env::var("SHOP_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
 /// Fresh settings: a new data directory, and a fresh PostgreSQL schema
@@ -158,25 +156,24 @@ async fn fresh_settings() -> ShopSettings {
     let tag = format!("{}_{n}", std::process::id());
     let data_dir = std::env::temp_dir().join(format!("shop-auth-test-{tag}"));
     remove_dir(&data_dir);
-    let database_url = match postgres() {
-        Some(server) => {
-            use sqlx::Connection as _;
-            sqlx::any::install_default_drivers();
-            let schema = format!("auth_test_{tag}");
-            let mut admin = sqlx::AnyConnection::connect(&server)
-                .await
-                .unwrap_or_else(|err| panic!("the tests need PostgreSQL at {server}: {err}"));
-            sqlx::query(&format!("CREATE SCHEMA {schema}"))
-                .execute(&mut admin)
-                .await
-                .unwrap();
-            Some(format!("{server}?options=-c%20search_path%3D{schema}"))
-        }
-        None => None,
+    let database_url = {
+        use sqlx::Connection as _;
+        sqlx::any::install_default_drivers();
+        let server = postgres();
+        let schema = format!("auth_test_{tag}");
+        let mut admin = sqlx::AnyConnection::connect(&server)
+            .await
+            .unwrap_or_else(|err| panic!("the tests need PostgreSQL at {server}: {err}"));
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let separator = if server.contains('?') { '&' } else { '?' };
+        format!("{server}{separator}options=-c%20search_path%3D{schema}")
     };
     ShopSettings {
         data_dir,
-        database_url,
+        database_url: Some(database_url),
         ..ShopSettings::default()
     }
 }
@@ -1156,11 +1153,11 @@ async fn the_signing_key_is_made_once_kept_private_and_reloaded() {
 /// Drops the PostgreSQL schema of `settings`, if it made one.
 async fn drop_schema(settings: &ShopSettings) {
     use sqlx::Connection as _;
-    let (Some(server), Some(url)) = (postgres(), settings.database_url.as_deref()) else {
+    let Some(url) = settings.database_url.as_deref() else {
         return;
     };
     let (_, schema) = url.split_once("search_path%3D").unwrap();
-    let mut admin = sqlx::AnyConnection::connect(&server).await.unwrap();
+    let mut admin = sqlx::AnyConnection::connect(&postgres()).await.unwrap();
     sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
         .execute(&mut admin)
         .await

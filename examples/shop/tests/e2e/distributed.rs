@@ -15,8 +15,12 @@ use crate::{
     shop_flow,
 };
 
-/// The machine's PostgreSQL (trust auth), as in `scripts/test`.
-const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// The PostgreSQL of the tests: `SHOP_TEST_POSTGRES_URL`, else the
+/// machine's (trust auth), as in `scripts/test`.
+fn postgres() -> String {
+    std::env::var("SHOP_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
 
 /// A PostgreSQL schema of its own, dropped at the end.
 struct Schema {
@@ -26,9 +30,10 @@ struct Schema {
 impl Schema {
     async fn create() -> Self {
         let name = format!("shop_e2e_{}", std::process::id());
-        let admin = Db::connect_url(POSTGRES)
+        let server = postgres();
+        let admin = Db::connect_url(&server)
             .await
-            .unwrap_or_else(|err| panic!("PostgreSQL at {POSTGRES} is needed: {err}"));
+            .unwrap_or_else(|err| panic!("PostgreSQL at {server} is needed: {err}"));
         sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
             .execute(admin.pool())
             .await
@@ -43,11 +48,13 @@ impl Schema {
 
     /// A URL whose connections all use this schema.
     fn url(&self) -> String {
-        format!("{POSTGRES}?options=-csearch_path%3D{}", self.name)
+        let server = postgres();
+        let separator = if server.contains('?') { '&' } else { '?' };
+        format!("{server}{separator}options=-csearch_path%3D{}", self.name)
     }
 
     async fn drop(self) {
-        let admin = Db::connect_url(POSTGRES).await.unwrap();
+        let admin = Db::connect_url(&postgres()).await.unwrap();
         sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.name))
             .execute(admin.pool())
             .await
