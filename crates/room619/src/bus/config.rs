@@ -59,7 +59,10 @@ pub struct BusConfig {
     /// JetStream: the stream created to keep dead letters (listening on
     /// `dead_letter_subject`); empty for none, and then, unless a stream made
     /// elsewhere stores that subject, dead letters go out on NATS core (at
-    /// most once). Default: `DEAD_LETTERS`.
+    /// most once). It is made with a stream's defaults (one replica, kept
+    /// for ever); to choose its replicas or its retention, configure it
+    /// under `streams` by this name, with `dead_letter_subject` among its
+    /// subjects. Default: `DEAD_LETTERS`.
     pub dead_letter_stream: String,
     /// Delivery of every subscriber without an entry in `consumers`.
     pub delivery: DeliveryPolicy,
@@ -299,6 +302,17 @@ impl BusConfig {
         }
         for (name, stream) in &self.streams {
             stream.validate(name)?;
+        }
+        if let Some(stream) = self.streams.get(&self.dead_letter_stream)
+            && !stream.subjects.contains(&self.dead_letter_subject)
+        {
+            return fail(
+                &format!("streams.{}.subjects", self.dead_letter_stream),
+                format!(
+                    "the dead-letter stream must store `{}` (dead_letter_subject)",
+                    self.dead_letter_subject
+                ),
+            );
         }
         Ok(())
     }

@@ -89,7 +89,10 @@ impl JetStreamBus {
             .iter()
             .map(|(name, stream)| (name.clone(), stream.clone()))
             .collect();
-        if !config.dead_letter_stream.is_empty() {
+        // Configured under `streams` by its name, it is made as configured.
+        if !config.dead_letter_stream.is_empty()
+            && !config.streams.contains_key(&config.dead_letter_stream)
+        {
             streams.push((
                 config.dead_letter_stream.clone(),
                 StreamConfig {

@@ -356,3 +356,29 @@ async fn a_message_too_large_for_its_dead_letter_goes_without_its_payload() {
     assert!(settled.is_ok(), "the message is settled");
     node.shutdown().await.unwrap();
 }
+
+/// The dead-letter stream configured under `bus.streams` by its name is
+/// made as configured (it used to be made twice: with a stream's defaults,
+/// one replica and kept for ever, and then as configured).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_stream_configured_by_name_takes_its_settings() {
+    let server = NatsServer::start().await;
+    let config = server.config(
+        "jetstream",
+        "[bus.streams.DEAD_LETTERS]\nsubjects = [\"room619.dead-letter\"]\nmax_age = \"7d\"\n",
+    );
+    let node = support::start(config).await;
+    let js = server.jetstream().await;
+    let mut dead = js.get_stream("DEAD_LETTERS").await.unwrap();
+    assert_eq!(
+        dead.info().await.unwrap().config.max_age,
+        Duration::from_secs(7 * 24 * 3600)
+    );
+    node.shutdown().await.unwrap();
+
+    let err = room619::config::Config::from_toml_str(
+        "[bus.streams.DEAD_LETTERS]\nsubjects = [\"elsewhere.>\"]\n",
+    )
+    .unwrap_err();
+    assert_eq!(err.key(), "bus.streams.DEAD_LETTERS.subjects", "{err}");
+}
