@@ -274,3 +274,56 @@ async fn a_panicking_handler_is_counted_as_a_500() {
     assert!(!text.contains(&series(499)), "{text}");
     node.shutdown().await.unwrap();
 }
+
+/// The client series of a call carry the status its trailers brought: a
+/// server stream that fails after its first message is a failed call, and
+/// one its caller drops half-way a cancelled one (both used to be `0`,
+/// read from the answer's head).
+#[tokio::test]
+async fn client_calls_are_counted_with_the_status_at_their_end() {
+    let node = support::start(support::config("")).await;
+    let mut echo = EchoClient::new(node.handle().channel("echo", "^1").unwrap());
+    let request = |message: &str, repeat: u32| EchoRequest {
+        message: message.into(),
+        repeat,
+        ..EchoRequest::default()
+    };
+    echo.echo(request("hi", 1)).await.unwrap();
+    let mut failing = echo
+        .echo_stream(request("panic", 3))
+        .await
+        .unwrap()
+        .into_inner();
+    // The first message may come before the failure, or with it.
+    let status = loop {
+        match failing.message().await {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the stream ended without its failure"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+    drop(failing);
+    let mut endless = echo
+        .echo_stream(request("again", u32::MAX))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(endless.message().await.unwrap().is_some());
+    drop(endless);
+
+    let text = support::metrics_text(node.local_addr()).await;
+    let calls = |method: &str, code: u32| -> u64 {
+        text.lines()
+            .filter(|line| line.starts_with("rpc_client_requests_total{"))
+            .filter(|line| line.contains(&format!("rpc_method=\"shop.echo.v1.Echo/{method}\"")))
+            .filter(|line| line.contains(&format!("rpc_grpc_status_code=\"{code}\"")))
+            .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    assert_eq!(calls("Echo", 0), 1, "{text}");
+    assert_eq!(calls("EchoStream", 13), 1, "failed half-way:\n{text}");
+    assert_eq!(calls("EchoStream", 1), 1, "dropped half-way:\n{text}");
+    assert_eq!(calls("EchoStream", 0), 0, "{text}");
+    node.shutdown().await.unwrap();
+}

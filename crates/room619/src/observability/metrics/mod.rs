@@ -19,7 +19,7 @@
 //! | `http_server_requests_total` | counter | `http_request_method`, `http_route`, `http_response_status_code` |
 //! | `http_server_request_duration_seconds` | histogram | as above |
 //! | `http_server_active_requests` | gauge | `http_request_method`, `http_route` |
-//! | `rpc_client_requests_total`, `rpc_client_call_duration_seconds` | counter, histogram | `rpc_system`, `peer_service`, `rpc_method` (`pkg.Service/Method`), `rpc_grpc_status_code` (the status known at the answer head: trailers-only errors, else 0; 14 with no answer) |
+//! | `rpc_client_requests_total`, `rpc_client_call_duration_seconds` | counter, histogram | `rpc_system`, `peer_service`, `rpc_method` (`pkg.Service/Method`), `rpc_grpc_status_code` (the call's status: in the answer's head for a trailers-only error, else in its trailers, the duration then running to the end of the answer's stream; 1 when the caller dropped the answer before its end, 2 when it ended without a status, 14 with no answer) |
 //! | `http_client_requests_total`, `http_client_request_duration_seconds` | counter, histogram | `peer_service`, `http_request_method`, `http_response_status_code` (0: no answer) |
 //! | `room619_circuit_breaker_state` | gauge (0 closed, 1 open, 2 half-open); gone with the breaker | `breaker` (`service` or `service@address`), `protocol` (`grpc`, `http`) |
 //! | `room619_circuit_breaker_transitions_total` | counter; gone with the breaker | `breaker`, `protocol`, `from`, `to` |

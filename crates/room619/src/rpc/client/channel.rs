@@ -12,7 +12,10 @@ use tonic::{Status, body::Body};
 use tower::util::BoxCloneSyncService;
 use tracing::Instrument as _;
 
-use super::Colocation;
+use super::{
+    Colocation,
+    observed::{ObservedBody, Pending, UNKNOWN},
+};
 use crate::{
     error::BoxError,
     observability::{
@@ -248,7 +251,9 @@ impl tower::Service<Request<Body>> for RpcChannel {
 }
 
 /// Records the call's outcome: the status an error answer carries in its
-/// headers (trailers-only), `OK` for an answer, the error's code otherwise.
+/// head (trailers-only), the error's code when there was no answer, and
+/// otherwise the status in the answer's trailers, when its body ends (see
+/// [`ObservedBody`]).
 async fn observed(
     call: impl Future<Output = Result<Response<Body>, BoxError>>,
     observer: ClientObserver,
@@ -256,16 +261,37 @@ async fn observed(
     span: tracing::Span,
 ) -> Result<Response<Body>, BoxError> {
     let started = std::time::Instant::now();
-    let result = call.await;
-    let code = match &result {
-        Ok(response) => response
-            .headers()
-            .get(GRPC_STATUS)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.parse().ok())
-            .unwrap_or(0),
-        Err(err) => crate::resilience::status_in(err).map_or(GRPC_UNAVAILABLE, |code| code as i32),
+    let pending = |observer, path, span| Pending {
+        observer,
+        path,
+        span,
+        started,
     };
-    observer.grpc_done(&span, path.path(), code, started.elapsed());
-    result
+    match call.await {
+        Ok(response) => {
+            let in_head = response
+                .headers()
+                .get(GRPC_STATUS)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.parse().ok());
+            match in_head {
+                Some(code) => pending(observer, path, span).done(code),
+                // No status in the head, and no body to bring one.
+                None if http_body::Body::is_end_stream(response.body()) => {
+                    pending(observer, path, span).done(UNKNOWN);
+                }
+                None => {
+                    let pending = pending(observer, path, span);
+                    return Ok(response.map(|body| Body::new(ObservedBody::new(body, pending))));
+                }
+            }
+            Ok(response)
+        }
+        Err(err) => {
+            let code =
+                crate::resilience::status_in(&err).map_or(GRPC_UNAVAILABLE, |code| code as i32);
+            pending(observer, path, span).done(code);
+            Err(err)
+        }
+    }
 }

@@ -29,6 +29,7 @@ pub(crate) mod balance;
 mod channel;
 mod follow;
 mod http;
+mod observed;
 mod resolve;
 
 pub use channel::RpcChannel;
