@@ -304,7 +304,10 @@ impl BusConfig {
             stream.validate(name)?;
         }
         if let Some(stream) = self.streams.get(&self.dead_letter_stream)
-            && !stream.subjects.contains(&self.dead_letter_subject)
+            && !stream.subjects.iter().any(|stored| {
+                subject::Pattern::new(stored)
+                    .is_ok_and(|pattern| pattern.matches(&self.dead_letter_subject))
+            })
         {
             return fail(
                 &format!("streams.{}.subjects", self.dead_letter_stream),

@@ -229,16 +229,29 @@ impl EnvVars {
                 .map(str::to_ascii_lowercase)
                 .collect();
             let keys: Vec<&str> = path.iter().map(String::as_str).collect();
-            // The application's keys are not known here: their values stay
-            // text (but lists and tables), read as the number or boolean a
-            // key takes by `Config::app` (`app_section`).
-            if keys.first() == Some(&"app") && !value.starts_with(['[', '{']) {
-                insert(&mut dict, &keys, Value::from(value.to_owned()));
-                continue;
-            }
             let typed = value
                 .parse::<Value>()
                 .unwrap_or_else(|never| match never {});
+            // The application's keys are not known here, so there is no
+            // retry as text (below): a value is typed only when the type
+            // keeps its text whole (`8080`, `true`, a list), else it stays
+            // text (`007`). `Config::app` reads either as its key wants.
+            if keys.first() == Some(&"app") {
+                let lossless = match &typed {
+                    Value::Num(..) | Value::Bool(..) => {
+                        serde_json::to_string(&typed).is_ok_and(|again| again == value)
+                    }
+                    Value::Array(..) | Value::Dict(..) => true,
+                    _ => false,
+                };
+                let kept = if lossless {
+                    typed
+                } else {
+                    Value::from(value.to_owned())
+                };
+                insert(&mut dict, &keys, kept);
+                continue;
+            }
             insert(&mut dict, &keys, typed);
             text.push((path, value.to_owned()));
         }
@@ -333,26 +346,87 @@ fn insert(dict: &mut Dict, path: &[&str], value: Value) {
 }
 
 /// The application's section `name` of the configuration, `section`, as
-/// a `T`. Text is read as the number or boolean a key takes (environment
-/// variables are text: `ROOM619_APP__SHOP__PORT=8080` sets a number,
-/// `ROOM619_APP__SHOP__CODE=007` the text "007").
+/// a `T`: read as it is first (as `serde_json` reads it, which any target
+/// type takes); when that fails, read again with text taken as the number
+/// or boolean a key wants, and a number or boolean as the text a key
+/// wants (`ROOM619_APP__SHOP__PORT=8080` for a `u16`; `=8080` for a
+/// `String`, and `=007`, kept as text since it is no number's own text).
+/// The error names the key and what kind of value was found, never the
+/// value.
 pub(super) fn app_section<T>(name: &str, section: &serde_json::Value) -> Result<T, ConfigError>
 where
     T: serde::de::DeserializeOwned,
 {
+    /// The section under one key, so that a section of any kind reads (a
+    /// provider's data is a table) and error paths start with it.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Section<T> {
+        v: T,
+    }
+    /// At most this many values taken as text (each a key of the section).
+    const RETRIES: usize = 256;
+
+    if let Ok(value) = T::deserialize(section) {
+        return Ok(value);
+    }
     let key = |path: &[String]| {
-        std::iter::once("app")
-            .chain(std::iter::once(name))
-            .chain(path.iter().map(String::as_str))
+        ["app", name]
+            .into_iter()
+            .chain(path.iter().skip(1).map(String::as_str))
             .collect::<Vec<_>>()
             .join(".")
     };
-    if !section.is_object() {
-        return Err(ConfigError::new(key(&[]), "must be a table"));
+    let mut section = Section { v: section.clone() };
+    let mut retries = 0;
+    loop {
+        let err = match Figment::from(Serialized::defaults(&section)).extract_lossy::<Section<T>>()
+        {
+            Ok(read) => return Ok(read.v),
+            Err(err) => err,
+        };
+        let wants_text = matches!(
+            &err.kind,
+            figment::error::Kind::InvalidType(found, expected)
+                if expected == "a string"
+                    && matches!(
+                        found,
+                        figment::error::Actual::Bool(_)
+                            | figment::error::Actual::Unsigned(_)
+                            | figment::error::Actual::Signed(_)
+                            | figment::error::Actual::Float(_)
+                    )
+        );
+        if !wants_text || retries == RETRIES || !as_text(&mut section.v, err.path.get(1..)) {
+            return Err(ConfigError::new(key(&err.path), problem(&err.kind)));
+        }
+        retries += 1;
     }
-    Figment::from(Serialized::defaults(section))
-        .extract_lossy()
-        .map_err(|err| ConfigError::new(key(&err.path), problem(&err.kind)))
+}
+
+/// Turns the number or boolean at `path` in `value` into its text; whether
+/// there was one.
+fn as_text(value: &mut serde_json::Value, path: Option<&[String]>) -> bool {
+    let mut at = value;
+    for segment in path.unwrap_or_default() {
+        let next = match at {
+            serde_json::Value::Object(map) => map.get_mut(segment),
+            serde_json::Value::Array(items) => {
+                segment.parse::<usize>().ok().and_then(|i| items.get_mut(i))
+            }
+            _ => None,
+        };
+        match next {
+            Some(next) => at = next,
+            None => return false,
+        }
+    }
+    let text = match at {
+        serde_json::Value::Number(number) => number.to_string(),
+        serde_json::Value::Bool(flag) => flag.to_string(),
+        _ => return false,
+    };
+    *at = serde_json::Value::String(text);
+    true
 }
 
 /// Turns figment's error into one naming the key and where its value came from.
@@ -575,6 +649,51 @@ mod tests {
         }
     }
 
+    /// What `Config::app` read before the environment's values kept their
+    /// text reads still: numbers in flattened structs, untagged enums and
+    /// `serde_json::Value`, numeric map keys, a section that is no table.
+    #[test]
+    fn app_sections_read_whatever_they_read_before() {
+        use std::collections::HashMap;
+
+        #[derive(Debug, Default, serde::Deserialize)]
+        #[serde(default)]
+        struct Outer {
+            #[serde(flatten)]
+            inner: Inner,
+            either: Option<Either>,
+            raw: serde_json::Value,
+            ports: HashMap<u16, String>,
+        }
+        #[derive(Debug, Default, serde::Deserialize)]
+        #[serde(default)]
+        struct Inner {
+            port: u16,
+        }
+        #[derive(Debug, serde::Deserialize, PartialEq)]
+        #[serde(untagged)]
+        enum Either {
+            Number(u16),
+            Name(String),
+        }
+
+        let config = ConfigLoader::new()
+            .toml_str("[app.shop.ports]\n8080 = \"http\"\n[app]\nflag = true\n")
+            .env_vars([
+                ("ROOM619_APP__SHOP__PORT", "8080"),
+                ("ROOM619_APP__SHOP__EITHER", "7"),
+                ("ROOM619_APP__SHOP__RAW", "42"),
+            ])
+            .load()
+            .unwrap();
+        let shop: Outer = config.app("shop").unwrap();
+        assert_eq!(shop.inner.port, 8080);
+        assert_eq!(shop.either, Some(Either::Number(7)));
+        assert_eq!(shop.raw, serde_json::json!(42));
+        assert_eq!(shop.ports[&8080], "http");
+        assert!(config.app::<bool>("flag").unwrap());
+    }
+
     /// Numbers are named by their kind in errors, as text is: a secret
     /// may be all digits.
     #[test]
@@ -582,7 +701,12 @@ mod tests {
         #[derive(Debug, Default, serde::Deserialize)]
         struct Keys {
             #[serde(default)]
-            _secret: String,
+            _secret: Credentials,
+        }
+        #[derive(Debug, Default, serde::Deserialize)]
+        struct Credentials {
+            #[serde(default)]
+            _key: String,
         }
 
         let err = ConfigLoader::new()

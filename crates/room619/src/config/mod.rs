@@ -398,11 +398,14 @@ impl Config {
     /// the section is absent. Give `T` `#[serde(deny_unknown_fields)]` so a
     /// typo in the section is an error too.
     ///
-    /// Text is read as the number or boolean a key of `T` takes: the
-    /// environment's values are text (`ROOM619_APP__SHOP__PORT=8080` is the
-    /// number 8080 for a `u16`, `ROOM619_APP__SHOP__CODE=007` the text
-    /// `"007"` for a `String`; a value in `[..]` is a list). The error
-    /// names the key and the kind of value found, never the value.
+    /// Values are read as the keys of `T` want them: text as the number or
+    /// boolean a key takes, a number or boolean as the text a key takes.
+    /// So an environment variable, which is text, fits its key:
+    /// `ROOM619_APP__SHOP__PORT=8080` is the number 8080 for a `u16` and
+    /// the text `"8080"` for a `String`, `ROOM619_APP__SHOP__CODE=007` the
+    /// text `"007"` (no number's own text: never made the number 7), and a
+    /// value in `[..]` a list. The error names the key and the kind of value
+    /// found, never the value.
     ///
     /// ```
     /// use room619::config::Config;

@@ -148,14 +148,15 @@ impl ErrorKind {
     /// The kind an HTTP error status stands for. A `409` is taken as
     /// `AlreadyExists` (room619 answers `Aborted` with `409` too: the two
     /// cannot be told apart); a client error without a kind of its own
-    /// (`414`, `418`...) is `InvalidArgument`, the request's fault, and
+    /// (`414`, `418`...) is `InvalidArgument`, the request's fault (but
+    /// `421` and `425`, `Unavailable`: another try may do), and
     /// only server errors without one are `Internal`.
     #[must_use]
     pub fn from_http_status(status: StatusCode) -> Self {
         match status.as_u16() {
             406 => Self::NotAcceptable,
             415 => Self::UnsupportedMediaType,
-            401 => Self::Unauthenticated,
+            401 | 407 => Self::Unauthenticated,
             403 | 451 => Self::PermissionDenied,
             404 | 410 => Self::NotFound,
             409 => Self::AlreadyExists,
@@ -164,7 +165,8 @@ impl ErrorKind {
             429 => Self::ResourceExhausted,
             499 => Self::Cancelled,
             501 => Self::Unimplemented,
-            502..=503 => Self::Unavailable,
+            // Sent to the wrong server, or too early: another try may do.
+            421 | 425 | 502..=503 => Self::Unavailable,
             408 | 504 => Self::DeadlineExceeded,
             400..=499 => Self::InvalidArgument,
             _ => Self::Internal,
@@ -228,8 +230,9 @@ mod tests {
     /// (logged as the server's failure, answered `500` by a gateway).
     #[test]
     fn client_errors_stay_client_errors() {
-        // 408: the peer gave up waiting, read as an exceeded deadline.
-        for status in (400..=499).filter(|status| *status != 408) {
+        // 408: the peer gave up waiting, read as an exceeded deadline; 421
+        // and 425: the request was fine, and another try may do.
+        for status in (400..=499).filter(|status| ![408, 421, 425].contains(status)) {
             let status = StatusCode::from_u16(status).unwrap();
             let kind = ErrorKind::from_http_status(status);
             assert!(kind.http_status().is_client_error(), "{status}: {kind:?}");

@@ -23,18 +23,21 @@ const BAGGAGE_HEADER: http::HeaderName = http::HeaderName::from_static("baggage"
 
 /// Makes `span` a child of the caller's span named in `headers`, if any (a
 /// disabled span, with no subscriber recording it, has no trace to join).
-/// A caller's `baggage` without a `traceparent` goes on too: the span
-/// starts a trace of its own, which carries it (with an OpenTelemetry
-/// layer; without one, there is no trace to carry it in).
+/// A caller's `baggage` without a well-formed `traceparent` goes on too:
+/// the span starts a trace of its own, which carries it (with an
+/// OpenTelemetry layer; without one, there is no trace to carry it in).
 pub(crate) fn continue_from_http(span: &Span, headers: &HeaderMap) {
     #[cfg(feature = "otel")]
-    if !span.is_disabled()
-        && match crate::rpc::find_header(headers, &TRACEPARENT_HEADER) {
-            Some(value) => is_traceparent(value.as_bytes()),
-            None => crate::rpc::find_header(headers, &BAGGAGE_HEADER).is_some(),
+    if !span.is_disabled() {
+        match crate::rpc::find_header(headers, &TRACEPARENT_HEADER) {
+            Some(value) if is_traceparent(value.as_bytes()) => {
+                otel::set_parent(span, &otel::HttpHeaders(headers));
+            }
+            _ if crate::rpc::find_header(headers, &BAGGAGE_HEADER).is_some() => {
+                otel::set_parent(span, &otel::BaggageOnly(&otel::HttpHeaders(headers)));
+            }
+            _ => {}
         }
-    {
-        otel::set_parent(span, &otel::HttpHeaders(headers));
     }
     #[cfg(not(feature = "otel"))]
     let _ = (span, headers);
@@ -82,11 +85,14 @@ pub(crate) fn inject_http(span: &Span, headers: &mut HeaderMap) {
 /// Makes `span` a child of the publisher's span named in message `headers`.
 pub(crate) fn continue_from_bus(span: &Span, headers: &Headers) {
     #[cfg(feature = "otel")]
-    if match headers.get(TRACEPARENT) {
-        Some(value) => is_traceparent(value.as_bytes()),
-        None => headers.get("baggage").is_some(),
-    } {
-        otel::set_parent(span, &otel::BusHeaders(headers));
+    match headers.get(TRACEPARENT) {
+        Some(value) if is_traceparent(value.as_bytes()) => {
+            otel::set_parent(span, &otel::BusHeaders(headers));
+        }
+        _ if headers.get("baggage").is_some() => {
+            otel::set_parent(span, &otel::BaggageOnly(&otel::BusHeaders(headers)));
+        }
+        _ => {}
     }
     #[cfg(not(feature = "otel"))]
     let _ = (span, headers);
@@ -476,6 +482,29 @@ mod otel {
         }
     }
 
+    /// The baggage of `carrier` without its trace context: read when the
+    /// `traceparent` is missing or malformed, which the propagator could
+    /// read otherwise than `is_traceparent` (a malformed one is not
+    /// followed, its baggage is).
+    pub(super) struct BaggageOnly<'a>(pub(super) &'a dyn Extractor);
+
+    impl Extractor for BaggageOnly<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            if key.eq_ignore_ascii_case("traceparent") || key.eq_ignore_ascii_case("tracestate") {
+                return None;
+            }
+            self.0.get(key)
+        }
+
+        fn keys(&self) -> Vec<&str> {
+            let mut keys = self.0.keys();
+            keys.retain(|key| {
+                !key.eq_ignore_ascii_case("traceparent") && !key.eq_ignore_ascii_case("tracestate")
+            });
+            keys
+        }
+    }
+
     pub(super) struct HttpHeadersMut<'a>(pub(super) &'a mut HeaderMap);
 
     impl Injector for HttpHeadersMut<'_> {
@@ -587,15 +616,27 @@ mod tests {
     #[test]
     fn baggage_without_a_traceparent_goes_on_in_a_trace_of_its_own() {
         traced(|| {
-            let mut headers = HeaderMap::new();
-            headers.insert("baggage", HeaderValue::from_static("tenant=acme"));
-            let server = tracing::info_span!("http.server");
-            continue_from_http(&server, &headers);
-            let call = tracing::info_span!(parent: &server, "client");
-            let mut outgoing = HeaderMap::new();
-            inject_http(&call, &mut outgoing);
-            assert_eq!(outgoing["baggage"], "tenant=acme");
-            assert!(outgoing.contains_key("traceparent"), "{outgoing:?}");
+            // Without a traceparent, then with a malformed one (an upper-case
+            // trace id): not followed, its baggage is.
+            let malformed = format!("00-{}-00f067aa0ba902b7-01", TRACE_ID.to_uppercase());
+            for traceparent in [None, Some(malformed.as_str())] {
+                let mut headers = HeaderMap::new();
+                headers.insert("baggage", HeaderValue::from_static("tenant=acme"));
+                if let Some(traceparent) = traceparent {
+                    headers.insert("traceparent", HeaderValue::from_str(traceparent).unwrap());
+                }
+                let server = tracing::info_span!("http.server");
+                continue_from_http(&server, &headers);
+                let call = tracing::info_span!(parent: &server, "client");
+                let mut outgoing = HeaderMap::new();
+                inject_http(&call, &mut outgoing);
+                assert_eq!(outgoing["baggage"], "tenant=acme");
+                let sent = outgoing["traceparent"].to_str().unwrap();
+                assert!(
+                    !sent.to_lowercase().contains(TRACE_ID),
+                    "a trace of its own: {sent}"
+                );
+            }
 
             let mut message = Headers::new();
             message.insert("baggage", "tenant=acme");

@@ -381,4 +381,8 @@ async fn a_dead_letter_stream_configured_by_name_takes_its_settings() {
     )
     .unwrap_err();
     assert_eq!(err.key(), "bus.streams.DEAD_LETTERS.subjects", "{err}");
+    room619::config::Config::from_toml_str(
+        "[bus.streams.DEAD_LETTERS]\nsubjects = [\"room619.>\"]\n",
+    )
+    .expect("a wildcard storing the subject will do");
 }

@@ -1,8 +1,9 @@
 //! `[rate_limit.refused_credentials]`: a client IP whose credentials were
-//! refused `limit + burst` times is answered `429` / `RESOURCE_EXHAUSTED`
-//! for every request with credentials, valid ones too, until its allowance
-//! comes back; other clients, requests without credentials and refused
-//! credentials on public routes are not held to it.
+//! refused as possible guesses `limit + burst` times, on any route, is
+//! answered `429` / `RESOURCE_EXHAUSTED` for every request with
+//! credentials, valid ones too, until its allowance comes back; other
+//! clients, requests without credentials and refusals of tokens a key
+//! signed (expired ones) are not held to it.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -122,20 +123,47 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_allowance() {
     assert_eq!(other.status(), 200);
 }
 
+/// A public route serves refused credentials as an anonymous caller, but
+/// may answer a principal differently: guesses there count too.
 #[tokio::test]
-async fn refused_credentials_on_a_public_route_are_not_counted() {
+async fn guesses_on_a_public_route_count_too() {
     let service = support::echo_builder().public("/whoami").build().unwrap();
     let node = support::start_with(config(HELD_AFTER_THREE), service).await;
     let addr = node.local_addr();
     let client = support::http1();
-    for _ in 0..10 {
-        let response = client
+    let whoami = |key: &'static str| {
+        client
             .get(format!("http://{addr}/whoami"))
-            .header("x-api-key", "guess")
+            .header("x-api-key", key)
             .send()
-            .await
-            .unwrap();
+    };
+    for _ in 0..3 {
+        let response = whoami("guess").await.unwrap();
         assert_eq!(response.status(), 200, "served as an anonymous caller");
+    }
+    assert_eq!(whoami("guess").await.unwrap().status(), 429);
+    let bearer = format!("Bearer {}", token());
+    assert_eq!(
+        post(addr, ("authorization", &bearer), None).await.status(),
+        429
+    );
+}
+
+/// Legitimate clients send expired tokens (a page left open) and tokens of
+/// another scheme: refused, never counted, so they cannot lock a shared
+/// address out.
+#[tokio::test]
+async fn expired_tokens_and_other_schemes_are_not_counted() {
+    let node = support::start(config(HELD_AFTER_THREE)).await;
+    let addr = node.local_addr();
+    let mut claims = good_claims("alice", "echo");
+    claims["exp"] = serde_json::json!(jwt::now() - 3600);
+    let expired = format!("Bearer {}", mint("HS256", Some("hs"), &claims, &jwt::hs()));
+    for _ in 0..10 {
+        let response = post(addr, ("authorization", &expired), None).await;
+        assert_eq!(response.status(), 401);
+        let response = post(addr, ("authorization", "Basic c3RhZ2luZzpnYXRl"), None).await;
+        assert_eq!(response.status(), 401);
     }
     let bearer = format!("Bearer {}", token());
     assert_eq!(

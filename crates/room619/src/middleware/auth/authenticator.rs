@@ -32,6 +32,12 @@ pub(crate) struct Refused {
     keys_pending: bool,
     /// The token names a key id that no key has.
     unknown_kid: bool,
+    /// The credentials could be a guess: an API key no key matches, a
+    /// token no key's signature verifies, or one that does not even
+    /// decode. Not a token that a key signed but that expired or names
+    /// another audience, nor one of a key id not loaded yet, nor another
+    /// scheme's credentials: legitimate clients send those.
+    guess: bool,
 }
 
 impl Refused {
@@ -40,7 +46,22 @@ impl Refused {
             reason: reason.into(),
             keys_pending: false,
             unknown_kid: false,
+            guess: false,
         }
+    }
+
+    /// A refusal of credentials that could be a guess (see [`Refused::guess`]).
+    fn guess(reason: impl Into<String>) -> Self {
+        Self {
+            guess: true,
+            ..Self::new(reason)
+        }
+    }
+
+    /// Whether the credentials could be a guess: counted against their
+    /// client by `[rate_limit.refused_credentials]`.
+    pub(crate) fn is_guess(&self) -> bool {
+        self.guess
     }
 
     /// Whether the token might have been valid: no key matched it while the
@@ -236,9 +257,9 @@ impl Authenticator {
             return Ok(principal);
         }
         let token = std::str::from_utf8(token)
-            .map_err(|_| Refused::new("authorization header is not text"))?;
-        let header =
-            decode_header(token).map_err(|err| Refused::new(format!("bad token header: {err}")))?;
+            .map_err(|_| Refused::guess("authorization header is not text"))?;
+        let header = decode_header(token)
+            .map_err(|err| Refused::guess(format!("bad token header: {err}")))?;
         // Read before the keys: a token verified with keys a JWKS reload
         // retires meanwhile is not remembered.
         let generation = self.verified.generation();
@@ -249,6 +270,7 @@ impl Authenticator {
                 reason: format!("no key for kid {kid:?} and alg {:?}", header.alg),
                 keys_pending: self.jwks_pending(),
                 unknown_kid: kid.is_some_and(|kid| !self.keys.knows(kid)),
+                guess: false,
             });
         }
         let validation = self.validation(header.alg);
@@ -263,6 +285,13 @@ impl Authenticator {
                     break;
                 }
                 Err(err) if another_key_may_verify(err.kind()) => last_refusal = Some(err),
+                // Not even a token (checked before its signature): garbage.
+                Err(err)
+                    if matches!(err.kind(), ErrorKind::InvalidToken | ErrorKind::Base64(_)) =>
+                {
+                    return Err(Refused::guess(format!("token rejected: {err}")));
+                }
+                // The signature held: the token is one a key signed.
                 Err(err) => return Err(Refused::new(format!("token rejected: {err}"))),
             }
         }
@@ -271,7 +300,7 @@ impl Authenticator {
                 || "no key verified the token".to_owned(),
                 |err| format!("token rejected: {err}"),
             );
-            return Err(Refused::new(reason));
+            return Err(Refused::guess(reason));
         };
         if !header_and_claims_are_utf8(token) {
             return Err(Refused::new("token header or claims are not UTF-8"));
@@ -327,7 +356,7 @@ impl Authenticator {
                 found = Some(key);
             }
         }
-        let key = found.ok_or_else(|| Refused::new("unknown API key"))?;
+        let key = found.ok_or_else(|| Refused::guess("unknown API key"))?;
         Ok(Principal::new(
             key.name.clone(),
             key.scopes.clone(),

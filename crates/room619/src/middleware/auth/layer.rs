@@ -42,9 +42,10 @@ pub const AUTH_TARGET: &str = "room619::auth";
 /// where axum strips the prefix from the URI, by the
 /// [`OriginalUri`](axum::extract::OriginalUri) axum keeps.
 ///
-/// Refused credentials count against their client IP when
-/// `[rate_limit.refused_credentials]` is set; a client that used up its
-/// allowance is answered `429` / `RESOURCE_EXHAUSTED` with `Retry-After`
+/// Refused credentials that could be guesses (an unknown API key, a token
+/// no key's signature verifies, one that does not decode), on every route,
+/// count against their client IP when `[rate_limit.refused_credentials]`
+/// is set; a client that used up its allowance is answered `429` / `RESOURCE_EXHAUSTED` with `Retry-After`
 /// for every request with credentials, unchecked, until it comes back (see
 /// [`rate_limit`](crate::middleware::rate_limit)).
 #[derive(Clone, Debug)]
@@ -120,7 +121,12 @@ where
             .lookup(request.method(), request_path(&request));
         let principal = match self.layer.authenticator.authenticate(request.headers()) {
             Ok(principal) => principal,
-            Err(_) if requirement.is_public() => None,
+            // Served as an anonymous caller; a guess counts all the same (a
+            // public route may answer a principal differently).
+            Err(reason) if requirement.is_public() => {
+                count(&request, &reason, limiter);
+                None
+            }
             Err(reason) => {
                 let Some(fetched) = self.layer.authenticator.refetch_for(&reason) else {
                     let refused = refuse(&request, &reason, limiter);
@@ -176,6 +182,13 @@ impl<S> Auth<S> {
     }
 }
 
+/// Counts `reason` against `request`'s client, when it could be a guess.
+fn count<B>(request: &Request<B>, reason: &Refused, limiter: &RateLimiter) {
+    if reason.is_guess() {
+        limiter.credentials_refused(request);
+    }
+}
+
 /// Whether `headers` carry credentials (that would be checked).
 fn carries_credentials(headers: &http::HeaderMap) -> bool {
     headers.contains_key(http::header::AUTHORIZATION)
@@ -186,7 +199,7 @@ fn carries_credentials(headers: &http::HeaderMap) -> bool {
 /// the keys that could check them are not loaded yet (an OAuth client
 /// would throw a valid token away on `invalid_token`), else `401` /
 /// `UNAUTHENTICATED` with an `invalid_token` challenge, counted against the
-/// client by `limiter`.
+/// client by `limiter` when it could be a guess.
 fn refuse<B>(request: &Request<B>, reason: &Refused, limiter: &RateLimiter) -> Response {
     tracing::debug!(target: AUTH_TARGET, path = request_path(request), %reason, "credentials refused");
     let protocol = Protocol::of(request);
@@ -203,7 +216,7 @@ fn refuse<B>(request: &Request<B>, reason: &Refused, limiter: &RateLimiter) -> R
             .insert(RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     }
-    limiter.credentials_refused(request);
+    count(request, reason, limiter);
     protocol.reject(
         Error::unauthenticated("invalid credentials"),
         &[(

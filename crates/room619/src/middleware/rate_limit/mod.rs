@@ -29,9 +29,14 @@
 //! limiter outage neither becomes a service outage nor lifts the limits.
 //!
 //! **Refused credentials.** With `[rate_limit.refused_credentials]`, each
-//! request whose credentials are refused (`401` / `UNAUTHENTICATED`; a
-//! public route's refused credentials are ignored, not counted) counts
-//! against its client IP. Once a client IP has used up its allowance, its
+//! request whose refused credentials could be a guess counts against its
+//! client IP (an IPv6 client by its `/64`), on every route, public ones
+//! too (served anonymously, they may still tell a good guess by the
+//! answer): an API key no key matches, a token no key's signature
+//! verifies, one that does not even decode. A token a key signed that
+//! expired or names another audience, one of a key id not loaded yet, or
+//! another scheme's credentials are refused without counting: legitimate
+//! clients send those. Once a client IP has used up its allowance, its
 //! requests that carry credentials (an `Authorization` or `x-api-key`
 //! header) are answered `429` / `RESOURCE_EXHAUSTED` with `Retry-After`
 //! before their credentials are checked, valid ones too, on every route,
@@ -250,8 +255,18 @@ impl RateLimiter {
         let (Some(gcra), Some(counter)) = (table.refused, refusals_of(request, &table)) else {
             return;
         };
-        let Ok(tat) = self.local.record(&counter, gcra) else {
-            return;
+        let tat = match self.local.record(&counter, gcra) {
+            Ok(tat) => tat,
+            // Over its allowance and checked all the same: the rule got
+            // stricter at a reload, after the client was last seen held.
+            Err(wait) => {
+                let until = self
+                    .local
+                    .now()
+                    .saturating_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX));
+                self.held_until.fetch_max(until, Ordering::Relaxed);
+                return;
+            }
         };
         // The client's next refusal would wait until `tat - tolerance`: it
         // is held back until then, if that is still to come.
@@ -400,5 +415,69 @@ mod tests {
             started.elapsed()
         );
         accepting.abort();
+    }
+}
+
+#[cfg(test)]
+mod refused_credentials {
+    use std::net::SocketAddr;
+
+    use super::RateLimiter;
+    use crate::{config::Config, rpc::client::PeerAddr};
+
+    fn limiter(limit: u32) -> RateLimiter {
+        RateLimiter::new(&section(limit)).unwrap()
+    }
+
+    fn section(limit: u32) -> super::RateLimitConfig {
+        Config::from_toml_str(&format!(
+            "[rate_limit.refused_credentials]\nlimit = {limit}\nperiod = \"1h\"\n"
+        ))
+        .unwrap()
+        .rate_limit
+    }
+
+    fn request() -> http::Request<()> {
+        let mut request = http::Request::new(());
+        let peer: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        request.extensions_mut().insert(PeerAddr(peer));
+        request
+    }
+
+    #[test]
+    fn a_client_is_held_once_its_refusals_use_up_the_allowance() {
+        let limiter = limiter(2);
+        let request = request();
+        assert_eq!(limiter.credentials_held(&request, || true), None);
+        limiter.credentials_refused(&request);
+        assert_eq!(limiter.credentials_held(&request, || true), None);
+        limiter.credentials_refused(&request);
+        assert!(limiter.credentials_held(&request, || true).is_some());
+        assert_eq!(
+            limiter.credentials_held(&request, || false),
+            None,
+            "a request without credentials passes"
+        );
+        let mut in_process = http::Request::new(());
+        in_process
+            .extensions_mut()
+            .insert(crate::rpc::client::Colocated);
+        assert_eq!(limiter.credentials_held(&in_process, || true), None);
+    }
+
+    /// A rule made stricter at a reload: the client's next refusal finds it
+    /// over the new allowance, and holds it (it used to leave it unheld,
+    /// and uncounted, until its time under the old rule passed).
+    #[test]
+    fn a_stricter_rule_holds_a_client_already_over_it() {
+        let limiter = limiter(10);
+        let request = request();
+        for _ in 0..3 {
+            limiter.credentials_refused(&request);
+        }
+        assert_eq!(limiter.credentials_held(&request, || true), None);
+        limiter.update(&section(1)).unwrap();
+        limiter.credentials_refused(&request);
+        assert!(limiter.credentials_held(&request, || true).is_some());
     }
 }
