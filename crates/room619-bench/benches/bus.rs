@@ -15,6 +15,10 @@
 //!   JetStream server (file storage) before `publish` returns, one at a time
 //!   and 32 at once.
 //!
+//! A publish or flush that fails, or a subscription that ends, is counted;
+//! the bench then exits with an error naming the benchmark, since its
+//! iterations did not do the batch their throughput assumes.
+//!
 //! Needs `nats-server` (`$NATS_SERVER`, the `PATH` or `/usr/sbin`); it is
 //! started on a free port with a temporary store and killed at the end.
 //!
@@ -26,7 +30,7 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput};
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use room619::bus::{BusBackend, BusConfig, Json, MessageBus, OutgoingMessage, StreamConfig};
-use room619_bench::{BoxError, nats::NatsServer};
+use room619_bench::{BoxError, failures::Failures, nats::NatsServer};
 use tokio::{runtime::Runtime, sync::Mutex};
 
 /// Messages per iteration of the memory and NATS core benchmarks.
@@ -34,6 +38,8 @@ const BATCH: u64 = 10_000;
 /// Messages per iteration of the JetStream benchmarks.
 const CONFIRMED_BATCH: u64 = 500;
 const PAYLOAD: &[u8] = b"{\"order\":42,\"status\":\"shipped\"}";
+/// The longest an iteration of the memory benchmark may take.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Setup {
     memory: MessageBus,
@@ -83,7 +89,8 @@ impl Setup {
     }
 }
 
-fn bench_memory(c: &mut Criterion, runtime: &Runtime, setup: &Setup) {
+fn bench_memory(c: &mut Criterion, runtime: &Runtime, setup: &Setup, failures: &Failures) {
+    const BENCH: &str = "bus_memory/publish_and_receive";
     let mut group = c.benchmark_group("bus_memory");
     group.throughput(Throughput::Elements(BATCH));
     group.bench_function("publish_and_receive", |b| {
@@ -98,72 +105,98 @@ fn bench_memory(c: &mut Criterion, runtime: &Runtime, setup: &Setup) {
             };
             let receive = async {
                 for _ in 0..BATCH {
-                    black_box(received.next().await);
+                    if black_box(received.next().await).is_none() {
+                        return Err("the subscription ended");
+                    }
                 }
+                Ok(())
             };
-            let (published, ()) = tokio::join!(publish, receive);
-            black_box(published)
+            // One timer for the batch: a publish that failed leaves the
+            // receiver waiting for a message that never comes.
+            let both = async { tokio::join!(publish, receive) };
+            match tokio::time::timeout(BATCH_TIMEOUT, both).await {
+                Ok((published, received)) => {
+                    failures.check(BENCH, published);
+                    failures.check(BENCH, received);
+                }
+                Err(elapsed) => failures.fail(BENCH, &elapsed),
+            }
         });
     });
     group.finish();
 }
 
-fn bench_nats_core(c: &mut Criterion, runtime: &Runtime, setup: &Setup) {
+fn bench_nats_core(c: &mut Criterion, runtime: &Runtime, setup: &Setup, failures: &Failures) {
     let mut group = c.benchmark_group("bus_nats_core");
     group.throughput(Throughput::Elements(BATCH));
     group.bench_function("bus", |b| {
         b.to_async(runtime).iter(|| async {
-            for _ in 0..BATCH {
-                let message = OutgoingMessage::new("bench.core", Bytes::from_static(PAYLOAD));
-                setup.nats.publish_message(message).await?;
-            }
-            setup.nats.flush().await
+            let batch = async {
+                for _ in 0..BATCH {
+                    let message = OutgoingMessage::new("bench.core", Bytes::from_static(PAYLOAD));
+                    setup.nats.publish_message(message).await?;
+                }
+                setup.nats.flush().await
+            };
+            failures.check("bus_nats_core/bus", batch.await);
         });
     });
     group.bench_function("bus_typed", |b| {
         b.to_async(runtime).iter(|| async {
-            for n in 0..BATCH {
-                setup.nats.publish("bench.core", &Json(n)).await?;
-            }
-            setup.nats.flush().await
+            let batch = async {
+                for n in 0..BATCH {
+                    setup.nats.publish("bench.core", &Json(n)).await?;
+                }
+                setup.nats.flush().await
+            };
+            failures.check("bus_nats_core/bus_typed", batch.await);
         });
     });
     group.bench_function("raw_owned_subject", |b| {
         b.to_async(runtime).iter(|| async {
-            for _ in 0..BATCH {
-                setup
-                    .raw
-                    .publish(String::from("bench.core"), Bytes::from_static(PAYLOAD))
-                    .await?;
-            }
-            setup.raw.flush().await.map_err(BoxError::from)
+            let batch = async {
+                for _ in 0..BATCH {
+                    setup
+                        .raw
+                        .publish(String::from("bench.core"), Bytes::from_static(PAYLOAD))
+                        .await?;
+                }
+                setup.raw.flush().await.map_err(BoxError::from)
+            };
+            failures.check("bus_nats_core/raw_owned_subject", batch.await);
         });
     });
     group.bench_function("raw_same_queue", |b| {
         b.to_async(runtime).iter(|| async {
-            for _ in 0..BATCH {
-                setup
-                    .raw_same_queue
-                    .publish("bench.core", Bytes::from_static(PAYLOAD))
-                    .await?;
-            }
-            setup.raw_same_queue.flush().await.map_err(BoxError::from)
+            let batch = async {
+                for _ in 0..BATCH {
+                    setup
+                        .raw_same_queue
+                        .publish("bench.core", Bytes::from_static(PAYLOAD))
+                        .await?;
+                }
+                setup.raw_same_queue.flush().await.map_err(BoxError::from)
+            };
+            failures.check("bus_nats_core/raw_same_queue", batch.await);
         });
     });
     group.bench_function("raw", |b| {
         b.to_async(runtime).iter(|| async {
-            for _ in 0..BATCH {
-                setup
-                    .raw
-                    .publish("bench.core", Bytes::from_static(PAYLOAD))
-                    .await?;
-            }
-            setup.raw.flush().await.map_err(BoxError::from)
+            let batch = async {
+                for _ in 0..BATCH {
+                    setup
+                        .raw
+                        .publish("bench.core", Bytes::from_static(PAYLOAD))
+                        .await?;
+                }
+                setup.raw.flush().await.map_err(BoxError::from)
+            };
+            failures.check("bus_nats_core/raw", batch.await);
         });
     });
     group.bench_function("bus_4_tasks", |b| {
-        b.to_async(runtime).iter(|| {
-            in_tasks(|| {
+        b.to_async(runtime).iter(|| async {
+            let batch = in_tasks(|| {
                 let bus = setup.nats.clone();
                 async move {
                     for _ in 0..BATCH / TASKS {
@@ -173,12 +206,13 @@ fn bench_nats_core(c: &mut Criterion, runtime: &Runtime, setup: &Setup) {
                     }
                     Ok(())
                 }
-            })
+            });
+            failures.check("bus_nats_core/bus_4_tasks", batch.await);
         });
     });
     group.bench_function("raw_4_tasks", |b| {
-        b.to_async(runtime).iter(|| {
-            in_tasks(|| {
+        b.to_async(runtime).iter(|| async {
+            let batch = in_tasks(|| {
                 let raw = setup.raw.clone();
                 async move {
                     for _ in 0..BATCH / TASKS {
@@ -187,7 +221,8 @@ fn bench_nats_core(c: &mut Criterion, runtime: &Runtime, setup: &Setup) {
                     }
                     Ok(())
                 }
-            })
+            });
+            failures.check("bus_nats_core/raw_4_tasks", batch.await);
         });
     });
     group.finish();
@@ -210,21 +245,25 @@ where
     Ok(())
 }
 
-fn bench_jetstream(c: &mut Criterion, runtime: &Runtime, setup: &Setup) {
+fn bench_jetstream(c: &mut Criterion, runtime: &Runtime, setup: &Setup, failures: &Failures) {
     let mut group = c.benchmark_group("bus_jetstream");
     group.throughput(Throughput::Elements(CONFIRMED_BATCH));
     group.bench_function("sequential", |b| {
         b.to_async(runtime).iter(|| async {
-            for _ in 0..CONFIRMED_BATCH {
-                let message = OutgoingMessage::new("bench.confirmed", Bytes::from_static(PAYLOAD));
-                setup.jetstream.publish_message(message).await?;
-            }
-            Ok::<_, room619::Error>(())
+            let batch = async {
+                for _ in 0..CONFIRMED_BATCH {
+                    let message =
+                        OutgoingMessage::new("bench.confirmed", Bytes::from_static(PAYLOAD));
+                    setup.jetstream.publish_message(message).await?;
+                }
+                Ok::<_, room619::Error>(())
+            };
+            failures.check("bus_jetstream/sequential", batch.await);
         });
     });
     group.bench_function("concurrent_32", |b| {
         b.to_async(runtime).iter(|| async {
-            futures_util::stream::iter(0..CONFIRMED_BATCH)
+            let batch = futures_util::stream::iter(0..CONFIRMED_BATCH)
                 .map(|_| {
                     let message =
                         OutgoingMessage::new("bench.confirmed", Bytes::from_static(PAYLOAD));
@@ -232,7 +271,8 @@ fn bench_jetstream(c: &mut Criterion, runtime: &Runtime, setup: &Setup) {
                 })
                 .buffer_unordered(32)
                 .try_collect::<Vec<()>>()
-                .await
+                .await;
+            failures.check("bus_jetstream/concurrent_32", batch);
         });
     });
     group.finish();
@@ -256,12 +296,16 @@ fn main() -> ExitCode {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
-    bench_memory(&mut criterion, &runtime, &setup);
-    bench_nats_core(&mut criterion, &runtime, &setup);
-    bench_jetstream(&mut criterion, &runtime, &setup);
+    let failures = Failures::default();
+    bench_memory(&mut criterion, &runtime, &setup, &failures);
+    bench_nats_core(&mut criterion, &runtime, &setup, &failures);
+    bench_jetstream(&mut criterion, &runtime, &setup, &failures);
     criterion.final_summary();
     drop(setup);
-    ExitCode::SUCCESS
+    match failures.verdict() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(verdict) => fail(&verdict.into()),
+    }
 }
 
 fn fail(err: &BoxError) -> ExitCode {

@@ -9,13 +9,17 @@
 //!   and a bare tonic `Channel`, to the same server. Target: at most 3 %
 //!   slower.
 //!
+//! A call that fails (or answers with another message) is counted; the
+//! bench then exits with an error naming it, since its time is not that of
+//! a call.
+//!
 //! Run: `cargo bench -p room619-bench --bench clients`.
 
 use std::{hint::black_box, io::Write as _, process::ExitCode, time::Duration};
 
 use criterion::Criterion;
 use room619::{RunningNode, config::InstanceConfig, rpc::client::RpcChannel};
-use room619_bench::{BoxError, servers};
+use room619_bench::{BoxError, failures::Failures, servers};
 use shop_proto::echo::v1::{EchoRequest, echo_client::EchoClient};
 use tokio::runtime::Runtime;
 use tonic::transport::Channel;
@@ -77,26 +81,41 @@ fn request() -> EchoRequest {
     }
 }
 
-fn bench(c: &mut Criterion, runtime: &Runtime, setup: &Setup) {
+/// One timed call: its answer must echo the request, or it counts as a
+/// failure of `bench`.
+async fn echo<T>(bench: &'static str, mut client: EchoClient<T>, failures: &Failures)
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<BoxError>,
+    T::ResponseBody: tonic::transport::Body<Data = bytes::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::transport::Body>::Error: Into<BoxError> + Send,
+{
+    let sent = request();
+    let answer = failures.check(bench, client.echo(sent.clone()).await);
+    if let Some(answer) = black_box(answer)
+        && answer.get_ref().message != sent.message
+    {
+        failures.fail(bench, &"the answer did not echo the request");
+    }
+}
+
+fn bench(c: &mut Criterion, runtime: &Runtime, setup: &Setup, failures: &Failures) {
     let mut group = c.benchmark_group("unary_echo");
     group.measurement_time(Duration::from_secs(5));
-    let clients: [(&str, &EchoClient<RpcChannel>); 2] = [
-        ("colocated", &setup.colocated),
-        ("remote_stack", &setup.remote_stack),
+    let clients: [(&'static str, &EchoClient<RpcChannel>); 2] = [
+        ("unary_echo/colocated", &setup.colocated),
+        ("unary_echo/remote_stack", &setup.remote_stack),
     ];
-    for (name, client) in clients {
+    for (bench, client) in clients {
+        let name = bench.trim_start_matches("unary_echo/");
         group.bench_function(name, |b| {
-            b.to_async(runtime).iter(|| {
-                let mut client = client.clone();
-                async move { black_box(client.echo(request()).await) }
-            });
+            b.to_async(runtime)
+                .iter(|| echo(bench, client.clone(), failures));
         });
     }
     group.bench_function("bare_channel", |b| {
-        b.to_async(runtime).iter(|| {
-            let mut client = setup.bare.clone();
-            async move { black_box(client.echo(request()).await) }
-        });
+        b.to_async(runtime)
+            .iter(|| echo("unary_echo/bare_channel", setup.bare.clone(), failures));
     });
     group.finish();
 }
@@ -114,12 +133,16 @@ fn main() -> ExitCode {
         Ok(setup) => setup,
         Err(err) => return fail(&err),
     };
+    let failures = Failures::default();
     let mut criterion = Criterion::default().configure_from_args();
-    bench(&mut criterion, &runtime, &setup);
+    bench(&mut criterion, &runtime, &setup, &failures);
     criterion.final_summary();
-    match runtime.block_on(setup.stop()) {
+    if let Err(err) = runtime.block_on(setup.stop()) {
+        return fail(&err);
+    }
+    match failures.verdict() {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => fail(&err),
+        Err(verdict) => fail(&verdict.into()),
     }
 }
 

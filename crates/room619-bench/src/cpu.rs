@@ -81,6 +81,14 @@ impl ThreadCpu {
     }
 }
 
+/// Nanoseconds the calling thread has spent on a CPU, or `None` where it
+/// cannot be read: for a thread that ends before its CPU time is read
+/// from outside.
+#[must_use]
+pub fn this_thread_nanos() -> Option<u64> {
+    on_cpu(Path::new("/proc/thread-self"))
+}
+
 /// A thread name as Linux keeps it: its first 15 bytes.
 fn comm(name: &str) -> String {
     let mut end = name.len().min(15);

@@ -11,18 +11,21 @@
 //! - [`chain`]: the full middleware chain (JWT auth, rate limit) for the
 //!   `--chain` runs;
 //! - [`cpu`]: the CPU time of the server threads, per request;
+//! - [`failures`]: failed calls inside criterion's timed closures, counted
+//!   so that a benchmark whose calls fail exits with an error;
 //! - [`echo`]: the echo handlers every target serves (one implementation for
 //!   all, so that only the serving stack differs);
 //! - [`servers`]: starts each target on `127.0.0.1:0` and stops it;
 //! - [`nats`]: a `nats-server` of the benchmarks' own;
 //! - [`otlp`]: an OTLP trace receiver and the observed nodes' subscriber;
-//! - [`load`]: closed-loop load generators recording latencies in HDR
-//!   histograms;
+//! - [`load`]: closed- and open-loop load generators recording latencies
+//!   in HDR histograms;
 //! - [`report`]: medians over rounds, ratios and the Markdown table.
 
 pub mod chain;
 pub mod cpu;
 pub mod echo;
+pub mod failures;
 pub mod load;
 pub mod nats;
 pub mod otlp;

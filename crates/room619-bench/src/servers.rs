@@ -15,7 +15,7 @@ use std::{
 use axum::{Router, routing::post, serve::ListenerExt as _};
 use room619::{
     Node, RunningNode, ServiceBuilder,
-    config::{ConfigLoader, InstanceConfig},
+    config::{ConfigLoader, InstanceConfig, Limits},
 };
 use shop_proto::echo::v1::echo_server::EchoServer;
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -77,8 +77,18 @@ impl Server {
     }
 }
 
+/// The HTTP/2 streams a client may have open at once on one connection to
+/// a target: room619's default `limits.http2_max_concurrent_streams` (256),
+/// which the bare tonic server is given too (tonic sets no limit).
+#[must_use]
+pub fn max_concurrent_streams() -> u32 {
+    Limits::default().http2_max_concurrent_streams
+}
+
 /// Starts a bare tonic server: `Server::builder().add_service(EchoServer)`,
-/// tonic's defaults otherwise.
+/// tonic's defaults otherwise, except for the streams a connection may
+/// have open at once: room619's default
+/// ([`max_concurrent_streams`]), so both servers refuse the same load.
 ///
 /// # Errors
 ///
@@ -87,7 +97,9 @@ pub async fn bare_tonic() -> Result<Server, BoxError> {
     let listener = TcpListener::bind(LOOPBACK).await?;
     let addr = listener.local_addr()?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let router = tonic::transport::Server::builder().add_service(EchoServer::new(BenchEcho));
+    let router = tonic::transport::Server::builder()
+        .max_concurrent_streams(max_concurrent_streams())
+        .add_service(EchoServer::new(BenchEcho));
     let stop = CancellationToken::new();
     let shutdown = stop.clone().cancelled_owned();
     Ok(Server::spawn(addr, stop, async move {

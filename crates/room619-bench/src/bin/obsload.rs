@@ -16,6 +16,14 @@
 //! thread (not the exporter's connection, which runs on the receiver's
 //! runtime here), with the throughput that CPU time allows relative to
 //! `off`.
+//!
+//! The spans of each run of an `on` node are flushed to the receiver after
+//! it and counted: each run's line and the table show the spans received
+//! beside the number expected (the sampling ratio times the requests
+//! answered, one span each), so a run whose node dropped spans (its export
+//! queue of 2 048 full) shows. It exits with an error when more than
+//! `--max-errors` requests (0 by default) failed, were answered wrongly or
+//! took longer than `--timeout` seconds.
 //! See `docs/PERFORMANCE.md`.
 //!
 //! ```sh
@@ -29,9 +37,9 @@ use room619::observability::tracing::Telemetry;
 use room619_bench::{
     BoxError,
     cpu::ThreadCpu,
-    load::{self, LoadSpec},
+    load::{self, LoadSpec, Measurement},
     otlp::{self, Receiver},
-    report::Summary,
+    report::{SpanCount, Summary},
     servers::{self, Server},
 };
 use tokio::runtime::Runtime;
@@ -40,13 +48,14 @@ use tokio::runtime::Runtime;
 #[derive(Debug, Parser)]
 #[command(name = "obsload", about)]
 struct Cli {
-    /// Seconds each measured run lasts.
-    #[arg(long, default_value_t = 2)]
+    /// Seconds each measured run lasts (1 to 3600).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
     duration: u64,
-    /// Seconds of warm-up per node before the measured rounds.
-    #[arg(long, default_value_t = 1)]
+    /// Seconds of warm-up per node before the measured rounds (0 to 3600).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=3600))]
     warmup: u64,
-    /// Requests in flight at once.
+    /// Requests in flight at once (gRPC: at most 256 per HTTP/2
+    /// connection, room619's `limits.http2_max_concurrent_streams`).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     concurrency: u32,
     /// HTTP/2 connections the gRPC callers share.
@@ -65,6 +74,14 @@ struct Cli {
     /// envelope (see `room619_bench::otlp`).
     #[arg(long)]
     decoding_receiver: bool,
+    /// Seconds one request may take (1 to 3600); a slower one counts as an
+    /// error.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    timeout: u64,
+    /// Requests that may fail (errors, wrong answers, timeouts; warm-up
+    /// included) before `obsload` exits with an error.
+    #[arg(long, default_value_t = 0)]
+    max_errors: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -107,6 +124,9 @@ struct Target {
     cpu: ThreadCpu,
     server: Server,
     telemetry: Option<Telemetry>,
+    /// The spans each request is expected to make: the sampling ratio when
+    /// the OpenTelemetry layer runs, else 0.
+    spans_per_request: f64,
     rounds: Vec<Summary>,
 }
 
@@ -121,6 +141,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<(), BoxError> {
+    check_streams(cli)?;
     let collector = runtime("bench-collector", None)?;
     let receiver = if cli.decoding_receiver {
         Receiver::decoding()
@@ -129,11 +150,90 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
     };
     let endpoint = collector.block_on(receiver.clone().serve())?;
     let load = runtime("bench-load", None)?;
+    let mut targets = start_targets(cli, &collector, &endpoint)?;
+    let spec = LoadSpec {
+        timeout: Duration::from_secs(cli.timeout),
+        ..LoadSpec::closed(
+            Duration::from_secs(cli.duration),
+            usize::try_from(cli.concurrency)?,
+            usize::try_from(cli.connections)?,
+            &"x".repeat(32),
+        )
+    };
+    let warmup = LoadSpec {
+        duration: Duration::from_secs(cli.warmup),
+        ..spec.clone()
+    };
+    // room619's span processor exports from a thread of its own per
+    // provider (`Telemetry::new`); only the node under load gives it work.
+    let exporters = ThreadCpu::named("room619-otlp-export");
+    let mut warmup_errors = 0;
+    for target in &targets {
+        warmup_errors += measure(&load, cli.scenario, target, &receiver, None, &warmup)?.errors;
+    }
+    for round in 0..cli.rounds {
+        let count = targets.len();
+        for offset in 0..count {
+            let index = (usize::try_from(round)? + offset) % count;
+            let target = &targets[index];
+            let summary = measure(
+                &load,
+                cli.scenario,
+                target,
+                &receiver,
+                Some(&exporters),
+                &spec,
+            )?;
+            let spans = summary
+                .spans
+                .map(|spans| format!(", {spans}"))
+                .unwrap_or_default();
+            progress(&format!(
+                "round {}/{}: {} {:.0} req/s p99 {:.0} us, {} errors{spans}",
+                round + 1,
+                cli.rounds,
+                target.name,
+                summary.throughput,
+                summary.p99_us,
+                summary.errors,
+            ));
+            targets[index].rounds.push(summary);
+        }
+    }
+    report(cli, &targets, receiver.spans())?;
+    let errors = warmup_errors
+        + targets
+            .iter()
+            .flat_map(|target| &target.rounds)
+            .map(|summary| summary.errors)
+            .sum::<u64>();
+    for target in targets {
+        if let Some(telemetry) = &target.telemetry
+            && let Err(err) = telemetry.flush()
+        {
+            progress(&format!("{}: {err}", target.name));
+        }
+        target.runtime.block_on(target.server.stop())?;
+    }
+    if errors > cli.max_errors {
+        return Err(format!(
+            "{errors} requests failed, were answered wrongly or timed out \
+             (warm-up included; --max-errors {})",
+            cli.max_errors
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The three nodes, `off`, `on 0.1` and `on 1.0`, each on a runtime of its
+/// own; the `on` ones export to the receiver at `endpoint`.
+fn start_targets(cli: &Cli, collector: &Runtime, endpoint: &str) -> Result<Vec<Target>, BoxError> {
     let mut targets = Vec::new();
     for (name, sampling) in [("off", None), ("on 0.1", Some(0.1)), ("on 1.0", Some(1.0))] {
         let telemetry = match sampling {
             None => None,
-            Some(ratio) => Some(collector.block_on(async { otlp::telemetry(&endpoint, ratio) })?),
+            Some(ratio) => Some(collector.block_on(async { otlp::telemetry(endpoint, ratio) })?),
         };
         let dispatch = telemetry
             .as_ref()
@@ -146,55 +246,36 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
             "[telemetry]\nmetrics = false\n"
         };
         let server = runtime.block_on(servers::room619_with(extra))?;
+        let otel = otlp::Layers::from(cli.layers).otel;
         targets.push(Target {
             name,
             runtime,
             cpu: ThreadCpu::named(&thread_name),
             server,
             telemetry,
+            spans_per_request: sampling.filter(|_| otel).unwrap_or(0.0),
             rounds: Vec::new(),
         });
     }
-    let spec = LoadSpec {
-        authorization: None,
-        duration: Duration::from_secs(cli.duration),
-        concurrency: usize::try_from(cli.concurrency)?,
-        connections: usize::try_from(cli.connections)?,
-        message: "x".repeat(32),
-    };
-    let warmup = LoadSpec {
-        duration: Duration::from_secs(cli.warmup),
-        ..spec.clone()
-    };
-    // room619's span processor exports from a thread of its own per
-    // provider (`Telemetry::new`); only the node under load gives it work.
-    let exporters = ThreadCpu::named("room619-otlp-export");
-    for target in &targets {
-        measure(&load, cli.scenario, target, None, &warmup)?;
-    }
-    for round in 0..cli.rounds {
-        let count = targets.len();
-        for offset in 0..count {
-            let index = (usize::try_from(round)? + offset) % count;
-            let summary = measure(
-                &load,
-                cli.scenario,
-                &targets[index],
-                Some(&exporters),
-                &spec,
-            )?;
-            targets[index].rounds.push(summary);
-        }
-        progress(&format!("round {}/{} done", round + 1, cli.rounds));
-    }
-    report(cli, &targets, receiver.spans())?;
-    for target in targets {
-        if let Some(telemetry) = &target.telemetry
-            && let Err(err) = telemetry.flush()
-        {
-            progress(&format!("{}: {err}", target.name));
-        }
-        target.runtime.block_on(target.server.stop())?;
+    Ok(targets)
+}
+
+/// Refuses gRPC runs with more callers on one HTTP/2 connection than a
+/// room619 node lets a client open streams: the excess would wait in the
+/// client, out of sight of the node.
+fn check_streams(cli: &Cli) -> Result<(), BoxError> {
+    let limit = servers::max_concurrent_streams();
+    let per_connection = cli.concurrency.div_ceil(cli.connections);
+    if cli.scenario == Scenario::Grpc && per_connection > limit {
+        return Err(format!(
+            "--concurrency {} over --connections {} puts {per_connection} callers on one \
+             HTTP/2 connection, more than the {limit} streams a connection may have open \
+             (room619's limits.http2_max_concurrent_streams); use at least {} connections",
+            cli.concurrency,
+            cli.connections,
+            cli.concurrency.div_ceil(limit)
+        )
+        .into());
     }
     Ok(())
 }
@@ -214,16 +295,30 @@ fn runtime(name: &str, dispatch: Option<tracing::Dispatch>) -> Result<Runtime, B
         .build()?)
 }
 
-/// One run against `target`: its throughput and latencies, and the CPU
-/// time of its threads (and of the `exporters`, when given) per request.
+/// One run against `target`: its throughput and latencies, the CPU time of
+/// its threads (and of the `exporters`, when given) per request and, for a
+/// node with telemetry, the spans `receiver` got from the run (those ended
+/// before it are flushed first; those of the run after it, before the CPU
+/// time is read: their export is part of the run's cost).
 fn measure(
     load: &Runtime,
     scenario: Scenario,
     target: &Target,
+    receiver: &Receiver,
     exporters: Option<&ThreadCpu>,
     spec: &LoadSpec,
 ) -> Result<Summary, BoxError> {
     let addr = target.server.addr();
+    let flushed = || -> Result<Option<u64>, BoxError> {
+        match &target.telemetry {
+            Some(telemetry) => {
+                telemetry.flush()?;
+                Ok(Some(receiver.spans()))
+            }
+            None => Ok(None),
+        }
+    };
+    let spans_before = flushed()?;
     // `None` where the CPU time cannot be read (no `/proc`): no CPU figures.
     let cpu = || {
         let exported = match exporters {
@@ -239,7 +334,10 @@ fn measure(
             Scenario::Rest => load::rest_json(addr, spec).await,
         }
     })?;
-    let summary = Summary::from(&measurement);
+    let mut summary = Summary::from(&measurement);
+    if let (Some(before), Some(after)) = (spans_before, flushed()?) {
+        summary = summary.with_spans(span_count(target, before, after, &measurement));
+    }
     Ok(match (before, cpu()) {
         (Some(before), Some(after)) => {
             summary.with_server_cpu(after.saturating_sub(before), measurement.latencies.len())
@@ -248,18 +346,29 @@ fn measure(
     })
 }
 
+/// The spans of a run of `target`: the receiver's count went from `before`
+/// to `after`; one span a request answered is expected, sampled.
+fn span_count(target: &Target, before: u64, after: u64, measurement: &Measurement) -> SpanCount {
+    SpanCount {
+        received: after.saturating_sub(before),
+        requests: measurement.answered(),
+        ratio: target.spans_per_request,
+    }
+}
+
 fn report(cli: &Cli, targets: &[Target], spans: u64) -> Result<(), BoxError> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "obsload: {:?}; {} s x {} rounds per node; concurrency {}; {spans} spans exported\n",
+        "obsload: {:?}; {} s x {} rounds per node; concurrency {}; {spans} spans exported \
+         (warm-up included)\n",
         cli.scenario, cli.duration, cli.rounds, cli.concurrency
     )?;
     writeln!(
         out,
-        "| observability | req/s | p50 µs | p99 µs | errors | server CPU µs/req | throughput vs off | p99 vs off | req/s at equal CPU vs off |"
+        "| observability | req/s | p50 µs | p99 µs | errors | server CPU µs/req | throughput vs off | p99 vs off | req/s at equal CPU vs off | spans received / expected ± sampling spread, all rounds |"
     )?;
-    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     let medians: Vec<Summary> = targets
         .iter()
         .map(|target| Summary::median_of(&target.rounds).ok_or("no rounds measured"))
@@ -268,7 +377,7 @@ fn report(cli: &Cli, targets: &[Target], spans: u64) -> Result<(), BoxError> {
     for (target, median) in targets.iter().zip(&medians) {
         writeln!(
             out,
-            "| {} | {:.0} | {:.0} | {:.0} | {} | {:.2} | {:.3} | {:.3} | {:.3} |",
+            "| {} | {:.0} | {:.0} | {:.0} | {} | {:.2} | {:.3} | {:.3} | {:.3} | {} |",
             target.name,
             median.throughput,
             median.p50_us,
@@ -278,6 +387,17 @@ fn report(cli: &Cli, targets: &[Target], spans: u64) -> Result<(), BoxError> {
             median.throughput / off.throughput,
             median.p99_us / off.p99_us,
             median.cpu_throughput_ratio(&off).unwrap_or(f64::NAN),
+            median
+                .spans
+                .map(|spans| {
+                    format!(
+                        "{} / {:.0} ± {:.0}",
+                        spans.received,
+                        spans.expected(),
+                        spans.spread()
+                    )
+                })
+                .unwrap_or_default(),
         )?;
     }
     Ok(())

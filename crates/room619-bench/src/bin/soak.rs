@@ -12,6 +12,10 @@
 //! process (its runtime's task count is only visible from inside), beside the
 //! load generator on a runtime of its own; both are steady-state, so growth in
 //! the samples is a leak in one of them. Figures go in `docs/SECURITY.md`.
+//!
+//! Every request may take `--timeout` seconds (10); a slower one counts as
+//! an error, and the run exits with an error when more than `--max-errors`
+//! requests (0 by default) failed.
 
 use std::{
     io::Write as _,
@@ -36,19 +40,33 @@ use tonic::transport::{Channel, Endpoint};
 #[derive(Parser)]
 #[command(about = "Steady load at half the maximum rate; samples RSS, fds and tasks for drift")]
 struct Cli {
-    /// Seconds of steady load after calibration.
-    #[arg(long, default_value_t = 600)]
+    /// Seconds of steady load after calibration (1 to 604800, a week).
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
     duration: u64,
-    /// Seconds between samples.
-    #[arg(long, default_value_t = 10)]
+    /// Seconds between samples (1 to 3600).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     sample: u64,
-    /// Requests per second; default: half the rate measured in calibration.
-    #[arg(long)]
+    /// Requests per second (1 to 1000000); default: half the rate measured
+    /// in calibration.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_RATE))]
     rate: Option<u64>,
-    /// Concurrent callers (each paced to its share of the rate).
-    #[arg(long, default_value_t = 32)]
+    /// Concurrent callers (each paced to its share of the rate), on one
+    /// HTTP/2 connection: at most 256, the streams a room619 node lets a
+    /// connection open (`limits.http2_max_concurrent_streams`).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=256))]
     callers: u64,
+    /// Seconds one request may take (1 to 3600); a slower one counts as an
+    /// error.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    timeout: u64,
+    /// Requests that may fail (calibration included) before the run exits
+    /// with an error.
+    #[arg(long, default_value_t = 0)]
+    max_errors: u64,
 }
+
+/// The highest `--rate`: a caller's period stays at least a microsecond.
+const MAX_RATE: u64 = 1_000_000;
 
 /// One sample of the process.
 struct Sample {
@@ -84,21 +102,22 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
     let client_rt = runtime("soak-load")?;
     let server = server_rt.block_on(servers::room619())?;
     let addr = server.addr();
+    let timeout = Duration::from_secs(cli.timeout);
+    let mut calibration_errors = 0;
     let rate = if let Some(rate) = cli.rate {
         rate
     } else {
         let spec = LoadSpec {
-            duration: Duration::from_secs(5),
-            concurrency: 32,
-            connections: 2,
-            message: "calibrate".to_owned(),
-            authorization: None,
+            timeout,
+            ..LoadSpec::closed(Duration::from_secs(5), 32, 2, "calibrate")
         };
-        let max = client_rt.block_on(grpc_unary(addr, &spec))?.throughput();
+        let calibration = client_rt.block_on(grpc_unary(addr, &spec))?;
+        calibration_errors = calibration.errors;
+        let max = calibration.throughput();
         say(&format!(
-            "calibration: {max:.0} req/s at 32 callers; soaking at half"
+            "calibration: {max:.0} req/s at 32 callers ({calibration_errors} errors); soaking at half"
         ));
-        float_to_u64(max / 2.0).max(1)
+        float_to_u64(max / 2.0).clamp(1, MAX_RATE)
     };
     say(&format!(
         "soak: {rate} req/s for {}s, sampling every {}s",
@@ -112,12 +131,24 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
             .tcp_nodelay(true)
             .connect(),
     )?;
-    let per_caller = Duration::from_secs_f64(as_f64(cli.callers) / as_f64(rate));
+    let per_caller = Duration::try_from_secs_f64(as_f64(cli.callers) / as_f64(rate))
+        .ok()
+        .filter(|period| !period.is_zero())
+        .ok_or_else(|| {
+            format!(
+                "no caller period for {} callers at {rate} req/s",
+                cli.callers
+            )
+        })?;
     let mut callers = Vec::new();
     for _ in 0..cli.callers {
         let client = EchoClient::new(channel.clone());
         let (done, errors, stop) = (Arc::clone(&done), Arc::clone(&errors), Arc::clone(&stop));
-        callers.push(client_rt.spawn(caller(client, per_caller, done, errors, stop)));
+        let pace = Pace {
+            period: per_caller,
+            timeout,
+        };
+        callers.push(client_rt.spawn(caller(client, pace, done, errors, stop)));
     }
     let started = Instant::now();
     let mut samples = Vec::new();
@@ -127,7 +158,7 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
         client_rt.block_on(async { tokio::time::sleep(pause).await });
         // A fresh connection each sample: connection churn beside the steady
         // load, so a per-connection leak shows in the fds and tasks.
-        client_rt.block_on(churn(addr, &errors));
+        client_rt.block_on(churn(addr, timeout, &errors));
         let sample = Sample {
             at: started.elapsed(),
             rss_kib: rss_kib()?,
@@ -154,17 +185,32 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
     drop(channel);
     server_rt.block_on(server.stop())?;
     report(&samples, started.elapsed());
+    let errors = calibration_errors + errors.load(Ordering::Relaxed);
+    if errors > cli.max_errors {
+        return Err(format!(
+            "{errors} requests failed or timed out (calibration included; --max-errors {})",
+            cli.max_errors
+        )
+        .into());
+    }
     Ok(())
+}
+
+/// How one caller sends: a request every `period`, each allowed `timeout`.
+#[derive(Clone, Copy)]
+struct Pace {
+    period: Duration,
+    timeout: Duration,
 }
 
 async fn caller(
     mut client: EchoClient<Channel>,
-    period: Duration,
+    pace: Pace,
     done: Arc<AtomicU64>,
     errors: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 ) {
-    let mut ticker = tokio::time::interval(period);
+    let mut ticker = tokio::time::interval(pace.period);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     while !stop.load(Ordering::Relaxed) {
         ticker.tick().await;
@@ -172,24 +218,28 @@ async fn caller(
             message: "soak".to_owned(),
             ..EchoRequest::default()
         };
-        match client.echo(request).await {
-            Ok(_) => done.fetch_add(1, Ordering::Relaxed),
-            Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+        match tokio::time::timeout(pace.timeout, client.echo(request)).await {
+            Ok(Ok(_)) => done.fetch_add(1, Ordering::Relaxed),
+            Ok(Err(_)) | Err(_) => errors.fetch_add(1, Ordering::Relaxed),
         };
     }
 }
 
-async fn churn(addr: std::net::SocketAddr, errors: &AtomicU64) {
+/// Ten calls on a connection of their own, each allowed `timeout`; a
+/// connection that cannot be made, or a call that fails, is an error.
+async fn churn(addr: std::net::SocketAddr, timeout: Duration, errors: &AtomicU64) {
     let Ok(endpoint) = Endpoint::from_shared(format!("http://{addr}")) else {
+        errors.fetch_add(1, Ordering::Relaxed);
         return;
     };
-    let Ok(channel) = endpoint.connect().await else {
+    let Ok(Ok(channel)) = tokio::time::timeout(timeout, endpoint.connect()).await else {
         errors.fetch_add(1, Ordering::Relaxed);
         return;
     };
     let mut client = EchoClient::new(channel);
     for _ in 0..10 {
-        if client.echo(EchoRequest::default()).await.is_err() {
+        let answer = tokio::time::timeout(timeout, client.echo(EchoRequest::default())).await;
+        if !matches!(answer, Ok(Ok(_))) {
             errors.fetch_add(1, Ordering::Relaxed);
         }
     }

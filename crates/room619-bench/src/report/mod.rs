@@ -1,4 +1,4 @@
-//! Summaries of load runs and the comparison table.
+//! Summaries of load runs and the comparison tables.
 //!
 //! Each target is measured in several rounds; its row shows the median of
 //! each figure over the rounds, and the room619 row adds the ratios of its
@@ -9,9 +9,17 @@
 //! relative to bare (bare's CPU per request over room619's): the figure a
 //! saturated server converges to, moved far less by a noisy machine than
 //! the measured throughput.
+//!
+//! An open-loop run (a fixed offered rate) has a table of its own
+//! ([`write_open_table`]): the latencies at p50, p99 and p99.9 from each
+//! request's slot in the schedule, the late and unsent requests, and the
+//! ratios of room619's percentiles to bare's at the same offered load.
+
+mod open;
 
 use std::io::{self, Write};
 
+pub use self::open::write_open_table;
 use crate::load::{Measurement, as_f64};
 
 /// The figures kept from one run.
@@ -23,21 +31,67 @@ pub struct Summary {
     pub p50_us: f64,
     /// 99th percentile latency, in microseconds.
     pub p99_us: f64,
-    /// Failed or wrongly answered requests.
+    /// 99.9th percentile latency, in microseconds.
+    pub p999_us: f64,
+    /// Failed, wrongly answered or timed-out requests.
     pub errors: u64,
+    /// Open loop: requests sent after their slot (their caller was busy).
+    pub late: u64,
+    /// Open loop: requests of the schedule never sent.
+    pub unsent: u64,
+    /// Open loop: the median of how long after its slot a request was
+    /// sent (0 when before), in microseconds (`None` in a closed loop).
+    pub send_lag_p50_us: Option<f64>,
+    /// Open loop: the 99th percentile of the same.
+    pub send_lag_p99_us: Option<f64>,
     /// CPU time of the server's threads per successful request, in
     /// microseconds (user and kernel), when it was read.
     pub server_cpu_us: Option<f64>,
+    /// CPU time of the load generator's threads (and the open-loop pacer's)
+    /// per successful request, in microseconds, when it was read: on a
+    /// small machine it is CPU the servers do not get.
+    pub load_cpu_us: Option<f64>,
+    /// Of `load_cpu_us`, the open-loop pacer's thread.
+    pub pacer_cpu_us: Option<f64>,
+    /// The spans the OTLP receiver got from the run, when the target was
+    /// traced.
+    pub spans: Option<SpanCount>,
+}
+
+/// Spans received from a traced run, beside how many its requests should
+/// have made (one each, sampled): a run whose node dropped spans (its
+/// export queue full) shows fewer than expected, by more than sampling
+/// alone would move the count.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpanCount {
+    /// Spans the receiver got.
+    pub received: u64,
+    /// Requests answered in the run, each making one span when sampled.
+    pub requests: u64,
+    /// The sampling ratio of new traces (0 when no span is recorded).
+    pub ratio: f64,
 }
 
 impl From<&Measurement> for Summary {
     fn from(measurement: &Measurement) -> Self {
+        // No send lag without a request sent on time.
+        let open = measurement.rate.is_some() && !measurement.send_lag.is_empty();
         Self {
             throughput: measurement.throughput(),
             p50_us: measurement.quantile_us(0.50),
             p99_us: measurement.quantile_us(0.99),
+            p999_us: measurement.quantile_us(0.999),
             errors: measurement.errors,
+            late: measurement.late,
+            unsent: measurement.unsent,
+            send_lag_p50_us: open
+                .then(|| as_f64(measurement.send_lag.value_at_quantile(0.50)) / 1_000.0),
+            send_lag_p99_us: open
+                .then(|| as_f64(measurement.send_lag.value_at_quantile(0.99)) / 1_000.0),
             server_cpu_us: None,
+            load_cpu_us: None,
+            pacer_cpu_us: None,
+            spans: None,
         }
     }
 }
@@ -51,9 +105,24 @@ impl Summary {
             throughput: median(rounds.iter().map(|s| s.throughput))?,
             p50_us: median(rounds.iter().map(|s| s.p50_us))?,
             p99_us: median(rounds.iter().map(|s| s.p99_us))?,
+            p999_us: median(rounds.iter().map(|s| s.p999_us))?,
             errors: rounds.iter().map(|s| s.errors).sum(),
+            late: rounds.iter().map(|s| s.late).sum(),
+            unsent: rounds.iter().map(|s| s.unsent).sum(),
+            send_lag_p50_us: median(rounds.iter().filter_map(|s| s.send_lag_p50_us)),
+            send_lag_p99_us: median(rounds.iter().filter_map(|s| s.send_lag_p99_us)),
             server_cpu_us: median(rounds.iter().filter_map(|s| s.server_cpu_us)),
+            load_cpu_us: median(rounds.iter().filter_map(|s| s.load_cpu_us)),
+            pacer_cpu_us: median(rounds.iter().filter_map(|s| s.pacer_cpu_us)),
+            spans: SpanCount::sum(rounds.iter().filter_map(|s| s.spans)),
         })
+    }
+
+    /// The same run with the spans its target exported.
+    #[must_use]
+    pub fn with_spans(mut self, spans: SpanCount) -> Self {
+        self.spans = Some(spans);
+        self
     }
 
     /// The same run with the server's CPU time over it, `cpu_nanos`,
@@ -66,11 +135,73 @@ impl Summary {
         self
     }
 
+    /// The same run with the load generator's CPU time over it,
+    /// `cpu_nanos` (of which the pacer's, `pacer_nanos`), spread over its
+    /// successful requests (`requests`).
+    #[must_use]
+    pub fn with_load_cpu(
+        mut self,
+        cpu_nanos: u64,
+        pacer_nanos: Option<u64>,
+        requests: u64,
+    ) -> Self {
+        if requests > 0 {
+            let per_request = |nanos| as_f64(nanos) / as_f64(requests) / 1_000.0;
+            self.load_cpu_us = Some(per_request(cpu_nanos));
+            self.pacer_cpu_us = pacer_nanos.map(per_request);
+        }
+        self
+    }
+
     /// Throughput at equal CPU: `bare`'s CPU per request over this run's
     /// (`None` unless both were read).
     #[must_use]
     pub fn cpu_throughput_ratio(&self, bare: &Summary) -> Option<f64> {
         Some(ratio(bare.server_cpu_us?, self.server_cpu_us?))
+    }
+}
+
+impl SpanCount {
+    /// The spans expected: the ratio times the requests.
+    #[must_use]
+    pub fn expected(&self) -> f64 {
+        self.ratio * as_f64(self.requests)
+    }
+
+    /// How far sampling alone moves the count from [`expected`](Self::expected):
+    /// three standard deviations of a binomial draw (0 at ratios 0 and 1).
+    #[must_use]
+    pub fn spread(&self) -> f64 {
+        3.0 * (self.expected() * (1.0 - self.ratio)).max(0.0).sqrt()
+    }
+
+    /// The spans received over the spans expected.
+    #[must_use]
+    pub fn share(&self) -> f64 {
+        ratio(as_f64(self.received), self.expected())
+    }
+
+    /// The totals of `counts` (runs at one ratio); `None` when there are
+    /// none.
+    fn sum(counts: impl Iterator<Item = SpanCount>) -> Option<SpanCount> {
+        counts.reduce(|a, b| SpanCount {
+            received: a.received + b.received,
+            requests: a.requests + b.requests,
+            ratio: a.ratio,
+        })
+    }
+}
+
+impl std::fmt::Display for SpanCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} spans received of ~{:.0} ± {:.0} expected ({:.3})",
+            self.received,
+            self.expected(),
+            self.spread(),
+            self.share()
+        )
     }
 }
 
@@ -163,6 +294,33 @@ pub fn write_table(out: &mut impl Write, comparisons: &[Comparison]) -> io::Resu
             write_paired(out, &name, "req/s at equal CPU", &cpu)?;
         }
     }
+    write_spans(out, comparisons)
+}
+
+/// One line per traced target: the spans received over its measured
+/// rounds beside the number expected, and the round with the fewest.
+fn write_spans(out: &mut impl Write, comparisons: &[Comparison]) -> io::Result<()> {
+    for comparison in comparisons {
+        for (target, rounds) in [
+            (comparison.bare_name, &comparison.bare),
+            ("room619", &comparison.room619),
+        ] {
+            let Some(total) = SpanCount::sum(rounds.iter().filter_map(|s| s.spans)) else {
+                continue;
+            };
+            let fewest = rounds
+                .iter()
+                .filter_map(|s| s.spans)
+                .min_by(|a, b| a.share().total_cmp(&b.share()))
+                .map(|s| format!("; the round with the fewest: {s}"))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "{} {target} over the measured rounds: {total}{fewest}",
+                comparison.scenario
+            )?;
+        }
+    }
     Ok(())
 }
 
@@ -223,6 +381,25 @@ fn ratio(numerator: f64, denominator: f64) -> f64 {
 mod tests {
     use super::*;
 
+    /// A closed-loop run with every figure 1 and nothing else read.
+    pub(super) fn run() -> Summary {
+        Summary {
+            throughput: 1.0,
+            p50_us: 1.0,
+            p99_us: 1.0,
+            p999_us: 1.0,
+            errors: 0,
+            late: 0,
+            unsent: 0,
+            send_lag_p50_us: None,
+            send_lag_p99_us: None,
+            server_cpu_us: None,
+            load_cpu_us: None,
+            pacer_cpu_us: None,
+            spans: None,
+        }
+    }
+
     #[test]
     fn median_of_odd_and_even_counts() {
         assert_eq!(median([3.0, 1.0, 2.0]), Some(2.0));
@@ -236,8 +413,8 @@ mod tests {
             throughput,
             p50_us: 1.0,
             p99_us,
-            errors: 0,
             server_cpu_us: Some(cpu_us),
+            ..run()
         };
         let comparison = Comparison {
             scenario: "grpc",
@@ -267,13 +444,7 @@ mod tests {
 
     #[test]
     fn cpu_per_request_is_spread_over_the_requests_and_absent_when_unread() {
-        let run = Summary {
-            throughput: 1.0,
-            p50_us: 1.0,
-            p99_us: 1.0,
-            errors: 0,
-            server_cpu_us: None,
-        };
+        let run = run();
         assert_eq!(
             run.with_server_cpu(3_000_000, 1_000).server_cpu_us,
             Some(3.0)
