@@ -85,3 +85,28 @@ impl Failures {
         ))
     }
 }
+
+/// The verdict of a load run (`loadgen`, `obsload`, `soak`) that counted
+/// `errors` (requests that failed, were answered wrongly or timed out;
+/// `warm_up` says what else is included) against `--max-errors`.
+///
+/// # Errors
+///
+/// The message to exit with when `errors` is over `max_errors`.
+///
+/// ```
+/// use room619_bench::failures::within;
+///
+/// assert!(within(0, 0, "warm-up included").is_ok());
+/// let err = within(3, 1, "warm-up included").unwrap_err();
+/// assert!(err.starts_with("3 requests failed"), "{err}");
+/// ```
+pub fn within(errors: u64, max_errors: u64, warm_up: &str) -> Result<(), String> {
+    if errors > max_errors {
+        return Err(format!(
+            "{errors} requests failed, were answered wrongly or timed out \
+             ({warm_up}; --max-errors {max_errors})"
+        ));
+    }
+    Ok(())
+}

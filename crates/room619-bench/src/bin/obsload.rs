@@ -215,14 +215,7 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
         }
         target.runtime.block_on(target.server.stop())?;
     }
-    if errors > cli.max_errors {
-        return Err(format!(
-            "{errors} requests failed, were answered wrongly or timed out \
-             (warm-up included; --max-errors {})",
-            cli.max_errors
-        )
-        .into());
-    }
+    room619_bench::failures::within(errors, cli.max_errors, "warm-up included")?;
     Ok(())
 }
 

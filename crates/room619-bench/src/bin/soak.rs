@@ -186,13 +186,7 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
     server_rt.block_on(server.stop())?;
     report(&samples, started.elapsed());
     let errors = calibration_errors + errors.load(Ordering::Relaxed);
-    if errors > cli.max_errors {
-        return Err(format!(
-            "{errors} requests failed or timed out (calibration included; --max-errors {})",
-            cli.max_errors
-        )
-        .into());
-    }
+    room619_bench::failures::within(errors, cli.max_errors, "calibration included")?;
     Ok(())
 }
 

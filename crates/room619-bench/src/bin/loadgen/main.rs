@@ -144,14 +144,7 @@ fn run(cli: &Cli) -> Result<(), BoxError> {
             .flat_map(|c| c.bare.iter().chain(&c.room619))
             .map(|s| s.errors)
             .sum::<u64>();
-    if errors > cli.max_errors {
-        return Err(format!(
-            "{errors} requests failed, were answered wrongly or timed out \
-             (warm-up included; --max-errors {})",
-            cli.max_errors
-        )
-        .into());
-    }
+    room619_bench::failures::within(errors, cli.max_errors, "warm-up included")?;
     Ok(())
 }
 

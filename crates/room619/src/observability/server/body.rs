@@ -12,7 +12,6 @@ use std::{
 
 use axum::body::Body;
 use bytes::Bytes;
-use http::HeaderMap;
 use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tracing::Span;
@@ -23,13 +22,12 @@ use super::{
 };
 use crate::{
     observability::trace_context,
-    rpc::{find_header, grpc::GRPC_STATUS},
+    rpc::grpc::{GRPC_UNKNOWN, status_of},
 };
 
 /// `CANCELLED`: the caller went away before the answer ended.
 const GRPC_CANCELLED: i32 = 1;
 /// `UNKNOWN`: the body failed or ended without a status.
-const GRPC_UNKNOWN: i32 = 2;
 /// What a dropped HTTP request is counted as (the caller closed first).
 const HTTP_CLIENT_CLOSED: u16 = 499;
 /// What a request whose handler panicked is counted as.
@@ -200,12 +198,6 @@ impl Drop for Pending {
     }
 }
 
-/// The `grpc-status` in `headers`, if any.
-pub(super) fn grpc_status(headers: &HeaderMap) -> Option<i32> {
-    find_header(headers, &GRPC_STATUS)
-        .and_then(|value| crate::rpc::grpc::parse_code(value.as_bytes()))
-}
-
 pin_project! {
     /// A gRPC answer's body: the call is finished with the trailers'
     /// status, when the body ends, or when it is dropped. The body of a
@@ -253,7 +245,7 @@ impl http_body::Body for GrpcBody {
         this.pending.set_polling(false);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(code) = frame.trailers_ref().and_then(grpc_status) {
+                if let Some(code) = frame.trailers_ref().and_then(status_of) {
                     this.pending.finish(0, code);
                 }
             }

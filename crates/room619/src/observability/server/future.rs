@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 
 use super::{
     REQUEST_ID,
-    body::{GrpcBody, InSpan, Pending, grpc_status, made_as_sent},
+    body::{GrpcBody, InSpan, Pending, made_as_sent},
 };
 use crate::middleware::{RequestId, sensitive::mark_sensitive};
 
@@ -138,7 +138,7 @@ where
             // A stream: the handler's code runs as it is sent, in the span.
             return Poll::Ready(Ok(response.map(|body| Body::new(InSpan::new(body, span)))));
         }
-        if let Some(code) = grpc_status(response.headers()) {
+        if let Some(code) = crate::rpc::grpc::status_of(response.headers()) {
             // Trailers-only answer: the status is already known.
             pending.finish(0, code);
             return Poll::Ready(Ok(response.map(Body::new)));

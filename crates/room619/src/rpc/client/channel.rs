@@ -14,7 +14,7 @@ use tracing::Instrument as _;
 
 use super::{
     Colocation,
-    observed::{ObservedBody, Pending, UNKNOWN},
+    observed::{ObservedBody, Pending},
 };
 use crate::{
     error::BoxError,
@@ -24,7 +24,7 @@ use crate::{
     },
     rpc::{
         deadline::{Deadline, GRPC_TIMEOUT, encode_timeout, parse_timeout},
-        grpc::GRPC_STATUS,
+        grpc::{GRPC_UNKNOWN, status_of},
     },
 };
 
@@ -269,16 +269,11 @@ async fn observed(
     };
     match call.await {
         Ok(response) => {
-            let in_head = response
-                .headers()
-                .get(GRPC_STATUS)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.parse().ok());
-            match in_head {
+            match status_of(response.headers()) {
                 Some(code) => pending(observer, path, span).done(code),
                 // No status in the head, and no body to bring one.
                 None if http_body::Body::is_end_stream(response.body()) => {
-                    pending(observer, path, span).done(UNKNOWN);
+                    pending(observer, path, span).done(GRPC_UNKNOWN);
                 }
                 None => {
                     let pending = pending(observer, path, span);

@@ -22,12 +22,13 @@ use http::uri::PathAndQuery;
 use http_body::{Frame, SizeHint};
 use tonic::{Status, body::Body};
 
-use crate::{observability::client::ClientObserver, rpc::grpc::GRPC_STATUS};
+use crate::{
+    observability::client::ClientObserver,
+    rpc::grpc::{GRPC_UNKNOWN, status_of},
+};
 
 /// The status of a call whose caller dropped its answer before the end.
 const CANCELLED: i32 = 1;
-/// The status of an answer that ended without one.
-pub(super) const UNKNOWN: i32 = 2;
 
 /// What is recorded once the call's status is known.
 pub(super) struct Pending {
@@ -80,16 +81,11 @@ impl http_body::Body for ObservedBody {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {
-                    let code = trailers
-                        .get(GRPC_STATUS)
-                        .and_then(|value| value.to_str().ok())
-                        .and_then(|value| value.parse().ok())
-                        .unwrap_or(UNKNOWN);
-                    self.done(code);
+                    self.done(status_of(trailers).unwrap_or(GRPC_UNKNOWN));
                 }
             }
             Poll::Ready(Some(Err(status))) => self.done(status.code() as i32),
-            Poll::Ready(None) => self.done(UNKNOWN),
+            Poll::Ready(None) => self.done(GRPC_UNKNOWN),
             Poll::Pending => {}
         }
         polled

@@ -37,6 +37,15 @@ pub(crate) const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("
 /// The `grpc-message` header (trailer).
 pub(crate) const GRPC_MESSAGE: http::HeaderName = http::HeaderName::from_static("grpc-message");
 
+/// `UNKNOWN`: the status of an answer that ended without one.
+pub(crate) const GRPC_UNKNOWN: i32 = 2;
+
+/// The status code in `headers` (a trailers-only head, or trailers), if
+/// they carry one that reads.
+pub(crate) fn status_of(headers: &http::HeaderMap) -> Option<i32> {
+    crate::rpc::find_header(headers, &GRPC_STATUS).and_then(|value| parse_code(value.as_bytes()))
+}
+
 /// A `grpc-status` value as a code: one to three decimal digits, nothing else.
 pub(crate) fn parse_code(value: &[u8]) -> Option<i32> {
     if value.is_empty() || value.len() > 3 {
