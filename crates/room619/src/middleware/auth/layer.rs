@@ -45,8 +45,9 @@ pub const AUTH_TARGET: &str = "room619::auth";
 /// Refused credentials that could be guesses (an unknown API key, a token
 /// no key's signature verifies, one that does not decode), on every route,
 /// count against their client IP when `[rate_limit.refused_credentials]`
-/// is set; a client that used up its allowance is answered `429` / `RESOURCE_EXHAUSTED` with `Retry-After`
-/// for every request with credentials, unchecked, until it comes back (see
+/// is set; a client that used up its allowance is answered `429` /
+/// `RESOURCE_EXHAUSTED` with `Retry-After` for every request with
+/// credentials, unchecked, until it comes back (see
 /// [`rate_limit`](crate::middleware::rate_limit)).
 #[derive(Clone, Debug)]
 pub struct AuthLayer {
